@@ -1,0 +1,138 @@
+"""The engine file: safetensors' layout, plus a version and digests.
+
+    offset 0   magic            8 bytes   b"RPBENGN\\0"
+    offset 8   format version   u32 LE
+    offset 12  header length H  u64 LE    (at most MAX_HEADER_BYTES)
+    offset 20  header           H bytes   msgpack map, keys sorted at every level, no extension types
+    ...        zero padding to a multiple of ALIGNMENT
+    ...        weight buffer    the constants, sorted by name, each at an ALIGNMENT-aligned offset
+    end - 32   sha256 of every byte before it
+
+Offsets must cover the buffer exactly, entries must be sorted and unique, each entry carries its own sha256,
+and the header carries the buffer's. Nothing in the file is ever executed: no pickle, no code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+import numpy as np
+from pydantic import ValidationError
+
+from reprobuild.digest import array_bytes, sha256_hex
+from reprobuild.engine.plan import EngineHeader
+from reprobuild.errors import FormatError
+
+MAGIC = b"RPBENGN\x00"
+FORMAT_VERSION = 1
+ALIGNMENT = 64
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+_PREAMBLE = struct.Struct("<8sIQ")
+_DIGEST = 32
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGNMENT) * ALIGNMENT
+
+
+def _canonical(value: Any) -> Any:
+    """Dicts with sorted keys and tuples as lists, recursively: msgpack then writes the same bytes every time."""
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def serialize_engine(header: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> bytes:
+    """Pack a header (everything but the weight table and buffer digest) and the weights into engine bytes."""
+    table, chunks, offset = [], [], 0
+    for name in sorted(weights):
+        data = array_bytes(weights[name])
+        table.append({
+            "name": name, "dtype": np.dtype(weights[name].dtype).name, "shape": list(weights[name].shape),
+            "offset": offset, "nbytes": len(data), "sha256": sha256_hex(data),
+        })
+        chunks.append(data + b"\0" * (_align(len(data)) - len(data)))
+        offset += _align(len(data))
+    buffer = b"".join(chunks)
+    full = {**header, "weights": table, "buffer_nbytes": len(buffer), "buffer_sha256": sha256_hex(buffer)}
+    try:
+        EngineHeader.model_validate(full)
+    except ValidationError as exc:  # a builder bug, not a user error: fail before writing anything
+        raise AssertionError(f"the builder produced an invalid engine header: {exc}") from exc
+    packed = msgpack.packb(_canonical(full), use_bin_type=True)
+    head = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(packed)) + packed
+    body = head + b"\0" * (_align(len(head)) - len(head)) + buffer
+    return body + hashlib.sha256(body).digest()
+
+
+def deserialize_engine(data: bytes | bytearray | memoryview) -> tuple[EngineHeader, dict[str, np.ndarray]]:
+    """Check and split engine bytes into the validated header and read-only weight arrays (zero-copy)."""
+    data = bytes(data)
+    if len(data) < _PREAMBLE.size + _DIGEST:
+        raise FormatError(f"engine is {len(data)} bytes, too short to be a reprobuild engine (truncated?)")
+    magic, version, header_len = _PREAMBLE.unpack_from(data)
+    if magic != MAGIC:
+        raise FormatError(f"not a reprobuild engine: the file starts with {magic!r}, expected {MAGIC!r}")
+    if version != FORMAT_VERSION:
+        newer = "newer than" if version > FORMAT_VERSION else "different from"
+        raise FormatError(f"engine format version {version} is {newer} the version this runtime reads "
+                          f"({FORMAT_VERSION}); rebuild the engine with this reprobuild, or use a matching one")
+    if header_len > MAX_HEADER_BYTES:
+        raise FormatError(f"engine header claims {header_len} bytes; the limit is {MAX_HEADER_BYTES}")
+    buffer_start = _align(_PREAMBLE.size + header_len)
+    if buffer_start + _DIGEST > len(data):
+        raise FormatError("engine is truncated: the header runs past the end of the file")
+    if hashlib.sha256(data[:-_DIGEST]).digest() != data[-_DIGEST:]:
+        raise FormatError("engine is corrupted or truncated: its sha256 trailer does not match its contents")
+    try:
+        raw = msgpack.unpackb(data[_PREAMBLE.size:_PREAMBLE.size + header_len], raw=False, strict_map_key=True,
+                              use_list=True)
+    except Exception as exc:
+        raise FormatError(f"engine header is not valid msgpack: {exc}") from None
+    try:
+        header = EngineHeader.model_validate(raw)
+    except ValidationError as exc:
+        raise FormatError(f"engine header does not match format version {FORMAT_VERSION}:\n{exc}") from None
+    if any(data[_PREAMBLE.size + header_len:buffer_start]):
+        raise FormatError("engine header padding is not zero")
+    buffer = memoryview(data)[buffer_start:-_DIGEST]
+    if len(buffer) != header.buffer_nbytes or sha256_hex(buffer) != header.buffer_sha256:
+        raise FormatError("engine weight buffer does not match the size and sha256 its header records")
+    if sha256_hex(header.manifest) != header.manifest_sha256:
+        raise FormatError("engine's embedded manifest does not match its recorded sha256")
+    return header, _weights(header, buffer)
+
+
+def _weights(header: EngineHeader, buffer: memoryview) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    expected, previous = 0, None
+    for w in header.weights:
+        if previous is not None and w.name <= previous:
+            raise FormatError(f"engine weights are not sorted and unique by name ({previous!r} then {w.name!r})")
+        previous = w.name
+        dtype = np.dtype(w.dtype).newbyteorder("<")
+        if w.offset != expected or w.nbytes != int(np.prod(w.shape, dtype=np.int64)) * dtype.itemsize:
+            raise FormatError(f"engine weight {w.name!r}: offset {w.offset} / size {w.nbytes} do not tile the "
+                              f"buffer (expected offset {expected}, size for {w.shape} {w.dtype})")
+        chunk = buffer[w.offset:w.offset + w.nbytes]
+        if sha256_hex(chunk) != w.sha256:
+            raise FormatError(f"engine weight {w.name!r} does not match its sha256")
+        out[w.name] = np.frombuffer(chunk, dtype=dtype).reshape(w.shape).astype(w.dtype, copy=False)
+        expected = _align(w.offset + w.nbytes)
+    if expected != len(buffer):
+        raise FormatError(f"engine weights cover {expected} bytes of a {len(buffer)}-byte buffer; they must tile "
+                          "it exactly")
+    return out
+
+
+def engine_sha256(data: bytes) -> str:
+    """The digest `reprobuild build` prints: sha256 of the whole engine file, as `sha256sum` would print it."""
+    return sha256_hex(data)

@@ -1,0 +1,258 @@
+"""Runtime, Engine and ExecutionContext, after TensorRT's object model.
+
+``Runtime(logger).deserialize_engine(bytes)`` checks the file, resolves every tactic by value (refusing one
+whose source changed), re-derives the memory plan and prepares each layer's kernel once: weights are the
+engine's persistent memory. ``Engine.create_execution_context()`` allocates one arena per context for
+activations and workspace (scratch memory); contexts share the engine read-only, and each runs on its own
+stream. A context is for one thread at a time; use one context per thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from reprobuild.engine.format import deserialize_engine, engine_sha256
+from reprobuild.engine.memory import LayerUse, plan_memory
+from reprobuild.engine.plan import EngineHeader, EngineTensor
+from reprobuild.errors import FormatError, InputError, ReprobuildError, UsageError
+from reprobuild.kernels.backend import Backend, get_backend
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, TacticRegistry, TensorSig, default_registry
+from reprobuild.logger import ErrorRecorder, Logger
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A network input or output: name, shape, dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class PreparedLayer:
+    name: str
+    op: str
+    tactic: Tactic
+    kernel: Kernel
+    inputs: tuple[str, ...]  # activation inputs only, in order
+    outputs: tuple[str, ...]
+
+
+class Runtime:
+    """Deserializes engines. The logger and error recorder are inherited by engines and contexts."""
+
+    def __init__(self, logger: Logger | None = None, error_recorder: ErrorRecorder | None = None,
+                 registry: TacticRegistry | None = None) -> None:
+        self.logger = logger or Logger()
+        self.error_recorder = error_recorder
+        self.registry = registry or default_registry()
+
+    def deserialize_engine(self, data: bytes | bytearray | memoryview) -> Engine:
+        try:
+            blob = bytes(data)
+            header, weights = deserialize_engine(blob)
+            return Engine(header, weights, engine_sha256(blob), self)
+        except ReprobuildError as exc:
+            if self.error_recorder is not None:
+                self.error_recorder.report(exc)
+            raise
+
+
+def _binding(t: EngineTensor) -> Binding:
+    return Binding(t.name, tuple(t.shape), t.dtype)
+
+
+class Engine:
+    """A deserialized engine: bindings, prepared kernels and weights. Immutable and shareable across threads."""
+
+    def __init__(self, header: EngineHeader, weights: Mapping[str, np.ndarray], sha256: str, runtime: Runtime):
+        self.header = header
+        self.sha256 = sha256
+        self.logger = runtime.logger
+        self.error_recorder = runtime.error_recorder
+        self.backend: Backend = get_backend(header.backend)
+        self.inputs = tuple(_binding(t) for t in header.inputs)
+        self.outputs = tuple(_binding(t) for t in header.outputs)
+        self._tensors = {t.name: t for t in header.activations}
+        self._check_references(weights)
+        tactics = [runtime.registry.resolve(layer.op, layer.tactic.model_dump()) for layer in header.layers]
+        self._check_memory_plan(tactics)
+        self.weights_bytes = sum(int(w.nbytes) for w in weights.values())
+        with self.backend.activate():
+            self.layers = tuple(self._prepare(layer, tactic, weights) for layer, tactic in zip(header.layers, tactics))
+        self.backend.synchronize()
+        self.logger.info(f"engine {sha256[:12]}: {len(self.layers)} layers on {self.backend.name}, "
+                         f"{self.weights_bytes} weight bytes, {self.device_memory_size} bytes per context")
+
+    @property
+    def name(self) -> str:
+        return self.header.name
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def device_memory_size(self) -> int:
+        """Bytes of scratch memory (activations + workspace) each execution context needs."""
+        return self.header.memory.workspace_offset + self.header.memory.workspace_bytes
+
+    @property
+    def manifest_json(self) -> bytes:
+        """The pinned manifest the builder embedded (canonical JSON)."""
+        return self.header.manifest
+
+    def _check_references(self, weights: Mapping[str, np.ndarray]) -> None:
+        known = set(self._tensors) | set(weights)
+        for layer in self.header.layers:
+            for t in (*layer.inputs, *layer.outputs):
+                if t not in known:
+                    raise FormatError(f"engine layer {layer.name!r} names tensor {t!r}, which the engine does not "
+                                      "define; the file is inconsistent")
+        for b in (*self.inputs, *self.outputs):
+            if b.name not in self._tensors:
+                raise FormatError(f"engine binding {b.name!r} is not among its activation tensors")
+
+    def _check_memory_plan(self, tactics: list[Tactic]) -> None:
+        sizes = {t.name: int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
+                 for t in self.header.activations}
+        uses = [LayerUse(tuple(layer.inputs), tuple(layer.outputs), bool(getattr(tactic, "aliases_input", False)),
+                         layer.workspace_bytes) for layer, tactic in zip(self.header.layers, tactics)]
+        plan = plan_memory(sizes, uses, [b.name for b in self.inputs], [b.name for b in self.outputs],
+                           self.header.memory.alignment)
+        recorded = self.header.memory
+        if (dict(plan.offsets) != recorded.offsets or plan.activation_bytes != recorded.activation_bytes
+                or plan.workspace_bytes != recorded.workspace_bytes
+                or plan.workspace_offset != recorded.workspace_offset):
+            raise FormatError("engine memory plan does not match the one this runtime derives from its layers; "
+                              "the file is inconsistent or was made by another reprobuild version")
+
+    def _prepare(self, layer: Any, tactic: Tactic, weights: Mapping[str, np.ndarray]) -> PreparedLayer:
+        def sig(name: str) -> TensorSig:
+            if name in weights:
+                return TensorSig(tuple(weights[name].shape), str(weights[name].dtype))
+            t = self._tensors[name]
+            return TensorSig(tuple(t.shape), t.dtype)
+
+        attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer.attrs.items()}
+        spec = LayerSpec(
+            name=layer.name, op=layer.op, attrs=attrs,
+            inputs=tuple(sig(t) for t in layer.inputs), outputs=tuple(sig(t) for t in layer.outputs),
+            constants={i: weights[t] for i, t in enumerate(layer.inputs) if t in weights},
+        )
+        reason = tactic.ineligibility(spec)
+        if reason is not None:
+            raise FormatError(f"engine layer {layer.name!r}: tactic {tactic.label} cannot run it ({reason})")
+        if tactic.workspace_bytes(spec) > layer.workspace_bytes:
+            raise FormatError(f"engine layer {layer.name!r} reserves {layer.workspace_bytes} workspace bytes but "
+                              f"{tactic.label} needs {tactic.workspace_bytes(spec)}")
+        return PreparedLayer(layer.name, layer.op, tactic, tactic.prepare(spec, self.backend),
+                             tuple(t for t in layer.inputs if t not in weights), tuple(layer.outputs))
+
+    def create_execution_context(self) -> ExecutionContext:
+        """A context with its own scratch memory and stream."""
+        return ExecutionContext(self, self.backend.empty_bytes(max(self.device_memory_size, 1)))
+
+    def create_execution_context_without_device_memory(self) -> ExecutionContext:
+        """A context whose scratch memory the caller supplies later through ``context.device_memory``."""
+        return ExecutionContext(self, None)
+
+
+class ExecutionContext:
+    """Runs an engine. One thread at a time; concurrent use from two threads is refused, not raced."""
+
+    def __init__(self, engine: Engine, memory: Any) -> None:
+        self.engine = engine
+        self.backend = engine.backend
+        self.error_recorder = engine.error_recorder
+        self.stream = self.backend.new_stream()
+        self._lock = threading.Lock()
+        self._memory: Any = None
+        self._views: dict[str, Any] = {}
+        self._workspace: Any = None
+        if memory is not None:
+            self.device_memory = memory
+
+    @property
+    def device_memory(self) -> Any:
+        return self._memory
+
+    @device_memory.setter
+    def device_memory(self, memory: Any) -> None:
+        need = self.engine.device_memory_size
+        if memory is None or getattr(memory, "dtype", None) != np.uint8 or memory.ndim != 1 or memory.size < need:
+            raise UsageError(f"device memory must be a 1-D uint8 {self.backend.name} array of at least {need} "
+                             "bytes (Engine.device_memory_size)")
+        if not isinstance(memory, self.backend.xp.ndarray):
+            raise UsageError(f"device memory must be a {self.backend.xp.__name__} array for this "
+                             f"{self.backend.name} engine")
+        memory_plan = self.engine.header.memory
+        self._memory = memory
+        self._views = {
+            t.name: self.backend.view(memory, memory_plan.offsets[t.name], tuple(t.shape), t.dtype)
+            for t in self.engine.header.activations
+        }
+        self._workspace = memory[memory_plan.workspace_offset:memory_plan.workspace_offset
+                                 + memory_plan.workspace_bytes]
+
+    def _fail(self, error: ReprobuildError) -> ReprobuildError:
+        if self.error_recorder is not None:
+            self.error_recorder.report(error)
+        return error
+
+    def _check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        expected = {b.name: b for b in self.engine.inputs}
+        missing = [n for n in expected if n not in inputs]
+        unknown = sorted(n for n in inputs if n not in expected)
+        if missing or unknown:
+            listing = ", ".join(f"{b.name} {list(b.shape)} {b.dtype}" for b in expected.values())
+            raise self._fail(InputError(
+                f"inputs do not match the engine's: missing {missing}, unexpected {unknown}; expected: {listing}"))
+        for name, b in expected.items():
+            value = inputs[name]
+            shape, dtype = tuple(getattr(value, "shape", ())), str(getattr(value, "dtype", type(value).__name__))
+            if shape != b.shape:
+                raise self._fail(InputError(f"input {name!r} has shape {list(shape)}; the engine was built for "
+                                            f"{list(b.shape)} (rebuild with --input-shape to change it)"))
+            if dtype != b.dtype:
+                raise self._fail(InputError(f"input {name!r} has dtype {dtype}; the engine expects {b.dtype} "
+                                            f"(convert with array.astype(numpy.{b.dtype}))"))
+
+    def enqueue(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run asynchronously on this context's stream; returns the output buffers (valid until the next run)."""
+        if self._memory is None:
+            raise self._fail(UsageError("this context has no device memory yet; set context.device_memory first"))
+        self._check_inputs(inputs)
+        if not self._lock.acquire(blocking=False):
+            raise self._fail(UsageError("this execution context is already running in another thread; create "
+                                        "one context per thread (Engine.create_execution_context)"))
+        try:
+            views, workspace = self._views, self._workspace
+            with self.backend.activate(self.stream):
+                for b in self.engine.inputs:
+                    try:
+                        self.backend.upload(views[b.name], inputs[b.name])
+                    except (TypeError, ValueError) as exc:
+                        raise self._fail(InputError(f"input {b.name!r} cannot be copied to the "
+                                                    f"{self.backend.name} backend: {exc}")) from None
+                for layer in self.engine.layers:
+                    layer.kernel([views[t] for t in layer.inputs], [views[t] for t in layer.outputs], workspace)
+            return {b.name: views[b.name] for b in self.engine.outputs}
+        finally:
+            self._lock.release()
+
+    def execute(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Run synchronously; returns new host (NumPy) arrays."""
+        outputs = self.enqueue(inputs)
+        with self.backend.activate(self.stream):
+            return {name: self.backend.to_host(value) for name, value in outputs.items()}
+
+    def synchronize(self) -> None:
+        with self.backend.activate(self.stream):
+            self.backend.synchronize()

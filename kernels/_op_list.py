@@ -1,0 +1,7 @@
+"""The tactic families, listed explicitly and in sorted order: the registry never depends on import order."""
+
+from __future__ import annotations
+
+from reprobuild.kernels import batchnorm, conv, elementwise, gemm, pool, shape, softmax
+
+FAMILIES = (batchnorm, conv, elementwise, gemm, pool, shape, softmax)

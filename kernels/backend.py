@@ -1,0 +1,295 @@
+"""Backends: where tactics run and how they are timed.
+
+``cpu`` runs NumPy and times with ``perf_counter_ns``. ``cuda`` runs CuPy arrays and NVRTC-compiled kernels on a
+dedicated non-blocking stream and times with CUDA events. ``resolve_backend("auto")`` picks ``cuda`` when a
+device is usable and says why not otherwise; the choice is recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from reprobuild.errors import BackendUnavailableError, UsageError
+
+BACKENDS = ("cpu", "cuda")
+
+#: Environment variables that change CPU numerics (BLAS thread counts decide how sums are split).
+CPU_NUMERIC_ENV = ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+#: Environment variables that change CUDA numerics (TF32, CuPy's CUB/cuTENSOR accelerators, cuBLAS workspaces).
+CUDA_NUMERIC_ENV = ("CUBLAS_WORKSPACE_CONFIG", "CUPY_ACCELERATORS", "CUPY_TF32", "NVIDIA_TF32_OVERRIDE")
+
+
+class Backend(ABC):
+    """A place to run tactics. Arrays are NumPy on ``cpu`` and CuPy on ``cuda``; ``xp`` is that module."""
+
+    name: str
+    xp: Any
+
+    @abstractmethod
+    def asarray(self, host: np.ndarray) -> Any:
+        """Copy a host array to this backend (a no-op view on the CPU)."""
+
+    @abstractmethod
+    def to_host(self, array: Any) -> np.ndarray:
+        """Copy an array of this backend to a new host array, waiting for pending work first."""
+
+    @abstractmethod
+    def empty_bytes(self, nbytes: int) -> Any:
+        """An uninitialised uint8 buffer of this backend."""
+
+    @abstractmethod
+    def upload(self, dst: Any, src: Any) -> None:
+        """Copy ``src`` (a host array, or an array of this backend) into the backend array ``dst``."""
+
+    @abstractmethod
+    def synchronize(self) -> None: ...
+
+    @abstractmethod
+    def time_runs(self, fn: Callable[[], None], warmup: int, iterations: int) -> list[int]:
+        """Run ``fn`` ``warmup`` times untimed, then ``iterations`` times timed; nanoseconds per run."""
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, str]:
+        """What of this backend's hardware and software decides numerics (versions, device, env vars)."""
+
+    @contextlib.contextmanager
+    def activate(self, stream: Any = None) -> Iterator[None]:
+        """Make this backend (and, on CUDA, ``stream`` or the backend's own stream) current for the block."""
+        yield
+
+    def new_stream(self) -> Any:
+        """A stream for one execution context; ``None`` where the backend has no streams."""
+        return None
+
+    def view(self, buffer: Any, offset: int, shape: tuple[int, ...], dtype: str) -> Any:
+        """A typed array over ``buffer[offset:]``; how activation memory is carved out of a context's arena."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        return buffer[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+def _env(names: tuple[str, ...]) -> dict[str, str]:
+    return {f"env.{k}": os.environ.get(k, "<unset>") for k in names}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _blas_name() -> str:
+    try:
+        config = np.show_config(mode="dicts")  # type: ignore[func-returns-value]
+        blas = config["Build Dependencies"]["blas"]
+        return f"{blas.get('name', 'unknown')} {blas.get('version', '')}".strip()
+    except Exception:  # numpy < 1.25 has no mode="dicts"; the version alone then identifies the build
+        return "unknown"
+
+
+class CpuBackend(Backend):
+    name = "cpu"
+    xp = np
+
+    def asarray(self, host: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(host)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return np.array(array, copy=True)
+
+    def empty_bytes(self, nbytes: int) -> np.ndarray:
+        return np.empty(nbytes, dtype=np.uint8)
+
+    def upload(self, dst: Any, src: Any) -> None:
+        np.copyto(dst, src, casting="no")
+
+    def synchronize(self) -> None:
+        return None
+
+    def time_runs(self, fn: Callable[[], None], warmup: int, iterations: int) -> list[int]:
+        for _ in range(warmup):
+            fn()
+        samples = []
+        for _ in range(iterations):
+            t0 = time.perf_counter_ns()
+            fn()
+            samples.append(time.perf_counter_ns() - t0)
+        return samples
+
+    def fingerprint(self) -> dict[str, str]:
+        return {
+            "backend": "cpu",
+            "cpu.model": _cpu_model(),
+            "cpu.count": str(os.cpu_count()),
+            "blas": _blas_name(),
+            **_env(CPU_NUMERIC_ENV),
+        }
+
+
+class CudaBackend(Backend):
+    """CuPy on one device, with a dedicated non-blocking stream for the builder and one per execution context."""
+
+    name = "cuda"
+
+    def __init__(self, device_id: int = 0) -> None:
+        import cupy
+
+        self.xp = cupy
+        self.device_id = device_id
+        self.device = cupy.cuda.Device(device_id)
+        with self.device:
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+        self._local = threading.local()
+        props = cupy.cuda.runtime.getDeviceProperties(device_id)
+        self.compute_capability = self.device.compute_capability  # e.g. "90"
+        self.sm_count = int(props["multiProcessorCount"])
+        name = props["name"]
+        self.gpu_name = name.decode() if isinstance(name, bytes) else str(name)
+
+    def current_stream(self) -> Any:
+        return getattr(self._local, "stream", None) or self.stream
+
+    @contextlib.contextmanager
+    def activate(self, stream: Any = None) -> Iterator[None]:
+        stream = stream if stream is not None else self.current_stream()
+        previous = getattr(self._local, "stream", None)
+        self._local.stream = stream
+        try:
+            with self.device, stream:
+                yield
+        finally:
+            self._local.stream = previous
+
+    def new_stream(self) -> Any:
+        with self.device:
+            return self.xp.cuda.Stream(non_blocking=True)
+
+    def asarray(self, host: np.ndarray) -> Any:
+        with self.activate():
+            return self.xp.asarray(np.ascontiguousarray(host))
+
+    def to_host(self, array: Any) -> np.ndarray:
+        with self.activate():
+            stream = self.current_stream()
+            out = self.xp.asnumpy(array, stream=stream)
+            stream.synchronize()
+            return np.asarray(out)
+
+    def empty_bytes(self, nbytes: int) -> Any:
+        with self.activate():
+            return self.xp.empty(nbytes, dtype=self.xp.uint8)
+
+    def upload(self, dst: Any, src: Any) -> None:
+        with self.activate():
+            if isinstance(src, self.xp.ndarray):
+                self.xp.copyto(dst, src, casting="no")
+            else:
+                dst.set(np.ascontiguousarray(src), stream=self.current_stream())
+
+    def synchronize(self) -> None:
+        self.current_stream().synchronize()
+
+    def time_runs(self, fn: Callable[[], None], warmup: int, iterations: int) -> list[int]:
+        cp = self.xp
+        with self.activate():
+            stream = self.current_stream()
+            for _ in range(warmup):
+                fn()
+            events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(iterations)]
+            for start, end in events:
+                start.record(stream)
+                fn()
+                end.record(stream)
+            stream.synchronize()
+            return [round(cp.cuda.get_elapsed_time(s, e) * 1e6) for s, e in events]
+
+    def fingerprint(self) -> dict[str, str]:
+        cp = self.xp
+        from cupy_backends.cuda.libs import nvrtc
+
+        with self.device:
+            handle = cp.cuda.device.get_cublas_handle()
+            cublas_version = cp.cuda.cublas.getVersion(handle)
+        major, minor = nvrtc.getVersion()
+        return {
+            "backend": "cuda",
+            "gpu.name": self.gpu_name,
+            "gpu.compute_capability": self.compute_capability,
+            "gpu.sm_count": str(self.sm_count),
+            "cuda.driver": str(cp.cuda.runtime.driverGetVersion()),
+            "cuda.runtime": str(cp.cuda.runtime.runtimeGetVersion()),
+            "nvrtc": f"{major}.{minor}",
+            "cublas": str(cublas_version),
+            "cupy": cp.__version__,
+            **_env(CUDA_NUMERIC_ENV),
+        }
+
+
+def cuda_unavailable_reason() -> str | None:
+    """None when a CUDA device can be used through CuPy; otherwise why not, with the fix."""
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed (install the extra that matches your CUDA: pip install -e '.[cuda13]')"
+    except Exception as exc:  # a broken CuPy install raises all sorts of errors at import
+        return f"CuPy failed to import: {exc}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return f"CuPy sees no usable CUDA driver or device: {exc}"
+    if count < 1:
+        return "no CUDA device is visible (check CUDA_VISIBLE_DEVICES and the driver)"
+    return None
+
+
+_BACKENDS: dict[str, Backend] = {}
+_LOCK = threading.Lock()
+
+
+def get_backend(name: str) -> Backend:
+    """The process-wide backend of that name (``cpu`` or ``cuda``); raises if it cannot be used here."""
+    if name not in BACKENDS:
+        raise UsageError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    with _LOCK:
+        if name not in _BACKENDS:
+            if name == "cuda":
+                reason = cuda_unavailable_reason()
+                if reason is not None:
+                    raise BackendUnavailableError(f"the cuda backend cannot be used: {reason}; use --backend cpu")
+                _BACKENDS[name] = CudaBackend()
+            else:
+                _BACKENDS[name] = CpuBackend()
+        return _BACKENDS[name]
+
+
+def resolve_backend(name: str) -> tuple[Backend, str]:
+    """Resolve ``auto``/``cpu``/``cuda`` to a backend, with a sentence saying why it was chosen."""
+    if name == "auto":
+        reason = cuda_unavailable_reason()
+        if reason is None:
+            return get_backend("cuda"), "auto: a CUDA device is usable"
+        return get_backend("cpu"), f"auto: cuda not usable ({reason})"
+    return get_backend(name), f"requested: {name}"
+
+
+def cuda_module(backend: Backend, filename: str) -> Any:
+    """The compiled NVRTC module of a ``.cu`` file for a CUDA backend's device (compiled once per process)."""
+    from reprobuild.kernels.nvrtc import load_module
+
+    if not isinstance(backend, CudaBackend):
+        raise TypeError(f"{filename} needs the cuda backend, not {backend.name}")
+    with backend.device:
+        return load_module(filename, backend.compute_capability, backend.device_id)

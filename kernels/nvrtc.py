@@ -1,0 +1,89 @@
+"""Compile the ``.cu`` files beside the tactic modules with NVRTC, with an explicit option list.
+
+CuPy's ``RawModule`` silently appends options of its own (``-ftz=true``, an arch flag, and more); to record
+exactly what produced each binary we call NVRTC ourselves and load the cubin through CuPy. NVRTC output is
+deterministic for the same source, options and NVRTC version, so the cubin's sha256 is recorded too.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from reprobuild.digest import sha256_hex
+from reprobuild.errors import BuildError
+
+#: The NVRTC options every kernel is compiled with (the arch flag is added per device). Spelled out so that
+#: the defaults of a future NVRTC cannot change what is built without the manifest showing it.
+BASE_OPTIONS: tuple[str, ...] = (
+    "--std=c++17",
+    "--fmad=true",
+    "--ftz=false",
+    "--prec-div=true",
+    "--prec-sqrt=true",
+    "--device-as-default-execution-space",
+)
+
+_SOURCE_CACHE: dict[str, bytes] = {}
+_MODULE_CACHE: dict[tuple[str, tuple[str, ...], int], CompiledModule] = {}
+_LOCK = threading.Lock()
+
+
+def read_source(filename: str) -> bytes:
+    """The bytes of a file in the ``reprobuild.kernels`` package (a ``.cu`` source or a family module)."""
+    with _LOCK:
+        if filename not in _SOURCE_CACHE:
+            _SOURCE_CACHE[filename] = resources.files("reprobuild.kernels").joinpath(filename).read_bytes()
+        return _SOURCE_CACHE[filename]
+
+
+def source_sha256(filename: str) -> str:
+    return sha256_hex(read_source(filename))
+
+
+def compile_options(compute_capability: str) -> tuple[str, ...]:
+    return (*BASE_OPTIONS, f"--gpu-architecture=sm_{compute_capability}")
+
+
+@dataclass(frozen=True)
+class CompiledModule:
+    filename: str
+    options: tuple[str, ...]
+    cubin_sha256: str
+    module: Any
+
+    def function(self, name: str) -> Any:
+        return self.module.get_function(name)
+
+
+def load_module(filename: str, compute_capability: str, device_id: int) -> CompiledModule:
+    """Compile (once per process, device and option list) and load a ``.cu`` file of this package."""
+    options = compile_options(compute_capability)
+    key = (filename, options, device_id)
+    with _LOCK:
+        cached = _MODULE_CACHE.get(key)
+    if cached is not None:
+        return cached
+    from cupy.cuda import function
+    from cupy_backends.cuda.libs import nvrtc
+
+    source = read_source(filename).decode("utf-8")
+    prog = nvrtc.createProgram(source, filename, (), ())
+    try:
+        try:
+            nvrtc.compileProgram(prog, list(options))
+        except nvrtc.NVRTCError as exc:
+            log = nvrtc.getProgramLog(prog)
+            raise BuildError(
+                f"NVRTC failed to compile {filename} with options {' '.join(options)}:\n{log}\n({exc})"
+            ) from None
+        cubin = bytes(nvrtc.getCUBIN(prog))
+    finally:
+        nvrtc.destroyProgram(prog)
+    module = function.Module()
+    module.load(cubin)
+    compiled = CompiledModule(filename, options, sha256_hex(cubin), module)
+    with _LOCK:
+        return _MODULE_CACHE.setdefault(key, compiled)

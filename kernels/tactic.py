@@ -1,0 +1,216 @@
+"""Tactics: named, versioned kernel implementations of an op on a backend, and the registry that holds them.
+
+A tactic is recorded by value: (family, name, version, source digest, parameters). Its behaviour never changes
+under the same name and version; a changed kernel is a new version. The source digest covers the family module
+and the CUDA sources the tactic compiles, so an edit to either shows up in every manifest that used it.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from reprobuild.digest import digest_of
+from reprobuild.errors import TacticMismatchError
+from reprobuild.kernels.backend import Backend
+from reprobuild.kernels.nvrtc import source_sha256
+
+
+class Determinism(str, enum.Enum):
+    """What a tactic promises about repeated runs on the same inputs."""
+
+    RUN_TO_RUN = "run_to_run"  # bitwise identical outputs from run to run, context to context, stream to stream
+    NONE = "none"  # outputs may differ between runs (atomics, split-K reductions)
+
+
+@dataclass(frozen=True)
+class TensorSig:
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What a tactic sees of a layer: op, attributes, tensor signatures, and the values of constant inputs."""
+
+    name: str
+    op: str
+    attrs: Mapping[str, Any]
+    inputs: tuple[TensorSig, ...]
+    outputs: tuple[TensorSig, ...]
+    constants: Mapping[int, np.ndarray] = field(default_factory=dict)
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+    @property
+    def activation_inputs(self) -> tuple[int, ...]:
+        """Positions of the inputs that arrive at run time (the others are constants)."""
+        return tuple(i for i in range(len(self.inputs)) if i not in self.constants)
+
+
+class Kernel(Protocol):
+    """A tactic prepared for one layer: call it with the activation inputs, output buffers and workspace."""
+
+    def __call__(self, inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None: ...
+
+
+class Tactic(ABC):
+    """Base class of all tactics. Subclasses set the class attributes and implement :meth:`prepare`."""
+
+    family: ClassVar[str]
+    ops: ClassVar[tuple[str, ...]]
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    backend: ClassVar[str]
+    dtypes: ClassVar[tuple[str, ...]] = ("float32",)
+    determinism: ClassVar[Determinism] = Determinism.RUN_TO_RUN
+    #: Stable preference among equally fast tactics: lower wins. Never derived from import or dict order.
+    priority: ClassVar[int] = 100
+    #: Which library does the work, as TensorRT's tactic sources: ``numpy``, ``nvrtc``, ``cublas`` or ``cupy``.
+    #: A build config may disable sources; the manifest records each tactic's source.
+    source: ClassVar[str] = "numpy"
+    #: ``.cu`` files (beside the family module) this tactic compiles.
+    cuda_sources: ClassVar[tuple[str, ...]] = ()
+    #: The values a parameterized tactic is instantiated with (tile sizes, ...), recorded with it.
+    parameters: ClassVar[Mapping[str, int | str]] = MappingProxyType({})
+
+    @property
+    def module_file(self) -> str:
+        return type(self).__module__.rsplit(".", 1)[-1] + ".py"
+
+    @property
+    def source_files(self) -> tuple[str, ...]:
+        return (self.module_file, *self.cuda_sources)
+
+    @property
+    def source_sha256(self) -> str:
+        """One digest over the family module and this tactic's CUDA sources."""
+        return digest_of({f: source_sha256(f) for f in self.source_files})
+
+    @property
+    def ref(self) -> dict[str, Any]:
+        """The tactic by value, as the manifest and the engine record it."""
+        return {
+            "family": self.family,
+            "name": self.name,
+            "version": self.version,
+            "source_sha256": self.source_sha256,
+            "parameters": dict(self.parameters),
+        }
+
+    @property
+    def label(self) -> str:
+        return f"{self.family}.{self.name} v{self.version}"
+
+    def ineligibility(self, layer: LayerSpec) -> str | None:
+        """None when this tactic can run the layer, else a sentence saying why not (recorded in the manifest)."""
+        for kind, sigs in (("input", layer.inputs), ("output", layer.outputs)):
+            for i, sig in enumerate(sigs):
+                if sig.dtype not in self.dtypes:
+                    return f"{kind} {i} has dtype {sig.dtype}; this tactic supports {', '.join(self.dtypes)}"
+        return self.unsupported(layer)
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        """Op-specific reasons this tactic cannot run the layer; None when it can."""
+        return None
+
+    def workspace_bytes(self, layer: LayerSpec) -> int:
+        """Scratch memory one run needs, beyond the inputs and outputs."""
+        return 0
+
+    @abstractmethod
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        """Compile, upload and transform weights once; return the callable that runs the layer."""
+
+    def __repr__(self) -> str:
+        return f"<{self.family}.{self.name} v{self.version} ({self.backend})>"
+
+
+class TacticRegistry:
+    """All known tactics, indexed by (op, name, version); every listing is in a sorted, stable order."""
+
+    def __init__(self, tactics: Iterable[Tactic]) -> None:
+        index: dict[tuple[str, str, int], Tactic] = {}
+        for tactic in tactics:
+            for op in tactic.ops:
+                key = (op, tactic.name, tactic.version)
+                if key in index:
+                    raise ValueError(f"tactic {key} is registered twice")
+                index[key] = tactic
+        self._index = dict(sorted(index.items()))
+
+    def ops(self) -> list[str]:
+        return sorted({op for op, _, _ in self._index})
+
+    def candidates(self, op: str, backend: str) -> list[Tactic]:
+        found = [t for (o, _, _), t in self._index.items() if o == op and t.backend == backend]
+        return sorted(found, key=lambda t: (t.priority, t.name, t.version))
+
+    def all(self) -> list[Tactic]:
+        seen: dict[tuple[str, str, int], Tactic] = {}
+        for tactic in self._index.values():
+            seen.setdefault((tactic.family, tactic.name, tactic.version), tactic)
+        return [seen[k] for k in sorted(seen)]
+
+    def get(self, op: str, name: str, version: int) -> Tactic:
+        tactic = self._index.get((op, name, version))
+        if tactic is None:
+            known = [f"{n} v{v}" for (o, n, v) in self._index if o == op]
+            raise TacticMismatchError(
+                f"no tactic {name!r} version {version} for op {op}; this installation has: "
+                f"{', '.join(known) or 'none'}. The engine or manifest was made by another reprobuild version; "
+                "rebuild it with this one"
+            )
+        return tactic
+
+    def resolve(self, op: str, ref: Mapping[str, Any]) -> Tactic:
+        """The tactic a recorded reference names, refusing one whose source changed since it was recorded."""
+        tactic = self.get(op, str(ref["name"]), int(ref["version"]))
+        if tactic.source_sha256 != ref["source_sha256"]:
+            raise TacticMismatchError(
+                f"tactic {tactic.family}.{tactic.name} v{tactic.version} was recorded with source digest "
+                f"{str(ref['source_sha256'])[:16]}..., but this installation's source digest is "
+                f"{tactic.source_sha256[:16]}...: the kernel changed without a version bump, or the engine "
+                "comes from another reprobuild version. Rebuild the engine with this installation"
+            )
+        return tactic
+
+
+_DEFAULT: TacticRegistry | None = None
+
+
+def default_registry() -> TacticRegistry:
+    """The registry of every tactic family listed in ``_op_list.FAMILIES``."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        from reprobuild.kernels._op_list import FAMILIES
+
+        _DEFAULT = TacticRegistry(t for family in FAMILIES for t in family.TACTICS)
+    return _DEFAULT
+
+
+def positional(layer: LayerSpec, constants: Mapping[int, Any], activations: Sequence[Any]) -> list[Any]:
+    """Merge prepared constants and run-time activations back into the layer's input order."""
+    it = iter(activations)
+    return [constants[i] if i in constants else next(it) for i in range(len(layer.inputs))]
+
+
+def workspace_view(workspace: Any, shape: tuple[int, ...], offset: int = 0, dtype: str = "float32") -> Any:
+    """A typed array carved out of a tactic's uint8 workspace."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return workspace[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+def aligned(nbytes: int, alignment: int = 256) -> int:
+    return -(-nbytes // alignment) * alignment

@@ -1,0 +1,41 @@
+"""reprobuild: deterministic, reproducible builds of GPU inference engines from ONNX.
+
+The top-level names are imported lazily, so that ``import reprobuild.engine`` (the lean runtime) loads neither
+the builder nor onnx.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Builder": "reprobuild.builder",
+    "BuilderConfig": "reprobuild.builder",
+    "BuildResult": "reprobuild.builder",
+    "ProgressMonitor": "reprobuild.builder",
+    "Engine": "reprobuild.engine",
+    "ExecutionContext": "reprobuild.engine",
+    "Runtime": "reprobuild.engine",
+    "ErrorRecorder": "reprobuild.logger",
+    "Logger": "reprobuild.logger",
+    "Severity": "reprobuild.logger",
+    "Manifest": "reprobuild.manifest",
+    "read_manifest": "reprobuild.manifest",
+    "write_manifest": "reprobuild.manifest",
+    "NetworkDefinition": "reprobuild.ir",
+    "OnnxParser": "reprobuild.frontend",
+    "network_from_onnx_bytes": "reprobuild.frontend",
+    "network_from_onnx_path": "reprobuild.frontend",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reprobuild' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

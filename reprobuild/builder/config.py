@@ -1,0 +1,67 @@
+"""The builder configuration (TensorRT's ``IBuilderConfig``) and the progress monitor interface.
+
+"None means default": timing counts left as None take the backend's defaults, which the manifest then records
+as the values actually used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from reprobuild.errors import UsageError
+from reprobuild.passes import DEFAULT_PASSES, PASSES
+
+TACTIC_SOURCES = ("builtin", "cublas", "cupy", "numpy", "nvrtc")
+
+#: (warmup, iterations) per backend when the config leaves them unset.
+DEFAULT_TIMING = {"cpu": (1, 5), "cuda": (3, 11)}
+
+
+class ProgressMonitor:
+    """Receives build progress, as TensorRT's ``IProgressMonitor``. Return False from ``step_complete`` to cancel."""
+
+    def phase_start(self, phase: str, parent: str | None, num_steps: int) -> None:
+        return None
+
+    def step_complete(self, phase: str, step: int, message: str) -> bool:
+        return True
+
+    def phase_finish(self, phase: str) -> None:
+        return None
+
+
+@dataclass
+class BuilderConfig:
+    backend: str = "auto"
+    warmup: int | None = None
+    iterations: int | None = None
+    seed: int = 0
+    max_workspace_bytes: int = 1 << 30
+    determinism: Literal["run_to_run", "any"] = "run_to_run"
+    tactic_sources: tuple[str, ...] | None = None
+    passes: tuple[str, ...] = DEFAULT_PASSES
+    progress_monitor: ProgressMonitor | None = field(default=None, repr=False)
+
+    def timing_for(self, backend: str) -> tuple[int, int]:
+        warmup, iterations = DEFAULT_TIMING[backend]
+        return (warmup if self.warmup is None else self.warmup,
+                iterations if self.iterations is None else self.iterations)
+
+    def validate(self) -> None:
+        if self.backend not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"backend must be auto, cpu or cuda; got {self.backend!r}")
+        if self.warmup is not None and self.warmup < 0:
+            raise UsageError(f"warmup must be >= 0; got {self.warmup}")
+        if self.iterations is not None and self.iterations < 1:
+            raise UsageError(f"iterations must be >= 1; got {self.iterations}")
+        if self.max_workspace_bytes < 0:
+            raise UsageError(f"max_workspace_bytes must be >= 0; got {self.max_workspace_bytes}")
+        if self.determinism not in ("run_to_run", "any"):
+            raise UsageError(f"determinism must be run_to_run or any; got {self.determinism!r}")
+        unknown = sorted(set(self.tactic_sources or ()) - set(TACTIC_SOURCES))
+        if unknown:
+            raise UsageError(f"unknown tactic source(s) {unknown}; known: {', '.join(TACTIC_SOURCES)}")
+        unknown = sorted(set(self.passes) - set(PASSES))
+        if unknown:
+            raise UsageError(f"unknown pass(es) {unknown}; known: {', '.join(sorted(PASSES))}")

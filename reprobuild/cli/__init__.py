@@ -1,0 +1,1 @@
+"""The ``reprobuild`` command line."""

@@ -1,0 +1,103 @@
+"""Helpers shared by the subcommands: option parsing, engine loading, and output formatting."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from reprobuild.errors import UsageError
+from reprobuild.fileio import read_bounded
+
+MAX_ENGINE_BYTES = 64 * 1024**3
+_SIZE = re.compile(r"^(\d+)\s*([kmgt]?i?b?)?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_bytes(text: str) -> int:
+    """'1073741824', '512M', '1GiB', '4g' -> bytes (binary units)."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; use bytes or a suffix: 512M, 1G, 2GiB")
+    unit = (match.group(2) or "").lower().rstrip("b").rstrip("i")
+    return int(match.group(1)) * _UNITS[unit]
+
+
+def parse_shape_option(text: str) -> tuple[str, tuple[int, ...]]:
+    """'input=1x3x224x224' -> ('input', (1, 3, 224, 224)). The name may itself contain '='."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=DxDx...; for example data=1x3x224x224")
+    return name, shape
+
+
+def parse_named_path(text: str) -> tuple[str, str]:
+    name, sep, path = text.rpartition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=FILE.npy")
+    return name, path
+
+
+def read_engine_file(path: str) -> bytes:
+    return read_bounded(path, MAX_ENGINE_BYTES, "engine")
+
+
+def default_engine_path(model: str) -> str:
+    return os.path.splitext(os.path.basename(model))[0] + ".engine"
+
+
+def default_manifest_path(engine: str) -> str:
+    stem = engine[:-len(".engine")] if engine.endswith(".engine") else engine
+    return stem + ".manifest.json"
+
+
+def safe_filename(name: str) -> str:
+    """A tensor name as a file name: anything but letters, digits, '.', '_' and '-' becomes '_'."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".")
+    if not cleaned:
+        raise UsageError(f"tensor name {name!r} cannot be turned into a file name")
+    return cleaned
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
+    rows = [list(header), *map(list, rows)] if header else [list(r) for r in rows]
+    if not rows:
+        return ""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if header:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
+        value /= 1024
+    return f"{n} B"
+
+
+class Subcommands:
+    """Adds the common options and the exit-code epilog to every subcommand parser."""
+
+    def __init__(self, sub: argparse._SubParsersAction, common: argparse.ArgumentParser, epilog: str) -> None:
+        self.sub, self.common, self.epilog = sub, common, epilog
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self.sub.add_parser(
+            name, parents=[self.common], epilog=self.epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kwargs)
+        return parser

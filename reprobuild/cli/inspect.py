@@ -1,0 +1,60 @@
+"""``reprobuild inspect``: what an engine holds: bindings, layers and tactics, memory, digests, environment."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from reprobuild.cli.common import Subcommands, human_bytes, read_engine_file, table
+from reprobuild.digest import sha256_hex
+from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine
+from reprobuild.manifest.io import pinned_from_json
+
+
+def add_parser(sub: Subcommands) -> None:
+    p = sub.add_parser(
+        "inspect", help="show an engine's bindings, layers, tactics, memory and digests",
+        description="Print what an engine file holds, read from its header and embedded manifest; nothing runs "
+                    "and no GPU is needed.",
+    )
+    p.add_argument("engine", help="the engine file")
+    p.add_argument("--json", action="store_true", help="print the embedded pinned manifest as JSON instead")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    data = read_engine_file(args.engine)
+    header, _ = deserialize_engine(data)
+    pinned = pinned_from_json(header.manifest)
+    if args.json:
+        print(json.dumps({"engine": {"sha256": sha256_hex(data), "size_bytes": len(data),
+                                     "format_version": FORMAT_VERSION},
+                          "pinned": pinned.model_dump(mode="json")}, indent=2, sort_keys=True))
+        return 0
+    mem = pinned.memory
+    print(f"engine      {args.engine}")
+    print(f"sha256      {sha256_hex(data)}")
+    print(f"size        {len(data)} bytes, format version {FORMAT_VERSION}")
+    print(f"backend     {pinned.config.backend}")
+    print(f"model       sha256 {pinned.model.sha256 or '-'}  structure {pinned.model.structural_hash[:16]}  "
+          f"opset {pinned.model.opset or '-'}")
+    print(f"timing      warmup {pinned.config.timing.warmup}, iterations {pinned.config.timing.iterations}, "
+          f"seed {pinned.config.seed}, determinism {pinned.config.determinism}")
+    print(f"memory      weights {human_bytes(mem.weights_bytes)} (persistent); per context "
+          f"{human_bytes(mem.context_bytes)} = activations {human_bytes(mem.activation_bytes)} "
+          f"(unshared {human_bytes(mem.unshared_activation_bytes)}) + workspace {human_bytes(mem.workspace_bytes)}")
+    print()
+    bindings = [["input", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.inputs]
+    bindings += [["output", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.outputs]
+    print(table(bindings, ["binding", "name", "shape", "dtype"]))
+    print()
+    rows = [[str(i), layer.name, layer.op, layer.tactic.label, layer.tactic.source_sha256[:12],
+             "x".join(map(str, layer.outputs[0].shape)) if layer.outputs else "", str(layer.workspace_bytes)]
+            for i, layer in enumerate(pinned.layers)]
+    print(table(rows, ["#", "layer", "op", "tactic", "source", "output", "workspace"]))
+    print()
+    print(table([[k.file, k.sha256[:16], k.cubin_sha256[:16] if k.cubin_sha256 else "-", " ".join(k.compile_options)]
+                 for k in pinned.kernel_sources], ["kernel source", "sha256", "cubin", "compile options"]))
+    print()
+    print(table([[k, v] for k, v in pinned.environment.items()], ["environment", "value"]))
+    return 0

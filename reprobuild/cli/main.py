@@ -1,0 +1,62 @@
+"""``reprobuild``: the command line. Errors print one clear message and exit with a documented code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from reprobuild import __version__
+from reprobuild.cli import build, inspect, run
+from reprobuild.cli.common import Subcommands
+from reprobuild.errors import EXIT_CODES, ReprobuildError
+
+
+def _epilog() -> str:
+    codes = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES)
+    return f"exit codes:\n{codes}\n  130  interrupted (Ctrl-C)"
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reprobuild",
+        description="Deterministic, reproducible builds of inference engines from ONNX models. Every tactic "
+                    "decision is recorded in a manifest that can be pinned, diffed and replayed.",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"reprobuild {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more output (-vv: debug log)")
+    common.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
+    common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (build, run, inspect):
+        module.add_parser(Subcommands(sub, common, _epilog()))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ReprobuildError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"reprobuild {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"reprobuild {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"reprobuild {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+              "This is a bug in reprobuild; please report it with the command you ran (add --debug for the "
+              "traceback).", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""One exception hierarchy for the whole toolkit.
+
+Every error a user can cause is a :class:`ReprobuildError` subclass whose message says what was expected, what
+was found, and how to fix it. Each class carries the process exit code the CLI uses, so the table of exit codes
+(``EXIT_CODES``, printed by ``reprobuild --help`` and in the README) cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+
+class ReprobuildError(Exception):
+    """Base class of every error reprobuild raises on purpose."""
+
+    exit_code = 1
+    summary = "error"
+
+
+class UsageError(ReprobuildError):
+    """The command line or an API argument is wrong (a missing file, a malformed option)."""
+
+    exit_code = 2
+    summary = "usage error: a bad argument, option or path"
+
+
+class ModelError(ReprobuildError):
+    """The ONNX model is invalid, or uses an op, attribute, dtype or dynamic shape reprobuild does not support."""
+
+    exit_code = 3
+    summary = "model error: the ONNX model is invalid or uses something unsupported"
+
+
+class UnsupportedOpError(ModelError):
+    """A node uses an op (or an attribute value) that has no implementation."""
+
+
+class DynamicShapeError(ModelError):
+    """A tensor has a dimension that is not a fixed positive integer."""
+
+
+class FormatError(ReprobuildError):
+    """An engine or manifest file is unreadable, corrupted, truncated or of an unsupported version."""
+
+    exit_code = 4
+    summary = "file format error: an engine or manifest is corrupted, truncated or of another version"
+
+
+class BackendUnavailableError(ReprobuildError):
+    """The requested backend (for example ``cuda``) cannot be used on this machine."""
+
+    exit_code = 5
+    summary = "backend unavailable: the requested backend cannot run on this machine"
+
+
+class BuildError(ReprobuildError):
+    """The builder could not produce an engine (no eligible tactic, workspace limit, a failing tactic)."""
+
+    exit_code = 6
+    summary = "build error: no eligible tactic, or a tactic failed"
+
+
+class TacticMismatchError(BuildError):
+    """An engine names a tactic this installation lacks, or whose source digest differs from the recorded one."""
+
+
+class InputError(ReprobuildError):
+    """Runtime inputs do not match the engine's bindings (name, shape or dtype)."""
+
+    exit_code = 7
+    summary = "input error: runtime inputs do not match the engine's inputs"
+
+
+#: Process exit codes of the ``reprobuild`` command, in order. 0 is success.
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "success"),
+    (1, "internal error: a bug in reprobuild; please report it with the command you ran"),
+    *sorted(
+        {(cls.exit_code, cls.summary) for cls in (
+            UsageError, ModelError, FormatError, BackendUnavailableError, BuildError, InputError)}
+    ),
+)

@@ -1,0 +1,12 @@
+"""Frontends that fill a NetworkDefinition from a model file. Only ONNX for now."""
+
+from __future__ import annotations
+
+from reprobuild.frontend.onnx_parser import (
+    ModelInfo,
+    OnnxParser,
+    network_from_onnx_bytes,
+    network_from_onnx_path,
+)
+
+__all__ = ["ModelInfo", "OnnxParser", "network_from_onnx_bytes", "network_from_onnx_path"]

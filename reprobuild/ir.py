@@ -1,0 +1,345 @@
+"""The network IR: immutable, topologically ordered layers over named, fully shaped tensors.
+
+A :class:`Network` is what the builder consumes. It is made by :class:`NetworkDefinition` (the mutable
+definition the ONNX parser fills in, as TensorRT's ``INetworkDefinition``) and by the passes, which return new
+networks rather than editing one. Structural identity (``structural_hash``, ``layer_keys``) ignores names and
+depends only on ops, attributes, shapes, dtypes, weight digests and wiring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from reprobuild.digest import array_digest, digest_of
+from reprobuild.errors import ModelError
+
+AttrValue = int | float | str | tuple[int, ...] | tuple[float, ...]
+
+#: dtypes a tensor of the IR may have; activations are float32, shape tensors int64.
+DTYPES = ("float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: tuple[tuple[str, AttrValue], ...] = ()
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        return default
+
+    @property
+    def attributes(self) -> dict[str, AttrValue]:
+        return dict(self.attrs)
+
+
+def make_attrs(attrs: Mapping[str, Any]) -> tuple[tuple[str, AttrValue], ...]:
+    """Normalize attribute values (lists to tuples, numpy scalars to Python) and sort them by key."""
+    out: list[tuple[str, AttrValue]] = []
+    for key in sorted(attrs):
+        value = attrs[key]
+        if isinstance(value, (list, tuple, np.ndarray)):
+            items = [v.item() if isinstance(v, np.generic) else v for v in value]
+            value = tuple(items)
+        elif isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, bool):
+            value = int(value)
+        out.append((key, value))
+    return tuple(out)
+
+
+def attrs_to_json(attrs: Iterable[tuple[str, AttrValue]]) -> dict[str, Any]:
+    """Attributes as JSON values with no floats: a float is written as its shortest round-trip ``repr``."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, float):
+            return repr(v)
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+
+    return {k: conv(v) for k, v in attrs}
+
+
+@dataclass(frozen=True)
+class Network:
+    """An immutable, validated, topologically ordered network. Build it with :meth:`create`."""
+
+    name: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    layers: tuple[Layer, ...]
+    tensors: Mapping[str, TensorInfo]
+    constants: Mapping[str, np.ndarray]
+    #: Where the network came from (the frontend's model info: file digest, opset, producer); not structural.
+    source: Mapping[str, Any] | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @staticmethod
+    def create(
+        name: str,
+        inputs: Sequence[TensorInfo],
+        outputs: Sequence[str],
+        layers: Sequence[Layer],
+        tensors: Mapping[str, TensorInfo],
+        constants: Mapping[str, np.ndarray],
+        source: Mapping[str, Any] | None = None,
+    ) -> Network:
+        consts: dict[str, np.ndarray] = {}
+        for cname in sorted(constants):
+            arr = np.array(constants[cname], copy=True, order="C")
+            arr.setflags(write=False)
+            consts[cname] = arr
+        input_names = {t.name for t in inputs}
+        available = set(input_names) | set(consts)
+        used_tensors = set(available)
+        layer_names: set[str] = set()
+        for layer in layers:
+            if layer.name in layer_names:
+                raise ModelError(f"two layers are named {layer.name!r}; layer names must be unique")
+            layer_names.add(layer.name)
+            for t in layer.inputs:
+                if t not in available:
+                    raise ModelError(
+                        f"layer {layer.name!r} ({layer.op}) reads tensor {t!r}, which is neither a network input, "
+                        "a constant, nor produced by an earlier layer"
+                    )
+            for t in layer.outputs:
+                if t in available:
+                    raise ModelError(f"tensor {t!r} is produced twice (again by layer {layer.name!r})")
+                if t not in tensors:
+                    raise ModelError(f"layer {layer.name!r} output {t!r} has no shape or dtype")
+                available.add(t)
+                used_tensors.add(t)
+        for out in outputs:
+            if out not in available:
+                raise ModelError(f"network output {out!r} is not produced by any layer")
+            if out in consts:
+                raise ModelError(
+                    f"network output {out!r} is a constant; an engine computes its outputs, so remove that "
+                    "output from the model or make it depend on an input"
+                )
+        for t in inputs:
+            if t.name in consts:
+                raise ModelError(f"tensor {t.name!r} is both a network input and a constant")
+        infos = {k: tensors[k] for k in sorted(used_tensors) if k in tensors}
+        for cname, arr in consts.items():
+            infos[cname] = TensorInfo(cname, tuple(arr.shape), np.dtype(arr.dtype).name)
+        for t in inputs:
+            infos[t.name] = t
+        return Network(
+            name=name,
+            inputs=tuple(inputs),
+            outputs=tuple(infos[o] for o in outputs),
+            layers=tuple(layers),
+            tensors=MappingProxyType(infos),
+            constants=MappingProxyType(consts),
+            source=MappingProxyType(dict(source)) if source is not None else None,
+        )
+
+    # --- structure ---------------------------------------------------------------------------------------------
+
+    def producers(self) -> dict[str, tuple[int, int]]:
+        """tensor name -> (layer index, output index) for every layer output."""
+        return {t: (i, k) for i, layer in enumerate(self.layers) for k, t in enumerate(layer.outputs)}
+
+    def consumers(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for i, layer in enumerate(self.layers):
+            for t in layer.inputs:
+                out.setdefault(t, []).append(i)
+        return out
+
+    def _ref(self, tensor: str, producers: Mapping[str, tuple[int, int]]) -> Any:
+        """A name-free reference to a tensor: which input, which constant (by digest), or which layer output."""
+        if tensor in self.constants:
+            return ["const", self.constant_digest(tensor)]
+        if tensor in producers:
+            return ["layer", *producers[tensor]]
+        return ["input", [t.name for t in self.inputs].index(tensor)]
+
+    def constant_digest(self, name: str) -> str:
+        cache = self._cache.setdefault("const_digest", {})
+        if name not in cache:
+            cache[name] = array_digest(self.constants[name])
+        return str(cache[name])
+
+    def layer_signature(self, index: int) -> dict[str, Any]:
+        """Everything that determines what a layer computes, and nothing else (no names, no position)."""
+        layer = self.layers[index]
+        return {
+            "op": layer.op,
+            "attrs": attrs_to_json(layer.attrs),
+            "inputs": [
+                [list(self.tensors[t].shape), self.tensors[t].dtype,
+                 self.constant_digest(t) if t in self.constants else None]
+                for t in layer.inputs
+            ],
+            "outputs": [[list(self.tensors[t].shape), self.tensors[t].dtype] for t in layer.outputs],
+        }
+
+    def layer_keys(self) -> tuple[str, ...]:
+        """Structural key of each layer: its signature plus its occurrence among layers of that signature.
+
+        Stable under renaming, and under inserting or removing layers of other signatures.
+        """
+        if "layer_keys" not in self._cache:
+            seen: dict[str, int] = {}
+            keys = []
+            for i in range(len(self.layers)):
+                sig = digest_of(self.layer_signature(i))
+                n = seen.get(sig, 0)
+                seen[sig] = n + 1
+                keys.append(digest_of({"signature": sig, "occurrence": n}))
+            self._cache["layer_keys"] = tuple(keys)
+        return tuple(self._cache["layer_keys"])
+
+    def layer_signature_digests(self) -> tuple[str, ...]:
+        return tuple(digest_of(self.layer_signature(i)) for i in range(len(self.layers)))
+
+    @property
+    def structural_hash(self) -> str:
+        """sha256 over the network's structure: ops, attributes, shapes, dtypes, weights and wiring, not names."""
+        if "structural_hash" not in self._cache:
+            self._cache["structural_hash"] = self._structural_hash()
+        return str(self._cache["structural_hash"])
+
+    def _structural_hash(self) -> str:
+        producers = self.producers()
+        return digest_of({
+            "inputs": [[list(t.shape), t.dtype] for t in self.inputs],
+            "outputs": [self._ref(t.name, producers) for t in self.outputs],
+            "layers": [
+                {**self.layer_signature(i), "wiring": [self._ref(t, producers) for t in layer.inputs]}
+                for i, layer in enumerate(self.layers)
+            ],
+        })
+
+    def summary(self) -> str:
+        ops: dict[str, int] = {}
+        for layer in self.layers:
+            ops[layer.op] = ops.get(layer.op, 0) + 1
+        counts = ", ".join(f"{k} x{v}" for k, v in sorted(ops.items()))
+        return f"{len(self.layers)} layers ({counts}), {len(self.constants)} constants"
+
+
+class NetworkDefinition:
+    """A mutable network under construction, as TensorRT's ``INetworkDefinition``; ``finalize()`` freezes it.
+
+    Layers may be added in any order; ``finalize`` orders them topologically, keeping the order they were added
+    in wherever the data flow allows, so the result does not depend on anything but the definition.
+    """
+
+    def __init__(self, name: str = "network") -> None:
+        self.name = name
+        self._inputs: list[TensorInfo] = []
+        self._outputs: list[str] = []
+        self._layers: list[Layer] = []
+        self._tensors: dict[str, TensorInfo] = {}
+        self._constants: dict[str, np.ndarray] = {}
+        self.source: Mapping[str, Any] | None = None
+
+    def add_input(self, name: str, shape: Sequence[int], dtype: str = "float32") -> TensorInfo:
+        self._check_new(name)
+        info = TensorInfo(name, tuple(int(d) for d in shape), dtype)
+        self._inputs.append(info)
+        self._tensors[name] = info
+        return info
+
+    def add_constant(self, name: str, value: np.ndarray) -> TensorInfo:
+        self._check_new(name)
+        arr = np.asarray(value)
+        self._constants[name] = arr
+        info = TensorInfo(name, tuple(arr.shape), np.dtype(arr.dtype).name)
+        self._tensors[name] = info
+        return info
+
+    def add_layer(
+        self, name: str, op: str, inputs: Sequence[str], outputs: Sequence[TensorInfo],
+        attrs: Mapping[str, Any] | None = None,
+    ) -> Layer:
+        for out in outputs:
+            self._check_new(out.name)
+            self._tensors[out.name] = out
+        layer = Layer(name, op, tuple(inputs), tuple(o.name for o in outputs), make_attrs(attrs or {}))
+        self._layers.append(layer)
+        return layer
+
+    def mark_output(self, name: str) -> None:
+        if name not in self._outputs:
+            self._outputs.append(name)
+
+    def tensor(self, name: str) -> TensorInfo:
+        return self._tensors[name]
+
+    def has_tensor(self, name: str) -> bool:
+        return name in self._tensors
+
+    def constant(self, name: str) -> np.ndarray | None:
+        return self._constants.get(name)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._layers)
+
+    def _check_new(self, name: str) -> None:
+        if name in self._tensors:
+            raise ModelError(f"tensor {name!r} is defined twice; every tensor must have exactly one producer")
+
+    def finalize(self) -> Network:
+        if not self._outputs:
+            raise ModelError("the network marks no outputs; mark at least one with mark_output()")
+        return Network.create(
+            self.name, self._inputs, self._outputs, topological_order(self._layers, self._inputs, self._constants),
+            self._tensors, self._constants, self.source,
+        )
+
+
+def topological_order(
+    layers: Sequence[Layer], inputs: Sequence[TensorInfo], constants: Mapping[str, Any]
+) -> list[Layer]:
+    """Kahn's algorithm, always taking the earliest-added ready layer: deterministic and order-preserving."""
+    available = {t.name for t in inputs} | set(constants)
+    remaining = list(layers)
+    ordered: list[Layer] = []
+    while remaining:
+        for i, layer in enumerate(remaining):
+            if all(t in available for t in layer.inputs):
+                ordered.append(layer)
+                available.update(layer.outputs)
+                del remaining[i]
+                break
+        else:
+            stuck = remaining[0]
+            missing = [t for t in stuck.inputs if t not in available]
+            raise ModelError(
+                f"the network has a cycle or a dangling edge: layer {stuck.name!r} ({stuck.op}) waits for "
+                f"{missing}, which nothing produces before it"
+            )
+    return ordered

@@ -1,0 +1,150 @@
+"""The build manifest, schema version 1 (pydantic v2, ``extra="forbid"`` everywhere).
+
+Two parts. ``pinned`` is everything that decides the engine's bytes: model digest, build config, environment
+fingerprint, the layers with their chosen tactics by value, kernel source digests and compile options, memory
+figures. It is embedded in the engine, hashed, and what identity and diffs use; it holds no timings, no clock
+readings and no floats except configuration values. ``evidence`` is how the choices were made: every
+candidate's timing samples and why it won, lost or was excluded, with timestamps. ``engine`` names the engine
+file the build wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+JsonScalar = int | str
+AttrJson = int | str | list[int] | list[str]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TacticRef(Strict):
+    """A tactic by value. ``source_sha256`` covers the family module and the CUDA sources it compiles."""
+
+    family: str
+    name: str
+    version: int = Field(ge=1)
+    source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    parameters: dict[str, JsonScalar] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.family}.{self.name} v{self.version}"
+
+
+class ModelRecord(Strict):
+    sha256: str | None = Field(description="sha256 of the ONNX file's bytes; null for a network built in code")
+    size_bytes: int | None = None
+    structural_hash: str = Field(description="sha256 of the network after passes: ops, attrs, shapes, weights")
+    opset: int | None = None
+    ir_version: int | None = None
+    producer: str | None = None
+    graph_name: str | None = None
+
+
+class TimingConfig(Strict):
+    warmup: int = Field(ge=0, description="untimed runs of each candidate before timing")
+    iterations: int = Field(ge=1, description="timed runs of each candidate; the median decides")
+
+
+class BuildConfigRecord(Strict):
+    backend: Literal["cpu", "cuda"]
+    timing: TimingConfig
+    seed: int = Field(description="seed of the random inputs tactics are timed on")
+    max_workspace_bytes: int = Field(ge=0)
+    determinism: Literal["run_to_run", "any"]
+    tactic_sources: list[str] | None = Field(description="allowed tactic sources; null allows all")
+    passes: list[str]
+    input_shapes: dict[str, list[int]] = Field(default_factory=dict)
+
+
+class TensorRecord(Strict):
+    name: str
+    shape: list[int]
+    dtype: str
+
+
+class LayerRecord(Strict):
+    name: str
+    op: str
+    key: str = Field(description="structural key: signature (op, attrs, shapes, dtypes, weight digests) + "
+                                 "occurrence; stable under renaming")
+    attrs: dict[str, AttrJson]
+    inputs: list[TensorRecord]
+    outputs: list[TensorRecord]
+    tactic: TacticRef
+    workspace_bytes: int = Field(ge=0)
+
+
+class KernelSourceRecord(Strict):
+    file: str
+    sha256: str
+    compile_options: list[str] = Field(default_factory=list)
+    cubin_sha256: str | None = None
+
+
+class MemoryRecord(Strict):
+    weights_bytes: int = Field(ge=0, description="persistent: constants held by the engine")
+    activation_bytes: int = Field(ge=0, description="per context: activation arena after lifetime-based reuse")
+    workspace_bytes: int = Field(ge=0, description="per context: the largest workspace of any chosen tactic")
+    context_bytes: int = Field(ge=0, description="per context: activation + workspace, one allocation")
+    unshared_activation_bytes: int = Field(ge=0, description="what activations would take with no reuse")
+
+
+class Pinned(Strict):
+    model: ModelRecord
+    config: BuildConfigRecord
+    environment: dict[str, str]
+    inputs: list[TensorRecord]
+    outputs: list[TensorRecord]
+    layers: list[LayerRecord]
+    kernel_sources: list[KernelSourceRecord]
+    memory: MemoryRecord
+
+
+class CandidateRecord(Strict):
+    tactic: TacticRef
+    status: Literal["chosen", "lost", "excluded"]
+    reason: str
+    source: str
+    determinism: str
+    workspace_bytes: int = Field(ge=0)
+    samples_ns: list[int] = Field(default_factory=list)
+    median_ns: int | None = None
+
+
+class LayerEvidence(Strict):
+    name: str
+    key: str
+    candidates: list[CandidateRecord]
+
+
+class Evidence(Strict):
+    started_at: str = Field(description="UTC, ISO 8601")
+    wall_seconds: float
+    backend_reason: str
+    timing_clock: str
+    tactics_timed: int
+    layers: list[LayerEvidence]
+
+
+class EngineRecord(Strict):
+    sha256: str
+    size_bytes: int
+    format_version: int
+
+
+class Manifest(Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    pinned: Pinned
+    evidence: Evidence | None = None
+    engine: EngineRecord | None = None
+
+    def pinned_json(self) -> dict[str, Any]:
+        return self.pinned.model_dump(mode="json")

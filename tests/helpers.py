@@ -1,0 +1,125 @@
+"""Helpers shared by the tests: single-node ONNX models, the onnxruntime reference, randomized light models."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from reprobuild.kernels.backend import cuda_unavailable_reason
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(REPO, "examples")
+LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+
+CUDA_SKIP = cuda_unavailable_reason()
+
+#: cpu always; cuda as a gpu-marked param that skips, with the reason, where no device is usable.
+BACKENDS = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(CUDA_SKIP is not None,
+                                                                    reason=f"no CUDA: {CUDA_SKIP}")]),
+]
+
+
+def make_model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Mapping[str, Sequence[int]],
+    outputs: Sequence[str],
+    initializers: Mapping[str, np.ndarray] | None = None,
+    opset: int = 17,
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        list(nodes), "test",
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v)) for k, v in inputs.items()],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in (initializers or {}).items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    # Declare the outputs with the shapes ONNX infers, so the model is complete and passes the checker.
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    known = {vi.name: vi for vi in (*inferred.graph.value_info, *inferred.graph.output)}
+    del model.graph.output[:]
+    model.graph.output.extend(known[o] for o in outputs)
+    return model
+
+
+def ort_run(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """onnxruntime on the CPU with graph optimizations off: the independent reference."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [np.asarray(v) for v in session.run(None, dict(feeds))]
+
+
+def rel_error(out: np.ndarray, ref: np.ndarray) -> float:
+    """||out - ref|| / ||ref|| in float64; NaN or a shape mismatch counts as infinitely wrong."""
+    if out.shape != ref.shape or not np.all(np.isfinite(out)):
+        return float("inf")
+    denom = float(np.linalg.norm(ref.astype(np.float64)))
+    return float(np.linalg.norm(out.astype(np.float64) - ref.astype(np.float64))) / max(denom, 1e-30)
+
+
+def assert_close(out: np.ndarray, ref: np.ndarray, rtol: float = 1e-4, atol: float = 1e-5, rel: float = 1e-5,
+                 what: str = "") -> None:
+    assert out.shape == ref.shape, f"{what}: shape {out.shape} != reference {ref.shape}"
+    assert out.dtype == ref.dtype, f"{what}: dtype {out.dtype} != reference {ref.dtype}"
+    err = rel_error(out, ref)
+    assert err <= rel, f"{what}: relative error {err:.3g} > {rel:g}"
+    np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol, err_msg=what)
+
+
+def randomize_constant_of_shape(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
+    """Replace each ConstantOfShape whose shape is an initializer by a seeded random initializer.
+
+    The light test models take their weights from ConstantOfShape, so their outputs are nearly uniform and
+    prove little. He-normal for rank >= 2 (std sqrt(2 / fan_in)); uniform(0.5, 1.5) for rank 1, which keeps
+    BatchNormalization variances positive.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    rng = np.random.default_rng(seed)
+    inits = {t.name: t for t in model.graph.initializer}
+    kept = []
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape" and node.input and node.input[0] in inits:
+            shape = tuple(int(d) for d in numpy_helper.to_array(inits[node.input[0]]).reshape(-1))
+            if len(shape) >= 2:
+                fan_in = int(np.prod(shape[1:]))
+                value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+            else:
+                value = rng.uniform(0.5, 1.5, size=shape)
+            model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), node.output[0]))
+            if model.ir_version < 4:  # before IR 4, every initializer must also be a graph input
+                model.graph.input.append(helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, shape))
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return model
+
+
+def light_model(name: str, seed: int) -> onnx.ModelProto:
+    return randomize_constant_of_shape(onnx.load(os.path.join(LIGHT, name)), seed)
+
+
+def model_inputs(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    inits = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        feeds[vi.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+def to_host(value: Any) -> np.ndarray:
+    return value.get() if hasattr(value, "get") and not isinstance(value, np.ndarray) else np.asarray(value)

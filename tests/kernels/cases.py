@@ -1,0 +1,158 @@
+"""Single-node ONNX models covering each op's attributes; every tactic is checked against onnxruntime on them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from tests.helpers import make_model
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    make: Callable[[np.random.Generator], tuple[onnx.ModelProto, dict[str, np.ndarray]]]
+
+
+def _normal(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def conv(x: tuple[int, ...], w: tuple[int, ...], bias: bool = True, opset: int = 17, **attrs: object) -> Callable:
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        inits = {"w": _normal(rng, *w) * np.float32(0.3)}
+        if bias:
+            inits["b"] = _normal(rng, w[0])
+        node = helper.make_node("Conv", ["x", "w", *(["b"] if bias else [])], ["y"], **attrs)
+        return make_model([node], {"x": x}, ["y"], inits, opset), {"x": _normal(rng, *x)}
+    return make
+
+
+def gemm(a: tuple[int, int], b: tuple[int, int], c: tuple[int, ...] | None, b_const: bool = True,
+         **attrs: object) -> Callable:
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        inits, feeds, shapes = {}, {"a": _normal(rng, *a)}, {"a": a}
+        if b_const:
+            inits["b"] = _normal(rng, *b)
+        else:
+            feeds["b"], shapes["b"] = _normal(rng, *b), b
+        if c is not None:
+            inits["c"] = _normal(rng, *c)
+        node = helper.make_node("Gemm", ["a", "b", *(["c"] if c is not None else [])], ["y"], **attrs)
+        return make_model([node], shapes, ["y"], inits), feeds
+    return make
+
+
+def matmul(a: tuple[int, ...], b: tuple[int, ...], b_const: bool) -> Callable:
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        feeds, shapes = {"a": _normal(rng, *a)}, {"a": a}
+        inits = {}
+        if b_const:
+            inits["b"] = _normal(rng, *b)
+        else:
+            feeds["b"], shapes["b"] = _normal(rng, *b), b
+        return make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], shapes, ["y"], inits), feeds
+    return make
+
+
+def elementwise(op: str, shapes: list[tuple[int, ...]], const: tuple[int, ...] = ()) -> Callable:
+    """Inputs in0, in1, ...; those whose index is in ``const`` are initializers."""
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        names = [f"in{i}" for i in range(len(shapes))]
+        values = {n: _normal(rng, *s) for n, s in zip(names, shapes)}
+        inits = {n: values[n] for i, n in enumerate(names) if i in const}
+        feeds = {n: values[n] for i, n in enumerate(names) if i not in const}
+        graph_inputs = {n: s for i, (n, s) in enumerate(zip(names, shapes)) if i not in const}
+        return make_model([helper.make_node(op, names, ["y"])], graph_inputs, ["y"], inits), feeds
+    return make
+
+
+def unary(op: str, shape: tuple[int, ...], opset: int = 17, inits: dict | None = None, extra_inputs: tuple = (),
+          **attrs: object) -> Callable:
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        node = helper.make_node(op, ["x", *extra_inputs], ["y"], **attrs)
+        return make_model([node], {"x": shape}, ["y"], inits or {}, opset), {"x": _normal(rng, *shape)}
+    return make
+
+
+def batchnorm(shape: tuple[int, ...], epsilon: float = 1e-5) -> Callable:
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        c = shape[1]
+        inits = {"s": rng.uniform(0.5, 1.5, c).astype(np.float32), "b": _normal(rng, c),
+                 "m": _normal(rng, c), "v": rng.uniform(0.5, 1.5, c).astype(np.float32)}
+        node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=epsilon)
+        return make_model([node], {"x": shape}, ["y"], inits), {"x": _normal(rng, *shape)}
+    return make
+
+
+def concat(shapes: list[tuple[int, ...]], axis: int, const: tuple[int, ...] = ()) -> Callable:
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        names = [f"in{i}" for i in range(len(shapes))]
+        values = {n: _normal(rng, *s) for n, s in zip(names, shapes)}
+        inits = {n: values[n] for i, n in enumerate(names) if i in const}
+        feeds = {n: values[n] for i, n in enumerate(names) if i not in const}
+        graph_inputs = {n: s for i, (n, s) in enumerate(zip(names, shapes)) if i not in const}
+        node = helper.make_node("Concat", names, ["y"], axis=axis)
+        return make_model([node], graph_inputs, ["y"], inits), feeds
+    return make
+
+
+CASES = [
+    Case("conv_3x3_pad1", conv((2, 3, 9, 9), (4, 3, 3, 3), pads=[1, 1, 1, 1])),
+    Case("conv_stride2_nobias", conv((1, 5, 11, 10), (6, 5, 3, 3), bias=False, strides=[2, 2])),
+    Case("conv_dilated_asym_pads", conv((1, 4, 10, 12), (3, 4, 3, 2), dilations=[2, 3], pads=[2, 1, 0, 3])),
+    Case("conv_grouped", conv((2, 8, 7, 7), (6, 4, 3, 3), group=2, pads=[1, 1, 1, 1])),
+    Case("conv_depthwise", conv((1, 6, 8, 8), (6, 1, 3, 3), group=6, pads=[1, 1, 1, 1], strides=[2, 2])),
+    Case("conv_pointwise", conv((2, 16, 7, 5), (24, 16, 1, 1))),
+    Case("conv_pointwise_strided", conv((1, 8, 9, 9), (5, 8, 1, 1), strides=[2, 2])),
+    Case("conv_7x7_s2", conv((1, 3, 23, 23), (8, 3, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3])),
+    Case("conv_same_lower", conv((1, 3, 10, 9), (4, 3, 4, 3), auto_pad="SAME_LOWER", strides=[2, 2])),
+    Case("conv_wide", conv((1, 32, 14, 14), (40, 32, 3, 3), pads=[1, 1, 1, 1])),
+    Case("gemm_plain", gemm((33, 65), (65, 17), None)),
+    Case("gemm_transB_bias", gemm((8, 64), (10, 64), (10,), transB=1)),
+    Case("gemm_transA_alpha_beta", gemm((20, 9), (20, 13), (9, 13), transA=1, alpha=0.5, beta=2.0)),
+    Case("gemm_bias_column", gemm((7, 5), (5, 6), (7, 1), b_const=False)),
+    Case("gemm_both_trans_rowbias", gemm((70, 3), (4, 70), (1, 4), transA=1, transB=1)),
+    Case("matmul_2d_const", matmul((31, 47), (47, 19), True)),
+    Case("matmul_2d_act", matmul((16, 64), (64, 70), False)),
+    Case("matmul_batched_const", matmul((3, 5, 9), (9, 4), True)),
+    Case("matmul_broadcast_act", matmul((2, 1, 5, 6), (3, 6, 4), False)),
+    Case("add_same", elementwise("Add", [(2, 3, 4, 5), (2, 3, 4, 5)])),
+    Case("add_broadcast", elementwise("Add", [(2, 3, 4, 5), (3, 1, 5)])),
+    Case("add_const_first", elementwise("Add", [(1, 3, 1, 1), (2, 3, 4, 4)], const=(0,))),
+    Case("mul_const_scalar", elementwise("Mul", [(4, 7), ()], const=(1,))),
+    Case("mul_broadcast_both", elementwise("Mul", [(4, 1, 6), (1, 5, 1)])),
+    Case("sum_three", elementwise("Sum", [(2, 3, 4), (3, 4), (2, 1, 4)])),
+    Case("sum_two", elementwise("Sum", [(6, 10), (6, 10)])),
+    Case("relu", unary("Relu", (2, 3, 5, 7))),
+    Case("batchnorm_4d", batchnorm((2, 5, 7, 7))),
+    Case("batchnorm_2d", batchnorm((6, 9), epsilon=1e-3)),
+    Case("maxpool_3x3_s2_p1", unary("MaxPool", (1, 4, 12, 12), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    Case("maxpool_ceil", unary("MaxPool", (2, 3, 11, 10), kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    Case("maxpool_dilated", unary("MaxPool", (1, 2, 9, 9), kernel_shape=[2, 2], dilations=[2, 2])),
+    Case("maxpool_asym_pads", unary("MaxPool", (1, 2, 8, 7), kernel_shape=[2, 3], pads=[0, 1, 1, 2])),
+    Case("avgpool_exclude_pad", unary("AveragePool", (1, 3, 9, 9), kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+    Case("avgpool_include_pad", unary("AveragePool", (1, 3, 9, 9), kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                      count_include_pad=1)),
+    Case("avgpool_ceil", unary("AveragePool", (2, 2, 10, 10), kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    Case("avgpool_ceil_pad_include", unary("AveragePool", (1, 2, 8, 8), kernel_shape=[3, 3], strides=[2, 2],
+                                           pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1)),
+    Case("avgpool_7x7", unary("AveragePool", (1, 16, 7, 7), kernel_shape=[7, 7])),
+    Case("global_avgpool_4d", unary("GlobalAveragePool", (2, 8, 7, 7))),
+    Case("global_avgpool_3d", unary("GlobalAveragePool", (2, 3, 50))),
+    Case("softmax_last", unary("Softmax", (3, 4, 25))),
+    Case("softmax_axis1_4d", unary("Softmax", (2, 5, 3, 3), axis=1)),
+    Case("softmax_legacy_coerce", unary("Softmax", (2, 5, 2, 3), opset=11, axis=1)),
+    Case("softmax_wide_row", unary("Softmax", (2, 1000))),
+    Case("concat_axis1", concat([(2, 3, 4, 4), (2, 5, 4, 4), (2, 1, 4, 4)], axis=1)),
+    Case("concat_last_const", concat([(3, 4), (3, 2)], axis=-1, const=(1,))),
+    Case("reshape_zero_minus1", unary("Reshape", (2, 3, 4, 5), inits={"s": np.array([0, -1, 5], dtype=np.int64)},
+                                      extra_inputs=("s",))),
+    Case("flatten_axis2", unary("Flatten", (2, 3, 4, 5), axis=2)),
+    Case("flatten_axis0", unary("Flatten", (2, 3, 4), axis=0)),
+    Case("identity", unary("Identity", (3, 7))),
+]

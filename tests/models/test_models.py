@@ -1,0 +1,66 @@
+"""Whole models through the whole pipeline (parse, timed build, engine bytes, runtime) against onnxruntime."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.engine import Runtime
+from reprobuild.frontend import network_from_onnx_bytes
+from reprobuild.manifest import Manifest
+from tests.helpers import BACKENDS, EXAMPLES, assert_close, light_model, model_inputs, ort_run
+
+
+def build_and_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], backend: str,
+                  iterations: int | None = None) -> tuple[dict[str, np.ndarray], Manifest]:
+    network, _ = network_from_onnx_bytes(model.SerializeToString())
+    result = Builder().build(network, BuilderConfig(backend=backend, iterations=iterations))
+    context = Runtime().deserialize_engine(result.engine).create_execution_context()
+    return context.execute(feeds), result.manifest
+
+
+def check_evidence(manifest: Manifest) -> None:
+    """Every layer lists every candidate; each one not excluded has all its timing samples and a median."""
+    assert manifest.evidence is not None
+    iterations = manifest.pinned.config.timing.iterations
+    assert [e.name for e in manifest.evidence.layers] == [layer.name for layer in manifest.pinned.layers]
+    for layer, evidence in zip(manifest.pinned.layers, manifest.evidence.layers):
+        chosen = [c for c in evidence.candidates if c.status == "chosen"]
+        assert len(chosen) == 1 and chosen[0].tactic == layer.tactic, layer.name
+        for c in evidence.candidates:
+            if c.status == "excluded":
+                assert c.reason and not c.samples_ns
+            else:
+                assert len(c.samples_ns) == iterations and c.median_ns is not None, (layer.name, c.tactic.name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("example", ["mlp.onnx", "small_cnn.onnx"])
+def test_bundled_examples_match_onnxruntime(example: str, backend: str, rng: np.random.Generator) -> None:
+    model = onnx.load(os.path.join(EXAMPLES, example))
+    feeds = model_inputs(model, rng)
+    outputs, manifest = build_and_run(model, feeds, backend)
+    (reference,) = ort_run(model, feeds)
+    (name,) = outputs
+    assert_close(outputs[name], reference, rtol=1e-4, atol=1e-6, rel=1e-5, what=f"{example} on {backend}")
+    check_evidence(manifest)
+    assert manifest.pinned.config.backend == backend
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["light_resnet50.onnx", "light_squeezenet.onnx"])
+def test_light_models_match_onnxruntime(name: str, backend: str, rng: np.random.Generator) -> None:
+    """ConstantOfShape weights are replaced by seeded random ones, or the outputs would prove almost nothing."""
+    model = light_model(name, seed=int(rng.integers(2**31)))
+    feeds = model_inputs(model, rng)
+    outputs, manifest = build_and_run(model, feeds, backend, iterations=3)
+    reference = ort_run(model, feeds)
+    for out, ref in zip(outputs.values(), reference):
+        assert_close(out, ref, rtol=1e-3, atol=1e-4, rel=1e-4, what=f"{name} on {backend}")
+        assert float(ref.std()) > 1e-4, "the randomized model's output should not be uniform"
+    check_evidence(manifest)
