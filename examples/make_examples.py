@@ -95,7 +95,8 @@ def make_small_cnn() -> onnx.ModelProto:
 
 
 def _finish(graph: onnx.GraphProto) -> onnx.ModelProto:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="reprobuild-examples")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="reprobuild-examples")
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model

@@ -93,7 +93,7 @@ def _cpu_model() -> str:
 
 def _blas_name() -> str:
     try:
-        config = np.show_config(mode="dicts")  # type: ignore[func-returns-value]
+        config = np.show_config(mode="dicts")
         blas = config["Build Dependencies"]["blas"]
         return f"{blas.get('name', 'unknown')} {blas.get('version', '')}".strip()
     except Exception:  # numpy < 1.25 has no mode="dicts"; the version alone then identifies the build

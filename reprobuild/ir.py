@@ -116,8 +116,7 @@ class Network:
             arr = np.array(constants[cname], copy=True, order="C")
             arr.setflags(write=False)
             consts[cname] = arr
-        input_names = {t.name for t in inputs}
-        available = set(input_names) | set(consts)
+        available = {i.name for i in inputs} | set(consts)
         used_tensors = set(available)
         layer_names: set[str] = set()
         for layer in layers:
@@ -145,14 +144,14 @@ class Network:
                     f"network output {out!r} is a constant; an engine computes its outputs, so remove that "
                     "output from the model or make it depend on an input"
                 )
-        for t in inputs:
-            if t.name in consts:
-                raise ModelError(f"tensor {t.name!r} is both a network input and a constant")
+        for info in inputs:
+            if info.name in consts:
+                raise ModelError(f"tensor {info.name!r} is both a network input and a constant")
         infos = {k: tensors[k] for k in sorted(used_tensors) if k in tensors}
         for cname, arr in consts.items():
             infos[cname] = TensorInfo(cname, tuple(arr.shape), np.dtype(arr.dtype).name)
-        for t in inputs:
-            infos[t.name] = t
+        for info in inputs:
+            infos[info.name] = info
         return Network(
             name=name,
             inputs=tuple(inputs),

@@ -7,6 +7,7 @@ are broken by the tactic's stable priority, then name and version, never by disc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import statistics
 from collections.abc import Sequence
@@ -100,7 +101,7 @@ def select_tactic(spec: LayerSpec, tactics: Sequence[Tactic], backend: Backend, 
             workspace = backend.empty_bytes(max(c.workspace_bytes, 1))
             try:
                 kernel = c.tactic.prepare(spec, backend)
-                c.samples_ns = backend.time_runs(lambda k=kernel, w=workspace: k(inputs, outputs, w), warmup,
+                c.samples_ns = backend.time_runs(functools.partial(kernel, inputs, outputs, workspace), warmup,
                                                  iterations)
             except BuildError:
                 raise

@@ -141,7 +141,7 @@ class EngineRecord(Strict):
 
 
 class Manifest(Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     pinned: Pinned
     evidence: Evidence | None = None
     engine: EngineRecord | None = None

@@ -5,21 +5,36 @@ from __future__ import annotations
 from reprobuild.ir import Layer, Network
 
 
+def _renamed(layer: Layer, mapping: dict[str, str]) -> Layer:
+    return Layer(layer.name, layer.op, tuple(mapping.get(t, t) for t in layer.inputs),
+                 tuple(mapping.get(t, t) for t in layer.outputs), layer.attrs)
+
+
 def eliminate_identities(network: Network) -> Network:
-    """Rewire the consumers of each Identity to its input. An Identity that produces a network output from a
-    network input stays (the engine must still copy it into the output binding)."""
+    """Remove Identity layers. Consumers of an Identity's output read its input instead; when the output is a
+    network output, the layer producing the input writes the network output directly. Only an Identity from a
+    network input (or from another network output) to a network output stays, as a copy."""
     outputs = {t.name for t in network.outputs}
-    rename: dict[str, str] = {}
-    kept: list[Layer] = []
-    for layer in network.layers:
-        ins = tuple(rename.get(t, t) for t in layer.inputs)
-        if layer.op == "Identity" and layer.outputs[0] not in outputs:
-            rename[layer.outputs[0]] = ins[0]
-            continue
-        kept.append(Layer(layer.name, layer.op, ins, layer.outputs, layer.attrs))
-    if len(kept) == len(network.layers):
+    layers = list(network.layers)
+    while True:
+        produced = {t for layer in layers for t in layer.outputs}
+        for layer in layers:
+            if layer.op != "Identity":
+                continue
+            src, dst = layer.inputs[0], layer.outputs[0]
+            if dst not in outputs:
+                mapping = {dst: src}
+            elif src in produced and src not in outputs:
+                mapping = {src: dst}
+            else:
+                continue
+            layers = [_renamed(other, mapping) for other in layers if other is not layer]
+            break
+        else:
+            break
+    if len(layers) == len(network.layers):
         return network
-    return Network.create(network.name, network.inputs, [t.name for t in network.outputs], kept,
+    return Network.create(network.name, network.inputs, [t.name for t in network.outputs], layers,
                           network.tensors, network.constants, network.source)
 
 

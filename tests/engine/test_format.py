@@ -1,0 +1,115 @@
+"""The engine file format: round trip, deterministic bytes, and a typed error for every kind of damage."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import msgpack
+import numpy as np
+import pytest
+
+from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.engine.format import FORMAT_VERSION, MAGIC, MAX_HEADER_BYTES, deserialize_engine
+from reprobuild.errors import FormatError
+from reprobuild.frontend import network_from_onnx_path
+from tests.helpers import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def engine_bytes() -> bytes:
+    network, _ = network_from_onnx_path(f"{EXAMPLES}/small_cnn.onnx")
+    return Builder().build(network, BuilderConfig(backend="cpu", iterations=1, warmup=0)).engine
+
+
+def _reseal(body: bytes) -> bytes:
+    """Recompute the sha256 trailer, so that a test reaches the check behind it."""
+    return body + hashlib.sha256(body).digest()
+
+
+def _split(data: bytes) -> tuple[dict, bytes]:
+    _, _, header_len = struct.unpack_from("<8sIQ", data)
+    header = msgpack.unpackb(data[20:20 + header_len], raw=False)
+    start = -(-(20 + header_len) // 64) * 64
+    return header, data[start:-32]
+
+
+def _join(header: dict, buffer: bytes) -> bytes:
+    packed = msgpack.packb(header, use_bin_type=True)
+    head = struct.pack("<8sIQ", MAGIC, FORMAT_VERSION, len(packed)) + packed
+    return _reseal(head + b"\0" * (-len(head) % 64) + buffer)
+
+
+def test_round_trip_gives_header_and_weights(engine_bytes: bytes) -> None:
+    header, weights = deserialize_engine(engine_bytes)
+    assert header.format == "reprobuild-engine" and header.backend == "cpu"
+    assert [w.name for w in header.weights] == sorted(weights)
+    for array in weights.values():
+        assert not array.flags.writeable
+    assert _join(*_split(engine_bytes)) == engine_bytes  # the writer's bytes are canonical msgpack
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d[:10], "too short"),
+    (lambda d: b"NOTANENG" + d[8:], "not a reprobuild engine"),
+    (lambda d: d[:8] + struct.pack("<I", FORMAT_VERSION + 1) + d[12:], "newer than"),
+    (lambda d: d[:12] + struct.pack("<Q", MAX_HEADER_BYTES + 1) + d[20:], "limit"),
+    (lambda d: d[:12] + struct.pack("<Q", len(d)) + d[20:], "truncated"),
+    (lambda d: d[:-100] + bytes([d[-100] ^ 1]) + d[-99:], "sha256 trailer"),
+    (lambda d: d[:-1], "sha256 trailer"),
+    (lambda d: _reseal(d[:20] + b"\xc1" + d[21:-32]), "not valid msgpack"),
+], ids=["short", "magic", "version", "header_cap", "header_past_end", "bit_flip", "truncated", "bad_msgpack"])
+def test_damaged_engines_are_refused(engine_bytes: bytes, damage, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(FormatError, match=message):
+        deserialize_engine(damage(engine_bytes))
+
+
+def test_header_with_an_unknown_field_is_refused(engine_bytes: bytes) -> None:
+    header, buffer = _split(engine_bytes)
+    header["extra"] = 1
+    with pytest.raises(FormatError, match="extra"):
+        deserialize_engine(_join(header, buffer))
+
+
+def test_header_with_a_wrongly_typed_field_is_refused(engine_bytes: bytes) -> None:
+    header, buffer = _split(engine_bytes)
+    header["layers"][0]["workspace_bytes"] = "12"
+    with pytest.raises(FormatError, match="workspace_bytes"):
+        deserialize_engine(_join(header, buffer))
+
+
+def test_weights_must_tile_the_buffer_exactly(engine_bytes: bytes) -> None:
+    header, buffer = _split(engine_bytes)
+    buffer += b"\0" * 64
+    header["buffer_nbytes"] = len(buffer)
+    header["buffer_sha256"] = hashlib.sha256(buffer).hexdigest()
+    with pytest.raises(FormatError, match="tile"):
+        deserialize_engine(_join(header, buffer))
+
+
+def test_weights_must_be_sorted(engine_bytes: bytes) -> None:
+    header, buffer = _split(engine_bytes)
+    first, second = header["weights"][0], header["weights"][1]
+    first["name"], second["name"] = second["name"], first["name"]
+    with pytest.raises(FormatError, match="sorted"):
+        deserialize_engine(_join(header, buffer))
+
+
+def test_a_tampered_weight_is_detected_by_its_own_digest(engine_bytes: bytes) -> None:
+    header, buffer = _split(engine_bytes)
+    first = header["weights"][0]
+    patched = bytearray(buffer)
+    patched[first["offset"]] ^= 0xFF
+    header["buffer_sha256"] = hashlib.sha256(bytes(patched)).hexdigest()
+    with pytest.raises(FormatError, match=f"{first['name']}.*sha256"):
+        deserialize_engine(_join(header, bytes(patched)))
+
+
+def test_engine_embeds_the_pinned_manifest(engine_bytes: bytes) -> None:
+    from reprobuild.manifest.io import pinned_from_json
+
+    header, _ = deserialize_engine(engine_bytes)
+    pinned = pinned_from_json(header.manifest)
+    assert [layer.name for layer in pinned.layers] == [layer.name for layer in header.layers]
+    assert pinned.config.backend == "cpu"
+    assert np.dtype(header.inputs[0].dtype) == np.float32

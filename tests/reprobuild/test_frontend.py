@@ -1,0 +1,136 @@
+"""The ONNX frontend: typed, teaching errors for what it does not support, and faithful normalization."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from reprobuild.errors import DynamicShapeError, ModelError, UnsupportedOpError, UsageError
+from reprobuild.frontend import network_from_onnx_bytes
+from tests.helpers import make_model
+
+
+def parse(model: onnx.ModelProto, **kwargs: object):  # type: ignore[no-untyped-def]
+    return network_from_onnx_bytes(model.SerializeToString(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_unsupported_op_names_node_op_and_supported_list() -> None:
+    model = make_model([helper.make_node("Tanh", ["x"], ["y"], name="act")], {"x": (2, 3)}, ["y"])
+    with pytest.raises(UnsupportedOpError) as err:
+        parse(model)
+    message = str(err.value)
+    assert "'act'" in message and "Tanh" in message and "Conv" in message and "Softmax" in message
+
+
+def test_unsupported_attribute_value_names_node() -> None:
+    model = make_model([helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], storage_order=1)],
+                       {"x": (1, 1, 4, 4)}, ["y"])
+    with pytest.raises(UnsupportedOpError, match=r"'mp'.*MaxPool.*storage_order"):
+        parse(model)
+
+
+def test_unknown_attribute_is_refused() -> None:
+    node = helper.make_node("Relu", ["x"], ["y"], name="r")
+    node.attribute.append(helper.make_attribute("alpha", 0.1))
+    model = onnx.ModelProto()
+    model.CopyFrom(make_model([helper.make_node("Relu", ["x"], ["y"], name="r")], {"x": (2,)}, ["y"]))
+    model.graph.node[0].CopyFrom(node)
+    with pytest.raises(ModelError) as err:  # the ONNX checker knows Relu has no alpha
+        network_from_onnx_bytes(model.SerializeToString())
+    assert "alpha" in str(err.value) and "Relu" in str(err.value)
+
+
+def test_valid_onnx_attribute_we_do_not_implement_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprobuild.frontend import onnx_ops
+
+    reduced = onnx_ops.OpSupport(frozenset(), onnx_ops.flatten)
+    monkeypatch.setitem(onnx_ops.CONVERTERS, "Flatten", reduced)
+    model = make_model([helper.make_node("Flatten", ["x"], ["y"], name="f", axis=1)], {"x": (2, 3)}, ["y"])
+    with pytest.raises(UnsupportedOpError, match=r"'f'.*Flatten.*\['axis'\].*supported: \[\]"):
+        parse(model)
+
+
+def _dynamic_model() -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_dynamic_dimension_error_says_how_to_fix_it() -> None:
+    with pytest.raises(DynamicShapeError, match=r"'x'.*'batch'.*axis 0.*--input-shape x=Nx3"):
+        parse(_dynamic_model())
+
+
+def test_input_shape_override_fixes_dynamic_dimension() -> None:
+    network, _ = parse(_dynamic_model(), input_shapes={"x": (4, 3)})
+    assert network.inputs[0].shape == (4, 3)
+    assert network.outputs[0].shape == (4, 3)
+
+
+def test_input_shape_override_must_fit_and_name_an_input() -> None:
+    with pytest.raises(UsageError, match="does not fit"):
+        parse(_dynamic_model(), input_shapes={"x": (4, 5)})
+    with pytest.raises(UsageError, match="not a network input"):
+        parse(_dynamic_model(), input_shapes={"nope": (1,)})
+
+
+def test_runtime_weights_are_refused() -> None:
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="c")], {"x": (1, 2, 5, 5), "w": (3, 2, 3, 3)},
+                       ["y"])
+    with pytest.raises(UnsupportedOpError, match=r"'c'.*weight.*constant"):
+        parse(model)
+
+
+def test_not_onnx_and_checker_failures_are_model_errors() -> None:
+    with pytest.raises(ModelError, match="not a readable ONNX model"):
+        network_from_onnx_bytes(b"\xff\x00garbage" * 10)
+    broken = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": (2,)}, ["y"])
+    broken.graph.node[0].input[0] = "missing"
+    with pytest.raises(ModelError):
+        parse(broken)
+
+
+def test_non_float_input_is_refused() -> None:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelError, match="dtype int64; only float32"):
+        parse(model)
+
+
+def test_constants_are_folded_and_dropout_disappears() -> None:
+    nodes = [
+        helper.make_node("ConstantOfShape", ["shape"], ["filled"], value=helper.make_tensor("v", 1, [1], [2.0])),
+        helper.make_node("Relu", ["filled"], ["filled_relu"]),
+        helper.make_node("Mul", ["x", "filled_relu"], ["scaled"]),
+        helper.make_node("Dropout", ["scaled"], ["y"], name="drop"),
+    ]
+    model = make_model(nodes, {"x": (2, 3)}, ["y"], {"shape": np.array([2, 3], dtype=np.int64)})
+    network, _ = parse(model)
+    assert [layer.op for layer in network.layers] == ["Mul", "Identity"]
+    from reprobuild.passes import DEFAULT_PASSES, run_passes
+
+    simplified = run_passes(network, DEFAULT_PASSES)
+    assert [layer.op for layer in simplified.layers] == ["Mul"]
+    assert simplified.layers[0].outputs == ("y",), "the Mul should now write the network output itself"
+
+
+def test_same_upper_padding_is_resolved_to_explicit_pads() -> None:
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2])],
+                       {"x": (1, 1, 7, 8)}, ["y"], {"w": np.ones((1, 1, 4, 3), dtype=np.float32)})
+    network, _ = parse(model)
+    layer = network.layers[0]
+    assert layer.attr("pads") == (1, 0, 2, 1)
+    assert network.outputs[0].shape == (1, 1, 4, 4)
+
+
+def test_unnamed_nodes_get_stable_unique_names() -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    network, _ = parse(make_model(nodes, {"x": (2,)}, ["y"]))
+    assert [layer.name for layer in network.layers] == ["Relu_0", "Relu_1"]

@@ -1,0 +1,78 @@
+"""The README's commands run as written, its tables match the code, and generated files are current."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from reprobuild.errors import EXIT_CODES
+from reprobuild.manifest.schema import schema_json
+from tests.helpers import EXAMPLES, REPO
+
+README = Path(REPO, "README.md").read_text()
+
+
+def section_blocks(heading: str, language: str) -> list[str]:
+    """The fenced code blocks of one '## heading' section of the README."""
+    section = README.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def _env() -> dict[str, str]:
+    """PATH with this interpreter's scripts first, so `reprobuild` is the one under test."""
+    return {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+
+
+def _workdir(tmp_path: Path) -> Path:
+    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("*.py"))
+    return tmp_path
+
+
+def test_readme_main_job_runs_as_written(tmp_path: Path) -> None:
+    (block,) = section_blocks("Build an engine", "bash")
+    cwd = _workdir(tmp_path)
+    for command in block.strip().splitlines():
+        result = subprocess.run(command, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True)
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    assert (cwd / "small_cnn.engine").exists() and (cwd / "small_cnn.manifest.json").exists()
+    assert (cwd / "outputs" / "probs.npy").exists()
+
+
+def test_readme_python_example_runs(tmp_path: Path) -> None:
+    (block,) = section_blocks("In Python", "python")
+    cwd = _workdir(tmp_path)
+    result = subprocess.run([sys.executable, "-c", block], cwd=cwd, env=_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "(8, 10)" in result.stdout
+
+
+def test_readme_setup_commands_are_what_ci_runs() -> None:
+    (block,) = section_blocks("Set up", "bash")
+    install, test = block.strip().splitlines()
+    ci = Path(REPO, ".ci", "run").read_text()
+    assert install in ci and test in ci
+
+
+def test_readme_exit_code_table_matches_the_code() -> None:
+    table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", README, re.M))
+    for code, meaning in EXIT_CODES:
+        assert table.get(str(code)) == meaning, f"README exit code {code} is out of date"
+
+
+def test_committed_examples_are_what_the_script_makes() -> None:
+    sys.path.insert(0, EXAMPLES)
+    try:
+        import make_examples
+    finally:
+        sys.path.remove(EXAMPLES)
+    for name, make in make_examples.EXAMPLES.items():
+        assert Path(EXAMPLES, name).read_bytes() == make().SerializeToString(), f"regenerate examples/{name}"
+
+
+def test_manifest_json_schema_is_current() -> None:
+    committed = Path(REPO, "manifests", "manifest.schema.json").read_bytes()
+    assert committed == schema_json(), "run: python -m reprobuild.manifest.schema manifests/manifest.schema.json"
