@@ -82,6 +82,8 @@ class Tactic(ABC):
     source: ClassVar[str] = "numpy"
     #: ``.cu`` files (beside the family module) this tactic compiles.
     cuda_sources: ClassVar[tuple[str, ...]] = ()
+    #: Other modules of this package whose code the tactic runs (the family module is always included).
+    python_sources: ClassVar[tuple[str, ...]] = ()
     #: The values a parameterized tactic is instantiated with (tile sizes, ...), recorded with it.
     parameters: ClassVar[Mapping[str, int | str]] = MappingProxyType({})
 
@@ -91,11 +93,14 @@ class Tactic(ABC):
 
     @property
     def source_files(self) -> tuple[str, ...]:
-        return (self.module_file, *self.cuda_sources)
+        """Every file whose content decides what this tactic computes. CUDA tactics also cover
+        ``cuda_launch.py``, which launches all their kernels."""
+        launcher = ("cuda_launch.py",) if self.backend == "cuda" and self.cuda_sources else ()
+        return tuple(dict.fromkeys((self.module_file, *self.python_sources, *launcher, *self.cuda_sources)))
 
     @property
     def source_sha256(self) -> str:
-        """One digest over the family module and this tactic's CUDA sources."""
+        """One digest over the files in ``source_files``."""
         return digest_of({f: source_sha256(f) for f in self.source_files})
 
     @property

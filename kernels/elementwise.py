@@ -1,0 +1,154 @@
+"""Elementwise tactics: Add, Mul, Sum (numpy broadcasting) and Relu. CUDA tactics compile ``elementwise.cu``.
+
+The CUDA broadcast kernel indexes each operand through strides (0 along a broadcast dimension). The strides are
+simplified on the host first: size-1 output dimensions are dropped and neighbours that every operand walks
+contiguously are merged, so (N, C, H, W) + (1, C, 1, 1) becomes a rank-3 problem and same-shape inputs a flat one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from reprobuild.kernels.backend import Backend
+from reprobuild.kernels.cuda_launch import i32, i64, kernel, launch_linear
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, positional
+
+BINARY_OPS = ("Add", "Mul", "Sum")
+
+
+class CpuElementwise(Tactic):
+    family, ops, name, backend, priority = "elementwise", ("Add", "Mul", "Relu", "Sum"), "cpu_numpy", "cpu", 10
+    dtypes = ("float32", "int64")
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        consts = dict(layer.constants)
+        op = layer.op
+
+        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+            args, out = positional(layer, consts, inputs), outputs[0]
+            if op == "Relu":
+                np.maximum(args[0], out.dtype.type(0), out=out)
+            elif op == "Mul":
+                np.multiply(args[0], args[1], out=out)
+            else:  # Add, and Sum folded left to right
+                np.add(args[0], args[1], out=out) if len(args) > 1 else np.copyto(out, args[0])
+                for extra in args[2:]:
+                    np.add(out, extra, out=out)
+
+        return run
+
+
+#: The most dimensions the broadcast kernel indexes (after merging); MAX_RANK in elementwise.cu.
+MAX_RANK = 6
+OP_ADD, OP_MUL, OP_COPY = 0, 1, 2
+
+
+def broadcast_strides(out_shape: tuple[int, ...], operands: Sequence[tuple[int, ...]]
+                      ) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+    """The output shape and each contiguous operand's element strides (0 where it broadcasts), simplified:
+    size-1 output dimensions dropped, and a dimension merged into the next where every operand allows it."""
+    rank = len(out_shape)
+    all_strides = []
+    for operand in operands:
+        padded = (1,) * (rank - len(operand)) + tuple(operand)
+        dense = [int(np.prod(padded[d + 1:], dtype=np.int64)) for d in range(rank)]
+        all_strides.append([0 if padded[d] == 1 else dense[d] for d in range(rank)])
+    keep = [d for d in range(rank) if out_shape[d] != 1]
+    shape: list[int] = []
+    strides: list[list[int]] = [[] for _ in operands]
+    for d in keep:
+        if shape and all(st[d] * out_shape[d] == merged[-1] for st, merged in zip(all_strides, strides)):
+            shape[-1] *= out_shape[d]
+            for st, merged in zip(all_strides, strides):
+                merged[-1] = st[d]
+        else:
+            shape.append(out_shape[d])
+            for st, merged in zip(all_strides, strides):
+                merged.append(st[d])
+    return tuple(shape), [tuple(st) for st in strides]
+
+
+class _BinaryStep:
+    """out = a (op) b for one pair of operands, with the cheapest kernel their layouts allow."""
+
+    def __init__(self, backend: Backend, op: int, out_shape: tuple[int, ...], a_shape: tuple[int, ...],
+                 b_shape: tuple[int, ...]) -> None:
+        self.backend, self.op = backend, i32(op)
+        self.total = int(np.prod(out_shape, dtype=np.int64))
+        shape, (sa, sb) = broadcast_strides(out_shape, [a_shape, b_shape])
+        dense = tuple(int(np.prod(shape[d + 1:], dtype=np.int64)) for d in range(len(shape)))
+        self.meta = None
+        if sa == dense and sb == dense:
+            self.fn = kernel(backend, "elementwise.cu", "binary_same")
+        else:
+            if len(shape) > MAX_RANK:
+                raise ValueError(f"broadcast of rank {len(shape)} exceeds {MAX_RANK}")
+            self.fn = kernel(backend, "elementwise.cu", "binary_broadcast")
+            meta = np.zeros(3 * MAX_RANK, dtype=np.int64)
+            for i, values in enumerate((shape, sa, sb)):
+                meta[i * MAX_RANK:i * MAX_RANK + len(values)] = values
+            self.meta = backend.asarray(meta)
+            self.rank = i32(len(shape))
+
+    def __call__(self, a: Any, b: Any, out: Any) -> None:
+        if self.meta is None:
+            args: tuple[Any, ...] = (a, b, out, self.op, i64(self.total))
+        else:
+            args = (a, b, out, self.meta, self.op, self.rank, i64(self.total))
+        launch_linear(self.backend, self.fn, self.total, args)
+
+
+def _steps(layer: LayerSpec) -> list[tuple[int, tuple[int, ...], tuple[int, ...]]]:
+    """(op, a shape, b shape) of each binary kernel a non-Relu layer runs: Sum is folded left to right into out."""
+    out_shape, shapes = layer.outputs[0].shape, [sig.shape for sig in layer.inputs]
+    if len(shapes) == 1:  # Sum of one input: a copy
+        return [(OP_COPY, shapes[0], shapes[0])]
+    first = (OP_MUL if layer.op == "Mul" else OP_ADD, shapes[0], shapes[1])
+    return [first, *((OP_ADD, out_shape, s) for s in shapes[2:])]
+
+
+class CudaBroadcast(Tactic):
+    """Add, Mul and Sum with numpy broadcasting (Sum folded left to right, as on the CPU), and Relu."""
+
+    family, ops, name, backend, priority = "elementwise", ("Add", "Mul", "Relu", "Sum"), "cuda_broadcast", "cuda", 10
+    source, cuda_sources = "nvrtc", ("elementwise.cu",)
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        if layer.op == "Relu":
+            return None
+        out_shape = layer.outputs[0].shape
+        rank = max(len(broadcast_strides(out_shape, [a, b])[0]) for _, a, b in _steps(layer))
+        if rank > MAX_RANK:
+            return (f"broadcasting {[list(s.shape) for s in layer.inputs]} needs {rank} dimensions after merging "
+                    f"the contiguous ones; the kernel indexes at most {MAX_RANK}")
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        consts = {i: backend.asarray(v.astype(np.float32)) for i, v in layer.constants.items()}
+        out_shape = layer.outputs[0].shape
+        total = int(np.prod(out_shape, dtype=np.int64))
+        if layer.op == "Relu":
+            relu = kernel(backend, "elementwise.cu", "relu")
+
+            def run_relu(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+                launch_linear(backend, relu, total, (inputs[0], outputs[0], i64(total)))
+
+            return run_relu
+        steps = [_BinaryStep(backend, op, out_shape, a, b) for op, a, b in _steps(layer)]
+
+        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+            args, out = positional(layer, consts, inputs), outputs[0]
+            if len(args) == 1:
+                steps[0](args[0], args[0], out)
+                return
+            steps[0](args[0], args[1], out)
+            for step, extra in zip(steps[1:], args[2:]):
+                step(out, extra, out)
+
+        return run
+
+
+TACTICS: tuple[Tactic, ...] = (CpuElementwise(), CudaBroadcast())

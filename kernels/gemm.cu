@@ -1,0 +1,104 @@
+// Matrix products for gemm.py (and conv.py's im2col tactic). Determinism: each output element is written by one
+// thread that sums its K products in increasing k; there is no split-K and there are no atomics, so the result
+// does not depend on scheduling.
+
+#define BM 64   // rows of C per block
+#define BN 64   // columns of C per block
+#define BK 8    // K slice staged in shared memory per step
+#define TM 4    // rows per thread: ty, ty + 16, ty + 32, ty + 48
+#define TN 4    // columns per thread: tx, tx + 16, tx + 32, tx + 48
+#define THREADS 256
+
+// out[z] = alpha * A[z] @ B[z] + beta * C[z] for z = blockIdx.z, where A(m, k) = a[offsets[z][0] + m*a_rs + k*a_cs]
+// and B(k, n) = b[offsets[z][1] + k*b_rs + n*b_cs]; general strides give transposes for free, and a zero batch
+// offset broadcasts an operand. out(m, n) = out[offsets[z][2] + m*ldo + n]; C(m, n) = c[offsets[z][3] + m*c_rs +
+// n*c_cs] (stride 0 broadcasts a bias). Launch: grid (ceil(n/BN), ceil(m/BM), batch), THREADS threads.
+extern "C" __global__ void __launch_bounds__(THREADS) sgemm_tiled(
+    const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
+    const float* __restrict__ c, const long long* __restrict__ offsets,
+    int m, int n, int k,
+    long long a_rs, long long a_cs, long long b_rs, long long b_cs, long long ldo,
+    long long c_rs, long long c_cs, float alpha, float beta, int has_c)
+{
+    // +4 columns: the A tile is stored transposed, and without padding the 8 threads that store one row's K
+    // slice would all hit the same bank.
+    __shared__ float as[BK][BM + 4];
+    __shared__ float bs[BK][BN];
+
+    const long long* off = offsets + 4LL * blockIdx.z;
+    const float* az = a + off[0];
+    const float* bz = b + off[1];
+    const int tid = threadIdx.x;
+    const int tx = tid % 16;
+    const int ty = tid / 16;
+    const int m0 = blockIdx.y * BM;
+    const int n0 = blockIdx.x * BN;
+
+    float acc[TM][TN];
+    #pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        #pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+    }
+
+    for (int k0 = 0; k0 < k; k0 += BK) {
+        // Out-of-range elements are staged as zeros: they add exact +0 products, which change no sum.
+        for (int e = tid; e < BM * BK; e += THREADS) {
+            const int r = e / BK, kk = e % BK;
+            const int gm = m0 + r, gk = k0 + kk;
+            as[kk][r] = (gm < m && gk < k) ? az[gm * a_rs + gk * a_cs] : 0.f;
+        }
+        for (int e = tid; e < BK * BN; e += THREADS) {
+            const int kk = e / BN, cn = e % BN;
+            const int gk = k0 + kk, gn = n0 + cn;
+            bs[kk][cn] = (gk < k && gn < n) ? bz[gk * b_rs + gn * b_cs] : 0.f;
+        }
+        __syncthreads();
+        #pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float ra[TM], rb[TN];
+            #pragma unroll
+            for (int i = 0; i < TM; ++i) ra[i] = as[kk][ty + 16 * i];
+            #pragma unroll
+            for (int j = 0; j < TN; ++j) rb[j] = bs[kk][tx + 16 * j];
+            #pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                #pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
+            }
+        }
+        __syncthreads();
+    }
+
+    float* outz = out + off[2];
+    const float* cz = c + (has_c ? off[3] : 0);
+    #pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int gm = m0 + ty + 16 * i;
+        if (gm >= m) continue;
+        #pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int gn = n0 + tx + 16 * j;
+            if (gn >= n) continue;
+            // Rounded exactly as the CPU tactics do: alpha * acc, then + beta * C, each product rounded once.
+            float v = __fmul_rn(alpha, acc[i][j]);
+            if (has_c) v = __fadd_rn(v, __fmul_rn(beta, cz[gm * c_rs + gn * c_cs]));
+            outz[gm * ldo + gn] = v;
+        }
+    }
+}
+
+// out = alpha * out + beta * C after a cuBLAS product; out is (rows, cols) contiguous, C(r, q) = c[r*c_rs + q*c_cs].
+extern "C" __global__ void gemm_epilogue(
+    float* __restrict__ out, const float* __restrict__ c, long long rows, long long cols,
+    long long c_rs, long long c_cs, float alpha, float beta, int has_c)
+{
+    const long long total = rows * cols;
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        const long long r = i / cols, q = i - r * cols;
+        float v = __fmul_rn(alpha, out[i]);
+        if (has_c) v = __fadd_rn(v, __fmul_rn(beta, c[r * c_rs + q * c_cs]));
+        out[i] = v;
+    }
+}

@@ -1,0 +1,205 @@
+"""Matrix-product tactics for Gemm (alpha, beta, transA, transB, optional C) and MatMul (batched, broadcast).
+
+CPU: one BLAS call; and a blocked product that accumulates fixed-size K panels in a fixed order. CUDA: cuBLAS
+through ``cupy.matmul`` with an epilogue kernel, and a shared-memory tiled SGEMM; both compile ``gemm.cu``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from reprobuild.kernels.backend import Backend
+from reprobuild.kernels.cuda_launch import MAX_GRID_YZ, cdiv, f32, i32, i64, kernel, launch, launch_linear, on_stream
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, positional
+
+
+class GemmOperands:
+    """Gemm and MatMul as one problem: out = alpha * op(A) @ op(B) + beta * C."""
+
+    def __init__(self, layer: LayerSpec) -> None:
+        self.is_gemm = layer.op == "Gemm"
+        self.alpha = float(layer.attr("alpha", 1.0))
+        self.beta = float(layer.attr("beta", 1.0))
+        self.trans_a = bool(layer.attr("transA", 0))
+        self.trans_b = bool(layer.attr("transB", 0))
+        self.has_c = self.is_gemm and len(layer.inputs) > 2
+        a = layer.inputs[0].shape
+        self.k = a[0] if self.trans_a else a[-1]
+        self.m, self.n = layer.outputs[0].shape[-2:]
+
+    def host_constants(self, layer: LayerSpec) -> dict[int, np.ndarray]:
+        """Constant operands, transposed once here so the kernels see plain row-major A (M x K), B (K x N)."""
+        consts: dict[int, np.ndarray] = {}
+        for i, value in layer.constants.items():
+            arr = value.astype(np.float32)
+            if (i == 0 and self.trans_a) or (i == 1 and self.trans_b):
+                arr = arr.T
+            consts[i] = np.ascontiguousarray(arr)
+        return consts
+
+    def operands(self, layer: LayerSpec, consts: dict[int, Any], inputs: Sequence[Any]) -> list[Any]:
+        args = positional(layer, consts, inputs)
+        if self.trans_a and 0 not in consts:
+            args[0] = args[0].T
+        if self.trans_b and 1 not in consts:
+            args[1] = args[1].T
+        return args
+
+    def epilogue(self, out: Any, c: Any) -> None:
+        if self.alpha != 1.0:
+            out *= np.float32(self.alpha)
+        if self.has_c:
+            out += c if self.beta == 1.0 else np.float32(self.beta) * c
+
+
+class CpuBlasGemm(Tactic):
+    family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cpu_blas", "cpu", 10
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        g = GemmOperands(layer)
+        consts = g.host_constants(layer)
+
+        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+            args = g.operands(layer, consts, inputs)
+            np.matmul(args[0], args[1], out=outputs[0])
+            g.epilogue(outputs[0], args[2] if g.has_c else None)
+
+        return run
+
+
+class CpuBlockedGemm(Tactic):
+    """Sum of K-panel products, panels in increasing K: a fixed accumulation order independent of BLAS blocking."""
+
+    family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cpu_blocked_k", "cpu", 20
+    parameters = MappingProxyType({"block_k": 128})
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        g = GemmOperands(layer)
+        consts = g.host_constants(layer)
+        bk = int(self.parameters["block_k"])
+
+        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+            args = g.operands(layer, consts, inputs)
+            a, b, out = args[0], args[1], outputs[0]
+            np.matmul(a[..., :, 0:bk], b[..., 0:bk, :], out=out)
+            for k0 in range(bk, g.k, bk):
+                out += np.matmul(a[..., :, k0:k0 + bk], b[..., k0:k0 + bk, :])
+            g.epilogue(out, args[2] if g.has_c else None)
+
+        return run
+
+
+def c_strides(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Element strides (row, column) of a contiguous C read as (M, N): 0 along the dimensions it broadcasts."""
+    cm, cn = (1, 1, *shape)[-2:]
+    return (cn if cm != 1 else 0), (1 if cn != 1 else 0)
+
+
+class CudaCublasGemm(Tactic):
+    """cuBLAS via ``cupy.matmul`` straight into the output, then one epilogue kernel for alpha and beta * C."""
+
+    family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_cublas", "cuda", 10
+    source, cuda_sources = "cublas", ("gemm.cu",)
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        g = GemmOperands(layer)
+        consts = {i: backend.asarray(v) for i, v in g.host_constants(layer).items()}
+        xp = backend.xp
+        epilogue = kernel(backend, "gemm.cu", "gemm_epilogue") if g.alpha != 1.0 or g.has_c else None
+        c_rs, c_cs = c_strides(layer.inputs[2].shape) if g.has_c else (0, 0)
+
+        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+            args = g.operands(layer, consts, inputs)
+            with on_stream(backend):
+                xp.matmul(args[0], args[1], out=outputs[0])
+            if epilogue is not None:
+                launch_linear(backend, epilogue, g.m * g.n, (
+                    outputs[0], args[2] if g.has_c else None, i64(g.m), i64(g.n), i64(c_rs), i64(c_cs),
+                    f32(g.alpha), f32(g.beta), i32(g.has_c)))
+
+        return run
+
+
+class TiledGemmLaunch:
+    """One launch of ``sgemm_tiled`` (gemm.cu) over a batch of products that share M, N, K and strides.
+
+    ``offsets`` is (batch, 4) int64: the element offsets of A, B, the output and C for each product, which is how
+    broadcast batch dimensions (offset repeated), convolution groups and images are all expressed.
+    """
+
+    BM, BN, BK, THREADS = 64, 64, 8, 256
+    PARAMETERS = MappingProxyType({"block_m": BM, "block_n": BN, "block_k": BK, "threads": THREADS,
+                                   "thread_m": 4, "thread_n": 4})
+
+    def __init__(self, backend: Backend, m: int, n: int, k: int, a_strides: tuple[int, int],
+                 b_strides: tuple[int, int], offsets: np.ndarray, c_strides: tuple[int, int] = (0, 0),
+                 alpha: float = 1.0, beta: float = 1.0, has_c: bool = False) -> None:
+        self.backend = backend
+        self.fn = kernel(backend, "gemm.cu", "sgemm_tiled")
+        self.batch = int(offsets.shape[0])
+        self.offsets = backend.asarray(np.ascontiguousarray(offsets, dtype=np.int64))
+        self.grid = (cdiv(n, self.BN), cdiv(m, self.BM))
+        self.scalars = (
+            i32(m, "M"), i32(n, "N"), i32(k, "K"), i64(a_strides[0]), i64(a_strides[1]), i64(b_strides[0]),
+            i64(b_strides[1]), i64(n), i64(c_strides[0]), i64(c_strides[1]), f32(alpha), f32(beta), i32(has_c))
+
+    @classmethod
+    def unsupported(cls, m: int, batch: int) -> str | None:
+        if cdiv(m, cls.BM) > MAX_GRID_YZ or batch > MAX_GRID_YZ:
+            return (f"M={m} and a batch of {batch} need a grid of {cdiv(m, cls.BM)} x {batch} blocks; CUDA allows "
+                    f"at most {MAX_GRID_YZ} in each")
+        return None
+
+    def __call__(self, a: Any, b: Any, out: Any, c: Any = None, batch: int | None = None) -> None:
+        """Run the first ``batch`` products (all by default) with the given base arrays."""
+        z = self.batch if batch is None else batch
+        launch(self.backend, self.fn, (*self.grid, z), (self.THREADS, 1, 1),
+               (a, b, out, c, self.offsets, *self.scalars))
+
+
+def batch_offsets(batch_shape: tuple[int, ...], operand_batch: tuple[int, ...], matrix_size: int) -> np.ndarray:
+    """Element offset of an operand's matrix for every index of the broadcast batch, in row-major order."""
+    padded = (1,) * (len(batch_shape) - len(operand_batch)) + tuple(operand_batch)
+    index = np.arange(int(np.prod(padded, dtype=np.int64)), dtype=np.int64).reshape(padded)
+    return np.broadcast_to(index * matrix_size, batch_shape).reshape(-1)
+
+
+class CudaTiledGemm(Tactic):
+    """Shared-memory tiled SGEMM with the epilogue fused; batched MatMul as gridDim.z with per-product offsets."""
+
+    family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_tiled", "cuda", 20
+    source, cuda_sources = "nvrtc", ("gemm.cu",)
+    parameters = TiledGemmLaunch.PARAMETERS
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        g = GemmOperands(layer)
+        return TiledGemmLaunch.unsupported(g.m, int(np.prod(layer.outputs[0].shape[:-2], dtype=np.int64)))
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        g = GemmOperands(layer)
+        consts = {i: backend.asarray(v) for i, v in g.host_constants(layer).items()}
+        # Constants were transposed on the host; a transposed activation is read through its strides.
+        a_strides = (1, g.m) if g.trans_a and 0 not in consts else (g.k, 1)
+        b_strides = (1, g.k) if g.trans_b and 1 not in consts else (g.n, 1)
+        batch = tuple(layer.outputs[0].shape[:-2])
+        offsets = np.stack([
+            batch_offsets(batch, layer.inputs[0].shape[:-2], g.m * g.k),
+            batch_offsets(batch, layer.inputs[1].shape[:-2], g.k * g.n),
+            batch_offsets(batch, batch, g.m * g.n),
+            np.zeros(int(np.prod(batch, dtype=np.int64)), dtype=np.int64),
+        ], axis=1)
+        gemm = TiledGemmLaunch(backend, g.m, g.n, g.k, a_strides, b_strides, offsets,
+                               c_strides(layer.inputs[2].shape) if g.has_c else (0, 0), g.alpha, g.beta, g.has_c)
+
+        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+            args = positional(layer, consts, inputs)
+            gemm(args[0], args[1], outputs[0], args[2] if g.has_c else None)
+
+        return run
+
+
+TACTICS: tuple[Tactic, ...] = (CpuBlasGemm(), CpuBlockedGemm(), CudaCublasGemm(), CudaTiledGemm())

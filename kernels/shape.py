@@ -1,0 +1,127 @@
+"""Data-movement tactics: Reshape and Flatten (zero-copy aliases), Identity (a copy) and Concat.
+
+The NVRTC Concat (``shape.cu``) copies each input as a (rows, cols) block into its column range of the output
+viewed as (rows, total cols), moving 32-bit words for elements of 4 bytes or more, else bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from reprobuild.kernels.backend import Backend
+from reprobuild.kernels.cuda_launch import i64, kernel, launch_linear
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, positional
+
+ANY_DTYPE = ("bool", "float16", "float32", "float64", "int32", "int64", "int8", "uint8")
+
+
+class AliasTactic(Tactic):
+    """The output is a view of the input's memory: the memory planner gives both the same bytes, nothing runs."""
+
+    family, ops, priority, source = "shape", ("Flatten", "Reshape"), 10, "builtin"
+    dtypes = ANY_DTYPE
+    aliases_input: ClassVar[bool] = True
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+            return None
+
+        return run
+
+
+class CpuAlias(AliasTactic):
+    name, backend = "cpu_alias", "cpu"
+
+
+class CudaAlias(AliasTactic):
+    name, backend = "cuda_alias", "cuda"
+
+
+class CopyTactic(Tactic):
+    """Reshape/Flatten/Identity as a real copy: what constant folding uses, and Identity where it must stay."""
+
+    family, ops, priority = "shape", ("Flatten", "Identity", "Reshape"), 20
+    dtypes = ANY_DTYPE
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        shape = layer.outputs[0].shape
+        xp = backend.xp
+
+        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+            xp.copyto(outputs[0], inputs[0].reshape(shape))
+
+        return run
+
+
+class CpuCopy(CopyTactic):
+    name, backend = "cpu_copy", "cpu"
+
+
+class CudaCopy(CopyTactic):
+    name, backend, source = "cuda_copy", "cuda", "cupy"
+
+
+class ConcatTactic(Tactic):
+    family, ops, priority = "shape", ("Concat",), 10
+    dtypes = ANY_DTYPE
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        axis = int(layer.attr("axis"))
+        consts = {i: backend.asarray(np.ascontiguousarray(v)) for i, v in layer.constants.items()}
+        bounds = np.cumsum([0] + [sig.shape[axis] for sig in layer.inputs]).tolist()
+        lead = (slice(None),) * axis
+
+        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+            for i, part in enumerate(positional(layer, consts, inputs)):
+                index = (*lead, slice(bounds[i], bounds[i + 1]))
+                outputs[0][index] = part
+
+        return run
+
+
+class CpuConcat(ConcatTactic):
+    name, backend = "cpu_slices", "cpu"
+
+
+class CudaConcat(ConcatTactic):
+    name, backend, source = "cuda_slices", "cuda", "cupy"
+
+
+class CudaConcatKernel(Tactic):
+    """Concat as one block-copy launch per input (shape.cu), for any dtype: the kernel moves bytes or words."""
+
+    family, ops, name, backend, priority = "shape", ("Concat",), "cuda_concat_kernel", "cuda", 10
+    source, cuda_sources = "nvrtc", ("shape.cu",)
+    dtypes = ANY_DTYPE
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        axis, out_shape = int(layer.attr("axis")), layer.outputs[0].shape
+        itemsize = np.dtype(layer.outputs[0].dtype).itemsize
+        rows = int(np.prod(out_shape[:axis], dtype=np.int64))
+        inner_bytes = int(np.prod(out_shape[axis + 1:], dtype=np.int64)) * itemsize
+        widths = [sig.shape[axis] * inner_bytes for sig in layer.inputs]  # bytes per row of each input
+        starts = np.cumsum([0, *widths[:-1]]).tolist()
+        # Words only for elements of 4 bytes or more: their buffers are 4-byte aligned wherever they start.
+        word = 4 if itemsize >= 4 and all(v % 4 == 0 for v in widths) else 1
+        dtype = np.uint32 if word == 4 else np.uint8
+        fn = kernel(backend, "shape.cu", "copy_block_u32" if word == 4 else "copy_block_u8")
+        consts = {i: backend.asarray(v.astype(layer.outputs[0].dtype)) for i, v in layer.constants.items()}
+        dst_ld = sum(widths) // word
+
+        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+            dst = outputs[0].reshape(-1).view(dtype)
+            for part, width, start in zip(positional(layer, consts, inputs), widths, starts):
+                cols = width // word
+                if cols:
+                    launch_linear(backend, fn, rows * cols, (part.reshape(-1).view(dtype), dst, i64(rows),
+                                                             i64(cols), i64(dst_ld), i64(start // word)))
+
+        return run
+
+
+TACTICS: tuple[Tactic, ...] = (
+    CpuAlias(), CpuConcat(), CpuCopy(), CudaAlias(), CudaConcat(), CudaConcatKernel(), CudaCopy(),
+)
