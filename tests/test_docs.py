@@ -76,3 +76,12 @@ def test_committed_examples_are_what_the_script_makes() -> None:
 def test_manifest_json_schema_is_current() -> None:
     committed = Path(REPO, "manifests", "manifest.schema.json").read_bytes()
     assert committed == schema_json(), "run: python -m reprobuild.manifest.schema manifests/manifest.schema.json"
+
+
+def test_only_the_reprobuild_namespace_is_installed(tmp_path: Path) -> None:
+    """engine/ and kernels/ install as reprobuild.engine and reprobuild.kernels, never as top-level modules."""
+    code = ("import importlib.util as u; "
+            "print(u.find_spec('engine'), u.find_spec('kernels'), u.find_spec('reprobuild.engine') is not None, "
+            "u.find_spec('reprobuild.kernels') is not None)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.stdout.split() == ["None", "None", "True", "True"], result.stdout + result.stderr

@@ -42,15 +42,19 @@ def test_build_writes_engine_and_manifest_and_prints_the_digest(built: Path, cap
     assert code == 0 and f"sha256    {hashlib.sha256(built.read_bytes()).hexdigest()}" in out
 
 
-def test_run_matches_onnxruntime(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                 rng: np.random.Generator) -> None:
-    x = rng.standard_normal((8, 64)).astype(np.float32)
+@pytest.mark.parametrize("example, input_name, shape", [("mlp", "input", (8, 64)), ("small_cnn", "image", (2, 3, 32, 32))])
+def test_build_then_run_matches_onnxruntime(example: str, input_name: str, shape: tuple[int, ...], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture, rng: np.random.Generator) -> None:
+    engine = tmp_path / f"{example}.engine"
+    code, _, err = cli(capsys, "build", f"{EXAMPLES}/{example}.onnx", "-o", str(engine), "--backend", "cpu")
+    assert code == 0, err
+    x = rng.standard_normal(shape).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    code, out, err = cli(capsys, "run", str(built), "--input", f"input={tmp_path / 'x.npy'}",
+    code, out, err = cli(capsys, "run", str(engine), "--input", f"{input_name}={tmp_path / 'x.npy'}",
                          "--output-dir", str(tmp_path / "out"))
     assert code == 0, err
     result = np.load(tmp_path / "out" / "probs.npy")
-    (reference,) = ort_run(onnx.load(f"{EXAMPLES}/mlp.onnx"), {"input": x})
+    (reference,) = ort_run(onnx.load(f"{EXAMPLES}/{example}.onnx"), {input_name: x})
     assert rel_error(result, reference) <= 1e-5
     assert hashlib.sha256(result.tobytes()).hexdigest()[:16] in out
 
