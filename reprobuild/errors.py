@@ -62,6 +62,20 @@ class TacticMismatchError(BuildError):
     """An engine names a tactic this installation lacks, or whose source digest differs from the recorded one."""
 
 
+class ReplayMismatchError(BuildError):
+    """A manifest cannot be replayed on this model, config or installation; the message lists every mismatch."""
+
+    exit_code = 8
+    summary = "replay mismatch: the manifest does not match this model, build config or installed tactics"
+
+
+class EnvironmentMismatchError(BuildError):
+    """The environment differs from the one a replayed manifest was built in, and the policy refuses that."""
+
+    exit_code = 9
+    summary = "environment mismatch: this machine differs from the manifest's environment (see --env-policy)"
+
+
 class InputError(ReprobuildError):
     """Runtime inputs do not match the engine's bindings (name, shape or dtype)."""
 
@@ -75,6 +89,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (1, "internal error: a bug in reprobuild; please report it with the command you ran"),
     *sorted(
         {(cls.exit_code, cls.summary) for cls in (
-            UsageError, ModelError, FormatError, BackendUnavailableError, BuildError, InputError)}
+            UsageError, ModelError, FormatError, BackendUnavailableError, BuildError, InputError,
+            ReplayMismatchError, EnvironmentMismatchError)}
     ),
 )

@@ -4,5 +4,26 @@ from __future__ import annotations
 
 from reprobuild.builder.builder import Builder, BuildResult
 from reprobuild.builder.config import BuilderConfig, ProgressMonitor
+from reprobuild.builder.replay import ReplaySelector
+from reprobuild.builder.selector import (
+    AlgorithmCandidate,
+    AlgorithmContext,
+    AlgorithmSelector,
+    BuildPlan,
+    TimingSelector,
+)
+from reprobuild.builder.timing_cache import TimingCache
 
-__all__ = ["BuildResult", "Builder", "BuilderConfig", "ProgressMonitor"]
+__all__ = [
+    "AlgorithmCandidate",
+    "AlgorithmContext",
+    "AlgorithmSelector",
+    "BuildPlan",
+    "BuildResult",
+    "Builder",
+    "BuilderConfig",
+    "ProgressMonitor",
+    "ReplaySelector",
+    "TimingCache",
+    "TimingSelector",
+]

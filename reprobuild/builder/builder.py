@@ -9,13 +9,16 @@ engine bytes.
 from __future__ import annotations
 
 import datetime
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from reprobuild.builder.config import BuilderConfig, ProgressMonitor
-from reprobuild.builder.selection import Candidate, layer_seed, layer_spec, select_tactic
+from reprobuild.builder.selection import Candidate, choose, layer_seed, layer_spec, plan_candidates, time_candidates
+from reprobuild.builder.selector import AlgorithmContext, AlgorithmSelector, BuildPlan, PlannedLayer
+from reprobuild.builder.timing_cache import TimingCache
 from reprobuild.digest import sha256_hex
 from reprobuild.engine.format import FORMAT_VERSION, serialize_engine
 from reprobuild.engine.memory import LayerUse, MemoryPlan, plan_memory
@@ -24,7 +27,7 @@ from reprobuild.errors import BuildError, ReprobuildError
 from reprobuild.ir import Network, NetworkDefinition, attrs_to_json
 from reprobuild.kernels.backend import Backend, CudaBackend, cuda_module, resolve_backend
 from reprobuild.kernels.nvrtc import source_sha256
-from reprobuild.kernels.tactic import Tactic, TacticRegistry, default_registry
+from reprobuild.kernels.tactic import LayerSpec, Tactic, TacticRegistry, default_registry
 from reprobuild.logger import ErrorRecorder, Logger, Severity
 from reprobuild.manifest import models as m
 from reprobuild.manifest.io import pinned_bytes
@@ -40,6 +43,11 @@ class BuildResult:
     @property
     def engine_sha256(self) -> str:
         return sha256_hex(self.engine)
+
+    @property
+    def tactics_timed(self) -> int:
+        """Tactic timings this build measured: zero for a replay."""
+        return self.manifest.evidence.tactics_timed if self.manifest.evidence else 0
 
 
 class Builder:
@@ -68,45 +76,63 @@ class Builder:
         started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         config.validate()
         monitor = config.progress_monitor or ProgressMonitor()
+        selector = config.algorithm_selector or AlgorithmSelector()
         net = network.finalize() if isinstance(network, NetworkDefinition) else network
         backend, backend_reason = resolve_backend(config.backend)
         self.logger.info(f"backend {backend.name} ({backend_reason})")
         net = run_passes(net, config.passes)
         self.logger.info(f"network after passes {', '.join(config.passes)}: {net.summary()}")
         environment = environment_fingerprint(backend)
-        keys = net.layer_keys()
+        config_record = _config_record(config, backend.name)
+        warmup, iterations = config_record.timing.warmup, config_record.timing.iterations
 
-        monitor.phase_start("tactic selection", None, len(net.layers))
+        layers = self._plan(net, config, backend.name)
+        selector.begin(BuildPlan(
+            model=_model_record(net), config=config_record, environment=environment,
+            layers=tuple(PlannedLayer(ctx, tuple(c.algorithm() for c in cands if c.status == "eligible"),
+                                      tuple((c.algorithm(), c.reason) for c in cands if c.status == "excluded"))
+                         for ctx, _, cands in layers),
+        ))
+
+        cache = config.timing_cache
+
+        def cached(ctx: AlgorithmContext, c: Candidate) -> list[int] | None:
+            if cache is None:
+                return None
+            return cache.get(TimingCache.key(ctx.signature, c.tactic.ref, environment, warmup, iterations))
+
+        def store(ctx: AlgorithmContext, c: Candidate, samples: list[int]) -> None:
+            if cache is not None:
+                key = TimingCache.key(ctx.signature, c.tactic.ref, environment, warmup, iterations)
+                cache.put(key, c.tactic.label, samples)
+
+        monitor.phase_start("tactic selection", None, len(layers))
         chosen: list[Candidate] = []
-        evidence: list[m.LayerEvidence] = []
-        timed = 0
-        for i, layer in enumerate(net.layers):
-            spec = layer_spec(net, i)
-            winner, candidates = select_tactic(spec, self.registry.candidates(layer.op, backend.name), backend,
-                                               config, layer_seed(config.seed, keys[i]))
-            timed += sum(1 for c in candidates if c.samples_ns)
+        timed = cache_hits = 0
+        for ctx, spec, candidates in layers:
+            allowed = _allowed(selector, ctx, candidates)
+            if selector.requires_timing:
+                timed += time_candidates(spec, allowed, backend, warmup, iterations, layer_seed(config.seed, ctx.key),
+                                         functools.partial(cached, ctx), functools.partial(store, ctx))
+                cache_hits += sum(1 for c in allowed if c.timing_source == "cache")
+            winner = choose(allowed, selector.requires_timing, config.tie_band,
+                            getattr(selector, "untimed_reason", f"first allowed by {type(selector).__name__}"))
+            selector.report(ctx, winner.algorithm())
             chosen.append(winner)
-            evidence.append(m.LayerEvidence(name=layer.name, key=keys[i],
-                                            candidates=[_candidate_record(c) for c in candidates]))
-            message = (f"[{i + 1}/{len(net.layers)}] {layer.name} ({layer.op}): {winner.tactic.name} "
-                       f"{(winner.median_ns or 0) / 1e6:.4f} ms of {sum(1 for c in candidates if c.samples_ns)} timed")
+            message = (f"[{ctx.index + 1}/{len(layers)}] {ctx.name} ({ctx.op}): {winner.tactic.name}"
+                       + (f" {(winner.median_ns or 0) / 1e6:.4f} ms of {len(allowed)} timed"
+                          if selector.requires_timing else " (not timed)"))
             self.logger.log(Severity.INFO, message)
-            if not monitor.step_complete("tactic selection", i, message):
+            if not monitor.step_complete("tactic selection", ctx.index, message):
                 raise BuildError("the build was cancelled by its progress monitor")
         monitor.phase_finish("tactic selection")
 
         tactics = [c.tactic for c in chosen]
         plan = _plan(net, tactics, [c.workspace_bytes for c in chosen])
-        warmup, iterations = config.timing_for(backend.name)
+        keys = net.layer_keys()
         pinned = m.Pinned(
             model=_model_record(net),
-            config=m.BuildConfigRecord(
-                backend=backend.name,  # type: ignore[arg-type]
-                timing=m.TimingConfig(warmup=warmup, iterations=iterations),
-                seed=config.seed, max_workspace_bytes=config.max_workspace_bytes, determinism=config.determinism,
-                tactic_sources=sorted(config.tactic_sources) if config.tactic_sources is not None else None,
-                passes=list(config.passes),
-            ),
+            config=config_record,
             environment=environment,
             inputs=[_tensor(net, t.name) for t in net.inputs],
             outputs=[_tensor(net, t.name) for t in net.outputs],
@@ -125,6 +151,7 @@ class Builder:
                 context_bytes=plan.context_bytes, unshared_activation_bytes=plan.unshared_bytes,
             ),
         )
+        selector.end(pinned)
         engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, pinned), net.constants)
         manifest = m.Manifest(
             pinned=pinned,
@@ -132,13 +159,61 @@ class Builder:
                 started_at=started_at, wall_seconds=round(time.perf_counter() - started, 3),
                 backend_reason=backend_reason,
                 timing_clock="cuda events" if isinstance(backend, CudaBackend) else "time.perf_counter_ns",
-                tactics_timed=timed, layers=evidence,
+                selector=type(selector).__name__, tactics_timed=timed, timing_cache_hits=cache_hits,
+                layers=[m.LayerEvidence(name=ctx.name, key=ctx.key, candidates=[_candidate_record(c) for c in cands])
+                        for ctx, _, cands in layers],
             ),
             engine=m.EngineRecord(sha256=sha256_hex(engine), size_bytes=len(engine), format_version=FORMAT_VERSION),
         )
         self.logger.info(f"built engine {sha256_hex(engine)[:16]}... ({len(engine)} bytes): {len(net.layers)} "
-                         f"layers, {timed} tactic timings, {time.perf_counter() - started:.2f} s")
+                         f"layers, {timed} tactic timings, {cache_hits} from the timing cache, "
+                         f"{time.perf_counter() - started:.2f} s")
         return BuildResult(engine=engine, manifest=manifest, network=net)
+
+    def _plan(self, net: Network, config: BuilderConfig,
+              backend: str) -> list[tuple[AlgorithmContext, LayerSpec, list[Candidate]]]:
+        """Every layer's context and candidates, eligible or excluded with a reason, before anything is timed."""
+        keys, signatures = net.layer_keys(), net.layer_signature_digests()
+        planned = []
+        for i, layer in enumerate(net.layers):
+            spec = layer_spec(net, i)
+            ctx = AlgorithmContext(index=i, name=layer.name, op=layer.op, key=keys[i], signature=signatures[i],
+                                   inputs=spec.inputs, outputs=spec.outputs, attrs=spec.attrs)
+            planned.append((ctx, spec, plan_candidates(spec, self.registry.candidates(layer.op, backend), config)))
+        return planned
+
+
+def _allowed(selector: AlgorithmSelector, ctx: AlgorithmContext, candidates: list[Candidate]) -> list[Candidate]:
+    """Ask the selector which eligible candidates this layer may use; the others become excluded."""
+    eligible = [c for c in candidates if c.status == "eligible"]
+    if not eligible:
+        listing = "; ".join(f"{c.tactic.name}: {c.reason}" for c in candidates) or "no tactic implements this op"
+        raise BuildError(f"layer {ctx.name!r} ({ctx.op}) has no eligible tactic: {listing}")
+    by_label = {c.tactic.label: c for c in eligible}
+    picked = list(selector.select(ctx, [c.algorithm() for c in eligible]))
+    unknown = [a.label for a in picked if a.label not in by_label]
+    if unknown or len({a.label for a in picked}) != len(picked):
+        raise BuildError(f"{type(selector).__name__}.select returned {unknown or 'duplicate'} candidates for layer "
+                         f"{ctx.name!r}; it must return a subset of the candidates it was given")
+    if not picked:
+        raise BuildError(f"{type(selector).__name__} allowed none of the candidates for layer {ctx.name!r} "
+                         f"({ctx.op}): {', '.join(by_label)}")
+    allowed = [by_label[a.label] for a in picked]
+    for c in eligible:
+        if c not in allowed:
+            c.status, c.reason = "excluded", f"not allowed by the algorithm selector ({type(selector).__name__})"
+    return allowed
+
+
+def _config_record(config: BuilderConfig, backend: str) -> m.BuildConfigRecord:
+    warmup, iterations = config.timing_for(backend)
+    return m.BuildConfigRecord(
+        backend=backend,  # type: ignore[arg-type]
+        timing=m.TimingConfig(warmup=warmup, iterations=iterations),
+        seed=config.seed, max_workspace_bytes=config.max_workspace_bytes, determinism=config.determinism,
+        tactic_sources=sorted(config.tactic_sources) if config.tactic_sources is not None else None,
+        passes=list(config.passes), tie_band=config.tie_band,
+    )
 
 
 def _tensor(net: Network, name: str) -> m.TensorRecord:
@@ -159,7 +234,7 @@ def _candidate_record(c: Candidate) -> m.CandidateRecord:
     return m.CandidateRecord(
         tactic=m.TacticRef(**c.tactic.ref), status=c.status, reason=c.reason,  # type: ignore[arg-type]
         source=c.tactic.source, determinism=c.tactic.determinism.value, workspace_bytes=c.workspace_bytes,
-        samples_ns=c.samples_ns, median_ns=c.median_ns,
+        samples_ns=c.samples_ns, median_ns=c.median_ns, timing_source=c.timing_source,  # type: ignore[arg-type]
     )
 
 

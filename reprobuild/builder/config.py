@@ -7,15 +7,22 @@ as the values actually used.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from reprobuild.errors import UsageError
 from reprobuild.passes import DEFAULT_PASSES, PASSES
+
+if TYPE_CHECKING:
+    from reprobuild.builder.selector import AlgorithmSelector
+    from reprobuild.builder.timing_cache import TimingCache
+    from reprobuild.manifest.models import BuildConfigRecord
 
 TACTIC_SOURCES = ("builtin", "cublas", "cupy", "numpy", "nvrtc")
 
 #: (warmup, iterations) per backend when the config leaves them unset.
 DEFAULT_TIMING = {"cpu": (1, 5), "cuda": (3, 11)}
+#: Candidates whose median is within this fraction of the fastest are near-ties, decided by preference order.
+DEFAULT_TIE_BAND = 0.03
 
 
 class ProgressMonitor:
@@ -33,6 +40,9 @@ class ProgressMonitor:
 
 @dataclass
 class BuilderConfig:
+    """What a build may do. The fields above ``progress_monitor`` are recorded in the manifest's pinned config;
+    the objects below it (monitor, selector, timing cache) steer the build without being part of its identity."""
+
     backend: str = "auto"
     warmup: int | None = None
     iterations: int | None = None
@@ -41,7 +51,20 @@ class BuilderConfig:
     determinism: Literal["run_to_run", "any"] = "run_to_run"
     tactic_sources: tuple[str, ...] | None = None
     passes: tuple[str, ...] = DEFAULT_PASSES
+    tie_band: float = DEFAULT_TIE_BAND
     progress_monitor: ProgressMonitor | None = field(default=None, repr=False)
+    algorithm_selector: AlgorithmSelector | None = field(default=None, repr=False)
+    timing_cache: TimingCache | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_record(cls, record: BuildConfigRecord) -> BuilderConfig:
+        """The config a manifest records, ready to build with again."""
+        return cls(
+            backend=record.backend, warmup=record.timing.warmup, iterations=record.timing.iterations,
+            seed=record.seed, max_workspace_bytes=record.max_workspace_bytes, determinism=record.determinism,
+            tactic_sources=tuple(record.tactic_sources) if record.tactic_sources is not None else None,
+            passes=tuple(record.passes), tie_band=record.tie_band,
+        )
 
     def timing_for(self, backend: str) -> tuple[int, int]:
         warmup, iterations = DEFAULT_TIMING[backend]
@@ -57,6 +80,8 @@ class BuilderConfig:
             raise UsageError(f"iterations must be >= 1; got {self.iterations}")
         if self.max_workspace_bytes < 0:
             raise UsageError(f"max_workspace_bytes must be >= 0; got {self.max_workspace_bytes}")
+        if not 0.0 <= self.tie_band <= 1.0:
+            raise UsageError(f"tie_band is a fraction between 0 and 1 (0.03 means 3%); got {self.tie_band}")
         if self.determinism not in ("run_to_run", "any"):
             raise UsageError(f"determinism must be run_to_run or any; got {self.determinism!r}")
         unknown = sorted(set(self.tactic_sources or ()) - set(TACTIC_SOURCES))

@@ -1,8 +1,11 @@
-"""Per-layer tactic selection: exclude what cannot or may not run, time the rest, keep the fastest.
+"""Per-layer tactic selection: exclude what cannot or may not run, let the selector narrow the rest, time what
+it allows, and choose.
 
-Timing runs each eligible tactic on seeded random inputs of the layer's real shapes (never zeros): ``warmup``
-untimed runs, then ``iterations`` timed runs; the median (lower median for even counts) decides. Equal medians
-are broken by the tactic's stable priority, then name and version, never by discovery order.
+Timing runs each allowed tactic on seeded random inputs of the layer's real shapes (never zeros): ``warmup``
+untimed runs, then ``iterations`` timed runs; the median (the lower median for even counts) is the figure.
+Noise-robust choice: every candidate whose median is within the tie band of the fastest (``tie_band``, a
+fraction) is a near-tie, and among near-ties the selector's preference order decides (by default the tactics'
+stable priority), so timing noise does not flip choices between builds.
 """
 
 from __future__ import annotations
@@ -10,31 +13,37 @@ from __future__ import annotations
 import functools
 import hashlib
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from reprobuild.builder.config import BuilderConfig
+from reprobuild.builder.selector import AlgorithmCandidate
 from reprobuild.errors import BuildError
 from reprobuild.ir import Network
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.tactic import Determinism, LayerSpec, Tactic, TensorSig
 
 
-@dataclass
+@dataclass(eq=False)
 class Candidate:
     tactic: Tactic
-    status: str = "excluded"
+    status: str = "eligible"  # eligible -> excluded | chosen | lost
     reason: str = ""
     workspace_bytes: int = 0
     samples_ns: list[int] = field(default_factory=list)
     median_ns: int | None = None
+    timing_source: str | None = None  # "measured" or "cache"
 
-    @property
-    def order(self) -> tuple[int, int, str, int]:
-        return (self.median_ns or 0, self.tactic.priority, self.tactic.name, self.tactic.version)
+    def algorithm(self) -> AlgorithmCandidate:
+        t = self.tactic
+        return AlgorithmCandidate(
+            family=t.family, name=t.name, version=t.version, source_sha256=t.source_sha256,
+            parameters=dict(t.parameters), workspace_bytes=self.workspace_bytes, determinism=t.determinism.value,
+            source=t.source, priority=t.priority, median_ns=self.median_ns, samples_ns=tuple(self.samples_ns),
+        )
 
 
 def layer_spec(network: Network, index: int) -> LayerSpec:
@@ -62,7 +71,7 @@ def random_inputs(spec: LayerSpec, seed: int) -> list[np.ndarray]:
 
 
 def exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig) -> tuple[str | None, int]:
-    """Why the tactic may not be timed for this layer (None if it may), and the workspace it would need."""
+    """Why the tactic may not be considered for this layer (None if it may), and the workspace it needs."""
     reason = tactic.ineligibility(spec)
     if reason is not None:
         return reason, 0
@@ -76,50 +85,80 @@ def exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig) -> tuple[s
     return None, workspace
 
 
-def _ms(ns: int) -> str:
-    return f"{ns / 1e6:.4f} ms"
-
-
-def select_tactic(spec: LayerSpec, tactics: Sequence[Tactic], backend: Backend, config: BuilderConfig,
-                  seed: int) -> tuple[Candidate, list[Candidate]]:
-    """Time every eligible tactic and choose one; every candidate comes back with its status and reason."""
+def plan_candidates(spec: LayerSpec, tactics: Sequence[Tactic], config: BuilderConfig) -> list[Candidate]:
     candidates = []
     for tactic in tactics:
         reason, workspace = exclusion(tactic, spec, config)
         candidates.append(Candidate(tactic, "excluded" if reason else "eligible", reason or "", workspace))
-    eligible = [c for c in candidates if c.status == "eligible"]
-    if not eligible:
-        listing = "; ".join(f"{c.tactic.name}: {c.reason}" for c in candidates) or "no tactic implements this op"
-        raise BuildError(f"layer {spec.name!r} ({spec.op}) has no eligible tactic on the {backend.name} backend: "
-                         f"{listing}")
-    warmup, iterations = config.timing_for(backend.name)
-    host_inputs = random_inputs(spec, seed)
-    with backend.activate():
-        inputs = [backend.asarray(x) for x in host_inputs]
-        outputs: list[Any] = [backend.xp.empty(o.shape, dtype=o.dtype) for o in spec.outputs]
-        for c in eligible:
-            workspace = backend.empty_bytes(max(c.workspace_bytes, 1))
-            try:
-                kernel = c.tactic.prepare(spec, backend)
-                c.samples_ns = backend.time_runs(functools.partial(kernel, inputs, outputs, workspace), warmup,
-                                                 iterations)
-            except BuildError:
-                raise
-            except Exception as exc:
-                raise BuildError(f"tactic {c.tactic.label} failed on layer {spec.name!r} ({spec.op}): "
-                                 f"{type(exc).__name__}: {exc}") from exc
-            c.median_ns = int(statistics.median_low(c.samples_ns))
-    ranked = sorted(eligible, key=lambda c: c.order)
-    chosen = ranked[0]
+    return candidates
+
+
+def time_candidates(spec: LayerSpec, candidates: Sequence[Candidate], backend: Backend, warmup: int,
+                    iterations: int, seed: int, cached: Callable[[Candidate], list[int] | None],
+                    store: Callable[[Candidate, list[int]], None]) -> int:
+    """Fill in each candidate's samples, from the cache where it has them; returns how many were measured."""
+    measured = 0
+    todo = []
+    for c in candidates:
+        samples = cached(c)
+        if samples is not None and len(samples) == iterations:
+            c.samples_ns, c.timing_source = samples, "cache"
+        else:
+            todo.append(c)
+    if todo:
+        host_inputs = random_inputs(spec, seed)
+        with backend.activate():
+            inputs = [backend.asarray(x) for x in host_inputs]
+            outputs: list[Any] = [backend.xp.empty(o.shape, dtype=o.dtype) for o in spec.outputs]
+            for c in todo:
+                workspace = backend.empty_bytes(max(c.workspace_bytes, 1))
+                try:
+                    kernel = c.tactic.prepare(spec, backend)
+                    c.samples_ns = backend.time_runs(functools.partial(kernel, inputs, outputs, workspace), warmup,
+                                                     iterations)
+                except BuildError:
+                    raise
+                except Exception as exc:
+                    raise BuildError(f"tactic {c.tactic.label} failed on layer {spec.name!r} ({spec.op}): "
+                                     f"{type(exc).__name__}: {exc}") from exc
+                c.timing_source = "measured"
+                store(c, c.samples_ns)
+                measured += 1
+    for c in candidates:
+        c.median_ns = int(statistics.median_low(c.samples_ns))
+    return measured
+
+
+def _ms(ns: int | None) -> str:
+    return f"{(ns or 0) / 1e6:.4f} ms"
+
+
+def choose(allowed: Sequence[Candidate], timed: bool, tie_band: float, untimed_reason: str) -> Candidate:
+    """Pick from ``allowed`` (in preference order) and give every one of them its status and reason."""
+    if not timed:
+        chosen = allowed[0]
+        chosen.status, chosen.reason = "chosen", untimed_reason
+        for c in allowed[1:]:
+            c.status, c.reason = "lost", f"allowed, but after {chosen.tactic.name} in the selector's preference order"
+        return chosen
+    fastest = min(allowed, key=lambda c: (c.median_ns or 0))
+    limit = (fastest.median_ns or 0) * (1.0 + tie_band)
+    near = [c for c in allowed if (c.median_ns or 0) <= limit]
+    chosen = near[0]
     chosen.status = "chosen"
-    ties = [c for c in ranked[1:] if c.median_ns == chosen.median_ns]
-    chosen.reason = f"fastest median {_ms(chosen.median_ns or 0)}" + (
-        f"; tied with {', '.join(c.tactic.name for c in ties)}, won on priority {chosen.tactic.priority}"
-        if ties else "")
-    for c in ranked[1:]:
+    band = f"{tie_band:.1%} tie band"
+    if chosen is fastest:
+        chosen.reason = f"fastest median {_ms(chosen.median_ns)}"
+        if len(near) > 1:
+            chosen.reason += f"; {len(near) - 1} other(s) within the {band} come later in preference order"
+    else:
+        chosen.reason = (f"median {_ms(chosen.median_ns)}, within the {band} of the fastest "
+                         f"({fastest.tactic.name}, {_ms(fastest.median_ns)}), and first in preference order")
+    for c in allowed:
+        if c is chosen:
+            continue
         c.status = "lost"
-        ratio = (c.median_ns or 0) / max(chosen.median_ns or 1, 1)
-        c.reason = (f"median {_ms(c.median_ns or 0)}, {ratio:.2f}x the chosen tactic's"
-                    if c.median_ns != chosen.median_ns else
-                    f"same median {_ms(c.median_ns or 0)}, lost on priority {c.tactic.priority}")
-    return chosen, candidates
+        ratio = (c.median_ns or 0) / max(fastest.median_ns or 1, 1)
+        c.reason = (f"median {_ms(c.median_ns)}, within the {band} but after {chosen.tactic.name} in preference "
+                    "order" if c in near else f"median {_ms(c.median_ns)}, {ratio:.2f}x the fastest")
+    return chosen

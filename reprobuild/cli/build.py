@@ -1,12 +1,13 @@
-"""``reprobuild build``: ONNX model -> timed build -> engine file + manifest."""
+"""``reprobuild build``: ONNX model -> timed (or replayed) build -> engine file + manifest."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from reprobuild.builder import Builder, BuilderConfig, ProgressMonitor
-from reprobuild.builder.config import TACTIC_SOURCES
+from reprobuild.builder import Builder, BuilderConfig, ProgressMonitor, ReplaySelector, TimingCache
+from reprobuild.builder.config import DEFAULT_TIE_BAND, TACTIC_SOURCES
 from reprobuild.cli.common import (
     Subcommands,
     default_engine_path,
@@ -15,36 +16,51 @@ from reprobuild.cli.common import (
     parse_shape_option,
     stderr_is_tty,
 )
+from reprobuild.envpolicy import POLICIES
 from reprobuild.fileio import atomic_write
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.logger import Logger, Severity
-from reprobuild.manifest import write_manifest
+from reprobuild.manifest import read_manifest, write_manifest
 
 
 def add_parser(sub: Subcommands) -> None:
     p = sub.add_parser(
-        "build", help="build an engine from an ONNX model, timing tactics per layer",
+        "build", help="build an engine from an ONNX model, timing tactics per layer (or replaying a manifest)",
         description="Import an ONNX model, time every eligible tactic of every layer on seeded random inputs, "
-                    "keep the fastest, and write the engine and a manifest that records every decision.",
+                    "keep the fastest, and write the engine and a manifest that records every decision. With "
+                    "--replay, force the decisions a manifest records instead: nothing is timed, and any "
+                    "mismatch with the model, config, installed tactics or environment is an error.",
     )
     p.add_argument("model", help="the ONNX model file")
     p.add_argument("-o", "--output", metavar="ENGINE",
                    help="engine file to write (default: the model's name with .engine, in the current directory)")
     p.add_argument("--manifest", metavar="FILE",
                    help="manifest to write (default: the engine path with .manifest.json instead of .engine)")
-    p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto",
+    p.add_argument("--replay", metavar="MANIFEST",
+                   help="force the tactics this manifest records; build options left out are taken from it, and "
+                        "options given must equal it")
+    p.add_argument("--env-policy", choices=POLICIES, default="strict",
+                   help="with --replay: how to treat environment differences from the manifest. strict refuses "
+                        "any; compatible allows only those that cannot change results; ignore warns "
+                        "(default: strict)")
+    p.add_argument("--timing-cache", metavar="FILE",
+                   help="reuse tactic timings stored in FILE and add the new ones (created if missing)")
+    p.add_argument("--backend", choices=("auto", "cpu", "cuda"),
                    help="where to build and run (default: auto, cuda when a device is usable)")
     p.add_argument("--input-shape", action="append", type=parse_shape_option, default=[], metavar="NAME=DxD...",
                    help="fix the shape of a network input with dynamic dimensions, e.g. data=1x3x224x224")
     p.add_argument("--warmup", type=int, help="untimed runs per tactic (default: 1 on cpu, 3 on cuda)")
     p.add_argument("--iterations", type=int, help="timed runs per tactic; the median decides "
                                                   "(default: 5 on cpu, 11 on cuda)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random timing inputs (default: 0)")
-    p.add_argument("--workspace", type=parse_bytes, default=1 << 30, metavar="SIZE",
+    p.add_argument("--tie-band", type=float, metavar="FRACTION",
+                   help=f"medians within this fraction of the fastest are near-ties, decided by tactic priority "
+                        f"(default: {DEFAULT_TIE_BAND})")
+    p.add_argument("--seed", type=int, help="seed of the random timing inputs (default: 0)")
+    p.add_argument("--workspace", type=parse_bytes, metavar="SIZE",
                    help="largest workspace a tactic may use, e.g. 256M (default: 1G)")
     p.add_argument("--tactic-sources", metavar="LIST",
                    help=f"comma-separated tactic sources to allow (default: all of {','.join(TACTIC_SOURCES)})")
-    p.add_argument("--allow-nondeterministic", action="store_true",
+    p.add_argument("--allow-nondeterministic", action="store_const", const=True,
                    help="also consider tactics that are not run-to-run deterministic (default: excluded)")
     p.set_defaults(run=run)
 
@@ -74,24 +90,41 @@ class CliProgress(ProgressMonitor):
             print(file=sys.stderr, flush=True)
 
 
+def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The build-config fields the command line sets explicitly (None means: not given)."""
+    sources = (tuple(s.strip() for s in args.tactic_sources.split(",") if s.strip())
+               if args.tactic_sources is not None else None)
+    given = {
+        "backend": args.backend, "warmup": args.warmup, "iterations": args.iterations, "seed": args.seed,
+        "max_workspace_bytes": args.workspace, "tie_band": args.tie_band, "tactic_sources": sources,
+        "determinism": "any" if args.allow_nondeterministic else None,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.VERBOSE if args.verbose > 1 else Severity.WARNING if not args.verbose else Severity.INFO)
     if args.quiet:
         logger = Logger(Severity.ERROR)
     network, _ = network_from_onnx_path(args.model, logger, dict(args.input_shape))
-    config = BuilderConfig(
-        backend=args.backend, warmup=args.warmup, iterations=args.iterations, seed=args.seed,
-        max_workspace_bytes=args.workspace,
-        determinism="any" if args.allow_nondeterministic else "run_to_run",
-        tactic_sources=tuple(s.strip() for s in args.tactic_sources.split(",") if s.strip())
-        if args.tactic_sources else None,
-        progress_monitor=None if args.quiet else CliProgress(args.verbose > 0),
-    )
+    if args.replay:
+        replayed = read_manifest(args.replay)
+        config = BuilderConfig.from_record(replayed.pinned.config)
+        config.algorithm_selector = ReplaySelector(replayed, args.env_policy, logger)
+    else:
+        config = BuilderConfig()
+    for key, value in _explicit_options(args).items():
+        setattr(config, key, value)
+    cache = TimingCache.load(args.timing_cache) if args.timing_cache else None
+    config.timing_cache = cache
+    config.progress_monitor = None if args.quiet else CliProgress(args.verbose > 0)
     result = Builder(logger).build(network, config)
     engine_path = args.output or default_engine_path(args.model)
     manifest_path = args.manifest or default_manifest_path(engine_path)
     atomic_write(engine_path, result.engine)
     write_manifest(manifest_path, result.manifest)
+    if cache is not None:
+        cache.save(args.timing_cache)
     evidence = result.manifest.evidence
     pinned = result.manifest.pinned
     print(f"engine    {engine_path} ({len(result.engine)} bytes)")
@@ -99,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"manifest  {manifest_path}")
     print(f"backend   {pinned.config.backend} ({evidence.backend_reason if evidence else ''})")
     if evidence is not None:
-        print(f"layers    {len(pinned.layers)}, {evidence.tactics_timed} tactic timings, "
-              f"{evidence.wall_seconds:.2f} s")
+        mode = f"replay of {args.replay}, every decision honoured" if args.replay else "timed build"
+        cached = f", {evidence.timing_cache_hits} from the timing cache" if cache is not None else ""
+        print(f"layers    {len(pinned.layers)}, {evidence.tactics_timed} tactic timings{cached}, "
+              f"{evidence.wall_seconds:.2f} s ({mode})")
     return 0

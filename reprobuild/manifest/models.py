@@ -61,7 +61,8 @@ class BuildConfigRecord(Strict):
     determinism: Literal["run_to_run", "any"]
     tactic_sources: list[str] | None = Field(description="allowed tactic sources; null allows all")
     passes: list[str]
-    input_shapes: dict[str, list[int]] = Field(default_factory=dict)
+    tie_band: float = Field(ge=0.0, le=1.0, description="candidates within this fraction of the fastest median "
+                                                         "are near-ties, decided by preference order")
 
 
 class TensorRecord(Strict):
@@ -117,6 +118,8 @@ class CandidateRecord(Strict):
     workspace_bytes: int = Field(ge=0)
     samples_ns: list[int] = Field(default_factory=list)
     median_ns: int | None = None
+    timing_source: Literal["measured", "cache"] | None = Field(
+        default=None, description="where the samples came from; null when the candidate was not timed")
 
 
 class LayerEvidence(Strict):
@@ -130,7 +133,9 @@ class Evidence(Strict):
     wall_seconds: float
     backend_reason: str
     timing_clock: str
-    tactics_timed: int
+    selector: str = Field(description="the algorithm selector's class; ReplaySelector for --replay builds")
+    tactics_timed: int = Field(description="tactic timings measured by this build (cache hits excluded)")
+    timing_cache_hits: int = 0
     layers: list[LayerEvidence]
 
 

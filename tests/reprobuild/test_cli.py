@@ -42,7 +42,8 @@ def test_build_writes_engine_and_manifest_and_prints_the_digest(built: Path, cap
     assert code == 0 and f"sha256    {hashlib.sha256(built.read_bytes()).hexdigest()}" in out
 
 
-@pytest.mark.parametrize("example, input_name, shape", [("mlp", "input", (8, 64)), ("small_cnn", "image", (2, 3, 32, 32))])
+@pytest.mark.parametrize("example, input_name, shape",
+                         [("mlp", "input", (8, 64)), ("small_cnn", "image", (2, 3, 32, 32))])
 def test_build_then_run_matches_onnxruntime(example: str, input_name: str, shape: tuple[int, ...], tmp_path: Path,
                                             capsys: pytest.CaptureFixture, rng: np.random.Generator) -> None:
     engine = tmp_path / f"{example}.engine"

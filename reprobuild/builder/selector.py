@@ -1,0 +1,101 @@
+"""The AlgorithmSelector, after TensorRT's ``IAlgorithmSelector``: a hook that decides, layer by layer, which
+tactics the builder may use, and hears which one it chose.
+
+``select(context, candidates)`` returns the allowed subset in preference order. When ``requires_timing`` is
+true the builder times the allowed candidates and keeps the fastest, the earliest in preference order winning
+among those within the tie band; when false it times nothing and takes the first allowed candidate. The default
+selector allows everything in the tactics' stable priority order: the timing selector. Subclass it to force or
+forbid tactics; ``ReplaySelector`` (``reprobuild.builder.replay``) forces a manifest's decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reprobuild.kernels.tactic import TensorSig
+from reprobuild.manifest import models as m
+
+
+@dataclass(frozen=True)
+class AlgorithmContext:
+    """A layer as a selector sees it."""
+
+    index: int
+    name: str
+    op: str
+    key: str  #: structural key (signature + occurrence), stable under renaming
+    signature: str  #: the layer's signature digest: op, attributes, shapes, dtypes, weight digests
+    inputs: tuple[TensorSig, ...]
+    outputs: tuple[TensorSig, ...]
+    attrs: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class AlgorithmCandidate:
+    """A tactic by value, with its timing once measured."""
+
+    family: str
+    name: str
+    version: int
+    source_sha256: str
+    parameters: Mapping[str, int | str]
+    workspace_bytes: int
+    determinism: str
+    source: str
+    priority: int
+    median_ns: int | None = None
+    samples_ns: tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.family}.{self.name} v{self.version}"
+
+    def matches(self, ref: m.TacticRef) -> bool:
+        """Whether this is the tactic a manifest records, by value (source digest and parameters included)."""
+        return (self.family, self.name, self.version, self.source_sha256, dict(self.parameters)) == (
+            ref.family, ref.name, ref.version, ref.source_sha256, dict(ref.parameters))
+
+
+@dataclass(frozen=True)
+class PlannedLayer:
+    context: AlgorithmContext
+    eligible: tuple[AlgorithmCandidate, ...]
+    excluded: tuple[tuple[AlgorithmCandidate, str], ...]  #: with the reason each was excluded
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What the builder knows before choosing anything; given to ``AlgorithmSelector.begin``."""
+
+    model: m.ModelRecord
+    config: m.BuildConfigRecord
+    environment: Mapping[str, str]
+    layers: tuple[PlannedLayer, ...]
+
+
+class AlgorithmSelector:
+    """The default, timing selector: every eligible tactic is allowed, in stable priority order, and timed."""
+
+    requires_timing = True
+
+    def begin(self, plan: BuildPlan) -> None:
+        """Called once before any layer is decided; raise to refuse the build."""
+        return None
+
+    def select(self, context: AlgorithmContext,
+               candidates: Sequence[AlgorithmCandidate]) -> Sequence[AlgorithmCandidate]:
+        """The candidates this layer may use, most preferred first (a subset of ``candidates``)."""
+        return candidates
+
+    def report(self, context: AlgorithmContext, chosen: AlgorithmCandidate) -> None:
+        """Called with each layer's decision, in layer order."""
+        return None
+
+    def end(self, pinned: m.Pinned) -> None:
+        """Called with the pinned manifest once every layer is decided; raise to refuse the result."""
+        return None
+
+
+TimingSelector = AlgorithmSelector
