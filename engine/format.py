@@ -23,7 +23,7 @@ import msgpack
 import numpy as np
 from pydantic import ValidationError
 
-from reprobuild.digest import array_bytes, sha256_hex
+from reprobuild.digest import sha256_hex
 from reprobuild.engine.plan import EngineHeader
 from reprobuild.errors import FormatError
 
@@ -50,27 +50,43 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    arr = np.ascontiguousarray(array)
+    return arr if arr.dtype.byteorder in ("<", "|") or (arr.dtype.byteorder == "=" and np.little_endian) \
+        else arr.astype(arr.dtype.newbyteorder("<"))
+
+
 def serialize_engine(header: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> bytes:
-    """Pack a header (everything but the weight table and buffer digest) and the weights into engine bytes."""
+    """Pack a header (everything but the weight table and buffer digest) and the weights into engine bytes.
+
+    The weights are hashed from their own memory and copied exactly once, into the returned bytes.
+    """
     table, chunks, offset = [], [], 0
+    buffer_digest = hashlib.sha256()
     for name in sorted(weights):
-        data = array_bytes(weights[name])
+        arr = _little_endian(weights[name])
+        data = memoryview(arr.reshape(-1).view(np.uint8).data)
+        pad = b"\0" * (_align(arr.nbytes) - arr.nbytes)
         table.append({
-            "name": name, "dtype": np.dtype(weights[name].dtype).name, "shape": list(weights[name].shape),
-            "offset": offset, "nbytes": len(data), "sha256": sha256_hex(data),
+            "name": name, "dtype": np.dtype(arr.dtype).name, "shape": list(arr.shape), "offset": offset,
+            "nbytes": arr.nbytes, "sha256": hashlib.sha256(data).hexdigest(),
         })
-        chunks.append(data + b"\0" * (_align(len(data)) - len(data)))
-        offset += _align(len(data))
-    buffer = b"".join(chunks)
-    full = {**header, "weights": table, "buffer_nbytes": len(buffer), "buffer_sha256": sha256_hex(buffer)}
+        buffer_digest.update(data)
+        buffer_digest.update(pad)
+        chunks += [data, pad]
+        offset += arr.nbytes + len(pad)
+    full = {**header, "weights": table, "buffer_nbytes": offset, "buffer_sha256": buffer_digest.hexdigest()}
     try:
         EngineHeader.model_validate(full)
     except ValidationError as exc:  # a builder bug, not a user error: fail before writing anything
         raise AssertionError(f"the builder produced an invalid engine header: {exc}") from exc
     packed = msgpack.packb(_canonical(full), use_bin_type=True)
     head = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(packed)) + packed
-    body = head + b"\0" * (_align(len(head)) - len(head)) + buffer
-    return body + hashlib.sha256(body).digest()
+    parts = [head, b"\0" * (_align(len(head)) - len(head)), *chunks]
+    trailer = hashlib.sha256()
+    for part in parts:
+        trailer.update(part)
+    return b"".join([*parts, trailer.digest()])
 
 
 def deserialize_engine(data: bytes | bytearray | memoryview) -> tuple[EngineHeader, dict[str, np.ndarray]]:

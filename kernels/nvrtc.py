@@ -7,13 +7,16 @@ deterministic for the same source, options and NVRTC version, so the cubin's sha
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from reprobuild.digest import sha256_hex
-from reprobuild.errors import BuildError
+from reprobuild.digest import digest_of, sha256_hex
+from reprobuild.errors import BuildError, ReprobuildError
+from reprobuild.fileio import atomic_write
 
 #: The NVRTC options every kernel is compiled with (the arch flag is added per device). Spelled out so that
 #: the defaults of a future NVRTC cannot change what is built without the manifest showing it.
@@ -58,18 +61,9 @@ class CompiledModule:
         return self.module.get_function(name)
 
 
-def load_module(filename: str, compute_capability: str, device_id: int) -> CompiledModule:
-    """Compile (once per process, device and option list) and load a ``.cu`` file of this package."""
-    options = compile_options(compute_capability)
-    key = (filename, options, device_id)
-    with _LOCK:
-        cached = _MODULE_CACHE.get(key)
-    if cached is not None:
-        return cached
-    from cupy.cuda import function
+def _compile(filename: str, source: str, options: tuple[str, ...]) -> bytes:
     from cupy_backends.cuda.libs import nvrtc
 
-    source = read_source(filename).decode("utf-8")
     prog = nvrtc.createProgram(source, filename, (), ())
     try:
         try:
@@ -79,9 +73,55 @@ def load_module(filename: str, compute_capability: str, device_id: int) -> Compi
             raise BuildError(
                 f"NVRTC failed to compile {filename} with options {' '.join(options)}:\n{log}\n({exc})"
             ) from None
-        cubin = bytes(nvrtc.getCUBIN(prog))
+        return bytes(nvrtc.getCUBIN(prog))
     finally:
         nvrtc.destroyProgram(prog)
+
+
+def cache_directory() -> str | None:
+    """Where compiled cubins are kept between processes: ``$REPROBUILD_CACHE_DIR/nvrtc`` (default
+    ``~/.cache/reprobuild/nvrtc``); ``REPROBUILD_CACHE_DIR=off`` disables it. The cache never changes a result:
+    its key covers the source, the options, the NVRTC version and the architecture, and each entry carries the
+    sha256 of its cubin, checked on every load."""
+    root = os.environ.get("REPROBUILD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "reprobuild")
+    return None if root.lower() == "off" else os.path.join(root, "nvrtc")
+
+
+def _cached_cubin(filename: str, source: str, options: tuple[str, ...]) -> bytes:
+    from cupy_backends.cuda.libs import nvrtc
+
+    directory = cache_directory()
+    if directory is None:
+        return _compile(filename, source, options)
+    key = digest_of({"source": sha256_hex(source.encode()), "options": list(options),
+                     "nvrtc": list(nvrtc.getVersion()), "file": filename})
+    path = os.path.join(directory, f"{key}.cubin")
+    try:
+        with open(path, "rb") as f:
+            stored = f.read()
+        digest, cubin = stored[:64].decode("ascii", errors="replace"), stored[64:]
+        if sha256_hex(cubin) == digest:
+            return cubin
+    except OSError:
+        pass
+    cubin = _compile(filename, source, options)
+    with contextlib.suppress(ReprobuildError, OSError):  # an unwritable cache only costs a later compile
+        atomic_write(path, sha256_hex(cubin).encode("ascii") + cubin)
+    return cubin
+
+
+def load_module(filename: str, compute_capability: str, device_id: int) -> CompiledModule:
+    """Compile (once per process, device and option list; cached on disk between processes) and load a ``.cu``
+    file of this package."""
+    options = compile_options(compute_capability)
+    key = (filename, options, device_id)
+    with _LOCK:
+        cached = _MODULE_CACHE.get(key)
+    if cached is not None:
+        return cached
+    from cupy.cuda import function
+
+    cubin = _cached_cubin(filename, read_source(filename).decode("utf-8"), options)
     module = function.Module()
     module.load(cubin)
     compiled = CompiledModule(filename, options, sha256_hex(cubin), module)

@@ -12,6 +12,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AlgorithmCandidate": "reprobuild.builder",
+    "AlgorithmContext": "reprobuild.builder",
+    "AlgorithmSelector": "reprobuild.builder",
+    "ReplaySelector": "reprobuild.builder",
+    "TimingCache": "reprobuild.builder",
     "Builder": "reprobuild.builder",
     "BuilderConfig": "reprobuild.builder",
     "BuildResult": "reprobuild.builder",

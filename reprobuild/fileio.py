@@ -9,6 +9,16 @@ import tempfile
 from reprobuild.errors import FormatError, UsageError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Read once at import: new files get the permissions ``open()`` would give them (mkstemp's are owner-only).
+_UMASK = _read_umask()
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` so that ``path`` holds either its old content or all of the new, never a torn file."""
     target = os.fspath(path)
@@ -23,6 +33,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -85,3 +85,24 @@ def test_only_the_reprobuild_namespace_is_installed(tmp_path: Path) -> None:
             "u.find_spec('reprobuild.kernels') is not None)")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert result.stdout.split() == ["None", "None", "True", "True"], result.stdout + result.stderr
+
+
+def test_readme_pinning_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    (block,) = section_blocks("Pinning a build", "bash")
+    cwd = _workdir(tmp_path)
+    outputs = []
+    for command in block.strip().splitlines():
+        result = subprocess.run(command, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True)
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        outputs.append(result.stdout)
+    assert "0 tactic timings" in outputs[2] and "identical to the engine digest the manifest records" in outputs[2]
+    digests = {line.split()[0] for line in outputs[3].splitlines()}
+    assert len(digests) == 1
+
+
+def test_readme_selector_example_runs(tmp_path: Path) -> None:
+    (block,) = section_blocks("Choosing tactics yourself", "python")
+    result = subprocess.run([sys.executable, "-c", block], cwd=_workdir(tmp_path), env=_env(), capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert "stem" in result.stdout and "conv.cpu_im2col_gemm v1" in result.stdout

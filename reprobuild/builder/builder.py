@@ -151,8 +151,8 @@ class Builder:
                 context_bytes=plan.context_bytes, unshared_activation_bytes=plan.unshared_bytes,
             ),
         )
-        selector.end(pinned)
         engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, pinned), net.constants)
+        selector.end(pinned, sha256_hex(engine))
         manifest = m.Manifest(
             pinned=pinned,
             evidence=m.Evidence(

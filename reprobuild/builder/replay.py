@@ -47,6 +47,8 @@ class ReplaySelector(AlgorithmSelector):
         self.logger = logger or Logger()
         self._recorded = {layer.key: layer for layer in manifest.pinned.layers}
         self._honoured: dict[str, bool] = {}
+        #: After the build: how the engine's digest compares with the one the manifest records.
+        self.digest_verdict = ""
 
     def begin(self, plan: BuildPlan) -> None:
         pinned = self.manifest.pinned
@@ -115,9 +117,23 @@ class ReplaySelector(AlgorithmSelector):
     def report(self, context: AlgorithmContext, chosen: AlgorithmCandidate) -> None:
         self._honoured[context.key] = chosen.matches(self._recorded[context.key].tactic)
 
-    def end(self, pinned: m.Pinned) -> None:
+    def end(self, pinned: m.Pinned, engine_sha256: str) -> None:
         missed = [r.name for r in self.manifest.pinned.layers if not self._honoured.get(r.key, False)]
         if missed:
             raise ReplayMismatchError(f"{len(missed)} of {len(self.manifest.pinned.layers)} recorded decisions were "
                                       f"not honoured: {', '.join(missed)}")
         self.logger.info(f"replay honoured {len(self._honoured)}/{len(self.manifest.pinned.layers)} decisions (100%)")
+        recorded = self.manifest.engine.sha256 if self.manifest.engine is not None else None
+        if recorded is None:
+            self.digest_verdict = "the manifest records no engine digest to compare with"
+        elif engine_sha256 == recorded:
+            self.digest_verdict = "identical to the engine digest the manifest records"
+        elif pinned == self.manifest.pinned:
+            raise ReplayMismatchError(
+                f"the replay produced engine {engine_sha256}, but the manifest records {recorded}, although the "
+                "model, config, tactics and environment all match: a determinism bug in reprobuild; please report "
+                "it with both manifests")
+        else:
+            self.digest_verdict = ("differs from the manifest's engine digest, as expected: the environment "
+                                   f"differs (allowed by --env-policy {self.env_policy})")
+        self.logger.info(f"engine digest {engine_sha256[:16]}...: {self.digest_verdict}")

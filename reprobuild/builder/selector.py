@@ -93,8 +93,8 @@ class AlgorithmSelector:
         """Called with each layer's decision, in layer order."""
         return None
 
-    def end(self, pinned: m.Pinned) -> None:
-        """Called with the pinned manifest once every layer is decided; raise to refuse the result."""
+    def end(self, pinned: m.Pinned, engine_sha256: str) -> None:
+        """Called with the pinned manifest and the engine's digest once the engine is built; raise to refuse it."""
         return None
 
 

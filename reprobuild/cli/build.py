@@ -131,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"sha256    {result.engine_sha256}")
     print(f"manifest  {manifest_path}")
     print(f"backend   {pinned.config.backend} ({evidence.backend_reason if evidence else ''})")
+    if isinstance(config.algorithm_selector, ReplaySelector):
+        print(f"verified  {config.algorithm_selector.digest_verdict}")
     if evidence is not None:
         mode = f"replay of {args.replay}, every decision honoured" if args.replay else "timed build"
         cached = f", {evidence.timing_cache_hits} from the timing cache" if cache is not None else ""

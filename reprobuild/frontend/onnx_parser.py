@@ -136,7 +136,7 @@ class OnnxParser:
         except Exception as exc:
             raise ModelError(f"not a readable ONNX model (protobuf decode failed: {exc})") from None
         try:
-            onnx.checker.check_model(model)
+            onnx.checker.check_model(data)  # the bytes we have: checking the proto would serialize it again
         except Exception as exc:
             raise ModelError(f"the ONNX checker rejects the model: {exc}") from None
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

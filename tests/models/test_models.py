@@ -64,3 +64,20 @@ def test_light_models_match_onnxruntime(name: str, backend: str, rng: np.random.
         assert_close(out, ref, rtol=1e-3, atol=1e-4, rel=1e-4, what=f"{name} on {backend}")
         assert float(ref.std()) > 1e-4, "the randomized model's output should not be uniform"
     check_evidence(manifest)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_light_resnet50_timed_build_then_replays_are_byte_identical(backend: str, rng: np.random.Generator) -> None:
+    from reprobuild.builder import ReplaySelector
+
+    data = light_model("light_resnet50.onnx", seed=int(rng.integers(2**31))).SerializeToString()
+    timed = Builder().build(network_from_onnx_bytes(data)[0], BuilderConfig(backend=backend, iterations=3))
+    results = [timed]
+    for _ in range(2):
+        config = BuilderConfig.from_record(results[-1].manifest.pinned.config)
+        config.algorithm_selector = ReplaySelector(results[-1].manifest)
+        results.append(Builder().build(network_from_onnx_bytes(data)[0], config))
+    assert {r.engine_sha256 for r in results} == {timed.engine_sha256}
+    assert results[1].manifest.pinned == timed.manifest.pinned == results[2].manifest.pinned
+    assert results[1].tactics_timed == 0 and results[2].tactics_timed == 0

@@ -197,3 +197,23 @@ def test_cli_replay_of_an_unreadable_manifest_exits_4(tmp_path: Path, capsys: py
     bad.write_text('{"schema_version": 1, "pinned": {}}')
     code, _, err = _cli(capsys, "build", CNN, "-o", str(tmp_path / "x.engine"), "--replay", str(bad))
     assert code == 4 and "does not match the manifest schema" in err
+
+
+def test_replay_compares_the_engine_digest_with_the_manifest(timed: Any) -> None:
+    selector = ReplaySelector(timed.manifest)
+    config = BuilderConfig.from_record(timed.manifest.pinned.config)
+    config.algorithm_selector = selector
+    Builder().build(_network(), config)
+    assert selector.digest_verdict == "identical to the engine digest the manifest records"
+    wrong = _edited(timed.manifest, lambda d: d["engine"].update(sha256="2" * 64))
+    with pytest.raises(ReplayMismatchError, match="determinism bug"):
+        _replay(wrong)
+    def built_elsewhere(doc: dict) -> None:  # as if recorded on a machine with another NumPy
+        doc["pinned"]["environment"]["numpy"] = "1.0.0"
+        doc["engine"]["sha256"] = "3" * 64
+
+    moved = _edited(timed.manifest, built_elsewhere)
+    selector = ReplaySelector(moved, "ignore")
+    config.algorithm_selector = selector
+    Builder().build(_network(), config)
+    assert "as expected: the environment differs" in selector.digest_verdict

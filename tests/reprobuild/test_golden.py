@@ -1,0 +1,47 @@
+"""The determinism regression test the project runs on itself: replay each golden manifest of the bundled
+examples and get the identical engine digest.
+
+The engine embeds the environment it was built in, so the digest can only match where the environment does.
+Where it differs (another CPU, another NumPy), the test still replays (with the environment policy set to
+ignore) and checks everything else: zero timings, every decision honoured, and a pinned manifest identical but
+for the environment; it then warns, saying which fields differ.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
+from reprobuild.environment import environment_fingerprint
+from reprobuild.envpolicy import compare_environments
+from reprobuild.frontend import network_from_onnx_path
+from reprobuild.kernels.backend import get_backend
+from reprobuild.manifest import read_manifest
+from tests.helpers import EXAMPLES, REPO
+
+GOLDEN = ("mlp", "small_cnn")
+
+
+@pytest.mark.parametrize("example", GOLDEN)
+def test_golden_manifest_replays_to_its_engine_digest(example: str) -> None:
+    golden = read_manifest(os.path.join(REPO, "manifests", "golden", f"{example}.cpu.manifest.json"))
+    assert golden.engine is not None
+    diffs = compare_environments(golden.pinned.environment, environment_fingerprint(get_backend("cpu")))
+    config = BuilderConfig.from_record(golden.pinned.config)
+    config.algorithm_selector = ReplaySelector(golden, "ignore" if diffs else "strict")
+    network, _ = network_from_onnx_path(os.path.join(EXAMPLES, f"{example}.onnx"))
+    result = Builder().build(network, config)
+    assert result.tactics_timed == 0
+    same = result.manifest.pinned.model_dump(exclude={"environment"})
+    assert same == golden.pinned.model_dump(exclude={"environment"})
+    if not diffs:
+        assert result.engine_sha256 == golden.engine.sha256
+        assert result.manifest.pinned == golden.pinned
+    else:
+        fields = ", ".join(f"{d.field} ({d.recorded} -> {d.current})" for d in diffs)
+        warnings.warn(f"golden {example}: this machine's environment differs in {fields}; the decisions and the "
+                      "pinned content replay identically, but the engine digest can only be compared in the "
+                      "recorded environment (regenerate with python manifests/make_golden.py there)", stacklevel=1)
