@@ -8,8 +8,10 @@
     ...        weight buffer    the constants, sorted by name, each at an ALIGNMENT-aligned offset
     end - 32   sha256 of every byte before it
 
-Offsets must cover the buffer exactly, entries must be sorted and unique, each entry carries its own sha256,
-and the header carries the buffer's. Nothing in the file is ever executed: no pickle, no code.
+Offsets must cover the buffer exactly and entries must be sorted and unique. Each weight carries its own sha256
+(over dtype, shape and bytes, the digest the network's structural identity uses), the embedded manifest
+carries its own, and the trailer covers every byte before it. Nothing in the file is ever executed: no
+pickle, no code.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import msgpack
 import numpy as np
 from pydantic import ValidationError
 
-from reprobuild.digest import sha256_hex
+from reprobuild.digest import array_digest, sha256_hex
 from reprobuild.engine.plan import EngineHeader
 from reprobuild.errors import FormatError
 
@@ -56,26 +58,26 @@ def _little_endian(array: np.ndarray) -> np.ndarray:
         else arr.astype(arr.dtype.newbyteorder("<"))
 
 
-def serialize_engine(header: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> bytes:
-    """Pack a header (everything but the weight table and buffer digest) and the weights into engine bytes.
+def serialize_engine(header: Mapping[str, Any], weights: Mapping[str, np.ndarray],
+                     digests: Mapping[str, str] | None = None) -> bytes:
+    """Pack a header (everything but the weight table) and the weights into engine bytes.
 
-    The weights are hashed from their own memory and copied exactly once, into the returned bytes.
+    Each weight's sha256 is ``array_digest`` (dtype, shape and bytes); pass ``digests`` when they are known
+    already (the network has them) to skip hashing the weights again. Weights are copied exactly once, into the
+    returned bytes.
     """
     table, chunks, offset = [], [], 0
-    buffer_digest = hashlib.sha256()
     for name in sorted(weights):
         arr = _little_endian(weights[name])
         data = memoryview(arr.reshape(-1).view(np.uint8).data)
         pad = b"\0" * (_align(arr.nbytes) - arr.nbytes)
         table.append({
             "name": name, "dtype": np.dtype(arr.dtype).name, "shape": list(arr.shape), "offset": offset,
-            "nbytes": arr.nbytes, "sha256": hashlib.sha256(data).hexdigest(),
+            "nbytes": arr.nbytes, "sha256": digests[name] if digests is not None else array_digest(arr),
         })
-        buffer_digest.update(data)
-        buffer_digest.update(pad)
         chunks += [data, pad]
         offset += arr.nbytes + len(pad)
-    full = {**header, "weights": table, "buffer_nbytes": offset, "buffer_sha256": buffer_digest.hexdigest()}
+    full = {**header, "weights": table, "buffer_nbytes": offset}
     try:
         EngineHeader.model_validate(full)
     except ValidationError as exc:  # a builder bug, not a user error: fail before writing anything
@@ -120,8 +122,8 @@ def deserialize_engine(data: bytes | bytearray | memoryview) -> tuple[EngineHead
     if any(data[_PREAMBLE.size + header_len:buffer_start]):
         raise FormatError("engine header padding is not zero")
     buffer = memoryview(data)[buffer_start:-_DIGEST]
-    if len(buffer) != header.buffer_nbytes or sha256_hex(buffer) != header.buffer_sha256:
-        raise FormatError("engine weight buffer does not match the size and sha256 its header records")
+    if len(buffer) != header.buffer_nbytes:
+        raise FormatError(f"engine weight buffer is {len(buffer)} bytes; its header records {header.buffer_nbytes}")
     if sha256_hex(header.manifest) != header.manifest_sha256:
         raise FormatError("engine's embedded manifest does not match its recorded sha256")
     return header, _weights(header, buffer)
@@ -138,10 +140,11 @@ def _weights(header: EngineHeader, buffer: memoryview) -> dict[str, np.ndarray]:
         if w.offset != expected or w.nbytes != int(np.prod(w.shape, dtype=np.int64)) * dtype.itemsize:
             raise FormatError(f"engine weight {w.name!r}: offset {w.offset} / size {w.nbytes} do not tile the "
                               f"buffer (expected offset {expected}, size for {w.shape} {w.dtype})")
-        chunk = buffer[w.offset:w.offset + w.nbytes]
-        if sha256_hex(chunk) != w.sha256:
+        array = np.frombuffer(buffer[w.offset:w.offset + w.nbytes], dtype=dtype).reshape(w.shape)
+        array = array.astype(w.dtype, copy=False)
+        if array_digest(array) != w.sha256:
             raise FormatError(f"engine weight {w.name!r} does not match its sha256")
-        out[w.name] = np.frombuffer(chunk, dtype=dtype).reshape(w.shape).astype(w.dtype, copy=False)
+        out[w.name] = array
         expected = _align(w.offset + w.nbytes)
     if expected != len(buffer):
         raise FormatError(f"engine weights cover {expected} bytes of a {len(buffer)}-byte buffer; they must tile "

@@ -71,6 +71,5 @@ class EngineHeader(_Strict):
     weights: list[EngineWeight]
     memory: EngineMemory
     buffer_nbytes: int = Field(ge=0)
-    buffer_sha256: str = Sha256
     manifest: bytes
     manifest_sha256: str = Sha256

@@ -54,8 +54,9 @@ class Backend(ABC):
     def synchronize(self) -> None: ...
 
     @abstractmethod
-    def time_runs(self, fn: Callable[[], None], warmup: int, iterations: int) -> list[int]:
-        """Run ``fn`` ``warmup`` times untimed, then ``iterations`` times timed; nanoseconds per run."""
+    def time_runs(self, fn: Callable[[], None], warmup: int, iterations: int, runs_per_sample: int = 1) -> list[int]:
+        """Run ``fn`` ``warmup`` times untimed, then take ``iterations`` samples, each the mean time of
+        ``runs_per_sample`` back-to-back runs; nanoseconds per run."""
 
     @abstractmethod
     def fingerprint(self) -> dict[str, str]:
@@ -119,14 +120,15 @@ class CpuBackend(Backend):
     def synchronize(self) -> None:
         return None
 
-    def time_runs(self, fn: Callable[[], None], warmup: int, iterations: int) -> list[int]:
+    def time_runs(self, fn: Callable[[], None], warmup: int, iterations: int, runs_per_sample: int = 1) -> list[int]:
         for _ in range(warmup):
             fn()
         samples = []
         for _ in range(iterations):
             t0 = time.perf_counter_ns()
-            fn()
-            samples.append(time.perf_counter_ns() - t0)
+            for _ in range(runs_per_sample):
+                fn()
+            samples.append(round((time.perf_counter_ns() - t0) / runs_per_sample))
         return samples
 
     def fingerprint(self) -> dict[str, str]:
@@ -202,7 +204,7 @@ class CudaBackend(Backend):
     def synchronize(self) -> None:
         self.current_stream().synchronize()
 
-    def time_runs(self, fn: Callable[[], None], warmup: int, iterations: int) -> list[int]:
+    def time_runs(self, fn: Callable[[], None], warmup: int, iterations: int, runs_per_sample: int = 1) -> list[int]:
         cp = self.xp
         with self.activate():
             stream = self.current_stream()
@@ -211,10 +213,11 @@ class CudaBackend(Backend):
             events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(iterations)]
             for start, end in events:
                 start.record(stream)
-                fn()
+                for _ in range(runs_per_sample):
+                    fn()
                 end.record(stream)
             stream.synchronize()
-            return [round(cp.cuda.get_elapsed_time(s, e) * 1e6) for s, e in events]
+            return [round(cp.cuda.get_elapsed_time(s, e) * 1e6 / runs_per_sample) for s, e in events]
 
     def fingerprint(self) -> dict[str, str]:
         cp = self.xp

@@ -8,6 +8,7 @@ deterministic for the same source, options and NVRTC version, so the cubin's sha
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ def read_source(filename: str) -> bytes:
         return _SOURCE_CACHE[filename]
 
 
+@functools.cache
 def source_sha256(filename: str) -> str:
     return sha256_hex(read_source(filename))
 

@@ -8,6 +8,7 @@ and the CUDA sources the tactic compiles, so an edit to either shows up in every
 from __future__ import annotations
 
 import enum
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,9 +99,10 @@ class Tactic(ABC):
         launcher = ("cuda_launch.py",) if self.backend == "cuda" and self.cuda_sources else ()
         return tuple(dict.fromkeys((self.module_file, *self.python_sources, *launcher, *self.cuda_sources)))
 
-    @property
+    @functools.cached_property
     def source_sha256(self) -> str:
-        """One digest over the files in ``source_files``."""
+        """One digest over the files in ``source_files`` (the files of an installation do not change while it
+        runs, so it is computed once)."""
         return digest_of({f: source_sha256(f) for f in self.source_files})
 
     @property

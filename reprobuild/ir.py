@@ -113,8 +113,10 @@ class Network:
     ) -> Network:
         consts: dict[str, np.ndarray] = {}
         for cname in sorted(constants):
-            arr = np.array(constants[cname], copy=True, order="C")
-            arr.setflags(write=False)
+            arr = constants[cname]
+            if arr.flags.writeable or not arr.flags.c_contiguous:  # a private, frozen copy; frozen ones are shared
+                arr = np.array(arr, copy=True, order="C")
+                arr.setflags(write=False)
             consts[cname] = arr
         available = {i.name for i in inputs} | set(consts)
         used_tensors = set(available)

@@ -84,7 +84,7 @@ class Builder:
         self.logger.info(f"network after passes {', '.join(config.passes)}: {net.summary()}")
         environment = environment_fingerprint(backend)
         config_record = _config_record(config, backend.name)
-        warmup, iterations = config_record.timing.warmup, config_record.timing.iterations
+        timing = config_record.timing
 
         layers = self._plan(net, config, backend.name)
         selector.begin(BuildPlan(
@@ -99,11 +99,11 @@ class Builder:
         def cached(ctx: AlgorithmContext, c: Candidate) -> list[int] | None:
             if cache is None:
                 return None
-            return cache.get(TimingCache.key(ctx.signature, c.tactic.ref, environment, warmup, iterations))
+            return cache.get(TimingCache.key(ctx.signature, c.tactic.ref, environment, timing.model_dump()))
 
         def store(ctx: AlgorithmContext, c: Candidate, samples: list[int]) -> None:
             if cache is not None:
-                key = TimingCache.key(ctx.signature, c.tactic.ref, environment, warmup, iterations)
+                key = TimingCache.key(ctx.signature, c.tactic.ref, environment, timing.model_dump())
                 cache.put(key, c.tactic.label, samples)
 
         monitor.phase_start("tactic selection", None, len(layers))
@@ -112,7 +112,7 @@ class Builder:
         for ctx, spec, candidates in layers:
             allowed = _allowed(selector, ctx, candidates)
             if selector.requires_timing:
-                timed += time_candidates(spec, allowed, backend, warmup, iterations, layer_seed(config.seed, ctx.key),
+                timed += time_candidates(spec, allowed, backend, timing, layer_seed(config.seed, ctx.key),
                                          functools.partial(cached, ctx), functools.partial(store, ctx))
                 cache_hits += sum(1 for c in allowed if c.timing_source == "cache")
             winner = choose(allowed, selector.requires_timing, config.tie_band,
@@ -151,7 +151,8 @@ class Builder:
                 context_bytes=plan.context_bytes, unshared_activation_bytes=plan.unshared_bytes,
             ),
         )
-        engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, pinned), net.constants)
+        engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, pinned), net.constants,
+                                  {k: net.constant_digest(k) for k in net.constants})
         selector.end(pinned, sha256_hex(engine))
         manifest = m.Manifest(
             pinned=pinned,
@@ -206,10 +207,10 @@ def _allowed(selector: AlgorithmSelector, ctx: AlgorithmContext, candidates: lis
 
 
 def _config_record(config: BuilderConfig, backend: str) -> m.BuildConfigRecord:
-    warmup, iterations = config.timing_for(backend)
+    warmup, iterations, runs_per_sample = config.timing_for(backend)
     return m.BuildConfigRecord(
         backend=backend,  # type: ignore[arg-type]
-        timing=m.TimingConfig(warmup=warmup, iterations=iterations),
+        timing=m.TimingConfig(warmup=warmup, iterations=iterations, runs_per_sample=runs_per_sample),
         seed=config.seed, max_workspace_bytes=config.max_workspace_bytes, determinism=config.determinism,
         tactic_sources=sorted(config.tactic_sources) if config.tactic_sources is not None else None,
         passes=list(config.passes), tie_band=config.tie_band,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reprobuild.builder.selector import AlgorithmCandidate, AlgorithmContext, AlgorithmSelector, BuildPlan
+from reprobuild.engine.format import FORMAT_VERSION
 from reprobuild.envpolicy import POLICIES, compare_environments, difference_table
 from reprobuild.errors import EnvironmentMismatchError, ReplayMismatchError, UsageError
 from reprobuild.logger import Logger
@@ -126,13 +127,17 @@ class ReplaySelector(AlgorithmSelector):
         recorded = self.manifest.engine.sha256 if self.manifest.engine is not None else None
         if recorded is None:
             self.digest_verdict = "the manifest records no engine digest to compare with"
+        elif self.manifest.engine is not None and self.manifest.engine.format_version != FORMAT_VERSION:
+            self.digest_verdict = (f"not comparable: the manifest's engine has format version "
+                                   f"{self.manifest.engine.format_version}, this build writes {FORMAT_VERSION}")
         elif engine_sha256 == recorded:
             self.digest_verdict = "identical to the engine digest the manifest records"
         elif pinned == self.manifest.pinned:
             raise ReplayMismatchError(
                 f"the replay produced engine {engine_sha256}, but the manifest records {recorded}, although the "
-                "model, config, tactics and environment all match: a determinism bug in reprobuild; please report "
-                "it with both manifests")
+                "model, config, tactics and environment all match: a determinism bug in reprobuild, or a change to "
+                "the engine writer that bumped neither the engine format version nor the reprobuild version; "
+                "please report it with both manifests")
         else:
             self.digest_verdict = ("differs from the manifest's engine digest, as expected: the environment "
                                    f"differs (allowed by --env-policy {self.env_policy})")

@@ -48,9 +48,9 @@ class TimingCache:
 
     @staticmethod
     def key(signature: str, tactic_ref: Mapping[str, Any], environment: Mapping[str, str],
-            warmup: int, iterations: int) -> str:
+            timing: Mapping[str, int]) -> str:
         return digest_of({"format": [FORMAT, VERSION], "signature": signature, "tactic": dict(tactic_ref),
-                          "environment": dict(environment), "timing": [warmup, iterations]})
+                          "environment": dict(environment), "timing": dict(timing)})
 
     def get(self, key: str) -> list[int] | None:
         with self._lock:

@@ -52,6 +52,9 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("--warmup", type=int, help="untimed runs per tactic (default: 1 on cpu, 3 on cuda)")
     p.add_argument("--iterations", type=int, help="timed runs per tactic; the median decides "
                                                   "(default: 5 on cpu, 11 on cuda)")
+    p.add_argument("--runs-per-sample", type=int, metavar="N",
+                   help="back-to-back runs averaged into each timing sample, like TensorRT's avgTiming "
+                        "(default: 1 on cpu, 10 on cuda)")
     p.add_argument("--tie-band", type=float, metavar="FRACTION",
                    help=f"medians within this fraction of the fastest are near-ties, decided by tactic priority "
                         f"(default: {DEFAULT_TIE_BAND})")
@@ -95,7 +98,8 @@ def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
     sources = (tuple(s.strip() for s in args.tactic_sources.split(",") if s.strip())
                if args.tactic_sources is not None else None)
     given = {
-        "backend": args.backend, "warmup": args.warmup, "iterations": args.iterations, "seed": args.seed,
+        "backend": args.backend, "warmup": args.warmup, "iterations": args.iterations,
+        "runs_per_sample": args.runs_per_sample, "seed": args.seed,
         "max_workspace_bytes": args.workspace, "tie_band": args.tie_band, "tactic_sources": sources,
         "determinism": "any" if args.allow_nondeterministic else None,
     }

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"backend     {pinned.config.backend}")
     print(f"model       sha256 {pinned.model.sha256 or '-'}  structure {pinned.model.structural_hash[:16]}  "
           f"opset {pinned.model.opset or '-'}")
-    print(f"timing      warmup {pinned.config.timing.warmup}, iterations {pinned.config.timing.iterations}, "
+    print(f"timing      warmup {pinned.config.timing.warmup}, iterations {pinned.config.timing.iterations} of "
+          f"{pinned.config.timing.runs_per_sample} run(s), tie band {pinned.config.tie_band:.1%}, "
           f"seed {pinned.config.seed}, determinism {pinned.config.determinism}")
     print(f"memory      weights {human_bytes(mem.weights_bytes)} (persistent); per context "
           f"{human_bytes(mem.context_bytes)} = activations {human_bytes(mem.activation_bytes)} "

@@ -50,7 +50,8 @@ class ModelRecord(Strict):
 
 class TimingConfig(Strict):
     warmup: int = Field(ge=0, description="untimed runs of each candidate before timing")
-    iterations: int = Field(ge=1, description="timed runs of each candidate; the median decides")
+    iterations: int = Field(ge=1, description="timing samples of each candidate; the median decides")
+    runs_per_sample: int = Field(ge=1, description="back-to-back runs averaged into each sample")
 
 
 class BuildConfigRecord(Strict):
