@@ -58,30 +58,46 @@ def _little_endian(array: np.ndarray) -> np.ndarray:
         else arr.astype(arr.dtype.newbyteorder("<"))
 
 
-def serialize_engine(header: Mapping[str, Any], weights: Mapping[str, np.ndarray],
-                     digests: Mapping[str, str] | None = None) -> bytes:
-    """Pack a header (everything but the weight table) and the weights into engine bytes.
+def weight_table(weights: Mapping[str, np.ndarray],
+                 digests: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The header's weight entries (sorted by name, aligned offsets) and the buffer size they tile.
 
     Each weight's sha256 is ``array_digest`` (dtype, shape and bytes); pass ``digests`` when they are known
-    already (the network has them) to skip hashing the weights again. Weights are copied exactly once, into the
-    returned bytes.
-    """
-    table, chunks, offset = [], [], 0
+    already (the network has them) to skip hashing the weights again."""
+    table, offset = [], 0
     for name in sorted(weights):
-        arr = _little_endian(weights[name])
-        data = memoryview(arr.reshape(-1).view(np.uint8).data)
-        pad = b"\0" * (_align(arr.nbytes) - arr.nbytes)
+        arr = weights[name]
         table.append({
             "name": name, "dtype": np.dtype(arr.dtype).name, "shape": list(arr.shape), "offset": offset,
             "nbytes": arr.nbytes, "sha256": digests[name] if digests is not None else array_digest(arr),
         })
-        chunks += [data, pad]
-        offset += arr.nbytes + len(pad)
-    full = {**header, "weights": table, "buffer_nbytes": offset}
+        offset += _align(arr.nbytes)
+    return table, offset
+
+
+def engine_header(header: Mapping[str, Any], weights: Mapping[str, np.ndarray],
+                  digests: Mapping[str, str] | None = None) -> EngineHeader:
+    """The validated header an engine of these parts has (what ``serialize_engine`` writes)."""
+    table, nbytes = weight_table(weights, digests)
     try:
-        EngineHeader.model_validate(full)
+        return EngineHeader.model_validate({**header, "weights": table, "buffer_nbytes": nbytes})
     except ValidationError as exc:  # a builder bug, not a user error: fail before writing anything
         raise AssertionError(f"the builder produced an invalid engine header: {exc}") from exc
+
+
+def serialize_engine(header: Mapping[str, Any], weights: Mapping[str, np.ndarray],
+                     digests: Mapping[str, str] | None = None) -> bytes:
+    """Pack a header (everything but the weight table) and the weights into engine bytes.
+
+    The weights are hashed at most once (not at all when ``digests`` are given) and copied exactly once, into
+    the returned bytes.
+    """
+    validated = engine_header(header, weights, digests)
+    full = validated.model_dump()
+    chunks: list[Any] = []
+    for entry in full["weights"]:
+        arr = _little_endian(weights[entry["name"]])
+        chunks += [memoryview(arr.reshape(-1).view(np.uint8).data), b"\0" * (_align(arr.nbytes) - arr.nbytes)]
     packed = msgpack.packb(_canonical(full), use_bin_type=True)
     head = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(packed)) + packed
     parts = [head, b"\0" * (_align(len(head)) - len(head)), *chunks]

@@ -10,7 +10,7 @@ stream. A context is for one thread at a time; use one context per thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +176,7 @@ class ExecutionContext:
         self._memory: Any = None
         self._views: dict[str, Any] = {}
         self._workspace: Any = None
+        self._bound: list[tuple[Any, list[Any], list[Any]]] = []
         if memory is not None:
             self.device_memory = memory
 
@@ -200,6 +201,9 @@ class ExecutionContext:
         }
         self._workspace = memory[memory_plan.workspace_offset:memory_plan.workspace_offset
                                  + memory_plan.workspace_bytes]
+        # Bind every layer to its views once, so that a run does no lookups.
+        self._bound = [(layer.kernel, [self._views[t] for t in layer.inputs], [self._views[t] for t in layer.outputs])
+                       for layer in self.engine.layers]
 
     def _fail(self, error: ReprobuildError) -> ReprobuildError:
         if self.error_recorder is not None:
@@ -224,8 +228,12 @@ class ExecutionContext:
                 raise self._fail(InputError(f"input {name!r} has dtype {dtype}; the engine expects {b.dtype} "
                                             f"(convert with array.astype(numpy.{b.dtype}))"))
 
-    def enqueue(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Run asynchronously on this context's stream; returns the output buffers (valid until the next run)."""
+    def enqueue(self, inputs: Mapping[str, Any],
+                after_layer: Callable[[int, Sequence[Any]], None] | None = None) -> dict[str, Any]:
+        """Run asynchronously on this context's stream; returns the output buffers (valid until the next run).
+
+        ``after_layer(index, outputs)``, when given, is called after each layer is enqueued with that layer's
+        output buffers (how ``execute_traced`` looks inside a run)."""
         if self._memory is None:
             raise self._fail(UsageError("this context has no device memory yet; set context.device_memory first"))
         self._check_inputs(inputs)
@@ -241,8 +249,13 @@ class ExecutionContext:
                     except (TypeError, ValueError) as exc:
                         raise self._fail(InputError(f"input {b.name!r} cannot be copied to the "
                                                     f"{self.backend.name} backend: {exc}")) from None
-                for layer in self.engine.layers:
-                    layer.kernel([views[t] for t in layer.inputs], [views[t] for t in layer.outputs], workspace)
+                if after_layer is None:
+                    for kernel, ins, outs in self._bound:
+                        kernel(ins, outs, workspace)
+                else:
+                    for index, (kernel, ins, outs) in enumerate(self._bound):
+                        kernel(ins, outs, workspace)
+                        after_layer(index, outs)
             return {b.name: views[b.name] for b in self.engine.outputs}
         finally:
             self._lock.release()
@@ -252,6 +265,18 @@ class ExecutionContext:
         outputs = self.enqueue(inputs)
         with self.backend.activate(self.stream):
             return {name: self.backend.to_host(value) for name, value in outputs.items()}
+
+    def execute_traced(self, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[list[np.ndarray]]]:
+        """Run synchronously, copying every layer's outputs to the host as soon as it has run: the outputs, and
+        per layer the list of its output arrays. For locating where two runs diverge; much slower than execute."""
+        layers: list[list[np.ndarray]] = []
+
+        def keep(index: int, outs: Sequence[Any]) -> None:
+            layers.append([self.backend.to_host(o) for o in outs])
+
+        outputs = self.enqueue(inputs, keep)
+        with self.backend.activate(self.stream):
+            return {name: self.backend.to_host(value) for name, value in outputs.items()}, layers
 
     def synchronize(self) -> None:
         with self.backend.activate(self.stream):

@@ -19,9 +19,11 @@ from reprobuild.builder.config import BuilderConfig, ProgressMonitor
 from reprobuild.builder.selection import Candidate, choose, layer_seed, layer_spec, plan_candidates, time_candidates
 from reprobuild.builder.selector import AlgorithmContext, AlgorithmSelector, BuildPlan, PlannedLayer
 from reprobuild.builder.timing_cache import TimingCache
-from reprobuild.digest import sha256_hex
-from reprobuild.engine.format import FORMAT_VERSION, serialize_engine
+from reprobuild.digest import array_digest, sha256_hex
+from reprobuild.engine.format import FORMAT_VERSION, engine_header, serialize_engine
+from reprobuild.engine.golden import golden_inputs, layer_digest
 from reprobuild.engine.memory import LayerUse, MemoryPlan, plan_memory
+from reprobuild.engine.runtime import Engine, Runtime
 from reprobuild.environment import environment_fingerprint
 from reprobuild.errors import BuildError, ReprobuildError
 from reprobuild.ir import Network, NetworkDefinition, attrs_to_json
@@ -130,6 +132,8 @@ class Builder:
         tactics = [c.tactic for c in chosen]
         plan = _plan(net, tactics, [c.workspace_bytes for c in chosen])
         keys = net.layer_keys()
+        digests = {k: net.constant_digest(k) for k in net.constants}
+        golden = self._golden(_engine_header(net, tactics, chosen, plan, backend, b""), net, digests, config.seed)
         pinned = m.Pinned(
             model=_model_record(net),
             config=config_record,
@@ -150,9 +154,10 @@ class Builder:
                 activation_bytes=plan.activation_bytes, workspace_bytes=plan.workspace_bytes,
                 context_bytes=plan.context_bytes, unshared_activation_bytes=plan.unshared_bytes,
             ),
+            golden=golden,
         )
-        engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, pinned), net.constants,
-                                  {k: net.constant_digest(k) for k in net.constants})
+        engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, pinned_bytes(pinned)),
+                                  net.constants, digests)
         selector.end(pinned, sha256_hex(engine))
         manifest = m.Manifest(
             pinned=pinned,
@@ -170,6 +175,20 @@ class Builder:
                          f"layers, {timed} tactic timings, {cache_hits} from the timing cache, "
                          f"{time.perf_counter() - started:.2f} s")
         return BuildResult(engine=engine, manifest=manifest, network=net)
+
+    def _golden(self, header: dict[str, Any], net: Network, digests: dict[str, str], seed: int) -> m.GoldenRecord:
+        """Run the engine once, in memory, on inputs drawn from ``seed``, and record what it computes."""
+        runtime = Runtime(Logger(Severity.ERROR), registry=self.registry)
+        engine = Engine(engine_header(header, net.constants, digests), net.constants, "(in memory)", runtime)
+        inputs = golden_inputs(engine.inputs, seed)
+        outputs, layers = engine.create_execution_context().execute_traced(inputs)
+        return m.GoldenRecord(
+            seed=seed,
+            inputs=[m.DigestRecord(name=k, sha256=array_digest(v)) for k, v in inputs.items()],
+            outputs=[m.DigestRecord(name=k, sha256=array_digest(v)) for k, v in outputs.items()],
+            layers=[m.DigestRecord(name=layer.name, sha256=layer_digest(outs))
+                    for layer, outs in zip(engine.layers, layers)],
+        )
 
     def _plan(self, net: Network, config: BuilderConfig,
               backend: str) -> list[tuple[AlgorithmContext, LayerSpec, list[Candidate]]]:
@@ -272,12 +291,11 @@ def _engine_attr(value: Any) -> Any:
 
 
 def _engine_header(net: Network, tactics: Sequence[Tactic], chosen: Sequence[Candidate], plan: MemoryPlan,
-                   backend: Backend, pinned: m.Pinned) -> dict[str, Any]:
+                   backend: Backend, manifest: bytes) -> dict[str, Any]:
     def tensor(name: str) -> dict[str, Any]:
         info = net.tensors[name]
         return {"name": name, "shape": list(info.shape), "dtype": info.dtype}
 
-    manifest = pinned_bytes(pinned)
     return {
         "format": "reprobuild-engine",
         "backend": backend.name,

@@ -99,6 +99,23 @@ class MemoryRecord(Strict):
     unshared_activation_bytes: int = Field(ge=0, description="what activations would take with no reuse")
 
 
+class DigestRecord(Strict):
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class GoldenRecord(Strict):
+    """What the engine computed, at build time, from inputs drawn with ``seed``: the digests ``reprobuild verify
+    --against`` compares with, bit for bit, in another run, process or machine."""
+
+    seed: int
+    inputs: list[DigestRecord] = Field(description="sha256 of each input drawn from the seed, to detect a "
+                                                   "generator that draws differently")
+    outputs: list[DigestRecord]
+    layers: list[DigestRecord] = Field(description="per layer, in order, one digest over its outputs; what "
+                                                   "names the first diverging layer")
+
+
 class Pinned(Strict):
     model: ModelRecord
     config: BuildConfigRecord
@@ -108,6 +125,7 @@ class Pinned(Strict):
     layers: list[LayerRecord]
     kernel_sources: list[KernelSourceRecord]
     memory: MemoryRecord
+    golden: GoldenRecord
 
 
 class CandidateRecord(Strict):
