@@ -57,7 +57,7 @@ class Runtime:
         try:
             blob = bytes(data)
             header, weights = deserialize_engine(blob)
-            return Engine(header, weights, engine_sha256(blob), self)
+            return Engine(header, weights, engine_sha256(blob), self, blob)
         except ReprobuildError as exc:
             if self.error_recorder is not None:
                 self.error_recorder.report(exc)
@@ -71,8 +71,10 @@ def _binding(t: EngineTensor) -> Binding:
 class Engine:
     """A deserialized engine: bindings, prepared kernels and weights. Immutable and shareable across threads."""
 
-    def __init__(self, header: EngineHeader, weights: Mapping[str, np.ndarray], sha256: str, runtime: Runtime):
+    def __init__(self, header: EngineHeader, weights: Mapping[str, np.ndarray], sha256: str, runtime: Runtime,
+                 serialized: bytes | None = None):
         self.header = header
+        self._serialized = serialized  # the weights are views into these bytes: keeping them costs nothing
         self.sha256 = sha256
         self.logger = runtime.logger
         self.error_recorder = runtime.error_recorder
@@ -93,6 +95,12 @@ class Engine:
     @property
     def name(self) -> str:
         return self.header.name
+
+    def serialize(self) -> bytes:
+        """The engine file this engine was loaded from."""
+        if self._serialized is None:
+            raise UsageError("this engine was built in memory and has no serialized form")
+        return self._serialized
 
     @property
     def num_layers(self) -> int:
@@ -262,7 +270,10 @@ class ExecutionContext:
 
     def execute(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run synchronously; returns new host (NumPy) arrays."""
-        outputs = self.enqueue(inputs)
+        return self.to_host(self.enqueue(inputs))
+
+    def to_host(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Wait for this context's stream and copy ``enqueue``'s outputs to new host arrays."""
         with self.backend.activate(self.stream):
             return {name: self.backend.to_host(value) for name, value in outputs.items()}
 

@@ -1,6 +1,6 @@
-// Matrix products for gemm.py (and conv.py's im2col tactic). Determinism: each output element is written by one
-// thread that sums its K products in increasing k; there is no split-K and there are no atomics, so the result
-// does not depend on scheduling.
+// Matrix products for gemm.py (and conv.py's im2col tactic). Determinism: in sgemm_tiled each output element
+// is written by one thread that sums its K products in increasing k, with no split-K and no atomics, so the
+// result does not depend on scheduling. sgemm_splitk_atomic is the deliberate exception.
 
 #define BM 64   // rows of C per block
 #define BN 64   // columns of C per block
@@ -9,49 +9,28 @@
 #define TN 4    // columns per thread: tx, tx + 16, tx + 32, tx + 48
 #define THREADS 256
 
-// out[z] = alpha * A[z] @ B[z] + beta * C[z] for z = blockIdx.z, where A(m, k) = a[offsets[z][0] + m*a_rs + k*a_cs]
-// and B(k, n) = b[offsets[z][1] + k*b_rs + n*b_cs]; general strides give transposes for free, and a zero batch
-// offset broadcasts an operand. out(m, n) = out[offsets[z][2] + m*ldo + n]; C(m, n) = c[offsets[z][3] + m*c_rs +
-// n*c_cs] (stride 0 broadcasts a bias). Launch: grid (ceil(n/BN), ceil(m/BM), batch), THREADS threads.
-extern "C" __global__ void __launch_bounds__(THREADS) sgemm_tiled(
-    const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
-    const float* __restrict__ c, const long long* __restrict__ offsets,
-    int m, int n, int k,
-    long long a_rs, long long a_cs, long long b_rs, long long b_cs, long long ldo,
-    long long c_rs, long long c_cs, float alpha, float beta, int has_c)
+// acc += A(m0.., k_begin..k_end) @ B(k_begin..k_end, n0..) for this thread's TM x TN outputs, where
+// A(m, k) = az[m*a_rs + k*a_cs] and B(k, n) = bz[k*b_rs + n*b_cs]; general strides give transposes for free.
+// K is consumed in increasing order, BK at a time, so each thread's sums have a fixed order.
+__device__ __forceinline__ void tile_accumulate(
+    float (&acc)[TM][TN], float (*as)[BM + 4], float (*bs)[BN], const float* __restrict__ az,
+    const float* __restrict__ bz, int m, int n, int k_begin, int k_end,
+    long long a_rs, long long a_cs, long long b_rs, long long b_cs, int m0, int n0)
 {
-    // +4 columns: the A tile is stored transposed, and without padding the 8 threads that store one row's K
-    // slice would all hit the same bank.
-    __shared__ float as[BK][BM + 4];
-    __shared__ float bs[BK][BN];
-
-    const long long* off = offsets + 4LL * blockIdx.z;
-    const float* az = a + off[0];
-    const float* bz = b + off[1];
     const int tid = threadIdx.x;
     const int tx = tid % 16;
     const int ty = tid / 16;
-    const int m0 = blockIdx.y * BM;
-    const int n0 = blockIdx.x * BN;
-
-    float acc[TM][TN];
-    #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
-    }
-
-    for (int k0 = 0; k0 < k; k0 += BK) {
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
         // Out-of-range elements are staged as zeros: they add exact +0 products, which change no sum.
         for (int e = tid; e < BM * BK; e += THREADS) {
             const int r = e / BK, kk = e % BK;
             const int gm = m0 + r, gk = k0 + kk;
-            as[kk][r] = (gm < m && gk < k) ? az[gm * a_rs + gk * a_cs] : 0.f;
+            as[kk][r] = (gm < m && gk < k_end) ? az[gm * a_rs + gk * a_cs] : 0.f;
         }
         for (int e = tid; e < BK * BN; e += THREADS) {
             const int kk = e / BN, cn = e % BN;
             const int gk = k0 + kk, gn = n0 + cn;
-            bs[kk][cn] = (gk < k && gn < n) ? bz[gk * b_rs + gn * b_cs] : 0.f;
+            bs[kk][cn] = (gk < k_end && gn < n) ? bz[gk * b_rs + gn * b_cs] : 0.f;
         }
         __syncthreads();
         #pragma unroll
@@ -69,6 +48,37 @@ extern "C" __global__ void __launch_bounds__(THREADS) sgemm_tiled(
         }
         __syncthreads();
     }
+}
+
+// out[z] = alpha * A[z] @ B[z] + beta * C[z] for z = blockIdx.z, A and B read as in tile_accumulate from
+// a + offsets[z][0] and b + offsets[z][1] (a zero batch offset broadcasts an operand). out(m, n) =
+// out[offsets[z][2] + m*ldo + n]; C(m, n) = c[offsets[z][3] + m*c_rs + n*c_cs] (stride 0 broadcasts a bias).
+// Launch: grid (ceil(n/BN), ceil(m/BM), batch), THREADS threads.
+extern "C" __global__ void __launch_bounds__(THREADS) sgemm_tiled(
+    const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
+    const float* __restrict__ c, const long long* __restrict__ offsets,
+    int m, int n, int k,
+    long long a_rs, long long a_cs, long long b_rs, long long b_cs, long long ldo,
+    long long c_rs, long long c_cs, float alpha, float beta, int has_c)
+{
+    // +4 columns: the A tile is stored transposed, and without padding the 8 threads that store one row's K
+    // slice would all hit the same bank.
+    __shared__ float as[BK][BM + 4];
+    __shared__ float bs[BK][BN];
+
+    const long long* off = offsets + 4LL * blockIdx.z;
+    const int tx = threadIdx.x % 16;
+    const int ty = threadIdx.x / 16;
+    const int m0 = blockIdx.y * BM;
+    const int n0 = blockIdx.x * BN;
+
+    float acc[TM][TN];
+    #pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        #pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+    }
+    tile_accumulate(acc, as, bs, a + off[0], b + off[1], m, n, 0, k, a_rs, a_cs, b_rs, b_cs, m0, n0);
 
     float* outz = out + off[2];
     const float* cz = c + (has_c ? off[3] : 0);
@@ -84,6 +94,43 @@ extern "C" __global__ void __launch_bounds__(THREADS) sgemm_tiled(
             float v = __fmul_rn(alpha, acc[i][j]);
             if (has_c) v = __fadd_rn(v, __fmul_rn(beta, cz[gm * c_rs + gn * c_cs]));
             outz[gm * ldo + gn] = v;
+        }
+    }
+}
+
+// NOT deterministic, on purpose: the K dimension is split over gridDim.z blocks and each adds its partial
+// sums into out with atomicAdd, so the order of those additions, and therefore the rounding, changes from run
+// to run. It exists so that the determinism policy, verify and the divergence locator meet the real thing.
+// out must be zero before the launch. Launch: grid (ceil(n/BN), ceil(m/BM), splits), THREADS threads.
+extern "C" __global__ void __launch_bounds__(THREADS) sgemm_splitk_atomic(
+    const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
+    int m, int n, int k, long long a_rs, long long a_cs, long long b_rs, long long b_cs, long long ldo,
+    int k_per_split)
+{
+    __shared__ float as[BK][BM + 4];
+    __shared__ float bs[BK][BN];
+    const int tx = threadIdx.x % 16;
+    const int ty = threadIdx.x / 16;
+    const int m0 = blockIdx.y * BM;
+    const int n0 = blockIdx.x * BN;
+    const int k_begin = blockIdx.z * k_per_split;
+    const int k_end = min(k, k_begin + k_per_split);
+
+    float acc[TM][TN];
+    #pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        #pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+    }
+    tile_accumulate(acc, as, bs, a, b, m, n, k_begin, k_end, a_rs, a_cs, b_rs, b_cs, m0, n0);
+    #pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int gm = m0 + ty + 16 * i;
+        if (gm >= m) continue;
+        #pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int gn = n0 + tx + 16 * j;
+            if (gn < n) atomicAdd(&out[gm * ldo + gn], acc[i][j]);
         }
     }
 }

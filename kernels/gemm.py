@@ -14,7 +14,7 @@ import numpy as np
 
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cuda_launch import MAX_GRID_YZ, cdiv, f32, i32, i64, kernel, launch, launch_linear, on_stream
-from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, positional
+from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, Tactic, positional
 
 
 class GemmOperands:
@@ -202,4 +202,49 @@ class CudaTiledGemm(Tactic):
         return run
 
 
-TACTICS: tuple[Tactic, ...] = (CpuBlasGemm(), CpuBlockedGemm(), CudaCublasGemm(), CudaTiledGemm())
+class CudaSplitKAtomicGemm(Tactic):
+    """NOT run-to-run deterministic, on purpose: K is split over blocks that atomicAdd their partial sums into
+    the output, so the order of the additions, and the rounding, varies between runs. A real nondeterministic
+    tactic for the determinism policy (excluded by default), ``reprobuild verify`` and the divergence locator."""
+
+    family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_splitk_atomic", "cuda", 90
+    source, cuda_sources = "nvrtc", ("gemm.cu",)
+    determinism = Determinism.NONE
+    parameters = MappingProxyType({**TiledGemmLaunch.PARAMETERS, "splits": 8})
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        if len(layer.outputs[0].shape) != 2:
+            return "only 2-D products (no batch dimensions)"
+        g = GemmOperands(layer)
+        return TiledGemmLaunch.unsupported(g.m, 1)
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        g = GemmOperands(layer)
+        consts = {i: backend.asarray(v) for i, v in g.host_constants(layer).items()}
+        a_rs, a_cs = (1, g.m) if g.trans_a and 0 not in consts else (g.k, 1)
+        b_rs, b_cs = (1, g.k) if g.trans_b and 1 not in consts else (g.n, 1)
+        splits = int(self.parameters["splits"])
+        bk = TiledGemmLaunch.BK
+        k_per_split = cdiv(cdiv(g.k, splits), bk) * bk
+        grid = (cdiv(g.n, TiledGemmLaunch.BN), cdiv(g.m, TiledGemmLaunch.BM), cdiv(g.k, k_per_split))
+        fn = kernel(backend, "gemm.cu", "sgemm_splitk_atomic")
+        epilogue = kernel(backend, "gemm.cu", "gemm_epilogue") if g.alpha != 1.0 or g.has_c else None
+        c_rs, c_cs = c_strides(layer.inputs[2].shape) if g.has_c else (0, 0)
+        scalars = (i32(g.m, "M"), i32(g.n, "N"), i32(g.k, "K"), i64(a_rs), i64(a_cs), i64(b_rs), i64(b_cs),
+                   i64(g.n), i32(k_per_split))
+
+        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+            args = positional(layer, consts, inputs)
+            with on_stream(backend):
+                outputs[0].fill(0)
+            launch(backend, fn, grid, (TiledGemmLaunch.THREADS, 1, 1), (args[0], args[1], outputs[0], *scalars))
+            if epilogue is not None:
+                launch_linear(backend, epilogue, g.m * g.n, (
+                    outputs[0], args[2] if g.has_c else None, i64(g.m), i64(g.n), i64(c_rs), i64(c_cs),
+                    f32(g.alpha), f32(g.beta), i32(g.has_c)))
+
+        return run
+
+
+TACTICS: tuple[Tactic, ...] = (CpuBlasGemm(), CpuBlockedGemm(), CudaCublasGemm(), CudaSplitKAtomicGemm(),
+                               CudaTiledGemm())

@@ -83,6 +83,20 @@ class InputError(ReprobuildError):
     summary = "input error: runtime inputs do not match the engine's inputs"
 
 
+class NotDeterministicError(ReprobuildError):
+    """Identical inputs gave different output bits (``verify``), or bits other than the golden ones."""
+
+    exit_code = 10
+    summary = "not deterministic: identical inputs gave different outputs, or outputs other than the golden ones"
+
+
+class ToleranceError(ReprobuildError):
+    """Outputs differ from the reference (onnxruntime) beyond the tolerance (``compare``)."""
+
+    exit_code = 11
+    summary = "outside tolerance: outputs differ from the reference beyond --atol/--rtol"
+
+
 #: Process exit codes of the ``reprobuild`` command, in order. 0 is success.
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success"),
@@ -90,6 +104,6 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     *sorted(
         {(cls.exit_code, cls.summary) for cls in (
             UsageError, ModelError, FormatError, BackendUnavailableError, BuildError, InputError,
-            ReplayMismatchError, EnvironmentMismatchError)}
+            ReplayMismatchError, EnvironmentMismatchError, NotDeterministicError, ToleranceError)}
     ),
 )

@@ -10,6 +10,7 @@ from reprobuild.builder.selector import (
     AlgorithmContext,
     AlgorithmSelector,
     BuildPlan,
+    ForcingSelector,
     TimingSelector,
 )
 from reprobuild.builder.timing_cache import TimingCache
@@ -22,6 +23,7 @@ __all__ = [
     "BuildResult",
     "Builder",
     "BuilderConfig",
+    "ForcingSelector",
     "ProgressMonitor",
     "ReplaySelector",
     "TimingCache",

@@ -99,3 +99,38 @@ class AlgorithmSelector:
 
 
 TimingSelector = AlgorithmSelector
+
+
+class ForcingSelector(AlgorithmSelector):
+    """Force a tactic by layer name or by op type, e.g. ``{"fc3": "cpu_blocked_k", "Conv": "cpu_im2col_gemm"}``;
+    a layer name wins over its op. Layers not named are left to timing. Refuses, before anything is timed, a
+    key that matches no layer or a tactic that cannot run a layer it is forced on."""
+
+    def __init__(self, forced: Mapping[str, str]) -> None:
+        self.forced = dict(forced)
+
+    def _wanted(self, context: AlgorithmContext) -> str | None:
+        return self.forced.get(context.name) or self.forced.get(context.op)
+
+    def begin(self, plan: BuildPlan) -> None:
+        from reprobuild.errors import UsageError
+
+        problems = []
+        names = {layer.context.name for layer in plan.layers} | {layer.context.op for layer in plan.layers}
+        problems += [f"{key!r} names no layer and no op of this network" for key in sorted(self.forced)
+                     if key not in names]
+        for layer in plan.layers:
+            want = self._wanted(layer.context)
+            if want is None or any(c.name == want for c in layer.eligible):
+                continue
+            excluded = [reason for c, reason in layer.excluded if c.name == want]
+            why = excluded[0] if excluded else f"no tactic of that name for {layer.context.op}; eligible: " + \
+                ", ".join(c.name for c in layer.eligible)
+            problems.append(f"layer {layer.context.name!r} ({layer.context.op}) cannot use {want}: {why}")
+        if problems:
+            raise UsageError("cannot force the tactics asked for:\n" + "\n".join(f"  - {p}" for p in problems))
+
+    def select(self, context: AlgorithmContext,
+               candidates: Sequence[AlgorithmCandidate]) -> Sequence[AlgorithmCandidate]:
+        want = self._wanted(context)
+        return candidates if want is None else [c for c in candidates if c.name == want]

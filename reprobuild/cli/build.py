@@ -6,17 +6,26 @@ import argparse
 import sys
 from typing import Any
 
-from reprobuild.builder import Builder, BuilderConfig, ProgressMonitor, ReplaySelector, TimingCache
+from reprobuild.builder import (
+    Builder,
+    BuilderConfig,
+    ForcingSelector,
+    ProgressMonitor,
+    ReplaySelector,
+    TimingCache,
+)
 from reprobuild.builder.config import DEFAULT_TIE_BAND, TACTIC_SOURCES
 from reprobuild.cli.common import (
     Subcommands,
     default_engine_path,
     default_manifest_path,
     parse_bytes,
+    parse_pair,
     parse_shape_option,
     stderr_is_tty,
 )
 from reprobuild.envpolicy import POLICIES
+from reprobuild.errors import UsageError
 from reprobuild.fileio import atomic_write
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.logger import Logger, Severity
@@ -63,8 +72,16 @@ def add_parser(sub: Subcommands) -> None:
                    help="largest workspace a tactic may use, e.g. 256M (default: 1G)")
     p.add_argument("--tactic-sources", metavar="LIST",
                    help=f"comma-separated tactic sources to allow (default: all of {','.join(TACTIC_SOURCES)})")
-    p.add_argument("--allow-nondeterministic", action="store_const", const=True,
-                   help="also consider tactics that are not run-to-run deterministic (default: excluded)")
+    determinism = p.add_mutually_exclusive_group()
+    determinism.add_argument("--deterministic", dest="allow_nondeterministic", action="store_const", const=False,
+                             help="only tactics that are run-to-run deterministic (the default); the manifest "
+                                  "records every tactic this excludes")
+    determinism.add_argument("--allow-nondeterministic", dest="allow_nondeterministic", action="store_const",
+                             const=True, help="also consider tactics that are not run-to-run deterministic")
+    p.add_argument("--force-tactic", action="append", type=parse_pair("LAYER=TACTIC"), default=[],
+                   metavar="LAYER=TACTIC",
+                   help="force a tactic on a layer, or on every layer of an op (Conv=cuda_direct); repeatable. "
+                        "Not with --replay")
     p.set_defaults(run=run)
 
 
@@ -101,7 +118,7 @@ def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
         "backend": args.backend, "warmup": args.warmup, "iterations": args.iterations,
         "runs_per_sample": args.runs_per_sample, "seed": args.seed,
         "max_workspace_bytes": args.workspace, "tie_band": args.tie_band, "tactic_sources": sources,
-        "determinism": "any" if args.allow_nondeterministic else None,
+        "determinism": {True: "any", False: "run_to_run", None: None}[args.allow_nondeterministic],
     }
     return {k: v for k, v in given.items() if v is not None}
 
@@ -111,12 +128,16 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         logger = Logger(Severity.ERROR)
     network, _ = network_from_onnx_path(args.model, logger, dict(args.input_shape))
+    if args.replay and args.force_tactic:
+        raise UsageError("--force-tactic and --replay cannot be combined: a replay forces the manifest's tactics")
     if args.replay:
         replayed = read_manifest(args.replay)
         config = BuilderConfig.from_record(replayed.pinned.config)
         config.algorithm_selector = ReplaySelector(replayed, args.env_policy, logger)
     else:
         config = BuilderConfig()
+        if args.force_tactic:
+            config.algorithm_selector = ForcingSelector(dict(args.force_tactic))
     for key, value in _explicit_options(args).items():
         setattr(config, key, value)
     cache = TimingCache.load(args.timing_cache) if args.timing_cache else None

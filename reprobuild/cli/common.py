@@ -6,7 +6,8 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from reprobuild.errors import UsageError
@@ -38,11 +39,16 @@ def parse_shape_option(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def parse_named_path(text: str) -> tuple[str, str]:
-    name, sep, path = text.rpartition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=FILE.npy")
-    return name, path
+def parse_pair(form: str) -> Callable[[str], tuple[str, str]]:
+    """An argparse type for KEY=VALUE options; ``form`` (e.g. ``NAME=FILE.npy``) is what the error shows."""
+
+    def parse(text: str) -> tuple[str, str]:
+        key, sep, value = text.rpartition("=")
+        if not sep or not key or not value:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {form}")
+        return key, value
+
+    return parse
 
 
 def read_engine_file(path: str) -> bytes:
@@ -101,3 +107,49 @@ class Subcommands:
             name, parents=[self.common], epilog=self.epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
             **kwargs)
         return parser
+
+
+class ProgressBar:
+    """A progress bar on stderr: one updating line on a terminal, a line every tenth of the way otherwise."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True) -> None:
+        self.total, self.label, self.enabled = max(total, 1), label, enabled
+        self.done, self._shown, self.tty = 0, -1, stderr_is_tty()
+        self._lock = threading.Lock()
+
+    def __call__(self, n: int) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self.done = min(self.total, self.done + n)
+            tenth = self.done * 10 // self.total
+            if self.tty:
+                width = 30
+                filled = width * self.done // self.total
+                print(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}",
+                      end="", file=sys.stderr, flush=True)
+                if self.done == self.total:
+                    print(file=sys.stderr, flush=True)
+            elif tenth != self._shown:
+                self._shown = tenth
+                print(f"{self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
+
+
+def load_inputs(directory: str, bindings: Sequence[Any]) -> dict[str, Any]:
+    """NAME.npy for each input binding (the name made file-safe), as ``reprobuild run --output-dir`` writes."""
+    import numpy as np
+
+    from reprobuild.errors import InputError
+
+    inputs = {}
+    for b in bindings:
+        path = os.path.join(directory, safe_filename(b.name) + ".npy")
+        try:
+            inputs[b.name] = np.load(path, allow_pickle=False)
+        except OSError as exc:
+            raise InputError(f"input {b.name!r}: cannot read {path!r} ({exc.strerror or exc}); --inputs expects "
+                             f"one NAME.npy per input: {', '.join(safe_filename(x.name) + '.npy' for x in bindings)}"
+                             ) from None
+        except ValueError as exc:
+            raise InputError(f"input {b.name!r}: {path!r} is not a plain .npy array ({exc})") from None
+    return inputs

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from reprobuild.cli.common import Subcommands, parse_named_path, read_engine_file, safe_filename, table
+from reprobuild.cli.common import Subcommands, parse_pair, read_engine_file, safe_filename, table
 from reprobuild.digest import sha256_hex
 from reprobuild.engine import Runtime
 from reprobuild.errors import InputError, UsageError
@@ -24,7 +24,8 @@ def add_parser(sub: Subcommands) -> None:
                     "NAME.npy under --output-dir, and their sha256 digests printed.",
     )
     p.add_argument("engine", help="the engine file")
-    p.add_argument("--input", action="append", type=parse_named_path, default=[], metavar="NAME=FILE.npy",
+    p.add_argument("--input", action="append", type=parse_pair("NAME=FILE.npy"), default=[],
+                   metavar="NAME=FILE.npy",
                    help="an input array (repeat for each input)")
     p.add_argument("--random-inputs", type=int, metavar="SEED",
                    help="fill inputs not given with --input with seeded standard-normal values")

@@ -1,0 +1,119 @@
+"""``reprobuild verify``: prove that an engine computes the same bits every time, or find where it does not."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from reprobuild.cli.common import ProgressBar, Subcommands, load_inputs, read_engine_file, table
+from reprobuild.engine import Runtime
+from reprobuild.engine.format import deserialize_engine
+from reprobuild.engine.golden import golden_inputs
+from reprobuild.errors import NotDeterministicError
+from reprobuild.fileio import atomic_write
+from reprobuild.locator import locate, locate_against
+from reprobuild.logger import Logger, Severity
+from reprobuild.manifest import read_manifest
+from reprobuild.manifest.io import pinned_from_json
+from reprobuild.manifest.models import Pinned
+from reprobuild.verify import Locator, VerifyPlan, check_against, verify
+
+
+def add_parser(sub: Subcommands) -> None:
+    p = sub.add_parser(
+        "verify", help="check that identical inputs give bitwise-identical outputs",
+        description="Run the same inputs through an engine again and again: repeated runs on one context, fresh "
+                    "contexts, threads with contexts of their own, concurrent CUDA streams, and separate "
+                    "processes; compare the sha256 of every output. Prints a verdict per dimension and the "
+                    "determinism tier reached. When results differ, the divergence locator names the first layer "
+                    "that computes different bits, its tactic, and by how much. With --against, also compare with "
+                    "the golden output digests a manifest (or an engine's embedded manifest) recorded at build "
+                    "time, in another process or on another machine.",
+    )
+    p.add_argument("engine", help="the engine file")
+    p.add_argument("--runs", type=int, default=10, help="runs per context (default: 10)")
+    p.add_argument("--contexts", type=int, default=2,
+                   help="fresh contexts made one after another, one run each (default: 2)")
+    p.add_argument("--threads", type=int, default=1, help="threads, each with contexts of its own (default: 1)")
+    p.add_argument("--streams", type=int, default=1,
+                   help="contexts per thread, each on its own CUDA stream, run concurrently (default: 1)")
+    p.add_argument("--processes", type=int, default=1, help="processes running the plan at once (default: 1)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--seed", type=int, default=0, help="seed of the standard-normal inputs (default: 0)")
+    source.add_argument("--inputs", metavar="DIR", help="read NAME.npy per input from DIR instead")
+    p.add_argument("--against", metavar="MANIFEST",
+                   help="also compare with the golden digests recorded in this manifest or engine file")
+    p.add_argument("--report", metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--no-batch-invariance", action="store_true", help="skip the batch-invariance check")
+    p.set_defaults(run=run)
+
+
+def _pinned(path: str) -> Pinned:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"RPBENGN"):
+        header, _ = deserialize_engine(read_engine_file(path))
+        return pinned_from_json(header.manifest, f"manifest embedded in {path!r}")
+    return read_manifest(path).pinned
+
+
+def _locator_line(found: Locator) -> str:
+    if found.layer is None:
+        return found.detail
+    layer = found.layer
+    text = f"layer {layer.index} {layer.name!r} ({layer.op}) with tactic {layer.tactic}: {found.detail}"
+    if layer.differing is not None:
+        text += (f"; {layer.differing} of {layer.total} elements differ, max abs {layer.max_abs:.3g}"
+                 + (f", max {layer.max_ulp} ulp" if layer.max_ulp is not None else ""))
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
+    engine = Runtime(logger).deserialize_engine(read_engine_file(args.engine))
+    if args.inputs:
+        inputs, label = load_inputs(args.inputs, engine.inputs), f"from {args.inputs}"
+    else:
+        inputs, label = golden_inputs(engine.inputs, args.seed), f"seeded standard normal (seed {args.seed})"
+    plan = VerifyPlan(runs=args.runs, contexts=args.contexts, threads=args.threads, streams=args.streams,
+                      processes=args.processes, batch_invariance=not args.no_batch_invariance)
+    plan.validate()
+    progress = ProgressBar(plan.total_runs, "verify", enabled=not args.quiet)
+    report = verify(engine, {k: np.asarray(v) for k, v in inputs.items()}, plan, label, progress, args.seed)
+    print(f"engine     {args.engine} ({engine.backend.name}, {engine.num_layers} layers, "
+          f"sha256 {engine.sha256[:16]}...)")
+    print(f"inputs     {label}")
+    print(f"plan       {plan.runs} runs x {plan.threads} thread(s) x {plan.streams} stream(s) + {plan.contexts} "
+          f"fresh context(s), {plan.processes} process(es): {report.total_runs} runs")
+    rows = [[d.name, "not tested" if not d.tested else "identical" if d.identical else "DIFFERENT", d.detail]
+            for d in report.dimensions]
+    verdict = {True: "identical", False: "DIFFERENT", None: "not tested"}[report.batch_invariant]
+    rows.append(["batch_invariant", verdict, report.batch_detail])
+    against_ok = True
+    if args.against:
+        result, golden = check_against(engine, _pinned(args.against))
+        against_ok = result.matched
+        report = report.model_copy(update={"against": result.model_dump()})
+        rows.append(["against", "identical" if result.matched else "DIFFERENT", result.detail])
+        if not result.matched:
+            found = locate_against(engine, golden, _pinned(args.against).golden.layers)
+            report = report.model_copy(update={"locator": found})
+    print(table(rows, ["dimension", "verdict", "detail"]))
+    if not report.deterministic and report.locator is None:
+        report = report.model_copy(update={"locator": locate(engine, inputs)})
+    if report.locator is not None:
+        print(f"locator    {_locator_line(report.locator)}")
+    against = f" (against the manifest: {report.against['tier']})" if report.against else ""
+    print(f"tier       {report.tier}{against}")
+    print(f"speed      {report.total_runs} runs in {report.seconds:.2f} s: {report.runs_per_second:.1f} runs/s")
+    ok = report.deterministic and against_ok
+    print(f"verdict    {'deterministic' if ok else 'NOT DETERMINISTIC'}")
+    if args.report:
+        atomic_write(args.report, (report.model_dump_json(indent=2) + "\n").encode())
+    if not ok:
+        print(f"reprobuild verify: {NotDeterministicError.summary}", file=sys.stderr)
+        return NotDeterministicError.exit_code
+    return 0
+
