@@ -106,3 +106,27 @@ def test_readme_selector_example_runs(tmp_path: Path) -> None:
                             text=True)
     assert result.returncode == 0, result.stderr
     assert "stem" in result.stdout and "conv.cpu_im2col_gemm v1" in result.stdout
+
+
+def test_readme_verify_commands_run_as_written(tmp_path: Path) -> None:
+    cwd = _workdir(tmp_path)
+    (build,) = section_blocks("Build an engine", "bash")
+    (verify,) = section_blocks("Verifying determinism", "bash")
+    for command in [*build.strip().splitlines(), *verify.strip().splitlines()]:
+        result = subprocess.run(command, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True)
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    assert (cwd / "verify.json").exists()
+
+
+def test_readme_pytest_plugin_example_pins_then_replays(tmp_path: Path) -> None:
+    (example,) = section_blocks("Determinism tests in your own suite", "python")
+    cwd = _workdir(tmp_path)
+    (cwd / "test_small_cnn_determinism.py").write_text(example)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_small_cnn_determinism.py"]
+    first = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "pinned a new manifest" in first.stdout and (cwd / "small_cnn.pinned.json").exists()
+    pin = (cwd / "small_cnn.pinned.json").read_bytes()
+    second = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "pinned a new manifest" not in second.stdout and (cwd / "small_cnn.pinned.json").read_bytes() == pin

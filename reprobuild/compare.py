@@ -1,0 +1,107 @@
+"""Tolerance comparison of an engine's outputs with a reference (onnxruntime), with error statistics in the
+manner of Polygraphy's ``--check-error-stat``.
+
+``elemwise`` (the default) passes when every element satisfies ``|out - ref| <= atol + rtol * |ref|`` (NumPy's
+``allclose``). ``max``, ``mean``, ``median`` and ``quantile`` pass when that statistic of the absolute error is
+within ``atol`` or that statistic of the relative error is within ``rtol``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from reprobuild.errors import BackendUnavailableError, InputError
+
+ERROR_STATS = ("elemwise", "max", "mean", "median", "quantile")
+
+
+class OutputComparison(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    shape: list[int]
+    max_abs: float
+    mean_abs: float
+    median_abs: float
+    quantile_abs: float
+    max_rel: float
+    mean_rel: float
+    median_rel: float
+    quantile_rel: float
+    failing: int  #: elements outside atol + rtol * |ref|
+    passed: bool
+
+
+class CompareReport(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    reference: str
+    check_error_stat: str
+    atol: float
+    rtol: float
+    quantile: float
+    outputs: list[OutputComparison]
+    passed: bool
+
+
+def _stat(values: np.ndarray, stat: str, quantile: float) -> float:
+    if stat == "max":
+        return float(values.max())
+    if stat == "mean":
+        return float(values.mean())
+    if stat == "median":
+        return float(np.median(values))
+    return float(np.quantile(values, quantile, method="higher"))  # no interpolation: inf stays inf
+
+
+def compare_output(name: str, out: np.ndarray, ref: np.ndarray, atol: float, rtol: float, stat: str,
+                   quantile: float) -> OutputComparison:
+    if out.shape != ref.shape:
+        raise InputError(f"output {name!r} has shape {list(out.shape)}, the reference {list(ref.shape)}")
+    a, b = out.astype(np.float64).reshape(-1), ref.astype(np.float64).reshape(-1)
+    if a.size == 0:
+        a, b = np.zeros(1), np.zeros(1)
+    absolute = np.abs(a - b)
+    absolute[np.isnan(absolute)] = np.inf  # a NaN on either side is as wrong as it gets
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(absolute == 0, 0.0, absolute / np.abs(b))
+    failing = int(np.count_nonzero(~(absolute <= atol + rtol * np.abs(b))))
+    if stat == "elemwise":
+        passed = failing == 0
+    else:
+        passed = _stat(absolute, stat, quantile) <= atol or _stat(relative, stat, quantile) <= rtol
+    return OutputComparison(
+        name=name, shape=list(out.shape),
+        max_abs=_stat(absolute, "max", quantile), mean_abs=_stat(absolute, "mean", quantile),
+        median_abs=_stat(absolute, "median", quantile), quantile_abs=_stat(absolute, "quantile", quantile),
+        max_rel=_stat(relative, "max", quantile), mean_rel=_stat(relative, "mean", quantile),
+        median_rel=_stat(relative, "median", quantile), quantile_rel=_stat(relative, "quantile", quantile),
+        failing=failing, passed=bool(passed),
+    )
+
+
+def compare_outputs(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], atol: float,
+                    rtol: float, stat: str = "elemwise", quantile: float = 0.99,
+                    reference_name: str = "onnxruntime") -> CompareReport:
+    missing = sorted(set(outputs) - set(reference))
+    if missing:
+        raise InputError(f"the reference computes no output named {missing}; it has {sorted(reference)}")
+    rows = [compare_output(name, outputs[name], reference[name], atol, rtol, stat, quantile) for name in outputs]
+    return CompareReport(reference=reference_name, check_error_stat=stat, atol=atol, rtol=rtol, quantile=quantile,
+                         outputs=rows, passed=all(r.passed for r in rows))
+
+
+def onnxruntime_outputs(model: bytes, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model run by onnxruntime on the CPU, graph optimizations off: an independent reference."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BackendUnavailableError("compare needs onnxruntime as its reference: pip install onnxruntime "
+                                      "(it is in the dev extra)") from None
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(None, {k: np.asarray(v) for k, v in inputs.items()})
+    return {name: np.asarray(value) for name, value in zip(names, values)}

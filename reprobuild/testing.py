@@ -1,0 +1,127 @@
+"""reprobuild's pytest plugin: determinism regression tests in your own test suite.
+
+Installed with reprobuild (entry point ``pytest11``), it gives every test session:
+
+- ``assert_deterministic(engine, runs=..., threads=..., ...)``: the ``reprobuild verify`` plan in-process; on
+  failure the assertion message names the tier reached and the first diverging layer and its tactic;
+- ``assert_matches_golden(engine, manifest)``: the golden inputs a manifest recorded, bit for bit;
+- the ``pinned_engine`` fixture: ``pinned_engine(model, manifest)`` replays the pinned manifest (strict
+  environment policy, fail-closed) or, when the manifest does not exist yet, makes a timed build and writes it,
+  so the next run replays it. ``pytest --reprobuild-repin`` rebuilds and rewrites every pin instead.
+
+Nothing heavy is imported until a test uses one of these.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from reprobuild.engine import Engine
+    from reprobuild.manifest.models import Pinned
+    from reprobuild.verify import AgainstResult, VerifyReport
+
+Path = str | os.PathLike[str]
+
+
+def _engine(engine: Engine | bytes | Path) -> Engine:
+    from reprobuild.engine import Engine, Runtime
+
+    if isinstance(engine, Engine):
+        return engine
+    if isinstance(engine, (bytes, bytearray)):
+        return Runtime().deserialize_engine(bytes(engine))
+    with open(engine, "rb") as f:
+        return Runtime().deserialize_engine(f.read())
+
+
+def _pinned(manifest: Any) -> Pinned:
+    from reprobuild.manifest import Manifest, read_manifest
+    from reprobuild.manifest.models import Pinned
+
+    if isinstance(manifest, Pinned):
+        return manifest
+    if isinstance(manifest, Manifest):
+        return manifest.pinned
+    return read_manifest(manifest).pinned
+
+
+def assert_deterministic(engine: Engine | bytes | Path, runs: int = 10, contexts: int = 2, threads: int = 1,
+                         streams: int = 1, processes: int = 1, inputs: Mapping[str, np.ndarray] | None = None,
+                         seed: int = 0, batch_invariance: bool = False) -> VerifyReport:
+    """Fail unless every tested dimension gave identical bits; returns the report (its ``tier`` among others)."""
+    from reprobuild.engine.golden import golden_inputs
+    from reprobuild.locator import locate
+    from reprobuild.verify import VerifyPlan, verify
+
+    loaded = _engine(engine)
+    feeds = dict(inputs) if inputs is not None else golden_inputs(loaded.inputs, seed)
+    plan = VerifyPlan(runs=runs, contexts=contexts, threads=threads, streams=streams, processes=processes,
+                      batch_invariance=batch_invariance)
+    report = verify(loaded, feeds, plan, f"seed {seed}" if inputs is None else "given", seed=seed)
+    if not report.deterministic:
+        failed = [f"{d.name}: {d.detail}" for d in report.dimensions if d.tested and not d.identical]
+        found = locate(loaded, feeds)
+        where = (f"first diverging layer: {found.layer.name!r} ({found.layer.op}) with tactic {found.layer.tactic}"
+                 f" ({found.layer.differing} of {found.layer.total} elements, max {found.layer.max_ulp} ulp)"
+                 if found.layer is not None else found.detail)
+        raise AssertionError(f"engine {loaded.sha256[:16]} is not deterministic (tier reached: {report.tier}); "
+                             + "; ".join(failed) + f"; {where}")
+    return report
+
+
+def assert_matches_golden(engine: Engine | bytes | Path, manifest: Any) -> AgainstResult:
+    """Fail unless the engine reproduces, bit for bit, the golden outputs the manifest recorded at build time."""
+    from reprobuild.locator import locate_against
+    from reprobuild.verify import check_against
+
+    loaded, pinned = _engine(engine), _pinned(manifest)
+    result, inputs = check_against(loaded, pinned)
+    if not result.matched:
+        found = locate_against(loaded, inputs, pinned.golden.layers)
+        where = (f"first layer differing from the build: {found.layer.name!r} ({found.layer.op}) with tactic "
+                 f"{found.layer.tactic}" if found.layer is not None else found.detail)
+        differing = [k for k, v in result.outputs.items() if v != "identical"]
+        raise AssertionError(f"outputs {differing} differ from the golden digests the build recorded; {where}")
+    return result
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("reprobuild")
+    group.addoption("--reprobuild-repin", action="store_true",
+                    help="pinned_engine: make a timed build and rewrite every pinned manifest instead of replaying")
+
+
+@pytest.fixture
+def pinned_engine(request: pytest.FixtureRequest) -> Callable[..., Engine]:
+    """``pinned_engine(model, manifest, backend="auto", env_policy="strict") -> Engine``: replay the pin, or
+    make it when it does not exist yet (or with ``--reprobuild-repin``)."""
+    repin = bool(request.config.getoption("--reprobuild-repin", default=False))
+
+    def make(model: Path, manifest: Path, backend: str = "auto", env_policy: str = "strict") -> Engine:
+        from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
+        from reprobuild.engine import Runtime
+        from reprobuild.frontend import network_from_onnx_path
+        from reprobuild.manifest import read_manifest, write_manifest
+
+        network, _ = network_from_onnx_path(model)
+        if os.path.exists(manifest) and not repin:
+            pinned = read_manifest(manifest)
+            config = BuilderConfig.from_record(pinned.pinned.config)
+            config.algorithm_selector = ReplaySelector(pinned, env_policy)
+            result = Builder().build(network, config)
+        else:
+            result = Builder().build(network, BuilderConfig(backend=backend))
+            write_manifest(manifest, result.manifest)
+            warnings.warn(f"pinned a new manifest at {os.fspath(manifest)}: commit it, and later runs replay it",
+                          stacklevel=2)
+        return Runtime().deserialize_engine(result.engine)
+
+    return make
