@@ -12,7 +12,7 @@ from reprobuild.builder import Builder, BuilderConfig
 from reprobuild.engine import Runtime
 from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.manifest import Manifest
-from tests.helpers import BACKENDS, EXAMPLES, assert_close, light_model, model_inputs, ort_run
+from tests.helpers import BACKENDS, CUDA_SKIP, EXAMPLES, assert_close, light_model, model_inputs, ort_run
 
 
 def build_and_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], backend: str,
@@ -81,3 +81,39 @@ def test_light_resnet50_timed_build_then_replays_are_byte_identical(backend: str
     assert {r.engine_sha256 for r in results} == {timed.engine_sha256}
     assert results[1].manifest.pinned == timed.manifest.pinned == results[2].manifest.pinned
     assert results[1].tactics_timed == 0 and results[2].tactics_timed == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
+def test_light_resnet50_is_deterministic_across_threads_streams_and_processes(rng: np.random.Generator) -> None:
+    from reprobuild.engine.golden import golden_inputs
+    from reprobuild.verify import VerifyPlan, check_against, verify
+
+    data = light_model("light_resnet50.onnx", seed=int(rng.integers(2**31))).SerializeToString()
+    result = Builder().build(network_from_onnx_bytes(data)[0], BuilderConfig(backend="cuda", iterations=3))
+    engine = Runtime().deserialize_engine(result.engine)
+    report = verify(engine, golden_inputs(engine.inputs, 0),
+                    VerifyPlan(runs=20, contexts=2, threads=2, streams=2, processes=2))
+    assert report.deterministic and report.tier == "cross_process", report.dimensions
+    assert next(d for d in report.dimensions if d.name == "cross_stream").identical
+    assert check_against(engine, result.manifest.pinned)[0].matched
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
+def test_forced_atomic_gemm_is_caught_and_located(rng: np.random.Generator) -> None:
+    from reprobuild.builder import ForcingSelector
+    from reprobuild.engine.golden import golden_inputs
+    from reprobuild.locator import locate
+    from reprobuild.verify import VerifyPlan, verify
+
+    data = light_model("light_resnet50.onnx", seed=int(rng.integers(2**31))).SerializeToString()
+    config = BuilderConfig(backend="cuda", iterations=3, determinism="any",
+                           algorithm_selector=ForcingSelector({"Gemm": "cuda_splitk_atomic"}))
+    engine = Runtime().deserialize_engine(Builder().build(network_from_onnx_bytes(data)[0], config).engine)
+    inputs = golden_inputs(engine.inputs, 0)
+    report = verify(engine, inputs, VerifyPlan(runs=30, contexts=1))
+    assert not report.deterministic
+    found = locate(engine, inputs, attempts=30)
+    assert found.layer is not None and found.layer.op == "Gemm"
+    assert found.layer.tactic == "gemm.cuda_splitk_atomic v1" and (found.layer.max_ulp or 0) > 0
