@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.digest import array_digest, digest_of
+from reprobuild.digest import array_digest, array_digests, digest_of
 
 
 def golden_inputs(bindings: Sequence[Any], seed: int) -> dict[str, np.ndarray]:
@@ -26,3 +26,13 @@ def golden_inputs(bindings: Sequence[Any], seed: int) -> dict[str, np.ndarray]:
 def layer_digest(outputs: Sequence[np.ndarray]) -> str:
     """One digest for all the outputs of a layer."""
     return digest_of([array_digest(o) for o in outputs])
+
+
+def layer_digests(layers: Sequence[Sequence[np.ndarray]]) -> list[str]:
+    """``layer_digest`` of every layer, the arrays hashed in parallel."""
+    flat = array_digests([o for outputs in layers for o in outputs])
+    out, i = [], 0
+    for outputs in layers:
+        out.append(digest_of(flat[i:i + len(outputs)]))
+        i += len(outputs)
+    return out

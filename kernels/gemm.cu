@@ -98,10 +98,13 @@ extern "C" __global__ void __launch_bounds__(THREADS) sgemm_tiled(
     }
 }
 
-// NOT deterministic, on purpose: the K dimension is split over gridDim.z blocks and each adds its partial
-// sums into out with atomicAdd, so the order of those additions, and therefore the rounding, changes from run
-// to run. It exists so that the determinism policy, verify and the divergence locator meet the real thing.
-// out must be zero before the launch. Launch: grid (ceil(n/BN), ceil(m/BM), splits), THREADS threads.
+// NOT deterministic, on purpose: K is split over gridDim.z blocks of k_per_split each, and every block adds
+// the partial sum of each BK-wide step into out with atomicAdd as soon as it has it. Several long-running
+// blocks thus interleave their atomics on the same outputs, in an order, and with a rounding, that change from
+// run to run. (One atomic per block at its end is not enough: short blocks of equal work finished in the same
+// order run after run on an H100.) It exists so that the determinism policy, verify and the divergence locator
+// meet the real thing. out must be zero before the launch.
+// Launch: grid (ceil(n/BN), ceil(m/BM), ceil(k/k_per_split)), THREADS threads.
 extern "C" __global__ void __launch_bounds__(THREADS) sgemm_splitk_atomic(
     const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
     int m, int n, int k, long long a_rs, long long a_cs, long long b_rs, long long b_cs, long long ldo,
@@ -116,21 +119,23 @@ extern "C" __global__ void __launch_bounds__(THREADS) sgemm_splitk_atomic(
     const int k_begin = blockIdx.z * k_per_split;
     const int k_end = min(k, k_begin + k_per_split);
 
-    float acc[TM][TN];
-    #pragma unroll
-    for (int i = 0; i < TM; ++i) {
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+        float acc[TM][TN];
         #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
-    }
-    tile_accumulate(acc, as, bs, a, b, m, n, k_begin, k_end, a_rs, a_cs, b_rs, b_cs, m0, n0);
-    #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int gm = m0 + ty + 16 * i;
-        if (gm >= m) continue;
+        for (int i = 0; i < TM; ++i) {
+            #pragma unroll
+            for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+        }
+        tile_accumulate(acc, as, bs, a, b, m, n, k0, min(k_end, k0 + BK), a_rs, a_cs, b_rs, b_cs, m0, n0);
         #pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int gn = n0 + tx + 16 * j;
-            if (gn < n) atomicAdd(&out[gm * ldo + gn], acc[i][j]);
+        for (int i = 0; i < TM; ++i) {
+            const int gm = m0 + ty + 16 * i;
+            if (gm >= m) continue;
+            #pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                const int gn = n0 + tx + 16 * j;
+                if (gn < n) atomicAdd(&out[gm * ldo + gn], acc[i][j]);
+            }
         }
     }
 }

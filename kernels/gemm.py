@@ -210,22 +210,21 @@ class CudaSplitKAtomicGemm(Tactic):
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_splitk_atomic", "cuda", 90
     source, cuda_sources = "nvrtc", ("gemm.cu",)
     determinism = Determinism.NONE
-    parameters = MappingProxyType({**TiledGemmLaunch.PARAMETERS, "splits": 8})
+    #: Each block sums 256 of K, flushing every BK-wide step with atomicAdd (see gemm.cu for why per step).
+    parameters = MappingProxyType({**TiledGemmLaunch.PARAMETERS, "k_per_split": 256})
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         if len(layer.outputs[0].shape) != 2:
             return "only 2-D products (no batch dimensions)"
         g = GemmOperands(layer)
-        return TiledGemmLaunch.unsupported(g.m, 1)
+        return TiledGemmLaunch.unsupported(g.m, cdiv(g.k, int(self.parameters["k_per_split"])))
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = GemmOperands(layer)
         consts = {i: backend.asarray(v) for i, v in g.host_constants(layer).items()}
         a_rs, a_cs = (1, g.m) if g.trans_a and 0 not in consts else (g.k, 1)
         b_rs, b_cs = (1, g.k) if g.trans_b and 1 not in consts else (g.n, 1)
-        splits = int(self.parameters["splits"])
-        bk = TiledGemmLaunch.BK
-        k_per_split = cdiv(cdiv(g.k, splits), bk) * bk
+        k_per_split = int(self.parameters["k_per_split"])
         grid = (cdiv(g.n, TiledGemmLaunch.BN), cdiv(g.m, TiledGemmLaunch.BM), cdiv(g.k, k_per_split))
         fn = kernel(backend, "gemm.cu", "sgemm_splitk_atomic")
         epilogue = kernel(backend, "gemm.cu", "gemm_epilogue") if g.alpha != 1.0 or g.has_c else None

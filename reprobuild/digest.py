@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -26,17 +29,31 @@ def digest_of(value: Any) -> str:
     return sha256_hex(canonical_json(value))
 
 
-def array_bytes(array: np.ndarray) -> bytes:
-    """The little-endian, C-ordered bytes of an array: the form weights are hashed and stored in."""
+def little_endian(array: np.ndarray) -> np.ndarray:
+    """The array C-ordered and little-endian (a view when it already is): the form weights are hashed and
+    stored in."""
     arr = np.ascontiguousarray(array)
-    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and np.little_endian is False):
-        arr = arr.byteswap().view(arr.dtype.newbyteorder("<"))
-    return arr.tobytes()
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return arr
+
+
+def array_bytes(array: np.ndarray) -> bytes:
+    return little_endian(array).tobytes()
 
 
 def array_digest(array: np.ndarray) -> str:
     """sha256 over dtype, shape and contents: two arrays share a digest only if they are the same tensor."""
+    arr = little_endian(array)
     h = hashlib.sha256()
-    h.update(canonical_json({"dtype": np.dtype(array.dtype).name, "shape": list(array.shape)}))
-    h.update(array_bytes(array))
+    h.update(canonical_json({"dtype": np.dtype(arr.dtype).name, "shape": list(arr.shape)}))
+    h.update(memoryview(arr.reshape(-1).view(np.uint8).data))
     return h.hexdigest()
+
+
+def array_digests(arrays: Sequence[np.ndarray]) -> list[str]:
+    """``array_digest`` of each array, hashed in parallel threads (hashlib releases the GIL on large buffers)."""
+    if sum(a.nbytes for a in arrays) < (8 << 20):
+        return [array_digest(a) for a in arrays]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(array_digest, arrays))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.digest import array_digest, digest_of
+from reprobuild.digest import array_digests, digest_of
 from reprobuild.errors import ModelError
 
 AttrValue = int | float | str | tuple[int, ...] | tuple[float, ...]
@@ -186,9 +186,11 @@ class Network:
         return ["input", [t.name for t in self.inputs].index(tensor)]
 
     def constant_digest(self, name: str) -> str:
-        cache = self._cache.setdefault("const_digest", {})
-        if name not in cache:
-            cache[name] = array_digest(self.constants[name])
+        cache = self._cache.get("const_digest")
+        if cache is None:  # every constant at once, in parallel: most networks need them all
+            names = list(self.constants)
+            cache = dict(zip(names, array_digests([self.constants[n] for n in names])))
+            self._cache["const_digest"] = cache
         return str(cache[name])
 
     def layer_signature(self, index: int) -> dict[str, Any]:

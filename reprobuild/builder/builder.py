@@ -21,7 +21,7 @@ from reprobuild.builder.selector import AlgorithmContext, AlgorithmSelector, Bui
 from reprobuild.builder.timing_cache import TimingCache
 from reprobuild.digest import array_digest, sha256_hex
 from reprobuild.engine.format import FORMAT_VERSION, engine_header, serialize_engine
-from reprobuild.engine.golden import golden_inputs, layer_digest
+from reprobuild.engine.golden import golden_inputs, layer_digests
 from reprobuild.engine.memory import LayerUse, MemoryPlan, plan_memory
 from reprobuild.engine.runtime import Engine, Runtime
 from reprobuild.environment import environment_fingerprint
@@ -186,8 +186,8 @@ class Builder:
             seed=seed,
             inputs=[m.DigestRecord(name=k, sha256=array_digest(v)) for k, v in inputs.items()],
             outputs=[m.DigestRecord(name=k, sha256=array_digest(v)) for k, v in outputs.items()],
-            layers=[m.DigestRecord(name=layer.name, sha256=layer_digest(outs))
-                    for layer, outs in zip(engine.layers, layers)],
+            layers=[m.DigestRecord(name=layer.name, sha256=digest)
+                    for layer, digest in zip(engine.layers, layer_digests(layers))],
         )
 
     def _plan(self, net: Network, config: BuilderConfig,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,14 @@ class OnnxParser:
     def parse(self, data: bytes, input_shapes: Mapping[str, Sequence[int]] | None = None) -> ModelInfo:
         if len(data) > MAX_MODEL_BYTES:
             raise ModelError(f"model is {len(data)} bytes; the limit is {MAX_MODEL_BYTES}")
+        with ThreadPoolExecutor(max_workers=1) as pool:  # hashing releases the GIL: overlap it with parsing
+            digest = pool.submit(sha256_hex, data)
+            info = self._parse(data, input_shapes)
+            self.model_info = dataclasses.replace(info, sha256=digest.result())
+        self.network.source = dataclasses.asdict(self.model_info)
+        return self.model_info
+
+    def _parse(self, data: bytes, input_shapes: Mapping[str, Sequence[int]] | None) -> ModelInfo:
         try:
             model = onnx.load_model_from_string(data)
         except Exception as exc:
@@ -161,14 +170,12 @@ class OnnxParser:
                 raise ModelError(f"network output {out.name!r} is not produced by any node")
             self._check_declared(out, self.network.tensor(out.name))
             self.network.mark_output(out.name)
-        self.model_info = ModelInfo(
-            sha256=sha256_hex(data), size_bytes=len(data), ir_version=int(model.ir_version), opset=int(opset),
-            producer=f"{model.producer_name} {model.producer_version}".strip(), graph_name=graph.name,
-        )
-        self.network.source = dataclasses.asdict(self.model_info)
         self.logger.log(Severity.INFO, f"parsed ONNX model (opset {opset}): {self.network.num_layers} layers, "
                                        f"{self.folded} node(s) folded into constants")
-        return self.model_info
+        return ModelInfo(
+            sha256="", size_bytes=len(data), ir_version=int(model.ir_version), opset=int(opset),
+            producer=f"{model.producer_name} {model.producer_version}".strip(), graph_name=graph.name,
+        )
 
     def _add_constants(self, graph: onnx.GraphProto) -> None:
         for init in sorted(graph.initializer, key=lambda t: t.name):
