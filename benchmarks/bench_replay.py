@@ -41,6 +41,7 @@ def build(workdir: str, model: str, name: str, cache: str, backend: str, replay:
     evidence = manifest["evidence"]
     return {"name": name, "replay": bool(replay), "process_s": process_s, "build_s": evidence["wall_seconds"],
             "timed": evidence["tactics_timed"], "sha256": manifest["engine"]["sha256"],
+            "phases": evidence["phase_seconds"],
             "manifest": engine[:-len(".engine")] + ".manifest.json"}
 
 
@@ -62,6 +63,8 @@ def main() -> int:
     print(f"{'build':<14} {'process s':>9} {'build s':>8} {'timings':>8}  engine sha256")
     for r in rows:
         print(f"{r['name']:<14} {r['process_s']:9.2f} {r['build_s']:8.2f} {r['timed']:8d}  {r['sha256']}")
+    for r in rows:
+        print(f"{r['name']:<14} phases: " + ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items()))
     by = {r["name"]: r for r in rows}
     cold = by["timed-cold"]["build_s"] / max(by["replay-cold"]["build_s"], 1e-9)
     warm = by["timed-warm"]["build_s"] / max(by["replay-warm"]["build_s"], 1e-9)

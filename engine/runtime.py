@@ -96,6 +96,10 @@ class Engine:
     def name(self) -> str:
         return self.header.name
 
+    def activation(self, name: str) -> EngineTensor:
+        """The shape and dtype of an activation tensor (a binding or a layer output)."""
+        return self._tensors[name]
+
     def serialize(self) -> bytes:
         """The engine file this engine was loaded from."""
         if self._serialized is None:
@@ -278,16 +282,30 @@ class ExecutionContext:
             return {name: self.backend.to_host(value) for name, value in outputs.items()}
 
     def execute_traced(self, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[list[np.ndarray]]]:
-        """Run synchronously, copying every layer's outputs to the host as soon as it has run: the outputs, and
-        per layer the list of its output arrays. For locating where two runs diverge; much slower than execute."""
-        layers: list[list[np.ndarray]] = []
+        """Run synchronously, keeping a copy of every layer's outputs as soon as the layer has run (later layers
+        reuse its memory): the outputs, and per layer the list of its output arrays (host arrays). For golden
+        vectors and for locating where two runs diverge. The copies go, in order on the stream, into one trace
+        buffer that comes to the host in a single transfer."""
+        slots: list[list[tuple[int, tuple[int, ...], str]]] = []
+        total = 0
+        for layer in self.engine.layers:
+            slots.append([])
+            for name in layer.outputs:
+                t = self.engine.activation(name)
+                slots[-1].append((total, tuple(t.shape), t.dtype))
+                total += -(-int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize // 64) * 64
+        trace = self.backend.empty_bytes(max(total, 1))
 
         def keep(index: int, outs: Sequence[Any]) -> None:
-            layers.append([self.backend.to_host(o) for o in outs])
+            for (offset, _, _), out in zip(slots[index], outs):
+                self.backend.copy_bytes(trace, offset, out)
 
-        outputs = self.enqueue(inputs, keep)
+        outputs = self.to_host(self.enqueue(inputs, keep))
         with self.backend.activate(self.stream):
-            return {name: self.backend.to_host(value) for name, value in outputs.items()}, layers
+            host = self.backend.to_host(trace, copy=False)  # the trace buffer is this call's own
+        layers = [[host[o:o + int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize].view(d).reshape(s)
+                   for o, s, d in layer] for layer in slots]
+        return outputs, layers
 
     def synchronize(self) -> None:
         with self.backend.activate(self.stream):

@@ -39,8 +39,9 @@ class Backend(ABC):
         """Copy a host array to this backend (a no-op view on the CPU)."""
 
     @abstractmethod
-    def to_host(self, array: Any) -> np.ndarray:
-        """Copy an array of this backend to a new host array, waiting for pending work first."""
+    def to_host(self, array: Any, copy: bool = True) -> np.ndarray:
+        """An array of this backend on the host, waiting for pending work first: always a new array, unless
+        ``copy`` is false and the array already lives on the host."""
 
     @abstractmethod
     def empty_bytes(self, nbytes: int) -> Any:
@@ -49,6 +50,11 @@ class Backend(ABC):
     @abstractmethod
     def upload(self, dst: Any, src: Any) -> None:
         """Copy ``src`` (a host array, or an array of this backend) into the backend array ``dst``."""
+
+    @abstractmethod
+    def copy_bytes(self, dst: Any, offset: int, src: Any) -> None:
+        """Copy the bytes of the contiguous array ``src`` into the uint8 array ``dst`` at ``offset`` (async on
+        CUDA, on the current stream)."""
 
     @abstractmethod
     def synchronize(self) -> None: ...
@@ -108,14 +114,17 @@ class CpuBackend(Backend):
     def asarray(self, host: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(host)
 
-    def to_host(self, array: Any) -> np.ndarray:
-        return np.array(array, copy=True)
+    def to_host(self, array: Any, copy: bool = True) -> np.ndarray:
+        return np.array(array, copy=True) if copy else np.asarray(array)
 
     def empty_bytes(self, nbytes: int) -> np.ndarray:
         return np.empty(nbytes, dtype=np.uint8)
 
     def upload(self, dst: Any, src: Any) -> None:
         np.copyto(dst, src, casting="no")
+
+    def copy_bytes(self, dst: Any, offset: int, src: Any) -> None:
+        dst[offset:offset + src.nbytes] = src.reshape(-1).view(np.uint8)
 
     def synchronize(self) -> None:
         return None
@@ -183,7 +192,7 @@ class CudaBackend(Backend):
         with self.activate():
             return self.xp.asarray(np.ascontiguousarray(host))
 
-    def to_host(self, array: Any) -> np.ndarray:
+    def to_host(self, array: Any, copy: bool = True) -> np.ndarray:
         with self.activate():
             stream = self.current_stream()
             out = self.xp.asnumpy(array, stream=stream)
@@ -200,6 +209,10 @@ class CudaBackend(Backend):
                 self.xp.copyto(dst, src, casting="no")
             else:
                 dst.set(np.ascontiguousarray(src), stream=self.current_stream())
+
+    def copy_bytes(self, dst: Any, offset: int, src: Any) -> None:
+        if src.nbytes:
+            dst[offset:offset + src.nbytes].data.copy_from_device_async(src.data, src.nbytes, self.current_stream())
 
     def synchronize(self) -> None:
         self.current_stream().synchronize()

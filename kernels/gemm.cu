@@ -99,11 +99,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) sgemm_tiled(
 }
 
 // NOT deterministic, on purpose: K is split over gridDim.z blocks of k_per_split each, and every block adds
-// the partial sum of each BK-wide step into out with atomicAdd as soon as it has it. Several long-running
-// blocks thus interleave their atomics on the same outputs, in an order, and with a rounding, that change from
-// run to run. (One atomic per block at its end is not enough: short blocks of equal work finished in the same
-// order run after run on an H100.) It exists so that the determinism policy, verify and the divergence locator
-// meet the real thing. out must be zero before the launch.
+// the partial sum of each BK-wide step into out with atomicAdd as soon as it has it, so the blocks' atomics on
+// the same outputs interleave, and the float additions round, in an order that depends on timing. Each block
+// also starts its walk over its K steps at a step picked from the global nanosecond timer: on an idle H100,
+// blocks of equal work that each have an SM to themselves otherwise keep the same relative timing run after
+// run, and atomics are then nondeterministic in name only. It exists so that the determinism policy, verify
+// and the divergence locator meet the real thing. out must be zero before the launch.
 // Launch: grid (ceil(n/BN), ceil(m/BM), ceil(k/k_per_split)), THREADS threads.
 extern "C" __global__ void __launch_bounds__(THREADS) sgemm_splitk_atomic(
     const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
@@ -118,8 +119,17 @@ extern "C" __global__ void __launch_bounds__(THREADS) sgemm_splitk_atomic(
     const int n0 = blockIdx.x * BN;
     const int k_begin = blockIdx.z * k_per_split;
     const int k_end = min(k, k_begin + k_per_split);
+    const int steps = (k_end - k_begin + BK - 1) / BK;
+    __shared__ int first;
+    if (threadIdx.x == 0) {
+        unsigned long long now;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+        first = steps > 0 ? (int)((now >> 5) % (unsigned long long)steps) : 0;
+    }
+    __syncthreads();  // every thread of the block must walk the same steps: they share the staged tiles
 
-    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+    for (int s = 0; s < steps; ++s) {
+        const int k0 = k_begin + ((first + s) % steps) * BK;
         float acc[TM][TN];
         #pragma unroll
         for (int i = 0; i < TM; ++i) {

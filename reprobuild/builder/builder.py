@@ -88,6 +88,16 @@ class Builder:
         config_record = _config_record(config, backend.name)
         timing = config_record.timing
 
+        phases: dict[str, float] = {}
+        mark = time.perf_counter()
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            phases[name] = round(now - mark, 4)
+            mark = now
+
+        phase("setup")
         layers = self._plan(net, config, backend.name)
         selector.begin(BuildPlan(
             model=_model_record(net), config=config_record, environment=environment,
@@ -108,6 +118,7 @@ class Builder:
                 key = TimingCache.key(ctx.signature, c.tactic.ref, environment, timing.model_dump())
                 cache.put(key, c.tactic.label, samples)
 
+        phase("plan")
         monitor.phase_start("tactic selection", None, len(layers))
         chosen: list[Candidate] = []
         timed = cache_hits = 0
@@ -128,12 +139,14 @@ class Builder:
             if not monitor.step_complete("tactic selection", ctx.index, message):
                 raise BuildError("the build was cancelled by its progress monitor")
         monitor.phase_finish("tactic selection")
+        phase("selection")
 
         tactics = [c.tactic for c in chosen]
         plan = _plan(net, tactics, [c.workspace_bytes for c in chosen])
         keys = net.layer_keys()
         digests = {k: net.constant_digest(k) for k in net.constants}
         golden = self._golden(_engine_header(net, tactics, chosen, plan, backend, b""), net, digests, config.seed)
+        phase("golden")
         pinned = m.Pinned(
             model=_model_record(net),
             config=config_record,
@@ -156,8 +169,10 @@ class Builder:
             ),
             golden=golden,
         )
+        phase("manifest")
         engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, pinned_bytes(pinned)),
                                   net.constants, digests)
+        phase("serialize")
         selector.end(pinned, sha256_hex(engine))
         manifest = m.Manifest(
             pinned=pinned,
@@ -166,6 +181,7 @@ class Builder:
                 backend_reason=backend_reason,
                 timing_clock="cuda events" if isinstance(backend, CudaBackend) else "time.perf_counter_ns",
                 selector=type(selector).__name__, tactics_timed=timed, timing_cache_hits=cache_hits,
+                phase_seconds=phases,
                 layers=[m.LayerEvidence(name=ctx.name, key=ctx.key, candidates=[_candidate_record(c) for c in cands])
                         for ctx, _, cands in layers],
             ),

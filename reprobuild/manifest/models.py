@@ -155,6 +155,7 @@ class Evidence(Strict):
     selector: str = Field(description="the algorithm selector's class; ReplaySelector for --replay builds")
     tactics_timed: int = Field(description="tactic timings measured by this build (cache hits excluded)")
     timing_cache_hits: int = 0
+    phase_seconds: dict[str, float] = Field(default_factory=dict, description="wall time of each build phase")
     layers: list[LayerEvidence]
 
 
