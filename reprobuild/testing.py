@@ -55,7 +55,7 @@ def _pinned(manifest: Any) -> Pinned:
 
 def assert_deterministic(engine: Engine | bytes | Path, runs: int = 10, contexts: int = 2, threads: int = 1,
                          streams: int = 1, processes: int = 1, inputs: Mapping[str, np.ndarray] | None = None,
-                         seed: int = 0, batch_invariance: bool = False) -> VerifyReport:
+                         seed: int = 0, batch_invariance: bool = False, traced_runs: int = 3) -> VerifyReport:
     """Fail unless every tested dimension gave identical bits; returns the report (its ``tier`` among others)."""
     from reprobuild.engine.golden import golden_inputs
     from reprobuild.locator import locate
@@ -64,7 +64,7 @@ def assert_deterministic(engine: Engine | bytes | Path, runs: int = 10, contexts
     loaded = _engine(engine)
     feeds = dict(inputs) if inputs is not None else golden_inputs(loaded.inputs, seed)
     plan = VerifyPlan(runs=runs, contexts=contexts, threads=threads, streams=streams, processes=processes,
-                      batch_invariance=batch_invariance)
+                      batch_invariance=batch_invariance, traced_runs=traced_runs)
     report = verify(loaded, feeds, plan, f"seed {seed}" if inputs is None else "given", seed=seed)
     if not report.deterministic:
         failed = [f"{d.name}: {d.detail}" for d in report.dimensions if d.tested and not d.identical]

@@ -43,13 +43,17 @@ class VerifyPlan:
     streams: int = 1
     processes: int = 1
     batch_invariance: bool = True
+    #: Traced runs comparing every layer's outputs, not only the engine's: a layer that computes different bits
+    #: fails verification even when later layers hide it (a saturated softmax, a ReLU), since other inputs may not.
+    traced_runs: int = 3
 
     def validate(self) -> None:
         for name in ("runs", "threads", "streams", "processes"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1; got {getattr(self, name)}")
-        if self.contexts < 0:
-            raise UsageError(f"--contexts must be at least 0; got {self.contexts}")
+        if self.contexts < 0 or self.traced_runs < 0:
+            raise UsageError(f"--contexts and --traced-runs must be at least 0; got {self.contexts}, "
+                             f"{self.traced_runs}")
 
     @property
     def runs_per_process(self) -> int:
@@ -220,7 +224,8 @@ def judge(records: list[RunRecord], plan: VerifyPlan, backend: str) -> list[Dime
 def tier_reached(dims: list[Dimension]) -> str:
     """The highest tier whose dimensions, and those of every lower tier, were tested and held."""
     by = {d.name: d for d in dims}
-    groups = {"run_to_run": ["run_to_run"], "cross_context": ["cross_context", "cross_thread", "cross_stream"],
+    groups = {"run_to_run": ["run_to_run", "layer_outputs"],
+              "cross_context": ["cross_context", "cross_thread", "cross_stream"],
               "cross_process": ["cross_process"], "cross_device": ["cross_device"]}
     reached = "none"
     for tier in TIERS:
@@ -229,6 +234,25 @@ def tier_reached(dims: list[Dimension]) -> str:
             break
         reached = tier
     return reached
+
+
+def layer_outputs(engine: Engine, inputs: Mapping[str, np.ndarray], traced_runs: int) -> Dimension:
+    """Do repeated traced runs on one context agree on every layer's outputs, not only the engine's?"""
+    from reprobuild.engine.golden import layer_digests
+
+    if traced_runs < 2:
+        return Dimension(name="layer_outputs", tested=False, identical=None,
+                         detail=f"--traced-runs {traced_runs}: needs 2 or more")
+    context = engine.create_execution_context()
+    runs = [layer_digests(context.execute_traced(inputs)[1]) for _ in range(traced_runs)]
+    differing = [i for i in range(len(runs[0])) if len({r[i] for r in runs}) > 1]
+    if not differing:
+        return Dimension(name="layer_outputs", tested=True, identical=True,
+                         detail=f"{traced_runs} traced runs: every layer's outputs identical")
+    first = engine.layers[differing[0]]
+    return Dimension(name="layer_outputs", tested=True, identical=False,
+                     detail=f"{traced_runs} traced runs: {len(differing)} layer(s) differ, first {first.name!r} "
+                            f"({first.op}, {first.tactic.label})")
 
 
 def batch_invariance(engine: Engine, inputs: Mapping[str, np.ndarray],
@@ -305,6 +329,7 @@ def verify(engine: Engine, inputs: Mapping[str, np.ndarray], plan: VerifyPlan, i
             progress(plan.runs_per_process * (plan.processes - 1))
     seconds = time.perf_counter() - started
     dims = judge(records, plan, engine.backend.name)
+    dims.insert(1, layer_outputs(engine, inputs, plan.traced_runs))
     batch_ok, batch_detail = (batch_invariance(engine, inputs, np.random.default_rng(seed + 1))
                               if plan.batch_invariance else (None, "not tested"))
     deterministic = all(d.identical for d in dims if d.tested)

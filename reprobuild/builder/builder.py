@@ -76,6 +76,15 @@ class Builder:
     def _build(self, network: Network | NetworkDefinition, config: BuilderConfig) -> BuildResult:
         started = time.perf_counter()
         started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        phases: dict[str, float] = {}
+        mark = started
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            phases[name] = round(now - mark, 4)
+            mark = now
+
         config.validate()
         monitor = config.progress_monitor or ProgressMonitor()
         selector = config.algorithm_selector or AlgorithmSelector()
@@ -87,15 +96,6 @@ class Builder:
         environment = environment_fingerprint(backend)
         config_record = _config_record(config, backend.name)
         timing = config_record.timing
-
-        phases: dict[str, float] = {}
-        mark = time.perf_counter()
-
-        def phase(name: str) -> None:
-            nonlocal mark
-            now = time.perf_counter()
-            phases[name] = round(now - mark, 4)
-            mark = now
 
         phase("setup")
         layers = self._plan(net, config, backend.name)

@@ -40,6 +40,9 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("--streams", type=int, default=1,
                    help="contexts per thread, each on its own CUDA stream, run concurrently (default: 1)")
     p.add_argument("--processes", type=int, default=1, help="processes running the plan at once (default: 1)")
+    p.add_argument("--traced-runs", type=int, default=3,
+                   help="runs that also compare every layer's outputs, so that a layer computing different bits is "
+                        "caught even when later layers hide it (default: 3; 0 to skip)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--seed", type=int, default=0, help="seed of the standard-normal inputs (default: 0)")
     source.add_argument("--inputs", metavar="DIR", help="read NAME.npy per input from DIR instead")
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         inputs, label = golden_inputs(engine.inputs, args.seed), f"seeded standard normal (seed {args.seed})"
     plan = VerifyPlan(runs=args.runs, contexts=args.contexts, threads=args.threads, streams=args.streams,
-                      processes=args.processes, batch_invariance=not args.no_batch_invariance)
+                      processes=args.processes, batch_invariance=not args.no_batch_invariance,
+                      traced_runs=args.traced_runs)
     plan.validate()
     progress = ProgressBar(plan.total_runs, "verify", enabled=not args.quiet)
     report = verify(engine, {k: np.asarray(v) for k, v in inputs.items()}, plan, label, progress, args.seed)

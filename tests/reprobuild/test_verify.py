@@ -92,8 +92,8 @@ def test_a_deterministic_engine_reaches_cross_process(tmp_path: Path) -> None:
     report = verify(engine, golden_inputs(engine.inputs, 0), plan)
     by = {d.name: d for d in report.dimensions}
     assert report.deterministic and report.tier == "cross_process"
-    assert all(by[n].tested and by[n].identical for n in ("run_to_run", "cross_context", "cross_thread",
-                                                           "cross_process"))
+    assert all(by[n].tested and by[n].identical for n in ("run_to_run", "layer_outputs", "cross_context",
+                                                           "cross_thread", "cross_process"))
     assert not by["cross_stream"].tested and "no streams" in by["cross_stream"].detail
     assert report.total_runs == plan.total_runs == 2 * (2 * 2 * 4 + 2)
     assert report.distinct_results == 1 and report.runs_per_second > 0
@@ -242,3 +242,24 @@ def test_plugin_assertions_fail_with_the_layer_named(registry: TacticRegistry) -
     with pytest.raises(AssertionError, match=r"not deterministic .*'res1_relu' \(Relu\) with tactic "
                                              r"elementwise.cpu_noisy_relu v1"):
         assert_deterministic(noisy.engine, runs=3)
+
+
+def test_a_layer_whose_difference_later_layers_hide_still_fails(registry: TacticRegistry) -> None:
+    """Noise in a ReLU multiplied by zero never reaches the output; the traced runs still catch that layer."""
+    from onnx import helper
+
+    from reprobuild.frontend import network_from_onnx_bytes
+    from tests.helpers import make_model
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="noisy"), helper.make_node("Mul", ["r", "zero"], ["y"])]
+    model = make_model(nodes, {"x": (4, 64)}, ["y"], {"zero": np.zeros((1, 64), np.float32)})
+    config = BuilderConfig(backend="cpu", iterations=1, determinism="any",
+                           algorithm_selector=ForcingSelector({"noisy": "cpu_noisy_relu"}))
+    engine = _engine(Builder().build(network_from_onnx_bytes(model.SerializeToString())[0], config))
+    report = verify(engine, golden_inputs(engine.inputs, 0), VerifyPlan(runs=5, contexts=1))
+    by = {d.name: d for d in report.dimensions}
+    assert by["run_to_run"].identical and report.distinct_results == 1  # the outputs never differ
+    assert by["layer_outputs"].identical is False and "first 'noisy' (Relu" in by["layer_outputs"].detail
+    assert not report.deterministic and report.tier == "none"
+    found = locate(engine, golden_inputs(engine.inputs, 0))
+    assert found.layer is not None and found.layer.name == "noisy"
