@@ -35,8 +35,9 @@ def test_golden_manifest_replays_to_its_engine_digest(example: str) -> None:
     network, _ = network_from_onnx_path(os.path.join(EXAMPLES, f"{example}.onnx"))
     result = Builder().build(network, config)
     assert result.tactics_timed == 0
-    same = result.manifest.pinned.model_dump(exclude={"environment"})
-    assert same == golden.pinned.model_dump(exclude={"environment"})
+    # Elsewhere the numbers themselves may differ (another BLAS, another CPU), and with them the golden outputs.
+    vary = {"environment"} if not diffs else {"environment", "golden"}
+    assert result.manifest.pinned.model_dump(exclude=vary) == golden.pinned.model_dump(exclude=vary)
     if not diffs:
         assert result.engine_sha256 == golden.engine.sha256
         assert result.manifest.pinned == golden.pinned
