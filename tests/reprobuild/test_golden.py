@@ -4,7 +4,8 @@ examples and get the identical engine digest.
 The engine embeds the environment it was built in, so the digest can only match where the environment does.
 Where it differs (another CPU, another NumPy), the test still replays (with the environment policy set to
 ignore) and checks everything else: zero timings, every decision honoured, and a pinned manifest identical but
-for the environment; it then warns, saying which fields differ.
+for the environment and the golden outputs (whose numbers the environment decides); it then warns, saying which
+fields differ.
 """
 
 from __future__ import annotations
