@@ -5,6 +5,8 @@ Installed with reprobuild (entry point ``pytest11``), it gives every test sessio
 - ``assert_deterministic(engine, runs=..., threads=..., ...)``: the ``reprobuild verify`` plan in-process; on
   failure the assertion message names the tier reached and the first diverging layer and its tactic;
 - ``assert_matches_golden(engine, manifest)``: the golden inputs a manifest recorded, bit for bit;
+- ``assert_no_diff(a, b, ignore=...)``: two manifests or engines pin the same content, or the failure shows
+  ``reprobuild diff``'s explanation;
 - the ``pinned_engine`` fixture: ``pinned_engine(model, manifest)`` replays the pinned manifest (strict
   environment policy, fail-closed) or, when the manifest does not exist yet, makes a timed build and writes it,
   so the next run replays it. ``pytest --reprobuild-repin`` rebuilds and rewrites every pin instead.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -91,6 +93,16 @@ def assert_matches_golden(engine: Engine | bytes | Path, manifest: Any) -> Again
         differing = [k for k, v in result.outputs.items() if v != "identical"]
         raise AssertionError(f"outputs {differing} differ from the golden digests the build recorded; {where}")
     return result
+
+
+def assert_no_diff(a: Any, b: Any, ignore: Sequence[str] = ()) -> None:
+    """Fail, showing ``reprobuild diff``'s explanation, unless two manifests or engines pin the same content."""
+    from reprobuild.diffing import diff
+    from reprobuild.diffing.render import to_text
+
+    result = diff(a, b, ignore=ignore)
+    if not result.identical:
+        raise AssertionError("the builds differ:\n" + to_text(result))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from reprobuild.errors import EXIT_CODES
-from reprobuild.manifest.schema import schema_json
+from reprobuild.manifest.schema import schema_json, schemas
 from tests.helpers import EXAMPLES, REPO
 
 README = Path(REPO, "README.md").read_text()
@@ -73,9 +73,10 @@ def test_committed_examples_are_what_the_script_makes() -> None:
         assert Path(EXAMPLES, name).read_bytes() == make().SerializeToString(), f"regenerate examples/{name}"
 
 
-def test_manifest_json_schema_is_current() -> None:
-    committed = Path(REPO, "manifests", "manifest.schema.json").read_bytes()
-    assert committed == schema_json(), "run: python -m reprobuild.manifest.schema manifests/manifest.schema.json"
+def test_json_schemas_are_current() -> None:
+    for name, model in schemas().items():
+        committed = Path(REPO, "manifests", name).read_bytes()
+        assert committed == schema_json(model), f"{name} is stale; run: python -m reprobuild.manifest.schema manifests/"
 
 
 def test_only_the_reprobuild_namespace_is_installed(tmp_path: Path) -> None:
@@ -130,3 +131,17 @@ def test_readme_pytest_plugin_example_pins_then_replays(tmp_path: Path) -> None:
     second = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "pinned a new manifest" not in second.stdout and (cwd / "small_cnn.pinned.json").read_bytes() == pin
+
+
+def test_readme_diff_commands_run_as_written(tmp_path: Path) -> None:
+    cwd = _workdir(tmp_path)
+    (build,) = section_blocks("Build an engine", "bash")
+    (diffing,) = section_blocks("Diffing builds", "bash")
+    outputs = []
+    for command in [*build.strip().splitlines(), *diffing.strip().splitlines()]:
+        result = subprocess.run(command, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True)
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        outputs.append(result.stdout)
+    assert "Tactic changes" in outputs[-2] and "cpu_tap_accumulate" in outputs[-2]
+    assert "exit 1: they differ" in outputs[-2]
+    assert outputs[-1].startswith("reprobuild diff: identical")

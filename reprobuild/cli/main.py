@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 from reprobuild import __version__
-from reprobuild.cli import build, compare, inspect, run, verify
+from reprobuild.cli import build, compare, diff, inspect, run, verify
 from reprobuild.cli.common import Subcommands
 from reprobuild.errors import EXIT_CODES, ReprobuildError
 
@@ -31,7 +31,7 @@ def make_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
     common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (build, run, inspect, verify, compare):
+    for module in (build, run, inspect, verify, compare, diff):
         module.add_parser(Subcommands(sub, common, _epilog()))
     return parser
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"reprobuild {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return 2 if args.command == "diff" else exc.exit_code  # diff speaks diff(1): 2 means trouble
     except KeyboardInterrupt:
         print(f"reprobuild {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reprobuild {args.command}: internal error: {type(exc).__name__}: {exc}\n"
               "This is a bug in reprobuild; please report it with the command you ran (add --debug for the "
               "traceback).", file=sys.stderr)
-        return 1
+        return 2 if args.command == "diff" else 1
 
 
 if __name__ == "__main__":

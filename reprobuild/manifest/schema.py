@@ -1,29 +1,39 @@
-"""The manifest's JSON Schema, generated from the pydantic models; ``manifests/manifest.schema.json`` holds it.
+"""The JSON Schemas of the manifest and of ``reprobuild diff --format json``, generated from the pydantic
+models; ``manifests/`` holds them. Regenerate with:
 
-    python -m reprobuild.manifest.schema manifests/manifest.schema.json
+    python -m reprobuild.manifest.schema manifests/
 
-A test fails when the committed file differs from what the models generate.
+A test fails when a committed schema differs from what the models generate.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
+from pydantic import BaseModel
+
 from reprobuild.fileio import atomic_write
-from reprobuild.manifest.models import Manifest
 
 
-def schema_json() -> bytes:
-    schema = Manifest.model_json_schema()
-    return (json.dumps(schema, indent=2, sort_keys=True) + "\n").encode()
+def schemas() -> dict[str, type[BaseModel]]:
+    from reprobuild.diffing import ManifestDiff
+    from reprobuild.manifest.models import Manifest
+
+    return {"diff.schema.json": ManifestDiff, "manifest.schema.json": Manifest}
+
+
+def schema_json(model: type[BaseModel]) -> bytes:
+    return (json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n").encode()
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m reprobuild.manifest.schema OUTPUT.json", file=sys.stderr)
+    if len(argv) != 1 or not os.path.isdir(argv[0]):
+        print("usage: python -m reprobuild.manifest.schema DIRECTORY", file=sys.stderr)
         return 2
-    atomic_write(argv[0], schema_json())
+    for name, model in schemas().items():
+        atomic_write(os.path.join(argv[0], name), schema_json(model))
     return 0
 
 
