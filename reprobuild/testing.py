@@ -45,14 +45,11 @@ def _engine(engine: Engine | bytes | Path) -> Engine:
 
 
 def _pinned(manifest: Any) -> Pinned:
-    from reprobuild.manifest import Manifest, read_manifest
+    """A Pinned, Manifest, manifest file or engine file (its embedded manifest)."""
+    from reprobuild.diffing import load_side
     from reprobuild.manifest.models import Pinned
 
-    if isinstance(manifest, Pinned):
-        return manifest
-    if isinstance(manifest, Manifest):
-        return manifest.pinned
-    return read_manifest(manifest).pinned
+    return manifest if isinstance(manifest, Pinned) else load_side(manifest).pinned
 
 
 def assert_deterministic(engine: Engine | bytes | Path, runs: int = 10, contexts: int = 2, threads: int = 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -119,6 +120,20 @@ def model_inputs(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, 
         shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
         feeds[vi.name] = rng.standard_normal(shape).astype(np.float32)
     return feeds
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``reprobuild ARGS`` in this process: (exit code, stdout, stderr)."""
+    from reprobuild.cli.main import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for a ``reprobuild`` subprocess: this interpreter's scripts first on PATH."""
+    return {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
 
 
 def to_host(value: Any) -> np.ndarray:

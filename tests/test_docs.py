@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from reprobuild.errors import EXIT_CODES
 from reprobuild.manifest.schema import schema_json, schemas
-from tests.helpers import EXAMPLES, REPO
+from tests.helpers import EXAMPLES, REPO, cli_env
 
 README = Path(REPO, "README.md").read_text()
 
@@ -22,9 +21,6 @@ def section_blocks(heading: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", section, re.S)
 
 
-def _env() -> dict[str, str]:
-    """PATH with this interpreter's scripts first, so `reprobuild` is the one under test."""
-    return {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
 
 
 def _workdir(tmp_path: Path) -> Path:
@@ -36,7 +32,7 @@ def test_readme_main_job_runs_as_written(tmp_path: Path) -> None:
     (block,) = section_blocks("Build an engine", "bash")
     cwd = _workdir(tmp_path)
     for command in block.strip().splitlines():
-        result = subprocess.run(command, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True)
+        result = subprocess.run(command, shell=True, cwd=cwd, env=cli_env(), capture_output=True, text=True)
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
     assert (cwd / "small_cnn.engine").exists() and (cwd / "small_cnn.manifest.json").exists()
     assert (cwd / "outputs" / "probs.npy").exists()
@@ -45,7 +41,7 @@ def test_readme_main_job_runs_as_written(tmp_path: Path) -> None:
 def test_readme_python_example_runs(tmp_path: Path) -> None:
     (block,) = section_blocks("In Python", "python")
     cwd = _workdir(tmp_path)
-    result = subprocess.run([sys.executable, "-c", block], cwd=cwd, env=_env(), capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", block], cwd=cwd, env=cli_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "(8, 10)" in result.stdout
 
@@ -93,7 +89,7 @@ def test_readme_pinning_walkthrough_runs_as_written(tmp_path: Path) -> None:
     cwd = _workdir(tmp_path)
     outputs = []
     for command in block.strip().splitlines():
-        result = subprocess.run(command, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True)
+        result = subprocess.run(command, shell=True, cwd=cwd, env=cli_env(), capture_output=True, text=True)
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
         outputs.append(result.stdout)
     assert "0 tactic timings" in outputs[2] and "identical to the engine digest the manifest records" in outputs[2]
@@ -103,7 +99,7 @@ def test_readme_pinning_walkthrough_runs_as_written(tmp_path: Path) -> None:
 
 def test_readme_selector_example_runs(tmp_path: Path) -> None:
     (block,) = section_blocks("Choosing tactics yourself", "python")
-    result = subprocess.run([sys.executable, "-c", block], cwd=_workdir(tmp_path), env=_env(), capture_output=True,
+    result = subprocess.run([sys.executable, "-c", block], cwd=_workdir(tmp_path), env=cli_env(), capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr
     assert "stem" in result.stdout and "conv.cpu_im2col_gemm v1" in result.stdout
@@ -114,7 +110,7 @@ def test_readme_verify_commands_run_as_written(tmp_path: Path) -> None:
     (build,) = section_blocks("Build an engine", "bash")
     (verify,) = section_blocks("Verifying determinism", "bash")
     for command in [*build.strip().splitlines(), *verify.strip().splitlines()]:
-        result = subprocess.run(command, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True)
+        result = subprocess.run(command, shell=True, cwd=cwd, env=cli_env(), capture_output=True, text=True)
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
     assert (cwd / "verify.json").exists()
 
@@ -124,11 +120,11 @@ def test_readme_pytest_plugin_example_pins_then_replays(tmp_path: Path) -> None:
     cwd = _workdir(tmp_path)
     (cwd / "test_small_cnn_determinism.py").write_text(example)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_small_cnn_determinism.py"]
-    first = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
+    first = subprocess.run(command, cwd=cwd, env=cli_env(), capture_output=True, text=True)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "pinned a new manifest" in first.stdout and (cwd / "small_cnn.pinned.json").exists()
     pin = (cwd / "small_cnn.pinned.json").read_bytes()
-    second = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True)
+    second = subprocess.run(command, cwd=cwd, env=cli_env(), capture_output=True, text=True)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "pinned a new manifest" not in second.stdout and (cwd / "small_cnn.pinned.json").read_bytes() == pin
 
@@ -139,7 +135,7 @@ def test_readme_diff_commands_run_as_written(tmp_path: Path) -> None:
     (diffing,) = section_blocks("Diffing builds", "bash")
     outputs = []
     for command in [*build.strip().splitlines(), *diffing.strip().splitlines()]:
-        result = subprocess.run(command, shell=True, cwd=cwd, env=_env(), capture_output=True, text=True)
+        result = subprocess.run(command, shell=True, cwd=cwd, env=cli_env(), capture_output=True, text=True)
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
         outputs.append(result.stdout)
     assert "Tactic changes" in outputs[-2] and "cpu_tap_accumulate" in outputs[-2]

@@ -8,16 +8,13 @@ import sys
 import numpy as np
 
 from reprobuild.cli.common import ProgressBar, Subcommands, load_inputs, read_engine_file, table
+from reprobuild.diffing import load_side
 from reprobuild.engine import Runtime
-from reprobuild.engine.format import deserialize_engine
 from reprobuild.engine.golden import golden_inputs
 from reprobuild.errors import NotDeterministicError
 from reprobuild.fileio import atomic_write
 from reprobuild.locator import locate, locate_against
 from reprobuild.logger import Logger, Severity
-from reprobuild.manifest import read_manifest
-from reprobuild.manifest.io import pinned_from_json
-from reprobuild.manifest.models import Pinned
 from reprobuild.verify import Locator, VerifyPlan, check_against, verify
 
 
@@ -51,15 +48,6 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("--report", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--no-batch-invariance", action="store_true", help="skip the batch-invariance check")
     p.set_defaults(run=run)
-
-
-def _pinned(path: str) -> Pinned:
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(b"RPBENGN"):
-        header, _ = deserialize_engine(read_engine_file(path))
-        return pinned_from_json(header.manifest, f"manifest embedded in {path!r}")
-    return read_manifest(path).pinned
 
 
 def _locator_line(found: Locator) -> str:
@@ -97,12 +85,13 @@ def run(args: argparse.Namespace) -> int:
     rows.append(["batch_invariant", verdict, report.batch_detail])
     against_ok = True
     if args.against:
-        result, golden = check_against(engine, _pinned(args.against))
+        pinned = load_side(args.against).pinned  # a manifest, or an engine's embedded one
+        result, golden = check_against(engine, pinned)
         against_ok = result.matched
         report = report.model_copy(update={"against": result.model_dump()})
         rows.append(["against", "identical" if result.matched else "DIFFERENT", result.detail])
         if not result.matched:
-            found = locate_against(engine, golden, _pinned(args.against).golden.layers)
+            found = locate_against(engine, golden, pinned.golden.layers)
             report = report.model_copy(update={"locator": found})
     print(table(rows, ["dimension", "verdict", "detail"]))
     if not report.deterministic and report.locator is None:

@@ -16,19 +16,13 @@ from onnx import helper
 
 from reprobuild.cli.main import main
 from reprobuild.errors import EXIT_CODES
-from tests.helpers import CUDA_SKIP, EXAMPLES, make_model, ort_run, rel_error
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.helpers import CUDA_SKIP, EXAMPLES, make_model, ort_run, rel_error, run_cli
 
 
 @pytest.fixture
 def built(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     engine = tmp_path / "mlp.engine"
-    code, _, err = cli(capsys, "build", f"{EXAMPLES}/mlp.onnx", "-o", str(engine), "--backend", "cpu")
+    code, _, err = run_cli(capsys, "build", f"{EXAMPLES}/mlp.onnx", "-o", str(engine), "--backend", "cpu")
     assert code == 0, err
     return engine
 
@@ -38,7 +32,7 @@ def test_build_writes_engine_and_manifest_and_prints_the_digest(built: Path, cap
     assert built.exists() and manifest.exists()
     digest = hashlib.sha256(built.read_bytes()).hexdigest()
     assert json.loads(manifest.read_text())["engine"]["sha256"] == digest
-    code, out, _ = cli(capsys, "build", f"{EXAMPLES}/mlp.onnx", "-o", str(built), "--backend", "cpu", "-q")
+    code, out, _ = run_cli(capsys, "build", f"{EXAMPLES}/mlp.onnx", "-o", str(built), "--backend", "cpu", "-q")
     assert code == 0 and f"sha256    {hashlib.sha256(built.read_bytes()).hexdigest()}" in out
 
 
@@ -47,11 +41,11 @@ def test_build_writes_engine_and_manifest_and_prints_the_digest(built: Path, cap
 def test_build_then_run_matches_onnxruntime(example: str, input_name: str, shape: tuple[int, ...], tmp_path: Path,
                                             capsys: pytest.CaptureFixture, rng: np.random.Generator) -> None:
     engine = tmp_path / f"{example}.engine"
-    code, _, err = cli(capsys, "build", f"{EXAMPLES}/{example}.onnx", "-o", str(engine), "--backend", "cpu")
+    code, _, err = run_cli(capsys, "build", f"{EXAMPLES}/{example}.onnx", "-o", str(engine), "--backend", "cpu")
     assert code == 0, err
     x = rng.standard_normal(shape).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    code, out, err = cli(capsys, "run", str(engine), "--input", f"{input_name}={tmp_path / 'x.npy'}",
+    code, out, err = run_cli(capsys, "run", str(engine), "--input", f"{input_name}={tmp_path / 'x.npy'}",
                          "--output-dir", str(tmp_path / "out"))
     assert code == 0, err
     result = np.load(tmp_path / "out" / "probs.npy")
@@ -61,23 +55,23 @@ def test_build_then_run_matches_onnxruntime(example: str, input_name: str, shape
 
 
 def test_inspect_shows_layers_tactics_memory_and_digests(built: Path, capsys: pytest.CaptureFixture) -> None:
-    code, out, _ = cli(capsys, "inspect", str(built))
+    code, out, _ = run_cli(capsys, "inspect", str(built))
     assert code == 0
     for text in ("fc1", "Gemm", "gemm.cpu_", "memory", "weights", "kernel source", "environment", "sha256"):
         assert text in out
-    code, out, _ = cli(capsys, "inspect", str(built), "--json")
+    code, out, _ = run_cli(capsys, "inspect", str(built), "--json")
     assert code == 0 and json.loads(out)["pinned"]["config"]["backend"] == "cpu"
 
 
 def test_missing_model_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code, _, err = cli(capsys, "build", str(tmp_path / "nope.onnx"))
+    code, _, err = run_cli(capsys, "build", str(tmp_path / "nope.onnx"))
     assert code == 2 and "cannot read model" in err and "Traceback" not in err
 
 
 def test_unsupported_model_exits_3_with_the_node_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "tanh.onnx"
     onnx.save(make_model([helper.make_node("Tanh", ["x"], ["y"], name="act")], {"x": (2,)}, ["y"]), path)
-    code, _, err = cli(capsys, "build", str(path), "-o", str(tmp_path / "t.engine"))
+    code, _, err = run_cli(capsys, "build", str(path), "-o", str(tmp_path / "t.engine"))
     assert code == 3 and "'act'" in err and "Tanh" in err and "Traceback" not in err
 
 
@@ -86,25 +80,26 @@ def test_corrupted_engine_exits_4(built: Path, capsys: pytest.CaptureFixture) ->
     data[len(data) // 2] ^= 0xFF
     built.write_bytes(bytes(data))
     for command in ("run", "inspect"):
-        code, _, err = cli(capsys, command, str(built), "--random-inputs", "0") if command == "run" else \
-            cli(capsys, command, str(built))
+        code, _, err = run_cli(capsys, command, str(built), "--random-inputs", "0") if command == "run" else \
+            run_cli(capsys, command, str(built))
         assert code == 4 and "corrupted or truncated" in err
 
 
 @pytest.mark.skipif(CUDA_SKIP is None, reason="a CUDA device is usable here, so --backend cuda works")
 def test_unavailable_backend_exits_5(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code, _, err = cli(capsys, "build", f"{EXAMPLES}/mlp.onnx", "-o", str(tmp_path / "m.engine"), "--backend", "cuda")
+    code, _, err = run_cli(capsys, "build", f"{EXAMPLES}/mlp.onnx", "-o", str(tmp_path / "m.engine"),
+                           "--backend", "cuda")
     assert code == 5 and "cuda backend cannot be used" in err and "--backend cpu" in err
 
 
 def test_wrong_input_exits_7(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     np.save(tmp_path / "bad.npy", np.zeros((3, 64), np.float32))
-    code, _, err = cli(capsys, "run", str(built), "--input", f"input={tmp_path / 'bad.npy'}")
+    code, _, err = run_cli(capsys, "run", str(built), "--input", f"input={tmp_path / 'bad.npy'}")
     assert code == 7 and "shape [3, 64]" in err
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    code, _, err = cli(capsys, "run", str(built), "--input", f"input={tmp_path / 'obj.npy'}")
+    code, _, err = run_cli(capsys, "run", str(built), "--input", f"input={tmp_path / 'obj.npy'}")
     assert code == 7 and "not a plain .npy" in err
-    code, _, err = cli(capsys, "run", str(built))
+    code, _, err = run_cli(capsys, "run", str(built))
     assert code == 7 and "missing ['input']" in err
 
 

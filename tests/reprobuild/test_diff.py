@@ -18,7 +18,7 @@ from reprobuild.diffing.render import to_markdown
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.ir import NetworkDefinition, TensorInfo
 from reprobuild.manifest import manifest_to_json, write_manifest
-from tests.helpers import EXAMPLES, REPO
+from tests.helpers import EXAMPLES, REPO, run_cli
 
 CNN = f"{EXAMPLES}/small_cnn.onnx"
 
@@ -35,10 +35,6 @@ def base() -> Any:
     return _build()
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _write(tmp_path: Path, name: str, result: Any) -> Path:
@@ -49,11 +45,11 @@ def _write(tmp_path: Path, name: str, result: Any) -> Path:
 
 def test_identical_builds_exit_0(base: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = _write(tmp_path, "a.json", base), _write(tmp_path, "b.json", _build())
-    code, out, _ = _cli(capsys, "diff", str(a), str(b))
+    code, out, _ = run_cli(capsys, "diff", str(a), str(b))
     assert code == 0 and out.startswith("reprobuild diff: identical")
     engine = tmp_path / "b.engine"
     engine.write_bytes(_build().engine)
-    assert _cli(capsys, "diff", str(a), str(engine))[0] == 0  # an engine's embedded manifest, and its digest
+    assert run_cli(capsys, "diff", str(a), str(engine))[0] == 0  # an engine's embedded manifest, and its digest
 
 
 def test_one_forced_tactic_names_exactly_that_layer(base: Any) -> None:
@@ -77,7 +73,7 @@ def test_build_config_differences_are_listed(base: Any, capsys: pytest.CaptureFi
     assert {c.path: (c.a, c.b) for c in result.config} == {
         "config.timing.iterations": (2, 3), "config.determinism": ("run_to_run", "any"),
         "config.tie_band": (1.0, 0.05)}
-    code, out, _ = _cli(capsys, "diff", str(_write(tmp_path, "a.json", base)), str(edited))
+    code, out, _ = run_cli(capsys, "diff", str(_write(tmp_path, "a.json", base)), str(edited))
     assert code == 1 and "Build config" in out and "timing.iterations  2" in out
 
 
@@ -86,7 +82,7 @@ def test_another_fingerprint_gives_the_environment_table(base: Any, tmp_path: Pa
     doc = json.loads(manifest_to_json(base.manifest))
     doc["pinned"]["environment"].update({"numpy": "9.9.9", "gpu.name": "Imaginary GPU"})
     (tmp_path / "b.json").write_text(json.dumps(doc))
-    code, out, _ = _cli(capsys, "diff", str(_write(tmp_path, "a.json", base)), str(tmp_path / "b.json"))
+    code, out, _ = run_cli(capsys, "diff", str(_write(tmp_path, "a.json", base)), str(tmp_path / "b.json"))
     assert code == 1 and "Environment" in out
     numpy_row = next(line for line in out.splitlines() if line.strip().startswith("numpy"))
     assert base.manifest.pinned.environment["numpy"] in numpy_row and "9.9.9" in numpy_row
@@ -98,12 +94,12 @@ def test_another_fingerprint_gives_the_environment_table(base: Any, tmp_path: Pa
 def test_corrupted_or_invalid_input_exits_2(base: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             content: bytes) -> None:
     (tmp_path / "bad").write_bytes(content)
-    code, out, err = _cli(capsys, "diff", str(_write(tmp_path, "a.json", base)), str(tmp_path / "bad"))
+    code, out, err = run_cli(capsys, "diff", str(_write(tmp_path, "a.json", base)), str(tmp_path / "bad"))
     assert code == 2 and "error:" in err and "Traceback" not in err and out == ""
 
 
 def test_missing_file_exits_2(base: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _cli(capsys, "diff", str(_write(tmp_path, "a.json", base)), str(tmp_path / "nope.json"))
+    code, _, err = run_cli(capsys, "diff", str(_write(tmp_path, "a.json", base)), str(tmp_path / "nope.json"))
     assert code == 2 and "cannot read" in err
 
 
@@ -136,7 +132,7 @@ def test_evidence_only_with_include_evidence_and_ignore(base: Any) -> None:
 def test_json_format_is_the_documented_schema(base: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = _write(tmp_path, "a.json", base)
     b = _write(tmp_path, "b.json", _build({"res1": "cpu_tap_accumulate"}))
-    code, out, _ = _cli(capsys, "diff", str(a), str(b), "--format", "json")
+    code, out, _ = run_cli(capsys, "diff", str(a), str(b), "--format", "json")
     parsed = ManifestDiff.model_validate_json(out)
     assert code == 1 and parsed.tactic_changes[0].layer == "res1" and not parsed.identical
 
@@ -144,8 +140,8 @@ def test_json_format_is_the_documented_schema(base: Any, tmp_path: Path, capsys:
 def test_colour_only_when_asked_or_on_a_terminal(base: Any, tmp_path: Path, capsys: Any) -> None:
     a = _write(tmp_path, "a.json", base)
     b = _write(tmp_path, "b.json", _build({"res1": "cpu_tap_accumulate"}))
-    assert "\033[" not in _cli(capsys, "diff", str(a), str(b))[1]  # captured output is not a terminal
-    assert "\033[31m" in _cli(capsys, "diff", str(a), str(b), "--color", "always")[1]
+    assert "\033[" not in run_cli(capsys, "diff", str(a), str(b))[1]  # captured output is not a terminal
+    assert "\033[31m" in run_cli(capsys, "diff", str(a), str(b), "--color", "always")[1]
 
 
 def test_help_documents_diff_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

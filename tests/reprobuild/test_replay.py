@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 
 from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
-from reprobuild.cli.main import main
 from reprobuild.errors import EnvironmentMismatchError, ReplayMismatchError
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.logger import RecordingLogger, Severity
 from reprobuild.manifest import Manifest, manifest_from_json, manifest_to_json
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, run_cli
 
 CNN = f"{EXAMPLES}/small_cnn.onnx"
 
@@ -149,15 +148,11 @@ def test_decisions_not_honoured_are_caught_after_the_build(timed: Any, monkeypat
 # --- the command line -----------------------------------------------------------------------------------------
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
 def pinned_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    code, _, err = _cli(capsys, "build", CNN, "-o", str(tmp_path / "timed.engine"), "--backend", "cpu",
+    code, _, err = run_cli(capsys, "build", CNN, "-o", str(tmp_path / "timed.engine"), "--backend", "cpu",
                         "--iterations", "3")
     assert code == 0, err
     return tmp_path / "timed.manifest.json"
@@ -165,18 +160,18 @@ def pinned_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
 
 def test_cli_replay_reproduces_the_engine_and_times_nothing(pinned_cli: Path, capsys: pytest.CaptureFixture) -> None:
     tmp = pinned_cli.parent
-    code, out, err = _cli(capsys, "build", CNN, "-o", str(tmp / "r1.engine"), "--replay", str(pinned_cli))
+    code, out, err = run_cli(capsys, "build", CNN, "-o", str(tmp / "r1.engine"), "--replay", str(pinned_cli))
     assert code == 0, err
     assert "0 tactic timings" in out and "every decision honoured" in out
-    code, out, err = _cli(capsys, "build", CNN, "-o", str(tmp / "r2.engine"), "--replay", str(tmp / "r1.manifest.json"),
-                          "--iterations", "3", "--backend", "cpu")
+    code, out, err = run_cli(capsys, "build", CNN, "-o", str(tmp / "r2.engine"), "--replay",
+                             str(tmp / "r1.manifest.json"), "--iterations", "3", "--backend", "cpu")
     assert code == 0, err
     digests = {hashlib.sha256((tmp / f).read_bytes()).hexdigest() for f in ("timed.engine", "r1.engine", "r2.engine")}
     assert len(digests) == 1 and f"sha256    {digests.pop()}" in out
 
 
 def test_cli_replay_mismatch_exits_8(pinned_cli: Path, capsys: pytest.CaptureFixture) -> None:
-    code, _, err = _cli(capsys, "build", CNN, "-o", str(pinned_cli.parent / "x.engine"), "--replay", str(pinned_cli),
+    code, _, err = run_cli(capsys, "build", CNN, "-o", str(pinned_cli.parent / "x.engine"), "--replay", str(pinned_cli),
                         "--iterations", "4")
     assert code == 8 and "config.timing.iterations: manifest 3, this build 4" in err and "Traceback" not in err
 
@@ -186,16 +181,17 @@ def test_cli_environment_mismatch_exits_9(pinned_cli: Path, capsys: pytest.Captu
     doc["pinned"]["environment"]["cpu.model"] = "Imaginary CPU 9000"
     pinned_cli.write_text(json.dumps(doc))
     out_engine = str(pinned_cli.parent / "x.engine")
-    code, _, err = _cli(capsys, "build", CNN, "-o", out_engine, "--replay", str(pinned_cli))
+    code, _, err = run_cli(capsys, "build", CNN, "-o", out_engine, "--replay", str(pinned_cli))
     assert code == 9 and "Imaginary CPU 9000" in err and "cpu.model" in err
-    code, _, err = _cli(capsys, "build", CNN, "-o", out_engine, "--replay", str(pinned_cli), "--env-policy", "ignore")
+    code, _, err = run_cli(capsys, "build", CNN, "-o", out_engine, "--replay", str(pinned_cli),
+                           "--env-policy", "ignore")
     assert code == 0 and "Imaginary CPU 9000" in err
 
 
 def test_cli_replay_of_an_unreadable_manifest_exits_4(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema_version": 1, "pinned": {}}')
-    code, _, err = _cli(capsys, "build", CNN, "-o", str(tmp_path / "x.engine"), "--replay", str(bad))
+    code, _, err = run_cli(capsys, "build", CNN, "-o", str(tmp_path / "x.engine"), "--replay", str(bad))
     assert code == 4 and "does not match the manifest schema" in err
 
 

@@ -25,7 +25,7 @@ from reprobuild.kernels.elementwise import CpuElementwise
 from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, TacticRegistry, default_registry
 from reprobuild.locator import locate, ulp_distance
 from reprobuild.verify import Dimension, VerifyPlan, tier_reached, verify
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, cli_env
 
 CNN = f"{EXAMPLES}/small_cnn.onnx"
 
@@ -172,8 +172,6 @@ def test_ulp_distance() -> None:
 # --- golden vectors: --against in another process ---------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
 
 
 @pytest.fixture
@@ -185,7 +183,7 @@ def built(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
 
 def _verify_in_another_process(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "reprobuild", "verify", *args, "-q"], capture_output=True,
-                          text=True, env=_env())
+                          text=True, env=cli_env())
 
 
 def test_against_the_manifest_passes_in_another_process(built: Path) -> None:
