@@ -64,8 +64,8 @@ class CpuIm2colGemm(Tactic):
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = ConvGeometry(layer)
-        weight = layer.constants[1].reshape(g.group, g.mg, g.k).astype(np.float32)
-        bias = layer.constants[2].astype(np.float32).reshape(1, g.m, 1, 1) if g.has_bias else None
+        weight = layer.constants[1].reshape(g.group, g.mg, g.k).astype(np.float32, copy=False)
+        bias = layer.constants[2].astype(np.float32, copy=False).reshape(1, g.m, 1, 1) if g.has_bias else None
         cols_offset = aligned(4 * g.n * g.c * g.hp * g.wp)
 
         def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
@@ -94,9 +94,9 @@ class CpuTapAccumulate(Tactic):
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = ConvGeometry(layer)
-        w = layer.constants[1].astype(np.float32).reshape(g.group, g.mg, g.cg, g.kh, g.kw)
+        w = layer.constants[1].astype(np.float32, copy=False).reshape(g.group, g.mg, g.cg, g.kh, g.kw)
         taps = [np.ascontiguousarray(w[:, :, :, i, j]) for i in range(g.kh) for j in range(g.kw)]
-        bias = layer.constants[2].astype(np.float32).reshape(1, g.m, 1, 1) if g.has_bias else None
+        bias = layer.constants[2].astype(np.float32, copy=False).reshape(1, g.m, 1, 1) if g.has_bias else None
         tap_offset = aligned(4 * g.n * g.c * g.hp * g.wp)
 
         def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
@@ -139,8 +139,8 @@ class _CudaConv(Tactic):
 
     def upload(self, layer: LayerSpec, backend: Backend) -> tuple[ConvGeometry, Any, Any]:
         g = ConvGeometry(layer)
-        weight = backend.asarray(layer.constants[1].astype(np.float32).reshape(g.group, g.mg, g.k))
-        bias = backend.asarray(layer.constants[2].astype(np.float32)) if g.has_bias else None
+        weight = backend.asarray(layer.constants[1].astype(np.float32, copy=False).reshape(g.group, g.mg, g.k))
+        bias = backend.asarray(layer.constants[2].astype(np.float32, copy=False)) if g.has_bias else None
         return g, weight, bias
 
     @staticmethod

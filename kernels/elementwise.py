@@ -127,7 +127,7 @@ class CudaBroadcast(Tactic):
         return None
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
-        consts = {i: backend.asarray(v.astype(np.float32)) for i, v in layer.constants.items()}
+        consts = {i: backend.asarray(v.astype(np.float32, copy=False)) for i, v in layer.constants.items()}
         out_shape = layer.outputs[0].shape
         total = int(np.prod(out_shape, dtype=np.int64))
         if layer.op == "Relu":

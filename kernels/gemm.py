@@ -35,7 +35,7 @@ class GemmOperands:
         """Constant operands, transposed once here so the kernels see plain row-major A (M x K), B (K x N)."""
         consts: dict[int, np.ndarray] = {}
         for i, value in layer.constants.items():
-            arr = value.astype(np.float32)
+            arr = value.astype(np.float32, copy=False)
             if (i == 0 and self.trans_a) or (i == 1 and self.trans_b):
                 arr = arr.T
             consts[i] = np.ascontiguousarray(arr)
