@@ -135,6 +135,22 @@ class ProgressBar:
                 print(f"{self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
 
 
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """--seed or --inputs: where the inputs of verify and compare come from."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--seed", type=int, default=0, help="seed of the standard-normal inputs (default: 0)")
+    source.add_argument("--inputs", metavar="DIR", help="read NAME.npy per input from DIR instead")
+
+
+def inputs_from_options(args: argparse.Namespace, bindings: Sequence[Any]) -> tuple[dict[str, Any], str]:
+    """The inputs ``add_input_options`` asked for, and a phrase saying where they came from."""
+    from reprobuild.engine.golden import golden_inputs
+
+    if args.inputs:
+        return load_inputs(args.inputs, bindings), f"from {args.inputs}"
+    return golden_inputs(bindings, args.seed), f"seeded standard normal (seed {args.seed})"
+
+
 def load_inputs(directory: str, bindings: Sequence[Any]) -> dict[str, Any]:
     """NAME.npy for each input binding (the name made file-safe), as ``reprobuild run --output-dir`` writes."""
     import numpy as np

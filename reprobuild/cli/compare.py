@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reprobuild.cli.common import Subcommands, load_inputs, read_engine_file, table
+from reprobuild.cli.common import Subcommands, add_input_options, inputs_from_options, read_engine_file, table
 from reprobuild.compare import ERROR_STATS, compare_outputs, onnxruntime_outputs
 from reprobuild.engine import Runtime
-from reprobuild.engine.golden import golden_inputs
 from reprobuild.errors import ToleranceError
 from reprobuild.fileio import atomic_write, read_bounded
 from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
@@ -25,9 +24,7 @@ def add_parser(sub: Subcommands) -> None:
     )
     p.add_argument("engine", help="the engine file")
     p.add_argument("model", help="the ONNX model the engine was built from")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--seed", type=int, default=0, help="seed of the standard-normal inputs (default: 0)")
-    source.add_argument("--inputs", metavar="DIR", help="read NAME.npy per input from DIR instead")
+    add_input_options(p)
     p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default: 1e-5)")
     p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default: 1e-5)")
     p.add_argument("--check-error-stat", choices=ERROR_STATS, default="elemwise",
@@ -40,7 +37,7 @@ def add_parser(sub: Subcommands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     engine = Runtime(Logger(Severity.WARNING)).deserialize_engine(read_engine_file(args.engine))
-    inputs = load_inputs(args.inputs, engine.inputs) if args.inputs else golden_inputs(engine.inputs, args.seed)
+    inputs, label = inputs_from_options(args, engine.inputs)
     outputs = engine.create_execution_context().execute(inputs)
     reference = onnxruntime_outputs(read_bounded(args.model, MAX_MODEL_BYTES, "model"), inputs)
     report = compare_outputs(outputs, reference, args.atol, args.rtol, args.check_error_stat, args.error_quantile)
@@ -48,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [[r.name, "x".join(map(str, r.shape)), f"{r.max_abs:.3g}", f"{r.mean_abs:.3g}", f"{r.median_abs:.3g}",
              f"{r.quantile_abs:.3g}", f"{r.max_rel:.3g}", f"{r.failing}", "pass" if r.passed else "FAIL"]
             for r in report.outputs]
-    print(f"reference  onnxruntime (CPU, graph optimizations off); inputs "
-          f"{'from ' + args.inputs if args.inputs else f'seeded standard normal (seed {args.seed})'}")
+    print(f"reference  onnxruntime (CPU, graph optimizations off); inputs {label}")
     print(f"tolerance  {args.check_error_stat}: atol {args.atol:g}, rtol {args.rtol:g}")
     print(table(rows, ["output", "shape", "max abs", "mean abs", "median abs", f"{q} abs", "max rel",
                        "outside tol", "verdict"]))

@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"memory      weights {human_bytes(mem.weights_bytes)} (persistent); per context "
           f"{human_bytes(mem.context_bytes)} = activations {human_bytes(mem.activation_bytes)} "
           f"(unshared {human_bytes(mem.unshared_activation_bytes)}) + workspace {human_bytes(mem.workspace_bytes)}")
+    print(f"golden      seed {pinned.golden.seed}: "
+          + ", ".join(f"{d.name} {d.sha256[:16]}" for d in pinned.golden.outputs)
+          + f" ({len(pinned.golden.layers)} layer digests; reprobuild verify --against checks them)")
     print()
     bindings = [["input", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.inputs]
     bindings += [["output", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.outputs]

@@ -7,10 +7,16 @@ import sys
 
 import numpy as np
 
-from reprobuild.cli.common import ProgressBar, Subcommands, load_inputs, read_engine_file, table
+from reprobuild.cli.common import (
+    ProgressBar,
+    Subcommands,
+    add_input_options,
+    inputs_from_options,
+    read_engine_file,
+    table,
+)
 from reprobuild.diffing import load_side
 from reprobuild.engine import Runtime
-from reprobuild.engine.golden import golden_inputs
 from reprobuild.errors import NotDeterministicError
 from reprobuild.fileio import atomic_write
 from reprobuild.locator import locate, locate_against
@@ -40,9 +46,7 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("--traced-runs", type=int, default=3,
                    help="runs that also compare every layer's outputs, so that a layer computing different bits is "
                         "caught even when later layers hide it (default: 3; 0 to skip)")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--seed", type=int, default=0, help="seed of the standard-normal inputs (default: 0)")
-    source.add_argument("--inputs", metavar="DIR", help="read NAME.npy per input from DIR instead")
+    add_input_options(p)
     p.add_argument("--against", metavar="MANIFEST",
                    help="also compare with the golden digests recorded in this manifest or engine file")
     p.add_argument("--report", metavar="FILE", help="write the full report as JSON")
@@ -64,10 +68,7 @@ def _locator_line(found: Locator) -> str:
 def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
     engine = Runtime(logger).deserialize_engine(read_engine_file(args.engine))
-    if args.inputs:
-        inputs, label = load_inputs(args.inputs, engine.inputs), f"from {args.inputs}"
-    else:
-        inputs, label = golden_inputs(engine.inputs, args.seed), f"seeded standard normal (seed {args.seed})"
+    inputs, label = inputs_from_options(args, engine.inputs)
     plan = VerifyPlan(runs=args.runs, contexts=args.contexts, threads=args.threads, streams=args.streams,
                       processes=args.processes, batch_invariance=not args.no_batch_invariance,
                       traced_runs=args.traced_runs)

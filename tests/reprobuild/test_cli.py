@@ -57,7 +57,7 @@ def test_build_then_run_matches_onnxruntime(example: str, input_name: str, shape
 def test_inspect_shows_layers_tactics_memory_and_digests(built: Path, capsys: pytest.CaptureFixture) -> None:
     code, out, _ = run_cli(capsys, "inspect", str(built))
     assert code == 0
-    for text in ("fc1", "Gemm", "gemm.cpu_", "memory", "weights", "kernel source", "environment", "sha256"):
+    for text in ("fc1", "Gemm", "gemm.cpu_", "memory", "weights", "kernel source", "environment", "sha256", "golden"):
         assert text in out
     code, out, _ = run_cli(capsys, "inspect", str(built), "--json")
     assert code == 0 and json.loads(out)["pinned"]["config"]["backend"] == "cpu"
