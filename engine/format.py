@@ -25,7 +25,7 @@ import msgpack
 import numpy as np
 from pydantic import ValidationError
 
-from reprobuild.digest import array_digest, sha256_hex
+from reprobuild.digest import array_digest, little_endian, sha256_hex
 from reprobuild.engine.plan import EngineHeader
 from reprobuild.errors import FormatError
 
@@ -50,12 +50,6 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _little_endian(array: np.ndarray) -> np.ndarray:
-    arr = np.ascontiguousarray(array)
-    return arr if arr.dtype.byteorder in ("<", "|") or (arr.dtype.byteorder == "=" and np.little_endian) \
-        else arr.astype(arr.dtype.newbyteorder("<"))
 
 
 def weight_table(weights: Mapping[str, np.ndarray],
@@ -96,7 +90,7 @@ def serialize_engine(header: Mapping[str, Any], weights: Mapping[str, np.ndarray
     full = validated.model_dump()
     chunks: list[Any] = []
     for entry in full["weights"]:
-        arr = _little_endian(weights[entry["name"]])
+        arr = little_endian(weights[entry["name"]])
         chunks += [memoryview(arr.reshape(-1).view(np.uint8).data), b"\0" * (_align(arr.nbytes) - arr.nbytes)]
     packed = msgpack.packb(_canonical(full), use_bin_type=True)
     head = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(packed)) + packed

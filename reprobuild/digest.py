@@ -38,10 +38,6 @@ def little_endian(array: np.ndarray) -> np.ndarray:
     return arr
 
 
-def array_bytes(array: np.ndarray) -> bytes:
-    return little_endian(array).tobytes()
-
-
 def array_digest(array: np.ndarray) -> str:
     """sha256 over dtype, shape and contents: two arrays share a digest only if they are the same tensor."""
     arr = little_endian(array)
