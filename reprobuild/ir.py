@@ -215,8 +215,7 @@ class Network:
         if "layer_keys" not in self._cache:
             seen: dict[str, int] = {}
             keys = []
-            for i in range(len(self.layers)):
-                sig = digest_of(self.layer_signature(i))
+            for sig in self.layer_signature_digests():
                 n = seen.get(sig, 0)
                 seen[sig] = n + 1
                 keys.append(digest_of({"signature": sig, "occurrence": n}))
@@ -224,7 +223,9 @@ class Network:
         return tuple(self._cache["layer_keys"])
 
     def layer_signature_digests(self) -> tuple[str, ...]:
-        return tuple(digest_of(self.layer_signature(i)) for i in range(len(self.layers)))
+        if "signatures" not in self._cache:
+            self._cache["signatures"] = tuple(digest_of(self.layer_signature(i)) for i in range(len(self.layers)))
+        return tuple(self._cache["signatures"])
 
     @property
     def structural_hash(self) -> str:
