@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from reprobuild.textformat import table
+
 POLICIES = ("strict", "compatible", "ignore")
 MISSING = "<absent>"
 
@@ -46,14 +48,11 @@ def compare_environments(recorded: Mapping[str, str], current: Mapping[str, str]
 
 
 def difference_table(diffs: list[EnvDifference], policy: str) -> str:
-    rows = [("field", "manifest", "this machine", "verdict")]
+    rows = []
     for d in diffs:
         if d.allowed(policy):
             verdict = f"allowed: {d.harmless}" if d.harmless and policy == "compatible" else "ignored"
         else:
             verdict = "refused" + ("" if d.harmless is None else " (harmless under --env-policy compatible)")
         rows.append((d.field, d.recorded, d.current, verdict))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join("    " + line for line in lines)
+    return table(rows, ("field", "manifest", "this machine", "verdict"), indent="    ")

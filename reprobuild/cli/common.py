@@ -72,17 +72,6 @@ def safe_filename(name: str) -> str:
     return cleaned
 
 
-def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
-    rows = [list(header), *map(list, rows)] if header else [list(r) for r in rows]
-    if not rows:
-        return ""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    if header:
-        lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def stderr_is_tty() -> bool:
     return sys.stderr.isatty()
 

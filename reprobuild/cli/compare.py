@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reprobuild.cli.common import Subcommands, add_input_options, inputs_from_options, read_engine_file, table
+from reprobuild.cli.common import Subcommands, add_input_options, inputs_from_options, read_engine_file
 from reprobuild.compare import ERROR_STATS, compare_outputs, onnxruntime_outputs
 from reprobuild.engine import Runtime
 from reprobuild.errors import ToleranceError
 from reprobuild.fileio import atomic_write, read_bounded
 from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
 from reprobuild.logger import Logger, Severity
+from reprobuild.textformat import table
 
 
 def add_parser(sub: Subcommands) -> None:

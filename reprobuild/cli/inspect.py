@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from reprobuild.cli.common import Subcommands, human_bytes, read_engine_file, table
+from reprobuild.cli.common import Subcommands, human_bytes, read_engine_file
 from reprobuild.digest import sha256_hex
 from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine
 from reprobuild.manifest.io import pinned_from_json
+from reprobuild.textformat import table
 
 
 def add_parser(sub: Subcommands) -> None:

@@ -8,12 +8,13 @@ import os
 
 import numpy as np
 
-from reprobuild.cli.common import Subcommands, parse_pair, read_engine_file, safe_filename, table
+from reprobuild.cli.common import Subcommands, parse_pair, read_engine_file, safe_filename
 from reprobuild.digest import sha256_hex
 from reprobuild.engine import Runtime
 from reprobuild.errors import InputError, UsageError
 from reprobuild.fileio import atomic_write
 from reprobuild.logger import Logger, Severity
+from reprobuild.textformat import table
 
 
 def add_parser(sub: Subcommands) -> None:

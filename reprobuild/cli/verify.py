@@ -13,7 +13,6 @@ from reprobuild.cli.common import (
     add_input_options,
     inputs_from_options,
     read_engine_file,
-    table,
 )
 from reprobuild.diffing import load_side
 from reprobuild.engine import Runtime
@@ -21,6 +20,7 @@ from reprobuild.errors import NotDeterministicError
 from reprobuild.fileio import atomic_write
 from reprobuild.locator import locate, locate_against
 from reprobuild.logger import Logger, Severity
+from reprobuild.textformat import table
 from reprobuild.verify import Locator, VerifyPlan, check_against, verify
 
 
