@@ -26,11 +26,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from reprobuild.digest import array_digest, little_endian, sha256_hex
+from reprobuild.dtypes import dtype_name, np_dtype
 from reprobuild.engine.plan import EngineHeader
 from reprobuild.errors import FormatError
 
 MAGIC = b"RPBENGN\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ALIGNMENT = 64
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 _PREAMBLE = struct.Struct("<8sIQ")
@@ -62,7 +63,7 @@ def weight_table(weights: Mapping[str, np.ndarray],
     for name in sorted(weights):
         arr = weights[name]
         table.append({
-            "name": name, "dtype": np.dtype(arr.dtype).name, "shape": list(arr.shape), "offset": offset,
+            "name": name, "dtype": dtype_name(arr.dtype), "shape": list(arr.shape), "offset": offset,
             "nbytes": arr.nbytes, "sha256": digests[name] if digests is not None else array_digest(arr),
         })
         offset += _align(arr.nbytes)
@@ -146,12 +147,12 @@ def _weights(header: EngineHeader, buffer: memoryview) -> dict[str, np.ndarray]:
         if previous is not None and w.name <= previous:
             raise FormatError(f"engine weights are not sorted and unique by name ({previous!r} then {w.name!r})")
         previous = w.name
-        dtype = np.dtype(w.dtype).newbyteorder("<")
+        dtype = np_dtype(w.dtype).newbyteorder("<")
         if w.offset != expected or w.nbytes != int(np.prod(w.shape, dtype=np.int64)) * dtype.itemsize:
             raise FormatError(f"engine weight {w.name!r}: offset {w.offset} / size {w.nbytes} do not tile the "
                               f"buffer (expected offset {expected}, size for {w.shape} {w.dtype})")
         array = np.frombuffer(buffer[w.offset:w.offset + w.nbytes], dtype=dtype).reshape(w.shape)
-        array = array.astype(w.dtype, copy=False)
+        array = array.astype(np_dtype(w.dtype), copy=False)
         if array_digest(array) != w.sha256:
             raise FormatError(f"engine weight {w.name!r} does not match its sha256")
         out[w.name] = array

@@ -14,13 +14,30 @@ from typing import Any
 import numpy as np
 
 from reprobuild.digest import array_digest, array_digests, digest_of
+from reprobuild.dtypes import is_float, np_dtype
+
+
+def sample(rng: np.random.Generator, shape: Sequence[int], dtype: str) -> np.ndarray:
+    """One seeded input of any dtype: standard normal for floats (drawn in float32, then rounded), fair coins
+    for bools, and zeros for integers, which are often indices or shapes that other values would push out of
+    range."""
+    shape = tuple(shape)
+    if dtype == "bool":
+        return rng.random(shape, dtype=np.float32) < 0.5
+    if is_float(dtype):
+        return rng.standard_normal(shape, dtype=np.float32).astype(np_dtype(dtype), copy=False)
+    return np.zeros(shape, dtype=np_dtype(dtype))
 
 
 def golden_inputs(bindings: Sequence[Any], seed: int) -> dict[str, np.ndarray]:
-    """Standard-normal float32 arrays for each binding (in binding order), from one seeded generator."""
+    """An array for each binding (in binding order) from one seeded generator (``sample``); a binding whose
+    value was pinned at build time gets that value."""
     rng = np.random.default_rng(seed)
-    return {b.name: rng.standard_normal(tuple(b.shape), dtype=np.float32).astype(b.dtype, copy=False)
-            for b in bindings}
+    out = {}
+    for b in bindings:
+        pinned = getattr(b, "value", None)
+        out[b.name] = np.array(pinned) if pinned is not None else sample(rng, b.shape, b.dtype)
+    return out
 
 
 def layer_digest(outputs: Sequence[np.ndarray]) -> str:

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reprobuild.ir import DTYPES
+from reprobuild.dtypes import DTYPES
 
-EngineAttr = int | float | str | list[int] | list[float]
+EngineAttr = int | float | str | list[int] | list[float] | list[str]
 Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
 
 
@@ -42,6 +42,12 @@ class EngineWeight(EngineTensor):
     sha256: str = Sha256
 
 
+class EnginePinnedInput(EngineTensor):
+    """A network input whose value was fixed at build time; the value is the weight of the same name."""
+
+    sha256: str = Sha256
+
+
 class EngineLayer(_Strict):
     name: str
     op: str
@@ -65,6 +71,7 @@ class EngineHeader(_Strict):
     backend: Literal["cpu", "cuda"]
     name: str
     inputs: list[EngineTensor]
+    pinned_inputs: list[EnginePinnedInput]
     outputs: list[EngineTensor]
     activations: list[EngineTensor]
     layers: list[EngineLayer]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from reprobuild.digest import array_digest
+from reprobuild.dtypes import dtype_name, itemsize, np_dtype
 from reprobuild.engine.format import deserialize_engine, engine_sha256
 from reprobuild.engine.memory import LayerUse, plan_memory
 from reprobuild.engine.plan import EngineHeader, EngineTensor
@@ -27,11 +29,12 @@ from reprobuild.logger import ErrorRecorder, Logger
 
 @dataclass(frozen=True)
 class Binding:
-    """A network input or output: name, shape, dtype."""
+    """A network input or output: name, shape, dtype; for an input pinned at build time, its ``value``."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str
+    value: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,12 @@ class Engine:
         self.logger = runtime.logger
         self.error_recorder = runtime.error_recorder
         self.backend: Backend = get_backend(header.backend)
-        self.inputs = tuple(_binding(t) for t in header.inputs)
-        self.outputs = tuple(_binding(t) for t in header.outputs)
         self._tensors = {t.name: t for t in header.activations}
         self._check_references(weights)
+        pinned = tuple(Binding(t.name, tuple(t.shape), t.dtype, weights[t.name]) for t in header.pinned_inputs)
+        #: Every input of the network: the run-time ones, then those whose values were pinned at build time.
+        self.inputs = tuple(_binding(t) for t in header.inputs) + pinned
+        self.outputs = tuple(_binding(t) for t in header.outputs)
         tactics = [runtime.registry.resolve(layer.op, layer.tactic.model_dump()) for layer in header.layers]
         self._check_memory_plan(tactics)
         self.weights_bytes = sum(int(w.nbytes) for w in weights.values())
@@ -127,16 +132,21 @@ class Engine:
                 if t not in known:
                     raise FormatError(f"engine layer {layer.name!r} names tensor {t!r}, which the engine does not "
                                       "define; the file is inconsistent")
-        for b in (*self.inputs, *self.outputs):
-            if b.name not in self._tensors:
-                raise FormatError(f"engine binding {b.name!r} is not among its activation tensors")
+        for binding in (*self.header.inputs, *self.header.outputs):
+            if binding.name not in self._tensors:
+                raise FormatError(f"engine binding {binding.name!r} is not among its activation tensors")
+        for pin in self.header.pinned_inputs:
+            w = weights.get(pin.name)
+            if (w is None or list(w.shape) != pin.shape or dtype_name(w.dtype) != pin.dtype
+                    or array_digest(w) != pin.sha256):
+                raise FormatError(f"engine pinned input {pin.name!r} has no matching value among its weights")
 
     def _check_memory_plan(self, tactics: list[Tactic]) -> None:
-        sizes = {t.name: int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
+        sizes = {t.name: int(np.prod(t.shape, dtype=np.int64)) * itemsize(t.dtype)
                  for t in self.header.activations}
         uses = [LayerUse(tuple(layer.inputs), tuple(layer.outputs), bool(getattr(tactic, "aliases_input", False)),
                          layer.workspace_bytes) for layer, tactic in zip(self.header.layers, tactics)]
-        plan = plan_memory(sizes, uses, [b.name for b in self.inputs], [b.name for b in self.outputs],
+        plan = plan_memory(sizes, uses, [t.name for t in self.header.inputs], [b.name for b in self.outputs],
                            self.header.memory.alignment)
         recorded = self.header.memory
         if (dict(plan.offsets) != recorded.offsets or plan.activation_bytes != recorded.activation_bytes
@@ -224,13 +234,15 @@ class ExecutionContext:
 
     def _check_inputs(self, inputs: Mapping[str, Any]) -> None:
         expected = {b.name: b for b in self.engine.inputs}
-        missing = [n for n in expected if n not in inputs]
+        missing = [n for n, b in expected.items() if n not in inputs and b.value is None]
         unknown = sorted(n for n in inputs if n not in expected)
         if missing or unknown:
             listing = ", ".join(f"{b.name} {list(b.shape)} {b.dtype}" for b in expected.values())
             raise self._fail(InputError(
                 f"inputs do not match the engine's: missing {missing}, unexpected {unknown}; expected: {listing}"))
         for name, b in expected.items():
+            if name not in inputs:
+                continue
             value = inputs[name]
             shape, dtype = tuple(getattr(value, "shape", ())), str(getattr(value, "dtype", type(value).__name__))
             if shape != b.shape:
@@ -239,6 +251,14 @@ class ExecutionContext:
             if dtype != b.dtype:
                 raise self._fail(InputError(f"input {name!r} has dtype {dtype}; the engine expects {b.dtype} "
                                             f"(convert with array.astype(numpy.{b.dtype}))"))
+            if b.value is not None:
+                host = self.backend.to_host(value, copy=False) if not isinstance(value, np.ndarray) else value
+                if not np.array_equal(host, b.value):
+                    raise self._fail(InputError(
+                        f"input {name!r} was pinned to {np.array2string(b.value, threshold=16)} when the engine "
+                        f"was built (--input-value), and this engine computes only that case; it was given "
+                        f"{np.array2string(np.asarray(host), threshold=16)}. Rebuild with --input-value "
+                        f"{name}=... for other values"))
 
     def enqueue(self, inputs: Mapping[str, Any],
                 after_layer: Callable[[int, Sequence[Any]], None] | None = None) -> dict[str, Any]:
@@ -255,7 +275,7 @@ class ExecutionContext:
         try:
             views, workspace = self._views, self._workspace
             with self.backend.activate(self.stream):
-                for b in self.engine.inputs:
+                for b in self.engine.header.inputs:
                     try:
                         self.backend.upload(views[b.name], inputs[b.name])
                     except (TypeError, ValueError) as exc:
@@ -293,7 +313,7 @@ class ExecutionContext:
             for name in layer.outputs:
                 t = self.engine.activation(name)
                 slots[-1].append((total, tuple(t.shape), t.dtype))
-                total += -(-int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize // 64) * 64
+                total += -(-int(np.prod(t.shape, dtype=np.int64)) * itemsize(t.dtype) // 64) * 64
         trace = self.backend.empty_bytes(max(total, 1))
 
         def keep(index: int, outs: Sequence[Any]) -> None:
@@ -303,7 +323,7 @@ class ExecutionContext:
         outputs = self.to_host(self.enqueue(inputs, keep))
         with self.backend.activate(self.stream):
             host = self.backend.to_host(trace, copy=False)  # the trace buffer is this call's own
-        layers = [[host[o:o + int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize].view(d).reshape(s)
+        layers = [[host[o:o + int(np.prod(s, dtype=np.int64)) * itemsize(d)].view(np_dtype(d)).reshape(s)
                    for o, s, d in layer] for layer in slots]
         return outputs, layers
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from reprobuild.dtypes import np_dtype
 from reprobuild.errors import BackendUnavailableError, UsageError
 
 BACKENDS = ("cpu", "cuda")
@@ -79,8 +80,9 @@ class Backend(ABC):
 
     def view(self, buffer: Any, offset: int, shape: tuple[int, ...], dtype: str) -> Any:
         """A typed array over ``buffer[offset:]``; how activation memory is carved out of a context's arena."""
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        return buffer[offset:offset + nbytes].view(dtype).reshape(shape)
+        dt = np_dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        return buffer[offset:offset + nbytes].view(dt).reshape(shape)
 
 
 def _env(names: tuple[str, ...]) -> dict[str, str]:

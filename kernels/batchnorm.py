@@ -23,7 +23,7 @@ def affine_parameters(layer: LayerSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def unsupported_batchnorm(layer: LayerSpec) -> str | None:
-    if any(i not in layer.constants for i in range(1, 5)):
+    if any(i not in layer.constants for i in range(1, 5)) or layer.constants.keys() - {1, 2, 3, 4}:
         return "scale, bias, mean and variance must be constants (initializers)"
     return None
 

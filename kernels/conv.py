@@ -44,6 +44,15 @@ class ConvGeometry:
         return (self.kh, self.kw, self.sh, self.sw, self.pt, self.pl, self.pb, self.pr) == (1, 1, 1, 1, 0, 0, 0, 0)
 
 
+def unsupported_conv(layer: LayerSpec) -> str | None:
+    """What every hand-written convolution needs: a 2-D convolution with constant weights (and bias)."""
+    if len(layer.inputs[0].shape) != 4:
+        return f"only 2-D convolution (a rank-4 input); this one has rank {len(layer.inputs[0].shape)}"
+    if any(i not in layer.constants for i in range(1, len(layer.inputs))):
+        return "the weight and bias must be constants (initializers); this layer reads them at run time"
+    return None
+
+
 def _pad_into(x: np.ndarray, padded: np.ndarray, g: ConvGeometry) -> None:
     padded.fill(0.0)
     padded[:, :, g.pt:g.pt + g.h, g.pl:g.pl + g.w] = x
@@ -57,6 +66,9 @@ def _tap(padded: np.ndarray, g: ConvGeometry, i: int, j: int) -> np.ndarray:
 
 class CpuIm2colGemm(Tactic):
     family, ops, name, backend, priority = "conv", ("Conv",), "cpu_im2col_gemm", "cpu", 10
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return unsupported_conv(layer)
 
     def workspace_bytes(self, layer: LayerSpec) -> int:
         g = ConvGeometry(layer)
@@ -87,6 +99,9 @@ class CpuTapAccumulate(Tactic):
     """Direct convolution: accumulate one (M x C) @ (C x OH*OW) product per kernel tap, taps in row-major order."""
 
     family, ops, name, backend, priority = "conv", ("Conv",), "cpu_tap_accumulate", "cpu", 20
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return unsupported_conv(layer)
 
     def workspace_bytes(self, layer: LayerSpec) -> int:
         g = ConvGeometry(layer)
@@ -136,6 +151,9 @@ class _CudaConv(Tactic):
     """What the CUDA convolutions share: the weight as (G, Mg, K) on the device, and the bias kernel."""
 
     family, ops, backend = "conv", ("Conv",), "cuda"
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return unsupported_conv(layer)
 
     def upload(self, layer: LayerSpec, backend: Backend) -> tuple[ConvGeometry, Any, Any]:
         g = ConvGeometry(layer)
@@ -215,13 +233,15 @@ class CudaIm2colTiled(_CudaIm2col):
     """im2col into the workspace, then the tiled SGEMM of gemm.cu over every (image, group), bias fused."""
 
     name, priority, source, cuda_sources = "cuda_im2col_tiled", 20, "nvrtc", ("conv.cu", "gemm.cu")
-    python_sources = ("gemm.py",)  # TiledGemmLaunch
     parameters = MappingProxyType({**_CudaIm2col.parameters, **TiledGemmLaunch.PARAMETERS})
 
     def images_per_chunk(self, g: ConvGeometry) -> int:
         return _tiled_images_per_chunk(g)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
+        reason = unsupported_conv(layer)
+        if reason is not None:
+            return reason
         g = ConvGeometry(layer)
         return TiledGemmLaunch.unsupported(g.mg, self.images_per_chunk(g) * g.group)
 
@@ -269,6 +289,9 @@ class CudaPointwiseCublas(_CudaConv):
     name, priority, source, cuda_sources = "cuda_pointwise_cublas", 5, "cublas", ("conv.cu",)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
+        reason = unsupported_conv(layer)
+        if reason is not None:
+            return reason
         g = ConvGeometry(layer)
         if not g.is_pointwise:
             return (f"only 1x1 kernels with stride 1 and no padding; this layer has a {g.kh}x{g.kw} kernel, "

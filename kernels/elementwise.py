@@ -22,6 +22,7 @@ BINARY_OPS = ("Add", "Mul", "Sum")
 class CpuElementwise(Tactic):
     family, ops, name, backend, priority = "elementwise", ("Add", "Mul", "Relu", "Sum"), "cpu_numpy", "cpu", 10
     dtypes = ("float32", "int64")
+    needs_activation = False
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         consts = dict(layer.constants)

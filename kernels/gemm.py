@@ -56,8 +56,18 @@ class GemmOperands:
             out += c if self.beta == 1.0 else np.float32(self.beta) * c
 
 
+def unsupported_gemm(layer: LayerSpec) -> str | None:
+    """What the hand-written products need: operands of rank 2 or more (MatMul of a vector is the reference's)."""
+    if min(len(layer.inputs[0].shape), len(layer.inputs[1].shape)) < 2:
+        return "only operands of rank >= 2; a 1-D operand is left to the reference tactic"
+    return None
+
+
 class CpuBlasGemm(Tactic):
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cpu_blas", "cpu", 10
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return unsupported_gemm(layer)
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = GemmOperands(layer)
@@ -76,6 +86,9 @@ class CpuBlockedGemm(Tactic):
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cpu_blocked_k", "cpu", 20
     parameters = MappingProxyType({"block_k": 128})
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return unsupported_gemm(layer)
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = GemmOperands(layer)
@@ -104,6 +117,9 @@ class CudaCublasGemm(Tactic):
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_cublas", "cuda", 10
     source, cuda_sources = "cublas", ("gemm.cu",)
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return unsupported_gemm(layer)
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = GemmOperands(layer)
@@ -176,6 +192,9 @@ class CudaTiledGemm(Tactic):
     parameters = TiledGemmLaunch.PARAMETERS
 
     def unsupported(self, layer: LayerSpec) -> str | None:
+        reason = unsupported_gemm(layer)
+        if reason is not None:
+            return reason
         g = GemmOperands(layer)
         return TiledGemmLaunch.unsupported(g.m, int(np.prod(layer.outputs[0].shape[:-2], dtype=np.int64)))
 
@@ -214,7 +233,7 @@ class CudaSplitKAtomicGemm(Tactic):
     parameters = MappingProxyType({**TiledGemmLaunch.PARAMETERS, "k_per_split": 256})
 
     def unsupported(self, layer: LayerSpec) -> str | None:
-        if len(layer.outputs[0].shape) != 2:
+        if len(layer.outputs[0].shape) != 2 or unsupported_gemm(layer):
             return "only 2-D products (no batch dimensions)"
         g = GemmOperands(layer)
         return TiledGemmLaunch.unsupported(g.m, cdiv(g.k, int(self.parameters["k_per_split"])))

@@ -15,6 +15,12 @@ from reprobuild.kernels.cuda_launch import i32, i64, kernel, launch_linear, laun
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
 
 
+def unsupported_pool(layer: LayerSpec) -> str | None:
+    if len(layer.inputs[0].shape) != 4:
+        return f"only 2-D pooling (a rank-4 input); this one has rank {len(layer.inputs[0].shape)}"
+    return None
+
+
 class PoolGeometry:
     def __init__(self, layer: LayerSpec) -> None:
         self.n, self.c, self.h, self.w = layer.inputs[0].shape
@@ -48,6 +54,9 @@ def average_divisors(g: PoolGeometry) -> np.ndarray:
 
 class CpuWindowPool(Tactic):
     family, ops, name, backend, priority = "pool", ("AveragePool", "MaxPool"), "cpu_window", "cpu", 10
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return unsupported_pool(layer)
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = PoolGeometry(layer)
@@ -84,6 +93,9 @@ class CudaWindowPool(Tactic):
 
     family, ops, name, backend, priority = "pool", ("AveragePool", "MaxPool"), "cuda_window", "cuda", 10
     source, cuda_sources = "nvrtc", ("pool.cu",)
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return unsupported_pool(layer)
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = PoolGeometry(layer)

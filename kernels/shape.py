@@ -11,19 +11,22 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from reprobuild.dtypes import ALL
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cuda_launch import i64, kernel, launch_linear
-from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, positional
-
-ANY_DTYPE = ("bool", "float16", "float32", "float64", "int32", "int64", "int8", "uint8")
+from reprobuild.kernels.tactic import CUDA_DTYPES, Kernel, LayerSpec, Tactic, positional
 
 
 class AliasTactic(Tactic):
     """The output is a view of the input's memory: the memory planner gives both the same bytes, nothing runs."""
 
     family, ops, priority, source = "shape", ("Flatten", "Reshape"), 10, "builtin"
-    dtypes = ANY_DTYPE
     aliases_input: ClassVar[bool] = True
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        if layer.constants:
+            return "the input is a constant, so there is no activation memory to alias"
+        return None
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
@@ -33,40 +36,42 @@ class AliasTactic(Tactic):
 
 
 class CpuAlias(AliasTactic):
-    name, backend = "cpu_alias", "cpu"
+    name, backend, dtypes = "cpu_alias", "cpu", ALL
 
 
 class CudaAlias(AliasTactic):
-    name, backend = "cuda_alias", "cuda"
+    name, backend, dtypes = "cuda_alias", "cuda", CUDA_DTYPES
 
 
 class CopyTactic(Tactic):
-    """Reshape/Flatten/Identity as a real copy: what constant folding uses, and Identity where it must stay."""
+    """Reshape/Flatten/Identity as a real copy: Identity where it must stay (a network output copied from an
+    input or a constant)."""
 
     family, ops, priority = "shape", ("Flatten", "Identity", "Reshape"), 20
-    dtypes = ANY_DTYPE
+    needs_activation = False
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         shape = layer.outputs[0].shape
         xp = backend.xp
+        consts = {i: backend.asarray(np.ascontiguousarray(v)) for i, v in layer.constants.items()}
 
         def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            xp.copyto(outputs[0], inputs[0].reshape(shape))
+            xp.copyto(outputs[0], positional(layer, consts, inputs)[0].reshape(shape))
 
         return run
 
 
 class CpuCopy(CopyTactic):
-    name, backend = "cpu_copy", "cpu"
+    name, backend, dtypes = "cpu_copy", "cpu", ALL
 
 
 class CudaCopy(CopyTactic):
-    name, backend, source = "cuda_copy", "cuda", "cupy"
+    name, backend, source, dtypes = "cuda_copy", "cuda", "cupy", CUDA_DTYPES
 
 
 class ConcatTactic(Tactic):
     family, ops, priority = "shape", ("Concat",), 10
-    dtypes = ANY_DTYPE
+    needs_activation = False
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         axis = int(layer.attr("axis"))
@@ -83,19 +88,20 @@ class ConcatTactic(Tactic):
 
 
 class CpuConcat(ConcatTactic):
-    name, backend = "cpu_slices", "cpu"
+    name, backend, dtypes = "cpu_slices", "cpu", ALL
 
 
 class CudaConcat(ConcatTactic):
-    name, backend, source = "cuda_slices", "cuda", "cupy"
+    name, backend, source, dtypes = "cuda_slices", "cuda", "cupy", CUDA_DTYPES
 
 
 class CudaConcatKernel(Tactic):
     """Concat as one block-copy launch per input (shape.cu), for any dtype: the kernel moves bytes or words."""
 
     family, ops, name, backend, priority = "shape", ("Concat",), "cuda_concat_kernel", "cuda", 10
+    needs_activation = False
     source, cuda_sources = "nvrtc", ("shape.cu",)
-    dtypes = ANY_DTYPE
+    dtypes = CUDA_DTYPES
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         axis, out_shape = int(layer.attr("axis")), layer.outputs[0].shape

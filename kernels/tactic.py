@@ -1,8 +1,10 @@
 """Tactics: named, versioned kernel implementations of an op on a backend, and the registry that holds them.
 
 A tactic is recorded by value: (family, name, version, source digest, parameters). Its behaviour never changes
-under the same name and version; a changed kernel is a new version. The source digest covers the family module
-and the CUDA sources the tactic compiles, so an edit to either shows up in every manifest that used it.
+under the same name and version; a changed kernel is a new version. The source digest covers exactly the code
+the tactic runs (``code_digest``: its class and everything of reprobuild that class names, transitively) and
+the CUDA sources it compiles, so an edit to either shows up in every manifest that used it, and adding a tactic
+changes no other tactic's digest.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from reprobuild.digest import digest_of
+from reprobuild.dtypes import FLOATS, INTEGERS
 from reprobuild.errors import TacticMismatchError
 from reprobuild.kernels.backend import Backend
+from reprobuild.kernels.code_digest import code_sha256
 from reprobuild.kernels.nvrtc import source_sha256
+
+#: The dtypes CuPy arrays can hold (not bfloat16, nor the float8/float4/int4 formats).
+CUDA_DTYPES: tuple[str, ...] = ("bool", *INTEGERS, *(f for f in FLOATS if f != "bfloat16"))
 
 
 class Determinism(str, enum.Enum):
@@ -69,13 +76,13 @@ class Kernel(Protocol):
 class Tactic(ABC):
     """Base class of all tactics. Subclasses set the class attributes and implement :meth:`prepare`."""
 
-    family: ClassVar[str]
-    ops: ClassVar[tuple[str, ...]]
-    name: ClassVar[str]
-    version: ClassVar[int] = 1
+    family: str
+    ops: tuple[str, ...]
+    name: str
+    version: int = 1
     backend: ClassVar[str]
-    dtypes: ClassVar[tuple[str, ...]] = ("float32",)
-    determinism: ClassVar[Determinism] = Determinism.RUN_TO_RUN
+    dtypes: tuple[str, ...] = ("float32",)
+    determinism: Determinism = Determinism.RUN_TO_RUN
     #: Stable preference among equally fast tactics: lower wins. Never derived from import or dict order.
     priority: ClassVar[int] = 100
     #: Which library does the work, as TensorRT's tactic sources: ``numpy``, ``nvrtc``, ``cublas`` or ``cupy``.
@@ -83,27 +90,27 @@ class Tactic(ABC):
     source: ClassVar[str] = "numpy"
     #: ``.cu`` files (beside the family module) this tactic compiles.
     cuda_sources: ClassVar[tuple[str, ...]] = ()
-    #: Other modules of this package whose code the tactic runs (the family module is always included).
-    python_sources: ClassVar[tuple[str, ...]] = ()
+    #: Whether input 0 must arrive at run time (most hand-written kernels read it as an activation); a layer
+    #: whose input 0 is a constant (a network output computed from constants) then needs another tactic.
+    needs_activation: ClassVar[bool] = True
     #: The values a parameterized tactic is instantiated with (tile sizes, ...), recorded with it.
     parameters: ClassVar[Mapping[str, int | str]] = MappingProxyType({})
 
     @property
-    def module_file(self) -> str:
-        return type(self).__module__.rsplit(".", 1)[-1] + ".py"
-
-    @property
     def source_files(self) -> tuple[str, ...]:
-        """Every file whose content decides what this tactic computes. CUDA tactics also cover
-        ``cuda_launch.py``, which launches all their kernels."""
-        launcher = ("cuda_launch.py",) if self.backend == "cuda" and self.cuda_sources else ()
-        return tuple(dict.fromkeys((self.module_file, *self.python_sources, *launcher, *self.cuda_sources)))
+        """The CUDA source files this tactic compiles (its Python code is covered by ``code_objects``)."""
+        return tuple(self.cuda_sources)
+
+    def code_objects(self) -> list[Any]:
+        """The roots of the Python code this tactic runs: its class (and, through it, whatever it names)."""
+        return [type(self)]
 
     @functools.cached_property
     def source_sha256(self) -> str:
-        """One digest over the files in ``source_files`` (the files of an installation do not change while it
-        runs, so it is computed once)."""
-        return digest_of({f: source_sha256(f) for f in self.source_files})
+        """One digest over the Python code this tactic runs and the CUDA sources it compiles (computed once: an
+        installation's code does not change while it runs)."""
+        return digest_of({"python": code_sha256(self.code_objects()),
+                          "cuda": {f: source_sha256(f) for f in self.source_files}})
 
     @property
     def ref(self) -> dict[str, Any]:
@@ -126,6 +133,8 @@ class Tactic(ABC):
             for i, sig in enumerate(sigs):
                 if sig.dtype not in self.dtypes:
                     return f"{kind} {i} has dtype {sig.dtype}; this tactic supports {', '.join(self.dtypes)}"
+        if self.needs_activation and 0 in layer.constants:
+            return "input 0 is a constant; this tactic reads it as a run-time activation"
         return self.unsupported(layer)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
@@ -198,12 +207,14 @@ _DEFAULT: TacticRegistry | None = None
 
 
 def default_registry() -> TacticRegistry:
-    """The registry of every tactic family listed in ``_op_list.FAMILIES``."""
+    """The registry of every tactic family listed in ``_op_list.FAMILIES``, and the reference tactics of every
+    op definition."""
     global _DEFAULT
     if _DEFAULT is None:
         from reprobuild.kernels._op_list import FAMILIES
+        from reprobuild.kernels.reference import reference_tactics
 
-        _DEFAULT = TacticRegistry(t for family in FAMILIES for t in family.TACTICS)
+        _DEFAULT = TacticRegistry([*(t for family in FAMILIES for t in family.TACTICS), *reference_tactics()])
     return _DEFAULT
 
 

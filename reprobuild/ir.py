@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from reprobuild.digest import array_digests, digest_of
+from reprobuild.dtypes import DTYPES, dtype_name, itemsize
 from reprobuild.errors import ModelError
 
-AttrValue = int | float | str | tuple[int, ...] | tuple[float, ...]
+AttrValue = int | float | str | tuple[int, ...] | tuple[float, ...] | tuple[str, ...]
 
-#: dtypes a tensor of the IR may have; activations are float32, shape tensors int64.
-DTYPES = ("float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool")
+__all__ = ["DTYPES", "AttrValue", "Layer", "Network", "NetworkDefinition", "TensorInfo"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        return self.size * np.dtype(self.dtype).itemsize
+        return self.size * itemsize(self.dtype)
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class Layer:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     attrs: tuple[tuple[str, AttrValue], ...] = ()
+    #: The names of the ONNX nodes this layer computes (several after a fusion); not part of its identity.
+    origin: tuple[str, ...] = field(default=(), compare=False)
 
     def attr(self, key: str, default: Any = None) -> Any:
         for k, v in self.attrs:
@@ -65,7 +67,7 @@ def make_attrs(attrs: Mapping[str, Any]) -> tuple[tuple[str, AttrValue], ...]:
         value = attrs[key]
         if isinstance(value, (list, tuple, np.ndarray)):
             items = [v.item() if isinstance(v, np.generic) else v for v in value]
-            value = tuple(items)
+            value = tuple(int(v) if isinstance(v, bool) else v for v in items)
         elif isinstance(value, np.generic):
             value = value.item()
         if isinstance(value, bool):
@@ -99,6 +101,9 @@ class Network:
     constants: Mapping[str, np.ndarray]
     #: Where the network came from (the frontend's model info: file digest, opset, producer); not structural.
     source: Mapping[str, Any] | None = None
+    #: Network inputs whose values were pinned at build time (TensorRT's shape-input values): they are among
+    #: the constants, and the runtime checks that the values it is given equal them.
+    pinned_inputs: tuple[str, ...] = ()
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
@@ -110,6 +115,7 @@ class Network:
         tensors: Mapping[str, TensorInfo],
         constants: Mapping[str, np.ndarray],
         source: Mapping[str, Any] | None = None,
+        pinned_inputs: Sequence[str] = (),
     ) -> Network:
         consts: dict[str, np.ndarray] = {}
         for cname in sorted(constants):
@@ -138,20 +144,24 @@ class Network:
                     raise ModelError(f"layer {layer.name!r} output {t!r} has no shape or dtype")
                 available.add(t)
                 used_tensors.add(t)
+        _check_types(layers, tensors, consts)
         for out in outputs:
             if out not in available:
                 raise ModelError(f"network output {out!r} is not produced by any layer")
             if out in consts:
                 raise ModelError(
-                    f"network output {out!r} is a constant; an engine computes its outputs, so remove that "
-                    "output from the model or make it depend on an input"
+                    f"network output {out!r} is a constant; an engine computes its outputs, so produce it with "
+                    "a layer (the ONNX frontend adds an Identity layer) or make it depend on an input"
                 )
         for info in inputs:
             if info.name in consts:
                 raise ModelError(f"tensor {info.name!r} is both a network input and a constant")
+        for name in pinned_inputs:
+            if name not in consts:
+                raise ModelError(f"pinned input {name!r} has no value among the constants")
         infos = {k: tensors[k] for k in sorted(used_tensors) if k in tensors}
         for cname, arr in consts.items():
-            infos[cname] = TensorInfo(cname, tuple(arr.shape), np.dtype(arr.dtype).name)
+            infos[cname] = TensorInfo(cname, tuple(arr.shape), dtype_name(arr.dtype))
         for info in inputs:
             infos[info.name] = info
         return Network(
@@ -162,7 +172,19 @@ class Network:
             tensors=MappingProxyType(infos),
             constants=MappingProxyType(consts),
             source=MappingProxyType(dict(source)) if source is not None else None,
+            pinned_inputs=tuple(pinned_inputs),
         )
+
+    def derive(self, layers: Sequence[Layer], constants: Mapping[str, np.ndarray] | None = None,
+               tensors: Mapping[str, TensorInfo] | None = None) -> Network:
+        """This network with other layers (and constants, tensor infos): what a pass returns. Pinned inputs
+        always keep their values: they are bindings of the engine even when no layer reads them."""
+        consts = dict(self.constants if constants is None else constants)
+        for name in self.pinned_inputs:
+            consts.setdefault(name, self.constants[name])
+        return Network.create(self.name, self.inputs, [t.name for t in self.outputs], layers,
+                              self.tensors if tensors is None else tensors, consts, self.source,
+                              self.pinned_inputs)
 
     # --- structure ---------------------------------------------------------------------------------------------
 
@@ -238,6 +260,7 @@ class Network:
         producers = self.producers()
         return digest_of({
             "inputs": [[list(t.shape), t.dtype] for t in self.inputs],
+            "pinned_inputs": [self.constant_digest(t) for t in self.pinned_inputs],
             "outputs": [self._ref(t.name, producers) for t in self.outputs],
             "layers": [
                 {**self.layer_signature(i), "wiring": [self._ref(t, producers) for t in layer.inputs]}
@@ -267,6 +290,7 @@ class NetworkDefinition:
         self._layers: list[Layer] = []
         self._tensors: dict[str, TensorInfo] = {}
         self._constants: dict[str, np.ndarray] = {}
+        self._pinned: list[str] = []
         self.source: Mapping[str, Any] | None = None
 
     def add_input(self, name: str, shape: Sequence[int], dtype: str = "float32") -> TensorInfo:
@@ -280,18 +304,55 @@ class NetworkDefinition:
         self._check_new(name)
         arr = np.asarray(value)
         self._constants[name] = arr
-        info = TensorInfo(name, tuple(arr.shape), np.dtype(arr.dtype).name)
+        info = TensorInfo(name, tuple(arr.shape), dtype_name(arr.dtype))
         self._tensors[name] = info
         return info
 
+    def add_pinned_input(self, name: str, value: np.ndarray) -> TensorInfo:
+        """A network input whose value is fixed when the engine is built (a shape input): a constant to the
+        build, and a binding whose value the runtime checks."""
+        info = self.add_constant(name, value)
+        self._pinned.append(name)
+        return info
+
     def add_layer(
-        self, name: str, op: str, inputs: Sequence[str], outputs: Sequence[TensorInfo],
-        attrs: Mapping[str, Any] | None = None,
+        self, name: str, op: str, inputs: Sequence[str], outputs: Sequence[TensorInfo | str],
+        attrs: Mapping[str, Any] | None = None, origin: Sequence[str] = (),
     ) -> Layer:
-        for out in outputs:
+        """Add a layer. Outputs given by name only get their shapes and dtypes from the op's definition."""
+        normalized = make_attrs(attrs or {})
+        if any(isinstance(o, str) for o in outputs):
+            from reprobuild.ops import TensorType, infer_types
+
+            types = infer_types(op, dict(normalized), [TensorType(self._tensors[t].shape, self._tensors[t].dtype)
+                                                       for t in inputs], f"layer {name!r} ({op})")
+            outputs = [o if isinstance(o, TensorInfo) else TensorInfo(o, t.shape, t.dtype)
+                       for o, t in zip(outputs, types)]
+        infos = [o for o in outputs if isinstance(o, TensorInfo)]
+        for out in infos:
             self._check_new(out.name)
             self._tensors[out.name] = out
-        layer = Layer(name, op, tuple(inputs), tuple(o.name for o in outputs), make_attrs(attrs or {}))
+        layer = Layer(name, op, tuple(inputs), tuple(o.name for o in infos), normalized,
+                      tuple(origin) or (name,))
+        self._layers.append(layer)
+        return layer
+
+    def materialize_constant(self, name: str) -> Layer:
+        """Make constant ``name`` the output of a layer (an Identity copying it), so that a network output whose
+        value is known at build time is still computed by the engine. The value moves to a new constant that
+        every layer reading ``name`` now reads."""
+        if name in self._pinned:
+            raise ModelError(f"network output {name!r} is also a network input whose value is pinned; an engine "
+                             "cannot output a pinned input unchanged; leave its value unpinned")
+        value = self._constants.pop(name)
+        source = f"{name}:value"
+        while source in self._tensors:
+            source += "_"
+        self._constants[source] = value
+        self._tensors[source] = TensorInfo(source, tuple(value.shape), dtype_name(value.dtype))
+        self._layers = [Layer(layer.name, layer.op, tuple(source if t == name else t for t in layer.inputs),
+                              layer.outputs, layer.attrs, layer.origin) for layer in self._layers]
+        layer = Layer(f"{name}:output", "Identity", (source,), (name,), (), (name,))
         self._layers.append(layer)
         return layer
 
@@ -308,6 +369,21 @@ class NetworkDefinition:
     def constant(self, name: str) -> np.ndarray | None:
         return self._constants.get(name)
 
+    def is_input(self, name: str) -> bool:
+        return any(t.name == name for t in self._inputs)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self._inputs)
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        return tuple(self._layers)
+
+    @property
+    def pinned_inputs(self) -> tuple[str, ...]:
+        return tuple(self._pinned)
+
     @property
     def num_layers(self) -> int:
         return len(self._layers)
@@ -321,8 +397,30 @@ class NetworkDefinition:
             raise ModelError("the network marks no outputs; mark at least one with mark_output()")
         return Network.create(
             self.name, self._inputs, self._outputs, topological_order(self._layers, self._inputs, self._constants),
-            self._tensors, self._constants, self.source,
+            self._tensors, self._constants, self.source, self._pinned,
         )
+
+
+def _check_types(layers: Sequence[Layer], tensors: Mapping[str, TensorInfo],
+                 constants: Mapping[str, np.ndarray]) -> None:
+    """Every layer's outputs have the shapes and dtypes its op's definition infers from its inputs."""
+    from reprobuild.ops import TensorType, infer_types
+
+    def info(name: str) -> TensorType:
+        if name in constants:
+            arr = constants[name]
+            return TensorType(tuple(arr.shape), dtype_name(arr.dtype))
+        return TensorType(tensors[name].shape, tensors[name].dtype)
+
+    for layer in layers:
+        inferred = infer_types(layer.op, dict(layer.attrs), [info(t) for t in layer.inputs],
+                               f"layer {layer.name!r} ({layer.op})")
+        declared = [info(t) for t in layer.outputs]
+        if len(inferred) != len(declared) or any(a != b for a, b in zip(inferred, declared)):
+            raise ModelError(
+                f"layer {layer.name!r} ({layer.op}) declares outputs "
+                f"{[(list(t.shape), t.dtype) for t in declared]}, but its op computes "
+                f"{[(list(t.shape), t.dtype) for t in inferred]} from its inputs")
 
 
 def topological_order(

@@ -33,7 +33,7 @@ from reprobuild.kernels.tactic import LayerSpec, Tactic, TacticRegistry, default
 from reprobuild.logger import ErrorRecorder, Logger, Severity
 from reprobuild.manifest import models as m
 from reprobuild.manifest.io import pinned_bytes
-from reprobuild.passes import run_passes
+from reprobuild.passes import pass_versions, run_passes
 
 
 @dataclass(frozen=True)
@@ -152,12 +152,15 @@ class Builder:
             config=config_record,
             environment=environment,
             inputs=[_tensor(net, t.name) for t in net.inputs],
+            pinned_inputs=[m.PinnedInputRecord(**_tensor(net, t).model_dump(), sha256=net.constant_digest(t))
+                           for t in net.pinned_inputs],
             outputs=[_tensor(net, t.name) for t in net.outputs],
             layers=[
                 m.LayerRecord(
                     name=layer.name, op=layer.op, key=keys[i], attrs=attrs_to_json(layer.attrs),
                     inputs=[_tensor(net, t) for t in layer.inputs], outputs=[_tensor(net, t) for t in layer.outputs],
                     tactic=m.TacticRef(**tactics[i].ref), workspace_bytes=chosen[i].workspace_bytes,
+                    onnx_nodes=list(layer.origin or (layer.name,)),
                 )
                 for i, layer in enumerate(net.layers)
             ],
@@ -248,7 +251,8 @@ def _config_record(config: BuilderConfig, backend: str) -> m.BuildConfigRecord:
         timing=m.TimingConfig(warmup=warmup, iterations=iterations, runs_per_sample=runs_per_sample),
         seed=config.seed, max_workspace_bytes=config.max_workspace_bytes, determinism=config.determinism,
         tactic_sources=sorted(config.tactic_sources) if config.tactic_sources is not None else None,
-        passes=list(config.passes), tie_band=config.tie_band,
+        passes=[m.PassRecord(name=n, version=v) for n, v in pass_versions(config.passes)],
+        tie_band=config.tie_band,
     )
 
 
@@ -262,7 +266,7 @@ def _model_record(net: Network) -> m.ModelRecord:
     return m.ModelRecord(
         sha256=src.get("sha256"), size_bytes=src.get("size_bytes"), structural_hash=net.structural_hash,
         opset=src.get("opset"), ir_version=src.get("ir_version"), producer=src.get("producer"),
-        graph_name=src.get("graph_name"),
+        graph_name=src.get("graph_name"), upgraded_from_opset=src.get("upgraded_from_opset"),
     )
 
 
@@ -317,6 +321,7 @@ def _engine_header(net: Network, tactics: Sequence[Tactic], chosen: Sequence[Can
         "backend": backend.name,
         "name": net.name,
         "inputs": [tensor(t.name) for t in net.inputs],
+        "pinned_inputs": [{**tensor(t), "sha256": net.constant_digest(t)} for t in net.pinned_inputs],
         "outputs": [tensor(t.name) for t in net.outputs],
         "activations": [tensor(t) for t in _activations(net)],
         "layers": [

@@ -66,7 +66,7 @@ class BuilderConfig:
             runs_per_sample=record.timing.runs_per_sample,
             seed=record.seed, max_workspace_bytes=record.max_workspace_bytes, determinism=record.determinism,
             tactic_sources=tuple(record.tactic_sources) if record.tactic_sources is not None else None,
-            passes=tuple(record.passes), tie_band=record.tie_band,
+            passes=tuple(p.name for p in record.passes), tie_band=record.tie_band,
         )
 
     def timing_for(self, backend: str) -> tuple[int, int, int]:

@@ -57,8 +57,9 @@ class ReplaySelector(AlgorithmSelector):
         if pinned.model.sha256 != plan.model.sha256:
             problems.append(f"model digest: manifest {pinned.model.sha256}, this model {plan.model.sha256}")
         if pinned.model.structural_hash != plan.model.structural_hash:
+            passes = ", ".join(p.name for p in plan.config.passes)
             problems.append(f"network structure: manifest {pinned.model.structural_hash}, this network "
-                            f"{plan.model.structural_hash} (after passes {', '.join(plan.config.passes)})")
+                            f"{plan.model.structural_hash} (after passes {passes})")
         problems += config_differences(pinned.config, plan.config)
         planned = {layer.context.key: layer for layer in plan.layers}
         for layer in plan.layers:

@@ -21,6 +21,8 @@ import numpy as np
 
 from reprobuild.builder.config import BuilderConfig
 from reprobuild.builder.selector import AlgorithmCandidate
+from reprobuild.dtypes import np_dtype
+from reprobuild.engine.golden import sample
 from reprobuild.errors import BuildError
 from reprobuild.ir import Network
 from reprobuild.kernels.backend import Backend
@@ -66,14 +68,9 @@ def layer_seed(seed: int, key: str) -> int:
 
 
 def random_inputs(spec: LayerSpec, seed: int) -> list[np.ndarray]:
-    """Standard-normal activation inputs of the layer's shapes, reproducible from the seed."""
+    """Activation inputs of the layer's shapes and dtypes, reproducible from the seed (``golden.sample``)."""
     rng = np.random.default_rng(seed)
-    out = []
-    for i in spec.activation_inputs:
-        sig = spec.inputs[i]
-        dtype = np.float32 if sig.dtype == "float32" else np.float64  # drawn in float32 directly: twice as fast
-        out.append(rng.standard_normal(sig.shape, dtype=dtype).astype(sig.dtype, copy=False))
-    return out
+    return [sample(rng, spec.inputs[i].shape, spec.inputs[i].dtype) for i in spec.activation_inputs]
 
 
 def exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig) -> tuple[str | None, int]:
@@ -115,7 +112,7 @@ def time_candidates(spec: LayerSpec, candidates: Sequence[Candidate], backend: B
         host_inputs = random_inputs(spec, seed)
         with backend.activate():
             inputs = [backend.asarray(x) for x in host_inputs]
-            outputs: list[Any] = [backend.xp.empty(o.shape, dtype=o.dtype) for o in spec.outputs]
+            outputs: list[Any] = [backend.xp.empty(o.shape, dtype=np_dtype(o.dtype)) for o in spec.outputs]
             for c in todo:
                 workspace = backend.empty_bytes(max(c.workspace_bytes, 1))
                 try:

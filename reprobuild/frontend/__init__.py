@@ -8,5 +8,6 @@ from reprobuild.frontend.onnx_parser import (
     network_from_onnx_bytes,
     network_from_onnx_path,
 )
+from reprobuild.frontend.onnx_support import UnsupportedNodesError
 
-__all__ = ["ModelInfo", "OnnxParser", "network_from_onnx_bytes", "network_from_onnx_path"]
+__all__ = ["ModelInfo", "OnnxParser", "UnsupportedNodesError", "network_from_onnx_bytes", "network_from_onnx_path"]

@@ -1,7 +1,9 @@
-"""The ONNX frontend: load and check a model, resolve input shapes, convert nodes, fold constants.
+"""The ONNX frontend: load and check a model, upgrade old opsets, resolve input shapes and pinned input values,
+convert every node through its op definition, and fold constants as it goes.
 
 Loading never executes code from the file (protobuf only), refuses external data and oversized files, and turns
-every problem into a :class:`~reprobuild.errors.ModelError` that names the node and the op.
+every problem into a :class:`~reprobuild.errors.ModelError` that names the node and the op. Before converting
+anything, every node is checked for support, and all the unsupported ones are listed in one error.
 """
 
 from __future__ import annotations
@@ -15,18 +17,27 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.inliner as onnx_inliner
+import onnx.version_converter
 from onnx import numpy_helper
 
 from reprobuild.digest import sha256_hex
 from reprobuild.errors import DynamicShapeError, ModelError, UnsupportedOpError, UsageError
-from reprobuild.evaluate import evaluate_layer
-from reprobuild.frontend.onnx_ops import CONVERTERS, unsupported_op
-from reprobuild.ir import Layer, Network, NetworkDefinition, TensorInfo, make_attrs
+from reprobuild.frontend.onnx_node import OnnxNode, fold, infer_infos
+from reprobuild.frontend.onnx_support import check_support, default_opset
+from reprobuild.ir import Network, NetworkDefinition, TensorInfo
 from reprobuild.logger import Logger, Severity
-from reprobuild.ops import infer_shapes
+from reprobuild.ops import OpError, get_op
+from reprobuild.ops.onnx_types import dtype_of_elem_type
+from reprobuild.ops.registry import located
 
 #: protobuf cannot hold more than 2 GiB; larger models need external data, which is not supported.
 MAX_MODEL_BYTES = 2 * 1024**3
+#: Constants folded at build time larger than this stay layers, computed at run time, so that a small model
+#: cannot make a huge engine file.
+MAX_FOLDED_BYTES = 1 << 30
+#: Models older than this default-domain opset are upgraded to it with onnx.version_converter.
+MIN_OPSET = 7
 
 
 @dataclass(frozen=True)
@@ -39,73 +50,8 @@ class ModelInfo:
     opset: int
     producer: str
     graph_name: str
-
-
-def _np_dtype(elem_type: int, what: str) -> str:
-    try:
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
-    except Exception:
-        raise ModelError(f"{what} has ONNX element type {elem_type}, which has no NumPy equivalent") from None
-
-
-class NodeContext:
-    """One node under conversion: its decoded attributes, its inputs' infos and constants, and ``emit``."""
-
-    def __init__(self, parser: OnnxParser, node: onnx.NodeProto, name: str, opset: int) -> None:
-        self.parser, self.node, self.name, self.opset = parser, node, name, opset
-        self.net = parser.network
-        self.attrs: dict[str, Any] = {}
-        for a in node.attribute:
-            value = onnx.helper.get_attribute_value(a)
-            if isinstance(value, onnx.TensorProto):
-                value = numpy_helper.to_array(value)
-            elif isinstance(value, bytes):
-                value = value.decode("utf-8", errors="replace")
-            self.attrs[a.name] = value
-        names = list(node.input)
-        while names and not names[-1]:
-            names.pop()
-        if "" in names:
-            raise self.fail("an optional input in the middle is omitted; this is not supported")
-        self.inputs: list[str] = names
-        for t in self.inputs:
-            if not self.net.has_tensor(t):
-                raise self.fail(f"input {t!r} is not defined before this node (the graph is not topologically sorted)")
-
-    def fail(self, message: str) -> UnsupportedOpError:
-        return UnsupportedOpError(f"node {self.name!r} (op {self.node.op_type}): {message}")
-
-    def input_info(self, i: int) -> TensorInfo:
-        return self.net.tensor(self.inputs[i])
-
-    def const(self, i: int) -> np.ndarray | None:
-        return self.net.constant(self.inputs[i]) if i < len(self.inputs) else None
-
-    def used_outputs(self) -> int:
-        """How many leading outputs are used (consumed, or network outputs); later ones must be unused."""
-        used = [bool(o) and o in self.parser.used_names for o in self.node.output]
-        return max((i + 1 for i, u in enumerate(used) if u), default=0)
-
-    def define_constant(self, value: np.ndarray) -> None:
-        self.net.add_constant(self.node.output[0], value)
-
-    def emit(self, op: str, attrs: Mapping[str, Any], inputs: Sequence[str] | None = None,
-             n_outputs: int | None = None) -> None:
-        ins = tuple(inputs if inputs is not None else self.inputs)
-        outs = tuple(self.node.output[: n_outputs or len(self.node.output)])
-        layer = Layer(self.name, op, ins, outs, make_attrs(attrs))
-        shapes = infer_shapes(layer, [self.net.tensor(t).shape for t in ins])
-        dtype = self.net.tensor(ins[0]).dtype
-        infos = [TensorInfo(o, s, dtype) for o, s in zip(outs, shapes)]
-        constants = [self.net.constant(t) for t in ins]
-        if all(c is not None for c in constants):
-            values = evaluate_layer(layer, [c for c in constants if c is not None], infos)
-            for info, value in zip(infos, values):
-                self.net.add_constant(info.name, value)
-            self.parser.logger.verbose(f"folded {self.name} ({op}) into constant(s) {list(outs)}")
-            self.parser.folded += 1
-            return
-        self.net.add_layer(self.name, op, ins, infos, attrs)
+    #: The model's own default-domain opset when it was older than MIN_OPSET and upgraded (else None).
+    upgraded_from_opset: int | None = None
 
 
 class OnnxParser:
@@ -118,28 +64,33 @@ class OnnxParser:
         self.folded = 0
         self.model_info: ModelInfo | None = None
 
-    def parse_from_file(self, path: str | os.PathLike[str],
-                        input_shapes: Mapping[str, Sequence[int]] | None = None) -> ModelInfo:
+    def parse_from_file(self, path: str | os.PathLike[str], input_shapes: Mapping[str, Sequence[int]] | None = None,
+                        input_values: Mapping[str, np.ndarray] | None = None) -> ModelInfo:
         try:
+            if os.path.isdir(path):
+                raise UsageError(f"model {os.fspath(path)!r} is a directory; give the .onnx file")
             size = os.path.getsize(path)
         except OSError as exc:
             raise UsageError(f"cannot read model {os.fspath(path)!r}: {exc.strerror or exc}") from None
         if size > MAX_MODEL_BYTES:
             raise ModelError(f"model file {os.fspath(path)!r} is {size} bytes; the limit is {MAX_MODEL_BYTES}")
         with open(path, "rb") as f:
-            return self.parse(f.read(), input_shapes)
+            return self.parse(f.read(), input_shapes, input_values)
 
-    def parse(self, data: bytes, input_shapes: Mapping[str, Sequence[int]] | None = None) -> ModelInfo:
+    def parse(self, data: bytes, input_shapes: Mapping[str, Sequence[int]] | None = None,
+              input_values: Mapping[str, np.ndarray] | None = None) -> ModelInfo:
         if len(data) > MAX_MODEL_BYTES:
             raise ModelError(f"model is {len(data)} bytes; the limit is {MAX_MODEL_BYTES}")
         with ThreadPoolExecutor(max_workers=1) as pool:  # hashing releases the GIL: overlap it with parsing
             digest = pool.submit(sha256_hex, data)
-            info = self._parse(data, input_shapes)
+            info = self._parse(data, dict(input_shapes or {}), dict(input_values or {}))
             self.model_info = dataclasses.replace(info, sha256=digest.result())
         self.network.source = dataclasses.asdict(self.model_info)
         return self.model_info
 
-    def _parse(self, data: bytes, input_shapes: Mapping[str, Sequence[int]] | None) -> ModelInfo:
+    # --- the model -----------------------------------------------------------------------------------------------
+
+    def _load(self, data: bytes) -> tuple[onnx.ModelProto, int | None]:
         try:
             model = onnx.load_model_from_string(data)
         except Exception as exc:
@@ -148,34 +99,99 @@ class OnnxParser:
             onnx.checker.check_model(data)  # the bytes we have: checking the proto would serialize it again
         except Exception as exc:
             raise ModelError(f"the ONNX checker rejects the model: {exc}") from None
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        if opset < 7:
-            raise ModelError(f"default-domain opset {opset} is too old; reprobuild supports opset 7 and newer")
+        upgraded_from = None
+        opset = default_opset(model)
+        if opset < MIN_OPSET:
+            try:
+                model = onnx.version_converter.convert_version(model, MIN_OPSET)
+            except Exception as exc:
+                raise ModelError(f"the model's default-domain opset {opset} is older than {MIN_OPSET}, and "
+                                 f"onnx.version_converter cannot upgrade it: {exc}") from None
+            upgraded_from = opset
+            self.logger.info(f"upgraded the model from opset {opset} to {MIN_OPSET} with onnx.version_converter")
+        if model.functions:
+            try:
+                model = onnx_inliner.inline_local_functions(model)
+            except Exception as exc:
+                raise ModelError(f"the model's local functions cannot be inlined: {exc}") from None
+        return model, upgraded_from
+
+    def _parse(self, data: bytes, input_shapes: dict[str, Sequence[int]],
+               input_values: dict[str, np.ndarray]) -> ModelInfo:
+        model, upgraded_from = self._load(data)
         graph = model.graph
-        self.used_names = {t for n in graph.node for t in n.input if t} | {o.name for o in graph.output}
-        self._add_constants(graph)
-        self._add_inputs(graph, dict(input_shapes or {}))
+        opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
         names = _layer_names(graph)
-        for node, name in zip(graph.node, names):
-            if node.domain not in ("", "ai.onnx") or node.op_type not in CONVERTERS:
-                raise UnsupportedOpError(f"node {name!r}: {unsupported_op(node.op_type, node.domain)}")
-            support = CONVERTERS[node.op_type]
-            ctx = NodeContext(self, node, name, opset)
-            unknown = sorted(set(ctx.attrs) - support.attributes)
-            if unknown:
-                raise ctx.fail(f"attribute(s) {unknown} are not supported; supported: {sorted(support.attributes)}")
-            support.convert(ctx)
+        plan = check_support(graph, names, opsets)
+        self.used_names = {t for n in graph.node for t in n.input if t} | {o.name for o in graph.output}
+        self._graph_outputs = {o.name for o in graph.output}
+        self._add_constants(graph)
+        self._add_inputs(graph, input_shapes, input_values)
+        for node, name, (opset, version) in zip(graph.node, names, plan):
+            opdef = get_op(node.op_type)
+            onnx_node = OnnxNode(self, node, name, opdef, opset, version)
+            try:
+                opdef.convert(onnx_node)
+            except OpError as exc:
+                raise located(exc, f"node {name!r} (op {node.op_type})") from None
+            for i, out in enumerate(node.output):
+                if out and out in self.used_names and not self.network.has_tensor(out):
+                    raise UnsupportedOpError(f"node {name!r} (op {node.op_type}): output {i} ({out!r}) is used, "
+                                             "but reprobuild does not compute it")
         for out in graph.output:
             if not self.network.has_tensor(out.name):
                 raise ModelError(f"network output {out.name!r} is not produced by any node")
             self._check_declared(out, self.network.tensor(out.name))
+            if self.network.constant(out.name) is not None:
+                self.network.materialize_constant(out.name)
             self.network.mark_output(out.name)
-        self.logger.log(Severity.INFO, f"parsed ONNX model (opset {opset}): {self.network.num_layers} layers, "
-                                       f"{self.folded} node(s) folded into constants")
+        self.logger.log(Severity.INFO, f"parsed ONNX model (opset {opsets.get('', 0)}): "
+                                       f"{self.network.num_layers} layers, {self.folded} node(s) folded into "
+                                       "constants")
         return ModelInfo(
-            sha256="", size_bytes=len(data), ir_version=int(model.ir_version), opset=int(opset),
+            sha256="", size_bytes=len(data), ir_version=int(model.ir_version), opset=int(opsets.get("", 0)),
             producer=f"{model.producer_name} {model.producer_version}".strip(), graph_name=graph.name,
+            upgraded_from_opset=upgraded_from,
         )
+
+    # --- what OnnxNode calls -------------------------------------------------------------------------------------
+
+    def add_layer(self, name: str, op: str, inputs: Sequence[str], outputs: Sequence[str],
+                  attrs: Mapping[str, Any]) -> None:
+        """Add a converted layer, or its values when every input is a constant and they are not too large."""
+        where = f"node {name!r} (op {op})"
+        net = self.network
+        infos = infer_infos(op, attrs, [net.tensor(t) for t in inputs], outputs, where)
+        constants = [net.constant(t) for t in inputs]
+        if all(c is not None for c in constants) and sum(i.nbytes for i in infos) <= MAX_FOLDED_BYTES:
+            values = fold(op, attrs, [c for c in constants if c is not None], where)
+            for info, value in zip(infos, values):
+                net.add_constant(info.name, value)
+            self.logger.verbose(f"folded {name} ({op}) into constant(s) {list(outputs)}")
+            self.folded += 1
+            return
+        net.add_layer(name, op, inputs, infos, attrs, origin=(name,))
+
+    def define_constant(self, name: str, value: np.ndarray, node_name: str) -> None:
+        self.network.add_constant(name, value)
+        self.folded += 1
+
+    def network_inputs_behind(self, tensor: str) -> list[str]:
+        """The network inputs a tensor is computed from, in declaration order."""
+        producers = {o: layer for layer in self.network.layers for o in layer.outputs}
+        seen, stack, found = set(), [tensor], set()
+        while stack:
+            t = stack.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            if self.network.is_input(t):
+                found.add(t)
+            elif t in producers:
+                stack.extend(producers[t].inputs)
+        return [name for name in self.network.input_names if name in found]
+
+    # --- graph inputs and constants ------------------------------------------------------------------------------
 
     def _add_constants(self, graph: onnx.GraphProto) -> None:
         for init in sorted(graph.initializer, key=lambda t: t.name):
@@ -183,48 +199,84 @@ class OnnxParser:
                 raise ModelError(f"initializer {init.name!r} uses external data, which is not supported; "
                                  "save the model with its weights inside (onnx.save(..., save_as_external_data=False))")
             try:
+                dtype_of_elem_type(init.data_type, f"initializer {init.name!r}")
                 value = numpy_helper.to_array(init)
+            except OpError as exc:
+                raise ModelError(str(exc)) from None
             except Exception as exc:
                 raise ModelError(f"initializer {init.name!r} cannot be read: {exc}") from None
             self.network.add_constant(init.name, value)
+        if graph.sparse_initializer:
+            raise ModelError("sparse initializers are not supported")
 
-    def _add_inputs(self, graph: onnx.GraphProto, overrides: dict[str, Sequence[int]]) -> None:
+    def _add_inputs(self, graph: onnx.GraphProto, overrides: dict[str, Sequence[int]],
+                    values: dict[str, np.ndarray]) -> None:
         real = [i for i in graph.input if not self.network.has_tensor(i.name)]
-        for name in sorted(set(overrides) - {i.name for i in real}):
+        names = [i.name for i in real]
+        for name in sorted(set(overrides) - set(names)):
             raise UsageError(f"--input-shape names {name!r}, which is not a network input; inputs are: "
-                             f"{', '.join(i.name for i in real)}")
+                             f"{', '.join(names)}")
+        for name in sorted(set(values) - set(names)):
+            raise UsageError(f"--input-value names {name!r}, which is not a network input; inputs are: "
+                             f"{', '.join(names)}")
         for vi in real:
-            ttype = vi.type.tensor_type
             if not vi.type.HasField("tensor_type"):
-                raise ModelError(f"network input {vi.name!r} is not a tensor; only tensor inputs are supported")
-            dtype = _np_dtype(ttype.elem_type, f"network input {vi.name!r}")
-            if dtype != "float32":
-                raise ModelError(f"network input {vi.name!r} has dtype {dtype}; only float32 inputs are supported")
-            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim]
+                kind = vi.type.WhichOneof("value")
+                raise ModelError(f"network input {vi.name!r} is a {kind}; only tensor inputs are supported")
+            ttype = vi.type.tensor_type
+            try:
+                dtype = dtype_of_elem_type(ttype.elem_type, f"network input {vi.name!r}")
+            except OpError as exc:
+                raise ModelError(str(exc)) from None
+            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 and not d.dim_param else None
+                    for d in ttype.shape.dim]
             labels = [d.dim_param or "?" for d in ttype.shape.dim]
+            declared = [d if d is not None else lab for d, lab in zip(dims, labels)]
+            if vi.name in values:
+                self._add_pinned(vi.name, values[vi.name], dims, declared, dtype, ttype.HasField("shape"))
+                continue
             if vi.name in overrides:
                 shape = [int(s) for s in overrides[vi.name]]
                 if len(shape) != len(dims) or any(d is not None and d != s for d, s in zip(dims, shape)):
                     raise UsageError(f"--input-shape {vi.name}={'x'.join(map(str, shape))} does not fit the model's "
-                                     f"declared shape {[d if d is not None else lab for d, lab in zip(dims, labels)]}")
-                if any(s < 1 for s in shape):
-                    raise UsageError(f"--input-shape {vi.name}: every dimension must be a positive integer")
+                                     f"declared shape {declared}")
+                if any(s < 0 for s in shape):
+                    raise UsageError(f"--input-shape {vi.name}: every dimension must be a non-negative integer")
             else:
+                if not ttype.HasField("shape"):
+                    raise DynamicShapeError(f"network input {vi.name!r} declares no shape (not even its rank); "
+                                            f"give one with --input-shape {vi.name}=DxD...")
                 if any(d is None for d in dims):
                     axis = next(i for i, d in enumerate(dims) if d is None)
                     raise DynamicShapeError(
                         f"network input {vi.name!r} has a dynamic dimension {labels[axis]!r} at axis {axis} "
-                        f"(declared {[d if d is not None else lab for d, lab in zip(dims, labels)]}); engines have "
-                        f"fixed shapes, so fix it with --input-shape {vi.name}=" +
-                        "x".join(str(d) if d is not None else "N" for d in dims)
+                        f"(declared {declared}); engines have fixed shapes, so fix it with --input-shape "
+                        f"{vi.name}=" + "x".join(str(d) if d is not None else "N" for d in dims)
                     )
                 shape = [int(d) for d in dims if d is not None]
             self.network.add_input(vi.name, shape, dtype)
         for vi in graph.input:
-            if self.network.constant(vi.name) is not None:
+            if vi.name not in names:
                 self.logger.verbose(f"input {vi.name!r} has an initializer; it is treated as a constant")
 
+    def _add_pinned(self, name: str, value: np.ndarray, dims: list[int | None], declared: list[Any], dtype: str,
+                    has_shape: bool) -> None:
+        from reprobuild.dtypes import np_dtype
+
+        arr = np.asarray(value)
+        if arr.dtype != np_dtype(dtype):
+            cast = arr.astype(np_dtype(dtype))
+            if not np.array_equal(cast.astype(arr.dtype), arr):
+                raise UsageError(f"--input-value {name}: the values do not fit the input's dtype {dtype}")
+            arr = cast
+        if has_shape and (arr.ndim != len(dims) or any(d is not None and d != s for d, s in zip(dims, arr.shape))):
+            raise UsageError(f"--input-value {name}: the value has shape {list(arr.shape)}, but the model declares "
+                             f"{declared}")
+        self.network.add_pinned_input(name, arr)
+
     def _check_declared(self, vi: onnx.ValueInfoProto, info: TensorInfo) -> None:
+        if not vi.type.HasField("tensor_type"):
+            raise ModelError(f"network output {vi.name!r} is not a tensor; only tensor outputs are supported")
         dims = vi.type.tensor_type.shape.dim
         declared = [d.dim_value if d.HasField("dim_value") else None for d in dims]
         if dims and (len(declared) != len(info.shape)
@@ -246,16 +298,18 @@ def _layer_names(graph: onnx.GraphProto) -> list[str]:
 
 
 def network_from_onnx_bytes(data: bytes, logger: Logger | None = None,
-                            input_shapes: Mapping[str, Sequence[int]] | None = None) -> tuple[Network, ModelInfo]:
+                            input_shapes: Mapping[str, Sequence[int]] | None = None,
+                            input_values: Mapping[str, np.ndarray] | None = None) -> tuple[Network, ModelInfo]:
     network = NetworkDefinition()
-    info = OnnxParser(network, logger).parse(data, input_shapes)
+    info = OnnxParser(network, logger).parse(data, input_shapes, input_values)
     network.name = info.graph_name or "network"
     return network.finalize(), info
 
 
 def network_from_onnx_path(path: str | os.PathLike[str], logger: Logger | None = None,
-                           input_shapes: Mapping[str, Sequence[int]] | None = None) -> tuple[Network, ModelInfo]:
+                           input_shapes: Mapping[str, Sequence[int]] | None = None,
+                           input_values: Mapping[str, np.ndarray] | None = None) -> tuple[Network, ModelInfo]:
     network = NetworkDefinition()
-    info = OnnxParser(network, logger).parse_from_file(path, input_shapes)
+    info = OnnxParser(network, logger).parse_from_file(path, input_shapes, input_values)
     network.name = info.graph_name or "network"
     return network.finalize(), info

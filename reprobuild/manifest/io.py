@@ -20,8 +20,25 @@ from reprobuild.manifest.models import SCHEMA_VERSION, Manifest, Pinned
 
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 
-#: MIGRATIONS[n] lifts a version-n document to version n + 1. Version 1 is the first; none exist yet.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+def _v1_to_v2(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 records pass versions, each layer's ONNX nodes, pinned inputs and opset upgrades. A version-1
+    build ran version 1 of each pass, and each of its layers came from the ONNX node of the same name."""
+    pinned = document.get("pinned")
+    if isinstance(pinned, dict):
+        config = pinned.get("config")
+        if isinstance(config, dict) and isinstance(config.get("passes"), list):
+            config["passes"] = [{"name": p, "version": 1} if isinstance(p, str) else p for p in config["passes"]]
+        if isinstance(pinned.get("model"), dict):
+            pinned["model"].setdefault("upgraded_from_opset", None)
+        for layer in pinned.get("layers") or []:
+            if isinstance(layer, dict):
+                layer.setdefault("onnx_nodes", [layer.get("name")])
+        pinned.setdefault("pinned_inputs", [])
+    return {**document, "schema_version": 2}
+
+
+#: MIGRATIONS[n] lifts a version-n document to version n + 1.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 def manifest_to_json(manifest: Manifest) -> bytes:

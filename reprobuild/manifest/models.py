@@ -1,4 +1,4 @@
-"""The build manifest, schema version 1 (pydantic v2, ``extra="forbid"`` everywhere).
+"""The build manifest, schema version 2 (pydantic v2, ``extra="forbid"`` everywhere).
 
 Two parts. ``pinned`` is everything that decides the engine's bytes: model digest, build config, environment
 fingerprint, the layers with their chosen tactics by value, kernel source digests and compile options, memory
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 JsonScalar = int | str
 AttrJson = int | str | list[int] | list[str]
@@ -25,7 +25,8 @@ class Strict(BaseModel):
 
 
 class TacticRef(Strict):
-    """A tactic by value. ``source_sha256`` covers the family module and the CUDA sources it compiles."""
+    """A tactic by value. ``source_sha256`` covers exactly the Python code it runs and the CUDA sources it
+    compiles."""
 
     family: str
     name: str
@@ -46,12 +47,22 @@ class ModelRecord(Strict):
     ir_version: int | None = None
     producer: str | None = None
     graph_name: str | None = None
+    upgraded_from_opset: int | None = Field(
+        default=None, description="the model's own opset when it was older than 7 and upgraded with "
+                                  "onnx.version_converter; null when it was not upgraded")
 
 
 class TimingConfig(Strict):
     warmup: int = Field(ge=0, description="untimed runs of each candidate before timing")
     iterations: int = Field(ge=1, description="timing samples of each candidate; the median decides")
     runs_per_sample: int = Field(ge=1, description="back-to-back runs averaged into each sample")
+
+
+class PassRecord(Strict):
+    """A graph pass the build ran, in order, with the version of its code."""
+
+    name: str
+    version: int = Field(ge=1)
 
 
 class BuildConfigRecord(Strict):
@@ -61,7 +72,7 @@ class BuildConfigRecord(Strict):
     max_workspace_bytes: int = Field(ge=0)
     determinism: Literal["run_to_run", "any"]
     tactic_sources: list[str] | None = Field(description="allowed tactic sources; null allows all")
-    passes: list[str]
+    passes: list[PassRecord]
     tie_band: float = Field(ge=0.0, le=1.0, description="candidates within this fraction of the fastest median "
                                                          "are near-ties, decided by preference order")
 
@@ -70,6 +81,13 @@ class TensorRecord(Strict):
     name: str
     shape: list[int]
     dtype: str
+
+
+class PinnedInputRecord(TensorRecord):
+    """A network input whose value was fixed at build time (TensorRT's shape-input values): the engine is
+    only valid for that value, and the runtime refuses any other."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="array digest of the pinned value")
 
 
 class LayerRecord(Strict):
@@ -82,6 +100,7 @@ class LayerRecord(Strict):
     outputs: list[TensorRecord]
     tactic: TacticRef
     workspace_bytes: int = Field(ge=0)
+    onnx_nodes: list[str] = Field(description="the ONNX nodes this layer computes (several after a fusion)")
 
 
 class KernelSourceRecord(Strict):
@@ -121,6 +140,7 @@ class Pinned(Strict):
     config: BuildConfigRecord
     environment: dict[str, str]
     inputs: list[TensorRecord]
+    pinned_inputs: list[PinnedInputRecord] = Field(default_factory=list)
     outputs: list[TensorRecord]
     layers: list[LayerRecord]
     kernel_sources: list[KernelSourceRecord]
@@ -166,7 +186,7 @@ class EngineRecord(Strict):
 
 
 class Manifest(Strict):
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     pinned: Pinned
     evidence: Evidence | None = None
     engine: EngineRecord | None = None

@@ -1,28 +1,51 @@
-"""Graph passes: pure functions Network -> Network, applied in the order the build config lists them."""
+"""Graph passes: pure functions Network -> Network, one small module each, run in the order the build config
+lists them. Each pass has a version, bumped whenever what it produces changes; the manifest records (name,
+version) of every pass a build ran, so a replay refuses a manifest made with other pass code.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from reprobuild.errors import UsageError
 from reprobuild.ir import Network
-from reprobuild.passes.fold import fold_constants
-from reprobuild.passes.simplify import eliminate_dead_code, eliminate_identities
 
-Pass = Callable[[Network], Network]
 
-PASSES: dict[str, Pass] = {
-    "eliminate_dead_code": eliminate_dead_code,
-    "eliminate_identities": eliminate_identities,
-    "fold_constants": fold_constants,
-}
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    version: int
+    run: Callable[[Network], Network]
+    summary: str
 
-DEFAULT_PASSES: tuple[str, ...] = ("fold_constants", "eliminate_identities", "eliminate_dead_code")
+
+def _passes() -> dict[str, Pass]:
+    from reprobuild.passes._pass_list import PASS_LIST
+
+    return {p.name: p for p in PASS_LIST}
+
+
+PASSES: dict[str, Pass] = _passes()
+
+#: The passes a build runs unless its config says otherwise, in this order.
+DEFAULT_PASSES: tuple[str, ...] = (
+    "fold_constants", "eliminate_identities", "fuse_gelu", "fuse_layer_normalization", "fold_batchnorm",
+    "eliminate_dead_code",
+)
+
+
+def pass_versions(names: Sequence[str]) -> list[tuple[str, int]]:
+    return [(name, get_pass(name).version) for name in names]
+
+
+def get_pass(name: str) -> Pass:
+    if name not in PASSES:
+        raise UsageError(f"unknown pass {name!r}; known passes: {', '.join(sorted(PASSES))}")
+    return PASSES[name]
 
 
 def run_passes(network: Network, names: Sequence[str]) -> Network:
     for name in names:
-        if name not in PASSES:
-            raise UsageError(f"unknown pass {name!r}; known passes: {', '.join(sorted(PASSES))}")
-        network = PASSES[name](network)
+        network = get_pass(name).run(network)
     return network

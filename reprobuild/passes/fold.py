@@ -1,25 +1,33 @@
-"""Constant folding: a layer whose inputs are all constants is evaluated now and becomes a constant.
+"""Constant folding: a layer whose inputs are all constants is computed now, with its op's NumPy reference, and
+becomes a constant. The ONNX frontend already folds while it parses; this pass does the same for networks built
+through the API and for what other passes leave behind.
 
-The ONNX frontend already folds while it parses; this pass does the same for networks built through the API.
+A layer that produces a network output stays (an engine computes its outputs), and so does one whose result
+would be larger than MAX_FOLDED_BYTES (computed at run time instead of stored in the engine file).
 """
 
 from __future__ import annotations
 
-from reprobuild.evaluate import evaluate_layer
 from reprobuild.ir import Layer, Network
+from reprobuild.ops.registry import evaluate
+
+VERSION = 2
+MAX_FOLDED_BYTES = 1 << 30
 
 
 def fold_constants(network: Network) -> Network:
     constants = dict(network.constants)
+    outputs = {t.name for t in network.outputs}
     kept: list[Layer] = []
     for layer in network.layers:
-        if all(t in constants for t in layer.inputs):
-            values = evaluate_layer(layer, [constants[t] for t in layer.inputs],
-                                    [network.tensors[t] for t in layer.outputs])
+        size = sum(network.tensors[t].nbytes for t in layer.outputs)
+        if (all(t in constants for t in layer.inputs) and not outputs.intersection(layer.outputs)
+                and size <= MAX_FOLDED_BYTES):
+            values = evaluate(layer.op, dict(layer.attrs), [constants[t] for t in layer.inputs],
+                              f"layer {layer.name!r} ({layer.op})")
             constants.update(zip(layer.outputs, values))
         else:
             kept.append(layer)
     if len(kept) == len(network.layers):
         return network
-    return Network.create(network.name, network.inputs, [t.name for t in network.outputs], kept,
-                          network.tensors, constants, network.source)
+    return network.derive(kept, constants)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from reprobuild.ir import Layer, Network
 
+VERSION = 1
+
 
 def _renamed(layer: Layer, mapping: dict[str, str]) -> Layer:
     return Layer(layer.name, layer.op, tuple(mapping.get(t, t) for t in layer.inputs),
-                 tuple(mapping.get(t, t) for t in layer.outputs), layer.attrs)
+                 tuple(mapping.get(t, t) for t in layer.outputs), layer.attrs, layer.origin)
+
+
+def _absorb(producer: Layer, identity: Layer) -> Layer:
+    """The producer, now also standing for the removed Identity's ONNX nodes."""
+    origin = tuple(dict.fromkeys((*producer.origin, *identity.origin)))
+    return Layer(producer.name, producer.op, producer.inputs, producer.outputs, producer.attrs, origin)
 
 
 def eliminate_identities(network: Network) -> Network:
@@ -28,14 +36,14 @@ def eliminate_identities(network: Network) -> Network:
                 mapping = {src: dst}
             else:
                 continue
-            layers = [_renamed(other, mapping) for other in layers if other is not layer]
+            layers = [_renamed(_absorb(other, layer) if src in other.outputs else other, mapping)
+                      for other in layers if other is not layer]
             break
         else:
             break
     if len(layers) == len(network.layers):
         return network
-    return Network.create(network.name, network.inputs, [t.name for t in network.outputs], layers,
-                          network.tensors, network.constants, network.source)
+    return network.derive(layers)
 
 
 def eliminate_dead_code(network: Network) -> Network:
@@ -50,5 +58,4 @@ def eliminate_dead_code(network: Network) -> Network:
     constants = {k: v for k, v in network.constants.items() if k in needed}
     if len(kept) == len(network.layers) and len(constants) == len(network.constants):
         return network
-    return Network.create(network.name, network.inputs, [t.name for t in network.outputs], kept,
-                          network.tensors, constants, network.source)
+    return network.derive(kept, constants)

@@ -18,6 +18,7 @@ import pytest
 from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
 from reprobuild.environment import environment_fingerprint
 from reprobuild.envpolicy import compare_environments
+from reprobuild.errors import ReplayMismatchError
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.kernels.backend import get_backend
 from reprobuild.manifest import read_manifest
@@ -47,3 +48,23 @@ def test_golden_manifest_replays_to_its_engine_digest(example: str) -> None:
         warnings.warn(f"golden {example}: this machine's environment differs in {fields}; the decisions and the "
                       "pinned content replay identically, but the engine digest can only be compared in the "
                       "recorded environment (regenerate with python manifests/make_golden.py there)", stacklevel=1)
+
+
+@pytest.mark.parametrize("example", GOLDEN)
+def test_goldens_from_before_per_tactic_identity_fail_closed_naming_each_changed_tactic(example: str) -> None:
+    """The goldens pinned before per-tactic identity (schema v1, digests over whole family modules) still load,
+    migrated to schema v2, and a replay of one refuses to build, naming every layer whose tactic digest changed."""
+    old = read_manifest(os.path.join(REPO, "tests", "fixtures", "manifests", "v1", f"{example}.cpu.manifest.json"))
+    assert old.schema_version == 2 and old.pinned.config.passes[0].version == 1
+    assert all(layer.onnx_nodes == [layer.name] for layer in old.pinned.layers)
+    config = BuilderConfig.from_record(old.pinned.config)
+    config.algorithm_selector = ReplaySelector(old, "ignore")
+    network, _ = network_from_onnx_path(os.path.join(EXAMPLES, f"{example}.onnx"))
+    with pytest.raises(ReplayMismatchError) as err:
+        Builder().build(network, config)
+    message = str(err.value)
+    assert "cannot replay the manifest" in message
+    changed = [layer for layer in old.pinned.layers if f"layer {layer.name!r}" in message]
+    assert changed, message
+    for layer in changed:
+        assert layer.tactic.label in message

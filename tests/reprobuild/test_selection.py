@@ -76,7 +76,7 @@ class ForbidIm2col(AlgorithmSelector):
     def select(self, context: AlgorithmContext,
                candidates: Sequence[AlgorithmCandidate]) -> Sequence[AlgorithmCandidate]:
         self.contexts.append(context)
-        return [c for c in candidates if c.name != "cpu_im2col_gemm"]
+        return [c for c in candidates if c.name not in ("cpu_im2col_gemm", "cpu_Conv")]
 
     def report(self, context: AlgorithmContext, chosen: AlgorithmCandidate) -> None:
         self.reported.append(f"{context.name}:{chosen.name}")

@@ -137,7 +137,7 @@ def test_cli_verify_exits_10_and_names_the_layer(registry: TacticRegistry, tmp_p
     out, err = capsys.readouterr()
     assert code == 10 and "NOT DETERMINISTIC" in out and "not deterministic" in err, out + err
     locator = next((line for line in out.splitlines() if line.startswith("locator")), "")
-    assert locator.startswith("locator    layer 5 'res1_relu' (Relu) with tactic elementwise.cpu_noisy_relu v1"), out
+    assert locator.startswith("locator    layer 4 'res1_relu' (Relu) with tactic elementwise.cpu_noisy_relu v1"), out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["deterministic"] is False and report["locator"]["layer"]["name"] == "res1_relu"
 
@@ -199,11 +199,11 @@ def test_against_a_different_golden_fails_and_names_the_first_layer(built: Path)
     manifest = built.with_name("cnn.manifest.json")
     doc = json.loads(manifest.read_text())
     doc["pinned"]["golden"]["outputs"][0]["sha256"] = "0" * 64
-    doc["pinned"]["golden"]["layers"][4]["sha256"] = "0" * 64
+    doc["pinned"]["golden"]["layers"][3]["sha256"] = "0" * 64
     manifest.write_text(json.dumps(doc))
     result = _verify_in_another_process(str(built), "--runs", "2", "--against", str(manifest))
     assert result.returncode == 10, result.stdout + result.stderr
-    assert "locator    layer 4 'res1' (Conv)" in result.stdout and "differ from the digests the build" in result.stdout
+    assert "locator    layer 3 'res1' (Conv)" in result.stdout and "differ from the digests the build" in result.stdout
 
 
 def test_against_refuses_inputs_drawn_differently_or_another_engine(built: Path, capsys: Any) -> None:

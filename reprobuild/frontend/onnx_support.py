@@ -1,0 +1,93 @@
+"""Which nodes of a model reprobuild can convert: checked for the whole graph before anything is converted, so
+that one error lists every unsupported node, each with the reason."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import onnx
+import onnx.defs
+
+from reprobuild.errors import UnsupportedOpError
+from reprobuild.ops import all_ops, find_op
+
+#: What reprobuild says of a domain other than the default one.
+DOMAINS = {
+    "ai.onnx.ml": "ONNX-ML (classical machine learning: trees, encoders, SVMs)",
+    "ai.onnx.preview.training": "ONNX training ops",
+    "ai.onnx.preview": "ONNX preview ops",
+    "com.microsoft": "onnxruntime's contrib ops (export without onnxruntime-specific optimizations)",
+}
+#: Default-domain ops that are out of scope, and why.
+OUT_OF_SCOPE = {
+    **dict.fromkeys(("If", "Loop", "Scan"), "control flow with subgraphs is not supported"),
+    **dict.fromkeys(("SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert",
+                     "SequenceLength", "SequenceMap", "SplitToSequence", "ConcatFromSequence"),
+                    "sequences are not supported; only tensors"),
+    **dict.fromkeys(("Optional", "OptionalGetElement", "OptionalHasElement"),
+                    "optional values are not supported; only tensors"),
+    **dict.fromkeys(("StringConcat", "StringNormalizer", "StringSplit", "RegexFullMatch", "TfIdfVectorizer",
+                     "ImageDecoder"), "strings and encoded images are not supported"),
+    **dict.fromkeys(("NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "Gradient", "Adagrad", "Adam",
+                     "Momentum"), "training-only op; reprobuild builds inference engines"),
+    **dict.fromkeys(("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli",
+                     "Multinomial"), "random sampling has no reproducible meaning in a deterministic engine"),
+}
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _problem(node: onnx.NodeProto, opsets: Mapping[str, int]) -> tuple[str | None, tuple[int, int]]:
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    op = node.op_type
+    if domain:
+        what = DOMAINS.get(domain, f"the custom domain {domain!r}")
+        return (f"op {op} of domain {domain!r} ({what}) is not supported; reprobuild implements the default "
+                "ONNX domain"), (0, 0)
+    opset = opsets.get("", 0)
+    if op in OUT_OF_SCOPE:
+        return OUT_OF_SCOPE[op], (opset, 0)
+    try:
+        version = int(onnx.defs.get_schema(op, opset, "").since_version)
+    except Exception:
+        return f"op {op} does not exist in ONNX opset {opset}", (opset, 0)
+    opdef = find_op(op)
+    if opdef is None:
+        return f"op {op} is not implemented", (opset, version)
+    if version not in opdef.versions:
+        return (f"op {op} version {version} (the version in opset {opset}) is not implemented; implemented: "
+                f"{', '.join(str(v) for v in opdef.versions)}"), (opset, version)
+    return None, (opset, version)
+
+
+class UnsupportedNodesError(UnsupportedOpError):
+    """Some nodes of the model cannot be converted; ``nodes`` lists (node name, op, reason) for each."""
+
+    def __init__(self, message: str, nodes: Sequence[tuple[str, str, str]]) -> None:
+        super().__init__(message)
+        self.nodes = tuple(nodes)
+
+
+def check_support(graph: onnx.GraphProto, names: Sequence[str],
+                  opsets: Mapping[str, int]) -> list[tuple[int, int]]:
+    """(opset, op version) of every node; an UnsupportedNodesError listing every node that cannot be converted."""
+    plan, bad = [], []
+    for node, name in zip(graph.node, names):
+        problem, resolved = _problem(node, opsets)
+        plan.append(resolved)
+        if problem is not None:
+            bad.append((name, node.op_type, problem))
+    if bad:
+        ops = Counter(op for _, op, _ in bad)
+        summary = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(ops.items()))
+        shown = bad[:40]
+        lines = "\n".join(f"  - node {name!r} (op {op}): {why}" for name, op, why in shown)
+        more = f"\n  ... and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
+        known = ", ".join(o.op for o in all_ops() if not o.domain)
+        raise UnsupportedNodesError(
+            f"the model has {len(bad)} node(s) reprobuild cannot convert (ops: {summary}):\n{lines}{more}\n"
+            f"reprobuild implements these default-domain ops: {known}", bad)
+    return plan

@@ -1,0 +1,106 @@
+"""Sliding windows over N spatial dimensions (Conv, pooling): resolving ONNX's padding forms, output sizes, and
+gathering the input elements each kernel tap meets, with any array module.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from reprobuild.ops.base import Attrs, Node, OpError, ints
+
+
+def window_output(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int,
+                  ceil_mode: bool = False) -> int:
+    """Output length of a sliding window, as ONNX (and onnxruntime) define it, ceil_mode included."""
+    span = size + pad_begin + pad_end - dilation * (kernel - 1) - 1
+    if not ceil_mode:
+        return span // stride + 1
+    out = math.ceil(span / stride) + 1
+    if (out - 1) * stride >= size + pad_begin:  # the last window must start inside the input or its begin pad
+        out -= 1
+    return out
+
+
+def resolve_window(node: Node, spatial: Sequence[int], kernel: Sequence[int],
+                   with_dilations: bool = True) -> dict[str, tuple[int, ...]]:
+    """Explicit ``pads`` (begins then ends), ``strides`` and ``dilations`` of a window over ``spatial``, from
+    the node's ``auto_pad``, ``pads``, ``strides`` and ``dilations`` attributes."""
+    nd = len(spatial)
+    if len(kernel) != nd:
+        raise OpError(f"kernel_shape {list(kernel)} has {len(kernel)} dimensions; the input has {nd} spatial ones")
+    strides = ints(node.attr("strides")) if node.has_attr("strides") else (1,) * nd
+    dilations = (ints(node.attr("dilations")) if with_dilations and node.has_attr("dilations") else (1,) * nd)
+    auto_pad = node.attr("auto_pad") if node.has_attr("auto_pad") else "NOTSET"
+    for name, values in (("strides", strides), ("dilations", dilations)):
+        if len(values) != nd:
+            raise OpError(f"{name} {list(values)} should have {nd} values, one per spatial dimension")
+    if auto_pad == "NOTSET":
+        pads = ints(node.attr("pads")) if node.has_attr("pads") else (0,) * (2 * nd)
+    elif auto_pad == "VALID":
+        pads = (0,) * (2 * nd)
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        begin, end = [], []
+        for i in range(nd):
+            out = math.ceil(spatial[i] / strides[i])
+            total = max(0, (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i])
+            small, large = total // 2, total - total // 2
+            begin.append(small if auto_pad == "SAME_UPPER" else large)
+            end.append(large if auto_pad == "SAME_UPPER" else small)
+        pads = (*begin, *end)
+    else:
+        raise OpError(f"auto_pad={auto_pad!r} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
+    if len(pads) != 2 * nd:
+        raise OpError(f"pads {list(pads)} should have {2 * nd} values (begins, then ends)")
+    if min(strides) < 1 or min(dilations) < 1 or min(pads) < 0 or min(kernel) < 1:
+        raise OpError(f"invalid window: kernel {list(kernel)}, strides {list(strides)}, pads {list(pads)}, "
+                      f"dilations {list(dilations)}")
+    return {"pads": pads, "strides": strides, "dilations": dilations}
+
+
+def output_spatial(spatial: Sequence[int], kernel: Sequence[int], attrs: Attrs, ceil_mode: bool = False) -> tuple[
+        int, ...]:
+    nd = len(spatial)
+    pads, strides = attrs["pads"], attrs["strides"]
+    dilations = attrs.get("dilations", (1,) * nd)
+    out = tuple(window_output(spatial[i], kernel[i], strides[i], pads[i], pads[i + nd], dilations[i], ceil_mode)
+                for i in range(nd))
+    if min(out, default=1) < 1:
+        raise OpError(f"the window does not fit: input {list(spatial)}, kernel {list(kernel)}, pads {list(pads)}, "
+                      f"strides {list(strides)}, dilations {list(dilations)}")
+    return out
+
+
+def taps(kernel: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every kernel position, in row-major order (the weight's layout)."""
+    return list(itertools.product(*(range(k) for k in kernel)))
+
+
+def padded(xp: Any, x: Any, pads: Sequence[int], extra_end: Sequence[int], value: float) -> Any:
+    """``x`` (N, C, spatial...) padded with ``value``: ``pads`` begins/ends plus ``extra_end`` more at each end."""
+    nd = x.ndim - 2
+    widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + nd] + extra_end[i]) for i in range(nd)]
+    if not any(b or e for b, e in widths):
+        return x
+    return xp.pad(x, widths, mode="constant", constant_values=value)
+
+
+def tap_view(xp_padded: Any, tap: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
+             out: Sequence[int]) -> Any:
+    """The elements kernel position ``tap`` meets at every output position: (N, C, *out), a strided view."""
+    index = [slice(None), slice(None)]
+    for t, s, d, o in zip(tap, strides, dilations, out):
+        start = t * d
+        index.append(slice(start, start + s * (o - 1) + 1, s))
+    return xp_padded[tuple(index)]
+
+
+def extra_end(spatial: Sequence[int], kernel: Sequence[int], attrs: Attrs, out: Sequence[int]) -> tuple[int, ...]:
+    """How far ceil_mode's last window runs past the end pad, per dimension (0 without ceil_mode)."""
+    nd = len(spatial)
+    pads, strides = attrs["pads"], attrs["strides"]
+    dilations = attrs.get("dilations", (1,) * nd)
+    return tuple(max(0, (out[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1
+                     - (spatial[i] + pads[i] + pads[i + nd])) for i in range(nd))

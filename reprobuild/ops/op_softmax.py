@@ -1,0 +1,77 @@
+"""Softmax, LogSoftmax and Hardmax along one axis (opset 13+), or over the input flattened to 2-D at ``axis``
+(opset < 13, canonical attribute ``coerce_2d=1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from reprobuild.dtypes import FLOATS
+from reprobuild.ops.base import Attr, Attrs, Node, OpDef, TensorType, axis_in_range
+from reprobuild.ops.families import float_compute_type
+
+
+class _Normalize(OpDef):
+    versions = (1, 11, 13)
+    attributes = {"axis": Attr("int", 1)}
+    dtypes = FLOATS
+
+    def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
+        legacy = node.version < 13  # flattens to 2-D at axis; 13+ normalizes along one axis
+        x = node.input(0)
+        assert x is not None
+        axis = int(attrs["axis"]) if node.has_attr("axis") else (1 if legacy else -1)
+        return {"axis": axis_in_range(axis, max(x.rank, 1)), "coerce_2d": int(legacy)}
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        self.check_types(inputs)
+        return [TensorType(inputs[0].shape, inputs[0].dtype)]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        x = inputs[0]
+        shape, axis = x.shape, int(attrs["axis"])
+        if attrs["coerce_2d"]:
+            outer = 1
+            for d in shape[:axis]:
+                outer *= d
+            rows = x.reshape(outer, -1)
+            return [self.along(xp, rows.astype(float_compute_type(xp, x), copy=False), 1)
+                    .astype(x.dtype, copy=False).reshape(shape)]
+        if x.ndim == 0:
+            x = x.reshape(1)
+        y = self.along(xp, x.astype(float_compute_type(xp, x), copy=False), axis)
+        return [y.astype(inputs[0].dtype, copy=False).reshape(shape)]
+
+    def along(self, xp: Any, x: Any, axis: int) -> Any:
+        raise NotImplementedError
+
+
+class Softmax(_Normalize):
+    op = "Softmax"
+
+    def along(self, xp: Any, x: Any, axis: int) -> Any:
+        e = xp.exp(x - x.max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
+
+
+class LogSoftmax(_Normalize):
+    op = "LogSoftmax"
+
+    def along(self, xp: Any, x: Any, axis: int) -> Any:
+        shifted = x - x.max(axis=axis, keepdims=True)
+        return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class Hardmax(_Normalize):
+    """1 at the first maximum along the axis, 0 elsewhere."""
+
+    op = "Hardmax"
+
+    def along(self, xp: Any, x: Any, axis: int) -> Any:
+        first = xp.expand_dims(xp.argmax(x, axis=axis), axis)
+        index = xp.arange(x.shape[axis]).reshape([-1 if d == axis else 1 for d in range(x.ndim)])
+        return (index == first).astype(x.dtype)
+
+
+OPS = (Hardmax(), LogSoftmax(), Softmax())

@@ -1,0 +1,234 @@
+"""Ops that make or relabel tensors without arithmetic: Identity, Dropout (inference), Constant,
+ConstantOfShape, Shape, Size, Reshape, Flatten, Concat.
+
+Shape and Size become constants when the network is parsed (every shape is fixed); Constant and ConstantOfShape
+are constants from the start. Identity and Dropout are removed by the ``eliminate_identities`` pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from reprobuild.dtypes import ALL
+from reprobuild.ops.base import (
+    ABSENT,
+    Attr,
+    Attrs,
+    BuildTimeOp,
+    Node,
+    OpDef,
+    OpError,
+    TensorType,
+    axis_in_range,
+    ints,
+)
+
+#: The largest constant ConstantOfShape may make at build time (the folded value lives in the engine file).
+MAX_CONSTANT_BYTES = 1 << 31
+
+
+class Identity(OpDef):
+    op, versions = "Identity", (1, 13, 14, 16, 19, 21, 23, 24, 25)
+    dtypes = ALL
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        return [inputs[0]]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        return [inputs[0].copy()]
+
+
+class Dropout(OpDef):
+    """Inference-mode Dropout is the identity; its mask output, when used, is all true."""
+
+    op, versions = "Dropout", (7, 10, 12, 13, 22)
+    attributes = {"ratio": Attr("float", 0.5, until=12), "seed": Attr("int", since=12)}
+    num_inputs = (1, 3)
+    num_outputs = (1, 2)
+    dtypes = ALL
+
+    def convert(self, node: Node) -> None:
+        if node.version >= 12 and node.input(2) is not None:
+            training = node.static(2, "training_mode")
+            if bool(np.asarray(training).reshape(-1)[0]):
+                raise node.fail("training_mode=true is not supported; reprobuild builds inference engines")
+        x = node.input(0)
+        assert x is not None
+        if node.output_used(1):
+            node.define_constant(np.ones(x.shape, dtype=bool), output=1)
+        node.emit({}, inputs=[0], n_outputs=1, op="Identity")
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        return [inputs[0]]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        return [inputs[0].copy()]
+
+
+class Constant(BuildTimeOp):
+    op, versions = "Constant", (1, 9, 11, 12, 13, 19, 21, 23, 24, 25)
+    attributes = {"value": Attr("tensor"), "value_float": Attr("float", since=12),
+                  "value_floats": Attr("floats", since=12), "value_int": Attr("int", since=12),
+                  "value_ints": Attr("ints", since=12), "value_string": Attr("string", since=12),
+                  "value_strings": Attr("strings", since=12), "sparse_value": Attr("sparse_tensor", since=11)}
+    num_inputs = (0, 0)
+    dtypes = ALL
+
+    def convert(self, node: Node) -> None:
+        given = [k for k in sorted(self.attributes) if node.has_attr(k)]
+        if len(given) != 1:
+            raise node.fail(f"needs exactly one value attribute; got {given or 'none'}")
+        key = given[0]
+        if key in ("value_string", "value_strings"):
+            raise node.fail("string constants are not supported")
+        if key == "sparse_value":
+            raise node.fail("sparse constants are not supported")
+        value = node.attr(key)
+        if key in ("value_float", "value_floats"):
+            value = np.asarray(value, dtype=np.float32)
+        elif key in ("value_int", "value_ints"):
+            value = np.asarray(value, dtype=np.int64)
+        node.define_constant(np.asarray(value))
+
+
+
+class ConstantOfShape(BuildTimeOp):
+    op, versions = "ConstantOfShape", (9, 20, 21, 23, 24, 25)
+    attributes = {"value": Attr("tensor")}
+    dtypes = ("int64",)
+
+    def convert(self, node: Node) -> None:
+        dims = ints(node.static(0, "the output shape"))
+        value = node.attr("value")
+        fill = np.zeros(1, dtype=np.float32) if value is ABSENT else np.asarray(value).reshape(-1)
+        if fill.size != 1:
+            raise node.fail(f"value must hold one element; it holds {fill.size}")
+        if any(d < 0 for d in dims):
+            raise node.fail(f"negative dimension in shape {list(dims)}")
+        nbytes = int(np.prod(dims, dtype=np.float64)) * fill.dtype.itemsize
+        if nbytes > MAX_CONSTANT_BYTES:
+            raise node.fail(f"the constant of shape {list(dims)} would take {nbytes} bytes; the limit is "
+                            f"{MAX_CONSTANT_BYTES}")
+        node.define_constant(np.full(dims, fill[0], dtype=fill.dtype))
+
+
+
+class Shape(BuildTimeOp):
+    op, versions = "Shape", (1, 13, 15, 19, 21, 23, 24, 25)
+    attributes = {"start": Attr("int", 0, since=15), "end": Attr("int", since=15)}
+    dtypes = ALL
+
+    def convert(self, node: Node) -> None:
+        x = node.input(0)
+        assert x is not None
+        rank = x.rank
+        start = int(node.attr("start")) if node.version >= 15 else 0
+        end = int(node.attr("end")) if node.version >= 15 and node.has_attr("end") else rank
+        start, end = (min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end))
+        node.define_constant(np.array(x.shape[start:end], dtype=np.int64))
+
+
+
+class Size(BuildTimeOp):
+    op, versions = "Size", (1, 13, 19, 21, 23, 24, 25)
+    dtypes = ALL
+
+    def convert(self, node: Node) -> None:
+        x = node.input(0)
+        assert x is not None
+        node.define_constant(np.array(x.size, dtype=np.int64))
+
+
+
+class Reshape(OpDef):
+    """Canonical attribute ``shape``: the target shape with 0 and -1 resolved."""
+
+    op, versions = "Reshape", (5, 13, 14, 19, 21, 23, 24, 25)
+    attributes = {"allowzero": Attr("int", 0, since=14)}
+    num_inputs = (2, 2)
+    dtypes = ALL
+
+    def convert(self, node: Node) -> None:
+        x = node.input(0)
+        assert x is not None
+        dims = list(ints(node.static(1, "the target shape")))
+        allowzero = node.version >= 14 and int(node.attr("allowzero"))
+        if allowzero and 0 in dims and -1 in dims:
+            raise node.fail(f"target shape {dims} has both 0 and -1 with allowzero=1")
+        if any(d == 0 and not allowzero and i >= x.rank for i, d in enumerate(dims)):
+            raise node.fail(f"target shape {dims} copies (0) a dimension the input {list(x.shape)} does not have")
+        resolved = [x.shape[i] if d == 0 and not allowzero else d for i, d in enumerate(dims)]
+        if resolved.count(-1) > 1 or any(d < -1 for d in resolved):
+            raise node.fail(f"target shape {dims} is invalid (more than one -1, or a negative dimension)")
+        if -1 in resolved:
+            known = int(np.prod([d for d in resolved if d != -1], dtype=np.int64))
+            if known == 0 or x.size % known:
+                raise node.fail(f"cannot reshape {list(x.shape)} to {dims}")
+            resolved[resolved.index(-1)] = x.size // known
+        node.emit({"shape": tuple(resolved)}, inputs=[0])
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        target = tuple(attrs["shape"])
+        if int(np.prod(target, dtype=np.int64)) != inputs[0].size:
+            raise OpError(f"cannot reshape {list(inputs[0].shape)} to {list(target)}")
+        return [TensorType(target, inputs[0].dtype)]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        return [inputs[0].reshape(tuple(attrs["shape"])).copy()]
+
+
+class Flatten(OpDef):
+    op, versions = "Flatten", (1, 9, 11, 13, 21, 23, 24, 25)
+    attributes = {"axis": Attr("int", 1)}
+    dtypes = ALL
+
+    def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
+        x = node.input(0)
+        assert x is not None
+        axis = int(attrs["axis"])
+        if not -x.rank <= axis <= x.rank:
+            raise OpError(f"axis {axis} is out of range for rank {x.rank}")
+        return {"axis": axis + x.rank if axis < 0 else axis}
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        x, axis = inputs[0].shape, int(attrs["axis"])
+        shape = (int(np.prod(x[:axis], dtype=np.int64)), int(np.prod(x[axis:], dtype=np.int64)))
+        return [TensorType(shape, inputs[0].dtype)]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        shape = self.infer(attrs, [TensorType(tuple(inputs[0].shape), str(inputs[0].dtype))])[0].shape
+        return [inputs[0].reshape(shape).copy()]
+
+
+class Concat(OpDef):
+    op, versions = "Concat", (4, 11, 13)
+    attributes = {"axis": Attr("int")}
+    num_inputs = (1, None)
+    dtypes = ALL
+
+    def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "axis" not in attrs:
+            raise OpError("the axis attribute is required")
+        x = node.input(0)
+        assert x is not None
+        return {"axis": axis_in_range(int(attrs["axis"]), x.rank)}
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        axis, first = int(attrs["axis"]), inputs[0].shape
+        for i, t in enumerate(inputs):
+            if t.dtype != inputs[0].dtype:
+                raise OpError(f"input {i} has dtype {t.dtype} but input 0 has {inputs[0].dtype}")
+            s = t.shape
+            if len(s) != len(first) or any(a != b for d, (a, b) in enumerate(zip(s, first)) if d != axis):
+                raise OpError(f"inputs {[list(x.shape) for x in inputs]} differ outside the concat axis {axis}")
+        total = sum(t.shape[axis] for t in inputs)
+        return [TensorType((*first[:axis], total, *first[axis + 1:]), inputs[0].dtype)]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        return [xp.concatenate(inputs, axis=int(attrs["axis"]))]
+
+
+OPS = (Concat(), Constant(), ConstantOfShape(), Dropout(), Flatten(), Identity(), Reshape(), Shape(), Size())

@@ -1,0 +1,90 @@
+"""The op registry: every op definition listed in ``_op_list.py``, looked up by (domain, op)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from reprobuild.dtypes import dtype_name
+from reprobuild.errors import ModelError, UnsupportedOpError
+from reprobuild.ops.base import OpDef, OpError, TensorType
+
+
+@functools.cache
+def _table() -> dict[tuple[str, str], OpDef]:
+    from reprobuild.ops._op_list import OP_MODULES
+
+    table: dict[tuple[str, str], OpDef] = {}
+    for module in OP_MODULES:
+        for opdef in module.OPS:
+            key = (opdef.domain, opdef.op)
+            if key in table:
+                raise RuntimeError(f"op {key} is defined twice ({type(table[key]).__name__} and "
+                                   f"{type(opdef).__name__})")
+            table[key] = opdef
+    return dict(sorted(table.items()))
+
+
+def all_ops() -> list[OpDef]:
+    """Every op definition, sorted by (domain, op)."""
+    return list(_table().values())
+
+
+def find_op(op: str, domain: str = "") -> OpDef | None:
+    return _table().get((domain, op))
+
+
+def get_op(op: str, domain: str = "") -> OpDef:
+    opdef = find_op(op, domain)
+    if opdef is None:
+        where = f" in domain {domain!r}" if domain else ""
+        known = ", ".join(o.op for o in all_ops() if o.domain == domain)
+        raise UnsupportedOpError(f"op {op}{where} is not supported; supported ops: {known}")
+    return opdef
+
+
+def located(error: ModelError, where: str) -> ModelError:
+    """The same kind of error, with ``where`` (a node or layer) in front of the message."""
+    located_error = type(error)(f"{where}: {error}") if type(error) is not OpError else \
+        UnsupportedOpError(f"{where}: {error}")
+    if hasattr(error, "inputs"):
+        located_error.inputs = error.inputs  # type: ignore[attr-defined]
+    return located_error
+
+
+def infer_types(op: str, attrs: Mapping[str, Any], inputs: Sequence[TensorType], where: str) -> list[TensorType]:
+    """``infer`` of the op's definition, with errors located at ``where``."""
+    opdef = get_op(op)
+    try:
+        return opdef.infer(attrs, inputs)
+    except OpError as exc:
+        raise located(exc, where) from None
+
+
+def evaluate(op: str, attrs: Mapping[str, Any], inputs: Sequence[np.ndarray], where: str) -> list[np.ndarray]:
+    """Compute a layer on host arrays with its op's NumPy reference: how constants are folded at build time.
+
+    The results must have the types ``infer`` gives; anything else is a bug in the definition and says so."""
+    opdef = get_op(op)
+    types = [TensorType(tuple(a.shape), dtype_name(a.dtype)) for a in inputs]
+    try:
+        expected = opdef.infer(attrs, types)
+        with np.errstate(all="ignore"):  # ONNX semantics: overflow gives inf, 0/0 gives nan, quietly
+            results = list(opdef.compute(np, attrs, *inputs))
+    except OpError as exc:
+        raise located(exc, where) from None
+    except (ValueError, IndexError, ArithmeticError) as exc:
+        raise ModelError(f"{where}: cannot compute it at build time from its constant inputs: "
+                         f"{type(exc).__name__}: {exc}") from None
+    out = []
+    for i, (value, want) in enumerate(zip(results, expected)):
+        value = np.asarray(value)
+        got = TensorType(tuple(value.shape), dtype_name(value.dtype))
+        if got != want:
+            raise AssertionError(f"{where}: the reference of {op} returned output {i} as {got}, but its type "
+                                 f"inference says {want}: a bug in reprobuild.ops")
+        out.append(value)
+    return out

@@ -1,0 +1,20 @@
+"""Every graph pass, listed explicitly (name, version, function)."""
+
+from __future__ import annotations
+
+from reprobuild.passes import Pass, fold, fold_batchnorm, fuse_gelu, fuse_layernorm, simplify
+
+PASS_LIST = (
+    Pass("eliminate_dead_code", simplify.VERSION, simplify.eliminate_dead_code,
+         "remove layers whose outputs reach no network output, and constants nothing reads"),
+    Pass("eliminate_identities", simplify.VERSION, simplify.eliminate_identities,
+         "remove Identity layers (inference-mode Dropout becomes Identity when parsed)"),
+    Pass("fold_batchnorm", fold_batchnorm.VERSION, fold_batchnorm.fold_batchnorm,
+         "fold an inference BatchNormalization into the constant weights of the Conv or Gemm before it"),
+    Pass("fold_constants", fold.VERSION, fold.fold_constants,
+         "compute layers whose inputs are all constants with their op's reference"),
+    Pass("fuse_gelu", fuse_gelu.VERSION, fuse_gelu.fuse_gelu,
+         "recognise x * 0.5 * (1 + erf(x / sqrt(2))) and its tanh approximation as one Gelu layer"),
+    Pass("fuse_layer_normalization", fuse_layernorm.VERSION, fuse_layernorm.fuse_layer_normalization,
+         "recognise the ReduceMean/Sub/Pow/Sqrt/Div pattern of layer normalization as one layer"),
+)

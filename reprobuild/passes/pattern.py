@@ -1,0 +1,201 @@
+"""A small pattern matcher, so that a rewrite pass is a pattern and a replacement.
+
+A pattern is a tree of :class:`Op` nodes whose leaves are :class:`Var` (any tensor, bound by name; a name used
+twice must bind the same tensor) and :class:`Const` (a constant, optionally a scalar close to a given value).
+``match(pattern, tensor, index)`` walks from the tensor that the pattern's root produces back through its
+producers; Add and Mul are tried in both operand orders. An Op with a ``name`` that appears twice must match the
+same layer both times. Every tensor the matched layers produce, except the root's, must be read only by matched
+layers (and not be a network output), so that replacing them loses nothing::
+
+    gelu = Op("Mul", Op("Mul", Var("x"), Op("Add", Op("Erf", Op("Div", Var("x"), Const(2 ** 0.5))), Const(1.0))),
+              Const(0.5))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reprobuild.ir import Layer, Network, TensorInfo
+
+COMMUTATIVE = frozenset({"Add", "Mul"})
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+
+
+@dataclass(frozen=True)
+class Const:
+    """A constant input; with ``value``, a constant whose every element is within ``rtol`` of it."""
+
+    value: float | None = None
+    name: str | None = None
+    rtol: float = 1e-4
+
+
+@dataclass(frozen=True)
+class Op:
+    op: str | tuple[str, ...]
+    inputs: tuple[Any, ...] = ()
+    #: attribute values the layer must have (compared after normalization to tuples)
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    def __init__(self, op: str | tuple[str, ...], *inputs: Any, attrs: Mapping[str, Any] | None = None,
+                 name: str | None = None) -> None:
+        object.__setattr__(self, "op", op)
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "attrs", dict(attrs or {}))
+        object.__setattr__(self, "name", name)
+
+
+class GraphIndex:
+    """Producers, readers and constants of a network, for matching."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self._producer = {t: layer for layer in network.layers for t in layer.outputs}
+        self._readers: dict[str, int] = {}
+        for layer in network.layers:
+            for t in layer.inputs:
+                self._readers[t] = self._readers.get(t, 0) + 1
+        self._outputs = {t.name for t in network.outputs}
+
+    def producer(self, tensor: str) -> Layer | None:
+        return self._producer.get(tensor)
+
+    def const(self, tensor: str) -> np.ndarray | None:
+        return self.network.constants.get(tensor)
+
+    def tensor(self, name: str) -> TensorInfo:
+        return self.network.tensors[name]
+
+    def single_use(self, tensor: str) -> bool:
+        """Read by exactly one layer and not a network output."""
+        return self._readers.get(tensor, 0) == 1 and tensor not in self._outputs
+
+    def readers(self, tensor: str) -> int:
+        return self._readers.get(tensor, 0)
+
+    def is_output(self, tensor: str) -> bool:
+        return tensor in self._outputs
+
+
+@dataclass
+class Match:
+    layers: list[Layer]
+    vars: dict[str, str]
+    consts: dict[str, np.ndarray]
+    named: dict[str, Layer]
+
+    def const_value(self, name: str) -> float:
+        return float(np.asarray(self.consts[name]).reshape(-1)[0])
+
+
+def _close(value: np.ndarray, want: float, rtol: float) -> bool:
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    return arr.size >= 1 and bool(np.all(np.abs(arr - want) <= rtol * max(abs(want), 1e-12)))
+
+
+def _match(pattern: Any, tensor: str, index: GraphIndex, m: Match, root: bool) -> bool:
+    if isinstance(pattern, Var):
+        bound = m.vars.get(pattern.name)
+        if bound is not None:
+            return bound == tensor
+        m.vars[pattern.name] = tensor
+        return True
+    if isinstance(pattern, Const):
+        value = index.const(tensor)
+        if value is None or (pattern.value is not None and not _close(value, pattern.value, pattern.rtol)):
+            return False
+        if pattern.name:
+            m.consts[pattern.name] = value
+        return True
+    layer = index.producer(tensor)
+    ops = (pattern.op,) if isinstance(pattern.op, str) else pattern.op
+    if layer is None or layer.op not in ops or len(layer.inputs) != len(pattern.inputs):
+        return False
+    if pattern.name and pattern.name in m.named:
+        return m.named[pattern.name] is layer
+    for key, want in pattern.attrs.items():
+        got = layer.attr(key)
+        if (tuple(got) if isinstance(got, (list, tuple)) else got) != want:
+            return False
+    orders: list[Sequence[int]] = [range(len(layer.inputs))]
+    if layer.op in COMMUTATIVE and len(layer.inputs) == 2:
+        orders.append((1, 0))
+    for order in orders:
+        trial = Match(list(m.layers), dict(m.vars), dict(m.consts), dict(m.named))
+        if all(_match(p, layer.inputs[i], index, trial, False) for p, i in zip(pattern.inputs, order)):
+            trial.layers.append(layer)
+            if pattern.name:
+                trial.named[pattern.name] = layer
+            m.layers, m.vars, m.consts, m.named = trial.layers, trial.vars, trial.consts, trial.named
+            return True
+    return False
+
+
+def match(pattern: Op, tensor: str, index: GraphIndex) -> Match | None:
+    """The match of ``pattern`` rooted at the layer producing ``tensor``, or None."""
+    m = Match([], {}, {}, {})
+    if not _match(pattern, tensor, index, m, True):
+        return None
+    unique = list({id(layer): layer for layer in m.layers}.values())
+    m.layers = unique
+    inside = {id(layer) for layer in unique}
+    for layer in unique:
+        for out in layer.outputs:
+            if out == tensor:
+                continue
+            reads = sum(1 for other in unique for t in other.inputs if t == out)
+            if index.is_output(out) or index.readers(out) != reads or not inside:
+                return None
+    return m
+
+
+def fresh_name(index: GraphIndex, base: str) -> str:
+    name = base
+    while name in index.network.tensors:
+        name += "_"
+    return name
+
+
+def replace_layers(network: Network, old: Sequence[Layer], new: Layer,
+                   constants: Mapping[str, np.ndarray] | None = None) -> Network:
+    """The network with the layers ``old`` replaced by ``new``, placed where the last of them was. The ONNX
+    nodes of the old layers become the new layer's origin, unless it names its own."""
+    gone = {id(layer) for layer in old}
+    position = max(i for i, layer in enumerate(network.layers) if id(layer) in gone)
+    origin = new.origin or tuple(dict.fromkeys(n for layer in old for n in layer.origin))
+    new = Layer(new.name, new.op, new.inputs, new.outputs, new.attrs, origin)
+    layers = [new if i == position else layer for i, layer in enumerate(network.layers)
+              if i == position or id(layer) not in gone]
+    consts = {**network.constants, **(constants or {})}
+    return network.derive(layers, consts)
+
+
+def rewrite(network: Network, pattern: Op, build: Any) -> Network:
+    """Apply ``build(match, index) -> Layer | None`` wherever ``pattern`` matches, first match first."""
+    changed = True
+    while changed:
+        changed = False
+        index = GraphIndex(network)
+        for layer in network.layers:
+            for out in layer.outputs:
+                found = match(pattern, out, index)
+                if found is None:
+                    continue
+                new = build(found, index)
+                if new is None:
+                    continue
+                network = replace_layers(network, found.layers, new)
+                changed = True
+                break
+            if changed:
+                break
+    return network
