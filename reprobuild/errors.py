@@ -97,6 +97,13 @@ class ToleranceError(ReprobuildError):
     summary = "outside tolerance: outputs differ from the reference beyond --atol/--rtol"
 
 
+class ConformanceError(ReprobuildError):
+    """A conformance case gave a wrong result or an untyped error (``reprobuild conformance``)."""
+
+    exit_code = 12
+    summary = "conformance failure: a case gave a wrong result or an untyped error"
+
+
 #: Process exit codes of the ``reprobuild`` command, in order. 0 is success.
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success"),
@@ -104,6 +111,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     *sorted(
         {(cls.exit_code, cls.summary) for cls in (
             UsageError, ModelError, FormatError, BackendUnavailableError, BuildError, InputError,
-            ReplayMismatchError, EnvironmentMismatchError, NotDeterministicError, ToleranceError)}
+            ReplayMismatchError, EnvironmentMismatchError, NotDeterministicError, ToleranceError,
+            ConformanceError)}
     ),
 )

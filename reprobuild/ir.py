@@ -415,8 +415,8 @@ def _check_types(layers: Sequence[Layer], tensors: Mapping[str, TensorInfo],
     for layer in layers:
         inferred = infer_types(layer.op, dict(layer.attrs), [info(t) for t in layer.inputs],
                                f"layer {layer.name!r} ({layer.op})")
-        declared = [info(t) for t in layer.outputs]
-        if len(inferred) != len(declared) or any(a != b for a, b in zip(inferred, declared)):
+        declared = [info(t) for t in layer.outputs]  # optional trailing outputs may be left out
+        if len(inferred) < len(declared) or any(a != b for a, b in zip(inferred, declared)):
             raise ModelError(
                 f"layer {layer.name!r} ({layer.op}) declares outputs "
                 f"{[(list(t.shape), t.dtype) for t in declared]}, but its op computes "

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 from reprobuild import __version__
-from reprobuild.cli import build, compare, diff, inspect, run, verify
+from reprobuild.cli import build, compare, conformance, diff, inspect, run, verify
 from reprobuild.cli.common import Subcommands
 from reprobuild.errors import EXIT_CODES, ReprobuildError
 
@@ -31,7 +31,7 @@ def make_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
     common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (build, run, inspect, verify, compare, diff):
+    for module in (build, run, inspect, verify, compare, diff, conformance):
         module.add_parser(Subcommands(sub, common, _epilog()))
     return parser
 
