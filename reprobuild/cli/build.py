@@ -22,6 +22,7 @@ from reprobuild.cli.common import (
     parse_bytes,
     parse_pair,
     parse_shape_option,
+    parse_value_option,
     stderr_is_tty,
 )
 from reprobuild.envpolicy import POLICIES
@@ -58,6 +59,10 @@ def add_parser(sub: Subcommands) -> None:
                    help="where to build and run (default: auto, cuda when a device is usable)")
     p.add_argument("--input-shape", action="append", type=parse_shape_option, default=[], metavar="NAME=DxD...",
                    help="fix the shape of a network input with dynamic dimensions, e.g. data=1x3x224x224")
+    p.add_argument("--input-value", action="append", type=parse_value_option, default=[], metavar="NAME=V,V,...",
+                   help="pin the value of a network input that decides shapes (a Reshape's target shape, a Slice's "
+                        "starts, ...; TensorRT's shape-input values), as numbers (shape=1,3,224) or a .npy file; "
+                        "the engine is then valid only for that value, and the runtime refuses any other")
     p.add_argument("--warmup", type=int, help="untimed runs per tactic (default: 1 on cpu, 3 on cuda)")
     p.add_argument("--iterations", type=int, help="timed runs per tactic; the median decides "
                                                   "(default: 5 on cpu, 11 on cuda)")
@@ -127,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.VERBOSE if args.verbose > 1 else Severity.WARNING if not args.verbose else Severity.INFO)
     if args.quiet:
         logger = Logger(Severity.ERROR)
-    network, _ = network_from_onnx_path(args.model, logger, dict(args.input_shape))
+    network, _ = network_from_onnx_path(args.model, logger, dict(args.input_shape), dict(args.input_value))
     if args.replay and args.force_tactic:
         raise UsageError("--force-tactic and --replay cannot be combined: a replay forces the manifest's tactics")
     if args.replay:

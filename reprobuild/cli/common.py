@@ -39,6 +39,28 @@ def parse_shape_option(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
+def parse_value_option(text: str) -> tuple[str, Any]:
+    """'shape=1,3,224' -> ('shape', array([1, 3, 224])); 'k=5' -> a one-element array; 'x=values.npy' -> the
+    array in that file (never unpickled). The model's declared dtype is applied later, exactly or not at all."""
+    import numpy as np
+
+    name, sep, value = text.rpartition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=V1,V2,... or NAME=FILE.npy")
+    if value.endswith(".npy"):
+        try:
+            return name, np.load(value, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(f"--input-value {name}: cannot read {value!r} as a plain .npy "
+                                             f"array: {exc}") from None
+    try:
+        numbers = [float(v) if any(c in v.lower() for c in ".en") else int(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--input-value {name}: {value!r} is not a comma-separated list of "
+                                         "numbers (for example 1,3,224,224) nor a .npy file") from None
+    return name, np.array(numbers)
+
+
 def parse_pair(form: str) -> Callable[[str], tuple[str, str]]:
     """An argparse type for KEY=VALUE options; ``form`` (e.g. ``NAME=FILE.npy``) is what the error shows."""
 

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
           + f" ({len(pinned.golden.layers)} layer digests; reprobuild verify --against checks them)")
     print()
     bindings = [["input", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.inputs]
+    bindings += [["input (pinned)", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.pinned_inputs]
     bindings += [["output", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.outputs]
     print(table(bindings, ["binding", "name", "shape", "dtype"]))
     print()

@@ -11,6 +11,7 @@ import numpy as np
 from reprobuild.cli.common import Subcommands, parse_pair, read_engine_file, safe_filename
 from reprobuild.digest import sha256_hex
 from reprobuild.engine import Runtime
+from reprobuild.engine.golden import golden_inputs
 from reprobuild.errors import InputError, UsageError
 from reprobuild.fileio import atomic_write
 from reprobuild.logger import Logger, Severity
@@ -21,15 +22,17 @@ def add_parser(sub: Subcommands) -> None:
     p = sub.add_parser(
         "run", help="run an engine on .npy inputs and save its outputs",
         description="Run an engine once. Inputs come from --input NAME=FILE.npy; any input not given is drawn "
-                    "from a standard normal distribution when --random-inputs SEED is set. Outputs are saved as "
-                    "NAME.npy under --output-dir, and their sha256 digests printed.",
+                    "from the seeded generator that verify and the golden record use when --random-inputs SEED is "
+                    "set (standard normal floats, zeros for integers; a pinned input gets its pinned value). "
+                    "Outputs are saved as NAME.npy under --output-dir, and their sha256 digests printed.",
     )
     p.add_argument("engine", help="the engine file")
     p.add_argument("--input", action="append", type=parse_pair("NAME=FILE.npy"), default=[],
                    metavar="NAME=FILE.npy",
                    help="an input array (repeat for each input)")
     p.add_argument("--random-inputs", type=int, metavar="SEED",
-                   help="fill inputs not given with --input with seeded standard-normal values")
+                   help="fill inputs not given with --input with values drawn from SEED (the same as verify's "
+                        "--seed and the golden record's seed)")
     p.add_argument("--output-dir", metavar="DIR", help="where to save NAME.npy per output (default: don't save)")
     p.set_defaults(run=run)
 
@@ -48,16 +51,15 @@ def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
     engine = Runtime(logger).deserialize_engine(read_engine_file(args.engine))
     inputs = {name: _load_npy(name, path) for name, path in args.input}
-    if args.random_inputs is not None:
-        rng = np.random.default_rng(args.random_inputs)
-        for b in engine.inputs:
-            if b.name not in inputs:
-                inputs[b.name] = rng.standard_normal(b.shape).astype(b.dtype)
+    if args.random_inputs is not None:  # the inputs verify and the golden record draw from the same seed
+        drawn = golden_inputs(engine.inputs, args.random_inputs)
+        inputs = {**{k: v for k, v in drawn.items() if k not in inputs}, **inputs}
     outputs = engine.create_execution_context().execute(inputs)
     rows = []
     for name, value in outputs.items():
+        stats = value.astype(np.float64) if value.size else np.zeros(1)
         rows.append([name, "x".join(map(str, value.shape)), str(value.dtype), sha256_hex(value.tobytes())[:16],
-                     f"{value.min():.6g}", f"{value.max():.6g}", f"{value.mean():.6g}"])
+                     f"{stats.min():.6g}", f"{stats.max():.6g}", f"{stats.mean():.6g}"])
     print(table(rows, ["output", "shape", "dtype", "sha256", "min", "max", "mean"]))
     if args.output_dir:
         files = {name: os.path.join(args.output_dir, safe_filename(name) + ".npy") for name in outputs}

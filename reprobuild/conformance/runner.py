@@ -116,14 +116,33 @@ def _input_shapes(model: onnx.ModelProto, feeds: dict[str, Any]) -> dict[str, tu
     return shapes
 
 
+def parse_case(case: Case, pinned: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+    """The case's network, pinning (in ``pinned``, updated in place) every input that must be known at build
+    time, one StaticInputError at a time."""
+    from reprobuild.frontend import network_from_onnx_bytes
+    from reprobuild.ops import StaticInputError
+
+    quiet = Logger(Severity.ERROR)
+    pinned = {} if pinned is None else pinned
+    shapes = _input_shapes(case.proto, case.inputs)
+    for _ in range(16):
+        try:
+            network, _ = network_from_onnx_bytes(case.model, quiet, shapes, pinned)
+            return network, pinned
+        except StaticInputError as exc:
+            more = [n for n in exc.inputs if n not in pinned and isinstance(case.inputs.get(n), np.ndarray)]
+            if not more:
+                raise
+            pinned.update({n: case.inputs[n] for n in more})
+    raise RuntimeError("pinning inputs did not converge")
+
+
 def build_and_run(case: Case, backend: str, pinned: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     from reprobuild.builder import Builder, BuilderConfig
     from reprobuild.engine import Runtime
-    from reprobuild.frontend import network_from_onnx_bytes
 
     quiet = Logger(Severity.ERROR)
-    model = case.proto
-    network, _ = network_from_onnx_bytes(case.model, quiet, _input_shapes(model, case.inputs), pinned)
+    network, _ = parse_case(case, pinned)
     config = BuilderConfig(backend=backend, warmup=0, iterations=1, runs_per_sample=1)
     result = Builder(quiet).build(network, config)
     engine = Runtime(quiet).deserialize_engine(result.engine)
@@ -131,8 +150,6 @@ def build_and_run(case: Case, backend: str, pinned: dict[str, np.ndarray]) -> di
 
 
 def run_case(case: Case, backend: str = "cpu") -> Result:
-    from reprobuild.ops import StaticInputError
-
     model = case.proto
     ops, dtypes = _describe(model)
     res = Result(case.suite, case.name, ops, dtypes, "error", notes=list(case.notes))
@@ -140,17 +157,7 @@ def run_case(case: Case, backend: str = "cpu") -> Result:
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            for _ in range(16):
-                try:
-                    outputs = build_and_run(case, backend, pinned)
-                    break
-                except StaticInputError as exc:
-                    more = [n for n in exc.inputs if n not in pinned and isinstance(case.inputs.get(n), np.ndarray)]
-                    if not more:
-                        raise
-                    pinned.update({n: case.inputs[n] for n in more})
-            else:
-                raise RuntimeError("pinning inputs did not converge")
+            outputs = build_and_run(case, backend, pinned)
         res.pinned = sorted(pinned)
         expected = case.expected if case.expected is not None else reference_outputs(case, model)
         max_abs = max_rel = 0.0

@@ -264,6 +264,8 @@ class OnnxParser:
         from reprobuild.dtypes import np_dtype
 
         arr = np.asarray(value)
+        if has_shape and not dims and arr.size == 1:
+            arr = arr.reshape(())  # a scalar input given as one number
         if arr.dtype != np_dtype(dtype):
             cast = arr.astype(np_dtype(dtype))
             if not np.array_equal(cast.astype(arr.dtype), arr):

@@ -134,3 +134,34 @@ def test_unnamed_nodes_get_stable_unique_names() -> None:
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
     network, _ = parse(make_model(nodes, {"x": (2,)}, ["y"]))
     assert [layer.name for layer in network.layers] == ["Relu_0", "Relu_1"]
+
+
+def test_models_older_than_opset_7_are_upgraded_and_the_manifest_says_so() -> None:
+    from reprobuild.builder import Builder, BuilderConfig
+
+    nodes = [helper.make_node("Add", ["x", "y"], ["s"]), helper.make_node("Relu", ["s"], ["z"])]
+    graph = helper.make_graph(nodes, "old", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3])
+                                             for n in ("x", "y")],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)])
+    model.ir_version = 3
+    network, info = parse(model)
+    assert info.upgraded_from_opset == 6 and info.opset == 7
+    manifest = Builder().build(network, BuilderConfig(backend="cpu", iterations=1)).manifest
+    assert manifest.pinned.model.upgraded_from_opset == 6
+
+
+def test_every_unsupported_node_is_listed_at_once_and_other_domains_are_named() -> None:
+    nodes = [helper.make_node("Unique", ["x"], ["a"], name="u1"), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Unique", ["b"], ["c"], name="u2"),
+             helper.make_node("LabelEncoder", ["c"], ["y"], name="enc", domain="ai.onnx.ml")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    from reprobuild.frontend import UnsupportedNodesError
+
+    with pytest.raises(UnsupportedNodesError) as err:
+        network_from_onnx_bytes(model.SerializeToString())
+    assert [n for n, _, _ in err.value.nodes] == ["u1", "u2", "enc"]
+    message = str(err.value)
+    assert "3 node(s)" in message and "'ai.onnx.ml' (ONNX-ML" in message and "Unique x2" in message

@@ -1,0 +1,63 @@
+"""Every tactic still computes what its pins (``tactic_pins.json``) record for its name and version.
+
+In the environment the pins were recorded in, outputs must be bit-identical; elsewhere (another CPU's
+vectorized exp, another BLAS) their float64 sums must agree to 1e-5 relative. A tactic whose outputs change
+without a version bump fails here; a new tactic (or a new version) without pins fails too, until
+``python -m tests.kernels.pin_tactics`` records them. See ``pin_tactics.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from reprobuild.kernels.backend import get_backend
+from reprobuild.kernels.tactic import default_registry
+from tests.helpers import BACKENDS
+from tests.kernels.pin_tactics import compute_pins, environment, load, section
+
+
+def _close(a: list[float], b: list[float]) -> bool:
+    return all(math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-6 * max(1.0, abs(y))) for x, y in zip(a, b))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_every_tactic_matches_its_pins(backend_name: str) -> None:
+    backend = get_backend(backend_name)
+    recorded = load().get(section(backend))
+    if recorded is None:
+        pytest.skip(f"no pins recorded for {section(backend)}; record them with python -m tests.kernels.pin_tactics "
+                    f"--backend {backend_name} on such a machine")
+    exact = recorded["environment"] == environment(backend)
+    current = compute_pins(backend)
+    problems = []
+    for key, cases in current.items():
+        pinned: dict[str, Any] = recorded["pins"].get(key, {})
+        if not pinned:
+            problems.append(f"{key}: no pins (a new tactic or version: run python -m tests.kernels.pin_tactics)")
+            continue
+        for case, now in cases.items():
+            then = pinned.get(case)
+            if then is None:
+                continue  # a case this tactic could not run when the pins were made
+            same = now["sha256"] == then["sha256"] if exact else (
+                now["shapes"] == then["shapes"] and now["nonfinite"] == then["nonfinite"]
+                and _close(now["sum"], then["sum"]) and _close(now["abs_sum"], then["abs_sum"]))
+            if not same:
+                problems.append(f"{key} on {case}: the outputs differ from the pinned ones; a tactic's behaviour "
+                                "must not change under the same version: bump its version (or the op definition's "
+                                "version) and re-pin")
+    assert not problems, "\n".join(problems)
+
+
+def test_pins_cover_every_cpu_tactic_that_has_a_case() -> None:
+    """Every cpu tactic in the registry has pins (a tactic without a case would go unpinned)."""
+    pins = load().get("cpu", {}).get("pins", {})
+    if not pins:
+        pytest.skip("no cpu pins recorded yet")
+    labels = {key.split(" [")[0] for key in pins}
+    missing = [t.label for t in default_registry().all() if t.backend == "cpu" and t.label not in labels]
+    assert not missing, f"tactics without pins: {missing}; run python -m tests.kernels.pin_tactics"
