@@ -114,7 +114,7 @@ class CpuBackend(Backend):
     xp = np
 
     def asarray(self, host: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(host)
+        return np.asarray(host, order="C")  # ascontiguousarray would turn a 0-d array into a 1-d one
 
     def to_host(self, array: Any, copy: bool = True) -> np.ndarray:
         return np.array(array, copy=True) if copy else np.asarray(array)
@@ -192,7 +192,7 @@ class CudaBackend(Backend):
 
     def asarray(self, host: np.ndarray) -> Any:
         with self.activate():
-            return self.xp.asarray(np.ascontiguousarray(host))
+            return self.xp.asarray(np.asarray(host, order="C"))
 
     def to_host(self, array: Any, copy: bool = True) -> np.ndarray:
         with self.activate():
@@ -210,7 +210,7 @@ class CudaBackend(Backend):
             if isinstance(src, self.xp.ndarray):
                 self.xp.copyto(dst, src, casting="no")
             else:
-                dst.set(np.ascontiguousarray(src), stream=self.current_stream())
+                dst.set(np.asarray(src, order="C"), stream=self.current_stream())
 
     def copy_bytes(self, dst: Any, offset: int, src: Any) -> None:
         if src.nbytes:

@@ -16,6 +16,8 @@ from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
 
 
 def unsupported_pool(layer: LayerSpec) -> str | None:
+    if len(layer.outputs) != 1:
+        return "only the pooled output Y; MaxPool's Indices output is left to the reference tactic"
     if len(layer.inputs[0].shape) != 4:
         return f"only 2-D pooling (a rank-4 input); this one has rank {len(layer.inputs[0].shape)}"
     return None

@@ -82,6 +82,6 @@ def reference_tactics() -> list[Tactic]:
 
     out: list[Tactic] = []
     for opdef in all_ops():
-        if not isinstance(opdef, BuildTimeOp):
+        if not isinstance(opdef, BuildTimeOp) and opdef.lowered_to is None:
             out += [CpuReference(opdef), CudaReference(opdef)]
     return out

@@ -53,7 +53,7 @@ class CopyTactic(Tactic):
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         shape = layer.outputs[0].shape
         xp = backend.xp
-        consts = {i: backend.asarray(np.ascontiguousarray(v)) for i, v in layer.constants.items()}
+        consts = {i: backend.asarray(np.asarray(v, order="C")) for i, v in layer.constants.items()}
 
         def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
             xp.copyto(outputs[0], positional(layer, consts, inputs)[0].reshape(shape))
@@ -75,7 +75,7 @@ class ConcatTactic(Tactic):
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         axis = int(layer.attr("axis"))
-        consts = {i: backend.asarray(np.ascontiguousarray(v)) for i, v in layer.constants.items()}
+        consts = {i: backend.asarray(np.asarray(v, order="C")) for i, v in layer.constants.items()}
         bounds = np.cumsum([0] + [sig.shape[axis] for sig in layer.inputs]).tolist()
         lead = (slice(None),) * axis
 

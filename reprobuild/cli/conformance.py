@@ -8,6 +8,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 from reprobuild.cli.common import ProgressBar, Subcommands
+from reprobuild.conformance.cases import Case
 from reprobuild.errors import ConformanceError, UsageError
 from reprobuild.fileio import atomic_write
 
@@ -47,7 +48,7 @@ def add_parser(sub: Subcommands) -> None:
     p.set_defaults(run=run)
 
 
-def _select(cases: list, ops: list[str], names: list[str]) -> list:  # type: ignore[type-arg]
+def _select(cases: list[Case], ops: list[str], names: list[str]) -> list[Case]:
     import onnx
 
     out = []

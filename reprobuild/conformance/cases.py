@@ -14,6 +14,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -49,6 +50,16 @@ def _graph_inputs(model: onnx.ModelProto) -> list[str]:
     return [vi.name for vi in model.graph.input if vi.name not in inits]
 
 
+def _array(value: Any) -> Any:
+    """A case's data as a NumPy array: the cases give some as NumPy scalars, and the narrow types (float8, int4,
+    ...) as TensorProtos; sequences and optionals stay as they are (reprobuild refuses those models)."""
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, np.generic):
+        return np.asarray(value)
+    return value
+
+
 def node_cases() -> Iterator[Case]:
     from onnx.backend.test.case import node
 
@@ -57,13 +68,14 @@ def node_cases() -> Iterator[Case]:
         with np.errstate(all="ignore"):
             cases = node.collect_testcases(None)
     for case in sorted(cases, key=lambda c: c.name):
-        model = case.model
+        model, data = case.model, case.data_sets
+        assert model is not None and data, f"node case {case.name} has no model or data"
         names = _graph_inputs(model)
-        inputs_list, outputs_list = case.data_sets[0]
+        inputs_list, outputs_list = data[0]
         outputs = [o.name for o in model.graph.output]
         yield Case("node", case.name, model.SerializeToString(),
-                   {n: v for n, v in zip(names, inputs_list)},
-                   {n: v for n, v in zip(outputs, outputs_list)}, case.rtol, case.atol)
+                   {n: _array(v) for n, v in zip(names, inputs_list)},
+                   {n: _array(v) for n, v in zip(outputs, outputs_list)}, case.rtol, case.atol)
 
 
 def randomize_constant_of_shape(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
@@ -96,7 +108,11 @@ def expose_logits(model: onnx.ModelProto) -> str | None:
     outputs = {o.name for o in model.graph.output}
     for node in model.graph.node:
         if node.op_type == "Softmax" and node.output[0] in outputs and node.input[0] not in outputs:
-            model.graph.output.append(helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None))
+            inferred = onnx.shape_inference.infer_shapes(model)
+            info = {vi.name: vi for vi in inferred.graph.value_info}.get(node.input[0])
+            if info is None or not info.type.tensor_type.HasField("shape"):
+                return None
+            model.graph.output.append(info)
             return str(node.input[0])
     return None
 

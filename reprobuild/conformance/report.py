@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -70,9 +71,20 @@ def summary_text(results: Sequence[Result]) -> str:
     return table(rows, ["suite", "cases", *RESULTS])
 
 
+def _finite(value: object) -> object:
+    """JSON has no infinity: an error that is infinite (a shape or dtype mismatch) is written as the string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def to_json(results: Sequence[Result]) -> str:
-    return json.dumps({"summary": summary_counts(results), "results": [asdict(r) for r in results]}, indent=2,
-                      sort_keys=True, allow_nan=False, default=str) + "\n"
+    return json.dumps({"summary": summary_counts(results), "results": [_finite(asdict(r)) for r in results]},
+                      indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
 
 
 def to_markdown(results: Sequence[Result], header: str = "") -> str:

@@ -75,7 +75,12 @@ def compare(name: str, got: np.ndarray, want: np.ndarray, rtol: float, atol: flo
     if got.dtype.kind in "biuSUO" or got.dtype == np.bool_:
         diff = int(np.count_nonzero(got != want))
         return (f"output {name!r}: {diff} of {got.size} elements differ" if diff else None), float(diff > 0), 0.0
-    g, w = _as_float(got), _as_float(want)
+    with np.errstate(all="ignore"):
+        return _compare_floats(name, _as_float(got), _as_float(want), rtol, atol)
+
+
+def _compare_floats(name: str, g: np.ndarray, w: np.ndarray, rtol: float, atol: float) -> tuple[str | None, float,
+                                                                                               float]:
     nan_mismatch = np.isnan(g) != np.isnan(w)
     finite = np.isfinite(g) & np.isfinite(w)
     inf_mismatch = (~np.isnan(g) & ~np.isnan(w) & ~finite) & (g != w)

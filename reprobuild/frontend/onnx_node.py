@@ -157,7 +157,7 @@ class OnnxNode:
             self.parser.define_constant(name, np.asarray(value), self.name)
 
     def emit(self, attrs: Mapping[str, Any], inputs: Sequence[int] | None = None, n_outputs: int | None = None,
-             op: str | None = None) -> None:
+             op: str | None = None, outputs: Sequence[int] | None = None) -> None:
         if inputs is None:
             present = [i for i in range(len(self._inputs)) if self._inputs[i]]
             if present != list(range(len(present))):
@@ -171,10 +171,15 @@ class OnnxNode:
             if name is None:
                 raise self.fail(f"input {i} is required")
             names.append(name)
-        count = n_outputs if n_outputs is not None else len(self.proto.output)
-        outs = list(self.proto.output[:count])
-        if any(not o for o in outs):
-            raise self.fail("an unnamed (omitted) output comes before a used one; this form is not supported")
+        if outputs is not None:
+            if any(not 0 <= i < len(self.proto.output) or not self.proto.output[i] for i in outputs):
+                raise self.fail(f"output positions {list(outputs)} name an output the node does not have")
+            outs = [self.proto.output[i] for i in outputs]
+        else:
+            count = n_outputs if n_outputs is not None else len(self.proto.output)
+            outs = list(self.proto.output[:count])
+            if any(not o for o in outs):
+                raise self.fail("an unnamed (omitted) output comes before a used one; this form is not supported")
         self.parser.add_layer(self.name, op or self.op_type, names, outs, attrs)
 
 

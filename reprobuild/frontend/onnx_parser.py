@@ -101,7 +101,7 @@ class OnnxParser:
             raise ModelError(f"the ONNX checker rejects the model: {exc}") from None
         upgraded_from = None
         opset = default_opset(model)
-        if opset < MIN_OPSET:
+        if 0 < opset < MIN_OPSET:  # 0: no default-domain import; its nodes are refused by domain instead
             try:
                 model = onnx.version_converter.convert_version(model, MIN_OPSET)
             except Exception as exc:

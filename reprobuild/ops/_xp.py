@@ -22,7 +22,7 @@ def erf(xp: Any, x: Any) -> Any:
     """The error function, elementwise, in ``x``'s dtype. NumPy has none: the CPU uses the C library's ``erf``
     (``math.erf``, correctly rounded in double precision) element by element; CuPy uses CUDA's ``erf``."""
     if is_numpy(xp):
-        return _ERF(np.asarray(x, dtype=np.float64)).astype(x.dtype)
-    from cupyx.scipy import special
+        return np.asarray(_ERF(np.asarray(x, dtype=np.float64)), dtype=np.float64).astype(x.dtype)
+    from cupyx.scipy import special  # type: ignore[import-not-found]
 
     return special.erf(x)

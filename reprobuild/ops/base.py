@@ -121,10 +121,11 @@ class Node(Protocol):
     def fail(self, message: str) -> UnsupportedOpError: ...
 
     def emit(self, attrs: Attrs, inputs: Sequence[int] | None = None, n_outputs: int | None = None,
-             op: str | None = None) -> None:
+             op: str | None = None, outputs: Sequence[int] | None = None) -> None:
         """Add the canonical layer: ``inputs`` are node input positions (default: every present input, in
         order), ``n_outputs`` how many outputs it has (default: all the node lists), ``op`` another op to emit
-        (default: this one)."""
+        (default: this one). ``outputs`` picks node output positions instead of the first ``n_outputs`` (for
+        ops whose used outputs are not a prefix); the layer's outputs are then those, in that order."""
 
     def define_constant(self, value: np.ndarray, output: int = 0) -> None:
         """Make output ``output`` a constant (the node computes nothing at run time)."""
@@ -150,6 +151,9 @@ class OpDef:
     #: Version of the reference ``compute``: bump it whenever what ``compute`` returns changes. The reference
     #: tactics record it, so a pinned engine never silently gets a different reference.
     version: ClassVar[int] = 1
+    #: For an op that never becomes a layer of its own (Dropout, CastLike, Upsample, ...), the op ``convert``
+    #: emits instead; such an op has no tactics.
+    lowered_to: ClassVar[str | None] = None
 
     # --- the frontend side -------------------------------------------------------------------------------------
 

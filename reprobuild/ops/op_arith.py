@@ -1,5 +1,7 @@
 """Elementwise arithmetic with numpy broadcasting: Add, Sub, Mul, Div (integer division truncates toward zero,
-as in C and onnxruntime), and the variadic Sum, Mean, Max, Min (folded left to right).
+as in C and onnxruntime), and the variadic Sum, Mean, Max, Min (folded left to right). Version 6 of the variadic
+ops (which an opset-6 model upgraded to opset 7 still uses) requires equal shapes, where broadcasting changes
+nothing.
 """
 
 from __future__ import annotations
@@ -52,14 +54,14 @@ def truncating_divide(xp: Any, a: Any, b: Any) -> Any:
 
 
 class Sum(Variadic):
-    op, versions, dtypes = "Sum", (8, 13), NUMERIC
+    op, versions, dtypes = "Sum", (6, 8, 13), NUMERIC  # 6 needs equal shapes: broadcasting them is the same
 
     def fn(self, xp: Any, acc: Any, x: Any) -> Any:
         return acc + x
 
 
 class Mean(Variadic):
-    op, versions, dtypes = "Mean", (8, 13), NUMERIC
+    op, versions, dtypes = "Mean", (6, 8, 13), NUMERIC
 
     def fn(self, xp: Any, acc: Any, x: Any) -> Any:
         return acc + x
@@ -69,14 +71,14 @@ class Mean(Variadic):
 
 
 class Max(Variadic):
-    op, versions, dtypes = "Max", (8, 12, 13), NUMERIC
+    op, versions, dtypes = "Max", (6, 8, 12, 13), NUMERIC
 
     def fn(self, xp: Any, acc: Any, x: Any) -> Any:
         return xp.maximum(acc, x)
 
 
 class Min(Variadic):
-    op, versions, dtypes = "Min", (8, 12, 13), NUMERIC
+    op, versions, dtypes = "Min", (6, 8, 12, 13), NUMERIC
 
     def fn(self, xp: Any, acc: Any, x: Any) -> Any:
         return xp.minimum(acc, x)

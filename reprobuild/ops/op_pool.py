@@ -1,7 +1,14 @@
-"""Pooling over 1, 2 or 3 spatial dimensions: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
+"""Pooling over 1, 2 or 3 spatial dimensions: MaxPool (with its Indices output), AveragePool, LpPool,
+GlobalAveragePool, GlobalMaxPool, GlobalLpPool, and MaxUnpool.
 
 Canonical attributes of the windowed pools: ``kernel_shape``, ``pads`` (begins, then ends), ``strides``,
-``dilations``, ``ceil_mode``, and ``count_include_pad`` for AveragePool.
+``dilations``, ``ceil_mode``, and ``count_include_pad`` for AveragePool, ``p`` for LpPool. A MaxPool whose
+Indices output is used is a layer with two outputs and one more attribute, ``storage_order``; hand-written pool
+tactics compute only Y, and are kept off such layers by the Indices output's dtype (int64).
+
+LpPool is the p-norm of each window, padding counting as 0 (as onnxruntime and ONNX's test data compute it; the
+ONNX reference rescales an average instead, which differs next to the padding). MaxUnpool takes its output shape
+as a build-time input; see ``_nn_pool`` for how it writes repeated indices.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from reprobuild.dtypes import FLOATS
+from reprobuild.ops._nn_pool import argmax_windows, empty_windows, scatter_last_wins, tap_maps
 from reprobuild.ops._window import extra_end, output_spatial, padded, resolve_window, tap_view, taps
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, ints
 from reprobuild.ops.families import float_compute_type
@@ -52,7 +60,7 @@ class _WindowPool(OpDef):
         out = output_spatial(x[2:], kernel, attrs, bool(attrs["ceil_mode"]))
         return [TensorType((x[0], x[1], *out), inputs[0].dtype)]
 
-    def windows(self, xp: Any, x: Any, attrs: Attrs, fill: float) -> tuple[list[Any], tuple[int, ...], Any]:
+    def windows(self, xp: Any, x: Any, attrs: Attrs, fill: Any) -> tuple[list[Any], tuple[int, ...], Any]:
         """The strided view of every kernel tap over the padded input, the output spatial shape, and the
         padded input."""
         kernel = tuple(attrs["kernel_shape"])
@@ -62,26 +70,51 @@ class _WindowPool(OpDef):
 
 
 class MaxPool(_WindowPool):
-    op, versions = "MaxPool", (8, 10, 11, 12, 22)
+    op, versions = "MaxPool", (1, 8, 10, 11, 12, 22)
     attributes = {**_WINDOW, "ceil_mode": Attr("int", 0, since=10), "dilations": Attr("ints", since=10),
                   "storage_order": Attr("int", 0, since=8)}
     num_outputs = (1, 2)
+    dtypes = (*FLOATS, "int8", "uint8")
     has_dilations_since = 10
 
     def convert(self, node: Node) -> None:
-        if node.output_used(1):
-            raise node.fail("the Indices output is not supported; only Y may be used")
-        if int(node.attr("storage_order")) != 0:
-            raise node.fail("storage_order=1 only affects the Indices output, which is not supported")
-        node.emit(self.canonical_attrs(node, self.node_attrs(node)), n_outputs=1)
+        x = node.input(0)
+        assert x is not None
+        if x.dtype in ("int8", "uint8") and node.version < 12:
+            raise node.fail(f"{x.dtype} input needs MaxPool version 12 or later (opset >= 12); this node is "
+                            f"version {node.version}")
+        attrs = self.canonical_attrs(node, self.node_attrs(node))
+        kernel = attrs["kernel_shape"]
+        out = output_spatial(x.shape[2:], kernel, attrs, bool(attrs["ceil_mode"]))
+        bad = empty_windows(x.shape[2:], kernel, attrs, out)
+        if bad:
+            raise node.fail(f"along spatial dimension(s) {bad} some window lies entirely in the padding (pads "
+                            f"{list(attrs['pads'])}, kernel {list(kernel)}), where ONNX defines no maximum")
+        if not node.output_used(1):
+            node.emit(attrs, n_outputs=1)
+            return
+        order = int(node.attr("storage_order"))
+        if order not in (0, 1):
+            raise node.fail(f"storage_order={order}; it must be 0 (row major) or 1 (column major)")
+        node.emit({**attrs, "storage_order": order}, n_outputs=2)
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        y = super().infer(attrs, inputs)[0]
+        return [y, TensorType(y.shape, "int64")] if "storage_order" in attrs else [y]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
         x = inputs[0]
-        views, _, _ = self.windows(xp, x, attrs, -np.inf)
-        out = views[0].copy()
+        fill = np.iinfo(x.dtype).min if np.dtype(x.dtype).kind in "iu" else -np.inf
+        views, out, _ = self.windows(xp, x, attrs, fill)
+        if "storage_order" in attrs:
+            maps = tap_maps(x.shape[2:], attrs["kernel_shape"], attrs, out, int(attrs["storage_order"]))
+            plane = int(np.prod(x.shape[2:], dtype=np.int64))
+            y, indices = argmax_windows(xp, views, maps, fill, x.shape[0], x.shape[1], plane)
+            return [y.astype(x.dtype, copy=False), indices]
+        result = views[0].copy()
         for v in views[1:]:
-            out = xp.maximum(out, v)
-        return [out]
+            result = xp.maximum(result, v)
+        return [result]
 
 
 class AveragePool(_WindowPool):
@@ -119,6 +152,32 @@ class AveragePool(_WindowPool):
         return np.asarray(count).reshape(out)
 
 
+def _norm_order(p: Any) -> int:
+    if int(p) < 1:
+        raise OpError(f"p={p}; the p-norm needs p >= 1")
+    return int(p)
+
+
+class LpPool(_WindowPool):
+    op, versions = "LpPool", (2, 11, 18, 22)
+    attributes = {**_WINDOW, "ceil_mode": Attr("int", 0, since=18), "dilations": Attr("ints", since=18),
+                  "p": Attr("int", 2)}
+    has_dilations_since = 18
+
+    def extra_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return {"p": _norm_order(attrs["p"])}
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        x = inputs[0]
+        p = int(attrs["p"])
+        powers = xp.abs(x.astype(float_compute_type(xp, x), copy=False)) ** p
+        views, _, _ = self.windows(xp, powers, attrs, 0.0)
+        total = views[0].copy()
+        for v in views[1:]:
+            total = total + v
+        return [(total ** (1.0 / p)).astype(x.dtype, copy=False)]
+
+
 class _GlobalPool(OpDef):
     versions = (1, 22)
     dtypes = FLOATS
@@ -149,4 +208,69 @@ class GlobalMaxPool(_GlobalPool):
         return [xp.max(x, axis=tuple(range(2, x.ndim)), keepdims=True)]
 
 
-OPS = (AveragePool(), GlobalAveragePool(), GlobalMaxPool(), MaxPool())
+class GlobalLpPool(_GlobalPool):
+    op, versions = "GlobalLpPool", (2, 22)
+    attributes = {"p": Attr("int", 2)}
+
+    def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
+        return {"p": _norm_order(attrs["p"])}
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        x, p = inputs[0], int(attrs["p"])
+        powers = xp.abs(x.astype(float_compute_type(xp, x), copy=False)) ** p
+        total = xp.sum(powers, axis=tuple(range(2, x.ndim)), keepdims=True)
+        return [(total ** (1.0 / p)).astype(x.dtype, copy=False)]
+
+
+class MaxUnpool(OpDef):
+    """Canonical attributes: ``kernel_shape``, ``pads``, ``strides`` and the whole ``output_shape``.
+
+    An ``output_shape`` input other than the shape the attributes give is refused: the ONNX reference (and its
+    test data) then reads the indices in the attributes' shape and pads the end with zeros, onnxruntime and PyTorch
+    read them in ``output_shape``."""
+
+    op, versions = "MaxUnpool", (9, 11, 22)
+    attributes = {"kernel_shape": Attr("ints"), "pads": Attr("ints"), "strides": Attr("ints")}
+    num_inputs = (2, 3)
+    dtypes = FLOATS
+
+    def convert(self, node: Node) -> None:
+        x = node.input(0)
+        assert x is not None
+        if x.rank < 3 or not node.has_attr("kernel_shape"):
+            raise node.fail(f"needs an input of rank >= 3 (N, C, spatial...) and kernel_shape; got {list(x.shape)}")
+        kernel, nd = ints(node.attr("kernel_shape")), x.rank - 2
+        strides = ints(node.attr("strides")) if node.has_attr("strides") else (1,) * nd
+        pads = ints(node.attr("pads")) if node.has_attr("pads") else (0,) * (2 * nd)
+        if len(kernel) != nd or len(strides) != nd or len(pads) != 2 * nd or min(strides) < 1 or min(kernel) < 1 \
+                or min(pads) < 0:
+            raise node.fail(f"kernel_shape {list(kernel)}, strides {list(strides)}, pads {list(pads)} do not fit "
+                            f"{nd} spatial dimensions")
+        shape = (*x.shape[:2], *((x.shape[2 + d] - 1) * strides[d] - pads[d] - pads[nd + d] + kernel[d]
+                                 for d in range(nd)))
+        if node.input(2) is not None:
+            given = ints(node.static(2, "output_shape"))
+            if given != shape:
+                raise node.fail(
+                    f"output_shape {list(given)} differs from the shape {list(shape)} that kernel_shape, strides and "
+                    "pads give: the ONNX reference then reads the indices in the latter and pads the end with "
+                    "zeros, onnxruntime and PyTorch read them in output_shape")
+        if min(shape) < 1:
+            raise node.fail(f"the output shape {list(shape)} is empty")
+        node.emit({"kernel_shape": kernel, "output_shape": shape, "pads": pads, "strides": strides}, inputs=[0, 1])
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        self.check_types(inputs)
+        x, indices = inputs
+        if indices.dtype != "int64" or indices.shape != x.shape:
+            raise OpError(f"indices are {indices.dtype} {list(indices.shape)}; expected int64 of the input's shape "
+                          f"{list(x.shape)}")
+        return [TensorType(tuple(attrs["output_shape"]), x.dtype)]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        shape = tuple(attrs["output_shape"])
+        size = int(np.prod(shape, dtype=np.int64))
+        return [scatter_last_wins(xp, inputs[0], inputs[1], size).reshape(shape)]
+
+
+OPS = (AveragePool(), GlobalAveragePool(), GlobalLpPool(), GlobalMaxPool(), LpPool(), MaxPool(), MaxUnpool())

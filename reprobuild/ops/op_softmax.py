@@ -1,5 +1,10 @@
 """Softmax, LogSoftmax and Hardmax along one axis (opset 13+), or over the input flattened to 2-D at ``axis``
 (opset < 13, canonical attribute ``coerce_2d=1``).
+
+Half-precision inputs are computed in their own type, step by step, as ONNX defines Softmax and LogSoftmax (a
+function of ReduceMax, Sub, Exp, ReduceSum and Div, each in the input's type ``T``) and as the reference evaluator
+computes them: a float32 computation rounded once differs from that by a unit or two in the last place, and
+attention graphs written out in primitive ops carry such differences to their outputs.
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ class _Normalize(OpDef):
             for d in shape[:axis]:
                 outer *= d
             rows = x.reshape(outer, -1)
-            return [self.along(xp, rows.astype(float_compute_type(xp, x), copy=False), 1)
+            return [self.along(xp, rows.astype(self.work_type(xp, x), copy=False), 1)
                     .astype(x.dtype, copy=False).reshape(shape)]
         if x.ndim == 0:
             x = x.reshape(1)
-        y = self.along(xp, x.astype(float_compute_type(xp, x), copy=False), axis)
+        y = self.along(xp, x.astype(self.work_type(xp, x), copy=False), axis)
         return [y.astype(inputs[0].dtype, copy=False).reshape(shape)]
+
+    def work_type(self, xp: Any, x: Any) -> Any:
+        return x.dtype
 
     def along(self, xp: Any, x: Any, axis: int) -> Any:
         raise NotImplementedError
@@ -67,6 +75,9 @@ class Hardmax(_Normalize):
     """1 at the first maximum along the axis, 0 elsewhere."""
 
     op = "Hardmax"
+
+    def work_type(self, xp: Any, x: Any) -> Any:
+        return float_compute_type(xp, x)
 
     def along(self, xp: Any, x: Any, axis: int) -> Any:
         first = xp.expand_dims(xp.argmax(x, axis=axis), axis)

@@ -44,7 +44,7 @@ class Identity(OpDef):
 class Dropout(OpDef):
     """Inference-mode Dropout is the identity; its mask output, when used, is all true."""
 
-    op, versions = "Dropout", (7, 10, 12, 13, 22)
+    op, versions, lowered_to = "Dropout", (7, 10, 12, 13, 22), "Identity"
     attributes = {"ratio": Attr("float", 0.5, until=12), "seed": Attr("int", since=12)}
     num_inputs = (1, 3)
     num_outputs = (1, 2)

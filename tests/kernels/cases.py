@@ -144,6 +144,7 @@ CASES = [
     Case("avgpool_7x7", unary("AveragePool", (1, 16, 7, 7), kernel_shape=[7, 7])),
     Case("global_avgpool_4d", unary("GlobalAveragePool", (2, 8, 7, 7))),
     Case("global_avgpool_3d", unary("GlobalAveragePool", (2, 3, 50))),
+    Case("global_lppool", unary("GlobalLpPool", (2, 3, 5, 5), p=3)),
     Case("softmax_last", unary("Softmax", (3, 4, 25))),
     Case("softmax_axis1_4d", unary("Softmax", (2, 5, 3, 3), axis=1)),
     Case("softmax_legacy_coerce", unary("Softmax", (2, 5, 2, 3), opset=11, axis=1)),

@@ -50,7 +50,8 @@ def node_model(op: str, inputs: Mapping[str, np.ndarray], n_outputs: int = 1,
     )
     version = opset if opset is not None else onnx.defs.onnx_opset_version()
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", version)])
-    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+    # the oldest IR version that can hold this opset: older onnxruntimes (the GPU host's) load it
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     inferred = onnx.shape_inference.infer_shapes(model)
     known = {vi.name: vi for vi in (*inferred.graph.value_info, *inferred.graph.output)}
     del model.graph.output[:]
@@ -89,7 +90,15 @@ def check_op(op: str, inputs: Mapping[str, np.ndarray], backend: str = "cpu", n_
     model = node_model(op, inputs, n_outputs, initializers, opset, input_names, **attrs)
     values = {k: inputs[k] for k in pinned}
     got = build_and_run(model, inputs, backend, values)
-    want = dict(expected) if expected is not None else ort_outputs(model, inputs)
+    if expected is not None:
+        want = dict(expected)
+    else:
+        try:
+            want = ort_outputs(model, inputs)
+        except Exception as exc:  # an onnxruntime too old for this opset: the CPU engine, checked against it in CI
+            if backend == "cpu" or "onnxruntime" not in type(exc).__module__:
+                raise
+            want = build_and_run(model, inputs, "cpu", values)
     for name, ref in want.items():
         out = got[name]
         ref = np.asarray(ref)

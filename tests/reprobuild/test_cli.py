@@ -69,10 +69,11 @@ def test_missing_model_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_unsupported_model_exits_3_with_the_node_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    path = tmp_path / "tanh.onnx"
-    onnx.save(make_model([helper.make_node("Tanh", ["x"], ["y"], name="act")], {"x": (2,)}, ["y"]), path)
+    path = tmp_path / "unique.onnx"
+    model = make_model([helper.make_node("Unique", ["x"], ["y"], name="act")], {"x": (2,)}, ["y"])
+    onnx.save(model, path)
     code, _, err = run_cli(capsys, "build", str(path), "-o", str(tmp_path / "t.engine"))
-    assert code == 3 and "'act'" in err and "Tanh" in err and "Traceback" not in err
+    assert code == 3 and "'act'" in err and "Unique" in err and "Traceback" not in err
 
 
 def test_corrupted_engine_exits_4(built: Path, capsys: pytest.CaptureFixture) -> None:

@@ -25,9 +25,8 @@ def test_unsupported_op_names_node_op_and_supported_list() -> None:
 
 
 def test_unsupported_attribute_value_names_node() -> None:
-    model = make_model([helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], storage_order=1)],
-                       {"x": (1, 1, 4, 4)}, ["y"])
-    with pytest.raises(UnsupportedOpError, match=r"'mp'.*MaxPool.*storage_order"):
+    model = make_model([helper.make_node("LpNormalization", ["x"], ["y"], name="mp", p=3)], {"x": (1, 4)}, ["y"])
+    with pytest.raises(UnsupportedOpError, match=r"'mp' \(op LpNormalization\).*p"):
         parse(model)
 
 

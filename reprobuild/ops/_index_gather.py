@@ -1,0 +1,198 @@
+"""Gathers: Gather, GatherElements, GatherND, and Compress and NonZero, whose selections are fixed at build time.
+
+Index tensors arrive at run time, so nothing about their values is checked on the host: negative indices are
+wrapped on the device (``i + n`` where ``i < 0``). Indices outside [-n, n) are undefined behaviour in ONNX; NumPy
+raises an IndexError for most of them, CuPy wraps them.
+
+Compress with a condition known at build time is a gather of the selected positions (canonical attributes
+``axis``, ``flatten`` and ``selected``). NonZero's output shape is its input's count of nonzeros: it is computed
+when the network is parsed if its input is a constant, and refused otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from reprobuild.dtypes import ALL
+from reprobuild.ops.base import (
+    ABSENT,
+    Attr,
+    Attrs,
+    BuildTimeOp,
+    Node,
+    OpDef,
+    OpError,
+    TensorType,
+    axis_in_range,
+)
+
+INDEX_TYPES = ("int32", "int64")
+
+
+def wrap_negative(xp: Any, index: Any, n: Any) -> Any:
+    """ONNX's negative indices (counting from the end) made non-negative, on the device."""
+    return xp.where(index < 0, index + n, index)
+
+
+def check_indices(t: TensorType, allowed: Sequence[str] = INDEX_TYPES, which: int = 1) -> None:
+    if t.dtype not in allowed:
+        raise OpError(f"input {which} (indices) has dtype {t.dtype}; it must be {' or '.join(allowed)}")
+
+
+class _AxisGather(OpDef):
+    versions: ClassVar[tuple[int, ...]] = (11, 13)
+    attributes = {"axis": Attr("int", 0)}
+    num_inputs = (2, 2)
+    dtypes = ALL
+
+    def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
+        x = node.input(0)
+        assert x is not None
+        return {"axis": axis_in_range(int(attrs["axis"]), x.rank)}
+
+
+class Gather(_AxisGather):
+    """``output = take(data, indices, axis)``: data's axis replaced by the indices' shape."""
+
+    op, versions = "Gather", (1, 11, 13)
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        self.check_types(inputs)
+        data, indices = inputs
+        check_indices(indices)
+        axis = int(attrs["axis"])
+        if not 0 <= axis < data.rank:
+            raise OpError(f"axis {axis} is out of range for data of shape {list(data.shape)}")
+        return [TensorType((*data.shape[:axis], *indices.shape, *data.shape[axis + 1:]), data.dtype)]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        data, indices = inputs
+        axis = int(attrs["axis"])
+        return [xp.take(data, wrap_negative(xp, indices, data.shape[axis]), axis=axis)]
+
+
+class GatherElements(_AxisGather):
+    """``output[..., i, ...] = data[..., indices[..., i, ...], ...]`` along ``axis``; the output has the indices'
+    shape, which may be smaller than the data's in the other axes."""
+
+    op = "GatherElements"
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        self.check_types(inputs)
+        data, indices = inputs
+        check_indices(indices)
+        axis = int(attrs["axis"])
+        if indices.rank != data.rank or not 0 <= axis < data.rank or any(
+                i > d for a, (i, d) in enumerate(zip(indices.shape, data.shape)) if a != axis):
+            raise OpError(f"indices of shape {list(indices.shape)} must have the rank of the data "
+                          f"{list(data.shape)}, and no larger dimension outside axis {axis}")
+        return [TensorType(indices.shape, data.dtype)]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        data, indices = inputs
+        axis = int(attrs["axis"])
+        window = tuple(slice(None) if a == axis else slice(0, n) for a, n in enumerate(indices.shape))
+        index = wrap_negative(xp, indices, data.shape[axis])
+        return [xp.take_along_axis(data[window], index, axis=axis)]
+
+
+class GatherND(OpDef):
+    """Each row of ``indices`` (its last axis, of length k) addresses a slice of ``data`` after the first
+    ``batch_dims`` axes, which data and indices share."""
+
+    op, versions = "GatherND", (11, 12, 13)
+    attributes = {"batch_dims": Attr("int", 0, since=12)}
+    num_inputs = (2, 2)
+    dtypes = ALL
+
+    def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
+        return {"batch_dims": int(attrs.get("batch_dims", 0))}
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        self.check_types(inputs)
+        data, indices = inputs
+        check_indices(indices, ("int64",))
+        b = int(attrs["batch_dims"])
+        if not 0 <= b < min(data.rank, indices.rank):
+            raise OpError(f"batch_dims={b} must be at least 0 and less than the ranks of data {list(data.shape)} "
+                          f"and indices {list(indices.shape)}")
+        if data.shape[:b] != indices.shape[:b]:
+            raise OpError(f"the first batch_dims={b} dimensions of data {list(data.shape)} and indices "
+                          f"{list(indices.shape)} must be equal")
+        k = indices.shape[-1]
+        if not 1 <= k <= data.rank - b:
+            raise OpError(f"the last dimension of indices {list(indices.shape)} is {k}; it must be between 1 and "
+                          f"the data's rank minus batch_dims ({data.rank - b})")
+        return [TensorType((*indices.shape[:-1], *data.shape[b + k:]), data.dtype)]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        data, indices = inputs
+        b, k = int(attrs["batch_dims"]), indices.shape[-1]
+        batch = int(np.prod(data.shape[:b], dtype=np.int64))
+        rows = int(np.prod(indices.shape[b:-1], dtype=np.int64))
+        flat = data.reshape((batch, *data.shape[b:]))
+        dims = xp.asarray(np.array(data.shape[b:b + k], dtype=np.int64))
+        index = wrap_negative(xp, indices.reshape(batch, rows, k), dims)
+        key = (xp.arange(batch).reshape(batch, 1), *(index[:, :, j] for j in range(k)))
+        return [flat[key].reshape((*indices.shape[:-1], *data.shape[b + k:]))]
+
+
+class Compress(OpDef):
+    """The condition must be known at build time (it decides the output shape); the layer gathers the selected
+    positions along ``axis``, or of the flattened input."""
+
+    op, versions = "Compress", (9, 11, 28)
+    attributes = {"axis": Attr("int")}
+    num_inputs = (2, 2)
+    dtypes = ALL
+
+    def convert(self, node: Node) -> None:
+        x, cond_type = node.input(0), node.input(1)
+        assert x is not None and cond_type is not None
+        if cond_type.dtype != "bool":
+            raise node.fail(f"the condition has dtype {cond_type.dtype}; it must be bool")
+        condition = np.asarray(node.static(1, "the condition, which decides the output shape"))
+        if condition.ndim != 1:
+            raise node.fail(f"the condition must be 1-D; it has shape {list(condition.shape)}")
+        axis = node.attr("axis")
+        flatten = axis is ABSENT
+        axis = 0 if flatten else axis_in_range(int(axis), x.rank)
+        n = x.size if flatten else x.shape[axis]
+        if condition[n:].any():
+            raise node.fail(f"the condition selects position {n + int(np.flatnonzero(condition[n:])[0])}, "
+                            f"beyond the {n} {'elements' if flatten else 'slices'} it selects from")
+        selected = tuple(int(i) for i in np.flatnonzero(condition[:n]))
+        node.emit({"axis": axis, "flatten": int(flatten), "selected": selected}, inputs=[0])
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        self.check_types(inputs)
+        x, axis, selected = inputs[0], int(attrs["axis"]), tuple(attrs["selected"])
+        shape = (x.size,) if attrs["flatten"] else x.shape
+        if not 0 <= axis < len(shape) or any(not 0 <= i < shape[axis] for i in selected):
+            raise OpError(f"the selected positions do not fit axis {axis} of {list(shape)}")
+        return [TensorType((*shape[:axis], len(selected), *shape[axis + 1:]), x.dtype)]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        x = inputs[0].reshape(-1) if attrs["flatten"] else inputs[0]
+        index = xp.asarray(np.array(attrs["selected"], dtype=np.int64))
+        return [xp.take(x, index, axis=int(attrs["axis"]))]
+
+
+class NonZero(BuildTimeOp):
+    """Indices of the nonzero elements, shape (rank, count): the count is only known from the values."""
+
+    op, versions = "NonZero", (9, 13)
+    dtypes = ALL
+
+    def convert(self, node: Node) -> None:
+        x = node.const(0)
+        if x is None:
+            raise node.fail("its output shape (rank, number of nonzero elements) depends on the input's values, "
+                            "which are only known at run time; an engine has fixed shapes. NonZero is computed "
+                            "when the network is built only if its input is a constant")
+        if x.ndim == 0:
+            raise node.fail("a scalar input is not supported (ONNX and onnxruntime disagree on its output shape)")
+        node.define_constant(np.stack(np.nonzero(x != 0)).astype(np.int64))

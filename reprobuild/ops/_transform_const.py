@@ -1,0 +1,87 @@
+"""Range and EyeLike: ops whose output is known when the network is parsed, so they become constants.
+
+EyeLike reads only its input's shape and dtype. Range needs ``start``, ``limit`` and ``delta`` at build time
+(its output's length depends on them); they are pinned like any shape input when they are network inputs.
+
+Range computes exactly what onnx's reference does (``np.arange`` on the Python values, then a cast; float16
+and bfloat16 from version 27 go through ``stash_type``'s float32 or float64), the integer types with exact
+Python integers. ``delta`` = 0 and non-finite values are refused.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from reprobuild.dtypes import np_dtype
+from reprobuild.ops.base import Attr, BuildTimeOp, Node, OpError, scalar
+from reprobuild.ops.onnx_types import dtype_of_elem_type
+
+#: The largest constant these ops may make (the value is stored in the engine file).
+MAX_CONSTANT_BYTES = 1 << 31
+RANGE_TYPES = ("float16", "bfloat16", "float32", "float64", "int16", "int32", "int64")
+_STASH = {1: np.float32, 11: np.float64}
+
+
+def _check_size(node: Node, count: int, dtype: str) -> None:
+    nbytes = count * int(np_dtype(dtype).itemsize)
+    if nbytes > MAX_CONSTANT_BYTES:
+        raise node.fail(f"the output would hold {count} elements ({nbytes} bytes); the limit for a constant "
+                        f"made at build time is {MAX_CONSTANT_BYTES} bytes")
+
+
+class Range(BuildTimeOp):
+    op, versions = "Range", (11, 27)
+    attributes = {"stash_type": Attr("int", 1, since=27)}
+    num_inputs = (3, 3)
+    dtypes = RANGE_TYPES
+
+    def convert(self, node: Node) -> None:
+        types = [node.input(i) for i in range(3)]
+        dtype = types[0].dtype if types[0] is not None else "?"
+        if dtype not in RANGE_TYPES or any(t is None or t.dtype != dtype for t in types):
+            raise node.fail(f"start, limit and delta must share one of the types {', '.join(RANGE_TYPES)}; got "
+                            f"{', '.join(t.dtype if t else 'none' for t in types)}")
+        start, limit, delta = (scalar(node.static(i, what)) for i, what in enumerate(("start", "limit", "delta")))
+        if not all(math.isfinite(v) for v in (start, limit, delta)) or delta == 0:
+            raise node.fail(f"start, limit and delta must be finite and delta non-zero; got {start}, {limit}, "
+                            f"{delta}")
+        if dtype.startswith("int"):
+            count = max(-((start - limit) // delta), 0)  # ceil((limit - start) / delta), exactly
+            _check_size(node, count, dtype)
+            with np.errstate(over="ignore"):  # wraps only in i * delta; each start + i * delta fits the type
+                steps = np.arange(count, dtype=np.int64) * np.int64(delta)
+                value = (steps + np.int64(start)).astype(np_dtype(dtype))
+        else:
+            steps = (limit - start) / delta
+            if not math.isfinite(steps):
+                raise node.fail(f"({limit} - {start}) / {delta} elements overflow a float64")
+            count = max(math.ceil(steps), 0)
+            _check_size(node, count, dtype)
+            stash = int(node.attr("stash_type")) if node.version >= 27 else None
+            if stash is not None and dtype in ("float16", "bfloat16"):
+                if stash not in _STASH:
+                    raise node.fail(f"stash_type {stash} is not supported; use 1 (float) or 11 (double)")
+                value = np.arange(float(start), float(limit), float(delta), dtype=_STASH[stash])
+            else:
+                value = np.arange(float(start), float(limit), float(delta))
+            value = value.astype(np_dtype(dtype))
+        node.define_constant(value.reshape(-1))
+
+
+class EyeLike(BuildTimeOp):
+    op, versions = "EyeLike", (9, 22)
+    attributes = {"dtype": Attr("int"), "k": Attr("int", 0)}
+
+    def convert(self, node: Node) -> None:
+        x = node.input(0)
+        assert x is not None
+        if x.rank != 2:
+            raise node.fail(f"needs a 2-D input; got shape {list(x.shape)}")
+        try:
+            dtype = dtype_of_elem_type(int(node.attr("dtype")), "the output") if node.has_attr("dtype") else x.dtype
+        except OpError as exc:
+            raise node.fail(str(exc)) from None
+        _check_size(node, x.size, dtype)
+        node.define_constant(np.eye(x.shape[0], x.shape[1], int(node.attr("k")), dtype=np_dtype(dtype)))
