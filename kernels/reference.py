@@ -72,7 +72,7 @@ class CudaReference(_Reference):
 
     def __init__(self, opdef: OpDef) -> None:
         super().__init__(opdef)
-        if not getattr(opdef, "cuda_deterministic", True):
+        if not opdef.cuda_deterministic:
             self.determinism = Determinism.NONE
 
 

@@ -95,6 +95,12 @@ class OnnxParser:
             model = onnx.load_model_from_string(data)
         except Exception as exc:
             raise ModelError(f"not a readable ONNX model (protobuf decode failed: {exc})") from None
+        external = sorted(t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+        if external:
+            raise ModelError(f"the model keeps {len(external)} weight(s) in external data files (the first: "
+                             f"{external[0]!r}), which reprobuild does not read (a model file must be self-contained); "
+                             "save it with its weights inside: onnx.save(onnx.load(path), path, "
+                             "save_as_external_data=False), possible below the 2 GiB protobuf limit")
         try:
             onnx.checker.check_model(data)  # the bytes we have: checking the proto would serialize it again
         except Exception as exc:

@@ -154,6 +154,9 @@ class OpDef:
     #: For an op that never becomes a layer of its own (Dropout, CastLike, Upsample, ...), the op ``convert``
     #: emits instead; such an op has no tactics.
     lowered_to: ClassVar[str | None] = None
+    #: Whether ``compute`` with CuPy gives the same bits run after run on one device (no atomics, no
+    #: data-dependent reduction order); the CUDA reference tactic declares its determinism from it.
+    cuda_deterministic: ClassVar[bool] = True
 
     # --- the frontend side -------------------------------------------------------------------------------------
 

@@ -122,3 +122,20 @@ def test_console_script_is_installed() -> None:
     exe = shutil.which("reprobuild") or str(Path(sys.executable).with_name("reprobuild"))
     result = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("reprobuild ")
+
+
+def test_conformance_command_reports_cases_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    code, out, err = run_cli(capsys, "conformance", "--suite", "node", "--op", "Relu", "--case", "relu", "-v",
+                             "--jobs", "1", "-q")
+    assert code == 0, err
+    assert "node:test_relu" in out and "pass" in out and "suite" in out
+    report = tmp_path / "c.json"
+    code, _, err = run_cli(capsys, "conformance", "--suite", "pytorch", "--case", "test_ReLU", "--format", "json",
+                           "--output", str(report), "--jobs", "1", "-q")
+    assert code == 0, err
+    data = json.loads(report.read_text())
+    assert data["summary"]["pytorch"]["pass"] >= 1 and all(r["result"] == "pass" for r in data["results"])
+    code, _, err = run_cli(capsys, "conformance", "--suite", "node", "--case", "no_such_case", "-q")
+    assert code == 2 and "no case matches" in err

@@ -90,3 +90,53 @@ def test_a_match_whose_inner_tensor_is_read_elsewhere_is_refused() -> None:
     model = _model(nodes, {"x": (3,)}, {"half": np.float32(0.5), "one": np.float32(1.0)})
     network, _ = network_from_onnx_bytes(model.SerializeToString())
     assert match(Op("Add", Op("Mul", Var("x"), Const(0.5)), Const(1.0)), "a", GraphIndex(network)) is None
+
+
+def _gelu_nodes(x: str = "x") -> list[onnx.NodeProto]:
+    """Gelu as exporters without a Gelu op write it: x * 0.5 * (1 + erf(x / sqrt(2)))."""
+    return [helper.make_node("Div", [x, "sqrt2"], ["d"], name="div"), helper.make_node("Erf", ["d"], ["e"], name="erf"),
+            helper.make_node("Add", ["e", "one"], ["a"], name="add"), helper.make_node("Mul", [x, "a"], ["m"], name="mul"),
+            helper.make_node("Mul", ["m", "half"], ["y"], name="half_mul")]
+
+
+def test_gelu_written_out_becomes_one_layer_with_every_node_recorded(rng: np.random.Generator) -> None:
+    consts = {"sqrt2": np.float32(np.sqrt(2.0)), "one": np.float32(1.0), "half": np.float32(0.5)}
+    model = _model(_gelu_nodes(), {"x": (4, 16)}, consts)
+    network, _ = network_from_onnx_bytes(model.SerializeToString())
+    fused = run_passes(network, DEFAULT_PASSES)
+    assert [(layer.op, layer.attrs) for layer in fused.layers] == [("Gelu", (("approximate", "none"),))]
+    assert set(fused.layers[0].origin) == {"div", "erf", "add", "mul", "half_mul"}
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    np.testing.assert_allclose(build_and_run(model, {"x": x})["y"], ort_outputs(model, {"x": x})["y"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_layer_normalization_written_out_becomes_one_layer(rng: np.random.Generator) -> None:
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[-1]),
+             helper.make_node("Sub", ["x", "mean"], ["d"]), helper.make_node("Pow", ["d", "two"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]), helper.make_node("Add", ["var", "eps"], ["ve"]),
+             helper.make_node("Sqrt", ["ve"], ["std"]), helper.make_node("Div", ["d", "std"], ["n"]),
+             helper.make_node("Mul", ["n", "gamma"], ["s"]), helper.make_node("Add", ["s", "beta"], ["y"])]
+    consts = {"two": np.float32(2.0), "eps": np.float32(1e-5), "gamma": rng.uniform(0.5, 1.5, 8).astype(np.float32),
+              "beta": rng.standard_normal(8).astype(np.float32)}
+    model = _model(nodes, {"x": (3, 5, 8)}, consts)
+    network, _ = network_from_onnx_bytes(model.SerializeToString())
+    fused = run_passes(network, DEFAULT_PASSES)
+    assert [layer.op for layer in fused.layers] == ["LayerNormalization"]
+    assert dict(fused.layers[0].attrs) == {"axis": 2, "epsilon": pytest.approx(1e-5), "stash_type": 1}
+    assert len(fused.layers[0].origin) == 9
+    x = rng.standard_normal((3, 5, 8)).astype(np.float32)
+    np.testing.assert_allclose(build_and_run(model, {"x": x})["y"], ort_outputs(model, {"x": x})["y"],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_a_layer_normalization_over_a_leading_axis_is_left_alone(rng: np.random.Generator) -> None:
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[0]),
+             helper.make_node("Sub", ["x", "mean"], ["d"]), helper.make_node("Pow", ["d", "two"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq"], ["var"], axes=[0]), helper.make_node("Add", ["var", "eps"], ["ve"]),
+             helper.make_node("Sqrt", ["ve"], ["std"]), helper.make_node("Div", ["d", "std"], ["n"]),
+             helper.make_node("Mul", ["n", "gamma"], ["s"]), helper.make_node("Add", ["s", "beta"], ["y"])]
+    consts = {"two": np.float32(2.0), "eps": np.float32(1e-5), "gamma": np.ones(8, np.float32),
+              "beta": np.zeros(8, np.float32)}
+    network, _ = network_from_onnx_bytes(_model(nodes, {"x": (3, 8)}, consts).SerializeToString())
+    assert "LayerNormalization" not in {layer.op for layer in run_passes(network, DEFAULT_PASSES).layers}
