@@ -94,8 +94,10 @@ def test_a_match_whose_inner_tensor_is_read_elsewhere_is_refused() -> None:
 
 def _gelu_nodes(x: str = "x") -> list[onnx.NodeProto]:
     """Gelu as exporters without a Gelu op write it: x * 0.5 * (1 + erf(x / sqrt(2)))."""
-    return [helper.make_node("Div", [x, "sqrt2"], ["d"], name="div"), helper.make_node("Erf", ["d"], ["e"], name="erf"),
-            helper.make_node("Add", ["e", "one"], ["a"], name="add"), helper.make_node("Mul", [x, "a"], ["m"], name="mul"),
+    return [helper.make_node("Div", [x, "sqrt2"], ["d"], name="div"),
+            helper.make_node("Erf", ["d"], ["e"], name="erf"),
+            helper.make_node("Add", ["e", "one"], ["a"], name="add"),
+            helper.make_node("Mul", [x, "a"], ["m"], name="mul"),
             helper.make_node("Mul", ["m", "half"], ["y"], name="half_mul")]
 
 
@@ -114,7 +116,8 @@ def test_gelu_written_out_becomes_one_layer_with_every_node_recorded(rng: np.ran
 def test_layer_normalization_written_out_becomes_one_layer(rng: np.random.Generator) -> None:
     nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[-1]),
              helper.make_node("Sub", ["x", "mean"], ["d"]), helper.make_node("Pow", ["d", "two"], ["sq"]),
-             helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]), helper.make_node("Add", ["var", "eps"], ["ve"]),
+             helper.make_node("ReduceMean", ["sq"], ["var"], axes=[-1]),
+             helper.make_node("Add", ["var", "eps"], ["ve"]),
              helper.make_node("Sqrt", ["ve"], ["std"]), helper.make_node("Div", ["d", "std"], ["n"]),
              helper.make_node("Mul", ["n", "gamma"], ["s"]), helper.make_node("Add", ["s", "beta"], ["y"])]
     consts = {"two": np.float32(2.0), "eps": np.float32(1e-5), "gamma": rng.uniform(0.5, 1.5, 8).astype(np.float32),
