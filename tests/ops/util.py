@@ -30,13 +30,21 @@ def _elem_type(dtype: Any) -> int:
     return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
+def default_opset(op: str) -> int:
+    """Opset 22, or the opset of the op's newest version when that is newer: the oldest opset that holds the op's
+    newest form, so that older onnxruntimes (the GPU host's reads IR versions up to 13) can load the model."""
+    newest = max((s.since_version for s in onnx.defs.get_all_schemas_with_history() if s.name == op
+                  and s.domain == ""), default=22)
+    return min(max(22, newest), onnx.defs.onnx_opset_version())
+
+
 def node_model(op: str, inputs: Mapping[str, np.ndarray], n_outputs: int = 1,
                initializers: Mapping[str, np.ndarray] | None = None, opset: int | None = None,
                input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
                **attrs: Any) -> onnx.ModelProto:
     """A model of one ``op`` node. ``inputs`` become graph inputs (with their arrays' shapes and dtypes),
     ``initializers`` constants; ``input_names`` orders the node's inputs ("" for an omitted one), by default
-    graph inputs then initializers. ``opset`` defaults to the newest one onnx knows."""
+    graph inputs then initializers. ``opset`` defaults to ``default_opset(op)``."""
     initializers = dict(initializers or {})
     names = list(input_names) if input_names is not None else [*inputs, *initializers]
     outs = list(output_names) if output_names is not None else [f"y{i}" if n_outputs > 1 else "y"
@@ -48,7 +56,7 @@ def node_model(op: str, inputs: Mapping[str, np.ndarray], n_outputs: int = 1,
         [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outs],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()],
     )
-    version = opset if opset is not None else onnx.defs.onnx_opset_version()
+    version = opset if opset is not None else default_opset(op)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", version)])
     # the oldest IR version that can hold this opset: older onnxruntimes (the GPU host's) load it
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
