@@ -12,6 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from reprobuild.conformance.cases import randomize_constant_of_shape
 from reprobuild.kernels.backend import cuda_unavailable_reason
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,35 +77,6 @@ def assert_close(out: np.ndarray, ref: np.ndarray, rtol: float = 1e-4, atol: flo
     err = rel_error(out, ref)
     assert err <= rel, f"{what}: relative error {err:.3g} > {rel:g}"
     np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol, err_msg=what)
-
-
-def randomize_constant_of_shape(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
-    """Replace each ConstantOfShape whose shape is an initializer by a seeded random initializer.
-
-    The light test models take their weights from ConstantOfShape, so their outputs are nearly uniform and
-    prove little. He-normal for rank >= 2 (std sqrt(2 / fan_in)); uniform(0.5, 1.5) for rank 1, which keeps
-    BatchNormalization variances positive.
-    """
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    rng = np.random.default_rng(seed)
-    inits = {t.name: t for t in model.graph.initializer}
-    kept = []
-    for node in model.graph.node:
-        if node.op_type == "ConstantOfShape" and node.input and node.input[0] in inits:
-            shape = tuple(int(d) for d in numpy_helper.to_array(inits[node.input[0]]).reshape(-1))
-            if len(shape) >= 2:
-                fan_in = int(np.prod(shape[1:]))
-                value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-            else:
-                value = rng.uniform(0.5, 1.5, size=shape)
-            model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), node.output[0]))
-            if model.ir_version < 4:  # before IR 4, every initializer must also be a graph input
-                model.graph.input.append(helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, shape))
-        else:
-            kept.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
-    return model
 
 
 def light_model(name: str, seed: int) -> onnx.ModelProto:

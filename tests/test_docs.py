@@ -141,3 +141,23 @@ def test_readme_diff_commands_run_as_written(tmp_path: Path) -> None:
     assert "Tactic changes" in outputs[-2] and "cpu_tap_accumulate" in outputs[-2]
     assert "exit 1: they differ" in outputs[-2]
     assert outputs[-1].startswith("reprobuild diff: identical")
+
+
+def test_readme_adding_an_op_example_is_a_working_definition() -> None:
+    """The README's unary-op example, run as a definition, computes what the registered Exp computes."""
+    import numpy as np
+
+    from reprobuild.dtypes import FLOATS
+    from reprobuild.ops import get_op
+    from reprobuild.ops.families import Unary
+
+    section = README.split("### Adding an op\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    scope: dict[str, object] = {"Unary": Unary, "FLOATS": FLOATS}
+    exec(block, scope)
+    exp = scope["Exp"]()  # type: ignore[operator]
+    x = np.linspace(-3, 3, 13, dtype=np.float32)
+    (mine,) = exp.compute(np, {}, x)
+    (registered,) = get_op("Exp").compute(np, {}, x)
+    np.testing.assert_array_equal(mine, registered)
+    assert set(exp.versions) <= set(get_op("Exp").versions)

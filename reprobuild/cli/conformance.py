@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         text = to_json(results)
     elif args.format == "markdown":
-        text = to_markdown(results, HEADER)
+        text = to_markdown(results, markdown_header())
     else:
         text = to_text(results, args.verbose > 0)
     if args.output:
@@ -110,6 +110,20 @@ def run(args: argparse.Namespace) -> int:
                                + ", ".join(f"{r.suite}:{r.case} ({r.result})" for r in bad[:10])
                                + (" ..." if len(bad) > 10 else ""))
     return 0
+
+
+def markdown_header() -> str:
+    """The header of docs/conformance.md, with the versions that decide the suites' contents and references."""
+    import numpy
+    import onnx
+
+    try:
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = "not installed"
+    return f"{HEADER}\n\nVersions: onnx {onnx.__version__}, onnxruntime {ort}, numpy {numpy.__version__}."
 
 
 HEADER = """# ONNX conformance

@@ -31,10 +31,13 @@ def test_every_tactic_matches_its_pins(backend_name: str) -> None:
     if recorded is None:
         pytest.skip(f"no pins recorded for {section(backend)}; record them with python -m tests.kernels.pin_tactics "
                     f"--backend {backend_name} on such a machine")
-    exact = recorded["environment"] == environment(backend)
+    same_environment = recorded["environment"] == environment(backend)
+    nondeterministic = {t.label for t in default_registry().all() if t.determinism.value != "run_to_run"}
     current = compute_pins(backend)
     problems = []
     for key, cases in current.items():
+        # a tactic that is not run-to-run deterministic (the split-K atomic GEMM) can only match approximately
+        exact = same_environment and key.split(" [")[0] not in nondeterministic
         pinned: dict[str, Any] = recorded["pins"].get(key, {})
         if not pinned:
             problems.append(f"{key}: no pins (a new tactic or version: run python -m tests.kernels.pin_tactics)")
