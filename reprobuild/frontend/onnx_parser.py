@@ -180,6 +180,7 @@ class OnnxParser:
 
     def define_constant(self, name: str, value: np.ndarray, node_name: str) -> None:
         self.network.add_constant(name, value)
+        self.logger.verbose(f"{node_name} defines {name!r} as a constant")
         self.folded += 1
 
     def network_inputs_behind(self, tensor: str) -> list[str]:

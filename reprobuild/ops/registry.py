@@ -10,7 +10,7 @@ import numpy as np
 
 from reprobuild.dtypes import dtype_name
 from reprobuild.errors import ModelError, UnsupportedOpError
-from reprobuild.ops.base import OpDef, OpError, TensorType
+from reprobuild.ops.base import OpDef, OpError, StaticInputError, TensorType
 
 
 @functools.cache
@@ -47,12 +47,14 @@ def get_op(op: str, domain: str = "") -> OpDef:
 
 
 def located(error: ModelError, where: str) -> ModelError:
-    """The same kind of error, with ``where`` (a node or layer) in front of the message."""
-    located_error = type(error)(f"{where}: {error}") if type(error) is not OpError else \
-        UnsupportedOpError(f"{where}: {error}")
-    if hasattr(error, "inputs"):
-        located_error.inputs = error.inputs  # type: ignore[attr-defined]
-    return located_error
+    """The error with ``where`` (a node or a layer) in front of its message. An OpError (raised without a
+    location) becomes an UnsupportedOpError; a StaticInputError keeps the network inputs it names."""
+    message = f"{where}: {error}"
+    if isinstance(error, StaticInputError):
+        return StaticInputError(message, error.inputs)
+    if type(error) is OpError:
+        return UnsupportedOpError(message)
+    return type(error)(message)
 
 
 def infer_types(op: str, attrs: Mapping[str, Any], inputs: Sequence[TensorType], where: str) -> list[TensorType]:
