@@ -293,16 +293,12 @@ def _plan(net: Network, tactics: Sequence[Tactic], workspaces: Sequence[int]) ->
 
 
 def _kernel_sources(tactics: Sequence[Tactic], backend: Backend) -> list[m.KernelSourceRecord]:
-    files = sorted({f for t in tactics for f in t.source_files})
+    """The CUDA sources the chosen tactics compile (their Python is covered by each tactic's digest)."""
     records = []
-    for f in files:
-        if f.endswith(".cu"):
-            compiled = cuda_module(backend, f)
-            records.append(m.KernelSourceRecord(file=f, sha256=source_sha256(f),
-                                                compile_options=list(compiled.options),
-                                                cubin_sha256=compiled.cubin_sha256))
-        else:
-            records.append(m.KernelSourceRecord(file=f, sha256=source_sha256(f)))
+    for f in sorted({f for t in tactics for f in t.source_files}):
+        compiled = cuda_module(backend, f)
+        records.append(m.KernelSourceRecord(file=f, sha256=source_sha256(f), compile_options=list(compiled.options),
+                                            cubin_sha256=compiled.cubin_sha256))
     return records
 
 

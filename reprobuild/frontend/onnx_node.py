@@ -16,9 +16,8 @@ from onnx import numpy_helper
 
 from reprobuild.errors import ModelError, UnsupportedOpError
 from reprobuild.ir import TensorInfo
-from reprobuild.ops import ABSENT, OpDef, OpError, StaticInputError, TensorType, infer_types
+from reprobuild.ops import ABSENT, OpDef, StaticInputError, TensorType, infer_types
 from reprobuild.ops.base import REQUIRED
-from reprobuild.ops.registry import evaluate, located
 
 if TYPE_CHECKING:
     from reprobuild.frontend.onnx_parser import OnnxParser
@@ -190,9 +189,3 @@ def infer_infos(op: str, attrs: Mapping[str, Any], inputs: Sequence[TensorInfo],
         raise UnsupportedOpError(f"{where}: uses {len(outputs)} outputs, but reprobuild computes {len(types)}")
     return [TensorInfo(o, t.shape, t.dtype) for o, t in zip(outputs, types)]
 
-
-def fold(op: str, attrs: Mapping[str, Any], values: Sequence[np.ndarray], where: str) -> list[np.ndarray]:
-    try:
-        return evaluate(op, attrs, values, where)
-    except OpError as exc:
-        raise located(exc, where) from None

@@ -23,13 +23,13 @@ from onnx import numpy_helper
 
 from reprobuild.digest import sha256_hex
 from reprobuild.errors import DynamicShapeError, ModelError, UnsupportedOpError, UsageError
-from reprobuild.frontend.onnx_node import OnnxNode, fold, infer_infos
+from reprobuild.frontend.onnx_node import OnnxNode, infer_infos
 from reprobuild.frontend.onnx_support import check_support, default_opset
 from reprobuild.ir import Network, NetworkDefinition, TensorInfo
 from reprobuild.logger import Logger, Severity
 from reprobuild.ops import OpError, get_op
 from reprobuild.ops.onnx_types import dtype_of_elem_type
-from reprobuild.ops.registry import located
+from reprobuild.ops.registry import evaluate, located
 
 #: protobuf cannot hold more than 2 GiB; larger models need external data, which is not supported.
 MAX_MODEL_BYTES = 2 * 1024**3
@@ -170,7 +170,7 @@ class OnnxParser:
         infos = infer_infos(op, attrs, [net.tensor(t) for t in inputs], outputs, where)
         constants = [net.constant(t) for t in inputs]
         if all(c is not None for c in constants) and sum(i.nbytes for i in infos) <= MAX_FOLDED_BYTES:
-            values = fold(op, attrs, [c for c in constants if c is not None], where)
+            values = evaluate(op, attrs, [c for c in constants if c is not None], where)
             for info, value in zip(infos, values):
                 net.add_constant(info.name, value)
             self.logger.verbose(f"folded {name} ({op}) into constant(s) {list(outputs)}")

@@ -147,13 +147,12 @@ def match(pattern: Op, tensor: str, index: GraphIndex) -> Match | None:
         return None
     unique = list({id(layer): layer for layer in m.layers}.values())
     m.layers = unique
-    inside = {id(layer) for layer in unique}
     for layer in unique:
         for out in layer.outputs:
             if out == tensor:
                 continue
             reads = sum(1 for other in unique for t in other.inputs if t == out)
-            if index.is_output(out) or index.readers(out) != reads or not inside:
+            if index.is_output(out) or index.readers(out) != reads:
                 return None
     return m
 

@@ -55,14 +55,18 @@ def summary(outputs: list[np.ndarray]) -> dict[str, Any]:
 
 
 def run_tactic(tactic: Tactic, spec: LayerSpec, activations: list[np.ndarray], backend: Backend) -> list[np.ndarray]:
-    from reprobuild.dtypes import np_dtype
+    """One run of a prepared tactic. Float outputs start as NaN and the workspace as 0xFF bytes, so an element a
+    kernel forgets to write, or a workspace byte it reads before writing, shows in the outputs."""
+    from reprobuild.dtypes import FLOATS, np_dtype
 
     with backend.activate():
         inputs = [backend.asarray(x) for x in activations]
-        outputs: list[Any] = [backend.xp.zeros(o.shape, dtype=np_dtype(o.dtype)) for o in spec.outputs]
+        outputs: list[Any] = [backend.xp.full(o.shape, np.nan if o.dtype in FLOATS else 0, dtype=np_dtype(o.dtype))
+                              for o in spec.outputs]
         if getattr(tactic, "aliases_input", False):
-            outputs = [inputs[0].reshape(spec.outputs[0].shape)]
+            outputs = [inputs[0].reshape(spec.outputs[0].shape)]  # what the memory planner arranges
         workspace = backend.empty_bytes(max(tactic.workspace_bytes(spec), 1))
+        workspace.fill(0xFF)
         tactic.prepare(spec, backend)(inputs, outputs, workspace)
         return [backend.to_host(o) for o in outputs]
 

@@ -6,29 +6,16 @@ write, or a workspace byte it reads before writing, fails the comparison.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
 from reprobuild.builder.selection import layer_spec
 from reprobuild.frontend import network_from_onnx_bytes
-from reprobuild.kernels.backend import Backend, get_backend
-from reprobuild.kernels.tactic import LayerSpec, Tactic, default_registry
+from reprobuild.kernels.backend import get_backend
+from reprobuild.kernels.tactic import LayerSpec, default_registry
 from tests.helpers import BACKENDS, assert_close, ort_run
 from tests.kernels.cases import CASES, Case
-
-
-def run_tactic(tactic: Tactic, spec: LayerSpec, activations: list[np.ndarray], backend: Backend) -> list[np.ndarray]:
-    with backend.activate():
-        inputs = [backend.asarray(x) for x in activations]
-        outputs: list[Any] = [backend.xp.full(o.shape, np.nan, dtype=o.dtype) for o in spec.outputs]
-        if getattr(tactic, "aliases_input", False):
-            outputs = [inputs[0].reshape(spec.outputs[0].shape)]  # what the memory planner arranges
-        workspace = backend.empty_bytes(max(tactic.workspace_bytes(spec), 1))
-        workspace.fill(0xFF)
-        tactic.prepare(spec, backend)(inputs, outputs, workspace)
-        return [backend.to_host(o) for o in outputs]
+from tests.kernels.pin_tactics import run_tactic
 
 
 def case_spec(case: Case, rng: np.random.Generator) -> tuple[LayerSpec, list[np.ndarray], list[np.ndarray]]:

@@ -36,10 +36,6 @@ class NoisyRelu(CpuElementwise):
     name, priority, determinism = "cpu_noisy_relu", 99, Determinism.NONE
     ops = ("Relu",)
 
-    @property
-    def module_file(self) -> str:  # stands in for a kernel module of the package
-        return "elementwise.py"
-
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
             np.maximum(inputs[0], np.float32(0), out=outputs[0])
@@ -54,10 +50,6 @@ class BatchMixingRelu(CpuElementwise):
 
     name, priority = "cpu_batch_mixing_relu", 99
     ops = ("Relu",)
-
-    @property
-    def module_file(self) -> str:
-        return "elementwise.py"
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
