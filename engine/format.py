@@ -31,7 +31,7 @@ from reprobuild.engine.plan import EngineHeader
 from reprobuild.errors import FormatError
 
 MAGIC = b"RPBENGN\x00"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 ALIGNMENT = 64
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 _PREAMBLE = struct.Struct("<8sIQ")

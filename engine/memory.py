@@ -1,4 +1,5 @@
-"""Activation memory planning: one arena per execution context, tensors placed by lifetime.
+"""Activation memory planning: one arena per execution context, tensors placed by lifetime, then the largest
+layer workspace, then the cuBLAS workspace of the context's handle.
 
 Each activation lives from the layer that writes it to the last layer that reads it (network inputs from
 before the first layer, network outputs to the end). Tensors whose lifetimes do not overlap share bytes.
@@ -30,10 +31,16 @@ class MemoryPlan:
     workspace_bytes: int
     unshared_bytes: int
     alignment: int = ALIGNMENT
+    #: The cuBLAS workspace of the context's handle (0 when no chosen tactic calls cuBLAS), after the workspace.
+    library_bytes: int = 0
+
+    @property
+    def library_offset(self) -> int:
+        return self.workspace_offset + self.workspace_bytes
 
     @property
     def context_bytes(self) -> int:
-        return self.workspace_offset + self.workspace_bytes
+        return self.library_offset + self.library_bytes
 
 
 def _align(n: int, alignment: int) -> int:
@@ -46,8 +53,10 @@ def plan_memory(
     inputs: Sequence[str],
     outputs: Sequence[str],
     alignment: int = ALIGNMENT,
+    library_bytes: int = 0,
 ) -> MemoryPlan:
-    """Place every activation tensor named in ``sizes`` (bytes) in one arena, then the workspace after it."""
+    """Place every activation tensor named in ``sizes`` (bytes) in one arena, then the workspace after it, then
+    ``library_bytes`` for the context's cuBLAS handle."""
     root = {t: t for t in sizes}
     first: dict[str, int] = {t: -1 for t in inputs}
     last: dict[str, int] = {}
@@ -85,4 +94,5 @@ def plan_memory(
         workspace_bytes=_align(workspace, alignment),
         unshared_bytes=sum(_align(max(sizes[t], 1), alignment) for t in sizes if root[t] == t),
         alignment=alignment,
+        library_bytes=_align(library_bytes, alignment),
     )

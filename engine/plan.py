@@ -63,6 +63,7 @@ class EngineMemory(_Strict):
     activation_bytes: int = Field(ge=0)
     workspace_offset: int = Field(ge=0)
     workspace_bytes: int = Field(ge=0)
+    library_bytes: int = Field(ge=0)
     offsets: dict[str, int]
 
 
@@ -78,5 +79,8 @@ class EngineHeader(_Strict):
     weights: list[EngineWeight]
     memory: EngineMemory
     buffer_nbytes: int = Field(ge=0)
+    #: Whether contexts capture their run into a CUDA graph by default (the build asked for it and every chosen
+    #: tactic is capturable).
+    cuda_graph: bool
     manifest: bytes
     manifest_sha256: str = Sha256

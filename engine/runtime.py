@@ -1,10 +1,15 @@
 """Runtime, Engine and ExecutionContext, after TensorRT's object model.
 
 ``Runtime(logger).deserialize_engine(bytes)`` checks the file, resolves every tactic by value (refusing one
-whose source changed), re-derives the memory plan and prepares each layer's kernel once: weights are the
-engine's persistent memory. ``Engine.create_execution_context()`` allocates one arena per context for
-activations and workspace (scratch memory); contexts share the engine read-only, and each runs on its own
-stream. A context is for one thread at a time; use one context per thread.
+whose source changed), re-derives the memory plan and prepares each layer once: weights are the engine's
+persistent memory. ``Engine.create_execution_context()`` allocates one arena per context for activations,
+workspace and the cuBLAS workspace of the context's own handle (scratch memory); contexts share the engine
+read-only, and each runs on its own stream. A context is for one thread at a time; use one context per thread.
+
+A CUDA layer is prepared as a launch plan (``reprobuild.kernels.launch``): the context binds every plan to its
+arena once, so a run replays a flat list of launches, and by default (when the engine allows it) captures
+that list into a CUDA graph on first use and replays the graph. Graph and eager runs launch the same kernels
+with the same arguments, so they give the same bits.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from reprobuild.engine.memory import LayerUse, plan_memory
 from reprobuild.engine.plan import EngineHeader, EngineTensor
 from reprobuild.errors import FormatError, InputError, ReprobuildError, UsageError
 from reprobuild.kernels.backend import Backend, get_backend
+from reprobuild.kernels.launch import LaunchPlan, uses_library
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, TacticRegistry, TensorSig, default_registry
 from reprobuild.logger import ErrorRecorder, Logger
 
@@ -45,6 +51,21 @@ class PreparedLayer:
     kernel: Kernel
     inputs: tuple[str, ...]  # activation inputs only, in order
     outputs: tuple[str, ...]
+
+
+def _eager_step(kernel: Kernel, ins: list[Any], outs: list[Any], workspace: Any) -> Callable[[Any], None]:
+    """A layer whose tactic returns an opaque callable, as a step of the run (it runs on the current stream)."""
+    def step(stream: Any) -> None:
+        kernel(ins, outs, workspace)
+
+    return step
+
+
+def library_workspace_bytes(tactics: Sequence[Tactic]) -> int:
+    """The cuBLAS workspace a context needs: one handle's worth when a tactic calls cuBLAS, else none."""
+    from reprobuild.kernels.cublas import WORKSPACE_BYTES
+
+    return WORKSPACE_BYTES if any(t.source == "cublas" for t in tactics) else 0
 
 
 class Runtime:
@@ -117,8 +138,14 @@ class Engine:
 
     @property
     def device_memory_size(self) -> int:
-        """Bytes of scratch memory (activations + workspace) each execution context needs."""
-        return self.header.memory.workspace_offset + self.header.memory.workspace_bytes
+        """Bytes of scratch memory (activations, workspace, cuBLAS workspace) each execution context needs."""
+        memory = self.header.memory
+        return memory.workspace_offset + memory.workspace_bytes + memory.library_bytes
+
+    @property
+    def graph_capturable(self) -> bool:
+        """Whether every layer is a launch plan, so that a context can capture its run into a CUDA graph."""
+        return self.backend.name == "cuda" and all(isinstance(layer.kernel, LaunchPlan) for layer in self.layers)
 
     @property
     def manifest_json(self) -> bytes:
@@ -147,11 +174,11 @@ class Engine:
         uses = [LayerUse(tuple(layer.inputs), tuple(layer.outputs), bool(getattr(tactic, "aliases_input", False)),
                          layer.workspace_bytes) for layer, tactic in zip(self.header.layers, tactics)]
         plan = plan_memory(sizes, uses, [t.name for t in self.header.inputs], [b.name for b in self.outputs],
-                           self.header.memory.alignment)
+                           self.header.memory.alignment, library_workspace_bytes(tactics))
         recorded = self.header.memory
         if (dict(plan.offsets) != recorded.offsets or plan.activation_bytes != recorded.activation_bytes
                 or plan.workspace_bytes != recorded.workspace_bytes
-                or plan.workspace_offset != recorded.workspace_offset):
+                or plan.workspace_offset != recorded.workspace_offset or plan.library_bytes != recorded.library_bytes):
             raise FormatError("engine memory plan does not match the one this runtime derives from its layers; "
                               "the file is inconsistent or was made by another reprobuild version")
 
@@ -177,28 +204,44 @@ class Engine:
         return PreparedLayer(layer.name, layer.op, tactic, tactic.prepare(spec, self.backend),
                              tuple(t for t in layer.inputs if t not in weights), tuple(layer.outputs))
 
-    def create_execution_context(self) -> ExecutionContext:
-        """A context with its own scratch memory and stream."""
-        return ExecutionContext(self, self.backend.empty_bytes(max(self.device_memory_size, 1)))
+    def _graph_choice(self, cuda_graph: bool | None) -> bool:
+        if cuda_graph is None:
+            return bool(self.header.cuda_graph) and self.graph_capturable
+        if cuda_graph and not self.graph_capturable:
+            eager = [layer.name for layer in self.layers if not isinstance(layer.kernel, LaunchPlan)]
+            raise UsageError(f"this engine cannot run as a CUDA graph: it is on {self.backend.name}"
+                             + (f", and layers {eager[:5]} use tactics that are not launch plans" if eager else "")
+                             + "; create the context with cuda_graph=None or False")
+        return bool(cuda_graph)
 
-    def create_execution_context_without_device_memory(self) -> ExecutionContext:
+    def create_execution_context(self, cuda_graph: bool | None = None) -> ExecutionContext:
+        """A context with its own scratch memory and stream. ``cuda_graph``: None follows the engine (graphs when
+        it was built with them and can), False runs eagerly, True requires a graph."""
+        return ExecutionContext(self, self.backend.empty_bytes(max(self.device_memory_size, 1)),
+                                self._graph_choice(cuda_graph))
+
+    def create_execution_context_without_device_memory(self, cuda_graph: bool | None = None) -> ExecutionContext:
         """A context whose scratch memory the caller supplies later through ``context.device_memory``."""
-        return ExecutionContext(self, None)
+        return ExecutionContext(self, None, self._graph_choice(cuda_graph))
 
 
 class ExecutionContext:
     """Runs an engine. One thread at a time; concurrent use from two threads is refused, not raced."""
 
-    def __init__(self, engine: Engine, memory: Any) -> None:
+    def __init__(self, engine: Engine, memory: Any, cuda_graph: bool = False) -> None:
         self.engine = engine
         self.backend = engine.backend
         self.error_recorder = engine.error_recorder
         self.stream = self.backend.new_stream()
+        #: Whether runs replay a CUDA graph captured on first use (else each run launches the bound list).
+        self.cuda_graph = cuda_graph
+        self._graph: Any = None
+        self._blas: Any = None
         self._lock = threading.Lock()
         self._memory: Any = None
         self._views: dict[str, Any] = {}
-        self._workspace: Any = None
-        self._bound: list[tuple[Any, list[Any], list[Any]]] = []
+        self._steps: list[list[Callable[[Any], None]]] = []
+        self._outs: list[list[Any]] = []
         if memory is not None:
             self.device_memory = memory
 
@@ -221,11 +264,23 @@ class ExecutionContext:
             t.name: self.backend.view(memory, memory_plan.offsets[t.name], tuple(t.shape), t.dtype)
             for t in self.engine.header.activations
         }
-        self._workspace = memory[memory_plan.workspace_offset:memory_plan.workspace_offset
-                                 + memory_plan.workspace_bytes]
-        # Bind every layer to its views once, so that a run does no lookups.
-        self._bound = [(layer.kernel, [self._views[t] for t in layer.inputs], [self._views[t] for t in layer.outputs])
-                       for layer in self.engine.layers]
+        workspace = memory[memory_plan.workspace_offset:memory_plan.workspace_offset + memory_plan.workspace_bytes]
+        self._blas = None
+        if any(uses_library(layer.kernel) for layer in self.engine.layers):
+            from reprobuild.kernels.cublas import BlasHandle
+
+            start = memory_plan.workspace_offset + memory_plan.workspace_bytes
+            self._blas = BlasHandle(int(self.stream.ptr), int(memory[start:].data.ptr), memory_plan.library_bytes)
+        # Bind every layer to its views once: a run is then a flat replay with no lookups.
+        self._steps, self._outs = [], []
+        for layer in self.engine.layers:
+            ins, outs = [self._views[t] for t in layer.inputs], [self._views[t] for t in layer.outputs]
+            if isinstance(layer.kernel, LaunchPlan):
+                self._steps.append(layer.kernel.bind(ins, outs, workspace, self._blas))
+            else:
+                self._steps.append([_eager_step(layer.kernel, ins, outs, workspace)])
+            self._outs.append(outs)
+        self._graph = None  # a graph captured over the previous memory is stale
 
     def _fail(self, error: ReprobuildError) -> ReprobuildError:
         if self.error_recorder is not None:
@@ -273,24 +328,42 @@ class ExecutionContext:
             raise self._fail(UsageError("this execution context is already running in another thread; create "
                                         "one context per thread (Engine.create_execution_context)"))
         try:
-            views, workspace = self._views, self._workspace
-            with self.backend.activate(self.stream):
+            views, stream = self._views, self.stream
+            with self.backend.activate(stream):
                 for b in self.engine.header.inputs:
                     try:
                         self.backend.upload(views[b.name], inputs[b.name])
                     except (TypeError, ValueError) as exc:
                         raise self._fail(InputError(f"input {b.name!r} cannot be copied to the "
                                                     f"{self.backend.name} backend: {exc}")) from None
-                if after_layer is None:
-                    for kernel, ins, outs in self._bound:
-                        kernel(ins, outs, workspace)
+                if after_layer is None and self.cuda_graph:
+                    if self._graph is None:
+                        self._graph = self._capture()
+                    self._graph.launch(stream)
+                elif after_layer is None:
+                    for steps in self._steps:
+                        for step in steps:
+                            step(stream)
                 else:
-                    for index, (kernel, ins, outs) in enumerate(self._bound):
-                        kernel(ins, outs, workspace)
-                        after_layer(index, outs)
+                    for index, steps in enumerate(self._steps):
+                        for step in steps:
+                            step(stream)
+                        after_layer(index, self._outs[index])
             return {b.name: views[b.name] for b in self.engine.outputs}
         finally:
             self._lock.release()
+
+    def _capture(self) -> Any:
+        """Capture the bound launches into a CUDA graph on this context's stream (nothing runs while capturing)."""
+        stream = self.stream
+        stream.begin_capture()
+        try:
+            for steps in self._steps:
+                for step in steps:
+                    step(stream)
+        finally:
+            graph = stream.end_capture()
+        return graph
 
     def execute(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run synchronously; returns new host (NumPy) arrays."""

@@ -65,6 +65,17 @@ class Backend(ABC):
         """Run ``fn`` ``warmup`` times untimed, then take ``iterations`` samples, each the mean time of
         ``runs_per_sample`` back-to-back runs; nanoseconds per run."""
 
+    def timer(self, kernel: Callable[..., None], inputs: Any, outputs: Any, workspace: Any, warmup: int,
+              runs_per_sample: int) -> Callable[[int], list[int]]:
+        """Prepare to time ``kernel(inputs, outputs, workspace)``: warm it up, and return ``sample(n)``, which takes
+        n samples (nanoseconds per run, each the mean of ``runs_per_sample`` back-to-back runs)."""
+        def fn() -> None:
+            kernel(inputs, outputs, workspace)
+
+        for _ in range(warmup):
+            fn()
+        return lambda n: self.time_runs(fn, 0, n, runs_per_sample) if n > 0 else []
+
     @abstractmethod
     def fingerprint(self) -> dict[str, str]:
         """What of this backend's hardware and software decides numerics (versions, device, env vars)."""
@@ -166,6 +177,7 @@ class CudaBackend(Backend):
         with self.device:
             self.stream = cupy.cuda.Stream(non_blocking=True)
         self._local = threading.local()
+        self._blas: dict[int, Any] = {}
         props = cupy.cuda.runtime.getDeviceProperties(device_id)
         self.compute_capability = self.device.compute_capability  # e.g. "90"
         self.sm_count = int(props["multiProcessorCount"])
@@ -174,6 +186,20 @@ class CudaBackend(Backend):
 
     def current_stream(self) -> Any:
         return getattr(self._local, "stream", None) or self.stream
+
+    def blas_handle(self, stream: Any) -> Any:
+        """A cuBLAS handle bound to ``stream`` with a workspace of its own, made once per stream (for the
+        builder's timing and for tests; an execution context makes its own in its scratch memory)."""
+        from reprobuild.kernels.cublas import WORKSPACE_BYTES, BlasHandle
+
+        key = int(stream.ptr)
+        with _LOCK:
+            handle = self._blas.get(key)
+            if handle is None:
+                with self.device:
+                    workspace = self.xp.empty(WORKSPACE_BYTES, dtype=self.xp.uint8)
+                handle = self._blas[key] = BlasHandle(key, int(workspace.data.ptr), WORKSPACE_BYTES, workspace)
+            return handle
 
     @contextlib.contextmanager
     def activate(self, stream: Any = None) -> Iterator[None]:
@@ -233,6 +259,43 @@ class CudaBackend(Backend):
                 end.record(stream)
             stream.synchronize()
             return [round(cp.cuda.get_elapsed_time(s, e) * 1e6 / runs_per_sample) for s, e in events]
+
+    def timer(self, kernel: Callable[..., None], inputs: Any, outputs: Any, workspace: Any, warmup: int,
+              runs_per_sample: int) -> Callable[[int], list[int]]:
+        """A launch plan is bound once, warmed up, and captured as a CUDA graph of ``runs_per_sample`` runs; each
+        sample is that graph between two events. Anything else is timed as a Python call between events."""
+        from reprobuild.kernels.launch import LaunchPlan, uses_library
+
+        if not isinstance(kernel, LaunchPlan):
+            return super().timer(kernel, inputs, outputs, workspace, warmup, runs_per_sample)
+        cp = self.xp
+        with self.activate():
+            stream = self.current_stream()
+            blas = self.blas_handle(stream) if uses_library(kernel) else None
+            steps = kernel.bind(inputs, outputs, workspace, blas)
+            for _ in range(max(warmup, 1)):  # at least once, so that nothing lazy happens while capturing
+                for step in steps:
+                    step(stream)
+            stream.begin_capture()
+            try:
+                for _ in range(runs_per_sample):
+                    for step in steps:
+                        step(stream)
+            finally:
+                graph = stream.end_capture()
+            graph.launch(stream)
+
+        def sample(n: int) -> list[int]:
+            with self.activate():
+                events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(n)]
+                for start, end in events:
+                    start.record(stream)
+                    graph.launch(stream)
+                    end.record(stream)
+                stream.synchronize()
+                return [round(cp.cuda.get_elapsed_time(s, e) * 1e6 / runs_per_sample) for s, e in events]
+
+        return sample
 
     def fingerprint(self) -> dict[str, str]:
         cp = self.xp

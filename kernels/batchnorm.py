@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import i32, i64, kernel, launch_linear
+from reprobuild.kernels.cuda_launch import i32, i64, linear, plan
+from reprobuild.kernels.launch import In, Out
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
 
 
@@ -51,6 +52,7 @@ class CudaAffine(Tactic):
     """y = x * s[c] + t[c], product and sum rounded separately as on the CPU."""
 
     family, ops, name, backend, priority = "batchnorm", ("BatchNormalization",), "cuda_affine", "cuda", 10
+    capturable = True
     source, cuda_sources = "nvrtc", ("batchnorm.cu",)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
@@ -61,12 +63,8 @@ class CudaAffine(Tactic):
         shape = layer.inputs[0].shape
         channels, plane = shape[1], int(np.prod(shape[2:], dtype=np.int64))
         total = int(np.prod(shape, dtype=np.int64))
-        fn = kernel(backend, "batchnorm.cu", "channel_affine")
-
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            launch_linear(backend, fn, total, (inputs[0], outputs[0], s, t, i32(channels), i64(plane), i64(total)))
-
-        return run
+        return plan(backend, linear(backend, "batchnorm.cu", "channel_affine", total,
+                                    (In(0), Out(0), s, t, i32(channels), i64(plane), i64(total))), holds=(s, t))
 
 
 TACTICS: tuple[Tactic, ...] = (CpuBatchNorm(), CudaAffine())

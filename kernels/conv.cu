@@ -1,4 +1,5 @@
-// 2-D convolution kernels for conv.py: im2col (for the GEMM tactics), a direct convolution, and a bias add.
+// 2-D convolution kernels for conv.py: im2col (for the GEMM tactics), a direct convolution, and the epilogue
+// (bias, residual, activation).
 // Every output element is written by one thread with a fixed operation order; there are no atomics.
 // Tensors are NCHW and contiguous; the weight is (M, Cg, KH, KW). Zero padding is done by bounds checks.
 
@@ -64,12 +65,28 @@ extern "C" __global__ void conv_direct(
     }
 }
 
-// out[n][oc][...] += bias[oc] over a contiguous (N, M, plane) output; total = N * M * plane.
-extern "C" __global__ void add_channel_bias(
-    float* __restrict__ out, const float* __restrict__ bias, int m, long long plane, long long total)
+// The epilogue after a convolution's product, over a contiguous (N, M, plane) output; total = N * M * plane:
+// v = out + bias[oc] (if bias), v = v + residual (if residual), then the activation, each rounded on its own as
+// the unfused Conv, Add and activation layers round them. act: 0 none, 1 Relu, 2 Clip(lo, hi), 3 Sigmoid,
+// 4 SiLU (v * sigmoid(v)). NaN passes through Relu and Clip, as NumPy's maximum and clip pass it.
+extern "C" __global__ void conv_epilogue(
+    float* out, const float* __restrict__ bias, const float* residual, int m, long long plane,
+    long long total, int act, float lo, float hi)
 {
     const long long step = (long long)gridDim.x * blockDim.x;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
-        out[idx] = __fadd_rn(out[idx], bias[(idx / plane) % m]);
+        float v = out[idx];
+        if (bias) v = __fadd_rn(v, bias[(idx / plane) % m]);
+        if (residual) v = __fadd_rn(v, residual[idx]);
+        if (act == 1) {
+            v = v != v ? v : (v > 0.f ? v : 0.f);
+        } else if (act == 2) {
+            v = v != v ? v : (v < lo ? lo : (v > hi ? hi : v));
+        } else if (act == 3 || act == 4) {  // the reference's overflow-free form of 1 / (1 + e^-v)
+            const float e = expf(-fabsf(v));
+            const float s = v >= 0.f ? __fdiv_rn(1.f, __fadd_rn(1.f, e)) : __fdiv_rn(e, __fadd_rn(1.f, e));
+            v = act == 3 ? s : __fmul_rn(v, s);
+        }
+        out[idx] = v;
     }
 }

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import MAX_GRID_YZ, i32, i64, kernel, launch_linear, on_stream
+from reprobuild.kernels.cuda_launch import f32, i32, i64, linear, plan
 from reprobuild.kernels.gemm import TiledGemmLaunch
+from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, In, KernelLaunch, Out, Ref, Ws
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned, workspace_view
 
 
@@ -45,10 +46,11 @@ class ConvGeometry:
 
 
 def unsupported_conv(layer: LayerSpec) -> str | None:
-    """What every hand-written convolution needs: a 2-D convolution with constant weights (and bias)."""
+    """What every hand-written convolution needs: a 2-D convolution with constant weights (and bias); a
+    FusedConv's residual (input 3) arrives at run time."""
     if len(layer.inputs[0].shape) != 4:
         return f"only 2-D convolution (a rank-4 input); this one has rank {len(layer.inputs[0].shape)}"
-    if any(i not in layer.constants for i in range(1, len(layer.inputs))):
+    if any(i not in layer.constants for i in range(1, min(len(layer.inputs), 3))):
         return "the weight and bias must be constants (initializers); this layer reads them at run time"
     return None
 
@@ -64,8 +66,33 @@ def _tap(padded: np.ndarray, g: ConvGeometry, i: int, j: int) -> np.ndarray:
     return padded[:, :, r0:r0 + g.sh * (g.oh - 1) + 1:g.sh, c0:c0 + g.sw * (g.ow - 1) + 1:g.sw]
 
 
+def cpu_epilogue(layer: LayerSpec, out: np.ndarray, inputs: Sequence[Any]) -> None:
+    """A FusedConv's residual and activation, applied in place with the op definitions the fused layers had
+    (so the CPU tactics give the unfused layers' bits); nothing for a plain Conv."""
+    if layer.op != "FusedConv":
+        return
+    from reprobuild.ops.registry import get_op
+
+    attrs = {"activation": layer.attr("activation", ""), "activation_min": layer.attr("activation_min", 0.0),
+             "activation_max": layer.attr("activation_max", 0.0)}
+    y = out
+    if len(layer.inputs) > 3:
+        (y,) = get_op("Add").compute(np, {}, y, inputs[1])
+    activation = attrs["activation"]
+    if activation == "Relu":
+        (y,) = get_op("Relu").compute(np, {}, y)
+    elif activation == "Clip":
+        (y,) = get_op("Clip").compute(np, {"min": attrs["activation_min"], "max": attrs["activation_max"],
+                                           "min_from": "value", "max_from": "value"}, y)
+    elif activation in ("Sigmoid", "SiLU"):
+        (sig,) = get_op("Sigmoid").compute(np, {}, y)
+        y = sig if activation == "Sigmoid" else get_op("Mul").compute(np, {}, y, sig)[0]
+    if y is not out:
+        np.copyto(out, y)
+
+
 class CpuIm2colGemm(Tactic):
-    family, ops, name, backend, priority = "conv", ("Conv",), "cpu_im2col_gemm", "cpu", 10
+    family, ops, name, backend, priority = "conv", ("Conv", "FusedConv"), "cpu_im2col_gemm", "cpu", 10
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_conv(layer)
@@ -91,6 +118,7 @@ class CpuIm2colGemm(Tactic):
             np.matmul(weight, cols.reshape(g.n, g.group, g.k, g.oh * g.ow), out=out)
             if bias is not None:
                 np.add(outputs[0], bias, out=outputs[0])
+            cpu_epilogue(layer, outputs[0], inputs)
 
         return run
 
@@ -98,7 +126,7 @@ class CpuIm2colGemm(Tactic):
 class CpuTapAccumulate(Tactic):
     """Direct convolution: accumulate one (M x C) @ (C x OH*OW) product per kernel tap, taps in row-major order."""
 
-    family, ops, name, backend, priority = "conv", ("Conv",), "cpu_tap_accumulate", "cpu", 20
+    family, ops, name, backend, priority = "conv", ("Conv", "FusedConv"), "cpu_tap_accumulate", "cpu", 20
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_conv(layer)
@@ -125,6 +153,7 @@ class CpuTapAccumulate(Tactic):
                 out += np.matmul(taps[t], tap.reshape(g.n, g.group, g.cg, g.oh * g.ow))
             if bias is not None:
                 np.add(outputs[0], bias, out=outputs[0])
+            cpu_epilogue(layer, outputs[0], inputs)
 
         return run
 
@@ -147,13 +176,48 @@ def _window_args(g: ConvGeometry) -> tuple[np.int32, ...]:
     return tuple(i32(v) for v in (g.pt, g.pl, g.sh, g.sw, g.dh, g.dw))
 
 
-class _CudaConv(Tactic):
-    """What the CUDA convolutions share: the weight as (G, Mg, K) on the device, and the bias kernel."""
+#: Activation codes of conv.cu's ``conv_epilogue`` (FusedConv's ``activation`` attribute).
+ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "Sigmoid": 3, "SiLU": 4}
 
-    family, ops, backend = "conv", ("Conv",), "cuda"
+
+class Epilogue:
+    """What follows the product over the whole output: + bias[channel], + a residual input, an activation.
+    One kernel (conv.cu ``conv_epilogue``), each step rounded as the unfused layers round it."""
+
+    def __init__(self, layer: LayerSpec, g: ConvGeometry) -> None:
+        self.activation = str(layer.attr("activation", ""))
+        self.has_residual = layer.op == "FusedConv" and len(layer.inputs) > 3
+        self.lo = float(layer.attr("activation_min", 0.0))
+        self.hi = float(layer.attr("activation_max", 0.0))
+        self.g = g
+
+    @property
+    def needed(self) -> bool:
+        return self.g.has_bias or self.has_residual or bool(self.activation)
+
+    def launch(self, backend: Backend, bias: Any, out: Any, residual: Any, images: int) -> KernelLaunch:
+        g = self.g
+        plane, total = g.oh * g.ow, images * g.m * g.oh * g.ow
+        return linear(backend, "conv.cu", "conv_epilogue", total, (
+            out, bias, residual, i32(g.m), i64(plane), i64(total), i32(ACTIVATIONS[self.activation]),
+            f32(self.lo), f32(self.hi)))
+
+
+def unsupported_epilogue(layer: LayerSpec) -> str | None:
+    activation = str(layer.attr("activation", ""))
+    if activation not in ACTIVATIONS:
+        return f"activation {activation!r} has no epilogue; supported: {', '.join(a for a in ACTIVATIONS if a)}"
+    return None
+
+
+class _CudaConv(Tactic):
+    """What the CUDA convolutions share: the weight as (G, Mg, K) on the device, and the epilogue."""
+
+    family, ops, backend = "conv", ("Conv", "FusedConv"), "cuda"
+    capturable = True
 
     def unsupported(self, layer: LayerSpec) -> str | None:
-        return unsupported_conv(layer)
+        return unsupported_conv(layer) or unsupported_epilogue(layer)
 
     def upload(self, layer: LayerSpec, backend: Backend) -> tuple[ConvGeometry, Any, Any]:
         g = ConvGeometry(layer)
@@ -162,17 +226,11 @@ class _CudaConv(Tactic):
         return g, weight, bias
 
     @staticmethod
-    def bias_adder(backend: Backend, g: ConvGeometry, bias: Any) -> Any:
-        """out += bias[channel] over the whole (N, M, OH, OW) output, or a no-op without a bias."""
-        if bias is None:
-            return lambda out: None
-        fn = kernel(backend, "conv.cu", "add_channel_bias")
-        plane, total = g.oh * g.ow, g.n * g.m * g.oh * g.ow
-
-        def add(out: Any) -> None:
-            launch_linear(backend, fn, total, (out, bias, i32(g.m), i64(plane), i64(total)))
-
-        return add
+    def chunk_refs(g: ConvGeometry, epilogue: Epilogue, n0: int) -> tuple[Ref, Ref, Ref | None]:
+        """Refs to the input, the output and the residual from image ``n0`` on."""
+        out = Out(0, 4 * n0 * g.m * g.oh * g.ow)
+        residual = In(1, 4 * n0 * g.m * g.oh * g.ow) if epilogue.has_residual else None
+        return In(0, 4 * n0 * g.c * g.h * g.w), out, residual
 
 
 class _CudaIm2col(_CudaConv):
@@ -186,47 +244,70 @@ class _CudaIm2col(_CudaConv):
         return aligned(4 * self.images_per_chunk(g) * g.c * g.kh * g.kw * g.oh * g.ow)
 
     @staticmethod
-    def im2col(backend: Backend, g: ConvGeometry) -> Any:
-        """A function filling the columns of images [n0, n0 + count) into ``cols`` (count, C*KH*KW, OH*OW)."""
-        fn = kernel(backend, "conv.cu", "im2col")
+    def im2col(backend: Backend, g: ConvGeometry, x: Ref, count: int) -> KernelLaunch:
+        """Fill the columns (count, C*KH*KW, OH*OW) of ``count`` images from ``x`` into the workspace."""
+        total = count * g.c * g.kh * g.kw * g.oh * g.ow
         sizes = tuple(i32(v) for v in (g.h, g.w, g.kh, g.kw, g.oh, g.ow))
-        window = _window_args(g)
+        return linear(backend, "conv.cu", "im2col", total, (x, Ws(0), *sizes, *_window_args(g), i64(total)))
 
-        def fill(x: Any, cols: Any, n0: int, count: int) -> None:
-            total = count * g.c * g.kh * g.kw * g.oh * g.ow
-            launch_linear(backend, fn, total, (x[n0:n0 + count], cols, *sizes, *window, i64(total)))
+    def chunks(self, g: ConvGeometry) -> list[tuple[int, int]]:
+        chunk = self.images_per_chunk(g)
+        return [(n0, min(chunk, g.n - n0)) for n0 in range(0, g.n, chunk)]
 
-        return fill
+
+#: The most groups the cuBLAS convolutions issue one GEMM each for; more (depthwise) is the direct kernel's.
+MAX_GEMM_GROUPS = 8
+
+
+def grouped_gemms(g: ConvGeometry, weight: Any, cols: Ref, out: Ref, count: int, ld_cols: int,
+                  compute: str) -> list[GemmLaunch]:
+    """For each group, out[n][g] (Mg x OHW) = W[g] (Mg x K) @ cols[n][g] (K x OHW) over ``count`` images, as
+    one strided-batched GEMM in cuBLAS's column-major terms (out^T = cols^T @ W^T)."""
+    ohw = g.oh * g.ow
+    return [GemmLaunch(
+        transa=False, transb=False, m=ohw, n=g.mg, k=g.k,
+        a=cols.at(4 * grp * g.k * ohw), lda=ohw, stride_a=ld_cols,
+        b=weight[grp], ldb=g.k, stride_b=0,
+        c=out.at(4 * grp * g.mg * ohw), ldc=ohw, stride_c=g.m * ohw,
+        batch=count, dtype="float32", compute=compute) for grp in range(g.group)]
+
+
+def unsupported_gemm_groups(layer: LayerSpec) -> str | None:
+    g = ConvGeometry(layer)
+    if g.group > MAX_GEMM_GROUPS:
+        return (f"{g.group} groups would need {g.group} GEMMs per run; the direct kernel handles grouped and "
+                "depthwise convolutions")
+    return None
 
 
 class CudaIm2colCublas(_CudaIm2col):
-    """im2col into the workspace, then one cuBLAS product per chunk of images: W(G, Mg, K) @ cols(n, G, K, OHW)."""
+    """im2col into the workspace, then a cuBLAS strided-batched GEMM per group over the images of a chunk, then
+    the epilogue. Version 2: cuBLAS through a handle with its own workspace (capturable), not ``cupy.matmul``."""
 
     name, priority, source, cuda_sources = "cuda_im2col_cublas", 10, "cublas", ("conv.cu",)
+    version = 2
+    compute = "fp32"
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return super().unsupported(layer) or unsupported_gemm_groups(layer)
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g, weight, bias = self.upload(layer, backend)
-        if g.group == 1:
-            weight = weight.reshape(g.m, g.k)
-        fill, add_bias = self.im2col(backend, g), self.bias_adder(backend, g, bias)
-        chunk, ohw, xp = self.images_per_chunk(g), g.oh * g.ow, backend.xp
+        epilogue, launches = Epilogue(layer, g), list[KernelLaunch | GemmLaunch]()
+        for n0, count in self.chunks(g):
+            x, out, residual = self.chunk_refs(g, epilogue, n0)
+            launches.append(self.im2col(backend, g, x, count))
+            launches += grouped_gemms(g, weight, Ws(0), out, count, g.c * g.kh * g.kw * g.oh * g.ow, self.compute)
+            if epilogue.needed:
+                launches.append(epilogue.launch(backend, bias, out, residual, count))
+        return plan(backend, *launches, holds=(weight, bias))
 
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            out = outputs[0]
-            for n0 in range(0, g.n, chunk):
-                count = min(chunk, g.n - n0)
-                cols = workspace_view(workspace, (count, g.c * g.kh * g.kw, ohw))
-                fill(inputs[0], cols, n0, count)
-                dst = out[n0:n0 + count]
-                with on_stream(backend):
-                    if g.group == 1:
-                        xp.matmul(weight, cols, out=dst.reshape(count, g.m, ohw))
-                    else:
-                        xp.matmul(weight, cols.reshape(count, g.group, g.k, ohw),
-                                  out=dst.reshape(count, g.group, g.mg, ohw))
-            add_bias(out)
 
-        return run
+class CudaIm2colCublasTf32(CudaIm2colCublas):
+    """im2col + cuBLAS with TF32 tensor cores (float32 accumulation); allowed by ``--precision tf32``."""
+
+    name, priority, math, compute = "cuda_im2col_cublas_tf32", 9, "tf32", "tf32"
+    version = 1
 
 
 class CudaIm2colTiled(_CudaIm2col):
@@ -239,7 +320,7 @@ class CudaIm2colTiled(_CudaIm2col):
         return _tiled_images_per_chunk(g)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
-        reason = unsupported_conv(layer)
+        reason = super().unsupported(layer)
         if reason is not None:
             return reason
         g = ConvGeometry(layer)
@@ -247,49 +328,55 @@ class CudaIm2colTiled(_CudaIm2col):
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g, weight, bias = self.upload(layer, backend)
-        fill, chunk, ohw = self.im2col(backend, g), self.images_per_chunk(g), g.oh * g.ow
+        epilogue, chunk, ohw = Epilogue(layer, g), self.images_per_chunk(g), g.oh * g.ow
         # Product z = image * G + group of a chunk; offsets of W, cols, out and bias, relative to the chunk.
         z = np.arange(chunk * g.group, dtype=np.int64)
         group = z % g.group
         offsets = np.stack([group * g.mg * g.k, z * g.k * ohw, z * g.mg * ohw, group * g.mg], axis=1)
-        gemm = TiledGemmLaunch(backend, g.mg, ohw, g.k, (g.k, 1), (ohw, 1), offsets, (1, 0),
-                               has_c=g.has_bias)
-
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            for n0 in range(0, g.n, chunk):
-                count = min(chunk, g.n - n0)
-                cols = workspace_view(workspace, (count, g.c * g.kh * g.kw, ohw))
-                fill(inputs[0], cols, n0, count)
-                gemm(weight, cols, outputs[0][n0:n0 + count], bias, batch=count * g.group)
-
-        return run
+        # The bias rides in the GEMM's C operand unless an epilogue runs anyway (then it adds the bias there).
+        fused_bias = g.has_bias and not (epilogue.has_residual or epilogue.activation)
+        gemm = TiledGemmLaunch(backend, g.mg, ohw, g.k, (g.k, 1), (ohw, 1), offsets, (1, 0), has_c=fused_bias)
+        launches = []
+        for n0, count in self.chunks(g):
+            x, out, residual = self.chunk_refs(g, epilogue, n0)
+            launches.append(self.im2col(backend, g, x, count))
+            launches.append(gemm.launch(weight, Ws(0), out, bias if fused_bias else None, batch=count * g.group))
+            if epilogue.needed and not fused_bias:
+                launches.append(epilogue.launch(backend, bias, out, residual, count))
+        return plan(backend, *launches, holds=(weight, bias, gemm.offsets))
 
 
 class CudaDirect(_CudaConv):
-    """One thread per output element, summing (channel, tap row, tap column) in that order; no workspace."""
+    """One thread per output element, summing (channel, tap row, tap column) in that order; no workspace. For a
+    depthwise convolution (one channel a group) that is the whole kernel window per thread."""
 
     name, priority, source, cuda_sources = "cuda_direct", 30, "nvrtc", ("conv.cu",)
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g, weight, bias = self.upload(layer, backend)
-        fn = kernel(backend, "conv.cu", "conv_direct")
+        epilogue = Epilogue(layer, g)
         total = g.n * g.m * g.oh * g.ow
         sizes = tuple(i32(v) for v in (g.c, g.h, g.w, g.m, g.cg, g.mg, g.kh, g.kw, g.oh, g.ow))
-        tail = (*_window_args(g), i32(g.has_bias), i64(total))
-
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            launch_linear(backend, fn, total, (inputs[0], weight, bias, outputs[0], *sizes, *tail))
-
-        return run
+        # The direct kernel adds the bias itself when nothing else follows; otherwise the epilogue does.
+        own_bias = g.has_bias and not (epilogue.has_residual or epilogue.activation)
+        launches = [linear(backend, "conv.cu", "conv_direct", total, (
+            In(0), weight, bias, Out(0), *sizes, *_window_args(g), i32(own_bias), i64(total)))]
+        if epilogue.needed and not own_bias:
+            _, out, residual = self.chunk_refs(g, epilogue, 0)
+            launches.append(epilogue.launch(backend, bias, out, residual, g.n))
+        return plan(backend, *launches, holds=(weight, bias))
 
 
 class CudaPointwiseCublas(_CudaConv):
-    """A 1x1 convolution is a product as it stands: W(G, Mg, Cg) @ X(n, G, Cg, H*W) by cuBLAS, then the bias."""
+    """A 1x1 convolution is a product as it stands: per group, out[n] = W[g] @ X[n][g] by one cuBLAS
+    strided-batched GEMM over the images, then the epilogue. Version 2: a capturable cuBLAS handle."""
 
     name, priority, source, cuda_sources = "cuda_pointwise_cublas", 5, "cublas", ("conv.cu",)
+    version = 2
+    compute = "fp32"
 
     def unsupported(self, layer: LayerSpec) -> str | None:
-        reason = unsupported_conv(layer)
+        reason = super().unsupported(layer) or unsupported_gemm_groups(layer)
         if reason is not None:
             return reason
         g = ConvGeometry(layer)
@@ -300,22 +387,22 @@ class CudaPointwiseCublas(_CudaConv):
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g, weight, bias = self.upload(layer, backend)
-        add_bias, xp, hw = self.bias_adder(backend, g, bias), backend.xp, g.h * g.w
-        x_shape: tuple[int, ...] = (g.n, g.c, hw)
-        out_shape: tuple[int, ...] = (g.n, g.m, hw)
-        if g.group == 1:
-            weight = weight.reshape(g.m, g.c)
-        else:
-            x_shape, out_shape = (g.n, g.group, g.cg, hw), (g.n, g.group, g.mg, hw)
+        epilogue = Epilogue(layer, g)
+        x, out, residual = self.chunk_refs(g, epilogue, 0)
+        launches: list[Any] = grouped_gemms(g, weight, x, out, g.n, g.c * g.h * g.w, self.compute)
+        if epilogue.needed:
+            launches.append(epilogue.launch(backend, bias, out, residual, g.n))
+        return plan(backend, *launches, holds=(weight, bias))
 
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            with on_stream(backend):
-                xp.matmul(weight, inputs[0].reshape(x_shape), out=outputs[0].reshape(out_shape))
-            add_bias(outputs[0])
 
-        return run
+class CudaPointwiseCublasTf32(CudaPointwiseCublas):
+    """A 1x1 convolution by cuBLAS with TF32 tensor cores; allowed by ``--precision tf32``."""
+
+    name, priority, math, compute = "cuda_pointwise_cublas_tf32", 4, "tf32", "tf32"
+    version = 1
 
 
 TACTICS: tuple[Tactic, ...] = (
-    CpuIm2colGemm(), CpuTapAccumulate(), CudaDirect(), CudaIm2colCublas(), CudaIm2colTiled(), CudaPointwiseCublas(),
+    CpuIm2colGemm(), CpuTapAccumulate(), CudaDirect(), CudaIm2colCublas(), CudaIm2colCublasTf32(), CudaIm2colTiled(),
+    CudaPointwiseCublas(), CudaPointwiseCublasTf32(),
 )

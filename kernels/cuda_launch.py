@@ -1,4 +1,4 @@
-"""Launching NVRTC kernels on the backend's current stream, with explicitly typed scalar arguments.
+"""Describing NVRTC kernel launches (as data, see ``launch.py``), with explicitly typed scalar arguments.
 
 A kernel parameter is read with the width of its C type: a Python int passed for an ``int`` parameter would be
 sent as 64 bits, and one passed for a ``long long`` could come from a 32-bit value. Every scalar therefore goes
@@ -14,16 +14,13 @@ from typing import Any
 import numpy as np
 
 from reprobuild.errors import BuildError
-from reprobuild.kernels.backend import Backend, CudaBackend, cuda_module
+from reprobuild.kernels.backend import Backend, cuda_module
+from reprobuild.kernels.launch import INT32_MAX, KernelLaunch, LaunchPlan
 
 #: Threads per block of the one-dimensional (grid-stride) kernels and of the block reductions.
 BLOCK = 256
 #: Grid-stride kernels never launch more blocks than this; each thread then walks several elements.
 MAX_BLOCKS = 1 << 16
-#: The largest gridDim.y and gridDim.z CUDA accepts.
-MAX_GRID_YZ = 65535
-
-INT32_MAX = 2**31 - 1
 
 
 def i32(value: int, what: str = "a kernel argument") -> np.int32:
@@ -51,32 +48,27 @@ def kernel(backend: Backend, filename: str, name: str) -> Any:
     return cuda_module(backend, filename).function(name)
 
 
-def launch(backend: Backend, fn: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
-           args: Sequence[Any], shared_mem: int = 0) -> None:
-    """Launch ``fn`` on the backend's current stream (the one the execution context made current)."""
-    if grid[1] > MAX_GRID_YZ or grid[2] > MAX_GRID_YZ or grid[0] > INT32_MAX:
-        raise BuildError(f"launch grid {grid} exceeds CUDA's limits (x < 2^31, y and z <= {MAX_GRID_YZ})")
-    fn(grid, block, tuple(args), shared_mem=shared_mem, stream=current_stream(backend))
+def kernel_launch(backend: Backend, filename: str, name: str, grid: tuple[int, int, int],
+                  block: tuple[int, int, int], args: Sequence[Any], shared_mem: int = 0) -> KernelLaunch:
+    """One launch of kernel ``name`` of ``filename``, as data (see ``launch.py``)."""
+    try:
+        return KernelLaunch(kernel(backend, filename, name), f"{filename}:{name}", grid, block, tuple(args),
+                            shared_mem)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
 
 
-def launch_linear(backend: Backend, fn: Any, total: int, args: Sequence[Any]) -> None:
-    """Launch a grid-stride kernel over ``total`` elements: BLOCK threads a block, at most MAX_BLOCKS blocks."""
+def linear(backend: Backend, filename: str, name: str, total: int, args: Sequence[Any]) -> KernelLaunch:
+    """A grid-stride kernel over ``total`` elements: BLOCK threads a block, at most MAX_BLOCKS blocks."""
     blocks = max(1, min(cdiv(total, BLOCK), MAX_BLOCKS))
-    launch(backend, fn, (blocks, 1, 1), (BLOCK, 1, 1), args)
+    return kernel_launch(backend, filename, name, (blocks, 1, 1), (BLOCK, 1, 1), args)
 
 
-def launch_per_row(backend: Backend, fn: Any, rows: int, args: Sequence[Any]) -> None:
-    """Launch a kernel that gives each row (a reduction) one block of BLOCK threads, rows striding by the grid."""
-    launch(backend, fn, (max(1, min(rows, MAX_BLOCKS)), 1, 1), (BLOCK, 1, 1), args)
+def per_row(backend: Backend, filename: str, name: str, rows: int, args: Sequence[Any]) -> KernelLaunch:
+    """A kernel that gives each row (a reduction) one block of BLOCK threads, rows striding by the grid."""
+    return kernel_launch(backend, filename, name, (max(1, min(rows, MAX_BLOCKS)), 1, 1), (BLOCK, 1, 1), args)
 
 
-def current_stream(backend: Backend) -> Any:
-    if not isinstance(backend, CudaBackend):
-        raise TypeError(f"CUDA kernels need the cuda backend, not {backend.name}")
-    return backend.current_stream()
-
-
-def on_stream(backend: Backend) -> Any:
-    """A context making the backend's current stream CuPy's current stream, for library calls (cuBLAS) that
-    take no stream argument; a no-op where the execution context already made it current."""
-    return current_stream(backend)
+def plan(backend: Backend, *launches: Any, holds: Sequence[Any] = ()) -> LaunchPlan:
+    """A layer's launch plan: these launches in order, keeping ``holds`` (weights) alive with it."""
+    return LaunchPlan(backend, tuple(launches), tuple(holds))

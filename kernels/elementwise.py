@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import i32, i64, kernel, launch_linear
+from reprobuild.kernels.cuda_launch import i32, i64, linear, plan
+from reprobuild.kernels.launch import In, KernelLaunch, Out, Ref
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, positional
 
 BINARY_OPS = ("Add", "Mul", "Sum")
@@ -72,34 +73,21 @@ def broadcast_strides(out_shape: tuple[int, ...], operands: Sequence[tuple[int, 
     return tuple(shape), [tuple(st) for st in strides]
 
 
-class _BinaryStep:
+def binary_launch(backend: Backend, op: int, out_shape: tuple[int, ...], a_shape: tuple[int, ...],
+                  b_shape: tuple[int, ...], a: Any, b: Any, out: Any) -> KernelLaunch:
     """out = a (op) b for one pair of operands, with the cheapest kernel their layouts allow."""
-
-    def __init__(self, backend: Backend, op: int, out_shape: tuple[int, ...], a_shape: tuple[int, ...],
-                 b_shape: tuple[int, ...]) -> None:
-        self.backend, self.op = backend, i32(op)
-        self.total = int(np.prod(out_shape, dtype=np.int64))
-        shape, (sa, sb) = broadcast_strides(out_shape, [a_shape, b_shape])
-        dense = tuple(int(np.prod(shape[d + 1:], dtype=np.int64)) for d in range(len(shape)))
-        self.meta = None
-        if sa == dense and sb == dense:
-            self.fn = kernel(backend, "elementwise.cu", "binary_same")
-        else:
-            if len(shape) > MAX_RANK:
-                raise ValueError(f"broadcast of rank {len(shape)} exceeds {MAX_RANK}")
-            self.fn = kernel(backend, "elementwise.cu", "binary_broadcast")
-            meta = np.zeros(3 * MAX_RANK, dtype=np.int64)
-            for i, values in enumerate((shape, sa, sb)):
-                meta[i * MAX_RANK:i * MAX_RANK + len(values)] = values
-            self.meta = backend.asarray(meta)
-            self.rank = i32(len(shape))
-
-    def __call__(self, a: Any, b: Any, out: Any) -> None:
-        if self.meta is None:
-            args: tuple[Any, ...] = (a, b, out, self.op, i64(self.total))
-        else:
-            args = (a, b, out, self.meta, self.op, self.rank, i64(self.total))
-        launch_linear(self.backend, self.fn, self.total, args)
+    total = int(np.prod(out_shape, dtype=np.int64))
+    shape, (sa, sb) = broadcast_strides(out_shape, [a_shape, b_shape])
+    dense = tuple(int(np.prod(shape[d + 1:], dtype=np.int64)) for d in range(len(shape)))
+    if sa == dense and sb == dense:
+        return linear(backend, "elementwise.cu", "binary_same", total, (a, b, out, i32(op), i64(total)))
+    if len(shape) > MAX_RANK:
+        raise ValueError(f"broadcast of rank {len(shape)} exceeds {MAX_RANK}")
+    meta = np.zeros(3 * MAX_RANK, dtype=np.int64)
+    for i, values in enumerate((shape, sa, sb)):
+        meta[i * MAX_RANK:i * MAX_RANK + len(values)] = values
+    return linear(backend, "elementwise.cu", "binary_broadcast", total,
+                  (a, b, out, backend.asarray(meta), i32(op), i32(len(shape)), i64(total)))
 
 
 def _steps(layer: LayerSpec) -> list[tuple[int, tuple[int, ...], tuple[int, ...]]]:
@@ -115,6 +103,7 @@ class CudaBroadcast(Tactic):
     """Add, Mul and Sum with numpy broadcasting (Sum folded left to right, as on the CPU), and Relu."""
 
     family, ops, name, backend, priority = "elementwise", ("Add", "Mul", "Relu", "Sum"), "cuda_broadcast", "cuda", 10
+    capturable = True
     source, cuda_sources = "nvrtc", ("elementwise.cu",)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
@@ -131,25 +120,20 @@ class CudaBroadcast(Tactic):
         consts = {i: backend.asarray(v.astype(np.float32, copy=False)) for i, v in layer.constants.items()}
         out_shape = layer.outputs[0].shape
         total = int(np.prod(out_shape, dtype=np.int64))
+        args: list[Any] = []
+        for i in range(len(layer.inputs)):
+            args.append(consts[i] if i in consts else In(len([a for a in args if isinstance(a, Ref)])))
         if layer.op == "Relu":
-            relu = kernel(backend, "elementwise.cu", "relu")
-
-            def run_relu(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-                launch_linear(backend, relu, total, (inputs[0], outputs[0], i64(total)))
-
-            return run_relu
-        steps = [_BinaryStep(backend, op, out_shape, a, b) for op, a, b in _steps(layer)]
-
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            args, out = positional(layer, consts, inputs), outputs[0]
-            if len(args) == 1:
-                steps[0](args[0], args[0], out)
-                return
-            steps[0](args[0], args[1], out)
-            for step, extra in zip(steps[1:], args[2:]):
-                step(out, extra, out)
-
-        return run
+            return plan(backend, linear(backend, "elementwise.cu", "relu", total, (args[0], Out(0), i64(total))))
+        steps = _steps(layer)
+        if len(args) == 1:
+            launches = [binary_launch(backend, OP_COPY, out_shape, *steps[0][1:], args[0], args[0], Out(0))]
+        else:
+            launches = [binary_launch(backend, steps[0][0], out_shape, *steps[0][1:], args[0], args[1], Out(0))]
+            launches += [binary_launch(backend, op, out_shape, a, b, Out(0), extra, Out(0))
+                         for (op, a, b), extra in zip(steps[1:], args[2:])]
+        metas = tuple(x.args[3] for x in launches if x.kernel.endswith("binary_broadcast"))
+        return plan(backend, *launches, holds=(*consts.values(), *metas))
 
 
 TACTICS: tuple[Tactic, ...] = (CpuElementwise(), CudaBroadcast())

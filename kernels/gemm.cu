@@ -164,3 +164,12 @@ extern "C" __global__ void gemm_epilogue(
         out[i] = v;
     }
 }
+
+// out[0:total] = 0 (the split-K GEMM accumulates into a zeroed output); a kernel, so that it is part of the plan.
+extern "C" __global__ void fill_zero(float* __restrict__ out, long long total)
+{
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        out[i] = 0.f;
+    }
+}

@@ -1,7 +1,8 @@
 """Matrix-product tactics for Gemm (alpha, beta, transA, transB, optional C) and MatMul (batched, broadcast).
 
 CPU: one BLAS call; and a blocked product that accumulates fixed-size K panels in a fixed order. CUDA: cuBLAS
-through ``cupy.matmul`` with an epilogue kernel, and a shared-memory tiled SGEMM; both compile ``gemm.cu``.
+strided-batched GEMMs (strict float32, or TF32 tensor cores) with an epilogue kernel, and a shared-memory tiled
+SGEMM; all compile ``gemm.cu`` and describe their launches as data (``launch.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import MAX_GRID_YZ, cdiv, f32, i32, i64, kernel, launch, launch_linear, on_stream
+from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, plan
+from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, In, KernelLaunch, Out
 from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, Tactic, positional
 
 
@@ -112,32 +114,88 @@ def c_strides(shape: tuple[int, ...]) -> tuple[int, int]:
     return (cn if cm != 1 else 0), (1 if cn != 1 else 0)
 
 
+def uniform_stride(offsets: np.ndarray) -> int | None:
+    """The common difference of ``offsets`` (0 for a single product), or None when they are not evenly spaced."""
+    if offsets.size <= 1:
+        return 0
+    step = int(offsets[1] - offsets[0])
+    return step if np.array_equal(offsets, offsets[0] + step * np.arange(offsets.size, dtype=np.int64)) else None
+
+
+def epilogue_launch(backend: Backend, g: GemmOperands, layer: LayerSpec, c: Any) -> list[KernelLaunch]:
+    """out = alpha * out + beta * C after a product that computed out = A @ B (nothing when alpha is 1, no C)."""
+    if g.alpha == 1.0 and not g.has_c:
+        return []
+    c_rs, c_cs = c_strides(layer.inputs[2].shape) if g.has_c else (0, 0)
+    return [linear(backend, "gemm.cu", "gemm_epilogue", g.m * g.n, (
+        Out(0), c if g.has_c else None, i64(g.m), i64(g.n), i64(c_rs), i64(c_cs), f32(g.alpha), f32(g.beta),
+        i32(g.has_c)))]
+
+
+class CublasProduct:
+    """Row-major out (batch, M, N) = A (batch, M, K) @ B (batch, K, N) as one cuBLAS strided-batched GEMM.
+
+    cuBLAS is column-major: a row-major (R, C) matrix is its (C, R) transpose there, so the call computes
+    out^T = B^T @ A^T, with B as cuBLAS's first operand. A batch whose operand offsets are not evenly spaced
+    (general broadcasting) is not a strided batch and is refused."""
+
+    def __init__(self, layer: LayerSpec, g: GemmOperands, consts: dict[int, Any]) -> None:
+        batch = tuple(layer.outputs[0].shape[:-2])
+        self.count = int(np.prod(batch, dtype=np.int64))
+        self.stride_a = uniform_stride(batch_offsets(batch, layer.inputs[0].shape[:-2], g.m * g.k))
+        self.stride_b = uniform_stride(batch_offsets(batch, layer.inputs[1].shape[:-2], g.k * g.n))
+        # A activation read transposed is (K, M) row-major; a constant was transposed on the host already.
+        self.trans_a = g.trans_a and 0 not in consts
+        self.trans_b = g.trans_b and 1 not in consts
+
+    def unsupported(self) -> str | None:
+        if self.stride_a is None or self.stride_b is None:
+            return "the operands' batch dimensions broadcast unevenly; not one strided-batched GEMM"
+        return None
+
+    def launch(self, g: GemmOperands, a: Any, b: Any, out: Any, dtype: str, compute: str) -> GemmLaunch:
+        assert self.stride_a is not None and self.stride_b is not None
+        m, count, stride_a = g.m, self.count, self.stride_a
+        if self.stride_b == 0 and count > 1 and not self.trans_a and stride_a == g.m * g.k and m * count < 2**31:
+            m, count, stride_a = g.m * count, 1, 0  # a batch of A against one B: one tall product
+        return GemmLaunch(
+            transa=self.trans_b, transb=self.trans_a, m=g.n, n=m, k=g.k,
+            a=b, lda=g.k if self.trans_b else g.n, stride_a=self.stride_b,
+            b=a, ldb=g.m if self.trans_a else g.k, stride_b=stride_a,
+            c=out, ldc=g.n, stride_c=g.m * g.n, batch=count, dtype=dtype, compute=compute)
+
+
 class CudaCublasGemm(Tactic):
-    """cuBLAS via ``cupy.matmul`` straight into the output, then one epilogue kernel for alpha and beta * C."""
+    """One cuBLAS strided-batched GEMM (through a handle with its own workspace, capturable), then one epilogue
+    kernel for alpha and beta * C. Version 2: cublasGemmStridedBatchedEx instead of ``cupy.matmul``."""
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_cublas", "cuda", 10
+    capturable = True
+    version = 2
     source, cuda_sources = "cublas", ("gemm.cu",)
+    compute = "fp32"
 
     def unsupported(self, layer: LayerSpec) -> str | None:
-        return unsupported_gemm(layer)
+        reason = unsupported_gemm(layer)
+        if reason is not None:
+            return reason
+        return CublasProduct(layer, GemmOperands(layer), dict(layer.constants)).unsupported()
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = GemmOperands(layer)
         consts = {i: backend.asarray(v) for i, v in g.host_constants(layer).items()}
-        xp = backend.xp
-        epilogue = kernel(backend, "gemm.cu", "gemm_epilogue") if g.alpha != 1.0 or g.has_c else None
-        c_rs, c_cs = c_strides(layer.inputs[2].shape) if g.has_c else (0, 0)
+        args = _operand_refs(layer, consts)
+        gemm = CublasProduct(layer, g, consts).launch(g, args[0], args[1], Out(0), "float32", self.compute)
+        return plan(backend, gemm, *epilogue_launch(backend, g, layer, args[2] if g.has_c else None),
+                    holds=tuple(consts.values()))
 
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            args = g.operands(layer, consts, inputs)
-            with on_stream(backend):
-                xp.matmul(args[0], args[1], out=outputs[0])
-            if epilogue is not None:
-                launch_linear(backend, epilogue, g.m * g.n, (
-                    outputs[0], args[2] if g.has_c else None, i64(g.m), i64(g.n), i64(c_rs), i64(c_cs),
-                    f32(g.alpha), f32(g.beta), i32(g.has_c)))
 
-        return run
+class CudaCublasGemmTf32(CudaCublasGemm):
+    """cuBLAS with TF32 tensor cores (10-bit mantissa inputs, float32 accumulation): allowed by
+    ``--precision tf32`` and lower."""
+
+    name, priority, math, compute = "cuda_cublas_tf32", 9, "tf32", "tf32"
+    version = 1
 
 
 class TiledGemmLaunch:
@@ -155,7 +213,6 @@ class TiledGemmLaunch:
                  b_strides: tuple[int, int], offsets: np.ndarray, c_strides: tuple[int, int] = (0, 0),
                  alpha: float = 1.0, beta: float = 1.0, has_c: bool = False) -> None:
         self.backend = backend
-        self.fn = kernel(backend, "gemm.cu", "sgemm_tiled")
         self.batch = int(offsets.shape[0])
         self.offsets = backend.asarray(np.ascontiguousarray(offsets, dtype=np.int64))
         self.grid = (cdiv(n, self.BN), cdiv(m, self.BM))
@@ -170,11 +227,11 @@ class TiledGemmLaunch:
                     f"at most {MAX_GRID_YZ} in each")
         return None
 
-    def __call__(self, a: Any, b: Any, out: Any, c: Any = None, batch: int | None = None) -> None:
-        """Run the first ``batch`` products (all by default) with the given base arrays."""
+    def launch(self, a: Any, b: Any, out: Any, c: Any = None, batch: int | None = None) -> KernelLaunch:
+        """The launch of the first ``batch`` products (all by default) with these base arrays or refs."""
         z = self.batch if batch is None else batch
-        launch(self.backend, self.fn, (*self.grid, z), (self.THREADS, 1, 1),
-               (a, b, out, c, self.offsets, *self.scalars))
+        return kernel_launch(self.backend, "gemm.cu", "sgemm_tiled", (*self.grid, z), (self.THREADS, 1, 1),
+                             (a, b, out, c, self.offsets, *self.scalars))
 
 
 def batch_offsets(batch_shape: tuple[int, ...], operand_batch: tuple[int, ...], matrix_size: int) -> np.ndarray:
@@ -184,10 +241,23 @@ def batch_offsets(batch_shape: tuple[int, ...], operand_batch: tuple[int, ...], 
     return np.broadcast_to(index * matrix_size, batch_shape).reshape(-1)
 
 
+def _operand_refs(layer: LayerSpec, consts: dict[int, Any]) -> list[Any]:
+    """Each input position's constant array, or a ref to its activation input."""
+    refs, it = [], 0
+    for i in range(len(layer.inputs)):
+        if i in consts:
+            refs.append(consts[i])
+        else:
+            refs.append(In(it))
+            it += 1
+    return refs
+
+
 class CudaTiledGemm(Tactic):
     """Shared-memory tiled SGEMM with the epilogue fused; batched MatMul as gridDim.z with per-product offsets."""
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_tiled", "cuda", 20
+    capturable = True
     source, cuda_sources = "nvrtc", ("gemm.cu",)
     parameters = TiledGemmLaunch.PARAMETERS
 
@@ -213,12 +283,9 @@ class CudaTiledGemm(Tactic):
         ], axis=1)
         gemm = TiledGemmLaunch(backend, g.m, g.n, g.k, a_strides, b_strides, offsets,
                                c_strides(layer.inputs[2].shape) if g.has_c else (0, 0), g.alpha, g.beta, g.has_c)
-
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            args = positional(layer, consts, inputs)
-            gemm(args[0], args[1], outputs[0], args[2] if g.has_c else None)
-
-        return run
+        args = _operand_refs(layer, consts)
+        return plan(backend, gemm.launch(args[0], args[1], Out(0), args[2] if g.has_c else None),
+                    holds=(*consts.values(), gemm.offsets))
 
 
 class CudaSplitKAtomicGemm(Tactic):
@@ -227,6 +294,7 @@ class CudaSplitKAtomicGemm(Tactic):
     tactic for the determinism policy (excluded by default), ``reprobuild verify`` and the divergence locator."""
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_splitk_atomic", "cuda", 90
+    capturable = True
     source, cuda_sources = "nvrtc", ("gemm.cu",)
     determinism = Determinism.NONE
     #: Each block sums 256 of K, flushing every BK-wide step with atomicAdd (see gemm.cu for why per step).
@@ -245,24 +313,17 @@ class CudaSplitKAtomicGemm(Tactic):
         b_rs, b_cs = (1, g.k) if g.trans_b and 1 not in consts else (g.n, 1)
         k_per_split = int(self.parameters["k_per_split"])
         grid = (cdiv(g.n, TiledGemmLaunch.BN), cdiv(g.m, TiledGemmLaunch.BM), cdiv(g.k, k_per_split))
-        fn = kernel(backend, "gemm.cu", "sgemm_splitk_atomic")
-        epilogue = kernel(backend, "gemm.cu", "gemm_epilogue") if g.alpha != 1.0 or g.has_c else None
-        c_rs, c_cs = c_strides(layer.inputs[2].shape) if g.has_c else (0, 0)
         scalars = (i32(g.m, "M"), i32(g.n, "N"), i32(g.k, "K"), i64(a_rs), i64(a_cs), i64(b_rs), i64(b_cs),
                    i64(g.n), i32(k_per_split))
-
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            args = positional(layer, consts, inputs)
-            with on_stream(backend):
-                outputs[0].fill(0)
-            launch(backend, fn, grid, (TiledGemmLaunch.THREADS, 1, 1), (args[0], args[1], outputs[0], *scalars))
-            if epilogue is not None:
-                launch_linear(backend, epilogue, g.m * g.n, (
-                    outputs[0], args[2] if g.has_c else None, i64(g.m), i64(g.n), i64(c_rs), i64(c_cs),
-                    f32(g.alpha), f32(g.beta), i32(g.has_c)))
-
-        return run
+        args = _operand_refs(layer, consts)
+        total = g.m * g.n
+        return plan(backend,
+                    linear(backend, "gemm.cu", "fill_zero", total, (Out(0), i64(total))),
+                    kernel_launch(backend, "gemm.cu", "sgemm_splitk_atomic", grid, (TiledGemmLaunch.THREADS, 1, 1),
+                                  (args[0], args[1], Out(0), *scalars)),
+                    *epilogue_launch(backend, g, layer, args[2] if g.has_c else None),
+                    holds=tuple(consts.values()))
 
 
-TACTICS: tuple[Tactic, ...] = (CpuBlasGemm(), CpuBlockedGemm(), CudaCublasGemm(), CudaSplitKAtomicGemm(),
-                               CudaTiledGemm())
+TACTICS: tuple[Tactic, ...] = (CpuBlasGemm(), CpuBlockedGemm(), CudaCublasGemm(), CudaCublasGemmTf32(),
+                               CudaSplitKAtomicGemm(), CudaTiledGemm())

@@ -31,7 +31,7 @@ BASE_OPTIONS: tuple[str, ...] = (
 )
 
 _SOURCE_CACHE: dict[str, bytes] = {}
-_MODULE_CACHE: dict[tuple[str, tuple[str, ...], int], CompiledModule] = {}
+_MODULE_CACHE: dict[tuple[str, str, int], CompiledModule] = {}
 _LOCK = threading.Lock()
 
 
@@ -112,20 +112,28 @@ def _cached_cubin(filename: str, source: str, options: tuple[str, ...]) -> bytes
     return cubin
 
 
-def load_module(filename: str, compute_capability: str, device_id: int) -> CompiledModule:
+def load_module(filename: str, compute_capability: str, device_id: int,
+                defines: tuple[str, ...] = ()) -> CompiledModule:
     """Compile (once per process, device and option list; cached on disk between processes) and load a ``.cu``
-    file of this package."""
-    options = compile_options(compute_capability)
-    key = (filename, options, device_id)
+    file of this package. ``defines`` (``NAME=VALUE``) instantiate a file written for several element types."""
+    return load_source(filename, read_source(filename).decode("utf-8"), compute_capability, device_id, defines)
+
+
+def load_source(name: str, source: str, compute_capability: str, device_id: int,
+                defines: tuple[str, ...] = ()) -> CompiledModule:
+    """Compile and load CUDA source text (a package file's, or one generated from a layer's attributes, such as
+    a fused elementwise kernel); ``name`` is what compile errors and the cache call it."""
+    options = (*compile_options(compute_capability), *(f"-D{d}" for d in defines))
+    key = (name, digest_of({"source": sha256_hex(source.encode()), "options": list(options)}), device_id)
     with _LOCK:
         cached = _MODULE_CACHE.get(key)
     if cached is not None:
         return cached
     from cupy.cuda import function
 
-    cubin = _cached_cubin(filename, read_source(filename).decode("utf-8"), options)
+    cubin = _cached_cubin(name, source, options)
     module = function.Module()
     module.load(cubin)
-    compiled = CompiledModule(filename, options, sha256_hex(cubin), module)
+    compiled = CompiledModule(name, options, sha256_hex(cubin), module)
     with _LOCK:
         return _MODULE_CACHE.setdefault(key, compiled)

@@ -11,7 +11,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import i32, i64, kernel, launch_linear, launch_per_row
+from reprobuild.kernels.cuda_launch import i32, i64, linear, per_row, plan
+from reprobuild.kernels.launch import In, Out
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
 
 
@@ -94,6 +95,7 @@ class CudaWindowPool(Tactic):
     """One thread per output; the average divides by the host-computed ``average_divisors`` map."""
 
     family, ops, name, backend, priority = "pool", ("AveragePool", "MaxPool"), "cuda_window", "cuda", 10
+    capturable = True
     source, cuda_sources = "nvrtc", ("pool.cu",)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
@@ -102,32 +104,24 @@ class CudaWindowPool(Tactic):
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = PoolGeometry(layer)
         divisors = None if g.is_max else backend.asarray(average_divisors(g))
-        fn = kernel(backend, "pool.cu", "pool_window")
         total = g.n * g.c * g.oh * g.ow
         sizes = tuple(i32(v) for v in (g.h, g.w, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl))
-        tail = (i32(g.is_max), i64(total))
-
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            launch_linear(backend, fn, total, (inputs[0], outputs[0], divisors, *sizes, *tail))
-
-        return run
+        return plan(backend, linear(backend, "pool.cu", "pool_window", total, (
+            In(0), Out(0), divisors, *sizes, i32(g.is_max), i64(total))), holds=(divisors,))
 
 
 class CudaGlobalMean(Tactic):
     """One block per (n, c): fixed per-thread slices, then a fixed tree; the sum divided by the plane size."""
 
     family, ops, name, backend, priority = "pool", ("GlobalAveragePool",), "cuda_global_mean", "cuda", 10
+    capturable = True
     source, cuda_sources = "nvrtc", ("pool.cu",)
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         shape = layer.inputs[0].shape
         planes, size = shape[0] * shape[1], int(np.prod(shape[2:], dtype=np.int64))
-        fn = kernel(backend, "pool.cu", "global_mean")
-
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            launch_per_row(backend, fn, planes, (inputs[0], outputs[0], i64(planes), i64(size)))
-
-        return run
+        return plan(backend, per_row(backend, "pool.cu", "global_mean", planes,
+                                     (In(0), Out(0), i64(planes), i64(size))))
 
 
 TACTICS: tuple[Tactic, ...] = (CpuGlobalAveragePool(), CpuWindowPool(), CudaGlobalMean(), CudaWindowPool())

@@ -13,7 +13,8 @@ import numpy as np
 
 from reprobuild.dtypes import ALL
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import i64, kernel, launch_linear
+from reprobuild.kernels.cuda_launch import i64, linear, plan
+from reprobuild.kernels.launch import In, Out
 from reprobuild.kernels.tactic import CUDA_DTYPES, Kernel, LayerSpec, Tactic, positional
 
 
@@ -40,7 +41,10 @@ class CpuAlias(AliasTactic):
 
 
 class CudaAlias(AliasTactic):
-    name, backend, dtypes = "cuda_alias", "cuda", CUDA_DTYPES
+    name, backend, dtypes, capturable = "cuda_alias", "cuda", CUDA_DTYPES, True
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        return plan(backend)
 
 
 class CopyTactic(Tactic):
@@ -65,8 +69,29 @@ class CpuCopy(CopyTactic):
     name, backend, dtypes = "cpu_copy", "cpu", ALL
 
 
-class CudaCopy(CopyTactic):
-    name, backend, source, dtypes = "cuda_copy", "cuda", "cupy", CUDA_DTYPES
+def _word(nbytes: int, itemsize: int) -> tuple[int, str]:
+    """Move 32-bit words for elements of 4 bytes or more (their buffers are 4-byte aligned wherever they start
+    in a row), else bytes: the word size and shape.cu's kernel for it."""
+    return (4, "copy_block_u32") if itemsize >= 4 and nbytes % 4 == 0 else (1, "copy_block_u8")
+
+
+class CudaCopy(Tactic):
+    """Reshape/Flatten/Identity as a real copy (shape.cu's block copy over the bytes), for any dtype."""
+
+    family, ops, name, backend, priority = "shape", ("Flatten", "Identity", "Reshape"), "cuda_copy", "cuda", 20
+    needs_activation = False
+    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_DTYPES, True
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        nbytes = int(np.prod(layer.outputs[0].shape, dtype=np.int64)) * np.dtype(layer.outputs[0].dtype).itemsize
+        word, fn = _word(nbytes, np.dtype(layer.outputs[0].dtype).itemsize)
+        consts = {i: backend.asarray(np.asarray(v, order="C")) for i, v in layer.constants.items()}
+        src = consts.get(0, In(0))
+        cols = nbytes // word
+        if not cols:
+            return plan(backend, holds=tuple(consts.values()))
+        return plan(backend, linear(backend, "shape.cu", fn, cols, (src, Out(0), i64(1), i64(cols), i64(cols),
+                                                                    i64(0))), holds=tuple(consts.values()))
 
 
 class ConcatTactic(Tactic):
@@ -91,16 +116,12 @@ class CpuConcat(ConcatTactic):
     name, backend, dtypes = "cpu_slices", "cpu", ALL
 
 
-class CudaConcat(ConcatTactic):
-    name, backend, source, dtypes = "cuda_slices", "cuda", "cupy", CUDA_DTYPES
-
-
 class CudaConcatKernel(Tactic):
     """Concat as one block-copy launch per input (shape.cu), for any dtype: the kernel moves bytes or words."""
 
     family, ops, name, backend, priority = "shape", ("Concat",), "cuda_concat_kernel", "cuda", 10
     needs_activation = False
-    source, cuda_sources = "nvrtc", ("shape.cu",)
+    source, cuda_sources, capturable = "nvrtc", ("shape.cu",), True
     dtypes = CUDA_DTYPES
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
@@ -110,24 +131,19 @@ class CudaConcatKernel(Tactic):
         inner_bytes = int(np.prod(out_shape[axis + 1:], dtype=np.int64)) * itemsize
         widths = [sig.shape[axis] * inner_bytes for sig in layer.inputs]  # bytes per row of each input
         starts = np.cumsum([0, *widths[:-1]]).tolist()
-        # Words only for elements of 4 bytes or more: their buffers are 4-byte aligned wherever they start.
-        word = 4 if itemsize >= 4 and all(v % 4 == 0 for v in widths) else 1
-        dtype = np.uint32 if word == 4 else np.uint8
-        fn = kernel(backend, "shape.cu", "copy_block_u32" if word == 4 else "copy_block_u8")
+        word, fn = _word(sum(widths) if all(v % 4 == 0 for v in widths) else 1, itemsize)
         consts = {i: backend.asarray(v.astype(layer.outputs[0].dtype)) for i, v in layer.constants.items()}
-        dst_ld = sum(widths) // word
-
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            dst = outputs[0].reshape(-1).view(dtype)
-            for part, width, start in zip(positional(layer, consts, inputs), widths, starts):
-                cols = width // word
-                if cols:
-                    launch_linear(backend, fn, rows * cols, (part.reshape(-1).view(dtype), dst, i64(rows),
-                                                             i64(cols), i64(dst_ld), i64(start // word)))
-
-        return run
+        dst_ld, launches, it = sum(widths) // word, [], 0
+        for i, (width, start) in enumerate(zip(widths, starts)):
+            src = consts[i] if i in consts else In(it)
+            it += i not in consts
+            cols = width // word
+            if cols:
+                launches.append(linear(backend, "shape.cu", fn, rows * cols,
+                                       (src, Out(0), i64(rows), i64(cols), i64(dst_ld), i64(start // word))))
+        return plan(backend, *launches, holds=tuple(consts.values()))
 
 
 TACTICS: tuple[Tactic, ...] = (
-    CpuAlias(), CpuConcat(), CpuCopy(), CudaAlias(), CudaConcat(), CudaConcatKernel(), CudaCopy(),
+    CpuAlias(), CpuConcat(), CpuCopy(), CudaAlias(), CudaConcatKernel(), CudaCopy(),
 )

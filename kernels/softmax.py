@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import i32, i64, kernel, launch_per_row
+from reprobuild.kernels.cuda_launch import i32, i64, per_row, plan
+from reprobuild.kernels.launch import In, Out
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
 
 
@@ -42,18 +43,14 @@ class CudaRowwiseSoftmax(Tactic):
     """One block per (outer, inner) row: max and sum each by a fixed tree, then exp(x - max) / sum."""
 
     family, ops, name, backend, priority = "softmax", ("Softmax",), "cuda_rowwise", "cuda", 10
+    capturable = True
     source, cuda_sources = "nvrtc", ("softmax.cu",)
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         outer, length, inner = rows_and_cols(layer)
-        fn = kernel(backend, "softmax.cu", "softmax_rows")
         rows = outer * inner
-
-        def run(inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
-            launch_per_row(backend, fn, rows, (inputs[0], outputs[0], i64(rows), i32(length, "the softmax axis"),
-                                               i64(inner)))
-
-        return run
+        return plan(backend, per_row(backend, "softmax.cu", "softmax_rows", rows, (
+            In(0), Out(0), i64(rows), i32(length, "the softmax axis"), i64(inner))))
 
 
 TACTICS: tuple[Tactic, ...] = (CpuSoftmax(), CudaRowwiseSoftmax())

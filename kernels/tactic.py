@@ -93,6 +93,12 @@ class Tactic(ABC):
     #: Whether input 0 must arrive at run time (most hand-written kernels read it as an activation); a layer
     #: whose input 0 is a constant (a network output computed from constants) then needs another tactic.
     needs_activation: ClassVar[bool] = True
+    #: Whether ``prepare`` returns a :class:`~reprobuild.kernels.launch.LaunchPlan` (launches as data, which an
+    #: execution context replays and captures into a CUDA graph) rather than an opaque callable.
+    capturable: ClassVar[bool] = False
+    #: Reduced-precision arithmetic the tactic uses on float32 tensors (``tf32``), or None when it computes in the
+    #: tensors' own dtype. A build allows it only at a matching ``--precision``; the manifest records it per layer.
+    math: ClassVar[str | None] = None
     #: The values a parameterized tactic is instantiated with (tile sizes, ...), recorded with it.
     parameters: ClassVar[Mapping[str, int | str]] = MappingProxyType({})
 
@@ -216,6 +222,19 @@ def default_registry() -> TacticRegistry:
 
         _DEFAULT = TacticRegistry([*(t for family in FAMILIES for t in family.TACTICS), *reference_tactics()])
     return _DEFAULT
+
+
+#: The precision name of a float dtype (how builders and manifests speak of it).
+PRECISION_OF_DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
+
+
+def precision_of(tactic: Tactic, layer: LayerSpec) -> str:
+    """The arithmetic a tactic runs a layer in: its reduced-precision math (``tf32``) if it has one and the layer
+    is float32, else the layer's output dtype by its precision name (``fp32``, ``fp16``, ...; ints as dtypes)."""
+    dtype = layer.outputs[0].dtype if layer.outputs else "float32"
+    if tactic.math is not None and dtype == "float32":
+        return tactic.math
+    return PRECISION_OF_DTYPE.get(dtype, dtype)
 
 
 def positional(layer: LayerSpec, constants: Mapping[int, Any], activations: Sequence[Any]) -> list[Any]:

@@ -23,13 +23,13 @@ from reprobuild.digest import array_digest, sha256_hex
 from reprobuild.engine.format import FORMAT_VERSION, engine_header, serialize_engine
 from reprobuild.engine.golden import golden_inputs, layer_digests
 from reprobuild.engine.memory import LayerUse, MemoryPlan, plan_memory
-from reprobuild.engine.runtime import Engine, Runtime
+from reprobuild.engine.runtime import Engine, Runtime, library_workspace_bytes
 from reprobuild.environment import environment_fingerprint
 from reprobuild.errors import BuildError, ReprobuildError
 from reprobuild.ir import Network, NetworkDefinition, attrs_to_json
 from reprobuild.kernels.backend import Backend, CudaBackend, cuda_module, resolve_backend
 from reprobuild.kernels.nvrtc import source_sha256
-from reprobuild.kernels.tactic import LayerSpec, Tactic, TacticRegistry, default_registry
+from reprobuild.kernels.tactic import LayerSpec, Tactic, TacticRegistry, default_registry, precision_of
 from reprobuild.logger import ErrorRecorder, Logger, Severity
 from reprobuild.manifest import models as m
 from reprobuild.manifest.io import pinned_bytes
@@ -142,10 +142,15 @@ class Builder:
         phase("selection")
 
         tactics = [c.tactic for c in chosen]
+        specs = [spec for _, spec, _ in layers]
         plan = _plan(net, tactics, [c.workspace_bytes for c in chosen])
+        execution = _execution(config, backend, net, tactics)
+        self.logger.info(f"execution: {'CUDA graph' if execution.cuda_graph else 'eager launches'} "
+                         f"({execution.reason})")
         keys = net.layer_keys()
         digests = {k: net.constant_digest(k) for k in net.constants}
-        golden = self._golden(_engine_header(net, tactics, chosen, plan, backend, b""), net, digests, config.seed)
+        golden = self._golden(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph, b""), net,
+                              digests, config.seed)
         phase("golden")
         pinned = m.Pinned(
             model=_model_record(net),
@@ -160,7 +165,7 @@ class Builder:
                     name=layer.name, op=layer.op, key=keys[i], attrs=attrs_to_json(layer.attrs),
                     inputs=[_tensor(net, t) for t in layer.inputs], outputs=[_tensor(net, t) for t in layer.outputs],
                     tactic=m.TacticRef(**tactics[i].ref), workspace_bytes=chosen[i].workspace_bytes,
-                    onnx_nodes=list(layer.origin or (layer.name,)),
+                    onnx_nodes=list(layer.origin or (layer.name,)), precision=precision_of(tactics[i], specs[i]),
                 )
                 for i, layer in enumerate(net.layers)
             ],
@@ -168,13 +173,15 @@ class Builder:
             memory=m.MemoryRecord(
                 weights_bytes=sum(int(net.constants[k].nbytes) for k in net.constants),
                 activation_bytes=plan.activation_bytes, workspace_bytes=plan.workspace_bytes,
-                context_bytes=plan.context_bytes, unshared_activation_bytes=plan.unshared_bytes,
+                library_workspace_bytes=plan.library_bytes, context_bytes=plan.context_bytes,
+                unshared_activation_bytes=plan.unshared_bytes,
             ),
+            execution=execution,
             golden=golden,
         )
         phase("manifest")
-        engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, pinned_bytes(pinned)),
-                                  net.constants, digests)
+        engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph,
+                                                 pinned_bytes(pinned)), net.constants, digests)
         phase("serialize")
         selector.end(pinned, sha256_hex(engine))
         manifest = m.Manifest(
@@ -182,7 +189,9 @@ class Builder:
             evidence=m.Evidence(
                 started_at=started_at, wall_seconds=round(time.perf_counter() - started, 3),
                 backend_reason=backend_reason,
-                timing_clock="cuda events" if isinstance(backend, CudaBackend) else "time.perf_counter_ns",
+                timing_clock=("cuda events around a captured CUDA graph of runs_per_sample runs (launch plans), or "
+                              "around Python calls (other tactics)") if isinstance(backend, CudaBackend)
+                else "time.perf_counter_ns",
                 selector=type(selector).__name__, tactics_timed=timed, timing_cache_hits=cache_hits,
                 phase_seconds=phases,
                 layers=[m.LayerEvidence(name=ctx.name, key=ctx.key, candidates=[_candidate_record(c) for c in cands])
@@ -218,7 +227,8 @@ class Builder:
             spec = layer_spec(net, i)
             ctx = AlgorithmContext(index=i, name=layer.name, op=layer.op, key=keys[i], signature=signatures[i],
                                    inputs=spec.inputs, outputs=spec.outputs, attrs=spec.attrs)
-            planned.append((ctx, spec, plan_candidates(spec, self.registry.candidates(layer.op, backend), config)))
+            planned.append((ctx, spec, plan_candidates(spec, self.registry.candidates(layer.op, backend), config,
+                                                       backend)))
         return planned
 
 
@@ -252,7 +262,7 @@ def _config_record(config: BuilderConfig, backend: str) -> m.BuildConfigRecord:
         seed=config.seed, max_workspace_bytes=config.max_workspace_bytes, determinism=config.determinism,
         tactic_sources=sorted(config.tactic_sources) if config.tactic_sources is not None else None,
         passes=[m.PassRecord(name=n, version=v) for n, v in pass_versions(config.passes)],
-        tie_band=config.tie_band,
+        tie_band=config.tie_band, precision=config.precision, cuda_graph=config.cuda_graph,
     )
 
 
@@ -289,7 +299,23 @@ def _plan(net: Network, tactics: Sequence[Tactic], workspaces: Sequence[int]) ->
     sizes = {t: net.tensors[t].nbytes for t in _activations(net)}
     uses = [LayerUse(layer.inputs, layer.outputs, bool(getattr(tactic, "aliases_input", False)), ws)
             for layer, tactic, ws in zip(net.layers, tactics, workspaces)]
-    return plan_memory(sizes, uses, [t.name for t in net.inputs], [t.name for t in net.outputs])
+    return plan_memory(sizes, uses, [t.name for t in net.inputs], [t.name for t in net.outputs],
+                       library_bytes=library_workspace_bytes(tactics))
+
+
+def _execution(config: BuilderConfig, backend: Backend, net: Network, tactics: Sequence[Tactic]) -> m.ExecutionRecord:
+    """Whether contexts of this engine run as CUDA graphs by default, and why (or why not)."""
+    if backend.name != "cuda":
+        return m.ExecutionRecord(cuda_graph=False, reason=f"the {backend.name} backend has no CUDA graphs")
+    if not config.cuda_graph:
+        return m.ExecutionRecord(cuda_graph=False, reason="the build config turned CUDA graphs off")
+    eager = [f"{layer.name} ({tactic.label})" for layer, tactic in zip(net.layers, tactics) if not tactic.capturable]
+    if eager:
+        more = f" and {len(eager) - 5} more" if len(eager) > 5 else ""
+        return m.ExecutionRecord(cuda_graph=False, reason=f"layers {', '.join(eager[:5])}{more} use tactics that "
+                                 "are not launch plans, so the run cannot be captured")
+    return m.ExecutionRecord(cuda_graph=True, reason=f"all {len(tactics)} layers are launch plans: contexts capture "
+                             "the run on first use and replay it")
 
 
 def _kernel_sources(tactics: Sequence[Tactic], backend: Backend) -> list[m.KernelSourceRecord]:
@@ -307,7 +333,7 @@ def _engine_attr(value: Any) -> Any:
 
 
 def _engine_header(net: Network, tactics: Sequence[Tactic], chosen: Sequence[Candidate], plan: MemoryPlan,
-                   backend: Backend, manifest: bytes) -> dict[str, Any]:
+                   backend: Backend, cuda_graph: bool, manifest: bytes) -> dict[str, Any]:
     def tensor(name: str) -> dict[str, Any]:
         info = net.tensors[name]
         return {"name": name, "shape": list(info.shape), "dtype": info.dtype}
@@ -328,7 +354,8 @@ def _engine_header(net: Network, tactics: Sequence[Tactic], chosen: Sequence[Can
         ],
         "memory": {"alignment": plan.alignment, "activation_bytes": plan.activation_bytes,
                    "workspace_offset": plan.workspace_offset, "workspace_bytes": plan.workspace_bytes,
-                   "offsets": dict(plan.offsets)},
+                   "library_bytes": plan.library_bytes, "offsets": dict(plan.offsets)},
+        "cuda_graph": cuda_graph,
         "manifest": manifest,
         "manifest_sha256": sha256_hex(manifest),
     }

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from reprobuild.manifest.models import BuildConfigRecord
 
 TACTIC_SOURCES = ("builtin", "cublas", "cupy", "numpy", "nvrtc")
+#: The precision flags this version implements (fp16/bf16 need half-precision kernels: not yet).
+PRECISIONS = ("fp32", "tf32")
 
 #: (warmup, iterations, runs per sample) per backend when the config leaves them unset. On CUDA each sample
 #: averages 10 back-to-back runs (TensorRT's avgTiming): single launches of microsecond kernels are mostly noise.
@@ -54,6 +56,12 @@ class BuilderConfig:
     tactic_sources: tuple[str, ...] | None = None
     passes: tuple[str, ...] = DEFAULT_PASSES
     tie_band: float = DEFAULT_TIE_BAND
+    #: TensorRT's builder flags: ``fp32`` (strict float32, the default) or ``tf32`` (also TF32 tensor cores on
+    #: float32 GEMMs and convolutions). Each layer's precision is a recorded decision.
+    precision: Literal["fp32", "tf32"] = "fp32"
+    #: Whether execution contexts capture their run into a CUDA graph on first use and replay it (cuda only;
+    #: a context may still opt out).
+    cuda_graph: bool = True
     progress_monitor: ProgressMonitor | None = field(default=None, repr=False)
     algorithm_selector: AlgorithmSelector | None = field(default=None, repr=False)
     timing_cache: TimingCache | None = field(default=None, repr=False)
@@ -66,7 +74,8 @@ class BuilderConfig:
             runs_per_sample=record.timing.runs_per_sample,
             seed=record.seed, max_workspace_bytes=record.max_workspace_bytes, determinism=record.determinism,
             tactic_sources=tuple(record.tactic_sources) if record.tactic_sources is not None else None,
-            passes=tuple(p.name for p in record.passes), tie_band=record.tie_band,
+            passes=tuple(p.name for p in record.passes), tie_band=record.tie_band, precision=record.precision,
+            cuda_graph=record.cuda_graph,
         )
 
     def timing_for(self, backend: str) -> tuple[int, int, int]:
@@ -89,6 +98,10 @@ class BuilderConfig:
             raise UsageError(f"max_workspace_bytes must be >= 0; got {self.max_workspace_bytes}")
         if not 0.0 <= self.tie_band <= 1.0:
             raise UsageError(f"tie_band is a fraction between 0 and 1 (0.03 means 3%); got {self.tie_band}")
+        if self.precision not in PRECISIONS:
+            later = (" (fp16 and bf16 engines need half-precision kernels, which this version does not have yet)"
+                     if self.precision in ("fp16", "bf16") else "")
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}{later}")
         if self.determinism not in ("run_to_run", "any"):
             raise UsageError(f"determinism must be run_to_run or any; got {self.determinism!r}")
         unknown = sorted(set(self.tactic_sources or ()) - set(TACTIC_SOURCES))

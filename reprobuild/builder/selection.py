@@ -2,7 +2,9 @@
 it allows, and choose.
 
 Timing runs each allowed tactic on seeded random inputs of the layer's real shapes (never zeros): ``warmup``
-untimed runs, then ``iterations`` timed runs; the median (the lower median for even counts) is the figure.
+untimed runs, then ``iterations`` timed samples (each the mean of ``runs_per_sample`` runs; on CUDA a captured
+graph of them); the median (the lower median for even counts) is the figure. A candidate whose first sample
+is over ``STOP_FACTOR`` times the fastest so far keeps that one sample: it cannot win.
 Noise-robust choice: every candidate whose median is within the tie band of the fastest (``tie_band``, a
 fraction) is a near-tie, and among near-ties the selector's preference order decides (by default the tactics'
 stable priority), so timing noise does not flip choices between builds.
@@ -10,7 +12,6 @@ stable priority), so timing noise does not flip choices between builds.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import statistics
 from collections.abc import Callable, Sequence
@@ -80,6 +81,9 @@ def exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig) -> tuple[s
         return reason, 0
     if config.tactic_sources is not None and tactic.source not in config.tactic_sources:
         return f"tactic source {tactic.source} is not enabled (enabled: {', '.join(config.tactic_sources)})", 0
+    if tactic.math == "tf32" and config.precision == "fp32":
+        return ("uses TF32 tensor cores (10-bit mantissa inputs), and the build's precision is fp32, strict; "
+                "build with --precision tf32 to allow it"), 0
     if config.determinism == "run_to_run" and tactic.determinism is Determinism.NONE:
         return "not run-to-run deterministic, and the build requires run_to_run determinism", 0
     workspace = tactic.workspace_bytes(spec)
@@ -88,24 +92,46 @@ def exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig) -> tuple[s
     return None, workspace
 
 
-def plan_candidates(spec: LayerSpec, tactics: Sequence[Tactic], config: BuilderConfig) -> list[Candidate]:
+def plan_candidates(spec: LayerSpec, tactics: Sequence[Tactic], config: BuilderConfig,
+                    backend: str) -> list[Candidate]:
     candidates = []
     for tactic in tactics:
         reason, workspace = exclusion(tactic, spec, config)
         candidates.append(Candidate(tactic, "excluded" if reason else "eligible", reason or "", workspace))
+    if config.cuda_graph and backend == "cuda":
+        # One opaque layer would make the whole engine run eagerly: prefer any tactic that can be captured.
+        capturable = [c for c in candidates if c.status == "eligible" and c.tactic.capturable]
+        for c in candidates:
+            if capturable and c.status == "eligible" and not c.tactic.capturable:
+                c.status = "excluded"
+                c.reason = (f"cannot be captured in a CUDA graph (an opaque callable, not a launch plan), and "
+                            f"{capturable[0].tactic.name} can run this layer; build with cuda_graph off to "
+                            "consider it")
     return candidates
+
+
+#: A candidate whose first sample is this many times the fastest median so far is not timed further (TensorRT
+#: drops such tactics early too): it cannot win, and a slow kernel timed in full dominates the build's time.
+STOP_FACTOR = 4.0
 
 
 def time_candidates(spec: LayerSpec, candidates: Sequence[Candidate], backend: Backend, timing: TimingConfig,
                     seed: int, cached: Callable[[Candidate], list[int] | None],
                     store: Callable[[Candidate, list[int]], None]) -> int:
-    """Fill in each candidate's samples, from the cache where it has them; returns how many were measured."""
+    """Fill in each candidate's samples, from the cache where it has them; returns how many were measured.
+
+    On CUDA a launch plan is bound once and timed as a CUDA graph of ``runs_per_sample`` runs between two
+    events, so a microsecond kernel's time is the GPU's, not Python's."""
     measured = 0
     todo = []
+    best: int | None = None
     for c in candidates:
         samples = cached(c)
-        if samples is not None and len(samples) == timing.iterations:
+        # (a candidate stopped early was stored with fewer samples: that too is a measurement under this config)
+        if samples is not None and 1 <= len(samples) <= timing.iterations:
             c.samples_ns, c.timing_source = samples, "cache"
+            median = int(statistics.median_low(samples))
+            best = median if best is None else min(best, median)
         else:
             todo.append(c)
     if todo:
@@ -117,14 +143,18 @@ def time_candidates(spec: LayerSpec, candidates: Sequence[Candidate], backend: B
                 workspace = backend.empty_bytes(max(c.workspace_bytes, 1))
                 try:
                     kernel = c.tactic.prepare(spec, backend)
-                    c.samples_ns = backend.time_runs(functools.partial(kernel, inputs, outputs, workspace),
-                                                     timing.warmup, timing.iterations, timing.runs_per_sample)
+                    sample = backend.timer(kernel, inputs, outputs, workspace, timing.warmup, timing.runs_per_sample)
+                    c.samples_ns = sample(1)
+                    if best is None or c.samples_ns[0] <= STOP_FACTOR * best:
+                        c.samples_ns += sample(timing.iterations - 1)
                 except BuildError:
                     raise
                 except Exception as exc:
                     raise BuildError(f"tactic {c.tactic.label} failed on layer {spec.name!r} ({spec.op}): "
                                      f"{type(exc).__name__}: {exc}") from exc
                 c.timing_source = "measured"
+                median = int(statistics.median_low(c.samples_ns))
+                best = median if best is None else min(best, median)
                 store(c, c.samples_ns)
                 measured += 1
     for c in candidates:

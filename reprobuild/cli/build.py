@@ -14,7 +14,7 @@ from reprobuild.builder import (
     ReplaySelector,
     TimingCache,
 )
-from reprobuild.builder.config import DEFAULT_TIE_BAND, TACTIC_SOURCES
+from reprobuild.builder.config import DEFAULT_TIE_BAND, PRECISIONS, TACTIC_SOURCES
 from reprobuild.cli.common import (
     Subcommands,
     default_engine_path,
@@ -77,6 +77,16 @@ def add_parser(sub: Subcommands) -> None:
                    help="largest workspace a tactic may use, e.g. 256M (default: 1G)")
     p.add_argument("--tactic-sources", metavar="LIST",
                    help=f"comma-separated tactic sources to allow (default: all of {','.join(TACTIC_SOURCES)})")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="TensorRT's builder flags: fp32 is strict float32 (the default); tf32 also allows TF32 "
+                        "tensor cores (10-bit mantissa inputs, float32 accumulation) in float32 GEMMs and "
+                        "convolutions. The manifest records each layer's precision")
+    graphs = p.add_mutually_exclusive_group()
+    graphs.add_argument("--cuda-graph", dest="cuda_graph", action="store_const", const=True,
+                        help="execution contexts capture their run into a CUDA graph on first use and replay it "
+                             "(the default on cuda; tactics that cannot be captured are then not considered)")
+    graphs.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_const", const=False,
+                        help="run every layer's launches eagerly, and consider tactics that cannot be captured")
     determinism = p.add_mutually_exclusive_group()
     determinism.add_argument("--deterministic", dest="allow_nondeterministic", action="store_const", const=False,
                              help="only tactics that are run-to-run deterministic (the default); the manifest "
@@ -124,6 +134,7 @@ def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
         "runs_per_sample": args.runs_per_sample, "seed": args.seed,
         "max_workspace_bytes": args.workspace, "tie_band": args.tie_band, "tactic_sources": sources,
         "determinism": {True: "any", False: "run_to_run", None: None}[args.allow_nondeterministic],
+        "precision": args.precision, "cuda_graph": args.cuda_graph,
     }
     return {k: v for k, v in given.items() if v is not None}
 

@@ -55,7 +55,7 @@ def _problem(node: onnx.NodeProto, opsets: Mapping[str, int]) -> tuple[str | Non
     except Exception:
         return f"op {op} does not exist in ONNX opset {opset}", (opset, 0)
     opdef = find_op(op)
-    if opdef is None:
+    if opdef is None or opdef.internal:
         return f"op {op} is not implemented", (opset, version)
     if version not in opdef.versions:
         return (f"op {op} version {version} (the version in opset {opset}) is not implemented; implemented: "
@@ -86,7 +86,7 @@ def check_support(graph: onnx.GraphProto, names: Sequence[str],
         shown = bad[:40]
         lines = "\n".join(f"  - node {name!r} (op {op}): {why}" for name, op, why in shown)
         more = f"\n  ... and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
-        known = ", ".join(o.op for o in all_ops() if not o.domain)
+        known = ", ".join(o.op for o in all_ops() if not o.domain and not o.internal)
         raise UnsupportedNodesError(
             f"the model has {len(bad)} node(s) reprobuild cannot convert (ops: {summary}):\n{lines}{more}\n"
             f"reprobuild implements these default-domain ops: {known}", bad)

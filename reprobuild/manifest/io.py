@@ -37,8 +37,33 @@ def _v1_to_v2(document: dict[str, Any]) -> dict[str, Any]:
     return {**document, "schema_version": 2}
 
 
+_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
+
+
+def _v2_to_v3(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 records the precision flag and each layer's precision, whether contexts run as CUDA graphs, and
+    the cuBLAS workspace. A version-2 build was strict fp32 with no graphs and no cuBLAS workspace of its own;
+    each layer computed in its output's dtype."""
+    pinned = document.get("pinned")
+    if isinstance(pinned, dict):
+        config = pinned.get("config")
+        if isinstance(config, dict):
+            config.setdefault("precision", "fp32")
+            config.setdefault("cuda_graph", False)
+        for layer in pinned.get("layers") or []:
+            if isinstance(layer, dict):
+                outputs = layer.get("outputs") or [{}]
+                dtype = outputs[0].get("dtype") if isinstance(outputs[0], dict) else None
+                layer.setdefault("precision", _PRECISION.get(str(dtype), str(dtype)))
+        memory = pinned.get("memory")
+        if isinstance(memory, dict):
+            memory.setdefault("library_workspace_bytes", 0)
+        pinned.setdefault("execution", {"cuda_graph": False, "reason": "recorded by schema 2: eager launches"})
+    return {**document, "schema_version": 3}
+
+
 #: MIGRATIONS[n] lifts a version-n document to version n + 1.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def manifest_to_json(manifest: Manifest) -> bytes:

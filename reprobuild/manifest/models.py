@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 JsonScalar = int | str
 AttrJson = int | str | list[int] | list[str]
@@ -73,6 +73,10 @@ class BuildConfigRecord(Strict):
     determinism: Literal["run_to_run", "any"]
     tactic_sources: list[str] | None = Field(description="allowed tactic sources; null allows all")
     passes: list[PassRecord]
+    precision: Literal["fp32", "tf32"] = Field(
+        description="the builder's precision flag: fp32 is strict float32; tf32 also allows TF32 tensor cores in "
+                    "float32 GEMMs and convolutions")
+    cuda_graph: bool = Field(description="whether the build asked execution contexts to run as CUDA graphs")
     tie_band: float = Field(ge=0.0, le=1.0, description="candidates within this fraction of the fastest median "
                                                          "are near-ties, decided by preference order")
 
@@ -101,6 +105,8 @@ class LayerRecord(Strict):
     tactic: TacticRef
     workspace_bytes: int = Field(ge=0)
     onnx_nodes: list[str] = Field(description="the ONNX nodes this layer computes (several after a fusion)")
+    precision: str = Field(description="the arithmetic the chosen tactic computes in: fp32, tf32 (TF32 tensor "
+                                       "cores on float32 tensors), fp16, bf16, fp64, or the integer/bool dtype")
 
 
 class KernelSourceRecord(Strict):
@@ -114,7 +120,9 @@ class MemoryRecord(Strict):
     weights_bytes: int = Field(ge=0, description="persistent: constants held by the engine")
     activation_bytes: int = Field(ge=0, description="per context: activation arena after lifetime-based reuse")
     workspace_bytes: int = Field(ge=0, description="per context: the largest workspace of any chosen tactic")
-    context_bytes: int = Field(ge=0, description="per context: activation + workspace, one allocation")
+    library_workspace_bytes: int = Field(ge=0, description="per context: the cuBLAS workspace of its own handle")
+    context_bytes: int = Field(ge=0, description="per context: activation + workspace + cuBLAS workspace, one "
+                                                 "allocation")
     unshared_activation_bytes: int = Field(ge=0, description="what activations would take with no reuse")
 
 
@@ -135,6 +143,13 @@ class GoldenRecord(Strict):
                                                    "names the first diverging layer")
 
 
+class ExecutionRecord(Strict):
+    """How execution contexts run the engine by default."""
+
+    cuda_graph: bool = Field(description="contexts capture their run into a CUDA graph on first use and replay it")
+    reason: str = Field(description="why (or why not)")
+
+
 class Pinned(Strict):
     model: ModelRecord
     config: BuildConfigRecord
@@ -145,6 +160,7 @@ class Pinned(Strict):
     layers: list[LayerRecord]
     kernel_sources: list[KernelSourceRecord]
     memory: MemoryRecord
+    execution: ExecutionRecord
     golden: GoldenRecord
 
 
@@ -186,7 +202,7 @@ class EngineRecord(Strict):
 
 
 class Manifest(Strict):
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3
     pinned: Pinned
     evidence: Evidence | None = None
     engine: EngineRecord | None = None

@@ -157,6 +157,9 @@ class OpDef:
     #: Whether ``compute`` with CuPy gives the same bits run after run on one device (no atomics, no
     #: data-dependent reduction order); the CUDA reference tactic declares its determinism from it.
     cuda_deterministic: ClassVar[bool] = True
+    #: An op of reprobuild's own that only graph passes create (a fused layer), never an ONNX node: the ONNX
+    #: frontend refuses a node that names it.
+    internal: ClassVar[bool] = False
 
     # --- the frontend side -------------------------------------------------------------------------------------
 

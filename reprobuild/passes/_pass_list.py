@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reprobuild.passes import Pass, fold, fold_batchnorm, fuse_gelu, fuse_layernorm, simplify
+from reprobuild.passes import Pass, fold, fold_batchnorm, fuse_conv_epilogue, fuse_gelu, fuse_layernorm, simplify
 
 PASS_LIST = (
     Pass("eliminate_dead_code", simplify.VERSION, simplify.eliminate_dead_code,
@@ -13,6 +13,8 @@ PASS_LIST = (
          "fold an inference BatchNormalization into the constant weights of the Conv or Gemm before it"),
     Pass("fold_constants", fold.VERSION, fold.fold_constants,
          "compute layers whose inputs are all constants with their op's reference"),
+    Pass("fuse_conv_epilogue", fuse_conv_epilogue.VERSION, fuse_conv_epilogue.fuse_conv_epilogue,
+         "fuse a residual Add and an activation (Relu, Clip, Sigmoid, SiLU) into the Conv before them"),
     Pass("fuse_gelu", fuse_gelu.VERSION, fuse_gelu.fuse_gelu,
          "recognise x * 0.5 * (1 + erf(x / sqrt(2))) and its tanh approximation as one Gelu layer"),
     Pass("fuse_layer_normalization", fuse_layernorm.VERSION, fuse_layernorm.fuse_layer_normalization,

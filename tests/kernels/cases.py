@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from reprobuild.ir import Network
 from tests.helpers import make_model
 
 
@@ -16,6 +17,19 @@ from tests.helpers import make_model
 class Case:
     id: str
     make: Callable[[np.random.Generator], tuple[onnx.ModelProto, dict[str, np.ndarray]]]
+    #: Graph passes that turn the model into the single layer under test (a fused layer); none by default.
+    passes: tuple[str, ...] = ()
+
+    def network(self, model: onnx.ModelProto) -> Network:
+        from reprobuild.frontend import network_from_onnx_bytes
+        from reprobuild.passes import run_passes
+
+        network, _ = network_from_onnx_bytes(model.SerializeToString())
+        return run_passes(network, self.passes)
+
+
+#: What makes a Conv and the layers after it one FusedConv.
+FUSE = ("fold_batchnorm", "fuse_conv_epilogue")
 
 
 def _normal(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -29,6 +43,30 @@ def conv(x: tuple[int, ...], w: tuple[int, ...], bias: bool = True, opset: int =
             inits["b"] = _normal(rng, w[0])
         node = helper.make_node("Conv", ["x", "w", *(["b"] if bias else [])], ["y"], **attrs)
         return make_model([node], {"x": x}, ["y"], inits, opset), {"x": _normal(rng, *x)}
+    return make
+
+
+def fused_conv(x: tuple[int, ...], w: tuple[int, ...], activation: str, residual: bool = False,
+               **attrs: object) -> Callable:
+    """Conv(x, w, b) [+ r] [+ activation]: a FusedConv once the FUSE passes ran."""
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        inits = {"w": _normal(rng, *w) * np.float32(0.3), "b": _normal(rng, w[0])}
+        nodes, tail = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs)], "c"
+        shapes, feeds = {"x": x}, {"x": _normal(rng, *x)}
+        if residual:
+            out_shape = onnx.shape_inference.infer_shapes(make_model(nodes, {"x": x}, ["c"], inits))
+            dims = [d.dim_value for d in out_shape.graph.output[0].type.tensor_type.shape.dim]
+            shapes["r"], feeds["r"] = tuple(dims), _normal(rng, *dims)
+            nodes.append(helper.make_node("Add", [tail, "r"], ["a"]))
+            tail = "a"
+        if activation == "Clip":
+            inits["lo"], inits["hi"] = np.float32(0.0), np.float32(6.0)
+            nodes.append(helper.make_node("Clip", [tail, "lo", "hi"], ["y"]))
+        elif activation == "SiLU":
+            nodes += [helper.make_node("Sigmoid", [tail], ["s"]), helper.make_node("Mul", [tail, "s"], ["y"])]
+        else:
+            nodes.append(helper.make_node(activation, [tail], ["y"]))
+        return make_model(nodes, shapes, ["y"], inits), feeds
     return make
 
 
@@ -112,6 +150,14 @@ CASES = [
     Case("conv_7x7_s2", conv((1, 3, 23, 23), (8, 3, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3])),
     Case("conv_same_lower", conv((1, 3, 10, 9), (4, 3, 4, 3), auto_pad="SAME_LOWER", strides=[2, 2])),
     Case("conv_wide", conv((1, 32, 14, 14), (40, 32, 3, 3), pads=[1, 1, 1, 1])),
+    Case("fused_conv_relu", fused_conv((2, 3, 9, 9), (4, 3, 3, 3), "Relu", pads=[1, 1, 1, 1]), FUSE),
+    Case("fused_conv_residual_relu", fused_conv((2, 8, 7, 7), (8, 8, 3, 3), "Relu", residual=True,
+                                                pads=[1, 1, 1, 1]), FUSE),
+    Case("fused_conv_pointwise_residual", fused_conv((2, 16, 5, 5), (16, 16, 1, 1), "Relu", residual=True), FUSE),
+    Case("fused_conv_depthwise_clip", fused_conv((1, 6, 8, 8), (6, 1, 3, 3), "Clip", group=6, pads=[1, 1, 1, 1]),
+         FUSE),
+    Case("fused_conv_silu", fused_conv((1, 4, 10, 10), (8, 4, 3, 3), "SiLU", strides=[2, 2]), FUSE),
+    Case("fused_conv_sigmoid", fused_conv((1, 8, 6, 6), (4, 8, 1, 1), "Sigmoid"), FUSE),
     Case("gemm_plain", gemm((33, 65), (65, 17), None)),
     Case("gemm_transB_bias", gemm((8, 64), (10, 64), (10,), transB=1)),
     Case("gemm_transA_alpha_beta", gemm((20, 9), (20, 13), (9, 13), transA=1, alpha=0.5, beta=2.0)),

@@ -73,12 +73,11 @@ def run_tactic(tactic: Tactic, spec: LayerSpec, activations: list[np.ndarray], b
 
 def hand_written_cases() -> Iterator[tuple[str, LayerSpec, list[np.ndarray]]]:
     from reprobuild.builder.selection import layer_spec
-    from reprobuild.frontend import network_from_onnx_bytes
     from tests.kernels.cases import CASES
 
     for case in CASES:
         model, feeds = case.make(np.random.default_rng([SEED, len(case.id)]))
-        network, _ = network_from_onnx_bytes(model.SerializeToString())
+        network = case.network(model)
         layer = network.layers[0]
         yield case.id, layer_spec(network, 0), [feeds[t] for t in layer.inputs if t not in network.constants]
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from reprobuild.builder.selection import layer_spec
-from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.kernels.backend import get_backend
 from reprobuild.kernels.tactic import LayerSpec, default_registry
 from tests.helpers import BACKENDS, assert_close, ort_run
@@ -20,7 +19,7 @@ from tests.kernels.pin_tactics import run_tactic
 
 def case_spec(case: Case, rng: np.random.Generator) -> tuple[LayerSpec, list[np.ndarray], list[np.ndarray]]:
     model, feeds = case.make(rng)
-    network, _ = network_from_onnx_bytes(model.SerializeToString())
+    network = case.network(model)
     assert len(network.layers) == 1, f"{case.id} should be a single layer, got {network.summary()}"
     spec = layer_spec(network, 0)
     activations = [feeds[t] for t in network.layers[0].inputs if t not in network.constants]

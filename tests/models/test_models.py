@@ -35,7 +35,10 @@ def check_evidence(manifest: Manifest) -> None:
             if c.status == "excluded":
                 assert c.reason and not c.samples_ns
             else:
-                assert len(c.samples_ns) == iterations and c.median_ns is not None, (layer.name, c.tactic.name)
+                # a candidate far slower than the fastest so far is stopped after one sample (STOP_FACTOR)
+                assert c.median_ns is not None, (layer.name, c.tactic.name)
+                assert len(c.samples_ns) == iterations or (len(c.samples_ns) == 1 and c.status == "lost"), (
+                    layer.name, c.tactic.name)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

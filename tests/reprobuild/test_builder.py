@@ -40,7 +40,7 @@ def test_manifest_records_every_candidate_and_the_kernel_sources() -> None:
     manifest = Builder().build(_network(), BuilderConfig(backend="cpu", iterations=3)).manifest
     assert manifest.evidence is not None
     conv = next(e for e in manifest.evidence.layers if e.name == "stem")
-    assert {c.tactic.name for c in conv.candidates} == {"cpu_im2col_gemm", "cpu_tap_accumulate", "cpu_Conv"}
+    assert {c.tactic.name for c in conv.candidates} == {"cpu_im2col_gemm", "cpu_tap_accumulate", "cpu_FusedConv"}
     assert all(len(c.samples_ns) == 3 and c.reason for c in conv.candidates)
     registry = default_registry()
     for layer in manifest.pinned.layers:  # every tactic by value: its digest is this installation's
@@ -57,7 +57,7 @@ def test_workspace_limit_excludes_tactics_and_says_why() -> None:
     stem = {c.tactic.name: c for c in next(e for e in result.manifest.evidence.layers if e.name == "stem").candidates}
     assert stem["cpu_im2col_gemm"].status == "excluded"
     assert "needs 249088 workspace bytes, over the limit of 100000" in stem["cpu_im2col_gemm"].reason
-    assert {stem["cpu_tap_accumulate"].status, stem["cpu_Conv"].status} == {"chosen", "lost"}
+    assert {stem["cpu_tap_accumulate"].status, stem["cpu_FusedConv"].status} == {"chosen", "lost"}
     assert result.manifest.pinned.memory.workspace_bytes <= 100_000 + 255
     hand_written = TacticRegistry(t for t in default_registry().all() if t.family != "reference")
     with pytest.raises(BuildError, match="over the limit of 0"):
@@ -65,7 +65,7 @@ def test_workspace_limit_excludes_tactics_and_says_why() -> None:
 
 
 def test_no_eligible_tactic_is_a_build_error_listing_every_reason() -> None:
-    with pytest.raises(BuildError, match=r"'stem' \(Conv\).*cpu_im2col_gemm: .*cpu_tap_accumulate: "):
+    with pytest.raises(BuildError, match=r"'stem' \(FusedConv\).*cpu_im2col_gemm: .*cpu_tap_accumulate: "):
         Builder().build(_network(), BuilderConfig(backend="cpu", tactic_sources=("builtin",)))
 
 

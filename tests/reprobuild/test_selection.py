@@ -89,7 +89,7 @@ def test_a_selector_can_forbid_a_tactic_and_is_told_every_decision() -> None:
     assert convs and all(layer.tactic.name == "cpu_tap_accumulate" for layer in convs)
     assert len(selector.reported) == len(result.manifest.pinned.layers)
     stem = selector.contexts[0]
-    assert (stem.name, stem.op, stem.inputs[0].shape) == ("stem", "Conv", (2, 3, 32, 32)) and len(stem.key) == 64
+    assert (stem.name, stem.op, stem.inputs[0].shape) == ("stem", "FusedConv", (2, 3, 32, 32)) and len(stem.key) == 64
     assert result.manifest.evidence is not None and result.manifest.evidence.selector == "ForbidIm2col"
     excluded = [c for e in result.manifest.evidence.layers for c in e.candidates if c.tactic.name == "cpu_im2col_gemm"]
     assert excluded and all(c.status == "excluded" and "ForbidIm2col" in c.reason for c in excluded)

@@ -24,6 +24,7 @@ from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.elementwise import CpuElementwise
 from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, TacticRegistry, default_registry
 from reprobuild.locator import locate, ulp_distance
+from reprobuild.passes import DEFAULT_PASSES
 from reprobuild.verify import Dimension, VerifyPlan, tier_reached, verify
 from tests.helpers import EXAMPLES, cli_env
 
@@ -67,8 +68,13 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> TacticRegistry:
     return extended
 
 
+#: The Relu layers stay layers of their own (no conv-epilogue fusion), so that a test tactic can be forced on one.
+UNFUSED = tuple(p for p in DEFAULT_PASSES if p != "fuse_conv_epilogue")
+
+
 def _build(forced: dict[str, str] | None = None, determinism: str = "run_to_run") -> Any:
-    config = BuilderConfig(backend="cpu", iterations=1, determinism=determinism)  # type: ignore[arg-type]
+    config = BuilderConfig(backend="cpu", iterations=1, determinism=determinism,  # type: ignore[arg-type]
+                           passes=UNFUSED)
     if forced:  # the other Relu layers get the plain kernel: timing must not hand them a test tactic as well
         config.algorithm_selector = ForcingSelector({"Relu": "cpu_numpy", **forced})
     return Builder().build(network_from_onnx_path(CNN)[0], config)
@@ -192,10 +198,12 @@ def test_against_a_different_golden_fails_and_names_the_first_layer(built: Path)
     doc = json.loads(manifest.read_text())
     doc["pinned"]["golden"]["outputs"][0]["sha256"] = "0" * 64
     doc["pinned"]["golden"]["layers"][3]["sha256"] = "0" * 64
+    layer = doc["pinned"]["layers"][3]
     manifest.write_text(json.dumps(doc))
     result = _verify_in_another_process(str(built), "--runs", "2", "--against", str(manifest))
     assert result.returncode == 10, result.stdout + result.stderr
-    assert "locator    layer 3 'res1' (Conv)" in result.stdout and "differ from the digests the build" in result.stdout
+    assert f"locator    layer 3 '{layer['name']}' ({layer['op']})" in result.stdout
+    assert "differ from the digests the build" in result.stdout
 
 
 def test_against_refuses_inputs_drawn_differently_or_another_engine(built: Path, capsys: Any) -> None:

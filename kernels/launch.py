@@ -1,0 +1,181 @@
+"""Launch plans: a prepared CUDA layer described as data, so that a run is a flat list that can be replayed
+without per-layer Python and captured into a CUDA graph.
+
+A tactic's ``prepare`` returns a :class:`LaunchPlan`: kernel launches (a compiled function, grid, block, shared
+memory, arguments) and cuBLAS calls (:class:`GemmLaunch`), in order. Arguments that name run-time memory are
+:class:`Ref` objects (an activation input, an output or the workspace, plus a byte offset); weights are the
+device arrays the plan holds (the engine's persistent memory); scalars are typed NumPy scalars. An execution
+context :meth:`binds <LaunchPlan.bind>` each plan once to its arena, turning refs into addresses; a run then
+replays the bound list, or a CUDA graph captured from it.
+
+A plan is also a :class:`~reprobuild.kernels.tactic.Kernel`: calling it with arrays binds and runs it at once,
+which is how the builder times candidates and how tests run one tactic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reprobuild.kernels.backend import Backend, CudaBackend
+
+#: The largest gridDim.y and gridDim.z CUDA accepts, and the largest gridDim.x (and 32-bit int).
+MAX_GRID_YZ = 65535
+INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Run-time memory a launch reads or writes: activation input ``index`` (``role="in"``), output ``index``
+    (``"out"``) or the workspace (``"ws"``), ``offset`` bytes in."""
+
+    role: str
+    index: int = 0
+    offset: int = 0
+
+    def at(self, offset: int) -> Ref:
+        """The same buffer, ``offset`` more bytes in."""
+        return Ref(self.role, self.index, self.offset + int(offset))
+
+
+def In(index: int, offset: int = 0) -> Ref:
+    return Ref("in", index, offset)
+
+
+def Out(index: int, offset: int = 0) -> Ref:
+    return Ref("out", index, offset)
+
+
+def Ws(offset: int = 0) -> Ref:
+    return Ref("ws", 0, offset)
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """One launch of a compiled kernel. ``kernel`` names it (``file.cu:function``) for descriptions."""
+
+    function: Any
+    kernel: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    args: tuple[Any, ...]
+    shared_mem: int = 0
+
+    def __post_init__(self) -> None:
+        gx, gy, gz = self.grid
+        if gy > MAX_GRID_YZ or gz > MAX_GRID_YZ or gx > INT32_MAX or min(self.grid) < 1:
+            raise ValueError(f"launch grid {self.grid} of {self.kernel} is outside CUDA's limits "
+                             f"(1 <= x < 2^31, 1 <= y, z <= {MAX_GRID_YZ})")
+
+
+@dataclass(frozen=True)
+class GemmLaunch:
+    """One ``cublasGemmStridedBatchedEx``, in cuBLAS's column-major terms: for each of ``batch`` products,
+    C = alpha * op(A) @ op(B) + beta * C with op(A) m x k, op(B) k x n, C m x n. ``dtype`` is the element type
+    of A, B and C; ``compute`` the accumulation: ``fp32`` (strict float32), ``tf32`` (tensor cores, float32
+    accumulation) or ``fp64``."""
+
+    transa: bool
+    transb: bool
+    m: int
+    n: int
+    k: int
+    a: Any
+    lda: int
+    stride_a: int
+    b: Any
+    ldb: int
+    stride_b: int
+    c: Any
+    ldc: int
+    stride_c: int
+    batch: int = 1
+    alpha: float = 1.0
+    beta: float = 0.0
+    dtype: str = "float32"
+    compute: str = "fp32"
+
+    @property
+    def kernel(self) -> str:
+        return f"cublas:gemm_strided_batched[{self.dtype},{self.compute}]"
+
+
+Launch = KernelLaunch | GemmLaunch
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """A prepared layer as data: its launches in order, and the device arrays (weights) they use."""
+
+    backend: Backend
+    launches: tuple[Launch, ...]
+    holds: tuple[Any, ...] = field(default=(), repr=False)
+
+    def describe(self) -> list[str]:
+        """One line per launch: what runs, with which grid (for ``inspect`` and the manifest's evidence)."""
+        return [f"{x.kernel} grid={list(x.grid)} block={list(x.block)}" if isinstance(x, KernelLaunch)
+                else f"{x.kernel} m={x.m} n={x.n} k={x.k} batch={x.batch}" for x in self.launches]
+
+    def bind(self, inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any, blas: Any) -> list[BoundLaunch]:
+        """Resolve every ref against these device arrays: the launches, ready to replay on any stream."""
+        def address(arg: Any) -> Any:
+            if not isinstance(arg, Ref):
+                return arg
+            if arg.role == "ws":
+                buffer = workspace
+            else:
+                pool = inputs if arg.role == "in" else outputs
+                if arg.index >= len(pool):
+                    raise ValueError(f"a launch names {arg.role}put {arg.index}; the layer has {len(pool)}")
+                buffer = pool[arg.index]
+            if buffer is None:
+                raise ValueError(f"a launch names the {arg.role} buffer, which this run does not have")
+            if arg.offset > buffer.nbytes:
+                raise ValueError(f"a launch reads {arg.offset} bytes into a {buffer.nbytes}-byte buffer")
+            return np.uint64(buffer.data.ptr + arg.offset)
+
+        bound: list[BoundLaunch] = []
+        for launch in self.launches:
+            if isinstance(launch, KernelLaunch):
+                args = tuple(address(a) for a in launch.args)
+                bound.append(BoundKernel(launch.function, launch.grid, launch.block, args, launch.shared_mem))
+            else:
+                if blas is None:
+                    raise ValueError("this plan calls cuBLAS and was bound without a cuBLAS handle")
+                ptrs = tuple(int(address(x)) if isinstance(x, Ref) else int(x.data.ptr)
+                             for x in (launch.a, launch.b, launch.c))
+                bound.append(blas.bind_gemm(launch, *ptrs))
+        return bound
+
+    def __call__(self, inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any) -> None:
+        """Bind to these arrays and run on the backend's current stream (the builder's timing, tests)."""
+        if not isinstance(self.backend, CudaBackend):
+            raise TypeError(f"launch plans run on the cuda backend, not {self.backend.name}")
+        stream = self.backend.current_stream()
+        blas = self.backend.blas_handle(stream) if any(isinstance(x, GemmLaunch) for x in self.launches) else None
+        for launch in self.bind(inputs, outputs, workspace, blas):
+            launch(stream)
+
+
+class BoundKernel:
+    """A kernel launch with every argument resolved: calling it enqueues the kernel on ``stream``."""
+
+    __slots__ = ("args", "block", "function", "grid", "shared_mem")
+
+    def __init__(self, function: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
+                 args: tuple[Any, ...], shared_mem: int) -> None:
+        self.function, self.grid, self.block, self.args, self.shared_mem = function, grid, block, args, shared_mem
+
+    def __call__(self, stream: Any) -> None:
+        self.function(self.grid, self.block, self.args, shared_mem=self.shared_mem, stream=stream)
+
+
+BoundLaunch = Callable[[Any], None]
+
+
+def uses_library(plan: Any) -> bool:
+    """Whether a prepared kernel calls cuBLAS (its context then needs a cuBLAS workspace)."""
+    return isinstance(plan, LaunchPlan) and any(isinstance(x, GemmLaunch) for x in plan.launches)

@@ -1,0 +1,63 @@
+"""FusedConv: a convolution with its epilogue, made by the ``fuse_conv_epilogue`` pass, never by ONNX.
+
+y = activation(Conv(x, W, B) + R): the bias ``B`` is always present (the pass adds zeros when the Conv had none),
+the residual ``R`` (input 3) is optional, and ``activation`` is one of ``""`` (none), ``Relu``, ``Clip``
+(``activation_min``/``activation_max``), ``Sigmoid`` or ``SiLU`` (y * sigmoid(y)). The reference computes each
+step with the op definition of the layer it replaced (Conv, Add, Relu, Clip, Sigmoid, Mul), so on the CPU the
+fused layer gives the bits of the unfused ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from reprobuild.dtypes import FLOATS
+from reprobuild.ops.base import Attr, Attrs, OpDef, OpError, TensorType
+from reprobuild.ops.op_conv import Conv, conv_nd
+
+ACTIVATIONS = ("", "Clip", "Relu", "SiLU", "Sigmoid")
+
+
+class FusedConv(OpDef):
+    op, versions, internal = "FusedConv", (1,), True
+    attributes = {
+        **{k: v for k, v in Conv.attributes.items() if k != "auto_pad"},
+        "activation": Attr("string", ""),
+        "activation_min": Attr("float", 0.0),
+        "activation_max": Attr("float", 0.0),
+    }
+    num_inputs = (3, 4)
+    dtypes = FLOATS
+    same_type = (1, 2, 3)
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        if attrs.get("activation", "") not in ACTIVATIONS:
+            raise OpError(f"activation {attrs.get('activation')!r} is not one of {', '.join(map(repr, ACTIVATIONS))}")
+        (out,) = Conv().infer(attrs, inputs[:3])
+        self.check_types(inputs)
+        if len(inputs) > 3 and inputs[3].shape != out.shape:
+            raise OpError(f"the residual has shape {list(inputs[3].shape)}; the convolution's output is "
+                          f"{list(out.shape)}")
+        return [out]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        from reprobuild.ops.registry import get_op
+
+        y = conv_nd(xp, inputs[0], inputs[1], inputs[2], attrs)
+        if len(inputs) > 3:
+            (y,) = get_op("Add").compute(xp, {}, y, inputs[3])
+        activation = attrs.get("activation", "")
+        if activation == "Relu":
+            (y,) = get_op("Relu").compute(xp, {}, y)
+        elif activation == "Clip":
+            bounds = {"min": attrs["activation_min"], "max": attrs["activation_max"], "min_from": "value",
+                      "max_from": "value"}
+            (y,) = get_op("Clip").compute(xp, bounds, y)
+        elif activation in ("Sigmoid", "SiLU"):
+            (s,) = get_op("Sigmoid").compute(xp, {}, y)
+            y = s if activation == "Sigmoid" else get_op("Mul").compute(xp, {}, y, s)[0]
+        return [y]
+
+
+OPS = (FusedConv(),)
