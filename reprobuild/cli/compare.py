@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from reprobuild.cli.common import Subcommands, add_input_options, inputs_from_options, read_engine_file
 from reprobuild.compare import ERROR_STATS, compare_outputs, onnxruntime_outputs
-from reprobuild.engine import Runtime
+from reprobuild.engine import Engine, Runtime
 from reprobuild.errors import ToleranceError
 from reprobuild.fileio import atomic_write, read_bounded
 from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
@@ -26,8 +27,10 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("engine", help="the engine file")
     p.add_argument("model", help="the ONNX model the engine was built from")
     add_input_options(p)
-    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default: 1e-5)")
-    p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default: 1e-5)")
+    defaults = ", ".join(f"{k}: {a:g}/{r:g}" for k, (a, r) in TOLERANCES.items())
+    p.add_argument("--atol", type=float,
+                   help=f"absolute tolerance (default: by the engine's precision, atol/rtol {defaults})")
+    p.add_argument("--rtol", type=float, help="relative tolerance (default: by the engine's precision, as --atol)")
     p.add_argument("--check-error-stat", choices=ERROR_STATS, default="elemwise",
                    help="which error statistic must be within tolerance (default: elemwise)")
     p.add_argument("--error-quantile", type=float, default=0.99, metavar="Q",
@@ -36,8 +39,24 @@ def add_parser(sub: Subcommands) -> None:
     p.set_defaults(run=run)
 
 
+#: Default (atol, rtol) per build precision: TF32 rounds every GEMM input to a 10-bit mantissa.
+TOLERANCES = {"fp32": (1e-5, 1e-5), "tf32": (1e-2, 1e-2)}
+
+
+def _precision(engine: Engine) -> str:
+    """The precision flag the engine was built with (its embedded manifest's pinned config)."""
+    try:
+        return str(json.loads(engine.manifest_json)["config"]["precision"])
+    except (ValueError, KeyError, TypeError):
+        return "fp32"
+
+
 def run(args: argparse.Namespace) -> int:
     engine = Runtime(Logger(Severity.WARNING)).deserialize_engine(read_engine_file(args.engine))
+    precision = _precision(engine)
+    atol, rtol = TOLERANCES.get(precision, TOLERANCES["fp32"])
+    args.atol = atol if args.atol is None else args.atol
+    args.rtol = rtol if args.rtol is None else args.rtol
     inputs, label = inputs_from_options(args, engine.inputs)
     outputs = engine.create_execution_context().execute(inputs)
     reference = onnxruntime_outputs(read_bounded(args.model, MAX_MODEL_BYTES, "model"), inputs)
@@ -47,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
              f"{r.quantile_abs:.3g}", f"{r.max_rel:.3g}", f"{r.failing}", "pass" if r.passed else "FAIL"]
             for r in report.outputs]
     print(f"reference  onnxruntime (CPU, graph optimizations off); inputs {label}")
-    print(f"tolerance  {args.check_error_stat}: atol {args.atol:g}, rtol {args.rtol:g}")
+    print(f"tolerance  {args.check_error_stat}: atol {args.atol:g}, rtol {args.rtol:g} (a {precision} engine)")
     print(table(rows, ["output", "shape", "max abs", "mean abs", "median abs", f"{q} abs", "max rel",
                        "outside tol", "verdict"]))
     if args.report:
