@@ -12,7 +12,6 @@ Nothing here is called through CuPy's high-level ``matmul``; the library is the 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 from typing import Any
@@ -114,6 +113,9 @@ class BlasHandle:
             self.handle = ctypes.c_void_p()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # at interpreter shutdown the library may be gone already
+        # not contextlib.suppress: at interpreter shutdown module globals may already be None
+        try:  # noqa: SIM105
             self.close()
+        except Exception:
+            pass
 

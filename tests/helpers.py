@@ -79,6 +79,11 @@ def assert_close(out: np.ndarray, ref: np.ndarray, rtol: float = 1e-4, atol: flo
     np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol, err_msg=what)
 
 
+def tactic_tolerance(math: str | None) -> dict[str, float]:
+    """assert_close's tolerances for a tactic: the defaults, or TF32's (10-bit mantissa inputs, float32 sums)."""
+    return {"rtol": 1e-2, "atol": 1e-2, "rel": 5e-3} if math == "tf32" else {}
+
+
 def light_model(name: str, seed: int) -> onnx.ModelProto:
     return randomize_constant_of_shape(onnx.load(os.path.join(LIGHT, name)), seed)
 
