@@ -1,4 +1,5 @@
-"""Data-movement tactics: Reshape and Flatten (zero-copy aliases), Identity (a copy) and Concat.
+"""Data-movement tactics: Reshape, Flatten, Squeeze, Unsqueeze (zero-copy aliases), Identity (a copy), Concat,
+Transpose and Gather with constant indices.
 
 The NVRTC Concat (``shape.cu``) copies each input as a (rows, cols) block into its column range of the output
 viewed as (rows, total cols), moving 32-bit words for elements of 4 bytes or more, else bytes.
@@ -13,7 +14,7 @@ import numpy as np
 
 from reprobuild.dtypes import ALL
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import i64, linear, plan
+from reprobuild.kernels.cuda_launch import i32, i64, linear, plan
 from reprobuild.kernels.launch import In, Out
 from reprobuild.kernels.tactic import CUDA_DTYPES, Kernel, LayerSpec, Tactic, positional
 
@@ -21,7 +22,7 @@ from reprobuild.kernels.tactic import CUDA_DTYPES, Kernel, LayerSpec, Tactic, po
 class AliasTactic(Tactic):
     """The output is a view of the input's memory: the memory planner gives both the same bytes, nothing runs."""
 
-    family, ops, priority, source = "shape", ("Flatten", "Reshape"), 10, "builtin"
+    family, ops, priority, source = "shape", ("Flatten", "Reshape", "Squeeze", "Unsqueeze"), 10, "builtin"
     aliases_input: ClassVar[bool] = True
 
     def unsupported(self, layer: LayerSpec) -> str | None:
@@ -78,7 +79,8 @@ def _word(nbytes: int, itemsize: int) -> tuple[int, str]:
 class CudaCopy(Tactic):
     """Reshape/Flatten/Identity as a real copy (shape.cu's block copy over the bytes), for any dtype."""
 
-    family, ops, name, backend, priority = "shape", ("Flatten", "Identity", "Reshape"), "cuda_copy", "cuda", 20
+    family, name, backend, priority = "shape", "cuda_copy", "cuda", 20
+    ops = ("Flatten", "Identity", "Reshape", "Squeeze", "Unsqueeze")
     needs_activation = False
     source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_DTYPES, True
 
@@ -144,6 +146,73 @@ class CudaConcatKernel(Tactic):
         return plan(backend, *launches, holds=tuple(consts.values()))
 
 
+#: The most dimensions the transpose kernel indexes (after dropping size-1 ones); MAX_RANK in shape.cu.
+MAX_RANK = 6
+_WORDS = {1: "u8", 2: "u16", 4: "u32", 8: "u64"}
+
+
+def transpose_meta(shape: tuple[int, ...], perm: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """The output shape and, per output dimension, the source stride (elements), size-1 dimensions dropped."""
+    strides = [int(np.prod(shape[d + 1:], dtype=np.int64)) for d in range(len(shape))]
+    kept = [(shape[p], strides[p]) for p in perm if shape[p] != 1]
+    return [n for n, _ in kept], [s for _, s in kept]
+
+
+class CudaTranspose(Tactic):
+    """One thread per output element reading its source through permuted strides; any dtype, moved as words."""
+
+    family, ops, name, backend, priority = "shape", ("Transpose",), "cuda_transpose", "cuda", 10
+    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_DTYPES, True
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        out_shape, _ = transpose_meta(layer.inputs[0].shape, tuple(layer.attr("perm")))
+        if len(out_shape) > MAX_RANK:
+            return f"{len(out_shape)} dimensions of size > 1; the kernel indexes at most {MAX_RANK}"
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        shape, strides = transpose_meta(layer.inputs[0].shape, tuple(layer.attr("perm")))
+        meta = np.zeros(2 * MAX_RANK, dtype=np.int64)
+        meta[:len(shape)], meta[MAX_RANK:MAX_RANK + len(strides)] = shape, strides
+        total = int(np.prod(layer.outputs[0].shape, dtype=np.int64))
+        word = _WORDS[np.dtype(layer.outputs[0].dtype).itemsize]
+        meta_device = backend.asarray(meta)
+        src = backend.asarray(np.ascontiguousarray(layer.constants[0])) if 0 in layer.constants else In(0)
+        return plan(backend, linear(backend, "shape.cu", f"transpose_{word}", max(total, 1), (
+            src, Out(0), meta_device, i32(len(shape)), i64(total))), holds=(meta_device,))
+
+
+class CudaGatherConstant(Tactic):
+    """Gather along an axis with indices known at build time: one word-copy kernel; any dtype."""
+
+    family, ops, name, backend, priority = "shape", ("Gather",), "cuda_gather_const", "cuda", 10
+    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_DTYPES, True
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        if 1 not in layer.constants or 0 in layer.constants:
+            return "only run-time data with constant indices"
+        axis_len = layer.inputs[0].shape[int(layer.attr("axis"))]
+        idx = layer.constants[1]
+        if idx.size and (idx.min() < -axis_len or idx.max() >= axis_len):
+            return f"an index is outside [-{axis_len}, {axis_len}); the reference tactic reports it"
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        shape, axis = layer.inputs[0].shape, int(layer.attr("axis"))
+        itemsize = np.dtype(layer.outputs[0].dtype).itemsize
+        inner_bytes = int(np.prod(shape[axis + 1:], dtype=np.int64)) * itemsize
+        word = 4 if inner_bytes % 4 == 0 else 1
+        idx = layer.constants[1].astype(np.int64).reshape(-1)
+        idx = np.where(idx < 0, idx + shape[axis], idx)
+        outer, inner = int(np.prod(shape[:axis], dtype=np.int64)), inner_bytes // word
+        total = outer * idx.size * inner
+        idx_device = backend.asarray(np.ascontiguousarray(idx))
+        return plan(backend, linear(backend, "shape.cu", f"gather_u{8 * word}", max(total, 1), (
+            In(0), idx_device, Out(0), i64(idx.size), i64(shape[axis]), i64(inner), i64(total))),
+            holds=(idx_device,))
+
+
 TACTICS: tuple[Tactic, ...] = (
-    CpuAlias(), CpuConcat(), CpuCopy(), CudaAlias(), CudaConcatKernel(), CudaCopy(),
+    CpuAlias(), CpuConcat(), CpuCopy(), CudaAlias(), CudaConcatKernel(), CudaCopy(), CudaGatherConstant(),
+    CudaTranspose(),
 )

@@ -202,4 +202,19 @@ CASES = [
     Case("flatten_axis2", unary("Flatten", (2, 3, 4, 5), axis=2)),
     Case("flatten_axis0", unary("Flatten", (2, 3, 4), axis=0)),
     Case("identity", unary("Identity", (3, 7))),
+    Case("transpose_attention", unary("Transpose", (2, 7, 4, 5), perm=[0, 2, 1, 3])),
+    Case("transpose_reverse", unary("Transpose", (3, 1, 5, 2))),
+    Case("squeeze_axis", unary("Squeeze", (3, 1, 5), inits={"axes": np.array([1], np.int64)},
+                               extra_inputs=("axes",))),
+    Case("unsqueeze_axes", unary("Unsqueeze", (3, 5), inits={"axes": np.array([0, 2], np.int64)},
+                                 extra_inputs=("axes",))),
+    Case("gather_const_axis0", unary("Gather", (3, 4, 6), inits={"i": np.array([2, 0, -1], np.int64)},
+                                     extra_inputs=("i",), axis=0)),
+    Case("gather_const_scalar_axis1", unary("Gather", (2, 5, 3), inits={"i": np.array(1, np.int64)},
+                                            extra_inputs=("i",), axis=1)),
+    Case("layernorm_last", unary("LayerNormalization", (2, 7, 32), inits={
+        "s": np.linspace(0.5, 1.5, 32, dtype=np.float32), "b": np.linspace(-1, 1, 32, dtype=np.float32)},
+        extra_inputs=("s", "b"), axis=-1, epsilon=1e-5)),
+    Case("layernorm_two_axes_no_bias", unary("LayerNormalization", (3, 4, 10), inits={
+        "s": np.linspace(0.5, 1.5, 40, dtype=np.float32).reshape(4, 10)}, extra_inputs=("s",), axis=1)),
 ]

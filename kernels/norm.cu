@@ -1,0 +1,47 @@
+// LayerNormalization for norm.py over the last `len` elements of each of `rows` contiguous rows. One block per
+// row: the mean, then the mean of squared deviations (two passes, as the reference), each summed by a fixed
+// tree over THREADS partial sums, so every run adds in the same order. y = (x - mean) * inv_std * scale + bias.
+
+#define THREADS 256  // the block size (cuda_launch.BLOCK); a power of two for the tree
+
+__device__ __forceinline__ void tree_sum(float* partial, int tid)
+{
+    for (int half = THREADS / 2; half > 0; half /= 2) {
+        if (tid < half) partial[tid] = __fadd_rn(partial[tid], partial[tid + half]);
+        __syncthreads();
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) layernorm_rows(
+    const float* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ bias,
+    float* __restrict__ out, long long rows, int len, float epsilon)
+{
+    __shared__ float partial[THREADS];
+    const int tid = threadIdx.x;
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float* xr = x + r * len;
+        float* yr = out + r * len;
+        float s = 0.f;
+        for (int a = tid; a < len; a += THREADS) s = __fadd_rn(s, xr[a]);
+        partial[tid] = s;
+        __syncthreads();
+        tree_sum(partial, tid);
+        const float mean = __fdiv_rn(partial[0], (float)len);
+        __syncthreads();
+        float q = 0.f;
+        for (int a = tid; a < len; a += THREADS) {
+            const float d = __fsub_rn(xr[a], mean);
+            q = __fadd_rn(q, __fmul_rn(d, d));
+        }
+        partial[tid] = q;
+        __syncthreads();
+        tree_sum(partial, tid);
+        const float inv_std = __fdiv_rn(1.f, sqrtf(__fadd_rn(__fdiv_rn(partial[0], (float)len), epsilon)));
+        __syncthreads();
+        for (int a = tid; a < len; a += THREADS) {
+            float v = __fmul_rn(__fmul_rn(__fsub_rn(xr[a], mean), inv_std), scale[a]);
+            if (bias) v = __fadd_rn(v, bias[a]);
+            yr[a] = v;
+        }
+    }
+}

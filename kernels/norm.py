@@ -1,0 +1,46 @@
+"""LayerNormalization (one output, float32, scale and bias constants over the normalized dimensions). CUDA
+tactics compile ``norm.cu``; the CPU runs the op's reference."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reprobuild.kernels.backend import Backend
+from reprobuild.kernels.cuda_launch import f32, i32, i64, per_row, plan
+from reprobuild.kernels.launch import In, Out
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
+
+
+def _normalized(layer: LayerSpec) -> tuple[int, int]:
+    """(rows, length): the input as rows of the dimensions from ``axis`` on."""
+    shape, axis = layer.inputs[0].shape, int(layer.attr("axis"))
+    return int(np.prod(shape[:axis], dtype=np.int64)), int(np.prod(shape[axis:], dtype=np.int64))
+
+
+class CudaLayerNorm(Tactic):
+    """One block per row: mean and variance each by a fixed tree, in float32 (stash_type 1)."""
+
+    family, ops, name, backend, priority = "norm", ("LayerNormalization",), "cuda_rowwise", "cuda", 10
+    source, cuda_sources, capturable = "nvrtc", ("norm.cu",), True
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        if len(layer.outputs) != 1:
+            return "only the normalized output; Mean and InvStdDev are left to the reference tactic"
+        if int(layer.attr("stash_type", 1)) != 1:
+            return "only stash_type 1 (float32 statistics)"
+        if any(i not in layer.constants for i in range(1, len(layer.inputs))):
+            return "scale and bias must be constants (initializers)"
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        rows, length = _normalized(layer)
+        trailing = layer.inputs[0].shape[int(layer.attr("axis")):]
+        params = [backend.asarray(np.ascontiguousarray(np.broadcast_to(
+            layer.constants[i].astype(np.float32), trailing)).reshape(-1)) for i in range(1, len(layer.inputs))]
+        bias = params[1] if len(params) > 1 else None
+        return plan(backend, per_row(backend, "norm.cu", "layernorm_rows", rows, (
+            In(0), params[0], bias, Out(0), i64(rows), i32(length, "the normalized length"),
+            f32(float(layer.attr("epsilon"))))), holds=(*params,))
+
+
+TACTICS: tuple[Tactic, ...] = (CudaLayerNorm(),)
