@@ -104,3 +104,20 @@ def test_tf32_is_excluded_at_fp32_and_recorded_per_layer_when_allowed() -> None:
     assert tf32.pinned.config.precision == "tf32"
     assert all(layer.precision == ("tf32" if layer.tactic.name.endswith("_tf32") else "fp32")
                for layer in tf32.pinned.layers)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_verify_on_a_fused_graph_captured_engine(precision: str, rng: np.random.Generator) -> None:
+    """verify's threads, concurrent streams and processes on an engine of FusedConv layers run as CUDA graphs."""
+    from reprobuild.verify import VerifyPlan, verify
+
+    network, _ = network_from_onnx_path(f"{EXAMPLES}/small_cnn.onnx")
+    result = Builder().build(network, BuilderConfig(backend="cuda", iterations=2, warmup=1, precision=precision))
+    assert result.manifest.pinned.execution.cuda_graph
+    assert any(layer.op == "FusedConv" for layer in result.manifest.pinned.layers)
+    engine = Runtime().deserialize_engine(result.engine)
+    report = verify(engine, _feeds(engine, rng), VerifyPlan(runs=3, contexts=2, threads=2, streams=2, processes=2))
+    assert report.deterministic and report.distinct_results == 1, report.model_dump_json(indent=1)
+    assert report.tier == "cross_process"
