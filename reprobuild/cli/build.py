@@ -63,12 +63,12 @@ def add_parser(sub: Subcommands) -> None:
                    help="pin the value of a network input that decides shapes (a Reshape's target shape, a Slice's "
                         "starts, ...; TensorRT's shape-input values), as numbers (shape=1,3,224) or a .npy file; "
                         "the engine is then valid only for that value, and the runtime refuses any other")
-    p.add_argument("--warmup", type=int, help="untimed runs per tactic (default: 1 on cpu, 3 on cuda)")
-    p.add_argument("--iterations", type=int, help="timed runs per tactic; the median decides "
-                                                  "(default: 5 on cpu, 11 on cuda)")
+    p.add_argument("--warmup", type=int, help="untimed runs per tactic (default: 1 on cpu, 2 on cuda)")
+    p.add_argument("--iterations", type=int, help="timing samples per tactic; the median decides "
+                                                  "(default: 5 on cpu, 7 on cuda)")
     p.add_argument("--runs-per-sample", type=int, metavar="N",
-                   help="back-to-back runs averaged into each timing sample, like TensorRT's avgTiming "
-                        "(default: 1 on cpu, 10 on cuda)")
+                   help="back-to-back runs averaged into each timing sample, like TensorRT's avgTiming; on cuda "
+                        "a captured graph of them (default: 1 on cpu, 5 on cuda)")
     p.add_argument("--tie-band", type=float, metavar="FRACTION",
                    help=f"medians within this fraction of the fastest are near-ties, decided by tactic priority "
                         f"(default: {DEFAULT_TIE_BAND})")
