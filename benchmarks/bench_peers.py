@@ -14,7 +14,9 @@ device; the figure is the median over ``--runs`` rounds. PyTorch: cudnn.benchmar
 with TF32 on (matmul and cuDNN), fp16 as ``model.half()`` on a half input. "eager+graph" is the eager model
 captured with ``torch.cuda.CUDAGraph`` after warm-up on a side stream. reprobuild runs its engine's default: a
 captured CUDA graph when every layer is a launch plan. "any det" is reprobuild built with nondeterministic
-tactics allowed (``determinism="any"``), timed alongside, for the cost of the deterministic default.
+tactics allowed (``determinism="any"``), timed alongside, for the cost of the deterministic default; with
+``--control``, "control" is a second context of the same deterministic engine, timed alongside: the spread
+between it and "reprobuild" is what ordering and cache warmth alone do to a figure.
 """
 
 from __future__ import annotations
@@ -174,6 +176,9 @@ def bench_one(name: str, batch: int, precision: str, args: argparse.Namespace, p
         feeds = {"input": cupy.asarray(host["input"])}
     peers: dict[str, Callable[[], Any]] = {"reprobuild": lambda: context.enqueue(feeds)}
     syncs: dict[str, Callable[[], Any]] = {"reprobuild": context.synchronize}
+    if args.control:  # a second context of the same engine: how much order and cache warmth alone move a figure
+        control = engine.create_execution_context()
+        peers["control"], syncs["control"] = (lambda: control.enqueue(feeds)), control.synchronize
     if args.any_det and precision != "fp16":
         loose = Runtime().deserialize_engine(build(path, precision, args.backend, "any")["engine"])
         loose_ctx = loose.create_execution_context()
@@ -203,7 +208,8 @@ def ms(value: Any) -> str:
 
 
 HEADER = ["model", "batch", "precision", "layers", "build s", "replay s", "match (max abs)", "reprobuild ms",
-          "eager ms", "eager+graph ms", "compile ms", "any det ms", "vs eager", "vs graph", "vs compile"]
+          "control ms", "eager ms", "eager+graph ms", "compile ms", "any det ms", "vs eager", "vs graph",
+          "vs compile"]
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -211,12 +217,13 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     for r in rows:
         if "error" in r:
             out.append([r["model"], str(r["batch"]), r["precision"], "-", "-", "-", f"not built: {r['error']}",
-                        *["-"] * 8])
+                        *["-"] * 9])
             continue
         out.append([r["model"], str(r["batch"]), r["precision"], str(r["layers"]), f"{r['build_s']:.1f}",
                     f"{r['replay_s']:.2f}{'' if r['identical'] else ' (DIFFERENT engine)'}",
                     f"{'yes' if r['match'] else 'NO'} ({r['max_abs']:.1e})", ms(r.get("reprobuild_ms")),
-                    ms(r.get("eager_ms")), ms(r.get("eager+graph_ms")), ms(r.get("compile_ms")),
+                    ms(r.get("control_ms")), ms(r.get("eager_ms")), ms(r.get("eager+graph_ms")),
+                    ms(r.get("compile_ms")),
                     ms(r.get("any det_ms")), ratio(r, "eager"), ratio(r, "eager+graph"), ratio(r, "compile")])
     return out
 
@@ -257,12 +264,14 @@ def environment() -> list[str]:
         lines.append(f"- device: {torch.cuda.get_device_name()} (CUDA runtime "
                      f"{cupy.cuda.runtime.runtimeGetVersion()}, driver {cupy.cuda.runtime.driverGetVersion()}, "
                      f"CuPy {cupy.__version__})")
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        lines.append(f"- reprobuild commit: {commit}")
-    except (OSError, subprocess.CalledProcessError):
-        lines.append("- reprobuild commit: unknown (not a git checkout)")
+    commit = os.environ.get("REPROBUILD_COMMIT")  # a copy of the tree without its history says it this way
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                    text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            commit = "unknown (not a git checkout; set REPROBUILD_COMMIT)"
+    lines.append(f"- reprobuild commit: {commit}")
     return lines
 
 
@@ -292,18 +301,23 @@ def main(argv: list[str]) -> int:
                         help="skip PyTorch eager captured in a CUDA graph")
     parser.add_argument("--no-any-det", dest="any_det", action="store_false",
                         help="skip the build with nondeterministic tactics allowed")
+    parser.add_argument("--control", action="store_true",
+                        help="also time a second context of the same engine (a control for ordering effects)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"), help="the Markdown report")
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the environment as JSON")
     parser.add_argument("--from-json", nargs="+", metavar="FILE",
                         help="write the report from the JSON of earlier runs (several GPU calls), running nothing")
+    parser.add_argument("--commit", help="with --from-json: the reprobuild commit the runs measured")
     args = parser.parse_args(argv)
     if args.from_json:
         runs = []
         for name in args.from_json:
             with open(name, encoding="utf-8") as f:
                 runs.append(json.load(f))
-        write(args.out, markdown([r for run in runs for r in run["rows"]], runs[0]["environment"],
+        env = [f"- reprobuild commit: {args.commit}" if args.commit and line.startswith("- reprobuild commit")
+               else line for line in runs[0]["environment"]]
+        write(args.out, markdown([r for run in runs for r in run["rows"]], env,
                                  [" ".join(run["argv"]) for run in runs]))
         return 0
     rows = []
