@@ -7,7 +7,8 @@ torch.compile, at several batch sizes and precisions. Writes BENCHMARKS.md.
 Method. Each model is exported once per batch size to ONNX (opset 17, random seeded weights that keep outputs
 O(1); ``bench_torchvision.randomize``), built by reprobuild at each precision (timed build, then a replay of its
 manifest, which must give the same engine bytes), and checked against PyTorch eager in the same precision. Then
-all peers are timed in this one process, alternating: every round times each peer once, in a rotating order,
+all peers are timed in this one process, alternating: every round times each peer once, in a fresh (seeded)
+random order, so that no peer always runs after the same one,
 after ``--warmup`` untimed runs each; a timing is the wall clock from the launch to a full synchronize
 (``torch.cuda.synchronize`` for PyTorch, the context's stream for reprobuild) with the input already on the
 device; the figure is the median over ``--runs`` rounds. PyTorch: cudnn.benchmark off; fp32 with TF32 off, tf32
@@ -123,16 +124,16 @@ def torch_peers(model: Any, x: Any, compile_model: bool,
 
 def alternate(peers: dict[str, Callable[[], Any]], syncs: dict[str, Callable[[], Any]], runs: int,
               warmup: int) -> dict[str, float]:
-    """Median milliseconds per peer, timed in rotating order round after round."""
+    """Median milliseconds per peer, each timed once per round in a seeded random order."""
     names = list(peers)
     for name in names:
         for _ in range(warmup):
             peers[name]()
         syncs[name]()
     times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(runs):
-        for k in range(len(names)):
-            name = names[(r + k) % len(names)]
+    order = np.random.default_rng(0)
+    for _ in range(runs):
+        for name in order.permutation(names):  # a fresh order each round: no peer always follows the same one
             t0 = time.perf_counter()
             peers[name]()
             syncs[name]()
