@@ -3,6 +3,7 @@ torch.compile, at several batch sizes and precisions. Writes BENCHMARKS.md.
 
     python benchmarks/bench_peers.py                      # resnet50, mobilenet_v2, efficientnet_b0, transformer
     python benchmarks/bench_peers.py --models resnet50 --batches 1 --precisions fp32 --runs 50 --out /tmp/B.md
+    python benchmarks/bench_peers.py --backend cpu --models resnet50 --batches 1 --runs 3 --no-compile --out /tmp/B.md
 
 Method. Each model is exported once per batch size to ONNX (opset 17, random seeded weights that keep outputs
 O(1); ``bench_torchvision.randomize``), built by reprobuild at each precision (timed build, then a replay of its
@@ -12,12 +13,15 @@ random order, so that no peer always runs after the same one,
 after ``--warmup`` untimed runs each; a timing is the wall clock from the launch to a full synchronize
 (``torch.cuda.synchronize`` for PyTorch, the context's stream for reprobuild) with the input already on the
 device; the figure is the median over ``--runs`` rounds. PyTorch: cudnn.benchmark off; fp32 with TF32 off, tf32
-with TF32 on (matmul and cuDNN), fp16 as ``model.half()`` on a half input. "eager+graph" is the eager model
+with TF32 on (matmul and cuDNN), fp16 as ``model.half()`` on a half input (the fp16 engine is also compared with
+fp32 eager: "vs fp32" in the match column). "eager+graph" is the eager model
 captured with ``torch.cuda.CUDAGraph`` after warm-up on a side stream. reprobuild runs its engine's default: a
 captured CUDA graph when every layer is a launch plan. "any det" is reprobuild built with nondeterministic
 tactics allowed (``determinism="any"``), timed alongside, for the cost of the deterministic default; with
 ``--control``, "control" is a second context of the same deterministic engine, timed alongside: the spread
-between it and "reprobuild" is what ordering and cache warmth alone do to a figure.
+between it and "reprobuild" is what ordering and cache warmth alone do to a figure. A peer that fails (capture,
+compile) reads "failed: <reason>" in its cell; a build that fails, "not built: <reason>" in its row. With
+``--backend cpu`` (a smoke test) only fp32 runs, against PyTorch CPU eager, without the graph and compile peers.
 """
 
 from __future__ import annotations
@@ -94,32 +98,52 @@ def build(path: str, precision: str, backend: str, determinism: str = "run_to_ru
             "graph": result.manifest.pinned.execution.cuda_graph}
 
 
+def brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+
+
+def capture(model: Any, x: Any) -> Callable[[], Any]:
+    """The eager model captured in a CUDA graph (after warm-up on a side stream); returns its replay."""
+    import torch
+
+    static_x = x.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            model(static_x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        model(static_x)
+    return graph.replay
+
+
 def torch_peers(model: Any, x: Any, compile_model: bool,
-                graph_peer: bool) -> tuple[dict[str, Callable[[], Any]], float | None]:
-    """name -> a callable running that peer once (asynchronously), and torch.compile's seconds."""
+                graph_peer: bool) -> tuple[dict[str, Callable[[], Any]], dict[str, str], float | None]:
+    """name -> a callable running that peer once (asynchronously), name -> why a peer failed, torch.compile's
+    seconds. A peer that fails is left out, not the others."""
     import torch
 
     peers: dict[str, Callable[[], Any]] = {"eager": lambda: model(x)}
+    failed: dict[str, str] = {}
     if graph_peer and x.is_cuda:
-        static_x = x.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                model(static_x)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            model(static_x)
-        peers["eager+graph"] = graph.replay
+        try:
+            peers["eager+graph"] = capture(model, x)
+        except Exception as exc:
+            failed["eager+graph"] = brief(exc)
     compile_s = None
     if compile_model:
-        compiled = torch.compile(model)
-        t0 = time.perf_counter()
-        compiled(x)
-        compile_s = time.perf_counter() - t0
-        peers["compile"] = lambda: compiled(x)
-    return peers, compile_s
+        try:
+            compiled = torch.compile(model)
+            t0 = time.perf_counter()
+            compiled(x)
+            torch.cuda.synchronize()
+            compile_s = time.perf_counter() - t0
+            peers["compile"] = lambda: compiled(x)
+        except Exception as exc:
+            failed["compile"] = brief(exc)
+    return peers, failed, compile_s
 
 
 def alternate(peers: dict[str, Callable[[], Any]], syncs: dict[str, Callable[[], Any]], runs: int,
@@ -149,9 +173,14 @@ def bench_one(name: str, batch: int, precision: str, args: argparse.Namespace, p
     row: dict[str, Any] = {"model": name, "batch": batch, "precision": precision}
     device = "cuda" if args.backend == "cuda" else "cpu"
     model, example = make_model(name, batch, args.seed)
-    torch_mode(precision)
     model = model.to(device)
     x = example.to(device)
+    reference32 = None
+    if precision == "fp16":  # the half engine is also compared with fp32 eager
+        torch_mode("fp32")
+        with torch.no_grad():
+            reference32 = model(x).float().cpu().numpy()
+    torch_mode(precision)
     if precision == "fp16":
         model, x = model.half(), x.half()
     with torch.no_grad():
@@ -159,7 +188,7 @@ def bench_one(name: str, batch: int, precision: str, args: argparse.Namespace, p
     try:
         built = build(path, precision, args.backend)
     except Exception as exc:  # a precision reprobuild does not offer, or a model it cannot build
-        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        row["error"] = brief(exc)
         return row
     row.update({k: built[k] for k in ("build_s", "replay_s", "identical", "layers", "graph")})
     engine = Runtime().deserialize_engine(built["engine"])
@@ -170,6 +199,8 @@ def bench_one(name: str, batch: int, precision: str, args: argparse.Namespace, p
     scale = float(reference.std())
     row["max_abs"] = float(np.abs(out.astype(np.float64) - reference).max())
     row["match"] = bool(np.allclose(out, reference, rtol=rtol, atol=atol * scale)) and scale > 0
+    if reference32 is not None:
+        row["max_abs_fp32"] = float(np.abs(out.astype(np.float64) - reference32).max())
     feeds: Any = host
     if args.backend == "cuda":
         import cupy
@@ -187,11 +218,8 @@ def bench_one(name: str, batch: int, precision: str, args: argparse.Namespace, p
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with torch.no_grad():
         use_compile = device == "cuda" and precision in args.compile_precisions.split(",")
-        try:
-            extra, row["compile_s"] = torch_peers(model, x, use_compile, args.graph_peer)
-        except Exception as exc:
-            extra = {"eager": lambda: model(x)}
-            row["peer_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        extra, failed, row["compile_s"] = torch_peers(model, x, use_compile, args.graph_peer)
+        row.update({f"{peer}_error": why for peer, why in failed.items()})
         for peer, fn in extra.items():
             peers[peer], syncs[peer] = fn, sync
         medians = alternate(peers, syncs, args.runs, args.warmup)
@@ -208,6 +236,18 @@ def ms(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "-"
 
 
+def peer_cell(row: dict[str, Any], peer: str) -> str:
+    if f"{peer}_error" in row:
+        return f"failed: {row[f'{peer}_error']}"
+    cell = ms(row.get(f"{peer}_ms"))
+    return f"{cell} (compiled in {row['compile_s']:.0f} s)" if peer == "compile" and row.get("compile_s") else cell
+
+
+def match_cell(row: dict[str, Any]) -> str:
+    vs32 = f"; vs fp32 {row['max_abs_fp32']:.1e}" if "max_abs_fp32" in row else ""
+    return f"{'yes' if row['match'] else 'NO'} ({row['max_abs']:.1e}{vs32})"
+
+
 HEADER = ["model", "batch", "precision", "layers", "build s", "replay s", "match (max abs)", "reprobuild ms",
           "control ms", "eager ms", "eager+graph ms", "compile ms", "any det ms", "vs eager", "vs graph",
           "vs compile"]
@@ -221,11 +261,10 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
                         *["-"] * 9])
             continue
         out.append([r["model"], str(r["batch"]), r["precision"], str(r["layers"]), f"{r['build_s']:.1f}",
-                    f"{r['replay_s']:.2f}{'' if r['identical'] else ' (DIFFERENT engine)'}",
-                    f"{'yes' if r['match'] else 'NO'} ({r['max_abs']:.1e})", ms(r.get("reprobuild_ms")),
-                    ms(r.get("control_ms")), ms(r.get("eager_ms")), ms(r.get("eager+graph_ms")),
-                    ms(r.get("compile_ms")),
-                    ms(r.get("any det_ms")), ratio(r, "eager"), ratio(r, "eager+graph"), ratio(r, "compile")])
+                    f"{r['replay_s']:.2f} (identical: {'yes' if r['identical'] else 'NO'})",
+                    match_cell(r), ms(r.get("reprobuild_ms")), ms(r.get("control_ms")), ms(r.get("eager_ms")),
+                    peer_cell(r, "eager+graph"), peer_cell(r, "compile"), ms(r.get("any det_ms")),
+                    ratio(r, "eager"), ratio(r, "eager+graph"), ratio(r, "compile")])
     return out
 
 
@@ -298,6 +337,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=int, default=20, help="untimed runs of each peer first (default: 20)")
     parser.add_argument("--compile-precisions", default="fp32", metavar="LIST",
                         help="precisions to time torch.compile at (default: fp32; '' for none: compiling is slow)")
+    parser.add_argument("--no-compile", dest="compile_precisions", action="store_const", const="",
+                        help="skip torch.compile (the same as --compile-precisions '')")
     parser.add_argument("--no-graph-peer", dest="graph_peer", action="store_false",
                         help="skip PyTorch eager captured in a CUDA graph")
     parser.add_argument("--no-any-det", dest="any_det", action="store_false",
@@ -305,6 +346,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--control", action="store_true",
                         help="also time a second context of the same engine (a control for ordering effects)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", help="where the ONNX files go (default: a temporary directory)")
     parser.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"), help="the Markdown report")
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the environment as JSON")
     parser.add_argument("--from-json", nargs="+", metavar="FILE",
@@ -321,14 +363,21 @@ def main(argv: list[str]) -> int:
         write(args.out, markdown([r for run in runs for r in run["rows"]], env,
                                  [" ".join(run["argv"]) for run in runs]))
         return 0
+    precisions = args.precisions.split(",")
+    if args.backend == "cpu" and precisions != ["fp32"]:
+        print(f"--backend cpu: fp32 only, skipping {', '.join(p for p in precisions if p != 'fp32')}",
+              file=sys.stderr)
+        precisions = ["fp32"]
     rows = []
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.workdir or tmp
+        os.makedirs(workdir, exist_ok=True)
         for name in args.models.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
                 model, example = make_model(name, batch, args.seed)
                 path = os.path.join(workdir, f"{name}_b{batch}.onnx")
                 export(model, example, path, 17)
-                for precision in args.precisions.split(","):
+                for precision in precisions:
                     row = bench_one(name, batch, precision, args, path)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
