@@ -3,9 +3,9 @@ it allows, and choose.
 
 Timing runs each allowed tactic on seeded random inputs of the layer's real shapes (never zeros): ``warmup``
 untimed runs, then ``iterations`` timed samples (each the mean of ``runs_per_sample`` runs; on CUDA a captured
-graph of them); the median (the lower median for even counts) is the figure. A candidate whose first warm run
-takes over ``STOP_FACTOR`` times the fastest median so far keeps that one run as its only sample: it cannot
-win, and timing a slow kernel in full would dominate the build.
+graph of them); the median (the lower median for even counts) is the figure. A candidate whose fastest of three
+single warm runs takes over ``STOP_FACTOR`` times the fastest median so far keeps that run as its only sample:
+it cannot win, and timing a slow kernel in full would dominate the build.
 Noise-robust choice: every candidate whose median is within the tie band of the fastest (``tie_band``, a
 fraction) is a near-tie, and among near-ties the selector's preference order decides (by default the tactics'
 stable priority), so timing noise does not flip choices between builds.
@@ -111,8 +111,9 @@ def plan_candidates(spec: LayerSpec, tactics: Sequence[Tactic], config: BuilderC
     return candidates
 
 
-#: A candidate whose first warm run takes this many times the fastest median so far is not timed further
-#: (TensorRT drops such tactics early too): it cannot win, and a slow kernel timed in full dominates the build.
+#: A candidate whose probe (the fastest of three warm runs) takes this many times the fastest median so far is not
+#: timed further (TensorRT drops such tactics early too): it cannot win, and a slow kernel timed in full would
+#: dominate the build.
 STOP_FACTOR = 4.0
 
 
@@ -144,10 +145,10 @@ def time_candidates(spec: LayerSpec, candidates: Sequence[Candidate], backend: B
                 workspace = backend.empty_bytes(max(c.workspace_bytes, 1))
                 try:
                     kernel = c.tactic.prepare(spec, backend)
-                    probe = None
-                    if best is not None:  # one warm run first: a far slower candidate stops there
-                        probe = backend.timer(kernel, inputs, outputs, workspace, 1, 1)(1)
-                    if probe is not None and probe[0] > STOP_FACTOR * best:
+                    # three single warm runs first: a candidate far slower than the best stops there (the
+                    # fastest of three, so that one hiccup of the machine does not stop a contender)
+                    probe = [] if best is None else [min(backend.timer(kernel, inputs, outputs, workspace, 1, 1)(3))]
+                    if best is not None and probe and probe[0] > STOP_FACTOR * best:
                         c.samples_ns = probe
                     else:
                         sample = backend.timer(kernel, inputs, outputs, workspace, timing.warmup,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import threading
@@ -98,17 +99,17 @@ def test_context_without_device_memory(cnn_engine: Engine, rng: np.random.Genera
 def test_engine_naming_a_changed_tactic_is_refused() -> None:
     data = build_example("mlp.onnx", "cpu")
     registry = default_registry()
+    recorded = next(layer.tactic for layer in Runtime().deserialize_engine(data).header.layers
+                    if layer.op == "Softmax")  # whichever tactic timing chose for it
+    chosen = registry.get("Softmax", recorded.name, recorded.version)
 
-    class Changed(type(registry.get("Softmax", "cpu_numpy", 1))):  # type: ignore[misc]
-        @property
-        def source_sha256(self) -> str:
-            return "0" * 64
-
-    tactics = [t for t in registry.all() if t.name != "cpu_numpy" or t.family != "softmax"] + [Changed()]
+    changed = copy.copy(chosen)  # the same tactic, whose source digest now differs from the recorded one
+    changed.__class__ = type("Changed", (type(chosen),), {"source_sha256": property(lambda self: "0" * 64)})
+    tactics = [t for t in registry.all() if t is not chosen] + [changed]
     with pytest.raises(TacticMismatchError, match="source digest"):
         Runtime(registry=TacticRegistry(tactics)).deserialize_engine(data)
-    missing = TacticRegistry([t for t in registry.all() if t.family != "softmax"])
-    with pytest.raises(TacticMismatchError, match="no tactic 'cpu_numpy'"):
+    missing = TacticRegistry([t for t in registry.all() if t is not chosen])
+    with pytest.raises(TacticMismatchError, match=f"no tactic '{recorded.name}'"):
         Runtime(registry=missing).deserialize_engine(data)
 
 

@@ -25,7 +25,7 @@ CNN = f"{EXAMPLES}/small_cnn.onnx"
 
 def _build(forced: dict[str, str] | None = None, **config: Any) -> Any:
     """Choices made by priority alone (tie band 100%), so that two builds differ only where told to."""
-    selector = ForcingSelector({"Conv": "cpu_im2col_gemm", **(forced or {})})
+    selector = ForcingSelector({"Conv": "cpu_im2col_gemm", "FusedConv": "cpu_im2col_gemm", **(forced or {})})
     settings = {"backend": "cpu", "iterations": 2, "tie_band": 1.0, **config}
     return Builder().build(network_from_onnx_path(CNN)[0], BuilderConfig(algorithm_selector=selector, **settings))
 
