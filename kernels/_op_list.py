@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from reprobuild.kernels import batchnorm, conv, elementwise, gemm, norm, pool, shape, softmax
+from reprobuild.kernels import batchnorm, conv, elementwise, fused_elementwise, gemm, norm, pool, shape, softmax
 
-FAMILIES = (batchnorm, conv, elementwise, gemm, norm, pool, shape, softmax)
+FAMILIES = (batchnorm, conv, elementwise, fused_elementwise, gemm, norm, pool, shape, softmax)

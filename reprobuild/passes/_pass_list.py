@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from reprobuild.passes import Pass, fold, fold_batchnorm, fuse_conv_epilogue, fuse_gelu, fuse_layernorm, simplify
+from reprobuild.passes import (
+    Pass,
+    fold,
+    fold_batchnorm,
+    fuse_conv_epilogue,
+    fuse_elementwise,
+    fuse_gelu,
+    fuse_layernorm,
+    simplify,
+)
 
 PASS_LIST = (
     Pass("eliminate_dead_code", simplify.VERSION, simplify.eliminate_dead_code,
@@ -15,6 +24,7 @@ PASS_LIST = (
          "compute layers whose inputs are all constants with their op's reference"),
     Pass("fuse_conv_epilogue", fuse_conv_epilogue.VERSION, fuse_conv_epilogue.fuse_conv_epilogue,
          "fuse a residual Add and an activation (Relu, Clip, Sigmoid, SiLU) into the Conv before them"),
+    Pass("fuse_elementwise", fuse_elementwise.VERSION, fuse_elementwise.fuse_elementwise, "fuse elementwise chains"),
     Pass("fuse_gelu", fuse_gelu.VERSION, fuse_gelu.fuse_gelu,
          "recognise x * 0.5 * (1 + erf(x / sqrt(2))) and its tanh approximation as one Gelu layer"),
     Pass("fuse_layer_normalization", fuse_layernorm.VERSION, fuse_layernorm.fuse_layer_normalization,

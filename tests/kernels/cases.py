@@ -70,6 +70,16 @@ def fused_conv(x: tuple[int, ...], w: tuple[int, ...], activation: str, residual
     return make
 
 
+def fused_chain(shape: tuple[int, ...]) -> Callable:
+    """Sub(x, c) -> Sigmoid -> Mul with x (a broadcast constant c): one FusedElementwise after fuse_elementwise."""
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        inits = {"c": _normal(rng, shape[-1])}
+        nodes = [helper.make_node("Sub", ["x", "c"], ["d"]), helper.make_node("Sigmoid", ["d"], ["s"]),
+                 helper.make_node("Mul", ["d", "s"], ["y"])]
+        return make_model(nodes, {"x": shape}, ["y"], inits), {"x": _normal(rng, *shape)}
+    return make
+
+
 def gemm(a: tuple[int, int], b: tuple[int, int], c: tuple[int, ...] | None, b_const: bool = True,
          **attrs: object) -> Callable:
     def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -217,4 +227,5 @@ CASES = [
         extra_inputs=("s", "b"), axis=-1, epsilon=1e-5)),
     Case("layernorm_two_axes_no_bias", unary("LayerNormalization", (3, 4, 10), inits={
         "s": np.linspace(0.5, 1.5, 40, dtype=np.float32).reshape(4, 10)}, extra_inputs=("s",), axis=1)),
+    Case("fused_elementwise_silu_chain", fused_chain((2, 3, 8)), ("fuse_elementwise",)),
 ]

@@ -68,8 +68,8 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> TacticRegistry:
     return extended
 
 
-#: The Relu layers stay layers of their own (no conv-epilogue fusion), so that a test tactic can be forced on one.
-UNFUSED = tuple(p for p in DEFAULT_PASSES if p != "fuse_conv_epilogue")
+#: The Relu layers stay layers of their own (no fusion), so that a test tactic can be forced on one.
+UNFUSED = tuple(p for p in DEFAULT_PASSES if p not in ("fuse_conv_epilogue", "fuse_elementwise"))
 
 
 def _build(forced: dict[str, str] | None = None, determinism: str = "run_to_run") -> Any:
@@ -252,7 +252,7 @@ def test_a_layer_whose_difference_later_layers_hide_still_fails(registry: Tactic
 
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="noisy"), helper.make_node("Mul", ["r", "zero"], ["y"])]
     model = make_model(nodes, {"x": (4, 64)}, ["y"], {"zero": np.zeros((1, 64), np.float32)})
-    config = BuilderConfig(backend="cpu", iterations=1, determinism="any",
+    config = BuilderConfig(backend="cpu", iterations=1, determinism="any", passes=UNFUSED,
                            algorithm_selector=ForcingSelector({"noisy": "cpu_noisy_relu"}))
     engine = _engine(Builder().build(network_from_onnx_bytes(model.SerializeToString())[0], config))
     report = verify(engine, golden_inputs(engine.inputs, 0), VerifyPlan(runs=5, contexts=1))

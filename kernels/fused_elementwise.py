@@ -1,0 +1,227 @@
+"""Fused elementwise tactic: a FusedElementwise program, or one plain elementwise layer (a one-step program), as one
+generated CUDA kernel that reads each input once and writes the output once.
+
+The kernel is CUDA C text made from the layer alone (its program, its shapes, its dtype): one ``extern "C"``
+grid-stride loop over the output, each input read through broadcast strides that are simplified on the host
+(``broadcast_strides``) and written into the source as constants, so the source, and therefore the cubin, is a
+pure function of the layer. Each step computes in float with correctly rounded operations (``__fadd_rn`` and
+friends, which the compiler never contracts into an FMA), after the formula the op's NumPy reference uses, and
+float16 results are rounded to half after every step, as the unfused layers store them; so the fused kernel
+computes what the unfused layers compute, up to the last bits of the GPU's ``expf``/``tanhf``/``erff``/``powf``.
+NaN propagates through Relu, Max, Min and Clip as in NumPy. Half values are converted with inline PTX
+(``cvt.f32.f16``, ``cvt.rn.f16.f32``) on ``unsigned short`` storage, so no header is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from types import MappingProxyType
+
+import numpy as np
+
+from reprobuild.digest import sha256_hex
+from reprobuild.errors import BuildError
+from reprobuild.kernels.backend import Backend, CudaBackend
+from reprobuild.kernels.cuda_launch import BLOCK, MAX_BLOCKS, cdiv, plan
+from reprobuild.kernels.elementwise import broadcast_strides
+from reprobuild.kernels.launch import In, KernelLaunch, Out
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
+from reprobuild.ops.base import OpError
+from reprobuild.ops.op_fused_elementwise import STEP_OPS, Step, encode_step, parse_program
+
+KERNEL_NAME = "fused_elementwise"
+#: The most inputs one generated kernel takes (each is a pointer parameter; CUDA allows 4 KiB of them).
+MAX_INPUTS = 128
+#: The C storage type of each dtype the kernel runs.
+STORAGE = MappingProxyType({"float32": "float", "float16": "unsigned short"})
+
+#: Helpers every generated kernel starts with: half conversions, and NumPy's NaN-propagating max/min/clip.
+PRELUDE = r"""__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ float ld(unsigned short h)
+{
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ unsigned short to_half(float f)
+{
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+__device__ __forceinline__ float round_half(float f) { return ld(to_half(f)); }
+__device__ __forceinline__ void st(float* p, float v) { *p = v; }
+__device__ __forceinline__ void st(unsigned short* p, float v) { *p = to_half(v); }
+__device__ __forceinline__ float max_nan(float a, float b) { return a != a || b != b ? __fadd_rn(a, b) : fmaxf(a, b); }
+__device__ __forceinline__ float min_nan(float a, float b) { return a != a || b != b ? __fadd_rn(a, b) : fminf(a, b); }
+__device__ __forceinline__ float relu(float x) { return x != x ? x : (x > 0.f ? x : 0.f); }
+__device__ __forceinline__ float clip01(float x) { return x != x ? x : fminf(fmaxf(x, 0.f), 1.f); }
+__device__ __forceinline__ float sigmoid(float x)
+{
+    const float e = expf(-fabsf(x));
+    return x >= 0.f ? __fdiv_rn(1.f, __fadd_rn(1.f, e)) : __fdiv_rn(e, __fadd_rn(1.f, e));
+}
+"""
+
+
+def f32_literal(value: float) -> str:
+    """A float as the exact float32 the NumPy reference rounds it to (the bits, so no parsing can differ)."""
+    with np.errstate(over="ignore"):  # a bound beyond float32's range is infinite there too
+        bits = int(np.array(value, dtype=np.float32).view(np.uint32))
+    return f"__int_as_float(0x{bits:08x})"
+
+
+def step_expression(step: Step, args: Sequence[str]) -> str:
+    """The C expression of one step on float operands ``args``, after the formula of the op's NumPy reference."""
+    op, attrs = step.op, step.attributes
+    x = args[0]
+    y = args[1] if len(args) > 1 else ""
+    unary = {"Abs": f"fabsf({x})", "Ceil": f"ceilf({x})", "Erf": f"erff({x})", "Exp": f"expf({x})",
+             "Floor": f"floorf({x})", "Identity": x, "Log": f"logf({x})", "Neg": f"(-{x})",
+             "Reciprocal": f"__frcp_rn({x})", "Relu": f"relu({x})", "Sigmoid": f"sigmoid({x})",
+             "Softplus": f"__fadd_rn(relu({x}), log1pf(expf(-fabsf({x}))))", "Sqrt": f"__fsqrt_rn({x})",
+             "Tanh": f"tanhf({x})",
+             "HardSwish": f"__fmul_rn({x}, clip01(__fadd_rn(__fmul_rn({x}, {f32_literal(1 / 6)}), 0.5f)))"}
+    binary = {"Add": f"__fadd_rn({x}, {y})", "Sub": f"__fsub_rn({x}, {y})", "Mul": f"__fmul_rn({x}, {y})",
+              "Div": f"__fdiv_rn({x}, {y})", "Max": f"max_nan({x}, {y})", "Min": f"min_nan({x}, {y})",
+              "Pow": f"powf({x}, {y})"}
+    if op in unary:
+        return unary[op]
+    if op in binary:
+        return binary[op]
+    if op in ("Elu", "LeakyRelu"):
+        alpha = f32_literal(attrs["alpha"])
+        negative = f"__fmul_rn({alpha}, expm1f({x}))" if op == "Elu" else f"__fmul_rn({alpha}, {x})"
+        return f"({x} < 0.f ? {negative} : {x})"
+    if op == "HardSigmoid":
+        return f"clip01(__fadd_rn(__fmul_rn({f32_literal(attrs['alpha'])}, {x}), {f32_literal(attrs['beta'])}))"
+    if op == "Clip":
+        out = x
+        for key, fn in (("min", "max_nan"), ("max", "min_nan")):
+            if attrs[f"{key}_from"] == "value":
+                out = f"{fn}({out}, {f32_literal(float(attrs[key]))})"
+        return out
+    if op == "Gelu":
+        half_x = f"__fmul_rn(0.5f, {x})"
+        if attrs["approximate"] == "tanh":
+            cubic = f"__fmul_rn({f32_literal(0.044715)}, __fmul_rn(__fmul_rn({x}, {x}), {x}))"
+            inner = f"__fmul_rn({f32_literal(math.sqrt(2 / math.pi))}, __fadd_rn({x}, {cubic}))"
+            return f"__fmul_rn({half_x}, __fadd_rn(1.f, tanhf({inner})))"
+        return f"__fmul_rn({half_x}, __fadd_rn(1.f, erff(__fmul_rn({x}, {f32_literal(1 / math.sqrt(2))}))))"
+    raise BuildError(f"the fused elementwise generator has no formula for {op}")
+
+
+def layer_program(layer: LayerSpec) -> tuple[Step, ...]:
+    """The layer's program: a FusedElementwise's steps, or a plain elementwise layer as one step (checked the same
+    way); an OpError when the layer is no such program."""
+    if layer.op == "FusedElementwise":
+        return parse_program(layer.attr("steps"), len(layer.inputs))
+    step = Step(layer.op, tuple(("in", i) for i in range(len(layer.inputs))), tuple(sorted(layer.attrs.items())))
+    return parse_program((encode_step(step),), len(layer.inputs))
+
+
+def index_code(out_shape: tuple[int, ...], shapes: Sequence[tuple[int, ...]],
+                index: str) -> tuple[list[str], list[str]]:
+    """Lines computing the output position ``i``'s coordinates that some input needs, and each input's element
+    offset: ``i`` for an input of the output's layout, ``0`` for a single value, else its strides' sum."""
+    shape, strides = broadcast_strides(out_shape, shapes)
+    dense = tuple(int(np.prod(shape[d + 1:], dtype=np.int64)) for d in range(len(shape)))
+    offsets: list[str] = []
+    used: set[int] = set()
+    for st in strides:
+        if st == dense:
+            offsets.append("i")
+        elif not any(st):
+            offsets.append("0")
+        else:
+            offsets.append(" + ".join(f"q{d}" if s == 1 else f"q{d} * {s}" for d, s in enumerate(st) if s))
+            used.update(d for d, s in enumerate(st) if s)
+    lines: list[str] = []
+    if used:
+        lines.append(f"{index} t = i;")
+        for d in range(len(shape) - 1, min(used) - 1, -1):
+            if d == 0:
+                lines.append(f"const {index} q0 = t;")
+            elif d in used:
+                lines.append(f"const {index} q{d} = t % {shape[d]}; t /= {shape[d]};")
+            else:
+                lines.append(f"t /= {shape[d]};")
+    return lines, offsets
+
+
+def generate_source(program: Sequence[Step], dtype: str, out_shape: tuple[int, ...],
+                    shapes: Sequence[tuple[int, ...]]) -> str:
+    """The CUDA C text of the kernel computing ``program`` on inputs of ``shapes`` into a contiguous output of
+    ``out_shape``, all of ``dtype`` (float32 or float16). Deterministic: a pure function of its arguments."""
+    if dtype not in STORAGE:
+        raise BuildError(f"the fused elementwise kernel stores {', '.join(STORAGE)}, not {dtype}")
+    storage = STORAGE[dtype]
+    total = int(np.prod(out_shape, dtype=np.int64))
+    # a 32-bit index wherever the grid-stride loop cannot overflow it
+    index = "unsigned int" if total + BLOCK * MAX_BLOCKS < 2**32 else "unsigned long long"
+    index_lines, offsets = index_code(out_shape, shapes, index)
+    params = [f"const {storage}* in{k}" for k in range(len(shapes))] + [f"{storage}* out"]
+    body = [*index_lines, *(f"const float a{k} = ld(in{k}[{off}]);" for k, off in enumerate(offsets))]
+    for k, step in enumerate(program):
+        args = [f"a{i}" if kind == "in" else f"s{i}" for kind, i in step.operands]
+        expression = step_expression(step, args)
+        body.append(f"const float s{k} = {f'round_half({expression})' if dtype == 'float16' else expression};"
+                    f"  // {encode_step(step)}")
+    body.append(f"st(out + i, s{len(program) - 1});")
+    header = [f"// Generated by reprobuild.kernels.fused_elementwise: {len(program)} step(s) on {dtype}, output "
+              f"{list(out_shape)}, inputs {[list(s) for s in shapes]}."]
+    loop = [f"extern \"C\" __global__ void {KERNEL_NAME}({', '.join(params)})", "{",
+            f"    const {index} total = {total}{'u' if index == 'unsigned int' else 'ull'};",
+            f"    const {index} step = ({index})gridDim.x * blockDim.x;",
+            f"    for ({index} i = ({index})blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {{",
+            *(f"        {line}" for line in body), "    }", "}"]
+    return "\n".join([*header, PRELUDE, *loop]) + "\n"
+
+
+def launch_grid(total: int) -> tuple[int, int, int]:
+    return (max(1, min(cdiv(total, BLOCK), MAX_BLOCKS)), 1, 1)
+
+
+class CudaFusedElementwise(Tactic):
+    """A FusedElementwise layer, or one elementwise layer, as one generated grid-stride kernel."""
+
+    family, name, backend, source = "elementwise_fused", "cuda_generated", "cuda", "nvrtc"
+    ops = ("FusedElementwise", *STEP_OPS)
+    dtypes = ("float32", "float16")
+    capturable = True
+    needs_activation = False
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        dtype = layer.outputs[0].dtype
+        if any(sig.dtype != dtype for sig in layer.inputs):
+            return f"inputs of dtypes {[sig.dtype for sig in layer.inputs]} and an output of {dtype}; the kernel " \
+                   "computes in one dtype"
+        if len(layer.inputs) > MAX_INPUTS:
+            return f"{len(layer.inputs)} inputs; the kernel takes at most {MAX_INPUTS}"
+        try:
+            layer_program(layer)
+        except OpError as exc:
+            return f"not an elementwise program the kernel runs: {exc}"
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        from reprobuild.kernels.nvrtc import load_source
+
+        if not isinstance(backend, CudaBackend):
+            raise TypeError(f"{self.label} needs the cuda backend, not {backend.name}")
+        out = layer.outputs[0]
+        source = generate_source(layer_program(layer), out.dtype, out.shape, [sig.shape for sig in layer.inputs])
+        digest = sha256_hex(source.encode())[:16]
+        with backend.device:
+            function = load_source(f"{KERNEL_NAME}_{digest}.cu", source, backend.compute_capability,
+                                   backend.device_id).function(KERNEL_NAME)
+        consts = {i: backend.asarray(value) for i, value in sorted(layer.constants.items())}
+        activations = {i: n for n, i in enumerate(layer.activation_inputs)}
+        args = [consts[i] if i in consts else In(activations[i]) for i in range(len(layer.inputs))]
+        launch = KernelLaunch(function, f"generated:{KERNEL_NAME}_{digest}", launch_grid(out.size), (BLOCK, 1, 1),
+                              (*args, Out(0)))
+        return plan(backend, launch, holds=tuple(consts.values()))
+
+
+TACTICS: tuple[Tactic, ...] = (CudaFusedElementwise(),)
