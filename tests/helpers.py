@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from reprobuild.conformance.cases import randomize_constant_of_shape
 from reprobuild.kernels.backend import cuda_unavailable_reason
@@ -35,11 +35,14 @@ def make_model(
     outputs: Sequence[str],
     initializers: Mapping[str, np.ndarray] | None = None,
     opset: int = 17,
+    dtype: str = "float32",
 ) -> onnx.ModelProto:
+    """A model of ``nodes`` whose inputs and outputs have ``dtype``, outputs declared with ONNX's inferred shapes."""
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     graph = helper.make_graph(
         list(nodes), "test",
-        [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v)) for k, v in inputs.items()],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        [helper.make_tensor_value_info(k, elem, list(v)) for k, v in inputs.items()],
+        [helper.make_tensor_value_info(o, elem, None) for o in outputs],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in (initializers or {}).items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from reprobuild.builder import Builder, BuilderConfig
 from reprobuild.engine import Runtime
@@ -19,7 +19,7 @@ from reprobuild.ir import Network
 from reprobuild.logger import Logger, Severity
 from reprobuild.passes import DEFAULT_PASSES, PASSES, run_passes
 from reprobuild.passes.fuse_elementwise import fuse_elementwise
-from tests.helpers import BACKENDS
+from tests.helpers import BACKENDS, make_model
 from tests.ops.util import ort_outputs
 
 UNFUSED = tuple(p for p in DEFAULT_PASSES if p != "fuse_elementwise")
@@ -27,18 +27,7 @@ UNFUSED = tuple(p for p in DEFAULT_PASSES if p != "fuse_elementwise")
 
 def _model(nodes: Sequence[onnx.NodeProto], inputs: Mapping[str, tuple[int, ...]], outputs: Sequence[str],
            inits: Mapping[str, np.ndarray] | None = None, dtype: str = "float32") -> onnx.ModelProto:
-    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    graph = helper.make_graph(
-        list(nodes), "test", [helper.make_tensor_value_info(k, elem, list(v)) for k, v in inputs.items()],
-        [helper.make_tensor_value_info(o, elem, None) for o in outputs],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    known = {vi.name: vi for vi in (*inferred.graph.value_info, *inferred.graph.output)}
-    del model.graph.output[:]
-    model.graph.output.extend(known[o] for o in outputs)
-    return model
+    return make_model(nodes, inputs, outputs, inits, 17, dtype)
 
 
 def _network(model: onnx.ModelProto, passes: Sequence[str] = DEFAULT_PASSES) -> Network:
