@@ -23,9 +23,16 @@ from tests.helpers import EXAMPLES, REPO, run_cli
 CNN = f"{EXAMPLES}/small_cnn.onnx"
 
 
+#: One tactic per op of the example, so that two builds differ only where a test says (timing noise on a busy
+#: machine can exceed even a 100% tie band).
+PINNED_OPS = {"Conv": "cpu_im2col_gemm", "FusedConv": "cpu_im2col_gemm", "MaxPool": "cpu_window",
+              "AveragePool": "cpu_window", "GlobalAveragePool": "cpu_global_mean", "Concat": "cpu_slices",
+              "Mul": "cpu_numpy", "Flatten": "cpu_alias", "Gemm": "cpu_blas", "Softmax": "cpu_numpy"}
+
+
 def _build(forced: dict[str, str] | None = None, **config: Any) -> Any:
-    """Choices made by priority alone (tie band 100%), so that two builds differ only where told to."""
-    selector = ForcingSelector({"Conv": "cpu_im2col_gemm", "FusedConv": "cpu_im2col_gemm", **(forced or {})})
+    """One tactic per op (PINNED_OPS), so that two builds differ only where told to."""
+    selector = ForcingSelector({**PINNED_OPS, **(forced or {})})
     settings = {"backend": "cpu", "iterations": 2, "tie_band": 1.0, **config}
     return Builder().build(network_from_onnx_path(CNN)[0], BuilderConfig(algorithm_selector=selector, **settings))
 
