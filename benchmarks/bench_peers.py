@@ -42,30 +42,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.bench_torchvision import export, randomize
+from benchmarks.bench_torchvision import export, make_model
 
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "transformer_encoder")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: (rtol, atol as a fraction of the reference's std) for the output check against PyTorch in the same precision
 TOLERANCE = {"fp32": (1e-3, 1e-4), "tf32": (2e-2, 2e-2), "fp16": (2e-2, 2e-2)}
-
-
-def make_model(name: str, batch: int, seed: int) -> tuple[Any, Any]:
-    import torch
-
-    torch.manual_seed(seed)
-    if name == "transformer_encoder":
-        layer = torch.nn.TransformerEncoderLayer(d_model=256, nhead=8, dim_feedforward=1024, dropout=0.0,
-                                                 batch_first=True)
-        model = torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
-        example = torch.randn(batch, 32, 256)
-    else:
-        import torchvision
-
-        model = getattr(torchvision.models, name)(weights=None)
-        randomize(model, seed)
-        example = torch.randn(batch, 3, 224, 224)
-    return model.eval(), example
 
 
 def torch_mode(precision: str) -> None:
@@ -172,7 +154,7 @@ def bench_one(name: str, batch: int, precision: str, args: argparse.Namespace, p
 
     row: dict[str, Any] = {"model": name, "batch": batch, "precision": precision}
     device = "cuda" if args.backend == "cuda" else "cpu"
-    model, example = make_model(name, batch, args.seed)
+    model, example = make_model(name, args.seed, batch)
     model = model.to(device)
     x = example.to(device)
     reference32 = None
@@ -374,7 +356,7 @@ def main(argv: list[str]) -> int:
         os.makedirs(workdir, exist_ok=True)
         for name in args.models.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
-                model, example = make_model(name, batch, args.seed)
+                model, example = make_model(name, args.seed, batch)
                 path = os.path.join(workdir, f"{name}_b{batch}.onnx")
                 export(model, example, path, 17)
                 for precision in precisions:

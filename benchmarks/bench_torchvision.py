@@ -54,7 +54,7 @@ def randomize(model: Any, seed: int) -> None:
                 module.running_var.copy_(torch.rand(c, generator=generator) * 0.5 + 0.75)
 
 
-def make_model(name: str, seed: int) -> tuple[Any, Any]:
+def make_model(name: str, seed: int, batch: int = 1) -> tuple[Any, Any]:
     import torch
 
     torch.manual_seed(seed)
@@ -62,13 +62,13 @@ def make_model(name: str, seed: int) -> tuple[Any, Any]:
         layer = torch.nn.TransformerEncoderLayer(d_model=256, nhead=8, dim_feedforward=1024, dropout=0.0,
                                                  batch_first=True)
         model = torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
-        example = torch.randn(1, 32, 256)
+        example = torch.randn(batch, 32, 256)
     else:
         import torchvision
 
         model = getattr(torchvision.models, name)(weights=None)
         randomize(model, seed)
-        example = torch.randn(1, 3, 224, 224)
+        example = torch.randn(batch, 3, 224, 224)
     return model.eval(), example
 
 

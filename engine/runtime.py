@@ -28,7 +28,8 @@ from reprobuild.engine.memory import LayerUse, plan_memory
 from reprobuild.engine.plan import EngineHeader, EngineTensor
 from reprobuild.errors import FormatError, InputError, ReprobuildError, UsageError
 from reprobuild.kernels.backend import Backend, get_backend
-from reprobuild.kernels.launch import LaunchPlan, uses_library
+from reprobuild.kernels.cublas import WORKSPACE_BYTES
+from reprobuild.kernels.launch import LaunchPlan, capture, uses_library
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, TacticRegistry, TensorSig, default_registry
 from reprobuild.logger import ErrorRecorder, Logger
 
@@ -63,8 +64,6 @@ def _eager_step(kernel: Kernel, ins: list[Any], outs: list[Any], workspace: Any)
 
 def library_workspace_bytes(tactics: Sequence[Tactic]) -> int:
     """The cuBLAS workspace a context needs: one handle's worth when a tactic calls cuBLAS, else none."""
-    from reprobuild.kernels.cublas import WORKSPACE_BYTES
-
     return WORKSPACE_BYTES if any(t.source == "cublas" for t in tactics) else 0
 
 
@@ -338,7 +337,7 @@ class ExecutionContext:
                                                     f"{self.backend.name} backend: {exc}")) from None
                 if after_layer is None and self.cuda_graph:
                     if self._graph is None:
-                        self._graph = self._capture()
+                        self._graph = capture(stream, [step for steps in self._steps for step in steps])
                     self._graph.launch(stream)
                 elif after_layer is None:
                     for steps in self._steps:
@@ -352,18 +351,6 @@ class ExecutionContext:
             return {b.name: views[b.name] for b in self.engine.outputs}
         finally:
             self._lock.release()
-
-    def _capture(self) -> Any:
-        """Capture the bound launches into a CUDA graph on this context's stream (nothing runs while capturing)."""
-        stream = self.stream
-        stream.begin_capture()
-        try:
-            for steps in self._steps:
-                for step in steps:
-                    step(stream)
-        finally:
-            graph = stream.end_capture()
-        return graph
 
     def execute(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run synchronously; returns new host (NumPy) arrays."""

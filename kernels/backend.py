@@ -264,7 +264,7 @@ class CudaBackend(Backend):
               runs_per_sample: int) -> Callable[[int], list[int]]:
         """A launch plan is bound once, warmed up, and captured as a CUDA graph of ``runs_per_sample`` runs; each
         sample is that graph between two events. Anything else is timed as a Python call between events."""
-        from reprobuild.kernels.launch import LaunchPlan, uses_library
+        from reprobuild.kernels.launch import LaunchPlan, capture, uses_library
 
         if not isinstance(kernel, LaunchPlan):
             return super().timer(kernel, inputs, outputs, workspace, warmup, runs_per_sample)
@@ -276,13 +276,7 @@ class CudaBackend(Backend):
             for _ in range(max(warmup, 1)):  # at least once, so that nothing lazy happens while capturing
                 for step in steps:
                     step(stream)
-            stream.begin_capture()
-            try:
-                for _ in range(runs_per_sample):
-                    for step in steps:
-                        step(stream)
-            finally:
-                graph = stream.end_capture()
+            graph = capture(stream, steps, runs_per_sample)
             graph.launch(stream)
 
         def sample(n: int) -> list[int]:

@@ -67,26 +67,13 @@ def _tap(padded: np.ndarray, g: ConvGeometry, i: int, j: int) -> np.ndarray:
 
 
 def cpu_epilogue(layer: LayerSpec, out: np.ndarray, inputs: Sequence[Any]) -> None:
-    """A FusedConv's residual and activation, applied in place with the op definitions the fused layers had
-    (so the CPU tactics give the unfused layers' bits); nothing for a plain Conv."""
+    """A FusedConv's residual and activation, applied in place by the op's own ``epilogue`` (so the CPU tactics
+    give the unfused layers' bits); nothing for a plain Conv."""
     if layer.op != "FusedConv":
         return
-    from reprobuild.ops.registry import get_op
+    from reprobuild.ops.op_fused_conv import epilogue
 
-    attrs = {"activation": layer.attr("activation", ""), "activation_min": layer.attr("activation_min", 0.0),
-             "activation_max": layer.attr("activation_max", 0.0)}
-    y = out
-    if len(layer.inputs) > 3:
-        (y,) = get_op("Add").compute(np, {}, y, inputs[1])
-    activation = attrs["activation"]
-    if activation == "Relu":
-        (y,) = get_op("Relu").compute(np, {}, y)
-    elif activation == "Clip":
-        (y,) = get_op("Clip").compute(np, {"min": attrs["activation_min"], "max": attrs["activation_max"],
-                                           "min_from": "value", "max_from": "value"}, y)
-    elif activation in ("Sigmoid", "SiLU"):
-        (sig,) = get_op("Sigmoid").compute(np, {}, y)
-        y = sig if activation == "Sigmoid" else get_op("Mul").compute(np, {}, y, sig)[0]
+    y = epilogue(np, layer.attrs, out, inputs[1] if len(layer.inputs) > 3 else None)
     if y is not out:
         np.copyto(out, y)
 

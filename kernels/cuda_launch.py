@@ -8,14 +8,15 @@ CuPy: the kernels are reached through ``backend``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from reprobuild.errors import BuildError
 from reprobuild.kernels.backend import Backend, cuda_module
-from reprobuild.kernels.launch import INT32_MAX, KernelLaunch, LaunchPlan
+from reprobuild.kernels.launch import INT32_MAX, In, KernelLaunch, LaunchPlan
+from reprobuild.kernels.tactic import LayerSpec, positional
 
 #: Threads per block of the one-dimensional (grid-stride) kernels and of the block reductions.
 BLOCK = 256
@@ -58,15 +59,24 @@ def kernel_launch(backend: Backend, filename: str, name: str, grid: tuple[int, i
         raise BuildError(str(exc)) from None
 
 
+def linear_grid(total: int) -> tuple[int, int, int]:
+    """The grid of a grid-stride kernel over ``total`` elements (BLOCK threads a block): at most MAX_BLOCKS."""
+    return (max(1, min(cdiv(total, BLOCK), MAX_BLOCKS)), 1, 1)
+
+
 def linear(backend: Backend, filename: str, name: str, total: int, args: Sequence[Any]) -> KernelLaunch:
     """A grid-stride kernel over ``total`` elements: BLOCK threads a block, at most MAX_BLOCKS blocks."""
-    blocks = max(1, min(cdiv(total, BLOCK), MAX_BLOCKS))
-    return kernel_launch(backend, filename, name, (blocks, 1, 1), (BLOCK, 1, 1), args)
+    return kernel_launch(backend, filename, name, linear_grid(total), (BLOCK, 1, 1), args)
 
 
 def per_row(backend: Backend, filename: str, name: str, rows: int, args: Sequence[Any]) -> KernelLaunch:
     """A kernel that gives each row (a reduction) one block of BLOCK threads, rows striding by the grid."""
     return kernel_launch(backend, filename, name, (max(1, min(rows, MAX_BLOCKS)), 1, 1), (BLOCK, 1, 1), args)
+
+
+def operand_refs(layer: LayerSpec, consts: Mapping[int, Any]) -> list[Any]:
+    """A launch argument per input position: the prepared constant there, or a ref to the activation input."""
+    return positional(layer, consts, [In(i) for i in range(len(layer.inputs))])
 
 
 def plan(backend: Backend, *launches: Any, holds: Sequence[Any] = ()) -> LaunchPlan:

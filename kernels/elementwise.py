@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import i32, i64, linear, plan
-from reprobuild.kernels.launch import In, KernelLaunch, Out, Ref
+from reprobuild.kernels.cuda_launch import i32, i64, linear, operand_refs, plan
+from reprobuild.kernels.launch import KernelLaunch, Out
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, positional
 
 BINARY_OPS = ("Add", "Mul", "Sum")
@@ -120,9 +120,7 @@ class CudaBroadcast(Tactic):
         consts = {i: backend.asarray(v.astype(np.float32, copy=False)) for i, v in layer.constants.items()}
         out_shape = layer.outputs[0].shape
         total = int(np.prod(out_shape, dtype=np.int64))
-        args: list[Any] = []
-        for i in range(len(layer.inputs)):
-            args.append(consts[i] if i in consts else In(len([a for a in args if isinstance(a, Ref)])))
+        args = operand_refs(layer, consts)
         if layer.op == "Relu":
             return plan(backend, linear(backend, "elementwise.cu", "relu", total, (args[0], Out(0), i64(total))))
         steps = _steps(layer)

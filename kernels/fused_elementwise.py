@@ -23,9 +23,9 @@ import numpy as np
 from reprobuild.digest import sha256_hex
 from reprobuild.errors import BuildError
 from reprobuild.kernels.backend import Backend, CudaBackend
-from reprobuild.kernels.cuda_launch import BLOCK, MAX_BLOCKS, cdiv, plan
+from reprobuild.kernels.cuda_launch import BLOCK, MAX_BLOCKS, linear_grid, operand_refs, plan
 from reprobuild.kernels.elementwise import broadcast_strides
-from reprobuild.kernels.launch import In, KernelLaunch, Out
+from reprobuild.kernels.launch import KernelLaunch, Out
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
 from reprobuild.ops.base import OpError
 from reprobuild.ops.op_fused_elementwise import STEP_OPS, Step, encode_step, parse_program
@@ -179,10 +179,6 @@ def generate_source(program: Sequence[Step], dtype: str, out_shape: tuple[int, .
     return "\n".join([*header, PRELUDE, *loop]) + "\n"
 
 
-def launch_grid(total: int) -> tuple[int, int, int]:
-    return (max(1, min(cdiv(total, BLOCK), MAX_BLOCKS)), 1, 1)
-
-
 class CudaFusedElementwise(Tactic):
     """A FusedElementwise layer, or one elementwise layer, as one generated grid-stride kernel."""
 
@@ -217,10 +213,8 @@ class CudaFusedElementwise(Tactic):
             function = load_source(f"{KERNEL_NAME}_{digest}.cu", source, backend.compute_capability,
                                    backend.device_id).function(KERNEL_NAME)
         consts = {i: backend.asarray(value) for i, value in sorted(layer.constants.items())}
-        activations = {i: n for n, i in enumerate(layer.activation_inputs)}
-        args = [consts[i] if i in consts else In(activations[i]) for i in range(len(layer.inputs))]
-        launch = KernelLaunch(function, f"generated:{KERNEL_NAME}_{digest}", launch_grid(out.size), (BLOCK, 1, 1),
-                              (*args, Out(0)))
+        launch = KernelLaunch(function, f"generated:{KERNEL_NAME}_{digest}", linear_grid(out.size), (BLOCK, 1, 1),
+                              (*operand_refs(layer, consts), Out(0)))
         return plan(backend, launch, holds=tuple(consts.values()))
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, plan
-from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, In, KernelLaunch, Out
+from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, operand_refs, plan
+from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, KernelLaunch, Out
 from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, Tactic, positional
 
 
@@ -184,7 +184,7 @@ class CudaCublasGemm(Tactic):
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = GemmOperands(layer)
         consts = {i: backend.asarray(v) for i, v in g.host_constants(layer).items()}
-        args = _operand_refs(layer, consts)
+        args = operand_refs(layer, consts)
         gemm = CublasProduct(layer, g, consts).launch(g, args[0], args[1], Out(0), "float32", self.compute)
         return plan(backend, gemm, *epilogue_launch(backend, g, layer, args[2] if g.has_c else None),
                     holds=tuple(consts.values()))
@@ -241,18 +241,6 @@ def batch_offsets(batch_shape: tuple[int, ...], operand_batch: tuple[int, ...], 
     return np.broadcast_to(index * matrix_size, batch_shape).reshape(-1)
 
 
-def _operand_refs(layer: LayerSpec, consts: dict[int, Any]) -> list[Any]:
-    """Each input position's constant array, or a ref to its activation input."""
-    refs, it = [], 0
-    for i in range(len(layer.inputs)):
-        if i in consts:
-            refs.append(consts[i])
-        else:
-            refs.append(In(it))
-            it += 1
-    return refs
-
-
 class CudaTiledGemm(Tactic):
     """Shared-memory tiled SGEMM with the epilogue fused; batched MatMul as gridDim.z with per-product offsets."""
 
@@ -283,7 +271,7 @@ class CudaTiledGemm(Tactic):
         ], axis=1)
         gemm = TiledGemmLaunch(backend, g.m, g.n, g.k, a_strides, b_strides, offsets,
                                c_strides(layer.inputs[2].shape) if g.has_c else (0, 0), g.alpha, g.beta, g.has_c)
-        args = _operand_refs(layer, consts)
+        args = operand_refs(layer, consts)
         return plan(backend, gemm.launch(args[0], args[1], Out(0), args[2] if g.has_c else None),
                     holds=(*consts.values(), gemm.offsets))
 
@@ -315,7 +303,7 @@ class CudaSplitKAtomicGemm(Tactic):
         grid = (cdiv(g.n, TiledGemmLaunch.BN), cdiv(g.m, TiledGemmLaunch.BM), cdiv(g.k, k_per_split))
         scalars = (i32(g.m, "M"), i32(g.n, "N"), i32(g.k, "K"), i64(a_rs), i64(a_cs), i64(b_rs), i64(b_cs),
                    i64(g.n), i32(k_per_split))
-        args = _operand_refs(layer, consts)
+        args = operand_refs(layer, consts)
         total = g.m * g.n
         return plan(backend,
                     linear(backend, "gemm.cu", "fill_zero", total, (Out(0), i64(total))),

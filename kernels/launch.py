@@ -176,6 +176,19 @@ class BoundKernel:
 BoundLaunch = Callable[[Any], None]
 
 
+def capture(stream: Any, steps: Sequence[BoundLaunch], repeats: int = 1) -> Any:
+    """A CUDA graph of ``steps`` run ``repeats`` times on ``stream`` (nothing runs while capturing): how a context
+    captures its run and how the builder times a candidate."""
+    stream.begin_capture()
+    try:
+        for _ in range(repeats):
+            for step in steps:
+                step(stream)
+    finally:
+        graph = stream.end_capture()
+    return graph
+
+
 def uses_library(plan: Any) -> bool:
     """Whether a prepared kernel calls cuBLAS (its context then needs a cuBLAS workspace)."""
     return isinstance(plan, LaunchPlan) and any(isinstance(x, GemmLaunch) for x in plan.launches)

@@ -14,7 +14,7 @@ import numpy as np
 
 from reprobuild.dtypes import ALL
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import i32, i64, linear, plan
+from reprobuild.kernels.cuda_launch import i32, i64, linear, operand_refs, plan
 from reprobuild.kernels.launch import In, Out
 from reprobuild.kernels.tactic import CUDA_DTYPES, Kernel, LayerSpec, Tactic, positional
 
@@ -135,10 +135,8 @@ class CudaConcatKernel(Tactic):
         starts = np.cumsum([0, *widths[:-1]]).tolist()
         word, fn = _word(sum(widths) if all(v % 4 == 0 for v in widths) else 1, itemsize)
         consts = {i: backend.asarray(v.astype(layer.outputs[0].dtype)) for i, v in layer.constants.items()}
-        dst_ld, launches, it = sum(widths) // word, [], 0
-        for i, (width, start) in enumerate(zip(widths, starts)):
-            src = consts[i] if i in consts else In(it)
-            it += i not in consts
+        dst_ld, launches = sum(widths) // word, []
+        for src, width, start in zip(operand_refs(layer, consts), widths, starts):
             cols = width // word
             if cols:
                 launches.append(linear(backend, "shape.cu", fn, rows * cols,
@@ -177,9 +175,8 @@ class CudaTranspose(Tactic):
         total = int(np.prod(layer.outputs[0].shape, dtype=np.int64))
         word = _WORDS[np.dtype(layer.outputs[0].dtype).itemsize]
         meta_device = backend.asarray(meta)
-        src = backend.asarray(np.ascontiguousarray(layer.constants[0])) if 0 in layer.constants else In(0)
         return plan(backend, linear(backend, "shape.cu", f"transpose_{word}", max(total, 1), (
-            src, Out(0), meta_device, i32(len(shape)), i64(total))), holds=(meta_device,))
+            In(0), Out(0), meta_device, i32(len(shape)), i64(total))), holds=(meta_device,))
 
 
 class CudaGatherConstant(Tactic):
@@ -189,8 +186,8 @@ class CudaGatherConstant(Tactic):
     source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_DTYPES, True
 
     def unsupported(self, layer: LayerSpec) -> str | None:
-        if 1 not in layer.constants or 0 in layer.constants:
-            return "only run-time data with constant indices"
+        if 1 not in layer.constants:
+            return "only constant indices"
         axis_len = layer.inputs[0].shape[int(layer.attr("axis"))]
         idx = layer.constants[1]
         if idx.size and (idx.min() < -axis_len or idx.max() >= axis_len):

@@ -42,22 +42,28 @@ class FusedConv(OpDef):
         return [out]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        from reprobuild.ops.registry import get_op
-
         y = conv_nd(xp, inputs[0], inputs[1], inputs[2], attrs)
-        if len(inputs) > 3:
-            (y,) = get_op("Add").compute(xp, {}, y, inputs[3])
-        activation = attrs.get("activation", "")
-        if activation == "Relu":
-            (y,) = get_op("Relu").compute(xp, {}, y)
-        elif activation == "Clip":
-            bounds = {"min": attrs["activation_min"], "max": attrs["activation_max"], "min_from": "value",
-                      "max_from": "value"}
-            (y,) = get_op("Clip").compute(xp, bounds, y)
-        elif activation in ("Sigmoid", "SiLU"):
-            (s,) = get_op("Sigmoid").compute(xp, {}, y)
-            y = s if activation == "Sigmoid" else get_op("Mul").compute(xp, {}, y, s)[0]
-        return [y]
+        return [epilogue(xp, attrs, y, inputs[3] if len(inputs) > 3 else None)]
+
+
+def epilogue(xp: Any, attrs: Attrs, y: Any, residual: Any) -> Any:
+    """What follows the biased convolution ``y``: + residual, then the activation, each step computed with the
+    op definition of the layer it replaced (the CPU tactics apply it too, so they give the unfused bits)."""
+    from reprobuild.ops.registry import get_op
+
+    if residual is not None:
+        (y,) = get_op("Add").compute(xp, {}, y, residual)
+    activation = attrs.get("activation", "")
+    if activation == "Relu":
+        (y,) = get_op("Relu").compute(xp, {}, y)
+    elif activation == "Clip":
+        bounds = {"min": attrs["activation_min"], "max": attrs["activation_max"], "min_from": "value",
+                  "max_from": "value"}
+        (y,) = get_op("Clip").compute(xp, bounds, y)
+    elif activation in ("Sigmoid", "SiLU"):
+        (s,) = get_op("Sigmoid").compute(xp, {}, y)
+        y = s if activation == "Sigmoid" else get_op("Mul").compute(xp, {}, y, s)[0]
+    return y
 
 
 OPS = (FusedConv(),)
