@@ -360,11 +360,12 @@ def resolve_backend(name: str) -> tuple[Backend, str]:
     return get_backend(name), f"requested: {name}"
 
 
-def cuda_module(backend: Backend, filename: str) -> Any:
-    """The compiled NVRTC module of a ``.cu`` file for a CUDA backend's device (compiled once per process)."""
+def cuda_module(backend: Backend, filename: str, dtype: str = "float32") -> Any:
+    """The compiled NVRTC module of a ``.cu`` file for a CUDA backend's device (compiled once per process), built
+    for tensors of ``dtype`` (see ``dtype.cuh``)."""
     from reprobuild.kernels.nvrtc import load_module
 
     if not isinstance(backend, CudaBackend):
         raise TypeError(f"{filename} needs the cuda backend, not {backend.name}")
     with backend.device:
-        return load_module(filename, backend.compute_capability, backend.device_id)
+        return load_module(filename, backend.compute_capability, backend.device_id, dtype)

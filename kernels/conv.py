@@ -35,6 +35,8 @@ class ConvGeometry:
         self.hp, self.wp = self.h + self.pt + self.pb, self.w + self.pl + self.pr
         self.k = self.cg * self.kh * self.kw  # reduction length of one output
         self.has_bias = len(layer.inputs) > 2
+        self.dtype = layer.inputs[0].dtype
+        self.itemsize = np.dtype(self.dtype).itemsize
 
     @property
     def padded_shape(self) -> tuple[int, ...]:
@@ -150,7 +152,7 @@ COLS_BUDGET_MIB = 64
 
 
 def _images_per_chunk(g: ConvGeometry) -> int:
-    per_image = 4 * g.c * g.kh * g.kw * g.oh * g.ow
+    per_image = g.itemsize * g.c * g.kh * g.kw * g.oh * g.ow
     return max(1, min(g.n, (COLS_BUDGET_MIB << 20) // per_image))
 
 
@@ -187,7 +189,7 @@ class Epilogue:
         plane, total = g.oh * g.ow, images * g.m * g.oh * g.ow
         return linear(backend, "conv.cu", "conv_epilogue", total, (
             out, bias, residual, i32(g.m), i64(plane), i64(total), i32(ACTIVATIONS[self.activation]),
-            f32(self.lo), f32(self.hi)))
+            f32(self.lo), f32(self.hi)), dtype=g.dtype)
 
 
 def unsupported_epilogue(layer: LayerSpec) -> str | None:
@@ -198,26 +200,31 @@ def unsupported_epilogue(layer: LayerSpec) -> str | None:
 
 
 class _CudaConv(Tactic):
-    """What the CUDA convolutions share: the weight as (G, Mg, K) on the device, and the epilogue."""
+    """What the CUDA convolutions share: the weight as (G, Mg, K) on the device in the layer's dtype (float32 or
+    float16), the bias in float32, and the epilogue. Half layers accumulate in float32."""
 
     family, ops, backend = "conv", ("Conv", "FusedConv"), "cuda"
+    dtypes: tuple[str, ...] = ("float32", "float16")
     capturable = True
+
+    def kernel_dtype(self, layer: LayerSpec) -> str:
+        return layer.inputs[0].dtype
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_conv(layer) or unsupported_epilogue(layer)
 
     def upload(self, layer: LayerSpec, backend: Backend) -> tuple[ConvGeometry, Any, Any]:
         g = ConvGeometry(layer)
-        weight = backend.asarray(layer.constants[1].astype(np.float32, copy=False).reshape(g.group, g.mg, g.k))
+        weight = backend.asarray(layer.constants[1].astype(g.dtype, copy=False).reshape(g.group, g.mg, g.k))
         bias = backend.asarray(layer.constants[2].astype(np.float32, copy=False)) if g.has_bias else None
         return g, weight, bias
 
     @staticmethod
     def chunk_refs(g: ConvGeometry, epilogue: Epilogue, n0: int) -> tuple[Ref, Ref, Ref | None]:
         """Refs to the input, the output and the residual from image ``n0`` on."""
-        out = Out(0, 4 * n0 * g.m * g.oh * g.ow)
-        residual = In(1, 4 * n0 * g.m * g.oh * g.ow) if epilogue.has_residual else None
-        return In(0, 4 * n0 * g.c * g.h * g.w), out, residual
+        out = Out(0, g.itemsize * n0 * g.m * g.oh * g.ow)
+        residual = In(1, g.itemsize * n0 * g.m * g.oh * g.ow) if epilogue.has_residual else None
+        return In(0, g.itemsize * n0 * g.c * g.h * g.w), out, residual
 
 
 class _CudaIm2col(_CudaConv):
@@ -228,14 +235,15 @@ class _CudaIm2col(_CudaConv):
 
     def workspace_bytes(self, layer: LayerSpec) -> int:
         g = ConvGeometry(layer)
-        return aligned(4 * self.images_per_chunk(g) * g.c * g.kh * g.kw * g.oh * g.ow)
+        return aligned(g.itemsize * self.images_per_chunk(g) * g.c * g.kh * g.kw * g.oh * g.ow)
 
     @staticmethod
     def im2col(backend: Backend, g: ConvGeometry, x: Ref, count: int) -> KernelLaunch:
         """Fill the columns (count, C*KH*KW, OH*OW) of ``count`` images from ``x`` into the workspace."""
         total = count * g.c * g.kh * g.kw * g.oh * g.ow
         sizes = tuple(i32(v) for v in (g.h, g.w, g.kh, g.kw, g.oh, g.ow))
-        return linear(backend, "conv.cu", "im2col", total, (x, Ws(0), *sizes, *_window_args(g), i64(total)))
+        return linear(backend, "conv.cu", "im2col", total, (x, Ws(0), *sizes, *_window_args(g), i64(total)),
+                      dtype=g.dtype)
 
     def chunks(self, g: ConvGeometry) -> list[tuple[int, int]]:
         chunk = self.images_per_chunk(g)
@@ -253,10 +261,10 @@ def grouped_gemms(g: ConvGeometry, weight: Any, cols: Ref, out: Ref, count: int,
     ohw = g.oh * g.ow
     return [GemmLaunch(
         transa=False, transb=False, m=ohw, n=g.mg, k=g.k,
-        a=cols.at(4 * grp * g.k * ohw), lda=ohw, stride_a=ld_cols,
+        a=cols.at(g.itemsize * grp * g.k * ohw), lda=ohw, stride_a=ld_cols,
         b=weight[grp], ldb=g.k, stride_b=0,
-        c=out.at(4 * grp * g.mg * ohw), ldc=ohw, stride_c=g.m * ohw,
-        batch=count, dtype="float32", compute=compute) for grp in range(g.group)]
+        c=out.at(g.itemsize * grp * g.mg * ohw), ldc=ohw, stride_c=g.m * ohw,
+        batch=count, dtype=g.dtype, compute=compute) for grp in range(g.group)]
 
 
 def unsupported_gemm_groups(layer: LayerSpec) -> str | None:
@@ -295,12 +303,14 @@ class CudaIm2colCublasTf32(CudaIm2colCublas):
 
     name, priority, math, compute = "cuda_im2col_cublas_tf32", 9, "tf32", "tf32"
     version = 1
+    dtypes = ("float32",)
 
 
 class CudaIm2colTiled(_CudaIm2col):
     """im2col into the workspace, then the tiled SGEMM of gemm.cu over every (image, group), bias fused."""
 
     name, priority, source, cuda_sources = "cuda_im2col_tiled", 20, "nvrtc", ("conv.cu", "gemm.cu")
+    dtypes = ("float32",)  # the tiled SGEMM is float32
     parameters = MappingProxyType({**_CudaIm2col.parameters, **TiledGemmLaunch.PARAMETERS})
 
     def images_per_chunk(self, g: ConvGeometry) -> int:
@@ -347,7 +357,7 @@ class CudaDirect(_CudaConv):
         # The direct kernel adds the bias itself when nothing else follows; otherwise the epilogue does.
         own_bias = g.has_bias and not (epilogue.has_residual or epilogue.activation)
         launches = [linear(backend, "conv.cu", "conv_direct", total, (
-            In(0), weight, bias, Out(0), *sizes, *_window_args(g), i32(own_bias), i64(total)))]
+            In(0), weight, bias, Out(0), *sizes, *_window_args(g), i32(own_bias), i64(total)), dtype=g.dtype)]
         if epilogue.needed and not own_bias:
             _, out, residual = self.chunk_refs(g, epilogue, 0)
             launches.append(epilogue.launch(backend, bias, out, residual, g.n))
@@ -387,6 +397,7 @@ class CudaPointwiseCublasTf32(CudaPointwiseCublas):
 
     name, priority, math, compute = "cuda_pointwise_cublas_tf32", 4, "tf32", "tf32"
     version = 1
+    dtypes = ("float32",)
 
 
 TACTICS: tuple[Tactic, ...] = (

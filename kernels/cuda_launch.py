@@ -44,17 +44,19 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def kernel(backend: Backend, filename: str, name: str) -> Any:
-    """The ``extern "C"`` kernel ``name`` of a ``.cu`` file beside this module, compiled for the backend."""
-    return cuda_module(backend, filename).function(name)
+def kernel(backend: Backend, filename: str, name: str, dtype: str = "float32") -> Any:
+    """The ``extern "C"`` kernel ``name`` of a ``.cu`` file beside this module, compiled for the backend and for
+    tensors of ``dtype`` (the files written on ``dtype.cuh``'s ``elem_t``)."""
+    return cuda_module(backend, filename, dtype).function(name)
 
 
 def kernel_launch(backend: Backend, filename: str, name: str, grid: tuple[int, int, int],
-                  block: tuple[int, int, int], args: Sequence[Any], shared_mem: int = 0) -> KernelLaunch:
-    """One launch of kernel ``name`` of ``filename``, as data (see ``launch.py``)."""
+                  block: tuple[int, int, int], args: Sequence[Any], shared_mem: int = 0,
+                  dtype: str = "float32") -> KernelLaunch:
+    """One launch of kernel ``name`` of ``filename`` (built for ``dtype``), as data (see ``launch.py``)."""
+    label = f"{filename}:{name}" + ("" if dtype == "float32" else f"[{dtype}]")
     try:
-        return KernelLaunch(kernel(backend, filename, name), f"{filename}:{name}", grid, block, tuple(args),
-                            shared_mem)
+        return KernelLaunch(kernel(backend, filename, name, dtype), label, grid, block, tuple(args), shared_mem)
     except ValueError as exc:
         raise BuildError(str(exc)) from None
 
@@ -64,14 +66,17 @@ def linear_grid(total: int) -> tuple[int, int, int]:
     return (max(1, min(cdiv(total, BLOCK), MAX_BLOCKS)), 1, 1)
 
 
-def linear(backend: Backend, filename: str, name: str, total: int, args: Sequence[Any]) -> KernelLaunch:
+def linear(backend: Backend, filename: str, name: str, total: int, args: Sequence[Any],
+           dtype: str = "float32") -> KernelLaunch:
     """A grid-stride kernel over ``total`` elements: BLOCK threads a block, at most MAX_BLOCKS blocks."""
-    return kernel_launch(backend, filename, name, linear_grid(total), (BLOCK, 1, 1), args)
+    return kernel_launch(backend, filename, name, linear_grid(total), (BLOCK, 1, 1), args, dtype=dtype)
 
 
-def per_row(backend: Backend, filename: str, name: str, rows: int, args: Sequence[Any]) -> KernelLaunch:
+def per_row(backend: Backend, filename: str, name: str, rows: int, args: Sequence[Any],
+            dtype: str = "float32") -> KernelLaunch:
     """A kernel that gives each row (a reduction) one block of BLOCK threads, rows striding by the grid."""
-    return kernel_launch(backend, filename, name, (max(1, min(rows, MAX_BLOCKS)), 1, 1), (BLOCK, 1, 1), args)
+    return kernel_launch(backend, filename, name, (max(1, min(rows, MAX_BLOCKS)), 1, 1), (BLOCK, 1, 1), args,
+                         dtype=dtype)
 
 
 def operand_refs(layer: LayerSpec, consts: Mapping[int, Any]) -> list[Any]:

@@ -1,5 +1,8 @@
 // Elementwise kernels for elementwise.py: Add / Mul / copy with numpy broadcasting, and Relu.
-// Each output element is one rounded operation of its inputs, so results match NumPy's bit for bit.
+// Each output element is one rounded operation of its inputs, so results match NumPy's bit for bit. And the
+// casts between float32 and float16 that --precision fp16 puts at a network's inputs and outputs.
+
+#include "dtype.cuh"
 
 #define OP_ADD 0
 #define OP_MUL 1
@@ -57,4 +60,21 @@ extern "C" __global__ void relu(const float* x, float* out, long long total)
         const float v = x[i];
         out[i] = v != v ? v : (v > 0.f ? v : 0.f);
     }
+}
+
+// Cast float32 -> float16 (ONNX Cast, NumPy's astype): round to nearest even, beyond +-65504 to infinity, NaN
+// stays NaN. total elements, both contiguous.
+extern "C" __global__ void cast_float_to_half(const float* __restrict__ x, unsigned short* __restrict__ out,
+                                              long long total)
+{
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) out[i] = to_half(x[i]);
+}
+
+// Cast float16 -> float32: exact.
+extern "C" __global__ void cast_half_to_float(const unsigned short* __restrict__ x, float* __restrict__ out,
+                                              long long total)
+{
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) out[i] = ld(x[i]);
 }

@@ -1,4 +1,5 @@
-"""Elementwise tactics: Add, Mul, Sum (numpy broadcasting) and Relu. CUDA tactics compile ``elementwise.cu``.
+"""Elementwise tactics: Add, Mul, Sum (numpy broadcasting) and Relu, and the float32/float16 Cast. CUDA tactics
+compile ``elementwise.cu``.
 
 The CUDA broadcast kernel indexes each operand through strides (0 along a broadcast dimension). The strides are
 simplified on the host first: size-1 output dimensions are dropped and neighbours that every operand walks
@@ -134,4 +135,29 @@ class CudaBroadcast(Tactic):
         return plan(backend, *launches, holds=(*consts.values(), *metas))
 
 
-TACTICS: tuple[Tactic, ...] = (CpuElementwise(), CudaBroadcast())
+#: The kernel of each (from, to) cast the CUDA cast tactic runs.
+CASTS = {("float32", "float16"): "cast_float_to_half", ("float16", "float32"): "cast_half_to_float"}
+
+
+class CudaCast(Tactic):
+    """Cast between float32 and float16, one element a thread (the casts ``--precision fp16`` inserts)."""
+
+    family, ops, name, backend, priority = "elementwise", ("Cast",), "cuda_cast_float", "cuda", 10
+    dtypes = ("float32", "float16")
+    capturable = True
+    source, cuda_sources = "nvrtc", ("elementwise.cu",)
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        pair = (layer.inputs[0].dtype, layer.outputs[0].dtype)
+        if pair not in CASTS:
+            return f"casts {pair[0]} to {pair[1]}; this tactic casts float32 to float16 and back"
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        kernel = CASTS[(layer.inputs[0].dtype, layer.outputs[0].dtype)]
+        total = layer.outputs[0].size
+        return plan(backend, linear(backend, "elementwise.cu", kernel, total, (*operand_refs(layer, {}), Out(0),
+                                                                             i64(total))))
+
+
+TACTICS: tuple[Tactic, ...] = (CpuElementwise(), CudaBroadcast(), CudaCast())

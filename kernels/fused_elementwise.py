@@ -8,8 +8,8 @@ pure function of the layer. Each step computes in float with correctly rounded o
 friends, which the compiler never contracts into an FMA), after the formula the op's NumPy reference uses, and
 float16 results are rounded to half after every step, as the unfused layers store them; so the fused kernel
 computes what the unfused layers compute, up to the last bits of the GPU's ``expf``/``tanhf``/``erff``/``powf``.
-NaN propagates through Relu, Max, Min and Clip as in NumPy. Half values are converted with inline PTX
-(``cvt.f32.f16``, ``cvt.rn.f16.f32``) on ``unsigned short`` storage, so no header is needed.
+NaN propagates through Relu, Max, Min and Clip as in NumPy. Half values are converted by ``dtype.cuh``'s inline
+PTX (``cvt.f32.f16``, ``cvt.rn.f16.f32``) on ``unsigned short`` storage.
 """
 
 from __future__ import annotations
@@ -37,19 +37,7 @@ MAX_INPUTS = 128
 STORAGE = MappingProxyType({"float32": "float", "float16": "unsigned short"})
 
 #: Helpers every generated kernel starts with: half conversions, and NumPy's NaN-propagating max/min/clip.
-PRELUDE = r"""__device__ __forceinline__ float ld(float v) { return v; }
-__device__ __forceinline__ float ld(unsigned short h)
-{
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-__device__ __forceinline__ unsigned short to_half(float f)
-{
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
+PRELUDE = r"""#include "dtype.cuh"
 __device__ __forceinline__ float round_half(float f) { return ld(to_half(f)); }
 __device__ __forceinline__ void st(float* p, float v) { *p = v; }
 __device__ __forceinline__ void st(unsigned short* p, float v) { *p = to_half(v); }
@@ -187,6 +175,7 @@ class CudaFusedElementwise(Tactic):
     dtypes = ("float32", "float16")
     capturable = True
     needs_activation = False
+    cuda_sources = ("dtype.cuh",)  # the header the generated source includes (so the digest covers it)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         dtype = layer.outputs[0].dtype
@@ -202,7 +191,7 @@ class CudaFusedElementwise(Tactic):
         return None
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
-        from reprobuild.kernels.nvrtc import load_source
+        from reprobuild.kernels.nvrtc import load_source, package_headers
 
         if not isinstance(backend, CudaBackend):
             raise TypeError(f"{self.label} needs the cuda backend, not {backend.name}")
@@ -211,7 +200,7 @@ class CudaFusedElementwise(Tactic):
         digest = sha256_hex(source.encode())[:16]
         with backend.device:
             function = load_source(f"{KERNEL_NAME}_{digest}.cu", source, backend.compute_capability,
-                                   backend.device_id).function(KERNEL_NAME)
+                                   backend.device_id, headers=package_headers()).function(KERNEL_NAME)
         consts = {i: backend.asarray(value) for i, value in sorted(layer.constants.items())}
         launch = KernelLaunch(function, f"generated:{KERNEL_NAME}_{digest}", linear_grid(out.size), (BLOCK, 1, 1),
                               (*operand_refs(layer, consts), Out(0)))

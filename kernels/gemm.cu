@@ -2,6 +2,8 @@
 // is written by one thread that sums its K products in increasing k, with no split-K and no atomics, so the
 // result does not depend on scheduling. sgemm_splitk_atomic is the deliberate exception.
 
+#include "dtype.cuh"
+
 #define BM 64   // rows of C per block
 #define BN 64   // columns of C per block
 #define BK 8    // K slice staged in shared memory per step
@@ -151,17 +153,18 @@ extern "C" __global__ void __launch_bounds__(THREADS) sgemm_splitk_atomic(
 }
 
 // out = alpha * out + beta * C after a cuBLAS product; out is (rows, cols) contiguous, C(r, q) = c[r*c_rs + q*c_cs].
+// Written on dtype.cuh's elem_t (a float32 and a float16 build), computed in float, stored once.
 extern "C" __global__ void gemm_epilogue(
-    float* __restrict__ out, const float* __restrict__ c, long long rows, long long cols,
+    elem_t* __restrict__ out, const elem_t* __restrict__ c, long long rows, long long cols,
     long long c_rs, long long c_cs, float alpha, float beta, int has_c)
 {
     const long long total = rows * cols;
     const long long step = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         const long long r = i / cols, q = i - r * cols;
-        float v = __fmul_rn(alpha, out[i]);
-        if (has_c) v = __fadd_rn(v, __fmul_rn(beta, c[r * c_rs + q * c_cs]));
-        out[i] = v;
+        float v = __fmul_rn(alpha, ld(out[i]));
+        if (has_c) v = __fadd_rn(v, __fmul_rn(beta, ld(c[r * c_rs + q * c_cs])));
+        out[i] = to_elem(v);
     }
 }
 

@@ -123,13 +123,14 @@ def uniform_stride(offsets: np.ndarray) -> int | None:
 
 
 def epilogue_launch(backend: Backend, g: GemmOperands, layer: LayerSpec, c: Any) -> list[KernelLaunch]:
-    """out = alpha * out + beta * C after a product that computed out = A @ B (nothing when alpha is 1, no C)."""
+    """out = alpha * out + beta * C after a product that computed out = A @ B (nothing when alpha is 1, no C), in
+    the output's dtype."""
     if g.alpha == 1.0 and not g.has_c:
         return []
     c_rs, c_cs = c_strides(layer.inputs[2].shape) if g.has_c else (0, 0)
     return [linear(backend, "gemm.cu", "gemm_epilogue", g.m * g.n, (
         Out(0), c if g.has_c else None, i64(g.m), i64(g.n), i64(c_rs), i64(c_cs), f32(g.alpha), f32(g.beta),
-        i32(g.has_c)))]
+        i32(g.has_c)), dtype=layer.outputs[0].dtype)]
 
 
 class CublasProduct:
@@ -167,9 +168,11 @@ class CublasProduct:
 
 class CudaCublasGemm(Tactic):
     """One cuBLAS strided-batched GEMM (through a handle with its own workspace, capturable), then one epilogue
-    kernel for alpha and beta * C. Version 2: cublasGemmStridedBatchedEx instead of ``cupy.matmul``."""
+    kernel for alpha and beta * C. Version 2: cublasGemmStridedBatchedEx instead of ``cupy.matmul``. Float16
+    layers: half operands and output, float32 accumulation (``CUBLAS_COMPUTE_32F``, tensor cores)."""
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_cublas", "cuda", 10
+    dtypes: tuple[str, ...] = ("float32", "float16")
     capturable = True
     version = 2
     source, cuda_sources = "cublas", ("gemm.cu",)
@@ -181,11 +184,15 @@ class CudaCublasGemm(Tactic):
             return reason
         return CublasProduct(layer, GemmOperands(layer), dict(layer.constants)).unsupported()
 
+    def kernel_dtype(self, layer: LayerSpec) -> str:
+        return layer.outputs[0].dtype
+
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
-        g = GemmOperands(layer)
-        consts = {i: backend.asarray(v) for i, v in g.host_constants(layer).items()}
+        g, dtype = GemmOperands(layer), layer.outputs[0].dtype
+        # float32 on the host (a float16 constant widens exactly), the layer's dtype on the device
+        consts = {i: backend.asarray(v.astype(dtype, copy=False)) for i, v in g.host_constants(layer).items()}
         args = operand_refs(layer, consts)
-        gemm = CublasProduct(layer, g, consts).launch(g, args[0], args[1], Out(0), "float32", self.compute)
+        gemm = CublasProduct(layer, g, consts).launch(g, args[0], args[1], Out(0), dtype, self.compute)
         return plan(backend, gemm, *epilogue_launch(backend, g, layer, args[2] if g.has_c else None),
                     holds=tuple(consts.values()))
 
@@ -196,6 +203,7 @@ class CudaCublasGemmTf32(CudaCublasGemm):
 
     name, priority, math, compute = "cuda_cublas_tf32", 9, "tf32", "tf32"
     version = 1
+    dtypes = ("float32",)
 
 
 class TiledGemmLaunch:

@@ -2,6 +2,10 @@
 // row: the mean, then the mean of squared deviations (two passes, as the reference), each summed by a fixed
 // tree over THREADS partial sums, so every run adds in the same order. y = (x - mean) * inv_std * scale + bias.
 
+// Written on dtype.cuh's elem_t (a float32 and a float16 build); statistics in float (stash_type 1), scale and
+// bias given as float.
+#include "dtype.cuh"
+
 #define THREADS 256  // the block size (cuda_launch.BLOCK); a power of two for the tree
 
 __device__ __forceinline__ void tree_sum(float* partial, int tid)
@@ -13,16 +17,16 @@ __device__ __forceinline__ void tree_sum(float* partial, int tid)
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) layernorm_rows(
-    const float* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ bias,
-    float* __restrict__ out, long long rows, int len, float epsilon)
+    const elem_t* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ bias,
+    elem_t* __restrict__ out, long long rows, int len, float epsilon)
 {
     __shared__ float partial[THREADS];
     const int tid = threadIdx.x;
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
-        const float* xr = x + r * len;
-        float* yr = out + r * len;
+        const elem_t* xr = x + r * len;
+        elem_t* yr = out + r * len;
         float s = 0.f;
-        for (int a = tid; a < len; a += THREADS) s = __fadd_rn(s, xr[a]);
+        for (int a = tid; a < len; a += THREADS) s = __fadd_rn(s, ld(xr[a]));
         partial[tid] = s;
         __syncthreads();
         tree_sum(partial, tid);
@@ -30,7 +34,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) layernorm_rows(
         __syncthreads();
         float q = 0.f;
         for (int a = tid; a < len; a += THREADS) {
-            const float d = __fsub_rn(xr[a], mean);
+            const float d = __fsub_rn(ld(xr[a]), mean);
             q = __fadd_rn(q, __fmul_rn(d, d));
         }
         partial[tid] = q;
@@ -39,9 +43,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) layernorm_rows(
         const float inv_std = __fdiv_rn(1.f, sqrtf(__fadd_rn(__fdiv_rn(partial[0], (float)len), epsilon)));
         __syncthreads();
         for (int a = tid; a < len; a += THREADS) {
-            float v = __fmul_rn(__fmul_rn(__fsub_rn(xr[a], mean), inv_std), scale[a]);
+            float v = __fmul_rn(__fmul_rn(__fsub_rn(ld(xr[a]), mean), inv_std), scale[a]);
             if (bias) v = __fadd_rn(v, bias[a]);
-            yr[a] = v;
+            yr[a] = to_elem(v);
         }
     }
 }

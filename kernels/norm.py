@@ -1,5 +1,5 @@
-"""LayerNormalization (one output, float32, scale and bias constants over the normalized dimensions). CUDA
-tactics compile ``norm.cu``; the CPU runs the op's reference."""
+"""LayerNormalization (one output, float32 or float16, scale and bias constants over the normalized dimensions).
+CUDA tactics compile ``norm.cu``; the CPU runs the op's reference."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ class CudaLayerNorm(Tactic):
 
     family, ops, name, backend, priority = "norm", ("LayerNormalization",), "cuda_rowwise", "cuda", 10
     source, cuda_sources, capturable = "nvrtc", ("norm.cu",), True
+    dtypes = ("float32", "float16")
+
+    def kernel_dtype(self, layer: LayerSpec) -> str:
+        return layer.inputs[0].dtype
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         if len(layer.outputs) != 1:
@@ -40,7 +44,7 @@ class CudaLayerNorm(Tactic):
         bias = params[1] if len(params) > 1 else None
         return plan(backend, per_row(backend, "norm.cu", "layernorm_rows", rows, (
             In(0), params[0], bias, Out(0), i64(rows), i32(length, "the normalized length"),
-            f32(float(layer.attr("epsilon"))))), holds=(*params,))
+            f32(float(layer.attr("epsilon")))), dtype=self.kernel_dtype(layer)), holds=(*params,))
 
 
 TACTICS: tuple[Tactic, ...] = (CudaLayerNorm(),)

@@ -30,6 +30,12 @@ BASE_OPTIONS: tuple[str, ...] = (
     "--device-as-default-execution-space",
 )
 
+#: The headers a package ``.cu`` file may ``#include "..."`` (NVRTC is given their text; there is no include path).
+HEADERS: tuple[str, ...] = ("dtype.cuh",)
+#: The define that compiles a file written on ``elem_t`` (``dtype.cuh``) for each element type.
+DTYPE_DEFINES: dict[str, tuple[str, ...]] = {"float32": (), "float16": ("REPRO_HALF=1",)}
+
+
 _SOURCE_CACHE: dict[str, bytes] = {}
 _MODULE_CACHE: dict[tuple[str, str, int], CompiledModule] = {}
 _LOCK = threading.Lock()
@@ -45,7 +51,13 @@ def read_source(filename: str) -> bytes:
 
 @functools.cache
 def source_sha256(filename: str) -> str:
-    return sha256_hex(read_source(filename))
+    """The sha256 of a package ``.cu`` file, covering the headers it includes (the file's own bytes' digest
+    when it includes none)."""
+    text = read_source(filename)
+    included = [h for h in HEADERS if f'#include "{h}"'.encode() in text]
+    if not included:
+        return sha256_hex(text)
+    return digest_of({"file": sha256_hex(text), "headers": {h: sha256_hex(read_source(h)) for h in included}})
 
 
 def compile_options(compute_capability: str) -> tuple[str, ...]:
@@ -63,10 +75,16 @@ class CompiledModule:
         return self.module.get_function(name)
 
 
-def _compile(filename: str, source: str, options: tuple[str, ...]) -> bytes:
+def package_headers() -> tuple[tuple[str, str], ...]:
+    """(name, text) of every header a package or generated kernel may include."""
+    return tuple((name, read_source(name).decode("utf-8")) for name in HEADERS)
+
+
+def _compile(filename: str, source: str, options: tuple[str, ...],
+             headers: tuple[tuple[str, str], ...] = ()) -> bytes:
     from cupy_backends.cuda.libs import nvrtc
 
-    prog = nvrtc.createProgram(source, filename, (), ())
+    prog = nvrtc.createProgram(source, filename, tuple(h for _, h in headers), tuple(n for n, _ in headers))
     try:
         try:
             nvrtc.compileProgram(prog, list(options))
@@ -89,14 +107,16 @@ def cache_directory() -> str | None:
     return None if root.lower() == "off" else os.path.join(root, "nvrtc")
 
 
-def _cached_cubin(filename: str, source: str, options: tuple[str, ...]) -> bytes:
+def _cached_cubin(filename: str, source: str, options: tuple[str, ...],
+                  headers: tuple[tuple[str, str], ...] = ()) -> bytes:
     from cupy_backends.cuda.libs import nvrtc
 
     directory = cache_directory()
     if directory is None:
-        return _compile(filename, source, options)
+        return _compile(filename, source, options, headers)
     key = digest_of({"source": sha256_hex(source.encode()), "options": list(options),
-                     "nvrtc": list(nvrtc.getVersion()), "file": filename})
+                     "nvrtc": list(nvrtc.getVersion()), "file": filename,
+                     "headers": {n: sha256_hex(h.encode()) for n, h in headers}})
     path = os.path.join(directory, f"{key}.cubin")
     try:
         with open(path, "rb") as f:
@@ -106,32 +126,39 @@ def _cached_cubin(filename: str, source: str, options: tuple[str, ...]) -> bytes
             return cubin
     except OSError:
         pass
-    cubin = _compile(filename, source, options)
+    cubin = _compile(filename, source, options, headers)
     with contextlib.suppress(ReprobuildError, OSError):  # an unwritable cache only costs a later compile
         atomic_write(path, sha256_hex(cubin).encode("ascii") + cubin)
     return cubin
 
 
 def load_module(filename: str, compute_capability: str, device_id: int,
-                defines: tuple[str, ...] = ()) -> CompiledModule:
+                dtype: str = "float32") -> CompiledModule:
     """Compile (once per process, device and option list; cached on disk between processes) and load a ``.cu``
-    file of this package. ``defines`` (``NAME=VALUE``) instantiate a file written for several element types."""
-    return load_source(filename, read_source(filename).decode("utf-8"), compute_capability, device_id, defines)
+    file of this package, for tensors of ``dtype`` (a file written on ``dtype.cuh``'s ``elem_t``; the others
+    ignore it)."""
+    if dtype not in DTYPE_DEFINES:
+        raise BuildError(f"{filename} has no {dtype} build; the package kernels are built for "
+                         f"{', '.join(DTYPE_DEFINES)}")
+    return load_source(filename, read_source(filename).decode("utf-8"), compute_capability, device_id,
+                       DTYPE_DEFINES[dtype], package_headers())
 
 
 def load_source(name: str, source: str, compute_capability: str, device_id: int,
-                defines: tuple[str, ...] = ()) -> CompiledModule:
+                defines: tuple[str, ...] = (), headers: tuple[tuple[str, str], ...] = ()) -> CompiledModule:
     """Compile and load CUDA source text (a package file's, or one generated from a layer's attributes, such as
-    a fused elementwise kernel); ``name`` is what compile errors and the cache call it."""
+    a fused elementwise kernel); ``name`` is what compile errors and the cache call it, ``headers`` the
+    (name, text) of the files it may include."""
     options = (*compile_options(compute_capability), *(f"-D{d}" for d in defines))
-    key = (name, digest_of({"source": sha256_hex(source.encode()), "options": list(options)}), device_id)
+    key = (name, digest_of({"source": sha256_hex(source.encode()), "options": list(options),
+                            "headers": {n: sha256_hex(h.encode()) for n, h in headers}}), device_id)
     with _LOCK:
         cached = _MODULE_CACHE.get(key)
     if cached is not None:
         return cached
     from cupy.cuda import function
 
-    cubin = _cached_cubin(name, source, options)
+    cubin = _cached_cubin(name, source, options, headers)
     module = function.Module()
     module.load(cubin)
     compiled = CompiledModule(name, options, sha256_hex(cubin), module)

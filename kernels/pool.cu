@@ -1,6 +1,9 @@
 // Pooling kernels for pool.py. Every output is computed by a fixed sequence of operations: windows are walked in
 // row-major order, and the global mean uses a fixed-shape tree; there are no atomics.
 
+// Written on dtype.cuh's elem_t (a float32 and a float16 build); sums and means are computed in float.
+#include "dtype.cuh"
+
 #define THREADS 256  // block size of global_mean (cuda_launch.BLOCK); a power of two for the tree
 
 // One thread per output (plane, oy, ox) of a 2-D window over a contiguous (planes, H, W) input. Positions
@@ -8,7 +11,7 @@
 // nothing to a sum. An average divides by divisors[oy*ow + ox], the count computed on the host.
 // total = planes * OH * OW.
 extern "C" __global__ void pool_window(
-    const float* __restrict__ x, float* __restrict__ out, const float* __restrict__ divisors,
+    const elem_t* __restrict__ x, elem_t* __restrict__ out, const float* __restrict__ divisors,
     int h, int w, int oh, int ow, int kh, int kw, int sh, int sw, int dh, int dw, int pt, int pl,
     int is_max, long long total)
 {
@@ -17,7 +20,7 @@ extern "C" __global__ void pool_window(
         long long t = idx;
         const int ox = (int)(t % ow); t /= ow;
         const int oy = (int)(t % oh); t /= oh;
-        const float* xp = x + t * h * w;
+        const elem_t* xp = x + t * h * w;
         const int y0 = oy * sh - pt;
         const int x0 = ox * sw - pl;
         // -inf is the max of an all-padding window, as the CPU tactic's -inf padding gives.
@@ -28,7 +31,7 @@ extern "C" __global__ void pool_window(
             for (int j = 0; j < kw; ++j) {
                 const int ix = x0 + j * dw;
                 if (ix < 0 || ix >= w) continue;
-                const float v = xp[(long long)iy * w + ix];
+                const float v = ld(xp[(long long)iy * w + ix]);
                 if (is_max) {
                     acc = (v > acc || v != v) ? v : acc;  // a NaN sticks, as np.max propagates it
                 } else {
@@ -36,28 +39,28 @@ extern "C" __global__ void pool_window(
                 }
             }
         }
-        out[idx] = is_max ? acc : __fdiv_rn(acc, divisors[(long long)oy * ow + ox]);
+        out[idx] = to_elem(is_max ? acc : __fdiv_rn(acc, divisors[(long long)oy * ow + ox]));
     }
 }
 
 // out[p] = mean of the contiguous plane x[p*size .. (p+1)*size). One block of THREADS threads per plane: each
 // thread sums a fixed strided slice in increasing order, then a fixed tree adds the THREADS partial sums.
 extern "C" __global__ void __launch_bounds__(THREADS) global_mean(
-    const float* __restrict__ x, float* __restrict__ out, long long planes, long long size)
+    const elem_t* __restrict__ x, elem_t* __restrict__ out, long long planes, long long size)
 {
     __shared__ float partial[THREADS];
     const int tid = threadIdx.x;
     for (long long p = blockIdx.x; p < planes; p += gridDim.x) {
-        const float* xp = x + p * size;
+        const elem_t* xp = x + p * size;
         float s = 0.f;
-        for (long long i = tid; i < size; i += THREADS) s = __fadd_rn(s, xp[i]);
+        for (long long i = tid; i < size; i += THREADS) s = __fadd_rn(s, ld(xp[i]));
         partial[tid] = s;
         __syncthreads();
         for (int half = THREADS / 2; half > 0; half /= 2) {
             if (tid < half) partial[tid] = __fadd_rn(partial[tid], partial[tid + half]);
             __syncthreads();
         }
-        if (tid == 0) out[p] = __fdiv_rn(partial[0], (float)size);
+        if (tid == 0) out[p] = to_elem(__fdiv_rn(partial[0], (float)size));
         __syncthreads();  // partial[0] is read before the next plane overwrites it
     }
 }

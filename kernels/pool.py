@@ -97,6 +97,10 @@ class CudaWindowPool(Tactic):
     family, ops, name, backend, priority = "pool", ("AveragePool", "MaxPool"), "cuda_window", "cuda", 10
     capturable = True
     source, cuda_sources = "nvrtc", ("pool.cu",)
+    dtypes = ("float32", "float16")
+
+    def kernel_dtype(self, layer: LayerSpec) -> str:
+        return layer.inputs[0].dtype
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_pool(layer)
@@ -107,7 +111,8 @@ class CudaWindowPool(Tactic):
         total = g.n * g.c * g.oh * g.ow
         sizes = tuple(i32(v) for v in (g.h, g.w, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl))
         return plan(backend, linear(backend, "pool.cu", "pool_window", total, (
-            In(0), Out(0), divisors, *sizes, i32(g.is_max), i64(total))), holds=(divisors,))
+            In(0), Out(0), divisors, *sizes, i32(g.is_max), i64(total)), dtype=self.kernel_dtype(layer)),
+            holds=(divisors,))
 
 
 class CudaGlobalMean(Tactic):
@@ -116,12 +121,16 @@ class CudaGlobalMean(Tactic):
     family, ops, name, backend, priority = "pool", ("GlobalAveragePool",), "cuda_global_mean", "cuda", 10
     capturable = True
     source, cuda_sources = "nvrtc", ("pool.cu",)
+    dtypes = ("float32", "float16")
+
+    def kernel_dtype(self, layer: LayerSpec) -> str:
+        return layer.inputs[0].dtype
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         shape = layer.inputs[0].shape
         planes, size = shape[0] * shape[1], int(np.prod(shape[2:], dtype=np.int64))
         return plan(backend, per_row(backend, "pool.cu", "global_mean", planes,
-                                     (In(0), Out(0), i64(planes), i64(size))))
+                                     (In(0), Out(0), i64(planes), i64(size)), dtype=self.kernel_dtype(layer)))
 
 
 TACTICS: tuple[Tactic, ...] = (CpuGlobalAveragePool(), CpuWindowPool(), CudaGlobalMean(), CudaWindowPool())

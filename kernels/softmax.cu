@@ -2,6 +2,9 @@
 // (o, i): the max and the sum each go through a fixed tree over THREADS partial results, so every run adds in
 // the same order. expf (not __expf) keeps full single precision.
 
+// Written on dtype.cuh's elem_t (a float32 and a float16 build); the max, the sum and the quotient in float.
+#include "dtype.cuh"
+
 #define THREADS 256  // the block size (cuda_launch.BLOCK); a power of two for the trees
 
 // A fixed tree over partial[0..THREADS): afterwards partial[0] holds the result, seen by every thread.
@@ -23,19 +26,19 @@ __device__ __forceinline__ void tree_sum(float* partial, int tid)
 
 // rows = outer * inner; element a of row r = (o, i) is x[(o*len + a)*inner + i].
 extern "C" __global__ void __launch_bounds__(THREADS) softmax_rows(
-    const float* __restrict__ x, float* __restrict__ out, long long rows, int len, long long inner)
+    const elem_t* __restrict__ x, elem_t* __restrict__ out, long long rows, int len, long long inner)
 {
     __shared__ float partial[THREADS];
     const int tid = threadIdx.x;
     for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
         const long long o = r / inner, i = r - o * inner;
         const long long base = o * len * inner + i;
-        const float* xr = x + base;
-        float* yr = out + base;
+        const elem_t* xr = x + base;
+        elem_t* yr = out + base;
 
         // fmaxf skips NaN, but a NaN input still reaches every output through exp(NaN - max) in the sum.
         float mx = -__int_as_float(0x7f800000);
-        for (int a = tid; a < len; a += THREADS) mx = fmaxf(mx, xr[a * inner]);
+        for (int a = tid; a < len; a += THREADS) mx = fmaxf(mx, ld(xr[a * inner]));
         partial[tid] = mx;
         __syncthreads();
         tree_max(partial, tid);
@@ -43,13 +46,15 @@ extern "C" __global__ void __launch_bounds__(THREADS) softmax_rows(
         __syncthreads();  // everyone has read the max before partial is reused
 
         float s = 0.f;
-        for (int a = tid; a < len; a += THREADS) s = __fadd_rn(s, expf(__fsub_rn(xr[a * inner], mx)));
+        for (int a = tid; a < len; a += THREADS) s = __fadd_rn(s, expf(__fsub_rn(ld(xr[a * inner]), mx)));
         partial[tid] = s;
         __syncthreads();
         tree_sum(partial, tid);
         s = partial[0];
         __syncthreads();  // everyone has read the sum before the next row reuses partial
 
-        for (int a = tid; a < len; a += THREADS) yr[a * inner] = __fdiv_rn(expf(__fsub_rn(xr[a * inner], mx)), s);
+        for (int a = tid; a < len; a += THREADS) {
+            yr[a * inner] = to_elem(__fdiv_rn(expf(__fsub_rn(ld(xr[a * inner]), mx)), s));
+        }
     }
 }

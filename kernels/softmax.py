@@ -45,12 +45,16 @@ class CudaRowwiseSoftmax(Tactic):
     family, ops, name, backend, priority = "softmax", ("Softmax",), "cuda_rowwise", "cuda", 10
     capturable = True
     source, cuda_sources = "nvrtc", ("softmax.cu",)
+    dtypes = ("float32", "float16")
+
+    def kernel_dtype(self, layer: LayerSpec) -> str:
+        return layer.inputs[0].dtype
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         outer, length, inner = rows_and_cols(layer)
         rows = outer * inner
         return plan(backend, per_row(backend, "softmax.cu", "softmax_rows", rows, (
-            In(0), Out(0), i64(rows), i32(length, "the softmax axis"), i64(inner))))
+            In(0), Out(0), i64(rows), i32(length, "the softmax axis"), i64(inner)), dtype=self.kernel_dtype(layer)))
 
 
 TACTICS: tuple[Tactic, ...] = (CpuSoftmax(), CudaRowwiseSoftmax())

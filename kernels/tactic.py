@@ -107,6 +107,11 @@ class Tactic(ABC):
         """The CUDA source files this tactic compiles (its Python code is covered by ``code_objects``)."""
         return tuple(self.cuda_sources)
 
+    def kernel_dtype(self, layer: LayerSpec) -> str:
+        """The element type this tactic builds its ``.cu`` files for on ``layer`` (the files written on
+        ``dtype.cuh``'s ``elem_t`` have a float32 and a float16 build); float32 unless a tactic says otherwise."""
+        return "float32"
+
     def code_objects(self) -> list[Any]:
         """The roots of the Python code this tactic runs: its class (and, through it, whatever it names)."""
         return [type(self)]

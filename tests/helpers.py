@@ -42,7 +42,7 @@ def make_model(
     graph = helper.make_graph(
         list(nodes), "test",
         [helper.make_tensor_value_info(k, elem, list(v)) for k, v in inputs.items()],
-        [helper.make_tensor_value_info(o, elem, None) for o in outputs],
+        [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outputs],  # inferred below
         [numpy_helper.from_array(np.asarray(v), k) for k, v in (initializers or {}).items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -53,6 +53,24 @@ def make_model(
     del model.graph.output[:]
     model.graph.output.extend(known[o] for o in outputs)
     return model
+
+
+def with_float_dtype(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
+                     dtype: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The model and feeds with every float16/float32 initializer, graph input and output in ``dtype``: a float16
+    test case from a float32 one, and back, for an onnxruntime reference on the float16 case's exact values."""
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for i, init in enumerate(out.graph.initializer):
+        if init.data_type in floats:
+            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(dtype),
+                                                                      init.name))
+    for vi in (*out.graph.input, *out.graph.output, *out.graph.value_info):
+        if vi.type.tensor_type.elem_type in floats:
+            vi.type.tensor_type.elem_type = elem
+    return out, {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in feeds.items()}
 
 
 def ort_run(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -82,9 +100,10 @@ def assert_close(out: np.ndarray, ref: np.ndarray, rtol: float = 1e-4, atol: flo
     np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol, err_msg=what)
 
 
-def tactic_tolerance(math: str | None) -> dict[str, float]:
-    """assert_close's tolerances for a tactic: the defaults, or TF32's (10-bit mantissa inputs, float32 sums)."""
-    return {"rtol": 1e-2, "atol": 1e-2, "rel": 5e-3} if math == "tf32" else {}
+def tactic_tolerance(math: str | None, dtype: str = "float32") -> dict[str, float]:
+    """assert_close's tolerances for a tactic: the defaults, or those of TF32 (10-bit mantissa inputs, float32
+    sums) and of float16 tensors (a 10-bit mantissa stored after every layer)."""
+    return {"rtol": 1e-2, "atol": 1e-2, "rel": 5e-3} if math == "tf32" or dtype == "float16" else {}
 
 
 def light_model(name: str, seed: int) -> onnx.ModelProto:

@@ -28,7 +28,7 @@ from reprobuild.environment import environment_fingerprint
 from reprobuild.errors import BuildError, ReprobuildError
 from reprobuild.ir import Network, NetworkDefinition, attrs_to_json
 from reprobuild.kernels.backend import Backend, CudaBackend, cuda_module, resolve_backend
-from reprobuild.kernels.nvrtc import source_sha256
+from reprobuild.kernels.nvrtc import HEADERS, source_sha256
 from reprobuild.kernels.tactic import LayerSpec, Tactic, TacticRegistry, default_registry, precision_of
 from reprobuild.logger import ErrorRecorder, Logger, Severity
 from reprobuild.manifest import models as m
@@ -91,8 +91,8 @@ class Builder:
         net = network.finalize() if isinstance(network, NetworkDefinition) else network
         backend, backend_reason = resolve_backend(config.backend)
         self.logger.info(f"backend {backend.name} ({backend_reason})")
-        net = run_passes(net, config.passes)
-        self.logger.info(f"network after passes {', '.join(config.passes)}: {net.summary()}")
+        net = run_passes(net, config.effective_passes)
+        self.logger.info(f"network after passes {', '.join(config.effective_passes)}: {net.summary()}")
         environment = environment_fingerprint(backend)
         config_record = _config_record(config, backend.name)
         timing = config_record.timing
@@ -169,7 +169,7 @@ class Builder:
                 )
                 for i, layer in enumerate(net.layers)
             ],
-            kernel_sources=_kernel_sources(tactics, backend),
+            kernel_sources=_kernel_sources(tactics, specs, backend),
             memory=m.MemoryRecord(
                 weights_bytes=sum(int(net.constants[k].nbytes) for k in net.constants),
                 activation_bytes=plan.activation_bytes, workspace_bytes=plan.workspace_bytes,
@@ -261,7 +261,7 @@ def _config_record(config: BuilderConfig, backend: str) -> m.BuildConfigRecord:
         timing=m.TimingConfig(warmup=warmup, iterations=iterations, runs_per_sample=runs_per_sample),
         seed=config.seed, max_workspace_bytes=config.max_workspace_bytes, determinism=config.determinism,
         tactic_sources=sorted(config.tactic_sources) if config.tactic_sources is not None else None,
-        passes=[m.PassRecord(name=n, version=v) for n, v in pass_versions(config.passes)],
+        passes=[m.PassRecord(name=n, version=v) for n, v in pass_versions(config.effective_passes)],
         tie_band=config.tie_band, precision=config.precision, cuda_graph=config.cuda_graph,
     )
 
@@ -318,12 +318,16 @@ def _execution(config: BuilderConfig, backend: Backend, net: Network, tactics: S
                              "the run on first use and replay it")
 
 
-def _kernel_sources(tactics: Sequence[Tactic], backend: Backend) -> list[m.KernelSourceRecord]:
-    """The CUDA sources the chosen tactics compile (their Python is covered by each tactic's digest)."""
+def _kernel_sources(tactics: Sequence[Tactic], specs: Sequence[LayerSpec],
+                    backend: Backend) -> list[m.KernelSourceRecord]:
+    """The CUDA sources the chosen tactics compile, once per element type they build them for (their Python is
+    covered by each tactic's digest; a file's sha256 covers the headers it includes, which are not listed apart)."""
     records = []
-    for f in sorted({f for t in tactics for f in t.source_files}):
-        compiled = cuda_module(backend, f)
-        records.append(m.KernelSourceRecord(file=f, sha256=source_sha256(f), compile_options=list(compiled.options),
+    builds = {(f, t.kernel_dtype(spec)) for t, spec in zip(tactics, specs) for f in t.source_files if f not in HEADERS}
+    for f, dtype in sorted(builds):
+        compiled = cuda_module(backend, f, dtype)
+        records.append(m.KernelSourceRecord(file=f, dtype=dtype, sha256=source_sha256(f),
+                                            compile_options=list(compiled.options),
                                             cubin_sha256=compiled.cubin_sha256))
     return records
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from reprobuild.errors import UsageError
-from reprobuild.passes import DEFAULT_PASSES, PASSES
+from reprobuild.passes import DEFAULT_PASSES, PASSES, PRECISION_PASSES
 
 if TYPE_CHECKING:
     from reprobuild.builder.selector import AlgorithmSelector
@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from reprobuild.manifest.models import BuildConfigRecord
 
 TACTIC_SOURCES = ("builtin", "cublas", "cupy", "numpy", "nvrtc")
-#: The precision flags this version implements (fp16/bf16 need half-precision kernels: not yet).
-PRECISIONS = ("fp32", "tf32")
+#: The precision flags this version implements (bf16 needs bfloat16 device arrays, which CuPy has not: not yet).
+PRECISIONS = ("fp32", "tf32", "fp16")
 
 #: (warmup, iterations, runs per sample) per backend when the config leaves them unset. On CUDA each sample is a
 #: captured graph of 5 back-to-back runs (TensorRT's avgTiming) between two events: no launch overhead in it.
@@ -56,9 +56,10 @@ class BuilderConfig:
     tactic_sources: tuple[str, ...] | None = None
     passes: tuple[str, ...] = DEFAULT_PASSES
     tie_band: float = DEFAULT_TIE_BAND
-    #: TensorRT's builder flags: ``fp32`` (strict float32, the default) or ``tf32`` (also TF32 tensor cores on
-    #: float32 GEMMs and convolutions). Each layer's precision is a recorded decision.
-    precision: Literal["fp32", "tf32"] = "fp32"
+    #: TensorRT's builder flags: ``fp32`` (strict float32, the default), ``tf32`` (also TF32 tensor cores on
+    #: float32 GEMMs and convolutions) or ``fp16`` (layers that can run in float16 do, with float32 accumulation;
+    #: the engine's inputs and outputs keep their dtypes). Each layer's precision is a recorded decision.
+    precision: Literal["fp32", "tf32", "fp16"] = "fp32"
     #: Whether execution contexts capture their run into a CUDA graph on first use and replay it (cuda only;
     #: a context may still opt out).
     cuda_graph: bool = True
@@ -77,6 +78,13 @@ class BuilderConfig:
             passes=tuple(p.name for p in record.passes), tie_band=record.tie_band, precision=record.precision,
             cuda_graph=record.cuda_graph,
         )
+
+    @property
+    def effective_passes(self) -> tuple[str, ...]:
+        """The passes a build runs: the configured ones, then the one the precision flag adds (a manifest records
+        this list, so a config made from a record already ends with it)."""
+        extra = PRECISION_PASSES.get(self.precision)
+        return self.passes if extra is None or self.passes[-1:] == (extra,) else (*self.passes, extra)
 
     def timing_for(self, backend: str) -> tuple[int, int, int]:
         """(warmup, iterations, runs per sample) on ``backend``, defaults filled in."""
@@ -99,8 +107,8 @@ class BuilderConfig:
         if not 0.0 <= self.tie_band <= 1.0:
             raise UsageError(f"tie_band is a fraction between 0 and 1 (0.03 means 3%); got {self.tie_band}")
         if self.precision not in PRECISIONS:
-            later = (" (fp16 and bf16 engines need half-precision kernels, which this version does not have yet)"
-                     if self.precision in ("fp16", "bf16") else "")
+            later = (" (bf16 engines need bfloat16 device arrays, which CuPy does not have; this version has no bf16 "
+                     "kernels yet: use fp16)" if self.precision == "bf16" else "")
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}{later}")
         if self.determinism not in ("run_to_run", "any"):
             raise UsageError(f"determinism must be run_to_run or any; got {self.determinism!r}")
@@ -110,3 +118,7 @@ class BuilderConfig:
         unknown = sorted(set(self.passes) - set(PASSES))
         if unknown:
             raise UsageError(f"unknown pass(es) {unknown}; known: {', '.join(sorted(PASSES))}")
+        for flag, name in sorted(PRECISION_PASSES.items()):
+            if name in self.passes and (self.precision != flag or self.passes[-1] != name):
+                raise UsageError(f"pass {name} belongs to --precision {flag}, which adds it after every other pass; "
+                                 f"leave it out of the pass list and set precision={flag!r}")

@@ -223,7 +223,10 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
                                {"workspace_bytes": lb[k].workspace_bytes, "attrs": lb[k].attrs},
                                f"layers.{lb[k].name}")
     ]
-    ka, kb = {k.file: k for k in pa.kernel_sources}, {k.file: k for k in pb.kernel_sources}
+    def build(k: m.KernelSourceRecord) -> str:
+        return k.file if k.dtype == "float32" else f"{k.file} ({k.dtype})"
+
+    ka, kb = {build(k): k for k in pa.kernel_sources}, {build(k): k for k in pb.kernel_sources}
     sections["kernel_sources"] = [KernelSourceChange(file=f, a=ka.get(f), b=kb.get(f))
                                   for f in sorted(set(ka) | set(kb)) if ka.get(f) != kb.get(f)]
     sections["evidence"] = []

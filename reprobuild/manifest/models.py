@@ -73,9 +73,10 @@ class BuildConfigRecord(Strict):
     determinism: Literal["run_to_run", "any"]
     tactic_sources: list[str] | None = Field(description="allowed tactic sources; null allows all")
     passes: list[PassRecord]
-    precision: Literal["fp32", "tf32"] = Field(
+    precision: Literal["fp32", "tf32", "fp16"] = Field(
         description="the builder's precision flag: fp32 is strict float32; tf32 also allows TF32 tensor cores in "
-                    "float32 GEMMs and convolutions")
+                    "float32 GEMMs and convolutions; fp16 runs the layers that can in float16 (float32 "
+                    "accumulation), the engine's inputs and outputs keeping their dtypes")
     cuda_graph: bool = Field(description="whether the build asked execution contexts to run as CUDA graphs")
     tie_band: float = Field(ge=0.0, le=1.0, description="candidates within this fraction of the fastest median "
                                                          "are near-ties, decided by preference order")
@@ -111,7 +112,10 @@ class LayerRecord(Strict):
 
 class KernelSourceRecord(Strict):
     file: str
-    sha256: str
+    dtype: str = Field(default="float32", description="the element type this build of the file is for (a file "
+                                                      "written on dtype.cuh's elem_t has a float32 and a float16 "
+                                                      "build)")
+    sha256: str = Field(description="of the file and the headers it includes")
     compile_options: list[str] = Field(default_factory=list)
     cubin_sha256: str | None = None
 

@@ -35,6 +35,10 @@ DEFAULT_PASSES: tuple[str, ...] = (
 )
 
 
+#: The pass a precision flag appends to the build's passes (after them, so that it converts the fused layers).
+PRECISION_PASSES: dict[str, str] = {"fp16": "reduce_precision_fp16"}
+
+
 def pass_versions(names: Sequence[str]) -> list[tuple[str, int]]:
     return [(name, get_pass(name).version) for name in names]
 

@@ -10,6 +10,7 @@ from reprobuild.passes import (
     fuse_elementwise,
     fuse_gelu,
     fuse_layernorm,
+    precision,
     simplify,
 )
 
@@ -29,4 +30,6 @@ PASS_LIST = (
          "recognise x * 0.5 * (1 + erf(x / sqrt(2))) and its tanh approximation as one Gelu layer"),
     Pass("fuse_layer_normalization", fuse_layernorm.VERSION, fuse_layernorm.fuse_layer_normalization,
          "recognise the ReduceMean/Sub/Pow/Sqrt/Div pattern of layer normalization as one layer"),
+    Pass("reduce_precision_fp16", precision.VERSION, precision.reduce_precision_fp16,
+         "run float32 layers in float16, casting at the network's inputs and outputs (--precision fp16 adds it)"),
 )

@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 from reprobuild.ir import Network
-from tests.helpers import make_model
+from tests.helpers import make_model, with_float_dtype
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,13 @@ class Case:
 
         network, _ = network_from_onnx_bytes(model.SerializeToString())
         return run_passes(network, self.passes)
+
+
+def half(make: Callable) -> Callable:
+    """A case's model and inputs in float16 (what ``--precision fp16`` gives the layer)."""
+    def make_half(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        return with_float_dtype(*make(rng), "float16")
+    return make_half
 
 
 #: What makes a Conv and the layers after it one FusedConv.
@@ -228,4 +235,29 @@ CASES = [
     Case("layernorm_two_axes_no_bias", unary("LayerNormalization", (3, 4, 10), inits={
         "s": np.linspace(0.5, 1.5, 40, dtype=np.float32).reshape(4, 10)}, extra_inputs=("s",), axis=1)),
     Case("fused_elementwise_silu_chain", fused_chain((2, 3, 8)), ("fuse_elementwise",)),
+    # float16 layers (--precision fp16): the same ops with half tensors and float32 accumulation
+    Case("fp16_conv_3x3_pad1", half(conv((2, 3, 9, 9), (4, 3, 3, 3), pads=[1, 1, 1, 1]))),
+    Case("fp16_conv_pointwise", half(conv((2, 16, 7, 5), (24, 16, 1, 1)))),
+    Case("fp16_conv_grouped", half(conv((2, 8, 7, 7), (6, 4, 3, 3), group=2, pads=[1, 1, 1, 1]))),
+    Case("fp16_fused_conv_residual_relu", half(fused_conv((2, 8, 7, 7), (8, 8, 3, 3), "Relu", residual=True,
+                                                          pads=[1, 1, 1, 1])), FUSE),
+    Case("fp16_fused_conv_depthwise_clip", half(fused_conv((1, 6, 8, 8), (6, 1, 3, 3), "Clip", group=6,
+                                                           pads=[1, 1, 1, 1])), FUSE),
+    Case("fp16_fused_conv_silu", half(fused_conv((1, 4, 10, 10), (8, 4, 3, 3), "SiLU", strides=[2, 2])), FUSE),
+    Case("fp16_gemm_transB_bias", half(gemm((8, 64), (10, 64), (10,), transB=1))),
+    Case("fp16_gemm_transA_alpha_beta", half(gemm((20, 9), (20, 13), (9, 13), transA=1, alpha=0.5, beta=2.0))),
+    Case("fp16_matmul_batched_const", half(matmul((3, 5, 9), (9, 4), True))),
+    Case("fp16_matmul_2d_act", half(matmul((16, 64), (64, 70), False))),
+    Case("fp16_maxpool_3x3_s2_p1", half(unary("MaxPool", (1, 4, 12, 12), kernel_shape=[3, 3], strides=[2, 2],
+                                              pads=[1, 1, 1, 1]))),
+    Case("fp16_avgpool_exclude_pad", half(unary("AveragePool", (1, 3, 9, 9), kernel_shape=[3, 3],
+                                                pads=[1, 1, 1, 1]))),
+    Case("fp16_global_avgpool_4d", half(unary("GlobalAveragePool", (2, 8, 7, 7)))),
+    Case("fp16_softmax_last", half(unary("Softmax", (3, 4, 25)))),
+    Case("fp16_layernorm_last", half(unary("LayerNormalization", (2, 7, 32), inits={
+        "s": np.linspace(0.5, 1.5, 32, dtype=np.float32), "b": np.linspace(-1, 1, 32, dtype=np.float32)},
+        extra_inputs=("s", "b"), axis=-1, epsilon=1e-5))),
+    Case("fp16_transpose_attention", half(unary("Transpose", (2, 7, 4, 5), perm=[0, 2, 1, 3]))),
+    Case("cast_float_to_half", unary("Cast", (3, 5, 7), to=onnx.TensorProto.FLOAT16)),
+    Case("cast_half_to_float", half(unary("Cast", (3, 5, 7), to=onnx.TensorProto.FLOAT))),
 ]

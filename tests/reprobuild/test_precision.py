@@ -1,17 +1,25 @@
 """The precision flag (TensorRT's builder flags): recorded in the manifest with each layer's precision, TF32
-tactics allowed only at tf32, half precision refused with a clear message, compare's tolerances by precision."""
+tactics allowed only at tf32, fp16 layers made by the ``reduce_precision_fp16`` pass (casts at the engine's
+inputs and outputs, half constants, float32 kept where an op has no half form), bf16 refused with the reason,
+compare's tolerances by precision."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import helper
 
-from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
+from reprobuild.engine import Runtime
 from reprobuild.errors import UsageError
-from reprobuild.frontend import network_from_onnx_path
-from tests.helpers import EXAMPLES, run_cli
+from reprobuild.frontend import network_from_onnx_bytes, network_from_onnx_path
+from reprobuild.ir import Network
+from reprobuild.passes.precision import reduce_precision_fp16
+from tests.helpers import EXAMPLES, assert_close, make_model, model_inputs, ort_run, run_cli
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32"])
@@ -23,12 +31,89 @@ def test_the_manifest_records_the_flag_and_each_layers_precision(precision: str)
     assert {layer.precision for layer in pinned.layers} == {"fp32"}
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_precisions_without_kernels_are_refused_with_the_reason(precision: str) -> None:
     network, _ = network_from_onnx_path(f"{EXAMPLES}/mlp.onnx")
-    with pytest.raises(UsageError, match="precision must be one of fp32, tf32") as err:
+    with pytest.raises(UsageError, match="precision must be one of fp32, tf32, fp16") as err:
         Builder().build(network, BuilderConfig(backend="cpu", precision=precision))  # type: ignore[arg-type]
-    assert ("half-precision kernels" in str(err.value)) == (precision != "int8")
+    assert ("CuPy does not have" in str(err.value)) == (precision == "bf16")
+
+
+@pytest.mark.parametrize("example", ["small_cnn", "mlp"])
+def test_an_fp16_build_runs_its_layers_in_half_and_keeps_float32_inputs_and_outputs(example: str,
+                                                                                   rng: np.random.Generator) -> None:
+    model = onnx.load(f"{EXAMPLES}/{example}.onnx")
+    network, _ = network_from_onnx_path(f"{EXAMPLES}/{example}.onnx")
+    result = Builder().build(network, BuilderConfig(backend="cpu", iterations=1, precision="fp16"))
+    pinned = result.manifest.pinned
+    assert pinned.config.precision == "fp16"
+    assert pinned.config.passes[-1].name == "reduce_precision_fp16"
+    assert {t.dtype for t in (*pinned.inputs, *pinned.outputs)} == {"float32"}
+    casts = [layer for layer in pinned.layers if layer.op == "Cast"]
+    # one cast in per network input, one out per network output; every other layer computes in half
+    assert len(casts) == len(pinned.inputs) + len(pinned.outputs)
+    assert {layer.precision for layer in pinned.layers if layer.op != "Cast"} == {"fp16"}
+    assert all(layer.onnx_nodes for layer in casts)  # a cast names the ONNX nodes of the layer it serves
+    engine = Runtime().deserialize_engine(result.engine)
+    feeds = model_inputs(model, rng)
+    got = engine.create_execution_context().execute(feeds)
+    for name, want in zip([o.name for o in model.graph.output], ort_run(model, feeds)):
+        assert got[name].dtype == np.float32
+        assert_close(got[name], want, rtol=5e-2, atol=5e-2, rel=2e-2, what=f"{example} fp16 vs onnxruntime fp32")
+
+
+def test_an_fp16_manifest_replays_to_the_same_engine() -> None:
+    network, _ = network_from_onnx_path(f"{EXAMPLES}/small_cnn.onnx")
+    timed = Builder().build(network, BuilderConfig(backend="cpu", iterations=1, precision="fp16"))
+    config = BuilderConfig.from_record(timed.manifest.pinned.config)
+    assert config.effective_passes == tuple(p.name for p in timed.manifest.pinned.config.passes)  # not added twice
+    config.algorithm_selector = ReplaySelector(timed.manifest)
+    replayed = Builder().build(network_from_onnx_path(f"{EXAMPLES}/small_cnn.onnx")[0], config)
+    assert replayed.engine == timed.engine
+
+
+def test_the_precision_pass_is_the_flags_to_add() -> None:
+    network, _ = network_from_onnx_path(f"{EXAMPLES}/mlp.onnx")
+    passes = (*BuilderConfig().passes, "reduce_precision_fp16")
+    with pytest.raises(UsageError, match="belongs to --precision fp16"):
+        Builder().build(network, BuilderConfig(backend="cpu", passes=passes))
+
+
+def _half(nodes: list, inputs: dict, outputs: list, inits: dict | None = None) -> Network:
+    model = make_model(nodes, inputs, outputs, inits)
+    network, _ = network_from_onnx_bytes(model.SerializeToString())
+    return reduce_precision_fp16(network)
+
+
+def test_a_tensor_is_cast_once_however_many_half_layers_read_it() -> None:
+    net = _half([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["x"], ["b"]),
+                 helper.make_node("Add", ["a", "b"], ["y"])], {"x": (2, 3)}, ["y"])
+    assert [layer.op for layer in net.layers] == ["Cast", "Relu", "Sigmoid", "Add", "Cast"]
+    assert net.tensors["a"].dtype == net.tensors["b"].dtype == "float16"
+    assert [t.dtype for t in (*net.inputs, *net.outputs)] == ["float32", "float32"]
+
+
+def test_an_op_without_a_half_form_keeps_float32_between_casts() -> None:
+    # ReduceMean is not among the half ops: its input is cast back to float32, its output cast to half again
+    net = _half([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("ReduceMean", ["a"], ["m"], keepdims=1),
+                 helper.make_node("Mul", ["a", "m"], ["y"])], {"x": (2, 3)}, ["y"])
+    ops = [(layer.op, net.tensors[layer.outputs[0]].dtype) for layer in net.layers]
+    assert ops == [("Cast", "float16"), ("Relu", "float16"), ("Cast", "float32"), ("ReduceMean", "float32"),
+                   ("Cast", "float16"), ("Mul", "float16"), ("Cast", "float32")]
+
+
+def test_half_constants_are_clamped_to_the_finite_range_and_indices_keep_their_dtype() -> None:
+    w = np.array([[1e6, -1e6, np.nan], [np.inf, 0.1, -3.0]], dtype=np.float32)
+    net = _half([helper.make_node("MatMul", ["x", "w"], ["m"]),
+                 helper.make_node("Gather", ["m", "i"], ["y"], axis=1)], {"x": (4, 2)}, ["y"],
+                {"w": w, "i": np.array([2, 0], dtype=np.int64)})
+    matmul = next(layer for layer in net.layers if layer.op == "MatMul")
+    half = net.constants[matmul.inputs[1]]
+    assert half.dtype == np.float16 and "w" not in net.constants  # the float32 original is gone
+    assert half[0, 0] == 65504 and half[0, 1] == -65504 and np.isnan(half[0, 2]) and np.isinf(half[1, 0])
+    gather = next(layer for layer in net.layers if layer.op == "Gather")
+    assert net.constants[gather.inputs[1]].dtype == np.int64
+    assert net.tensors[gather.outputs[0]].dtype == "float16"
 
 
 def test_compare_takes_its_default_tolerance_from_the_engines_precision(tmp_path: Path,
@@ -40,6 +125,16 @@ def test_compare_takes_its_default_tolerance_from_the_engines_precision(tmp_path
     manifest = json.loads((tmp_path / "mlp.manifest.json").read_text())
     assert manifest["pinned"]["config"]["precision"] == "tf32"
     code, out, _ = run_cli(capsys, "compare", str(engine), f"{EXAMPLES}/mlp.onnx")
-    assert code == 0 and "atol 0.01, rtol 0.01 (a tf32 engine)" in out, out
+    assert code == 0 and "atol 0.01, rtol 0.01 (engine precision tf32)" in out, out
     code, out, _ = run_cli(capsys, "compare", str(engine), f"{EXAMPLES}/mlp.onnx", "--atol", "1e-6")
-    assert "atol 1e-06, rtol 0.01 (a tf32 engine)" in out, out
+    assert "atol 1e-06, rtol 0.01 (engine precision tf32)" in out, out
+
+
+def test_compare_allows_half_precision_errors_on_an_fp16_engine(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    engine = tmp_path / "cnn.engine"
+    code, _, err = run_cli(capsys, "build", f"{EXAMPLES}/small_cnn.onnx", "-o", str(engine), "--backend", "cpu",
+                           "--precision", "fp16", "-q")
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "compare", str(engine), f"{EXAMPLES}/small_cnn.onnx")
+    assert code == 0 and "atol 0.05, rtol 0.05 (engine precision fp16)" in out, out
