@@ -84,7 +84,8 @@ def _compile(filename: str, source: str, options: tuple[str, ...],
              headers: tuple[tuple[str, str], ...] = ()) -> bytes:
     from cupy_backends.cuda.libs import nvrtc
 
-    prog = nvrtc.createProgram(source, filename, tuple(h for _, h in headers), tuple(n for n, _ in headers))
+    prog = nvrtc.createProgram(source, filename, tuple(h.encode() for _, h in headers),
+                               tuple(n.encode() for n, _ in headers))
     try:
         try:
             nvrtc.compileProgram(prog, list(options))
