@@ -370,6 +370,9 @@ def main(argv: list[str]) -> int:
                     row = bench_one(name, batch, precision, args, path)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+                    if args.json:  # after every row: a run cut short by a time limit keeps what it measured
+                        write(args.json, json.dumps({"environment": environment(), "argv": argv, "rows": rows},
+                                                    indent=1))
                     free_memory()
     env = environment()
     report = markdown(rows, env, [" ".join(argv)])
