@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from reprobuild.ir import Layer, Network
-from reprobuild.passes.pattern import GraphIndex, fresh_name, replace_layers
+from reprobuild.passes.pattern import Claims, GraphIndex, fresh_name, replace_all
 
 VERSION = 1
 
@@ -60,22 +60,25 @@ def _fold_gemm(index: GraphIndex, gemm: Layer, s: np.ndarray, t: np.ndarray) -> 
 
 
 def fold_batchnorm(network: Network) -> Network:
-    index = GraphIndex(network)
-    for bn in network.layers:
-        if bn.op != "BatchNormalization":
-            continue
-        producer = index.producer(bn.inputs[0])
-        if producer is None or producer.op not in ("Conv", "Gemm") or not index.single_use(bn.inputs[0]):
-            continue
-        params = _scale_shift(index, bn)
-        if params is None:
-            continue
-        folded = (_fold_conv if producer.op == "Conv" else _fold_gemm)(index, producer, *params)
-        if folded is None:
-            continue
-        layer, constants = folded
-        merged = Layer(layer.name, layer.op, layer.inputs, bn.outputs, layer.attrs,
-                       tuple(dict.fromkeys((*producer.origin, *bn.origin))))
-        network = replace_layers(network, [producer, bn], merged, constants)
-        index = GraphIndex(network)
-    return network
+    """Every foldable BatchNormalization folded, all of a round at once (a BN after a folded one, the next round)."""
+    while True:
+        index, claims = GraphIndex(network), Claims()
+        for bn in network.layers:
+            if bn.op != "BatchNormalization":
+                continue
+            producer = index.producer(bn.inputs[0])
+            if producer is None or producer.op not in ("Conv", "Gemm") or not index.single_use(bn.inputs[0]):
+                continue
+            params = _scale_shift(index, bn)
+            if params is None or claims.overlaps([producer, bn]):
+                continue
+            folded = (_fold_conv if producer.op == "Conv" else _fold_gemm)(index, producer, *params)
+            if folded is None:
+                continue
+            layer, constants = folded
+            merged = Layer(layer.name, layer.op, layer.inputs, bn.outputs, layer.attrs,
+                           tuple(dict.fromkeys((*producer.origin, *bn.origin))))
+            claims.add([producer, bn], merged, constants)
+        if not claims.replacements:
+            return network
+        network = replace_all(network, claims.replacements)

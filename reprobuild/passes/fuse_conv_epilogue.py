@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from reprobuild.ir import Layer, Network
-from reprobuild.passes.pattern import GraphIndex, fresh_name, replace_layers
+from reprobuild.passes.pattern import Claims, GraphIndex, fresh_name, replace_all
 
 VERSION = 1
 
@@ -24,7 +24,7 @@ def _only_reader(network: Network, index: GraphIndex, tensor: str) -> Layer | No
     """The one layer reading ``tensor``, when exactly one does and it is not a network output."""
     if not index.single_use(tensor):
         return None
-    return next(layer for layer in network.layers if tensor in layer.inputs)
+    return index.reader_layers(tensor)[0]
 
 
 def _residual(index: GraphIndex, add: Layer, conv_out: str) -> str | None:
@@ -39,7 +39,7 @@ def _residual(index: GraphIndex, add: Layer, conv_out: str) -> str | None:
 
 def _activation(network: Network, index: GraphIndex, tensor: str) -> tuple[list[Layer], dict] | None:
     """The activation layers reading ``tensor`` and the FusedConv attributes they become, or None."""
-    readers = [layer for layer in network.layers if tensor in layer.inputs]
+    readers = index.reader_layers(tensor)
     if index.is_output(tensor):
         return None
     if len(readers) == 1:
@@ -60,7 +60,7 @@ def _activation(network: Network, index: GraphIndex, tensor: str) -> tuple[list[
     return None
 
 
-def _fuse_one(network: Network, index: GraphIndex, conv: Layer) -> Network | None:
+def _fuse_one(network: Network, index: GraphIndex, conv: Layer) -> tuple[list[Layer], Layer, dict] | None:
     if len(conv.inputs) < 2 or any(index.const(t) is None for t in conv.inputs[1:]):
         return None
     if index.tensor(conv.outputs[0]).dtype not in ("float16", "float32", "float64"):
@@ -90,19 +90,20 @@ def _fuse_one(network: Network, index: GraphIndex, conv: Layer) -> Network | Non
     inputs = (conv.inputs[0], conv.inputs[1], bias, *((residual,) if residual is not None else ()))
     layer = Layer(conv.name, "FusedConv", inputs, (tail,), tuple(sorted(attrs.items())),
                   tuple(dict.fromkeys(n for f in fused for n in f.origin)))
-    return replace_layers(network, fused, layer, constants)
+    return fused, layer, constants
 
 
 def fuse_conv_epilogue(network: Network) -> Network:
-    changed = True
-    while changed:
-        changed = False
-        index = GraphIndex(network)
+    """Every convolution's epilogue fused, in layer order; a chain that shares a layer with an earlier one (two
+    convolutions summed by one Add) is looked at again on the rewritten network."""
+    while True:
+        index, claims = GraphIndex(network), Claims()
         for conv in network.layers:
             if conv.op != "Conv":
                 continue
-            fused = _fuse_one(network, index, conv)
-            if fused is not None:
-                network, changed = fused, True
-                break
-    return network
+            found = _fuse_one(network, index, conv)
+            if found is not None:
+                claims.add(*found)
+        if not claims.replacements:
+            return network
+        network = replace_all(network, claims.replacements)

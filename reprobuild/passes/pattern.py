@@ -61,10 +61,15 @@ class GraphIndex:
         self.network = network
         self._producer = {t: layer for layer in network.layers for t in layer.outputs}
         self._readers: dict[str, int] = {}
+        self._reader_layers: dict[str, list[Layer]] = {}
         for layer in network.layers:
             for t in layer.inputs:
                 self._readers[t] = self._readers.get(t, 0) + 1
+            for t in dict.fromkeys(layer.inputs):
+                self._reader_layers.setdefault(t, []).append(layer)
         self._outputs = {t.name for t in network.outputs}
+        #: Names handed out by ``fresh_name`` for this network: replacements applied together never share one.
+        self.reserved: set[str] = set()
 
     def producer(self, tensor: str) -> Layer | None:
         return self._producer.get(tensor)
@@ -81,6 +86,10 @@ class GraphIndex:
 
     def readers(self, tensor: str) -> int:
         return self._readers.get(tensor, 0)
+
+    def reader_layers(self, tensor: str) -> list[Layer]:
+        """The layers that read ``tensor``, in network order (each once)."""
+        return list(self._reader_layers.get(tensor, ()))
 
     def is_output(self, tensor: str) -> bool:
         return tensor in self._outputs
@@ -158,43 +167,84 @@ def match(pattern: Op, tensor: str, index: GraphIndex) -> Match | None:
 
 
 def fresh_name(index: GraphIndex, base: str) -> str:
+    """``base``, or ``base`` with underscores appended, that no tensor of the network and no earlier call on this
+    index has."""
     name = base
-    while name in index.network.tensors:
+    while name in index.network.tensors or name in index.reserved:
         name += "_"
+    index.reserved.add(name)
     return name
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """Layers ``old`` of a network to be replaced by ``new`` (with these new constants)."""
+
+    old: tuple[Layer, ...]
+    new: Layer
+    constants: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+def replace_all(network: Network, replacements: Sequence[Replacement]) -> Network:
+    """The network with every replacement made: each new layer placed where the last of its old layers was, the
+    ONNX nodes of the old layers its origin unless it names its own. The replacements' layers must be disjoint.
+    One new network for them all, so a pass that finds n matches costs one validation of the network, not n."""
+    position = {id(layer): i for i, layer in enumerate(network.layers)}
+    placed: dict[int, Layer] = {}
+    gone: set[int] = set()
+    consts = dict(network.constants)
+    for r in replacements:
+        ids = {id(layer) for layer in r.old}
+        if ids & gone:
+            raise AssertionError(f"replacements overlap at layer {r.new.name!r}: a bug in the pass")
+        gone |= ids
+        origin = r.new.origin or tuple(dict.fromkeys(n for layer in r.old for n in layer.origin))
+        placed[max(position[i] for i in ids)] = Layer(r.new.name, r.new.op, r.new.inputs, r.new.outputs,
+                                                      r.new.attrs, origin)
+        consts.update(r.constants)
+    layers = [placed.get(i, layer) for i, layer in enumerate(network.layers) if i in placed or id(layer) not in gone]
+    return network.derive(layers, consts)
 
 
 def replace_layers(network: Network, old: Sequence[Layer], new: Layer,
                    constants: Mapping[str, np.ndarray] | None = None) -> Network:
-    """The network with the layers ``old`` replaced by ``new``, placed where the last of them was. The ONNX
-    nodes of the old layers become the new layer's origin, unless it names its own."""
-    gone = {id(layer) for layer in old}
-    position = max(i for i, layer in enumerate(network.layers) if id(layer) in gone)
-    origin = new.origin or tuple(dict.fromkeys(n for layer in old for n in layer.origin))
-    new = Layer(new.name, new.op, new.inputs, new.outputs, new.attrs, origin)
-    layers = [new if i == position else layer for i, layer in enumerate(network.layers)
-              if i == position or id(layer) not in gone]
-    consts = {**network.constants, **(constants or {})}
-    return network.derive(layers, consts)
+    """The network with the layers ``old`` replaced by ``new`` (see ``replace_all``)."""
+    return replace_all(network, [Replacement(tuple(old), new, dict(constants or {}))])
+
+
+class Claims:
+    """The layers that a round of matching has taken: a match that shares a layer with an earlier one waits for
+    the next round (on the rewritten network), so the result is what replacing one match at a time gives."""
+
+    def __init__(self) -> None:
+        self.taken: set[int] = set()
+        self.replacements: list[Replacement] = []
+
+    def add(self, old: Sequence[Layer], new: Layer, constants: Mapping[str, np.ndarray] | None = None) -> bool:
+        ids = {id(layer) for layer in old}
+        if ids & self.taken:
+            return False
+        self.taken |= ids
+        self.replacements.append(Replacement(tuple(old), new, dict(constants or {})))
+        return True
+
+    def overlaps(self, old: Sequence[Layer]) -> bool:
+        return any(id(layer) in self.taken for layer in old)
 
 
 def rewrite(network: Network, pattern: Op, build: Any) -> Network:
-    """Apply ``build(match, index) -> Layer | None`` wherever ``pattern`` matches, first match first."""
-    changed = True
-    while changed:
-        changed = False
-        index = GraphIndex(network)
+    """Apply ``build(match, index) -> Layer | None`` wherever ``pattern`` matches, in layer order; matches that
+    overlap an earlier one are tried again on the rewritten network, until none is left."""
+    while True:
+        index, claims = GraphIndex(network), Claims()
         for layer in network.layers:
             for out in layer.outputs:
                 found = match(pattern, out, index)
-                if found is None:
+                if found is None or claims.overlaps(found.layers):
                     continue
                 new = build(found, index)
-                if new is None:
-                    continue
-                network = replace_layers(network, found.layers, new)
-                changed = True
-                break
-            if changed:
-                break
-    return network
+                if new is not None:
+                    claims.add(found.layers, new)
+        if not claims.replacements:
+            return network
+        network = replace_all(network, claims.replacements)

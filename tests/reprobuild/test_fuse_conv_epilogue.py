@@ -73,6 +73,32 @@ def test_no_fusion_when_the_conv_output_is_read_twice(rng: np.random.Generator) 
     assert [layer.op for layer in run_passes(network, DEFAULT_PASSES).layers] == ["Conv", "FusedElementwise"]
 
 
+def test_two_convolutions_summed_by_one_add_fuse_once_and_every_block_in_one_pass(rng: np.random.Generator) -> None:
+    """A ResNet downsampling block: conv_a + conv_b -> Relu. The first convolution in layer order takes the Add
+    (the second becomes its residual input) and the Relu; the second stays a Conv. Two such blocks in a row both
+    fuse, however the pass batches its rewrites."""
+    inits = {f"w{i}": (rng.standard_normal((4, 4, 1, 1)) * 0.3).astype(np.float32) for i in range(4)}
+    nodes = []
+    x = "x"
+    for block in range(2):
+        a, b = f"w{2 * block}", f"w{2 * block + 1}"
+        nodes += [helper.make_node("Conv", [x, a], [f"ca{block}"], name=f"conv_a{block}"),
+                  helper.make_node("Conv", [x, b], [f"cb{block}"], name=f"conv_b{block}"),
+                  helper.make_node("Add", [f"ca{block}", f"cb{block}"], [f"s{block}"], name=f"add{block}"),
+                  helper.make_node("Relu", [f"s{block}"], [f"y{block}"], name=f"relu{block}")]
+        x = f"y{block}"
+    model = make_model(nodes, {"x": (1, 4, 5, 5)}, [x], inits, 17)
+    network, _ = network_from_onnx_bytes(model.SerializeToString())
+    fused = run_passes(network, DEFAULT_PASSES)
+    assert [(layer.name, layer.op) for layer in fused.layers] == [
+        ("conv_b0", "Conv"), ("conv_a0", "FusedConv"), ("conv_b1", "Conv"), ("conv_a1", "FusedConv")]
+    assert fused.layers[1].origin == ("conv_a0", "add0", "relu0")
+    assert fused.layers[1].inputs[3] == "cb0" and fused.layers[1].attr("activation") == "Relu"
+    feeds = {"x": rng.standard_normal((1, 4, 5, 5)).astype(np.float32)}
+    np.testing.assert_allclose(build_and_run(model, feeds, "cpu")[x], ort_outputs(model, feeds)[x],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_no_fusion_when_an_intermediate_is_a_network_output(rng: np.random.Generator) -> None:
     inits = {"w": rng.standard_normal((4, 4, 1, 1)).astype(np.float32)}
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
