@@ -205,10 +205,8 @@ class _CudaConv(Tactic):
 
     family, ops, backend = "conv", ("Conv", "FusedConv"), "cuda"
     dtypes: tuple[str, ...] = ("float32", "float16")
+    per_dtype_build = True
     capturable = True
-
-    def kernel_dtype(self, layer: LayerSpec) -> str:
-        return layer.inputs[0].dtype
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_conv(layer) or unsupported_epilogue(layer)

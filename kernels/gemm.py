@@ -173,6 +173,7 @@ class CudaCublasGemm(Tactic):
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_cublas", "cuda", 10
     dtypes: tuple[str, ...] = ("float32", "float16")
+    per_dtype_build = True
     capturable = True
     version = 2
     source, cuda_sources = "cublas", ("gemm.cu",)
@@ -183,9 +184,6 @@ class CudaCublasGemm(Tactic):
         if reason is not None:
             return reason
         return CublasProduct(layer, GemmOperands(layer), dict(layer.constants)).unsupported()
-
-    def kernel_dtype(self, layer: LayerSpec) -> str:
-        return layer.outputs[0].dtype
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g, dtype = GemmOperands(layer), layer.outputs[0].dtype

@@ -23,9 +23,7 @@ class CudaLayerNorm(Tactic):
     family, ops, name, backend, priority = "norm", ("LayerNormalization",), "cuda_rowwise", "cuda", 10
     source, cuda_sources, capturable = "nvrtc", ("norm.cu",), True
     dtypes = ("float32", "float16")
-
-    def kernel_dtype(self, layer: LayerSpec) -> str:
-        return layer.inputs[0].dtype
+    per_dtype_build = True
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         if len(layer.outputs) != 1:

@@ -98,9 +98,7 @@ class CudaWindowPool(Tactic):
     capturable = True
     source, cuda_sources = "nvrtc", ("pool.cu",)
     dtypes = ("float32", "float16")
-
-    def kernel_dtype(self, layer: LayerSpec) -> str:
-        return layer.inputs[0].dtype
+    per_dtype_build = True
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_pool(layer)
@@ -122,9 +120,7 @@ class CudaGlobalMean(Tactic):
     capturable = True
     source, cuda_sources = "nvrtc", ("pool.cu",)
     dtypes = ("float32", "float16")
-
-    def kernel_dtype(self, layer: LayerSpec) -> str:
-        return layer.inputs[0].dtype
+    per_dtype_build = True
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         shape = layer.inputs[0].shape

@@ -46,9 +46,7 @@ class CudaRowwiseSoftmax(Tactic):
     capturable = True
     source, cuda_sources = "nvrtc", ("softmax.cu",)
     dtypes = ("float32", "float16")
-
-    def kernel_dtype(self, layer: LayerSpec) -> str:
-        return layer.inputs[0].dtype
+    per_dtype_build = True
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         outer, length, inner = rows_and_cols(layer)

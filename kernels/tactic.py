@@ -99,6 +99,9 @@ class Tactic(ABC):
     #: Reduced-precision arithmetic the tactic uses on float32 tensors (``tf32``), or None when it computes in the
     #: tensors' own dtype. A build allows it only at a matching ``--precision``; the manifest records it per layer.
     math: ClassVar[str | None] = None
+    #: Whether the tactic's ``.cu`` files are written on ``dtype.cuh``'s ``elem_t`` and built for the layer's dtype
+    #: (float32 or float16) rather than always for float32; see :meth:`kernel_dtype`.
+    per_dtype_build: ClassVar[bool] = False
     #: The values a parameterized tactic is instantiated with (tile sizes, ...), recorded with it.
     parameters: ClassVar[Mapping[str, int | str]] = MappingProxyType({})
 
@@ -108,9 +111,9 @@ class Tactic(ABC):
         return tuple(self.cuda_sources)
 
     def kernel_dtype(self, layer: LayerSpec) -> str:
-        """The element type this tactic builds its ``.cu`` files for on ``layer`` (the files written on
-        ``dtype.cuh``'s ``elem_t`` have a float32 and a float16 build); float32 unless a tactic says otherwise."""
-        return "float32"
+        """The element type this tactic builds its ``.cu`` files for on ``layer``: the layer's (input 0's) dtype
+        for a tactic whose files are written on ``dtype.cuh``'s ``elem_t`` (``per_dtype_build``), else float32."""
+        return layer.inputs[0].dtype if self.per_dtype_build else "float32"
 
     def code_objects(self) -> list[Any]:
         """The roots of the Python code this tactic runs: its class (and, through it, whatever it names)."""

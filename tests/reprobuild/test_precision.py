@@ -116,25 +116,17 @@ def test_half_constants_are_clamped_to_the_finite_range_and_indices_keep_their_d
     assert net.tensors[gather.outputs[0]].dtype == "float16"
 
 
-def test_compare_takes_its_default_tolerance_from_the_engines_precision(tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    engine = tmp_path / "mlp.engine"
-    code, _, err = run_cli(capsys, "build", f"{EXAMPLES}/mlp.onnx", "-o", str(engine), "--backend", "cpu",
-                           "--precision", "tf32", "-q")
+@pytest.mark.parametrize(("precision", "example", "default"), [("tf32", "mlp", 0.01), ("fp16", "small_cnn", 0.05)])
+def test_compare_takes_its_default_tolerance_from_the_engines_precision(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], precision: str, example: str, default: float) -> None:
+    engine = tmp_path / f"{example}.engine"
+    code, _, err = run_cli(capsys, "build", f"{EXAMPLES}/{example}.onnx", "-o", str(engine), "--backend", "cpu",
+                           "--precision", precision, "-q")
     assert code == 0, err
-    manifest = json.loads((tmp_path / "mlp.manifest.json").read_text())
-    assert manifest["pinned"]["config"]["precision"] == "tf32"
-    code, out, _ = run_cli(capsys, "compare", str(engine), f"{EXAMPLES}/mlp.onnx")
-    assert code == 0 and "atol 0.01, rtol 0.01 (engine precision tf32)" in out, out
-    code, out, _ = run_cli(capsys, "compare", str(engine), f"{EXAMPLES}/mlp.onnx", "--atol", "1e-6")
-    assert "atol 1e-06, rtol 0.01 (engine precision tf32)" in out, out
+    manifest = json.loads((tmp_path / f"{example}.manifest.json").read_text())
+    assert manifest["pinned"]["config"]["precision"] == precision
+    code, out, _ = run_cli(capsys, "compare", str(engine), f"{EXAMPLES}/{example}.onnx")
+    assert code == 0 and f"atol {default:g}, rtol {default:g} (engine precision {precision})" in out, out
+    code, out, _ = run_cli(capsys, "compare", str(engine), f"{EXAMPLES}/{example}.onnx", "--atol", "1e-6")
+    assert f"atol 1e-06, rtol {default:g} (engine precision {precision})" in out, out
 
-
-def test_compare_allows_half_precision_errors_on_an_fp16_engine(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    engine = tmp_path / "cnn.engine"
-    code, _, err = run_cli(capsys, "build", f"{EXAMPLES}/small_cnn.onnx", "-o", str(engine), "--backend", "cpu",
-                           "--precision", "fp16", "-q")
-    assert code == 0, err
-    code, out, _ = run_cli(capsys, "compare", str(engine), f"{EXAMPLES}/small_cnn.onnx")
-    assert code == 0 and "atol 0.05, rtol 0.05 (engine precision fp16)" in out, out
