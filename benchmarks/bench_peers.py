@@ -13,9 +13,10 @@ random order, so that no peer always runs after the same one,
 after ``--warmup`` untimed runs each; a timing is the wall clock from the launch to a full synchronize
 (``torch.cuda.synchronize`` for PyTorch, the context's stream for reprobuild) with the input already on the
 device; the figure is the median over ``--runs`` rounds. PyTorch: cudnn.benchmark off; fp32 with TF32 off, tf32
-with TF32 on (matmul and cuDNN), fp16 as ``model.half()`` on a half input (the fp16 engine is also compared with
-fp32 eager: "vs fp32" in the match column, beside PyTorch's own fp16 error against its fp32; an fp16 engine
-matches when it is within tolerance of PyTorch fp16, or its error against fp32 is at most twice PyTorch's).
+with TF32 on (matmul and cuDNN), fp16 (bf16) as the model and its input converted to float16 (bfloat16); a
+narrow engine is also compared with fp32 eager: "vs fp32" in the match column, beside PyTorch's own narrow error
+against its fp32; it matches when it is within tolerance of PyTorch's narrow output, or its error against fp32 is
+at most twice PyTorch's.
 "eager+graph" is the eager model captured with ``torch.cuda.CUDAGraph`` after warm-up on a side stream.
 reprobuild runs its engine's default: a
 captured CUDA graph when every layer is a launch plan. "any det" is reprobuild built with nondeterministic
@@ -49,7 +50,9 @@ from benchmarks.bench_torchvision import export, make_model
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "transformer_encoder")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: (rtol, atol as a fraction of the reference's std) for the output check against PyTorch in the same precision
-TOLERANCE = {"fp32": (1e-3, 1e-4), "tf32": (2e-2, 2e-2), "fp16": (2e-2, 2e-2)}
+TOLERANCE = {"fp32": (1e-3, 1e-4), "tf32": (2e-2, 2e-2), "fp16": (2e-2, 2e-2), "bf16": (1e-1, 1e-1)}
+#: The precisions that run the model in a narrow float type (the torch dtype's name).
+NARROW = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 def torch_mode(precision: str) -> None:
@@ -160,13 +163,14 @@ def bench_one(name: str, batch: int, precision: str, args: argparse.Namespace, p
     model = model.to(device)
     x = example.to(device)
     reference32 = None
-    if precision == "fp16":  # the half engine is also compared with fp32 eager
+    if precision in NARROW:  # a narrow engine is also compared with fp32 eager
         torch_mode("fp32")
         with torch.no_grad():
             reference32 = model(x).float().cpu().numpy()
     torch_mode(precision)
-    if precision == "fp16":
-        model, x = model.half(), x.half()
+    if precision in NARROW:
+        dtype = getattr(torch, NARROW[precision])
+        model, x = model.to(dtype), x.to(dtype)
     with torch.no_grad():
         reference = model(x).float().cpu().numpy()
     try:
@@ -184,8 +188,8 @@ def bench_one(name: str, batch: int, precision: str, args: argparse.Namespace, p
     row["max_abs"] = float(np.abs(out.astype(np.float64) - reference).max())
     row["match"] = bool(np.allclose(out, reference, rtol=rtol, atol=atol * scale)) and scale > 0
     if reference32 is not None:
-        # half precision's own error, as PyTorch's fp16 shows it against its fp32: the engine matches when its
-        # error against fp32 is within twice PyTorch's, or within the tolerance of PyTorch's fp16 output
+        # the narrow type's own error, as PyTorch's fp16/bf16 shows it against its fp32: the engine matches when
+        # its error against fp32 is within twice PyTorch's, or within the tolerance of PyTorch's narrow output
         row["max_abs_fp32"] = float(np.abs(out.astype(np.float64) - reference32).max())
         row["peer_fp16_error"] = float(np.abs(reference.astype(np.float64) - reference32).max())
         row["match"] = row["match"] or (row["max_abs_fp32"] <= 2 * row["peer_fp16_error"] and scale > 0)
@@ -199,7 +203,7 @@ def bench_one(name: str, batch: int, precision: str, args: argparse.Namespace, p
     if args.control:  # a second context of the same engine: how much order and cache warmth alone move a figure
         control = engine.create_execution_context()
         peers["control"], syncs["control"] = (lambda: control.enqueue(feeds)), control.synchronize
-    if args.any_det and precision != "fp16":
+    if args.any_det and precision not in NARROW:
         loose = Runtime().deserialize_engine(build(path, precision, args.backend, "any")["engine"])
         loose_ctx = loose.create_execution_context()
         peers["any det"], syncs["any det"] = (lambda: loose_ctx.enqueue(feeds)), loose_ctx.synchronize
@@ -232,7 +236,7 @@ def peer_cell(row: dict[str, Any], peer: str) -> str:
 
 
 def match_cell(row: dict[str, Any]) -> str:
-    vs32 = (f"; vs fp32 {row['max_abs_fp32']:.1e}, PyTorch fp16 vs fp32 {row['peer_fp16_error']:.1e}"
+    vs32 = (f"; vs fp32 {row['max_abs_fp32']:.1e}, PyTorch {row['precision']} vs fp32 {row['peer_fp16_error']:.1e}"
             if "max_abs_fp32" in row else "")
     return f"{'yes' if row['match'] else 'NO'} ({row['max_abs']:.1e}{vs32})"
 
@@ -265,7 +269,7 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
             lines.append(f"- {what}: not built ({r['error']}): target not met")
             continue
         graph = r.get("eager+graph_ms")
-        if r["precision"] in ("fp32", "fp16") and graph:
+        if r["precision"] in ("fp32", "fp16", "bf16") and graph:
             limit = 0.9 if (r["precision"] == "fp32" and r["batch"] == 1) else 1.0
             got = r["reprobuild_ms"] / graph
             lines.append(f"- {what}: {got:.2f}x eager+graph, target <= {limit}x: "
@@ -321,7 +325,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--backend", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batches", default="1,32")
-    parser.add_argument("--precisions", default="fp32,tf32,fp16")
+    parser.add_argument("--precisions", default="fp32,tf32,fp16,bf16")
     parser.add_argument("--runs", type=int, default=200, help="timed rounds (default: 200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed runs of each peer first (default: 20)")
     parser.add_argument("--compile-precisions", default="fp32", metavar="LIST",

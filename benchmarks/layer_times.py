@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "fp16"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "fp16", "bf16"))
     parser.add_argument("--backend", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--top", type=int, default=25, help="layers listed (default: 25)")
     parser.add_argument("--seed", type=int, default=0)

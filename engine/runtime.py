@@ -194,7 +194,8 @@ class Engine:
             inputs=tuple(sig(t) for t in layer.inputs), outputs=tuple(sig(t) for t in layer.outputs),
             constants={i: weights[t] for i, t in enumerate(layer.inputs) if t in weights},
         )
-        reason = tactic.ineligibility(spec)
+        reason = tactic.ineligibility(spec) or tactic.device_ineligibility(
+            getattr(self.backend, "compute_capability", None))
         if reason is not None:
             raise FormatError(f"engine layer {layer.name!r}: tactic {tactic.label} cannot run it ({reason})")
         if tactic.workspace_bytes(spec) > layer.workspace_bytes:

@@ -2,7 +2,9 @@
 
 CPU: im2col + one BLAS matmul per group; and a tap-by-tap accumulation (one small matmul per kernel tap, in a
 fixed order). CUDA (``conv.cu``): im2col into the workspace, then cuBLAS or the tiled SGEMM of ``gemm.cu`` over
-every (image, group); a direct convolution; and cuBLAS alone for 1x1 convolutions.
+every (image, group); a direct convolution; cuBLAS alone for 1x1 convolutions; Winograd F(2x2, 3x3) with cuBLAS for
+3x3 ones (float32); and (``conv_mma.cu``) implicit-GEMM tensor-core kernels, one per block shape (float16 and
+bfloat16).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.cuda_launch import f32, i32, i64, linear, plan
+from reprobuild.dtypes import np_dtype
+from reprobuild.kernels.backend import Backend, CudaBackend
+from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, plan
 from reprobuild.kernels.gemm import TiledGemmLaunch
-from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, In, KernelLaunch, Out, Ref, Ws
+from reprobuild.kernels.launch import INT32_MAX, MAX_GRID_YZ, GemmLaunch, In, KernelLaunch, Out, Ref, Ws
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned, workspace_view
 
 
@@ -36,7 +39,7 @@ class ConvGeometry:
         self.k = self.cg * self.kh * self.kw  # reduction length of one output
         self.has_bias = len(layer.inputs) > 2
         self.dtype = layer.inputs[0].dtype
-        self.itemsize = np.dtype(self.dtype).itemsize
+        self.itemsize = np_dtype(self.dtype).itemsize
 
     @property
     def padded_shape(self) -> tuple[int, ...]:
@@ -204,7 +207,7 @@ class _CudaConv(Tactic):
     float16), the bias in float32, and the epilogue. Half layers accumulate in float32."""
 
     family, ops, backend = "conv", ("Conv", "FusedConv"), "cuda"
-    dtypes: tuple[str, ...] = ("float32", "float16")
+    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
     per_dtype_build = True
     capturable = True
 
@@ -213,7 +216,7 @@ class _CudaConv(Tactic):
 
     def upload(self, layer: LayerSpec, backend: Backend) -> tuple[ConvGeometry, Any, Any]:
         g = ConvGeometry(layer)
-        weight = backend.asarray(layer.constants[1].astype(g.dtype, copy=False).reshape(g.group, g.mg, g.k))
+        weight = backend.asarray(layer.constants[1].astype(np_dtype(g.dtype), copy=False).reshape(g.group, g.mg, g.k))
         bias = backend.asarray(layer.constants[2].astype(np.float32, copy=False)) if g.has_bias else None
         return g, weight, bias
 
@@ -398,7 +401,175 @@ class CudaPointwiseCublasTf32(CudaPointwiseCublas):
     dtypes = ("float32",)
 
 
+#: Winograd F(2x2, 3x3)'s transforms (Lavin and Gray, 2016): U = G g G^T for a 3x3 kernel g, V = B^T d B for a
+#: 4x4 input patch d (conv.cu), Y = A^T (U .* V) A for the 2x2 outputs.
+WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+#: The transformed input and the 16 products of as many images at once as fit in this many bytes (at least one).
+WINOGRAD_BUDGET_MIB = 128
+
+
+def winograd_weight(weight: np.ndarray) -> np.ndarray:
+    """The (M, C, 3, 3) weight as U (16, M, C): G g G^T of every (output, input) channel pair, computed in float64
+    and rounded once to float32; U[4 * i + j] is element (i, j) of the 4x4 transform."""
+    u = np.einsum("ia,mcab,jb->ijmc", WINOGRAD_G, weight.astype(np.float64), WINOGRAD_G)
+    return np.ascontiguousarray(u.reshape(16, *weight.shape[:2]).astype(np.float32))
+
+
+class CudaWinogradCublas(_CudaConv):
+    """Winograd F(2x2, 3x3) for 3x3 convolutions of stride 1 (conv.cu): transform the input tiles into the
+    workspace, one cuBLAS strided-batched GEMM over the 16 transformed products (2.25 times fewer multiplications
+    than the direct product), then transform back with the bias, residual and activation. float32 only: the
+    transforms' extra roundings are small in float32, not in half."""
+
+    name, priority, source, cuda_sources = "cuda_winograd_cublas", 12, "cublas", ("conv.cu",)
+    dtypes = ("float32",)
+    compute = "fp32"
+    parameters = MappingProxyType({"tile": "F(2x2,3x3)", "workspace_budget_mib": WINOGRAD_BUDGET_MIB})
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        reason = super().unsupported(layer)
+        if reason is not None:
+            return reason
+        g = ConvGeometry(layer)
+        if (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.group) != (3, 3, 1, 1, 1, 1, 1):
+            return (f"Winograd F(2x2, 3x3) runs ungrouped 3x3 kernels of stride 1 and dilation 1; this layer has a "
+                    f"{g.kh}x{g.kw} kernel, strides {[g.sh, g.sw]}, dilations {[g.dh, g.dw]}, {g.group} group(s)")
+        return None
+
+    @staticmethod
+    def tiles(g: ConvGeometry) -> tuple[int, int]:
+        return cdiv(g.oh, 2), cdiv(g.ow, 2)
+
+    def images_per_chunk(self, g: ConvGeometry) -> int:
+        th, tw = self.tiles(g)
+        per_image = 4 * 16 * (g.c + g.m) * th * tw
+        return max(1, min(g.n, (WINOGRAD_BUDGET_MIB << 20) // per_image))
+
+    def workspace_bytes(self, layer: LayerSpec) -> int:
+        g = ConvGeometry(layer)
+        th, tw = self.tiles(g)
+        tiles = self.images_per_chunk(g) * th * tw
+        return aligned(4 * 16 * g.c * tiles) + 4 * 16 * g.m * tiles
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        g = ConvGeometry(layer)
+        u = backend.asarray(winograd_weight(layer.constants[1]))
+        bias = backend.asarray(layer.constants[2].astype(np.float32, copy=False)) if g.has_bias else None
+        epilogue = Epilogue(layer, g)
+        th, tw = self.tiles(g)
+        chunk = self.images_per_chunk(g)
+        m_offset = aligned(4 * 16 * g.c * chunk * th * tw)
+        launches: list[KernelLaunch | GemmLaunch] = []
+        for n0 in range(0, g.n, chunk):
+            count = min(chunk, g.n - n0)
+            tiles = count * th * tw
+            x, out, residual = self.chunk_refs(g, epilogue, n0)
+            total_in, total_out = count * g.c * th * tw, count * g.m * th * tw
+            launches.append(linear(backend, "conv.cu", "winograd_input", total_in, (
+                x, Ws(0), *(i32(v) for v in (g.c, g.h, g.w, th, tw, g.pt, g.pl)), i64(tiles), i64(total_in))))
+            # product xi: M (M x tiles) = U[xi] (M x C) @ V[xi] (C x tiles), as (tiles x M) = V^T U^T column-major
+            launches.append(GemmLaunch(
+                transa=False, transb=False, m=tiles, n=g.m, k=g.c, a=Ws(0), lda=tiles, stride_a=g.c * tiles,
+                b=u, ldb=g.c, stride_b=g.m * g.c, c=Ws(m_offset), ldc=tiles, stride_c=g.m * tiles, batch=16,
+                dtype="float32", compute=self.compute))
+            launches.append(linear(backend, "conv.cu", "winograd_output", total_out, (
+                Ws(m_offset), bias, residual, out, *(i32(v) for v in (g.m, g.oh, g.ow, th, tw)), i64(tiles),
+                i64(total_out), i32(ACTIVATIONS[epilogue.activation]), f32(epilogue.lo), f32(epilogue.hi))))
+        return plan(backend, *launches, holds=(u, bias))
+
+
+class CudaWinogradCublasTf32(CudaWinogradCublas):
+    """Winograd F(2x2, 3x3) with the 16 products on TF32 tensor cores; allowed by ``--precision tf32``."""
+
+    name, priority, math, compute = "cuda_winograd_cublas_tf32", 11, "tf32", "tf32"
+
+
+class _CudaImplicitGemmMma(_CudaConv):
+    """Implicit-GEMM convolution on tensor cores (conv_mma.cu): the weight as (M, K) rows zero-padded to a multiple
+    of 32, the input gathered straight from NCHW into shared memory (no im2col, no workspace), mma.sync m16n8k16
+    with float32 accumulation, and the bias, residual and activation in the same kernel. float16 and bfloat16,
+    ungrouped convolutions; one tactic per block shape (``block_m`` output channels x ``block_n`` output
+    positions, ``warps_m`` x ``warps_n`` warps), so the builder times the shapes against each other and cuBLAS."""
+
+    family, ops, backend, source, cuda_sources = "conv", ("Conv", "FusedConv"), "cuda", "nvrtc", ("conv_mma.cu",)
+    dtypes = ("float16", "bfloat16")
+    min_compute_capability = 80
+    BK = 32
+    BM, BN, WM, WN = 0, 0, 0, 0  # set by each block shape below
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        reason = super().unsupported(layer)
+        if reason is not None:
+            return reason
+        g = ConvGeometry(layer)
+        if g.group != 1:
+            return f"{g.group} groups; the implicit GEMM runs ungrouped convolutions (the direct kernel runs these)"
+        if g.c * g.h * g.w > INT32_MAX or g.k + self.BK > INT32_MAX:
+            return f"an image of {g.c * g.h * g.w} input elements; the kernel indexes one image with 32-bit ints"
+        if cdiv(g.m, self.BM) > MAX_GRID_YZ:
+            return f"{g.m} output channels need more than {MAX_GRID_YZ} blocks of {self.BM}"
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        g = ConvGeometry(layer)
+        if not isinstance(backend, CudaBackend):
+            raise TypeError(f"{self.label} needs the cuda backend, not {backend.name}")
+        kp = cdiv(g.k, self.BK) * self.BK
+        weight = np.zeros((g.m, kp), dtype=np_dtype(g.dtype))
+        weight[:, :g.k] = layer.constants[1].astype(np_dtype(g.dtype), copy=False).reshape(g.m, g.k)
+        c, i, j = np.unravel_index(np.arange(g.k), (g.c, g.kh, g.kw))
+        table = np.zeros((kp, 4), dtype=np.int32)
+        table[:, 1] = NO_ROW
+        table[:g.k, 0] = c * g.h * g.w + i * g.dh * g.w + j * g.dw
+        table[:g.k, 1] = i * g.dh
+        table[:g.k, 2] = j * g.dw
+        weight_d, table_d = backend.asarray(weight), backend.asarray(table)
+        bias = backend.asarray(layer.constants[2].astype(np.float32, copy=False)) if g.has_bias else None
+        epilogue = Epilogue(layer, g)
+        _, out, residual = self.chunk_refs(g, epilogue, 0)
+        npq = g.n * g.oh * g.ow
+        grid = (cdiv(npq, self.BN), cdiv(g.m, self.BM), 1)
+        sizes = tuple(i32(v) for v in (g.c, g.h, g.w, g.m, kp, g.oh, g.ow, g.pt, g.pl, g.sh, g.sw))
+        launch = kernel_launch(backend, "conv_mma.cu", f"conv_mma_{self.BM}x{self.BN}", grid,
+                               (self.WM * self.WN * 32, 1, 1),
+                               (In(0), weight_d, table_d, bias, residual, out, *sizes, i64(npq),
+                                i32(ACTIVATIONS[epilogue.activation]), f32(epilogue.lo), f32(epilogue.hi)),
+                               dtype=g.dtype)
+        return plan(backend, launch, holds=(weight_d, table_d, bias))
+
+
+#: ktab's row offset for the padding rows (k >= K): no input row is this far, so they read zeros (conv_mma.cu).
+NO_ROW = 1 << 29
+
+
+def _mma_parameters(bm: int, bn: int, wm: int, wn: int) -> MappingProxyType[str, int | str]:
+    return MappingProxyType({"block_m": bm, "block_n": bn, "block_k": _CudaImplicitGemmMma.BK, "warps_m": wm,
+                             "warps_n": wn, "instruction": "mma.sync.m16n8k16"})
+
+
+class CudaImplicitGemmMma128x128(_CudaImplicitGemmMma):
+    name, priority, BM, BN, WM, WN = "cuda_implicit_gemm_mma_128x128", 6, 128, 128, 2, 4
+    parameters = _mma_parameters(BM, BN, WM, WN)
+
+
+class CudaImplicitGemmMma128x64(_CudaImplicitGemmMma):
+    name, priority, BM, BN, WM, WN = "cuda_implicit_gemm_mma_128x64", 7, 128, 64, 2, 2
+    parameters = _mma_parameters(BM, BN, WM, WN)
+
+
+class CudaImplicitGemmMma64x128(_CudaImplicitGemmMma):
+    name, priority, BM, BN, WM, WN = "cuda_implicit_gemm_mma_64x128", 7, 64, 128, 2, 2
+    parameters = _mma_parameters(BM, BN, WM, WN)
+
+
+class CudaImplicitGemmMma64x64(_CudaImplicitGemmMma):
+    name, priority, BM, BN, WM, WN = "cuda_implicit_gemm_mma_64x64", 8, 64, 64, 2, 2
+    parameters = _mma_parameters(BM, BN, WM, WN)
+
+
 TACTICS: tuple[Tactic, ...] = (
     CpuIm2colGemm(), CpuTapAccumulate(), CudaDirect(), CudaIm2colCublas(), CudaIm2colCublasTf32(), CudaIm2colTiled(),
-    CudaPointwiseCublas(), CudaPointwiseCublasTf32(),
+    CudaPointwiseCublas(), CudaPointwiseCublasTf32(), CudaWinogradCublas(), CudaWinogradCublasTf32(),
+    CudaImplicitGemmMma128x128(), CudaImplicitGemmMma128x64(),
+    CudaImplicitGemmMma64x128(), CudaImplicitGemmMma64x64(),
 )

@@ -108,9 +108,14 @@ class BlasHandle:
         return call
 
     def close(self) -> None:
+        """Destroy the handle. cublasDestroy synchronizes the device, so it waits until no thread is capturing a
+        CUDA graph (a capture elsewhere would be invalidated)."""
         if self.handle:
-            library().cublasDestroy_v2(self.handle)
-            self.handle = ctypes.c_void_p()
+            from reprobuild.kernels.launch import outside_capture
+
+            handle, self.handle = self.handle, ctypes.c_void_p()
+            destroy = library().cublasDestroy_v2
+            outside_capture(lambda: destroy(handle))
 
     def __del__(self) -> None:
         # not contextlib.suppress: at interpreter shutdown module globals may already be None

@@ -1,6 +1,7 @@
 // Elementwise kernels for elementwise.py: Add / Mul / copy with numpy broadcasting, and Relu.
 // Each output element is one rounded operation of its inputs, so results match NumPy's bit for bit. And the
-// casts between float32 and float16 that --precision fp16 puts at a network's inputs and outputs.
+// casts between float32 and float16 or bfloat16 that --precision fp16/bf16 puts at a network's inputs and outputs
+// (built per dtype on dtype.cuh's elem_t; the other kernels are float32 in every build).
 
 #include "dtype.cuh"
 
@@ -62,18 +63,16 @@ extern "C" __global__ void relu(const float* x, float* out, long long total)
     }
 }
 
-// Cast float32 -> float16 (ONNX Cast, NumPy's astype): round to nearest even, beyond +-65504 to infinity, NaN
-// stays NaN. total elements, both contiguous.
-extern "C" __global__ void cast_float_to_half(const float* __restrict__ x, unsigned short* __restrict__ out,
-                                              long long total)
+// Cast float32 -> the build's element type (float16 or bfloat16; ONNX Cast, NumPy's astype): round to nearest
+// even, beyond the largest finite value to infinity, NaN stays NaN. total elements, both contiguous.
+extern "C" __global__ void cast_from_float(const float* __restrict__ x, elem_t* __restrict__ out, long long total)
 {
     const long long step = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) out[i] = to_half(x[i]);
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) out[i] = to_elem(x[i]);
 }
 
-// Cast float16 -> float32: exact.
-extern "C" __global__ void cast_half_to_float(const unsigned short* __restrict__ x, float* __restrict__ out,
-                                              long long total)
+// Cast the build's element type -> float32: exact.
+extern "C" __global__ void cast_to_float(const elem_t* __restrict__ x, float* __restrict__ out, long long total)
 {
     const long long step = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) out[i] = ld(x[i]);

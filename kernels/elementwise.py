@@ -135,29 +135,37 @@ class CudaBroadcast(Tactic):
         return plan(backend, *launches, holds=(*consts.values(), *metas))
 
 
-#: The kernel of each (from, to) cast the CUDA cast tactic runs.
-CASTS = {("float32", "float16"): "cast_float_to_half", ("float16", "float32"): "cast_half_to_float"}
+#: The narrow float types the CUDA cast tactic converts float32 to and from.
+CAST_NARROW = ("float16", "bfloat16")
 
 
 class CudaCast(Tactic):
-    """Cast between float32 and float16, one element a thread (the casts ``--precision fp16`` inserts)."""
+    """Cast between float32 and float16 or bfloat16, one element a thread (the casts ``--precision fp16`` and
+    ``bf16`` insert). Version 2: one pair of kernels on ``dtype.cuh``'s ``elem_t``, built per narrow type."""
 
     family, ops, name, backend, priority = "elementwise", ("Cast",), "cuda_cast_float", "cuda", 10
-    dtypes = ("float32", "float16")
+    version = 2
+    dtypes = ("float32", *CAST_NARROW)
+    per_dtype_build = True
     capturable = True
     source, cuda_sources = "nvrtc", ("elementwise.cu",)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         pair = (layer.inputs[0].dtype, layer.outputs[0].dtype)
-        if pair not in CASTS:
-            return f"casts {pair[0]} to {pair[1]}; this tactic casts float32 to float16 and back"
+        if "float32" not in pair or not set(pair) & set(CAST_NARROW):
+            return f"casts {pair[0]} to {pair[1]}; this tactic casts float32 to {' or '.join(CAST_NARROW)} and back"
         return None
 
+    def kernel_dtype(self, layer: LayerSpec) -> str:
+        """The narrow side of the cast: elementwise.cu is built for it."""
+        source, target = layer.inputs[0].dtype, layer.outputs[0].dtype
+        return target if source == "float32" else source
+
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
-        kernel = CASTS[(layer.inputs[0].dtype, layer.outputs[0].dtype)]
+        kernel = "cast_from_float" if layer.inputs[0].dtype == "float32" else "cast_to_float"
         total = layer.outputs[0].size
-        return plan(backend, linear(backend, "elementwise.cu", kernel, total, (*operand_refs(layer, {}), Out(0),
-                                                                             i64(total))))
+        return plan(backend, linear(backend, "elementwise.cu", kernel, total,
+                                    (*operand_refs(layer, {}), Out(0), i64(total)), dtype=self.kernel_dtype(layer)))
 
 
 TACTICS: tuple[Tactic, ...] = (CpuElementwise(), CudaBroadcast(), CudaCast())

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from reprobuild.dtypes import np_dtype
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, operand_refs, plan
 from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, KernelLaunch, Out
@@ -172,7 +173,7 @@ class CudaCublasGemm(Tactic):
     layers: half operands and output, float32 accumulation (``CUBLAS_COMPUTE_32F``, tensor cores)."""
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_cublas", "cuda", 10
-    dtypes: tuple[str, ...] = ("float32", "float16")
+    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
     per_dtype_build = True
     capturable = True
     version = 2
@@ -188,7 +189,7 @@ class CudaCublasGemm(Tactic):
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g, dtype = GemmOperands(layer), layer.outputs[0].dtype
         # float32 on the host (a float16 constant widens exactly), the layer's dtype on the device
-        consts = {i: backend.asarray(v.astype(dtype, copy=False)) for i, v in g.host_constants(layer).items()}
+        consts = {i: backend.asarray(v.astype(np_dtype(dtype), copy=False)) for i, v in g.host_constants(layer).items()}
         args = operand_refs(layer, consts)
         gemm = CublasProduct(layer, g, consts).launch(g, args[0], args[1], Out(0), dtype, self.compute)
         return plan(backend, gemm, *epilogue_launch(backend, g, layer, args[2] if g.has_c else None),

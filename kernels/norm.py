@@ -22,7 +22,7 @@ class CudaLayerNorm(Tactic):
 
     family, ops, name, backend, priority = "norm", ("LayerNormalization",), "cuda_rowwise", "cuda", 10
     source, cuda_sources, capturable = "nvrtc", ("norm.cu",), True
-    dtypes = ("float32", "float16")
+    dtypes = ("float32", "float16", "bfloat16")
     per_dtype_build = True
 
     def unsupported(self, layer: LayerSpec) -> str | None:

@@ -31,9 +31,10 @@ BASE_OPTIONS: tuple[str, ...] = (
 )
 
 #: The headers a package ``.cu`` file may ``#include "..."`` (NVRTC is given their text; there is no include path).
-HEADERS: tuple[str, ...] = ("dtype.cuh",)
+HEADERS: tuple[str, ...] = ("dtype.cuh", "epilogue.cuh")
 #: The define that compiles a file written on ``elem_t`` (``dtype.cuh``) for each element type.
-DTYPE_DEFINES: dict[str, tuple[str, ...]] = {"float32": (), "float16": ("REPRO_HALF=1",)}
+DTYPE_DEFINES: dict[str, tuple[str, ...]] = {
+    "float32": (), "float16": ("REPRO_HALF=1",), "bfloat16": ("REPRO_BF16=1",)}
 
 
 _SOURCE_CACHE: dict[str, bytes] = {}
@@ -49,12 +50,25 @@ def read_source(filename: str) -> bytes:
         return _SOURCE_CACHE[filename]
 
 
+def included_headers(text: bytes) -> list[str]:
+    """The package headers ``text`` includes, directly or through another header, in HEADERS order."""
+    found: set[str] = set()
+    pending = [text]
+    while pending:
+        current = pending.pop()
+        for h in HEADERS:
+            if h not in found and f'#include "{h}"'.encode() in current:
+                found.add(h)
+                pending.append(read_source(h))
+    return [h for h in HEADERS if h in found]
+
+
 @functools.cache
 def source_sha256(filename: str) -> str:
-    """The sha256 of a package ``.cu`` file, covering the headers it includes (the file's own bytes' digest
-    when it includes none)."""
+    """The sha256 of a package ``.cu`` file, covering the headers it includes, directly or not (the file's own
+    bytes' digest when it includes none)."""
     text = read_source(filename)
-    included = [h for h in HEADERS if f'#include "{h}"'.encode() in text]
+    included = included_headers(text)
     if not included:
         return sha256_hex(text)
     return digest_of({"file": sha256_hex(text), "headers": {h: sha256_hex(read_source(h)) for h in included}})

@@ -97,7 +97,7 @@ class CudaWindowPool(Tactic):
     family, ops, name, backend, priority = "pool", ("AveragePool", "MaxPool"), "cuda_window", "cuda", 10
     capturable = True
     source, cuda_sources = "nvrtc", ("pool.cu",)
-    dtypes = ("float32", "float16")
+    dtypes = ("float32", "float16", "bfloat16")
     per_dtype_build = True
 
     def unsupported(self, layer: LayerSpec) -> str | None:
@@ -119,7 +119,7 @@ class CudaGlobalMean(Tactic):
     family, ops, name, backend, priority = "pool", ("GlobalAveragePool",), "cuda_global_mean", "cuda", 10
     capturable = True
     source, cuda_sources = "nvrtc", ("pool.cu",)
-    dtypes = ("float32", "float16")
+    dtypes = ("float32", "float16", "bfloat16")
     per_dtype_build = True
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:

@@ -12,11 +12,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reprobuild.dtypes import ALL
+from reprobuild.dtypes import ALL, np_dtype
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cuda_launch import i32, i64, linear, operand_refs, plan
 from reprobuild.kernels.launch import In, Out
-from reprobuild.kernels.tactic import CUDA_DTYPES, Kernel, LayerSpec, Tactic, positional
+from reprobuild.kernels.tactic import CUDA_STORAGE_DTYPES, Kernel, LayerSpec, Tactic, positional
 
 
 class AliasTactic(Tactic):
@@ -42,7 +42,7 @@ class CpuAlias(AliasTactic):
 
 
 class CudaAlias(AliasTactic):
-    name, backend, dtypes, capturable = "cuda_alias", "cuda", CUDA_DTYPES, True
+    name, backend, dtypes, capturable = "cuda_alias", "cuda", CUDA_STORAGE_DTYPES, True
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         return plan(backend)
@@ -82,11 +82,11 @@ class CudaCopy(Tactic):
     family, name, backend, priority = "shape", "cuda_copy", "cuda", 20
     ops = ("Flatten", "Identity", "Reshape", "Squeeze", "Unsqueeze")
     needs_activation = False
-    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_DTYPES, True
+    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_STORAGE_DTYPES, True
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
-        nbytes = int(np.prod(layer.outputs[0].shape, dtype=np.int64)) * np.dtype(layer.outputs[0].dtype).itemsize
-        word, fn = _word(nbytes, np.dtype(layer.outputs[0].dtype).itemsize)
+        nbytes = int(np.prod(layer.outputs[0].shape, dtype=np.int64)) * np_dtype(layer.outputs[0].dtype).itemsize
+        word, fn = _word(nbytes, np_dtype(layer.outputs[0].dtype).itemsize)
         consts = {i: backend.asarray(np.asarray(v, order="C")) for i, v in layer.constants.items()}
         src = consts.get(0, In(0))
         cols = nbytes // word
@@ -124,17 +124,17 @@ class CudaConcatKernel(Tactic):
     family, ops, name, backend, priority = "shape", ("Concat",), "cuda_concat_kernel", "cuda", 10
     needs_activation = False
     source, cuda_sources, capturable = "nvrtc", ("shape.cu",), True
-    dtypes = CUDA_DTYPES
+    dtypes = CUDA_STORAGE_DTYPES
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         axis, out_shape = int(layer.attr("axis")), layer.outputs[0].shape
-        itemsize = np.dtype(layer.outputs[0].dtype).itemsize
+        itemsize = np_dtype(layer.outputs[0].dtype).itemsize
         rows = int(np.prod(out_shape[:axis], dtype=np.int64))
         inner_bytes = int(np.prod(out_shape[axis + 1:], dtype=np.int64)) * itemsize
         widths = [sig.shape[axis] * inner_bytes for sig in layer.inputs]  # bytes per row of each input
         starts = np.cumsum([0, *widths[:-1]]).tolist()
         word, fn = _word(sum(widths) if all(v % 4 == 0 for v in widths) else 1, itemsize)
-        consts = {i: backend.asarray(v.astype(layer.outputs[0].dtype)) for i, v in layer.constants.items()}
+        consts = {i: backend.asarray(v.astype(np_dtype(layer.outputs[0].dtype))) for i, v in layer.constants.items()}
         dst_ld, launches = sum(widths) // word, []
         for src, width, start in zip(operand_refs(layer, consts), widths, starts):
             cols = width // word
@@ -160,7 +160,7 @@ class CudaTranspose(Tactic):
     """One thread per output element reading its source through permuted strides; any dtype, moved as words."""
 
     family, ops, name, backend, priority = "shape", ("Transpose",), "cuda_transpose", "cuda", 10
-    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_DTYPES, True
+    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_STORAGE_DTYPES, True
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         out_shape, _ = transpose_meta(layer.inputs[0].shape, tuple(layer.attr("perm")))
@@ -173,7 +173,7 @@ class CudaTranspose(Tactic):
         meta = np.zeros(2 * MAX_RANK, dtype=np.int64)
         meta[:len(shape)], meta[MAX_RANK:MAX_RANK + len(strides)] = shape, strides
         total = int(np.prod(layer.outputs[0].shape, dtype=np.int64))
-        word = _WORDS[np.dtype(layer.outputs[0].dtype).itemsize]
+        word = _WORDS[np_dtype(layer.outputs[0].dtype).itemsize]
         meta_device = backend.asarray(meta)
         return plan(backend, linear(backend, "shape.cu", f"transpose_{word}", max(total, 1), (
             In(0), Out(0), meta_device, i32(len(shape)), i64(total))), holds=(meta_device,))
@@ -183,7 +183,7 @@ class CudaGatherConstant(Tactic):
     """Gather along an axis with indices known at build time: one word-copy kernel; any dtype."""
 
     family, ops, name, backend, priority = "shape", ("Gather",), "cuda_gather_const", "cuda", 10
-    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_DTYPES, True
+    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_STORAGE_DTYPES, True
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         if 1 not in layer.constants:
@@ -196,7 +196,7 @@ class CudaGatherConstant(Tactic):
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         shape, axis = layer.inputs[0].shape, int(layer.attr("axis"))
-        itemsize = np.dtype(layer.outputs[0].dtype).itemsize
+        itemsize = np_dtype(layer.outputs[0].dtype).itemsize
         inner_bytes = int(np.prod(shape[axis + 1:], dtype=np.int64)) * itemsize
         word = 4 if inner_bytes % 4 == 0 else 1
         idx = layer.constants[1].astype(np.int64).reshape(-1)

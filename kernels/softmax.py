@@ -45,7 +45,7 @@ class CudaRowwiseSoftmax(Tactic):
     family, ops, name, backend, priority = "softmax", ("Softmax",), "cuda_rowwise", "cuda", 10
     capturable = True
     source, cuda_sources = "nvrtc", ("softmax.cu",)
-    dtypes = ("float32", "float16")
+    dtypes = ("float32", "float16", "bfloat16")
     per_dtype_build = True
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:

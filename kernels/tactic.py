@@ -20,14 +20,17 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from reprobuild.digest import digest_of
-from reprobuild.dtypes import FLOATS, INTEGERS
+from reprobuild.dtypes import FLOATS, INTEGERS, np_dtype
 from reprobuild.errors import TacticMismatchError
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.code_digest import code_sha256
 from reprobuild.kernels.nvrtc import source_sha256
 
-#: The dtypes CuPy arrays can hold (not bfloat16, nor the float8/float4/int4 formats).
+#: The dtypes CuPy computes in (not bfloat16, whose CuPy support is minimal, nor the float8/float4/int4 formats).
 CUDA_DTYPES: tuple[str, ...] = ("bool", *INTEGERS, *(f for f in FLOATS if f != "bfloat16"))
+#: The dtypes CuPy arrays hold: bfloat16 too (CuPy 14 holds ml_dtypes' bfloat16), for the kernels that only move
+#: bytes (reshape, transpose, slice, concat, gather) and those written for it on ``dtype.cuh``.
+CUDA_STORAGE_DTYPES: tuple[str, ...] = (*CUDA_DTYPES, "bfloat16")
 
 
 class Determinism(str, enum.Enum):
@@ -104,6 +107,9 @@ class Tactic(ABC):
     per_dtype_build: ClassVar[bool] = False
     #: The values a parameterized tactic is instantiated with (tile sizes, ...), recorded with it.
     parameters: ClassVar[Mapping[str, int | str]] = MappingProxyType({})
+    #: The oldest GPU architecture the tactic's kernels run on (80: Ampere's mma.sync and bfloat16 conversions);
+    #: 0 for any.
+    min_compute_capability: ClassVar[int] = 0
 
     @property
     def source_files(self) -> tuple[str, ...]:
@@ -154,6 +160,14 @@ class Tactic(ABC):
     def unsupported(self, layer: LayerSpec) -> str | None:
         """Op-specific reasons this tactic cannot run the layer; None when it can."""
         return None
+
+    def device_ineligibility(self, compute_capability: str | None) -> str | None:
+        """None when this tactic's kernels run on a GPU of ``compute_capability`` (``"90"``; None: not a GPU)."""
+        if compute_capability is None or int(compute_capability) >= self.min_compute_capability:
+            return None
+        need = self.min_compute_capability
+        return (f"needs a GPU of compute capability {need // 10}.{need % 10} or newer; this one is "
+                f"{int(compute_capability) // 10}.{int(compute_capability) % 10}")
 
     def workspace_bytes(self, layer: LayerSpec) -> int:
         """Scratch memory one run needs, beyond the inputs and outputs."""
@@ -253,7 +267,7 @@ def positional(layer: LayerSpec, constants: Mapping[int, Any], activations: Sequ
 
 def workspace_view(workspace: Any, shape: tuple[int, ...], offset: int = 0, dtype: str = "float32") -> Any:
     """A typed array carved out of a tactic's uint8 workspace."""
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np_dtype(dtype).itemsize
     return workspace[offset:offset + nbytes].view(dtype).reshape(shape)
 
 

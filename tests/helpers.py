@@ -13,6 +13,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from reprobuild.conformance.cases import randomize_constant_of_shape
+from reprobuild.dtypes import np_dtype
 from reprobuild.kernels.backend import cuda_unavailable_reason
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,18 +60,20 @@ def with_float_dtype(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
                      dtype: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The model and feeds with every float16/float32 initializer, graph input and output in ``dtype``: a float16
     test case from a float32 one, and back, for an onnxruntime reference on the float16 case's exact values."""
-    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
-    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    target = np_dtype(dtype)
+    elem = helper.np_dtype_to_tensor_dtype(target)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for i, init in enumerate(out.graph.initializer):
         if init.data_type in floats:
-            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(dtype),
+            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(target),
                                                                       init.name))
     for vi in (*out.graph.input, *out.graph.output, *out.graph.value_info):
         if vi.type.tensor_type.elem_type in floats:
             vi.type.tensor_type.elem_type = elem
-    return out, {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in feeds.items()}
+    return out, {k: v.astype(target) if v.dtype.kind == "f" or v.dtype.name == "bfloat16" else v
+                 for k, v in feeds.items()}
 
 
 def ort_run(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -95,6 +98,8 @@ def assert_close(out: np.ndarray, ref: np.ndarray, rtol: float = 1e-4, atol: flo
                  what: str = "") -> None:
     assert out.shape == ref.shape, f"{what}: shape {out.shape} != reference {ref.shape}"
     assert out.dtype == ref.dtype, f"{what}: dtype {out.dtype} != reference {ref.dtype}"
+    if out.dtype.name == "bfloat16":  # NumPy's own arithmetic on the exact float32 values
+        out, ref = out.astype(np.float32), ref.astype(np.float32)
     err = rel_error(out, ref)
     assert err <= rel, f"{what}: relative error {err:.3g} > {rel:g}"
     np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol, err_msg=what)
@@ -102,7 +107,9 @@ def assert_close(out: np.ndarray, ref: np.ndarray, rtol: float = 1e-4, atol: flo
 
 def tactic_tolerance(math: str | None, dtype: str = "float32") -> dict[str, float]:
     """assert_close's tolerances for a tactic: the defaults, or those of TF32 (10-bit mantissa inputs, float32
-    sums) and of float16 tensors (a 10-bit mantissa stored after every layer)."""
+    sums), of float16 tensors (a 10-bit mantissa stored after every layer) and of bfloat16 tensors (7 bits)."""
+    if dtype == "bfloat16":
+        return {"rtol": 6e-2, "atol": 6e-2, "rel": 3e-2}
     return {"rtol": 1e-2, "atol": 1e-2, "rel": 5e-3} if math == "tf32" or dtype == "float16" else {}
 
 

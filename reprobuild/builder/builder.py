@@ -98,7 +98,7 @@ class Builder:
         timing = config_record.timing
 
         phase("setup")
-        layers = self._plan(net, config, backend.name)
+        layers = self._plan(net, config, backend.name, getattr(backend, "compute_capability", None))
         selector.begin(BuildPlan(
             model=_model_record(net), config=config_record, environment=environment,
             layers=tuple(PlannedLayer(ctx, tuple(c.algorithm() for c in cands if c.status == "eligible"),
@@ -218,8 +218,8 @@ class Builder:
                     for layer, digest in zip(engine.layers, layer_digests(layers))],
         )
 
-    def _plan(self, net: Network, config: BuilderConfig,
-              backend: str) -> list[tuple[AlgorithmContext, LayerSpec, list[Candidate]]]:
+    def _plan(self, net: Network, config: BuilderConfig, backend: str,
+              compute_capability: str | None = None) -> list[tuple[AlgorithmContext, LayerSpec, list[Candidate]]]:
         """Every layer's context and candidates, eligible or excluded with a reason, before anything is timed."""
         keys, signatures = net.layer_keys(), net.layer_signature_digests()
         planned = []
@@ -228,7 +228,7 @@ class Builder:
             ctx = AlgorithmContext(index=i, name=layer.name, op=layer.op, key=keys[i], signature=signatures[i],
                                    inputs=spec.inputs, outputs=spec.outputs, attrs=spec.attrs)
             planned.append((ctx, spec, plan_candidates(spec, self.registry.candidates(layer.op, backend), config,
-                                                       backend)))
+                                                       backend, compute_capability)))
         return planned
 
 

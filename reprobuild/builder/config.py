@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from reprobuild.manifest.models import BuildConfigRecord
 
 TACTIC_SOURCES = ("builtin", "cublas", "cupy", "numpy", "nvrtc")
-#: The precision flags this version implements (bf16 needs bfloat16 device arrays, which CuPy has not: not yet).
-PRECISIONS = ("fp32", "tf32", "fp16")
+#: The precision flags, as TensorRT's builder flags (fp32 strict is the default).
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
 #: (warmup, iterations, runs per sample) per backend when the config leaves them unset. On CUDA each sample is a
 #: captured graph of 5 back-to-back runs (TensorRT's avgTiming) between two events: no launch overhead in it.
@@ -57,9 +57,10 @@ class BuilderConfig:
     passes: tuple[str, ...] = DEFAULT_PASSES
     tie_band: float = DEFAULT_TIE_BAND
     #: TensorRT's builder flags: ``fp32`` (strict float32, the default), ``tf32`` (also TF32 tensor cores on
-    #: float32 GEMMs and convolutions) or ``fp16`` (layers that can run in float16 do, with float32 accumulation;
-    #: the engine's inputs and outputs keep their dtypes). Each layer's precision is a recorded decision.
-    precision: Literal["fp32", "tf32", "fp16"] = "fp32"
+    #: float32 GEMMs and convolutions), ``fp16`` or ``bf16`` (layers that can run in float16 / bfloat16 do, with
+    #: float32 accumulation; the engine's inputs and outputs keep their dtypes). Each layer's precision is a
+    #: recorded decision.
+    precision: Literal["fp32", "tf32", "fp16", "bf16"] = "fp32"
     #: Whether execution contexts capture their run into a CUDA graph on first use and replay it (cuda only;
     #: a context may still opt out).
     cuda_graph: bool = True
@@ -107,9 +108,7 @@ class BuilderConfig:
         if not 0.0 <= self.tie_band <= 1.0:
             raise UsageError(f"tie_band is a fraction between 0 and 1 (0.03 means 3%); got {self.tie_band}")
         if self.precision not in PRECISIONS:
-            later = (" (bf16 engines need bfloat16 device arrays, which CuPy does not have; this version has no bf16 "
-                     "kernels yet: use fp16)" if self.precision == "bf16" else "")
-            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}{later}")
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.determinism not in ("run_to_run", "any"):
             raise UsageError(f"determinism must be run_to_run or any; got {self.determinism!r}")
         unknown = sorted(set(self.tactic_sources or ()) - set(TACTIC_SOURCES))

@@ -75,9 +75,14 @@ def random_inputs(spec: LayerSpec, seed: int) -> list[np.ndarray]:
     return [sample(rng, spec.inputs[i].shape, spec.inputs[i].dtype) for i in spec.activation_inputs]
 
 
-def exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig) -> tuple[str | None, int]:
-    """Why the tactic may not be considered for this layer (None if it may), and the workspace it needs."""
+def exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig,
+              compute_capability: str | None = None) -> tuple[str | None, int]:
+    """Why the tactic may not be considered for this layer (None if it may), and the workspace it needs, on a GPU
+    of ``compute_capability`` (``"90"``; None on the CPU)."""
     reason = tactic.ineligibility(spec)
+    if reason is not None:
+        return reason, 0
+    reason = tactic.device_ineligibility(compute_capability)
     if reason is not None:
         return reason, 0
     if config.tactic_sources is not None and tactic.source not in config.tactic_sources:
@@ -94,10 +99,10 @@ def exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig) -> tuple[s
 
 
 def plan_candidates(spec: LayerSpec, tactics: Sequence[Tactic], config: BuilderConfig,
-                    backend: str) -> list[Candidate]:
+                    backend: str, compute_capability: str | None = None) -> list[Candidate]:
     candidates = []
     for tactic in tactics:
-        reason, workspace = exclusion(tactic, spec, config)
+        reason, workspace = exclusion(tactic, spec, config, compute_capability)
         candidates.append(Candidate(tactic, "excluded" if reason else "eligible", reason or "", workspace))
     if config.cuda_graph and backend == "cuda":
         # One opaque layer would make the whole engine run eagerly: prefer any tactic that can be captured.

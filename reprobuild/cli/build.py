@@ -80,9 +80,9 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="TensorRT's builder flags: fp32 is strict float32 (the default); tf32 also allows TF32 "
                         "tensor cores (10-bit mantissa inputs, float32 accumulation) in float32 GEMMs and "
-                        "convolutions; fp16 runs every layer that can in float16 (float32 accumulation), casting "
-                        "at the engine's inputs and outputs, which keep their dtypes. The manifest records each "
-                        "layer's precision")
+                        "convolutions; fp16 (bf16) runs every layer that can in float16 (bfloat16), with float32 "
+                        "accumulation, casting at the engine's inputs and outputs, which keep their dtypes. The "
+                        "manifest records each layer's precision")
     graphs = p.add_mutually_exclusive_group()
     graphs.add_argument("--cuda-graph", dest="cuda_graph", action="store_const", const=True,
                         help="execution contexts capture their run into a CUDA graph on first use and replay it "

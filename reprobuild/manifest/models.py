@@ -73,10 +73,10 @@ class BuildConfigRecord(Strict):
     determinism: Literal["run_to_run", "any"]
     tactic_sources: list[str] | None = Field(description="allowed tactic sources; null allows all")
     passes: list[PassRecord]
-    precision: Literal["fp32", "tf32", "fp16"] = Field(
+    precision: Literal["fp32", "tf32", "fp16", "bf16"] = Field(
         description="the builder's precision flag: fp32 is strict float32; tf32 also allows TF32 tensor cores in "
-                    "float32 GEMMs and convolutions; fp16 runs the layers that can in float16 (float32 "
-                    "accumulation), the engine's inputs and outputs keeping their dtypes")
+                    "float32 GEMMs and convolutions; fp16 (bf16) runs the layers that can in float16 (bfloat16), "
+                    "with float32 accumulation, the engine's inputs and outputs keeping their dtypes")
     cuda_graph: bool = Field(description="whether the build asked execution contexts to run as CUDA graphs")
     tie_band: float = Field(ge=0.0, le=1.0, description="candidates within this fraction of the fastest median "
                                                          "are near-ties, decided by preference order")

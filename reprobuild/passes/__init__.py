@@ -36,7 +36,7 @@ DEFAULT_PASSES: tuple[str, ...] = (
 
 
 #: The pass a precision flag appends to the build's passes (after them, so that it converts the fused layers).
-PRECISION_PASSES: dict[str, str] = {"fp16": "reduce_precision_fp16"}
+PRECISION_PASSES: dict[str, str] = {"bf16": "reduce_precision_bf16", "fp16": "reduce_precision_fp16"}
 
 
 def pass_versions(names: Sequence[str]) -> list[tuple[str, int]]:

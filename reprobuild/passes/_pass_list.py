@@ -32,4 +32,6 @@ PASS_LIST = (
          "recognise the ReduceMean/Sub/Pow/Sqrt/Div pattern of layer normalization as one layer"),
     Pass("reduce_precision_fp16", precision.VERSION, precision.reduce_precision_fp16,
          "run float32 layers in float16, casting at the network's inputs and outputs (--precision fp16 adds it)"),
+    Pass("reduce_precision_bf16", precision.VERSION, precision.reduce_precision_bf16,
+         "run float32 layers in bfloat16, casting at the network's inputs and outputs (--precision bf16 adds it)"),
 )

@@ -8,6 +8,7 @@ Fused only when the convolution's weights (and bias) are constants, every interm
 fused layers alone and is not a network output, the residual has exactly the convolution's shape and dtype
 (no broadcasting) and is not a constant. Activations: Relu, Clip with constant bounds, Sigmoid, and SiLU
 written as Mul(y, Sigmoid(y)). The FusedConv keeps the ONNX nodes of every layer it replaces (``origin``).
+Version 2 fuses bfloat16 convolutions too (version 1: float16, float32 and float64 only).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from reprobuild.ir import Layer, Network
 from reprobuild.passes.pattern import Claims, GraphIndex, fresh_name, replace_all
 
-VERSION = 1
+VERSION = 2
 
 
 def _only_reader(network: Network, index: GraphIndex, tensor: str) -> Layer | None:
@@ -63,7 +64,7 @@ def _activation(network: Network, index: GraphIndex, tensor: str) -> tuple[list[
 def _fuse_one(network: Network, index: GraphIndex, conv: Layer) -> tuple[list[Layer], Layer, dict] | None:
     if len(conv.inputs) < 2 or any(index.const(t) is None for t in conv.inputs[1:]):
         return None
-    if index.tensor(conv.outputs[0]).dtype not in ("float16", "float32", "float64"):
+    if index.tensor(conv.outputs[0]).dtype not in ("bfloat16", "float16", "float32", "float64"):
         return None
     fused, tail, residual, extra = [conv], conv.outputs[0], None, {}
     add = _only_reader(network, index, tail)

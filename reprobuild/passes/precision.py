@@ -1,17 +1,19 @@
-"""Reduced precision: ``--precision fp16`` runs the network's float32 arithmetic in float16, as TensorRT's FP16
-builder flag does, while the engine's inputs and outputs keep their dtypes.
+"""Reduced precision: ``--precision fp16`` (``bf16``) runs the network's float32 arithmetic in float16 (bfloat16),
+as TensorRT's FP16 and BF16 builder flags do, while the engine's inputs and outputs keep their dtypes.
 
-Which layers run in half is decided here, once, by op, and recorded: each layer's ``precision`` in the manifest
-says ``fp16`` or ``fp32``. An op in :data:`HALF_INPUTS` whose type-``T`` inputs are all floating point runs in
-float16: those inputs are read as float16 and its outputs become float16 (the op's own type inference says so,
-and the network is checked again). Every other op keeps float32. Where a float32 tensor meets a float16 layer,
-or the reverse, one ``Cast`` layer is inserted (one per tensor and direction, however many layers read it), so a
-network input is cast once on entry and a network output once on exit; its ONNX nodes are those of the layer it
-serves. Float32 constants read by half layers become float16 constants, rounded to nearest even and clamped to
-float16's finite range (+-65504, as onnxconverter-common's converter does); NaN and infinity stay what they are.
+Which layers run narrow is decided here, once, by op, and recorded: each layer's ``precision`` in the manifest
+says ``fp16``/``bf16`` or ``fp32``. An op in :data:`HALF_INPUTS` whose type-``T`` inputs are all floating point
+runs narrow: those inputs are read as the narrow type and its outputs become that type (the op's own type
+inference says so, and the network is checked again). Every other op keeps float32. Where a float32 tensor meets
+a narrow layer, or the reverse, one ``Cast`` layer is inserted (one per tensor and direction, however many layers
+read it), so a network input is cast once on entry and a network output once on exit; its ONNX nodes are those
+of the layer it serves. Float32 constants read by narrow layers become constants of the narrow type, rounded to
+nearest even and clamped to its finite range (+-65504 for float16, as onnxconverter-common's converter does;
++-3.39e38 for bfloat16, whose exponent is float32's); NaN and infinity stay what they are.
 
-The CUDA kernels that run half layers accumulate in float32 (cuBLAS with ``CUBLAS_COMPUTE_32F``, float
-reductions), and round to float16 where the unfused layers would store.
+The CUDA kernels that run narrow layers accumulate in float32 (cuBLAS with ``CUBLAS_COMPUTE_32F``, tensor-core
+mma with float32 accumulators, float reductions), and round to the narrow type where the unfused layers would
+store.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+import ml_dtypes
 import numpy as np
 
+from reprobuild.dtypes import np_dtype
 from reprobuild.ir import Layer, Network, TensorInfo
 from reprobuild.ops import TensorType, infer_types
 from reprobuild.ops.op_fused_elementwise import STEP_OPS
@@ -28,11 +32,11 @@ from reprobuild.passes.simplify import eliminate_dead_code
 
 VERSION = 1
 
-#: The largest finite float16.
-HALF_MAX = float(np.finfo(np.float16).max)
+#: The narrow dtype of each precision pass, and the short name its tensors and casts are suffixed with.
+SUFFIX: Mapping[str, str] = MappingProxyType({"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"})
 
 _ALL = None
-#: The ops that run in float16, and the positions of their inputs of the output's type (None: every input).
+#: The ops that run in a narrow type, and the positions of their inputs of the output's type (None: every input).
 #: Other inputs (Gather's indices, ...) keep their dtype.
 HALF_INPUTS: Mapping[str, tuple[int, ...] | None] = MappingProxyType({
     **{op: _ALL for op in STEP_OPS},
@@ -43,15 +47,20 @@ HALF_INPUTS: Mapping[str, tuple[int, ...] | None] = MappingProxyType({
 })
 
 
-def _half_constant(value: np.ndarray) -> np.ndarray:
+def narrow_constant(value: np.ndarray, dtype: str) -> np.ndarray:
+    """A float32 constant as ``dtype`` (float16 or bfloat16): rounded to nearest even, finite values clamped to the
+    type's finite range, NaN and infinity kept."""
+    target = np_dtype(dtype)
+    limit = float(ml_dtypes.finfo(target).max)
     with np.errstate(invalid="ignore"):
-        clamped = np.where(np.isfinite(value), np.clip(value, -HALF_MAX, HALF_MAX), value)
-    return clamped.astype(np.float16)
+        clamped = np.where(np.isfinite(value), np.clip(value, -limit, limit), value)
+    return clamped.astype(target)
 
 
 class _Converter:
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: Network, narrow: str) -> None:
         self.network = network
+        self.narrow = narrow
         self.outputs = {t.name for t in network.outputs}
         self.tensors: dict[str, TensorInfo] = dict(network.tensors)
         self.constants: dict[str, np.ndarray] = dict(network.constants)
@@ -76,12 +85,13 @@ class _Converter:
         key = (tensor, dtype)
         if key in self.casts:
             return self.casts[key]
-        suffix = {"float16": "fp16", "float32": "fp32"}[dtype]
+        suffix = SUFFIX[dtype]
         name = self.fresh(f"{tensor}:{suffix}")
         info = self.tensors[tensor]
         if tensor in self.constants:
             value = self.constants[tensor]
-            self.constants[name] = _half_constant(value) if dtype == "float16" else value.astype(dtype)
+            self.constants[name] = (narrow_constant(value, dtype) if dtype == self.narrow
+                                    else value.astype(np_dtype(dtype)))
         else:
             cast = Layer(self.fresh(f"{tensor}:cast_{suffix}"), "Cast", (tensor,), (name,),
                          (("round_mode", "up"), ("saturate", 1), ("to", dtype)), origin)
@@ -90,11 +100,11 @@ class _Converter:
         self.casts[key] = name
         return name
 
-    def runs_in_half(self, layer: Layer) -> bool:
+    def runs_narrow(self, layer: Layer) -> bool:
         if layer.op not in HALF_INPUTS:
             return False
         typed = self.typed_positions(layer)
-        return (all(self.network.tensors[layer.inputs[i]].dtype in ("float32", "float16") for i in typed)
+        return (all(self.network.tensors[layer.inputs[i]].dtype in ("float32", self.narrow) for i in typed)
                 and any(self.network.tensors[t].dtype == "float32" for t in layer.outputs))
 
     def typed_positions(self, layer: Layer) -> tuple[int, ...]:
@@ -104,24 +114,25 @@ class _Converter:
 
     def convert(self, layer: Layer) -> None:
         origin = layer.origin or (layer.name,)
-        if not self.runs_in_half(layer):
-            # A float32 layer reads float32: a tensor an earlier half layer now computes is cast back.
+        if not self.runs_narrow(layer):
+            # A float32 layer reads float32: a tensor an earlier narrow layer now computes is cast back.
             inputs = tuple(self.as_dtype(t, "float32", origin) if self.network.tensors[t].dtype == "float32"
                            else t for t in layer.inputs)
             self.layers.append(Layer(layer.name, layer.op, inputs, layer.outputs, layer.attrs, layer.origin))
             return
         typed = set(self.typed_positions(layer))
         inputs = tuple(
-            self.as_dtype(t, "float16", origin) if i in typed
+            self.as_dtype(t, self.narrow, origin) if i in typed
             else self.as_dtype(t, "float32", origin) if self.network.tensors[t].dtype == "float32" else t
             for i, t in enumerate(layer.inputs))
         types = [TensorType(self.tensors[t].shape, self.tensors[t].dtype) for t in inputs]
-        inferred = infer_types(layer.op, dict(layer.attrs), types, f"layer {layer.name!r} ({layer.op}) in float16")
+        inferred = infer_types(layer.op, dict(layer.attrs), types,
+                               f"layer {layer.name!r} ({layer.op}) in {self.narrow}")
         outputs, exits = [], []
         for t, out in zip(layer.outputs, inferred):
             if t in self.outputs and out.dtype != self.network.tensors[t].dtype:
-                # a network output keeps its dtype: the layer writes a half tensor, a Cast writes the output
-                half = self.fresh(f"{t}:fp16")
+                # a network output keeps its dtype: the layer writes a narrow tensor, a Cast writes the output
+                half = self.fresh(f"{t}:{SUFFIX[self.narrow]}")
                 self.tensors[half] = TensorInfo(half, out.shape, out.dtype)
                 self.casts[(t, out.dtype)] = half
                 outputs.append(half)
@@ -135,10 +146,21 @@ class _Converter:
                                      (("round_mode", "up"), ("saturate", 1), ("to", self.dtype(t))), origin))
 
 
-def reduce_precision_fp16(network: Network) -> Network:
-    """The network with every layer that can run in float16 doing so (see the module docstring)."""
-    converter = _Converter(network)
+def reduce_precision(network: Network, narrow: str) -> Network:
+    """The network with every layer that can run in ``narrow`` (float16 or bfloat16) doing so (see the module
+    docstring)."""
+    converter = _Converter(network, narrow)
     for layer in network.layers:
         converter.convert(layer)
     converted = network.derive(converter.layers, converter.constants, converter.tensors)
     return eliminate_dead_code(converted)
+
+
+def reduce_precision_fp16(network: Network) -> Network:
+    """``--precision fp16``: every layer that can run in float16 does."""
+    return reduce_precision(network, "float16")
+
+
+def reduce_precision_bf16(network: Network) -> Network:
+    """``--precision bf16``: every layer that can run in bfloat16 does."""
+    return reduce_precision(network, "bfloat16")

@@ -40,7 +40,12 @@ def test_a_cpu_engine_records_why_it_runs_eagerly_and_refuses_a_graph() -> None:
         engine.create_execution_context(cuda_graph=True)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+#: assert_close's tolerances of a narrow engine against onnxruntime in float32.
+NARROW_TOLERANCE = {"fp16": {"rtol": 5e-2, "atol": 5e-2, "rel": 2e-2},
+                    "bf16": {"rtol": 2e-1, "atol": 2e-1, "rel": 8e-2}}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("model", ["small_cnn.onnx", "mlp.onnx"])
 @pytest.mark.gpu
 @needs_cuda
@@ -60,7 +65,7 @@ def test_graph_and_eager_runs_are_bitwise_identical(model: str, precision: str, 
         assert all(np.isfinite(v).all() and np.abs(v).sum() > 0 for v in runs[0].values())
         onnx_model = onnx.load(f"{EXAMPLES}/{model}")  # and right: onnxruntime in float32 is the reference
         for name, want in zip([o.name for o in onnx_model.graph.output], ort_run(onnx_model, feeds)):
-            tolerance = {"rtol": 5e-2, "atol": 5e-2, "rel": 2e-2} if precision == "fp16" else {}
+            tolerance = NARROW_TOLERANCE.get(precision, {})
             assert_close(runs[0][name], want, what=f"{model} at {precision} vs onnxruntime", **tolerance)
 
 
@@ -114,7 +119,7 @@ def test_tf32_is_excluded_at_fp32_and_recorded_per_layer_when_allowed() -> None:
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
 def test_verify_on_a_fused_graph_captured_engine(precision: str, rng: np.random.Generator) -> None:
     """verify's threads, concurrent streams and processes on an engine of FusedConv layers run as CUDA graphs."""
     from reprobuild.verify import VerifyPlan, verify
@@ -123,12 +128,13 @@ def test_verify_on_a_fused_graph_captured_engine(precision: str, rng: np.random.
     result = Builder().build(network, BuilderConfig(backend="cuda", iterations=2, warmup=1, precision=precision))
     assert result.manifest.pinned.execution.cuda_graph
     assert any(layer.op == "FusedConv" for layer in result.manifest.pinned.layers)
-    if precision == "fp16":  # every layer but the entry and exit casts computes in half, on a hand-written kernel
+    if precision in ("fp16", "bf16"):  # every layer but the entry and exit casts computes narrow, hand-written
         layers = result.manifest.pinned.layers
-        assert {layer.precision for layer in layers if layer.op != "Cast"} == {"fp16"}
+        assert {layer.precision for layer in layers if layer.op != "Cast"} == {precision}
         assert not any(layer.tactic.family == "reference" for layer in layers), [
             (layer.name, layer.tactic.name) for layer in layers]
-        assert any(k.dtype == "float16" for k in result.manifest.pinned.kernel_sources)
+        dtype = {"fp16": "float16", "bf16": "bfloat16"}[precision]
+        assert any(k.dtype == dtype for k in result.manifest.pinned.kernel_sources)
     engine = Runtime().deserialize_engine(result.engine)
     report = verify(engine, _feeds(engine, rng), VerifyPlan(runs=3, contexts=2, threads=2, streams=2, processes=2))
     assert report.deterministic and report.distinct_results == 1, report.model_dump_json(indent=1)

@@ -28,11 +28,16 @@ class Case:
         return run_passes(network, self.passes)
 
 
-def half(make: Callable) -> Callable:
-    """A case's model and inputs in float16 (what ``--precision fp16`` gives the layer)."""
+def half(make: Callable, dtype: str = "float16") -> Callable:
+    """A case's model and inputs in float16 (what ``--precision fp16`` gives the layer), or in ``dtype``."""
     def make_half(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-        return with_float_dtype(*make(rng), "float16")
+        return with_float_dtype(*make(rng), dtype)
     return make_half
+
+
+def bf16(make: Callable) -> Callable:
+    """A case's model and inputs in bfloat16 (what ``--precision bf16`` gives the layer)."""
+    return half(make, "bfloat16")
 
 
 #: What makes a Conv and the layers after it one FusedConv.
@@ -260,4 +265,40 @@ CASES = [
     Case("fp16_transpose_attention", half(unary("Transpose", (2, 7, 4, 5), perm=[0, 2, 1, 3]))),
     Case("cast_float_to_half", unary("Cast", (3, 5, 7), to=onnx.TensorProto.FLOAT16)),
     Case("cast_half_to_float", half(unary("Cast", (3, 5, 7), to=onnx.TensorProto.FLOAT))),
+    # implicit-GEMM tensor-core convolutions (fp16 and bf16): K and M not multiples of the tiles, strides,
+    # dilations, asymmetric padding, no bias, and every epilogue
+    Case("fp16_conv_7x7_s2_stem", half(conv((2, 3, 23, 21), (70, 3, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3]))),
+    Case("fp16_conv_dilated_no_bias", half(conv((1, 20, 13, 11), (33, 20, 3, 3), bias=False, dilations=[2, 2],
+                                                pads=[2, 1, 2, 0]))),
+    Case("fp16_conv_wide_k", half(conv((2, 96, 6, 6), (130, 96, 3, 3), pads=[1, 1, 1, 1]))),
+    Case("fp16_fused_conv_residual_sigmoid", half(fused_conv((2, 40, 9, 9), (72, 40, 1, 1), "Sigmoid",
+                                                             residual=True)), FUSE),
+    # bfloat16 layers (--precision bf16): the same ops, float32 accumulation
+    Case("bf16_conv_3x3_pad1", bf16(conv((2, 3, 9, 9), (4, 3, 3, 3), pads=[1, 1, 1, 1]))),
+    Case("bf16_conv_pointwise", bf16(conv((2, 16, 7, 5), (24, 16, 1, 1)))),
+    Case("bf16_conv_grouped", bf16(conv((2, 8, 7, 7), (6, 4, 3, 3), group=2, pads=[1, 1, 1, 1]))),
+    Case("bf16_conv_7x7_s2_stem", bf16(conv((2, 3, 23, 21), (70, 3, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3]))),
+    Case("bf16_fused_conv_residual_relu", bf16(fused_conv((2, 8, 7, 7), (8, 8, 3, 3), "Relu", residual=True,
+                                                          pads=[1, 1, 1, 1])), FUSE),
+    Case("bf16_fused_conv_silu", bf16(fused_conv((1, 4, 10, 10), (8, 4, 3, 3), "SiLU", strides=[2, 2])), FUSE),
+    Case("bf16_fused_conv_clip_wide", bf16(fused_conv((2, 64, 8, 8), (136, 64, 3, 3), "Clip",
+                                                      pads=[1, 1, 1, 1])), FUSE),
+    Case("bf16_gemm_transB_bias", bf16(gemm((8, 64), (10, 64), (10,), transB=1))),
+    Case("bf16_matmul_batched_const", bf16(matmul((3, 5, 9), (9, 4), True))),
+    Case("bf16_matmul_2d_act", bf16(matmul((16, 64), (64, 70), False))),
+    Case("bf16_maxpool_3x3_s2_p1", bf16(unary("MaxPool", (1, 4, 12, 12), kernel_shape=[3, 3], strides=[2, 2],
+                                              pads=[1, 1, 1, 1]))),
+    Case("bf16_avgpool_exclude_pad", bf16(unary("AveragePool", (1, 3, 9, 9), kernel_shape=[3, 3],
+                                                pads=[1, 1, 1, 1]))),
+    Case("bf16_global_avgpool_4d", bf16(unary("GlobalAveragePool", (2, 8, 7, 7)))),
+    Case("bf16_softmax_last", bf16(unary("Softmax", (3, 4, 25)))),
+    Case("bf16_layernorm_last", bf16(unary("LayerNormalization", (2, 7, 32), inits={
+        "s": np.linspace(0.5, 1.5, 32, dtype=np.float32), "b": np.linspace(-1, 1, 32, dtype=np.float32)},
+        extra_inputs=("s", "b"), axis=-1, epsilon=1e-5))),
+    Case("bf16_transpose_attention", bf16(unary("Transpose", (2, 7, 4, 5), perm=[0, 2, 1, 3]))),
+    Case("bf16_concat_axis1", bf16(concat([(2, 3, 4, 4), (2, 5, 4, 4)], axis=1))),
+    Case("bf16_fused_elementwise_silu_chain", bf16(fused_chain((2, 3, 8))), ("fuse_elementwise",)),
+    Case("bf16_add_broadcast", bf16(elementwise("Add", [(2, 3, 4), (4,)]))),
+    Case("cast_float_to_bf16", unary("Cast", (3, 5, 7), to=onnx.TensorProto.BFLOAT16)),
+    Case("cast_bf16_to_float", bf16(unary("Cast", (3, 5, 7), to=onnx.TensorProto.FLOAT))),
 ]

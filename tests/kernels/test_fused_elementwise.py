@@ -163,12 +163,13 @@ def test_the_tactic_takes_programs_and_single_elementwise_layers_and_says_why_no
         "Pow", "cuda")
     ok = [_spec("FusedElementwise", {"steps": SILU_SUB}, [(2, 3), (3,)], "float32"),
           _spec("FusedElementwise", {"steps": SILU_SUB}, [(2, 3), (3,)], "float16"),
+          _spec("FusedElementwise", {"steps": SILU_SUB}, [(2, 3), (3,)], "bfloat16"),
           _spec("Sub", {}, [(2, 3), (3,)], "float32", {1: np.ones(3, np.float32)}),
           _spec("Clip", ATTRS["Clip"], [(4,)], "float16"), _spec("Max", {}, [(4,), (4,)], "float32")]
     for spec in ok:
         assert tactic.ineligibility(spec) is None, spec
     refused = [
-        _spec("FusedElementwise", {"steps": SILU_SUB}, [(2, 3), (3,)], "bfloat16"),
+        _spec("FusedElementwise", {"steps": SILU_SUB}, [(2, 3), (3,)], "float64"),
         _spec("Max", {}, [(4,), (4,), (4,)], "float32"),
         _spec("Clip", {"max": 0, "max_from": "input", "min": 0, "min_from": "none"}, [(4,), ()], "float32"),
         _spec("FusedElementwise", {"steps": ("Relu 0", "Relu 0")}, [(4,)], "float32"),  # s0 read by no step
