@@ -497,6 +497,10 @@ class _CudaImplicitGemmMma(_CudaConv):
     BK = 32
     BM, BN, WM, WN = 0, 0, 0, 0  # set by each block shape below
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.parameters = _mma_parameters(cls.BM, cls.BN, cls.WM, cls.WN)
+
     def unsupported(self, layer: LayerSpec) -> str | None:
         reason = super().unsupported(layer)
         if reason is not None:
@@ -549,22 +553,18 @@ def _mma_parameters(bm: int, bn: int, wm: int, wn: int) -> MappingProxyType[str,
 
 class CudaImplicitGemmMma128x128(_CudaImplicitGemmMma):
     name, priority, BM, BN, WM, WN = "cuda_implicit_gemm_mma_128x128", 6, 128, 128, 2, 4
-    parameters = _mma_parameters(BM, BN, WM, WN)
 
 
 class CudaImplicitGemmMma128x64(_CudaImplicitGemmMma):
     name, priority, BM, BN, WM, WN = "cuda_implicit_gemm_mma_128x64", 7, 128, 64, 2, 2
-    parameters = _mma_parameters(BM, BN, WM, WN)
 
 
 class CudaImplicitGemmMma64x128(_CudaImplicitGemmMma):
     name, priority, BM, BN, WM, WN = "cuda_implicit_gemm_mma_64x128", 7, 64, 128, 2, 2
-    parameters = _mma_parameters(BM, BN, WM, WN)
 
 
 class CudaImplicitGemmMma64x64(_CudaImplicitGemmMma):
     name, priority, BM, BN, WM, WN = "cuda_implicit_gemm_mma_64x64", 8, 64, 64, 2, 2
-    parameters = _mma_parameters(BM, BN, WM, WN)
 
 
 TACTICS: tuple[Tactic, ...] = (
