@@ -3,8 +3,9 @@ as TensorRT's FP16 and BF16 builder flags do, while the engine's inputs and outp
 
 Which layers run narrow is decided here, once, by op, and recorded: each layer's ``precision`` in the manifest
 says ``fp16``/``bf16`` or ``fp32``. An op in :data:`HALF_INPUTS` whose type-``T`` inputs are all floating point
-runs narrow: those inputs are read as the narrow type and its outputs become that type (the op's own type
-inference says so, and the network is checked again). Every other op keeps float32. Where a float32 tensor meets
+runs narrow (unless :data:`KEEP_FLOAT32` keeps it float32 in that type): those inputs are read as the narrow type
+and its outputs become that type (the op's own type inference says so, and the network is checked again). Every
+other op keeps float32. Where a float32 tensor meets
 a narrow layer, or the reverse, one ``Cast`` layer is inserted (one per tensor and direction, however many layers
 read it), so a network input is cast once on entry and a network output once on exit; its ONNX nodes are those
 of the layer it serves. Float32 constants read by narrow layers become constants of the narrow type, rounded to
@@ -45,6 +46,13 @@ HALF_INPUTS: Mapping[str, tuple[int, ...] | None] = MappingProxyType({
     "LayerNormalization": _ALL, "MatMul": _ALL, "MaxPool": (0,), "Reshape": (0,), "Slice": (0,),
     "Softmax": (0,), "Squeeze": (0,), "Transpose": (0,), "Unsqueeze": (0,),
 })
+
+
+#: Ops that stay float32 (between casts) in one narrow type though they have a half form: no CUDA kernel of this
+#: version stores bfloat16 for them (their float16 layers run on CuPy's reference, and CuPy's bfloat16 support is
+#: minimal), so a bf16 engine would have no tactic for them on a GPU.
+KEEP_FLOAT32: Mapping[str, frozenset[str]] = MappingProxyType({
+    "float16": frozenset(), "bfloat16": frozenset({"GlobalMaxPool", "Slice"})})
 
 
 def narrow_constant(value: np.ndarray, dtype: str) -> np.ndarray:
@@ -101,7 +109,7 @@ class _Converter:
         return name
 
     def runs_narrow(self, layer: Layer) -> bool:
-        if layer.op not in HALF_INPUTS:
+        if layer.op not in HALF_INPUTS or layer.op in KEEP_FLOAT32[self.narrow]:
             return False
         typed = self.typed_positions(layer)
         return (all(self.network.tensors[layer.inputs[i]].dtype in ("float32", self.narrow) for i in typed)

@@ -100,6 +100,18 @@ def test_a_tensor_is_cast_once_however_many_half_layers_read_it() -> None:
     assert [t.dtype for t in (*net.inputs, *net.outputs)] == ["float32", "float32"]
 
 
+@pytest.mark.parametrize(("dtype", "narrow_slice"), [("float16", True), ("bfloat16", False)])
+def test_a_slice_runs_in_half_but_keeps_float32_in_bfloat16(dtype: str, narrow_slice: bool) -> None:
+    # no CUDA kernel stores bfloat16 for Slice yet: under bf16 it stays float32 between casts
+    net = _half([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Slice", ["a", "s", "e"], ["b"]),
+                 helper.make_node("Relu", ["b"], ["y"])], {"x": (4, 6)}, ["y"],
+                {"s": np.array([1], np.int64), "e": np.array([4], np.int64)}, dtype)
+    layer = next(layer for layer in net.layers if layer.op == "Slice")
+    assert net.tensors[layer.outputs[0]].dtype == (dtype if narrow_slice else "float32")
+    casts = [layer for layer in net.layers if layer.op == "Cast"]
+    assert len(casts) == (2 if narrow_slice else 4)  # in and out, plus one each way around the float32 Slice
+
+
 def test_an_op_without_a_half_form_keeps_float32_between_casts() -> None:
     # ReduceMean is not among the half ops: its input is cast back to float32, its output cast to half again
     net = _half([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("ReduceMean", ["a"], ["m"], keepdims=1),
