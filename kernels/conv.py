@@ -445,11 +445,15 @@ class CudaWinogradCublas(_CudaConv):
         per_image = 4 * 16 * (g.c + g.m) * th * tw
         return max(1, min(g.n, (WINOGRAD_BUDGET_MIB << 20) // per_image))
 
-    def workspace_bytes(self, layer: LayerSpec) -> int:
-        g = ConvGeometry(layer)
+    def workspace_layout(self, g: ConvGeometry) -> tuple[int, int]:
+        """Where the 16 products start in the workspace (after the transformed input of a chunk), and its size."""
         th, tw = self.tiles(g)
         tiles = self.images_per_chunk(g) * th * tw
-        return aligned(4 * 16 * g.c * tiles) + 4 * 16 * g.m * tiles
+        products = aligned(4 * 16 * g.c * tiles)
+        return products, products + 4 * 16 * g.m * tiles
+
+    def workspace_bytes(self, layer: LayerSpec) -> int:
+        return self.workspace_layout(ConvGeometry(layer))[1]
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g = ConvGeometry(layer)
@@ -458,7 +462,7 @@ class CudaWinogradCublas(_CudaConv):
         epilogue = Epilogue(layer, g)
         th, tw = self.tiles(g)
         chunk = self.images_per_chunk(g)
-        m_offset = aligned(4 * 16 * g.c * chunk * th * tw)
+        m_offset = self.workspace_layout(g)[0]
         launches: list[KernelLaunch | GemmLaunch] = []
         for n0 in range(0, g.n, chunk):
             count = min(chunk, g.n - n0)

@@ -1,6 +1,6 @@
 // The steps after a convolution's product that a fused convolution runs in its own kernel: + a residual, then an
 // activation, each rounded on its own (to the element type too, in a half or bfloat16 build) as the unfused Add
-// and activation layers round them. Include after dtype.cuh (elem_t, ld, rnd).
+// and activation layers round them, on dtype.cuh's elem_t, ld and rnd.
 // act: 0 none, 1 Relu, 2 Clip(lo, hi), 3 Sigmoid, 4 SiLU (v * sigmoid(v)). NaN passes through Relu and Clip, as
 // NumPy's maximum and clip pass it.
 #pragma once

@@ -8,8 +8,8 @@ pure function of the layer. Each step computes in float with correctly rounded o
 friends, which the compiler never contracts into an FMA), after the formula the op's NumPy reference uses, and
 float16 and bfloat16 results are rounded after every step, as the unfused layers store them; so the fused kernel
 computes what the unfused layers compute, up to the last bits of the GPU's ``expf``/``tanhf``/``erff``/``powf``.
-NaN propagates through Relu, Max, Min and Clip as in NumPy. Half values are converted by ``dtype.cuh``'s inline
-PTX (``cvt.f32.f16``, ``cvt.rn.f16.f32``, ``cvt.rn.bf16.f32``) on 16-bit storage.
+NaN propagates through Relu, Max, Min and Clip as in NumPy. Narrow values are converted by ``dtype.cuh`` on 16-bit
+storage: float16 by inline PTX (``cvt.f32.f16``, ``cvt.rn.f16.f32``), bfloat16 by integer arithmetic.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from reprobuild.dtypes import ALL, np_dtype
+from reprobuild.dtypes import itemsize as dtype_itemsize
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cuda_launch import i32, i64, linear, operand_refs, plan
 from reprobuild.kernels.launch import In, Out
@@ -85,8 +86,9 @@ class CudaCopy(Tactic):
     source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_STORAGE_DTYPES, True
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
-        nbytes = int(np.prod(layer.outputs[0].shape, dtype=np.int64)) * np_dtype(layer.outputs[0].dtype).itemsize
-        word, fn = _word(nbytes, np_dtype(layer.outputs[0].dtype).itemsize)
+        size = dtype_itemsize(layer.outputs[0].dtype)
+        nbytes = int(np.prod(layer.outputs[0].shape, dtype=np.int64)) * size
+        word, fn = _word(nbytes, size)
         consts = {i: backend.asarray(np.asarray(v, order="C")) for i, v in layer.constants.items()}
         src = consts.get(0, In(0))
         cols = nbytes // word
@@ -128,7 +130,7 @@ class CudaConcatKernel(Tactic):
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         axis, out_shape = int(layer.attr("axis")), layer.outputs[0].shape
-        itemsize = np_dtype(layer.outputs[0].dtype).itemsize
+        itemsize = dtype_itemsize(layer.outputs[0].dtype)
         rows = int(np.prod(out_shape[:axis], dtype=np.int64))
         inner_bytes = int(np.prod(out_shape[axis + 1:], dtype=np.int64)) * itemsize
         widths = [sig.shape[axis] * inner_bytes for sig in layer.inputs]  # bytes per row of each input
@@ -173,7 +175,7 @@ class CudaTranspose(Tactic):
         meta = np.zeros(2 * MAX_RANK, dtype=np.int64)
         meta[:len(shape)], meta[MAX_RANK:MAX_RANK + len(strides)] = shape, strides
         total = int(np.prod(layer.outputs[0].shape, dtype=np.int64))
-        word = _WORDS[np_dtype(layer.outputs[0].dtype).itemsize]
+        word = _WORDS[dtype_itemsize(layer.outputs[0].dtype)]
         meta_device = backend.asarray(meta)
         return plan(backend, linear(backend, "shape.cu", f"transpose_{word}", max(total, 1), (
             In(0), Out(0), meta_device, i32(len(shape)), i64(total))), holds=(meta_device,))
@@ -196,7 +198,7 @@ class CudaGatherConstant(Tactic):
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         shape, axis = layer.inputs[0].shape, int(layer.attr("axis"))
-        itemsize = np_dtype(layer.outputs[0].dtype).itemsize
+        itemsize = dtype_itemsize(layer.outputs[0].dtype)
         inner_bytes = int(np.prod(shape[axis + 1:], dtype=np.int64)) * itemsize
         word = 4 if inner_bytes % 4 == 0 else 1
         idx = layer.constants[1].astype(np.int64).reshape(-1)
