@@ -18,7 +18,7 @@ import numpy as np
 from reprobuild.dtypes import np_dtype
 from reprobuild.kernels.backend import Backend, CudaBackend
 from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, plan
-from reprobuild.kernels.gemm import TiledGemmLaunch
+from reprobuild.kernels.gemm import ACTIVATIONS, TiledGemmLaunch, unsupported_epilogue
 from reprobuild.kernels.launch import INT32_MAX, MAX_GRID_YZ, GemmLaunch, In, KernelLaunch, Out, Ref, Ws
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned, workspace_view
 
@@ -168,10 +168,6 @@ def _window_args(g: ConvGeometry) -> tuple[np.int32, ...]:
     return tuple(i32(v) for v in (g.pt, g.pl, g.sh, g.sw, g.dh, g.dw))
 
 
-#: Activation codes of conv.cu's ``conv_epilogue`` (FusedConv's ``activation`` attribute).
-ACTIVATIONS = {"": 0, "Relu": 1, "Clip": 2, "Sigmoid": 3, "SiLU": 4}
-
-
 class Epilogue:
     """What follows the product over the whole output: + bias[channel], + a residual input, an activation.
     One kernel (conv.cu ``conv_epilogue``), each step rounded as the unfused layers round it."""
@@ -193,13 +189,6 @@ class Epilogue:
         return linear(backend, "conv.cu", "conv_epilogue", total, (
             out, bias, residual, i32(g.m), i64(plane), i64(total), i32(ACTIVATIONS[self.activation]),
             f32(self.lo), f32(self.hi)), dtype=g.dtype)
-
-
-def unsupported_epilogue(layer: LayerSpec) -> str | None:
-    activation = str(layer.attr("activation", ""))
-    if activation not in ACTIVATIONS:
-        return f"activation {activation!r} has no epilogue; supported: {', '.join(a for a in ACTIVATIONS if a)}"
-    return None
 
 
 class _CudaConv(Tactic):

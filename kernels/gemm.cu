@@ -3,6 +3,7 @@
 // result does not depend on scheduling. sgemm_splitk_atomic is the deliberate exception.
 
 #include "dtype.cuh"
+#include "epilogue.cuh"
 
 #define BM 64   // rows of C per block
 #define BN 64   // columns of C per block
@@ -14,9 +15,11 @@
 // acc += A(m0.., k_begin..k_end) @ B(k_begin..k_end, n0..) for this thread's TM x TN outputs, where
 // A(m, k) = az[m*a_rs + k*a_cs] and B(k, n) = bz[k*b_rs + n*b_cs]; general strides give transposes for free.
 // K is consumed in increasing order, BK at a time, so each thread's sums have a fixed order.
+// T is float, or dtype.cuh's elem_t (staged widened to float, so a half GEMM accumulates in float32).
+template <typename T>
 __device__ __forceinline__ void tile_accumulate(
-    float (&acc)[TM][TN], float (*as)[BM + 4], float (*bs)[BN], const float* __restrict__ az,
-    const float* __restrict__ bz, int m, int n, int k_begin, int k_end,
+    float (&acc)[TM][TN], float (*as)[BM + 4], float (*bs)[BN], const T* __restrict__ az,
+    const T* __restrict__ bz, int m, int n, int k_begin, int k_end,
     long long a_rs, long long a_cs, long long b_rs, long long b_cs, int m0, int n0)
 {
     const int tid = threadIdx.x;
@@ -27,12 +30,12 @@ __device__ __forceinline__ void tile_accumulate(
         for (int e = tid; e < BM * BK; e += THREADS) {
             const int r = e / BK, kk = e % BK;
             const int gm = m0 + r, gk = k0 + kk;
-            as[kk][r] = (gm < m && gk < k_end) ? az[gm * a_rs + gk * a_cs] : 0.f;
+            as[kk][r] = (gm < m && gk < k_end) ? ld(az[gm * a_rs + gk * a_cs]) : 0.f;
         }
         for (int e = tid; e < BK * BN; e += THREADS) {
             const int kk = e / BN, cn = e % BN;
             const int gk = k0 + kk, gn = n0 + cn;
-            bs[kk][cn] = (gk < k_end && gn < n) ? bz[gk * b_rs + gn * b_cs] : 0.f;
+            bs[kk][cn] = (gk < k_end && gn < n) ? ld(bz[gk * b_rs + gn * b_cs]) : 0.f;
         }
         __syncthreads();
         #pragma unroll
@@ -96,6 +99,43 @@ extern "C" __global__ void __launch_bounds__(THREADS) sgemm_tiled(
             float v = __fmul_rn(alpha, acc[i][j]);
             if (has_c) v = __fadd_rn(v, __fmul_rn(beta, cz[gm * c_rs + gn * c_cs]));
             outz[gm * ldo + gn] = v;
+        }
+    }
+}
+
+// FusedGemm in one kernel (gemm.py cuda_tiled_epilogue): out(r, q) for the rows r of A (m, k) and B (k, n), both
+// row-major and contiguous, = the product rounded to the element type (as MatMul stores it), + bias[q] rounded
+// (as Add stores it), then epilogue.cuh's residual and activation. Written on elem_t, accumulated in float.
+// Launch: grid (ceil(n/BN), ceil(m/BM)), THREADS threads.
+extern "C" __global__ void __launch_bounds__(THREADS) gemm_tiled_epilogue(
+    const elem_t* __restrict__ a, const elem_t* __restrict__ b, elem_t* __restrict__ out,
+    const elem_t* __restrict__ bias, const elem_t* __restrict__ residual, int m, int n, int k, int act, float lo,
+    float hi)
+{
+    __shared__ float as[BK][BM + 4];
+    __shared__ float bs[BK][BN];
+    const int tx = threadIdx.x % 16;
+    const int ty = threadIdx.x / 16;
+    const int m0 = blockIdx.y * BM;
+    const int n0 = blockIdx.x * BN;
+    float acc[TM][TN];
+    #pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        #pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+    }
+    tile_accumulate(acc, as, bs, a, b, m, n, 0, k, k, 1, n, 1, m0, n0);
+    #pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int gm = m0 + ty + 16 * i;
+        if (gm >= m) continue;
+        #pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int gn = n0 + tx + 16 * j;
+            if (gn >= n) continue;
+            const long long idx = (long long)gm * n + gn;
+            const float v = rnd(__fadd_rn(rnd(acc[i][j]), ld(bias[gn])));
+            out[idx] = to_elem(residual_activation(v, residual, idx, act, lo, hi));
         }
     }
 }
@@ -174,5 +214,18 @@ extern "C" __global__ void fill_zero(float* __restrict__ out, long long total)
     const long long step = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         out[i] = 0.f;
+    }
+}
+
+// FusedGemm's epilogue after a cuBLAS product (gemm.py cuda_cublas_epilogue): out is (total / n, n) contiguous;
+// out = residual_activation(out + bias[column]), the bias sum rounded as Add stores it.
+extern "C" __global__ void gemm_bias_epilogue(
+    elem_t* out, const elem_t* __restrict__ bias, const elem_t* residual, long long n, long long total, int act,
+    float lo, float hi)
+{
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += step) {
+        const float v = rnd(__fadd_rn(ld(out[idx]), ld(bias[idx % n])));
+        out[idx] = to_elem(residual_activation(v, residual, idx, act, lo, hi));
     }
 }

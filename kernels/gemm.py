@@ -59,6 +59,18 @@ class GemmOperands:
             out += c if self.beta == 1.0 else np.float32(self.beta) * c
 
 
+#: Activation codes of epilogue.cuh's ``residual_activation`` (the ``activation`` attribute of FusedConv and
+#: FusedGemm).
+ACTIVATIONS = MappingProxyType({"": 0, "Relu": 1, "Clip": 2, "Sigmoid": 3, "SiLU": 4})
+
+
+def unsupported_epilogue(layer: LayerSpec) -> str | None:
+    activation = str(layer.attr("activation", ""))
+    if activation not in ACTIVATIONS:
+        return f"activation {activation!r} has no epilogue; supported: {', '.join(a for a in ACTIVATIONS if a)}"
+    return None
+
+
 def unsupported_gemm(layer: LayerSpec) -> str | None:
     """What the hand-written products need: operands of rank 2 or more (MatMul of a vector is the reference's)."""
     if min(len(layer.inputs[0].shape), len(layer.inputs[1].shape)) < 2:
@@ -320,5 +332,100 @@ class CudaSplitKAtomicGemm(Tactic):
                     holds=tuple(consts.values()))
 
 
-TACTICS: tuple[Tactic, ...] = (CpuBlasGemm(), CpuBlockedGemm(), CudaCublasGemm(), CudaCublasGemmTf32(),
-                               CudaSplitKAtomicGemm(), CudaTiledGemm())
+class FusedProduct:
+    """A FusedGemm as one tall product: A (..., M, K) read as (rows, K), B the constant (K, N) weight, the bias a
+    constant (N,) and the residual (input 3) an activation of the output's shape; and its epilogue's arguments."""
+
+    def __init__(self, layer: LayerSpec) -> None:
+        self.k, self.n = layer.inputs[1].shape
+        self.rows = int(np.prod(layer.inputs[0].shape[:-1], dtype=np.int64))
+        self.has_residual = len(layer.inputs) > 3
+        self.epilogue_args = (i32(ACTIVATIONS[str(layer.attr("activation", ""))]),
+                              f32(float(layer.attr("activation_min", 0.0))),
+                              f32(float(layer.attr("activation_max", 0.0))))
+
+    @staticmethod
+    def unsupported(layer: LayerSpec) -> str | None:
+        if 1 not in layer.constants or 2 not in layer.constants:
+            return "the weight (input 1) and the bias (input 2) must be constants"
+        return unsupported_epilogue(layer)
+
+    def constants(self, layer: LayerSpec, backend: Backend) -> dict[int, Any]:
+        """The weight and the bias on the device, in the layer's dtype."""
+        dtype = np_dtype(layer.outputs[0].dtype)
+        return {i: backend.asarray(np.ascontiguousarray(layer.constants[i]).astype(dtype, copy=False))
+                for i in (1, 2)}
+
+
+class CudaCublasFusedGemm(Tactic):
+    """FusedGemm as one cuBLAS GEMM of the (rows, K) activation by the (K, N) weight, then one kernel for the bias,
+    the residual and the activation (gemm.cu ``gemm_bias_epilogue``). Half and bfloat16 layers accumulate in
+    float32 on tensor cores."""
+
+    family, ops, name, backend, priority = "gemm", ("FusedGemm",), "cuda_cublas_epilogue", "cuda", 10
+    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
+    per_dtype_build = True
+    capturable = True
+    source, cuda_sources = "cublas", ("gemm.cu",)
+    compute = "fp32"
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return FusedProduct.unsupported(layer)
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        f, dtype = FusedProduct(layer), layer.outputs[0].dtype
+        consts = f.constants(layer, backend)
+        args = operand_refs(layer, consts)
+        total = f.rows * f.n
+        gemm = GemmLaunch(transa=False, transb=False, m=f.n, n=f.rows, k=f.k, a=consts[1], lda=f.n, stride_a=0,
+                          b=args[0], ldb=f.k, stride_b=0, c=Out(0), ldc=f.n, stride_c=total, batch=1, dtype=dtype,
+                          compute=self.compute)
+        epilogue = linear(backend, "gemm.cu", "gemm_bias_epilogue", total, (
+            Out(0), consts[2], args[3] if f.has_residual else None, i64(f.n), i64(total), *f.epilogue_args),
+            dtype=dtype)
+        return plan(backend, gemm, epilogue, holds=tuple(consts.values()))
+
+
+class CudaCublasFusedGemmTf32(CudaCublasFusedGemm):
+    """``cuda_cublas_epilogue`` with TF32 tensor cores: allowed by ``--precision tf32`` and lower."""
+
+    name, priority, math, compute = "cuda_cublas_epilogue_tf32", 9, "tf32", "tf32"
+    dtypes = ("float32",)
+
+
+class CudaTiledFusedGemm(Tactic):
+    """FusedGemm in one kernel: ``sgemm_tiled``'s shared-memory tiles on the layer's element type, accumulated in
+    float32, with the bias, residual and activation applied as each output is stored (gemm.cu
+    ``gemm_tiled_epilogue``). One launch instead of two: what wins where the product is small."""
+
+    family, ops, name, backend, priority = "gemm", ("FusedGemm",), "cuda_tiled_epilogue", "cuda", 20
+    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
+    per_dtype_build = True
+    capturable = True
+    source, cuda_sources = "nvrtc", ("gemm.cu",)
+    parameters = TiledGemmLaunch.PARAMETERS
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        reason = FusedProduct.unsupported(layer)
+        if reason is not None:
+            return reason
+        f = FusedProduct(layer)
+        if cdiv(f.rows, TiledGemmLaunch.BM) > MAX_GRID_YZ:
+            return (f"{f.rows} rows need {cdiv(f.rows, TiledGemmLaunch.BM)} blocks in grid y; CUDA allows at most "
+                    f"{MAX_GRID_YZ}")
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        f, dtype = FusedProduct(layer), layer.outputs[0].dtype
+        consts = f.constants(layer, backend)
+        args = operand_refs(layer, consts)
+        grid = (cdiv(f.n, TiledGemmLaunch.BN), cdiv(f.rows, TiledGemmLaunch.BM), 1)
+        launch = kernel_launch(backend, "gemm.cu", "gemm_tiled_epilogue", grid, (TiledGemmLaunch.THREADS, 1, 1), (
+            args[0], consts[1], Out(0), consts[2], args[3] if f.has_residual else None, i32(f.rows, "rows"),
+            i32(f.n, "N"), i32(f.k, "K"), *f.epilogue_args), dtype=dtype)
+        return plan(backend, launch, holds=tuple(consts.values()))
+
+
+TACTICS: tuple[Tactic, ...] = (CpuBlasGemm(), CpuBlockedGemm(), CudaCublasFusedGemm(), CudaCublasFusedGemmTf32(),
+                               CudaCublasGemm(), CudaCublasGemmTf32(), CudaSplitKAtomicGemm(), CudaTiledFusedGemm(),
+                               CudaTiledGemm())

@@ -21,14 +21,21 @@ from reprobuild.kernels.tactic import CUDA_STORAGE_DTYPES, Kernel, LayerSpec, Ta
 
 
 class AliasTactic(Tactic):
-    """The output is a view of the input's memory: the memory planner gives both the same bytes, nothing runs."""
+    """The output is a view of the input's memory: the memory planner gives both the same bytes, nothing runs.
+    A Transpose qualifies when it moves only dimensions of size 1 (PyTorch's exports are full of them, e.g.
+    (1, S, D) -> (S, 1, D)): its elements keep their order, so it is a reshape."""
 
-    family, ops, priority, source = "shape", ("Flatten", "Reshape", "Squeeze", "Unsqueeze"), 10, "builtin"
+    family, ops, priority, source = "shape", ("Flatten", "Reshape", "Squeeze", "Transpose", "Unsqueeze"), 10, "builtin"
     aliases_input: ClassVar[bool] = True
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         if layer.constants:
             return "the input is a constant, so there is no activation memory to alias"
+        if layer.op == "Transpose":
+            shape = layer.inputs[0].shape
+            moved = [p for p in layer.attr("perm") if shape[p] != 1]
+            if moved != sorted(moved):
+                return "the permutation reorders dimensions larger than 1, so the elements change order"
         return None
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:

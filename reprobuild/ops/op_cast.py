@@ -10,9 +10,11 @@ ONNX subtleties, and what reprobuild does:
 
 - float to integer is undefined in ONNX when the value is out of range. NumPy, CUDA and ml_dtypes each do
   something else there, so reprobuild defines it, the same on every backend: truncate toward zero, then wrap to
-  the target's width as integer casts do (two's complement), which is what ml_dtypes (the reference's int4/int2
-  results), x86 NumPy and onnxruntime do for the small integer types; NaN, +-inf and values outside
-  [-2**63, 2**63) (uint64: [-2**63, 2**64)) give 0.
+  the target's width as integer casts do (two's complement), which is what x86 NumPy and onnxruntime do for
+  the 8-to-64-bit integer types; NaN, +-inf and values outside [-2**63, 2**63) (uint64: [-2**63, 2**64))
+  give 0. The 4- and 2-bit integers follow ml_dtypes >= 0.7 (the reference evaluator's results): a truncated
+  value outside the target's range gives 0 there too (ml_dtypes before 0.7 wrapped; integer-to-int4 casts
+  still wrap).
 - float to bool: 0 and -0 give False, everything else (NaN too) True.
 - bfloat16 and the storage-only formats exist only on the CPU; their rules live in ``_cast_narrow``.
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, ClassVar
+
+import ml_dtypes
 
 from reprobuild.dtypes import ALL, DTYPES, INTEGERS, is_float, np_dtype
 from reprobuild.ops._cast_narrow import E8M0, FLOAT8, HOST_ONLY, saturate_to_float8, to_e8m0, widen
@@ -44,12 +48,17 @@ def cast_attrs(node: Node, to: str) -> dict[str, Any]:
 
 def float_to_int(xp: Any, x: Any, to: str) -> Any:
     """Float ``x`` cast to the integer type ``to``: truncated toward zero and wrapped to the target's width;
-    NaN, inf and values beyond the 64-bit range give 0 (see the module docstring)."""
+    NaN, inf and values beyond the 64-bit range (for the 4- and 2-bit types, beyond the type's range) give 0
+    (see the module docstring)."""
     t = xp.trunc(x.astype(xp.float64))
     small = (t >= -(2.0**63)) & (t < 2.0**63)  # False for NaN
+    if to in _NARROW_INTS:
+        info = ml_dtypes.iinfo(np_dtype(to))
+        small = (t >= float(info.min)) & (t <= float(info.max))
+        return xp.where(small, t, 0.0).astype(xp.int64).astype(np_dtype(to))
     wrapped = xp.where(small, t, 0.0).astype(xp.int64)
     if to != "uint64":
-        return wrapped.astype(np_dtype(to) if to in _NARROW_INTS else to)
+        return wrapped.astype(to)
     big = (t >= 2.0**63) & (t < 2.0**64)
     high = xp.where(big, t - 2.0**63, 0.0).astype(xp.uint64) + xp.uint64(2**63)
     return xp.where(big, high, wrapped.astype(xp.uint64))

@@ -31,7 +31,7 @@ PASSES: dict[str, Pass] = _passes()
 #: The passes a build runs unless its config says otherwise, in this order.
 DEFAULT_PASSES: tuple[str, ...] = (
     "fold_constants", "eliminate_identities", "fuse_gelu", "fuse_layer_normalization", "fold_batchnorm",
-    "fuse_conv_epilogue", "fuse_elementwise", "eliminate_dead_code",
+    "fuse_conv_epilogue", "fuse_gemm_epilogue", "fuse_elementwise", "eliminate_dead_code",
 )
 
 

@@ -21,14 +21,16 @@ from reprobuild.passes.pattern import Claims, GraphIndex, fresh_name, replace_al
 VERSION = 2
 
 
-def _only_reader(network: Network, index: GraphIndex, tensor: str) -> Layer | None:
+def only_reader(network: Network, index: GraphIndex, tensor: str) -> Layer | None:
     """The one layer reading ``tensor``, when exactly one does and it is not a network output."""
     if not index.single_use(tensor):
         return None
     return index.reader_layers(tensor)[0]
 
 
-def _residual(index: GraphIndex, add: Layer, conv_out: str) -> str | None:
+def residual_input(index: GraphIndex, add: Layer, conv_out: str) -> str | None:
+    """The other operand of ``add`` when it can be a fused residual: not a constant, and of exactly the shape and
+    dtype of ``conv_out`` (no broadcasting)."""
     if add.op != "Add" or len(add.inputs) != 2 or add.inputs[0] == add.inputs[1]:
         return None
     other = add.inputs[1] if add.inputs[0] == conv_out else add.inputs[0]
@@ -38,8 +40,8 @@ def _residual(index: GraphIndex, add: Layer, conv_out: str) -> str | None:
     return other
 
 
-def _activation(network: Network, index: GraphIndex, tensor: str) -> tuple[list[Layer], dict] | None:
-    """The activation layers reading ``tensor`` and the FusedConv attributes they become, or None."""
+def activation_layers(network: Network, index: GraphIndex, tensor: str) -> tuple[list[Layer], dict] | None:
+    """The activation layers reading ``tensor`` and the FusedConv (FusedGemm) attributes they become, or None."""
     readers = index.reader_layers(tensor)
     if index.is_output(tensor):
         return None
@@ -67,13 +69,13 @@ def _fuse_one(network: Network, index: GraphIndex, conv: Layer) -> tuple[list[La
     if index.tensor(conv.outputs[0]).dtype not in ("bfloat16", "float16", "float32", "float64"):
         return None
     fused, tail, residual, extra = [conv], conv.outputs[0], None, {}
-    add = _only_reader(network, index, tail)
+    add = only_reader(network, index, tail)
     if add is not None:
-        residual = _residual(index, add, tail)
+        residual = residual_input(index, add, tail)
         if residual is not None:
             fused.append(add)
             tail = add.outputs[0]
-    found = _activation(network, index, tail)
+    found = activation_layers(network, index, tail)
     if found is not None:
         fused += found[0]
         extra = found[1]

@@ -41,8 +41,8 @@ _ALL = None
 #: Other inputs (Gather's indices, ...) keep their dtype.
 HALF_INPUTS: Mapping[str, tuple[int, ...] | None] = MappingProxyType({
     **{op: _ALL for op in STEP_OPS},
-    "Concat": _ALL, "Conv": _ALL, "Flatten": (0,), "FusedConv": _ALL, "FusedElementwise": _ALL, "Gather": (0,),
-    "Gemm": _ALL, "GlobalAveragePool": (0,), "GlobalMaxPool": (0,), "AveragePool": (0,),
+    "Concat": _ALL, "Conv": _ALL, "Flatten": (0,), "FusedConv": _ALL, "FusedElementwise": _ALL, "FusedGemm": _ALL,
+    "Gather": (0,), "Gemm": _ALL, "GlobalAveragePool": (0,), "GlobalMaxPool": (0,), "AveragePool": (0,),
     "LayerNormalization": _ALL, "MatMul": _ALL, "MaxPool": (0,), "Reshape": (0,), "Slice": (0,),
     "Softmax": (0,), "Squeeze": (0,), "Transpose": (0,), "Unsqueeze": (0,),
 })

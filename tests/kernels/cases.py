@@ -58,26 +58,57 @@ def conv(x: tuple[int, ...], w: tuple[int, ...], bias: bool = True, opset: int =
     return make
 
 
+def _epilogue(nodes: list, tail: str, out_dims: tuple[int, ...], activation: str, residual: bool, inits: dict,
+              shapes: dict, feeds: dict, rng: np.random.Generator) -> None:
+    """Append [+ r] [+ activation] after ``tail`` (the nodes a fused epilogue absorbs); the last output is "y"."""
+    if residual:
+        shapes["r"], feeds["r"] = out_dims, _normal(rng, *out_dims)
+        nodes.append(helper.make_node("Add", [tail, "r"], ["a"] if activation else ["y"]))
+        tail = "a"
+    if activation == "Clip":
+        inits["lo"], inits["hi"] = np.float32(0.0), np.float32(6.0)
+        nodes.append(helper.make_node("Clip", [tail, "lo", "hi"], ["y"]))
+    elif activation == "SiLU":
+        nodes += [helper.make_node("Sigmoid", [tail], ["s"]), helper.make_node("Mul", [tail, "s"], ["y"])]
+    elif activation:
+        nodes.append(helper.make_node(activation, [tail], ["y"]))
+
+
 def fused_conv(x: tuple[int, ...], w: tuple[int, ...], activation: str, residual: bool = False,
                **attrs: object) -> Callable:
     """Conv(x, w, b) [+ r] [+ activation]: a FusedConv once the FUSE passes ran."""
     def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
         inits = {"w": _normal(rng, *w) * np.float32(0.3), "b": _normal(rng, w[0])}
-        nodes, tail = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs)], "c"
+        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs)]
         shapes, feeds = {"x": x}, {"x": _normal(rng, *x)}
-        if residual:
-            out_shape = onnx.shape_inference.infer_shapes(make_model(nodes, {"x": x}, ["c"], inits))
-            dims = [d.dim_value for d in out_shape.graph.output[0].type.tensor_type.shape.dim]
-            shapes["r"], feeds["r"] = tuple(dims), _normal(rng, *dims)
-            nodes.append(helper.make_node("Add", [tail, "r"], ["a"]))
-            tail = "a"
-        if activation == "Clip":
-            inits["lo"], inits["hi"] = np.float32(0.0), np.float32(6.0)
-            nodes.append(helper.make_node("Clip", [tail, "lo", "hi"], ["y"]))
-        elif activation == "SiLU":
-            nodes += [helper.make_node("Sigmoid", [tail], ["s"]), helper.make_node("Mul", [tail, "s"], ["y"])]
+        out_shape = onnx.shape_inference.infer_shapes(make_model(nodes, {"x": x}, ["c"], inits))
+        dims = tuple(d.dim_value for d in out_shape.graph.output[0].type.tensor_type.shape.dim)
+        _epilogue(nodes, "c", dims, activation, residual, inits, shapes, feeds, rng)
+        return make_model(nodes, shapes, ["y"], inits), feeds
+    return make
+
+
+#: What makes a MatMul (Gemm) and the layers after it one FusedGemm.
+FUSE_GEMM = ("fuse_gemm_epilogue",)
+
+
+def linear(a: tuple[int, ...], n: int, activation: str = "", residual: bool = False,
+           bias_shape: tuple[int, ...] | None = None, gemm_trans_b: bool | None = None) -> Callable:
+    """MatMul(a, W) + bias [+ r] [+ activation] (PyTorch's Linear), or with ``gemm_trans_b`` set a Gemm with C
+    (W given transposed when True): a FusedGemm once FUSE_GEMM ran."""
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        k = a[-1]
+        w = _normal(rng, k, n) * np.float32(k ** -0.5)
+        inits = {"w": w if not gemm_trans_b else np.ascontiguousarray(w.T),
+                 "b": _normal(rng, *(bias_shape or (n,)))}
+        shapes, feeds = {"x": a}, {"x": _normal(rng, *a)}
+        if gemm_trans_b is None:
+            nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["b", "m"], ["c"])]
         else:
-            nodes.append(helper.make_node(activation, [tail], ["y"]))
+            nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["c"], transB=int(gemm_trans_b))]
+        _epilogue(nodes, "c", (*a[:-1], n), activation, residual, inits, shapes, feeds, rng)
+        if nodes[-1].output[0] != "y":
+            nodes[-1].output[0] = "y"
         return make_model(nodes, shapes, ["y"], inits), feeds
     return make
 
@@ -180,6 +211,14 @@ CASES = [
          FUSE),
     Case("fused_conv_silu", fused_conv((1, 4, 10, 10), (8, 4, 3, 3), "SiLU", strides=[2, 2]), FUSE),
     Case("fused_conv_sigmoid", fused_conv((1, 8, 6, 6), (4, 8, 1, 1), "Sigmoid"), FUSE),
+    Case("fused_linear_bias", linear((2, 7, 37), 70), FUSE_GEMM),
+    Case("fused_linear_relu", linear((3, 5, 64), 130, "Relu", bias_shape=(1, 1, 130)), FUSE_GEMM),
+    Case("fused_linear_residual", linear((33, 47), 19, residual=True), FUSE_GEMM),
+    Case("fused_linear_residual_clip", linear((4, 65, 16), 72, "Clip", residual=True), FUSE_GEMM),
+    Case("fused_linear_silu", linear((70, 24), 66, "SiLU"), FUSE_GEMM),
+    Case("fused_gemm_transB_residual_sigmoid", linear((8, 64), 10, "Sigmoid", residual=True, gemm_trans_b=True),
+         FUSE_GEMM),
+    Case("fused_gemm_relu", linear((9, 33), 40, "Relu", bias_shape=(1, 40), gemm_trans_b=False), FUSE_GEMM),
     Case("gemm_plain", gemm((33, 65), (65, 17), None)),
     Case("gemm_transB_bias", gemm((8, 64), (10, 64), (10,), transB=1)),
     Case("gemm_transA_alpha_beta", gemm((20, 9), (20, 13), (9, 13), transA=1, alpha=0.5, beta=2.0)),
@@ -226,6 +265,7 @@ CASES = [
     Case("identity", unary("Identity", (3, 7))),
     Case("transpose_attention", unary("Transpose", (2, 7, 4, 5), perm=[0, 2, 1, 3])),
     Case("transpose_reverse", unary("Transpose", (3, 1, 5, 2))),
+    Case("transpose_unit_dims", unary("Transpose", (1, 6, 1, 4), perm=[2, 0, 1, 3])),
     Case("squeeze_axis", unary("Squeeze", (3, 1, 5), inits={"axes": np.array([1], np.int64)},
                                extra_inputs=("axes",))),
     Case("unsqueeze_axes", unary("Unsqueeze", (3, 5), inits={"axes": np.array([0, 2], np.int64)},
@@ -249,6 +289,8 @@ CASES = [
     Case("fp16_fused_conv_depthwise_clip", half(fused_conv((1, 6, 8, 8), (6, 1, 3, 3), "Clip", group=6,
                                                            pads=[1, 1, 1, 1])), FUSE),
     Case("fp16_fused_conv_silu", half(fused_conv((1, 4, 10, 10), (8, 4, 3, 3), "SiLU", strides=[2, 2])), FUSE),
+    Case("fp16_fused_linear_relu", half(linear((3, 5, 64), 130, "Relu", bias_shape=(1, 1, 130))), FUSE_GEMM),
+    Case("fp16_fused_linear_residual_clip", half(linear((4, 65, 16), 72, "Clip", residual=True)), FUSE_GEMM),
     Case("fp16_gemm_transB_bias", half(gemm((8, 64), (10, 64), (10,), transB=1))),
     Case("fp16_gemm_transA_alpha_beta", half(gemm((20, 9), (20, 13), (9, 13), transA=1, alpha=0.5, beta=2.0))),
     Case("fp16_matmul_batched_const", half(matmul((3, 5, 9), (9, 4), True))),
@@ -283,6 +325,8 @@ CASES = [
     Case("bf16_fused_conv_silu", bf16(fused_conv((1, 4, 10, 10), (8, 4, 3, 3), "SiLU", strides=[2, 2])), FUSE),
     Case("bf16_fused_conv_clip_wide", bf16(fused_conv((2, 64, 8, 8), (136, 64, 3, 3), "Clip",
                                                       pads=[1, 1, 1, 1])), FUSE),
+    Case("bf16_fused_linear_relu", bf16(linear((3, 5, 64), 130, "Relu", bias_shape=(1, 1, 130))), FUSE_GEMM),
+    Case("bf16_fused_linear_residual_silu", bf16(linear((2, 33, 48), 40, "SiLU", residual=True)), FUSE_GEMM),
     Case("bf16_gemm_transB_bias", bf16(gemm((8, 64), (10, 64), (10,), transB=1))),
     Case("bf16_matmul_batched_const", bf16(matmul((3, 5, 9), (9, 4), True))),
     Case("bf16_matmul_2d_act", bf16(matmul((16, 64), (64, 70), False))),

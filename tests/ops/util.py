@@ -10,6 +10,7 @@ Typical use, comparing the engine (on each backend) with onnxruntime on fresh ra
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,11 +70,16 @@ def node_model(op: str, inputs: Mapping[str, np.ndarray], n_outputs: int = 1,
 
 
 def build_and_run(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], backend: str = "cpu",
-                  input_values: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Parse, build (one timing sample per tactic), serialize, load and run: the whole pipeline."""
+                  input_values: Mapping[str, np.ndarray] | None = None,
+                  passes: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Parse, build (one timing sample per tactic; the default passes, or ``passes``), serialize, load and run:
+    the whole pipeline."""
     quiet = Logger(Severity.ERROR)
     network, _ = network_from_onnx_bytes(model.SerializeToString(), quiet, input_values=input_values)
-    result = Builder(quiet).build(network, BuilderConfig(backend=backend, warmup=0, iterations=1, runs_per_sample=1))
+    config = BuilderConfig(backend=backend, warmup=0, iterations=1, runs_per_sample=1)
+    if passes is not None:
+        config = dataclasses.replace(config, passes=tuple(passes))
+    result = Builder(quiet).build(network, config)
     context = Runtime(quiet).deserialize_engine(result.engine).create_execution_context()
     return context.execute(dict(feeds))
 
