@@ -27,10 +27,10 @@ from reprobuild.cli.common import (
 )
 from reprobuild.envpolicy import POLICIES
 from reprobuild.errors import UsageError
-from reprobuild.fileio import atomic_write
+from reprobuild.fileio import atomic_write_all, check_writable
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.logger import Logger, Severity
-from reprobuild.manifest import read_manifest, write_manifest
+from reprobuild.manifest import manifest_to_json, read_manifest
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -145,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.VERBOSE if args.verbose > 1 else Severity.WARNING if not args.verbose else Severity.INFO)
     if args.quiet:
         logger = Logger(Severity.ERROR)
+    engine_path = args.output or default_engine_path(args.model)
+    manifest_path = args.manifest or default_manifest_path(engine_path)
+    check_writable(engine_path, "--output (the engine)")  # before a build that may take minutes
+    check_writable(manifest_path, "--manifest")
     network, _ = network_from_onnx_path(args.model, logger, dict(args.input_shape), dict(args.input_value))
     if args.replay and args.force_tactic:
         raise UsageError("--force-tactic and --replay cannot be combined: a replay forces the manifest's tactics")
@@ -162,10 +166,9 @@ def run(args: argparse.Namespace) -> int:
     config.timing_cache = cache
     config.progress_monitor = None if args.quiet else CliProgress(args.verbose > 0)
     result = Builder(logger).build(network, config)
-    engine_path = args.output or default_engine_path(args.model)
-    manifest_path = args.manifest or default_manifest_path(engine_path)
-    atomic_write(engine_path, result.engine)
-    write_manifest(manifest_path, result.manifest)
+    # The pair is written together, the manifest renamed last: never a new manifest beside an old engine, and a
+    # kill between the two renames leaves an old manifest whose engine.sha256 gives the mismatch away.
+    atomic_write_all([(engine_path, result.engine), (manifest_path, manifest_to_json(result.manifest))])
     if cache is not None:
         cache.save(args.timing_cache)
     evidence = result.manifest.evidence

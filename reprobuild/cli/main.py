@@ -11,11 +11,12 @@ from reprobuild import __version__
 from reprobuild.cli import build, compare, conformance, diff, inspect, run, verify
 from reprobuild.cli.common import Subcommands
 from reprobuild.errors import EXIT_CODES, ReprobuildError
+from reprobuild.fileio import Terminated, install_sigterm_cleanup
 
 
 def _epilog() -> str:
     codes = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES)
-    return f"exit codes:\n{codes}\n  130  interrupted (Ctrl-C)"
+    return f"exit codes:\n{codes}\n  130  interrupted (Ctrl-C)\n  143  terminated (SIGTERM)"
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -37,10 +38,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    install_sigterm_cleanup()
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
+    except Terminated as exc:
+        print(f"reprobuild {args.command}: terminated (SIGTERM); partial files were removed", file=sys.stderr)
+        return exc.exit_code
     except ReprobuildError as exc:
         if args.debug:
             traceback.print_exc()

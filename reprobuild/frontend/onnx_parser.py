@@ -23,6 +23,7 @@ from onnx import numpy_helper
 
 from reprobuild.digest import sha256_hex
 from reprobuild.errors import DynamicShapeError, ModelError, UnsupportedOpError, UsageError
+from reprobuild.fileio import read_bounded
 from reprobuild.frontend.onnx_node import OnnxNode, infer_infos
 from reprobuild.frontend.onnx_support import check_support, default_opset
 from reprobuild.ir import Network, NetworkDefinition, TensorInfo
@@ -66,16 +67,7 @@ class OnnxParser:
 
     def parse_from_file(self, path: str | os.PathLike[str], input_shapes: Mapping[str, Sequence[int]] | None = None,
                         input_values: Mapping[str, np.ndarray] | None = None) -> ModelInfo:
-        try:
-            if os.path.isdir(path):
-                raise UsageError(f"model {os.fspath(path)!r} is a directory; give the .onnx file")
-            size = os.path.getsize(path)
-        except OSError as exc:
-            raise UsageError(f"cannot read model {os.fspath(path)!r}: {exc.strerror or exc}") from None
-        if size > MAX_MODEL_BYTES:
-            raise ModelError(f"model file {os.fspath(path)!r} is {size} bytes; the limit is {MAX_MODEL_BYTES}")
-        with open(path, "rb") as f:
-            return self.parse(f.read(), input_shapes, input_values)
+        return self.parse(read_bounded(path, MAX_MODEL_BYTES, "model", ModelError), input_shapes, input_values)
 
     def parse(self, data: bytes, input_shapes: Mapping[str, Sequence[int]] | None = None,
               input_values: Mapping[str, np.ndarray] | None = None) -> ModelInfo:
