@@ -104,6 +104,14 @@ class ConformanceError(ReprobuildError):
     summary = "conformance failure: a case gave a wrong result or an untyped error"
 
 
+class ResourceError(ReprobuildError):
+    """An engine, model or build needs more memory than the cap (``--max-memory``, or what the device or host
+    has), or more of something countable (layers, ranks, elements) than reprobuild accepts."""
+
+    exit_code = 13
+    summary = "resource limit: the work needs more memory (or larger shapes) than the cap allows"
+
+
 #: Process exit codes of the ``reprobuild`` command, in order. 0 is success.
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success"),
@@ -112,6 +120,6 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
         {(cls.exit_code, cls.summary) for cls in (
             UsageError, ModelError, FormatError, BackendUnavailableError, BuildError, InputError,
             ReplayMismatchError, EnvironmentMismatchError, NotDeterministicError, ToleranceError,
-            ConformanceError)}
+            ConformanceError, ResourceError)}
     ),
 )
