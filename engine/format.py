@@ -12,14 +12,35 @@ Offsets must cover the buffer exactly and entries must be sorted and unique. Eac
 (over dtype, shape and bytes, the digest the network's structural identity uses), the embedded manifest
 carries its own, and the trailer covers every byte before it. Nothing in the file is ever executed: no
 pickle, no code.
+
+Loading validates the whole file before anything is allocated for it, structure first, so that a damaged or
+crafted engine gives a :class:`FormatError` naming what is wrong, never another exception:
+
+1. integrity: magic, version, sizes, the sha256 trailer, msgpack;
+2. the header's schema and caps (``reprobuild.engine.plan``: types, ranks, dimensions, byte sizes, counts), and
+   the weight table: sorted, unique, tiling the buffer;
+3. names: weights, activations, bindings and layers each unique; weights and activations disjoint; every
+   binding an activation of the same shape and dtype; pinned inputs matching their weights;
+4. wiring: layers in topological order, each activation written exactly once, by a layer or by the caller
+   (network inputs), and never a weight or an input written by a layer;
+5. the memory plan's bounds: every activation inside the arena, the workspace after it;
+6. each layer's tactic: of the engine's backend and of the family recorded (when this installation has it);
+7. each layer's op and attributes, through the op's definition (``reprobuild.ops``): the op exists and can be a
+   layer, its attributes are ones the op knows, of the kinds it declares, with every one it reads present, and
+   its output shapes and dtypes are what the op's type inference derives from its inputs;
+8. the embedded manifest: valid, and recording the same layers, tactics, tensors and memory as the header.
+
+Weights are then hashed one by one. Resolving each tactic by source digest, the memory plan that depends on the
+tactics, the memory cap and the preparation of each layer happen in ``Runtime.deserialize_engine`` after this.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
@@ -27,8 +48,12 @@ from pydantic import ValidationError
 
 from reprobuild.digest import array_digest, little_endian, sha256_hex
 from reprobuild.dtypes import dtype_name, np_dtype
-from reprobuild.engine.plan import EngineHeader
-from reprobuild.errors import FormatError
+from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineTensor, EngineWeight, tensor_nbytes
+from reprobuild.errors import FormatError, ReprobuildError, TacticMismatchError
+
+if TYPE_CHECKING:
+    from reprobuild.kernels.tactic import TacticRegistry
+    from reprobuild.ops import OpDef
 
 MAGIC = b"RPBENGN\x00"
 FORMAT_VERSION = 3
@@ -102,8 +127,12 @@ def serialize_engine(header: Mapping[str, Any], weights: Mapping[str, np.ndarray
     return b"".join([*parts, trailer.digest()])
 
 
-def deserialize_engine(data: bytes | bytearray | memoryview) -> tuple[EngineHeader, dict[str, np.ndarray]]:
-    """Check and split engine bytes into the validated header and read-only weight arrays (zero-copy)."""
+def deserialize_engine(data: bytes | bytearray | memoryview,
+                       registry: TacticRegistry | None = None) -> tuple[EngineHeader, dict[str, np.ndarray]]:
+    """Check and split engine bytes into the validated header and read-only weight arrays (zero-copy).
+
+    Everything in the module docstring's steps 1 to 8 is checked here; ``registry`` (default: every tactic of
+    this installation) tells which backend and family each recorded tactic has."""
     data = bytes(data)
     if len(data) < _PREAMBLE.size + _DIGEST:
         raise FormatError(f"engine is {len(data)} bytes, too short to be a reprobuild engine (truncated?)")
@@ -129,7 +158,8 @@ def deserialize_engine(data: bytes | bytearray | memoryview) -> tuple[EngineHead
     try:
         header = EngineHeader.model_validate(raw)
     except ValidationError as exc:
-        raise FormatError(f"engine header does not match format version {FORMAT_VERSION}:\n{exc}") from None
+        raise FormatError(f"engine header does not match format version {FORMAT_VERSION}; {_REBUILD}. What does "
+                          f"not match:\n{exc}") from None
     if any(data[_PREAMBLE.size + header_len:buffer_start]):
         raise FormatError("engine header padding is not zero")
     buffer = memoryview(data)[buffer_start:-_DIGEST]
@@ -137,32 +167,437 @@ def deserialize_engine(data: bytes | bytearray | memoryview) -> tuple[EngineHead
         raise FormatError(f"engine weight buffer is {len(buffer)} bytes; its header records {header.buffer_nbytes}")
     if sha256_hex(header.manifest) != header.manifest_sha256:
         raise FormatError("engine's embedded manifest does not match its recorded sha256")
+    _check_weight_table(header, len(buffer))
+    check_header(header, registry)
+    check_embedded_manifest(header)
     return header, _weights(header, buffer)
 
 
-def _weights(header: EngineHeader, buffer: memoryview) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
+def _check_weight_table(header: EngineHeader, buffer_nbytes: int) -> None:
+    """The weight entries are sorted and unique by name and tile the buffer exactly, each at its aligned offset
+    with the size its shape and dtype give."""
     expected, previous = 0, None
     for w in header.weights:
         if previous is not None and w.name <= previous:
             raise FormatError(f"engine weights are not sorted and unique by name ({previous!r} then {w.name!r})")
         previous = w.name
-        dtype = np_dtype(w.dtype).newbyteorder("<")
-        if w.offset != expected or w.nbytes != int(np.prod(w.shape, dtype=np.int64)) * dtype.itemsize:
+        if w.offset != expected or w.nbytes != tensor_nbytes(w.shape, w.dtype):
             raise FormatError(f"engine weight {w.name!r}: offset {w.offset} / size {w.nbytes} do not tile the "
                               f"buffer (expected offset {expected}, size for {w.shape} {w.dtype})")
+        expected = _align(w.offset + w.nbytes)
+    if expected != buffer_nbytes:
+        raise FormatError(f"engine weights cover {expected} bytes of a {buffer_nbytes}-byte buffer; they must tile "
+                          "it exactly")
+
+
+def _weights(header: EngineHeader, buffer: memoryview) -> dict[str, np.ndarray]:
+    """Read-only arrays over the buffer (zero-copy), each checked against its sha256."""
+    out: dict[str, np.ndarray] = {}
+    for w in header.weights:
+        dtype = np_dtype(w.dtype).newbyteorder("<")
         array = np.frombuffer(buffer[w.offset:w.offset + w.nbytes], dtype=dtype).reshape(w.shape)
         array = array.astype(np_dtype(w.dtype), copy=False)
         if array_digest(array) != w.sha256:
             raise FormatError(f"engine weight {w.name!r} does not match its sha256")
         out[w.name] = array
-        expected = _align(w.offset + w.nbytes)
-    if expected != len(buffer):
-        raise FormatError(f"engine weights cover {expected} bytes of a {len(buffer)}-byte buffer; they must tile "
-                          "it exactly")
     return out
 
 
 def engine_sha256(data: bytes) -> str:
     """The digest `reprobuild build` prints: sha256 of the whole engine file, as `sha256sum` would print it."""
     return sha256_hex(data)
+
+
+# --- whole-header validation ---------------------------------------------------------------------------------------
+
+_REBUILD = ("the engine file is inconsistent (damaged, edited, or not written by reprobuild); rebuild it with "
+            "`reprobuild build`")
+
+
+def _bad(message: str) -> FormatError:
+    return FormatError(f"{message}; {_REBUILD}")
+
+
+def _describe(t: EngineTensor) -> str:
+    return f"{t.shape} {t.dtype}"
+
+
+def check_header(header: EngineHeader, registry: TacticRegistry | None = None) -> None:
+    """Validate everything in a header that the schema alone cannot (steps 3 to 7 of the module docstring): a
+    :class:`FormatError` naming the first problem found. Needs no weights and allocates nothing."""
+    weights: dict[str, EngineWeight] = {w.name: w for w in header.weights}
+    activations = {t.name: t for t in header.activations}
+    producers = _check_names_and_wiring(header, weights, activations)
+    _check_bindings(header, weights, activations, producers)
+    _check_memory_bounds(header, activations)
+    _check_tactic_backends(header, registry)
+    for layer in header.layers:
+        check_layer(layer, weights, activations)
+
+
+def _unique(names: Sequence[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise _bad(f"engine has two {what}s named {name!r}; each {what} has a name of its own")
+        seen.add(name)
+
+
+def _check_names_and_wiring(header: EngineHeader, weights: Mapping[str, EngineTensor],
+                            activations: Mapping[str, EngineTensor]) -> dict[str, str]:
+    """Unique names, weights and activations disjoint, layers in topological order writing each activation
+    exactly once; returns activation -> the layer that writes it."""
+    _unique([w.name for w in header.weights], "weight")
+    _unique([t.name for t in header.activations], "activation tensor")
+    _unique([layer.name for layer in header.layers], "layer")
+    _unique([t.name for t in (*header.inputs, *header.pinned_inputs)], "network input")
+    _unique([t.name for t in header.outputs], "network output")
+    both = sorted(set(weights) & set(activations))
+    if both:
+        raise _bad(f"engine tensor {both[0]!r} is both a weight and an activation tensor; the names of weights and "
+                   "activations are disjoint")
+    inputs = {t.name for t in header.inputs}
+    first_writer: dict[str, int] = {}
+    for i, layer in enumerate(header.layers):
+        for t in layer.outputs:
+            first_writer.setdefault(t, i)
+    available = inputs | set(weights)
+    producers: dict[str, str] = {}
+    for i, layer in enumerate(header.layers):
+        where = f"engine layer {layer.name!r} (#{i}, op {layer.op})"
+        for t in layer.inputs:
+            if t in available:
+                continue
+            j = first_writer.get(t)
+            if j == i:
+                raise _bad(f"{where} reads its own output {t!r}")
+            if j is not None and j > i:
+                raise _bad(f"engine layers are out of topological order: {where} reads {t!r}, which layer "
+                           f"{header.layers[j].name!r} (#{j}) writes only later; a layer reads network inputs, "
+                           "weights and the outputs of earlier layers")
+            if t in activations:
+                raise _bad(f"{where} reads activation {t!r}, which is neither a network input nor written by any "
+                           "layer, so its memory would never be initialised")
+            raise _bad(f"{where} reads tensor {t!r}, which the engine does not define (it is neither an activation "
+                       "nor a weight)")
+        if not layer.outputs:
+            raise _bad(f"{where} writes no tensor; every layer has at least one output")
+        for t in layer.outputs:
+            if t in weights:
+                raise _bad(f"{where} writes {t!r}, which is the name of a weight; layers write activation tensors, "
+                           "and weights are read-only")
+            if t in inputs:
+                raise _bad(f"{where} writes {t!r}, which is a network input; only the caller writes inputs")
+            if t in producers:
+                raise _bad(f"{where} writes {t!r}, which layer {producers[t]!r} writes too; each activation is "
+                           "written by exactly one layer")
+            if t not in activations:
+                raise _bad(f"{where} writes {t!r}, which is not among the engine's activation tensors")
+            producers[t] = layer.name
+            available.add(t)
+    for name in activations:
+        if name not in inputs and name not in producers:
+            raise _bad(f"engine activation {name!r} is neither a network input nor written by any layer")
+    return producers
+
+
+def _check_bindings(header: EngineHeader, weights: Mapping[str, EngineWeight],
+                    activations: Mapping[str, EngineTensor], producers: Mapping[str, str]) -> None:
+    for kind, bindings in (("input", header.inputs), ("output", header.outputs)):
+        for b in bindings:
+            t = activations.get(b.name)
+            if t is None:
+                raise _bad(f"engine {kind} binding {b.name!r} is not among its activation tensors")
+            if (b.shape, b.dtype) != (t.shape, t.dtype):
+                source = f"layer {producers[b.name]!r} writes" if b.name in producers else "the engine holds"
+                raise _bad(f"engine {kind} binding {b.name!r} is {_describe(b)}, but {source} it as "
+                           f"{_describe(t)}; a binding has the shape and dtype of its tensor")
+    for pin in header.pinned_inputs:
+        w = weights.get(pin.name)
+        if w is None or (w.shape, w.dtype, w.sha256) != (pin.shape, pin.dtype, pin.sha256):
+            raise _bad(f"engine pinned input {pin.name!r} ({_describe(pin)}) has no matching value among its "
+                       "weights (a weight of the same name, shape, dtype and sha256)")
+        if pin.name in activations:
+            raise _bad(f"engine pinned input {pin.name!r} is also an activation tensor; its value is a weight")
+
+
+def _check_memory_bounds(header: EngineHeader, activations: Mapping[str, EngineTensor]) -> None:
+    """Every activation inside the arena and aligned, the workspace right after it, every size aligned: what makes
+    the views a context carves out of its scratch memory valid. (That the plan is the one the runtime derives is
+    checked once the tactics are resolved.)"""
+    mem = header.memory
+    offsets = mem.offsets
+    missing = sorted(set(activations) - set(offsets))
+    extra = sorted(set(offsets) - set(activations))
+    if missing or extra:
+        raise _bad(f"engine memory plan places {extra[:5]}, which are not activation tensors, and misses "
+                   f"{missing[:5]}; it places exactly the activation tensors")
+    for name in sorted(activations):
+        t, offset = activations[name], offsets[name]
+        nbytes = tensor_nbytes(t.shape, t.dtype)
+        if offset % mem.alignment or offset + nbytes > mem.activation_bytes:
+            raise _bad(f"engine memory plan places activation {name!r} ({nbytes} bytes) at offset {offset}, which "
+                       f"is not inside the {mem.activation_bytes}-byte activation arena on a {mem.alignment}-byte "
+                       "boundary")
+    for what, value in (("activation arena", mem.activation_bytes), ("workspace", mem.workspace_bytes),
+                        ("library workspace", mem.library_bytes)):
+        if value % mem.alignment:
+            raise _bad(f"engine memory plan's {what} is {value} bytes, not a multiple of its alignment "
+                       f"{mem.alignment}")
+    if mem.workspace_offset != mem.activation_bytes:
+        raise _bad(f"engine memory plan puts the workspace at offset {mem.workspace_offset}; it follows the "
+                   f"activation arena, at {mem.activation_bytes}")
+    widest = max(header.layers, key=lambda layer: layer.workspace_bytes, default=None)
+    if widest is not None and widest.workspace_bytes > mem.workspace_bytes:
+        raise _bad(f"engine layer {widest.name!r} reserves {widest.workspace_bytes} workspace bytes, more than the "
+                   f"memory plan's workspace of {mem.workspace_bytes}")
+
+
+def _check_tactic_backends(header: EngineHeader, registry: TacticRegistry | None) -> None:
+    """Each layer's tactic runs on the engine's backend and belongs to the family recorded; checked before any
+    tactic is resolved by source digest (a tactic this installation lacks is left to that step)."""
+    if registry is None:
+        from reprobuild.kernels.tactic import default_registry
+
+        registry = default_registry()
+    from reprobuild.kernels.backend import BACKENDS
+
+    for layer in header.layers:
+        ref = layer.tactic
+        label = f"{ref.family}.{ref.name} v{ref.version}"
+        exact = True
+        try:
+            tactic = registry.get(layer.op, ref.name, ref.version)
+        except TacticMismatchError:
+            # Another version of the tactic still tells its backend and family (a tactic's name keeps both).
+            others = [t for backend in BACKENDS for t in registry.candidates(layer.op, backend) if t.name == ref.name]
+            if not others:
+                continue
+            tactic, exact = others[0], False
+        where = f"engine layer {layer.name!r} (op {layer.op})"
+        if tactic.backend != header.backend:
+            raise _bad(f"{where} uses tactic {label}, which runs on the {tactic.backend} backend, but the engine is "
+                       f"for the {header.backend} backend; every layer of an engine uses tactics of its backend")
+        if tactic.family != ref.family:
+            raise _bad(f"{where} records tactic {ref.name} v{ref.version} in family {ref.family!r}; that tactic "
+                       f"belongs to family {tactic.family!r}")
+        if exact and dict(tactic.parameters) != ref.parameters:
+            raise _bad(f"{where} records tactic {label} with parameters {ref.parameters}; the tactic has "
+                       f"{dict(tactic.parameters)}")
+
+
+# --- a layer's op and attributes, through the op's definition ------------------------------------------------------
+
+_KIND_WORDS = {"int": "an integer", "float": "a number", "string": "a string", "ints": "a list of integers",
+               "floats": "a list of numbers", "strings": "a list of strings"}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _kind_fits(kind: str, value: Any, names_allowed: bool) -> bool:
+    """Whether an attribute value is of the kind an op declares. ``names_allowed``: an op that canonicalizes its
+    attributes may turn an ONNX enum (an int, such as Cast's ``to``) into its name."""
+    if kind == "int":
+        return _is_int(value) or (names_allowed and isinstance(value, str))
+    if kind == "float":
+        return _is_int(value) or isinstance(value, float)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind in ("ints", "floats", "strings"):
+        item = {"ints": _is_int, "floats": lambda v: _is_int(v) or isinstance(v, float),
+                "strings": lambda v: isinstance(v, str)}[kind]
+        return isinstance(value, tuple) and all(item(v) for v in value)
+    return True  # a kind an engine never holds (tensor): left to the op's type inference
+
+
+def _value_words(value: Any) -> str:
+    if isinstance(value, tuple):
+        return f"the list {list(value)!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+class _Missing(KeyError):
+    """An attribute the op's type inference read and the layer lacks."""
+
+
+class _TrackedAttrs(Mapping[str, Any]):
+    """A layer's attributes as the op's type inference reads them: records every name read, and raises
+    :class:`_Missing` for a name the layer lacks."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        if key not in self._values:
+            raise _Missing(key)
+        return self._values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return self._values.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.read.add(key)
+        return key in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def _canonicalizes(opdef: OpDef) -> bool:
+    """Whether the op's ONNX form differs from its canonical layer (it overrides ``convert`` or
+    ``canonical_attrs``), or it is internal (made by passes): its layer attributes then need not be the ONNX
+    attributes it declares."""
+    from reprobuild.ops import OpDef
+
+    cls = type(opdef)
+    return opdef.internal or cls.convert is not OpDef.convert or cls.canonical_attrs is not OpDef.canonical_attrs
+
+
+@functools.cache
+def _vocabulary(cls: Any) -> frozenset[str] | None:
+    """Every string constant in the code of an op definition (its class and the reprobuild code it runs): the
+    attribute names the op can read. None when that code's source cannot be read (then unknown attribute names
+    are not refused; the runtime cannot resolve tactics without source either)."""
+    import ast
+
+    from reprobuild.kernels.code_digest import code_closure
+
+    try:
+        closure = code_closure([cls])
+    except Exception:  # no source to read (a frozen or source-less install): do without the vocabulary
+        return None
+    words: set[str] = set()
+    for key, text in closure.items():
+        try:
+            tree = ast.parse(text, mode="eval" if key.endswith(" (constant)") else "exec")
+        except SyntaxError:  # a constant whose repr is not Python (an object's repr): no names in it
+            continue
+        words.update(n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str))
+    return frozenset(words)
+
+
+def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
+                activations: Mapping[str, EngineTensor]) -> None:
+    """A layer's op, attributes and output types, through the op's definition (step 7 of the module docstring).
+
+    Attribute names: a name the op neither declares, nor reads in its type inference, nor mentions anywhere in
+    its code is unknown; every name its type inference reads must be present. Kinds: an attribute the op declares
+    has the declared kind. Then the outputs' shapes and dtypes are what ``infer`` derives from the inputs'."""
+    from reprobuild.ops import BuildTimeOp, TensorType, find_op
+
+    where = f"engine layer {layer.name!r} (op {layer.op})"
+    opdef = find_op(layer.op)
+    if opdef is None or isinstance(opdef, BuildTimeOp) or opdef.lowered_to is not None:
+        why = ("this reprobuild has no such op" if opdef is None else
+               "it is computed when a network is parsed" if isinstance(opdef, BuildTimeOp) else
+               f"it always becomes a {opdef.lowered_to} layer")
+        raise _bad(f"{where}: {layer.op!r} cannot be the op of a layer ({why})")
+    attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer.attrs.items()}
+    names_allowed = _canonicalizes(opdef)
+    for key in sorted(attrs):
+        spec = opdef.attributes.get(key)
+        if spec is not None and not _kind_fits(spec.kind, attrs[key], names_allowed):
+            raise _bad(f"{where}: attribute {key!r} is {_value_words(attrs[key])}; {layer.op}'s {key!r} is "
+                       f"{_KIND_WORDS.get(spec.kind, spec.kind)}")
+    types = [TensorType(tuple(t.shape), t.dtype)
+             for t in ((weights[n] if n in weights else activations[n]) for n in layer.inputs)]
+    tracked = _TrackedAttrs(attrs)
+    missing: str | None = None
+    failure: str | None = None
+    inferred: Any = None
+    try:
+        with np.errstate(all="ignore"):
+            inferred = opdef.infer(tracked, types)
+    except _Missing as exc:
+        missing = str(exc.args[0])
+    except ReprobuildError as exc:
+        failure = str(exc)
+    except Exception as exc:  # the attributes or shapes break the op's own arithmetic: a bad file, not a bug
+        failure = f"{type(exc).__name__}: {exc}"
+    op_class: Any = type(opdef)  # a class is hashable; mypy sees OpDef's __hash__ as an instance method
+    vocabulary = _vocabulary(op_class)
+    known = set(opdef.attributes) | tracked.read
+    unknown = sorted(set(attrs) - known - (vocabulary or set())) if vocabulary is not None else []
+    if missing is not None:
+        instead = (f"; it has {unknown} instead, which {layer.op} does not know (renamed?)" if unknown else
+                   f"; its attributes are {sorted(attrs)}")
+        raise _bad(f"{where} has no attribute {missing!r}, which {layer.op} needs{instead}")
+    if unknown:
+        raise _bad(f"{where} has attribute(s) {unknown}, which {layer.op} does not know; its attributes are "
+                   f"{sorted(set(attrs) - set(unknown))}")
+    shapes = ", ".join(f"{list(t.shape)} {t.dtype}" for t in types)
+    if failure is not None:
+        raise _bad(f"{where}: its attributes {layer.attrs} do not fit its inputs ({shapes}): {failure}")
+    if not isinstance(inferred, (list, tuple)) or not all(isinstance(t, TensorType) for t in inferred):
+        raise _bad(f"{where}: the op's type inference gives no output types for inputs ({shapes})")
+    declared = [activations[t] for t in layer.outputs]
+    if len(declared) > len(inferred) or any((tuple(d.shape), d.dtype) != (t.shape, t.dtype)
+                                            for d, t in zip(declared, inferred)):
+        raise _bad(f"{where} records outputs {[f'{d.name} {_describe(d)}' for d in declared]}, but from inputs "
+                   f"({shapes}) and its attributes the op computes "
+                   f"{[f'{list(t.shape)} {t.dtype}' for t in inferred]}")
+
+
+# --- the embedded manifest -----------------------------------------------------------------------------------------
+
+
+def check_embedded_manifest(header: EngineHeader) -> None:
+    """The embedded (pinned) manifest is valid and records what the header holds, layer by layer: names, ops,
+    attributes (as the manifest writes them), input and output tensors, tactics by value, workspaces, bindings,
+    backend and memory figures. Otherwise ``reprobuild inspect`` (which shows the manifest) could show tactics
+    or shapes the engine does not use. Environment, kernel sources and golden digests are the build's record
+    and are not compared."""
+    from reprobuild.ir import attrs_to_json
+    from reprobuild.manifest.io import pinned_from_json
+
+    pinned = pinned_from_json(header.manifest, "engine's embedded manifest")
+    tensors: dict[str, EngineTensor] = {t.name: t for t in (*header.weights, *header.activations)}
+
+    def record(t: Any) -> tuple[Any, ...]:
+        return (t.name, list(t.shape), t.dtype)
+
+    def named(names: Sequence[str]) -> list[tuple[Any, ...]]:
+        return [record(tensors[n]) for n in names]
+
+    problems: list[str] = []
+
+    def compare(what: str, manifest: Any, engine: Any) -> None:
+        if manifest != engine:
+            problems.append(f"{what}: the manifest records {manifest}, the header {engine}")
+
+    compare("backend", pinned.config.backend, header.backend)
+    compare("cuda_graph", pinned.execution.cuda_graph, header.cuda_graph)
+    compare("inputs", [record(t) for t in pinned.inputs], [record(t) for t in header.inputs])
+    compare("pinned inputs", [(*record(t), t.sha256) for t in pinned.pinned_inputs],
+            [(*record(t), t.sha256) for t in header.pinned_inputs])
+    compare("outputs", [record(t) for t in pinned.outputs], [record(t) for t in header.outputs])
+    compare("layers", [layer.name for layer in pinned.layers], [layer.name for layer in header.layers])
+    if not problems:
+        for mine, theirs in zip(header.layers, pinned.layers):
+            where = f"layer {mine.name!r}"
+            attrs = attrs_to_json([(k, tuple(v) if isinstance(v, list) else v)  # type: ignore[misc]
+                                   for k, v in sorted(mine.attrs.items())])
+            compare(f"{where} op", theirs.op, mine.op)
+            compare(f"{where} attributes", dict(theirs.attrs), attrs)
+            compare(f"{where} inputs", [record(t) for t in theirs.inputs], named(mine.inputs))
+            compare(f"{where} outputs", [record(t) for t in theirs.outputs], named(mine.outputs))
+            compare(f"{where} tactic", theirs.tactic.model_dump(), mine.tactic.model_dump())
+            compare(f"{where} workspace bytes", theirs.workspace_bytes, mine.workspace_bytes)
+    mem, recorded = header.memory, pinned.memory
+    compare("weight bytes", recorded.weights_bytes, sum(w.nbytes for w in header.weights))
+    compare("activation bytes", recorded.activation_bytes, mem.activation_bytes)
+    compare("workspace bytes", recorded.workspace_bytes, mem.workspace_bytes)
+    compare("library workspace bytes", recorded.library_workspace_bytes, mem.library_bytes)
+    compare("context bytes", recorded.context_bytes, mem.workspace_offset + mem.workspace_bytes + mem.library_bytes)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise _bad("engine's embedded manifest disagrees with its header: " + "; ".join(problems[:3]) + more)

@@ -5,12 +5,19 @@ Each activation lives from the layer that writes it to the last layer that reads
 before the first layer, network outputs to the end). Tensors whose lifetimes do not overlap share bytes.
 Alias layers (Reshape, Flatten) give their output the input's bytes. Placement is greedy by size, then first
 write, then name, first fit: a pure function of the network and the chosen tactics.
+
+The memory cap (``check_memory_cap``) is checked before an engine is prepared and before each execution context
+allocates its scratch memory: persistent memory (the weights) plus every live context's scratch memory may not
+exceed the cap, by default the device's total memory (cuda) or the host's physical memory (cpu).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from reprobuild.errors import ResourceError
 
 ALIGNMENT = 256
 
@@ -65,18 +72,23 @@ def plan_memory(
             if t in sizes:
                 last[root[t]] = max(last.get(root[t], i), i)
         for t in layer.outputs:
-            if layer.aliases_input:
+            if t not in sizes:
+                continue  # not an activation: nothing to place (the loader refuses such an engine before this)
+            if layer.aliases_input and layer.inputs and layer.inputs[0] in sizes:
                 root[t] = root[layer.inputs[0]]
             else:
                 first[t] = i
     for t in outputs:
-        last[root[t]] = len(layers)
-    roots = sorted({root[t] for t in sizes}, key=lambda t: (-sizes[t], first[t], t))
+        if t in sizes:
+            last[root[t]] = len(layers)
+    # A tensor no layer writes and no input binds lives from the start (the loader refuses such an engine too).
+    roots = sorted({root[t] for t in sizes}, key=lambda t: (-sizes[t], first.get(t, -1), t))
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
     offsets: dict[str, int] = {}
     for t in roots:
         size = _align(max(sizes[t], 1), alignment)
-        begin, end = first[t], last.get(t, first[t])
+        begin = first.get(t, -1)
+        end = last.get(t, begin)
         busy = sorted((o, s) for o, s, b, e in placed if b <= end and begin <= e)
         offset = 0
         for o, s in busy:
@@ -96,3 +108,46 @@ def plan_memory(
         alignment=alignment,
         library_bytes=_align(library_bytes, alignment),
     )
+
+
+# --- the memory cap ------------------------------------------------------------------------------------------------
+
+
+def physical_memory_bytes() -> int | None:
+    """The host's physical memory (page size times physical pages); None where the OS does not say (no sysconf)."""
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return int(pages) * int(page_size) if pages > 0 and page_size > 0 else None
+
+
+def human_bytes(n: int) -> str:
+    """``n`` bytes in binary units, e.g. ``1.5 GiB`` (one decimal; bytes below 1 KiB as an integer)."""
+    value, unit = float(n), "bytes"
+    for next_unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, next_unit
+    return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+
+
+def check_memory_cap(backend: str, weights_bytes: int, context_bytes: int, contexts: int, cap: int | None,
+                     cap_source: str) -> None:
+    """Refuse, before anything is allocated, an engine whose persistent memory (``weights_bytes``) plus the
+    scratch memory of ``contexts`` execution contexts (``context_bytes`` each) exceeds ``cap`` bytes (None: no
+    cap), with a :class:`ResourceError` saying what is needed, the cap, where the cap came from and how to raise
+    it."""
+    need = weights_bytes + context_bytes * contexts
+    if cap is None or need <= cap:
+        return
+    per = (f"{human_bytes(context_bytes)} of scratch memory (activations and workspace) for one execution context"
+           if contexts == 1 else
+           f"{human_bytes(context_bytes)} of scratch memory for each of {contexts} execution contexts (those alive "
+           "and the one asked for)")
+    raise ResourceError(
+        f"this engine needs {need} bytes ({human_bytes(need)}) of {backend} memory: {human_bytes(weights_bytes)} of "
+        f"weights (persistent) + {per}; the cap is {cap} bytes ({human_bytes(cap)}), {cap_source}. If this machine "
+        "really has that much memory, raise the cap (--max-memory BYTES on the command line, "
+        "Runtime(max_memory=BYTES) in Python); otherwise rebuild the engine for smaller inputs (reprobuild build "
+        "--input-shape), or use fewer execution contexts at once")

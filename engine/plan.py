@@ -1,15 +1,52 @@
-"""The engine header: what the runtime needs to run a built network, validated strictly on load."""
+"""The engine header: what the runtime needs to run a built network, validated strictly on load.
+
+Every field is typed (pydantic, strict, no extra keys) and every number is capped, so that no later arithmetic
+on a header can overflow, divide by zero or ask for an impossible allocation. The caps, and why:
+
+- ``MAX_RANK`` (16) dimensions per tensor: twice TensorRT's limit of 8, which no real network reaches, and low
+  enough that the kernels that add dimensions to a tensor (a sliding window's strided view has up to twice the
+  tensor's rank) stay within NumPy 1.x's limit of 32 (NumPy 2 and CuPy allow 64).
+- each dimension in ``[0, MAX_DIM]`` (``2**40 - 1``) and each tensor at most ``MAX_TENSOR_BYTES`` (``2**62 - 1``)
+  bytes, so element counts and byte sizes never overflow int64 (NumPy's index type), even when added up;
+- every byte count and offset of the memory plan at most ``MAX_BYTES`` (``2**62 - 1``), the alignment a power of
+  two of at most ``MAX_ALIGNMENT``;
+- at most ``MAX_LAYERS`` layers, ``MAX_TENSORS`` activation tensors and ``MAX_WEIGHTS`` weights, at most
+  ``MAX_LAYER_TENSORS`` inputs or outputs per layer, and ``MAX_BINDINGS`` network inputs or outputs: far above
+  any real network, and low enough that checking them is quick.
+
+A header over a cap is not something reprobuild writes, so it is refused as a corrupt file (``FormatError``).
+The structural checks that span several fields (names, wiring, shapes) are in ``reprobuild.engine.format``.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from reprobuild.dtypes import DTYPES
+from reprobuild.dtypes import DTYPES, itemsize
 
 EngineAttr = int | float | str | list[int] | list[float] | list[str]
 Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
+
+#: The most dimensions an engine tensor may have (see the module docstring for why 16).
+MAX_RANK = 16
+#: The largest dimension: each is below 2**40 (a trillion elements along one axis).
+MAX_DIM = 2**40 - 1
+#: The most bytes one tensor may occupy: below 2**62, so sizes and sums of a few of them fit in int64.
+MAX_TENSOR_BYTES = 2**62 - 1
+#: The largest byte count or offset anywhere in the header (memory plan, workspaces, weight offsets).
+MAX_BYTES = 2**62 - 1
+#: The largest memory-plan alignment (the builder uses 256).
+MAX_ALIGNMENT = 1 << 16
+MAX_LAYERS = 100_000
+MAX_TENSORS = 1_000_000
+MAX_WEIGHTS = 1_000_000
+MAX_BINDINGS = 10_000
+MAX_LAYER_TENSORS = 10_000
+
+_Bytes = Field(ge=0, le=MAX_BYTES)
 
 
 class _Strict(BaseModel):
@@ -19,9 +56,14 @@ class _Strict(BaseModel):
 class EngineTactic(_Strict):
     family: str
     name: str
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
     source_sha256: str = Sha256
     parameters: dict[str, int | str]
+
+
+def tensor_nbytes(shape: list[int] | tuple[int, ...], dtype: str) -> int:
+    """Bytes of a tensor, computed with Python integers (never overflows)."""
+    return math.prod(shape) * itemsize(dtype)
 
 
 class EngineTensor(_Strict):
@@ -29,16 +71,31 @@ class EngineTensor(_Strict):
     shape: list[int]
     dtype: str
 
-    def model_post_init(self, __context: object) -> None:
+    @model_validator(mode="after")
+    def _caps(self) -> EngineTensor:
         if self.dtype not in DTYPES:
-            raise ValueError(f"tensor {self.name!r} has unsupported dtype {self.dtype!r}")
+            raise ValueError(f"tensor {self.name!r} has unsupported dtype {self.dtype!r}; an engine tensor has one "
+                             f"of: {', '.join(DTYPES)}")
+        if len(self.shape) > MAX_RANK:
+            raise ValueError(f"tensor {self.name!r} has {len(self.shape)} dimensions; an engine tensor has at most "
+                             f"{MAX_RANK}")
         if any(d < 0 for d in self.shape):
-            raise ValueError(f"tensor {self.name!r} has a negative dimension {self.shape}")
+            raise ValueError(f"tensor {self.name!r} has a negative dimension in {self.shape}; dimensions are "
+                             "non-negative")
+        if any(d > MAX_DIM for d in self.shape):
+            raise ValueError(f"tensor {self.name!r} has a dimension of 2**40 or more in {self.shape}; each "
+                             f"dimension is at most {MAX_DIM}")
+        nbytes = tensor_nbytes(self.shape, self.dtype)
+        if nbytes > MAX_TENSOR_BYTES:
+            raise ValueError(f"tensor {self.name!r} of shape {self.shape} ({self.dtype}) would take {nbytes} bytes; "
+                             f"an engine tensor takes at most {MAX_TENSOR_BYTES} (2**62 - 1), so that sizes fit "
+                             "in int64")
+        return self
 
 
 class EngineWeight(EngineTensor):
-    offset: int = Field(ge=0)
-    nbytes: int = Field(ge=0)
+    offset: int = _Bytes
+    nbytes: int = _Bytes
     sha256: str = Sha256
 
 
@@ -52,33 +109,46 @@ class EngineLayer(_Strict):
     name: str
     op: str
     attrs: dict[str, EngineAttr]
-    inputs: list[str]
-    outputs: list[str]
+    inputs: list[str] = Field(max_length=MAX_LAYER_TENSORS)
+    outputs: list[str] = Field(max_length=MAX_LAYER_TENSORS)
     tactic: EngineTactic
-    workspace_bytes: int = Field(ge=0)
+    workspace_bytes: int = _Bytes
 
 
 class EngineMemory(_Strict):
-    alignment: int = Field(ge=1)
-    activation_bytes: int = Field(ge=0)
-    workspace_offset: int = Field(ge=0)
-    workspace_bytes: int = Field(ge=0)
-    library_bytes: int = Field(ge=0)
-    offsets: dict[str, int]
+    alignment: int = Field(ge=1, le=MAX_ALIGNMENT)
+    activation_bytes: int = _Bytes
+    workspace_offset: int = _Bytes
+    workspace_bytes: int = _Bytes
+    library_bytes: int = _Bytes
+    offsets: dict[str, int] = Field(max_length=MAX_TENSORS)
+
+    @model_validator(mode="after")
+    def _caps(self) -> EngineMemory:
+        if self.alignment & (self.alignment - 1):
+            raise ValueError(f"memory alignment {self.alignment} is not a power of two")
+        bad = sorted(name for name, offset in self.offsets.items() if not 0 <= offset <= MAX_BYTES)
+        if bad:
+            raise ValueError(f"memory offsets of {bad[:5]} are outside [0, {MAX_BYTES}]")
+        total = self.workspace_offset + self.workspace_bytes + self.library_bytes
+        if total > MAX_BYTES:
+            raise ValueError(f"the memory plan needs {total} bytes per context; the most an engine may record is "
+                             f"{MAX_BYTES}")
+        return self
 
 
 class EngineHeader(_Strict):
     format: Literal["reprobuild-engine"]
     backend: Literal["cpu", "cuda"]
     name: str
-    inputs: list[EngineTensor]
-    pinned_inputs: list[EnginePinnedInput]
-    outputs: list[EngineTensor]
-    activations: list[EngineTensor]
-    layers: list[EngineLayer]
-    weights: list[EngineWeight]
+    inputs: list[EngineTensor] = Field(max_length=MAX_BINDINGS)
+    pinned_inputs: list[EnginePinnedInput] = Field(max_length=MAX_BINDINGS)
+    outputs: list[EngineTensor] = Field(max_length=MAX_BINDINGS)
+    activations: list[EngineTensor] = Field(max_length=MAX_TENSORS)
+    layers: list[EngineLayer] = Field(max_length=MAX_LAYERS)
+    weights: list[EngineWeight] = Field(max_length=MAX_WEIGHTS)
     memory: EngineMemory
-    buffer_nbytes: int = Field(ge=0)
+    buffer_nbytes: int = _Bytes
     #: Whether contexts capture their run into a CUDA graph by default (the build asked for it and every chosen
     #: tactic is capturable).
     cuda_graph: bool

@@ -1,10 +1,18 @@
 """Runtime, Engine and ExecutionContext, after TensorRT's object model.
 
-``Runtime(logger).deserialize_engine(bytes)`` checks the file, resolves every tactic by value (refusing one
-whose source changed), re-derives the memory plan and prepares each layer once: weights are the engine's
-persistent memory. ``Engine.create_execution_context()`` allocates one arena per context for activations,
-workspace and the cuBLAS workspace of the context's own handle (scratch memory); contexts share the engine
-read-only, and each runs on its own stream. A context is for one thread at a time; use one context per thread.
+``Runtime(logger).deserialize_engine(bytes)`` checks the whole file (``reprobuild.engine.format``: structure,
+names, wiring, attributes and shapes through the op definitions, the embedded manifest), checks the memory cap,
+resolves every tactic by value (refusing one whose source changed), re-derives the memory plan and prepares each
+layer once: weights are the engine's persistent memory. ``Engine.create_execution_context()`` allocates one arena
+per context for activations, workspace and the cuBLAS workspace of the context's own handle (scratch memory),
+after checking the cap again; contexts share the engine read-only, and each runs on its own stream. A context is
+for one thread at a time: a call while another thread runs it is refused (``UsageError``), never raced; use one
+context per thread.
+
+The memory cap (``Runtime(max_memory=...)``, the CLI's ``--max-memory``) defaults to the device's total memory
+(cuda) or the host's physical memory (cpu): weights plus the scratch memory of every live context may not exceed
+it, so an engine whose declared shapes need terabytes is refused with a ``ResourceError`` before anything is
+allocated.
 
 A CUDA layer is prepared as a launch plan (``reprobuild.kernels.launch``): the context binds every plan to its
 arena once, so a run replays a flat list of launches, and by default (when the engine allows it) captures
@@ -14,8 +22,10 @@ with the same arguments, so they give the same bits.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +34,8 @@ import numpy as np
 from reprobuild.digest import array_digest
 from reprobuild.dtypes import dtype_name, itemsize, np_dtype
 from reprobuild.engine.format import deserialize_engine, engine_sha256
-from reprobuild.engine.memory import LayerUse, plan_memory
-from reprobuild.engine.plan import EngineHeader, EngineTensor
+from reprobuild.engine.memory import LayerUse, check_memory_cap, physical_memory_bytes, plan_memory
+from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineTensor
 from reprobuild.errors import FormatError, InputError, ReprobuildError, UsageError
 from reprobuild.kernels.backend import Backend, get_backend
 from reprobuild.kernels.cublas import WORKSPACE_BYTES
@@ -67,19 +77,40 @@ def library_workspace_bytes(tactics: Sequence[Tactic]) -> int:
     return WORKSPACE_BYTES if any(t.source == "cublas" for t in tactics) else 0
 
 
+def default_max_memory(backend: Backend) -> tuple[int | None, str]:
+    """The memory cap when none is given, and where it comes from: the device's total memory on cuda
+    (``cudaMemGetInfo``), the host's physical memory on cpu (None where the OS does not say: no cap)."""
+    if backend.name == "cuda":
+        with getattr(backend, "device", contextlib.nullcontext()):
+            _, total = backend.xp.cuda.runtime.memGetInfo()
+        return int(total), f"the total memory of GPU {getattr(backend, 'gpu_name', '')}".rstrip()
+    return physical_memory_bytes(), "the host's physical memory"
+
+
+def check_max_memory(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UsageError(f"max_memory (--max-memory) must be a positive number of bytes, or None for the device's "
+                         f"(cuda) or host's (cpu) memory; got {value!r}")
+    return value
+
+
 class Runtime:
-    """Deserializes engines. The logger and error recorder are inherited by engines and contexts."""
+    """Deserializes engines. The logger and error recorder are inherited by engines and contexts.
+
+    ``max_memory``: the most bytes an engine's weights and the scratch memory of its live execution contexts may
+    take together (None: the device's total memory on cuda, the host's physical memory on cpu)."""
 
     def __init__(self, logger: Logger | None = None, error_recorder: ErrorRecorder | None = None,
-                 registry: TacticRegistry | None = None) -> None:
+                 registry: TacticRegistry | None = None, max_memory: int | None = None) -> None:
         self.logger = logger or Logger()
         self.error_recorder = error_recorder
         self.registry = registry or default_registry()
+        self.max_memory = check_max_memory(max_memory)
 
     def deserialize_engine(self, data: bytes | bytearray | memoryview) -> Engine:
         try:
             blob = bytes(data)
-            header, weights = deserialize_engine(blob)
+            header, weights = deserialize_engine(blob, self.registry)
             return Engine(header, weights, engine_sha256(blob), self, blob)
         except ReprobuildError as exc:
             if self.error_recorder is not None:
@@ -108,9 +139,15 @@ class Engine:
         #: Every input of the network: the run-time ones, then those whose values were pinned at build time.
         self.inputs = tuple(_binding(t) for t in header.inputs) + pinned
         self.outputs = tuple(_binding(t) for t in header.outputs)
+        self.weights_bytes = sum(int(w.nbytes) for w in weights.values())
+        #: The memory cap in bytes (None: none), and where it comes from.
+        self.max_memory, self._cap_source = ((runtime.max_memory, "set by max_memory (--max-memory)")
+                                             if runtime.max_memory is not None else default_max_memory(self.backend))
+        self._contexts: weakref.WeakSet[ExecutionContext] = weakref.WeakSet()
+        self._contexts_lock = threading.Lock()
+        self._check_memory_cap(1)  # before any tactic is resolved or any layer prepared (which may allocate)
         tactics = [runtime.registry.resolve(layer.op, layer.tactic.model_dump()) for layer in header.layers]
         self._check_memory_plan(tactics)
-        self.weights_bytes = sum(int(w.nbytes) for w in weights.values())
         with self.backend.activate():
             self.layers = tuple(self._prepare(layer, tactic, weights) for layer, tactic in zip(header.layers, tactics))
         self.backend.synchronize()
@@ -181,7 +218,25 @@ class Engine:
             raise FormatError("engine memory plan does not match the one this runtime derives from its layers; "
                               "the file is inconsistent or was made by another reprobuild version")
 
-    def _prepare(self, layer: Any, tactic: Tactic, weights: Mapping[str, np.ndarray]) -> PreparedLayer:
+    def _check_memory_cap(self, contexts: int) -> None:
+        check_memory_cap(self.backend.name, self.weights_bytes, self.device_memory_size, contexts, self.max_memory,
+                         self._cap_source)
+
+    def _prepare(self, layer: EngineLayer, tactic: Tactic, weights: Mapping[str, np.ndarray]) -> PreparedLayer:
+        """The layer's tactic prepared. The file was validated whole before this; an exception other than a
+        ReprobuildError while preparing still means the file does not fit the tactic, and becomes a FormatError
+        that names the layer (chained to the original, which ``--debug`` shows)."""
+        try:
+            return self._prepare_layer(layer, tactic, weights)
+        except ReprobuildError:
+            raise
+        except Exception as exc:
+            raise FormatError(f"engine layer {layer.name!r} (op {layer.op}, tactic {tactic.label}) cannot be "
+                              f"prepared: {type(exc).__name__}: {exc}; the engine file is inconsistent with its "
+                              "tactic (damaged, edited, or made by another reprobuild); rebuild it with "
+                              "`reprobuild build`") from exc
+
+    def _prepare_layer(self, layer: EngineLayer, tactic: Tactic, weights: Mapping[str, np.ndarray]) -> PreparedLayer:
         def sig(name: str) -> TensorSig:
             if name in weights:
                 return TensorSig(tuple(weights[name].shape), str(weights[name].dtype))
@@ -216,9 +271,16 @@ class Engine:
 
     def create_execution_context(self, cuda_graph: bool | None = None) -> ExecutionContext:
         """A context with its own scratch memory and stream. ``cuda_graph``: None follows the engine (graphs when
-        it was built with them and can), False runs eagerly, True requires a graph."""
-        return ExecutionContext(self, self.backend.empty_bytes(max(self.device_memory_size, 1)),
-                                self._graph_choice(cuda_graph))
+        it was built with them and can), False runs eagerly, True requires a graph.
+
+        The weights and the scratch memory of every live context, this one included, must fit the memory cap
+        (``Runtime(max_memory=...)``); otherwise a ResourceError, before anything is allocated."""
+        graph = self._graph_choice(cuda_graph)
+        with self._contexts_lock:
+            self._check_memory_cap(len(self._contexts) + 1)
+            context = ExecutionContext(self, self.backend.empty_bytes(max(self.device_memory_size, 1)), graph)
+            self._contexts.add(context)
+        return context
 
     def create_execution_context_without_device_memory(self, cuda_graph: bool | None = None) -> ExecutionContext:
         """A context whose scratch memory the caller supplies later through ``context.device_memory``."""
@@ -237,6 +299,8 @@ class ExecutionContext:
         self.cuda_graph = cuda_graph
         self._graph: Any = None
         self._blas: Any = None
+        #: Held by a run from the upload of its inputs to the copy of its outputs (``execute``) or to the return of
+        #: its output buffers (``enqueue``); a second thread is refused, never raced.
         self._lock = threading.Lock()
         self._memory: Any = None
         self._views: dict[str, Any] = {}
@@ -251,6 +315,10 @@ class ExecutionContext:
 
     @device_memory.setter
     def device_memory(self, memory: Any) -> None:
+        with self._exclusive():
+            self._set_device_memory(memory)
+
+    def _set_device_memory(self, memory: Any) -> None:
         need = self.engine.device_memory_size
         if memory is None or getattr(memory, "dtype", None) != np.uint8 or memory.ndim != 1 or memory.size < need:
             raise UsageError(f"device memory must be a 1-D uint8 {self.backend.name} array of at least {need} "
@@ -287,12 +355,28 @@ class ExecutionContext:
             self.error_recorder.report(error)
         return error
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """This context for the calling thread alone, for the block; a UsageError if another thread has it."""
+        if not self._lock.acquire(blocking=False):
+            raise self._fail(UsageError("this execution context is already running in another thread; create "
+                                        "one context per thread (Engine.create_execution_context)"))
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def _check_inputs(self, inputs: Mapping[str, Any]) -> None:
         expected = {b.name: b for b in self.engine.inputs}
+        listing = ", ".join(f"{b.name} {list(b.shape)} {b.dtype}" for b in expected.values())
+        if not isinstance(inputs, Mapping):
+            first = next(iter(expected), "input")
+            raise self._fail(InputError(
+                f"inputs are a mapping from input name to array, such as {{{first!r}: array}}; got a "
+                f"{type(inputs).__name__}. This engine's inputs: {listing}"))
         missing = [n for n, b in expected.items() if n not in inputs and b.value is None]
-        unknown = sorted(n for n in inputs if n not in expected)
+        unknown = sorted((n for n in inputs if n not in expected), key=str)
         if missing or unknown:
-            listing = ", ".join(f"{b.name} {list(b.shape)} {b.dtype}" for b in expected.values())
             raise self._fail(InputError(
                 f"inputs do not match the engine's: missing {missing}, unexpected {unknown}; expected: {listing}"))
         for name, b in expected.items():
@@ -321,41 +405,48 @@ class ExecutionContext:
 
         ``after_layer(index, outputs)``, when given, is called after each layer is enqueued with that layer's
         output buffers (how ``execute_traced`` looks inside a run)."""
+        self._check_ready(inputs)
+        with self._exclusive():
+            return self._run(inputs, after_layer)
+
+    def _check_ready(self, inputs: Mapping[str, Any]) -> None:
         if self._memory is None:
             raise self._fail(UsageError("this context has no device memory yet; set context.device_memory first"))
         self._check_inputs(inputs)
-        if not self._lock.acquire(blocking=False):
-            raise self._fail(UsageError("this execution context is already running in another thread; create "
-                                        "one context per thread (Engine.create_execution_context)"))
-        try:
-            views, stream = self._views, self.stream
-            with self.backend.activate(stream):
-                for b in self.engine.header.inputs:
-                    try:
-                        self.backend.upload(views[b.name], inputs[b.name])
-                    except (TypeError, ValueError) as exc:
-                        raise self._fail(InputError(f"input {b.name!r} cannot be copied to the "
-                                                    f"{self.backend.name} backend: {exc}")) from None
-                if after_layer is None and self.cuda_graph:
-                    if self._graph is None:
-                        self._graph = capture(stream, [step for steps in self._steps for step in steps])
-                    self._graph.launch(stream)
-                elif after_layer is None:
-                    for steps in self._steps:
-                        for step in steps:
-                            step(stream)
-                else:
-                    for index, steps in enumerate(self._steps):
-                        for step in steps:
-                            step(stream)
-                        after_layer(index, self._outs[index])
-            return {b.name: views[b.name] for b in self.engine.outputs}
-        finally:
-            self._lock.release()
+
+    def _run(self, inputs: Mapping[str, Any],
+             after_layer: Callable[[int, Sequence[Any]], None] | None = None) -> dict[str, Any]:
+        """Upload the inputs and enqueue every layer; the caller holds this context (``_exclusive``)."""
+        views, stream = self._views, self.stream
+        with self.backend.activate(stream):
+            for b in self.engine.header.inputs:
+                try:
+                    self.backend.upload(views[b.name], inputs[b.name])
+                except (TypeError, ValueError) as exc:
+                    raise self._fail(InputError(f"input {b.name!r} cannot be copied to the "
+                                                f"{self.backend.name} backend: {exc}")) from None
+            if after_layer is None and self.cuda_graph:
+                if self._graph is None:
+                    self._graph = capture(stream, [step for steps in self._steps for step in steps])
+                self._graph.launch(stream)
+            elif after_layer is None:
+                for steps in self._steps:
+                    for step in steps:
+                        step(stream)
+            else:
+                for index, steps in enumerate(self._steps):
+                    for step in steps:
+                        step(stream)
+                    after_layer(index, self._outs[index])
+        return {b.name: views[b.name] for b in self.engine.outputs}
 
     def execute(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Run synchronously; returns new host (NumPy) arrays."""
-        return self.to_host(self.enqueue(inputs))
+        """Run synchronously; returns new host (NumPy) arrays. The context is held from the upload of the inputs
+        to the copy of the outputs, so a concurrent call from another thread is refused (UsageError) rather than
+        overwriting the outputs before they are copied."""
+        self._check_ready(inputs)
+        with self._exclusive():
+            return self.to_host(self._run(inputs))
 
     def to_host(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Wait for this context's stream and copy ``enqueue``'s outputs to new host arrays."""
@@ -375,15 +466,17 @@ class ExecutionContext:
                 t = self.engine.activation(name)
                 slots[-1].append((total, tuple(t.shape), t.dtype))
                 total += -(-int(np.prod(t.shape, dtype=np.int64)) * itemsize(t.dtype) // 64) * 64
-        trace = self.backend.empty_bytes(max(total, 1))
 
         def keep(index: int, outs: Sequence[Any]) -> None:
             for (offset, _, _), out in zip(slots[index], outs):
                 self.backend.copy_bytes(trace, offset, out)
 
-        outputs = self.to_host(self.enqueue(inputs, keep))
-        with self.backend.activate(self.stream):
-            host = self.backend.to_host(trace, copy=False)  # the trace buffer is this call's own
+        self._check_ready(inputs)
+        with self._exclusive():
+            trace = self.backend.empty_bytes(max(total, 1))
+            outputs = self.to_host(self._run(inputs, keep))
+            with self.backend.activate(self.stream):
+                host = self.backend.to_host(trace, copy=False)  # the trace buffer is this call's own
         layers = [[host[o:o + int(np.prod(s, dtype=np.int64)) * itemsize(d)].view(np_dtype(d)).reshape(s)
                    for o, s, d in layer] for layer in slots]
         return outputs, layers

@@ -8,6 +8,7 @@ device is usable and says why not otherwise; the choice is recorded in the manif
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import threading
@@ -90,9 +91,13 @@ class Backend(ABC):
         return None
 
     def view(self, buffer: Any, offset: int, shape: tuple[int, ...], dtype: str) -> Any:
-        """A typed array over ``buffer[offset:]``; how activation memory is carved out of a context's arena."""
+        """A typed array over ``buffer[offset:]``; how activation memory is carved out of a context's arena.
+
+        The size is computed with Python integers (``np.prod`` in int64 would wrap silently); the engine loader
+        caps ranks, dimensions and sizes (``reprobuild.engine.plan``) and keeps every tensor inside the arena, so
+        the slice always holds the whole tensor."""
         dt = np_dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        nbytes = math.prod(shape) * dt.itemsize
         return buffer[offset:offset + nbytes].view(dt).reshape(shape)
 
 

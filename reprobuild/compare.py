@@ -8,12 +8,13 @@ within ``atol`` or that statistic of the relative error is within ``rtol``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from reprobuild.errors import BackendUnavailableError, InputError
+from reprobuild.errors import BackendUnavailableError, InputError, ModelError, UsageError
 
 ERROR_STATS = ("elemwise", "max", "mean", "median", "quantile")
 
@@ -92,8 +93,50 @@ def compare_outputs(outputs: Mapping[str, np.ndarray], reference: Mapping[str, n
                          outputs=rows, passed=all(r.passed for r in rows))
 
 
+def load_reference_model(data: bytes, source: str = "model") -> Any:
+    """The ONNX model ``compare`` runs as its reference, parsed and checked: anything that is not a readable,
+    valid ONNX model (a text file, a truncated download) is a :class:`ModelError`, never an error from deep
+    inside onnxruntime."""
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:
+        raise ModelError(f"{source} is not a readable ONNX model (protobuf decode failed: {exc})") from None
+    if not model.HasField("graph") or not model.graph.output:
+        raise ModelError(f"{source} is not an ONNX model: it decodes, but has no graph with outputs (is it an ONNX "
+                         "file at all?)")
+    try:
+        onnx.checker.check_model(data)
+    except Exception as exc:
+        raise ModelError(f"the ONNX checker rejects {source}: {exc}") from None
+    return model
+
+
+def model_bindings(model: Any) -> tuple[list[str], list[str]]:
+    """The names of a model's run-time inputs (graph inputs that are not initializers) and outputs."""
+    initializers = {t.name for t in model.graph.initializer}
+    return ([vi.name for vi in model.graph.input if vi.name not in initializers],
+            [vi.name for vi in model.graph.output])
+
+
+def check_model_bindings(model: Any, inputs: Sequence[str], outputs: Sequence[str], source: str = "the model",
+                         engine: str = "the engine") -> None:
+    """Refuse, before running anything, a reference model whose inputs are not the engine's (every one of them
+    must be fed) or that lacks one of the engine's outputs: it is another model."""
+    model_inputs, model_outputs = model_bindings(model)
+    if set(model_inputs) != set(inputs):
+        raise UsageError(f"{source} has the inputs {sorted(model_inputs)}, but {engine} has {sorted(inputs)}: "
+                         "compare needs the ONNX model the engine was built from")
+    missing = sorted(set(outputs) - set(model_outputs))
+    if missing:
+        raise UsageError(f"{source} has the outputs {sorted(model_outputs)}, but {engine} has {sorted(outputs)} "
+                         f"({missing} missing): compare needs the ONNX model the engine was built from")
+
+
 def onnxruntime_outputs(model: bytes, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The model run by onnxruntime on the CPU, graph optimizations off: an independent reference."""
+    """The model run by onnxruntime on the CPU, graph optimizations off: an independent reference. A model that
+    onnxruntime cannot load is a :class:`ModelError`; inputs it refuses, an :class:`InputError`."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -101,7 +144,13 @@ def onnxruntime_outputs(model: bytes, inputs: Mapping[str, np.ndarray]) -> dict[
                                       "(it is in the dev extra)") from None
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...), not ReprobuildErrors
+        raise ModelError(f"onnxruntime cannot load the model as a reference: {exc}") from None
     names = [o.name for o in session.get_outputs()]
-    values = session.run(None, {k: np.asarray(v) for k, v in inputs.items()})
+    try:
+        values = session.run(None, {k: np.asarray(v) for k, v in inputs.items()})
+    except Exception as exc:
+        raise InputError(f"onnxruntime refuses the inputs: {exc}") from None
     return {name: np.asarray(value) for name, value in zip(names, values)}

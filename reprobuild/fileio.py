@@ -119,15 +119,17 @@ def read_bounded(path: str | os.PathLike[str], limit: int, what: str,
         raise UsageError(f"{what} {target!r} is a directory; give a file") from None
     except OSError as exc:
         raise UsageError(f"cannot read {what} {target!r}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             raise UsageError(f"{what} {target!r} is a directory; give a file")
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"{what} {target!r} is not a regular file (a FIFO, socket or device such as "
-                             "/dev/zero could be read forever); copy it to a file first")
-        if info.st_size > limit:
-            raise too_big(f"{what} {target!r} is {info.st_size} bytes; the limit is {limit} bytes")
+        raise UsageError(f"{what} {target!r} is not a regular file (a FIFO, socket or device such as "
+                         "/dev/zero could be read forever); copy it to a file first")
+    if info.st_size > limit:
+        os.close(fd)
+        raise too_big(f"{what} {target!r} is {info.st_size} bytes; the limit is {limit} bytes")
+    with os.fdopen(fd, "rb") as f:
         try:
             data = f.read(info.st_size + 1)  # not limit + 1: read(n) allocates n bytes up front
         except OSError as exc:

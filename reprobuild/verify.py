@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from reprobuild.digest import array_digest, digest_of
 from reprobuild.engine import Engine, Runtime
@@ -102,6 +102,37 @@ class Locator(_Model):
     layer: LayerDivergence | None = None
 
 
+class NonFinite(_Model):
+    """An output holding NaN or infinite values: bitwise-repeatable, so deterministic, but rarely meant."""
+
+    output: str
+    nan: int
+    posinf: int
+    neginf: int
+    total: int
+
+    @property
+    def text(self) -> str:
+        parts = [f"{n} {what}" for n, what in ((self.nan, "NaN"), (self.posinf, "+inf"), (self.neginf, "-inf")) if n]
+        return f"{self.output} has {', '.join(parts)} of {self.total} elements"
+
+
+def nonfinite_outputs(outputs: Mapping[str, Any]) -> list[NonFinite]:
+    """The floating-point outputs that hold NaN or infinities, with the counts (integer outputs never do)."""
+    found = []
+    for name, value in outputs.items():
+        array = np.asarray(value)
+        if array.dtype.kind != "f" and "float" not in array.dtype.name:  # ml_dtypes' bfloat16, float8: kind 'V'
+            continue
+        wide = array if array.dtype == np.float64 else array.astype(np.float64)
+        nan = int(np.count_nonzero(np.isnan(wide)))
+        posinf = int(np.count_nonzero(np.isposinf(wide)))
+        neginf = int(np.count_nonzero(np.isneginf(wide)))
+        if nan or posinf or neginf:
+            found.append(NonFinite(output=name, nan=nan, posinf=posinf, neginf=neginf, total=int(array.size)))
+    return found
+
+
 class VerifyReport(_Model):
     engine_sha256: str
     backend: str
@@ -119,6 +150,9 @@ class VerifyReport(_Model):
     distinct_results: int
     locator: Locator | None = None
     against: dict[str, Any] | None = None
+    #: Outputs with NaN or infinite values: identical bits every run still verify as deterministic (``verify``
+    #: warns; ``--fail-on-nonfinite`` fails with exit code 11).
+    nonfinite: list[NonFinite] = Field(default_factory=list)
 
 
 Progress = Callable[[int], None]
@@ -279,9 +313,10 @@ def batch_invariance(engine: Engine, inputs: Mapping[str, np.ndarray],
 # --- worker processes --------------------------------------------------------------------------------------
 
 
-def _spawn_workers(engine_path: str, inputs_path: str, plan: VerifyPlan) -> list[subprocess.Popen[str]]:
+def _spawn_workers(engine_path: str, inputs_path: str, plan: VerifyPlan,
+                   max_memory: int | None = None) -> list[subprocess.Popen[str]]:
     spec = json.dumps({"runs": plan.runs, "contexts": plan.contexts, "threads": plan.threads,
-                       "streams": plan.streams})
+                       "streams": plan.streams, "max_memory": max_memory})
     return [subprocess.Popen([sys.executable, "-m", "reprobuild.verify", engine_path, inputs_path, spec, str(p)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for p in range(1, plan.processes)]
@@ -299,19 +334,22 @@ def _collect(workers: list[subprocess.Popen[str]]) -> list[RunRecord]:
 
 def _worker_main(argv: list[str]) -> int:
     engine_path, inputs_path, spec, process = argv
+    settings = json.loads(spec)
+    max_memory = settings.pop("max_memory", None)
     with open(engine_path, "rb") as f:
-        engine = Runtime().deserialize_engine(f.read())
+        engine = Runtime(max_memory=max_memory).deserialize_engine(f.read())
     with np.load(inputs_path, allow_pickle=False) as npz:
         inputs = {k: npz[k] for k in npz.files}
-    plan = VerifyPlan(**json.loads(spec), processes=1, batch_invariance=False)
+    plan = VerifyPlan(**settings, processes=1, batch_invariance=False)
     for record in run_plan(engine, inputs, plan, process=int(process)):
         print(record.model_dump_json())
     return 0
 
 
 def verify(engine: Engine, inputs: Mapping[str, np.ndarray], plan: VerifyPlan, inputs_label: str = "",
-           progress: Progress | None = None, seed: int = 0) -> VerifyReport:
-    """Run the whole plan (worker processes included) and judge it."""
+           progress: Progress | None = None, seed: int = 0, max_memory: int | None = None) -> VerifyReport:
+    """Run the whole plan (worker processes included) and judge it. ``max_memory`` is the worker processes'
+    memory cap (``Runtime(max_memory=...)``; None: theirs by default); this process's is ``engine``'s own."""
     plan.validate()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="reprobuild-verify-") as tmp:
@@ -322,7 +360,7 @@ def verify(engine: Engine, inputs: Mapping[str, np.ndarray], plan: VerifyPlan, i
                 f.write(engine.serialize())
             save_npz: Any = np.savez  # numpy's stub types **kwds as if they were allow_pickle
             save_npz(inputs_path, **{k: np.asarray(v) for k, v in inputs.items()})
-            workers = _spawn_workers(engine_path, inputs_path, plan)
+            workers = _spawn_workers(engine_path, inputs_path, plan, max_memory)
         records = run_plan(engine, inputs, plan, 0, progress)
         records += _collect(workers)
         if progress is not None:
@@ -333,11 +371,13 @@ def verify(engine: Engine, inputs: Mapping[str, np.ndarray], plan: VerifyPlan, i
     batch_ok, batch_detail = (batch_invariance(engine, inputs, np.random.default_rng(seed + 1))
                               if plan.batch_invariance else (None, "not tested"))
     deterministic = all(d.identical for d in dims if d.tested)
+    nonfinite = nonfinite_outputs(engine.create_execution_context().execute(inputs))
     return VerifyReport(
         engine_sha256=engine.sha256, backend=engine.backend.name, plan=plan.__dict__, inputs=inputs_label,
         dimensions=dims, tier=tier_reached(dims), deterministic=deterministic, batch_invariant=batch_ok,
         batch_detail=batch_detail, reference=records[0].outputs, total_runs=len(records), seconds=seconds,
         runs_per_second=len(records) / max(seconds, 1e-9), distinct_results=len({r.digest for r in records}),
+        nonfinite=nonfinite,
     )
 
 

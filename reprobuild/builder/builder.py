@@ -4,28 +4,42 @@
 A build is a function of (network, config, environment): passes, then per-layer tactic selection, memory
 planning, and serialization with the pinned manifest embedded. Same inputs and the same choices give the same
 engine bytes.
+
+Memory: before it allocates any activation or timing buffer, the build works out the most memory it will need at
+once (:class:`BuildMemory`: the weights, plus the larger of timing the most demanding layer and the golden run,
+which holds an execution context's activations and workspace, its inputs and outputs and a copy of every layer's
+outputs) and refuses, with a :class:`ResourceError`, a build over ``BuilderConfig.max_memory`` (by default the
+device's memory on cuda, the host's physical memory on cpu). It checks again with the exact memory plan once the
+tactics are chosen, before the golden run.
+
+Weights holding NaN or infinities are built as they are, with a warning and a record in the manifest's evidence
+(``nonfinite_weights``).
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from reprobuild.builder.config import BuilderConfig, ProgressMonitor
 from reprobuild.builder.selection import Candidate, choose, layer_seed, layer_spec, plan_candidates, time_candidates
 from reprobuild.builder.selector import AlgorithmContext, AlgorithmSelector, BuildPlan, PlannedLayer
 from reprobuild.builder.timing_cache import TimingCache
 from reprobuild.digest import array_digest, sha256_hex
+from reprobuild.dtypes import dtype_name, is_float, itemsize
 from reprobuild.engine.format import FORMAT_VERSION, engine_header, serialize_engine
 from reprobuild.engine.golden import golden_inputs, layer_digests
 from reprobuild.engine.memory import LayerUse, MemoryPlan, plan_memory
 from reprobuild.engine.runtime import Engine, Runtime, library_workspace_bytes
 from reprobuild.environment import environment_fingerprint
-from reprobuild.errors import BuildError, ReprobuildError
+from reprobuild.errors import BuildError, ReprobuildError, ResourceError
 from reprobuild.ir import Network, NetworkDefinition, attrs_to_json
 from reprobuild.kernels.backend import Backend, CudaBackend, cuda_module, resolve_backend
 from reprobuild.kernels.nvrtc import HEADERS, source_sha256
@@ -93,17 +107,28 @@ class Builder:
         self.logger.info(f"backend {backend.name} ({backend_reason})")
         net = run_passes(net, config.effective_passes)
         self.logger.info(f"network after passes {', '.join(config.effective_passes)}: {net.summary()}")
+        nonfinite = _nonfinite_weights(net)
+        if nonfinite:
+            self.logger.warning(_nonfinite_message(nonfinite))
         environment = environment_fingerprint(backend)
         config_record = _config_record(config, backend.name)
         timing = config_record.timing
 
         phase("setup")
         layers = self._plan(net, config, backend.name, getattr(backend, "compute_capability", None))
+        cap = memory_cap(config, backend)
+        _check_memory(BuildMemory.estimate(net, layers, selector.requires_timing), cap,
+                      "at least: as if every layer got its leanest tactic")
+        keys = net.layer_keys()
         selector.begin(BuildPlan(
             model=_model_record(net), config=config_record, environment=environment,
             layers=tuple(PlannedLayer(ctx, tuple(c.algorithm() for c in cands if c.status == "eligible"),
-                                      tuple((c.algorithm(), c.reason) for c in cands if c.status == "excluded"))
+                                      tuple((c.algorithm(), c.reason) for c in cands if c.status == "excluded"),
+                                      _layer_fields(net, ctx.index, keys))
                          for ctx, _, cands in layers),
+            inputs=tuple(_tensor(net, t.name) for t in net.inputs),
+            outputs=tuple(_tensor(net, t.name) for t in net.outputs),
+            pinned_inputs=tuple(_pinned_input(net, t) for t in net.pinned_inputs),
         ))
 
         cache = config.timing_cache
@@ -144,30 +169,28 @@ class Builder:
         tactics = [c.tactic for c in chosen]
         specs = [spec for _, spec, _ in layers]
         plan = _plan(net, tactics, [c.workspace_bytes for c in chosen])
+        _check_memory(BuildMemory.exact(net, layers, plan, selector.requires_timing), cap,
+                      "with the chosen tactics")
         execution = _execution(config, backend, net, tactics)
         self.logger.info(f"execution: {'CUDA graph' if execution.cuda_graph else 'eager launches'} "
                          f"({execution.reason})")
-        keys = net.layer_keys()
         digests = {k: net.constant_digest(k) for k in net.constants}
         golden = self._golden(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph, b""), net,
-                              digests, config.seed)
+                              digests, config.seed, config.max_memory)
         phase("golden")
         pinned = m.Pinned(
             model=_model_record(net),
             config=config_record,
             environment=environment,
             inputs=[_tensor(net, t.name) for t in net.inputs],
-            pinned_inputs=[m.PinnedInputRecord(**_tensor(net, t).model_dump(), sha256=net.constant_digest(t))
-                           for t in net.pinned_inputs],
+            pinned_inputs=[_pinned_input(net, t) for t in net.pinned_inputs],
             outputs=[_tensor(net, t.name) for t in net.outputs],
             layers=[
                 m.LayerRecord(
-                    name=layer.name, op=layer.op, key=keys[i], attrs=attrs_to_json(layer.attrs),
-                    inputs=[_tensor(net, t) for t in layer.inputs], outputs=[_tensor(net, t) for t in layer.outputs],
-                    tactic=m.TacticRef(**tactics[i].ref), workspace_bytes=chosen[i].workspace_bytes,
-                    onnx_nodes=list(layer.origin or (layer.name,)), precision=precision_of(tactics[i], specs[i]),
+                    **_layer_fields(net, i, keys), tactic=m.TacticRef(**tactics[i].ref),
+                    workspace_bytes=chosen[i].workspace_bytes, precision=precision_of(tactics[i], specs[i]),
                 )
-                for i, layer in enumerate(net.layers)
+                for i in range(len(net.layers))
             ],
             kernel_sources=_kernel_sources(tactics, specs, backend),
             memory=m.MemoryRecord(
@@ -196,6 +219,7 @@ class Builder:
                 phase_seconds=phases,
                 layers=[m.LayerEvidence(name=ctx.name, key=ctx.key, candidates=[_candidate_record(c) for c in cands])
                         for ctx, _, cands in layers],
+                nonfinite_weights=nonfinite,
             ),
             engine=m.EngineRecord(sha256=sha256_hex(engine), size_bytes=len(engine), format_version=FORMAT_VERSION),
         )
@@ -204,9 +228,11 @@ class Builder:
                          f"{time.perf_counter() - started:.2f} s")
         return BuildResult(engine=engine, manifest=manifest, network=net)
 
-    def _golden(self, header: dict[str, Any], net: Network, digests: dict[str, str], seed: int) -> m.GoldenRecord:
-        """Run the engine once, in memory, on inputs drawn from ``seed``, and record what it computes."""
-        runtime = Runtime(Logger(Severity.ERROR), registry=self.registry)
+    def _golden(self, header: dict[str, Any], net: Network, digests: dict[str, str], seed: int,
+                max_memory: int | None = None) -> m.GoldenRecord:
+        """Run the engine once, in memory, on inputs drawn from ``seed``, and record what it computes (within
+        ``max_memory``, the build's cap)."""
+        runtime = Runtime(Logger(Severity.ERROR), registry=self.registry, max_memory=max_memory)
         engine = Engine(engine_header(header, net.constants, digests), net.constants, "(in memory)", runtime)
         inputs = golden_inputs(engine.inputs, seed)
         outputs, layers = engine.create_execution_context().execute_traced(inputs)
@@ -269,6 +295,157 @@ def _config_record(config: BuilderConfig, backend: str) -> m.BuildConfigRecord:
 def _tensor(net: Network, name: str) -> m.TensorRecord:
     info = net.tensors[name]
     return m.TensorRecord(name=name, shape=list(info.shape), dtype=info.dtype)
+
+
+def _pinned_input(net: Network, name: str) -> m.PinnedInputRecord:
+    return m.PinnedInputRecord(**_tensor(net, name).model_dump(), sha256=net.constant_digest(name))
+
+
+def _layer_fields(net: Network, index: int, keys: Sequence[str]) -> dict[str, Any]:
+    """What the manifest records of a layer whichever tactic it gets (a replay compares these before choosing)."""
+    layer = net.layers[index]
+    return {"name": layer.name, "op": layer.op, "key": keys[index], "attrs": attrs_to_json(layer.attrs),
+            "inputs": [_tensor(net, t) for t in layer.inputs], "outputs": [_tensor(net, t) for t in layer.outputs],
+            "onnx_nodes": list(layer.origin or (layer.name,))}
+
+
+def _nonfinite_weights(net: Network) -> list[m.NonfiniteWeightRecord]:
+    """The engine's floating-point constants that hold NaN or infinities, in name order, with the counts."""
+    records = []
+    for name in sorted(net.constants):
+        array = net.constants[name]
+        if not is_float(dtype_name(array.dtype)):
+            continue
+        try:
+            finite = bool(np.isfinite(array).all())
+        except TypeError:  # a narrow float type without the ufunc: count on float32 values
+            array = array.astype(np.float32)
+            finite = bool(np.isfinite(array).all())
+        if finite:
+            continue
+        records.append(m.NonfiniteWeightRecord(
+            name=name, nan=int(np.count_nonzero(np.isnan(array))),
+            posinf=int(np.count_nonzero(np.isposinf(array))), neginf=int(np.count_nonzero(np.isneginf(array)))))
+    return records
+
+
+def _nonfinite_message(records: Sequence[m.NonfiniteWeightRecord]) -> str:
+    def counts(r: m.NonfiniteWeightRecord) -> str:
+        parts = [f"{n} {what}" for n, what in ((r.nan, "NaN"), (r.posinf, "+inf"), (r.neginf, "-inf")) if n]
+        return f"{r.name!r} ({', '.join(parts)})"
+
+    listed = ", ".join(counts(r) for r in records[:10])
+    more = f" and {len(records) - 10} more" if len(records) > 10 else ""
+    return (f"{len(records)} weight(s) hold non-finite values: {listed}{more}. The engine is built with them as "
+            "they are (its outputs will likely be NaN or infinite); the manifest's evidence lists them under "
+            "nonfinite_weights. Check the model's export or training if they are not intended")
+
+
+def _size(n: int) -> str:
+    """``n bytes``, with the figure in the largest binary unit it reaches."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n} bytes ({n / scale:.2f} {unit})"
+    return f"{n} bytes"
+
+
+def memory_cap(config: BuilderConfig, backend: Backend) -> tuple[int | None, str]:
+    """The most memory a build may need at once, and where that figure comes from: ``config.max_memory``, else the
+    device's total memory (cuda) or the host's physical memory (cpu); None where the machine does not say."""
+    if config.max_memory is not None:
+        return config.max_memory, "the cap set by --max-memory (BuilderConfig.max_memory)"
+    if backend.name == "cuda":
+        import cupy
+
+        with cupy.cuda.Device(getattr(backend, "device_id", 0)):
+            return int(cupy.cuda.runtime.memGetInfo()[1]), "the device's total memory"
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES")), "the host's physical memory"
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return None, "unknown"
+
+
+def _array_bytes(shape: Sequence[int], dtype: str) -> int:
+    return int(np.prod(shape, dtype=object)) * itemsize(dtype)  # Python integers: no overflow on absurd shapes
+
+
+@dataclass(frozen=True)
+class BuildMemory:
+    """The most memory a build needs at once: the weights, plus the larger of timing one layer (its activation
+    inputs, outputs and the largest workspace among its candidates; only when the selector times) and the golden
+    run (one execution context's activation arena, workspace and cuBLAS workspace, the engine's inputs and outputs,
+    and a copy of every layer's outputs, which the golden vectors digest)."""
+
+    weights: int
+    timing: int
+    timing_layer: str
+    context: int
+    bindings: int
+    trace: int
+
+    @property
+    def golden(self) -> int:
+        return self.context + self.bindings + self.trace
+
+    @property
+    def total(self) -> int:
+        return self.weights + max(self.timing, self.golden)
+
+    @staticmethod
+    def _common(net: Network, layers: Sequence[tuple[AlgorithmContext, LayerSpec, list[Candidate]]],
+                timed: bool) -> dict[str, Any]:
+        weights = sum(int(a.nbytes) for a in net.constants.values())
+        timing, timing_layer = 0, ""
+        if timed:
+            for ctx, spec, cands in layers:
+                need = (sum(_array_bytes(spec.inputs[i].shape, spec.inputs[i].dtype) for i in spec.activation_inputs)
+                        + sum(_array_bytes(o.shape, o.dtype) for o in spec.outputs)
+                        + max((c.workspace_bytes for c in cands if c.status == "eligible"), default=0))
+                if need > timing:
+                    timing, timing_layer = need, ctx.name
+        bindings = sum(_array_bytes(net.tensors[t.name].shape, net.tensors[t.name].dtype)
+                       for t in (*net.inputs, *net.outputs))
+        trace = sum(-(-_array_bytes(net.tensors[t].shape, net.tensors[t].dtype) // 64) * 64
+                    for layer in net.layers for t in layer.outputs)
+        return {"weights": weights, "timing": timing, "timing_layer": timing_layer, "bindings": bindings,
+                "trace": trace}
+
+    @classmethod
+    def estimate(cls, net: Network, layers: Sequence[tuple[AlgorithmContext, LayerSpec, list[Candidate]]],
+                 timed: bool) -> BuildMemory:
+        """Before tactics are chosen: the arena as if each layer got its leanest eligible tactic (the least
+        workspace, aliasing its input where one can): a lower bound of what the chosen tactics will need."""
+        eligible = [[c for c in cands if c.status == "eligible"] for _, _, cands in layers]
+        sizes = {t: _array_bytes(net.tensors[t].shape, net.tensors[t].dtype) for t in _activations(net)}
+        uses = [LayerUse(layer.inputs, layer.outputs,
+                         any(getattr(c.tactic, "aliases_input", False) for c in cands),
+                         min((c.workspace_bytes for c in cands), default=0))
+                for layer, cands in zip(net.layers, eligible)]
+        plan = plan_memory(sizes, uses, [t.name for t in net.inputs], [t.name for t in net.outputs])
+        return cls(context=plan.context_bytes, **cls._common(net, layers, timed))
+
+    @classmethod
+    def exact(cls, net: Network, layers: Sequence[tuple[AlgorithmContext, LayerSpec, list[Candidate]]],
+              plan: MemoryPlan, timed: bool) -> BuildMemory:
+        return cls(context=plan.context_bytes, **cls._common(net, layers, timed))
+
+
+def _check_memory(need: BuildMemory, cap: tuple[int | None, str], when: str) -> None:
+    limit, source = cap
+    if limit is None or need.total <= limit:
+        return
+    parts = [f"{_size(need.weights)} of weights"]
+    if need.golden >= need.timing:
+        parts += [f"{_size(need.context)} of activations and workspace (one execution context's arena, {when})",
+                  f"{_size(need.bindings)} of the engine's inputs and outputs",
+                  f"{_size(need.trace)} to keep every layer's outputs for the golden vectors"]
+    else:
+        parts.append(f"{_size(need.timing)} to time layer {need.timing_layer!r} (its inputs, outputs and largest "
+                     "workspace)")
+    raise ResourceError(
+        f"the build needs {_size(need.total)} of memory at once, over {source}, {_size(limit)}: "
+        f"{', '.join(parts)}. Nothing was allocated for it. Build with smaller input shapes (--input-shape), or "
+        "raise the cap with --max-memory if the machine really has that much memory")
 
 
 def _model_record(net: Network) -> m.ModelRecord:

@@ -1,7 +1,9 @@
 """The builder configuration (TensorRT's ``IBuilderConfig``) and the progress monitor interface.
 
 "None means default": timing counts left as None take the backend's defaults, which the manifest then records
-as the values actually used.
+as the values actually used; ``max_memory`` left as None is the memory of the device (cuda) or host (cpu).
+
+:func:`check_seed` is the one validator of seeds, shared by the config and the command line's seed options.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from reprobuild.errors import UsageError
+from reprobuild.manifest.models import MAX_SEED
 from reprobuild.passes import DEFAULT_PASSES, PASSES, PRECISION_PASSES
 
 if TYPE_CHECKING:
@@ -28,6 +31,28 @@ DEFAULT_TIMING = {"cpu": (1, 5, 1), "cuda": (2, 7, 5)}
 DEFAULT_TIE_BAND = 0.03
 
 
+def check_seed(value: int, what: str) -> int:
+    """``value`` if it is a valid seed: an integer in [0, 2**64) (NumPy's generators take no negative seed, and the
+    manifest records seeds in that range); otherwise a :class:`UsageError` naming ``what`` (``"--seed"``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{what} must be an integer from 0 to 2**64 - 1 ({MAX_SEED}); got {value!r}")
+    if not 0 <= value <= MAX_SEED:
+        why = "a seed is never negative" if value < 0 else "a seed fits in 64 bits"
+        raise UsageError(f"{what} must be an integer from 0 to 2**64 - 1 ({MAX_SEED}); got {value}: {why}. Give "
+                         "another seed (the default is 0)")
+    return value
+
+
+def check_max_memory(value: int | None, what: str) -> int | None:
+    """``value`` if it is a valid memory cap: None (the device's or host's memory) or a positive byte count."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{what} must be a positive number of bytes (or unset for all of the device's or host's "
+                         f"memory); got {value!r}")
+    return value
+
+
 class ProgressMonitor:
     """Receives build progress, as TensorRT's ``IProgressMonitor``. Return False from ``step_complete`` to cancel."""
 
@@ -43,8 +68,8 @@ class ProgressMonitor:
 
 @dataclass
 class BuilderConfig:
-    """What a build may do. The fields above ``progress_monitor`` are recorded in the manifest's pinned config;
-    the objects below it (monitor, selector, timing cache) steer the build without being part of its identity."""
+    """What a build may do. The fields above ``max_memory`` are recorded in the manifest's pinned config; those from
+    it on (the memory cap, monitor, selector, timing cache) steer the build without being part of its identity."""
 
     backend: str = "auto"
     warmup: int | None = None
@@ -64,6 +89,11 @@ class BuilderConfig:
     #: Whether execution contexts capture their run into a CUDA graph on first use and replay it (cuda only;
     #: a context may still opt out).
     cuda_graph: bool = True
+    #: The most memory, in bytes, the build may need at once (weights, activations, workspace, timing buffers; see
+    #: ``Builder``): a build over it is refused with a ResourceError before any activation or timing buffer is
+    #: allocated. None: the device's total memory (cuda), the host's physical memory (cpu). Not recorded: it
+    #: decides whether a build may run, never what it produces. The CLI's ``--max-memory``.
+    max_memory: int | None = None
     progress_monitor: ProgressMonitor | None = field(default=None, repr=False)
     algorithm_selector: AlgorithmSelector | None = field(default=None, repr=False)
     timing_cache: TimingCache | None = field(default=None, repr=False)
@@ -103,6 +133,8 @@ class BuilderConfig:
             raise UsageError(f"iterations must be >= 1; got {self.iterations}")
         if self.runs_per_sample is not None and self.runs_per_sample < 1:
             raise UsageError(f"runs_per_sample must be >= 1; got {self.runs_per_sample}")
+        check_seed(self.seed, "seed")
+        check_max_memory(self.max_memory, "max_memory (--max-memory)")
         if self.max_workspace_bytes < 0:
             raise UsageError(f"max_workspace_bytes must be >= 0; got {self.max_workspace_bytes}")
         if not 0.0 <= self.tie_band <= 1.0:

@@ -28,7 +28,7 @@ from reprobuild.engine.golden import sample
 from reprobuild.errors import BuildError
 from reprobuild.ir import Network
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.tactic import Determinism, LayerSpec, Tactic, TensorSig
+from reprobuild.kernels.tactic import Determinism, LayerSpec, Tactic, TensorSig, precision_of
 from reprobuild.manifest.models import TimingConfig
 
 
@@ -41,6 +41,7 @@ class Candidate:
     samples_ns: list[int] = field(default_factory=list)
     median_ns: int | None = None
     timing_source: str | None = None  # "measured" or "cache"
+    precision: str | None = None  # the arithmetic it would compute this layer in (kernels.tactic.precision_of)
 
     def algorithm(self) -> AlgorithmCandidate:
         t = self.tactic
@@ -48,6 +49,7 @@ class Candidate:
             family=t.family, name=t.name, version=t.version, source_sha256=t.source_sha256,
             parameters=dict(t.parameters), workspace_bytes=self.workspace_bytes, determinism=t.determinism.value,
             source=t.source, priority=t.priority, median_ns=self.median_ns, samples_ns=tuple(self.samples_ns),
+            precision=self.precision,
         )
 
 
@@ -103,7 +105,8 @@ def plan_candidates(spec: LayerSpec, tactics: Sequence[Tactic], config: BuilderC
     candidates = []
     for tactic in tactics:
         reason, workspace = exclusion(tactic, spec, config, compute_capability)
-        candidates.append(Candidate(tactic, "excluded" if reason else "eligible", reason or "", workspace))
+        candidates.append(Candidate(tactic, "excluded" if reason else "eligible", reason or "", workspace,
+                                    precision=precision_of(tactic, spec)))
     if config.cuda_graph and backend == "cuda":
         # One opaque layer would make the whole engine run eagerly: prefer any tactic that can be captured.
         capturable = [c for c in candidates if c.status == "eligible" and c.tactic.capturable]

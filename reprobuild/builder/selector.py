@@ -47,6 +47,8 @@ class AlgorithmCandidate:
     priority: int
     median_ns: int | None = None
     samples_ns: tuple[int, ...] = field(default=(), repr=False)
+    #: The arithmetic this tactic would compute the layer in (the layer's recorded ``precision``); None if unknown.
+    precision: str | None = None
 
     @property
     def label(self) -> str:
@@ -63,16 +65,24 @@ class PlannedLayer:
     context: AlgorithmContext
     eligible: tuple[AlgorithmCandidate, ...]
     excluded: tuple[tuple[AlgorithmCandidate, str], ...]  #: with the reason each was excluded
+    #: The fields of the layer's ``LayerRecord`` that do not depend on its tactic: name, op, key, attrs (in their
+    #: JSON form), inputs and outputs (``TensorRecord``: name, shape, dtype) and onnx_nodes; what a replay compares
+    #: before anything is chosen. Empty when unknown (a plan made by hand).
+    record: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """What the builder knows before choosing anything; given to ``AlgorithmSelector.begin``."""
+    """What the builder knows before choosing anything; given to ``AlgorithmSelector.begin``. The bindings are
+    those the manifest will record (None when unknown: a plan made by hand)."""
 
     model: m.ModelRecord
     config: m.BuildConfigRecord
     environment: Mapping[str, str]
     layers: tuple[PlannedLayer, ...]
+    inputs: tuple[m.TensorRecord, ...] | None = None
+    outputs: tuple[m.TensorRecord, ...] | None = None
+    pinned_inputs: tuple[m.PinnedInputRecord, ...] | None = None
 
 
 class AlgorithmSelector:

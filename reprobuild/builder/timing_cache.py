@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from reprobuild.digest import digest_of
 from reprobuild.errors import FormatError
 from reprobuild.fileio import atomic_write, read_bounded
+from reprobuild.manifest.io import load_json
 
 FORMAT = "reprobuild-timing-cache"
 VERSION = 1
@@ -75,10 +76,9 @@ class TimingCache:
             return cls()
         data = read_bounded(path, MAX_BYTES, "timing cache")
         try:
-            raw = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FormatError(f"timing cache {os.fspath(path)!r} is not valid JSON ({exc}); delete it to start "
-                              "a new one") from None
+            raw = load_json(data, f"timing cache {os.fspath(path)!r}")  # the manifests' depth and number caps
+        except FormatError as exc:
+            raise FormatError(f"{exc}; delete it to start a new one") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise FormatError(f"{os.fspath(path)!r} is not a reprobuild timing cache")
         if raw.get("version") != VERSION:

@@ -17,10 +17,12 @@ from reprobuild.builder import (
 from reprobuild.builder.config import DEFAULT_TIE_BAND, PRECISIONS, TACTIC_SOURCES
 from reprobuild.cli.common import (
     Subcommands,
+    add_max_memory_option,
     default_engine_path,
     default_manifest_path,
     parse_bytes,
     parse_pair,
+    parse_seed,
     parse_shape_option,
     parse_value_option,
     stderr_is_tty,
@@ -72,9 +74,11 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("--tie-band", type=float, metavar="FRACTION",
                    help=f"medians within this fraction of the fastest are near-ties, decided by tactic priority "
                         f"(default: {DEFAULT_TIE_BAND})")
-    p.add_argument("--seed", type=int, help="seed of the random timing inputs (default: 0)")
+    p.add_argument("--seed", type=parse_seed, help="seed of the random timing inputs, 0 or more (default: 0)")
     p.add_argument("--workspace", type=parse_bytes, metavar="SIZE",
                    help="largest workspace a tactic may use, e.g. 256M (default: 1G)")
+    add_max_memory_option(p, "the build may need at once (weights, activations, workspace, timing buffers; not "
+                             "recorded, so it never changes the engine)")
     p.add_argument("--tactic-sources", metavar="LIST",
                    help=f"comma-separated tactic sources to allow (default: all of {','.join(TACTIC_SOURCES)})")
     p.add_argument("--precision", choices=PRECISIONS,
@@ -136,7 +140,7 @@ def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
         "runs_per_sample": args.runs_per_sample, "seed": args.seed,
         "max_workspace_bytes": args.workspace, "tie_band": args.tie_band, "tactic_sources": sources,
         "determinism": {True: "any", False: "run_to_run", None: None}[args.allow_nondeterministic],
-        "precision": args.precision, "cuda_graph": args.cuda_graph,
+        "precision": args.precision, "cuda_graph": args.cuda_graph, "max_memory": args.max_memory,
     }
     return {k: v for k, v in given.items() if v is not None}
 

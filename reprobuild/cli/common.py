@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reprobuild.errors import UsageError
+from reprobuild.errors import FormatError, ReprobuildError, UsageError
 from reprobuild.fileio import read_bounded
 
 MAX_ENGINE_BYTES = 64 * 1024**3
@@ -25,6 +25,51 @@ def parse_bytes(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; use bytes or a suffix: 512M, 1G, 2GiB")
     unit = (match.group(2) or "").lower().rstrip("b").rstrip("i")
     return int(match.group(1)) * _UNITS[unit]
+
+
+def parse_seed(text: str) -> int:
+    """An argparse type for seeds (``--seed``, ``run --random-inputs``): an integer in [0, 2**64), as the builder's
+    ``check_seed`` says; anything else ('--seed -1') is an argparse error, exit code 2."""
+    from reprobuild.builder.config import check_seed
+
+    try:
+        value = int(text.strip(), 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed; give an integer of 0 or more, such as 0") from None
+    try:
+        return check_seed(value, "a seed")
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_memory_size(text: str) -> int:
+    """An argparse type for ``--max-memory``: a size as ``parse_bytes`` reads it, more than 0 bytes."""
+    value = parse_bytes(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is no memory at all; give a size such as 512M or 8G")
+    return value
+
+
+def parse_fraction(text: str) -> float:
+    """A number in [0, 1] (a quantile)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def parse_tolerance(text: str) -> float:
+    """A tolerance: a finite number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a tolerance such as 1e-5") from None
+    if not 0.0 <= value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not a tolerance: give a finite number, 0 or more")
+    return value
 
 
 def parse_shape_option(text: str) -> tuple[str, tuple[int, ...]]:
@@ -49,10 +94,9 @@ def parse_value_option(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=V1,V2,... or NAME=FILE.npy")
     if value.endswith(".npy"):
         try:
-            return name, np.load(value, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise argparse.ArgumentTypeError(f"--input-value {name}: cannot read {value!r} as a plain .npy "
-                                             f"array: {exc}") from None
+            return name, read_npy(value, f"--input-value {name}:", UsageError)
+        except ReprobuildError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     try:
         numbers = [float(v) if any(c in v.lower() for c in ".en") else int(v) for v in value.split(",")]
     except ValueError:
@@ -73,8 +117,40 @@ def parse_pair(form: str) -> Callable[[str], tuple[str, str]]:
     return parse
 
 
+def read_file(path: str, limit: int, what: str, too_big: type[ReprobuildError] = FormatError) -> bytes:
+    """``fileio.read_bounded``, with a directory refused up front as a :class:`UsageError` (``read_bounded`` lets
+    the IsADirectoryError of ``os.fdopen`` escape; see the hardening report)."""
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {path!r} is a directory; give a file")
+    try:
+        return read_bounded(path, limit, what, too_big)
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path!r} is a directory; give a file") from None
+
+
+MAX_ARRAY_BYTES = 64 * 1024**3
+
+
+def read_npy(path: str, what: str, error: type[ReprobuildError]) -> Any:
+    """The array in a .npy file, read through ``read_file`` (a FIFO or ``/dev/zero`` is refused, the size is
+    capped) and never unpickled; a file that is not a plain .npy array is an ``error`` that says so (numpy's own
+    message for an object array suggests unpickling it, which reprobuild never does)."""
+    import io
+
+    import numpy as np
+
+    data = read_file(path, MAX_ARRAY_BYTES, what)
+    try:
+        return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
+    except ValueError as exc:
+        why = ("it holds Python objects (an object array), which reprobuild never loads"
+               if "pickle" in str(exc) else str(exc))
+        raise error(f"{what} {path!r} is not a plain .npy array of numbers: {why}. Save one with "
+                    "numpy.save(path, array) from a numeric array") from None
+
+
 def read_engine_file(path: str) -> bytes:
-    return read_bounded(path, MAX_ENGINE_BYTES, "engine")
+    return read_file(path, MAX_ENGINE_BYTES, "engine")
 
 
 def default_engine_path(model: str) -> str:
@@ -146,10 +222,19 @@ class ProgressBar:
                 print(f"{self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
 
 
+def add_max_memory_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--max-memory SIZE: the memory cap of a build (``BuilderConfig.max_memory``) or of loading and running an
+    engine (``Runtime(max_memory=...)``); over it is a ResourceError, exit code 13, before anything is allocated."""
+    parser.add_argument("--max-memory", type=parse_memory_size, metavar="SIZE",
+                        help=f"the most memory {what} may take, e.g. 512M or 8G; more is refused (exit code 13) "
+                             "before anything is allocated (default: the device's memory on cuda, the host's on cpu)")
+
+
 def add_input_options(parser: argparse.ArgumentParser) -> None:
     """--seed or --inputs: where the inputs of verify and compare come from."""
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--seed", type=int, default=0, help="seed of the standard-normal inputs (default: 0)")
+    source.add_argument("--seed", type=parse_seed, default=0,
+                        help="seed of the standard-normal inputs, 0 or more (default: 0)")
     source.add_argument("--inputs", metavar="DIR", help="read NAME.npy per input from DIR instead")
 
 
@@ -164,19 +249,14 @@ def inputs_from_options(args: argparse.Namespace, bindings: Sequence[Any]) -> tu
 
 def load_inputs(directory: str, bindings: Sequence[Any]) -> dict[str, Any]:
     """NAME.npy for each input binding (the name made file-safe), as ``reprobuild run --output-dir`` writes."""
-    import numpy as np
 
     from reprobuild.errors import InputError
 
     inputs = {}
     for b in bindings:
         path = os.path.join(directory, safe_filename(b.name) + ".npy")
-        try:
-            inputs[b.name] = np.load(path, allow_pickle=False)
-        except OSError as exc:
-            raise InputError(f"input {b.name!r}: cannot read {path!r} ({exc.strerror or exc}); --inputs expects "
-                             f"one NAME.npy per input: {', '.join(safe_filename(x.name) + '.npy' for x in bindings)}"
-                             ) from None
-        except ValueError as exc:
-            raise InputError(f"input {b.name!r}: {path!r} is not a plain .npy array ({exc})") from None
+        if not os.path.exists(path):
+            raise InputError(f"input {b.name!r}: {path!r} does not exist; --inputs expects one NAME.npy per "
+                             f"input: {', '.join(safe_filename(x.name) + '.npy' for x in bindings)}")
+        inputs[b.name] = read_npy(path, f"input {b.name!r}:", InputError)
     return inputs

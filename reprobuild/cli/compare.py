@@ -6,11 +6,27 @@ import argparse
 import json
 import sys
 
-from reprobuild.cli.common import Subcommands, add_input_options, inputs_from_options, read_engine_file
-from reprobuild.compare import ERROR_STATS, compare_outputs, onnxruntime_outputs
+from reprobuild.cli.common import (
+    Subcommands,
+    add_input_options,
+    add_max_memory_option,
+    inputs_from_options,
+    parse_fraction,
+    parse_tolerance,
+    read_engine_file,
+    read_file,
+)
+from reprobuild.compare import (
+    ERROR_STATS,
+    check_model_bindings,
+    compare_outputs,
+    load_reference_model,
+    onnxruntime_outputs,
+)
+from reprobuild.digest import sha256_hex
 from reprobuild.engine import Engine, Runtime
-from reprobuild.errors import ToleranceError
-from reprobuild.fileio import atomic_write, read_bounded
+from reprobuild.errors import ModelError, ToleranceError
+from reprobuild.fileio import atomic_write, check_writable
 from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
 from reprobuild.logger import Logger, Severity
 from reprobuild.textformat import table
@@ -28,14 +44,16 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("model", help="the ONNX model the engine was built from")
     add_input_options(p)
     defaults = ", ".join(f"{k}: {a:g}/{r:g}" for k, (a, r) in TOLERANCES.items())
-    p.add_argument("--atol", type=float,
+    p.add_argument("--atol", type=parse_tolerance,
                    help=f"absolute tolerance (default: by the engine's precision, atol/rtol {defaults})")
-    p.add_argument("--rtol", type=float, help="relative tolerance (default: by the engine's precision, as --atol)")
+    p.add_argument("--rtol", type=parse_tolerance,
+                   help="relative tolerance (default: by the engine's precision, as --atol)")
     p.add_argument("--check-error-stat", choices=ERROR_STATS, default="elemwise",
                    help="which error statistic must be within tolerance (default: elemwise)")
-    p.add_argument("--error-quantile", type=float, default=0.99, metavar="Q",
+    p.add_argument("--error-quantile", type=parse_fraction, default=0.99, metavar="Q",
                    help="the quantile for --check-error-stat quantile, and the one reported (default: 0.99)")
     p.add_argument("--report", metavar="FILE", help="write the comparison as JSON")
+    add_max_memory_option(p, "the engine (its weights and the execution context's scratch memory)")
     p.set_defaults(run=run)
 
 
@@ -53,15 +71,35 @@ def _precision(engine: Engine) -> str:
         return "fp32"
 
 
+def _recorded_model_sha256(engine: Engine) -> str | None:
+    try:
+        value = json.loads(engine.manifest_json)["model"]["sha256"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def run(args: argparse.Namespace) -> int:
-    engine = Runtime(Logger(Severity.WARNING)).deserialize_engine(read_engine_file(args.engine))
+    if args.report:
+        check_writable(args.report, "--report")
+    runtime = Runtime(Logger(Severity.WARNING), max_memory=args.max_memory)
+    engine = runtime.deserialize_engine(read_engine_file(args.engine))
+    model_bytes = read_file(args.model, MAX_MODEL_BYTES, "model", ModelError)
+    model = load_reference_model(model_bytes, f"model {args.model!r}")
+    check_model_bindings(model, [b.name for b in engine.inputs], [b.name for b in engine.outputs],
+                         f"model {args.model!r}", f"engine {args.engine!r}")
+    recorded = _recorded_model_sha256(engine)
+    if recorded is not None and recorded != sha256_hex(model_bytes) and not args.quiet:
+        print(f"reprobuild compare: warning: {args.model!r} is not the file the engine was built from (sha256 "
+              f"{sha256_hex(model_bytes)[:16]}..., the engine records {recorded[:16]}...); comparing anyway, as its "
+              "inputs and outputs match", file=sys.stderr)
     precision = _precision(engine)
     atol, rtol = TOLERANCES.get(precision, TOLERANCES["fp32"])
     args.atol = atol if args.atol is None else args.atol
     args.rtol = rtol if args.rtol is None else args.rtol
     inputs, label = inputs_from_options(args, engine.inputs)
     outputs = engine.create_execution_context().execute(inputs)
-    reference = onnxruntime_outputs(read_bounded(args.model, MAX_MODEL_BYTES, "model"), inputs)
+    reference = onnxruntime_outputs(model_bytes, inputs)
     report = compare_outputs(outputs, reference, args.atol, args.rtol, args.check_error_stat, args.error_quantile)
     q = f"p{args.error_quantile * 100:g}"
     rows = [[r.name, "x".join(map(str, r.shape)), f"{r.max_abs:.3g}", f"{r.mean_abs:.3g}", f"{r.median_abs:.3g}",

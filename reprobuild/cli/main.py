@@ -1,25 +1,46 @@
-"""``reprobuild``: the command line. Errors print one clear message and exit with a documented code."""
+"""``reprobuild``: the command line. Errors print one clear message and exit with a documented code.
+
+This module imports only the standard library and reprobuild's small ``errors`` and ``fileio`` modules; the
+subcommands (NumPy, onnx, the builder, ...) are imported inside :func:`main`'s guarded region, so that a Ctrl-C
+while they load prints ``interrupted`` and exits 130 instead of a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
+from types import ModuleType
 
 from reprobuild import __version__
-from reprobuild.cli import build, compare, conformance, diff, inspect, run, verify
-from reprobuild.cli.common import Subcommands
 from reprobuild.errors import EXIT_CODES, ReprobuildError
 from reprobuild.fileio import Terminated, install_sigterm_cleanup
+
+#: The subcommand modules (``reprobuild.cli.NAME``), in the order ``--help`` lists them.
+COMMANDS = ("build", "run", "inspect", "verify", "compare", "diff", "attest", "conformance")
+
+INTERRUPTED = 130  #: 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+BROKEN_PIPE = 141  #: 128 + SIGPIPE, as a shell reports a coreutils command whose reader went away (| head -1)
 
 
 def _epilog() -> str:
     codes = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES)
-    return f"exit codes:\n{codes}\n  130  interrupted (Ctrl-C)\n  143  terminated (SIGTERM)"
+    return (f"exit codes:\n{codes}\n  130  interrupted (Ctrl-C)\n  141  the output pipe closed early (| head): "
+            f"output stops quietly\n  143  terminated (SIGTERM)")
+
+
+def _load_commands() -> list[ModuleType]:
+    """The subcommand modules; the heavy imports (NumPy, onnx, the builder) happen here."""
+    return [importlib.import_module(f"reprobuild.cli.{name}") for name in COMMANDS]
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from reprobuild.cli.common import Subcommands
+
     parser = argparse.ArgumentParser(
         prog="reprobuild",
         description="Deterministic, reproducible builds of inference engines from ONNX models. Every tactic "
@@ -32,35 +53,60 @@ def make_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
     common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (build, run, inspect, verify, compare, diff, conformance):
+    for module in _load_commands():
         module.add_parser(Subcommands(sub, common, _epilog()))
     return parser
 
 
+def _say(message: str) -> None:
+    """A message on stderr, never an exception (stderr may be a closed pipe too)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null, so that the interpreter's last flush of what is still
+    buffered does not fail again ("Exception ignored ... BrokenPipeError") at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``reprobuild ARGV`` and return the exit code. argparse's own errors (and --help) raise SystemExit."""
     install_sigterm_cleanup()
-    parser = make_parser()
-    args = parser.parse_args(argv)
+    command = "reprobuild"
+    debug = False
     try:
-        return int(args.run(args))
+        args = make_parser().parse_args(argv)
+        command, debug = f"reprobuild {args.command}", bool(args.debug)
+        code = int(args.run(args))
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's flush at exit
+        return code
     except Terminated as exc:
-        print(f"reprobuild {args.command}: terminated (SIGTERM); partial files were removed", file=sys.stderr)
+        _say(f"{command}: terminated (SIGTERM); partial files were removed")
         return exc.exit_code
-    except ReprobuildError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"reprobuild {args.command}: error: {exc}", file=sys.stderr)
-        return 2 if args.command == "diff" else exc.exit_code  # diff speaks diff(1): 2 means trouble
     except KeyboardInterrupt:
-        print(f"reprobuild {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if args.debug:
+        _say(f"{command}: interrupted")
+        return INTERRUPTED
+    except BrokenPipeError:  # `reprobuild inspect E | head -1`: stop quietly, as coreutils do
+        _silence_stdout()
+        return BROKEN_PIPE
+    except ReprobuildError as exc:
+        if debug:
             traceback.print_exc()
-        print(f"reprobuild {args.command}: internal error: {type(exc).__name__}: {exc}\n"
-              "This is a bug in reprobuild; please report it with the command you ran (add --debug for the "
-              "traceback).", file=sys.stderr)
-        return 2 if args.command == "diff" else 1
+        _say(f"{command}: error: {exc}")
+        return 2 if command == "reprobuild diff" else exc.exit_code  # diff speaks diff(1): 2 means trouble
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        _say(f"{command}: internal error: {type(exc).__name__}: {exc}\n"
+             "This is a bug in reprobuild; please report it with the command you ran (add --debug for the "
+             "traceback).")
+        return 2 if command == "reprobuild diff" else 1
 
 
 if __name__ == "__main__":

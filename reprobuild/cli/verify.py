@@ -7,17 +7,19 @@ import sys
 
 import numpy as np
 
+from reprobuild.attest import pair_mismatch
 from reprobuild.cli.common import (
     ProgressBar,
     Subcommands,
     add_input_options,
+    add_max_memory_option,
     inputs_from_options,
     read_engine_file,
 )
 from reprobuild.diffing import load_side
 from reprobuild.engine import Runtime
-from reprobuild.errors import NotDeterministicError
-from reprobuild.fileio import atomic_write
+from reprobuild.errors import NotDeterministicError, ToleranceError, UsageError
+from reprobuild.fileio import atomic_write, check_writable
 from reprobuild.locator import locate, locate_against
 from reprobuild.logger import Logger, Severity
 from reprobuild.textformat import table
@@ -51,6 +53,10 @@ def add_parser(sub: Subcommands) -> None:
                    help="also compare with the golden digests recorded in this manifest or engine file")
     p.add_argument("--report", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--no-batch-invariance", action="store_true", help="skip the batch-invariance check")
+    p.add_argument("--fail-on-nonfinite", action="store_true",
+                   help="fail (exit code 11) when an output holds NaN or infinite values; by default verify warns "
+                        "and judges only whether the bits repeat")
+    add_max_memory_option(p, "the engine (its weights and the scratch memory of its live contexts; in each process)")
     p.set_defaults(run=run)
 
 
@@ -67,14 +73,22 @@ def _locator_line(found: Locator) -> str:
 
 def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
-    engine = Runtime(logger).deserialize_engine(read_engine_file(args.engine))
+    if args.report:
+        check_writable(args.report, "--report")  # before a plan that may run for minutes
+    engine = Runtime(logger, max_memory=args.max_memory).deserialize_engine(read_engine_file(args.engine))
+    side = load_side(args.against) if args.against else None  # a manifest, or an engine's embedded one
+    if side is not None and side.kind == "manifest" and side.engine is not None:
+        problem = pair_mismatch(side.engine.sha256, engine.sha256, args.engine)  # before any run
+        if problem:
+            raise UsageError(problem)
     inputs, label = inputs_from_options(args, engine.inputs)
     plan = VerifyPlan(runs=args.runs, contexts=args.contexts, threads=args.threads, streams=args.streams,
                       processes=args.processes, batch_invariance=not args.no_batch_invariance,
                       traced_runs=args.traced_runs)
     plan.validate()
     progress = ProgressBar(plan.total_runs, "verify", enabled=not args.quiet)
-    report = verify(engine, {k: np.asarray(v) for k, v in inputs.items()}, plan, label, progress, args.seed)
+    report = verify(engine, {k: np.asarray(v) for k, v in inputs.items()}, plan, label, progress, args.seed,
+                    args.max_memory)
     print(f"engine     {args.engine} ({engine.backend.name}, {engine.num_layers} layers, "
           f"sha256 {engine.sha256[:16]}...)")
     print(f"inputs     {label}")
@@ -85,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     verdict = {True: "identical", False: "DIFFERENT", None: "not tested"}[report.batch_invariant]
     rows.append(["batch_invariant", verdict, report.batch_detail])
     against_ok = True
-    if args.against:
-        pinned = load_side(args.against).pinned  # a manifest, or an engine's embedded one
+    if side is not None:
+        pinned = side.pinned
         result, golden = check_against(engine, pinned)
         against_ok = result.matched
         report = report.model_copy(update={"against": result.model_dump()})
@@ -102,12 +116,25 @@ def run(args: argparse.Namespace) -> int:
     against = f" (against the manifest: {report.against['tier']})" if report.against else ""
     print(f"tier       {report.tier}{against}")
     print(f"speed      {report.total_runs} runs in {report.seconds:.2f} s: {report.runs_per_second:.1f} runs/s")
+    for nonfinite in report.nonfinite:
+        print(f"warning    not finite: {nonfinite.text}")
+    if report.nonfinite and not args.fail_on_nonfinite:
+        print("           (NaN and infinities that repeat bit for bit still verify as deterministic; "
+              "--fail-on-nonfinite fails on them)")
     ok = report.deterministic and against_ok
-    print(f"verdict    {'deterministic' if ok else 'NOT DETERMINISTIC'}")
+    nonfinite_fails = bool(report.nonfinite) and args.fail_on_nonfinite
+    verdict = "deterministic" if ok else "NOT DETERMINISTIC"
+    if report.nonfinite:
+        verdict += f", {len(report.nonfinite)} output(s) NOT FINITE"
+    print(f"verdict    {verdict}")
     if args.report:
         atomic_write(args.report, (report.model_dump_json(indent=2) + "\n").encode())
     if not ok:
         print(f"reprobuild verify: {NotDeterministicError.summary}", file=sys.stderr)
         return NotDeterministicError.exit_code
+    if nonfinite_fails:
+        print(f"reprobuild verify: --fail-on-nonfinite: {'; '.join(f.text for f in report.nonfinite)}",
+              file=sys.stderr)
+        return ToleranceError.exit_code
     return 0
 

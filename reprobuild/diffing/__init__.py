@@ -105,6 +105,19 @@ class Side:
     pinned: m.Pinned
     evidence: m.Evidence | None
     engine: m.EngineRecord | None
+    #: "engine" when read from an engine file (``engine`` is then that file's digest), else "manifest" (``engine``
+    #: is the digest the manifest records for the engine written with it).
+    kind: Literal["manifest", "engine"] = "manifest"
+
+
+def pair_mismatch(engine: Side, manifest: Side) -> str | None:
+    """Why an engine file and a manifest are not a pair (the manifest records another engine digest), or None
+    when they are, or when the manifest records no engine digest to check."""
+    if engine.engine is None or manifest.engine is None:
+        return None
+    from reprobuild.attest import pair_mismatch as message
+
+    return message(manifest.engine.sha256, engine.engine.sha256, engine.label)
 
 
 def load_side(source: Any, label: str | None = None) -> Side:
@@ -119,12 +132,16 @@ def load_side(source: Any, label: str | None = None) -> Side:
         data, name = bytes(source), label or "engine bytes"
     else:
         name = label or os.fspath(source)
+        if os.path.isdir(source):  # before read_bounded, whose os.fdopen raises a bare IsADirectoryError for one
+            from reprobuild.errors import UsageError
+
+            raise UsageError(f"engine or manifest {name!r} is a directory; give a file")
         data = read_bounded(source, 64 * 1024**3, "engine or manifest")
     if data.startswith(MAGIC):
         header, _ = deserialize_engine(data)
         pinned = pinned_from_json(header.manifest, f"manifest embedded in {name}")
         engine = m.EngineRecord(sha256=sha256_hex(data), size_bytes=len(data), format_version=FORMAT_VERSION)
-        return Side(name, pinned, None, engine)
+        return Side(name, pinned, None, engine, "engine")
     if len(data) > MAX_MANIFEST_BYTES:
         from reprobuild.errors import FormatError
 
@@ -238,6 +255,13 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
         sections["evidence"] += _evidence_timings(sa, sb)
     sections, ignored = _apply_ignores(sections, list(ignore))
     summary = _summary(sections)
+    if sections["engine"] and {sa.kind, sb.kind} == {"engine", "manifest"}:
+        engine_side, manifest_side = (sa, sb) if sa.kind == "engine" else (sb, sa)
+        if pair_mismatch(engine_side, manifest_side):  # a manifest that does not vouch for the engine: say so first
+            assert engine_side.engine is not None and manifest_side.engine is not None
+            recorded, actual = manifest_side.engine.sha256[:16], engine_side.engine.sha256[:16]
+            summary = (f"not a pair: {manifest_side.label} records engine sha256 {recorded}..., but "
+                       f"{engine_side.label} is {actual}...; {summary}")
     return ManifestDiff.model_validate({"a": sa.label, "b": sb.label, "identical": not any(sections.values()),
                                         "summary": summary, "ignored": ignored, **sections})
 

@@ -8,6 +8,7 @@ from reprobuild.frontend.onnx_parser import (
     network_from_onnx_bytes,
     network_from_onnx_path,
 )
-from reprobuild.frontend.onnx_support import UnsupportedNodesError
+from reprobuild.frontend.onnx_support import InvalidNodesError, UnsupportedNodesError
 
-__all__ = ["ModelInfo", "OnnxParser", "UnsupportedNodesError", "network_from_onnx_bytes", "network_from_onnx_path"]
+__all__ = ["InvalidNodesError", "ModelInfo", "OnnxParser", "UnsupportedNodesError", "network_from_onnx_bytes",
+           "network_from_onnx_path"]

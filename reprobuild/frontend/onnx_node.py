@@ -14,9 +14,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from reprobuild.errors import ModelError, UnsupportedOpError
+from reprobuild.dtypes import dtype_name, itemsize
+from reprobuild.errors import ModelError, ResourceError, UnsupportedOpError
 from reprobuild.ir import TensorInfo
 from reprobuild.ops import ABSENT, OpDef, StaticInputError, TensorType, infer_types
+from reprobuild.ops._constant_limits import check_constant_value, shape_problem
 from reprobuild.ops.base import REQUIRED
 
 if TYPE_CHECKING:
@@ -89,6 +91,11 @@ class OnnxNode:
         if len(names) < low or (high is not None and len(names) > high):
             takes = str(low) if low == high else f"{low} to {high if high is not None else 'any number of'}"
             raise self.fail(f"has {len(names)} inputs; {self.op_type} takes {takes}")
+        required = len(names) if high is None else low  # a variadic op's inputs are all required
+        omitted = [i for i in range(required) if not names[i]]
+        if omitted:
+            raise self.fail(f"input(s) {omitted} are omitted (an empty name), but {self.op_type} requires "
+                            f"{'every input it lists' if high is None else f'its first {low}'}; give their tensors")
 
     # --- the Node protocol -------------------------------------------------------------------------------------
 
@@ -153,7 +160,15 @@ class OnnxNode:
     def define_constant(self, value: np.ndarray, output: int = 0) -> None:
         name = self.proto.output[output] if output < len(self.proto.output) else ""
         if name:
-            self.parser.define_constant(name, np.asarray(value), self.name)
+            value = np.asarray(value)
+            try:
+                dtype_name(value.dtype)
+            except ModelError:
+                raise self.fail(f"output {output} ({name!r}) would be a constant of dtype {value.dtype}, which "
+                                "reprobuild does not support") from None
+            # The op checked its size before computing it; this catches any op that did not.
+            check_constant_value(self, value, f"output {output} ({name!r})")
+            self.parser.define_constant(name, value, self.name)
 
     def emit(self, attrs: Mapping[str, Any], inputs: Sequence[int] | None = None, n_outputs: int | None = None,
              op: str | None = None, outputs: Sequence[int] | None = None) -> None:
@@ -187,5 +202,11 @@ def infer_infos(op: str, attrs: Mapping[str, Any], inputs: Sequence[TensorInfo],
     types = infer_types(op, attrs, [TensorType(t.shape, t.dtype) for t in inputs], where)
     if len(types) < len(outputs):
         raise UnsupportedOpError(f"{where}: uses {len(outputs)} outputs, but reprobuild computes {len(types)}")
+    for o, t in zip(outputs, types):
+        problem = shape_problem(t.shape, itemsize(t.dtype))
+        if problem is not None:
+            shape = list(t.shape) if len(t.shape) <= 40 else [*t.shape[:40], "..."]
+            raise ResourceError(f"{where}: its output {o!r} would have shape {shape} ({t.dtype}): {problem}; check the "
+                                "shapes and sizes the node is given")
     return [TensorInfo(o, t.shape, t.dtype) for o, t in zip(outputs, types)]
 

@@ -2,8 +2,14 @@
 convert every node through its op definition, and fold constants as it goes.
 
 Loading never executes code from the file (protobuf only), refuses external data and oversized files, and turns
-every problem into a :class:`~reprobuild.errors.ModelError` that names the node and the op. Before converting
-anything, every node is checked for support, and all the unsupported ones are listed in one error.
+every problem into a typed error: a :class:`~reprobuild.errors.ModelError` that names the node and the op, or a
+:class:`~reprobuild.errors.ResourceError` for a tensor that cannot be represented (more than 32 dimensions, an
+element count or byte size beyond int64) or a constant made at build time over
+:data:`~reprobuild.ops._constant_limits.MAX_BUILD_CONSTANT_BYTES`. Before converting anything, the model's
+strings, opset, graph and declared shapes are checked (:mod:`reprobuild.frontend.onnx_checks`), and every node
+is checked for support. A node that fails does not stop the others: one error lists every unsupported or
+invalid node (when the ONNX checker rejects the model, every node is checked on its own too). Nothing here
+allocates what a declared shape asks for; whether a large network fits in memory is the builder's cap.
 """
 
 from __future__ import annotations
@@ -22,13 +28,23 @@ import onnx.version_converter
 from onnx import numpy_helper
 
 from reprobuild.digest import sha256_hex
-from reprobuild.errors import DynamicShapeError, ModelError, UnsupportedOpError, UsageError
+from reprobuild.dtypes import itemsize
+from reprobuild.errors import DynamicShapeError, ModelError, ResourceError, UnsupportedOpError, UsageError
 from reprobuild.fileio import read_bounded
+from reprobuild.frontend.onnx_checks import check_declared_shapes, check_graph, check_opset, check_strings
 from reprobuild.frontend.onnx_node import OnnxNode, infer_infos
-from reprobuild.frontend.onnx_support import check_support, default_opset
+from reprobuild.frontend.onnx_support import (
+    InvalidNodesError,
+    UnsupportedNodesError,
+    default_opset,
+    describe_nodes,
+    support_problems,
+    unsupported_error,
+)
 from reprobuild.ir import Network, NetworkDefinition, TensorInfo
 from reprobuild.logger import Logger, Severity
-from reprobuild.ops import OpError, get_op
+from reprobuild.ops import OpError, StaticInputError, get_op
+from reprobuild.ops._constant_limits import shape_problem
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 from reprobuild.ops.registry import evaluate, located
 
@@ -39,6 +55,9 @@ MAX_MODEL_BYTES = 2 * 1024**3
 MAX_FOLDED_BYTES = 1 << 30
 #: Models older than this default-domain opset are upgraded to it with onnx.version_converter.
 MIN_OPSET = 7
+#: Attribute kinds that hold subgraphs: the checker's node check needs their outer scope, so they are left out
+#: of it (the ops that have them are refused anyway).
+_SUBGRAPH_ATTRS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
 @dataclass(frozen=True)
@@ -67,7 +86,11 @@ class OnnxParser:
 
     def parse_from_file(self, path: str | os.PathLike[str], input_shapes: Mapping[str, Sequence[int]] | None = None,
                         input_values: Mapping[str, np.ndarray] | None = None) -> ModelInfo:
-        return self.parse(read_bounded(path, MAX_MODEL_BYTES, "model", ModelError), input_shapes, input_values)
+        try:
+            data = read_bounded(path, MAX_MODEL_BYTES, "model", ModelError)
+        except IsADirectoryError:  # os.open opens a directory on Linux; reading it is what fails
+            raise UsageError(f"model {os.fspath(path)!r} is a directory; give an ONNX model file") from None
+        return self.parse(data, input_shapes, input_values)
 
     def parse(self, data: bytes, input_shapes: Mapping[str, Sequence[int]] | None = None,
               input_values: Mapping[str, np.ndarray] | None = None) -> ModelInfo:
@@ -83,22 +106,30 @@ class OnnxParser:
     # --- the model -----------------------------------------------------------------------------------------------
 
     def _load(self, data: bytes) -> tuple[onnx.ModelProto, int | None]:
+        if not data:
+            raise ModelError("not a readable ONNX model: the file is empty (0 bytes); give an ONNX model file")
         try:
             model = onnx.load_model_from_string(data)
         except Exception as exc:
             raise ModelError(f"not a readable ONNX model (protobuf decode failed: {exc})") from None
+        if model.ir_version <= 0 or not model.HasField("graph"):
+            missing = " and ".join(w for w, gone in (("no ir_version", model.ir_version <= 0),
+                                                     ("no graph", not model.HasField("graph"))) if gone)
+            raise ModelError(f"not a readable ONNX model: the {len(data)} bytes decode as protobuf, but with "
+                             f"{missing}; this is not an ONNX model file (or it is truncated or corrupted)")
+        check_strings(model)  # before anything reads a name: an undecodable one comes back as bytes
         external = sorted(t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
         if external:
             raise ModelError(f"the model keeps {len(external)} weight(s) in external data files (the first: "
                              f"{external[0]!r}), which reprobuild does not read (a model file must be self-contained); "
                              "save it with its weights inside: onnx.save(onnx.load(path), path, "
                              "save_as_external_data=False), possible below the 2 GiB protobuf limit")
-        try:
-            onnx.checker.check_model(data)  # the bytes we have: checking the proto would serialize it again
-        except Exception as exc:
-            raise ModelError(f"the ONNX checker rejects the model: {exc}") from None
-        upgraded_from = None
+        check_opset(model)
+        check_graph(model.graph)
+        check_declared_shapes(model.graph, _layer_names(model.graph))
         opset = default_opset(model)
+        self._check_model(data, model, upgrading=0 < opset < MIN_OPSET)
+        upgraded_from = None
         if 0 < opset < MIN_OPSET:  # 0: no default-domain import; its nodes are refused by domain instead
             try:
                 model = onnx.version_converter.convert_version(model, MIN_OPSET)
@@ -114,28 +145,55 @@ class OnnxParser:
                 raise ModelError(f"the model's local functions cannot be inlined: {exc}") from None
         return model, upgraded_from
 
+    def _check_model(self, data: bytes, model: onnx.ModelProto, upgrading: bool) -> None:
+        """The ONNX checker. It stops at the first problem; when it rejects the model, every node is checked on
+        its own (reprobuild's support, then the checker's node check) so that the error lists every bad node."""
+        try:
+            onnx.checker.check_model(data)  # the bytes we have: checking the proto would serialize it again
+            return
+        except Exception as exc:
+            message = f"the ONNX checker rejects the model: {exc}"
+        graph = model.graph
+        names = _layer_names(graph)
+        opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
+        _, unsupported = support_problems(graph, names, opsets, versions=not upgrading)
+        bad = [(name, op, why) for _, name, op, why in unsupported]
+        refused = {i for i, *_ in unsupported}
+        ctx = onnx.checker.C.CheckerContext()
+        ctx.ir_version = int(model.ir_version)
+        ctx.opset_imports = {o.domain: int(o.version) for o in model.opset_import}
+        for i, (node, name) in enumerate(zip(graph.node, names)):
+            if i in refused or any(a.type in _SUBGRAPH_ATTRS for a in node.attribute):
+                continue
+            try:
+                onnx.checker.check_node(node, ctx)
+            except Exception as exc:
+                why = str(exc).strip().split("\n")[0]
+                bad.append((name, node.op_type, f"the ONNX checker rejects it: {why}"))
+        if not bad:
+            raise ModelError(message)
+        order = {name: i for i, name in enumerate(names)}
+        bad.sort(key=lambda b: order.get(b[0], 0))
+        nodes_error = UnsupportedNodesError if refused else InvalidNodesError
+        raise nodes_error(describe_nodes(bad, list_ops=bool(refused)), bad)
+
     def _parse(self, data: bytes, input_shapes: dict[str, Sequence[int]],
                input_values: dict[str, np.ndarray]) -> ModelInfo:
         model, upgraded_from = self._load(data)
         graph = model.graph
         opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
         names = _layer_names(graph)
-        plan = check_support(graph, names, opsets)
+        plan, unsupported = support_problems(graph, names, opsets)
         self.used_names = {t for n in graph.node for t in n.input if t} | {o.name for o in graph.output}
         self._graph_outputs = {o.name for o in graph.output}
-        self._add_constants(graph)
-        self._add_inputs(graph, input_shapes, input_values)
-        for node, name, (opset, version) in zip(graph.node, names, plan):
-            opdef = get_op(node.op_type)
-            onnx_node = OnnxNode(self, node, name, opdef, opset, version)
-            try:
-                opdef.convert(onnx_node)
-            except OpError as exc:
-                raise located(exc, f"node {name!r} (op {node.op_type})") from None
-            for i, out in enumerate(node.output):
-                if out and out in self.used_names and not self.network.has_tensor(out):
-                    raise UnsupportedOpError(f"node {name!r} (op {node.op_type}): output {i} ({out!r}) is used, "
-                                             "but reprobuild does not compute it")
+        try:
+            self._add_constants(graph)
+            self._add_inputs(graph, input_shapes, input_values)
+        except (ModelError, UsageError):
+            if unsupported:  # the unsupported nodes first, as before anything else is read
+                raise unsupported_error(unsupported) from None
+            raise
+        self._convert_nodes(graph, names, plan, unsupported)
         for out in graph.output:
             if not self.network.has_tensor(out.name):
                 raise ModelError(f"network output {out.name!r} is not produced by any node")
@@ -151,6 +209,57 @@ class OnnxParser:
             producer=f"{model.producer_name} {model.producer_version}".strip(), graph_name=graph.name,
             upgraded_from_opset=upgraded_from,
         )
+
+    def _convert_nodes(self, graph: onnx.GraphProto, names: Sequence[str], plan: Sequence[tuple[int, int]],
+                       unsupported: Sequence[tuple[int, str, str, str]]) -> None:
+        """Convert every node. A node that fails does not stop the others: the error lists every unsupported or
+        invalid node (nodes that read a failed node's outputs are skipped, and counted). One failing node raises
+        its own error; a ResourceError is raised at once."""
+        refused = {i for i, *_ in unsupported}
+        failed: set[str] = set()
+        errors: list[tuple[int, str, str, ModelError]] = []
+        skipped = 0
+        for i, (node, name, (opset, version)) in enumerate(zip(graph.node, names, plan)):
+            if i in refused or any(t in failed for t in node.input if t):
+                skipped += i not in refused
+                failed.update(o for o in node.output if o)
+                continue
+            try:
+                self._convert_node(node, name, opset, version)
+            except ModelError as exc:
+                errors.append((i, name, node.op_type, exc))
+                failed.update(o for o in node.output if o)
+        if not unsupported and len(errors) == 1:
+            raise errors[0][3]
+        if not unsupported and not errors:
+            return
+        bad = sorted([(i, name, op, why) for i, name, op, why in unsupported] +
+                     [(i, name, op, _reason(exc, name, op)) for i, name, op, exc in errors])
+        nodes = [(name, op, why) for _, name, op, why in bad]
+        note = (f"{skipped} other node(s) read their outputs and were not converted; they are checked once these "
+                "are fixed" if skipped else "")
+        message = describe_nodes(nodes, note, list_ops=bool(unsupported))
+        static = [exc for *_, exc in errors if isinstance(exc, StaticInputError)]
+        if unsupported or all(isinstance(exc, UnsupportedOpError) for *_, exc in errors):
+            raise UnsupportedNodesError(message, nodes)
+        if static:  # pinning those inputs (--input-value) may fix them: say which, as one StaticInputError does
+            raise StaticInputError(message, list(dict.fromkeys(n for exc in static for n in exc.inputs)))
+        raise InvalidNodesError(message, nodes)
+
+    def _convert_node(self, node: onnx.NodeProto, name: str, opset: int, version: int) -> None:
+        opdef = get_op(node.op_type)
+        try:
+            opdef.convert(OnnxNode(self, node, name, opdef, opset, version))
+        except OpError as exc:
+            raise located(exc, f"node {name!r} (op {node.op_type})") from None
+        except MemoryError:
+            raise ResourceError(f"node {name!r} (op {node.op_type}): the host ran out of memory converting it (a "
+                                "constant computed when the network is built); build on a machine with more memory, "
+                                "or check the sizes the node is given") from None
+        for i, out in enumerate(node.output):
+            if out and out in self.used_names and not self.network.has_tensor(out):
+                raise UnsupportedOpError(f"node {name!r} (op {node.op_type}): output {i} ({out!r}) is used, "
+                                         "but reprobuild does not compute it")
 
     # --- what OnnxNode calls -------------------------------------------------------------------------------------
 
@@ -253,6 +362,10 @@ class OnnxParser:
                         f"{vi.name}=" + "x".join(str(d) if d is not None else "N" for d in dims)
                     )
                 shape = [int(d) for d in dims if d is not None]
+            problem = shape_problem(shape, itemsize(dtype))
+            if problem is not None:
+                raise ResourceError(f"network input {vi.name!r} of shape {shape} ({dtype}) cannot be built: {problem}; "
+                                    "give it a smaller shape")
             self.network.add_input(vi.name, shape, dtype)
         for vi in graph.input:
             if vi.name not in names:
@@ -284,6 +397,13 @@ class OnnxParser:
                      or any(d is not None and d != s for d, s in zip(declared, info.shape))):
             raise ModelError(f"network output {vi.name!r} is declared with shape {declared}, but the graph "
                              f"computes {list(info.shape)}")
+
+
+def _reason(exc: ModelError, name: str, op: str) -> str:
+    """An error's message without the "node 'name' (op X): " its list line already starts with."""
+    text = str(exc)
+    prefix = f"node {name!r} (op {op}): "
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def _layer_names(graph: onnx.GraphProto) -> list[str]:

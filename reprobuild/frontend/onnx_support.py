@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import onnx
 import onnx.defs
 
-from reprobuild.errors import UnsupportedOpError
+from reprobuild.errors import ModelError, UnsupportedOpError
 from reprobuild.ops import all_ops, find_op
 
 #: What reprobuild says of a domain other than the default one.
@@ -71,23 +71,58 @@ class UnsupportedNodesError(UnsupportedOpError):
         self.nodes = tuple(nodes)
 
 
+class InvalidNodesError(ModelError):
+    """Several nodes of the model are invalid or cannot be converted, for reasons other than an unsupported op
+    (a dynamic shape, an attribute value, ...); ``nodes`` lists (node name, op, reason) for each."""
+
+    def __init__(self, message: str, nodes: Sequence[tuple[str, str, str]]) -> None:
+        super().__init__(message)
+        self.nodes = tuple(nodes)
+
+
+#: The most nodes one error lists (the count of the others follows).
+SHOWN = 40
+
+
+def describe_nodes(bad: Sequence[tuple[str, str, str]], note: str = "", list_ops: bool = True) -> str:
+    """The message that lists every node in ``bad`` (name, op, reason): a summary by op, one line a node, then
+    ``note`` and (``list_ops``) the ops reprobuild implements."""
+    ops = Counter(op for _, op, _ in bad)
+    summary = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(ops.items()))
+    shown = bad[:SHOWN]
+    lines = "\n".join(f"  - node {name!r} (op {op}): {why}" for name, op, why in shown)
+    more = f"\n  ... and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
+    text = f"the model has {len(bad)} node(s) reprobuild cannot convert (ops: {summary}):\n{lines}{more}"
+    if note:
+        text += f"\n{note}"
+    if list_ops:
+        known = ", ".join(o.op for o in all_ops() if not o.domain and not o.internal)
+        text += f"\nreprobuild implements these default-domain ops: {known}"
+    return text
+
+
+def support_problems(graph: onnx.GraphProto, names: Sequence[str], opsets: Mapping[str, int],
+                     versions: bool = True) -> tuple[list[tuple[int, int]], list[tuple[int, str, str, str]]]:
+    """(opset, op version) of every node, and (index, name, op, reason) of each node that cannot be converted.
+    ``versions=False`` leaves out problems with the op's version (for a model about to be upgraded)."""
+    plan, bad = [], []
+    for i, (node, name) in enumerate(zip(graph.node, names)):
+        problem, resolved = _problem(node, opsets)
+        plan.append(resolved)
+        if problem is not None and (versions or resolved[1] == 0 or find_op(node.op_type) is None):
+            bad.append((i, name, node.op_type, problem))
+    return plan, bad
+
+
+def unsupported_error(bad: Sequence[tuple[int, str, str, str]], note: str = "") -> UnsupportedNodesError:
+    nodes = [(name, op, why) for _, name, op, why in bad]
+    return UnsupportedNodesError(describe_nodes(nodes, note), nodes)
+
+
 def check_support(graph: onnx.GraphProto, names: Sequence[str],
                   opsets: Mapping[str, int]) -> list[tuple[int, int]]:
     """(opset, op version) of every node; an UnsupportedNodesError listing every node that cannot be converted."""
-    plan, bad = [], []
-    for node, name in zip(graph.node, names):
-        problem, resolved = _problem(node, opsets)
-        plan.append(resolved)
-        if problem is not None:
-            bad.append((name, node.op_type, problem))
+    plan, bad = support_problems(graph, names, opsets)
     if bad:
-        ops = Counter(op for _, op, _ in bad)
-        summary = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(ops.items()))
-        shown = bad[:40]
-        lines = "\n".join(f"  - node {name!r} (op {op}): {why}" for name, op, why in shown)
-        more = f"\n  ... and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
-        known = ", ".join(o.op for o in all_ops() if not o.domain and not o.internal)
-        raise UnsupportedNodesError(
-            f"the model has {len(bad)} node(s) reprobuild cannot convert (ops: {summary}):\n{lines}{more}\n"
-            f"reprobuild implements these default-domain ops: {known}", bad)
+        raise unsupported_error(bad)
     return plan

@@ -1,16 +1,25 @@
 """Reading and writing manifests: canonical JSON, atomic writes, bounded reads, versioned loading.
 
-Loading checks ``schema_version`` first: a future version is refused with a message saying to upgrade; an older
+Loading is bounded before it is parsed (:func:`load_json`, also used for the manifest an engine embeds): at most
+``MAX_MANIFEST_BYTES`` bytes, arrays and objects nested at most ``MAX_JSON_DEPTH`` deep (checked by a linear scan
+of the bytes outside strings *before* ``json.loads``, which recurses once per level), integers within
+``[-2**63, 2**64)`` (a longer digit string is refused before it is converted) and finite floats (no ``NaN`` or
+``Infinity`` literal, no ``1e999``). Each violation is a :class:`FormatError` naming it.
+
+Loading then checks ``schema_version``: a future version is refused with a message saying to upgrade; an older
 one is lifted one version at a time through ``MIGRATIONS`` before validation.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from reprobuild.digest import canonical_json, sha256_hex
@@ -19,6 +28,88 @@ from reprobuild.fileio import atomic_write, read_bounded
 from reprobuild.manifest.models import SCHEMA_VERSION, Manifest, Pinned
 
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+#: Arrays and objects nest at most this deep; a manifest nests about 7 levels (pinned.layers[i].tactic.parameters).
+MAX_JSON_DEPTH = 64
+#: Integers anywhere in a manifest lie in [MIN_JSON_INT, MAX_JSON_INT]: int64 and uint64 values (seeds, byte counts).
+MIN_JSON_INT = -(2**63)
+MAX_JSON_INT = 2**64 - 1
+_MAX_INT_CHARS = len(str(MIN_JSON_INT))  # 20 characters: the longest in-range integer literal ("-9223372036854775808")
+
+
+def _json_depth(text: str) -> int:
+    """How deep arrays and objects nest in ``text``, counting only brackets outside strings; linear, no recursion
+    (0 when there are too few brackets anywhere to nest deeper than ``MAX_JSON_DEPTH``).
+
+    A quote preceded by an odd run of backslashes is escaped: turning each escaped backslash (two backslashes),
+    then each backslash-quote left, into two neutral characters leaves only the quotes that open or close strings;
+    splitting on them puts the text outside strings at the even indices. (Where the text is not valid JSON this
+    may miscount after the first invalid character, but ``json.loads`` stops there, so it never nests deeper
+    than counted.)"""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # the fast path: too few brackets to nest too deep
+    plain = text.replace("\\\\", "__").replace('\\"', "__")
+    outside = "".join(plain.split('"')[0::2])
+    brackets = re.sub(r"[^\[\]{}]+", "", outside)
+    chars = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
+    steps = np.where((chars == ord("[")) | (chars == ord("{")), 1, -1).astype(np.int8)
+    deepest = level = 0
+    for start in range(0, steps.size, 1 << 22):  # in chunks: a cumulative sum of int64 per byte would be 8x the text
+        levels = np.cumsum(steps[start:start + (1 << 22)], dtype=np.int64) + level
+        deepest, level = max(deepest, int(levels.max())), int(levels[-1])
+    return deepest
+
+
+def _parse_int(literal: str, source: str) -> int:
+    digits = literal.lstrip("-")
+    if len(literal) > _MAX_INT_CHARS:
+        raise FormatError(f"{source} has an integer of {len(digits)} digits ({digits[:12]}...); integers in a "
+                          f"manifest lie within [-2**63, 2**64) (at most 20 digits). It is corrupted or not a "
+                          "reprobuild manifest; regenerate it")
+    value = int(literal)
+    if not MIN_JSON_INT <= value <= MAX_JSON_INT:
+        raise FormatError(f"{source} has the integer {value}, outside [-2**63, 2**64) where every integer of a "
+                          "manifest lies. It is corrupted or not a reprobuild manifest; regenerate it")
+    return value
+
+
+def _parse_float(literal: str, source: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise FormatError(f"{source} has the number {literal[:40]}, which overflows a float; numbers in a manifest "
+                          "are finite. It is corrupted or not a reprobuild manifest; regenerate it")
+    return value
+
+
+def _refuse_constant(literal: str, source: str) -> Any:
+    raise FormatError(f"{source} has the literal {literal}, which is not JSON (RFC 8259) and which no manifest "
+                      "holds: every number in a manifest is finite. It is corrupted or was not written by "
+                      "reprobuild; regenerate it")
+
+
+def load_json(data: bytes, source: str = "manifest") -> Any:
+    """Parse manifest JSON within the caps (size, nesting depth, integer range, finite numbers), or raise
+    :class:`FormatError` naming the one exceeded."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise FormatError(f"{source} is {len(data)} bytes; a manifest may be at most {MAX_MANIFEST_BYTES} bytes")
+    try:
+        text = data.decode(json.detect_encoding(data))
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{source} is not valid JSON: it is not UTF-8 text ({exc})") from None
+    depth = _json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise FormatError(f"{source} nests arrays and objects {depth} levels deep; a manifest nests at most "
+                          f"{MAX_JSON_DEPTH} (about 7 in practice). It is corrupted or not a reprobuild manifest; "
+                          "regenerate it")
+    try:
+        return json.loads(text, parse_int=lambda s: _parse_int(s, source),
+                          parse_float=lambda s: _parse_float(s, source),
+                          parse_constant=lambda s: _refuse_constant(s, source))
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{source} is not valid JSON: {exc}") from None
+    except RecursionError:  # unreachable under MAX_JSON_DEPTH; a typed error all the same
+        raise FormatError(f"{source} nests too deep to parse; a manifest nests at most {MAX_JSON_DEPTH} "
+                          "levels") from None
+
 
 def _v1_to_v2(document: dict[str, Any]) -> dict[str, Any]:
     """Version 2 records pass versions, each layer's ONNX nodes, pinned inputs and opset upgrades. A version-1
@@ -103,10 +194,7 @@ def upgrade(document: dict[str, Any], source: str = "manifest") -> dict[str, Any
 
 
 def manifest_from_json(data: bytes, source: str = "manifest") -> Manifest:
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{source} is not valid JSON: {exc}") from None
+    document = load_json(data, source)
     if not isinstance(document, dict):
         raise FormatError(f"{source} is JSON but not an object; a manifest is an object with a schema_version")
     document = upgrade(document, source)
@@ -117,8 +205,12 @@ def manifest_from_json(data: bytes, source: str = "manifest") -> Manifest:
 
 
 def pinned_from_json(data: bytes, source: str = "embedded manifest") -> Pinned:
+    """The pinned manifest an engine embeds, read within the same caps as a manifest file (:func:`load_json`)."""
+    document = load_json(bytes(data), source)
+    if not isinstance(document, dict):
+        raise FormatError(f"{source} is JSON but not an object; the embedded manifest is the pinned part, an object")
     try:
-        return Pinned.model_validate_json(data)
+        return Pinned.model_validate(document)
     except ValidationError as exc:
         raise FormatError(f"{source} does not match the manifest schema:\n{exc}") from None
 

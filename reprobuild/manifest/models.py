@@ -1,4 +1,4 @@
-"""The build manifest, schema version 2 (pydantic v2, ``extra="forbid"`` everywhere).
+"""The build manifest, schema version 3 (pydantic v2, ``extra="forbid"`` everywhere).
 
 Two parts. ``pinned`` is everything that decides the engine's bytes: model digest, build config, environment
 fingerprint, the layers with their chosen tactics by value, kernel source digests and compile options, memory
@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 3
+#: Seeds (of the timing inputs and of the golden vectors) are integers in [0, MAX_SEED]: what NumPy's generators take.
+MAX_SEED = 2**64 - 1
 
 JsonScalar = int | str
 AttrJson = int | str | list[int] | list[str]
@@ -68,7 +70,7 @@ class PassRecord(Strict):
 class BuildConfigRecord(Strict):
     backend: Literal["cpu", "cuda"]
     timing: TimingConfig
-    seed: int = Field(description="seed of the random inputs tactics are timed on")
+    seed: int = Field(ge=0, le=MAX_SEED, description="seed of the random inputs tactics are timed on")
     max_workspace_bytes: int = Field(ge=0)
     determinism: Literal["run_to_run", "any"]
     tactic_sources: list[str] | None = Field(description="allowed tactic sources; null allows all")
@@ -139,7 +141,7 @@ class GoldenRecord(Strict):
     """What the engine computed, at build time, from inputs drawn with ``seed``: the digests ``reprobuild verify
     --against`` compares with, bit for bit, in another run, process or machine."""
 
-    seed: int
+    seed: int = Field(ge=0, le=MAX_SEED)
     inputs: list[DigestRecord] = Field(description="sha256 of each input drawn from the seed, to detect a "
                                                    "generator that draws differently")
     outputs: list[DigestRecord]
@@ -187,6 +189,15 @@ class LayerEvidence(Strict):
     candidates: list[CandidateRecord]
 
 
+class NonfiniteWeightRecord(Strict):
+    """A constant of the engine holding NaN or infinite values, and how many of each."""
+
+    name: str
+    nan: int = Field(ge=0)
+    posinf: int = Field(ge=0)
+    neginf: int = Field(ge=0)
+
+
 class Evidence(Strict):
     started_at: str = Field(description="UTC, ISO 8601")
     wall_seconds: float
@@ -197,6 +208,13 @@ class Evidence(Strict):
     timing_cache_hits: int = 0
     phase_seconds: dict[str, float] = Field(default_factory=dict, description="wall time of each build phase")
     layers: list[LayerEvidence]
+    nonfinite_weights: list[NonfiniteWeightRecord] = Field(
+        default_factory=list,
+        description="the engine's constants that hold NaN or infinite values (the build warns of each), in name "
+                    "order; empty when every weight is finite. Evidence, not pinned: the weights' bytes are already "
+                    "pinned (through the model digest and the structural hash, which covers every weight's digest), "
+                    "so this is an observation derived from them, not a decision of the build, and it leaves the "
+                    "engine's identity and schema version unchanged")
 
 
 class EngineRecord(Strict):

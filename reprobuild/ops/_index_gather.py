@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from reprobuild.dtypes import ALL
+from reprobuild.ops._constant_limits import check_constant_size
 from reprobuild.ops.base import (
     ABSENT,
     Attr,
@@ -195,4 +196,5 @@ class NonZero(BuildTimeOp):
                             "when the network is built only if its input is a constant")
         if x.ndim == 0:
             raise node.fail("a scalar input is not supported (ONNX and onnxruntime disagree on its output shape)")
+        check_constant_size(node, (x.ndim, int(np.count_nonzero(x))), "int64")
         node.define_constant(np.stack(np.nonzero(x != 0)).astype(np.int64))

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from reprobuild.dtypes import FLOATS, INTEGERS, np_dtype
+from reprobuild.ops._constant_limits import check_constant_size
 from reprobuild.ops.base import Attr, BuildTimeOp, Node, OpError, scalar
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 
@@ -70,6 +71,7 @@ class _Window(BuildTimeOp):
         if n_total == 0 and dtype.kind in "iu":
             raise node.fail("a symmetric (periodic=0) window of one sample is 0/0 (NaN), which an integer "
                             "output_datatype cannot hold; use periodic=1 or a size above 1")
+        check_constant_size(node, (size,), "float64", "the float64 values it computes")
         a0, a1, a2 = self.coefficients
         n = np.arange(size, dtype=np.float64)
         with np.errstate(all="ignore"):
@@ -128,6 +130,7 @@ class MelWeightMatrix(BuildTimeOp):
             if not 0 <= index < spectrum:
                 raise node.fail(f"{name}={hz} maps to DFT bin {index}, outside the {spectrum} bins of dft_length "
                                 f"{dft_length} at sample_rate {rate}")
+        check_constant_size(node, (spectrum, bins), "float64", "the float64 values it computes")
         points = _mel_points(bins + 2, dft_length, rate, low, high, np.float64)
         if not np.array_equal(points, _mel_points(bins + 2, dft_length, rate, low, high, np.float32)):
             raise node.fail("a mel point falls within rounding of a DFT bin edge, so the matrix differs between "

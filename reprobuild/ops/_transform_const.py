@@ -15,20 +15,18 @@ import math
 import numpy as np
 
 from reprobuild.dtypes import np_dtype
+from reprobuild.ops._constant_limits import check_constant_size
 from reprobuild.ops.base import Attr, BuildTimeOp, Node, OpError, scalar
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 
-#: The largest constant these ops may make (the value is stored in the engine file).
-MAX_CONSTANT_BYTES = 1 << 31
 RANGE_TYPES = ("float16", "bfloat16", "float32", "float64", "int16", "int32", "int64")
 _STASH = {1: np.float32, 11: np.float64}
 
 
 def _check_size(node: Node, count: int, dtype: str) -> None:
-    nbytes = count * int(np_dtype(dtype).itemsize)
-    if nbytes > MAX_CONSTANT_BYTES:
-        raise node.fail(f"the output would hold {count} elements ({nbytes} bytes); the limit for a constant "
-                        f"made at build time is {MAX_CONSTANT_BYTES} bytes")
+    """A ResourceError before allocating an output of ``count`` elements over the build-time constant limit
+    (reprobuild.ops._constant_limits.MAX_BUILD_CONSTANT_BYTES)."""
+    check_constant_size(node, (count,), dtype)
 
 
 class Range(BuildTimeOp):
@@ -83,5 +81,5 @@ class EyeLike(BuildTimeOp):
             dtype = dtype_of_elem_type(int(node.attr("dtype")), "the output") if node.has_attr("dtype") else x.dtype
         except OpError as exc:
             raise node.fail(str(exc)) from None
-        _check_size(node, x.size, dtype)
+        check_constant_size(node, x.shape, dtype)
         node.define_constant(np.eye(x.shape[0], x.shape[1], int(node.attr("k")), dtype=np_dtype(dtype)))

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from reprobuild.dtypes import ALL
+from reprobuild.ops._constant_limits import check_constant_size, check_constant_value
 from reprobuild.ops.base import (
     ABSENT,
     Attr,
@@ -25,9 +26,6 @@ from reprobuild.ops.base import (
     axis_in_range,
     ints,
 )
-
-#: The largest constant ConstantOfShape may make at build time (the folded value lives in the engine file).
-MAX_CONSTANT_BYTES = 1 << 31
 
 
 class Identity(OpDef):
@@ -58,6 +56,7 @@ class Dropout(OpDef):
         x = node.input(0)
         assert x is not None
         if node.output_used(1):
+            check_constant_size(node, x.shape, "bool", "its mask output")
             node.define_constant(np.ones(x.shape, dtype=bool), output=1)
         node.emit({}, inputs=[0], n_outputs=1, op="Identity")
 
@@ -91,8 +90,9 @@ class Constant(BuildTimeOp):
             value = np.asarray(value, dtype=np.float32)
         elif key in ("value_int", "value_ints"):
             value = np.asarray(value, dtype=np.int64)
-        node.define_constant(np.asarray(value))
-
+        value = np.asarray(value)
+        check_constant_value(node, value, f"its value ({key})")
+        node.define_constant(value)
 
 
 class ConstantOfShape(BuildTimeOp):
@@ -108,10 +108,7 @@ class ConstantOfShape(BuildTimeOp):
             raise node.fail(f"value must hold one element; it holds {fill.size}")
         if any(d < 0 for d in dims):
             raise node.fail(f"negative dimension in shape {list(dims)}")
-        nbytes = int(np.prod(dims, dtype=np.float64)) * fill.dtype.itemsize
-        if nbytes > MAX_CONSTANT_BYTES:
-            raise node.fail(f"the constant of shape {list(dims)} would take {nbytes} bytes; the limit is "
-                            f"{MAX_CONSTANT_BYTES}")
+        check_constant_size(node, dims, fill.dtype)
         node.define_constant(np.full(dims, fill[0], dtype=fill.dtype))
 
 

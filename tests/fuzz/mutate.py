@@ -34,7 +34,9 @@ def _deep(depth: int) -> Any:
 
 
 LEAVES = st.one_of(st.none(), st.booleans(), NASTY_INTS, st.integers(), NASTY_FLOATS, NAMES,
-                   st.binary(max_size=16), st.sampled_from([[], {}, _deep(200), [0] * 70, [2**40] * 4]))
+                   st.binary(max_size=16),
+                   # deep-copied: a mutation must never change a value the strategy hands out again
+                   st.sampled_from([[], {}, _deep(200), [0] * 70, [2**40] * 4]).map(copy.deepcopy))
 VALUES = st.recursive(LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                        st.dictionaries(NAMES, inner, max_size=3)), max_leaves=6)
 

@@ -1,0 +1,389 @@
+"""Write the bad-engine corpus: ``tests/corpus/engine/NAME.engine``, one engine file per defect the loader must
+refuse with a typed error (``tests/corpus/test_engine.py`` says which).
+
+    python -m tests.corpus.make_engine [--out DIR]
+
+It builds two small valid CPU engines from the bundled examples (``small_cnn.onnx``, ``mlp.onnx``) with every
+tactic pinned (the first eligible one in the tactics' stable priority order; nothing is timed), then makes each
+bad file by unpacking the msgpack header, editing it, and writing it back with a valid sha256 trailer. Where the
+defect is not in the embedded manifest itself, the manifest is edited the same way and its own sha256 recomputed,
+so the file holds exactly one defect and reaches the check that should catch it past every integrity check.
+
+The output is a function of the examples, this reprobuild and the machine's environment fingerprint (which the
+embedded manifest records): the same checkout on the same machine writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from reprobuild.builder import AlgorithmSelector, Builder, BuilderConfig
+from reprobuild.digest import array_digest, canonical_json, sha256_hex
+from reprobuild.dtypes import np_dtype
+from reprobuild.engine.format import ALIGNMENT, FORMAT_VERSION, MAGIC
+from reprobuild.engine.memory import LayerUse, plan_memory
+from reprobuild.frontend import network_from_onnx_path
+from reprobuild.kernels.tactic import default_registry
+from reprobuild.logger import Logger, Severity
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+EXAMPLES = os.path.join(REPO, "examples")
+OUT = os.path.join(HERE, "engine")
+_PREAMBLE = struct.Struct("<8sIQ")
+
+
+class FirstEligible(AlgorithmSelector):
+    """Pins every layer to its first eligible tactic (stable priority order): no timing, no noise."""
+
+    requires_timing = False
+    untimed_reason = "the corpus pins each layer's first eligible tactic"
+
+
+def build(model: str) -> bytes:
+    quiet = Logger(Severity.ERROR)
+    network, _ = network_from_onnx_path(os.path.join(EXAMPLES, model), quiet)
+    config = BuilderConfig(backend="cpu", warmup=0, iterations=1, runs_per_sample=1,
+                           algorithm_selector=FirstEligible())
+    return Builder(quiet).build(network, config).engine
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+class Engine:
+    """An engine file taken apart: its header (a dict), the embedded manifest (a dict) and the weight buffer."""
+
+    def __init__(self, data: bytes) -> None:
+        _, _, header_len = _PREAMBLE.unpack_from(data)
+        self.header: dict[str, Any] = msgpack.unpackb(data[_PREAMBLE.size:_PREAMBLE.size + header_len], raw=False)
+        start = -(-(_PREAMBLE.size + header_len) // ALIGNMENT) * ALIGNMENT
+        self.buffer = data[start:-32]
+        self.manifest: dict[str, Any] = json.loads(self.header["manifest"])
+
+    def copy(self) -> Engine:
+        return copy.deepcopy(self)
+
+    def layer(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The layer of that name in the header and in the embedded manifest."""
+        header = next(layer for layer in self.header["layers"] if layer["name"] == name)
+        manifest = next(layer for layer in self.manifest["layers"] if layer["name"] == name)
+        return header, manifest
+
+    def tensors(self, name: str) -> list[dict[str, Any]]:
+        """Every record of the tensor ``name`` (shape and dtype), in the header and in the manifest."""
+        h, m = self.header, self.manifest
+        groups = [h["inputs"], h["outputs"], h["activations"], h["weights"], m["inputs"], m["outputs"]]
+        groups += [layer[k] for layer in m["layers"] for k in ("inputs", "outputs")]
+        return [t for group in groups for t in group if t["name"] == name]
+
+    def rewire(self, layer: str, side: str, index: int, tensor: dict[str, Any]) -> None:
+        """Make input or output ``index`` of a layer (``side``: "inputs" or "outputs") the tensor ``tensor`` (name,
+        shape, dtype), in the header and the manifest."""
+        header, manifest = self.layer(layer)
+        header[side][index] = tensor["name"]
+        manifest[side][index] = dict(tensor)
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a tensor everywhere: bindings, activations, layers, memory plan, manifest."""
+        for t in self.tensors(old):
+            t["name"] = new
+        for layer in self.header["layers"]:
+            layer["inputs"] = [new if t == old else t for t in layer["inputs"]]
+            layer["outputs"] = [new if t == old else t for t in layer["outputs"]]
+        offsets = self.header["memory"]["offsets"]
+        if old in offsets:
+            offsets[new] = offsets.pop(old)
+
+    def replan(self) -> None:
+        """Recompute the memory plan (header and manifest) from the activations' shapes, as the builder does."""
+        from reprobuild.dtypes import itemsize
+
+        registry = default_registry()
+        sizes = {t["name"]: int(np.prod(t["shape"], dtype=object)) * itemsize(t["dtype"])
+                 for t in self.header["activations"]}
+        uses = [LayerUse(tuple(layer["inputs"]), tuple(layer["outputs"]),
+                         bool(getattr(registry.get(layer["op"], layer["tactic"]["name"], layer["tactic"]["version"]),
+                                      "aliases_input", False)), layer["workspace_bytes"])
+                for layer in self.header["layers"]]
+        plan = plan_memory(sizes, uses, [t["name"] for t in self.header["inputs"]],
+                           [t["name"] for t in self.header["outputs"]], self.header["memory"]["alignment"])
+        self.header["memory"].update(activation_bytes=plan.activation_bytes, workspace_offset=plan.workspace_offset,
+                                     workspace_bytes=plan.workspace_bytes, offsets=dict(plan.offsets))
+        self.manifest["memory"].update(activation_bytes=plan.activation_bytes, workspace_bytes=plan.workspace_bytes,
+                                       context_bytes=plan.context_bytes,
+                                       unshared_activation_bytes=plan.unshared_bytes)
+
+    def redigest_weight(self, name: str) -> None:
+        """Recompute a weight's sha256 after its recorded shape or dtype changed (the bytes stay the same)."""
+        w = next(w for w in self.header["weights"] if w["name"] == name)
+        raw = self.buffer[w["offset"]:w["offset"] + w["nbytes"]]
+        w["sha256"] = array_digest(np.frombuffer(raw, dtype=np_dtype(w["dtype"])).reshape(w["shape"]))
+
+    def pack(self, manifest: bytes | None = None) -> bytes:
+        """Engine bytes with a valid trailer; the embedded manifest is this one's canonical JSON (or ``manifest``)
+        with a matching sha256."""
+        header = dict(self.header)
+        header["manifest"] = canonical_json(self.manifest) if manifest is None else manifest
+        header["manifest_sha256"] = sha256_hex(header["manifest"])
+        packed = msgpack.packb(_canonical(header), use_bin_type=True)
+        head = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(packed)) + packed
+        body = head + b"\0" * (-len(head) % ALIGNMENT) + self.buffer
+        return body + hashlib.sha256(body).digest()
+
+
+# --- the defects ---------------------------------------------------------------------------------------------------
+# Each takes a fresh copy of a valid engine (small_cnn: "cnn", mlp: "mlp") and returns the bad file's bytes.
+
+
+def conv_strides_renamed(cnn: Engine, mlp: Engine) -> bytes:
+    for layer in cnn.layer("branch_a"):
+        layer["attrs"]["strideS"] = layer["attrs"].pop("strides")
+    return cnn.pack()
+
+
+def concat_axis_renamed(cnn: Engine, mlp: Engine) -> bytes:
+    for layer in cnn.layer("concat"):
+        layer["attrs"]["axms"] = layer["attrs"].pop("axis")
+    return cnn.pack()
+
+
+def conv_strides_wrong_type(cnn: Engine, mlp: Engine) -> bytes:
+    for layer in cnn.layer("branch_a"):
+        layer["attrs"]["strides"] = "1,1"
+    return cnn.pack()
+
+
+def conv_strides_wrong_rank(cnn: Engine, mlp: Engine) -> bytes:
+    for layer in cnn.layer("branch_a"):
+        layer["attrs"]["strides"] = [1]
+    return cnn.pack()
+
+
+def conv_strides_zero(cnn: Engine, mlp: Engine) -> bytes:
+    for layer in cnn.layer("branch_b"):
+        layer["attrs"]["strides"] = [0, 0]
+    return cnn.pack()
+
+
+def concat_axis_out_of_range(cnn: Engine, mlp: Engine) -> bytes:
+    for layer in cnn.layer("concat"):
+        layer["attrs"]["axis"] = 7
+    return cnn.pack()
+
+
+def gemm_unknown_attribute(cnn: Engine, mlp: Engine) -> bytes:
+    for layer in mlp.layer("fc3"):
+        layer["attrs"]["transC"] = 1
+    return mlp.pack()
+
+
+def wrong_rank(cnn: Engine, mlp: Engine) -> bytes:
+    """The network input recorded as [2, 3, 1024] (the same bytes as [2, 3, 32, 32]): the first convolution
+    gets an input of rank 3 and a weight of rank 4."""
+    for t in cnn.tensors("image"):
+        t["shape"] = [2, 3, 1024]
+    return cnn.pack()
+
+
+def conv_weight_wrong_rank(cnn: Engine, mlp: Engine) -> bytes:
+    """A convolution weight recorded as [8, 16] instead of [8, 16, 1, 1] (same bytes, re-digested)."""
+    for t in cnn.tensors("branch_a.w"):
+        t["shape"] = [8, 16]
+    cnn.redigest_weight("branch_a.w")
+    return cnn.pack()
+
+
+def layer_output_shape_disagrees(cnn: Engine, mlp: Engine) -> bytes:
+    """fc1's output recorded as [8, 64] where its op computes [8, 128]; memory plan recomputed to match."""
+    for t in mlp.tensors("a1"):
+        t["shape"] = [8, 64]
+    mlp.replan()
+    return mlp.pack()
+
+
+def unknown_op(cnn: Engine, mlp: Engine) -> bytes:
+    for layer in mlp.layer("softmax"):
+        layer["op"] = "Frobnicate"
+    return mlp.pack()
+
+
+def cuda_tactic_in_cpu_engine(cnn: Engine, mlp: Engine) -> bytes:
+    cuda = next(t for t in default_registry().candidates("Softmax", "cuda") if t.name == "cuda_Softmax")
+    for layer in mlp.layer("softmax"):
+        layer["tactic"] = dict(cuda.ref)
+    return mlp.pack()
+
+
+def tactic_family_mismatch(cnn: Engine, mlp: Engine) -> bytes:
+    for layer in mlp.layer("fc3"):
+        layer["tactic"]["family"] = "conv"
+    return mlp.pack()
+
+
+def output_named_as_weight(cnn: Engine, mlp: Engine) -> bytes:
+    """Layer branch_a's output renamed to the name of a weight ("half"), everywhere it appears."""
+    cnn.rename("ba", "half")
+    return cnn.pack()
+
+
+def activation_produced_twice(cnn: Engine, mlp: Engine) -> bytes:
+    """fc2 writes a1, which fc1 produces too."""
+    mlp.rewire("fc2", "outputs", 0, {"name": "a1", "shape": [8, 128], "dtype": "float32"})
+    return mlp.pack()
+
+
+def input_written_by_layer(cnn: Engine, mlp: Engine) -> bytes:
+    """The last layer writes the network input instead of its own output."""
+    mlp.rewire("softmax", "outputs", 0, {"name": "input", "shape": [8, 64], "dtype": "float32"})
+    return mlp.pack()
+
+
+def layer_reads_undefined_tensor(cnn: Engine, mlp: Engine) -> bytes:
+    mlp.rewire("fc3", "inputs", 0, {"name": "nowhere", "shape": [8, 96], "dtype": "float32"})
+    return mlp.pack()
+
+
+def activation_never_written(cnn: Engine, mlp: Engine) -> bytes:
+    """An activation that is neither a network input nor written by any layer, read by fc3: its memory would be
+    uninitialised."""
+    mlp.header["activations"].append({"name": "ghost", "shape": [8, 96], "dtype": "float32"})
+    mlp.rewire("fc3", "inputs", 0, {"name": "ghost", "shape": [8, 96], "dtype": "float32"})
+    mlp.replan()
+    return mlp.pack()
+
+
+def duplicate_layer_names(cnn: Engine, mlp: Engine) -> bytes:
+    for layer in mlp.layer("fc2"):
+        layer["name"] = "fc1"
+    return mlp.pack()
+
+
+def rank_65(cnn: Engine, mlp: Engine) -> bytes:
+    for t in mlp.tensors("input"):
+        t["shape"] = [8, 64] + [1] * 63
+    return mlp.pack()
+
+
+def dims_overflow_int64(cnn: Engine, mlp: Engine) -> bytes:
+    """Every dimension below 2**40, but their product (2**93 elements) far beyond int64."""
+    for t in mlp.tensors("input"):
+        t["shape"] = [2**31, 2**31, 2**31]
+    return mlp.pack()
+
+
+def dim_2_40(cnn: Engine, mlp: Engine) -> bytes:
+    for t in mlp.tensors("input"):
+        t["shape"] = [2**40, 64]
+    return mlp.pack()
+
+
+def negative_dim(cnn: Engine, mlp: Engine) -> bytes:
+    for t in mlp.tensors("input"):
+        t["shape"] = [-8, 64]
+    return mlp.pack()
+
+
+def memory_offset_out_of_range(cnn: Engine, mlp: Engine) -> bytes:
+    """The memory plan places "probs" past the end of the activation arena."""
+    mlp.header["memory"]["offsets"]["probs"] = 2**40
+    return mlp.pack()
+
+
+def terabyte_activations(cnn: Engine, mlp: Engine) -> bytes:
+    """A consistent engine (memory plan and manifest included) whose batch is 2**39: 448 TiB of activations per
+    execution context, which no machine has."""
+    for name in [t["name"] for t in mlp.header["activations"]]:
+        for t in mlp.tensors(name):
+            t["shape"] = [2**39, *t["shape"][1:]]
+    mlp.replan()
+    return mlp.pack()
+
+
+def binding_dtype_disagrees(cnn: Engine, mlp: Engine) -> bytes:
+    """The output binding says float16; the layer producing "probs" (and the activation) are float32."""
+    for t in (*mlp.header["outputs"], *mlp.manifest["outputs"]):
+        t["dtype"] = "float16"
+    return mlp.pack()
+
+
+def binding_shape_disagrees(cnn: Engine, mlp: Engine) -> bytes:
+    for t in (*mlp.header["outputs"], *mlp.manifest["outputs"]):
+        t["shape"] = [8, 5]
+    return mlp.pack()
+
+
+def layers_out_of_order(cnn: Engine, mlp: Engine) -> bytes:
+    """fc2 listed before fc1, whose output it reads."""
+    for doc in (mlp.header, mlp.manifest):
+        layers = doc["layers"]
+        layers[0], layers[1] = layers[1], layers[0]
+    return mlp.pack()
+
+
+def embedded_manifest_fake_tactic(cnn: Engine, mlp: Engine) -> bytes:
+    """The embedded manifest names a tactic the header does not use (its digest is valid)."""
+    mlp.layer("fc3")[1]["tactic"]["name"] = "cpu_fastest_ever"
+    return mlp.pack()
+
+
+def embedded_manifest_other_attrs(cnn: Engine, mlp: Engine) -> bytes:
+    mlp.layer("fc3")[1]["attrs"]["transB"] = 1
+    return mlp.pack()
+
+
+def embedded_manifest_missing_layer(cnn: Engine, mlp: Engine) -> bytes:
+    del mlp.manifest["layers"][-1]
+    return mlp.pack()
+
+
+def embedded_manifest_not_json(cnn: Engine, mlp: Engine) -> bytes:
+    return mlp.pack(manifest=b"{not json")
+
+
+DEFECTS: dict[str, Callable[[Engine, Engine], bytes]] = {
+    f.__name__: f for f in (
+        conv_strides_renamed, concat_axis_renamed, conv_strides_wrong_type, conv_strides_wrong_rank,
+        conv_strides_zero, concat_axis_out_of_range, gemm_unknown_attribute, wrong_rank, conv_weight_wrong_rank,
+        layer_output_shape_disagrees, unknown_op, cuda_tactic_in_cpu_engine, tactic_family_mismatch,
+        output_named_as_weight, activation_produced_twice, input_written_by_layer, layer_reads_undefined_tensor,
+        activation_never_written, duplicate_layer_names, rank_65, dims_overflow_int64, dim_2_40, negative_dim,
+        memory_offset_out_of_range, terabyte_activations, binding_dtype_disagrees, binding_shape_disagrees,
+        layers_out_of_order, embedded_manifest_fake_tactic, embedded_manifest_other_attrs,
+        embedded_manifest_missing_layer, embedded_manifest_not_json,
+    )
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=OUT, help=f"where to write the files (default: {OUT})")
+    args = parser.parse_args(argv)
+    cnn, mlp = Engine(build("small_cnn.onnx")), Engine(build("mlp.onnx"))
+    os.makedirs(args.out, exist_ok=True)
+    for name, make in DEFECTS.items():
+        data = make(cnn.copy(), mlp.copy())
+        path = os.path.join(args.out, f"{name}.engine")
+        with open(path, "wb") as f:
+            f.write(data)
+        print(f"{path}  {len(data)} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

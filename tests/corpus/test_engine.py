@@ -1,0 +1,223 @@
+"""The bad-engine corpus: every file in ``tests/corpus/engine`` is refused with the typed error its defect
+deserves, by the runtime and by the command line (``reprobuild inspect`` and ``reprobuild run``), never with
+another exception or a traceback. Also: a list of inputs instead of a mapping, and one execution context shared
+by several threads (each call is refused or returns exactly its own outputs).
+
+Regenerate the corpus with ``python -m tests.corpus.make_engine``; each file's defect is described there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from reprobuild.cli.main import main
+from reprobuild.engine import Engine, Runtime
+from reprobuild.errors import FormatError, InputError, ReprobuildError, ResourceError, UsageError
+from tests.corpus import make_engine
+
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine")
+
+#: file name (without .engine) -> (error class, message regex (searched, DOTALL), exit code)
+TABLE: dict[str, tuple[type[ReprobuildError], str, int]] = {
+    # attributes and shapes, through the op definitions
+    "conv_strides_renamed": (FormatError, r"layer 'branch_a' \(op Conv\) has no attribute 'strides', which Conv "
+                                          r"needs; it has \['strideS'\] instead", 4),
+    "concat_axis_renamed": (FormatError, r"layer 'concat' \(op Concat\) has no attribute 'axis', which Concat needs; "
+                                         r"it has \['axms'\] instead", 4),
+    "conv_strides_wrong_type": (FormatError, r"layer 'branch_a' \(op Conv\): attribute 'strides' is str '1,1'; "
+                                             r"Conv's 'strides' is a list of integers", 4),
+    "conv_strides_wrong_rank": (FormatError, r"layer 'branch_a' \(op Conv\): its attributes .*'strides': \[1\]\} do "
+                                             r"not fit its inputs .*IndexError", 4),
+    "conv_strides_zero": (FormatError, r"layer 'branch_b' \(op Conv\): its attributes .* do not fit its inputs "
+                                       r".*ZeroDivisionError", 4),
+    "concat_axis_out_of_range": (FormatError, r"layer 'concat' \(op Concat\): its attributes \{'axis': 7\} do not "
+                                              r"fit its inputs", 4),
+    "gemm_unknown_attribute": (FormatError, r"layer 'fc3' \(op Gemm\) has attribute\(s\) \['transC'\], which Gemm "
+                                            r"does not know", 4),
+    "wrong_rank": (FormatError, r"layer 'stem' \(op FusedConv\): .*\[2, 3, 1024\] float32.*equal rank", 4),
+    "conv_weight_wrong_rank": (FormatError, r"layer 'branch_a' \(op Conv\): .*\[8, 16\] float32.*equal rank", 4),
+    "layer_output_shape_disagrees": (FormatError, r"layer 'fc1' \(op FusedGemm\) records outputs "
+                                                  r"\['a1 \[8, 64\] float32'\].* computes \['\[8, 128\] float32'\]", 4),
+    "unknown_op": (FormatError, r"layer 'softmax' \(op Frobnicate\): 'Frobnicate' cannot be the op of a layer", 4),
+    # tactics
+    "cuda_tactic_in_cpu_engine": (FormatError, r"layer 'softmax' \(op Softmax\) uses tactic reference\.cuda_Softmax "
+                                               r"v\d+, which runs on the cuda backend, but the engine is for the cpu "
+                                               r"backend", 4),
+    "tactic_family_mismatch": (FormatError, r"layer 'fc3' \(op Gemm\) records tactic \w+ v\d+ in family 'conv'; "
+                                            r"that tactic belongs to family 'gemm'", 4),
+    # names and wiring
+    "output_named_as_weight": (FormatError, r"tensor 'half' is both a weight and an activation tensor", 4),
+    "activation_produced_twice": (FormatError, r"layer 'fc2' .* writes 'a1', which layer 'fc1' writes too", 4),
+    "input_written_by_layer": (FormatError, r"layer 'softmax' .* writes 'input', which is a network input", 4),
+    "layer_reads_undefined_tensor": (FormatError, r"layer 'fc3' .* reads tensor 'nowhere', which the engine does "
+                                                  r"not define", 4),
+    "activation_never_written": (FormatError, r"layer 'fc3' .* reads activation 'ghost', which is neither a network "
+                                              r"input nor written by any layer", 4),
+    "duplicate_layer_names": (FormatError, r"two layers named 'fc1'", 4),
+    "layers_out_of_order": (FormatError, r"out of topological order: engine layer 'fc2' \(#0, op FusedGemm\) reads "
+                                         r"'a1', which layer 'fc1' \(#1\) writes only later", 4),
+    "binding_dtype_disagrees": (FormatError, r"output binding 'probs' is \[8, 10\] float16, but layer 'softmax' "
+                                             r"writes it as \[8, 10\] float32", 4),
+    "binding_shape_disagrees": (FormatError, r"output binding 'probs' is \[8, 5\] float32, but layer 'softmax' "
+                                             r"writes it as \[8, 10\] float32", 4),
+    # caps (the header's schema)
+    "rank_65": (FormatError, r"tensor 'input' has 65 dimensions; an engine tensor has at most 16", 4),
+    "dims_overflow_int64": (FormatError, r"tensor 'input' of shape \[2147483648, 2147483648, 2147483648\] \(float32\)"
+                                         r" would take \d+ bytes; an engine tensor takes at most 4611686018427387903",
+                            4),
+    "dim_2_40": (FormatError, r"tensor 'input' has a dimension of 2\*\*40 or more", 4),
+    "negative_dim": (FormatError, r"tensor 'input' has a negative dimension", 4),
+    "memory_offset_out_of_range": (FormatError, r"memory plan places activation 'probs' \(320 bytes\) at offset "
+                                                r"1099511627776, which is not inside the 7168-byte activation arena",
+                                   4),
+    # memory: a consistent engine that needs hundreds of TiB per context
+    "terabyte_activations": (ResourceError, r"needs \d+ bytes \(448\.0 TiB\) of cpu memory: .* the cap is \d+ bytes "
+                                            r".*the host's physical memory.*--max-memory", 13),
+    # the embedded manifest
+    "embedded_manifest_fake_tactic": (FormatError, r"embedded manifest disagrees with its header: layer 'fc3' tactic: "
+                                                   r"the manifest records .*'cpu_fastest_ever'", 4),
+    "embedded_manifest_other_attrs": (FormatError, r"embedded manifest disagrees with its header: layer 'fc3' "
+                                                   r"attributes", 4),
+    "embedded_manifest_missing_layer": (FormatError, r"embedded manifest disagrees with its header: layers: the "
+                                                     r"manifest records \['fc1', 'fc2', 'fc3'\]", 4),
+    "embedded_manifest_not_json": (FormatError, r"embedded manifest.*JSON", 4),
+}
+
+#: ``reprobuild inspect`` only reads the file and allocates nothing, so an engine that merely needs more memory
+#: than this machine has is shown (with its memory plan), not refused.
+INSPECT_EXIT = {"terabyte_activations": 0}
+
+
+def _path(name: str) -> str:
+    return os.path.join(CORPUS, f"{name}.engine")
+
+
+def _read(name: str) -> bytes:
+    with open(_path(name), "rb") as f:
+        return f.read()
+
+
+def test_every_corpus_file_is_in_the_table() -> None:
+    files = sorted(f[:-len(".engine")] for f in os.listdir(CORPUS) if f.endswith(".engine"))
+    assert sorted(os.listdir(CORPUS)) == [f"{name}.engine" for name in files], "a corpus file not named *.engine"
+    assert files == sorted(TABLE), "regenerate the corpus (python -m tests.corpus.make_engine) or update TABLE"
+    assert sorted(make_engine.DEFECTS) == sorted(TABLE)
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_the_runtime_refuses_it_with_a_typed_error(name: str) -> None:
+    error, pattern, _ = TABLE[name]
+    data = _read(name)
+    assert len(data) < 200_000
+    with pytest.raises(ReprobuildError) as info:
+        Runtime().deserialize_engine(data)
+    assert type(info.value) is error, f"{type(info.value).__name__}: {info.value}"
+    assert re.search(pattern, str(info.value), re.DOTALL), str(info.value)
+
+
+@pytest.mark.parametrize("command", ["inspect", "run"])
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_the_cli_exits_with_its_code_and_no_traceback(name: str, command: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, code = TABLE[name]
+    if command == "inspect":
+        code = INSPECT_EXIT.get(name, code)
+    args = [command, _path(name)] + (["--random-inputs", "0"] if command == "run" else [])
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err, err
+    if code:
+        assert f"reprobuild {command}: error: " in err
+
+
+@pytest.fixture(scope="module")
+def mlp() -> Engine:
+    """The valid engine the corpus's mlp files are made from, taken apart and packed again by the corpus tool:
+    it loads and runs, so each bad file's only problem is its defect."""
+    return Runtime().deserialize_engine(make_engine.Engine(make_engine.build("mlp.onnx")).pack())
+
+
+def test_the_corpus_tool_itself_writes_valid_engines(mlp: Engine) -> None:
+    cnn = Runtime().deserialize_engine(make_engine.Engine(make_engine.build("small_cnn.onnx")).pack())
+    for engine in (mlp, cnn):
+        feeds = {b.name: np.zeros(b.shape, b.dtype) for b in engine.inputs if b.value is None}
+        outputs = engine.create_execution_context().execute(feeds)
+        assert [b.name for b in engine.outputs] == list(outputs)
+
+
+def test_a_generous_memory_cap_is_honoured_and_a_tight_one_refused() -> None:
+    data = make_engine.Engine(make_engine.build("mlp.onnx")).pack()
+    engine = Runtime(max_memory=1 << 40).deserialize_engine(data)
+    need = engine.weights_bytes + engine.device_memory_size
+    with pytest.raises(ResourceError, match=rf"needs {need} bytes .* the cap is {need - 1} bytes .*max_memory"):
+        Runtime(max_memory=need - 1).deserialize_engine(data)
+    capped = Runtime(max_memory=need).deserialize_engine(data)
+    first = capped.create_execution_context()  # weights + one context: fits
+    with pytest.raises(ResourceError, match="each of 2 execution contexts"):
+        capped.create_execution_context()
+    del first
+    capped.create_execution_context()  # the first one's memory is free again
+    with pytest.raises(UsageError, match="positive number of bytes"):
+        Runtime(max_memory=0)
+
+
+def test_execute_with_a_list_is_an_input_error(mlp: Engine) -> None:
+    x = np.zeros((8, 64), np.float32)
+    with pytest.raises(InputError, match=r"inputs are a mapping from input name to array, such as \{'input': "
+                                         r"array\}; got a list\. This engine's inputs: input \[8, 64\] float32"):
+        mlp.create_execution_context().execute([x])  # type: ignore[arg-type]
+
+
+def test_threads_sharing_one_context_are_refused_never_raced(mlp: Engine) -> None:
+    """Several threads run one context with inputs of their own: each call either is refused (UsageError) or
+    returns exactly the outputs a single-threaded run on another context gives for its inputs. (Before execute
+    held the context through the copy of its outputs, about 1 call in 500 here returned another thread's.)"""
+    threads, wanted = 4, 1500
+    rng = np.random.default_rng(0)
+    feeds = [{"input": rng.standard_normal((8, 64)).astype(np.float32)} for _ in range(threads)]
+    reference = mlp.create_execution_context()
+    expected = [reference.execute(f)["probs"].tobytes() for f in feeds]
+    assert len(set(expected)) == threads
+    shared = mlp.create_execution_context()
+    done = [0] * threads
+    refused = [0] * threads
+    wrong: list[str] = []
+    deadline = time.monotonic() + 8.0  # a slow machine makes fewer calls, never a longer test
+
+    def work(i: int) -> None:
+        while done[i] < wanted and time.monotonic() < deadline:
+            try:
+                if done[i] % 10 == 9:
+                    got = shared.execute_traced(feeds[i])[0]["probs"].tobytes()
+                else:
+                    got = shared.execute(feeds[i])["probs"].tobytes()
+            except UsageError:
+                refused[i] += 1
+                time.sleep(0)  # let the thread that holds the context go on
+                continue
+            except Exception as exc:  # anything else fails the test
+                wrong.append(f"thread {i}: {type(exc).__name__}: {exc}")
+                return
+            if got != expected[i]:
+                wrong.append(f"thread {i}, call {done[i]}: outputs of another thread's inputs")
+            done[i] += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, so that a race, if any, shows
+    try:
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not wrong, wrong[:5]
+    assert all(n > 0 for n in done), (done, refused)
