@@ -5,7 +5,8 @@
 Each golden is the manifest of a timed CPU build, with the sha256 of the engine it produced. The test
 ``tests/reprobuild/test_golden.py`` replays each one and asserts the identical engine digest wherever the
 environment matches the recorded one. Regenerate only on purpose (a new tactic version, a new reference
-environment), and review the diff: ``reprobuild diff`` will show what changed.
+environment), and review the diff: ``reprobuild diff`` will show what changed. The bad manifests of
+``tests/corpus/manifest`` are derived from these: regenerate them next (``python -m tests.corpus.make_manifest``).
 """
 
 from __future__ import annotations

@@ -19,21 +19,29 @@ from reprobuild.ops.op_conv import Conv, conv_nd
 ACTIVATIONS = ("", "Clip", "Relu", "SiLU", "Sigmoid")
 
 
+#: The attributes of a fused epilogue (FusedConv, FusedGemm): the activation and Clip's bounds.
+EPILOGUE_ATTRIBUTES = {
+    "activation": Attr("string", ""),
+    "activation_min": Attr("float", 0.0),
+    "activation_max": Attr("float", 0.0),
+}
+
+
+def check_activation(attrs: Attrs) -> None:
+    """An epilogue's activation is one the kernels know."""
+    if attrs.get("activation", "") not in ACTIVATIONS:
+        raise OpError(f"activation {attrs.get('activation')!r} is not one of {', '.join(map(repr, ACTIVATIONS))}")
+
+
 class FusedConv(OpDef):
     op, versions, internal = "FusedConv", (1,), True
-    attributes = {
-        **{k: v for k, v in Conv.attributes.items() if k != "auto_pad"},
-        "activation": Attr("string", ""),
-        "activation_min": Attr("float", 0.0),
-        "activation_max": Attr("float", 0.0),
-    }
+    attributes = {**{k: v for k, v in Conv.attributes.items() if k != "auto_pad"}, **EPILOGUE_ATTRIBUTES}
     num_inputs = (3, 4)
     dtypes = FLOATS
     same_type = (1, 2, 3)
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        if attrs.get("activation", "") not in ACTIVATIONS:
-            raise OpError(f"activation {attrs.get('activation')!r} is not one of {', '.join(map(repr, ACTIVATIONS))}")
+        check_activation(attrs)
         (out,) = Conv().infer(attrs, inputs[:3])
         self.check_types(inputs)
         if len(inputs) > 3 and inputs[3].shape != out.shape:

@@ -17,25 +17,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from reprobuild.dtypes import FLOATS
-from reprobuild.ops.base import Attr, Attrs, OpDef, OpError, TensorType
-from reprobuild.ops.op_fused_conv import ACTIVATIONS, epilogue
+from reprobuild.ops.base import Attrs, OpDef, OpError, TensorType
+from reprobuild.ops.op_fused_conv import EPILOGUE_ATTRIBUTES, check_activation, epilogue
 from reprobuild.ops.op_gemm import MatMul
 
 
 class FusedGemm(OpDef):
     op, versions, internal = "FusedGemm", (1,), True
-    attributes = {
-        "activation": Attr("string", ""),
-        "activation_min": Attr("float", 0.0),
-        "activation_max": Attr("float", 0.0),
-    }
+    attributes = EPILOGUE_ATTRIBUTES
     num_inputs = (3, 4)
     dtypes = FLOATS
     same_type = (1, 2, 3)
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        if attrs.get("activation", "") not in ACTIVATIONS:
-            raise OpError(f"activation {attrs.get('activation')!r} is not one of {', '.join(map(repr, ACTIVATIONS))}")
+        check_activation(attrs)
         self.check_types(inputs)
         a, b, bias = inputs[0].shape, inputs[1].shape, inputs[2].shape
         if len(a) < 2 or len(b) != 2:

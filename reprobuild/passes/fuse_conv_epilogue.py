@@ -63,12 +63,12 @@ def activation_layers(network: Network, index: GraphIndex, tensor: str) -> tuple
     return None
 
 
-def _fuse_one(network: Network, index: GraphIndex, conv: Layer) -> tuple[list[Layer], Layer, dict] | None:
-    if len(conv.inputs) < 2 or any(index.const(t) is None for t in conv.inputs[1:]):
-        return None
-    if index.tensor(conv.outputs[0]).dtype not in ("bfloat16", "float16", "float32", "float64"):
-        return None
-    fused, tail, residual, extra = [conv], conv.outputs[0], None, {}
+def epilogue_after(network: Network, index: GraphIndex, tail: str) -> tuple[list[Layer], str | None, dict, str]:
+    """What a fused epilogue can take after the layer writing ``tail``: a residual Add that is its only reader,
+    then an activation (:func:`activation_layers`). Returns (those layers, the residual input or None, the
+    activation attributes, the tensor the last of them writes)."""
+    fused: list[Layer] = []
+    residual, extra = None, {}
     add = only_reader(network, index, tail)
     if add is not None:
         residual = residual_input(index, add, tail)
@@ -80,6 +80,16 @@ def _fuse_one(network: Network, index: GraphIndex, conv: Layer) -> tuple[list[La
         fused += found[0]
         extra = found[1]
         tail = fused[-1].outputs[0]
+    return fused, residual, extra, tail
+
+
+def _fuse_one(network: Network, index: GraphIndex, conv: Layer) -> tuple[list[Layer], Layer, dict] | None:
+    if len(conv.inputs) < 2 or any(index.const(t) is None for t in conv.inputs[1:]):
+        return None
+    if index.tensor(conv.outputs[0]).dtype not in ("bfloat16", "float16", "float32", "float64"):
+        return None
+    after, residual, extra, tail = epilogue_after(network, index, conv.outputs[0])
+    fused = [conv, *after]
     if len(fused) == 1:
         return None
     constants = {}

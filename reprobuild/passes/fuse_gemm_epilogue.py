@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from reprobuild.ir import Layer, Network
-from reprobuild.passes.fuse_conv_epilogue import activation_layers, only_reader, residual_input
+from reprobuild.passes.fuse_conv_epilogue import epilogue_after, only_reader
 from reprobuild.passes.pattern import Claims, GraphIndex, fresh_name, replace_all
 
 VERSION = 1
@@ -43,24 +43,6 @@ def _bias(index: GraphIndex, add: Layer, product_out: str, n: int) -> tuple[str,
     if index.tensor(add.outputs[0]).shape != out.shape:
         return None
     return other, value
-
-
-def _epilogue(network: Network, index: GraphIndex, tail: str) -> tuple[list[Layer], str | None, dict, str]:
-    """The residual Add and activation layers after ``tail``: (layers, residual, attributes, new tail)."""
-    fused: list[Layer] = []
-    residual, extra = None, {}
-    add = only_reader(network, index, tail)
-    if add is not None:
-        residual = residual_input(index, add, tail)
-        if residual is not None:
-            fused.append(add)
-            tail = add.outputs[0]
-    found = activation_layers(network, index, tail)
-    if found is not None:
-        fused += found[0]
-        extra = found[1]
-        tail = fused[-1].outputs[0]
-    return fused, residual, extra, tail
 
 
 def _layer(name: str, fused: list[Layer], a: str, b: str, bias: str, residual: str | None, extra: dict,
@@ -94,7 +76,7 @@ def _fuse_matmul(network: Network, index: GraphIndex, mm: Layer) -> tuple[list[L
         return None
     constants: dict[str, np.ndarray] = {}
     bias = _bias_constant(index, found[0], mm.name, found[1], constants)
-    rest, residual, extra, tail = _epilogue(network, index, add.outputs[0])
+    rest, residual, extra, tail = epilogue_after(network, index, add.outputs[0])
     fused = [mm, add, *rest]
     return fused, _layer(mm.name, fused, a, b, bias, residual, extra, tail), constants
 
@@ -111,7 +93,7 @@ def _fuse_gemm(network: Network, index: GraphIndex, gemm: Layer) -> tuple[list[L
     n = index.tensor(gemm.outputs[0]).shape[1]
     if bias.shape not in ((n,), (1, n)):
         return None
-    rest, residual, extra, tail = _epilogue(network, index, gemm.outputs[0])
+    rest, residual, extra, tail = epilogue_after(network, index, gemm.outputs[0])
     if not rest:
         return None  # a Gemm with nothing after it already runs its bias in one launch
     constants: dict[str, np.ndarray] = {}
