@@ -215,6 +215,8 @@ class Concat(OpDef):
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
         axis, first = int(attrs["axis"]), inputs[0].shape
+        if not 0 <= axis < len(first):  # canonical_attrs resolves a negative axis; the kernels rely on it
+            raise OpError(f"axis {axis} is not an axis of the rank-{len(first)} inputs (0 to {len(first) - 1})")
         for i, t in enumerate(inputs):
             if t.dtype != inputs[0].dtype:
                 raise OpError(f"input {i} has dtype {t.dtype} but input 0 has {inputs[0].dtype}")

@@ -187,6 +187,14 @@ def concat_axis_out_of_range(cnn: Engine, mlp: Engine) -> bytes:
     return cnn.pack()
 
 
+def concat_axis_negative(cnn: Engine, mlp: Engine) -> bytes:
+    """-3 is axis 1 of the rank-4 inputs in ONNX, but a layer's axis is canonical (non-negative): the kernels
+    rely on it, so the loader must refuse it (it ran into a ValueError at execute before)."""
+    for layer in cnn.layer("concat"):
+        layer["attrs"]["axis"] = -3
+    return cnn.pack()
+
+
 def gemm_unknown_attribute(cnn: Engine, mlp: Engine) -> bytes:
     for layer in mlp.layer("fc3"):
         layer["attrs"]["transC"] = 1
@@ -359,7 +367,8 @@ def embedded_manifest_not_json(cnn: Engine, mlp: Engine) -> bytes:
 DEFECTS: dict[str, Callable[[Engine, Engine], bytes]] = {
     f.__name__: f for f in (
         conv_strides_renamed, concat_axis_renamed, conv_strides_wrong_type, conv_strides_wrong_rank,
-        conv_strides_zero, concat_axis_out_of_range, gemm_unknown_attribute, wrong_rank, conv_weight_wrong_rank,
+        conv_strides_zero, concat_axis_out_of_range, concat_axis_negative, gemm_unknown_attribute, wrong_rank,
+        conv_weight_wrong_rank,
         layer_output_shape_disagrees, unknown_op, cuda_tactic_in_cpu_engine, tactic_family_mismatch,
         output_named_as_weight, activation_produced_twice, input_written_by_layer, layer_reads_undefined_tensor,
         activation_never_written, duplicate_layer_names, rank_65, dims_overflow_int64, dim_2_40, negative_dim,

@@ -39,6 +39,8 @@ TABLE: dict[str, tuple[type[ReprobuildError], str, int]] = {
                                        r".*ZeroDivisionError", 4),
     "concat_axis_out_of_range": (FormatError, r"layer 'concat' \(op Concat\): its attributes \{'axis': 7\} do not "
                                               r"fit its inputs", 4),
+    "concat_axis_negative": (FormatError, r"layer 'concat' \(op Concat\): .*axis -3 is not an axis of the rank-4 "
+                                          r"inputs", 4),
     "gemm_unknown_attribute": (FormatError, r"layer 'fc3' \(op Gemm\) has attribute\(s\) \['transC'\], which Gemm "
                                             r"does not know", 4),
     "wrong_rank": (FormatError, r"layer 'stem' \(op FusedConv\): .*\[2, 3, 1024\] float32.*equal rank", 4),
