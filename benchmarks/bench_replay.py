@@ -48,7 +48,8 @@ def build(workdir: str, model: str, name: str, cache: str, backend: str, replay:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--model", default="light_resnet50.onnx")
     parser.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--repeat", type=int, default=3, help="builds of each kind; medians are reported")

@@ -21,7 +21,8 @@ from reprobuild.frontend import network_from_onnx_path
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "fp16", "bf16"))

@@ -21,7 +21,7 @@ from tests.helpers import light_model
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--backend", default="cuda")
     parser.add_argument("--replay")
     parser.add_argument("--save")

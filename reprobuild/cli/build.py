@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from reprobuild.builder import (
@@ -107,23 +108,34 @@ def add_parser(sub: Subcommands) -> None:
 
 
 class CliProgress(ProgressMonitor):
-    """One updating line on a terminal; on a pipe, every layer with --verbose, otherwise just the summary."""
+    """Build progress on stderr. On a terminal, one updating line. Off a terminal (CI logs), a line every tenth of
+    the layers or every ``interval`` seconds, whichever comes first, so a long build is never silent. With
+    --verbose the logger already prints every layer's line, so this prints only the phase headers (each layer
+    once, not twice)."""
 
-    def __init__(self, verbose: bool) -> None:
-        self.verbose, self.tty, self.total = verbose, stderr_is_tty(), 0
+    def __init__(self, verbose: bool, interval: float = 5.0) -> None:
+        self.verbose, self.tty, self.total, self.interval = verbose, stderr_is_tty(), 0, interval
+        self._last = 0.0
 
     def phase_start(self, phase: str, parent: str | None, num_steps: int) -> None:
         self.total = num_steps
+        self._last = time.monotonic()
         print(f"{phase}: {num_steps} layers", file=sys.stderr, flush=True)
 
     def step_complete(self, phase: str, step: int, message: str) -> bool:
         if self.verbose:
-            print(message, file=sys.stderr, flush=True)
-        elif self.tty:
+            return True
+        if self.tty:
             width = 30
             done = int(width * (step + 1) / max(self.total, 1))
             text = message if len(message) < 90 else message[:87] + "..."
             print(f"\r[{'#' * done}{'.' * (width - done)}] {text:<90}", end="", file=sys.stderr, flush=True)
+            return True
+        now = time.monotonic()
+        every = max(1, self.total // 10)
+        if (step + 1) % every == 0 or step + 1 == self.total or now - self._last >= self.interval:
+            self._last = now
+            print(f"{phase}: {step + 1}/{self.total} layers; {message}", file=sys.stderr, flush=True)
         return True
 
     def phase_finish(self, phase: str) -> None:

@@ -192,7 +192,7 @@ class Subcommands:
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = self.sub.add_parser(
             name, parents=[self.common], epilog=self.epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
-            **kwargs)
+            allow_abbrev=False, **kwargs)  # no prefix matching: --input must never silently become --inputs
         return parser
 
 

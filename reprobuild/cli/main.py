@@ -45,10 +45,10 @@ def make_parser() -> argparse.ArgumentParser:
         prog="reprobuild",
         description="Deterministic, reproducible builds of inference engines from ONNX models. Every tactic "
                     "decision is recorded in a manifest that can be pinned, diffed and replayed.",
-        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"reprobuild {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("-v", "--verbose", action="count", default=0, help="more output (-vv: debug log)")
     common.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
     common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
