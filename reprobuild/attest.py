@@ -20,7 +20,8 @@ import os
 from typing import Any
 
 from reprobuild.digest import canonical_json, sha256_hex
-from reprobuild.errors import FormatError, ModelError, ReprobuildError, UsageError
+from reprobuild.errors import ModelError, UsageError
+from reprobuild.fileio import read_bounded
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -45,14 +46,6 @@ def pair_mismatch(recorded_sha256: str, engine_sha256: str, engine_label: str) -
         return None
     return (f"the manifest records engine sha256 {recorded_sha256[:16]}..., but {engine_label} is "
             f"{engine_sha256[:16]}...: they are not a pair; rebuild, or pass the manifest written with this engine")
-
-
-def _read(path: str, limit: int, what: str, too_big: type[ReprobuildError] = FormatError) -> bytes:
-    from reprobuild.fileio import read_bounded
-
-    if os.path.isdir(path):  # before read_bounded, whose os.fdopen raises a bare IsADirectoryError for one
-        raise UsageError(f"{what} {path!r} is a directory; give a file")
-    return read_bounded(path, limit, what, too_big)
 
 
 def _installed(distribution: str) -> str | None:
@@ -99,7 +92,7 @@ def _manifest_checks(manifest_path: str, engine_sha256: str, engine_label: str,
     from reprobuild.manifest.io import MAX_MANIFEST_BYTES, manifest_from_json
     from reprobuild.manifest.io import pinned_sha256 as digest_of_pinned
 
-    data = _read(manifest_path, MAX_MANIFEST_BYTES, "manifest")
+    data = read_bounded(manifest_path, MAX_MANIFEST_BYTES, "manifest")
     manifest = manifest_from_json(data, f"manifest {manifest_path!r}")
     if manifest.engine is None:
         raise UsageError(f"manifest {manifest_path!r} records no engine digest, so it cannot vouch for "
@@ -132,7 +125,7 @@ def make_statement(engine_data: bytes, engine_name: str, manifest_path: str | No
     model: dict[str, Any] = {"name": os.path.basename(model_path) if model_path else "model.onnx",
                              "mediaType": "application/onnx"}
     if model_path is not None:
-        actual = sha256_hex(_read(model_path, MAX_MODEL_BYTES, "model", ModelError))
+        actual = sha256_hex(read_bounded(model_path, MAX_MODEL_BYTES, "model", ModelError))
         if recorded_model is None:
             raise UsageError(f"{label} records no model digest (it was built from a network defined in code), so "
                              f"--model {model_path!r} cannot be checked against it; leave --model out")

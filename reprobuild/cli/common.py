@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reprobuild.errors import FormatError, ReprobuildError, UsageError
+from reprobuild.errors import ReprobuildError, UsageError
 from reprobuild.fileio import read_bounded
 
 MAX_ENGINE_BYTES = 64 * 1024**3
@@ -117,29 +117,18 @@ def parse_pair(form: str) -> Callable[[str], tuple[str, str]]:
     return parse
 
 
-def read_file(path: str, limit: int, what: str, too_big: type[ReprobuildError] = FormatError) -> bytes:
-    """``fileio.read_bounded``, with a directory refused up front as a :class:`UsageError` (``read_bounded`` lets
-    the IsADirectoryError of ``os.fdopen`` escape; see the hardening report)."""
-    if os.path.isdir(path):
-        raise UsageError(f"{what} {path!r} is a directory; give a file")
-    try:
-        return read_bounded(path, limit, what, too_big)
-    except IsADirectoryError:
-        raise UsageError(f"{what} {path!r} is a directory; give a file") from None
-
-
 MAX_ARRAY_BYTES = 64 * 1024**3
 
 
 def read_npy(path: str, what: str, error: type[ReprobuildError]) -> Any:
-    """The array in a .npy file, read through ``read_file`` (a FIFO or ``/dev/zero`` is refused, the size is
+    """The array in a .npy file, read through ``read_bounded`` (a FIFO or ``/dev/zero`` is refused, the size is
     capped) and never unpickled; a file that is not a plain .npy array is an ``error`` that says so (numpy's own
     message for an object array suggests unpickling it, which reprobuild never does)."""
     import io
 
     import numpy as np
 
-    data = read_file(path, MAX_ARRAY_BYTES, what)
+    data = read_bounded(path, MAX_ARRAY_BYTES, what)
     try:
         return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
     except ValueError as exc:
@@ -150,7 +139,7 @@ def read_npy(path: str, what: str, error: type[ReprobuildError]) -> Any:
 
 
 def read_engine_file(path: str) -> bytes:
-    return read_file(path, MAX_ENGINE_BYTES, "engine")
+    return read_bounded(path, MAX_ENGINE_BYTES, "engine")
 
 
 def default_engine_path(model: str) -> str:

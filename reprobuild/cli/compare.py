@@ -14,7 +14,6 @@ from reprobuild.cli.common import (
     parse_fraction,
     parse_tolerance,
     read_engine_file,
-    read_file,
 )
 from reprobuild.compare import (
     ERROR_STATS,
@@ -26,7 +25,7 @@ from reprobuild.compare import (
 from reprobuild.digest import sha256_hex
 from reprobuild.engine import Engine, Runtime
 from reprobuild.errors import ModelError, ToleranceError
-from reprobuild.fileio import atomic_write, check_writable
+from reprobuild.fileio import atomic_write, check_writable, read_bounded
 from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
 from reprobuild.logger import Logger, Severity
 from reprobuild.textformat import table
@@ -84,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.report, "--report")
     runtime = Runtime(Logger(Severity.WARNING), max_memory=args.max_memory)
     engine = runtime.deserialize_engine(read_engine_file(args.engine))
-    model_bytes = read_file(args.model, MAX_MODEL_BYTES, "model", ModelError)
+    model_bytes = read_bounded(args.model, MAX_MODEL_BYTES, "model", ModelError)
     model = load_reference_model(model_bytes, f"model {args.model!r}")
     check_model_bindings(model, [b.name for b in engine.inputs], [b.name for b in engine.outputs],
                          f"model {args.model!r}", f"engine {args.engine!r}")

@@ -86,11 +86,7 @@ class OnnxParser:
 
     def parse_from_file(self, path: str | os.PathLike[str], input_shapes: Mapping[str, Sequence[int]] | None = None,
                         input_values: Mapping[str, np.ndarray] | None = None) -> ModelInfo:
-        try:
-            data = read_bounded(path, MAX_MODEL_BYTES, "model", ModelError)
-        except IsADirectoryError:  # os.open opens a directory on Linux; reading it is what fails
-            raise UsageError(f"model {os.fspath(path)!r} is a directory; give an ONNX model file") from None
-        return self.parse(data, input_shapes, input_values)
+        return self.parse(read_bounded(path, MAX_MODEL_BYTES, "model", ModelError), input_shapes, input_values)
 
     def parse(self, data: bytes, input_shapes: Mapping[str, Sequence[int]] | None = None,
               input_values: Mapping[str, np.ndarray] | None = None) -> ModelInfo:
