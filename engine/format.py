@@ -496,6 +496,10 @@ def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
 
     where = f"engine layer {layer.name!r} (op {layer.op})"
     opdef = find_op(layer.op)
+    if opdef is None and "::" in layer.op:  # a plugin's op (domain::op): say which plugin to register
+        from reprobuild.plugins import plugin_registry
+
+        raise plugin_registry().not_registered(layer.op)
     if opdef is None or isinstance(opdef, BuildTimeOp) or opdef.lowered_to is not None:
         why = ("this reprobuild has no such op" if opdef is None else
                "it is computed when a network is parsed" if isinstance(opdef, BuildTimeOp) else

@@ -151,3 +151,34 @@ def check_memory_cap(backend: str, weights_bytes: int, context_bytes: int, conte
         "really has that much memory, raise the cap (--max-memory BYTES on the command line, "
         "Runtime(max_memory=BYTES) in Python); otherwise rebuild the engine for smaller inputs (reprobuild build "
         "--input-shape), or use fewer execution contexts at once")
+
+
+@dataclass(frozen=True)
+class MemoryTotals:
+    """TensorRT's build-log memory lines for one engine. Host persistent: the engine file, which the runtime keeps
+    (on cpu the weights are views into it). Device persistent: the weights uploaded to the GPU (none on cpu).
+    Scratch: what each execution context allocates (activations, workspace, cuBLAS workspace)."""
+
+    host_persistent_bytes: int
+    device_persistent_bytes: int
+    scratch_bytes: int
+
+    @classmethod
+    def of(cls, backend: str, engine_bytes: int, weights_bytes: int, context_bytes: int) -> MemoryTotals:
+        return cls(engine_bytes, weights_bytes if backend == "cuda" else 0, context_bytes)
+
+    def lines(self) -> list[str]:
+        return [f"Total Host Persistent Memory: {self.host_persistent_bytes} bytes",
+                f"Total Device Persistent Memory: {self.device_persistent_bytes} bytes",
+                f"Total Scratch Memory: {self.scratch_bytes} bytes"]
+
+
+def device_memory_info(backend: object) -> tuple[int, int] | None:
+    """(free, total) bytes of the backend's GPU from ``cudaMemGetInfo``; None on cpu."""
+    if getattr(backend, "name", None) != "cuda":
+        return None
+    import cupy
+
+    with cupy.cuda.Device(getattr(backend, "device_id", 0)):
+        free, total = cupy.cuda.runtime.memGetInfo()
+    return int(free), int(total)

@@ -33,7 +33,10 @@ import numpy as np
 
 from reprobuild.digest import array_digest
 from reprobuild.dtypes import dtype_name, itemsize, np_dtype
+from reprobuild.engine.advice import shape_advice
+from reprobuild.engine.allocator import GpuAllocator, allocate_scratch, check_allocator
 from reprobuild.engine.format import deserialize_engine, engine_sha256
+from reprobuild.engine.interop import as_torch, check_output_form, to_backend
 from reprobuild.engine.memory import LayerUse, check_memory_cap, physical_memory_bytes, plan_memory
 from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineTensor
 from reprobuild.errors import FormatError, InputError, ReprobuildError, UsageError
@@ -98,14 +101,17 @@ class Runtime:
     """Deserializes engines. The logger and error recorder are inherited by engines and contexts.
 
     ``max_memory``: the most bytes an engine's weights and the scratch memory of its live execution contexts may
-    take together (None: the device's total memory on cuda, the host's physical memory on cpu)."""
+    take together (None: the device's total memory on cuda, the host's physical memory on cpu).
+    ``gpu_allocator``: supplies every execution context's scratch memory (None: a default ``GpuAllocator``)."""
 
     def __init__(self, logger: Logger | None = None, error_recorder: ErrorRecorder | None = None,
-                 registry: TacticRegistry | None = None, max_memory: int | None = None) -> None:
+                 registry: TacticRegistry | None = None, max_memory: int | None = None,
+                 gpu_allocator: GpuAllocator | None = None) -> None:
         self.logger = logger or Logger()
         self.error_recorder = error_recorder
         self.registry = registry or default_registry()
         self.max_memory = check_max_memory(max_memory)
+        self.gpu_allocator = check_allocator(gpu_allocator)
 
     def deserialize_engine(self, data: bytes | bytearray | memoryview) -> Engine:
         try:
@@ -132,6 +138,7 @@ class Engine:
         self.sha256 = sha256
         self.logger = runtime.logger
         self.error_recorder = runtime.error_recorder
+        self.gpu_allocator = runtime.gpu_allocator
         self.backend: Backend = get_backend(header.backend)
         self._tensors = {t.name: t for t in header.activations}
         self._check_references(weights)
@@ -278,7 +285,9 @@ class Engine:
         graph = self._graph_choice(cuda_graph)
         with self._contexts_lock:
             self._check_memory_cap(len(self._contexts) + 1)
-            context = ExecutionContext(self, self.backend.empty_bytes(max(self.device_memory_size, 1)), graph)
+            context = ExecutionContext(self, None, graph)
+            context.device_memory = allocate_scratch(self.gpu_allocator, max(self.device_memory_size, 1),
+                                                     "context scratch memory", self.backend, context)
             self._contexts.add(context)
         return context
 
@@ -320,12 +329,18 @@ class ExecutionContext:
 
     def _set_device_memory(self, memory: Any) -> None:
         need = self.engine.device_memory_size
+        if memory is not None and not isinstance(memory, (np.ndarray, self.backend.xp.ndarray)):
+            with self.backend.activate(self.stream):  # a torch tensor or another DLPack object: its memory, shared
+                memory = to_backend(memory, self.backend, "device_memory")
         if memory is None or getattr(memory, "dtype", None) != np.uint8 or memory.ndim != 1 or memory.size < need:
             raise UsageError(f"device memory must be a 1-D uint8 {self.backend.name} array of at least {need} "
                              "bytes (Engine.device_memory_size)")
         if not isinstance(memory, self.backend.xp.ndarray):
             raise UsageError(f"device memory must be a {self.backend.xp.__name__} array for this "
                              f"{self.backend.name} engine")
+        if isinstance(memory, np.ndarray) and not memory.flags.writeable:
+            raise UsageError("device memory must be writable; this array is read-only (NumPy marks arrays it "
+                             "imports through DLPack read-only: pass the NumPy array itself)")
         memory_plan = self.engine.header.memory
         self._memory = memory
         self._views = {
@@ -366,7 +381,9 @@ class ExecutionContext:
         finally:
             self._lock.release()
 
-    def _check_inputs(self, inputs: Mapping[str, Any]) -> None:
+    def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The inputs as arrays of the engine's backend (``interop.to_backend``: shared, not copied, where the
+        backend can read them in place), checked against the engine's bindings."""
         expected = {b.name: b for b in self.engine.inputs}
         listing = ", ".join(f"{b.name} {list(b.shape)} {b.dtype}" for b in expected.values())
         if not isinstance(inputs, Mapping):
@@ -379,14 +396,19 @@ class ExecutionContext:
         if missing or unknown:
             raise self._fail(InputError(
                 f"inputs do not match the engine's: missing {missing}, unexpected {unknown}; expected: {listing}"))
+        arrays = {}
         for name, b in expected.items():
             if name not in inputs:
                 continue
-            value = inputs[name]
+            try:
+                with self.backend.activate(self.stream):  # a DLPack producer orders its work before this stream
+                    value = arrays[name] = to_backend(inputs[name], self.backend, name)
+            except InputError as exc:
+                raise self._fail(exc) from None
             shape, dtype = tuple(getattr(value, "shape", ())), str(getattr(value, "dtype", type(value).__name__))
             if shape != b.shape:
                 raise self._fail(InputError(f"input {name!r} has shape {list(shape)}; the engine was built for "
-                                            f"{list(b.shape)} (rebuild with --input-shape to change it)"))
+                                            f"{list(b.shape)}. {shape_advice(name, None, b.shape, shape)}"))
             if dtype != b.dtype:
                 raise self._fail(InputError(f"input {name!r} has dtype {dtype}; the engine expects {b.dtype} "
                                             f"(convert with array.astype(numpy.{b.dtype}))"))
@@ -398,21 +420,38 @@ class ExecutionContext:
                         f"was built (--input-value), and this engine computes only that case; it was given "
                         f"{np.array2string(np.asarray(host), threshold=16)}. Rebuild with --input-value "
                         f"{name}=... for other values"))
+        return arrays
 
     def enqueue(self, inputs: Mapping[str, Any],
                 after_layer: Callable[[int, Sequence[Any]], None] | None = None) -> dict[str, Any]:
         """Run asynchronously on this context's stream; returns the output buffers (valid until the next run).
 
+        Inputs may be NumPy or CuPy arrays, torch tensors, or any DLPack / CUDA-array-interface object; a CUDA
+        tensor is read in place on the device, on this context's stream, so leave it unchanged until the stream
+        has run (``synchronize``). The returned arrays are the context's own memory: ``torch.from_dlpack`` (or any
+        framework's) shares it without a copy, at ``get_tensor_address(name)``.
+
         ``after_layer(index, outputs)``, when given, is called after each layer is enqueued with that layer's
         output buffers (how ``execute_traced`` looks inside a run)."""
-        self._check_ready(inputs)
+        arrays = self._check_ready(inputs)
         with self._exclusive():
-            return self._run(inputs, after_layer)
+            return self._run(arrays, after_layer)
 
-    def _check_ready(self, inputs: Mapping[str, Any]) -> None:
+    def _check_ready(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         if self._memory is None:
             raise self._fail(UsageError("this context has no device memory yet; set context.device_memory first"))
-        self._check_inputs(inputs)
+        return self._check_inputs(inputs)
+
+    def get_tensor_address(self, name: str) -> int:
+        """The address of a binding (an input or output) in this context's memory, as TensorRT's
+        ``IExecutionContext.get_tensor_address``: a device pointer on cuda, a host one on cpu."""
+        bindings = [t.name for t in self.engine.header.inputs] + [b.name for b in self.engine.outputs]
+        view = self._views.get(name)
+        if view is None or name not in bindings:
+            raise self._fail(UsageError(f"{name!r} is not an input or output of this engine"
+                                        + ("" if self._memory is not None else " (or the context has no memory yet)")
+                                        + f"; its bindings: {bindings}"))
+        return int(view.data.ptr) if self.backend.name == "cuda" else int(view.ctypes.data)
 
     def _run(self, inputs: Mapping[str, Any],
              after_layer: Callable[[int, Sequence[Any]], None] | None = None) -> dict[str, Any]:
@@ -440,13 +479,24 @@ class ExecutionContext:
                     after_layer(index, self._outs[index])
         return {b.name: views[b.name] for b in self.engine.outputs}
 
-    def execute(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Run synchronously; returns new host (NumPy) arrays. The context is held from the upload of the inputs
-        to the copy of the outputs, so a concurrent call from another thread is refused (UsageError) rather than
-        overwriting the outputs before they are copied."""
-        self._check_ready(inputs)
+    def execute(self, inputs: Mapping[str, Any], outputs: str = "numpy") -> dict[str, Any]:
+        """Run synchronously and return new arrays the caller owns. ``inputs`` as ``enqueue`` takes them;
+        ``outputs``: 'numpy' (host arrays), 'device' (arrays of the engine's backend: CuPy on cuda, copied on the
+        device, never through the host; every framework imports them with ``from_dlpack``), or 'torch' (torch
+        tensors over those device arrays' memory, no copy).
+
+        The context is held from the upload of the inputs to the copy of the outputs, so a concurrent call from
+        another thread is refused (UsageError) rather than overwriting the outputs before they are copied."""
+        check_output_form(outputs)
+        arrays = self._check_ready(inputs)
         with self._exclusive():
-            return self.to_host(self._run(inputs))
+            result = self._run(arrays)
+            if outputs == "numpy":
+                return self.to_host(result)
+            with self.backend.activate(self.stream):
+                owned = {name: self.backend.xp.array(value, copy=True) for name, value in result.items()}
+                self.backend.synchronize()
+        return {name: as_torch(value) for name, value in owned.items()} if outputs == "torch" else owned
 
     def to_host(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Wait for this context's stream and copy ``enqueue``'s outputs to new host arrays."""
@@ -471,10 +521,10 @@ class ExecutionContext:
             for (offset, _, _), out in zip(slots[index], outs):
                 self.backend.copy_bytes(trace, offset, out)
 
-        self._check_ready(inputs)
+        arrays = self._check_ready(inputs)
         with self._exclusive():
             trace = self.backend.empty_bytes(max(total, 1))
-            outputs = self.to_host(self._run(inputs, keep))
+            outputs = self.to_host(self._run(arrays, keep))
             with self.backend.activate(self.stream):
                 host = self.backend.to_host(trace, copy=False)  # the trace buffer is this call's own
         layers = [[host[o:o + int(np.prod(s, dtype=np.int64)) * itemsize(d)].view(np_dtype(d)).reshape(s)

@@ -116,6 +116,24 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _simd_targets() -> str:
+    """The SIMD targets NumPy dispatches its kernels to on this CPU (its baseline and the dispatch targets the CPU
+    has): the vectorized exp, tanh, sin, ... give different last bits on different targets, so two CPUs with the
+    same model name but different extensions (AVX-512 or not) are different numerics."""
+    import importlib
+
+    try:
+        umath: Any = importlib.import_module("numpy._core._multiarray_umath")
+    except ImportError:  # numpy < 2
+        umath = importlib.import_module("numpy.core._multiarray_umath")
+    try:
+        features = umath.__cpu_features__
+        found = [t for t in umath.__cpu_dispatch__ if features.get(t)]
+        return " ".join([*umath.__cpu_baseline__, *found]) or "none"
+    except AttributeError:
+        return "unknown"
+
+
 def _blas_name() -> str:
     try:
         config = np.show_config(mode="dicts")
@@ -163,6 +181,7 @@ class CpuBackend(Backend):
             "backend": "cpu",
             "cpu.model": _cpu_model(),
             "cpu.count": str(os.cpu_count()),
+            "cpu.simd": _simd_targets(),
             "blas": _blas_name(),
             **_env(CPU_NUMERIC_ENV),
         }

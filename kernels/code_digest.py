@@ -1,7 +1,8 @@
 """Per-tactic identity: a digest over exactly the Python code a tactic runs.
 
 A tactic's code is its class, the classes it derives from, and every function, class and constant of
-reprobuild that those reference by name, transitively (found by reading their syntax trees). For the reference
+reprobuild that those reference by name, transitively (found by reading their syntax trees); for a tactic
+defined outside reprobuild (a plugin's), of its own top-level package too. For the reference
 tactics that is also the op definition whose ``compute`` they run. Adding a tactic or an op to a module
 therefore leaves every other tactic's digest, and every pin that uses it, unchanged, while editing any code a
 tactic runs changes its digest.
@@ -40,9 +41,14 @@ def _qualified(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
 
 
-def _in_scope(obj: Any) -> bool:
+def _within(module: str, packages: frozenset[str]) -> bool:
+    """Whether ``module`` is reprobuild's, or of one of ``packages`` (the top-level packages of plugin code)."""
+    return module.startswith("reprobuild.") or module.split(".")[0] in packages
+
+
+def _in_scope(obj: Any, packages: frozenset[str] = frozenset()) -> bool:
     module = getattr(obj, "__module__", None) or ""
-    return (module.startswith("reprobuild.") and module not in FRAMEWORK_MODULES
+    return (_within(module, packages) and module not in FRAMEWORK_MODULES
             and _qualified(obj) not in FRAMEWORK_CLASSES)
 
 
@@ -54,7 +60,7 @@ def _source(obj: Any) -> str:
 _CONSTANT_TYPES = (int, float, str, bytes, tuple, frozenset, types.MappingProxyType)
 
 
-def _referenced(obj: Any) -> tuple[list[Any], dict[str, str]]:
+def _referenced(obj: Any, packages: frozenset[str]) -> tuple[list[Any], dict[str, str]]:
     """What ``obj``'s source names, resolved in its module: objects (globals, attributes of imported modules,
     base classes), and module-level constants as ``repr``."""
     module = sys.modules[obj.__module__]
@@ -67,9 +73,9 @@ def _referenced(obj: Any) -> tuple[list[Any], dict[str, str]]:
             target, name = module.__dict__.get(node.id), f"{module.__name__}.{node.id}"
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             base = module.__dict__.get(node.value.id)
-            if isinstance(base, types.ModuleType) and base.__name__.startswith("reprobuild."):
+            if isinstance(base, types.ModuleType) and _within(base.__name__, packages):
                 target, name = getattr(base, node.attr, None), f"{base.__name__}.{node.attr}"
-        if isinstance(target, _CONSTANT_TYPES) and name.startswith("reprobuild."):
+        if isinstance(target, _CONSTANT_TYPES) and _within(name, packages):
             value = dict(target) if isinstance(target, types.MappingProxyType) else target
             constants[name] = repr(value)
         elif target is not None:
@@ -100,14 +106,17 @@ def code_closure(roots: Iterable[Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     constants: dict[str, str] = {}
     stack = [r if isinstance(r, (type, types.FunctionType)) else type(r) for r in roots]
+    # Code outside reprobuild is in scope when a root comes from it (a plugin's tactic): its top-level package.
+    packages = frozenset(m.split(".")[0] for m in (getattr(r, "__module__", None) or "" for r in stack)
+                         if m and not m.startswith("reprobuild") and m != "builtins")
     while stack:
         obj = stack.pop()
         if isinstance(obj, (staticmethod, classmethod)):
             obj = obj.__func__
-        if not isinstance(obj, (type, types.FunctionType)) or not _in_scope(obj) or _qualified(obj) in out:
+        if not isinstance(obj, (type, types.FunctionType)) or not _in_scope(obj, packages) or _qualified(obj) in out:
             continue
         out[_qualified(obj)] = _source(obj)
-        found, named = _referenced(obj)
+        found, named = _referenced(obj, packages)
         constants.update(named)
         stack.extend(found)
     return dict(sorted({**out, **{f"{k} (constant)": v for k, v in constants.items()}}.items()))

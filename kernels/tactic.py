@@ -21,7 +21,7 @@ import numpy as np
 
 from reprobuild.digest import digest_of
 from reprobuild.dtypes import FLOATS, INTEGERS, np_dtype
-from reprobuild.errors import TacticMismatchError
+from reprobuild.errors import PluginNotRegisteredError, TacticMismatchError
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.code_digest import code_sha256
 from reprobuild.kernels.nvrtc import source_sha256
@@ -194,6 +194,16 @@ class TacticRegistry:
                 index[key] = tactic
         self._index = dict(sorted(index.items()))
 
+    def with_tactics(self, tactics: Iterable[Tactic]) -> TacticRegistry:
+        """A new registry of this one's tactics and ``tactics`` (a plugin's); a key both have is refused."""
+        extra = TacticRegistry(tactics)
+        clash = sorted(set(self._index) & set(extra._index))
+        if clash:
+            raise ValueError(f"tactic {clash[0]} is registered twice")
+        combined = TacticRegistry(())
+        combined._index = dict(sorted({**self._index, **extra._index}.items()))
+        return combined
+
     def ops(self) -> list[str]:
         return sorted({op for op, _, _ in self._index})
 
@@ -211,6 +221,11 @@ class TacticRegistry:
         tactic = self._index.get((op, name, version))
         if tactic is None:
             known = [f"{n} v{v}" for (o, n, v) in self._index if o == op]
+            if not known and "::" in op:  # a plugin op (domain::op) that this registry has no tactic of
+                from reprobuild.plugins import plugin_registry
+
+                error = plugin_registry().not_registered(op)
+                raise PluginNotRegisteredError(f"{error} (tactic {name!r} version {version} is recorded for it)")
             raise TacticMismatchError(
                 f"no tactic {name!r} version {version} for op {op}; this installation has: "
                 f"{', '.join(known) or 'none'}. The engine or manifest was made by another reprobuild version; "
@@ -235,6 +250,14 @@ _DEFAULT: TacticRegistry | None = None
 
 
 def default_registry() -> TacticRegistry:
+    """Every built-in tactic (:func:`builtin_registry`) and the tactics of the plugins registered in this process
+    (:func:`reprobuild.plugins.register_plugin`): what a Builder or Runtime made without a registry uses."""
+    from reprobuild.plugins import plugin_registry
+
+    return plugin_registry().tactic_registry()
+
+
+def builtin_registry() -> TacticRegistry:
     """The registry of every tactic family listed in ``_op_list.FAMILIES``, and the reference tactics of every
     op definition."""
     global _DEFAULT

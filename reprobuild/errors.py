@@ -69,6 +69,19 @@ class ReplayMismatchError(BuildError):
     summary = "replay mismatch: the manifest does not match this model, build config or installed tactics"
 
 
+class RefitError(ReplayMismatchError):
+    """New weights, or a new model, do not fit the engine being refitted: an unknown weight name, another shape or
+    dtype, a weight left unset, or a network that differs from the engine's in more than its weights."""
+
+
+class PluginError(UsageError):
+    """A plugin cannot be registered: its op or tactics clash with reprobuild's own or another plugin's."""
+
+
+class PluginNotRegisteredError(TacticMismatchError):
+    """An engine or manifest uses a plugin op whose plugin is not registered in this process."""
+
+
 class EnvironmentMismatchError(BuildError):
     """The environment differs from the one a replayed manifest was built in, and the policy refuses that."""
 

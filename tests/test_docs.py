@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from reprobuild.errors import EXIT_CODES
 from reprobuild.manifest.schema import schema_json, schemas
-from tests.helpers import EXAMPLES, REPO, cli_env
+from tests.helpers import CUDA_SKIP, EXAMPLES, REPO, cli_env
 
 README = Path(REPO, "README.md").read_text()
 
@@ -39,11 +42,55 @@ def test_readme_main_job_runs_as_written(tmp_path: Path) -> None:
 
 
 def test_readme_python_example_runs(tmp_path: Path) -> None:
-    (block,) = section_blocks("In Python", "python")
+    """Builder -> engine -> context with a logger, an error recorder and an allocator, as the README shows it."""
+    block, _ = section_blocks("In Python", "python")
     cwd = _workdir(tmp_path)
     result = subprocess.run([sys.executable, "-c", block], cwd=cwd, env=cli_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "(8, 10)" in result.stdout
+    assert "(8, 10) 0 errors" in result.stdout
+    assert re.search(r"^allocate \d+ bytes \(context scratch memory\)$", result.stdout, re.M), result.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
+def test_readme_torch_example_runs_on_a_gpu(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    _, block = section_blocks("In Python", "python")
+    cwd = _workdir(tmp_path)
+    build = ["reprobuild", "build", "examples/mlp.onnx", "-o", "mlp.engine", "--backend", "cuda", "-q"]
+    assert subprocess.run(build, cwd=cwd, env=cli_env(), capture_output=True).returncode == 0
+    result = subprocess.run([sys.executable, "-c", block], cwd=cwd, env=cli_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_readme_refit_example_runs(tmp_path: Path) -> None:
+    (block,) = section_blocks("Refitting", "python")
+    cwd = _workdir(tmp_path)
+    result = subprocess.run([sys.executable, "-c", block], cwd=cwd, env=cli_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["RefitSelector", "0"]
+    assert (cwd / "mlp_refit.engine").exists() and (cwd / "mlp_refit.manifest.json").exists()
+
+
+def test_readme_plugin_example_runs(tmp_path: Path) -> None:
+    (block,) = section_blocks("Plugins", "python")
+    cwd = _workdir(tmp_path)
+    shutil.copytree(Path(EXAMPLES, "plugins"), cwd / "examples" / "plugins", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    result = subprocess.run([sys.executable, "-c", block], cwd=cwd, env=cli_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "com.example" in result.stdout or "scaled_tanh" in result.stdout.lower(), result.stdout
+    assert result.stdout.rstrip().endswith("(4, 16)")
+
+
+def test_readme_bench_command_runs_as_written(tmp_path: Path) -> None:
+    cwd = _workdir(tmp_path)
+    (build,) = section_blocks("Build an engine", "bash")
+    (bench,) = section_blocks("Measuring latency", "bash")
+    for command in [*build.strip().splitlines(), *bench.strip().splitlines()]:
+        result = subprocess.run(command, shell=True, cwd=cwd, env=cli_env(), capture_output=True, text=True)
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    assert json.loads((cwd / "bench.json").read_text())["iterations"] == 50
 
 
 def test_readme_setup_commands_are_what_ci_runs() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from reprobuild.builder.builder import Builder, BuildResult
 from reprobuild.builder.config import BuilderConfig, ProgressMonitor
+from reprobuild.builder.refit import RefitResult, RefitSelector, Refitter
 from reprobuild.builder.replay import ReplaySelector
 from reprobuild.builder.selector import (
     AlgorithmCandidate,
@@ -25,6 +26,9 @@ __all__ = [
     "BuilderConfig",
     "ForcingSelector",
     "ProgressMonitor",
+    "RefitResult",
+    "RefitSelector",
+    "Refitter",
     "ReplaySelector",
     "TimingCache",
     "TimingSelector",

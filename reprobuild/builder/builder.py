@@ -18,11 +18,13 @@ Weights holding NaN or infinities are built as they are, with a warning and a re
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +34,13 @@ from reprobuild.builder.config import BuilderConfig, ProgressMonitor
 from reprobuild.builder.selection import Candidate, choose, layer_seed, layer_spec, plan_candidates, time_candidates
 from reprobuild.builder.selector import AlgorithmContext, AlgorithmSelector, BuildPlan, PlannedLayer
 from reprobuild.builder.timing_cache import TimingCache
+from reprobuild.builder.timing_lock import timing_lock
 from reprobuild.digest import array_digest, sha256_hex
 from reprobuild.dtypes import dtype_name, is_float, itemsize
+from reprobuild.engine.allocator import GpuAllocator, check_allocator
 from reprobuild.engine.format import FORMAT_VERSION, engine_header, serialize_engine
 from reprobuild.engine.golden import golden_inputs, layer_digests
-from reprobuild.engine.memory import LayerUse, MemoryPlan, plan_memory
+from reprobuild.engine.memory import LayerUse, MemoryPlan, MemoryTotals, device_memory_info, plan_memory
 from reprobuild.engine.runtime import Engine, Runtime, library_workspace_bytes
 from reprobuild.environment import environment_fingerprint
 from reprobuild.errors import BuildError, ReprobuildError, ResourceError
@@ -67,11 +71,15 @@ class BuildResult:
 
 
 class Builder:
+    """Builds engines. ``gpu_allocator`` supplies the scratch memory of the build's golden run (None: a default
+    ``GpuAllocator``). Builds that time tactics on one device take turns (``timing_lock``)."""
+
     def __init__(self, logger: Logger | None = None, error_recorder: ErrorRecorder | None = None,
-                 registry: TacticRegistry | None = None) -> None:
+                 registry: TacticRegistry | None = None, gpu_allocator: GpuAllocator | None = None) -> None:
         self.logger = logger or Logger()
         self.error_recorder = error_recorder
         self.registry = registry or default_registry()
+        self.gpu_allocator = check_allocator(gpu_allocator)
 
     def create_network(self) -> NetworkDefinition:
         return NetworkDefinition()
@@ -87,7 +95,9 @@ class Builder:
                 self.error_recorder.report(exc)
             raise
 
-    def _build(self, network: Network | NetworkDefinition, config: BuilderConfig) -> BuildResult:
+    def _build(self, network: Network | NetworkDefinition, config: BuilderConfig,
+               passes_done: bool = False) -> BuildResult:
+        """The build; ``passes_done``: ``network`` is already what ``config``'s passes made (a refit's)."""
         started = time.perf_counter()
         started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         phases: dict[str, float] = {}
@@ -105,7 +115,12 @@ class Builder:
         net = network.finalize() if isinstance(network, NetworkDefinition) else network
         backend, backend_reason = resolve_backend(config.backend)
         self.logger.info(f"backend {backend.name} ({backend_reason})")
-        net = run_passes(net, config.effective_passes)
+        device_memory = device_memory_info(backend)
+        if device_memory is not None:
+            self.logger.info(f"device memory (cudaMemGetInfo): {_size(device_memory[0])} free of "
+                             f"{_size(device_memory[1])}")
+        if not passes_done:
+            net = run_passes(net, config.effective_passes)
         self.logger.info(f"network after passes {', '.join(config.effective_passes)}: {net.summary()}")
         nonfinite = _nonfinite_weights(net)
         if nonfinite:
@@ -144,26 +159,12 @@ class Builder:
                 cache.put(key, c.tactic.label, samples)
 
         phase("plan")
-        monitor.phase_start("tactic selection", None, len(layers))
-        chosen: list[Candidate] = []
-        timed = cache_hits = 0
-        for ctx, spec, candidates in layers:
-            allowed = _allowed(selector, ctx, candidates)
-            if selector.requires_timing:
-                timed += time_candidates(spec, allowed, backend, timing, layer_seed(config.seed, ctx.key),
-                                         functools.partial(cached, ctx), functools.partial(store, ctx))
-                cache_hits += sum(1 for c in allowed if c.timing_source == "cache")
-            winner = choose(allowed, selector.requires_timing, config.tie_band,
-                            getattr(selector, "untimed_reason", f"first allowed by {type(selector).__name__}"))
-            selector.report(ctx, winner.algorithm())
-            chosen.append(winner)
-            message = (f"[{ctx.index + 1}/{len(layers)}] {ctx.name} ({ctx.op}): {winner.tactic.name}"
-                       + (f" {(winner.median_ns or 0) / 1e6:.4f} ms of {len(allowed)} timed"
-                          if selector.requires_timing else " (not timed)"))
-            self.logger.log(Severity.INFO, message)
-            if not monitor.step_complete("tactic selection", ctx.index, message):
-                raise BuildError("the build was cancelled by its progress monitor")
-        monitor.phase_finish("tactic selection")
+        with (timing_lock(backend, self.logger) if selector.requires_timing
+              else contextlib.nullcontext({"waited": 0.0})) as lock:
+            chosen, timed, cache_hits = self._select(layers, selector, backend, config, timing, monitor, cached,
+                                                     store)
+        if lock["waited"]:
+            phases["timing_lock_wait"] = lock["waited"]
         phase("selection")
 
         tactics = [c.tactic for c in chosen]
@@ -207,6 +208,9 @@ class Builder:
                                                  pinned_bytes(pinned)), net.constants, digests)
         phase("serialize")
         selector.end(pinned, sha256_hex(engine))
+        totals = MemoryTotals.of(backend.name, len(engine), pinned.memory.weights_bytes, pinned.memory.context_bytes)
+        for line in totals.lines():
+            self.logger.info(line)
         manifest = m.Manifest(
             pinned=pinned,
             evidence=m.Evidence(
@@ -220,6 +224,9 @@ class Builder:
                 layers=[m.LayerEvidence(name=ctx.name, key=ctx.key, candidates=[_candidate_record(c) for c in cands])
                         for ctx, _, cands in layers],
                 nonfinite_weights=nonfinite,
+                memory_report=m.MemoryReportRecord(
+                    **dataclasses.asdict(totals), device_free_bytes=device_memory[0] if device_memory else None,
+                    device_total_bytes=device_memory[1] if device_memory else None),
             ),
             engine=m.EngineRecord(sha256=sha256_hex(engine), size_bytes=len(engine), format_version=FORMAT_VERSION),
         )
@@ -228,11 +235,40 @@ class Builder:
                          f"{time.perf_counter() - started:.2f} s")
         return BuildResult(engine=engine, manifest=manifest, network=net)
 
+    def _select(self, layers: list[tuple[AlgorithmContext, LayerSpec, list[Candidate]]],
+                selector: AlgorithmSelector, backend: Backend, config: BuilderConfig, timing: m.TimingConfig,
+                monitor: ProgressMonitor, cached: Callable[[AlgorithmContext, Candidate], list[int] | None],
+                store: Callable[[AlgorithmContext, Candidate, list[int]], None]) -> tuple[list[Candidate], int, int]:
+        """Each layer's tactic: timed (unless the selector forces one) and chosen; with the counts of timings
+        measured and taken from the timing cache."""
+        monitor.phase_start("tactic selection", None, len(layers))
+        chosen: list[Candidate] = []
+        timed = cache_hits = 0
+        for ctx, spec, candidates in layers:
+            allowed = _allowed(selector, ctx, candidates)
+            if selector.requires_timing:
+                timed += time_candidates(spec, allowed, backend, timing, layer_seed(config.seed, ctx.key),
+                                         functools.partial(cached, ctx), functools.partial(store, ctx))
+                cache_hits += sum(1 for c in allowed if c.timing_source == "cache")
+            winner = choose(allowed, selector.requires_timing, config.tie_band,
+                            getattr(selector, "untimed_reason", f"first allowed by {type(selector).__name__}"))
+            selector.report(ctx, winner.algorithm())
+            chosen.append(winner)
+            message = (f"[{ctx.index + 1}/{len(layers)}] {ctx.name} ({ctx.op}): {winner.tactic.name}"
+                       + (f" {(winner.median_ns or 0) / 1e6:.4f} ms of {len(allowed)} timed"
+                          if selector.requires_timing else " (not timed)"))
+            self.logger.log(Severity.INFO, message)
+            if not monitor.step_complete("tactic selection", ctx.index, message):
+                raise BuildError("the build was cancelled by its progress monitor")
+        monitor.phase_finish("tactic selection")
+        return chosen, timed, cache_hits
+
     def _golden(self, header: dict[str, Any], net: Network, digests: dict[str, str], seed: int,
                 max_memory: int | None = None) -> m.GoldenRecord:
         """Run the engine once, in memory, on inputs drawn from ``seed``, and record what it computes (within
         ``max_memory``, the build's cap)."""
-        runtime = Runtime(Logger(Severity.ERROR), registry=self.registry, max_memory=max_memory)
+        runtime = Runtime(Logger(Severity.ERROR), registry=self.registry, max_memory=max_memory,
+                          gpu_allocator=self.gpu_allocator)
         engine = Engine(engine_header(header, net.constants, digests), net.constants, "(in memory)", runtime)
         inputs = golden_inputs(engine.inputs, seed)
         outputs, layers = engine.create_execution_context().execute_traced(inputs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -26,14 +27,17 @@ from reprobuild.cli.common import (
     parse_seed,
     parse_shape_option,
     parse_value_option,
+    print_json,
+    read_engine_or_manifest,
     stderr_is_tty,
 )
+from reprobuild.digest import sha256_hex
 from reprobuild.envpolicy import POLICIES
 from reprobuild.errors import UsageError
 from reprobuild.fileio import atomic_write_all, check_writable
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.logger import Logger, Severity
-from reprobuild.manifest import manifest_to_json, read_manifest
+from reprobuild.manifest import Manifest, manifest_to_json
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -41,17 +45,20 @@ def add_parser(sub: Subcommands) -> None:
         "build", help="build an engine from an ONNX model, timing tactics per layer (or replaying a manifest)",
         description="Import an ONNX model, time every eligible tactic of every layer on seeded random inputs, "
                     "keep the fastest, and write the engine and a manifest that records every decision. With "
-                    "--replay, force the decisions a manifest records instead: nothing is timed, and any "
-                    "mismatch with the model, config, installed tactics or environment is an error.",
+                    "--replay, force the decisions a manifest (or an engine file's embedded manifest) records "
+                    "instead: nothing is timed, and any mismatch with the model, config, installed tactics or "
+                    "environment is an error.",
     )
     p.add_argument("model", help="the ONNX model file")
     p.add_argument("-o", "--output", metavar="ENGINE",
-                   help="engine file to write (default: the model's name with .engine, in the current directory)")
+                   help="engine file to write (default: the model's name with .engine, in the current directory); "
+                        "the model's own path or a .onnx name is refused")
     p.add_argument("--manifest", metavar="FILE",
-                   help="manifest to write (default: the engine path with .manifest.json instead of .engine)")
+                   help="manifest to write (default: the engine path with .manifest.json instead of .engine); the "
+                        "engine's or the model's path is refused")
     p.add_argument("--replay", metavar="MANIFEST",
-                   help="force the tactics this manifest records; build options left out are taken from it, and "
-                        "options given must equal it")
+                   help="force the tactics this manifest (or this engine file's embedded manifest) records; build "
+                        "options left out are taken from it, and options given must equal it")
     p.add_argument("--env-policy", choices=POLICIES, default="strict",
                    help="with --replay: how to treat environment differences from the manifest. strict refuses "
                         "any; compatible allows only those that cannot change results; ignore warns "
@@ -75,7 +82,9 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("--tie-band", type=float, metavar="FRACTION",
                    help=f"medians within this fraction of the fastest are near-ties, decided by tactic priority "
                         f"(default: {DEFAULT_TIE_BAND})")
-    p.add_argument("--seed", type=parse_seed, help="seed of the random timing inputs, 0 or more (default: 0)")
+    p.add_argument("--seed", type=parse_seed,
+                   help="seed of the random timing inputs and of the golden record's inputs (the values run, verify "
+                        "and compare --seed draw from the same seed), 0 or more (default: 0)")
     p.add_argument("--workspace", type=parse_bytes, metavar="SIZE",
                    help="largest workspace a tactic may use, e.g. 256M (default: 1G)")
     add_max_memory_option(p, "the build may need at once (weights, activations, workspace, timing buffers; not "
@@ -104,6 +113,10 @@ def add_parser(sub: Subcommands) -> None:
                    metavar="LAYER=TACTIC",
                    help="force a tactic on a layer, or on every layer of an op (Conv=cuda_direct); repeatable. "
                         "Not with --replay")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document on stdout instead of the summary: engine and manifest paths and "
+                        "sha256, each layer's chosen tactic and timing, the timing totals, build seconds and the "
+                        "warnings (progress and the log stay on stderr)")
     p.set_defaults(run=run)
 
 
@@ -157,19 +170,66 @@ def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
+class WarningsKept(Logger):
+    """A Logger that also keeps every warning, whatever its threshold, for ``build --json``'s ``warnings``."""
+
+    def __init__(self, min_severity: Severity) -> None:
+        super().__init__(min_severity)
+        self.warnings: list[str] = []
+
+    def log(self, severity: Severity, message: str) -> None:
+        if severity == Severity.WARNING:
+            with self._lock:
+                self.warnings.append(message)
+        super().log(severity, message)
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # a hard link, or another spelling realpath does not resolve
+    except OSError:
+        return False
+
+
+def check_output_paths(model: str, engine: str, manifest: str) -> None:
+    """Refuse, before any work, outputs that would overwrite the model or each other, or that would pass for a
+    model (a .onnx name): a UsageError, exit code 2."""
+    stem = os.path.splitext(os.path.basename(model))[0] or "model"
+    for option, path in (("--output (the engine)", engine), ("--manifest", manifest)):
+        if _same_file(path, model):
+            raise UsageError(f"{option} {path!r} is the model file itself; the build would overwrite the model it "
+                             f"reads. Write the engine elsewhere, e.g. -o {stem}.engine")
+        if path.lower().endswith(".onnx"):
+            raise UsageError(f"{option} {path!r} has the .onnx extension of a model, but an engine and a manifest "
+                             f"are not ONNX files; name them e.g. -o {stem}.engine (the manifest then defaults to "
+                             f"{stem}.manifest.json)")
+    if _same_file(engine, manifest):
+        raise UsageError(f"--manifest {manifest!r} is the engine path too; the two files need two paths (leave "
+                         f"--manifest out for {default_manifest_path(engine)!r})")
+
+
+def _replayed(path: str) -> Manifest:
+    """The manifest to replay: a manifest file, or the pinned manifest an engine file embeds."""
+    side = read_engine_or_manifest(path, "--replay", "a build is replayed from the manifest or engine of an earlier "
+                                                    "build, never from a model")
+    return Manifest(pinned=side.pinned, evidence=side.evidence, engine=side.engine)
+
+
 def run(args: argparse.Namespace) -> int:
-    logger = Logger(Severity.VERBOSE if args.verbose > 1 else Severity.WARNING if not args.verbose else Severity.INFO)
-    if args.quiet:
-        logger = Logger(Severity.ERROR)
+    severity = Severity.VERBOSE if args.verbose > 1 else Severity.WARNING if not args.verbose else Severity.INFO
+    logger = WarningsKept(Severity.ERROR if args.quiet else severity)
     engine_path = args.output or default_engine_path(args.model)
     manifest_path = args.manifest or default_manifest_path(engine_path)
+    check_output_paths(args.model, engine_path, manifest_path)
     check_writable(engine_path, "--output (the engine)")  # before a build that may take minutes
     check_writable(manifest_path, "--manifest")
-    network, _ = network_from_onnx_path(args.model, logger, dict(args.input_shape), dict(args.input_value))
     if args.replay and args.force_tactic:
         raise UsageError("--force-tactic and --replay cannot be combined: a replay forces the manifest's tactics")
-    if args.replay:
-        replayed = read_manifest(args.replay)
+    replayed = _replayed(args.replay) if args.replay else None
+    network, _ = network_from_onnx_path(args.model, logger, dict(args.input_shape), dict(args.input_value))
+    if replayed is not None:
         config = BuilderConfig.from_record(replayed.pinned.config)
         config.algorithm_selector = ReplaySelector(replayed, args.env_policy, logger)
     else:
@@ -182,22 +242,69 @@ def run(args: argparse.Namespace) -> int:
     config.timing_cache = cache
     config.progress_monitor = None if args.quiet else CliProgress(args.verbose > 0)
     result = Builder(logger).build(network, config)
+    manifest_bytes = manifest_to_json(result.manifest)
     # The pair is written together, the manifest renamed last: never a new manifest beside an old engine, and a
     # kill between the two renames leaves an old manifest whose engine.sha256 gives the mismatch away.
-    atomic_write_all([(engine_path, result.engine), (manifest_path, manifest_to_json(result.manifest))])
+    atomic_write_all([(engine_path, result.engine), (manifest_path, manifest_bytes)])
     if cache is not None:
         cache.save(args.timing_cache)
+    selector = config.algorithm_selector
+    verdict = selector.digest_verdict if isinstance(selector, ReplaySelector) else None
+    if args.json:
+        print_json(build_document(result.manifest, engine_path, result.engine, manifest_path, manifest_bytes,
+                                  args.replay, verdict, logger.warnings))
+        return 0
     evidence = result.manifest.evidence
     pinned = result.manifest.pinned
     print(f"engine    {engine_path} ({len(result.engine)} bytes)")
     print(f"sha256    {result.engine_sha256}")
     print(f"manifest  {manifest_path}")
     print(f"backend   {pinned.config.backend} ({evidence.backend_reason if evidence else ''})")
-    if isinstance(config.algorithm_selector, ReplaySelector):
-        print(f"verified  {config.algorithm_selector.digest_verdict}")
+    if verdict is not None:
+        print(f"verified  {verdict}")
     if evidence is not None:
         mode = f"replay of {args.replay}, every decision honoured" if args.replay else "timed build"
         cached = f", {evidence.timing_cache_hits} from the timing cache" if cache is not None else ""
         print(f"layers    {len(pinned.layers)}, {evidence.tactics_timed} tactic timings{cached}, "
               f"{evidence.wall_seconds:.2f} s ({mode})")
     return 0
+
+
+def build_document(manifest: Manifest, engine_path: str, engine: bytes, manifest_path: str, manifest_bytes: bytes,
+                   replay: str | None, verdict: str | None, warnings: list[str]) -> dict[str, Any]:
+    """What ``build --json`` prints: the files and their digests, each layer's decision with the chosen tactic's
+    median, the timing totals, the build's seconds and its warnings."""
+    pinned, evidence = manifest.pinned, manifest.evidence
+    chosen = {}
+    for record in evidence.layers if evidence is not None else []:
+        winner = next((c for c in record.candidates if c.status == "chosen"), None)
+        chosen[record.key] = (winner, len(record.candidates),
+                              sum(1 for c in record.candidates if c.status != "excluded"))
+    layers = []
+    for index, layer in enumerate(pinned.layers):
+        winner, candidates, eligible = chosen.get(layer.key, (None, 0, 0))
+        layers.append({
+            "index": index, "name": layer.name, "op": layer.op, "precision": layer.precision,
+            "tactic": {"family": layer.tactic.family, "name": layer.tactic.name, "version": layer.tactic.version,
+                       "label": layer.tactic.label, "source_sha256": layer.tactic.source_sha256},
+            "workspace_bytes": layer.workspace_bytes, "candidates": candidates, "eligible": eligible,
+            "median_ns": winner.median_ns if winner is not None else None,
+            "reason": winner.reason if winner is not None else None,
+        })
+    return {
+        "engine": {"path": engine_path, "sha256": sha256_hex(engine), "size_bytes": len(engine)},
+        "manifest": {"path": manifest_path, "sha256": sha256_hex(manifest_bytes)},
+        "backend": pinned.config.backend,
+        "mode": "replay" if replay else "timed",
+        "replay": {"source": replay, "engine_digest": verdict} if replay else None,
+        "layers": layers,
+        "timings": {
+            "tactics_timed": evidence.tactics_timed if evidence else 0,
+            "timing_cache_hits": evidence.timing_cache_hits if evidence else 0,
+            "timing_clock": evidence.timing_clock if evidence else None,
+            "phase_seconds": dict(evidence.phase_seconds) if evidence else {},
+            "chosen_median_ns_total": sum(layer["median_ns"] or 0 for layer in layers),
+        },
+        "build_seconds": evidence.wall_seconds if evidence else None,
+        "warnings": warnings,
+    }

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from reprobuild.errors import ReprobuildError, UsageError
 from reprobuild.fileio import read_bounded
+
+if TYPE_CHECKING:
+    from reprobuild.diffing import Side
 
 MAX_ENGINE_BYTES = 64 * 1024**3
 _SIZE = re.compile(r"^(\d+)\s*([kmgt]?i?b?)?$", re.IGNORECASE)
@@ -87,8 +94,6 @@ def parse_shape_option(text: str) -> tuple[str, tuple[int, ...]]:
 def parse_value_option(text: str) -> tuple[str, Any]:
     """'shape=1,3,224' -> ('shape', array([1, 3, 224])); 'k=5' -> a one-element array; 'x=values.npy' -> the
     array in that file (never unpickled). The model's declared dtype is applied later, exactly or not at all."""
-    import numpy as np
-
     name, sep, value = text.rpartition("=")
     if not sep or not name or not value:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=V1,V2,... or NAME=FILE.npy")
@@ -118,6 +123,7 @@ def parse_pair(form: str) -> Callable[[str], tuple[str, str]]:
 
 
 MAX_ARRAY_BYTES = 64 * 1024**3
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def read_npy(path: str, what: str, error: type[ReprobuildError]) -> Any:
@@ -126,9 +132,10 @@ def read_npy(path: str, what: str, error: type[ReprobuildError]) -> Any:
     message for an object array suggests unpickling it, which reprobuild never does)."""
     import io
 
-    import numpy as np
-
     data = read_bounded(path, MAX_ARRAY_BYTES, what)
+    if not data.startswith(NPY_MAGIC):  # else numpy takes any other file for a pickle, and says so
+        raise error(f"{what} {path!r} is not a .npy file: a .npy file starts with {NPY_MAGIC!r}, this one with "
+                    f"{data[:8]!r} (a text or .npz file?). Save the array with numpy.save(path, array)")
     try:
         return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
     except ValueError as exc:
@@ -219,33 +226,162 @@ def add_max_memory_option(parser: argparse.ArgumentParser, what: str) -> None:
                              "before anything is allocated (default: the device's memory on cuda, the host's on cpu)")
 
 
-def add_input_options(parser: argparse.ArgumentParser) -> None:
-    """--seed or --inputs: where the inputs of verify and compare come from."""
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--seed", type=parse_seed, default=0,
-                        help="seed of the standard-normal inputs, 0 or more (default: 0)")
-    source.add_argument("--inputs", metavar="DIR", help="read NAME.npy per input from DIR instead")
+class DeprecatedAlias(argparse.Action):
+    """An old option kept for a while: it stores into its replacement's ``dest`` and says on stderr what replaces
+    it and in which version it goes (a test fails once that version ships, so it cannot be forgotten)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, replacement: str, remove_in: str,
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.replacement, self.remove_in = replacement, remove_in
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated and will be removed in reprobuild "
+              f"{self.remove_in}; use {self.replacement} instead", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
-def inputs_from_options(args: argparse.Namespace, bindings: Sequence[Any]) -> tuple[dict[str, Any], str]:
-    """The inputs ``add_input_options`` asked for, and a phrase saying where they came from."""
+# --- JSON output (--json) -------------------------------------------------------------------------------------
+
+
+def json_float(value: float) -> float | str:
+    """A float for JSON output: finite ones as numbers; NaN and the infinities, which JSON lacks, as the strings
+    "nan", "inf" and "-inf"."""
+    value = float(value)
+    if math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+
+
+def print_json(document: Any) -> None:
+    """One canonical JSON document on stdout (sorted keys, no NaN: ``allow_nan=False`` raises on one), what every
+    ``--json`` prints; logs and progress stay on stderr."""
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n")
+
+
+# --- engines and manifests named by an option (build --replay, verify --against) ---------------------------
+
+
+def read_engine_or_manifest(path: str, option: str, hint: str = "") -> Side:
+    """The pinned manifest an engine file embeds, or a manifest file, for ``option``. Anything else (an ONNX model,
+    a text file) is a UsageError naming what the file looks like, before any work; ``hint`` says what to run
+    instead. A damaged engine or manifest is a FormatError, as everywhere."""
+    from reprobuild.diffing import load_side
+    from reprobuild.engine.format import MAGIC
+
+    data = read_bounded(path, MAX_ENGINE_BYTES, f"{option} file")
+    first = data.lstrip(b" \t\r\n\xef\xbb\xbf")[:1]  # whitespace and a UTF-8 byte-order mark may come first
+    if not data.startswith(MAGIC) and first != b"{":
+        onnx_like = path.lower().endswith(".onnx") or data[:1] == b"\x08"  # a ModelProto starts with ir_version
+        looks = " (it looks like an ONNX model)" if onnx_like else ""
+        raise UsageError(f"{option} {path!r} is neither an engine file nor a manifest{looks}: an engine starts with "
+                         f"{MAGIC!r} and a manifest is a JSON object, but this file starts with {data[:8]!r}. Give "
+                         f"the engine reprobuild build wrote or the manifest written beside it (NAME.manifest.json)"
+                         + (f"; {hint}" if hint else ""))
+    return load_side(data, path)
+
+
+# --- engine inputs: one convention for run, verify, compare and bench -----------------------------------------
+
+
+def add_engine_input_options(parser: argparse.ArgumentParser, *,
+                             default_seed: int | None) -> argparse._ArgumentGroup:
+    """``--input NAME=FILE.npy`` (repeatable), ``--inputs DIR`` and ``--seed SEED``: where an engine's inputs come
+    from, the same in every command that runs one (``engine_inputs`` reads them). ``default_seed`` draws every
+    input when none of the three is given; None means the inputs must be given. Returns the "inputs" group, for a
+    command's own input options."""
+    default = ("none: every input must come from --input, --inputs or --seed" if default_seed is None else
+               f"{default_seed} when neither --input nor --inputs is given")
+    group = parser.add_argument_group(
+        "inputs", "Each engine input comes from --input if named there, else from NAME.npy in --inputs DIR, else "
+                  "from --seed; an input pinned at build time (--input-value) has its pinned value unless given. "
+                  "Arrays are read from plain .npy files, never unpickled.")
+    group.add_argument("--input", action="append", type=parse_pair("NAME=FILE.npy"), default=[],
+                       metavar="NAME=FILE.npy",
+                       help="an input's array from a .npy file; repeat for each input. It wins over --inputs for "
+                            "that input")
+    group.add_argument("--inputs", metavar="DIR",
+                       help="read NAME.npy per input from DIR (the name made file-safe, as run --output-dir writes "
+                            "them); inputs named with --input are taken from there instead")
+    group.add_argument("--seed", type=parse_seed, metavar="SEED",
+                       help="draw every input not given with --input or --inputs from SEED: standard normal floats, "
+                            "zeros for integers; the same values in run, verify, compare and bench, and as the "
+                            f"golden record of build --seed SEED (default: {default})")
+    parser.set_defaults(input_default_seed=default_seed)
+    return group
+
+
+def engine_inputs(args: argparse.Namespace, bindings: Sequence[Any]) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays ``add_engine_input_options`` asked for, one per binding in binding order, and a phrase saying
+    where they came from. Arrays read from files must have the binding's shape (an InputError that says how to
+    get an engine for another shape); their dtype is checked by the engine."""
     from reprobuild.engine.golden import golden_inputs
-
-    if args.inputs:
-        return load_inputs(args.inputs, bindings), f"from {args.inputs}"
-    return golden_inputs(bindings, args.seed), f"seeded standard normal (seed {args.seed})"
-
-
-def load_inputs(directory: str, bindings: Sequence[Any]) -> dict[str, Any]:
-    """NAME.npy for each input binding (the name made file-safe), as ``reprobuild run --output-dir`` writes."""
-
     from reprobuild.errors import InputError
 
-    inputs = {}
+    by_name = {b.name: b for b in bindings}
+    listing = ", ".join(f"{b.name} {list(b.shape)} {b.dtype}" for b in bindings)
+    files: dict[str, str] = {}
+    for name, path in args.input:
+        if name not in by_name:
+            raise InputError(f"--input {name}={path}: the engine has no input {name!r}; its inputs are: {listing}")
+        if name in files:
+            raise UsageError(f"--input names {name!r} twice ({files[name]!r} and {path!r}); give each input once")
+        files[name] = path
+    directory = args.inputs
+    if directory is not None and not os.path.isdir(directory):
+        raise UsageError(f"--inputs {directory!r} is not a directory; give the directory that holds NAME.npy per "
+                         "input")
+    seed = args.seed
+    if seed is None and not files and directory is None:
+        seed = args.input_default_seed
+    drawn = golden_inputs(bindings, seed) if seed is not None else {}  # all drawn: each the same whatever is given
+    inputs: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    missing = []
     for b in bindings:
-        path = os.path.join(directory, safe_filename(b.name) + ".npy")
-        if not os.path.exists(path):
-            raise InputError(f"input {b.name!r}: {path!r} does not exist; --inputs expects one NAME.npy per "
-                             f"input: {', '.join(safe_filename(x.name) + '.npy' for x in bindings)}")
-        inputs[b.name] = read_npy(path, f"input {b.name!r}:", InputError)
-    return inputs
+        pinned = getattr(b, "value", None)
+        path = files.get(b.name)
+        if path is None and directory is not None:
+            in_dir = os.path.join(directory, safe_filename(b.name) + ".npy")
+            path = in_dir if os.path.exists(in_dir) else None
+        if path is not None:
+            inputs[b.name] = _input_from_file(b, path)
+            sources[b.name] = f"from {directory if b.name not in files else path}"
+        elif pinned is not None:
+            inputs[b.name] = np.array(pinned)
+        elif seed is not None:
+            inputs[b.name] = drawn[b.name]
+            sources[b.name] = f"seeded standard normal (seed {seed})"
+        else:
+            missing.append(b.name)
+    if missing:
+        where = (f"; --inputs {directory} holds none of "
+                 f"{', '.join(safe_filename(n) + '.npy' for n in missing)}" if directory is not None else "")
+        raise InputError(f"no value for input(s) {missing}{where}. Give each with --input NAME=FILE.npy, as "
+                         f"NAME.npy in --inputs DIR, or draw it with --seed SEED; this engine's inputs: {listing}")
+    return inputs, _sources_phrase(sources)
+
+
+def _input_from_file(binding: Any, path: str) -> np.ndarray:
+    from reprobuild.engine.advice import shape_advice
+    from reprobuild.errors import InputError
+
+    array = np.asarray(read_npy(path, f"input {binding.name!r}:", InputError))
+    if tuple(array.shape) != tuple(binding.shape):
+        raise InputError(f"input {binding.name!r} from {path!r} has shape {list(array.shape)}; the engine was built "
+                         f"for {list(binding.shape)}. {shape_advice(binding.name, None, binding.shape, array.shape)}")
+    return array
+
+
+def _sources_phrase(sources: dict[str, str]) -> str:
+    """'from DIR', 'seeded standard normal (seed 0)', or per source the inputs it gave: 'a from x.npy; b seeded
+    ...' (pinned inputs not given are left out)."""
+    groups: dict[str, list[str]] = {}
+    for name, source in sources.items():
+        groups.setdefault(source, []).append(name)
+    if not groups:
+        return "pinned at build time"
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{', '.join(names)} {source}" for source, names in groups.items())

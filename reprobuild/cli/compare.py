@@ -8,9 +8,9 @@ import sys
 
 from reprobuild.cli.common import (
     Subcommands,
-    add_input_options,
+    add_engine_input_options,
     add_max_memory_option,
-    inputs_from_options,
+    engine_inputs,
     parse_fraction,
     parse_tolerance,
     read_engine_file,
@@ -41,7 +41,7 @@ def add_parser(sub: Subcommands) -> None:
     )
     p.add_argument("engine", help="the engine file")
     p.add_argument("model", help="the ONNX model the engine was built from")
-    add_input_options(p)
+    add_engine_input_options(p, default_seed=0)
     defaults = ", ".join(f"{k}: {a:g}/{r:g}" for k, (a, r) in TOLERANCES.items())
     p.add_argument("--atol", type=parse_tolerance,
                    help=f"absolute tolerance (default: by the engine's precision, atol/rtol {defaults})")
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     atol, rtol = TOLERANCES.get(precision, TOLERANCES["fp32"])
     args.atol = atol if args.atol is None else args.atol
     args.rtol = rtol if args.rtol is None else args.rtol
-    inputs, label = inputs_from_options(args, engine.inputs)
+    inputs, label = engine_inputs(args, engine.inputs)
     outputs = engine.create_execution_context().execute(inputs)
     reference = onnxruntime_outputs(model_bytes, inputs)
     report = compare_outputs(outputs, reference, args.atol, args.rtol, args.check_error_stat, args.error_quantile)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from reprobuild.cli.common import Subcommands, human_bytes, read_engine_file
+from reprobuild.cli.common import Subcommands, human_bytes, print_json, read_engine_file
 from reprobuild.digest import sha256_hex
 from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine
 from reprobuild.manifest.io import pinned_from_json
@@ -19,7 +18,9 @@ def add_parser(sub: Subcommands) -> None:
                     "and no GPU is needed.",
     )
     p.add_argument("engine", help="the engine file")
-    p.add_argument("--json", action="store_true", help="print the embedded pinned manifest as JSON instead")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document instead: the engine file (path, sha256, size, format version) "
+                        "and its embedded pinned manifest, which holds everything the text shows")
     p.set_defaults(run=run)
 
 
@@ -28,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     header, _ = deserialize_engine(data)
     pinned = pinned_from_json(header.manifest)
     if args.json:
-        print(json.dumps({"engine": {"sha256": sha256_hex(data), "size_bytes": len(data),
-                                     "format_version": FORMAT_VERSION},
-                          "pinned": pinned.model_dump(mode="json")}, indent=2, sort_keys=True))
+        print_json({"engine": {"path": args.engine, "sha256": sha256_hex(data), "size_bytes": len(data),
+                               "format_version": FORMAT_VERSION},
+                    "pinned": pinned.model_dump(mode="json")})
         return 0
     mem = pinned.memory
     print(f"engine      {args.engine}")

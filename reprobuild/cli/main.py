@@ -21,7 +21,7 @@ from reprobuild.errors import EXIT_CODES, ReprobuildError
 from reprobuild.fileio import Terminated, install_sigterm_cleanup
 
 #: The subcommand modules (``reprobuild.cli.NAME``), in the order ``--help`` lists them.
-COMMANDS = ("build", "run", "inspect", "verify", "compare", "diff", "attest", "conformance")
+COMMANDS = ("build", "refit", "run", "bench", "inspect", "verify", "compare", "diff", "attest", "conformance")
 
 INTERRUPTED = 130  #: 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 BROKEN_PIPE = 141  #: 128 + SIGPIPE, as a shell reports a coreutils command whose reader went away (| head -1)

@@ -6,76 +6,106 @@ import argparse
 import io
 import os
 import sys
+from typing import Any
 
 import numpy as np
 
 from reprobuild.cli.common import (
+    DeprecatedAlias,
     Subcommands,
+    add_engine_input_options,
     add_max_memory_option,
-    parse_pair,
+    engine_inputs,
+    json_float,
     parse_seed,
+    print_json,
     read_engine_file,
-    read_npy,
     safe_filename,
 )
 from reprobuild.digest import sha256_hex
 from reprobuild.engine import Runtime
-from reprobuild.engine.golden import golden_inputs
-from reprobuild.errors import InputError, UsageError
+from reprobuild.errors import UsageError
 from reprobuild.fileio import atomic_write
 from reprobuild.logger import Logger, Severity
 from reprobuild.textformat import table
 from reprobuild.verify import nonfinite_outputs
 
+#: ``run --random-inputs SEED``, the old spelling of ``--seed SEED``, goes in this version.
+RANDOM_INPUTS_REMOVED_IN = "0.2.0"
+
 
 def add_parser(sub: Subcommands) -> None:
     p = sub.add_parser(
         "run", help="run an engine on .npy inputs and save its outputs",
-        description="Run an engine once. Inputs come from --input NAME=FILE.npy; any input not given is drawn "
-                    "from the seeded generator that verify and the golden record use when --random-inputs SEED is "
-                    "set (standard normal floats, zeros for integers; a pinned input gets its pinned value). "
-                    "Outputs are saved as NAME.npy under --output-dir, and their sha256 digests printed.",
+        description="Run an engine once, on inputs given as in verify, compare and bench: --input NAME=FILE.npy, "
+                    "--inputs DIR (NAME.npy per input), and --seed SEED for any input not given (the values verify "
+                    "and the golden record draw from that seed). Prints each output's shape, dtype, sha256 and "
+                    "range (--json: one JSON document instead); --output-dir saves each as NAME.npy.",
     )
     p.add_argument("engine", help="the engine file")
-    p.add_argument("--input", action="append", type=parse_pair("NAME=FILE.npy"), default=[],
-                   metavar="NAME=FILE.npy",
-                   help="an input array (repeat for each input)")
-    p.add_argument("--random-inputs", type=parse_seed, metavar="SEED",
-                   help="fill inputs not given with --input with values drawn from SEED (the same as verify's "
-                        "--seed and the golden record's seed)")
+    inputs = add_engine_input_options(p, default_seed=None)
+    inputs.add_argument("--random-inputs", action=DeprecatedAlias, dest="seed", type=parse_seed, metavar="SEED",
+                        replacement="--seed SEED", remove_in=RANDOM_INPUTS_REMOVED_IN,
+                        help=f"deprecated spelling of --seed, removed in reprobuild {RANDOM_INPUTS_REMOVED_IN}")
     p.add_argument("--output-dir", metavar="DIR", help="where to save NAME.npy per output (default: don't save)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document on stdout instead of the table: per output its shape, dtype, "
+                        "sha256, min/max/mean and non-finite counts, per input its source and sha256, the files "
+                        "written")
     add_max_memory_option(p, "the engine (its weights and the execution context's scratch memory)")
     p.set_defaults(run=run)
 
 
-def _load_npy(name: str, path: str) -> np.ndarray:
-    return np.asarray(read_npy(path, f"input {name!r}:", InputError))
+def output_summary(value: np.ndarray) -> dict[str, Any]:
+    """Shape, dtype, sha256 of the bytes, min/max/mean (null when empty; NaN and infinities as strings) and how
+    many elements are NaN or infinite."""
+    stats = value.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf in the mean: reported as "nan"
+        figures = ({"min": json_float(stats.min()), "max": json_float(stats.max()), "mean": json_float(stats.mean())}
+                   if value.size else {"min": None, "max": None, "mean": None})
+    return {"shape": list(value.shape), "dtype": str(value.dtype), "sha256": sha256_hex(value.tobytes()), **figures,
+            "nan": int(np.isnan(stats).sum()), "posinf": int(np.isposinf(stats).sum()),
+            "neginf": int(np.isneginf(stats).sum())}
+
+
+def _figure(value: float | str | None) -> str:
+    return "-" if value is None else value if isinstance(value, str) else f"{value:.6g}"
+
+
+def _save(outputs: dict[str, np.ndarray], directory: str) -> dict[str, str]:
+    files = {name: os.path.join(directory, safe_filename(name) + ".npy") for name in outputs}
+    if len(set(files.values())) != len(files):
+        raise UsageError("two outputs map to the same file name; rename them in the model")
+    for name, path in files.items():
+        buf = io.BytesIO()
+        np.save(buf, outputs[name], allow_pickle=False)
+        atomic_write(path, buf.getvalue())
+    return files
 
 
 def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
     engine = Runtime(logger, max_memory=args.max_memory).deserialize_engine(read_engine_file(args.engine))
-    inputs = {name: _load_npy(name, path) for name, path in args.input}
-    if args.random_inputs is not None:  # the inputs verify and the golden record draw from the same seed
-        drawn = golden_inputs(engine.inputs, args.random_inputs)
-        inputs = {**{k: v for k, v in drawn.items() if k not in inputs}, **inputs}
+    inputs, label = engine_inputs(args, engine.inputs)
     outputs = engine.create_execution_context().execute(inputs)
-    rows = []
-    for name, value in outputs.items():
-        stats = value.astype(np.float64) if value.size else np.zeros(1)
-        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf in the mean: a nan in the table is enough
-            rows.append([name, "x".join(map(str, value.shape)), str(value.dtype), sha256_hex(value.tobytes())[:16],
-                         f"{stats.min():.6g}", f"{stats.max():.6g}", f"{stats.mean():.6g}"])
-    print(table(rows, ["output", "shape", "dtype", "sha256", "min", "max", "mean"]))
+    summaries = {name: output_summary(value) for name, value in outputs.items()}
     for found in nonfinite_outputs(outputs):
         print(f"reprobuild run: warning: not finite: {found.text}", file=sys.stderr)
-    if args.output_dir:
-        files = {name: os.path.join(args.output_dir, safe_filename(name) + ".npy") for name in outputs}
-        if len(set(files.values())) != len(files):
-            raise UsageError("two outputs map to the same file name; rename them in the model")
-        for name, path in files.items():
-            buf = io.BytesIO()
-            np.save(buf, outputs[name], allow_pickle=False)
-            atomic_write(path, buf.getvalue())
-            print(f"wrote {path}")
+    files = _save(outputs, args.output_dir) if args.output_dir else {}
+    if args.json:
+        print_json({
+            "engine": {"path": args.engine, "sha256": engine.sha256},
+            "inputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype), "sha256": sha256_hex(v.tobytes())}
+                       for name, v in inputs.items()},
+            "inputs_from": label,
+            "outputs": summaries,
+            "files": files,
+        })
+        return 0
+    rows = [[name, "x".join(map(str, s["shape"])), s["dtype"], s["sha256"][:16], _figure(s["min"]),
+             _figure(s["max"]), _figure(s["mean"])] for name, s in summaries.items()]
+    print(f"inputs  {label}")
+    print(table(rows, ["output", "shape", "dtype", "sha256", "min", "max", "mean"]))
+    for path in files.values():
+        print(f"wrote {path}")
     return 0

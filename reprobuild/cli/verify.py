@@ -5,18 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 from reprobuild.attest import pair_mismatch
 from reprobuild.cli.common import (
     ProgressBar,
     Subcommands,
-    add_input_options,
+    add_engine_input_options,
     add_max_memory_option,
-    inputs_from_options,
+    engine_inputs,
     read_engine_file,
+    read_engine_or_manifest,
 )
-from reprobuild.diffing import load_side
 from reprobuild.engine import Runtime
 from reprobuild.errors import NotDeterministicError, ToleranceError, UsageError
 from reprobuild.fileio import atomic_write, check_writable
@@ -48,9 +46,10 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("--traced-runs", type=int, default=3,
                    help="runs that also compare every layer's outputs, so that a layer computing different bits is "
                         "caught even when later layers hide it (default: 3; 0 to skip)")
-    add_input_options(p)
+    add_engine_input_options(p, default_seed=0)
     p.add_argument("--against", metavar="MANIFEST",
-                   help="also compare with the golden digests recorded in this manifest or engine file")
+                   help="also compare with the golden digests recorded in this manifest or engine file (anything "
+                        "else, such as an ONNX model, is refused before any run, exit code 2)")
     p.add_argument("--report", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--no-batch-invariance", action="store_true", help="skip the batch-invariance check")
     p.add_argument("--fail-on-nonfinite", action="store_true",
@@ -75,20 +74,21 @@ def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
     if args.report:
         check_writable(args.report, "--report")  # before a plan that may run for minutes
+    side = (read_engine_or_manifest(args.against, "--against", "an engine is compared with its model by "
+                                    "reprobuild compare ENGINE MODEL") if args.against else None)
     engine = Runtime(logger, max_memory=args.max_memory).deserialize_engine(read_engine_file(args.engine))
-    side = load_side(args.against) if args.against else None  # a manifest, or an engine's embedded one
     if side is not None and side.kind == "manifest" and side.engine is not None:
         problem = pair_mismatch(side.engine.sha256, engine.sha256, args.engine)  # before any run
         if problem:
             raise UsageError(problem)
-    inputs, label = inputs_from_options(args, engine.inputs)
+    inputs, label = engine_inputs(args, engine.inputs)
     plan = VerifyPlan(runs=args.runs, contexts=args.contexts, threads=args.threads, streams=args.streams,
                       processes=args.processes, batch_invariance=not args.no_batch_invariance,
                       traced_runs=args.traced_runs)
     plan.validate()
     progress = ProgressBar(plan.total_runs, "verify", enabled=not args.quiet)
-    report = verify(engine, {k: np.asarray(v) for k, v in inputs.items()}, plan, label, progress, args.seed,
-                    args.max_memory)
+    seed = args.seed if args.seed is not None else args.input_default_seed  # also seeds the batch-invariance check
+    report = verify(engine, inputs, plan, label, progress, seed, args.max_memory)
     print(f"engine     {args.engine} ({engine.backend.name}, {engine.num_layers} layers, "
           f"sha256 {engine.sha256[:16]}...)")
     print(f"inputs     {label}")

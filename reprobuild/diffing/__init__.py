@@ -226,8 +226,12 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
     }
     la, lb = {layer.key: layer for layer in pa.layers}, {layer.key: layer for layer in pb.layers}
     ea, eb = _evidence_for(sa), _evidence_for(sb)
-    sections["layers_removed"] = [_ref(layer) for key, layer in la.items() if key not in lb]
-    sections["layers_added"] = [_ref(layer) for key, layer in lb.items() if key not in la]
+    reweighted = _reweighted(la, lb)
+    sections["layers_removed"] = [_ref(layer) for key, layer in la.items() if key not in lb and key not in reweighted]
+    sections["layers_added"] = [_ref(layer) for key, layer in lb.items()
+                                if key not in la and key not in reweighted.values()]
+    for key_a, key_b in reweighted.items():  # compared below as one layer, under its key in B
+        la[key_b] = la.pop(key_a)
     sections["layers_renamed"] = [Rename(key=k, op=lb[k].op, a=la[k].name, b=lb[k].name)
                                   for k in lb if k in la and la[k].name != lb[k].name]
     sections["tactic_changes"] = [
@@ -236,8 +240,8 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
     ]
     sections["layer_changes"] = [
         change for k in lb if k in la
-        for change in _changes({"workspace_bytes": la[k].workspace_bytes, "attrs": la[k].attrs},
-                               {"workspace_bytes": lb[k].workspace_bytes, "attrs": lb[k].attrs},
+        for change in _changes({"workspace_bytes": la[k].workspace_bytes, "attrs": la[k].attrs, "key": la[k].key},
+                               {"workspace_bytes": lb[k].workspace_bytes, "attrs": lb[k].attrs, "key": lb[k].key},
                                f"layers.{lb[k].name}")
     ]
     def build(k: m.KernelSourceRecord) -> str:
@@ -264,6 +268,21 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
                        f"{engine_side.label} is {actual}...; {summary}")
     return ManifestDiff.model_validate({"a": sa.label, "b": sb.label, "identical": not any(sections.values()),
                                         "summary": summary, "ignored": ignored, **sections})
+
+
+def _reweighted(la: Mapping[str, m.LayerRecord], lb: Mapping[str, m.LayerRecord]) -> dict[str, str]:
+    """Key in A -> key in B of each layer whose structural key changed only because its weights did (the same
+    name, op, attributes, ONNX nodes, inputs and outputs: a refit, or a retrained model): one layer with new
+    weights (``layers.NAME.key`` differs), not a removal and an addition."""
+    added = {layer.name: layer for key, layer in lb.items() if key not in la}
+    pairs = {}
+    for key, layer in la.items():
+        other = added.get(layer.name)
+        if key not in lb and other is not None and (layer.op, layer.attrs, layer.onnx_nodes, layer.inputs,
+                                                    layer.outputs) == (other.op, other.attrs, other.onnx_nodes,
+                                                                       other.inputs, other.outputs):
+            pairs[key] = other.key
+    return pairs
 
 
 def _evidence_timings(sa: Side, sb: Side) -> list[FieldChange]:
@@ -331,8 +350,11 @@ def _summary(s: dict[str, list[Any]]) -> str:
         parts.append(f"{len(s['kernel_sources'])} kernel source(s) changed")
     if s["bindings"]:
         parts.append("bindings differ")
-    if s["layer_changes"]:
-        parts.append(f"{len(s['layer_changes'])} other layer field(s) differ")
+    reweighted = sum(1 for c in s["layer_changes"] if c.path.endswith(".key"))
+    if reweighted:
+        parts.append(f"{reweighted} layer{'s' if reweighted != 1 else ''} with new weights")
+    if len(s["layer_changes"]) > reweighted:
+        parts.append(f"{len(s['layer_changes']) - reweighted} other layer field(s) differ")
     if s["memory"]:
         parts.append("memory figures differ")
     if any(c.path.startswith("golden.outputs") for c in s["golden"]):

@@ -194,7 +194,7 @@ class OnnxNode:
             outs = list(self.proto.output[:count])
             if any(not o for o in outs):
                 raise self.fail("an unnamed (omitted) output comes before a used one; this form is not supported")
-        self.parser.add_layer(self.name, op or self.op_type, names, outs, attrs)
+        self.parser.add_layer(self.name, op or self.opdef.layer_op, names, outs, attrs)
 
 
 def infer_infos(op: str, attrs: Mapping[str, Any], inputs: Sequence[TensorInfo], outputs: Sequence[str],

@@ -38,6 +38,7 @@ from reprobuild.frontend.onnx_support import (
     UnsupportedNodesError,
     default_opset,
     describe_nodes,
+    onnx_domain,
     support_problems,
     unsupported_error,
 )
@@ -243,7 +244,7 @@ class OnnxParser:
         raise InvalidNodesError(message, nodes)
 
     def _convert_node(self, node: onnx.NodeProto, name: str, opset: int, version: int) -> None:
-        opdef = get_op(node.op_type)
+        opdef = get_op(node.op_type, onnx_domain(node))
         try:
             opdef.convert(OnnxNode(self, node, name, opdef, opset, version))
         except OpError as exc:
@@ -351,12 +352,7 @@ class OnnxParser:
                     raise DynamicShapeError(f"network input {vi.name!r} declares no shape (not even its rank); "
                                             f"give one with --input-shape {vi.name}=DxD...")
                 if any(d is None for d in dims):
-                    axis = next(i for i, d in enumerate(dims) if d is None)
-                    raise DynamicShapeError(
-                        f"network input {vi.name!r} has a dynamic dimension {labels[axis]!r} at axis {axis} "
-                        f"(declared {declared}); engines have fixed shapes, so fix it with --input-shape "
-                        f"{vi.name}=" + "x".join(str(d) if d is not None else "N" for d in dims)
-                    )
+                    raise DynamicShapeError(_dynamic_dims_message(vi.name, dims, labels, declared))
                 shape = [int(d) for d in dims if d is not None]
             problem = shape_problem(shape, itemsize(dtype))
             if problem is not None:
@@ -393,6 +389,19 @@ class OnnxParser:
                      or any(d is not None and d != s for d, s in zip(declared, info.shape))):
             raise ModelError(f"network output {vi.name!r} is declared with shape {declared}, but the graph "
                              f"computes {list(info.shape)}")
+
+
+def _dynamic_dims_message(name: str, dims: Sequence[int | None], labels: Sequence[str],
+                          declared: Sequence[Any]) -> str:
+    """A network input with dynamic dimensions: which, and a concrete ``--input-shape`` made of the model's own
+    static dims with each dynamic one set to 1 (an example, said as such), never a placeholder."""
+    axes = [i for i, d in enumerate(dims) if d is None]
+    which = ", ".join(f"{labels[i]!r} at axis {i}" for i in axes)
+    example = "x".join(str(d) if d is not None else "1" for d in dims)
+    plural = "s" if len(axes) > 1 else ""
+    return (f"network input {name!r} has {len(axes)} dynamic dimension{plural} ({which}; declared {declared}); "
+            f"engines have fixed shapes, so give each a size with --input-shape, for example --input-shape "
+            f"{name}={example} (1 for {', '.join(repr(labels[i]) for i in axes)}: use the size you will run with)")
 
 
 def _reason(exc: ModelError, name: str, op: str) -> str:

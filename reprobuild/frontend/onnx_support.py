@@ -40,13 +40,16 @@ def default_opset(model: onnx.ModelProto) -> int:
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+def onnx_domain(node: onnx.NodeProto) -> str:
+    """The node's domain, "" for the default one (however the model spells it)."""
+    return "" if node.domain == "ai.onnx" else node.domain
+
+
 def _problem(node: onnx.NodeProto, opsets: Mapping[str, int]) -> tuple[str | None, tuple[int, int]]:
-    domain = "" if node.domain == "ai.onnx" else node.domain
+    domain = onnx_domain(node)
     op = node.op_type
     if domain:
-        what = DOMAINS.get(domain, f"the custom domain {domain!r}")
-        return (f"op {op} of domain {domain!r} ({what}) is not supported; reprobuild implements the default "
-                "ONNX domain"), (0, 0)
+        return _plugin_problem(node, domain, opsets.get(domain, 0))
     opset = opsets.get("", 0)
     if op in OUT_OF_SCOPE:
         return OUT_OF_SCOPE[op], (opset, 0)
@@ -60,6 +63,22 @@ def _problem(node: onnx.NodeProto, opsets: Mapping[str, int]) -> tuple[str | Non
     if version not in opdef.versions:
         return (f"op {op} version {version} (the version in opset {opset}) is not implemented; implemented: "
                 f"{', '.join(str(v) for v in opdef.versions)}"), (opset, version)
+    return None, (opset, version)
+
+
+def _plugin_problem(node: onnx.NodeProto, domain: str, opset: int) -> tuple[str | None, tuple[int, int]]:
+    """A node of another domain than the default one: converted by a registered plugin's op, or refused."""
+    opdef = find_op(node.op_type, domain)
+    if opdef is None:
+        what = DOMAINS.get(domain, f"the custom domain {domain!r}")
+        return (f"op {node.op_type} of domain {domain!r} ({what}) is not supported; reprobuild implements the "
+                "default ONNX domain, and no registered plugin defines this op (a plugin's op is converted once "
+                "it is registered: reprobuild.plugins.register_plugin)"), (0, 0)
+    version = max((v for v in opdef.versions if v <= opset), default=0)
+    if version == 0:
+        imported = f"imports domain {domain!r} at opset {opset}" if opset else f"does not import domain {domain!r}"
+        return (f"op {opdef.layer_op}: the model {imported}, and the registered plugin implements the op's versions "
+                f"{', '.join(map(str, opdef.versions))}; import the domain at one of those opsets"), (opset, 0)
     return None, (opset, version)
 
 
@@ -109,7 +128,7 @@ def support_problems(graph: onnx.GraphProto, names: Sequence[str], opsets: Mappi
     for i, (node, name) in enumerate(zip(graph.node, names)):
         problem, resolved = _problem(node, opsets)
         plan.append(resolved)
-        if problem is not None and (versions or resolved[1] == 0 or find_op(node.op_type) is None):
+        if problem is not None and (versions or resolved[1] == 0 or find_op(node.op_type, onnx_domain(node)) is None):
             bad.append((i, name, node.op_type, problem))
     return plan, bad
 

@@ -198,6 +198,16 @@ class NonfiniteWeightRecord(Strict):
     neginf: int = Field(ge=0)
 
 
+class MemoryReportRecord(Strict):
+    """TensorRT's build-log memory lines, and the device's memory when the build started (``cudaMemGetInfo``)."""
+
+    host_persistent_bytes: int = Field(ge=0, description="the engine file, which the runtime keeps in host memory")
+    device_persistent_bytes: int = Field(ge=0, description="the weights on the GPU (0 on cpu)")
+    scratch_bytes: int = Field(ge=0, description="each execution context's scratch memory (memory.context_bytes)")
+    device_free_bytes: int | None = Field(default=None, ge=0, description="cudaMemGetInfo at the start; null on cpu")
+    device_total_bytes: int | None = Field(default=None, ge=0, description="cudaMemGetInfo at the start; null on cpu")
+
+
 class Evidence(Strict):
     started_at: str = Field(description="UTC, ISO 8601")
     wall_seconds: float
@@ -215,6 +225,10 @@ class Evidence(Strict):
                     "pinned (through the model digest and the structural hash, which covers every weight's digest), "
                     "so this is an observation derived from them, not a decision of the build, and it leaves the "
                     "engine's identity and schema version unchanged")
+    memory_report: MemoryReportRecord | None = Field(
+        default=None, description="the build log's Total Host Persistent / Device Persistent / Scratch Memory lines "
+                                  "and the device memory at the start of the build; null in manifests made before "
+                                  "it was recorded. Evidence: derived from the pinned memory plan and the engine size")
 
 
 class EngineRecord(Strict):

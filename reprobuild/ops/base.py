@@ -202,6 +202,12 @@ class OpDef:
                 raise OpError(f"input {i} has dtype {inputs[i].dtype} but input 0 has {inputs[0].dtype}; "
                               f"{self.op} needs them equal")
 
+    @property
+    def layer_op(self) -> str:
+        """The op as IR layers, engines and manifests name it: ``op`` in the default domain, ``domain::op`` in
+        another (a plugin's), so that a plugin op never shadows a default-domain op of the same name."""
+        return f"{self.domain}::{self.op}" if self.domain else self.op
+
     def __repr__(self) -> str:
         return f"<op {self.op} (versions {', '.join(map(str, self.versions))})>"
 

@@ -34,11 +34,22 @@ def all_ops() -> list[OpDef]:
 
 
 def find_op(op: str, domain: str = "") -> OpDef | None:
-    return _table().get((domain, op))
+    """The definition of ``op`` in ``domain``: a built-in one, else a registered plugin's. A plugin op is also
+    found by the name layers give it, ``domain::op`` (see :attr:`OpDef.layer_op`)."""
+    opdef = _table().get((domain, op))
+    if opdef is None and (domain or "::" in op):
+        from reprobuild.plugins import plugin_registry
+
+        opdef = plugin_registry().find_op(op, domain)
+    return opdef
 
 
 def get_op(op: str, domain: str = "") -> OpDef:
     opdef = find_op(op, domain)
+    if opdef is None and (domain or "::" in op):
+        from reprobuild.plugins import plugin_registry
+
+        raise plugin_registry().not_registered(op, domain)
     if opdef is None:
         where = f" in domain {domain!r}" if domain else ""
         known = ", ".join(o.op for o in all_ops() if o.domain == domain)

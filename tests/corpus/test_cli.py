@@ -135,7 +135,8 @@ def test_build_with_a_directory_as_the_manifest_exits_2_before_building(tmp_path
     ["build", MLP, "--seed", "-1"],
     ["verify", "e.engine", "--seed", "-1"],
     ["compare", "e.engine", MLP, "--seed", "-1"],
-    ["run", "e.engine", "--random-inputs", "-1"],
+    ["run", "e.engine", "--seed", "-1"],
+    ["run", "e.engine", "--random-inputs", "-1"],  # the deprecated spelling, until it goes
 ])
 def test_negative_seeds_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
@@ -320,7 +321,7 @@ def test_max_memory_caps_builds_and_engines_with_exit_13(pair: Path, tmp_path: P
     code, _, err = run_cli(capsys, *argv)
     _quiet_failure(code, err, 13)
     assert not engine.exists() and _temp_files(tmp_path) == []
-    for command in (["run", str(pair), "--random-inputs", "0"], ["verify", str(pair)], ["compare", str(pair), MLP]):
+    for command in (["run", str(pair), "--seed", "0"], ["verify", str(pair)], ["compare", str(pair), MLP]):
         _expect_error([*command, "--max-memory", "1K"], ResourceError)
         code, _, err = run_cli(capsys, *command, "--max-memory", "1K")
         _quiet_failure(code, err, 13)

@@ -131,7 +131,7 @@ def test_the_cli_exits_with_its_code_and_no_traceback(name: str, command: str,
     _, _, code = TABLE[name]
     if command == "inspect":
         code = INSPECT_EXIT.get(name, code)
-    args = [command, _path(name)] + (["--random-inputs", "0"] if command == "run" else [])
+    args = [command, _path(name)] + (["--seed", "0"] if command == "run" else [])
     assert main(args) == code
     err = capsys.readouterr().err
     assert "Traceback" not in err and "internal error" not in err, err

@@ -47,7 +47,7 @@ NOT_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
 #: How each file is given to the command line; PATH is the path under test, ENGINE a valid engine.
 COMMANDS = {
     "engine (inspect)": ["inspect", "PATH"],
-    "engine (run)": ["run", "PATH", "--random-inputs", "0"],
+    "engine (run)": ["run", "PATH", "--seed", "0"],
     "engine (verify)": ["verify", "PATH", "--runs", "2"],
     "manifest (build --replay)": ["build", MLP, "--replay", "PATH", "-o", "OUT"],
     "manifest (verify --against)": ["verify", "ENGINE", "--against", "PATH", "--runs", "2"],

@@ -36,7 +36,7 @@ CASES_PER_OP = 2
 def environment(backend: Backend) -> dict[str, str]:
     """What decides the exact bits on this machine: on another one, the pins are compared approximately."""
     fp = backend.fingerprint()
-    keep = ("backend", "cpu.model", "blas", "gpu.name", "gpu.compute_capability", "cuda.runtime", "cupy")
+    keep = ("backend", "cpu.model", "cpu.simd", "blas", "gpu.name", "gpu.compute_capability", "cuda.runtime", "cupy")
     return {"numpy": np.__version__, "machine": platform.machine(), **{k: fp[k] for k in keep if k in fp}}
 
 

@@ -81,7 +81,7 @@ def test_corrupted_engine_exits_4(built: Path, capsys: pytest.CaptureFixture) ->
     data[len(data) // 2] ^= 0xFF
     built.write_bytes(bytes(data))
     for command in ("run", "inspect"):
-        code, _, err = run_cli(capsys, command, str(built), "--random-inputs", "0") if command == "run" else \
+        code, _, err = run_cli(capsys, command, str(built), "--seed", "0") if command == "run" else \
             run_cli(capsys, command, str(built))
         assert code == 4 and "corrupted or truncated" in err
 
@@ -101,7 +101,7 @@ def test_wrong_input_exits_7(built: Path, tmp_path: Path, capsys: pytest.Capture
     code, _, err = run_cli(capsys, "run", str(built), "--input", f"input={tmp_path / 'obj.npy'}")
     assert code == 7 and "not a plain .npy" in err
     code, _, err = run_cli(capsys, "run", str(built))
-    assert code == 7 and "missing ['input']" in err
+    assert code == 7 and "no value for input(s) ['input']" in err and "--seed SEED" in err
 
 
 def test_malformed_option_is_an_argparse_usage_error(capsys: pytest.CaptureFixture) -> None:

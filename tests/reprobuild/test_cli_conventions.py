@@ -22,9 +22,9 @@ def test_an_abbreviated_option_is_refused_not_matched(tmp_path: Path, capsys: py
     assert main(["build", MLP, "-o", str(engine), "-q"]) == 0
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
-        main(["run", str(engine), "--random-input", "0"])  # a prefix of --random-inputs
+        main(["run", str(engine), "--see", "0"])  # a prefix of --seed
     assert exit_.value.code == 2
-    assert "unrecognized arguments: --random-input" in capsys.readouterr().err
+    assert "unrecognized arguments: --see" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["build", MLP, "-o", str(tmp_path / "x.engine"), "--verb"])  # a prefix of --verbose
     assert exit_.value.code == 2

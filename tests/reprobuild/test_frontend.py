@@ -61,8 +61,11 @@ def _dynamic_model() -> onnx.ModelProto:
 
 
 def test_dynamic_dimension_error_says_how_to_fix_it() -> None:
-    with pytest.raises(DynamicShapeError, match=r"'x'.*'batch'.*axis 0.*--input-shape x=Nx3"):
+    """A concrete --input-shape from the model's own dims, each dynamic one set to 1 as an example (issue 11: it
+    was the literal placeholder Nx3, which --input-shape refuses)."""
+    with pytest.raises(DynamicShapeError, match=r"'x'.*'batch' at axis 0.*--input-shape x=1x3 \(1 for 'batch'") as exc:
         parse(_dynamic_model())
+    assert "=N" not in str(exc.value)
 
 
 def test_input_shape_override_fixes_dynamic_dimension() -> None:

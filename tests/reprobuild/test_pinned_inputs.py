@@ -69,7 +69,7 @@ def test_cli_input_value_pins_and_run_uses_the_pinned_value(tmp_path: Path, caps
     code, out, err = run_cli(capsys, "build", str(model), "-o", str(engine), "--backend", "cpu", "--input-value",
                              "s=3,4")
     assert code == 0, err
-    code, out, err = run_cli(capsys, "run", str(engine), "--random-inputs", "0")
+    code, out, err = run_cli(capsys, "run", str(engine), "--seed", "0")
     assert code == 0 and "3x4" in out, err
     code, out, _ = run_cli(capsys, "inspect", str(engine))
     assert code == 0 and "input (pinned)" in out
