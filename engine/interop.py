@@ -37,9 +37,12 @@ def describe(value: Any) -> str:
 
 
 def location(value: Any) -> tuple[str, int]:
-    """Where an array-like lives: ('cpu', 0) or ('cuda', DEVICE); an InputError names what is not an array."""
+    """Where an array-like lives: ('cpu', 0) or ('cuda', DEVICE); a ValueError says why it cannot be told."""
     if isinstance(value, np.ndarray):
         return "cpu", 0
+    device = getattr(value, "device", None)
+    if type(value).__module__.startswith("cupy") and hasattr(device, "id"):  # a CuPy array: no driver call
+        return "cuda", int(device.id)
     if hasattr(value, "__cuda_array_interface__"):
         return "cuda", _pointer_device(value.__cuda_array_interface__["data"][0])
     dlpack_device = getattr(value, "__dlpack_device__", None)
@@ -70,8 +73,10 @@ def to_backend(value: Any, backend: Backend, name: str) -> Any:
     with the stream that will read the array current (``backend.activate(stream)``)."""
     try:
         where, device = location(value)
-    except ValueError as exc:
-        raise InputError(f"input {name!r} is a {describe(value)}, which reprobuild cannot read: {exc}") from None
+    except (ValueError, RuntimeError, TypeError) as exc:  # torch raises RuntimeError for a tensor needing grad
+        hint = " (for torch: tensor.detach())" if "grad" in str(exc) else ""
+        raise InputError(f"input {name!r} is a {describe(value)}, which reprobuild cannot read: {exc}{hint}") \
+            from None
     try:
         if where == "cpu":
             if isinstance(value, np.ndarray):

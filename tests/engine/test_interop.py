@@ -77,6 +77,19 @@ def test_what_cannot_be_read_is_an_input_error_naming_the_input(cpu_engine: Engi
     assert expected in str(error.value)
 
 
+class NeedsGrad:
+    """As a torch CUDA tensor that requires grad: asking for its CUDA array interface raises RuntimeError."""
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad. Use var.detach()")
+
+
+def test_an_interface_that_raises_is_an_input_error_with_the_fix(cpu_engine: Engine) -> None:
+    with pytest.raises(InputError, match=r"input 'input' is a .*NeedsGrad.*requires grad.*tensor\.detach\(\)"):
+        cpu_engine.create_execution_context().execute({"input": NeedsGrad()})
+
+
 def test_a_shape_or_dtype_mismatch_through_dlpack_is_still_refused(cpu_engine: Engine) -> None:
     context = cpu_engine.create_execution_context()
     with pytest.raises(InputError, match=r"has shape \[4, 64\]"):
