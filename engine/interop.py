@@ -81,7 +81,9 @@ def to_backend(value: Any, backend: Backend, name: str) -> Any:
         if where == "cpu":
             if isinstance(value, np.ndarray):
                 return value
-            return np.from_dlpack(value) if hasattr(value, "__dlpack__") else np.asarray(value)
+            if hasattr(value, "__array_interface__") or hasattr(value, "__array__"):
+                return np.asarray(value)  # writable where the producer's memory is (NumPy's DLPack import is not)
+            return np.from_dlpack(value)
         if backend.name != "cuda":
             raise InputError(f"input {name!r} is a {describe(value)} on GPU {device}, but this engine runs on the "
                              f"{backend.name} backend; give a host array (for torch: tensor.cpu(); for CuPy: "

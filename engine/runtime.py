@@ -102,16 +102,20 @@ class Runtime:
 
     ``max_memory``: the most bytes an engine's weights and the scratch memory of its live execution contexts may
     take together (None: the device's total memory on cuda, the host's physical memory on cpu).
-    ``gpu_allocator``: supplies every execution context's scratch memory (None: a default ``GpuAllocator``)."""
+    ``gpu_allocator``: supplies every execution context's scratch memory (None: a default ``GpuAllocator``).
+    ``device``: the GPU a cuda engine runs on (None: 0); an engine is the same file on every device."""
 
     def __init__(self, logger: Logger | None = None, error_recorder: ErrorRecorder | None = None,
                  registry: TacticRegistry | None = None, max_memory: int | None = None,
-                 gpu_allocator: GpuAllocator | None = None) -> None:
+                 gpu_allocator: GpuAllocator | None = None, device: int | None = None) -> None:
         self.logger = logger or Logger()
         self.error_recorder = error_recorder
         self.registry = registry or default_registry()
         self.max_memory = check_max_memory(max_memory)
         self.gpu_allocator = check_allocator(gpu_allocator)
+        if device is not None and (isinstance(device, bool) or not isinstance(device, int) or device < 0):
+            raise UsageError(f"device must be a GPU index, 0 or more, or None; got {device!r}")
+        self.device = device
 
     def deserialize_engine(self, data: bytes | bytearray | memoryview) -> Engine:
         try:
@@ -139,7 +143,7 @@ class Engine:
         self.logger = runtime.logger
         self.error_recorder = runtime.error_recorder
         self.gpu_allocator = runtime.gpu_allocator
-        self.backend: Backend = get_backend(header.backend)
+        self.backend: Backend = get_backend(header.backend, runtime.device if header.backend == "cuda" else None)
         self._tensors = {t.name: t for t in header.activations}
         self._check_references(weights)
         pinned = tuple(Binding(t.name, tuple(t.shape), t.dtype, weights[t.name]) for t in header.pinned_inputs)

@@ -354,34 +354,63 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
-_BACKENDS: dict[str, Backend] = {}
+_BACKENDS: dict[tuple[str, int], Backend] = {}
 _LOCK = threading.Lock()
 
 
-def get_backend(name: str) -> Backend:
-    """The process-wide backend of that name (``cpu`` or ``cuda``); raises if it cannot be used here."""
+def device_count() -> int:
+    """How many CUDA devices this process sees (0 where CUDA cannot be used)."""
+    if cuda_unavailable_reason() is not None:
+        return 0
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceCount())
+
+
+def check_device(name: str, device: int | None) -> int:
+    """``device`` as an index of ``name``'s devices (None: 0); a UsageError for one that does not exist."""
+    if device is None:
+        return 0
+    if isinstance(device, bool) or not isinstance(device, int) or device < 0:
+        raise UsageError(f"a device is a GPU index, 0 or more; got {device!r}")
+    if name == "cpu" and device != 0:
+        raise UsageError(f"the cpu backend has one device, 0; got device {device} (GPU indices need --backend cuda)")
+    if name == "cuda":
+        count = device_count()
+        if device >= count:
+            raise UsageError(f"there is no GPU {device}: this process sees {count} (CUDA_VISIBLE_DEVICES="
+                             f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); give an index below {count}")
+    return device
+
+
+def get_backend(name: str, device: int | None = None) -> Backend:
+    """The process's backend of that name (``cpu`` or ``cuda``) on one device: GPU ``device`` for cuda (None: 0),
+    the host for cpu. One backend object per (name, device), so two engines on one GPU share its compiled
+    kernels and streams' handles; raises if the backend or the device cannot be used here."""
     if name not in BACKENDS:
         raise UsageError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    if name == "cuda":
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailableError(f"the cuda backend cannot be used: {reason}; use --backend cpu")
+    index = check_device(name, device)
     with _LOCK:
-        if name not in _BACKENDS:
-            if name == "cuda":
-                reason = cuda_unavailable_reason()
-                if reason is not None:
-                    raise BackendUnavailableError(f"the cuda backend cannot be used: {reason}; use --backend cpu")
-                _BACKENDS[name] = CudaBackend()
-            else:
-                _BACKENDS[name] = CpuBackend()
-        return _BACKENDS[name]
+        key = (name, index)
+        if key not in _BACKENDS:
+            _BACKENDS[key] = CudaBackend(index) if name == "cuda" else CpuBackend()
+        return _BACKENDS[key]
 
 
-def resolve_backend(name: str) -> tuple[Backend, str]:
-    """Resolve ``auto``/``cpu``/``cuda`` to a backend, with a sentence saying why it was chosen."""
+def resolve_backend(name: str, device: int | None = None) -> tuple[Backend, str]:
+    """Resolve ``auto``/``cpu``/``cuda`` (on ``device``, None: 0) to a backend, with a sentence saying why it was
+    chosen."""
+    where = f" (GPU {device})" if device else ""
     if name == "auto":
         reason = cuda_unavailable_reason()
         if reason is None:
-            return get_backend("cuda"), "auto: a CUDA device is usable"
-        return get_backend("cpu"), f"auto: cuda not usable ({reason})"
-    return get_backend(name), f"requested: {name}"
+            return get_backend("cuda", device), f"auto: a CUDA device is usable{where}"
+        return get_backend("cpu", device), f"auto: cuda not usable ({reason})"
+    return get_backend(name, device), f"requested: {name}{where}"
 
 
 def cuda_module(backend: Backend, filename: str, dtype: str = "float32") -> Any:

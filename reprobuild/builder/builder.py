@@ -113,7 +113,7 @@ class Builder:
         monitor = config.progress_monitor or ProgressMonitor()
         selector = config.algorithm_selector or AlgorithmSelector()
         net = network.finalize() if isinstance(network, NetworkDefinition) else network
-        backend, backend_reason = resolve_backend(config.backend)
+        backend, backend_reason = resolve_backend(config.backend, config.device)
         self.logger.info(f"backend {backend.name} ({backend_reason})")
         device_memory = device_memory_info(backend)
         if device_memory is not None:
@@ -177,7 +177,7 @@ class Builder:
                          f"({execution.reason})")
         digests = {k: net.constant_digest(k) for k in net.constants}
         golden = self._golden(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph, b""), net,
-                              digests, config.seed, config.max_memory)
+                              digests, config.seed, config.max_memory, getattr(backend, "device_id", None))
         phase("golden")
         pinned = m.Pinned(
             model=_model_record(net),
@@ -264,11 +264,11 @@ class Builder:
         return chosen, timed, cache_hits
 
     def _golden(self, header: dict[str, Any], net: Network, digests: dict[str, str], seed: int,
-                max_memory: int | None = None) -> m.GoldenRecord:
+                max_memory: int | None = None, device: int | None = None) -> m.GoldenRecord:
         """Run the engine once, in memory, on inputs drawn from ``seed``, and record what it computes (within
         ``max_memory``, the build's cap)."""
         runtime = Runtime(Logger(Severity.ERROR), registry=self.registry, max_memory=max_memory,
-                          gpu_allocator=self.gpu_allocator)
+                          gpu_allocator=self.gpu_allocator, device=device)
         engine = Engine(engine_header(header, net.constants, digests), net.constants, "(in memory)", runtime)
         inputs = golden_inputs(engine.inputs, seed)
         outputs, layers = engine.create_execution_context().execute_traced(inputs)

@@ -94,6 +94,9 @@ class BuilderConfig:
     #: allocated. None: the device's total memory (cuda), the host's physical memory (cpu). Not recorded: it
     #: decides whether a build may run, never what it produces. The CLI's ``--max-memory``.
     max_memory: int | None = None
+    #: The GPU a cuda build times and runs on (None: 0). Not recorded: GPUs of one model give the same engine, which
+    #: a replay on another device checks.
+    device: int | None = None
     progress_monitor: ProgressMonitor | None = field(default=None, repr=False)
     algorithm_selector: AlgorithmSelector | None = field(default=None, repr=False)
     timing_cache: TimingCache | None = field(default=None, repr=False)
@@ -135,6 +138,9 @@ class BuilderConfig:
             raise UsageError(f"runs_per_sample must be >= 1; got {self.runs_per_sample}")
         check_seed(self.seed, "seed")
         check_max_memory(self.max_memory, "max_memory (--max-memory)")
+        if self.device is not None and (isinstance(self.device, bool) or not isinstance(self.device, int)
+                                        or self.device < 0):
+            raise UsageError(f"device must be a GPU index, 0 or more, or None; got {self.device!r}")
         if self.max_workspace_bytes < 0:
             raise UsageError(f"max_workspace_bytes must be >= 0; got {self.max_workspace_bytes}")
         if not 0.0 <= self.tie_band <= 1.0:

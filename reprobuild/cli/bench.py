@@ -8,6 +8,7 @@ import json
 from reprobuild.bench import BenchReport, Stats, benchmark
 from reprobuild.cli.common import (
     Subcommands,
+    add_device_option,
     add_engine_input_options,
     add_max_memory_option,
     engine_inputs,
@@ -61,6 +62,7 @@ def add_parser(sub: Subcommands) -> None:
                         "was built (a graph when it can)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document on stdout")
     add_max_memory_option(p, "the engine (its weights and the execution context's scratch memory)")
+    add_device_option(p)
     p.set_defaults(run=run)
 
 
@@ -90,7 +92,8 @@ def render(report: BenchReport, engine_path: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
-    engine = Runtime(logger, max_memory=args.max_memory).deserialize_engine(read_engine_file(args.engine))
+    runtime = Runtime(logger, max_memory=args.max_memory, device=args.device)
+    engine = runtime.deserialize_engine(read_engine_file(args.engine))
     inputs, source = engine_inputs(args, engine.inputs)
     report = benchmark(engine, inputs, iterations=max(args.iterations, 1), duration=args.duration,
                        warmup=args.warmup, cuda_graph=args.graph)

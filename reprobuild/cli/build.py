@@ -31,6 +31,14 @@ from reprobuild.cli.common import (
     read_engine_or_manifest,
     stderr_is_tty,
 )
+from reprobuild.cli.devices import (
+    build_on_devices,
+    check_devices_options,
+    device_path,
+    parse_devices,
+    report,
+    resolve_devices,
+)
 from reprobuild.digest import sha256_hex
 from reprobuild.envpolicy import POLICIES
 from reprobuild.errors import UsageError
@@ -67,6 +75,13 @@ def add_parser(sub: Subcommands) -> None:
                    help="reuse tactic timings stored in FILE and add the new ones (created if missing)")
     p.add_argument("--backend", choices=("auto", "cpu", "cuda"),
                    help="where to build and run (default: auto, cuda when a device is usable)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--device", type=int, metavar="N",
+                       help="the GPU to build on (default: 0); not recorded: GPUs of one model give the same engine")
+    where.add_argument("--devices", type=parse_devices, metavar="all|0,1,...",
+                       help="build on each GPU listed, in parallel (one process per GPU, each holding only its own "
+                            "device's timing lock), writing ENGINE.devN.engine and its manifest per device, then "
+                            "say whether the devices chose the same tactics")
     p.add_argument("--input-shape", action="append", type=parse_shape_option, default=[], metavar="NAME=DxD...",
                    help="fix the shape of a network input with dynamic dimensions, e.g. data=1x3x224x224")
     p.add_argument("--input-value", action="append", type=parse_value_option, default=[], metavar="NAME=V,V,...",
@@ -166,6 +181,7 @@ def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_workspace_bytes": args.workspace, "tie_band": args.tie_band, "tactic_sources": sources,
         "determinism": {True: "any", False: "run_to_run", None: None}[args.allow_nondeterministic],
         "precision": args.precision, "cuda_graph": args.cuda_graph, "max_memory": args.max_memory,
+        "device": args.device,
     }
     return {k: v for k, v in given.items() if v is not None}
 
@@ -217,12 +233,35 @@ def _replayed(path: str) -> Manifest:
     return Manifest(pinned=side.pinned, evidence=side.evidence, engine=side.engine)
 
 
+def _run_on_devices(args: argparse.Namespace, engine_path: str, manifest_path: str) -> int:
+    """``--devices``: one build per device in parallel processes, then the comparison (exit 0 either way: devices
+    that chose differently are a finding, shown, not an error)."""
+    check_devices_options(args)
+    backend = args.backend or "auto"
+    devices = resolve_devices(args.devices, backend)
+    if not devices:
+        raise UsageError("--devices all: this process sees no GPU; build with --backend cpu without --devices")
+    for device in devices:
+        check_output_paths(args.model, device_path(engine_path, device), device_path(manifest_path, device))
+        check_writable(device_path(engine_path, device), "--output (an engine per device)")
+        check_writable(device_path(manifest_path, device), "--manifest (a manifest per device)")
+    if not args.quiet:
+        print(f"building on {len(devices)} device(s) in parallel: {', '.join(map(str, devices))}", file=sys.stderr)
+    args.output, args.manifest = engine_path, manifest_path
+    results, wall = build_on_devices(args, devices)
+    text, _ = report(results, wall)
+    print(text)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     severity = Severity.VERBOSE if args.verbose > 1 else Severity.WARNING if not args.verbose else Severity.INFO
     logger = WarningsKept(Severity.ERROR if args.quiet else severity)
     engine_path = args.output or default_engine_path(args.model)
     manifest_path = args.manifest or default_manifest_path(engine_path)
     check_output_paths(args.model, engine_path, manifest_path)
+    if args.devices is not None:
+        return _run_on_devices(args, engine_path, manifest_path)
     check_writable(engine_path, "--output (the engine)")  # before a build that may take minutes
     check_writable(manifest_path, "--manifest")
     if args.replay and args.force_tactic:

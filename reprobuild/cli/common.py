@@ -218,6 +218,12 @@ class ProgressBar:
                 print(f"{self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
 
 
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """--device N: the GPU a cuda engine runs on (``Runtime(device=N)``); a cpu engine has only device 0."""
+    parser.add_argument("--device", type=int, metavar="N",
+                        help="the GPU to run a cuda engine on (default: 0); the engine file is the same on every GPU")
+
+
 def add_max_memory_option(parser: argparse.ArgumentParser, what: str) -> None:
     """--max-memory SIZE: the memory cap of a build (``BuilderConfig.max_memory``) or of loading and running an
     engine (``Runtime(max_memory=...)``); over it is a ResourceError, exit code 13, before anything is allocated."""

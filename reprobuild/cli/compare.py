@@ -8,6 +8,7 @@ import sys
 
 from reprobuild.cli.common import (
     Subcommands,
+    add_device_option,
     add_engine_input_options,
     add_max_memory_option,
     engine_inputs,
@@ -53,6 +54,7 @@ def add_parser(sub: Subcommands) -> None:
                    help="the quantile for --check-error-stat quantile, and the one reported (default: 0.99)")
     p.add_argument("--report", metavar="FILE", help="write the comparison as JSON")
     add_max_memory_option(p, "the engine (its weights and the execution context's scratch memory)")
+    add_device_option(p)
     p.set_defaults(run=run)
 
 
@@ -81,7 +83,7 @@ def _recorded_model_sha256(engine: Engine) -> str | None:
 def run(args: argparse.Namespace) -> int:
     if args.report:
         check_writable(args.report, "--report")
-    runtime = Runtime(Logger(Severity.WARNING), max_memory=args.max_memory)
+    runtime = Runtime(Logger(Severity.WARNING), max_memory=args.max_memory, device=args.device)
     engine = runtime.deserialize_engine(read_engine_file(args.engine))
     model_bytes = read_bounded(args.model, MAX_MODEL_BYTES, "model", ModelError)
     model = load_reference_model(model_bytes, f"model {args.model!r}")

@@ -13,6 +13,7 @@ import numpy as np
 from reprobuild.cli.common import (
     DeprecatedAlias,
     Subcommands,
+    add_device_option,
     add_engine_input_options,
     add_max_memory_option,
     engine_inputs,
@@ -53,6 +54,7 @@ def add_parser(sub: Subcommands) -> None:
                         "sha256, min/max/mean and non-finite counts, per input its source and sha256, the files "
                         "written")
     add_max_memory_option(p, "the engine (its weights and the execution context's scratch memory)")
+    add_device_option(p)
     p.set_defaults(run=run)
 
 
@@ -85,7 +87,8 @@ def _save(outputs: dict[str, np.ndarray], directory: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
-    engine = Runtime(logger, max_memory=args.max_memory).deserialize_engine(read_engine_file(args.engine))
+    runtime = Runtime(logger, max_memory=args.max_memory, device=args.device)
+    engine = runtime.deserialize_engine(read_engine_file(args.engine))
     inputs, label = engine_inputs(args, engine.inputs)
     outputs = engine.create_execution_context().execute(inputs)
     summaries = {name: output_summary(value) for name, value in outputs.items()}

@@ -206,9 +206,8 @@ def test_an_engine_keeps_working_after_builder_network_parser_and_config_are_gon
     assert to_host(engine.create_execution_context().execute({"input": x})["probs"]).tobytes() == expected
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
-def test_a_torch_allocator_supplies_cuda_scratch_memory() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_torch_allocator_supplies_scratch_memory(backend: str) -> None:
     torch = pytest.importorskip("torch")
 
     class TorchAllocator(GpuAllocator):
@@ -217,11 +216,11 @@ def test_a_torch_allocator_supplies_cuda_scratch_memory() -> None:
             self.tensors: list[Any] = []
 
         def allocate(self, size: int, alignment: int, purpose: str, backend: Backend) -> Any:
-            self.tensors.append(torch.empty(size, dtype=torch.uint8, device="cuda"))
+            self.tensors.append(torch.empty(size, dtype=torch.uint8, device=backend.name))
             return self.tensors[-1]
 
     allocator = TorchAllocator()
-    engine = Runtime(gpu_allocator=allocator).deserialize_engine(_build(backend="cuda"))
+    engine = Runtime(gpu_allocator=allocator).deserialize_engine(_build(backend=backend))
     context = engine.create_execution_context()
     base = allocator.tensors[0].data_ptr()
     assert base <= context.get_tensor_address("probs") < base + engine.device_memory_size

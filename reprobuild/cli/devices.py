@@ -1,0 +1,145 @@
+"""``build --devices``: one builder per GPU, in parallel, each in a process of its own and each writing its own
+engine and manifest; then whether the devices chose the same tactics.
+
+Builders on different GPUs do not disturb each other's timing: each holds only its own device's timing lock (keyed
+by the GPU's PCI bus id) and runs in its own process (its own CUDA context, its own GIL). GPUs of one model normally
+choose alike; where timing noise made one choose differently, ``reprobuild diff`` shows it, and a replay of one
+device's manifest on another (``build --replay A.dev0.manifest.json --device 1``) gives device 0's engine there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+from reprobuild.errors import UsageError
+
+#: Worker processes must not let a framework in them turn on NCCL's NVLink multicast (reprobuild itself uses no NCCL).
+WORKER_ENV = {"NCCL_NVLS_ENABLE": "0"}
+
+
+def parse_devices(text: str) -> tuple[int, ...] | str:
+    """'all' or a comma-separated list of distinct GPU indices ('0,1')."""
+    if text.strip() == "all":
+        return "all"
+    try:
+        devices = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'all' nor a list of GPU indices such as 0,1") from None
+    if any(d < 0 for d in devices) or len(set(devices)) != len(devices):
+        raise argparse.ArgumentTypeError(f"{text!r}: give each GPU index once, each 0 or more")
+    return devices
+
+
+def resolve_devices(devices: tuple[int, ...] | str, backend: str) -> tuple[int, ...]:
+    """The GPU indices ``--devices`` names, each checked to exist (the cpu backend has the one device 0)."""
+    from reprobuild.kernels.backend import check_device, cuda_unavailable_reason, device_count
+
+    name = backend if backend != "auto" else ("cuda" if cuda_unavailable_reason() is None else "cpu")
+    if devices == "all":
+        return tuple(range(device_count())) if name == "cuda" else (0,)
+    for device in devices:
+        check_device(name, device)
+    return tuple(devices)
+
+
+def device_path(path: str, device: int) -> str:
+    """'model.engine' -> 'model.dev1.engine'; 'model.manifest.json' -> 'model.dev1.manifest.json'."""
+    for suffix in (".manifest.json", ".engine"):
+        if path.endswith(suffix):
+            return f"{path[:-len(suffix)]}.dev{device}{suffix}"
+    return f"{path}.dev{device}"
+
+
+@dataclass(frozen=True)
+class DeviceBuild:
+    device: int
+    engine_path: str
+    manifest_path: str
+    engine_sha256: str
+    seconds: float
+
+
+def _build_on(args: argparse.Namespace, device: int) -> DeviceBuild:
+    """One device's build, in a worker process: the build command itself, quiet, on ``device``."""
+    os.environ.update(WORKER_ENV)
+    from reprobuild.cli.build import run
+    from reprobuild.digest import sha256_hex
+
+    engine_path, manifest_path = device_path(args.output, device), device_path(args.manifest, device)
+    child = argparse.Namespace(**{**vars(args), "devices": None, "device": device, "output": engine_path,
+                                  "manifest": manifest_path, "quiet": True, "json": False, "verbose": 0})
+    started = time.perf_counter()
+    with open(os.devnull, "w") as devnull:
+        import contextlib
+
+        with contextlib.redirect_stdout(devnull):
+            run(child)
+    with open(engine_path, "rb") as f:
+        digest = sha256_hex(f.read())
+    return DeviceBuild(device, engine_path, manifest_path, digest, time.perf_counter() - started)
+
+
+def build_on_devices(args: argparse.Namespace, devices: Sequence[int]) -> tuple[list[DeviceBuild], float]:
+    """Every device's build, in parallel processes (spawned: no CUDA state is inherited); and the wall time."""
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=len(devices), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_build_on, args, device) for device in devices]
+        results = [f.result() for f in futures]
+    return results, time.perf_counter() - started
+
+
+def choice_differences(manifests: Sequence[object]) -> list[str]:
+    """Per layer where a device chose another tactic than the first device: 'LAYER: dev0 TACTIC, dev1 TACTIC'."""
+    from reprobuild.manifest import models as m
+
+    first = manifests[0]
+    assert isinstance(first, m.Manifest)
+    lines = []
+    for index, layer in enumerate(first.pinned.layers):
+        choices = []
+        for other in manifests:
+            assert isinstance(other, m.Manifest)
+            theirs = other.pinned.layers[index] if index < len(other.pinned.layers) else None
+            choices.append(theirs.tactic.label if theirs is not None else "(no such layer)")
+        if len(set(choices)) > 1:
+            lines.append(f"{layer.name}: " + ", ".join(choices))
+    return lines
+
+
+def report(results: Sequence[DeviceBuild], wall: float) -> tuple[str, bool]:
+    """The text ``build --devices`` prints, and whether every device built the same engine."""
+    from reprobuild.manifest import read_manifest
+
+    manifests = [read_manifest(r.manifest_path) for r in results]
+    lines = [f"device {r.device}  {r.engine_path}  sha256 {r.engine_sha256[:16]}  {r.seconds:.2f} s" for r in results]
+    longest = max(r.seconds for r in results)
+    lines.append(f"{len(results)} builds in parallel: {wall:.2f} s of wall time; the longest build took "
+                 f"{longest:.2f} s, all of them {sum(r.seconds for r in results):.2f} s")
+    differences = choice_differences(manifests)
+    identical = len({r.engine_sha256 for r in results}) == 1
+    if not differences:
+        lines.append("every device chose the same tactic for every layer"
+                     + ("; the engines are identical" if identical else
+                        "; the engines differ (reprobuild diff shows where: golden outputs or environment)"))
+    else:
+        devices = ", ".join(f"dev{r.device}" for r in results)
+        lines.append(f"the devices chose differently in {len(differences)} layer(s) ({devices}):")
+        lines += [f"  {line}" for line in differences]
+        lines.append(f"to make every device's engine the same, replay one device's manifest on the others: "
+                     f"reprobuild build MODEL --replay {results[0].manifest_path} --device N")
+    return "\n".join(lines), identical
+
+
+def check_devices_options(args: argparse.Namespace) -> None:
+    if args.device is not None:
+        raise UsageError("--device and --devices cannot be combined: --devices builds on each device it names")
+    if args.timing_cache:
+        raise UsageError("--timing-cache cannot be used with --devices: builders in parallel would write one file")
+    if args.json:
+        raise UsageError("--json is not available with --devices yet; each device's manifest holds the build")
