@@ -7,6 +7,7 @@ import argparse
 from reprobuild.cli.common import Subcommands, human_bytes, print_json, read_engine_file
 from reprobuild.digest import sha256_hex
 from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine
+from reprobuild.engine.memory import MemoryTotals
 from reprobuild.manifest.io import pinned_from_json
 from reprobuild.textformat import table
 
@@ -46,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"memory      weights {human_bytes(mem.weights_bytes)} (persistent); per context "
           f"{human_bytes(mem.context_bytes)} = activations {human_bytes(mem.activation_bytes)} "
           f"(unshared {human_bytes(mem.unshared_activation_bytes)}) + workspace {human_bytes(mem.workspace_bytes)}")
+    totals = MemoryTotals.of(pinned.config.backend, len(data), mem.weights_bytes, mem.context_bytes)
+    print("            " + "; ".join(totals.lines()))
     print(f"golden      seed {pinned.golden.seed}: "
           + ", ".join(f"{d.name} {d.sha256[:16]}" for d in pinned.golden.outputs)
           + f" ({len(pinned.golden.layers)} layer digests; reprobuild verify --against checks them)")

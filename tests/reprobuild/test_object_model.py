@@ -227,3 +227,16 @@ def test_a_torch_allocator_supplies_scratch_memory(backend: str) -> None:
     x = np.random.default_rng(4).standard_normal((8, 64)).astype(np.float32)
     expected = Runtime().deserialize_engine(engine.serialize()).create_execution_context().execute({"input": x})
     assert context.execute({"input": x})["probs"].tobytes() == expected["probs"].tobytes()
+
+
+def test_inspect_shows_the_memory_lines(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from reprobuild.cli.main import main
+
+    engine = tmp_path / "mlp.engine"
+    assert main(["build", MLP, "-o", str(engine), "--backend", "cpu", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(engine)]) == 0
+    out = capsys.readouterr().out
+    context_bytes = Runtime().deserialize_engine(engine.read_bytes()).device_memory_size
+    assert (f"Total Host Persistent Memory: {engine.stat().st_size} bytes; Total Device Persistent Memory: 0 bytes; "
+            f"Total Scratch Memory: {context_bytes} bytes") in out
