@@ -40,7 +40,7 @@ def location(value: Any) -> tuple[str, int]:
     """Where an array-like lives: ('cpu', 0) or ('cuda', DEVICE); a ValueError says why it cannot be told."""
     if isinstance(value, np.ndarray):
         return "cpu", 0
-    device = getattr(value, "device", None)
+    device: Any = getattr(value, "device", None)
     if type(value).__module__.startswith("cupy") and hasattr(device, "id"):  # a CuPy array: no driver call
         return "cuda", int(device.id)
     if hasattr(value, "__cuda_array_interface__"):

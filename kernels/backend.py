@@ -14,7 +14,7 @@ import platform
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -381,6 +381,41 @@ def check_device(name: str, device: int | None) -> int:
             raise UsageError(f"there is no GPU {device}: this process sees {count} (CUDA_VISIBLE_DEVICES="
                              f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); give an index below {count}")
     return device
+
+
+#: Set in every worker that shares a host with other GPUs' workers (device worker processes, Ray tasks).
+#: reprobuild itself never uses NCCL, but a framework loaded in the same process (torch.distributed, Ray's
+#: collectives) might, and NCCL's NVLink multicast (NVLS) is kept off on multi-GPU hosts.
+MULTI_DEVICE_ENV = {"NCCL_NVLS_ENABLE": "0"}
+
+
+def resolve_devices(requested: str | Sequence[int], backend: str) -> list[int]:
+    """``"all"`` or GPU indices (``--devices``) as devices of ``backend`` ('cpu' or 'cuda'): every visible GPU for
+    ``all`` on cuda; device 0, the only one, on cpu. A device that does not exist is a UsageError saying how many
+    there are."""
+    if isinstance(requested, str) and requested != "all":
+        raise UsageError(f"--devices is all or GPU indices; got {requested!r}")
+    indices = [] if isinstance(requested, str) else [int(d) for d in requested]
+    if not isinstance(requested, str) and (not indices or len(set(indices)) != len(indices)):
+        raise UsageError(f"--devices needs distinct GPU indices; got {indices} (give each device once, or all)")
+    if backend == "cpu":
+        if requested != "all" and indices != [0]:
+            raise UsageError(f"--devices {','.join(map(str, indices))}: this is a cpu engine, and the cpu backend has "
+                             "one device, 0; give --devices 0, or build the engine with --backend cuda to run it "
+                             "on several GPUs")
+        return [0]
+    if requested == "all":
+        count = device_count()
+        if count == 0:
+            raise UsageError("--devices all: this process sees no GPU; check CUDA_VISIBLE_DEVICES and the driver "
+                             "(nvidia-smi)")
+        return list(range(count))
+    for d in indices:
+        try:
+            check_device(backend, d)
+        except UsageError as exc:
+            raise UsageError(f"--devices {','.join(map(str, indices))}: {exc}") from None
+    return indices
 
 
 def get_backend(name: str, device: int | None = None) -> Backend:

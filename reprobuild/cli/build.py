@@ -37,13 +37,13 @@ from reprobuild.cli.devices import (
     device_path,
     parse_devices,
     report,
-    resolve_devices,
 )
 from reprobuild.digest import sha256_hex
 from reprobuild.envpolicy import POLICIES
 from reprobuild.errors import UsageError
 from reprobuild.fileio import atomic_write_all, check_writable
 from reprobuild.frontend import network_from_onnx_path
+from reprobuild.kernels.backend import cuda_unavailable_reason, resolve_devices
 from reprobuild.logger import Logger, Severity
 from reprobuild.manifest import Manifest, manifest_to_json
 
@@ -238,9 +238,9 @@ def _run_on_devices(args: argparse.Namespace, engine_path: str, manifest_path: s
     that chose differently are a finding, shown, not an error)."""
     check_devices_options(args)
     backend = args.backend or "auto"
+    if backend == "auto":
+        backend = "cuda" if cuda_unavailable_reason() is None else "cpu"
     devices = resolve_devices(args.devices, backend)
-    if not devices:
-        raise UsageError("--devices all: this process sees no GPU; build with --backend cpu without --devices")
     for device in devices:
         check_output_paths(args.model, device_path(engine_path, device), device_path(manifest_path, device))
         check_writable(device_path(engine_path, device), "--output (an engine per device)")

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 
 from reprobuild.errors import UsageError
-
-#: Worker processes must not let a framework in them turn on NCCL's NVLink multicast (reprobuild itself uses no NCCL).
-WORKER_ENV = {"NCCL_NVLS_ENABLE": "0"}
+from reprobuild.kernels.backend import MULTI_DEVICE_ENV
 
 
 def parse_devices(text: str) -> tuple[int, ...] | str:
@@ -34,18 +32,6 @@ def parse_devices(text: str) -> tuple[int, ...] | str:
     if any(d < 0 for d in devices) or len(set(devices)) != len(devices):
         raise argparse.ArgumentTypeError(f"{text!r}: give each GPU index once, each 0 or more")
     return devices
-
-
-def resolve_devices(devices: tuple[int, ...] | str, backend: str) -> tuple[int, ...]:
-    """The GPU indices ``--devices`` names, each checked to exist (the cpu backend has the one device 0)."""
-    from reprobuild.kernels.backend import check_device, cuda_unavailable_reason, device_count
-
-    name = backend if backend != "auto" else ("cuda" if cuda_unavailable_reason() is None else "cpu")
-    if devices == "all":
-        return tuple(range(device_count())) if name == "cuda" else (0,)
-    for device in devices:
-        check_device(name, device)
-    return tuple(devices)
 
 
 def device_path(path: str, device: int) -> str:
@@ -67,7 +53,7 @@ class DeviceBuild:
 
 def _build_on(args: argparse.Namespace, device: int) -> DeviceBuild:
     """One device's build, in a worker process: the build command itself, quiet, on ``device``."""
-    os.environ.update(WORKER_ENV)
+    os.environ.update(MULTI_DEVICE_ENV)
     from reprobuild.cli.build import run
     from reprobuild.digest import sha256_hex
 

@@ -15,13 +15,15 @@ from reprobuild.cli.common import (
     read_engine_file,
     read_engine_or_manifest,
 )
+from reprobuild.cli.devices import parse_devices
 from reprobuild.engine import Runtime
 from reprobuild.errors import NotDeterministicError, ToleranceError, UsageError
 from reprobuild.fileio import atomic_write, check_writable
+from reprobuild.kernels.backend import resolve_devices
 from reprobuild.locator import locate, locate_against
 from reprobuild.logger import Logger, Severity
 from reprobuild.textformat import table
-from reprobuild.verify import Locator, VerifyPlan, check_against, verify
+from reprobuild.verify import Locator, VerifyPlan, VerifyReport, check_against, verify
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -56,6 +58,22 @@ def add_parser(sub: Subcommands) -> None:
                    help="fail (exit code 11) when an output holds NaN or infinite values; by default verify warns "
                         "and judges only whether the bits repeat")
     add_max_memory_option(p, "the engine (its weights and the scratch memory of its live contexts; in each process)")
+    several = p.add_argument_group(
+        "several devices", "Run the engine on several GPUs, or on a Ray fleet, and compare their bits: the "
+                           "cross_device dimension. Devices compare only with devices of the same GPU model; a model "
+                           "with one device is reported as not comparable, and cross_device stays untested.")
+    several.add_argument("--devices", type=parse_devices, metavar="all|0,1,...",
+                         help="also run the engine in one worker process per listed GPU (all: every visible GPU), "
+                              "each with --runs runs on one context, --contexts fresh contexts and --traced-runs (at "
+                              "least 1) traced runs, and compare outputs and every layer's digest across devices; "
+                              "this process runs its plan on the first one. A cpu engine has one device, 0")
+    several.add_argument("--ray", metavar="ADDRESS",
+                         help="run the verification as Ray tasks, one GPU each (one CPU each for a cpu engine), and "
+                              "compare their digests here, naming any task (node and GPU) that differs. ADDRESS: local "
+                              "(a Ray instance on this machine) or a cluster's (ray://HOST:10001, auto). Needs the "
+                              "extra: pip install -e '.[ray]'")
+    several.add_argument("--ray-tasks", type=int, metavar="N",
+                         help="Ray tasks to run (default: one per GPU of the cluster; 2 for a cpu engine)")
     p.set_defaults(run=run)
 
 
@@ -70,13 +88,39 @@ def _locator_line(found: Locator) -> str:
     return text
 
 
+def _check_fleet_options(args: argparse.Namespace) -> None:
+    """--ray runs nothing here: the options that need this process to run the engine are refused with it."""
+    if args.ray_tasks is not None and args.ray is None:
+        raise UsageError("--ray-tasks needs --ray ADDRESS (use --ray local for a Ray instance on this machine)")
+    if args.ray is None:
+        return
+    clashes = [name for name, given in (("--devices", args.devices is not None), ("--against", args.against),
+                                        ("--threads", args.threads != 1), ("--streams", args.streams != 1),
+                                        ("--processes", args.processes != 1)) if given]
+    if clashes:
+        raise UsageError(f"--ray runs each task as one process with one thread and one stream on one GPU, and "
+                         f"cannot be combined with {', '.join(clashes)}; use --ray-tasks N for more tasks, or run "
+                         "those checks without --ray")
+
+
 def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
+    _check_fleet_options(args)
     if args.report:
         check_writable(args.report, "--report")  # before a plan that may run for minutes
+    if args.ray is not None:
+        return _run_fleet(args)
     side = (read_engine_or_manifest(args.against, "--against", "an engine is compared with its model by "
                                     "reprobuild compare ENGINE MODEL") if args.against else None)
-    engine = Runtime(logger, max_memory=args.max_memory).deserialize_engine(read_engine_file(args.engine))
+    data = read_engine_file(args.engine)
+    devices, device = None, None
+    if args.devices is not None:
+        from reprobuild.fleet import engine_outline
+
+        backend = engine_outline(data).backend  # before the engine is loaded on the first device listed
+        devices = resolve_devices(args.devices, backend)
+        device = devices[0] if backend == "cuda" else None
+    engine = Runtime(logger, max_memory=args.max_memory, device=device).deserialize_engine(data)
     if side is not None and side.kind == "manifest" and side.engine is not None:
         problem = pair_mismatch(side.engine.sha256, engine.sha256, args.engine)  # before any run
         if problem:
@@ -88,12 +132,14 @@ def run(args: argparse.Namespace) -> int:
     plan.validate()
     progress = ProgressBar(plan.total_runs, "verify", enabled=not args.quiet)
     seed = args.seed if args.seed is not None else args.input_default_seed  # also seeds the batch-invariance check
-    report = verify(engine, inputs, plan, label, progress, seed, args.max_memory)
+    report = verify(engine, inputs, plan, label, progress, seed, args.max_memory, devices)
     print(f"engine     {args.engine} ({engine.backend.name}, {engine.num_layers} layers, "
           f"sha256 {engine.sha256[:16]}...)")
     print(f"inputs     {label}")
+    on_devices = (f", + {len(devices)} device worker(s) on {_device_list(devices, engine.backend.name)}"
+                  if devices else "")
     print(f"plan       {plan.runs} runs x {plan.threads} thread(s) x {plan.streams} stream(s) + {plan.contexts} "
-          f"fresh context(s), {plan.processes} process(es): {report.total_runs} runs")
+          f"fresh context(s), {plan.processes} process(es){on_devices}: {report.total_runs} runs")
     rows = [[d.name, "not tested" if not d.tested else "identical" if d.identical else "DIFFERENT", d.detail]
             for d in report.dimensions]
     verdict = {True: "identical", False: "DIFFERENT", None: "not tested"}[report.batch_invariant]
@@ -109,12 +155,71 @@ def run(args: argparse.Namespace) -> int:
             found = locate_against(engine, golden, pinned.golden.layers)
             report = report.model_copy(update={"locator": found})
     print(table(rows, ["dimension", "verdict", "detail"]))
-    if not report.deterministic and report.locator is None:
+    _print_devices(report)
+    if not report.deterministic and report.locator is None and _locally_reproducible(report):
         report = report.model_copy(update={"locator": locate(engine, inputs)})
     if report.locator is not None:
         print(f"locator    {_locator_line(report.locator)}")
     against = f" (against the manifest: {report.against['tier']})" if report.against else ""
     print(f"tier       {report.tier}{against}")
+    return _finish(args, report, against_ok)
+
+
+def _device_list(devices: list[int], backend: str) -> str:
+    return "the cpu" if backend == "cpu" else "GPU " + ", ".join(map(str, devices))
+
+
+def _locally_reproducible(report: VerifyReport) -> bool:
+    """Whether a dimension this process ran failed (the locator re-runs here); a device that differs from the
+    others is named by the device table with its first differing layer instead."""
+    return any(d.tested and not d.identical for d in report.dimensions if d.name != "cross_device")
+
+
+def _print_devices(report: VerifyReport) -> None:
+    """One row per device worker or Ray task: its GPU model, digest, verdict and why."""
+    if not report.devices:
+        return
+    rows = []
+    for v in report.devices:
+        verdict = ("not comparable" if v.identical is None else "reference" if v.reference and v.repeatable
+                   else "identical" if v.identical and v.repeatable else "DIFFERENT")
+        rows.append([v.label, v.hardware, v.digest[:16], verdict, v.detail])
+    print(f"devices    {len(report.devices)} {'Ray task(s)' if report.fleet else 'device worker(s)'}, each "
+          "compared with the others of its GPU model")
+    print(table(rows, ["device", "model", "digest", "verdict", "detail"], indent="  "))
+    cross = next(d for d in report.dimensions if d.name == "cross_device")
+    if not cross.tested and len({v.hardware for v in report.devices}) > 1:
+        print(f"warning    cross_device not tested: {cross.detail}")
+
+
+def _run_fleet(args: argparse.Namespace) -> int:
+    """--ray: the engine runs only in the Ray tasks; this process draws the inputs and compares the digests."""
+    from reprobuild.fleet import FleetPlan, engine_outline, verify_on_ray
+
+    data = read_engine_file(args.engine)
+    outline = engine_outline(data)
+    inputs, label = engine_inputs(args, outline.inputs)
+    plan = FleetPlan(address=args.ray, tasks=args.ray_tasks, runs=args.runs, contexts=args.contexts,
+                     traced_runs=args.traced_runs, max_memory=args.max_memory)
+    report = verify_on_ray(data, inputs, plan, label, outline)
+    print(f"engine     {args.engine} ({outline.backend}, {len(outline.layers)} layers, "
+          f"sha256 {outline.sha256[:16]}...)")
+    print(f"inputs     {label}")
+    ray_version = report.fleet.ray if report.fleet else "?"
+    print(f"plan       Ray at {args.ray} (Ray {ray_version}): {len(report.devices)} task(s), each {plan.runs} "
+          f"runs + {plan.contexts} fresh context(s) + {max(1, plan.traced_runs)} traced run(s): "
+          f"{report.total_runs} runs")
+    rows = [[d.name, "not tested" if not d.tested else "identical" if d.identical else "DIFFERENT", d.detail]
+            for d in report.dimensions]
+    rows.append(["batch_invariant", "not tested", report.batch_detail])
+    print(table(rows, ["dimension", "verdict", "detail"]))
+    _print_devices(report)
+    print(f"tier       {report.tier}")
+    return _finish(args, report, True)
+
+
+def _finish(args: argparse.Namespace, report: VerifyReport, against_ok: bool) -> int:
+    """The speed, warnings and verdict lines, the --report file, and the exit code."""
     print(f"speed      {report.total_runs} runs in {report.seconds:.2f} s: {report.runs_per_second:.1f} runs/s")
     for nonfinite in report.nonfinite:
         print(f"warning    not finite: {nonfinite.text}")

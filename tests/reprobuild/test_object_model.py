@@ -22,7 +22,7 @@ from reprobuild.errors import ResourceError, UsageError
 from reprobuild.frontend import OnnxParser, network_from_onnx_path
 from reprobuild.kernels.backend import Backend
 from reprobuild.logger import RecordingLogger, Severity
-from tests.helpers import BACKENDS, CUDA_SKIP, EXAMPLES, to_host
+from tests.helpers import BACKENDS, EXAMPLES, to_host
 
 MLP = f"{EXAMPLES}/mlp.onnx"
 
