@@ -93,7 +93,8 @@ def benchmark(engine: Engine, inputs: Mapping[str, np.ndarray], iterations: int 
         raise UsageError(f"duration must be between 0 and 86400 seconds; got {duration!r}")
     context = engine.create_execution_context(cuda_graph=cuda_graph)
     backend = engine.backend
-    host = {name: np.ascontiguousarray(value) for name, value in inputs.items()}
+    pinned = {b.name for b in engine.inputs if b.value is not None}  # fixed at build time: nothing to send
+    host = {name: np.ascontiguousarray(value) for name, value in inputs.items() if name not in pinned}
     run = _cuda_iteration(context, host) if backend.name == "cuda" else _cpu_iteration(context, host)
     for _ in range(max(warmup, 1)):  # at least one: the first run captures the graph
         run()
