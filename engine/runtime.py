@@ -328,14 +328,13 @@ class ExecutionContext:
 
     @device_memory.setter
     def device_memory(self, memory: Any) -> None:
-        with self._exclusive():
+        with self._exclusive(), self.backend.activate(self.stream):  # the cuBLAS handle is made on this GPU
             self._set_device_memory(memory)
 
     def _set_device_memory(self, memory: Any) -> None:
         need = self.engine.device_memory_size
         if memory is not None and not isinstance(memory, (np.ndarray, self.backend.xp.ndarray)):
-            with self.backend.activate(self.stream):  # a torch tensor or another DLPack object: its memory, shared
-                memory = to_backend(memory, self.backend, "device_memory")
+            memory = to_backend(memory, self.backend, "device_memory")  # a torch tensor, ...: its memory, shared
         if memory is None or getattr(memory, "dtype", None) != np.uint8 or memory.ndim != 1 or memory.size < need:
             raise UsageError(f"device memory must be a 1-D uint8 {self.backend.name} array of at least {need} "
                              "bytes (Engine.device_memory_size)")
