@@ -220,9 +220,9 @@ class CudaBackend(Backend):
         with _LOCK:
             handle = self._blas.get(key)
             if handle is None:
-                with self.device:
+                with self.device:  # the workspace and the handle on this backend's GPU
                     workspace = self.xp.empty(WORKSPACE_BYTES, dtype=self.xp.uint8)
-                handle = self._blas[key] = BlasHandle(key, int(workspace.data.ptr), WORKSPACE_BYTES, workspace)
+                    handle = self._blas[key] = BlasHandle(key, int(workspace.data.ptr), WORKSPACE_BYTES, workspace)
             return handle
 
     @contextlib.contextmanager
