@@ -109,6 +109,8 @@ def ray_session(ray: Any, address: str, backend: str, tasks: int | None) -> Iter
         yield
         return
     quiet: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    # A verification run sends nothing anywhere: Ray's usage statistics stay off unless the user turned them on.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address == "local":
         if backend == "cuda":
             ray.init(**quiet)
