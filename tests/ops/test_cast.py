@@ -53,6 +53,14 @@ def test_cast_between_standard_types(backend: str, rng: np.random.Generator, src
         info = np.iinfo(src)
         x = rng.integers(max(info.min, -(2**40)), min(info.max, 2**40), (4, 6), dtype=src, endpoint=True)
         x.reshape(-1)[:3] = [0, info.min, info.max]
+    if (src, to) == ("float64", TensorProto.FLOAT16):
+        # onnxruntime rounds through float32 (twice): see test_castlike_takes_the_dtype_of_its_second_input
+        x.reshape(-1)[:2] = [431.37498671, -431.37498671]
+        step = 0.0 if backend == "cpu" else 2.0**-10
+        with np.errstate(over="ignore"):
+            expected = x.astype(np.float16)
+        check_op("Cast", {"x": x}, backend=backend, to=to, expected={"y": expected}, rtol=step, atol=0.0)
+        return
     check_op("Cast", {"x": x}, backend=backend, to=to)
 
 
