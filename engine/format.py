@@ -20,7 +20,9 @@ crafted engine gives a :class:`FormatError` naming what is wrong, never another 
 2. the header's schema and caps (``reprobuild.engine.plan``: types, ranks, dimensions, byte sizes, counts), and
    the weight table: sorted, unique, tiling the buffer;
 3. names: weights, activations, bindings and layers each unique; weights and activations disjoint; every
-   binding an activation of the same shape and dtype; pinned inputs matching their weights;
+   binding an activation of the same shape and dtype; pinned inputs matching their weights; each declared model
+   shape (``declared_inputs``, optional: engines before it lack it) of a run-time input, of its rank, with its
+   static dimensions equal to the input's;
 4. wiring: layers in topological order, each activation written exactly once, by a layer or by the caller
    (network inputs), and never a weight or an input written by a layer;
 5. the memory plan's bounds: every activation inside the arena, the workspace after it;
@@ -312,6 +314,16 @@ def _check_bindings(header: EngineHeader, weights: Mapping[str, EngineWeight],
                 source = f"layer {producers[b.name]!r} writes" if b.name in producers else "the engine holds"
                 raise _bad(f"engine {kind} binding {b.name!r} is {_describe(b)}, but {source} it as "
                            f"{_describe(t)}; a binding has the shape and dtype of its tensor")
+    inputs = {b.name: b for b in header.inputs}
+    for name, declared in header.declared_inputs.items():
+        binding = inputs.get(name)
+        if binding is None:
+            raise _bad(f"engine declares a model shape for {name!r}, which is not one of its run-time inputs")
+        if len(declared) != len(binding.shape) or any(
+                isinstance(d, bool) or (isinstance(d, int) and d != s) or (isinstance(d, str) and not 0 < len(d) <= 256)
+                for d, s in zip(declared, binding.shape)):
+            raise _bad(f"engine input {name!r} is {_describe(binding)}, but its declared model shape is {declared}: "
+                       "a declared shape has the input's rank, equal static dimensions, and short symbols")
     for pin in header.pinned_inputs:
         w = weights.get(pin.name)
         if w is None or (w.shape, w.dtype, w.sha256) != (pin.shape, pin.dtype, pin.sha256):

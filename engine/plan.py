@@ -154,3 +154,6 @@ class EngineHeader(_Strict):
     cuda_graph: bool
     manifest: bytes
     manifest_sha256: str = Sha256
+    #: Each run-time input's shape as the model declared it (an int per static dimension, the symbol of a dynamic
+    #: one): what a run with another shape is advised to do. Empty for a network built in code.
+    declared_inputs: dict[str, list[int | str]] = Field(default_factory=dict, max_length=MAX_BINDINGS)

@@ -55,6 +55,8 @@ class Binding:
     shape: tuple[int, ...]
     dtype: str
     value: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: The input's shape as the model declared it (ints static, symbols dynamic); None when not known.
+    declared: tuple[int | str, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,9 @@ class Engine:
         self._check_references(weights)
         pinned = tuple(Binding(t.name, tuple(t.shape), t.dtype, weights[t.name]) for t in header.pinned_inputs)
         #: Every input of the network: the run-time ones, then those whose values were pinned at build time.
-        self.inputs = tuple(_binding(t) for t in header.inputs) + pinned
+        self.inputs = tuple(Binding(t.name, tuple(t.shape), t.dtype, None,
+                                    tuple(header.declared_inputs[t.name]) if t.name in header.declared_inputs
+                                    else None) for t in header.inputs) + pinned
         self.outputs = tuple(_binding(t) for t in header.outputs)
         self.weights_bytes = sum(int(w.nbytes) for w in weights.values())
         #: The memory cap in bytes (None: none), and where it comes from.
@@ -411,7 +415,7 @@ class ExecutionContext:
             shape, dtype = tuple(getattr(value, "shape", ())), str(getattr(value, "dtype", type(value).__name__))
             if shape != b.shape:
                 raise self._fail(InputError(f"input {name!r} has shape {list(shape)}; the engine was built for "
-                                            f"{list(b.shape)}. {shape_advice(name, None, b.shape, shape)}"))
+                                            f"{list(b.shape)}. {shape_advice(name, b.declared, b.shape, shape)}"))
             if dtype != b.dtype:
                 raise self._fail(InputError(f"input {name!r} has dtype {dtype}; the engine expects {b.dtype} "
                                             f"(convert with array.astype(numpy.{b.dtype}))"))

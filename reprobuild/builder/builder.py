@@ -555,6 +555,8 @@ def _engine_header(net: Network, tactics: Sequence[Tactic], chosen: Sequence[Can
         info = net.tensors[name]
         return {"name": name, "shape": list(info.shape), "dtype": info.dtype}
 
+    declared = dict((net.source or {}).get("declared_inputs") or {})
+
     return {
         "format": "reprobuild-engine",
         "backend": backend.name,
@@ -575,6 +577,7 @@ def _engine_header(net: Network, tactics: Sequence[Tactic], chosen: Sequence[Can
         "cuda_graph": cuda_graph,
         "manifest": manifest,
         "manifest_sha256": sha256_hex(manifest),
+        "declared_inputs": {t.name: list(declared[t.name]) for t in net.inputs if t.name in declared},
     }
 
 

@@ -270,7 +270,8 @@ class Refitter:
         layers = [Layer(layer.name, layer.op, tuple(layer.inputs), tuple(layer.outputs), make_attrs(layer.attrs),
                         tuple(record.onnx_nodes))
                   for layer, record in zip(header.layers, self.pinned.layers)]
-        source = {**self.pinned.model.model_dump(exclude={"structural_hash"}), "sha256": None, "size_bytes": None}
+        source = {**self.pinned.model.model_dump(exclude={"structural_hash"}), "sha256": None, "size_bytes": None,
+                  "declared_inputs": {k: tuple(v) for k, v in header.declared_inputs.items()}}
         return Network.create(header.name, [tensors[t.name] for t in header.inputs], [t.name for t in header.outputs],
                               layers, tensors, weights, source, [p.name for p in header.pinned_inputs])
 

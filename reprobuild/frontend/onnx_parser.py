@@ -18,7 +18,7 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -73,6 +73,10 @@ class ModelInfo:
     graph_name: str
     #: The model's own default-domain opset when it was older than MIN_OPSET and upgraded (else None).
     upgraded_from_opset: int | None = None
+    #: Each run-time input's shape as the model declares it: an int for a static dimension, the symbol ('N', or '?'
+    #: when unnamed) for a dynamic one. Not part of the manifest; the engine keeps it so that a run with another
+    #: shape can say whether a rebuild with --input-shape helps (a dynamic dimension) or not (a static one).
+    declared_inputs: Mapping[str, tuple[int | str, ...]] = field(default_factory=dict)
 
 
 class OnnxParser:
@@ -84,6 +88,7 @@ class OnnxParser:
         self.used_names: set[str] = set()
         self.folded = 0
         self.model_info: ModelInfo | None = None
+        self._declared: dict[str, tuple[int | str, ...]] = {}
 
     def parse_from_file(self, path: str | os.PathLike[str], input_shapes: Mapping[str, Sequence[int]] | None = None,
                         input_values: Mapping[str, np.ndarray] | None = None) -> ModelInfo:
@@ -204,7 +209,7 @@ class OnnxParser:
         return ModelInfo(
             sha256="", size_bytes=len(data), ir_version=int(model.ir_version), opset=int(opsets.get("", 0)),
             producer=f"{model.producer_name} {model.producer_version}".strip(), graph_name=graph.name,
-            upgraded_from_opset=upgraded_from,
+            upgraded_from_opset=upgraded_from, declared_inputs=dict(self._declared),
         )
 
     def _convert_nodes(self, graph: onnx.GraphProto, names: Sequence[str], plan: Sequence[tuple[int, int]],
@@ -359,6 +364,7 @@ class OnnxParser:
                 raise ResourceError(f"network input {vi.name!r} of shape {shape} ({dtype}) cannot be built: {problem}; "
                                     "give it a smaller shape")
             self.network.add_input(vi.name, shape, dtype)
+            self._declared[vi.name] = tuple(declared) if ttype.HasField("shape") else tuple("?" for _ in shape)
         for vi in graph.input:
             if vi.name not in names:
                 self.logger.verbose(f"input {vi.name!r} has an initializer; it is treated as a constant")

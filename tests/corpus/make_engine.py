@@ -206,6 +206,7 @@ def wrong_rank(cnn: Engine, mlp: Engine) -> bytes:
     gets an input of rank 3 and a weight of rank 4."""
     for t in cnn.tensors("image"):
         t["shape"] = [2, 3, 1024]
+    cnn.header["declared_inputs"] = {"image": [2, 3, 1024]}  # consistently: the defect is the convolution's input
     return cnn.pack()
 
 
@@ -319,6 +320,7 @@ def terabyte_activations(cnn: Engine, mlp: Engine) -> bytes:
     for name in [t["name"] for t in mlp.header["activations"]]:
         for t in mlp.tensors(name):
             t["shape"] = [2**39, *t["shape"][1:]]
+    mlp.header["declared_inputs"] = {"input": ["N", *mlp.header["declared_inputs"]["input"][1:]]}  # a dynamic batch
     mlp.replan()
     return mlp.pack()
 
@@ -333,6 +335,23 @@ def binding_dtype_disagrees(cnn: Engine, mlp: Engine) -> bytes:
 def binding_shape_disagrees(cnn: Engine, mlp: Engine) -> bytes:
     for t in (*mlp.header["outputs"], *mlp.manifest["outputs"]):
         t["shape"] = [8, 5]
+    return mlp.pack()
+
+
+def declared_shape_wrong_rank(cnn: Engine, mlp: Engine) -> bytes:
+    """The model's declared shape of 'input' recorded with one dimension too many."""
+    mlp.header["declared_inputs"] = {"input": [8, 64, 1]}
+    return mlp.pack()
+
+
+def declared_shape_static_dim_disagrees(cnn: Engine, mlp: Engine) -> bytes:
+    """A static declared dimension (16) that is not the input's (8): the advice it gives would be wrong."""
+    mlp.header["declared_inputs"] = {"input": [16, 64]}
+    return mlp.pack()
+
+
+def declared_shape_of_unknown_input(cnn: Engine, mlp: Engine) -> bytes:
+    mlp.header["declared_inputs"] = {**mlp.header["declared_inputs"], "nowhere": ["N"]}
     return mlp.pack()
 
 
@@ -373,6 +392,7 @@ DEFECTS: dict[str, Callable[[Engine, Engine], bytes]] = {
         output_named_as_weight, activation_produced_twice, input_written_by_layer, layer_reads_undefined_tensor,
         activation_never_written, duplicate_layer_names, rank_65, dims_overflow_int64, dim_2_40, negative_dim,
         memory_offset_out_of_range, terabyte_activations, binding_dtype_disagrees, binding_shape_disagrees,
+        declared_shape_wrong_rank, declared_shape_static_dim_disagrees, declared_shape_of_unknown_input,
         layers_out_of_order, embedded_manifest_fake_tactic, embedded_manifest_other_attrs,
         embedded_manifest_missing_layer, embedded_manifest_not_json,
     )

@@ -69,6 +69,12 @@ TABLE: dict[str, tuple[type[ReprobuildError], str, int]] = {
                                              r"writes it as \[8, 10\] float32", 4),
     "binding_shape_disagrees": (FormatError, r"output binding 'probs' is \[8, 5\] float32, but layer 'softmax' "
                                              r"writes it as \[8, 10\] float32", 4),
+    "declared_shape_wrong_rank": (FormatError, r"engine input 'input' is \[8, 64\] float32, but its declared model "
+                                               r"shape is \[8, 64, 1\]", 4),
+    "declared_shape_static_dim_disagrees": (FormatError, r"engine input 'input' is \[8, 64\] float32, but its "
+                                                         r"declared model shape is \[16, 64\]", 4),
+    "declared_shape_of_unknown_input": (FormatError, r"declares a model shape for 'nowhere', which is not one of its "
+                                                     r"run-time inputs", 4),
     # caps (the header's schema)
     "rank_65": (FormatError, r"tensor 'input' has 65 dimensions; an engine tensor has at most 16", 4),
     "dims_overflow_int64": (FormatError, r"tensor 'input' of shape \[2147483648, 2147483648, 2147483648\] \(float32\)"

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.engine import Engine, Runtime
 from reprobuild.engine.advice import shape_advice
+from reprobuild.errors import InputError
+from reprobuild.frontend import network_from_onnx_bytes
 
 
 def test_a_dynamic_dimension_gets_a_concrete_rebuild_command() -> None:
@@ -47,3 +56,32 @@ def test_a_declared_shape_of_another_rank_counts_as_unknown() -> None:
 
 def test_the_same_shape_needs_nothing() -> None:
     assert "nothing needs to change" in shape_advice("x", None, (2, 5), (2, 5))
+
+
+def _relu_engine(declared: list[int | str], shape: tuple[int, ...] | None) -> Engine:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, declared)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, declared)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    network, info = network_from_onnx_bytes(model.SerializeToString(), None, {"x": shape} if shape else None)
+    assert info.declared_inputs == {"x": tuple(declared)}
+    built = Builder().build(network, BuilderConfig(backend="cpu", iterations=1, warmup=0))
+    engine: Engine = Runtime().deserialize_engine(built.engine)
+    return engine
+
+
+def test_the_engine_records_the_declared_shape_and_a_run_gets_the_definite_advice() -> None:
+    """The finding: a wrong-shaped run advised --input-shape even where the model's dimension is static (and the
+    rebuild then failed). The engine now records the declared shape, so each case gets its own advice."""
+    dynamic = _relu_engine(["N", 4], (2, 4))
+    assert dynamic.inputs[0].declared == ("N", 4) and dynamic.header.declared_inputs == {"x": ["N", 4]}
+    with pytest.raises(InputError) as error:
+        dynamic.create_execution_context().execute({"x": np.ones((3, 4), np.float32)})
+    assert "declares axis 0 of 'x' dynamic ('N' at axis 0)" in str(error.value)
+    assert "--input-shape x=3x4" in str(error.value)
+
+    static = _relu_engine([2, 4], None)
+    with pytest.raises(InputError) as error:
+        static.create_execution_context().execute({"x": np.ones((3, 4), np.float32)})
+    assert "declares axis 0 of 'x' static (2 at axis 0)" in str(error.value)
+    assert "no rebuild changes it" in str(error.value)

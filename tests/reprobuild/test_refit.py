@@ -160,6 +160,8 @@ def test_setting_every_weight_by_name_is_the_same_refit(case: Case, refitted: Re
         refitter.set_named_weights(name, np.array(refitted.network.constants[name]))
     assert refitter.get_missing_weights() == []
     result = refitter.refit()
+    declared = [Runtime().deserialize_engine(r.engine).header.declared_inputs for r in (result, refitted)]
+    assert declared[0] == declared[1] != {}  # the model's declared input shapes are the engine's, kept
     for name, value in _run(result.engine, 9).items():
         assert value.tobytes() == _run(refitted.engine, 9)[name].tobytes()
     # No model file is behind weights set one by one: the model record says so, and nothing else differs.
