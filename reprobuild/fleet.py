@@ -117,6 +117,7 @@ def ray_session(ray: Any, address: str, backend: str, tasks: int | None) -> Iter
         else:
             ray.init(num_cpus=max(1, min(tasks or 2, os.cpu_count() or 1)), num_gpus=0, **quiet)
     else:
+        _check_reachable(address)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -127,6 +128,29 @@ def ray_session(ray: Any, address: str, backend: str, tasks: int | None) -> Iter
         yield
     finally:
         ray.shutdown()
+
+
+#: How long ``--ray HOST:PORT`` waits for a TCP connection before saying the address is unreachable (Ray itself
+#: retries for minutes).
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """For ``HOST:PORT`` or ``ray://HOST:PORT``, a UsageError at once when nothing listens there, instead of Ray's
+    minutes of retries; other forms (``auto``) are left to Ray."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--ray {address}: nothing answers at {host}:{port} within {CONNECT_TIMEOUT_S:.0f} s "
+                         f"({exc}); give the head node's address (ray://HOST:10001 or HOST:6379), auto on a node of "
+                         "the cluster, or local") from None
 
 
 def fleet_task(engine_bytes: bytes, inputs: Mapping[str, np.ndarray], task: int, runs: int, contexts: int,

@@ -177,3 +177,17 @@ def test_ray_local_across_every_gpu(tmp_path: Path, ray_module: Any, capsys: pyt
     if len({d.hardware for d in report.devices}) > 1:
         pytest.skip("the GPUs are of several models, which are not compared bitwise")
     assert report.deterministic and report.tier == "cross_device", report.model_dump_json(indent=1)
+
+
+def test_an_address_where_nothing_listens_is_refused_at_once(mlp_engine: Path, ray_module: Any,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Ray alone retries an unreachable address for minutes; reprobuild says so within its connect timeout."""
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.perf_counter()
+    assert main(["verify", str(mlp_engine), "--ray", f"127.0.0.1:{port}", "-q"]) == 2
+    assert time.perf_counter() - started < 30
+    assert f"nothing answers at 127.0.0.1:{port}" in capsys.readouterr().err
