@@ -375,8 +375,9 @@ def _input_from_file(binding: Any, path: str) -> np.ndarray:
 
     array = np.asarray(read_npy(path, f"input {binding.name!r}:", InputError))
     if tuple(array.shape) != tuple(binding.shape):
+        advice = shape_advice(binding.name, getattr(binding, "declared", None), binding.shape, array.shape)
         raise InputError(f"input {binding.name!r} from {path!r} has shape {list(array.shape)}; the engine was built "
-                         f"for {list(binding.shape)}. {shape_advice(binding.name, None, binding.shape, array.shape)}")
+                         f"for {list(binding.shape)}. {advice}")
     return array
 
 
