@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.errors import InputError
+from reprobuild.errors import InputError, UsageError
 from reprobuild.kernels.backend import Backend
 
 #: DLPack device types (``DLDeviceType`` in dlpack.h) that matter here.
@@ -67,6 +67,11 @@ def _pointer_device(pointer: int) -> int:
     return int(cupy.cuda.runtime.pointerGetAttributes(pointer).device)
 
 
+def _hint(exc: BaseException) -> str:
+    """The fix for an export refused because the tensor needs grad (torch's message says 'grad')."""
+    return " (for torch: tensor.detach())" if "grad" in str(exc) else ""
+
+
 def to_backend(value: Any, backend: Backend, name: str) -> Any:
     """``value`` as an array the backend reads (a NumPy or CuPy array), sharing its memory where it can: a host
     array stays on the host (the run uploads it), a CUDA array on the engine's GPU is viewed in place. Call it
@@ -74,8 +79,7 @@ def to_backend(value: Any, backend: Backend, name: str) -> Any:
     try:
         where, device = location(value)
     except (ValueError, RuntimeError, TypeError) as exc:  # torch raises RuntimeError for a tensor needing grad
-        hint = " (for torch: tensor.detach())" if "grad" in str(exc) else ""
-        raise InputError(f"input {name!r} is a {describe(value)}, which reprobuild cannot read: {exc}{hint}") \
+        raise InputError(f"input {name!r} is a {describe(value)}, which reprobuild cannot read: {exc}{_hint(exc)}") \
             from None
     try:
         if where == "cpu":
@@ -99,15 +103,12 @@ def to_backend(value: Any, backend: Backend, name: str) -> Any:
     except InputError:
         raise
     except (BufferError, RuntimeError, TypeError, ValueError) as exc:
-        hint = " (for torch: tensor.detach())" if "grad" in str(exc) else ""
-        raise InputError(f"input {name!r}: the {describe(value)} cannot be shared with reprobuild: {exc}{hint}") \
-            from None
+        raise InputError(f"input {name!r}: the {describe(value)} cannot be shared with reprobuild: {exc}"
+                         f"{_hint(exc)}") from None
 
 
 def check_output_form(form: str) -> str:
     if form not in OUTPUT_FORMS:
-        from reprobuild.errors import UsageError
-
         raise UsageError(f"outputs may be returned as {', '.join(repr(f) for f in OUTPUT_FORMS)}; got {form!r}")
     return form
 
@@ -117,8 +118,6 @@ def as_torch(array: Any) -> Any:
     try:
         import torch
     except ImportError:
-        from reprobuild.errors import UsageError
-
         raise UsageError("outputs as torch tensors need PyTorch installed (pip install torch); or ask for "
                          "'device' arrays, which any framework can import with from_dlpack") from None
     return torch.from_dlpack(array)

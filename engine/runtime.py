@@ -37,7 +37,13 @@ from reprobuild.engine.advice import shape_advice
 from reprobuild.engine.allocator import GpuAllocator, allocate_scratch, check_allocator
 from reprobuild.engine.format import deserialize_engine, engine_sha256
 from reprobuild.engine.interop import as_torch, check_output_form, to_backend
-from reprobuild.engine.memory import LayerUse, check_memory_cap, physical_memory_bytes, plan_memory
+from reprobuild.engine.memory import (
+    LayerUse,
+    check_memory_cap,
+    device_memory_info,
+    physical_memory_bytes,
+    plan_memory,
+)
 from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineTensor
 from reprobuild.errors import FormatError, InputError, ReprobuildError, UsageError
 from reprobuild.kernels.backend import Backend, get_backend
@@ -85,10 +91,9 @@ def library_workspace_bytes(tactics: Sequence[Tactic]) -> int:
 def default_max_memory(backend: Backend) -> tuple[int | None, str]:
     """The memory cap when none is given, and where it comes from: the device's total memory on cuda
     (``cudaMemGetInfo``), the host's physical memory on cpu (None where the OS does not say: no cap)."""
-    if backend.name == "cuda":
-        with getattr(backend, "device", contextlib.nullcontext()):
-            _, total = backend.xp.cuda.runtime.memGetInfo()
-        return int(total), f"the total memory of GPU {getattr(backend, 'gpu_name', '')}".rstrip()
+    device = device_memory_info(backend)
+    if device is not None:
+        return device[1], f"the total memory of GPU {getattr(backend, 'gpu_name', '')}".rstrip()
     return physical_memory_bytes(), "the host's physical memory"
 
 
@@ -407,9 +412,13 @@ class ExecutionContext:
         for name, b in expected.items():
             if name not in inputs:
                 continue
+            value = inputs[name]
+            # Another framework's array is exported with this context's stream current, so that its producer's
+            # pending work comes first; NumPy and CuPy arrays need no export (only CuPy's device is checked).
+            foreign = not isinstance(value, (np.ndarray, self.backend.xp.ndarray))
             try:
-                with self.backend.activate(self.stream):  # a DLPack producer orders its work before this stream
-                    value = arrays[name] = to_backend(inputs[name], self.backend, name)
+                with self.backend.activate(self.stream) if foreign else contextlib.nullcontext():
+                    value = arrays[name] = to_backend(value, self.backend, name)
             except InputError as exc:
                 raise self._fail(exc) from None
             shape, dtype = tuple(getattr(value, "shape", ())), str(getattr(value, "dtype", type(value).__name__))

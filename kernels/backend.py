@@ -424,6 +424,12 @@ def get_backend(name: str, device: int | None = None) -> Backend:
     kernels and streams' handles; raises if the backend or the device cannot be used here."""
     if name not in BACKENDS:
         raise UsageError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    if device is not None and (isinstance(device, bool) or not isinstance(device, int)):
+        check_device(name, device)  # raises: only an int index can be looked up
+    with _LOCK:
+        made = _BACKENDS.get((name, device or 0))
+    if made is not None:  # made once, its device checked then: no driver call on every engine
+        return made
     if name == "cuda":
         reason = cuda_unavailable_reason()
         if reason is not None:

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import datetime
 import functools
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from reprobuild.engine.allocator import GpuAllocator, check_allocator
 from reprobuild.engine.format import FORMAT_VERSION, engine_header, serialize_engine
 from reprobuild.engine.golden import golden_inputs, layer_digests
 from reprobuild.engine.memory import LayerUse, MemoryPlan, MemoryTotals, device_memory_info, plan_memory
-from reprobuild.engine.runtime import Engine, Runtime, library_workspace_bytes
+from reprobuild.engine.runtime import Engine, Runtime, default_max_memory, library_workspace_bytes
 from reprobuild.environment import environment_fingerprint
 from reprobuild.errors import BuildError, ReprobuildError, ResourceError
 from reprobuild.ir import Network, NetworkDefinition, attrs_to_json
@@ -390,15 +389,7 @@ def memory_cap(config: BuilderConfig, backend: Backend) -> tuple[int | None, str
     device's total memory (cuda) or the host's physical memory (cpu); None where the machine does not say."""
     if config.max_memory is not None:
         return config.max_memory, "the cap set by --max-memory (BuilderConfig.max_memory)"
-    if backend.name == "cuda":
-        import cupy
-
-        with cupy.cuda.Device(getattr(backend, "device_id", 0)):
-            return int(cupy.cuda.runtime.memGetInfo()[1]), "the device's total memory"
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES")), "the host's physical memory"
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
-        return None, "unknown"
+    return default_max_memory(backend)  # the runtime's default: a build runs the engine it makes
 
 
 def _array_bytes(shape: Sequence[int], dtype: str) -> int:

@@ -10,15 +10,20 @@ device's manifest on another (``build --replay A.dev0.manifest.json --device 1``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
+from typing import TYPE_CHECKING
 
 from reprobuild.errors import UsageError
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
+
+if TYPE_CHECKING:
+    from reprobuild.manifest.models import Manifest
 
 
 def parse_devices(text: str) -> tuple[int, ...] | str:
@@ -47,7 +52,6 @@ class DeviceBuild:
     device: int
     engine_path: str
     manifest_path: str
-    engine_sha256: str
     seconds: float
 
 
@@ -55,20 +59,14 @@ def _build_on(args: argparse.Namespace, device: int) -> DeviceBuild:
     """One device's build, in a worker process: the build command itself, quiet, on ``device``."""
     os.environ.update(MULTI_DEVICE_ENV)
     from reprobuild.cli.build import run
-    from reprobuild.digest import sha256_hex
 
     engine_path, manifest_path = device_path(args.output, device), device_path(args.manifest, device)
     child = argparse.Namespace(**{**vars(args), "devices": None, "device": device, "output": engine_path,
                                   "manifest": manifest_path, "quiet": True, "json": False, "verbose": 0})
     started = time.perf_counter()
-    with open(os.devnull, "w") as devnull:
-        import contextlib
-
-        with contextlib.redirect_stdout(devnull):
-            run(child)
-    with open(engine_path, "rb") as f:
-        digest = sha256_hex(f.read())
-    return DeviceBuild(device, engine_path, manifest_path, digest, time.perf_counter() - started)
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        run(child)
+    return DeviceBuild(device, engine_path, manifest_path, time.perf_counter() - started)
 
 
 def build_on_devices(args: argparse.Namespace, devices: Sequence[int]) -> tuple[list[DeviceBuild], float]:
@@ -80,17 +78,12 @@ def build_on_devices(args: argparse.Namespace, devices: Sequence[int]) -> tuple[
     return results, time.perf_counter() - started
 
 
-def choice_differences(manifests: Sequence[object]) -> list[str]:
+def choice_differences(manifests: Sequence[Manifest]) -> list[str]:
     """Per layer where a device chose another tactic than the first device: 'LAYER: dev0 TACTIC, dev1 TACTIC'."""
-    from reprobuild.manifest import models as m
-
-    first = manifests[0]
-    assert isinstance(first, m.Manifest)
     lines = []
-    for index, layer in enumerate(first.pinned.layers):
+    for index, layer in enumerate(manifests[0].pinned.layers):
         choices = []
         for other in manifests:
-            assert isinstance(other, m.Manifest)
             theirs = other.pinned.layers[index] if index < len(other.pinned.layers) else None
             choices.append(theirs.tactic.label if theirs is not None else "(no such layer)")
         if len(set(choices)) > 1:
@@ -103,12 +96,14 @@ def report(results: Sequence[DeviceBuild], wall: float) -> tuple[str, bool]:
     from reprobuild.manifest import read_manifest
 
     manifests = [read_manifest(r.manifest_path) for r in results]
-    lines = [f"device {r.device}  {r.engine_path}  sha256 {r.engine_sha256[:16]}  {r.seconds:.2f} s" for r in results]
+    digests = [m.engine.sha256 if m.engine is not None else "?" for m in manifests]  # each build records its own
+    lines = [f"device {r.device}  {r.engine_path}  sha256 {digest[:16]}  {r.seconds:.2f} s"
+             for r, digest in zip(results, digests)]
     longest = max(r.seconds for r in results)
     lines.append(f"{len(results)} builds in parallel: {wall:.2f} s of wall time; the longest build took "
                  f"{longest:.2f} s, all of them {sum(r.seconds for r in results):.2f} s")
     differences = choice_differences(manifests)
-    identical = len({r.engine_sha256 for r in results}) == 1
+    identical = len(set(digests)) == 1
     if not differences:
         lines.append("every device chose the same tactic for every layer"
                      + ("; the engines are identical" if identical else
@@ -123,8 +118,7 @@ def report(results: Sequence[DeviceBuild], wall: float) -> tuple[str, bool]:
 
 
 def check_devices_options(args: argparse.Namespace) -> None:
-    if args.device is not None:
-        raise UsageError("--device and --devices cannot be combined: --devices builds on each device it names")
+    """What --devices cannot be combined with (--device is in its argparse group: refused before this)."""
     if args.timing_cache:
         raise UsageError("--timing-cache cannot be used with --devices: builders in parallel would write one file")
     if args.json:
