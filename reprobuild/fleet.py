@@ -21,18 +21,10 @@ import numpy as np
 
 from reprobuild.engine import Binding
 from reprobuild.errors import ReprobuildError, UsageError
-from reprobuild.verify import (
-    MULTI_DEVICE_ENV,
-    DeviceResult,
-    Dimension,
-    FleetRecord,
-    LayerRef,
-    VerifyReport,
-    compare_devices,
-    device_run,
-    hardware_model,
-    tier_reached,
-)
+from reprobuild.kernels.backend import MULTI_DEVICE_ENV
+from reprobuild.verify import tier_reached
+from reprobuild.verify_devices import LayerRef, compare_devices, device_run, hardware_model
+from reprobuild.verify_records import DeviceResult, Dimension, FleetRecord, VerifyReport
 
 INSTALL_HINT = "pip install -e '.[ray]' (or pip install 'ray>=2.40')"
 

@@ -27,7 +27,7 @@ from reprobuild.fleet import (
     verify_on_ray,
 )
 from reprobuild.kernels.backend import device_count
-from reprobuild.verify import DeviceResult
+from reprobuild.verify_records import DeviceResult
 from tests.helpers import CUDA_SKIP, EXAMPLES
 
 

@@ -16,18 +16,10 @@ from reprobuild.engine import Runtime
 from reprobuild.engine.golden import golden_inputs
 from reprobuild.errors import UsageError
 from reprobuild.kernels import backend as backend_module
-from reprobuild.kernels.backend import device_count, resolve_devices
-from reprobuild.verify import (
-    MULTI_DEVICE_ENV,
-    DeviceResult,
-    Dimension,
-    VerifyPlan,
-    _collect_devices,
-    _spawn_device_workers,
-    compare_devices,
-    tier_reached,
-    verify,
-)
+from reprobuild.kernels.backend import MULTI_DEVICE_ENV, device_count, resolve_devices
+from reprobuild.verify import tier_reached, verify
+from reprobuild.verify_devices import collect_device_results, compare_devices, spawn_device_workers
+from reprobuild.verify_records import DeviceResult, Dimension, VerifyPlan
 from tests.helpers import CUDA_SKIP, EXAMPLES
 
 H100 = {"backend": "cuda", "gpu.name": "NVIDIA H100 80GB HBM3", "gpu.compute_capability": "90",
@@ -200,8 +192,8 @@ def test_device_workers_run_with_nvlink_multicast_off(mlp_engine: Path, tmp_path
     engine = Runtime().deserialize_engine(mlp_engine.read_bytes())
     save_npz: Any = np.savez
     save_npz(tmp_path / "inputs.npz", **golden_inputs(engine.inputs, 0))
-    workers = _spawn_device_workers(str(mlp_engine), str(tmp_path / "inputs.npz"), [0], VerifyPlan(runs=2))
-    (result,) = _collect_devices(workers)
+    workers = spawn_device_workers(str(mlp_engine), str(tmp_path / "inputs.npz"), [0], VerifyPlan(runs=2))
+    (result,) = collect_device_results(workers)
     assert result.env == {"NCCL_NVLS_ENABLE": "0"} == MULTI_DEVICE_ENV
     assert len(result.runs) == 2 and len(result.fresh) == 2 and len(result.layers) == engine.num_layers
 
