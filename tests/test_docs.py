@@ -24,19 +24,26 @@ def section_blocks(heading: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", section, re.S)
 
 
-
-
 def _workdir(tmp_path: Path) -> Path:
     shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("*.py"))
     return tmp_path
 
 
+def run_commands(cwd: Path, *blocks: str) -> list[str]:
+    """Run every line of the README's bash ``blocks`` in ``cwd`` as a shell command, each of which must succeed;
+    their outputs, in order."""
+    outputs = []
+    for command in (line for block in blocks for line in block.strip().splitlines()):
+        result = subprocess.run(command, shell=True, cwd=cwd, env=cli_env(), capture_output=True, text=True)
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        outputs.append(result.stdout)
+    return outputs
+
+
 def test_readme_main_job_runs_as_written(tmp_path: Path) -> None:
     (block,) = section_blocks("Build an engine", "bash")
     cwd = _workdir(tmp_path)
-    for command in block.strip().splitlines():
-        result = subprocess.run(command, shell=True, cwd=cwd, env=cli_env(), capture_output=True, text=True)
-        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    run_commands(cwd, block)
     assert (cwd / "small_cnn.engine").exists() and (cwd / "small_cnn.manifest.json").exists()
     assert (cwd / "outputs" / "probs.npy").exists()
 
@@ -87,9 +94,7 @@ def test_readme_bench_command_runs_as_written(tmp_path: Path) -> None:
     cwd = _workdir(tmp_path)
     (build,) = section_blocks("Build an engine", "bash")
     (bench,) = section_blocks("Measuring latency", "bash")
-    for command in [*build.strip().splitlines(), *bench.strip().splitlines()]:
-        result = subprocess.run(command, shell=True, cwd=cwd, env=cli_env(), capture_output=True, text=True)
-        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    run_commands(cwd, build, bench)
     assert json.loads((cwd / "bench.json").read_text())["iterations"] == 50
 
 
@@ -134,11 +139,7 @@ def test_only_the_reprobuild_namespace_is_installed(tmp_path: Path) -> None:
 def test_readme_pinning_walkthrough_runs_as_written(tmp_path: Path) -> None:
     (block,) = section_blocks("Pinning a build", "bash")
     cwd = _workdir(tmp_path)
-    outputs = []
-    for command in block.strip().splitlines():
-        result = subprocess.run(command, shell=True, cwd=cwd, env=cli_env(), capture_output=True, text=True)
-        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
-        outputs.append(result.stdout)
+    outputs = run_commands(cwd, block)
     assert "0 tactic timings" in outputs[2] and "identical to the engine digest the manifest records" in outputs[2]
     digests = {line.split()[0] for line in outputs[3].splitlines()}
     assert len(digests) == 1
@@ -156,9 +157,7 @@ def test_readme_verify_commands_run_as_written(tmp_path: Path) -> None:
     cwd = _workdir(tmp_path)
     (build,) = section_blocks("Build an engine", "bash")
     (verify,) = section_blocks("Verifying determinism", "bash")
-    for command in [*build.strip().splitlines(), *verify.strip().splitlines()]:
-        result = subprocess.run(command, shell=True, cwd=cwd, env=cli_env(), capture_output=True, text=True)
-        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    run_commands(cwd, build, verify)
     assert (cwd / "verify.json").exists()
 
 
@@ -180,11 +179,7 @@ def test_readme_diff_commands_run_as_written(tmp_path: Path) -> None:
     cwd = _workdir(tmp_path)
     (build,) = section_blocks("Build an engine", "bash")
     (diffing,) = section_blocks("Diffing builds", "bash")
-    outputs = []
-    for command in [*build.strip().splitlines(), *diffing.strip().splitlines()]:
-        result = subprocess.run(command, shell=True, cwd=cwd, env=cli_env(), capture_output=True, text=True)
-        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
-        outputs.append(result.stdout)
+    outputs = run_commands(cwd, build, diffing)
     assert "Tactic changes" in outputs[-2] and "cpu_tap_accumulate" in outputs[-2]
     assert "exit 1: they differ" in outputs[-2]
     assert outputs[-1].startswith("reprobuild diff: identical")
