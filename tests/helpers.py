@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 
 from reprobuild.conformance.cases import randomize_constant_of_shape
 from reprobuild.dtypes import np_dtype
-from reprobuild.kernels.backend import cuda_unavailable_reason
+from reprobuild.kernels.backend import cuda_unavailable_reason, device_count
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
@@ -28,6 +28,14 @@ BACKENDS = [
     pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(CUDA_SKIP is not None,
                                                                     reason=f"no CUDA: {CUDA_SKIP}")]),
 ]
+
+
+def several_gpus() -> int:
+    """The number of visible GPUs, for a multi-device test; skips it where there are fewer than 2."""
+    count = device_count()
+    if count < 2:
+        pytest.skip(f"needs 2 or more GPUs; this host has {count}")
+    return count
 
 
 def make_model(

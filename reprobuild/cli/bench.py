@@ -19,7 +19,7 @@ from reprobuild.logger import Logger, Severity
 from reprobuild.textformat import table
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -51,11 +51,11 @@ def add_parser(sub: Subcommands) -> None:
     )
     p.add_argument("engine", help="the engine file")
     add_engine_input_options(p, default_seed=0)
-    p.add_argument("--iterations", type=_positive_int, default=200, metavar="N",
+    p.add_argument("--iterations", type=_whole_number, default=200, metavar="N",
                    help="timed iterations, at least (default: 200)")
     p.add_argument("--duration", type=_seconds, default=0.0, metavar="SECONDS",
                    help="keep running until this many seconds have passed too (default: 0, iterations only)")
-    p.add_argument("--warmup", type=_positive_int, default=20, metavar="N",
+    p.add_argument("--warmup", type=_whole_number, default=20, metavar="N",
                    help="untimed runs first; the first captures the CUDA graph (default: 20, at least 1)")
     p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
                    help="run as a CUDA graph (--graph) or launch by launch (--no-graph); default: as the engine "

@@ -16,9 +16,9 @@ from reprobuild.cli.main import main
 from reprobuild.engine import Runtime
 from reprobuild.errors import UsageError
 from reprobuild.frontend import network_from_onnx_path
-from reprobuild.kernels.backend import device_count, get_backend
+from reprobuild.kernels.backend import get_backend
 from reprobuild.manifest import read_manifest
-from tests.helpers import CUDA_SKIP, EXAMPLES
+from tests.helpers import CUDA_SKIP, EXAMPLES, several_gpus
 
 SMALL_CNN = f"{EXAMPLES}/small_cnn.onnx"
 
@@ -99,14 +99,13 @@ def test_choice_differences_name_each_layer_and_each_device_choice() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
 def test_build_on_every_gpu_in_parallel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if device_count() < 2:
-        pytest.skip(f"needs 2 or more GPUs; this host has {device_count()}")
+    count = several_gpus()
     engine = tmp_path / "cnn.engine"
     assert main(["build", SMALL_CNN, "-o", str(engine), "--backend", "cuda", "--devices", "all"]) == 0
     out = capsys.readouterr().out
-    assert f"{device_count()} builds in parallel" in out
+    assert f"{count} builds in parallel" in out
     first = tmp_path / "cnn.dev0.manifest.json"
-    for device in range(1, device_count()):  # a replay of device 0's manifest on each other gives its engine
+    for device in range(1, count):  # a replay of device 0's manifest on each other gives its engine
         replayed = tmp_path / f"replay{device}.engine"
         assert main(["build", SMALL_CNN, "--replay", str(first), "--device", str(device), "-o", str(replayed),
                      "-q"]) == 0

@@ -26,9 +26,8 @@ from reprobuild.fleet import (
     task_options,
     verify_on_ray,
 )
-from reprobuild.kernels.backend import device_count
 from reprobuild.verify_records import DeviceResult
-from tests.helpers import CUDA_SKIP, EXAMPLES
+from tests.helpers import CUDA_SKIP, EXAMPLES, several_gpus
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +163,7 @@ def test_cli_refuses_options_that_do_not_fit_a_fleet(mlp_engine: Path, args: lis
 @pytest.mark.gpu
 @pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
 def test_ray_local_across_every_gpu(tmp_path: Path, ray_module: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    count = device_count()
-    if count < 2:
-        pytest.skip(f"needs 2 or more GPUs; this host has {count}")
+    count = several_gpus()
     engine = tmp_path / "cnn.engine"
     assert main(["build", f"{EXAMPLES}/small_cnn.onnx", "-o", str(engine), "--backend", "cuda", "-q"]) == 0
     capsys.readouterr()

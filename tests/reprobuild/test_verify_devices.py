@@ -16,11 +16,11 @@ from reprobuild.engine import Runtime
 from reprobuild.engine.golden import golden_inputs
 from reprobuild.errors import UsageError
 from reprobuild.kernels import backend as backend_module
-from reprobuild.kernels.backend import MULTI_DEVICE_ENV, device_count, resolve_devices
+from reprobuild.kernels.backend import MULTI_DEVICE_ENV, resolve_devices
 from reprobuild.verify import tier_reached, verify
 from reprobuild.verify_devices import collect_device_results, compare_devices, spawn_device_workers
 from reprobuild.verify_records import DeviceResult, Dimension, VerifyPlan
-from tests.helpers import CUDA_SKIP, EXAMPLES
+from tests.helpers import CUDA_SKIP, EXAMPLES, several_gpus
 
 H100 = {"backend": "cuda", "gpu.name": "NVIDIA H100 80GB HBM3", "gpu.compute_capability": "90",
         "cuda.driver": "12080"}
@@ -201,9 +201,7 @@ def test_device_workers_run_with_nvlink_multicast_off(mlp_engine: Path, tmp_path
 @pytest.mark.gpu
 @pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
 def test_verify_across_every_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    count = device_count()
-    if count < 2:
-        pytest.skip(f"needs 2 or more GPUs; this host has {count}")
+    count = several_gpus()
     engine = tmp_path / "cnn.engine"
     assert main(["build", f"{EXAMPLES}/small_cnn.onnx", "-o", str(engine), "--backend", "cuda", "-q"]) == 0
     capsys.readouterr()
