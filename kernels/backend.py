@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import platform
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -21,11 +20,10 @@ import numpy as np
 
 from reprobuild.dtypes import np_dtype
 from reprobuild.errors import BackendUnavailableError, UsageError
+from reprobuild.kernels.cpu_fingerprint import cpu_fingerprint
 
 BACKENDS = ("cpu", "cuda")
 
-#: Environment variables that change CPU numerics (BLAS thread counts decide how sums are split).
-CPU_NUMERIC_ENV = ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 #: Environment variables that change CUDA numerics (TF32, CuPy's CUB/cuTENSOR accelerators, cuBLAS workspaces).
 CUDA_NUMERIC_ENV = ("CUBLAS_WORKSPACE_CONFIG", "CUPY_ACCELERATORS", "CUPY_TF32", "NVIDIA_TF32_OVERRIDE")
 
@@ -105,44 +103,6 @@ def _env(names: tuple[str, ...]) -> dict[str, str]:
     return {f"env.{k}": os.environ.get(k, "<unset>") for k in names}
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _simd_targets() -> str:
-    """The SIMD targets NumPy dispatches its kernels to on this CPU (its baseline and the dispatch targets the CPU
-    has): the vectorized exp, tanh, sin, ... give different last bits on different targets, so two CPUs with the
-    same model name but different extensions (AVX-512 or not) are different numerics."""
-    import importlib
-
-    try:
-        umath: Any = importlib.import_module("numpy._core._multiarray_umath")
-    except ImportError:  # numpy < 2
-        umath = importlib.import_module("numpy.core._multiarray_umath")
-    try:
-        features = umath.__cpu_features__
-        found = [t for t in umath.__cpu_dispatch__ if features.get(t)]
-        return " ".join([*umath.__cpu_baseline__, *found]) or "none"
-    except AttributeError:
-        return "unknown"
-
-
-def _blas_name() -> str:
-    try:
-        config = np.show_config(mode="dicts")
-        blas = config["Build Dependencies"]["blas"]
-        return f"{blas.get('name', 'unknown')} {blas.get('version', '')}".strip()
-    except Exception:  # numpy < 1.25 has no mode="dicts"; the version alone then identifies the build
-        return "unknown"
-
-
 class CpuBackend(Backend):
     name = "cpu"
     xp = np
@@ -177,14 +137,9 @@ class CpuBackend(Backend):
         return samples
 
     def fingerprint(self) -> dict[str, str]:
-        return {
-            "backend": "cpu",
-            "cpu.model": _cpu_model(),
-            "cpu.count": str(os.cpu_count()),
-            "cpu.simd": _simd_targets(),
-            "blas": _blas_name(),
-            **_env(CPU_NUMERIC_ENV),
-        }
+        """The CPU, NumPy's SIMD targets, the BLAS and the kernel it picked, and the variables they read; read once
+        per process (``reprobuild.kernels.cpu_fingerprint``)."""
+        return cpu_fingerprint()
 
 
 class CudaBackend(Backend):

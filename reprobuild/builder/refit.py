@@ -43,7 +43,7 @@ from reprobuild.digest import sha256_hex
 from reprobuild.dtypes import dtype_name
 from reprobuild.engine.format import deserialize_engine
 from reprobuild.engine.runtime import Engine
-from reprobuild.envpolicy import POLICIES, compare_environments, difference_table
+from reprobuild.envpolicy import POLICIES, compare_environments, difference_summary, difference_table
 from reprobuild.errors import EnvironmentMismatchError, ModelError, RefitError, UsageError
 from reprobuild.fileio import atomic_write_all, read_bounded
 from reprobuild.frontend import network_from_onnx_bytes
@@ -121,10 +121,11 @@ class RefitSelector(AlgorithmSelector):
         refused = [d for d in diffs if not d.allowed(self.env_policy)]
         if refused:
             raise EnvironmentMismatchError(
-                f"this machine differs from the one the engine was built on in {len(refused)} field(s), and env "
-                f"policy {self.env_policy} refuses that:\n{difference_table(diffs, self.env_policy)}\nRefit on a "
-                "machine that matches, or allow it (env_policy compatible or ignore, --env-policy); the new "
-                "manifest then records this machine's environment")
+                f"this machine differs from the one the engine was built on in {len(refused)} field(s) "
+                f"({difference_summary(refused)}), and env policy {self.env_policy} refuses that:\n"
+                f"{difference_table(diffs, self.env_policy)}\nRefit on a machine that matches, or allow it "
+                "(env_policy compatible or ignore, --env-policy); the new manifest then records this machine's "
+                "environment")
         if diffs:
             self.logger.warning(f"refitting with {len(diffs)} environment difference(s) allowed by env policy "
                                 f"{self.env_policy}:\n{difference_table(diffs, self.env_policy)}")

@@ -22,7 +22,7 @@ from reprobuild.builder.selector import (
     PlannedLayer,
 )
 from reprobuild.engine.format import FORMAT_VERSION
-from reprobuild.envpolicy import POLICIES, compare_environments, difference_table
+from reprobuild.envpolicy import POLICIES, compare_environments, difference_summary, difference_table, remedies
 from reprobuild.errors import EnvironmentMismatchError, ReplayMismatchError, UsageError
 from reprobuild.logger import Logger
 from reprobuild.manifest import models as m
@@ -186,10 +186,16 @@ class ReplaySelector(AlgorithmSelector):
             env = f"\n  environment differences:\n{table}" if diffs else ""
             raise ReplayMismatchError(f"cannot replay the manifest: {len(problems)} mismatch(es):\n{lines}{env}")
         if refused:
+            fixes = "".join(f"  - {r}\n" for r in remedies(refused, plan.environment))
             raise EnvironmentMismatchError(
-                f"the environment differs from the manifest's in {len(refused)} field(s), and --env-policy "
-                f"{self.env_policy} refuses that:\n{table}\nReplay on a machine that matches, or choose "
-                "--env-policy compatible (allows only differences that cannot change results) or ignore")
+                f"the environment differs from the manifest's in {len(refused)} field(s) "
+                f"({difference_summary(refused)}), and --env-policy {self.env_policy} refuses that: here the recorded "
+                "tactics may compute other bits (another BLAS kernel, CPU, library or setting), so the engine and "
+                "its golden outputs could not be compared with the manifest's. This is an environment difference, "
+                f"not a fault in the manifest or in reprobuild:\n{table}\n"
+                + (f"To compute as the recorded environment did:\n{fixes}" if fixes else "")
+                + "Replay on a machine that matches, or choose --env-policy compatible (allows only differences "
+                "that cannot change results) or ignore (builds, and records this machine's environment)")
         if diffs:
             verb = "allowed" if self.env_policy == "compatible" else "ignored"
             self.logger.warning(f"replaying with {len(diffs)} environment difference(s) {verb} by --env-policy "
@@ -272,7 +278,8 @@ class ReplaySelector(AlgorithmSelector):
                 f"cannot replay the manifest: every decision was honoured, but this build's pinned manifest differs "
                 f"from the recorded one in {len(differences)} place(s):\n{lines}{more}\nThe manifest was edited "
                 "after its build (rebuild without --replay for a manifest of this build), or, if it is untouched, "
-                "this is a determinism bug in reprobuild: please report it with the manifest")
+                "this machine differs in something the environment fingerprint does not record, or this is a "
+                "determinism bug in reprobuild: please report it with the manifest")
         recorded = self.manifest.engine.sha256 if self.manifest.engine is not None else None
         if recorded is None:
             self.digest_verdict = "the manifest records no engine digest to compare with"
@@ -284,9 +291,9 @@ class ReplaySelector(AlgorithmSelector):
         elif pinned == self.manifest.pinned:
             raise ReplayMismatchError(
                 f"the replay produced engine {engine_sha256}, but the manifest records {recorded}, although the "
-                "model, config, tactics and environment all match: a determinism bug in reprobuild, or a change to "
-                "the engine writer that bumped neither the engine format version nor the reprobuild version; "
-                "please report it with both manifests")
+                "model, config, tactics and environment all match: a determinism bug in reprobuild, an environment "
+                "input the fingerprint does not record, or a change to the engine writer that bumped neither the "
+                "engine format version nor the reprobuild version; please report it with both manifests")
         else:
             self.digest_verdict = ("differs from the manifest's engine digest, as expected: the environment "
                                    f"differs (allowed by --env-policy {self.env_policy})")

@@ -33,11 +33,18 @@ SEED = 20261125
 CASES_PER_OP = 2
 
 
+#: The CUDA fingerprint's fields that decide a tactic's bits (the driver and the library versions are compared by
+#: the builds themselves).
+CUDA_KEEP = ("backend", "gpu.name", "gpu.compute_capability", "cuda.runtime", "cupy")
+
+
 def environment(backend: Backend) -> dict[str, str]:
-    """What decides the exact bits on this machine: on another one, the pins are compared approximately."""
+    """What decides the exact bits on this machine: on another one, the pins are compared approximately. On the
+    CPU that is the backend's whole fingerprint: the CPU, NumPy's SIMD targets, the BLAS and the kernel it picked
+    (``blas.core``), thread counts and the variables that change them."""
     fp = backend.fingerprint()
-    keep = ("backend", "cpu.model", "cpu.simd", "blas", "gpu.name", "gpu.compute_capability", "cuda.runtime", "cupy")
-    return {"numpy": np.__version__, "machine": platform.machine(), **{k: fp[k] for k in keep if k in fp}}
+    keep = fp if backend.name == "cpu" else {k: fp[k] for k in CUDA_KEEP if k in fp}
+    return {"numpy": np.__version__, "machine": platform.machine(), **keep}
 
 
 def section(backend: Backend) -> str:

@@ -1,19 +1,22 @@
 """Every tactic still computes what its pins (``tactic_pins.json``) record for its name and version.
 
-In the environment the pins were recorded in, outputs must be bit-identical; elsewhere (another CPU's
-vectorized exp, another BLAS) their float64 sums must agree to 1e-4 of the sum of magnitudes (a signed sum
-cancels, so its own magnitude is no scale: a float16 result one rounding apart on another CPU moves it by far
-more than 1e-5 of itself). A tactic whose outputs change
-without a version bump fails here; a new tactic (or a new version) without pins fails too, until
-``python -m tests.kernels.pin_tactics`` records them. See ``pin_tactics.py``.
+In the environment the pins were recorded in (on the CPU, the backend's whole fingerprint: the CPU, NumPy's SIMD
+targets, the BLAS and the kernel it picked, ``blas.core``, and the variables that steer them), outputs must be
+bit-identical. Elsewhere (another CPU's vectorized exp, another BLAS kernel) the test warns, naming the fields that
+differ, and their float64 sums must agree to 1e-4 of the sum of magnitudes (a signed sum cancels, so its own
+magnitude is no scale: a float16 result one rounding apart on another CPU moves it by far more than 1e-5 of
+itself). A tactic whose outputs change without a version bump fails here; a new tactic (or a new version) without
+pins fails too, until ``python -m tests.kernels.pin_tactics`` records them. See ``pin_tactics.py``.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
 
+from reprobuild.envpolicy import compare_environments, difference_summary
 from reprobuild.kernels.backend import get_backend
 from reprobuild.kernels.tactic import default_registry
 from tests.helpers import BACKENDS
@@ -33,7 +36,13 @@ def test_every_tactic_matches_its_pins(backend_name: str) -> None:
     if recorded is None:
         pytest.skip(f"no pins recorded for {section(backend)}; record them with python -m tests.kernels.pin_tactics "
                     f"--backend {backend_name} on such a machine")
-    same_environment = recorded["environment"] == environment(backend)
+    diffs = compare_environments(recorded["environment"], environment(backend))
+    same_environment = not diffs
+    if diffs:
+        warnings.warn(f"{section(backend)} pins: this machine's environment differs from the pins' in "
+                      f"{len(diffs)} field(s) ({difference_summary(diffs)}), so outputs are compared within the "
+                      "cross-machine tolerance, not bit for bit (re-pin with python -m tests.kernels.pin_tactics "
+                      "in a matching environment to compare exactly)", stacklevel=1)
     nondeterministic = {t.label for t in default_registry().all() if t.determinism.value != "run_to_run"}
     current = compute_pins(backend)
     problems = []
@@ -53,10 +62,13 @@ def test_every_tactic_matches_its_pins(backend_name: str) -> None:
                 and _close(now["sum"], then["sum"], then["abs_sum"])
                     and _close(now["abs_sum"], then["abs_sum"], then["abs_sum"]))
             if not same:
-                problems.append(f"{key} on {case}: the outputs differ from the pinned ones; a tactic's behaviour "
-                                "must not change under the same version: bump its version (or the op definition's "
-                                "version) and re-pin")
-    assert not problems, "\n".join(problems)
+                how = "bit for bit" if exact else "beyond the cross-machine tolerance"
+                problems.append(f"{key} on {case}: the outputs differ from the pinned ones {how}; a tactic's "
+                                "behaviour must not change under the same version: bump its version (or the op "
+                                "definition's version) and re-pin")
+    where = ("in the pins' environment" if same_environment
+             else f"in another environment ({difference_summary(diffs)})")
+    assert not problems, f"compared {where}:\n" + "\n".join(problems)
 
 
 def test_pins_cover_every_cpu_tactic_that_has_a_case() -> None:

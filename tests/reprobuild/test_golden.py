@@ -1,11 +1,12 @@
 """The determinism regression test the project runs on itself: replay each golden manifest of the bundled
 examples and get the identical engine digest.
 
-The engine embeds the environment it was built in, so the digest can only match where the environment does.
-Where it differs (another CPU, another NumPy), the test still replays (with the environment policy set to
-ignore) and checks everything else: zero timings, every decision honoured, and a pinned manifest identical but
-for the environment and the golden outputs (whose numbers the environment decides); it then warns, saying which
-fields differ.
+The engine embeds the environment it was built in, so the digest can only match where the environment does (the
+whole fingerprint: on the CPU that includes the BLAS kernel OpenBLAS picked, ``blas.core``, and the CPU's vendor,
+family, model and flags). Where it differs (another CPU, another NumPy, ``OPENBLAS_CORETYPE=Haswell``), the test
+still replays (with the environment policy set to ignore) and checks everything else: zero timings, every decision
+honoured, and a pinned manifest identical but for the environment and the golden outputs (whose numbers the
+environment decides); it then warns, naming the fields that differ.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
 from reprobuild.environment import environment_fingerprint
-from reprobuild.envpolicy import compare_environments
+from reprobuild.envpolicy import compare_environments, difference_summary
 from reprobuild.errors import ReplayMismatchError
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.kernels.backend import get_backend
@@ -45,10 +46,11 @@ def test_golden_manifest_replays_to_its_engine_digest(example: str) -> None:
         assert result.engine_sha256 == golden.engine.sha256
         assert result.manifest.pinned == golden.pinned
     else:
-        fields = ", ".join(f"{d.field} ({d.recorded} -> {d.current})" for d in diffs)
-        warnings.warn(f"golden {example}: this machine's environment differs in {fields}; the decisions and the "
-                      "pinned content replay identically, but the engine digest can only be compared in the "
-                      "recorded environment (regenerate with python manifests/make_golden.py there)", stacklevel=1)
+        warnings.warn(f"golden {example}: this machine's environment differs from the golden's in {len(diffs)} "
+                      f"field(s) ({difference_summary(diffs)}); the decisions and the pinned content replay "
+                      "identically, but the engine digest and the golden outputs can only be compared in the "
+                      "recorded environment (under --env-policy strict, the replay CLI refuses with exit code 9; "
+                      "regenerate with python manifests/make_golden.py there)", stacklevel=1)
 
 
 @pytest.mark.parametrize("example", GOLDEN)
