@@ -14,6 +14,8 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +27,7 @@ import reprobuild.fileio as fileio
 from reprobuild.cli.main import main, make_parser
 from reprobuild.errors import StorageError
 from reprobuild.fileio import atomic_write_all, write_output
-from tests.helpers import EXAMPLES, run_cli
+from tests.helpers import EXAMPLES, cli_env, run_cli
 
 MLP = f"{EXAMPLES}/mlp.onnx"
 POSIX = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and flock")
@@ -82,6 +84,43 @@ def test_a_signal_between_the_renames_waits_for_the_pair(signum: int, code: int,
     assert err == f"reprobuild build: {said} after writing '{engine}', '{manifest}' in full; no partial file is left\n"
     assert "partial files were removed" not in err and _temps(engine.parent) == []
     assert {s: signal.getsignal(s) for s in handlers} == handlers  # the handlers are back
+
+
+PAUSE_HARNESS = """
+import os, sys, time
+from reprobuild.cli.main import main
+replace = os.replace
+def replace_and_pause(src, dst):  # the engine is renamed; the manifest waits for the signal
+    replace(src, dst)
+    if dst.endswith(".engine"):
+        print("RENAMED", file=sys.stderr, flush=True)
+        time.sleep(3)
+os.replace = replace_and_pause
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@POSIX
+def test_sigterm_from_another_process_between_the_renames_waits_for_the_pair(old_pair: tuple[Path, Path]) -> None:
+    engine, manifest = old_pair
+    process = subprocess.Popen([sys.executable, "-c", PAUSE_HARNESS, "build", MLP, "-o", str(engine), "--backend",
+                                "cpu", "--seed", "2", "-q"], env=cli_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        lines = []
+        while not lines or lines[-1] not in ("RENAMED\n", ""):
+            lines.append(process.stderr.readline())
+        assert lines[-1] == "RENAMED\n", "".join(lines)
+        process.send_signal(signal.SIGTERM)  # to the process: any of its threads may take it
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 143, err
+    assert err == f"reprobuild build: terminated (SIGTERM) after writing '{engine}', '{manifest}' in full; no " \
+                  "partial file is left\n"
+    assert _is_pair(engine, manifest) and _temps(engine.parent) == []
 
 
 def test_a_signal_before_any_rename_leaves_the_old_pair_and_says_so(old_pair: tuple[Path, Path],
