@@ -224,7 +224,7 @@ def test_a_path_that_is_not_a_file_is_a_usage_error(kind: str, tmp_path: Path,
         pytest.skip(f"{path} does not exist here")
     with address_space_cap(), pytest.raises(UsageError, match=pattern):
         network_from_onnx_path(path, _quiet())
-    code, text = _cli(["build", str(path), "-o", str(tmp_path / "out" / "e.engine"), "--backend", "cpu"], capsys)
+    code, text = _cli(["build", str(path), "-o", str(tmp_path / "e.engine"), "--backend", "cpu"], capsys)
     assert code == UsageError.exit_code == 2, text
     assert re.search(pattern, text), text
 
