@@ -143,6 +143,7 @@ def _cached_cubin(filename: str, source: str, options: tuple[str, ...],
         pass
     cubin = _compile(filename, source, options, headers)
     with contextlib.suppress(ReprobuildError, OSError):  # an unwritable cache only costs a later compile
+        os.makedirs(directory, exist_ok=True)  # atomic_write creates no directories
         atomic_write(path, sha256_hex(cubin).encode("ascii") + cubin)
     return cubin
 

@@ -99,6 +99,8 @@ def load_reference_model(data: bytes, source: str = "model") -> Any:
     inside onnxruntime."""
     import onnx
 
+    from reprobuild.frontend.onnx_external import check_no_external_data
+
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:
@@ -106,6 +108,7 @@ def load_reference_model(data: bytes, source: str = "model") -> Any:
     if not model.HasField("graph") or not model.graph.output:
         raise ModelError(f"{source} is not an ONNX model: it decodes, but has no graph with outputs (is it an ONNX "
                          "file at all?)")
+    check_no_external_data(model)  # onnxruntime would read them relative to the current directory
     try:
         onnx.checker.check_model(data)
     except Exception as exc:

@@ -122,7 +122,12 @@ class ResourceError(ReprobuildError):
     has), or more of something countable (layers, ranks, elements) than reprobuild accepts."""
 
     exit_code = 13
-    summary = "resource limit: the work needs more memory (or larger shapes) than the cap allows"
+    summary = "resource limit: the work needs more memory (or larger shapes) than the cap allows, or the disk is full"
+
+
+class StorageError(ResourceError):
+    """A file cannot be written for lack of room: the disk or its inodes are full (ENOSPC), a quota (EDQUOT) or
+    a file-size limit (EFBIG) is reached. Nothing was replaced, and no temp file is left."""
 
 
 #: Process exit codes of the ``reprobuild`` command, in order. 0 is success.

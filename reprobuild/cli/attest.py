@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from reprobuild.cli.common import Subcommands, read_engine_file
-from reprobuild.fileio import atomic_write, check_writable
+from reprobuild.fileio import STDOUT, check_output_path, write_output
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -24,23 +23,20 @@ def add_parser(sub: Subcommands) -> None:
                    help="the manifest written with the engine: checked to be its pair, listed as a byproduct")
     p.add_argument("--model", metavar="MODEL.onnx",
                    help="the ONNX model: its sha256 must equal the one the engine records")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the statement to FILE (default: stdout)")
+    p.add_argument("-o", "--output", metavar="FILE", default=STDOUT,
+                   help="write the statement to FILE, or to standard output with - (default: -)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from reprobuild.attest import make_statement, statement_bytes
 
-    if args.output:
-        check_writable(args.output, "--output (the statement)")
+    check_output_path(args.output, "--output (the statement)", stdout=True)
     statement = make_statement(read_engine_file(args.engine), os.path.basename(args.engine), args.manifest,
                                args.model)
     data = statement_bytes(statement)
-    if args.output:
-        atomic_write(args.output, data)
-        if not args.quiet:
-            print(f"statement {args.output} (in-toto Statement v1, SLSA provenance v1) for "
-                  f"{statement['subject'][0]['name']} sha256 {statement['subject'][0]['digest']['sha256']}")
-    else:
-        sys.stdout.write(data.decode())
+    write_output(args.output, data)
+    if args.output != STDOUT and not args.quiet:
+        print(f"statement {args.output} (in-toto Statement v1, SLSA provenance v1) for "
+              f"{statement['subject'][0]['name']} sha256 {statement['subject'][0]['digest']['sha256']}")
     return 0

@@ -41,7 +41,7 @@ from reprobuild.cli.devices import (
 from reprobuild.digest import sha256_hex
 from reprobuild.envpolicy import POLICIES
 from reprobuild.errors import UsageError
-from reprobuild.fileio import atomic_write_all, check_writable
+from reprobuild.fileio import atomic_write_all, check_output_path
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.kernels.backend import cuda_unavailable_reason, resolve_devices
 from reprobuild.logger import Logger, Severity
@@ -60,10 +60,11 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("model", help="the ONNX model file")
     p.add_argument("-o", "--output", metavar="ENGINE",
                    help="engine file to write (default: the model's name with .engine, in the current directory); "
-                        "the model's own path or a .onnx name is refused")
+                        "its directory must exist; the model's own path, a .onnx name, a symbolic link, a special "
+                        "file (/dev/null, a FIFO) and - are refused")
     p.add_argument("--manifest", metavar="FILE",
                    help="manifest to write (default: the engine path with .manifest.json instead of .engine); the "
-                        "engine's or the model's path is refused")
+                        "engine's or the model's path is refused, and what --output refuses")
     p.add_argument("--replay", metavar="MANIFEST",
                    help="force the tactics this manifest (or this engine file's embedded manifest) records; build "
                         "options left out are taken from it, and options given must equal it")
@@ -243,8 +244,8 @@ def _run_on_devices(args: argparse.Namespace, engine_path: str, manifest_path: s
     devices = resolve_devices(args.devices, backend)
     for device in devices:
         check_output_paths(args.model, device_path(engine_path, device), device_path(manifest_path, device))
-        check_writable(device_path(engine_path, device), "--output (an engine per device)")
-        check_writable(device_path(manifest_path, device), "--manifest (a manifest per device)")
+        check_output_path(device_path(engine_path, device), "--output (an engine per device)")
+        check_output_path(device_path(manifest_path, device), "--manifest (a manifest per device)")
     if not args.quiet:
         print(f"building on {len(devices)} device(s) in parallel: {', '.join(map(str, devices))}", file=sys.stderr)
     args.output, args.manifest = engine_path, manifest_path
@@ -262,8 +263,10 @@ def run(args: argparse.Namespace) -> int:
     check_output_paths(args.model, engine_path, manifest_path)
     if args.devices is not None:
         return _run_on_devices(args, engine_path, manifest_path)
-    check_writable(engine_path, "--output (the engine)")  # before a build that may take minutes
-    check_writable(manifest_path, "--manifest")
+    check_output_path(engine_path, "--output (the engine)")  # before a build that may take minutes
+    check_output_path(manifest_path, "--manifest")
+    if args.timing_cache:
+        check_output_path(args.timing_cache, "--timing-cache")  # read now, written after the build
     if args.replay and args.force_tactic:
         raise UsageError("--force-tactic and --replay cannot be combined: a replay forces the manifest's tactics")
     replayed = _replayed(args.replay) if args.replay else None
@@ -282,8 +285,8 @@ def run(args: argparse.Namespace) -> int:
     config.progress_monitor = None if args.quiet else CliProgress(args.verbose > 0)
     result = Builder(logger).build(network, config)
     manifest_bytes = manifest_to_json(result.manifest)
-    # The pair is written together, the manifest renamed last: never a new manifest beside an old engine, and a
-    # kill between the two renames leaves an old manifest whose engine.sha256 gives the mismatch away.
+    # The pair is written together, the manifest renamed last, the two renames under a lock per output and with
+    # SIGINT/SIGTERM deferred until both are done: never a new file of one build beside an old one of another.
     atomic_write_all([(engine_path, result.engine), (manifest_path, manifest_bytes)])
     if cache is not None:
         cache.save(args.timing_cache)

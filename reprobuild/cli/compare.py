@@ -26,7 +26,7 @@ from reprobuild.compare import (
 from reprobuild.digest import sha256_hex
 from reprobuild.engine import Engine, Runtime
 from reprobuild.errors import ModelError, ToleranceError
-from reprobuild.fileio import atomic_write, check_writable, read_bounded
+from reprobuild.fileio import check_output_path, document_on_stdout, read_bounded, write_output
 from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
 from reprobuild.logger import Logger, Severity
 from reprobuild.textformat import table
@@ -52,7 +52,9 @@ def add_parser(sub: Subcommands) -> None:
                    help="which error statistic must be within tolerance (default: elemwise)")
     p.add_argument("--error-quantile", type=parse_fraction, default=0.99, metavar="Q",
                    help="the quantile for --check-error-stat quantile, and the one reported (default: 0.99)")
-    p.add_argument("--report", metavar="FILE", help="write the comparison as JSON")
+    p.add_argument("--report", metavar="FILE",
+                   help="write the comparison as JSON to FILE, or to standard output with - (the table then goes "
+                        "to stderr)")
     add_max_memory_option(p, "the engine (its weights and the execution context's scratch memory)")
     add_device_option(p)
     p.set_defaults(run=run)
@@ -81,8 +83,13 @@ def _recorded_model_sha256(engine: Engine) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with document_on_stdout(args.report):  # --report -: the JSON alone on stdout
+        return _compare(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
     if args.report:
-        check_writable(args.report, "--report")
+        check_output_path(args.report, "--report", stdout=True)
     runtime = Runtime(Logger(Severity.WARNING), max_memory=args.max_memory, device=args.device)
     engine = runtime.deserialize_engine(read_engine_file(args.engine))
     model_bytes = read_bounded(args.model, MAX_MODEL_BYTES, "model", ModelError)
@@ -111,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     print(table(rows, ["output", "shape", "max abs", "mean abs", "median abs", f"{q} abs", "max rel",
                        "outside tol", "verdict"]))
     if args.report:
-        atomic_write(args.report, (report.model_dump_json(indent=2) + "\n").encode())
+        write_output(args.report, (report.model_dump_json(indent=2) + "\n").encode())
     if not report.passed:
         print(f"reprobuild compare: {ToleranceError.summary}", file=sys.stderr)
         return ToleranceError.exit_code

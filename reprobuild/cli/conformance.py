@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor
 
 from reprobuild.cli.common import ProgressBar, Subcommands
 from reprobuild.conformance.cases import Case
 from reprobuild.errors import ConformanceError, UsageError
-from reprobuild.fileio import atomic_write
+from reprobuild.fileio import STDOUT, check_output_path, write_output
 
 EPILOG = """results:
   pass     every output has the expected shape, dtype and values (within the case's tolerance)
@@ -44,7 +43,8 @@ def add_parser(sub: Subcommands) -> None:
                    help="text: a table of the cases that did not pass (all of them with -v) and a summary; "
                         "markdown: the summary, the table by op and the refusal reasons (docs/conformance.md); "
                         "json: every result")
-    p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("--output", metavar="FILE", default=STDOUT,
+                   help="write the report to FILE, or to standard output with - (default: -)")
     p.set_defaults(run=run)
 
 
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
                              ) from None
     if args.jobs < 0:
         raise UsageError(f"--jobs must be >= 0; got {args.jobs}")
+    check_output_path(args.output, "--output", stdout=True)  # before the cases run
     cases = []
     for suite in suites:
         cases += _select(load_suite(suite), args.op, args.case)
@@ -100,10 +101,7 @@ def run(args: argparse.Namespace) -> int:
         text = to_markdown(results, markdown_header())
     else:
         text = to_text(results, args.verbose > 0)
-    if args.output:
-        atomic_write(args.output, text.encode())
-    else:
-        sys.stdout.write(text)
+    write_output(args.output, text.encode())
     bad = [r for r in results if r.result in ("fail", "error")]
     if bad:
         raise ConformanceError(f"{len(bad)} of {len(results)} case(s) gave a wrong result or an untyped error: "

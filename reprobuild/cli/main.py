@@ -18,7 +18,7 @@ from types import ModuleType
 
 from reprobuild import __version__
 from reprobuild.errors import EXIT_CODES, ReprobuildError
-from reprobuild.fileio import Terminated, install_sigterm_cleanup
+from reprobuild.fileio import Terminated, install_sigterm_cleanup, write_count, written_since
 
 #: The subcommand modules (``reprobuild.cli.NAME``), in the order ``--help`` lists them.
 COMMANDS = ("build", "refit", "run", "bench", "inspect", "verify", "compare", "diff", "attest", "conformance")
@@ -75,9 +75,19 @@ def _silence_stdout() -> None:
             os.close(devnull)
 
 
+def _what_was_written(mark: int) -> str:
+    """After a signal: which outputs were written in full before it (a group's renames are never split by one;
+    see reprobuild.fileio), or that none was and the partial files were removed."""
+    written = written_since(mark)
+    if not written:
+        return "; partial files were removed, no output was written"
+    return f" after writing {', '.join(map(repr, written))} in full; no partial file is left"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``reprobuild ARGV`` and return the exit code. argparse's own errors (and --help) raise SystemExit."""
     install_sigterm_cleanup()
+    mark = write_count()
     command = "reprobuild"
     debug = False
     try:
@@ -87,10 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's flush at exit
         return code
     except Terminated as exc:
-        _say(f"{command}: terminated (SIGTERM); partial files were removed")
+        _say(f"{command}: terminated (SIGTERM){_what_was_written(mark)}")
         return exc.exit_code
     except KeyboardInterrupt:
-        _say(f"{command}: interrupted")
+        written = written_since(mark)
+        _say(f"{command}: interrupted{_what_was_written(mark) if written else ''}")
         return INTERRUPTED
     except BrokenPipeError:  # `reprobuild inspect E | head -1`: stop quietly, as coreutils do
         _silence_stdout()

@@ -8,7 +8,7 @@ import argparse
 from reprobuild.builder.refit import Refitter
 from reprobuild.cli.common import Subcommands, default_manifest_path, read_engine_file
 from reprobuild.envpolicy import POLICIES
-from reprobuild.fileio import check_writable
+from reprobuild.fileio import check_output_path
 from reprobuild.logger import Logger, Severity
 from reprobuild.manifest import read_manifest
 
@@ -21,7 +21,7 @@ EPILOG = """exit codes of refit:
     8  the new model does not fit ENGINE: its network differs in more than weight values (another op,
        attribute, shape, dtype or layer), or a recorded tactic cannot run the new weights; rebuild instead
     9  this machine differs from the one ENGINE was built on, and --env-policy refuses that
-   13  the refit needs more memory than the machine has"""
+   13  the refit needs more memory than the machine has, or the disk is full"""
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -40,7 +40,9 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("engine", metavar="ENGINE", help="the engine to refit")
     p.add_argument("--model", required=True, metavar="NEW.onnx",
                    help="the ONNX model with the new weights: the same graph as ENGINE's model")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.engine", help="the refitted engine to write")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.engine",
+                   help="the refitted engine to write; its directory must exist; a symbolic link, a special file "
+                        "(/dev/null, a FIFO) and - are refused")
     p.add_argument("--manifest", metavar="FILE",
                    help="manifest to write (default: the output path with .manifest.json instead of .engine)")
     p.add_argument("--engine-manifest", metavar="FILE",
@@ -58,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         logger = Logger(Severity.ERROR)
     manifest_path = args.manifest or default_manifest_path(args.output)
-    check_writable(args.output, "--output (the engine)")
-    check_writable(manifest_path, "--manifest")
+    check_output_path(args.output, "--output (the engine)")
+    check_output_path(manifest_path, "--manifest")
     engine = read_engine_file(args.engine)
     original = read_manifest(args.engine_manifest) if args.engine_manifest else None
     refitter = Refitter(engine, logger, manifest=original, env_policy=args.env_policy)

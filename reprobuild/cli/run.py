@@ -26,7 +26,7 @@ from reprobuild.cli.common import (
 from reprobuild.digest import sha256_hex
 from reprobuild.engine import Runtime
 from reprobuild.errors import UsageError
-from reprobuild.fileio import atomic_write
+from reprobuild.fileio import atomic_write, check_output_directory, check_output_path, make_output_directory
 from reprobuild.logger import Logger, Severity
 from reprobuild.textformat import table
 from reprobuild.verify import nonfinite_outputs
@@ -48,7 +48,9 @@ def add_parser(sub: Subcommands) -> None:
     inputs.add_argument("--random-inputs", action=DeprecatedAlias, dest="seed", type=parse_seed, metavar="SEED",
                         replacement="--seed SEED", remove_in=RANDOM_INPUTS_REMOVED_IN,
                         help=f"deprecated spelling of --seed, removed in reprobuild {RANDOM_INPUTS_REMOVED_IN}")
-    p.add_argument("--output-dir", metavar="DIR", help="where to save NAME.npy per output (default: don't save)")
+    p.add_argument("--output-dir", metavar="DIR",
+                   help="where to save NAME.npy per output, created if missing (its parent must exist); each "
+                        "NAME.npy there must be a regular file or new (default: don't save)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document on stdout instead of the table: per output its shape, dtype, "
                         "sha256, min/max/mean and non-finite counts, per input its source and sha256, the files "
@@ -74,27 +76,40 @@ def _figure(value: float | str | None) -> str:
     return "-" if value is None else value if isinstance(value, str) else f"{value:.6g}"
 
 
-def _save(outputs: dict[str, np.ndarray], directory: str) -> dict[str, str]:
-    files = {name: os.path.join(directory, safe_filename(name) + ".npy") for name in outputs}
+def _output_files(names: list[str], directory: str) -> dict[str, str]:
+    """Each output's NAME.npy in ``directory``, each checked as an output path where the directory exists (before
+    the engine runs)."""
+    files = {name: os.path.join(directory, safe_filename(name) + ".npy") for name in names}
     if len(set(files.values())) != len(files):
         raise UsageError("two outputs map to the same file name; rename them in the model")
+    if os.path.isdir(directory):
+        for path in files.values():
+            check_output_path(path, "--output-dir: the output file")
+    return files
+
+
+def _save(outputs: dict[str, np.ndarray], directory: str, files: dict[str, str]) -> None:
+    make_output_directory(directory)
     for name, path in files.items():
         buf = io.BytesIO()
         np.save(buf, outputs[name], allow_pickle=False)
         atomic_write(path, buf.getvalue())
-    return files
 
 
 def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
+    if args.output_dir:
+        check_output_directory(args.output_dir, "--output-dir")
     runtime = Runtime(logger, max_memory=args.max_memory, device=args.device)
     engine = runtime.deserialize_engine(read_engine_file(args.engine))
     inputs, label = engine_inputs(args, engine.inputs)
+    files = _output_files([b.name for b in engine.outputs], args.output_dir) if args.output_dir else {}
     outputs = engine.create_execution_context().execute(inputs)
     summaries = {name: output_summary(value) for name, value in outputs.items()}
     for found in nonfinite_outputs(outputs):
         print(f"reprobuild run: warning: not finite: {found.text}", file=sys.stderr)
-    files = _save(outputs, args.output_dir) if args.output_dir else {}
+    if args.output_dir:
+        _save(outputs, args.output_dir, files)
     if args.json:
         print_json({
             "engine": {"path": args.engine, "sha256": engine.sha256},

@@ -18,7 +18,7 @@ from reprobuild.cli.common import (
 from reprobuild.cli.devices import parse_devices
 from reprobuild.engine import Runtime
 from reprobuild.errors import NotDeterministicError, ToleranceError, UsageError
-from reprobuild.fileio import atomic_write, check_writable
+from reprobuild.fileio import check_output_path, document_on_stdout, write_output
 from reprobuild.kernels.backend import resolve_devices
 from reprobuild.locator import locate, locate_against
 from reprobuild.logger import Logger, Severity
@@ -52,7 +52,9 @@ def add_parser(sub: Subcommands) -> None:
     p.add_argument("--against", metavar="MANIFEST",
                    help="also compare with the golden digests recorded in this manifest or engine file (anything "
                         "else, such as an ONNX model, is refused before any run, exit code 2)")
-    p.add_argument("--report", metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--report", metavar="FILE",
+                   help="write the full report as JSON to FILE, or to standard output with - (the table then goes "
+                        "to stderr)")
     p.add_argument("--no-batch-invariance", action="store_true", help="skip the batch-invariance check")
     p.add_argument("--fail-on-nonfinite", action="store_true",
                    help="fail (exit code 11) when an output holds NaN or infinite values; by default verify warns "
@@ -104,10 +106,15 @@ def _check_fleet_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with document_on_stdout(args.report):  # --report -: the JSON alone on stdout
+        return _verify(args)
+
+
+def _verify(args: argparse.Namespace) -> int:
     logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
     _check_fleet_options(args)
     if args.report:
-        check_writable(args.report, "--report")  # before a plan that may run for minutes
+        check_output_path(args.report, "--report", stdout=True)  # before a plan that may run for minutes
     if args.ray is not None:
         return _run_fleet(args)
     side = (read_engine_or_manifest(args.against, "--against", "an engine is compared with its model by "
@@ -233,7 +240,7 @@ def _finish(args: argparse.Namespace, report: VerifyReport, against_ok: bool) ->
         verdict += f", {len(report.nonfinite)} output(s) NOT FINITE"
     print(f"verdict    {verdict}")
     if args.report:
-        atomic_write(args.report, (report.model_dump_json(indent=2) + "\n").encode())
+        write_output(args.report, (report.model_dump_json(indent=2) + "\n").encode())
     if not ok:
         print(f"reprobuild verify: {NotDeterministicError.summary}", file=sys.stderr)
         return NotDeterministicError.exit_code

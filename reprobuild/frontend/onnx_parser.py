@@ -1,7 +1,8 @@
 """The ONNX frontend: load and check a model, upgrade old opsets, resolve input shapes and pinned input values,
 convert every node through its op definition, and fold constants as it goes.
 
-Loading never executes code from the file (protobuf only), refuses external data and oversized files, and turns
+Loading never executes code from the file (protobuf only), refuses external data (in any
+tensor: :mod:`reprobuild.frontend.onnx_external`) and oversized files, and turns
 every problem into a typed error: a :class:`~reprobuild.errors.ModelError` that names the node and the op, or a
 :class:`~reprobuild.errors.ResourceError` for a tensor that cannot be represented (more than 32 dimensions, an
 element count or byte size beyond int64) or a constant made at build time over
@@ -32,6 +33,7 @@ from reprobuild.dtypes import itemsize
 from reprobuild.errors import DynamicShapeError, ModelError, ResourceError, UnsupportedOpError, UsageError
 from reprobuild.fileio import read_bounded
 from reprobuild.frontend.onnx_checks import check_declared_shapes, check_graph, check_opset, check_strings
+from reprobuild.frontend.onnx_external import check_no_external_data
 from reprobuild.frontend.onnx_node import OnnxNode, infer_infos
 from reprobuild.frontend.onnx_support import (
     InvalidNodesError,
@@ -120,12 +122,7 @@ class OnnxParser:
             raise ModelError(f"not a readable ONNX model: the {len(data)} bytes decode as protobuf, but with "
                              f"{missing}; this is not an ONNX model file (or it is truncated or corrupted)")
         check_strings(model)  # before anything reads a name: an undecodable one comes back as bytes
-        external = sorted(t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
-        if external:
-            raise ModelError(f"the model keeps {len(external)} weight(s) in external data files (the first: "
-                             f"{external[0]!r}), which reprobuild does not read (a model file must be self-contained); "
-                             "save it with its weights inside: onnx.save(onnx.load(path), path, "
-                             "save_as_external_data=False), possible below the 2 GiB protobuf limit")
+        check_no_external_data(model)  # before the checker (it stats locations) and anything that reads a tensor
         check_opset(model)
         check_graph(model.graph)
         check_declared_shapes(model.graph, _layer_names(model.graph))
@@ -305,9 +302,6 @@ class OnnxParser:
 
     def _add_constants(self, graph: onnx.GraphProto) -> None:
         for init in sorted(graph.initializer, key=lambda t: t.name):
-            if init.data_location == onnx.TensorProto.EXTERNAL:
-                raise ModelError(f"initializer {init.name!r} uses external data, which is not supported; "
-                                 "save the model with its weights inside (onnx.save(..., save_as_external_data=False))")
             try:
                 dtype_of_elem_type(init.data_type, f"initializer {init.name!r}")
                 value = numpy_helper.to_array(init)

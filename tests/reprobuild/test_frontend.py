@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -167,3 +169,145 @@ def test_every_unsupported_node_is_listed_at_once_and_other_domains_are_named() 
     assert [n for n, _, _ in err.value.nodes] == ["u1", "u2", "enc"]
     message = str(err.value)
     assert "3 node(s)" in message and "'ai.onnx.ml' (ONNX-ML" in message and "Unique x2" in message
+
+
+# --- external data (issue 20, finding 5) ---------------------------------------------------------------------------
+
+SECRET = b"TOPSECRET-do-not-embed"
+
+
+def _external(name: str, location: str, size: int = len(SECRET)) -> TensorProto:
+    tensor = TensorProto(name=name, data_type=TensorProto.UINT8, dims=[size], data_location=TensorProto.EXTERNAL)
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", location
+    return tensor
+
+
+def _constant_model(location: str) -> onnx.ModelProto:
+    """A model whose one node is a Constant that keeps its value in the external file ``location``."""
+    node = helper.make_node("Constant", [], ["y"], name="leak", value=_external("c", location))
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("y", TensorProto.UINT8,
+                                                                             [len(SECRET)])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every external data file onnx is asked to read (none may be)."""
+    import onnx.external_data_helper as helper_module
+
+    asked: list[str] = []
+
+    def record(tensor: TensorProto, base_dir: str, *args: object) -> None:
+        asked.append(f"{base_dir}:{tensor.name}")
+        raise AssertionError("an external data file was read")
+
+    readers = [name for name in ("_read_external_data_bytes", "load_external_data_for_tensor")
+               if hasattr(helper_module, name)]
+    assert readers, "onnx's external data reader moved: update this fixture"
+    for name in readers:
+        monkeypatch.setattr(helper_module, name, record)
+    return asked
+
+
+@pytest.mark.parametrize("where", ["cwd", "parent", "absolute", "symlink"])
+def test_a_constant_with_external_data_is_refused_and_nothing_is_read(
+        where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from reprobuild.cli.main import main
+    from reprobuild.frontend import network_from_onnx_path
+
+    models, cwd = tmp_path / "models", tmp_path / "cwd"
+    models.mkdir(), cwd.mkdir()
+    for directory in (tmp_path, models, cwd):  # beside the model, in the current directory and above the model
+        (directory / "secret.txt").write_bytes(SECRET)
+    if where == "symlink":
+        (models / "link.txt").symlink_to(tmp_path / "secret.txt")
+    location = {"cwd": "secret.txt", "parent": "../secret.txt", "absolute": str(tmp_path / "secret.txt"),
+                "symlink": "link.txt"}[where]
+    path = models / "model.onnx"
+    onnx.save(_constant_model(location), path)
+    monkeypatch.chdir(cwd)
+
+    with pytest.raises(ModelError) as err:
+        network_from_onnx_path(path)
+    message = str(err.value)
+    assert "1 tensor(s) in external data files" in message and "does not read" in message, message
+    assert f"node 'leak' (op Constant), attribute 'value': location {location!r}" in message, message
+    assert "save_as_external_data=False" in message
+
+    engine = cwd / "model.engine"
+    code = main(["build", str(path), "-o", str(engine), "--backend", "cpu", "-q"])
+    err_text = capsys.readouterr().err
+    assert code == ModelError.exit_code == 3, err_text
+    assert "external data" in err_text and "Traceback" not in err_text
+    assert reads == [] and not engine.exists() and not (cwd / "model.manifest.json").exists()
+
+
+def _if_with_external_constant() -> onnx.ModelProto:
+    """The external tensor two subgraphs deep: in an If's then-branch, inside a Loop's body."""
+    leak = helper.make_node("Constant", [], ["inner"], name="deep", value=_external("c", "secret.txt"))
+    body = helper.make_graph([leak, helper.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+                             [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+                             [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, [])])
+    loop = helper.make_node("Loop", ["", "c0"], [], name="loop", body=body)
+    branch = helper.make_graph([loop, helper.make_node("Identity", ["x"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
+    nodes = [helper.make_node("Constant", [], ["c0"], value=helper.make_tensor("b", TensorProto.BOOL, [], [True])),
+             helper.make_node("If", ["c0"], ["y"], name="branch", then_branch=branch, else_branch=other)]
+    return make_model(nodes, {"x": (2,)}, ["y"])
+
+
+def test_external_data_is_refused_wherever_a_tensor_can_be(reads: list[str]) -> None:
+    from reprobuild.frontend.onnx_external import check_no_external_data
+
+    nested = _if_with_external_constant()
+    with pytest.raises(ModelError, match=r"node 'branch' \(op If\), subgraph 'then_branch': node 'loop' \(op Loop\), "
+                                         r"subgraph 'body': node 'deep' \(op Constant\), attribute 'value': "
+                                         r"location 'secret.txt'"):
+        parse(nested)
+
+    sparse = helper.make_sparse_tensor(_external("v", "values.bin", 2), helper.make_tensor("i", TensorProto.INT64,
+                                                                                         [2], [0, 3]), [5])
+    cases = {
+        "sparse_value": helper.make_node("Constant", [], ["y"], name="s", sparse_value=sparse),
+        "tensors": helper.make_node("Constant", [], ["y"], name="t"),
+    }
+    cases["tensors"].attribute.append(helper.make_attribute("value_tensors", [_external("a", "a.bin")]))
+    for attr, node in cases.items():
+        model = make_model([helper.make_node("Identity", ["x"], ["y"])], {"x": (2,)}, ["y"])
+        model.graph.node.append(node)
+        with pytest.raises(ModelError, match=rf"attribute '{attr if attr != 'tensors' else 'value_tensors'}'"):
+            check_no_external_data(model)
+
+    function = helper.make_function("local", "f", ["a"], ["b"],
+                                    [helper.make_node("Constant", [], ["b"], name="fc",
+                                                      value=_external("k", "k.bin"))],
+                                    [helper.make_opsetid("", 17)])
+    model = make_model([helper.make_node("Identity", ["x"], ["y"])], {"x": (2,)}, ["y"])
+    model.functions.append(function)
+    with pytest.raises(ModelError, match=r"function 'f': node 'fc' \(op Constant\), attribute 'value': "
+                                         r"location 'k.bin'"):
+        check_no_external_data(model)
+
+    weights = make_model([helper.make_node("Add", ["x", "w"], ["y"])], {"x": (2,)}, ["y"],
+                         {"w": np.ones(2, np.float32)})
+    weights.graph.initializer[0].CopyFrom(_external("w", "w.bin", 2))
+    with pytest.raises(ModelError, match=r"initializer 'w': location 'w.bin'"):
+        parse(weights)
+    assert reads == []
+
+
+def test_compare_refuses_a_reference_model_with_external_data(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprobuild.compare import load_reference_model
+
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    monkeypatch.chdir(tmp_path)  # where onnxruntime would read it from
+    with pytest.raises(ModelError, match=r"(?s)external data files.*location 'secret.txt'"):
+        load_reference_model(_constant_model("secret.txt").SerializeToString())
