@@ -1,0 +1,43 @@
+"""The command line's rough edges of issue 20 (findings 9 and 10): one tensor digest in every command, and
+options that say what they do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reprobuild.cli.main import main
+from reprobuild.digest import TENSOR_DIGEST_LABEL
+from tests.helpers import EXAMPLES, run_cli
+
+MLP = f"{EXAMPLES}/mlp.onnx"
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mlp.engine and its manifest, built once with --seed 3 (the tests only read them)."""
+    engine = tmp_path_factory.mktemp("mlp") / "mlp.engine"
+    assert main(["build", MLP, "-o", str(engine), "--backend", "cpu", "--seed", "3", "-q"]) == 0
+    return engine
+
+
+def test_run_inspect_and_the_manifest_show_one_digest_of_a_tensor(mlp: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`run` printed the sha256 of the raw bytes while the manifest and `inspect` hold the digest over (dtype,
+    shape, bytes): one tensor showed two digests. Now both print the manifest's, under one label."""
+    golden = json.loads(mlp.with_name("mlp.manifest.json").read_text())["pinned"]["golden"]
+    (recorded,) = golden["outputs"]
+    code, out, err = run_cli(capsys, "run", str(mlp), "--seed", "3")
+    assert code == 0, err
+    assert TENSOR_DIGEST_LABEL in out.splitlines()[1]  # the table's header
+    assert f" {recorded['sha256'][:16]} " in out
+    code, out, err = run_cli(capsys, "run", str(mlp), "--seed", "3", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["outputs"][recorded["name"]]["sha256"] == recorded["sha256"]
+    assert [{"name": k, "sha256": v["sha256"]} for k, v in doc["inputs"].items()] == golden["inputs"]
+    code, out, err = run_cli(capsys, "inspect", str(mlp))
+    assert code == 0, err
+    assert f"{TENSOR_DIGEST_LABEL}: {recorded['name']} {recorded['sha256'][:16]}" in out
