@@ -77,7 +77,8 @@ def add_parser(sub: Subcommands) -> None:
                    help="where to build and run (default: auto, cuda when a device is usable)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--device", type=int, metavar="N",
-                       help="the GPU to build on (default: 0); not recorded: GPUs of one model give the same engine")
+                       help="the GPU to build on (default: 0); not recorded: GPUs of one model give the same "
+                            "engine. The cpu backend has one device, 0: any other is refused (exit code 2)")
     where.add_argument("--devices", type=parse_devices, metavar="all|0,1,...",
                        help="build on each GPU listed, in parallel (one process per GPU, each holding only its own "
                             "device's timing lock), writing ENGINE.devN.engine and its manifest per device, then "

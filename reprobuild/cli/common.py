@@ -218,10 +218,12 @@ class ProgressBar:
                 print(f"{self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
 
 
-def add_device_option(parser: argparse.ArgumentParser) -> None:
-    """--device N: the GPU a cuda engine runs on (``Runtime(device=N)``); a cpu engine has only device 0."""
+def add_device_option(parser: argparse.ArgumentParser, more: str = "") -> None:
+    """--device N: the GPU a cuda engine runs on (``Runtime(device=N)``), the same in every command that runs an
+    engine; a cpu engine has one device, 0, and another is refused (exit code 2), as ``build`` refuses it."""
     parser.add_argument("--device", type=int, metavar="N",
-                        help="the GPU to run a cuda engine on (default: 0); the engine file is the same on every GPU")
+                        help=f"the GPU to run a cuda engine on (default: 0; the engine file is the same on every "
+                             f"GPU){more}. A cpu engine has one device, 0: any other is refused (exit code 2)")
 
 
 def add_max_memory_option(parser: argparse.ArgumentParser, what: str) -> None:

@@ -41,3 +41,18 @@ def test_run_inspect_and_the_manifest_show_one_digest_of_a_tensor(mlp: Path,
     code, out, err = run_cli(capsys, "inspect", str(mlp))
     assert code == 0, err
     assert f"{TENSOR_DIGEST_LABEL}: {recorded['name']} {recorded['sha256'][:16]}" in out
+
+
+@pytest.mark.parametrize("command", ["build", "run", "bench", "compare", "verify"])
+def test_device_on_the_cpu_is_refused_by_every_command(command: str, mlp: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`--device 1` was ignored by run, bench and compare on a cpu engine, refused by build, and unknown to
+    verify; now every command takes it and refuses a device the cpu backend does not have, the same way."""
+    argv = {"build": [MLP, "-o", str(tmp_path / "x.engine"), "--backend", "cpu"], "run": [str(mlp), "--seed", "0"],
+            "bench": [str(mlp), "--iterations", "1"], "compare": [str(mlp), MLP], "verify": [str(mlp), "--runs", "1"]}
+    code, _, err = run_cli(capsys, command, *argv[command], "--device", "1")
+    assert code == 2, err
+    assert err.startswith(f"reprobuild {command}: error: the cpu backend has one device, 0; got device 1. A device "
+                          "index picks a GPU of the cuda backend"), err
+    code, _, err = run_cli(capsys, command, *argv[command], "--device", "0")
+    assert code == 0, err
