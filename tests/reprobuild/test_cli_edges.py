@@ -56,3 +56,15 @@ def test_device_on_the_cpu_is_refused_by_every_command(command: str, mlp: Path, 
                           "index picks a GPU of the cuda backend"), err
     code, _, err = run_cli(capsys, command, *argv[command], "--device", "0")
     assert code == 0, err
+
+
+def test_refit_with_another_model_names_its_inputs_not_an_unused_option(mlp: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`refit --model OTHER.onnx` said "--input-shape names 'input', which is not a network input": an option the
+    user never gave (the refit passes the engine's input shapes to the parser)."""
+    code, _, err = run_cli(capsys, "refit", str(mlp), "--model", f"{EXAMPLES}/small_cnn.onnx", "-o",
+                           str(tmp_path / "r.engine"))
+    assert code == 8, err
+    assert "--input" not in err
+    assert ("the new model does not take the engine's inputs (the engine takes input [8, 64] float32; the model "
+            "declares image [2, 3, 32, 32] float32): a refit changes weight values only") in err
