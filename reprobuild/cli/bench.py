@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 
-from reprobuild.bench import MAX_ITERATIONS, BenchReport, Stats, benchmark
+from reprobuild.bench import BenchReport, Stats, benchmark
 from reprobuild.cli.common import (
     Subcommands,
     add_device_option,
     add_engine_input_options,
     add_max_memory_option,
     engine_inputs,
+    parse_count,
     read_engine_file,
 )
 from reprobuild.engine import Runtime
 from reprobuild.logger import Logger, Severity
 from reprobuild.textformat import table
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    """An argparse type for a count of runs, ``minimum`` or more (an error names the least, exit code 2)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not minimum <= value <= MAX_ITERATIONS:
-            raise argparse.ArgumentTypeError(f"{text} is not a count from {minimum} to {MAX_ITERATIONS}")
-        return value
-
-    return parse
 
 
 def _seconds(text: str) -> float:
@@ -58,11 +43,11 @@ def add_parser(sub: Subcommands) -> None:
     )
     p.add_argument("engine", help="the engine file")
     add_engine_input_options(p, default_seed=0)
-    p.add_argument("--iterations", type=_count(1), default=200, metavar="N",
+    p.add_argument("--iterations", type=parse_count(1), default=200, metavar="N",
                    help="timed iterations, 1 or more (default: 200); with --duration, at least this many")
     p.add_argument("--duration", type=_seconds, default=0.0, metavar="SECONDS",
                    help="keep running until this many seconds have passed too (default: 0, iterations only)")
-    p.add_argument("--warmup", type=_count(0), default=20, metavar="N",
+    p.add_argument("--warmup", type=parse_count(0), default=20, metavar="N",
                    help="untimed runs first (default: 20); the first run captures the CUDA graph, so with 0 the "
                         "first timed iteration includes the capture")
     p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,

@@ -57,6 +57,25 @@ def parse_memory_size(text: str) -> int:
     return value
 
 
+MAX_COUNT = 10_000_000  #: the most runs, iterations or samples a count option takes
+
+
+def parse_count(minimum: int) -> Callable[[str], int]:
+    """An argparse type for a count (runs, iterations, samples) from ``minimum`` to ``MAX_COUNT``: an error names
+    the option and the range (exit code 2), before any work."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not minimum <= value <= MAX_COUNT:
+            raise argparse.ArgumentTypeError(f"{text} is not a count from {minimum} to {MAX_COUNT}")
+        return value
+
+    return parse
+
+
 def parse_fraction(text: str) -> float:
     """A number in [0, 1] (a quantile)."""
     try:

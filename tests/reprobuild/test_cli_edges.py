@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from reprobuild.builder import BuilderConfig
 from reprobuild.cli.main import main
 from reprobuild.digest import TENSOR_DIGEST_LABEL
+from reprobuild.errors import UsageError
 from tests.helpers import EXAMPLES, run_cli
 
 MLP = f"{EXAMPLES}/mlp.onnx"
@@ -68,3 +70,28 @@ def test_refit_with_another_model_names_its_inputs_not_an_unused_option(mlp: Pat
     assert "--input" not in err
     assert ("the new model does not take the engine's inputs (the engine takes input [8, 64] float32; the model "
             "declares image [2, 3, 32, 32] float32): a refit changes weight values only") in err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--tactic-sources", ",", "',' names no tactic source; give one or more of builtin,"),
+    ("--tactic-sources", "numpy,bogus", "'numpy,bogus' names unknown source(s) bogus"),
+    ("--runs-per-sample", "0", "0 is not a count from 1 to"),
+    ("--iterations", "0", "0 is not a count from 1 to"),
+    ("--warmup", "-1", "-1 is not a count from 0 to"),
+    ("--tie-band", "5", "5 is not between 0 and 1"),
+])
+def test_build_option_errors_name_the_option(option: str, value: str, message: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`--tactic-sources ,` exited 6 (no layer had a tactic) after importing the model, and range errors named
+    the config's fields (runs_per_sample, tie_band); now argparse refuses them, naming the option, exit code 2."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["build", MLP, "-o", str(tmp_path / "x.engine"), f"{option}={value}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"reprobuild build: error: argument {option}: {message}" in err, err
+    assert "_" not in err.split("error:")[1], err  # no field name
+
+
+def test_an_empty_tactic_source_list_is_a_usage_error_in_the_api_too() -> None:
+    with pytest.raises(UsageError, match="tactic_sources is empty, so no layer could have a tactic"):
+        BuilderConfig(tactic_sources=()).validate()
