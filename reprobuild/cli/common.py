@@ -198,6 +198,19 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an argument it does not know is its own error, shown with its own usage. (argparse
+    hands a subcommand's unknown arguments back to the top-level parser, which reported them under the top-level
+    usage, ``reprobuild [-h] [--version] COMMAND ...``.)"""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 class Subcommands:
     """Adds the common options and the exit-code epilog to every subcommand parser."""
 

@@ -39,7 +39,7 @@ def _load_commands() -> list[ModuleType]:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from reprobuild.cli.common import Subcommands
+    from reprobuild.cli.common import CommandParser, Subcommands
 
     parser = argparse.ArgumentParser(
         prog="reprobuild",
@@ -52,7 +52,7 @@ def make_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="count", default=0, help="more output (-vv: debug log)")
     common.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
     common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for module in _load_commands():
         module.add_parser(Subcommands(sub, common, _epilog()))
     return parser

@@ -95,3 +95,15 @@ def test_build_option_errors_name_the_option(option: str, value: str, message: s
 def test_an_empty_tactic_source_list_is_a_usage_error_in_the_api_too() -> None:
     with pytest.raises(UsageError, match="tactic_sources is empty, so no layer could have a tactic"):
         BuilderConfig(tactic_sources=()).validate()
+
+
+@pytest.mark.parametrize("command", ["build", "run", "diff"])
+def test_an_unknown_option_shows_the_subcommands_usage(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse reported a subcommand's unknown option from the top-level parser, under `reprobuild [-h]
+    [--version] COMMAND ...`; now the subcommand reports it with its own usage."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "a", "b", "--bogus"] if command == "diff" else [command, "x", "--bogus"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: reprobuild {command} "), err
+    assert err.endswith(f"reprobuild {command}: error: unrecognized arguments: --bogus\n"), err
