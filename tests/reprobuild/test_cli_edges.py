@@ -107,3 +107,18 @@ def test_an_unknown_option_shows_the_subcommands_usage(command: str, capsys: pyt
     err = capsys.readouterr().err
     assert err.startswith(f"usage: reprobuild {command} "), err
     assert err.endswith(f"reprobuild {command}: error: unrecognized arguments: --bogus\n"), err
+
+
+def test_diff_refuses_an_ignore_pattern_that_names_no_field(mlp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`diff --ignore nonsense.field` was accepted and ignored nothing; now it is refused (exit 2, as diff(1)
+    says trouble), listing the fields there are at the deepest level the pattern got right."""
+    manifest = str(mlp.with_name("mlp.manifest.json"))
+    code, _, err = run_cli(capsys, "diff", str(mlp), manifest, "--ignore", "nonsense.field")
+    assert code == 2
+    assert ("--ignore 'nonsense.field' names no field of either manifest; the fields and sections are: bindings, "
+            "config, engine, environment, evidence, golden, kernel_sources, layer_changes, layers, ") in err, err
+    code, _, err = run_cli(capsys, "diff", str(mlp), manifest, "--ignore", "config.timming")
+    assert code == 2 and "the fields under config are: backend, " in err and ", timing." in err, err
+    for pattern in ("config.timing", "environment", "layers.fc1", "golden", "engine", "layers_added"):
+        code, out, err = run_cli(capsys, "diff", str(mlp), manifest, "--ignore", pattern)
+        assert code == 0 and f"ignored: {pattern} (" in out, (pattern, err)
