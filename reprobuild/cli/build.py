@@ -106,7 +106,7 @@ def add_parser(sub: Subcommands) -> None:
                         "and compare --seed draw from the same seed), 0 or more (default: 0)")
     p.add_argument("--workspace", type=parse_bytes, metavar="SIZE",
                    help="largest workspace a tactic may use, e.g. 256M (default: 1G)")
-    add_max_memory_option(p, "the build may need at once (weights, activations, workspace, timing buffers; not "
+    add_max_memory_option(p, "the build (its weights, activations, workspace and timing buffers at once; not "
                              "recorded, so it never changes the engine)")
     p.add_argument("--tactic-sources", type=parse_tactic_sources, metavar="LIST",
                    help=f"comma-separated tactic sources to allow, one or more (default: all of "

@@ -3,13 +3,14 @@ options that say what they do."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
 from reprobuild.builder import BuilderConfig
-from reprobuild.cli.main import main
+from reprobuild.cli.main import main, make_parser
 from reprobuild.digest import TENSOR_DIGEST_LABEL
 from reprobuild.errors import UsageError
 from tests.helpers import EXAMPLES, run_cli
@@ -122,3 +123,19 @@ def test_diff_refuses_an_ignore_pattern_that_names_no_field(mlp: Path, capsys: p
     for pattern in ("config.timing", "environment", "layers.fc1", "golden", "engine", "layers_added"):
         code, out, err = run_cli(capsys, "diff", str(mlp), manifest, "--ignore", pattern)
         assert code == 0 and f"ignored: {pattern} (" in out, (pattern, err)
+
+
+def test_max_memory_help_is_one_sentence_in_every_command() -> None:
+    """build's --max-memory help read "the most memory the build may need at once (...) may take"."""
+    for command in ("build", "run", "verify", "compare", "bench"):
+        subparser = _subparser(command)
+        (action,) = [a for a in subparser._actions if "--max-memory" in a.option_strings]
+        assert action.help is not None and action.help.count(" may ") == 1, (command, action.help)
+        assert action.help.startswith(f"the most memory the {'build' if command == 'build' else 'engine'} ("), \
+            action.help
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
+    sub = next(a for a in make_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser: argparse.ArgumentParser = sub.choices[command]
+    return parser
