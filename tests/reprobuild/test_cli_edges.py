@@ -7,13 +7,17 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from onnx import helper, numpy_helper
 
 from reprobuild.builder import BuilderConfig
 from reprobuild.cli.main import main, make_parser
+from reprobuild.compare import onnxruntime_outputs
+from reprobuild.conformance import Case, run_case
 from reprobuild.digest import TENSOR_DIGEST_LABEL
 from reprobuild.errors import UsageError
-from tests.helpers import EXAMPLES, run_cli
+from tests.helpers import EXAMPLES, make_model, run_cli
 
 MLP = f"{EXAMPLES}/mlp.onnx"
 
@@ -139,3 +143,19 @@ def _subparser(command: str) -> argparse.ArgumentParser:
     sub = next(a for a in make_parser()._actions if isinstance(a, argparse._SubParsersAction))
     parser: argparse.ArgumentParser = sub.choices[command]
     return parser
+
+
+def test_onnxruntime_logs_only_errors_unless_verbose(rng: np.random.Generator,
+                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    """onnxruntime, the reference of `conformance --suite light` and `compare`, printed a coloured warning per
+    unused initializer on stderr (some 1,800 lines per conformance run); now only its errors, unless -v."""
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": (2, 3)}, ["y"])
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(3, np.float32), "unused"))
+    case = Case("light", "relu_with_an_unused_initializer", model.SerializeToString(), {"x": x}, None)
+    capfd.readouterr()
+    assert run_case(case).result == "pass"
+    np.testing.assert_array_equal(onnxruntime_outputs(case.model, {"x": x})["y"], np.maximum(x, 0))
+    assert "onnxruntime" not in capfd.readouterr().err
+    assert run_case(case, verbose=True).result == "pass"
+    assert "Removing initializer 'unused'" in capfd.readouterr().err

@@ -80,9 +80,9 @@ def test_compare_reads_input_files(mlp: Path, tmp_path: Path, capsys: pytest.Cap
     seen: dict[str, np.ndarray] = {}
     real = cli_compare.onnxruntime_outputs
 
-    def spy(model_bytes: bytes, inputs: dict[str, np.ndarray]) -> Any:
+    def spy(model_bytes: bytes, inputs: dict[str, np.ndarray], verbose: bool = False) -> Any:
         seen.update(inputs)
-        return real(model_bytes, inputs)
+        return real(model_bytes, inputs, verbose)
 
     monkeypatch.setattr(cli_compare, "onnxruntime_outputs", spy)
     code, out, err = run_cli(capsys, "compare", str(mlp), MLP, "--input", f"input={tmp_path / 'x.npy'}")
@@ -168,7 +168,8 @@ def test_one_seed_gives_the_same_inputs_in_every_command(mlp: Path, capsys: pyte
     monkeypatch.setattr(cli_verify, "verify", lambda engine, inputs, *a: (seen["verify"].append(inputs["input"]),
                                                                           real_verify(engine, inputs, *a))[1])
     monkeypatch.setattr(cli_compare, "onnxruntime_outputs",
-                        lambda model, inputs: (seen["compare"].append(inputs["input"]), real_ort(model, inputs))[1])
+                        lambda model, inputs, *a: (seen["compare"].append(inputs["input"]),
+                                                   real_ort(model, inputs, *a))[1])
     assert run_cli(capsys, "verify", str(mlp), "--seed", "5", "--runs", "1", "--contexts", "1")[0] == 0
     assert run_cli(capsys, "compare", str(mlp), MLP, "--seed", "5")[0] == 0
     assert [a.tobytes() for a in (*seen["verify"], *seen["compare"])] == [api.tobytes()] * 2
