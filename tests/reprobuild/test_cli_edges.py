@@ -4,19 +4,26 @@ options that say what they do."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import platform
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx import helper, numpy_helper
 
+from reprobuild import __version__
 from reprobuild.builder import BuilderConfig
 from reprobuild.cli.main import main, make_parser
 from reprobuild.compare import onnxruntime_outputs
 from reprobuild.conformance import Case, run_case
 from reprobuild.digest import TENSOR_DIGEST_LABEL
 from reprobuild.errors import UsageError
+from reprobuild.versions import installed_any
 from tests.helpers import EXAMPLES, make_model, run_cli
 
 MLP = f"{EXAMPLES}/mlp.onnx"
@@ -159,3 +166,27 @@ def test_onnxruntime_logs_only_errors_unless_verbose(rng: np.random.Generator,
     assert "onnxruntime" not in capfd.readouterr().err
     assert run_case(case, verbose=True).result == "pass"
     assert "Removing initializer 'unused'" in capfd.readouterr().err
+
+
+def test_version_shows_the_dependencies_without_importing_them() -> None:
+    """`--version` built the whole parser (NumPy, onnx, the builder: 2.2 s) and showed no dependency version; now
+    it reads them from package metadata and imports none of them."""
+    probe = textwrap.dedent("""
+        import sys
+        from reprobuild.cli.main import main
+        try:
+            main(["--version"])
+        except SystemExit as e:
+            code = e.code
+        heavy = ("numpy", "onnx", "pydantic", "msgpack", "ml_dtypes", "reprobuild.builder", "reprobuild.cli.build")
+        print("exit", code, sorted(m for m in heavy if m in sys.modules))
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"reprobuild {__version__}" and lines[-1] == "exit 0 []", result.stdout
+    shown = dict(line.split(None, 1) for line in lines[1:-1])
+    assert shown["python"] == platform.python_version()
+    for name in ("numpy", "onnx", "pydantic", "msgpack", "ml_dtypes"):
+        assert shown[name] == importlib.metadata.version(name), name
+    cupy = installed_any(("cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy"))
+    assert shown["cupy"] == "not installed" if cupy is None else shown["cupy"].startswith(cupy[1])
