@@ -110,7 +110,8 @@ class Runtime:
     ``max_memory``: the most bytes an engine's weights and the scratch memory of its live execution contexts may
     take together (None: the device's total memory on cuda, the host's physical memory on cpu).
     ``gpu_allocator``: supplies every execution context's scratch memory (None: a default ``GpuAllocator``).
-    ``device``: the GPU a cuda engine runs on (None: 0); an engine is the same file on every device."""
+    ``device``: the GPU a cuda engine runs on (None: 0); an engine is the same file on every device. A cpu engine
+    has one device, 0: loading one with any other is a UsageError, as building on it is (never silently ignored)."""
 
     def __init__(self, logger: Logger | None = None, error_recorder: ErrorRecorder | None = None,
                  registry: TacticRegistry | None = None, max_memory: int | None = None,
@@ -150,7 +151,7 @@ class Engine:
         self.logger = runtime.logger
         self.error_recorder = runtime.error_recorder
         self.gpu_allocator = runtime.gpu_allocator
-        self.backend: Backend = get_backend(header.backend, runtime.device if header.backend == "cuda" else None)
+        self.backend: Backend = get_backend(header.backend, runtime.device)
         self._tensors = {t.name: t for t in header.activations}
         self._check_references(weights)
         pinned = tuple(Binding(t.name, tuple(t.shape), t.dtype, weights[t.name]) for t in header.pinned_inputs)

@@ -329,7 +329,8 @@ def check_device(name: str, device: int | None) -> int:
     if isinstance(device, bool) or not isinstance(device, int) or device < 0:
         raise UsageError(f"a device is a GPU index, 0 or more; got {device!r}")
     if name == "cpu" and device != 0:
-        raise UsageError(f"the cpu backend has one device, 0; got device {device} (GPU indices need --backend cuda)")
+        raise UsageError(f"the cpu backend has one device, 0; got device {device}. A device index picks a GPU of "
+                         "the cuda backend: build with --backend cuda (and run that cuda engine) to use one")
     if name == "cuda":
         count = device_count()
         if device >= count:

@@ -15,13 +15,13 @@ sign-blob``, in-toto's tools); the README shows how.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from typing import Any
 
 from reprobuild.digest import canonical_json, sha256_hex
 from reprobuild.errors import ModelError, UsageError
 from reprobuild.fileio import read_bounded
+from reprobuild.versions import DEPENDENCIES, installed_any
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -48,13 +48,6 @@ def pair_mismatch(recorded_sha256: str, engine_sha256: str, engine_label: str) -
             f"{engine_sha256[:16]}...: they are not a pair; rebuild, or pass the manifest written with this engine")
 
 
-def _installed(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _attesting_versions() -> dict[str, str]:
     """The toolchain where the statement is made (for components the manifest does not record)."""
     import platform
@@ -62,11 +55,9 @@ def _attesting_versions() -> dict[str, str]:
     from reprobuild import __version__
 
     found = {"reprobuild": __version__, "python": platform.python_version()}
-    for name, distributions in (("numpy", ("numpy",)), ("onnx", ("onnx",)),
-                                ("cupy", ("cupy-cuda13x", "cupy-cuda12x", "cupy"))):
-        version = next((v for v in map(_installed, distributions) if v), None)
-        if version:
-            found[name] = version
+    for name, distributions in DEPENDENCIES:
+        if name in ("numpy", "onnx", "cupy") and (installed := installed_any(distributions)) is not None:
+            found[name] = installed[1]
     return found
 
 

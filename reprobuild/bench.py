@@ -7,8 +7,9 @@ wall time the host saw from the start of the copy to the outputs on the host, an
 the ``enqueue`` call alone (with a CUDA graph, one graph launch; without, one launch per kernel). On cpu the engine
 runs inside ``enqueue``, so GPU compute is that call's wall time and there are no copies.
 
-Warm-up runs come first (the first one captures the CUDA graph). Then iterations run one after another until both
-``iterations`` are done and ``duration`` seconds have passed. Percentiles are nearest-rank. Throughput is
+Warm-up runs come first (the first run captures the CUDA graph: with no warm-up, the first timed iteration
+includes the capture). Then iterations run one after another until both ``iterations`` are done and ``duration``
+seconds have passed. Percentiles are nearest-rank. Throughput is
 iterations per second of the timed loop.
 """
 
@@ -96,7 +97,7 @@ def benchmark(engine: Engine, inputs: Mapping[str, np.ndarray], iterations: int 
     pinned = {b.name for b in engine.inputs if b.value is not None}  # fixed at build time: nothing to send
     host = {name: np.ascontiguousarray(value) for name, value in inputs.items() if name not in pinned}
     run = _cuda_iteration(context, host) if backend.name == "cuda" else _cpu_iteration(context, host)
-    for _ in range(max(warmup, 1)):  # at least one: the first run captures the graph
+    for _ in range(warmup):
         run()
     samples: list[tuple[int, int, int, int, int]] = []
     started = time.perf_counter()
@@ -109,7 +110,7 @@ def benchmark(engine: Engine, inputs: Mapping[str, np.ndarray], iterations: int 
     return BenchReport(
         engine_sha256=engine.sha256, backend=backend.name,
         device=getattr(backend, "gpu_name", "") or backend.fingerprint().get("cpu.model", backend.name),
-        cuda_graph=context.cuda_graph, warmup_runs=max(warmup, 1), iterations=len(samples), seconds=seconds,
+        cuda_graph=context.cuda_graph, warmup_runs=warmup, iterations=len(samples), seconds=seconds,
         throughput_qps=len(samples) / seconds if seconds > 0 else float("inf"),
         latency=Stats.of([a + b + c for a, b, c in zip(h2d, compute, d2h)]) if cuda else Stats.of(wall),
         host_latency=Stats.of(wall), enqueue=Stats.of(enqueue), gpu_compute=Stats.of(compute),

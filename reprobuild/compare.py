@@ -137,18 +137,33 @@ def check_model_bindings(model: Any, inputs: Sequence[str], outputs: Sequence[st
                          f"({missing} missing): compare needs the ONNX model the engine was built from")
 
 
-def onnxruntime_outputs(model: bytes, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The model run by onnxruntime on the CPU, graph optimizations off: an independent reference. A model that
-    onnxruntime cannot load is a :class:`ModelError`; inputs it refuses, an :class:`InputError`."""
+#: onnxruntime's log severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal.
+ORT_VERBOSE, ORT_ERROR = 0, 3
+
+
+def onnxruntime_session(model: bytes, verbose: bool = False) -> Any:
+    """An onnxruntime session on the CPU with graph optimizations off: the independent reference (compare, the
+    conformance suites). It logs only errors unless ``verbose``: its warnings (a line per unused initializer, in
+    colour: some 1,800 in one conformance run of the light suite) say nothing about reprobuild's results."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = ORT_VERBOSE if verbose else ORT_ERROR
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_outputs(model: bytes, inputs: Mapping[str, np.ndarray], verbose: bool = False) -> dict[str,
+                                                                                                     np.ndarray]:
+    """The model run by ``onnxruntime_session``: an independent reference. A model that onnxruntime cannot load is a
+    :class:`ModelError`; inputs it refuses, an :class:`InputError`."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise BackendUnavailableError("compare needs onnxruntime as its reference: pip install onnxruntime "
                                       "(it is in the dev extra)") from None
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(model, verbose)
     except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...), not ReprobuildErrors
         raise ModelError(f"onnxruntime cannot load the model as a reference: {exc}") from None
     names = [o.name for o in session.get_outputs()]

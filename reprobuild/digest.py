@@ -38,8 +38,15 @@ def little_endian(array: np.ndarray) -> np.ndarray:
     return arr
 
 
+#: What ``array_digest`` covers, as the CLI labels a tensor's digest (``run``, ``inspect``): one digest of a tensor
+#: everywhere, the one the manifest's golden record and the engine's weights hold.
+TENSOR_DIGEST_LABEL = "sha256 (dtype+shape+bytes)"
+
+
 def array_digest(array: np.ndarray) -> str:
-    """sha256 over dtype, shape and contents: two arrays share a digest only if they are the same tensor."""
+    """sha256 over dtype, shape and contents: two arrays share a digest only if they are the same tensor. The only
+    digest of a tensor reprobuild shows or records (``TENSOR_DIGEST_LABEL``); a file's digest is the sha256 of its
+    bytes."""
     arr = little_endian(array)
     h = hashlib.sha256()
     h.update(canonical_json({"dtype": np.dtype(arr.dtype).name, "shape": list(arr.shape)}))

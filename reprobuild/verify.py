@@ -224,10 +224,11 @@ def batch_invariance(engine: Engine, inputs: Mapping[str, np.ndarray],
 # --- worker processes --------------------------------------------------------------------------------------
 
 
-def _spawn_workers(engine_path: str, inputs_path: str, plan: VerifyPlan,
-                   max_memory: int | None = None) -> list[subprocess.Popen[str]]:
+def _spawn_workers(engine_path: str, inputs_path: str, plan: VerifyPlan, max_memory: int | None = None,
+                   on_device: int | None = None) -> list[subprocess.Popen[str]]:
+    """The plan's other processes, each on ``on_device``, this process's GPU (None: a cpu engine)."""
     spec = json.dumps({"runs": plan.runs, "contexts": plan.contexts, "threads": plan.threads,
-                       "streams": plan.streams, "max_memory": max_memory})
+                       "streams": plan.streams, "max_memory": max_memory, "on_device": on_device})
     return [subprocess.Popen([sys.executable, "-m", "reprobuild.verify", engine_path, inputs_path, spec, str(p)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for p in range(1, plan.processes)]
@@ -248,7 +249,7 @@ def _worker_main(argv: list[str]) -> int:
     spec, ``device_run`` on that device (one DeviceResult line)."""
     engine_path, inputs_path, spec, process = argv
     settings = json.loads(spec)
-    max_memory = settings.pop("max_memory", None)
+    max_memory, on_device = settings.pop("max_memory", None), settings.pop("on_device", None)
     with open(engine_path, "rb") as f:
         data = f.read()
     with np.load(inputs_path, allow_pickle=False) as npz:
@@ -256,7 +257,7 @@ def _worker_main(argv: list[str]) -> int:
     if "device" in settings:
         print(device_run(data, inputs, max_memory=max_memory, **settings).model_dump_json())
         return 0
-    engine = Runtime(max_memory=max_memory).deserialize_engine(data)
+    engine = Runtime(max_memory=max_memory, device=on_device).deserialize_engine(data)
     plan = VerifyPlan(**settings, processes=1, batch_invariance=False)
     for record in run_plan(engine, inputs, plan, process=int(process)):
         print(record.model_dump_json())
@@ -281,7 +282,9 @@ def verify(engine: Engine, inputs: Mapping[str, np.ndarray], plan: VerifyPlan, i
                 f.write(engine.serialize())
             save_npz: Any = np.savez  # numpy's stub types **kwds as if they were allow_pickle
             save_npz(inputs_path, **{k: np.asarray(v) for k, v in inputs.items()})
-            workers = _spawn_workers(engine_path, inputs_path, plan, max_memory) if plan.processes > 1 else []
+            on_device = getattr(engine.backend, "device_id", None)  # the processes run where this one does
+            workers = (_spawn_workers(engine_path, inputs_path, plan, max_memory, on_device) if plan.processes > 1
+                       else [])
             device_workers = spawn_device_workers(engine_path, inputs_path, devices or (), plan, max_memory)
         try:
             records = run_plan(engine, inputs, plan, 0, progress)

@@ -149,6 +149,9 @@ class BuilderConfig:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.determinism not in ("run_to_run", "any"):
             raise UsageError(f"determinism must be run_to_run or any; got {self.determinism!r}")
+        if self.tactic_sources is not None and not self.tactic_sources:
+            raise UsageError(f"tactic_sources is empty, so no layer could have a tactic; give one or more of "
+                             f"{', '.join(TACTIC_SOURCES)}, or None for all")
         unknown = sorted(set(self.tactic_sources or ()) - set(TACTIC_SOURCES))
         if unknown:
             raise UsageError(f"unknown tactic source(s) {unknown}; known: {', '.join(TACTIC_SOURCES)}")

@@ -77,6 +77,26 @@ class RefitResult(BuildResult):
         atomic_write_all(items)
 
 
+def _declared_inputs(model: bytes) -> str:
+    """The run-time inputs an ONNX model declares, as 'name [dims] dtype' (a dynamic dimension by its symbol)."""
+    import onnx
+
+    graph = onnx.load_model_from_string(model).graph
+    constants = {t.name for t in graph.initializer}
+    shown = []
+    for vi in graph.input:
+        if vi.name in constants:
+            continue
+        tensor = vi.type.tensor_type
+        dims = [d.dim_param or "?" if not d.HasField("dim_value") else d.dim_value for d in tensor.shape.dim]
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        except (KeyError, ValueError, TypeError):  # no NumPy dtype (a string, an undefined type)
+            dtype = f"(ONNX element type {tensor.elem_type})"
+        shown.append(f"{vi.name} {dims if tensor.HasField('shape') else '(no shape)'} {dtype}")
+    return ", ".join(shown) or "no inputs"
+
+
 class RefitSelector(AlgorithmSelector):
     """Forces every layer's tactic from the engine being refitted (matched by position, the network being the
     same but for weights), times nothing, and refuses anything that is not a weight change."""
@@ -256,10 +276,13 @@ class Refitter:
         data = model if isinstance(model, bytes) else read_bounded(model, MAX_MODEL_BYTES, "model", ModelError)
         try:
             network, _ = network_from_onnx_bytes(data, self.logger, shapes, values)
-        except UsageError as exc:  # the engine's input shapes or pinned values do not fit the model's inputs
-            inputs = ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in self.pinned.inputs)
-            raise RefitError(f"the new model does not take the engine's inputs ({inputs}): {exc}; "
-                             f"{_REBUILD}") from None
+        except UsageError:  # the engine's input shapes or pinned values do not fit the model's inputs
+            # The parser's message speaks of --input-shape and --input-value, options a refit's user never gave:
+            # say what differs in the refit's own terms instead.
+            inputs = ", ".join([*(f"{t.name} {list(t.shape)} {t.dtype}" for t in self.pinned.inputs),
+                                *(f"{p.name} (a pinned value)" for p in self._header.pinned_inputs)])
+            raise RefitError(f"the new model does not take the engine's inputs (the engine takes {inputs}; the model "
+                             f"declares {_declared_inputs(data)}): {_REBUILD}") from None
         return self._build(network, passes_done=False)
 
     # --- the rebuild ---------------------------------------------------------------------------------------------

@@ -12,21 +12,12 @@ from reprobuild.cli.common import (
     add_engine_input_options,
     add_max_memory_option,
     engine_inputs,
+    parse_count,
     read_engine_file,
 )
 from reprobuild.engine import Runtime
 from reprobuild.logger import Logger, Severity
 from reprobuild.textformat import table
-
-
-def _whole_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -46,17 +37,19 @@ def add_parser(sub: Subcommands) -> None:
                     "throughput, latency (H2D + GPU compute + D2H, from CUDA events), host latency (wall time from "
                     "inputs on the host to outputs on the host), host enqueue time, GPU compute time, and the H2D "
                     "and D2H copies, each as min, mean, median, p90, p95, p99 and max in milliseconds. On the cpu "
-                    "backend the engine runs inside enqueue, so GPU compute is the enqueue time and there are no "
-                    "copies. Timings are measurements, not part of any build: nothing is written.",
+                    "backend the engine runs inside enqueue, so its compute row, CPU compute (gpu_compute in "
+                    "--json), is the enqueue time and there are no copies. Timings are measurements, not part of "
+                    "any build: nothing is written.",
     )
     p.add_argument("engine", help="the engine file")
     add_engine_input_options(p, default_seed=0)
-    p.add_argument("--iterations", type=_whole_number, default=200, metavar="N",
-                   help="timed iterations, at least (default: 200)")
+    p.add_argument("--iterations", type=parse_count(1), default=200, metavar="N",
+                   help="timed iterations, 1 or more (default: 200); with --duration, at least this many")
     p.add_argument("--duration", type=_seconds, default=0.0, metavar="SECONDS",
                    help="keep running until this many seconds have passed too (default: 0, iterations only)")
-    p.add_argument("--warmup", type=_whole_number, default=20, metavar="N",
-                   help="untimed runs first; the first captures the CUDA graph (default: 20, at least 1)")
+    p.add_argument("--warmup", type=parse_count(0), default=20, metavar="N",
+                   help="untimed runs first (default: 20); the first run captures the CUDA graph, so with 0 the "
+                        "first timed iteration includes the capture")
     p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
                    help="run as a CUDA graph (--graph) or launch by launch (--no-graph); default: as the engine "
                         "was built (a graph when it can)")
@@ -81,8 +74,11 @@ def render(report: BenchReport, engine_path: str) -> str:
              f"throughput   {report.throughput_qps:.2f} qps",
              ""]
     rows = [_row("latency", report.latency), _row("host latency", report.host_latency),
-            _row("enqueue (host)", report.enqueue), _row("GPU compute", report.gpu_compute),
-            _row("H2D", report.h2d), _row("D2H", report.d2h)]
+            _row("enqueue (host)", report.enqueue)]
+    if report.backend == "cuda":
+        rows += [_row("GPU compute", report.gpu_compute), _row("H2D", report.h2d), _row("D2H", report.d2h)]
+    else:  # the engine runs inside enqueue, on the host: no GPU, no copies
+        rows.append(_row("CPU compute", report.gpu_compute))
     lines.append(table(rows, ["ms", "min", "mean", "median", "p90", "p95", "p99", "max"]))
     if report.device_memory:
         free, total = report.device_memory["free_bytes"], report.device_memory["total_bytes"]
@@ -95,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     runtime = Runtime(logger, max_memory=args.max_memory, device=args.device)
     engine = runtime.deserialize_engine(read_engine_file(args.engine))
     inputs, source = engine_inputs(args, engine.inputs)
-    report = benchmark(engine, inputs, iterations=max(args.iterations, 1), duration=args.duration,
+    report = benchmark(engine, inputs, iterations=args.iterations, duration=args.duration,
                        warmup=args.warmup, cuda_graph=args.graph)
     if args.json:
         print(json.dumps({"engine": args.engine, "inputs": source, **report.to_json()}, sort_keys=True, indent=2))

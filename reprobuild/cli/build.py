@@ -23,6 +23,8 @@ from reprobuild.cli.common import (
     default_engine_path,
     default_manifest_path,
     parse_bytes,
+    parse_count,
+    parse_fraction,
     parse_pair,
     parse_seed,
     parse_shape_option,
@@ -78,7 +80,8 @@ def add_parser(sub: Subcommands) -> None:
                    help="where to build and run (default: auto, cuda when a device is usable)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--device", type=int, metavar="N",
-                       help="the GPU to build on (default: 0); not recorded: GPUs of one model give the same engine")
+                       help="the GPU to build on (default: 0); not recorded: GPUs of one model give the same "
+                            "engine. The cpu backend has one device, 0: any other is refused (exit code 2)")
     where.add_argument("--devices", type=parse_devices, metavar="all|0,1,...",
                        help="build on each GPU listed, in parallel (one process per GPU, each holding only its own "
                             "device's timing lock), writing ENGINE.devN.engine and its manifest per device, then "
@@ -89,24 +92,26 @@ def add_parser(sub: Subcommands) -> None:
                    help="pin the value of a network input that decides shapes (a Reshape's target shape, a Slice's "
                         "starts, ...; TensorRT's shape-input values), as numbers (shape=1,3,224) or a .npy file; "
                         "the engine is then valid only for that value, and the runtime refuses any other")
-    p.add_argument("--warmup", type=int, help="untimed runs per tactic (default: 1 on cpu, 2 on cuda)")
-    p.add_argument("--iterations", type=int, help="timing samples per tactic; the median decides "
-                                                  "(default: 5 on cpu, 7 on cuda)")
-    p.add_argument("--runs-per-sample", type=int, metavar="N",
+    p.add_argument("--warmup", type=parse_count(0), metavar="N",
+                   help="untimed runs per tactic, 0 or more (default: 1 on cpu, 2 on cuda)")
+    p.add_argument("--iterations", type=parse_count(1), metavar="N",
+                   help="timing samples per tactic, 1 or more; the median decides (default: 5 on cpu, 7 on cuda)")
+    p.add_argument("--runs-per-sample", type=parse_count(1), metavar="N",
                    help="back-to-back runs averaged into each timing sample, like TensorRT's avgTiming; on cuda "
                         "a captured graph of them (default: 1 on cpu, 5 on cuda)")
-    p.add_argument("--tie-band", type=float, metavar="FRACTION",
-                   help=f"medians within this fraction of the fastest are near-ties, decided by tactic priority "
-                        f"(default: {DEFAULT_TIE_BAND})")
+    p.add_argument("--tie-band", type=parse_fraction, metavar="FRACTION",
+                   help=f"medians within this fraction of the fastest (0 to 1; 0.03 is 3%%) are near-ties, decided "
+                        f"by tactic priority (default: {DEFAULT_TIE_BAND})")
     p.add_argument("--seed", type=parse_seed,
                    help="seed of the random timing inputs and of the golden record's inputs (the values run, verify "
                         "and compare --seed draw from the same seed), 0 or more (default: 0)")
     p.add_argument("--workspace", type=parse_bytes, metavar="SIZE",
                    help="largest workspace a tactic may use, e.g. 256M (default: 1G)")
-    add_max_memory_option(p, "the build may need at once (weights, activations, workspace, timing buffers; not "
+    add_max_memory_option(p, "the build (its weights, activations, workspace and timing buffers at once; not "
                              "recorded, so it never changes the engine)")
-    p.add_argument("--tactic-sources", metavar="LIST",
-                   help=f"comma-separated tactic sources to allow (default: all of {','.join(TACTIC_SOURCES)})")
+    p.add_argument("--tactic-sources", type=parse_tactic_sources, metavar="LIST",
+                   help=f"comma-separated tactic sources to allow, one or more (default: all of "
+                        f"{','.join(TACTIC_SOURCES)})")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="TensorRT's builder flags: fp32 is strict float32 (the default); tf32 also allows TF32 "
                         "tensor cores (10-bit mantissa inputs, float32 accumulation) in float32 GEMMs and "
@@ -134,6 +139,18 @@ def add_parser(sub: Subcommands) -> None:
                         "sha256, each layer's chosen tactic and timing, the timing totals, build seconds and the "
                         "warnings (progress and the log stay on stderr)")
     p.set_defaults(run=run)
+
+
+def parse_tactic_sources(text: str) -> tuple[str, ...]:
+    """An argparse type for --tactic-sources: known source names, at least one (none would leave every layer
+    without a tactic, which the build could only report as exit code 6 after importing the model)."""
+    sources = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in sources if s not in TACTIC_SOURCES]
+    if not sources or unknown:
+        found = "names no tactic source" if not sources else f"names unknown source(s) {', '.join(unknown)}"
+        raise argparse.ArgumentTypeError(f"{text!r} {found}; give one or more of {','.join(TACTIC_SOURCES)}, "
+                                         "comma-separated")
+    return sources
 
 
 class CliProgress(ProgressMonitor):
@@ -174,12 +191,10 @@ class CliProgress(ProgressMonitor):
 
 def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
     """The build-config fields the command line sets explicitly (None means: not given)."""
-    sources = (tuple(s.strip() for s in args.tactic_sources.split(",") if s.strip())
-               if args.tactic_sources is not None else None)
     given = {
         "backend": args.backend, "warmup": args.warmup, "iterations": args.iterations,
         "runs_per_sample": args.runs_per_sample, "seed": args.seed,
-        "max_workspace_bytes": args.workspace, "tie_band": args.tie_band, "tactic_sources": sources,
+        "max_workspace_bytes": args.workspace, "tie_band": args.tie_band, "tactic_sources": args.tactic_sources,
         "determinism": {True: "any", False: "run_to_run", None: None}[args.allow_nondeterministic],
         "precision": args.precision, "cuda_graph": args.cuda_graph, "max_memory": args.max_memory,
         "device": args.device,

@@ -57,6 +57,25 @@ def parse_memory_size(text: str) -> int:
     return value
 
 
+MAX_COUNT = 10_000_000  #: the most runs, iterations or samples a count option takes
+
+
+def parse_count(minimum: int) -> Callable[[str], int]:
+    """An argparse type for a count (runs, iterations, samples) from ``minimum`` to ``MAX_COUNT``: an error names
+    the option and the range (exit code 2), before any work."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not minimum <= value <= MAX_COUNT:
+            raise argparse.ArgumentTypeError(f"{text} is not a count from {minimum} to {MAX_COUNT}")
+        return value
+
+    return parse
+
+
 def parse_fraction(text: str) -> float:
     """A number in [0, 1] (a quantile)."""
     try:
@@ -179,6 +198,19 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an argument it does not know is its own error, shown with its own usage. (argparse
+    hands a subcommand's unknown arguments back to the top-level parser, which reported them under the top-level
+    usage, ``reprobuild [-h] [--version] COMMAND ...``.)"""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 class Subcommands:
     """Adds the common options and the exit-code epilog to every subcommand parser."""
 
@@ -218,10 +250,12 @@ class ProgressBar:
                 print(f"{self.label}: {self.done}/{self.total}", file=sys.stderr, flush=True)
 
 
-def add_device_option(parser: argparse.ArgumentParser) -> None:
-    """--device N: the GPU a cuda engine runs on (``Runtime(device=N)``); a cpu engine has only device 0."""
+def add_device_option(parser: argparse.ArgumentParser, more: str = "") -> None:
+    """--device N: the GPU a cuda engine runs on (``Runtime(device=N)``), the same in every command that runs an
+    engine; a cpu engine has one device, 0, and another is refused (exit code 2), as ``build`` refuses it."""
     parser.add_argument("--device", type=int, metavar="N",
-                        help="the GPU to run a cuda engine on (default: 0); the engine file is the same on every GPU")
+                        help=f"the GPU to run a cuda engine on (default: 0; the engine file is the same on every "
+                             f"GPU){more}. A cpu engine has one device, 0: any other is refused (exit code 2)")
 
 
 def add_max_memory_option(parser: argparse.ArgumentParser, what: str) -> None:

@@ -107,7 +107,7 @@ def _compare(args: argparse.Namespace) -> int:
     args.rtol = rtol if args.rtol is None else args.rtol
     inputs, label = engine_inputs(args, engine.inputs)
     outputs = engine.create_execution_context().execute(inputs)
-    reference = onnxruntime_outputs(model_bytes, inputs)
+    reference = onnxruntime_outputs(model_bytes, inputs, args.verbose > 0)  # its warnings only with -v
     report = compare_outputs(outputs, reference, args.atol, args.rtol, args.check_error_stat, args.error_quantile)
     q = f"p{args.error_quantile * 100:g}"
     rows = [[r.name, "x".join(map(str, r.shape)), f"{r.max_abs:.3g}", f"{r.mean_abs:.3g}", f"{r.median_abs:.3g}",

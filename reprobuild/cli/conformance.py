@@ -27,7 +27,8 @@ def add_parser(sub: Subcommands) -> None:
                     "'backend-test-tools generate-data' does), and load its light models (weights re-randomized, "
                     "onnxruntime as the reference) and its pytorch-converted/pytorch-operator models. Build and "
                     "run each case through the whole pipeline and compare with the expected outputs. Inputs that "
-                    "decide shapes are pinned to the case's values (as --input-value would).",
+                    "decide shapes are pinned to the case's values (as --input-value would). onnxruntime, the "
+                    "light suite's reference, logs only its errors (its warnings too with -v).",
     )
     p.epilog = EPILOG
     p.add_argument("--suite", action="append", choices=("node", "light", "pytorch"),
@@ -88,11 +89,12 @@ def run(args: argparse.Namespace) -> int:
     results = []
     if jobs == 1 or args.backend == "cuda":  # one process owns the GPU
         for case in cases:
-            results.append(run_case(case, args.backend))
+            results.append(run_case(case, args.backend, args.verbose > 0))
             progress(1)
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for result in pool.map(run_case, cases, [args.backend] * len(cases), chunksize=4):
+            for result in pool.map(run_case, cases, [args.backend] * len(cases), [args.verbose > 0] * len(cases),
+                                   chunksize=4):
                 results.append(result)
                 progress(1)
     if args.format == "json":

@@ -35,7 +35,8 @@ def add_parser(sub: Subcommands) -> None:
                    help="also compare the evidence: timings, timestamps, the selector (left out by default)")
     p.add_argument("--ignore", action="append", default=[], metavar="FIELD",
                    help="drop differences under this field path, e.g. environment.cuda.driver, config.timing, "
-                        "golden, engine; repeatable")
+                        "golden, engine; repeatable. A path that names no field of either side is refused (exit "
+                        "code 2), listing the fields there are")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour the text format: auto colours on a terminal, unless NO_COLOR is set")
     p.set_defaults(run=run)

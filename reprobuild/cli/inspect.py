@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from reprobuild.cli.common import Subcommands, human_bytes, print_json, read_engine_file
-from reprobuild.digest import sha256_hex
+from reprobuild.digest import TENSOR_DIGEST_LABEL, sha256_hex
 from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine
 from reprobuild.engine.memory import MemoryTotals
 from reprobuild.manifest.io import pinned_from_json
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
           f"(unshared {human_bytes(mem.unshared_activation_bytes)}) + workspace {human_bytes(mem.workspace_bytes)}")
     totals = MemoryTotals.of(pinned.config.backend, len(data), mem.weights_bytes, mem.context_bytes)
     print("            " + "; ".join(totals.lines()))
-    print(f"golden      seed {pinned.golden.seed}: "
+    print(f"golden      seed {pinned.golden.seed}, {TENSOR_DIGEST_LABEL}: "
           + ", ".join(f"{d.name} {d.sha256[:16]}" for d in pinned.golden.outputs)
           + f" ({len(pinned.golden.layers)} layer digests; reprobuild verify --against checks them)")
     print()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import itertools
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from reprobuild import __version__
 from reprobuild.errors import EXIT_CODES, ReprobuildError
@@ -33,13 +35,44 @@ def _epilog() -> str:
             f"output stops quietly\n  143  terminated (SIGTERM)")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: reprobuild's version and its dependencies', read from package metadata when asked for
+    (``reprobuild.versions``), never by importing them."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from reprobuild.versions import version_text
+
+        print(version_text(__version__))
+        parser.exit()
+
+
+def _add_version_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action=_VersionAction,
+                        help="show reprobuild's version and its dependencies' (Python, numpy, onnx, pydantic, "
+                             "msgpack, ml_dtypes, cupy), then exit")
+
+
+def _answer_version(argv: Sequence[str]) -> None:
+    """``--version`` among the options before the command is answered here, before the subcommands (and NumPy,
+    onnx, the builder) load: it takes a few milliseconds instead of seconds."""
+    leading = list(itertools.takewhile(lambda arg: arg.startswith("-"), argv))
+    if "--version" in leading:
+        parser = argparse.ArgumentParser(prog="reprobuild", add_help=False, allow_abbrev=False)
+        _add_version_option(parser)
+        parser.parse_known_args(leading)  # exits
+
+
 def _load_commands() -> list[ModuleType]:
     """The subcommand modules; the heavy imports (NumPy, onnx, the builder) happen here."""
     return [importlib.import_module(f"reprobuild.cli.{name}") for name in COMMANDS]
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from reprobuild.cli.common import Subcommands
+    from reprobuild.cli.common import CommandParser, Subcommands
 
     parser = argparse.ArgumentParser(
         prog="reprobuild",
@@ -47,12 +80,12 @@ def make_parser() -> argparse.ArgumentParser:
                     "decision is recorded in a manifest that can be pinned, diffed and replayed.",
         epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
-    parser.add_argument("--version", action="version", version=f"reprobuild {__version__}")
+    _add_version_option(parser)
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("-v", "--verbose", action="count", default=0, help="more output (-vv: debug log)")
     common.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
     common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for module in _load_commands():
         module.add_parser(Subcommands(sub, common, _epilog()))
     return parser
@@ -91,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "reprobuild"
     debug = False
     try:
+        _answer_version(sys.argv[1:] if argv is None else argv)
         args = make_parser().parse_args(argv)
         command, debug = f"reprobuild {args.command}", bool(args.debug)
         code = int(args.run(args))

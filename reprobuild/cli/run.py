@@ -23,7 +23,7 @@ from reprobuild.cli.common import (
     read_engine_file,
     safe_filename,
 )
-from reprobuild.digest import sha256_hex
+from reprobuild.digest import TENSOR_DIGEST_LABEL, array_digest
 from reprobuild.engine import Runtime
 from reprobuild.errors import UsageError
 from reprobuild.fileio import atomic_write, check_output_directory, check_output_path, make_output_directory
@@ -40,7 +40,8 @@ def add_parser(sub: Subcommands) -> None:
         "run", help="run an engine on .npy inputs and save its outputs",
         description="Run an engine once, on inputs given as in verify, compare and bench: --input NAME=FILE.npy, "
                     "--inputs DIR (NAME.npy per input), and --seed SEED for any input not given (the values verify "
-                    "and the golden record draw from that seed). Prints each output's shape, dtype, sha256 and "
+                    "and the golden record draw from that seed). Prints each output's shape, dtype, sha256 over "
+                    "(dtype, shape, bytes) (the digest the manifest's golden record and inspect show) and "
                     "range (--json: one JSON document instead); --output-dir saves each as NAME.npy.",
     )
     p.add_argument("engine", help="the engine file")
@@ -53,21 +54,22 @@ def add_parser(sub: Subcommands) -> None:
                         "NAME.npy there must be a regular file or new (default: don't save)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON document on stdout instead of the table: per output its shape, dtype, "
-                        "sha256, min/max/mean and non-finite counts, per input its source and sha256, the files "
-                        "written")
+                        "sha256 (over dtype, shape and bytes, as in the manifest), min/max/mean and non-finite "
+                        "counts, per input its source and sha256, the files written")
     add_max_memory_option(p, "the engine (its weights and the execution context's scratch memory)")
     add_device_option(p)
     p.set_defaults(run=run)
 
 
 def output_summary(value: np.ndarray) -> dict[str, Any]:
-    """Shape, dtype, sha256 of the bytes, min/max/mean (null when empty; NaN and infinities as strings) and how
-    many elements are NaN or infinite."""
+    """Shape, dtype, sha256 over (dtype, shape, bytes) (``array_digest``: the digest the manifest's golden record
+    holds), min/max/mean (null when empty; NaN and infinities as strings) and how many elements are NaN or
+    infinite."""
     stats = value.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf in the mean: reported as "nan"
         figures = ({"min": json_float(stats.min()), "max": json_float(stats.max()), "mean": json_float(stats.mean())}
                    if value.size else {"min": None, "max": None, "mean": None})
-    return {"shape": list(value.shape), "dtype": str(value.dtype), "sha256": sha256_hex(value.tobytes()), **figures,
+    return {"shape": list(value.shape), "dtype": str(value.dtype), "sha256": array_digest(value), **figures,
             "nan": int(np.isnan(stats).sum()), "posinf": int(np.isposinf(stats).sum()),
             "neginf": int(np.isneginf(stats).sum())}
 
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({
             "engine": {"path": args.engine, "sha256": engine.sha256},
-            "inputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype), "sha256": sha256_hex(v.tobytes())}
+            "inputs": {name: {"shape": list(v.shape), "dtype": str(v.dtype), "sha256": array_digest(v)}
                        for name, v in inputs.items()},
             "inputs_from": label,
             "outputs": summaries,
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [[name, "x".join(map(str, s["shape"])), s["dtype"], s["sha256"][:16], _figure(s["min"]),
              _figure(s["max"]), _figure(s["mean"])] for name, s in summaries.items()]
     print(f"inputs  {label}")
-    print(table(rows, ["output", "shape", "dtype", "sha256", "min", "max", "mean"]))
+    print(table(rows, ["output", "shape", "dtype", TENSOR_DIGEST_LABEL, "min", "max", "mean"]))
     for path in files.values():
         print(f"wrote {path}")
     return 0

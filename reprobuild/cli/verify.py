@@ -9,6 +9,7 @@ from reprobuild.attest import pair_mismatch
 from reprobuild.cli.common import (
     ProgressBar,
     Subcommands,
+    add_device_option,
     add_engine_input_options,
     add_max_memory_option,
     engine_inputs,
@@ -60,6 +61,7 @@ def add_parser(sub: Subcommands) -> None:
                    help="fail (exit code 11) when an output holds NaN or infinite values; by default verify warns "
                         "and judges only whether the bits repeat")
     add_max_memory_option(p, "the engine (its weights and the scratch memory of its live contexts; in each process)")
+    add_device_option(p, "; --processes run there too")
     several = p.add_argument_group(
         "several devices", "Run the engine on several GPUs, or on a Ray fleet, and compare their bits: the "
                            "cross_device dimension. Devices compare only with devices of the same GPU model; a model "
@@ -92,11 +94,15 @@ def _locator_line(found: Locator) -> str:
 
 def _check_fleet_options(args: argparse.Namespace) -> None:
     """--ray runs nothing here: the options that need this process to run the engine are refused with it."""
+    if args.device is not None and args.devices is not None:
+        raise UsageError(f"--device {args.device} and --devices cannot be combined: --devices lists every GPU to run "
+                         "on, and this process runs its plan on the first one listed")
     if args.ray_tasks is not None and args.ray is None:
         raise UsageError("--ray-tasks needs --ray ADDRESS (use --ray local for a Ray instance on this machine)")
     if args.ray is None:
         return
-    clashes = [name for name, given in (("--devices", args.devices is not None), ("--against", args.against),
+    clashes = [name for name, given in (("--devices", args.devices is not None), ("--device", args.device is not None),
+                                        ("--against", args.against),
                                         ("--threads", args.threads != 1), ("--streams", args.streams != 1),
                                         ("--processes", args.processes != 1)) if given]
     if clashes:
@@ -120,7 +126,7 @@ def _verify(args: argparse.Namespace) -> int:
     side = (read_engine_or_manifest(args.against, "--against", "an engine is compared with its model by "
                                     "reprobuild compare ENGINE MODEL") if args.against else None)
     data = read_engine_file(args.engine)
-    devices, device = None, None
+    devices, device = None, args.device
     if args.devices is not None:
         from reprobuild.fleet import engine_outline
 

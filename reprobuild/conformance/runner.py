@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from reprobuild.compare import onnxruntime_session
 from reprobuild.conformance.cases import Case
 from reprobuild.dtypes import dtype_name
 from reprobuild.errors import ReprobuildError
@@ -97,13 +98,10 @@ def _compare_floats(name: str, g: np.ndarray, w: np.ndarray, rtol: float, atol: 
     return None, max_abs, max_rel
 
 
-def reference_outputs(case: Case, model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """onnxruntime on the CPU with graph optimizations off, the independent reference."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+def reference_outputs(case: Case, model: onnx.ModelProto, verbose: bool = False) -> dict[str, np.ndarray]:
+    """onnxruntime on the CPU with graph optimizations off, the independent reference (its warnings only when
+    ``verbose``)."""
+    session = onnxruntime_session(model.SerializeToString(), verbose)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, case.inputs)))
 
@@ -154,7 +152,8 @@ def build_and_run(case: Case, backend: str, pinned: dict[str, np.ndarray]) -> di
     return engine.create_execution_context().execute(case.inputs)
 
 
-def run_case(case: Case, backend: str = "cpu") -> Result:
+def run_case(case: Case, backend: str = "cpu", verbose: bool = False) -> Result:
+    """Build and run one case and judge it; ``verbose`` lets onnxruntime, the reference, log its warnings too."""
     model = case.proto
     ops, dtypes = _describe(model)
     res = Result(case.suite, case.name, ops, dtypes, "error", notes=list(case.notes))
@@ -164,7 +163,7 @@ def run_case(case: Case, backend: str = "cpu") -> Result:
             warnings.simplefilter("ignore")
             outputs = build_and_run(case, backend, pinned)
         res.pinned = sorted(pinned)
-        expected = case.expected if case.expected is not None else reference_outputs(case, model)
+        expected = case.expected if case.expected is not None else reference_outputs(case, model, verbose)
         max_abs = max_rel = 0.0
         problems = []
         for name, want in expected.items():

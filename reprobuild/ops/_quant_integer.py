@@ -161,7 +161,8 @@ class _IntegerConv(OpDef):
         kernel = ints(node.attr("kernel_shape")) if node.has_attr("kernel_shape") else w.shape[2:]
         if tuple(kernel) != tuple(w.shape[2:]):
             raise node.fail(f"kernel_shape {list(kernel)} does not match the weight's {list(w.shape[2:])}")
-        return {**resolve_window(node, x.shape[2:], kernel), "group": int(node.attr("group"))}
+        window = resolve_window(node, x.shape[2:], kernel, negative_same="clamp")  # as Conv
+        return {**window, "group": int(node.attr("group"))}
 
     def conv_shape(self, attrs: Attrs, x: TensorType, w: TensorType) -> tuple[int, ...]:
         group = int(attrs["group"])

@@ -7,9 +7,22 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from reprobuild.ops.base import Attrs, Node, OpError, ints
+
+NegativeSame = Literal["clamp", "refuse"]
+
+#: Pooling with a negative SAME padding has no agreed answer, so a pool refuses rather than pick one silently.
+#: onnxruntime refuses MaxPool ("padding values must be non-negative"); for AveragePool and LpPool it crops
+#: trunc(total / 2) elements from the start under SAME_UPPER and none under SAME_LOWER. ONNX's reference evaluator
+#: crops floor(total / 2) from the start of MaxPool SAME_UPPER (so the two differ when the total is odd), returns a
+#: shape its own shape inference contradicts for some SAME_LOWER cases, and fails for AveragePool and LpPool.
+_NEGATIVE_SAME = (
+    "auto_pad={auto_pad} asks for a negative padding ({total}) along spatial dimension {dim} (size {size}, kernel "
+    "span {span}, stride {stride}); for pooling the spec does not say where a negative padding goes, and "
+    "onnxruntime and ONNX's reference evaluator disagree (onnxruntime refuses MaxPool). Use auto_pad=VALID, which "
+    "gives the same output shape here, ceil(size / stride), with windows from the first element, or explicit pads")
 
 
 def window_output(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int,
@@ -24,10 +37,15 @@ def window_output(size: int, kernel: int, stride: int, pad_begin: int, pad_end: 
     return out
 
 
-def resolve_window(node: Node, spatial: Sequence[int], kernel: Sequence[int],
+def resolve_window(node: Node, spatial: Sequence[int], kernel: Sequence[int], *, negative_same: NegativeSame,
                    with_dilations: bool = True) -> dict[str, tuple[int, ...]]:
     """Explicit ``pads`` (begins then ends), ``strides`` and ``dilations`` of a window over ``spatial``, from
-    the node's ``auto_pad``, ``pads``, ``strides`` and ``dilations`` attributes."""
+    the node's ``auto_pad``, ``pads``, ``strides`` and ``dilations`` attributes.
+
+    ``auto_pad=SAME_*`` with a stride larger than the (dilated) kernel can ask for a negative total padding, whose
+    split the spec leaves open. ``negative_same`` says what the op does then: "clamp" pads nothing (the windows
+    start at the first element, the output keeps ceil(size / stride) elements: what onnxruntime and ONNX's
+    reference evaluator both compute for Conv), "refuse" is an OpError (pooling, where the two disagree)."""
     nd = len(spatial)
     if len(kernel) != nd:
         raise OpError(f"kernel_shape {list(kernel)} has {len(kernel)} dimensions; the input has {nd} spatial ones")
@@ -45,7 +63,11 @@ def resolve_window(node: Node, spatial: Sequence[int], kernel: Sequence[int],
         begin, end = [], []
         for i in range(nd):
             out = math.ceil(spatial[i] / strides[i])
-            total = max(0, (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i])
+            total = (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i]
+            if total < 0 and negative_same == "refuse":
+                raise OpError(_NEGATIVE_SAME.format(auto_pad=auto_pad, total=total, dim=i, size=spatial[i],
+                                                    span=(kernel[i] - 1) * dilations[i] + 1, stride=strides[i]))
+            total = max(0, total)
             small, large = total // 2, total - total // 2
             begin.append(small if auto_pad == "SAME_UPPER" else large)
             end.append(large if auto_pad == "SAME_UPPER" else small)

@@ -41,7 +41,7 @@ class Conv(OpDef):
         kernel = ints(attrs["kernel_shape"]) if "kernel_shape" in attrs else w.shape[2:]
         if tuple(kernel) != tuple(w.shape[2:]):
             raise OpError(f"kernel_shape {list(kernel)} does not match the weight's spatial shape {list(w.shape[2:])}")
-        return {**resolve_window(node, x.shape[2:], kernel), "group": int(attrs["group"])}
+        return {**resolve_window(node, x.shape[2:], kernel, negative_same="clamp"), "group": int(attrs["group"])}
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
         self.check_types(inputs)

@@ -44,7 +44,8 @@ class _WindowPool(OpDef):
         if "kernel_shape" not in attrs:
             raise OpError("the kernel_shape attribute is required")
         kernel = ints(attrs["kernel_shape"])
-        window = resolve_window(node, x.shape[2:], kernel, with_dilations=node.version >= self.has_dilations_since)
+        window = resolve_window(node, x.shape[2:], kernel, negative_same="refuse",
+                                with_dilations=node.version >= self.has_dilations_since)
         return {**window, "kernel_shape": kernel, "ceil_mode": int(attrs.get("ceil_mode", 0)),
                 **self.extra_attrs(attrs)}
 

@@ -51,8 +51,10 @@ def test_bench_text_report_and_inputs_from_a_file(engine_path: Path, tmp_path: P
     np.save(x, np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32))
     assert main(["bench", str(engine_path), "--iterations", "5", "--input", f"input={x}"]) == 0
     out = capsys.readouterr().out
-    for label in ("throughput", "latency", "host latency", "enqueue (host)", "GPU compute", "H2D", "D2H", "p99"):
+    for label in ("throughput", "latency", "host latency", "enqueue (host)", "CPU compute", "p99"):
         assert label in out
+    for label in ("GPU", "H2D", "D2H"):  # a cpu engine has neither, and "GPU compute" mislabelled its compute row
+        assert label not in out
     assert "5 timed iterations" in out and str(x) in out
 
 
@@ -60,7 +62,25 @@ def test_bench_duration_keeps_running_past_the_iterations(engine_path: Path) -> 
     engine = Runtime().deserialize_engine(engine_path.read_bytes())
     x = {"input": np.random.default_rng(2).standard_normal((8, 64)).astype(np.float32)}
     report = benchmark(engine, x, iterations=1, duration=0.2, warmup=0)
-    assert report.seconds >= 0.2 and report.iterations > 1 and report.warmup_runs == 1
+    assert report.seconds >= 0.2 and report.iterations > 1 and report.warmup_runs == 0
+
+
+def test_bench_runs_exactly_the_counts_asked(engine_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """--warmup 0 ran one warm-up run anyway (its help said "at least 1"), and --iterations 0 ran one timed
+    iteration; now --warmup 0 runs none and --iterations 0 is an argparse error naming the least."""
+    from reprobuild.engine.runtime import ExecutionContext
+
+    calls = []
+    real = ExecutionContext.enqueue
+    monkeypatch.setattr(ExecutionContext, "enqueue", lambda self, *a, **k: (calls.append(1), real(self, *a, **k))[1])
+    assert main(["bench", str(engine_path), "--iterations", "3", "--warmup", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["warmup_runs"], report["iterations"], len(calls)) == (0, 3, 3)
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", str(engine_path), "--iterations", "0"])
+    assert exit_.value.code == 2
+    assert "--iterations: 0 is not a count from 1 to" in capsys.readouterr().err
 
 
 def test_bench_graph_on_a_cpu_engine_is_refused(engine_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,6 +107,8 @@ def test_bench_on_each_backend(backend: str, graph: bool | None, tmp_path: Path,
     assert main(["bench", str(path), "--iterations", "20", "--json", *flag]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["backend"] == backend and report["iterations"] == 20
+    assert main(["bench", str(path), "--iterations", "2", *flag]) == 0
+    assert ("GPU compute" in capsys.readouterr().out) is (backend == "cuda")
     if backend == "cuda":
         assert report["cuda_graph"] is (graph is None)
         assert report["h2d"]["median"] > 0 and report["d2h"]["median"] > 0

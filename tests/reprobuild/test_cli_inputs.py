@@ -80,9 +80,9 @@ def test_compare_reads_input_files(mlp: Path, tmp_path: Path, capsys: pytest.Cap
     seen: dict[str, np.ndarray] = {}
     real = cli_compare.onnxruntime_outputs
 
-    def spy(model_bytes: bytes, inputs: dict[str, np.ndarray]) -> Any:
+    def spy(model_bytes: bytes, inputs: dict[str, np.ndarray], verbose: bool = False) -> Any:
         seen.update(inputs)
-        return real(model_bytes, inputs)
+        return real(model_bytes, inputs, verbose)
 
     monkeypatch.setattr(cli_compare, "onnxruntime_outputs", spy)
     code, out, err = run_cli(capsys, "compare", str(mlp), MLP, "--input", f"input={tmp_path / 'x.npy'}")
@@ -100,14 +100,14 @@ def test_input_wins_over_inputs_and_seed_fills_the_rest(add: tuple[Path, Path], 
     np.save(tmp_path / "x2.npy", explicit)
     np.save(directory / "y.npy", in_dir)
     doc = _run_json(capsys, str(engine), "--inputs", str(directory), "--input", f"x={tmp_path / 'x2.npy'}")
-    assert doc["inputs"]["x"]["sha256"] == sha256_hex(explicit.tobytes())
-    assert doc["inputs"]["y"]["sha256"] == sha256_hex(in_dir.tobytes())
+    assert doc["inputs"]["x"]["sha256"] == array_digest(explicit)
+    assert doc["inputs"]["y"]["sha256"] == array_digest(in_dir)
     assert doc["inputs_from"] == f"x from {tmp_path / 'x2.npy'}; y from {directory}"
     (directory / "y.npy").unlink()  # y now comes from the seed, with the values the seed gives it alone
     doc = _run_json(capsys, str(engine), "--inputs", str(directory), "--seed", "3")
     drawn = golden_inputs(_bindings(engine), 3)
-    assert doc["inputs"]["x"]["sha256"] == sha256_hex(in_dir.tobytes())
-    assert doc["inputs"]["y"]["sha256"] == sha256_hex(drawn["y"].tobytes())
+    assert doc["inputs"]["x"]["sha256"] == array_digest(in_dir)
+    assert doc["inputs"]["y"]["sha256"] == array_digest(drawn["y"])
     assert doc["inputs_from"] == f"x from {directory}; y seeded standard normal (seed 3)"
 
 
@@ -162,13 +162,14 @@ def test_one_seed_gives_the_same_inputs_in_every_command(mlp: Path, capsys: pyte
     manifest = json.loads(mlp.with_name("mlp.manifest.json").read_text())
     assert manifest["pinned"]["golden"]["seed"] == 5
     assert manifest["pinned"]["golden"]["inputs"] == [{"name": "input", "sha256": array_digest(api)}]
-    assert _run_json(capsys, str(mlp), "--seed", "5")["inputs"]["input"]["sha256"] == sha256_hex(api.tobytes())
+    assert _run_json(capsys, str(mlp), "--seed", "5")["inputs"]["input"]["sha256"] == array_digest(api)
     seen: dict[str, list[np.ndarray]] = {"verify": [], "compare": []}
     real_verify, real_ort = cli_verify.verify, cli_compare.onnxruntime_outputs
     monkeypatch.setattr(cli_verify, "verify", lambda engine, inputs, *a: (seen["verify"].append(inputs["input"]),
                                                                           real_verify(engine, inputs, *a))[1])
     monkeypatch.setattr(cli_compare, "onnxruntime_outputs",
-                        lambda model, inputs: (seen["compare"].append(inputs["input"]), real_ort(model, inputs))[1])
+                        lambda model, inputs, *a: (seen["compare"].append(inputs["input"]),
+                                                   real_ort(model, inputs, *a))[1])
     assert run_cli(capsys, "verify", str(mlp), "--seed", "5", "--runs", "1", "--contexts", "1")[0] == 0
     assert run_cli(capsys, "compare", str(mlp), MLP, "--seed", "5")[0] == 0
     assert [a.tobytes() for a in (*seen["verify"], *seen["compare"])] == [api.tobytes()] * 2
@@ -337,7 +338,7 @@ def test_run_json_has_each_output_and_writes_non_finite_stats_as_strings(tmp_pat
     doc = _run_json(capsys, str(engine), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path / "out"))
     saved = np.load(tmp_path / "out" / "y.npy")
     y = doc["outputs"]["y"]
-    assert y["shape"] == [4] and y["dtype"] == "float32" and y["sha256"] == sha256_hex(saved.tobytes())
+    assert y["shape"] == [4] and y["dtype"] == "float32" and y["sha256"] == array_digest(saved)
     assert (y["nan"], y["neginf"], y["posinf"]) == (1, 1, 0)
     assert y["min"] == y["max"] == y["mean"] == "nan"  # NaN is no JSON number
     assert doc["files"] == {"y": str(tmp_path / "out" / "y.npy")}
@@ -349,7 +350,7 @@ def test_run_json_figures_are_the_outputs(mlp: Path, capsys: pytest.CaptureFixtu
     engine = Runtime().deserialize_engine(mlp.read_bytes())
     probs = engine.create_execution_context().execute(golden_inputs(engine.inputs, 1))["probs"]
     figures = doc["outputs"]["probs"]
-    assert figures["sha256"] == sha256_hex(probs.tobytes())
+    assert figures["sha256"] == array_digest(probs)
     assert figures["min"] == float(probs.astype(np.float64).min())
     assert figures["max"] == float(probs.astype(np.float64).max())
     assert (figures["nan"], figures["posinf"], figures["neginf"]) == (0, 0, 0)
