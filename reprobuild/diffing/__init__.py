@@ -50,7 +50,7 @@ class Rename(_Model):
 
 
 class TacticSide(_Model):
-    tactic: m.TacticRef
+    tactic: m.AnyTacticRef
     workspace_bytes: int
     median_ns: int | None = Field(default=None, description="from the evidence, when that side has it")
     reason: str | None = None
@@ -65,9 +65,10 @@ class TacticChange(_Model):
 
 
 class KernelSourceChange(_Model):
-    file: str
-    a: m.KernelSourceRecord | None
-    b: m.KernelSourceRecord | None
+    file: str = Field(description="the kernel: file:symbol, and its build's dtype unless float32 (a schema-3 "
+                                  "record: the file)")
+    a: m.KernelSourceRecord | m.LegacyKernelSourceRecord | None
+    b: m.KernelSourceRecord | m.LegacyKernelSourceRecord | None
 
 
 class ManifestDiff(_Model):
@@ -244,10 +245,7 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
                                {"workspace_bytes": lb[k].workspace_bytes, "attrs": lb[k].attrs, "key": lb[k].key},
                                f"layers.{lb[k].name}")
     ]
-    def build(k: m.KernelSourceRecord) -> str:
-        return k.file if k.dtype == "float32" else f"{k.file} ({k.dtype})"
-
-    ka, kb = {build(k): k for k in pa.kernel_sources}, {build(k): k for k in pb.kernel_sources}
+    ka, kb = {k.label: k for k in pa.kernel_sources}, {k.label: k for k in pb.kernel_sources}
     sections["kernel_sources"] = [KernelSourceChange(file=f, a=ka.get(f), b=kb.get(f))
                                   for f in sorted(set(ka) | set(kb)) if ka.get(f) != kb.get(f)]
     sections["evidence"] = []
