@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     print(table(rows, ["#", "layer", "op", "tactic", "code", "output", "workspace"]))
     print()
     print(table([[k.label, k.digest[:16], k.cubin_sha256[:16] if k.cubin_sha256 else "-", " ".join(k.compile_options)]
-                 for k in pinned.kernel_sources], ["kernel", "source", "cubin", "compile options"]))
+                 for k in pinned.kernel_sources], ["kernel source", "sha256", "cubin", "compile options"]))
     print()
     print(table([[k, v] for k, v in pinned.environment.items()], ["environment", "value"]))
     return 0
