@@ -7,7 +7,9 @@ digest over those alone is what the kernel is, whatever else the file holds: add
 sections and symbols (which renumbers the symbol table) but leaves these bytes alone, except for the symbol
 indices inside relocations and inside two attributes (the parameter bank's section, the external functions), which
 are replaced here by the symbols' names. A function the kernel calls that was not inlined has sections of its
-own: its digest is included, by name. The file-wide ``.nv.info`` and the symbol table are not digested.
+own: its digest is included, by name; so are the bytes of each data object its code refers to (a ``__constant__``
+or ``__device__`` array, kept in a section all kernels share). The file-wide ``.nv.info`` and the symbol table are
+not digested.
 
 Plain ``struct`` parsing of ELF64 little-endian (what cubins are); anything else is refused.
 """
@@ -25,7 +27,7 @@ _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _SHDR = struct.Struct("<IIQQQQIIQQ")
 _SYM = struct.Struct("<IBBHQQ")
 _SHT_SYMTAB, _SHT_RELA, _SHT_NOBITS, _SHT_REL = 2, 4, 8, 9
-_STT_SECTION, _STT_FUNC = 3, 2
+_STT_OBJECT, _STT_FUNC, _STT_SECTION = 1, 2, 3
 #: The sections that belong to one kernel: these prefixes followed by its (mangled) name.
 PREFIXES = (".text.", ".nv.info.", ".nv.constant0.", ".nv.shared.", ".rel.text.", ".rela.text.")
 #: .nv.info attributes whose value holds symbol indices: EIATTR_PARAM_CBANK (its first word), EIATTR_EXTERNS (all).
@@ -64,16 +66,16 @@ class Elf:
         self.sections = [Section(self._string(names[4], r[0]), r[1], r[2], r[4], r[5], r[6], r[7], r[8], r[9])
                          for r in raw]
         self.index = {s.name: i for i, s in enumerate(self.sections)}
-        self.symbols: list[tuple[str, int, int]] = []  # (name, type, section index)
+        self.symbols: list[tuple[str, int, int, int, int]] = []  # (name, type, section index, value, size)
         for s in self.sections:
             if s.type == _SHT_SYMTAB:
                 strings = self.sections[s.link].offset
                 for k in range(s.size // _SYM.size):
-                    st_name, st_info, _, shndx, _, _ = _SYM.unpack_from(data, s.offset + k * _SYM.size)
+                    st_name, st_info, _, shndx, value, size = _SYM.unpack_from(data, s.offset + k * _SYM.size)
                     kind = st_info & 0xF
                     name = self.sections[shndx].name if kind == _STT_SECTION and shndx < len(self.sections) \
                         else self._string(strings, st_name)
-                    self.symbols.append((name, kind, shndx))
+                    self.symbols.append((name, kind, shndx, value, size))
 
     def _string(self, table_offset: int, offset: int) -> str:
         start = table_offset + offset
@@ -87,6 +89,19 @@ class Elf:
 
     def symbol(self, index: int) -> str:
         return self.symbols[index][0] if 0 <= index < len(self.symbols) else f"<symbol {index}>"
+
+    def object_data(self, name: str) -> str | None:
+        """The sha256 of data object ``name``'s bytes (its size, for one in a section with no bytes in the file);
+        None when ``name`` is no data object."""
+        for symbol, kind, shndx, value, size in self.symbols:
+            if symbol == name and kind == _STT_OBJECT and 0 < shndx < len(self.sections):
+                section = self.sections[shndx]
+                if section.type == _SHT_NOBITS:
+                    return f"{size} bytes, uninitialized"
+                if value + size > section.size:
+                    raise BuildError(f"the cubin's object {name!r} lies outside its section {section.name}")
+                return sha256_hex(self.data[section.offset + value:section.offset + value + size])
+        return None
 
 
 def _relocations(elf: Elf, section: Section) -> list[list[Any]]:
@@ -129,6 +144,7 @@ def symbol_digest(elf: Elf, name: str, _seen: frozenset[str] = frozenset()) -> s
         raise BuildError(f"the cubin has no code for {name!r} (no section .text.{name})")
     parts: dict[str, Any] = {}
     callees: set[str] = set()
+    objects: set[str] = set()
     for prefix in PREFIXES:
         section_name = prefix + name
         if section_name not in elf.index:
@@ -138,7 +154,11 @@ def symbol_digest(elf: Elf, name: str, _seen: frozenset[str] = frozenset()) -> s
         record: dict[str, Any] = {"type": s.type, "flags": s.flags, "size": s.size, "align": s.align}
         if s.type in (_SHT_REL, _SHT_RELA):
             record["relocations"] = relocations = _relocations(elf, s)
-            callees.update(r[2] for r in relocations if f".text.{r[2]}" in elf.index and r[2] != name)
+            for target in (str(r[2]).removeprefix(".text.") for r in relocations):
+                if f".text.{target}" in elf.index and target != name:
+                    callees.add(target)
+                else:
+                    objects.add(target)
         elif prefix == ".nv.info.":
             record["attributes"] = _attributes(elf, data)
         elif s.type != _SHT_NOBITS:
@@ -146,6 +166,7 @@ def symbol_digest(elf: Elf, name: str, _seen: frozenset[str] = frozenset()) -> s
         parts[prefix] = record
     seen = _seen | {name}
     parts["calls"] = {c: symbol_digest(elf, c, seen) for c in sorted(callees - seen)}
+    parts["data"] = {o: d for o in sorted(objects) if (d := elf.object_data(o)) is not None}
     return digest_of(parts)
 
 

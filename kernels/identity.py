@@ -138,8 +138,13 @@ def parse_lock(text: str) -> dict[str, dict[str, Any]]:
 @functools.cache
 def locked() -> Mapping[str, Mapping[str, Any]]:
     """The committed identities of the built-in tactics, by label (read once per process)."""
-    text = resources.files("reprobuild.kernels").joinpath(LOCK_FILE).read_text(encoding="utf-8")
-    return parse_lock(text)
+    try:
+        text = resources.files("reprobuild.kernels").joinpath(LOCK_FILE).read_text(encoding="utf-8")
+        return parse_lock(text)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LockMismatchError(f"this installation's {LOCK_FILE} cannot be read ({type(exc).__name__}: {exc}); "
+                                "it is part of the package: reinstall reprobuild, or in a checkout run "
+                                f"`{LOCK_COMMAND}`") from None
 
 
 def _is_builtin(tactic: Tactic) -> bool:

@@ -23,7 +23,7 @@ _NV_INFO = 0x70000000  # SHT_LOPROC: what NVRTC gives .nv.info sections
 class Function:
     name: str
     code: bytes
-    calls: list[str] = field(default_factory=list)  # functions its code calls (relocations by symbol)
+    calls: list[str] = field(default_factory=list)  # functions it calls and data it reads (relocations by symbol)
     shared: int = 0  # bytes of static shared memory (a NOBITS section)
 
 
@@ -35,10 +35,14 @@ def _strings(names: list[str]) -> tuple[bytes, dict[str, int]]:
     return table, offsets
 
 
-def make_cubin(functions: list[Function]) -> bytes:
+def make_cubin(functions: list[Function], objects: dict[str, bytes] | None = None) -> bytes:
     """An ELF64 file with, per function, .text/.nv.info/.nv.constant0/.rel.text (and .nv.shared) sections named
-    after it, a section symbol per section and a function symbol per function, in the order given."""
+    after it, the data ``objects`` in one shared .nv.constant3 section, a section symbol per section, a function
+    symbol per function and an object symbol per object, in the order given."""
+    objects = objects or {}
     sections: list[dict] = [{"name": "", "type": 0, "data": b""}]
+    if objects:
+        sections.append({"name": ".nv.constant3", "type": _PROGBITS, "data": b"".join(objects.values())})
     for f in functions:
         sections.append({"name": f".text.{f.name}", "type": _PROGBITS, "data": f.code, "function": f.name})
         sections.append({"name": f".nv.constant0.{f.name}", "type": _PROGBITS, "data": bytes(0x160 + 16)})
@@ -51,10 +55,15 @@ def make_cubin(functions: list[Function]) -> bytes:
     # symbols: null, a section symbol per section, then the functions
     symbols = [("", 0, 0)] + [("", 3, i) for i in range(1, symtab_index)]
     text_index = {s["function"]: i for i, s in enumerate(sections) if "function" in s}
-    symbols += [(f.name, 2, text_index[f.name]) for f in functions]
-    symbol_index = {name: k for k, (name, kind, _) in enumerate(symbols) if kind == 2}
-    section_symbol = {sections[shndx]["name"]: k for k, (_, kind, shndx) in enumerate(symbols) if kind == 3}
-    strtab, name_offsets = _strings([f.name for f in functions])
+    symbols = [(n, kind, shndx, 0, 0) for n, kind, shndx in symbols]
+    symbols += [(f.name, 2, text_index[f.name], 0, len(f.code)) for f in functions]
+    offset = 0
+    for name, data in objects.items():
+        symbols.append((name, 1, 1, offset, len(data)))
+        offset += len(data)
+    symbol_index = {name: k for k, (name, kind, *_) in enumerate(symbols) if kind in (1, 2)}
+    section_symbol = {sections[shndx]["name"]: k for k, (_, kind, shndx, *_) in enumerate(symbols) if kind == 3}
+    strtab, name_offsets = _strings([f.name for f in functions] + list(objects))
     for s in sections:
         if "info_of" in s:  # EIATTR_PARAM_CBANK (symbol of its .nv.constant0 section), EIATTR_CBANK_PARAM_SIZE
             bank = section_symbol[f".nv.constant0.{s['info_of']}"]
@@ -63,8 +72,8 @@ def make_cubin(functions: list[Function]) -> bytes:
             calls = next(f.calls for f in functions if f.name == s["rel_of"])
             s["data"] = b"".join(struct.pack("<QQ", 8 * k, (symbol_index[c] << 32) | 0x38) for k, c in enumerate(calls))
             s["link"], s["info"] = symtab_index, text_index[s["rel_of"]]
-    symtab = b"".join(struct.pack("<IBBHQQ", name_offsets.get(n, 0), kind, 0, shndx, 0, 0)
-                      for n, kind, shndx in symbols)
+    symtab = b"".join(struct.pack("<IBBHQQ", name_offsets.get(n, 0), kind, 0, shndx, value, size)
+                      for n, kind, shndx, value, size in symbols)
     sections.append({"name": ".symtab", "type": _SYMTAB, "data": symtab, "link": strtab_index})
     sections.append({"name": ".strtab", "type": _STRTAB, "data": strtab})
     shstrtab, section_names = _strings([s["name"] for s in sections[1:]] + [".shstrtab"])
@@ -84,36 +93,41 @@ def make_cubin(functions: list[Function]) -> bytes:
 
 
 K1 = Function("k1", b"\x11" * 32, calls=["slow"], shared=256)
-K2 = Function("k2", b"\x22" * 48)
+K2 = Function("k2", b"\x22" * 48, calls=["table"])
 SLOW = Function("slow", b"\x33" * 16)
+TABLE = {"table": b"\x01\x02\x03\x04" * 4}
 
 
 def test_another_kernel_leaves_a_kernels_digest_alone_even_when_it_renumbers_the_symbols() -> None:
-    base = symbol_digests(make_cubin([SLOW, K1, K2]), ["k1", "k2"])
-    appended = symbol_digests(make_cubin([SLOW, K1, K2, Function("k3", b"\x44" * 8, calls=["slow"])]), ["k1", "k2"])
-    prepended = symbol_digests(make_cubin([Function("k0", b"\x55" * 8), SLOW, K1, K2]), ["k1", "k2"])
+    base = symbol_digests(make_cubin([SLOW, K1, K2], TABLE), ["k1", "k2"])
+    appended = symbol_digests(make_cubin([SLOW, K1, K2, Function("k3", b"\x44" * 8, calls=["slow", "more"])],
+                                         {**TABLE, "more": b"\x09" * 8}), ["k1", "k2"])
+    prepended = symbol_digests(make_cubin([Function("k0", b"\x55" * 8), SLOW, K1, K2],
+                                          {"first": b"\x07" * 4, **TABLE}), ["k1", "k2"])
     assert base == appended == prepended
     assert base["k1"] != base["k2"]
 
 
-@pytest.mark.parametrize("edited", [
-    [SLOW, Function("k1", b"\x11" * 31 + b"\x12", calls=["slow"], shared=256), K2],  # its own code
-    [Function("slow", b"\x33" * 15 + b"\x34"), K1, K2],  # a function it calls
-    [SLOW, Function("k1", b"\x11" * 32, calls=["slow"], shared=512), K2],  # its shared memory
-    [SLOW, Function("k1", b"\x11" * 32, calls=["slow", "slow"], shared=256), K2],  # its relocations
-])
-def test_a_kernels_own_code_and_what_it_calls_change_its_digest(edited: list[Function]) -> None:
-    base = symbol_digests(make_cubin([SLOW, K1, K2]), ["k1", "k2"])
-    after = symbol_digests(make_cubin(edited), ["k1", "k2"])
-    assert after["k1"] != base["k1"] and after["k2"] == base["k2"]
+@pytest.mark.parametrize("edited, objects, changed", [
+    ([SLOW, Function("k1", b"\x11" * 31 + b"\x12", calls=["slow"], shared=256), K2], TABLE, "k1"),  # its own code
+    ([Function("slow", b"\x33" * 15 + b"\x34"), K1, K2], TABLE, "k1"),  # a function it calls
+    ([SLOW, Function("k1", b"\x11" * 32, calls=["slow"], shared=512), K2], TABLE, "k1"),  # its shared memory
+    ([SLOW, Function("k1", b"\x11" * 32, calls=["slow", "slow"], shared=256), K2], TABLE, "k1"),  # its relocations
+    ([SLOW, K1, K2], {"table": b"\x01\x02\x03\x05" * 4}, "k2"),  # a constant array it reads
+], ids=["own_code", "callee", "shared_memory", "relocations", "constant_data"])
+def test_a_kernels_own_code_and_what_it_reaches_change_its_digest(edited: list[Function], objects: dict[str, bytes],
+                                                                   changed: str) -> None:
+    base = symbol_digests(make_cubin([SLOW, K1, K2], TABLE), ["k1", "k2"])
+    after = symbol_digests(make_cubin(edited, objects), ["k1", "k2"])
+    assert {k for k in base if after[k] != base[k]} == {changed}
 
 
 def test_what_is_not_a_cubin_or_lacks_the_kernel_is_refused() -> None:
     with pytest.raises(BuildError, match="not one"):
         symbol_digests(b"\x7fELF" + bytes(60), ["k1"])
     with pytest.raises(BuildError, match=r"no section \.text\.k9"):
-        symbol_digests(make_cubin([K2]), ["k9"])
-    truncated = make_cubin([K2])[:200]
+        symbol_digests(make_cubin([K2], TABLE), ["k9"])
+    truncated = make_cubin([K2], TABLE)[:200]
     with pytest.raises(BuildError, match="outside the file"):
         symbol_digests(truncated, ["k2"])
 

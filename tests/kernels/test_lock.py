@@ -106,3 +106,9 @@ def test_a_runtime_takes_identities_from_the_lock_and_computes_none(monkeypatch:
     context = Runtime().deserialize_engine(engine).create_execution_context()
     image = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     assert context.execute({"image": image})["probs"].shape == (2, 10)
+
+
+def test_an_installation_without_its_lock_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(identity, "LOCK_FILE", "missing.lock.json")
+    with pytest.raises(LockMismatchError, match=r"missing.lock.json cannot be read .* reinstall reprobuild"):
+        identity.locked.__wrapped__()
