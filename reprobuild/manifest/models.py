@@ -26,12 +26,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TacticRef(Strict):
-    """A tactic by value: (family, name, version, parameters) and ``code_sha256``."""
-
+class _Tactic(Strict):
     family: str
     name: str
     version: int = Field(ge=1)
+    parameters: dict[str, JsonScalar] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.family}.{self.name} v{self.version}"
+
+
+class TacticRef(_Tactic):
+    """A tactic by value: (family, name, version, parameters) and ``code_sha256``."""
+
     code_sha256: str = Field(
         pattern=r"^[0-9a-f]{64}$",
         description="the digest of exactly what the tactic runs: its normalized Python code (no docstrings or "
@@ -39,31 +47,18 @@ class TacticRef(Strict):
                     "up by name that it reaches, and the normalized source closure of each CUDA kernel symbol it "
                     "launches with the NVRTC options and defines (reprobuild.kernels.identity); the built-in "
                     "tactics' are committed in kernels/tactics.lock.json")
-    parameters: dict[str, JsonScalar] = Field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return f"{self.family}.{self.name} v{self.version}"
 
     @property
     def digest(self) -> str:
         return self.code_sha256
 
 
-class LegacyTacticRef(Strict):
+class LegacyTacticRef(_Tactic):
     """A tactic as schema 3 and older recorded it, kept as recorded when such a manifest is migrated:
     ``source_sha256`` was a digest of source text (docstrings, comments and whole ``.cu`` files included). It
-    cannot be compared with a ``code_sha256``, so a replay or a verification refuses it, naming the tactic."""
+    cannot be compared with a ``code_sha256``, so a replay refuses it, naming the tactic."""
 
-    family: str
-    name: str
-    version: int = Field(ge=1)
     source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    parameters: dict[str, JsonScalar] = Field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return f"{self.family}.{self.name} v{self.version}"
 
     @property
     def digest(self) -> str:
