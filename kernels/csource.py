@@ -24,6 +24,11 @@ from reprobuild.kernels.ctokens import Directive, identifiers, is_identifier, to
 _ATTRIBUTES = frozenset({"__launch_bounds__", "__align__", "__attribute__", "__declspec", "alignas", "decltype",
                          "__cluster_dims__", "__maxnreg__", "static_assert"})
 _AGGREGATES = frozenset({"struct", "class", "union", "enum"})
+#: Words that qualify a declaration and never name what it declares.
+_KEYWORDS = frozenset({"extern", "static", "const", "constexpr", "inline", "volatile", "unsigned", "signed", "long",
+                       "short", "int", "char", "float", "double", "void", "bool", "auto", "__device__", "__global__",
+                       "__host__", "__forceinline__", "__noinline__", "__constant__", "__shared__", "__managed__",
+                       "__restrict__", "namespace"})
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,7 @@ def _body_start(tokens: Sequence[str]) -> int:
 def _declared_names(tokens: Sequence[str]) -> set[str]:
     """The names a top-level declaration or definition (its tokens) introduces."""
     head = _without_template_header(tokens)
-    if not head:
+    if not head or head[0] == "static_assert":
         return set()
     if head[0] == "typedef":
         return set([t for t in head if is_identifier(t)][-1:])
@@ -125,13 +130,20 @@ def _declared_names(tokens: Sequence[str]) -> set[str]:
         return declared
     names: set[str] = set()
     part: list[str] = []  # variables: the last identifier of each declarator before its initializer or bounds
+    depth, skipping = 0, False
     for token in [*head, ";"]:
-        if token in (",", ";", "=", "[", "{"):
-            names.update([t for t in part if is_identifier(t) and t not in _ATTRIBUTES][-1:])
-            part = []
-            if token != ",":
+        depth += (token in ("(", "[", "{")) - (token in (")", "]", "}"))
+        if depth > 0 or (depth == 0 and token in (")", "]", "}")):
+            skipping = skipping or token in ("[", "{")
+            continue
+        if token in (",", ";", "="):
+            if not skipping or part:
+                names.update([t for t in part if is_identifier(t) and t not in _ATTRIBUTES and t not in _KEYWORDS
+                              ][-1:])
+            part, skipping = [], token == "="
+            if token == ";":
                 break
-        else:
+        elif not skipping:
             part.append(token)
     return names
 
@@ -186,6 +198,11 @@ def _split_items(tokens: Sequence[str], macros: dict[str, _Macro]) -> list[list[
     i = 0
     while i < len(tokens):
         token = tokens[i]
+        if not current and tokens[i:i + 3] == ["extern", '"C"', "{"]:  # a linkage block: its items, each extern "C"
+            end = _matching(tokens, i + 2, "{", "}")
+            items.extend(["extern", '"C"', *item] for item in _split_items(tokens[i + 3:end], macros))
+            i = end + 1
+            continue
         macro = macros.get(token)
         if not current and macro is not None and macro.params is not None and tokens[i + 1:i + 2] == ["("]:
             end = _matching(tokens, i + 1)

@@ -109,3 +109,18 @@ def test_a_symbol_the_file_does_not_define_is_refused() -> None:
         _closure("power_5")
     with pytest.raises(BuildError, match=r"includes 'other.cuh'; the package kernels may include only"):
         translation_unit("k.cu", '#include "other.cuh"\n', {}.__getitem__, ["helpers.cuh"])
+
+
+def test_declarations_name_what_they_declare() -> None:
+    items = translation_unit("k.cu", """
+__constant__ float table[4] = {1.f, 2.f, 3.f, 4.f};
+static const int a = 1, b = 2;
+struct __align__(16) pair { float x, y; } origin;
+using word = unsigned int;
+typedef unsigned short half_bits;
+static_assert(sizeof(float) == 4, "float");
+template <class T> __device__ T first(const T* p) { return p[0]; }
+extern "C" { __global__ void in_block(float* out) { out[0] = table[0]; } }
+""", {}.__getitem__, [])
+    assert [sorted(i.defines) for i in items] == [["table"], ["a", "b"], ["origin", "pair"], ["word"], ["half_bits"],
+                                                  [], ["first"], ["in_block"]]
