@@ -32,8 +32,9 @@ crafted engine gives a :class:`FormatError` naming what is wrong, never another 
    its output shapes and dtypes are what the op's type inference derives from its inputs;
 8. the embedded manifest: valid, and recording the same layers, tactics, tensors and memory as the header.
 
-Weights are then hashed one by one. Resolving each tactic by source digest, the memory plan that depends on the
-tactics, the memory cap and the preparation of each layer happen in ``Runtime.deserialize_engine`` after this.
+Weights are then hashed one by one. Resolving each tactic by its identity (``code_sha256``, which the Runtime takes
+from the installed ``tactics.lock.json``), the memory plan that depends on the tactics, the memory cap and the
+preparation of each layer happen in ``Runtime.deserialize_engine`` after this.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
     from reprobuild.ops import OpDef
 
 MAGIC = b"RPBENGN\x00"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 ALIGNMENT = 64
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 _PREAMBLE = struct.Struct("<8sIQ")
@@ -367,7 +368,7 @@ def _check_memory_bounds(header: EngineHeader, activations: Mapping[str, EngineT
 
 def _check_tactic_backends(header: EngineHeader, registry: TacticRegistry | None) -> None:
     """Each layer's tactic runs on the engine's backend and belongs to the family recorded; checked before any
-    tactic is resolved by source digest (a tactic this installation lacks is left to that step)."""
+    tactic is resolved by its identity (a tactic this installation lacks is left to that step)."""
     if registry is None:
         from reprobuild.kernels.tactic import default_registry
 

@@ -57,7 +57,7 @@ class EngineTactic(_Strict):
     family: str
     name: str
     version: int = Field(ge=1, le=2**31 - 1)
-    source_sha256: str = Sha256
+    code_sha256: str = Sha256
     parameters: dict[str, int | str]
 
 

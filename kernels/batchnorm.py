@@ -7,6 +7,7 @@ prepared. CUDA tactics compile ``batchnorm.cu``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,8 @@ class CudaAffine(Tactic):
 
     family, ops, name, backend, priority = "batchnorm", ("BatchNormalization",), "cuda_affine", "cuda", 10
     capturable = True
-    source, cuda_sources = "nvrtc", ("batchnorm.cu",)
+    source = "nvrtc"
+    cuda_kernels = MappingProxyType({"batchnorm.cu": ("channel_affine",)})
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_batchnorm(layer)

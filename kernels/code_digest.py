@@ -1,44 +1,59 @@
-"""Per-tactic identity: a digest over exactly the Python code a tactic runs.
+"""The Python part of a tactic's identity: its code and every value that code reaches, in normalized form.
 
-A tactic's code is its class, the classes it derives from, and every function, class and constant of
-reprobuild that those reference by name, transitively (found by reading their syntax trees); for a tactic
-defined outside reprobuild (a plugin's), of its own top-level package too. For the reference
-tactics that is also the op definition whose ``compute`` they run. Adding a tactic or an op to a module
-therefore leaves every other tactic's digest, and every pin that uses it, unchanged, while editing any code a
-tactic runs changes its digest.
+A tactic's code is its class, the classes it derives from, and, transitively, every function and class that code
+names (a global, an attribute of an imported module, a name imported inside a function) within reprobuild (and, for
+a plugin's tactic, within the plugin's own top-level package). The values it names are part of it: module constants
+of any type, NumPy arrays by dtype, shape and bytes. So are the op definitions it looks up by name: a call of the
+op registry's ``get_op``/``find_op`` with a literal string follows that op's class; code that looks ops up by a
+name computed at run time is refused unless the tactic declares the ops it may reach (``ops_by_name``), whose
+classes are then followed. Everything is in ``python_form``'s normalized form: docstrings, comments and layout
+change nothing; a change to anything that runs changes the digest.
 
-The framework classes (``Tactic``, ``OpDef``) and modules (errors, logging, backends) are not part of any
-tactic's code: they decide eligibility and bookkeeping, not what a kernel computes, and the environment
-fingerprint already records the backend's libraries.
+The framework (``Tactic``, ``OpDef``, the registries, errors, logging, backends) is not part of any tactic's code:
+it decides eligibility and bookkeeping, not what a kernel computes, and the environment fingerprint records the
+backend's libraries.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
-import inspect
+import importlib
 import sys
-import textwrap
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from reprobuild.digest import digest_of
+from reprobuild.errors import BuildError
+from reprobuild.kernels.python_form import (
+    NORMALIZER_VERSION,
+    annotation_nodes,
+    normalized_sha256,
+    qualified,
+    source,
+    tree,
+    value_form,
+)
 
 #: Modules whose objects are never part of a tactic's code.
 FRAMEWORK_MODULES = frozenset({
     "reprobuild.errors", "reprobuild.logger", "reprobuild.digest", "reprobuild.kernels.backend",
-    "reprobuild.kernels.code_digest", "reprobuild.kernels.nvrtc",
+    "reprobuild.kernels.code_digest", "reprobuild.kernels.python_form", "reprobuild.kernels.nvrtc",
+    "reprobuild.kernels.identity", "reprobuild.ops.registry", "reprobuild.plugins",
 })
 #: Framework classes, by qualified name (module.class).
 FRAMEWORK_CLASSES = frozenset({
     "reprobuild.kernels.tactic.Tactic", "reprobuild.kernels.tactic.LayerSpec", "reprobuild.kernels.tactic.TensorSig",
     "reprobuild.ops.base.OpDef", "reprobuild.ops.base.BuildTimeOp",
 })
+#: The op registry's lookups by name: a call of one of these follows the op it names.
+LOOKUPS = frozenset({"reprobuild.ops.registry.get_op", "reprobuild.ops.registry.find_op"})
 
 
-def _qualified(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+class IdentityError(BuildError):
+    """A tactic's code cannot be identified: no source to read, or ops looked up by a name it does not declare."""
 
 
 def _within(module: str, packages: frozenset[str]) -> bool:
@@ -46,82 +61,190 @@ def _within(module: str, packages: frozenset[str]) -> bool:
     return module.startswith("reprobuild.") or module.split(".")[0] in packages
 
 
-def _in_scope(obj: Any, packages: frozenset[str] = frozenset()) -> bool:
+def _in_scope(obj: Any, packages: frozenset[str]) -> bool:
     module = getattr(obj, "__module__", None) or ""
-    return (_within(module, packages) and module not in FRAMEWORK_MODULES
-            and _qualified(obj) not in FRAMEWORK_CLASSES)
+    return _within(module, packages) and module not in FRAMEWORK_MODULES and qualified(obj) not in FRAMEWORK_CLASSES
+
+
+def _module_of(name: str, level: int, package: str) -> types.ModuleType | None:
+    try:
+        return importlib.import_module("." * level + name if level else name, package if level else None)
+    except ImportError:
+        return None
+
+
+def _local_imports(nodes: list[ast.AST], module: types.ModuleType) -> dict[str, Any]:
+    """Names bound by ``import`` statements among ``nodes`` (a function's deferred imports)."""
+    package = module.__name__ if hasattr(module, "__path__") else module.__name__.rpartition(".")[0]
+    bound: dict[str, Any] = {}
+    for n in nodes:
+        if isinstance(n, ast.ImportFrom):
+            source_module = _module_of(n.module or "", n.level, package)
+            for alias in n.names:
+                if source_module is not None and hasattr(source_module, alias.name):
+                    bound[alias.asname or alias.name] = getattr(source_module, alias.name)
+        elif isinstance(n, ast.Import):
+            for alias in n.names:
+                target = _module_of(alias.name, 0, package)
+                if target is not None:  # "import a.b" binds a; "import a.b as c" binds a.b
+                    top = sys.modules[alias.name.split(".")[0]]
+                    bound[alias.asname or alias.name.split(".")[0]] = target if alias.asname else top
+    return bound
+
+
+@dataclass(frozen=True)
+class References:
+    """What one function's or class's code names: objects by qualified name (with how they are found), the
+    literal op names it looks up, and where it looks ops up by a computed name."""
+
+    names: tuple[tuple[str, Any], ...]
+    literal_ops: tuple[str, ...]
+    dynamic_lookups: int
+
+
+def _resolve(expr: ast.AST, scope: dict[str, Any], module: types.ModuleType) -> tuple[str, Any] | None:
+    """The object a name or a dotted name through modules refers to, with its qualified name."""
+    parts: list[str] = []
+    while isinstance(expr, ast.Attribute):
+        parts.insert(0, expr.attr)
+        expr = expr.value
+    if not isinstance(expr, ast.Name):
+        return None
+    if expr.id in scope:
+        obj, name = scope[expr.id], f"{module.__name__}.{expr.id}"
+    elif expr.id in module.__dict__:
+        obj, name = module.__dict__[expr.id], f"{module.__name__}.{expr.id}"
+    else:
+        return None
+    for part in parts:
+        if not isinstance(obj, types.ModuleType) or not hasattr(obj, part):
+            break
+        obj, name = getattr(obj, part), f"{obj.__name__}.{part}"
+    return name, obj
 
 
 @functools.cache
-def _source(obj: Any) -> str:
-    return textwrap.dedent(inspect.getsource(obj))
-
-
-_CONSTANT_TYPES = (int, float, str, bytes, tuple, frozenset, types.MappingProxyType)
-
-
-def _referenced(obj: Any, packages: frozenset[str]) -> tuple[list[Any], dict[str, str]]:
-    """What ``obj``'s source names, resolved in its module: objects (globals, attributes of imported modules,
-    base classes), and module-level constants as ``repr``."""
+def references(obj: Any) -> References:
+    """What ``obj``'s code names (cached: code does not change while a process runs)."""
     module = sys.modules[obj.__module__]
-    found: list[Any] = []
-    constants: dict[str, str] = {}
-    for node in _code_nodes(ast.parse(_source(obj))):
-        target: Any = None
-        name = ""
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            target, name = module.__dict__.get(node.id), f"{module.__name__}.{node.id}"
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            base = module.__dict__.get(node.value.id)
-            if isinstance(base, types.ModuleType) and _within(base.__name__, packages):
-                target, name = getattr(base, node.attr, None), f"{base.__name__}.{node.attr}"
-        if isinstance(target, _CONSTANT_TYPES) and _within(name, packages):
-            value = dict(target) if isinstance(target, types.MappingProxyType) else target
-            constants[name] = repr(value)
-        elif target is not None:
-            found.append(target)
-    if isinstance(obj, type):
-        found.extend(obj.__mro__[1:])
-    return found, constants
+    nodes = list(ast.walk(tree(obj)))
+    scope = _local_imports(nodes, module)
+    # Class-level annotations stay in the normalized code (a dataclass's fields), but name no code that runs.
+    skip = annotation_nodes(nodes)
+    names: dict[str, Any] = {}
+    literal: set[str] = set()
+    dynamic = 0
+    for n in nodes:
+        if id(n) in skip:
+            continue
+        if isinstance(n, ast.Call):
+            target = _resolve(n.func, scope, module)
+            if target is not None and qualified(target[1]) in LOOKUPS:
+                first = n.args[0] if n.args else None
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    literal.add(first.value)
+                else:
+                    dynamic += 1
+        if isinstance(n, (ast.Attribute, ast.Name)) and isinstance(getattr(n, "ctx", None), ast.Load):
+            found = _resolve(n, scope, module)
+            if found is not None:
+                names.setdefault(*found)
+                skip.update(id(inner) for inner in ast.walk(n) if inner is not n)
+    bases = obj.__mro__[1:] if isinstance(obj, type) else ()
+    return References(tuple(sorted(names.items(), key=lambda kv: kv[0])) + tuple((qualified(b), b) for b in bases),
+                      tuple(sorted(literal)), dynamic)
 
 
-def _code_nodes(tree: ast.AST) -> list[ast.AST]:
-    """Every node of the tree except those inside type annotations (which run nothing)."""
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        annotations: list[ast.AST | None] = []
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            annotations.append(node.returns)
-        elif isinstance(node, (ast.arg, ast.AnnAssign)):
-            annotations.append(node.annotation)
-        for annotation in annotations:
-            if annotation is not None:
-                skip.update(id(n) for n in ast.walk(annotation))
-    return [n for n in ast.walk(tree) if id(n) not in skip]
+@dataclass
+class Closure:
+    """A tactic's code: normalized code by qualified name, values by the name the code uses, and the op
+    definition class of each op looked up by name."""
+
+    code: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    ops: dict[str, str] = field(default_factory=dict)
+    objects: dict[str, Any] = field(default_factory=dict)
+    dynamic: list[str] = field(default_factory=list)
+
+    def payload(self) -> dict[str, Any]:
+        return {"normalizer": NORMALIZER_VERSION, "code": dict(sorted(self.code.items())),
+                "values": dict(sorted(self.values.items())), "ops": dict(sorted(self.ops.items()))}
 
 
-def code_closure(roots: Iterable[Any]) -> dict[str, str]:
-    """Qualified name -> source of every function and class of reprobuild the roots run, and -> ``repr`` of
-    every module constant that code names."""
-    out: dict[str, str] = {}
-    constants: dict[str, str] = {}
+def _op_class(op: str) -> Any:
+    from reprobuild.ops.registry import find_op
+
+    opdef = find_op(op)
+    if opdef is None:
+        raise IdentityError(f"tactic code looks up op {op!r} by name, and no op of that name is registered")
+    return type(opdef)
+
+
+def closure(roots: Iterable[Any], ops_by_name: Sequence[str] = (), declared: bool = True) -> Closure:
+    """The code ``roots`` (classes or functions) run, with the values and ops it reaches (module docstring).
+    ``declared=False`` allows lookups by computed names without a declaration (for reading code only)."""
+    out = Closure()
     stack = [r if isinstance(r, (type, types.FunctionType)) else type(r) for r in roots]
     # Code outside reprobuild is in scope when a root comes from it (a plugin's tactic): its top-level package.
     packages = frozenset(m.split(".")[0] for m in (getattr(r, "__module__", None) or "" for r in stack)
                          if m and not m.startswith("reprobuild") and m != "builtins")
-    while stack:
-        obj = stack.pop()
+
+    def follow(obj: Any) -> str | None:
+        while hasattr(obj, "__wrapped__") and not isinstance(obj, type):
+            obj = obj.__wrapped__
         if isinstance(obj, (staticmethod, classmethod)):
             obj = obj.__func__
-        if not isinstance(obj, (type, types.FunctionType)) or not _in_scope(obj, packages) or _qualified(obj) in out:
+        if not _in_scope(obj, packages):
+            return None
+        if isinstance(obj, (type, types.FunctionType)):
+            stack.append(obj)
+        return qualified(obj)
+
+    for op in ops_by_name:
+        out.ops[op] = follow(_op_class(op)) or qualified(_op_class(op))
+    while stack:
+        obj = stack.pop()
+        name = qualified(obj)
+        if name in out.code or not _in_scope(obj, packages):
             continue
-        out[_qualified(obj)] = _source(obj)
-        found, named = _referenced(obj, packages)
-        constants.update(named)
-        stack.extend(found)
-    return dict(sorted({**out, **{f"{k} (constant)": v for k, v in constants.items()}}.items()))
+        try:
+            out.code[name] = normalized_sha256(obj)
+        except (OSError, TypeError) as exc:
+            raise IdentityError(f"the source of {name} cannot be read ({exc}), so its identity cannot be "
+                                "computed; define tactics in a module file, not in an interactive session or exec()"
+                                ) from None
+        out.objects[name] = obj
+        refs = references(obj)
+        if refs.dynamic_lookups:
+            out.dynamic.append(name)
+        for op in refs.literal_ops:
+            out.ops[op] = follow(_op_class(op)) or qualified(_op_class(op))
+        for ref_name, value in refs.names:
+            if isinstance(value, (type, types.FunctionType, staticmethod, classmethod)) or \
+                    hasattr(value, "__wrapped__"):
+                follow(value)
+            elif not isinstance(value, types.ModuleType) and _within(ref_name.rpartition(".")[0], packages) \
+                    and ref_name.rpartition(".")[0] not in FRAMEWORK_MODULES:
+                out.values[ref_name] = value_form(value, follow)
+    if out.dynamic and not ops_by_name and declared:
+        raise IdentityError(f"{', '.join(sorted(out.dynamic))} look(s) ops up by a name computed at run time; "
+                            "declare the ops that code may reach (ops_by_name) so that their definitions are part of "
+                            "the identity")
+    return out
 
 
-def code_sha256(roots: Iterable[Any]) -> str:
-    """One digest over the code (and the module constants it names) that the roots run."""
-    return digest_of(code_closure(list(roots)))
+def python_sha256(roots: Iterable[Any], ops_by_name: Sequence[str] = ()) -> str:
+    """One digest over the normalized code, values and ops that the roots reach."""
+    return digest_of(closure(list(roots), ops_by_name).payload())
+
+
+def code_closure(roots: Iterable[Any]) -> dict[str, str]:
+    """Qualified name -> source text of every function and class the roots run (``closure``), and
+    ``"<name> (constant)"`` -> ``repr`` of each value that code names: for reading the code, not for identity."""
+    found = closure(list(roots), (), declared=False)
+    texts = {name: source(obj) for name, obj in found.objects.items()}
+    for obj in found.objects.values():
+        for ref_name, value in references(obj).names:
+            if ref_name in found.values:
+                texts[f"{ref_name} (constant)"] = repr(value)
+    return dict(sorted(texts.items()))

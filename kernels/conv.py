@@ -269,7 +269,8 @@ class CudaIm2colCublas(_CudaIm2col):
     """im2col into the workspace, then a cuBLAS strided-batched GEMM per group over the images of a chunk, then
     the epilogue. Version 2: cuBLAS through a handle with its own workspace (capturable), not ``cupy.matmul``."""
 
-    name, priority, source, cuda_sources = "cuda_im2col_cublas", 10, "cublas", ("conv.cu",)
+    name, priority, source = "cuda_im2col_cublas", 10, "cublas"
+    cuda_kernels = MappingProxyType({"conv.cu": ("conv_epilogue", "im2col")})
     version = 2
     compute = "fp32"
 
@@ -299,7 +300,8 @@ class CudaIm2colCublasTf32(CudaIm2colCublas):
 class CudaIm2colTiled(_CudaIm2col):
     """im2col into the workspace, then the tiled SGEMM of gemm.cu over every (image, group), bias fused."""
 
-    name, priority, source, cuda_sources = "cuda_im2col_tiled", 20, "nvrtc", ("conv.cu", "gemm.cu")
+    name, priority, source = "cuda_im2col_tiled", 20, "nvrtc"
+    cuda_kernels = MappingProxyType({"conv.cu": ("conv_epilogue", "im2col"), "gemm.cu": ("sgemm_tiled",)})
     dtypes = ("float32",)  # the tiled SGEMM is float32
     parameters = MappingProxyType({**_CudaIm2col.parameters, **TiledGemmLaunch.PARAMETERS})
 
@@ -337,7 +339,8 @@ class CudaDirect(_CudaConv):
     """One thread per output element, summing (channel, tap row, tap column) in that order; no workspace. For a
     depthwise convolution (one channel a group) that is the whole kernel window per thread."""
 
-    name, priority, source, cuda_sources = "cuda_direct", 30, "nvrtc", ("conv.cu",)
+    name, priority, source = "cuda_direct", 30, "nvrtc"
+    cuda_kernels = MappingProxyType({"conv.cu": ("conv_direct", "conv_epilogue")})
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         g, weight, bias = self.upload(layer, backend)
@@ -358,7 +361,8 @@ class CudaPointwiseCublas(_CudaConv):
     """A 1x1 convolution is a product as it stands: per group, out[n] = W[g] @ X[n][g] by one cuBLAS
     strided-batched GEMM over the images, then the epilogue. Version 2: a capturable cuBLAS handle."""
 
-    name, priority, source, cuda_sources = "cuda_pointwise_cublas", 5, "cublas", ("conv.cu",)
+    name, priority, source = "cuda_pointwise_cublas", 5, "cublas"
+    cuda_kernels = MappingProxyType({"conv.cu": ("conv_epilogue",)})
     version = 2
     compute = "fp32"
 
@@ -410,7 +414,8 @@ class CudaWinogradCublas(_CudaConv):
     than the direct product), then transform back with the bias, residual and activation. float32 only: the
     transforms' extra roundings are small in float32, not in half."""
 
-    name, priority, source, cuda_sources = "cuda_winograd_cublas", 12, "cublas", ("conv.cu",)
+    name, priority, source = "cuda_winograd_cublas", 12, "cublas"
+    cuda_kernels = MappingProxyType({"conv.cu": ("winograd_input", "winograd_output")})
     dtypes = ("float32",)
     compute = "fp32"
     parameters = MappingProxyType({"tile": "F(2x2,3x3)", "workspace_budget_mib": WINOGRAD_BUDGET_MIB})
@@ -484,7 +489,7 @@ class _CudaImplicitGemmMma(_CudaConv):
     ungrouped convolutions; one tactic per block shape (``block_m`` output channels x ``block_n`` output
     positions, ``warps_m`` x ``warps_n`` warps), so the builder times the shapes against each other and cuBLAS."""
 
-    family, ops, backend, source, cuda_sources = "conv", ("Conv", "FusedConv"), "cuda", "nvrtc", ("conv_mma.cu",)
+    family, ops, backend, source = "conv", ("Conv", "FusedConv"), "cuda", "nvrtc"
     dtypes = ("float16", "bfloat16")
     min_compute_capability = 80
     BK = 32
@@ -493,6 +498,12 @@ class _CudaImplicitGemmMma(_CudaConv):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.parameters = _mma_parameters(cls.BM, cls.BN, cls.WM, cls.WN)
+        cls.cuda_kernels = MappingProxyType({"conv_mma.cu": (cls.kernel_name(),)})
+
+    @classmethod
+    def kernel_name(cls) -> str:
+        """The kernel of this block shape (conv_mma.cu's ``CONV_MMA(BM, BN, WM, WN)``)."""
+        return f"conv_mma_{cls.BM}x{cls.BN}"
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         reason = super().unsupported(layer)
@@ -527,7 +538,7 @@ class _CudaImplicitGemmMma(_CudaConv):
         npq = g.n * g.oh * g.ow
         grid = (cdiv(npq, self.BN), cdiv(g.m, self.BM), 1)
         sizes = tuple(i32(v) for v in (g.c, g.h, g.w, g.m, kp, g.oh, g.ow, g.pt, g.pl, g.sh, g.sw))
-        launch = kernel_launch(backend, "conv_mma.cu", f"conv_mma_{self.BM}x{self.BN}", grid,
+        launch = kernel_launch(backend, "conv_mma.cu", self.kernel_name(), grid,
                                (self.WM * self.WN * 32, 1, 1),
                                (In(0), weight_d, table_d, bias, residual, out, *sizes, i64(npq),
                                 i32(ACTIVATIONS[epilogue.activation]), f32(epilogue.lo), f32(epilogue.hi)),

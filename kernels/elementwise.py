@@ -9,6 +9,7 @@ contiguously are merged, so (N, C, H, W) + (1, C, 1, 1) becomes a rank-3 problem
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -105,7 +106,8 @@ class CudaBroadcast(Tactic):
 
     family, ops, name, backend, priority = "elementwise", ("Add", "Mul", "Relu", "Sum"), "cuda_broadcast", "cuda", 10
     capturable = True
-    source, cuda_sources = "nvrtc", ("elementwise.cu",)
+    source = "nvrtc"
+    cuda_kernels = MappingProxyType({"elementwise.cu": ("binary_broadcast", "binary_same", "relu")})
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         if layer.op == "Relu":
@@ -148,7 +150,8 @@ class CudaCast(Tactic):
     dtypes = ("float32", *CAST_NARROW)
     per_dtype_build = True
     capturable = True
-    source, cuda_sources = "nvrtc", ("elementwise.cu",)
+    source = "nvrtc"
+    cuda_kernels = MappingProxyType({"elementwise.cu": ("cast_from_float", "cast_to_float")})
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         pair = (layer.inputs[0].dtype, layer.outputs[0].dtype)

@@ -180,7 +180,7 @@ class CudaFusedElementwise(Tactic):
     dtypes = ("float32", "float16", "bfloat16")
     capturable = True
     needs_activation = False
-    cuda_sources = ("dtype.cuh",)  # the header the generated source includes (so the digest covers it)
+    generated_cuda = PRELUDE  # every generated kernel starts with it (and includes dtype.cuh through it)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         dtype = layer.outputs[0].dtype

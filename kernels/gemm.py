@@ -189,7 +189,8 @@ class CudaCublasGemm(Tactic):
     per_dtype_build = True
     capturable = True
     version = 2
-    source, cuda_sources = "cublas", ("gemm.cu",)
+    source = "cublas"
+    cuda_kernels = MappingProxyType({"gemm.cu": ("gemm_epilogue",)})
     compute = "fp32"
 
     def unsupported(self, layer: LayerSpec) -> str | None:
@@ -265,7 +266,8 @@ class CudaTiledGemm(Tactic):
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_tiled", "cuda", 20
     capturable = True
-    source, cuda_sources = "nvrtc", ("gemm.cu",)
+    source = "nvrtc"
+    cuda_kernels = MappingProxyType({"gemm.cu": ("sgemm_tiled",)})
     parameters = TiledGemmLaunch.PARAMETERS
 
     def unsupported(self, layer: LayerSpec) -> str | None:
@@ -302,7 +304,8 @@ class CudaSplitKAtomicGemm(Tactic):
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_splitk_atomic", "cuda", 90
     capturable = True
-    source, cuda_sources = "nvrtc", ("gemm.cu",)
+    source = "nvrtc"
+    cuda_kernels = MappingProxyType({"gemm.cu": ("fill_zero", "gemm_epilogue", "sgemm_splitk_atomic")})
     determinism = Determinism.NONE
     #: Each block sums 256 of K, flushing every BK-wide step with atomicAdd (see gemm.cu for why per step).
     parameters = MappingProxyType({**TiledGemmLaunch.PARAMETERS, "k_per_split": 256})
@@ -366,7 +369,8 @@ class CudaCublasFusedGemm(Tactic):
     dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
     per_dtype_build = True
     capturable = True
-    source, cuda_sources = "cublas", ("gemm.cu",)
+    source = "cublas"
+    cuda_kernels = MappingProxyType({"gemm.cu": ("gemm_bias_epilogue",)})
     compute = "fp32"
 
     def unsupported(self, layer: LayerSpec) -> str | None:
@@ -402,7 +406,8 @@ class CudaTiledFusedGemm(Tactic):
     dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
     per_dtype_build = True
     capturable = True
-    source, cuda_sources = "nvrtc", ("gemm.cu",)
+    source = "nvrtc"
+    cuda_kernels = MappingProxyType({"gemm.cu": ("gemm_tiled_epilogue",)})
     parameters = TiledGemmLaunch.PARAMETERS
 
     def unsupported(self, layer: LayerSpec) -> str | None:

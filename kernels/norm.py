@@ -3,6 +3,8 @@ CUDA tactics compile ``norm.cu``; the CPU runs the op's reference."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 
 from reprobuild.kernels.backend import Backend
@@ -21,7 +23,8 @@ class CudaLayerNorm(Tactic):
     """One block per row: mean and variance each by a fixed tree, in float32 (stash_type 1)."""
 
     family, ops, name, backend, priority = "norm", ("LayerNormalization",), "cuda_rowwise", "cuda", 10
-    source, cuda_sources, capturable = "nvrtc", ("norm.cu",), True
+    source, capturable = "nvrtc", True
+    cuda_kernels = MappingProxyType({"norm.cu": ("layernorm_rows",)})
     dtypes = ("float32", "float16", "bfloat16")
     per_dtype_build = True
 

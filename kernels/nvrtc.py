@@ -2,16 +2,16 @@
 
 CuPy's ``RawModule`` silently appends options of its own (``-ftz=true``, an arch flag, and more); to record
 exactly what produced each binary we call NVRTC ourselves and load the cubin through CuPy. NVRTC output is
-deterministic for the same source, options and NVRTC version, so the cubin's sha256 is recorded too.
+deterministic for the same source, options and NVRTC version, so the digest of each kernel symbol's own sections of
+the cubin (``cubin.py``) is recorded too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -50,30 +50,6 @@ def read_source(filename: str) -> bytes:
         return _SOURCE_CACHE[filename]
 
 
-def included_headers(text: bytes) -> list[str]:
-    """The package headers ``text`` includes, directly or through another header, in HEADERS order."""
-    found: set[str] = set()
-    pending = [text]
-    while pending:
-        current = pending.pop()
-        for h in HEADERS:
-            if h not in found and f'#include "{h}"'.encode() in current:
-                found.add(h)
-                pending.append(read_source(h))
-    return [h for h in HEADERS if h in found]
-
-
-@functools.cache
-def source_sha256(filename: str) -> str:
-    """The sha256 of a package ``.cu`` file, covering the headers it includes, directly or not (the file's own
-    bytes' digest when it includes none)."""
-    text = read_source(filename)
-    included = included_headers(text)
-    if not included:
-        return sha256_hex(text)
-    return digest_of({"file": sha256_hex(text), "headers": {h: sha256_hex(read_source(h)) for h in included}})
-
-
 def compile_options(compute_capability: str) -> tuple[str, ...]:
     return (*BASE_OPTIONS, f"--gpu-architecture=sm_{compute_capability}")
 
@@ -84,9 +60,16 @@ class CompiledModule:
     options: tuple[str, ...]
     cubin_sha256: str
     module: Any
+    cubin: bytes = field(default=b"", repr=False)
 
     def function(self, name: str) -> Any:
         return self.module.get_function(name)
+
+    def symbol_sha256(self, name: str) -> str:
+        """The digest of kernel ``name``'s own sections of the cubin (``cubin.symbol_digest``)."""
+        from reprobuild.kernels.cubin import symbol_digests
+
+        return symbol_digests(self.cubin, [name])[name]
 
 
 def package_headers() -> tuple[tuple[str, str], ...]:
@@ -177,6 +160,6 @@ def load_source(name: str, source: str, compute_capability: str, device_id: int,
     cubin = _cached_cubin(name, source, options, headers)
     module = function.Module()
     module.load(cubin)
-    compiled = CompiledModule(name, options, sha256_hex(cubin), module)
+    compiled = CompiledModule(name, options, sha256_hex(cubin), module, cubin)
     with _LOCK:
         return _MODULE_CACHE.setdefault(key, compiled)

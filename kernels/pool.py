@@ -5,6 +5,7 @@ GlobalAveragePool. CUDA tactics compile ``pool.cu``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,8 @@ class CudaWindowPool(Tactic):
 
     family, ops, name, backend, priority = "pool", ("AveragePool", "MaxPool"), "cuda_window", "cuda", 10
     capturable = True
-    source, cuda_sources = "nvrtc", ("pool.cu",)
+    source = "nvrtc"
+    cuda_kernels = MappingProxyType({"pool.cu": ("pool_window",)})
     dtypes = ("float32", "float16", "bfloat16")
     per_dtype_build = True
 
@@ -118,7 +120,8 @@ class CudaGlobalMean(Tactic):
 
     family, ops, name, backend, priority = "pool", ("GlobalAveragePool",), "cuda_global_mean", "cuda", 10
     capturable = True
-    source, cuda_sources = "nvrtc", ("pool.cu",)
+    source = "nvrtc"
+    cuda_kernels = MappingProxyType({"pool.cu": ("global_mean",)})
     dtypes = ("float32", "float16", "bfloat16")
     per_dtype_build = True
 

@@ -31,6 +31,7 @@ class _Reference(Tactic):
         self.ops = (opdef.op,)
         self.name = f"{self.backend}_{opdef.op}"
         self.version = opdef.version
+        self.ops_by_name = opdef.ops_by_name
 
     def code_objects(self) -> list[Any]:
         return [type(self), type(self.opdef)]

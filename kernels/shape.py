@@ -8,6 +8,7 @@ viewed as (rows, total cols), moving 32-bit words for elements of 4 bytes or mor
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -90,7 +91,8 @@ class CudaCopy(Tactic):
     family, name, backend, priority = "shape", "cuda_copy", "cuda", 20
     ops = ("Flatten", "Identity", "Reshape", "Squeeze", "Unsqueeze")
     needs_activation = False
-    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_STORAGE_DTYPES, True
+    source, dtypes, capturable = "nvrtc", CUDA_STORAGE_DTYPES, True
+    cuda_kernels = MappingProxyType({"shape.cu": ("copy_block_u32", "copy_block_u8")})
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
         size = dtype_itemsize(layer.outputs[0].dtype)
@@ -132,7 +134,8 @@ class CudaConcatKernel(Tactic):
 
     family, ops, name, backend, priority = "shape", ("Concat",), "cuda_concat_kernel", "cuda", 10
     needs_activation = False
-    source, cuda_sources, capturable = "nvrtc", ("shape.cu",), True
+    source, capturable = "nvrtc", True
+    cuda_kernels = MappingProxyType({"shape.cu": ("copy_block_u32", "copy_block_u8")})
     dtypes = CUDA_STORAGE_DTYPES
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
@@ -169,7 +172,8 @@ class CudaTranspose(Tactic):
     """One thread per output element reading its source through permuted strides; any dtype, moved as words."""
 
     family, ops, name, backend, priority = "shape", ("Transpose",), "cuda_transpose", "cuda", 10
-    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_STORAGE_DTYPES, True
+    source, dtypes, capturable = "nvrtc", CUDA_STORAGE_DTYPES, True
+    cuda_kernels = MappingProxyType({"shape.cu": ("transpose_u16", "transpose_u32", "transpose_u64", "transpose_u8")})
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         out_shape, _ = transpose_meta(layer.inputs[0].shape, tuple(layer.attr("perm")))
@@ -192,7 +196,8 @@ class CudaGatherConstant(Tactic):
     """Gather along an axis with indices known at build time: one word-copy kernel; any dtype."""
 
     family, ops, name, backend, priority = "shape", ("Gather",), "cuda_gather_const", "cuda", 10
-    source, cuda_sources, dtypes, capturable = "nvrtc", ("shape.cu",), CUDA_STORAGE_DTYPES, True
+    source, dtypes, capturable = "nvrtc", CUDA_STORAGE_DTYPES, True
+    cuda_kernels = MappingProxyType({"shape.cu": ("gather_u32", "gather_u8")})
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         if 1 not in layer.constants:

@@ -5,6 +5,7 @@ CUDA tactics compile ``softmax.cu``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,8 @@ class CudaRowwiseSoftmax(Tactic):
 
     family, ops, name, backend, priority = "softmax", ("Softmax",), "cuda_rowwise", "cuda", 10
     capturable = True
-    source, cuda_sources = "nvrtc", ("softmax.cu",)
+    source = "nvrtc"
+    cuda_kernels = MappingProxyType({"softmax.cu": ("softmax_rows",)})
     dtypes = ("float32", "float16", "bfloat16")
     per_dtype_build = True
 

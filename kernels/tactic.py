@@ -1,10 +1,10 @@
 """Tactics: named, versioned kernel implementations of an op on a backend, and the registry that holds them.
 
-A tactic is recorded by value: (family, name, version, source digest, parameters). Its behaviour never changes
-under the same name and version; a changed kernel is a new version. The source digest covers exactly the code
-the tactic runs (``code_digest``: its class and everything of reprobuild that class names, transitively) and
-the CUDA sources it compiles, so an edit to either shows up in every manifest that used it, and adding a tactic
-changes no other tactic's digest.
+A tactic is recorded by value: (family, name, version, parameters) and ``code_sha256``, the digest of exactly what
+it runs (``identity.py``: its normalized Python code with every value and op it reaches, and the normalized source
+closure of each CUDA kernel it launches, with the compile options). Its behaviour never changes under the same name
+and version; a changed kernel is a new version. Adding a tactic, a kernel or a comment changes no other tactic's
+identity. The built-in tactics' identities are committed in ``tactics.lock.json``, where a Runtime reads them.
 """
 
 from __future__ import annotations
@@ -19,12 +19,10 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from reprobuild.digest import digest_of
 from reprobuild.dtypes import FLOATS, INTEGERS, np_dtype
 from reprobuild.errors import PluginNotRegisteredError, TacticMismatchError
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.code_digest import code_sha256
-from reprobuild.kernels.nvrtc import source_sha256
+from reprobuild.kernels.identity import installed_code_sha256
 
 #: The dtypes CuPy computes in (not bfloat16, whose CuPy support is minimal, nor the float8/float4/int4 formats).
 CUDA_DTYPES: tuple[str, ...] = ("bool", *INTEGERS, *(f for f in FLOATS if f != "bfloat16"))
@@ -91,8 +89,16 @@ class Tactic(ABC):
     #: Which library does the work, as TensorRT's tactic sources: ``numpy``, ``nvrtc``, ``cublas`` or ``cupy``.
     #: A build config may disable sources; the manifest records each tactic's source.
     source: ClassVar[str] = "numpy"
-    #: ``.cu`` files (beside the family module) this tactic compiles.
-    cuda_sources: ClassVar[tuple[str, ...]] = ()
+    #: The CUDA kernels this tactic launches: each ``.cu`` file (beside the family module) it compiles, with the
+    #: kernel symbols of that file it launches. Its identity covers exactly the source those symbols reach.
+    cuda_kernels: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({})
+    #: For a tactic that generates its kernels' source: the CUDA text every generated kernel starts with (its
+    #: helpers, and the package headers it includes). Its identity covers it and the header code it reaches; the
+    #: generator itself is Python, covered with the rest of the tactic's code.
+    generated_cuda: ClassVar[str] = ""
+    #: The ops whose definitions the tactic's code looks up by a name computed at run time (an op registry lookup
+    #: with a literal name is followed without this): their code is part of the tactic's identity.
+    ops_by_name: tuple[str, ...] = ()
     #: Whether input 0 must arrive at run time (most hand-written kernels read it as an activation); a layer
     #: whose input 0 is a constant (a network output computed from constants) then needs another tactic.
     needs_activation: ClassVar[bool] = True
@@ -114,7 +120,7 @@ class Tactic(ABC):
     @property
     def source_files(self) -> tuple[str, ...]:
         """The CUDA source files this tactic compiles (its Python code is covered by ``code_objects``)."""
-        return tuple(self.cuda_sources)
+        return tuple(sorted(self.cuda_kernels))
 
     def kernel_dtype(self, layer: LayerSpec) -> str:
         """The element type this tactic builds its ``.cu`` files for on ``layer``: the layer's (input 0's) dtype
@@ -126,11 +132,11 @@ class Tactic(ABC):
         return [type(self)]
 
     @functools.cached_property
-    def source_sha256(self) -> str:
-        """One digest over the Python code this tactic runs and the CUDA sources it compiles (computed once: an
-        installation's code does not change while it runs)."""
-        return digest_of({"python": code_sha256(self.code_objects()),
-                          "cuda": {f: source_sha256(f) for f in self.source_files}})
+    def code_sha256(self) -> str:
+        """The digest of exactly what this tactic runs, as this installation records it: from
+        ``tactics.lock.json`` for a built-in tactic (no source is read), computed from the code for a plugin's
+        (``identity.py``)."""
+        return installed_code_sha256(self)
 
     @property
     def ref(self) -> dict[str, Any]:
@@ -139,7 +145,7 @@ class Tactic(ABC):
             "family": self.family,
             "name": self.name,
             "version": self.version,
-            "source_sha256": self.source_sha256,
+            "code_sha256": self.code_sha256,
             "parameters": dict(self.parameters),
         }
 
@@ -234,14 +240,18 @@ class TacticRegistry:
         return tactic
 
     def resolve(self, op: str, ref: Mapping[str, Any]) -> Tactic:
-        """The tactic a recorded reference names, refusing one whose source changed since it was recorded."""
+        """The tactic a recorded reference names, refusing one whose code changed since it was recorded."""
         tactic = self.get(op, str(ref["name"]), int(ref["version"]))
-        if tactic.source_sha256 != ref["source_sha256"]:
+        if "code_sha256" not in ref:
             raise TacticMismatchError(
-                f"tactic {tactic.family}.{tactic.name} v{tactic.version} was recorded with source digest "
-                f"{str(ref['source_sha256'])[:16]}..., but this installation's source digest is "
-                f"{tactic.source_sha256[:16]}...: the kernel changed without a version bump, or the engine "
-                "comes from another reprobuild version. Rebuild the engine with this installation"
+                f"tactic {tactic.label} is recorded by its source_sha256, the digest of source text that reprobuild "
+                "recorded before tactic identity covered exactly what runs; it cannot be compared with this "
+                "installation's identities (code_sha256). Rebuild the engine or manifest with this installation")
+        if tactic.code_sha256 != ref["code_sha256"]:
+            raise TacticMismatchError(
+                f"tactic {tactic.label} was recorded with code digest {str(ref['code_sha256'])[:16]}..., but this "
+                f"installation's is {tactic.code_sha256[:16]}...: the code it runs changed without a version bump, "
+                "or the engine comes from another reprobuild version. Rebuild the engine with this installation"
             )
         return tactic
 

@@ -59,7 +59,8 @@ class BuildError(ReprobuildError):
 
 
 class TacticMismatchError(BuildError):
-    """An engine names a tactic this installation lacks, or whose source digest differs from the recorded one."""
+    """An engine names a tactic this installation lacks, or whose identity (``code_sha256``) differs from the
+    recorded one."""
 
 
 class ReplayMismatchError(BuildError):

@@ -8,8 +8,9 @@ the Builder or Runtime that builds or loads its engines (those take their tactic
 
 Once registered, a plugin op is one more op: the ONNX frontend converts nodes of its domain through the op
 definition, layers name it ``domain::op`` (:attr:`OpDef.layer_op`), and its tactics are candidates the builder
-times, the manifest records by value (family, name, version, source digest over the plugin's own code) and a
-replay or a Runtime resolves by value, refusing one whose code changed. An engine that uses a plugin op gives a
+times, the manifest records by value (family, name, version, parameters, and a ``code_sha256`` computed from the
+plugin's own code: the lock lists built-in tactics only) and a replay or a Runtime resolves by value, refusing one
+whose code changed. An engine that uses a plugin op gives a
 :class:`~reprobuild.errors.PluginNotRegisteredError` where that plugin is not registered.
 
 A plugin may not take over anything of reprobuild's: its tactics need a family of their own (not a built-in
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from reprobuild.errors import PluginError, PluginNotRegisteredError
 from reprobuild.kernels.backend import BACKENDS
-from reprobuild.kernels.code_digest import code_closure
+from reprobuild.kernels.code_digest import IdentityError, closure
 from reprobuild.kernels.tactic import Tactic, TacticRegistry, builtin_registry
 from reprobuild.ops.base import BuildTimeOp, OpDef
 
@@ -164,16 +165,17 @@ def _check(plugin: Plugin, builtin: TacticRegistry, others: Sequence[Plugin]) ->
 
 
 def _check_readable(tactic: Tactic, what: str) -> None:
-    """The tactic's own class is in the code its digest covers (read now, so that it fails here, not mid-build)."""
+    """The tactic's identity can be computed from its code, its own class included (read now, so that it fails
+    here, not mid-build)."""
     cls = type(tactic)
     try:
-        found = f"{cls.__module__}.{cls.__qualname__}" in code_closure(tactic.code_objects())
+        found = f"{cls.__module__}.{cls.__qualname__}" in closure(tactic.code_objects(), tactic.ops_by_name).code
         why = f"module {cls.__module__!r} has no source file"
-    except (OSError, TypeError) as exc:
+    except IdentityError as exc:
         found, why = False, str(exc)
     if not found:
-        raise PluginError(f"{what}: its source code cannot be read ({why}), so it cannot be pinned by digest; "
-                          "define plugin tactics in a module file, not in an interactive session or exec()")
+        raise PluginError(f"{what}: its source code cannot be read ({why}), so it cannot be pinned by its "
+                          "identity; define plugin tactics in a module file, not in an interactive session or exec()")
 
 
 _REGISTRY = PluginRegistry()

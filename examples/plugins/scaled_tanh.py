@@ -10,8 +10,8 @@ Importing this module registers nothing. Register the plugin explicitly::
         ...  # parse, build, load engines that use ScaledTanh
 
 The tactics' family is the plugin's own (``com.example.scaled_tanh``): a plugin may not add to built-in families.
-Their source digest covers this module's code they run, so editing a tactic without bumping its ``version``
-makes every engine pinned to it refuse to load.
+Their identity (``code_sha256``) covers this module's code they run, so editing a tactic without bumping its
+``version`` makes every engine pinned to it refuse to load.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from reprobuild.environment import environment_fingerprint
 from reprobuild.errors import BuildError, ReprobuildError, ResourceError
 from reprobuild.ir import Network, NetworkDefinition, attrs_to_json
 from reprobuild.kernels.backend import Backend, CudaBackend, cuda_module, resolve_backend
-from reprobuild.kernels.nvrtc import HEADERS, source_sha256
+from reprobuild.kernels.identity import check_installed, kernel_source_sha256
 from reprobuild.kernels.tactic import LayerSpec, Tactic, TacticRegistry, default_registry, precision_of
 from reprobuild.logger import ErrorRecorder, Logger, Severity
 from reprobuild.manifest import models as m
@@ -290,6 +290,8 @@ class Builder:
                                    inputs=spec.inputs, outputs=spec.outputs, attrs=spec.attrs)
             planned.append((ctx, spec, plan_candidates(spec, self.registry.candidates(layer.op, backend), config,
                                                        backend, compute_capability)))
+        # Every tactic the manifest will record, by the identity the lock gives it, must still be that code.
+        check_installed(c.tactic for _, _, candidates in planned for c in candidates)
         return planned
 
 
@@ -523,16 +525,19 @@ def _execution(config: BuilderConfig, backend: Backend, net: Network, tactics: S
 
 
 def _kernel_sources(tactics: Sequence[Tactic], specs: Sequence[LayerSpec],
-                    backend: Backend) -> list[m.KernelSourceRecord]:
-    """The CUDA sources the chosen tactics compile, once per element type they build them for (their Python is
-    covered by each tactic's digest; a file's sha256 covers the headers it includes, which are not listed apart)."""
-    records = []
-    builds = {(f, t.kernel_dtype(spec)) for t, spec in zip(tactics, specs) for f in t.source_files if f not in HEADERS}
-    for f, dtype in sorted(builds):
+                    backend: Backend) -> list[m.KernelSourceRecord | m.LegacyKernelSourceRecord]:
+    """The CUDA kernel symbols the chosen tactics launch (their ``cuda_kernels``), once per element type they
+    build them for: each symbol's source closure digest, the full NVRTC options and the digest of the symbol's own
+    sections of the cubin (their Python, and generated kernels, are covered by each tactic's ``code_sha256``)."""
+    records: list[m.KernelSourceRecord | m.LegacyKernelSourceRecord] = []
+    builds = {(f, s, t.kernel_dtype(spec)) for t, spec in zip(tactics, specs)
+              for f, symbols in t.cuda_kernels.items() for s in symbols}
+    for f, symbol, dtype in sorted(builds):
         compiled = cuda_module(backend, f, dtype)
-        records.append(m.KernelSourceRecord(file=f, dtype=dtype, sha256=source_sha256(f),
+        records.append(m.KernelSourceRecord(file=f, symbol=symbol, dtype=dtype,
+                                            source_sha256=kernel_source_sha256(f, symbol),
                                             compile_options=list(compiled.options),
-                                            cubin_sha256=compiled.cubin_sha256))
+                                            cubin_sha256=compiled.symbol_sha256(symbol)))
     return records
 
 

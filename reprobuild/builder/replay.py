@@ -246,13 +246,17 @@ class ReplaySelector(AlgorithmSelector):
         for c, reason in excluded:
             if c.matches(want):
                 return f"recorded tactic {want.label} cannot be used here: {reason}"
+        if isinstance(want, m.LegacyTacticRef):
+            return (f"recorded tactic {want.label} has only a source_sha256 (schema 3 or older: a digest of source "
+                    "text), which cannot be compared with this installation's code_sha256 (a digest of exactly what "
+                    "the tactic runs); rebuild without --replay to pin this model again")
         same = [c for c in (*eligible, *(c for c, _ in excluded))
                 if (c.family, c.name, c.version) == (want.family, want.name, want.version)]
         if same:
             c = same[0]
-            if c.source_sha256 != want.source_sha256:
-                return (f"recorded tactic {want.label} has source digest {want.source_sha256[:16]}..., but this "
-                        f"installation's is {c.source_sha256[:16]}...: the kernel changed")
+            if c.code_sha256 != want.code_sha256:
+                return (f"recorded tactic {want.label} has code digest {want.code_sha256[:16]}..., but this "
+                        f"installation's is {c.code_sha256[:16]}...: the code it runs changed")
             return f"recorded tactic {want.label} has parameters {want.parameters}, this one {dict(c.parameters)}"
         return f"recorded tactic {want.label} is not available in this installation for this backend"
 

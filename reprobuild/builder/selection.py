@@ -46,7 +46,7 @@ class Candidate:
     def algorithm(self) -> AlgorithmCandidate:
         t = self.tactic
         return AlgorithmCandidate(
-            family=t.family, name=t.name, version=t.version, source_sha256=t.source_sha256,
+            family=t.family, name=t.name, version=t.version, code_sha256=t.code_sha256,
             parameters=dict(t.parameters), workspace_bytes=self.workspace_bytes, determinism=t.determinism.value,
             source=t.source, priority=t.priority, median_ns=self.median_ns, samples_ns=tuple(self.samples_ns),
             precision=self.precision,

@@ -39,7 +39,7 @@ class AlgorithmCandidate:
     family: str
     name: str
     version: int
-    source_sha256: str
+    code_sha256: str
     parameters: Mapping[str, int | str]
     workspace_bytes: int
     determinism: str
@@ -54,10 +54,12 @@ class AlgorithmCandidate:
     def label(self) -> str:
         return f"{self.family}.{self.name} v{self.version}"
 
-    def matches(self, ref: m.TacticRef) -> bool:
-        """Whether this is the tactic a manifest records, by value (source digest and parameters included)."""
-        return (self.family, self.name, self.version, self.source_sha256, dict(self.parameters)) == (
-            ref.family, ref.name, ref.version, ref.source_sha256, dict(ref.parameters))
+    def matches(self, ref: m.TacticRef | m.LegacyTacticRef) -> bool:
+        """Whether this is the tactic a manifest records, by value (code digest and parameters included); never a
+        tactic recorded by a schema-3 ``source_sha256``, which no installed identity can be compared with."""
+        return isinstance(ref, m.TacticRef) and (
+            self.family, self.name, self.version, self.code_sha256, dict(self.parameters)) == (
+            ref.family, ref.name, ref.version, ref.code_sha256, dict(ref.parameters))
 
 
 @dataclass(frozen=True)

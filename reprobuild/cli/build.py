@@ -343,7 +343,7 @@ def build_document(manifest: Manifest, engine_path: str, engine: bytes, manifest
         layers.append({
             "index": index, "name": layer.name, "op": layer.op, "precision": layer.precision,
             "tactic": {"family": layer.tactic.family, "name": layer.tactic.name, "version": layer.tactic.version,
-                       "label": layer.tactic.label, "source_sha256": layer.tactic.source_sha256},
+                       "label": layer.tactic.label, "code_sha256": layer.tactic.digest},
             "workspace_bytes": layer.workspace_bytes, "candidates": candidates, "eligible": eligible,
             "median_ns": winner.median_ns if winner is not None else None,
             "reason": winner.reason if winner is not None else None,

@@ -58,12 +58,12 @@ def run(args: argparse.Namespace) -> int:
     bindings += [["output", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.outputs]
     print(table(bindings, ["binding", "name", "shape", "dtype"]))
     print()
-    rows = [[str(i), layer.name, layer.op, layer.tactic.label, layer.tactic.source_sha256[:12],
+    rows = [[str(i), layer.name, layer.op, layer.tactic.label, layer.tactic.digest[:12],
              "x".join(map(str, layer.outputs[0].shape)) if layer.outputs else "", str(layer.workspace_bytes)]
             for i, layer in enumerate(pinned.layers)]
-    print(table(rows, ["#", "layer", "op", "tactic", "source", "output", "workspace"]))
+    print(table(rows, ["#", "layer", "op", "tactic", "code", "output", "workspace"]))
     print()
-    print(table([[k.file, k.sha256[:16], k.cubin_sha256[:16] if k.cubin_sha256 else "-", " ".join(k.compile_options)]
+    print(table([[k.label, k.digest[:16], k.cubin_sha256[:16] if k.cubin_sha256 else "-", " ".join(k.compile_options)]
                  for k in pinned.kernel_sources], ["kernel source", "sha256", "cubin", "compile options"]))
     print()
     print(table([[k, v] for k, v in pinned.environment.items()], ["environment", "value"]))

@@ -33,7 +33,7 @@ def _ms(ns: int | None) -> str:
 
 def _tactic(side: TacticSide) -> str:
     params = ", ".join(f"{k}={v}" for k, v in sorted(side.tactic.parameters.items()))
-    return f"{side.tactic.label} (source {_short(side.tactic.source_sha256)}{'; ' + params if params else ''})"
+    return f"{side.tactic.label} (code {_short(side.tactic.digest)}{'; ' + params if params else ''})"
 
 
 def _fields(changes: list[FieldChange], strip: str) -> list[list[str]]:
@@ -62,9 +62,9 @@ def sections(d: ManifestDiff) -> list[Section]:
         [[t.layer, t.op, _tactic(t.a), _tactic(t.b), _ms(t.a.median_ns), _ms(t.b.median_ns)]
          for t in d.tactic_changes])
     add("Other layer changes", ["field", "a", "b"], _fields(d.layer_changes, "layers."))
-    add("Kernel sources", ["file", "a", "b"],
-        [[k.file, f"{_short(k.a.sha256)} {' '.join(k.a.compile_options)}".strip() if k.a else "(absent)",
-          f"{_short(k.b.sha256)} {' '.join(k.b.compile_options)}".strip() if k.b else "(absent)"]
+    add("Kernel sources", ["kernel", "a", "b"],
+        [[k.file, f"{_short(k.a.digest)} {' '.join(k.a.compile_options)}".strip() if k.a else "(absent)",
+          f"{_short(k.b.digest)} {' '.join(k.b.compile_options)}".strip() if k.b else "(absent)"]
          for k in d.kernel_sources])
     add("Memory", ["field", "a", "b"], _fields(d.memory, "memory."))
     add("Golden outputs", ["field", "a", "b"],

@@ -153,8 +153,17 @@ def _v2_to_v3(document: dict[str, Any]) -> dict[str, Any]:
     return {**document, "schema_version": 3}
 
 
+def _v3_to_v4(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 records each tactic by ``code_sha256`` (exactly what it runs) and each compiled kernel per symbol.
+    A version-3 document's digests covered source text (docstrings, comments, whole files) and cannot be turned
+    into those: its tactic references and kernel records are kept as recorded, as ``LegacyTacticRef`` and
+    ``LegacyKernelSourceRecord``, which the models tell apart by their fields, and which a replay or a
+    verification refuses, naming each tactic."""
+    return {**document, "schema_version": 4}
+
+
 #: MIGRATIONS[n] lifts a version-n document to version n + 1.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def manifest_to_json(manifest: Manifest) -> bytes:

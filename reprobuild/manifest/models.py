@@ -1,11 +1,11 @@
-"""The build manifest, schema version 3 (pydantic v2, ``extra="forbid"`` everywhere).
+"""The build manifest, schema version 4 (pydantic v2, ``extra="forbid"`` everywhere).
 
 Two parts. ``pinned`` is everything that decides the engine's bytes: model digest, build config, environment
-fingerprint, the layers with their chosen tactics by value, kernel source digests and compile options, memory
-figures. It is embedded in the engine, hashed, and what identity and diffs use; it holds no timings, no clock
-readings and no floats except configuration values. ``evidence`` is how the choices were made: every
-candidate's timing samples and why it won, lost or was excluded, with timestamps. ``engine`` names the engine
-file the build wrote.
+fingerprint, the layers with their chosen tactics by value, each CUDA kernel symbol's source and cubin digests
+with its compile options, memory figures. It is embedded in the engine, hashed, and what identity and diffs use;
+it holds no timings, no clock readings and no floats except configuration values. ``evidence`` is how the choices
+were made: every candidate's timing samples and why it won, lost or was excluded, with timestamps. ``engine`` names
+the engine file the build wrote.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Seeds (of the timing inputs and of the golden vectors) are integers in [0, MAX_SEED]: what NumPy's generators take.
 MAX_SEED = 2**64 - 1
 
@@ -26,19 +26,47 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TacticRef(Strict):
-    """A tactic by value. ``source_sha256`` covers exactly the Python code it runs and the CUDA sources it
-    compiles."""
-
+class _Tactic(Strict):
     family: str
     name: str
     version: int = Field(ge=1)
-    source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     parameters: dict[str, JsonScalar] = Field(default_factory=dict)
 
     @property
     def label(self) -> str:
         return f"{self.family}.{self.name} v{self.version}"
+
+
+class TacticRef(_Tactic):
+    """A tactic by value: (family, name, version, parameters) and ``code_sha256``."""
+
+    code_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="the digest of exactly what the tactic runs: its normalized Python code (no docstrings or "
+                    "comments) with every function, class, constant (arrays by dtype, shape and bytes) and op looked "
+                    "up by name that it reaches, and the normalized source closure of each CUDA kernel symbol it "
+                    "launches with the NVRTC options and defines (reprobuild.kernels.identity); the built-in "
+                    "tactics' are committed in kernels/tactics.lock.json")
+
+    @property
+    def digest(self) -> str:
+        return self.code_sha256
+
+
+class LegacyTacticRef(_Tactic):
+    """A tactic as schema 3 and older recorded it, kept as recorded when such a manifest is migrated:
+    ``source_sha256`` was a digest of source text (docstrings, comments and whole ``.cu`` files included). It
+    cannot be compared with a ``code_sha256``, so a replay refuses it, naming the tactic."""
+
+    source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @property
+    def digest(self) -> str:
+        return self.source_sha256
+
+
+#: A recorded tactic: by ``code_sha256``, or, in a manifest migrated from schema 3 or older, by ``source_sha256``.
+AnyTacticRef = TacticRef | LegacyTacticRef
 
 
 class ModelRecord(Strict):
@@ -105,7 +133,7 @@ class LayerRecord(Strict):
     attrs: dict[str, AttrJson]
     inputs: list[TensorRecord]
     outputs: list[TensorRecord]
-    tactic: TacticRef
+    tactic: AnyTacticRef
     workspace_bytes: int = Field(ge=0)
     onnx_nodes: list[str] = Field(description="the ONNX nodes this layer computes (several after a fusion)")
     precision: str = Field(description="the arithmetic the chosen tactic computes in: fp32, tf32 (TF32 tensor "
@@ -113,13 +141,47 @@ class LayerRecord(Strict):
 
 
 class KernelSourceRecord(Strict):
+    """One CUDA kernel symbol a chosen tactic launches, in one element type's build of its file."""
+
     file: str
+    symbol: str = Field(description="the kernel's symbol (its extern \"C\" name)")
     dtype: str = Field(default="float32", description="the element type this build of the file is for (a file "
-                                                      "written on dtype.cuh's elem_t has a float32 and a float16 "
-                                                      "build)")
+                                                      "written on dtype.cuh's elem_t has a float32, a float16 and a "
+                                                      "bfloat16 build)")
+    source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                               description="of the symbol's normalized source closure: the top-level code of the file "
+                                           "and its headers that the symbol reaches (reprobuild.kernels.csource)")
+    compile_options: list[str] = Field(default_factory=list, description="every NVRTC option, as compiled")
+    cubin_sha256: str | None = Field(default=None, description="of the symbol's own sections of the compiled cubin "
+                                                               "(.text, .nv.info, .nv.constant0, ... of its name; "
+                                                               "reprobuild.kernels.cubin)")
+
+    @property
+    def label(self) -> str:
+        return f"{self.file}:{self.symbol}" + ("" if self.dtype == "float32" else f" ({self.dtype})")
+
+    @property
+    def digest(self) -> str:
+        return self.source_sha256
+
+
+class LegacyKernelSourceRecord(Strict):
+    """A compiled ``.cu`` file as schema 3 and older recorded it (a digest of the whole file and its headers, and
+    of the whole cubin), kept as recorded when such a manifest is migrated."""
+
+    file: str
+    dtype: str = "float32"
     sha256: str = Field(description="of the file and the headers it includes")
     compile_options: list[str] = Field(default_factory=list)
     cubin_sha256: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.file if self.dtype == "float32" else f"{self.file} ({self.dtype})"
+
+    @property
+    def digest(self) -> str:
+        return self.sha256
 
 
 class MemoryRecord(Strict):
@@ -164,14 +226,14 @@ class Pinned(Strict):
     pinned_inputs: list[PinnedInputRecord] = Field(default_factory=list)
     outputs: list[TensorRecord]
     layers: list[LayerRecord]
-    kernel_sources: list[KernelSourceRecord]
+    kernel_sources: list[KernelSourceRecord | LegacyKernelSourceRecord]
     memory: MemoryRecord
     execution: ExecutionRecord
     golden: GoldenRecord
 
 
 class CandidateRecord(Strict):
-    tactic: TacticRef
+    tactic: AnyTacticRef
     status: Literal["chosen", "lost", "excluded"]
     reason: str
     source: str
@@ -238,7 +300,7 @@ class EngineRecord(Strict):
 
 
 class Manifest(Strict):
-    schema_version: Literal[3] = 3
+    schema_version: Literal[4] = 4
     pinned: Pinned
     evidence: Evidence | None = None
     engine: EngineRecord | None = None

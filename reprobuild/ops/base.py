@@ -160,6 +160,9 @@ class OpDef:
     #: An op of reprobuild's own that only graph passes create (a fused layer), never an ONNX node: the ONNX
     #: frontend refuses a node that names it.
     internal: ClassVar[bool] = False
+    #: The ops ``compute`` looks up in the registry by a name computed at run time (a FusedElementwise step's op):
+    #: the reference tactics' identity covers their definitions too.
+    ops_by_name: ClassVar[tuple[str, ...]] = ()
 
     # --- the frontend side -------------------------------------------------------------------------------------
 

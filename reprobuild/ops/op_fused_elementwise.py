@@ -154,8 +154,8 @@ def parse_program(steps: Any, num_inputs: int) -> tuple[Step, ...]:
 
 
 def step_definition(op: str) -> OpDef:
-    """The registry's definition of a step's op. Every class is named here, so that the code digest of the
-    reference tactics (which follows names) covers the code each step runs."""
+    """The registry's definition of a step's op, refused unless it is one of the classes a step may run (the ops
+    ``FusedElementwise.ops_by_name`` declares, so that the reference tactics' identity covers their code)."""
     from reprobuild.ops.registry import get_op
 
     classes = (Abs, Add, Ceil, Clip, Div, Elu, Erf, Exp, Floor, Gelu, HardSigmoid, HardSwish, Identity, LeakyRelu,
@@ -171,6 +171,7 @@ class FusedElementwise(OpDef):
     attributes = {"steps": Attr("strings")}
     num_inputs = (1, None)
     dtypes = FLOATS
+    ops_by_name = STEP_OPS
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
         if not inputs:

@@ -88,7 +88,7 @@ CASES: tuple[Case, ...] = (
     Case("replay_attribute_removed", "small_cnn", "replay",
          lambda d: _layer(d, "branch_b")["attrs"].pop("dilations")),
     Case("replay_kernel_digest_altered", "small_cnn", "replay",
-         lambda d: _layer(d, "stem")["tactic"].update(source_sha256="0" * 64)),
+         lambda d: _layer(d, "stem")["tactic"].update(code_sha256="0" * 64)),
     Case("replay_layers_reordered", "small_cnn", "replay", lambda d: _swap(d, 1, 2)),
     Case("replay_layer_duplicated", "mlp", "replay",
          lambda d: d["pinned"]["layers"].append(copy.deepcopy(_layer(d, "fc3")))),

@@ -55,7 +55,8 @@ TABLE: dict[str, tuple[type[ReprobuildError], str, int]] = {
     "replay_attribute_removed": (ReplayMismatchError, r"layer 'branch_b' \(Conv\): attribute dilations recorded "
                                                       r"\(absent\), this build \[2, 2\]", 8),
     "replay_kernel_digest_altered": (ReplayMismatchError, r"layer 'stem' \(FusedConv\): recorded tactic conv\.\w+ v\d+ "
-                                                          r"has source digest 0{16}\.\.\., .*the kernel changed", 8),
+                                                          r"has code digest 0{16}\.\.\., .*the code it runs "
+                                                          r"changed", 8),
     "replay_layers_reordered": (ReplayMismatchError, r"layer order: position 1 recorded 'res1', this build 'pool'"
                                                      r"\n.*layer order: position 2 recorded 'pool', this build "
                                                      r"'res1'", 8),

@@ -103,10 +103,10 @@ def test_engine_naming_a_changed_tactic_is_refused() -> None:
                     if layer.op == "Softmax")  # whichever tactic timing chose for it
     chosen = registry.get("Softmax", recorded.name, recorded.version)
 
-    changed = copy.copy(chosen)  # the same tactic, whose source digest now differs from the recorded one
-    changed.__class__ = type("Changed", (type(chosen),), {"source_sha256": property(lambda self: "0" * 64)})
+    changed = copy.copy(chosen)  # the same tactic, whose identity now differs from the recorded one
+    changed.__class__ = type("Changed", (type(chosen),), {"code_sha256": property(lambda self: "0" * 64)})
     tactics = [t for t in registry.all() if t is not chosen] + [changed]
-    with pytest.raises(TacticMismatchError, match="source digest"):
+    with pytest.raises(TacticMismatchError, match="code digest"):
         Runtime(registry=TacticRegistry(tactics)).deserialize_engine(data)
     missing = TacticRegistry([t for t in registry.all() if t is not chosen])
     with pytest.raises(TacticMismatchError, match=f"no tactic '{recorded.name}'"):

@@ -1,5 +1,6 @@
-"""Per-tactic identity: a tactic's digest covers exactly the code it runs, so adding a tactic or an op changes no
-other tactic's digest, while editing code a tactic runs changes its digest."""
+"""The Python part of a tactic's identity covers exactly the code it runs and what that code reaches: adding a
+tactic or an op, a docstring, a comment, or reformatting changes no digest, while editing the code, a constant (an
+array's bytes included) or an op it looks up by name changes it."""
 
 from __future__ import annotations
 
@@ -9,19 +10,24 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
-from reprobuild.kernels.code_digest import code_closure, code_sha256
+import pytest
+
+from reprobuild.kernels.code_digest import IdentityError, closure, code_closure, python_sha256
 from reprobuild.kernels.tactic import default_registry
 
 MODULE = "reprobuild.kernels._digest_probe"
 
 BASE = '''
+import numpy as np
+
 from reprobuild.kernels.tactic import Tactic
 
 SCALE = 2
+TABLE = np.array([[1.0, 0.5], [0.0, 2.0]])
 
 
 def helper(x):
-    return x * SCALE
+    return x * SCALE + TABLE[0, 1]
 
 
 class First(Tactic):
@@ -46,30 +52,91 @@ def _load(tmp_path: Path, name: str, source: str) -> ModuleType:
     return module
 
 
-def test_adding_a_tactic_leaves_the_others_digest_and_editing_its_code_changes_it(tmp_path: Path) -> None:
-    sys.modules[MODULE] = base = _load(tmp_path, "v1", BASE)
+def _digest(tmp_path: Path, name: str, source: str) -> str:
+    module = _load(tmp_path, name, source)
+    sys.modules[MODULE] = module
     try:
-        digest = code_sha256([base.First])
-        closure = code_closure([base.First])
+        return python_sha256([module.First])
     finally:
         sys.modules.pop(MODULE, None)
-    assert f"{MODULE}.helper" in closure and f"{MODULE}.SCALE (constant)" in closure
-    added = BASE + '''
+
+
+SAME = {
+    "another tactic": BASE + '''
 
 class Second(Tactic):
     family, ops, name, backend = "probe", ("Relu",), "second", "cpu"
 
     def prepare(self, layer, backend):
         return lambda inputs, outputs, workspace: helper(inputs[0]) + 1
+''',
+    "a docstring": BASE.replace("    return x * SCALE",
+                                '    """Scaled, then shifted: say why here."""\n    return x * SCALE'),
+    "a comment": BASE.replace("SCALE = 2", "SCALE = 2  # the factor\n# and a line of its own"),
+    "layout": BASE.replace("return x * SCALE + TABLE[0, 1]", "return (x * SCALE\n            + TABLE[0, 1])"),
+    "an annotation": BASE.replace("def helper(x):", "def helper(x: float) -> float:"),
+}
+CHANGED = {
+    "an int constant": BASE.replace("SCALE = 2", "SCALE = 3"),
+    "an array's bytes": BASE.replace("[0.0, 2.0]", "[0.0, 2.5]"),
+    "an array's dtype": BASE.replace("[0.0, 2.0]])", "[0.0, 2.0]], dtype=np.float32)"),
+    "the code": BASE.replace("x * SCALE +", "x * SCALE - "),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(SAME))
+def test_cosmetic_edits_change_no_digest(tmp_path: Path, edit: str) -> None:
+    assert _digest(tmp_path, "edited", SAME[edit]) == _digest(tmp_path, "base", BASE)
+
+
+@pytest.mark.parametrize("edit", sorted(CHANGED))
+def test_edits_of_what_runs_change_the_digest(tmp_path: Path, edit: str) -> None:
+    assert _digest(tmp_path, "edited", CHANGED[edit]) != _digest(tmp_path, "base", BASE)
+
+
+def test_the_closure_holds_the_code_and_the_values_it_names(tmp_path: Path) -> None:
+    sys.modules[MODULE] = base = _load(tmp_path, "base", BASE)
+    try:
+        found = closure([base.First])
+        texts = code_closure([base.First])
+    finally:
+        sys.modules.pop(MODULE, None)
+    assert {f"{MODULE}.helper", f"{MODULE}.First"} <= set(found.code)
+    assert set(found.values) == {f"{MODULE}.SCALE", f"{MODULE}.TABLE"}
+    assert found.values[f"{MODULE}.TABLE"][0] == "ndarray"
+    assert "return x * SCALE" in texts[f"{MODULE}.helper"] and f"{MODULE}.SCALE (constant)" in texts
+
+
+LOOKUP = '''
+from reprobuild.kernels.tactic import Tactic
+
+
+def run(x, name):
+    from reprobuild.ops.registry import get_op
+
+    return get_op("Sigmoid").compute(None, {}, x), get_op(name)
+
+
+class First(Tactic):
+    family, ops, name, backend = "probe", ("Relu",), "first", "cpu"
+
+    def prepare(self, layer, backend):
+        return lambda inputs, outputs, workspace: run(inputs[0], layer.attr("op"))
 '''
-    for name, source, same in (("v2", added, True), ("v3", BASE.replace("SCALE = 2", "SCALE = 3"), False),
-                               ("v4", BASE.replace("x * SCALE", "x * SCALE + 0"), False)):
-        module = _load(tmp_path, name, source)
-        sys.modules[MODULE] = module
-        try:
-            assert (code_sha256([module.First]) == digest) is same, name
-        finally:
-            sys.modules.pop(MODULE, None)
+
+
+def test_ops_looked_up_by_name_are_followed_and_computed_names_must_be_declared(tmp_path: Path) -> None:
+    """A literal lookup follows the op's class (Sigmoid's code, and the function ``sigmoid`` it calls); a lookup by
+    a computed name is refused until the tactic declares the ops it may reach, which are then followed."""
+    sys.modules[MODULE] = module = _load(tmp_path, "lookup", LOOKUP)
+    try:
+        with pytest.raises(IdentityError, match=r"look\(s\) ops up by a name computed at run time; declare"):
+            closure([module.First])
+        found = closure([module.First], ("Tanh",))
+    finally:
+        sys.modules.pop(MODULE, None)
+    assert found.ops == {"Sigmoid": "reprobuild.ops.op_activation.Sigmoid", "Tanh": "reprobuild.ops.op_math.Tanh"}
+    assert {"reprobuild.ops.op_activation.sigmoid", "reprobuild.ops.op_math.Tanh"} <= set(found.code)
 
 
 def test_no_registered_tactic_runs_another_tactics_class() -> None:
@@ -80,14 +147,19 @@ def test_no_registered_tactic_runs_another_tactics_class() -> None:
         own = {f"{c.__module__}.{c.__qualname__}" for c in type(tactic).__mro__}
         for roots in tactic.code_objects():
             own |= {f"{c.__module__}.{c.__qualname__}" for c in getattr(roots, "__mro__", ())}
-        foreign = set(code_closure(tactic.code_objects())) & (classes - own)
+        foreign = set(closure(tactic.code_objects(), tactic.ops_by_name).code) & (classes - own)
         assert not foreign, f"{tactic.label} runs code of other tactics: {sorted(foreign)}"
 
 
-def test_reference_tactics_cover_their_op_definition_only() -> None:
+def test_reference_tactics_cover_their_op_definition_and_the_ops_it_looks_up() -> None:
     registry = default_registry()
     relu = registry.get("Relu", "cpu_Relu", 1)
     conv = registry.get("Conv", "cpu_Conv", 1)
-    assert "reprobuild.ops.op_activation.Relu" in code_closure(relu.code_objects())
-    assert "reprobuild.ops.op_conv.Conv" not in code_closure(relu.code_objects())
-    assert relu.source_sha256 != conv.source_sha256
+    fused = registry.get("FusedElementwise", "cpu_FusedElementwise", 1)
+    assert "reprobuild.ops.op_activation.Relu" in closure(relu.code_objects()).code
+    assert "reprobuild.ops.op_conv.Conv" not in closure(relu.code_objects()).code
+    assert relu.code_sha256 != conv.code_sha256
+    # FusedElementwise runs each step through the registry by the step's op name: it declares the ops it may reach
+    steps = closure(fused.code_objects(), fused.ops_by_name)
+    assert fused.ops_by_name and set(steps.ops) == set(fused.ops_by_name)
+    assert "reprobuild.ops.op_activation.sigmoid" in steps.code

@@ -44,7 +44,7 @@ def test_manifest_records_every_candidate_and_the_kernel_sources() -> None:
     assert all(len(c.samples_ns) == 3 and c.reason for c in conv.candidates)
     registry = default_registry()
     for layer in manifest.pinned.layers:  # every tactic by value: its digest is this installation's
-        assert registry.resolve(layer.op, layer.tactic.model_dump()).source_sha256 == layer.tactic.source_sha256
+        assert registry.resolve(layer.op, layer.tactic.model_dump()).code_sha256 == layer.tactic.code_sha256
     assert manifest.pinned.kernel_sources == []  # CUDA sources only; a CPU build compiles none
     assert manifest.pinned.config.timing.iterations == 3
     assert manifest.evidence.tactics_timed >= len(manifest.pinned.layers)

@@ -75,7 +75,7 @@ def test_future_schema_version_is_refused_with_advice(manifest: Manifest) -> Non
     (lambda d: d.pop("schema_version"), "no integer schema_version"),
     (lambda d: d["pinned"].update(extra=1), "extra"),
     (lambda d: d["pinned"]["layers"][0].update(workspace_bytes=-1), "workspace_bytes"),
-    (lambda d: d["pinned"]["layers"][0]["tactic"].update(source_sha256="xyz"), "source_sha256"),
+    (lambda d: d["pinned"]["layers"][0]["tactic"].update(code_sha256="xyz"), "code_sha256"),
 ])
 def test_invalid_documents_are_format_errors(manifest: Manifest, mutate, message: str) -> None:  # type: ignore[no-untyped-def]
     doc = _document(manifest)

@@ -65,13 +65,13 @@ def test_a_build_times_both_plugin_tactics_and_records_them_by_value(plugin: Plu
     tactics = {t.name: t for t in plugin.tactics}
     chosen = tactics[layer.tactic.name]
     assert layer.tactic.model_dump() == chosen.ref
-    assert layer.tactic.family == "com.example.scaled_tanh" and len(layer.tactic.source_sha256) == 64
+    assert layer.tactic.family == "com.example.scaled_tanh" and len(layer.tactic.code_sha256) == 64
     assert result.manifest.evidence is not None
     (evidence,) = [e for e in result.manifest.evidence.layers if e.key == layer.key]
     assert sorted(c.tactic.name for c in evidence.candidates) == ["cpu_exp", "cpu_tanh"]
     assert all(len(c.samples_ns) == CONFIG["iterations"] and c.median_ns for c in evidence.candidates)
     assert sorted(c.status for c in evidence.candidates) == ["chosen", "lost"]
-    assert {c.tactic.source_sha256 for c in evidence.candidates} == {t.source_sha256 for t in plugin.tactics}
+    assert {c.tactic.code_sha256 for c in evidence.candidates} == {t.code_sha256 for t in plugin.tactics}
 
 
 def test_a_replay_pins_plugin_tactics_and_gives_the_same_bytes(plugin: Plugin) -> None:
@@ -141,7 +141,7 @@ def _load_edited(tmp_path: Path, old: str, new: str) -> Any:
     try:
         spec.loader.exec_module(module)
         for tactic in module.PLUGIN.tactics:
-            tactic.source_sha256  # noqa: B018 - digested while the edited module is the one of that name
+            tactic.code_sha256  # noqa: B018 - digested while the edited module is the one of that name
     finally:
         sys.modules[scaled_tanh.__name__] = saved
     return module
@@ -151,20 +151,21 @@ def test_a_plugin_whose_code_changed_is_refused(plugin: Plugin, tmp_path: Path) 
     built = _build(ForcingSelector({"act": "cpu_tanh"}))
     edited = _load_edited(tmp_path, "            outputs[0] *= alpha\n",
                           "            np.multiply(outputs[0], alpha, out=outputs[0])\n")
-    before = {t.name: t.source_sha256 for t in plugin.tactics}
-    after = {t.name: t.source_sha256 for t in edited.PLUGIN.tactics}
+    before = {t.name: t.code_sha256 for t in plugin.tactics}
+    after = {t.name: t.code_sha256 for t in edited.PLUGIN.tactics}
     assert after["cpu_tanh"] != before["cpu_tanh"] and after["cpu_exp"] == before["cpu_exp"]
     assert f"{scaled_tanh.__name__}.CpuTanh" in code_closure([type(plugin.tactics[1])])
     plugin_registry().deregister(plugin.name)
     try:
         plugin_registry().register(edited.PLUGIN)
         with pytest.raises(TacticMismatchError, match=r"tactic com.example.scaled_tanh.cpu_tanh v1 was recorded "
-                                                      r"with source digest .* the kernel changed without a version"):
+                                                      r"with code digest .* the code it runs changed without a "
+                                                      r"version"):
             Runtime().deserialize_engine(built.engine)
         config = BuilderConfig.from_record(built.manifest.pinned.config)
         config.algorithm_selector = ReplaySelector(built.manifest)
         with pytest.raises(ReplayMismatchError, match=r"recorded tactic com.example.scaled_tanh.cpu_tanh v1 has "
-                                                      r"source digest .* the kernel changed"):
+                                                      r"code digest .* the code it runs changed"):
             Builder().build(network_from_onnx_bytes(MODEL)[0], config)
     finally:
         plugin_registry().deregister(edited.PLUGIN.name)

@@ -67,14 +67,14 @@ def _first_layer(doc: dict) -> dict:
      r"manifest layer 'ghost' \(FusedConv, key f{12}\) is not in this network"),
     (lambda d: _first_layer(d)["tactic"].update(name="cpu_winograd"),
      r"layer 'stem' \(FusedConv\): recorded tactic conv.cpu_winograd v1 is not available in this installation"),
-    (lambda d: _first_layer(d)["tactic"].update(source_sha256="0" * 64),
-     r"layer 'stem' \(FusedConv\): recorded tactic conv.cpu_\w+ v1 has source digest 0{16}\.\.\., but this "
-     r"installation's is [0-9a-f]{16}\.\.\.: the kernel changed"),
+    (lambda d: _first_layer(d)["tactic"].update(code_sha256="0" * 64),
+     r"layer 'stem' \(FusedConv\): recorded tactic conv.cpu_\w+ v1 has code digest 0{16}\.\.\., but this "
+     r"installation's is [0-9a-f]{16}\.\.\.: the code it runs changed"),
     (lambda d: d["pinned"]["model"].update(sha256="1" * 64), r"model digest: manifest 1{64}, this model [0-9a-f]{64}"),
     (lambda d: d["pinned"]["config"]["timing"].update(iterations=9),
      r"build config\.timing\.iterations: manifest 9, this build 5"),
 ], ids=["layer_missing_from_manifest", "manifest_layer_missing_from_network", "tactic_unavailable",
-        "source_digest_changed", "model_digest", "build_config"])
+        "code_digest_changed", "model_digest", "build_config"])
 def test_each_mismatch_is_named(timed: Any, edit, message: str) -> None:  # type: ignore[no-untyped-def]
     manifest = _edited(timed.manifest, edit)
     with pytest.raises(ReplayMismatchError, match=message):
@@ -86,14 +86,14 @@ def test_every_mismatch_is_listed_not_just_the_first(timed: Any) -> None:
         doc["pinned"]["model"]["sha256"] = "1" * 64
         doc["pinned"]["config"]["seed"] = 42
         doc["pinned"]["layers"][0]["tactic"]["name"] = "cpu_winograd"
-        doc["pinned"]["layers"][1]["tactic"]["source_sha256"] = "0" * 64
+        doc["pinned"]["layers"][1]["tactic"]["code_sha256"] = "0" * 64
         doc["pinned"]["environment"]["numpy"] = "0.0.1"
 
     with pytest.raises(ReplayMismatchError) as err:
         _replay(_edited(timed.manifest, edit), seed=0)
     text = str(err.value)
     assert "4 mismatch(es)" in text
-    for part in ("model digest", "config.seed: manifest 42, this build 0", "cpu_winograd", "the kernel changed",
+    for part in ("model digest", "config.seed: manifest 42, this build 0", "cpu_winograd", "the code it runs changed",
                  "numpy", "0.0.1"):
         assert part in text
 

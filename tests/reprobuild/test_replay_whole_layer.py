@@ -123,7 +123,7 @@ def test_a_plan_made_by_hand_without_records_compares_tactics_only(timed: Any) -
     layers = []
     for i, record in enumerate(pinned.layers):
         t = record.tactic
-        candidate = AlgorithmCandidate(t.family, t.name, t.version, t.source_sha256, dict(t.parameters),
+        candidate = AlgorithmCandidate(t.family, t.name, t.version, t.code_sha256, dict(t.parameters),
                                        record.workspace_bytes, "run_to_run", "numpy", 0)
         ctx = AlgorithmContext(i, record.name, record.op, record.key, "", (), (), {})
         layers.append(PlannedLayer(ctx, (candidate,), ()))

@@ -1,0 +1,210 @@
+"""Tactic identity changes exactly when the computation does (issue 20's experiments, as tests).
+
+Python edits are made to a copy of the package and the copy's identities computed in a subprocess (PYTHONPATH
+pointing at the copy); CUDA edits are fed to the identity functions as edited source text. A docstring or comment
+changes nothing; an ndarray constant, or an op looked up by name, changes exactly the tactics that reach it; a new
+kernel or block shape in a ``.cu`` file changes no existing identity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reprobuild.builder.selection import layer_spec
+from reprobuild.kernels import cuda_launch
+from reprobuild.kernels.identity import compute_identity, package_text
+from reprobuild.kernels.launch import KernelLaunch, LaunchPlan
+from reprobuild.kernels.tactic import Tactic, builtin_registry
+from tests.helpers import CUDA_SKIP, REPO
+from tests.kernels.cases import CASES
+
+#: The tactics the Python experiments look at: every hand-written one of the families the edits touch, and the
+#: reference tactics of the ops involved.
+PROBED_OPS = ("Conv", "FusedConv", "FusedGemm", "FusedElementwise", "Sigmoid", "Relu", "Gemm")
+
+
+def _probed() -> list[Tactic]:
+    return [t for t in builtin_registry().all() if t.family in ("conv", "gemm", "elementwise_fused")
+            or (t.family == "reference" and t.ops[0] in PROBED_OPS)]
+
+
+def _copy_of_the_package(root: Path) -> Path:
+    """reprobuild laid out as it installs (engine/ and kernels/ inside the package), without caches."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(os.path.join(REPO, "reprobuild"), root / "reprobuild", ignore=ignore)
+    for name in ("engine", "kernels"):
+        shutil.copytree(os.path.join(REPO, name), root / "reprobuild" / name, ignore=ignore)
+    return root
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{path}: {old!r} should occur once"
+    path.write_text(text.replace(old, new))
+
+
+_PROBE = """
+import json, sys
+import reprobuild.kernels
+from reprobuild.kernels.identity import compute_identity
+from reprobuild.kernels.tactic import builtin_registry
+assert reprobuild.kernels.__file__.startswith(sys.argv[1]), reprobuild.kernels.__file__
+wanted = set(json.loads(sys.argv[2]))
+print(json.dumps({t.label: compute_identity(t).code_sha256 for t in builtin_registry().all() if t.label in wanted}))
+"""
+
+
+def _identities_of_edited_copy(tmp_path: Path, edits: list[tuple[str, str, str]]) -> dict[str, str]:
+    root = _copy_of_the_package(tmp_path / "src")
+    for relative, old, new in edits:
+        _edit(root / relative, old, new)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(root)}
+    labels = json.dumps([t.label for t in _probed()])
+    result = subprocess.run([sys.executable, "-c", _PROBE, str(root), labels], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+@pytest.fixture(scope="module")
+def installed() -> dict[str, str]:
+    return {t.label: compute_identity(t).code_sha256 for t in _probed()}
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    assert set(before) == set(after)
+    return {label for label in before if before[label] != after[label]}
+
+
+def test_docstrings_and_comments_change_no_identity(tmp_path: Path, installed: dict[str, str]) -> None:
+    after = _identities_of_edited_copy(tmp_path, [
+        ("reprobuild/kernels/conv.py", '"""Every size a convolution kernel needs, derived once from the layer."""',
+         '"""Every size a convolution kernel needs.\n\n    Derived once from the layer, reread by every tactic."""'),
+        ("reprobuild/kernels/conv.py", "# reduction length of one output", "# K: what one output sums over"),
+        ("reprobuild/ops/op_activation.py", '"""1 / (1 + e^-x), written so that no exponential overflows',
+         '"""The logistic function 1 / (1 + e^-x), written so that no exponential overflows'),
+    ])
+    assert _changed(installed, after) == set()
+
+
+def test_an_ndarray_constant_changes_the_tactics_that_use_it(tmp_path: Path, installed: dict[str, str]) -> None:
+    after = _identities_of_edited_copy(tmp_path, [
+        ("reprobuild/kernels/conv.py", "[0.5, -0.5, 0.5]", "[0.5, -0.5, 0.25]")])  # WINOGRAD_G
+    assert _changed(installed, after) == {"conv.cuda_winograd_cublas v1", "conv.cuda_winograd_cublas_tf32 v1"}
+
+
+def test_an_op_reached_by_name_changes_the_tactics_that_apply_it(tmp_path: Path, installed: dict[str, str]) -> None:
+    """sigmoid() is what the Sigmoid op computes: the CPU convolutions apply it through FusedConv's epilogue
+    (get_op("Sigmoid")), FusedGemm through the same epilogue, FusedElementwise through its declared step ops.
+    The CUDA convolutions compute their epilogue in epilogue.cuh, so they are unchanged."""
+    after = _identities_of_edited_copy(tmp_path, [
+        ("reprobuild/ops/op_activation.py", "e = xp.exp(-xp.abs(x))", "e = xp.exp(-xp.abs(x) * 1)")])
+    assert _changed(installed, after) == {"conv.cpu_im2col_gemm v1", "conv.cpu_tap_accumulate v1"} | {
+        f"reference.{b}_{op} v1" for b in ("cpu", "cuda") for op in ("FusedConv", "FusedGemm", "FusedElementwise",
+                                                                    "Sigmoid")}
+
+
+def _cuda_tactics() -> list[Tactic]:
+    return [t for t in builtin_registry().all() if t.cuda_kernels or t.generated_cuda]
+
+
+def _edited_reader(edits: dict[str, tuple[str, str]]) -> Callable[[str], str]:
+    def read(name: str) -> str:
+        text = package_text(name)
+        if name in edits:
+            old, new = edits[name]
+            assert text.count(old) == 1, f"{name}: {old!r} should occur once"
+            text = text.replace(old, new)
+        return text
+    return read
+
+
+def _cuda_changes(edits: dict[str, tuple[str, str]]) -> set[str]:
+    read = _edited_reader(edits)
+    return {t.label for t in _cuda_tactics()
+            if compute_identity(t, read).code_sha256 != compute_identity(t).code_sha256}
+
+
+APPENDED_KERNEL = """
+extern "C" __global__ void conv_scale(elem_t* out, float s, long long total)
+{
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
+        out[i] = to_elem(residual_activation(ld(out[i]) * s, nullptr, i, 0, 0.f, 0.f));
+}
+"""
+
+
+@pytest.mark.parametrize("edits", [
+    {"epilogue.cuh": ("// act: 0 none", "// (a comment edited)\n// act: 0 none")},
+    {"conv.cu": ("#include \"epilogue.cuh\"\n", "#include \"epilogue.cuh\"\n" + APPENDED_KERNEL)},
+    {"conv_mma.cu": ("CONV_MMA(64, 64, 2, 2)\n", "CONV_MMA(64, 64, 2, 2)\nCONV_MMA(256, 128, 4, 4)\n")},
+    {"gemm.cu": ("#define THREADS 256", "#define THREADS 256\n#define UNUSED_TILE 512  // for a future kernel")},
+], ids=["comment_in_epilogue_cuh", "kernel_appended_to_conv_cu", "new_conv_mma_block_shape", "unused_define"])
+def test_cuda_edits_outside_what_a_kernel_reaches_change_no_identity(edits: dict[str, tuple[str, str]]) -> None:
+    assert _cuda_changes(edits) == set()
+
+
+def test_a_cuda_edit_changes_exactly_the_tactics_whose_kernels_reach_it() -> None:
+    residual = _cuda_changes({"epilogue.cuh": ("v = act == 3 ? s : __fmul_rn(v, rnd(s));",
+                                               "v = act == 3 ? s : __fmul_rn(rnd(s), v);")})
+    reaching = {t.label for t in _cuda_tactics()
+                if any("residual_activation" in package_text(f) for f in t.cuda_kernels)}
+    assert residual == reaching - {"gemm.cuda_cublas v2", "gemm.cuda_cublas_tf32 v1", "gemm.cuda_tiled v1",
+                                   "gemm.cuda_splitk_atomic v1"}  # gemm.cu kernels that apply no activation
+    assert {"conv.cuda_direct v1", "conv.cuda_implicit_gemm_mma_64x64 v1", "gemm.cuda_tiled_epilogue v1"} <= residual
+    mma = _cuda_changes({"conv_mma.cu": ("#define PAD 8", "#define PAD 16")})
+    assert mma == {f"conv.cuda_implicit_gemm_mma_{s} v1" for s in ("128x128", "128x64", "64x128", "64x64")}
+    # a generated kernel: its prelude reaches dtype.cuh's conversions, not epilogue.cuh
+    half = _cuda_changes({"dtype.cuh": ('asm("cvt.rn.f16.f32 %0, %1;"', 'asm("cvt.rz.f16.f32 %0, %1;"')})
+    assert "elementwise_fused.cuda_generated v1" in half and "elementwise_fused.cuda_generated v1" not in residual
+
+
+def _launched(tactic: Tactic, spec: object, backend: object) -> set[str]:
+    kernel = tactic.prepare(spec, backend)  # type: ignore[arg-type]
+    assert isinstance(kernel, LaunchPlan), f"{tactic.label} is not a launch plan"
+    return {x.kernel.split("[")[0] for x in kernel.launches if isinstance(x, KernelLaunch)}
+
+
+def _check_declarations(backend: object) -> None:
+    rng = np.random.default_rng(0)
+    exercised: set[str] = set()
+    for case in CASES:
+        spec = layer_spec(case.network(case.make(rng)[0]), 0)
+        for tactic in builtin_registry().candidates(spec.op, "cuda"):
+            if not tactic.cuda_kernels or tactic.ineligibility(spec) is not None:
+                continue
+            declared = {f"{f}:{s}" for f, symbols in tactic.cuda_kernels.items() for s in symbols}
+            launched = _launched(tactic, spec, backend)
+            assert launched <= declared, f"{tactic.label} on {case.id} launches {sorted(launched - declared)}, " \
+                                         "which its cuda_kernels do not declare"
+            exercised.add(tactic.label)
+    assert exercised == {t.label for t in _cuda_tactics() if t.cuda_kernels}
+
+
+def test_cuda_tactics_declare_every_kernel_they_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU: each CUDA tactic prepared on every case it can run, with the kernels stubbed (nothing is
+    compiled) and NumPy arrays for device memory; each launch must be of a kernel the tactic declares."""
+    from reprobuild.kernels import conv
+    from reprobuild.kernels.backend import get_backend
+
+    backend = get_backend("cpu")
+    monkeypatch.setattr(cuda_launch, "kernel", lambda backend, filename, name, dtype="float32": (filename, name))
+    monkeypatch.setattr(conv, "CudaBackend", type(backend))  # the tensor-core tactics only check the backend's type
+    _check_declarations(backend)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
+def test_cuda_tactics_declare_every_kernel_they_launch_on_the_gpu() -> None:
+    from reprobuild.kernels.backend import get_backend
+
+    _check_declarations(get_backend("cuda"))
