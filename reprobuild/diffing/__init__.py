@@ -245,7 +245,7 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
                                {"workspace_bytes": lb[k].workspace_bytes, "attrs": lb[k].attrs, "key": lb[k].key},
                                f"layers.{lb[k].name}")
     ]
-    ka, kb = {k.label: k for k in pa.kernel_sources}, {k.label: k for k in pb.kernel_sources}
+    ka, kb = {_source_name(k): k for k in pa.kernel_sources}, {_source_name(k): k for k in pb.kernel_sources}
     sections["kernel_sources"] = [KernelSourceChange(file=f, a=ka.get(f), b=kb.get(f))
                                   for f in sorted(set(ka) | set(kb)) if ka.get(f) != kb.get(f)]
     sections["evidence"] = []
@@ -255,7 +255,9 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
         sections["evidence"] = _changes({k: v for k, v in da.items() if k != "layers"},
                                         {k: v for k, v in db.items() if k != "layers"}, "evidence")
         sections["evidence"] += _evidence_timings(sa, sb)
-    sections, ignored = _apply_ignores(sections, list(ignore))
+    patterns = list(ignore)
+    _check_ignores(patterns, set(sections), _field_paths(sa) | _field_paths(sb))
+    sections, ignored = _apply_ignores(sections, patterns)
     summary = _summary(sections)
     if sections["engine"] and {sa.kind, sb.kind} == {"engine", "manifest"}:
         engine_side, manifest_side = (sa, sb) if sa.kind == "engine" else (sb, sa)
@@ -305,6 +307,49 @@ def _path_of(section: str, item: Any) -> str:
     if isinstance(item, TacticChange):
         return f"layers.{item.layer}"
     return f"layers.{item.name}"
+
+
+def _source_name(k: m.KernelSourceRecord | m.LegacyKernelSourceRecord) -> str:
+    """A kernel record as a diff names it (``file:symbol``, and the dtype when the build is not float32's)."""
+    return k.label
+
+
+def _field_paths(side: Side) -> set[str]:
+    """Every field path a diff of ``side`` can name (``FieldChange.path`` and the like, evidence included): what
+    an ``ignore`` pattern is checked against."""
+    p = side.pinned
+    bindings = {"inputs": [_dump(t) for t in p.inputs], "outputs": [_dump(t) for t in p.outputs]}
+    evidence = {k: v for k, v in (_dump(side.evidence) or {}).items() if k != "layers"}
+    paths = {f"environment.{k}" for k in p.environment} | {"golden.seed", "golden.layers"}
+    for section, value in (("model", _dump(p.model)), ("config", _dump(p.config)), ("memory", _dump(p.memory)),
+                           ("engine", _dump(side.engine)), ("bindings", bindings), ("evidence", evidence)):
+        paths.update(_flatten(value, section))
+    paths.update(f"golden.{part}.{d.name}" for part in ("inputs", "outputs") for d in getattr(p.golden, part))
+    for layer in p.layers:
+        paths.update(_flatten({"workspace_bytes": layer.workspace_bytes, "attrs": layer.attrs, "key": layer.key},
+                              f"layers.{layer.name}"))
+    paths.update(f"kernel_sources.{_source_name(k)}" for k in p.kernel_sources)
+    paths.update(f"evidence.layers.{e.name}.median_ns" for e in (side.evidence.layers if side.evidence else ()))
+    return paths
+
+
+def _check_ignores(patterns: Sequence[str], sections: set[str], paths: set[str]) -> None:
+    """A UsageError for an ignore pattern that names no section and no field of either side (a typo would
+    otherwise ignore nothing, silently), listing the fields it could have meant."""
+    for pattern in patterns:
+        if pattern in sections or any(_matches(path, pattern) for path in paths):
+            continue
+        parts = pattern.split(".")
+        prefix = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)
+                       if any(_matches(path, ".".join(parts[:i])) for path in paths)), "")
+        under = sorted({path[len(prefix) + 1:].split(".")[0] for path in paths if path.startswith(prefix + ".")}
+                       if prefix else {path.split(".")[0] for path in paths} | sections)
+        shown = ", ".join(under[:25]) + (f" and {len(under) - 25} more" if len(under) > 25 else "")
+        where = f"the fields under {prefix} are" if prefix else "the fields and sections are"
+        from reprobuild.errors import UsageError
+
+        raise UsageError(f"--ignore {pattern!r} names no field of either manifest; {where}: {shown}. A FIELD is "
+                         "a dotted path as the diff prints it (environment.cuda.driver, config.timing) or a section")
 
 
 def _apply_ignores(sections: dict[str, list[Any]], patterns: Sequence[str]) -> tuple[dict[str, list[Any]], list[str]]:
