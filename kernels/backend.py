@@ -90,6 +90,18 @@ class Backend(ABC):
         """A stream for one execution context; ``None`` where the backend has no streams."""
         return None
 
+    def caller_stream(self) -> int | None:
+        """The handle of the calling thread's current stream (CuPy's, on this backend's device), which by CuPy's
+        convention holds the pending work on a CuPy array the caller passes in; None where there are no streams."""
+        return None
+
+    def wait_for(self, waiter: int, producer: int) -> None:
+        """Make the stream ``waiter`` wait, on the device, for the work enqueued so far on ``producer`` (stream
+        handles; 1 and 2 are CUDA's legacy and per-thread default streams); nothing where there are no streams.
+        The host does not block, and the wait is an ordinary stream operation, so it is never part of a CUDA
+        graph captured later on ``waiter``."""
+        return None
+
     def view(self, buffer: Any, offset: int, shape: tuple[int, ...], dtype: str) -> Any:
         """A typed array over ``buffer[offset:]``; how activation memory is carved out of a context's arena.
 
@@ -239,6 +251,19 @@ class CudaBackend(Backend):
     def new_stream(self) -> Any:
         with self.device:
             return self.xp.cuda.Stream(non_blocking=True)
+
+    def caller_stream(self) -> int | None:
+        with self.device:
+            return int(self.xp.cuda.get_current_stream().ptr)
+
+    def wait_for(self, waiter: int, producer: int) -> None:
+        if waiter == producer:
+            return
+        runtime = self.xp.cuda.runtime
+        with self.device:
+            event = self.xp.cuda.Event(block=False, disable_timing=True)  # released once the device has passed it
+            runtime.eventRecord(event.ptr, producer)
+            runtime.streamWaitEvent(waiter, event.ptr, 0)
 
     def asarray(self, host: np.ndarray) -> Any:
         with self.activate():
