@@ -552,9 +552,7 @@ class ExecutionContext:
             result = self._run(arrays, None, producers)
             if outputs == "numpy":
                 return self._copy_to_host(result)
-            with self.backend.activate(self.stream):
-                owned = {name: self.backend.xp.array(value, copy=True) for name, value in result.items()}
-                self.backend.synchronize()
+            owned = self.backend.owned_copies(result, self.stream)  # the caller's, on its current stream
         return {name: as_torch(value) for name, value in owned.items()} if outputs == "torch" else owned
 
     def to_host(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import platform
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,13 @@ class Backend(ABC):
         """The handle of the calling thread's current stream (CuPy's, on this backend's device), which by CuPy's
         convention holds the pending work on a CuPy array the caller passes in; None where there are no streams."""
         return None
+
+    def owned_copies(self, arrays: Mapping[str, Any], stream: Any) -> dict[str, Any]:
+        """New arrays with the values of ``arrays`` (outputs of work on ``stream``), complete when this returns and
+        belonging to the caller: on CUDA they are allocated on the caller's current stream, where it will use and
+        free them (CuPy's memory pool hands a freed block to the next allocation on the stream it was allocated
+        on), and written on ``stream`` after the caller's earlier work on that block."""
+        return {name: np.array(value, copy=True) for name, value in arrays.items()}
 
     def wait_for(self, waiter: int, producer: int) -> None:
         """Make the stream ``waiter`` wait, on the device, for the work enqueued so far on ``producer`` (stream
@@ -255,6 +262,16 @@ class CudaBackend(Backend):
     def caller_stream(self) -> int | None:
         with self.device:
             return int(self.xp.cuda.get_current_stream().ptr)
+
+    def owned_copies(self, arrays: Mapping[str, Any], stream: Any) -> dict[str, Any]:
+        with self.device:  # the caller's current stream on this GPU
+            owned = {name: self.xp.empty_like(value) for name, value in arrays.items()}
+            self.wait_for(int(stream.ptr), int(self.xp.cuda.get_current_stream().ptr))
+        with self.activate(stream):
+            for name, value in arrays.items():
+                self.xp.copyto(owned[name], value)
+            stream.synchronize()
+        return owned
 
     def wait_for(self, waiter: int, producer: int) -> None:
         if waiter == producer:

@@ -4,6 +4,7 @@ consumes the outputs; another thread is refused, never raced; one thread never b
 from __future__ import annotations
 
 import os
+import random
 import sys
 import threading
 import time
@@ -178,6 +179,7 @@ def test_eight_threads_sharing_one_context_get_their_own_outputs_or_a_usage_erro
         return "ok" if got == want else f"wrong: enqueue kind {kind}"
 
     def work(i: int) -> None:
+        backoff = random.Random(i)
         for n in range(per_thread):
             try:
                 outcome = call(i, n)
@@ -188,7 +190,7 @@ def test_eight_threads_sharing_one_context_get_their_own_outputs_or_a_usage_erro
                 if outcome not in ("ok", "refused") and len(wrong) < 20:
                     wrong.append(f"thread {i}, call {n}: {outcome}")
             if outcome == "refused":
-                time.sleep(0)  # let the holder go on
+                time.sleep(backoff.uniform(0, 1e-3))  # as a client retrying later: the holder goes on meanwhile
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible, so that a race, if any, shows
