@@ -10,7 +10,8 @@ the context (a *hold*) until it consumes the outputs:
 - the thread's own next call (``enqueue`` again, ``execute``, ``execute_traced``) takes the context over, and its
   run replaces the outputs, as in TensorRT;
 - ``synchronize()`` waits for the stream and keeps the hold (the buffers are still being read);
-- a thread that ends while it holds a context lets it go: the next thread to call takes it over.
+- a thread that ends while it holds a context lets it go: the next thread to call takes it over (a thread that
+  Python's ``threading`` did not start, one made in C, is never seen to end: it calls ``release()``).
 
 Any call from another thread while the hold is on, or while a call is running, is refused with a ``UsageError``
 that says which thread holds the context and what ends the hold; it never waits and never races. ``execute`` and
@@ -62,8 +63,3 @@ class Hold:
             with self._guard:
                 self._running = False
                 self._holder = me if kept else None
-
-    def held_by_caller(self) -> bool:
-        """Whether the calling thread holds the context (for tests and messages)."""
-        with self._guard:
-            return self._holder is threading.current_thread()
