@@ -5,12 +5,16 @@ engine gives for the same input from the host; on the old code most of these run
 
 The producer is made slow (a chain of CuPy kernels on its stream just before the input) and the engine heavy (three
 convolutions at batch 32), so that a context stream that did not wait would read the input before it is written;
-the overwriting cases write the input at once after ``enqueue`` while the context's stream is still busy."""
+the overwriting cases write the input at once after ``enqueue`` while the context's stream is still busy.
+
+Where the ordering is decided (which stream an input waits for, and when) is checked on the CPU too, with the
+stream calls recorded."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,11 +22,84 @@ import pytest
 from onnx import helper
 
 from reprobuild.builder import Builder, BuilderConfig
-from reprobuild.engine import Engine, Runtime
+from reprobuild.engine import Engine, Runtime, interop
+from reprobuild.errors import InputError
 from reprobuild.frontend import network_from_onnx_bytes
+from tests.engine.test_runtime import build_example
 from tests.helpers import CUDA_SKIP, make_model
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")]
+needs_cuda = pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
+
+
+# --- which stream an input waits for, and when: on the cpu, with the stream calls recorded -------------------------
+
+class FakeCupyArray:
+    """Stands for a CuPy array: what ``interop.share`` gets for a CuPy input, and makes of an interface object."""
+
+    __module__ = "cupy.fake"  # how interop.location tells a CuPy array, with its device
+    device = SimpleNamespace(id=0)
+
+    def __init__(self, source: Any = None) -> None:
+        self.source = source
+
+
+class CudaInterface:
+    def __init__(self, stream: Any) -> None:
+        self.__cuda_array_interface__ = {"shape": (8, 64), "typestr": "<f4", "data": (0x7F0000000000, False),
+                                         "version": 3, "stream": stream}
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(interop, "_pointer_device", lambda pointer: 0)
+    xp = SimpleNamespace(ndarray=FakeCupyArray, asarray=FakeCupyArray)
+    return SimpleNamespace(name="cuda", xp=xp, device_id=0)
+
+
+def test_a_cupy_input_waits_for_the_callers_stream_an_interface_for_its_own(fake_cuda: Any) -> None:
+    """CuPy's convention: a CuPy array's pending work is on the caller's current stream. CAI v3: the object's
+    'stream' (None: nothing pending; 1 and 2: the legacy and per-thread default streams; else a handle); CuPy then
+    imports it without the stream, so that it does not block the host on it, and the original stays alive."""
+    array = FakeCupyArray()
+    assert interop.share(array, fake_cuda, "x", 5) == (array, 5)
+    for stream in (None, 1, 2, 0x5D0C2A0):
+        value = CudaInterface(stream)
+        shared, producer = interop.share(value, fake_cuda, "x", 5)
+        assert producer == stream
+        assert "stream" not in shared.source.__cuda_array_interface__ and shared.source.owner is value
+    for bad in ("1", True, -3, 1.0):
+        with pytest.raises(InputError, match=r"input 'x'.*'stream' is .*version 3 allows None, 1 \(the legacy"):
+            interop.share(CudaInterface(bad), fake_cuda, "x", 5)
+
+
+def test_the_context_stream_waits_before_the_upload_and_the_producer_after_it(monkeypatch: pytest.MonkeyPatch,
+                                                                                rng: np.random.Generator) -> None:
+    """The run's stream waits for the input's producer before the input is read; the producer waits for the run's
+    copy of the input before any layer is enqueued (before a CUDA graph launch); a producer that is the
+    context's own stream needs neither."""
+    engine = Runtime().deserialize_engine(build_example("mlp.onnx", "cpu"))
+    context = engine.create_execution_context()
+    context.stream = SimpleNamespace(ptr=77)
+    events: list[tuple[Any, ...]] = []
+    producer = {"stream": 9}
+
+    def share(value: Any, backend: Any, name: str, caller: Any) -> tuple[Any, int]:
+        return value, producer["stream"]
+
+    monkeypatch.setattr("reprobuild.engine.runtime.share", share)
+    monkeypatch.setattr(context.backend, "wait_for", lambda waiter, on: events.append(("wait", waiter, on)))
+    upload = context.backend.upload
+    monkeypatch.setattr(context.backend, "upload", lambda dst, src: (events.append(("upload",)), upload(dst, src)))
+    feeds = {"input": rng.standard_normal((8, 64)).astype(np.float32)}
+    context.enqueue(feeds, after_layer=lambda index, outputs: events.append(("layer", index)))
+    assert events[:4] == [("wait", 77, 9), ("upload",), ("wait", 9, 77), ("layer", 0)], events
+    events.clear()
+    producer["stream"] = 77
+    context.to_host(context.enqueue(feeds))
+    assert events == [("upload",)]
+
+
+# --- on a GPU --------------------------------------------------------------------------------------------------------
 
 SHAPE = (32, 16, 48, 48)  # batch 32
 DISTINCT = 4  # inputs used in turn, so that a stale or half-written input gives other bits
@@ -30,6 +107,8 @@ DISTINCT = 4  # inputs used in turn, so that a stale or half-written input gives
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
+    if CUDA_SKIP is not None:
+        pytest.skip(f"no CUDA: {CUDA_SKIP}")
     rng = np.random.default_rng(4)
     channels = [SHAPE[1], 32, 32, SHAPE[1]]
     nodes, inits, x = [], {}, "x"
@@ -86,6 +165,8 @@ def _tally(runs: int, one: Callable[[int], Any], cp: Any) -> int:
     return sum(int(bool(f)) for f in flags)
 
 
+@pytest.mark.gpu
+@needs_cuda
 def test_cupy_inputs_made_on_the_current_stream_are_read_after_their_producer(engine: Engine, case: Case) -> None:
     """1,000 runs, each with a CuPy input made on the current (legacy default) stream just before the call, behind
     a slow producer: cupy.asarray(host) into execute(outputs='device'), a few CuPy kernels into execute, asarray
@@ -135,6 +216,8 @@ class Interface:
         self.__cuda_array_interface__ = {**array.__cuda_array_interface__, "version": 3, "stream": stream}
 
 
+@pytest.mark.gpu
+@needs_cuda
 def test_cuda_array_interface_inputs_are_ordered_by_their_stream_both_ways(engine: Engine, case: Case) -> None:
     """200 runs on an eager context: the producer writes the input on a stream of its own (after a slow chain) and
     names it in the interface, and overwrites the input right after enqueue, on that stream; the same through the
@@ -171,6 +254,8 @@ def test_cuda_array_interface_inputs_are_ordered_by_their_stream_both_ways(engin
     assert wrong == dict.fromkeys(wrong, 0), wrong
 
 
+@pytest.mark.gpu
+@needs_cuda
 def test_device_memory_from_cupy_is_written_after_the_callers_pending_work(engine: Engine, case: Case) -> None:
     """Scratch memory the caller supplies, still being cleared on its stream behind a slow producer, is written
     by the context's runs only after the clearing (else the clearing would zero the run's outputs)."""
