@@ -61,13 +61,16 @@ def _address(array: Any) -> int:
 
 def allocate_scratch(allocator: GpuAllocator, size: int, purpose: str, backend: Backend, owner: object) -> Any:
     """Scratch memory from ``allocator`` as a 1-D uint8 array of ``backend`` of exactly ``size`` bytes (a view of
-    what it returned); ``deallocate`` is called when ``owner`` (the context) is collected. Memory of the wrong
-    size, device, dtype or alignment is a ``UsageError`` naming the allocator; ``None`` (out of memory) is a
-    ``ResourceError``."""
+    what it returned); ``deallocate`` is called when ``owner`` (the context) is collected, once its stream has
+    finished. Memory of the wrong size, device, dtype or alignment is a ``UsageError`` naming the allocator;
+    ``None`` (out of memory) is a ``ResourceError``."""
     from reprobuild.engine.interop import describe, to_backend
 
     name, alignment = type(allocator).__name__, ALIGNMENT[backend.name]
-    with backend.activate():
+    stream = getattr(owner, "stream", None)
+    # With the owner's stream current: CuPy's pool ties the block to the stream that will use it, and a DLPack
+    # export (a torch allocator's tensor) orders its producer's pending work before that stream.
+    with backend.activate(stream):
         memory = allocator.allocate(size, alignment, purpose, backend)
         if memory is None:
             raise ResourceError(f"the GPU allocator {name} could not allocate {size} bytes of {purpose}")
@@ -83,11 +86,15 @@ def allocate_scratch(allocator: GpuAllocator, size: int, purpose: str, backend: 
                          f"which is not aligned to {alignment} bytes")
     flat = array.reshape(-1).view(np.uint8 if backend.name == "cpu" else backend.xp.uint8)[:size]
     allocator._account(size)
-    weakref.finalize(owner, _release, allocator, memory, size)
+    weakref.finalize(owner, _release, allocator, memory, size, stream)
     return flat
 
 
-def _release(allocator: GpuAllocator, memory: Any, size: int) -> None:
+def _release(allocator: GpuAllocator, memory: Any, size: int, stream: Any) -> None:
+    """Give the memory back once the owner's stream has finished with it: a context dropped with a run in flight
+    would otherwise keep writing memory that the allocator (CuPy's pool, torch's) hands to someone else."""
+    if stream is not None:
+        stream.synchronize()
     allocator._account(-size)
     allocator.deallocate(memory)
 

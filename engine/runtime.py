@@ -6,8 +6,10 @@ resolves every tactic by value (refusing one whose source changed), re-derives t
 layer once: weights are the engine's persistent memory. ``Engine.create_execution_context()`` allocates one arena
 per context for activations, workspace and the cuBLAS workspace of the context's own handle (scratch memory),
 after checking the cap again; contexts share the engine read-only, and each runs on its own stream. A context is
-for one thread at a time: a call while another thread runs it is refused (``UsageError``), never raced; use one
-context per thread.
+for one thread at a time, and ``enqueue``'s outputs are its own memory, so the thread that enqueues holds the
+context until it consumes them (``reprobuild.engine.hold``); a call from another thread meanwhile is refused
+(``UsageError``), never raced; use one context per thread. A CUDA input is read on the context's stream only after
+the work that produces it (``reprobuild.engine.interop``).
 
 The memory cap (``Runtime(max_memory=...)``, the CLI's ``--max-memory``) defaults to the device's total memory
 (cuda) or the host's physical memory (cpu): weights plus the scratch memory of every live context may not exceed
@@ -25,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +38,8 @@ from reprobuild.dtypes import dtype_name, itemsize, np_dtype
 from reprobuild.engine.advice import shape_advice
 from reprobuild.engine.allocator import GpuAllocator, allocate_scratch, check_allocator
 from reprobuild.engine.format import deserialize_engine, engine_sha256
-from reprobuild.engine.interop import as_torch, check_output_form, to_backend
+from reprobuild.engine.hold import Hold
+from reprobuild.engine.interop import as_torch, check_output_form, share
 from reprobuild.engine.memory import (
     LayerUse,
     check_memory_cap,
@@ -311,7 +314,9 @@ class Engine:
 
 
 class ExecutionContext:
-    """Runs an engine. One thread at a time; concurrent use from two threads is refused, not raced."""
+    """Runs an engine. One thread at a time: the thread that enqueues holds the context until it consumes the
+    outputs (``to_host``, ``release``, or its next run); a call from another thread meanwhile is refused with a
+    ``UsageError``, never raced (``reprobuild.engine.hold``)."""
 
     def __init__(self, engine: Engine, memory: Any, cuda_graph: bool = False) -> None:
         self.engine = engine
@@ -322,9 +327,9 @@ class ExecutionContext:
         self.cuda_graph = cuda_graph
         self._graph: Any = None
         self._blas: Any = None
-        #: Held by a run from the upload of its inputs to the copy of its outputs (``execute``) or to the return of
-        #: its output buffers (``enqueue``); a second thread is refused, never raced.
-        self._lock = threading.Lock()
+        #: Which thread holds the context: a call, from the conversion of its inputs to the copy of its outputs,
+        #: and ``enqueue``'s caller until it consumes the outputs; another thread is refused, never raced.
+        self._hold = Hold()
         self._memory: Any = None
         self._views: dict[str, Any] = {}
         self._steps: list[list[Callable[[Any], None]]] = []
@@ -338,13 +343,20 @@ class ExecutionContext:
 
     @device_memory.setter
     def device_memory(self, memory: Any) -> None:
+        """Scratch memory the caller supplies: the context's runs write it on the context's stream after the work
+        already enqueued on it (on the caller's current CuPy stream for a CuPy array, on the interface's stream
+        for a CUDA-array-interface object, through DLPack for a torch tensor), and the memory it replaces is no
+        longer used once the setter returns (the context's pending work on it is waited for)."""
+        caller = self.backend.caller_stream()  # before activate() makes the context's stream current
         with self._exclusive(), self.backend.activate(self.stream):  # the cuBLAS handle is made on this GPU
-            self._set_device_memory(memory)
+            self._set_device_memory(memory, caller)
 
-    def _set_device_memory(self, memory: Any) -> None:
+    def _set_device_memory(self, memory: Any, caller: int | None) -> None:
         need = self.engine.device_memory_size
+        producer = caller if isinstance(memory, self.backend.xp.ndarray) and self.backend.name == "cuda" else None
         if memory is not None and not isinstance(memory, (np.ndarray, self.backend.xp.ndarray)):
-            memory = to_backend(memory, self.backend, "device_memory")  # a torch tensor, ...: its memory, shared
+            # a torch tensor, ...: its memory, shared
+            memory, producer = share(memory, self.backend, "device_memory", caller)
         if memory is None or getattr(memory, "dtype", None) != np.uint8 or memory.ndim != 1 or memory.size < need:
             raise UsageError(f"device memory must be a 1-D uint8 {self.backend.name} array of at least {need} "
                              "bytes (Engine.device_memory_size)")
@@ -355,6 +367,10 @@ class ExecutionContext:
             raise UsageError("device memory must be writable; this array is read-only (NumPy marks arrays it "
                              "imports through DLPack read-only: pass the NumPy array itself)")
         memory_plan = self.engine.header.memory
+        if self._memory is not None:
+            self.backend.synchronize()  # the runs still in flight on the old memory are done with it
+        if producer is not None:
+            self.backend.wait_for(int(self.stream.ptr), producer)
         self._memory = memory
         self._views = {
             t.name: self.backend.view(memory, memory_plan.offsets[t.name], tuple(t.shape), t.dtype)
@@ -383,20 +399,28 @@ class ExecutionContext:
             self.error_recorder.report(error)
         return error
 
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """This context for the calling thread alone, for the block; a UsageError if another thread has it."""
-        if not self._lock.acquire(blocking=False):
-            raise self._fail(UsageError("this execution context is already running in another thread; create "
-                                        "one context per thread (Engine.create_execution_context)"))
-        try:
-            yield
-        finally:
-            self._lock.release()
+    def _exclusive(self, keep: bool | None = False) -> contextlib.AbstractContextManager[None]:
+        """This context for the calling thread for the block (``Hold.take``); a UsageError if another thread has
+        it. ``keep``: the thread goes on holding it after the block (``enqueue``); None: as before the block."""
+        def refuse(why: str) -> ReprobuildError:
+            return self._fail(UsageError(f"this execution context is not free: {why}. A context is for one thread "
+                                         "at a time; create one context per thread "
+                                         "(Engine.create_execution_context)"))
 
-    def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """The inputs as arrays of the engine's backend (``interop.to_backend``: shared, not copied, where the
-        backend can read them in place), checked against the engine's bindings."""
+        return self._hold.take(refuse, keep)
+
+    def release(self) -> None:
+        """End this thread's hold on the context without copying the outputs (``to_host`` ends it with a copy):
+        the buffers ``enqueue`` returned may then be overwritten by any thread's run. A thread that holds nothing
+        may call it too; while another thread holds the context it is refused (``UsageError``)."""
+        with self._exclusive():
+            pass
+
+    def _check_inputs(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """The inputs as arrays of the engine's backend (``interop.share``: shared, not copied, where the backend
+        can read them in place), checked against the engine's bindings, and the streams they were produced on,
+        which the context's stream now waits for (and which must wait for the run's copy of the inputs).
+        Called with the context held, before any stream is made current."""
         expected = {b.name: b for b in self.engine.inputs}
         listing = ", ".join(f"{b.name} {list(b.shape)} {b.dtype}" for b in expected.values())
         if not isinstance(inputs, Mapping):
@@ -409,19 +433,25 @@ class ExecutionContext:
         if missing or unknown:
             raise self._fail(InputError(
                 f"inputs do not match the engine's: missing {missing}, unexpected {unknown}; expected: {listing}"))
-        arrays = {}
+        arrays, producers = {}, []
+        caller, stream = self.backend.caller_stream(), self.stream
         for name, b in expected.items():
             if name not in inputs:
                 continue
             value = inputs[name]
             # Another framework's array is exported with this context's stream current, so that its producer's
-            # pending work comes first; NumPy and CuPy arrays need no export (only CuPy's device is checked).
+            # pending work comes first (DLPack); a CuPy array's producer is the caller's current stream, and an
+            # interface object's its 'stream': the context's stream waits for them on the device.
             foreign = not isinstance(value, (np.ndarray, self.backend.xp.ndarray))
             try:
-                with self.backend.activate(self.stream) if foreign else contextlib.nullcontext():
-                    value = arrays[name] = to_backend(value, self.backend, name)
+                with self.backend.activate(stream) if foreign else contextlib.nullcontext():
+                    value, producer = share(value, self.backend, name, caller)
             except InputError as exc:
                 raise self._fail(exc) from None
+            arrays[name] = value
+            if producer is not None and producer != int(stream.ptr) and producer not in producers:
+                self.backend.wait_for(int(stream.ptr), producer)
+                producers.append(producer)
             shape, dtype = tuple(getattr(value, "shape", ())), str(getattr(value, "dtype", type(value).__name__))
             if shape != b.shape:
                 raise self._fail(InputError(f"input {name!r} has shape {list(shape)}; the engine was built for "
@@ -430,31 +460,40 @@ class ExecutionContext:
                 raise self._fail(InputError(f"input {name!r} has dtype {dtype}; the engine expects {b.dtype} "
                                             f"(convert with array.astype(numpy.{b.dtype}))"))
             if b.value is not None:
-                host = self.backend.to_host(value, copy=False) if not isinstance(value, np.ndarray) else value
+                with self.backend.activate(stream):  # read after the producer, as the run reads it
+                    host = self.backend.to_host(value, copy=False) if not isinstance(value, np.ndarray) else value
                 if not np.array_equal(host, b.value):
                     raise self._fail(InputError(
                         f"input {name!r} was pinned to {np.array2string(b.value, threshold=16)} when the engine "
                         f"was built (--input-value), and this engine computes only that case; it was given "
                         f"{np.array2string(np.asarray(host), threshold=16)}. Rebuild with --input-value "
                         f"{name}=... for other values"))
-        return arrays
+        return arrays, producers
 
     def enqueue(self, inputs: Mapping[str, Any],
                 after_layer: Callable[[int, Sequence[Any]], None] | None = None) -> dict[str, Any]:
-        """Run asynchronously on this context's stream; returns the output buffers (valid until the next run).
+        """Run asynchronously on this context's stream; returns the output buffers, the context's own memory:
+        ``torch.from_dlpack`` (or any framework's) shares it without a copy, at ``get_tensor_address(name)``.
+
+        The calling thread holds the context from here until it consumes the outputs: ``to_host(outputs)`` (a
+        copy) or ``release()`` ends the hold, and so does this thread's next run (``enqueue`` again, ``execute``),
+        which replaces the outputs; ``synchronize()`` keeps it. Until then a call from another thread is refused
+        (``UsageError``), so the buffers hold this run's outputs for as long as this thread may read them.
 
         Inputs may be NumPy or CuPy arrays, torch tensors, or any DLPack / CUDA-array-interface object; a CUDA
-        tensor is read in place on the device, on this context's stream, so leave it unchanged until the stream
-        has run (``synchronize``). The returned arrays are the context's own memory: ``torch.from_dlpack`` (or any
-        framework's) shares it without a copy, at ``get_tensor_address(name)``.
+        tensor is read in place on the device, on this context's stream, after the work that produces it: the
+        stream a DLPack export names, the caller's current CuPy stream for a CuPy array, the interface's
+        ``stream`` for a CUDA-array-interface object. The last two streams then wait for the run's copy of the
+        inputs, so the caller may overwrite or free such an input at once; a DLPack tensor must be left unchanged
+        until the run has read it (``synchronize``).
 
         ``after_layer(index, outputs)``, when given, is called after each layer is enqueued with that layer's
-        output buffers (how ``execute_traced`` looks inside a run)."""
-        arrays = self._check_ready(inputs)
-        with self._exclusive():
-            return self._run(arrays, after_layer)
+        output buffers (how ``execute_traced`` looks inside a run); it may not call the context."""
+        with self._exclusive(keep=True):
+            arrays, producers = self._check_ready(inputs)
+            return self._run(arrays, after_layer, producers)
 
-    def _check_ready(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def _check_ready(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], list[int]]:
         if self._memory is None:
             raise self._fail(UsageError("this context has no device memory yet; set context.device_memory first"))
         return self._check_inputs(inputs)
@@ -470,9 +509,10 @@ class ExecutionContext:
                                         + f"; its bindings: {bindings}"))
         return int(view.data.ptr) if self.backend.name == "cuda" else int(view.ctypes.data)
 
-    def _run(self, inputs: Mapping[str, Any],
-             after_layer: Callable[[int, Sequence[Any]], None] | None = None) -> dict[str, Any]:
-        """Upload the inputs and enqueue every layer; the caller holds this context (``_exclusive``)."""
+    def _run(self, inputs: Mapping[str, Any], after_layer: Callable[[int, Sequence[Any]], None] | None = None,
+             producers: Sequence[int] = ()) -> dict[str, Any]:
+        """Upload the inputs and enqueue every layer; the caller holds this context (``_exclusive``). The
+        ``producers`` streams of the inputs (``_check_inputs``) wait for the uploads, outside any graph capture."""
         views, stream = self._views, self.stream
         with self.backend.activate(stream):
             for b in self.engine.header.inputs:
@@ -481,6 +521,8 @@ class ExecutionContext:
                 except (TypeError, ValueError) as exc:
                     raise self._fail(InputError(f"input {b.name!r} cannot be copied to the "
                                                 f"{self.backend.name} backend: {exc}")) from None
+            for producer in producers:  # the caller's next work on an input comes after this run has read it
+                self.backend.wait_for(producer, int(stream.ptr))
             if after_layer is None and self.cuda_graph:
                 if self._graph is None:
                     self._graph = capture(stream, [step for steps in self._steps for step in steps])
@@ -502,21 +544,25 @@ class ExecutionContext:
         device, never through the host; every framework imports them with ``from_dlpack``), or 'torch' (torch
         tensors over those device arrays' memory, no copy).
 
-        The context is held from the upload of the inputs to the copy of the outputs, so a concurrent call from
-        another thread is refused (UsageError) rather than overwriting the outputs before they are copied."""
+        The context is held from the conversion of the inputs to the copy of the outputs, so a concurrent call
+        from another thread is refused (UsageError) rather than overwriting the outputs before they are copied;
+        the call ends with the context free, including a hold this thread had from an earlier ``enqueue``."""
         check_output_form(outputs)
-        arrays = self._check_ready(inputs)
         with self._exclusive():
-            result = self._run(arrays)
+            arrays, producers = self._check_ready(inputs)
+            result = self._run(arrays, None, producers)
             if outputs == "numpy":
-                return self.to_host(result)
-            with self.backend.activate(self.stream):
-                owned = {name: self.backend.xp.array(value, copy=True) for name, value in result.items()}
-                self.backend.synchronize()
+                return self._copy_to_host(result)
+            owned = self.backend.owned_copies(result, self.stream)  # the caller's, on its current stream
         return {name: as_torch(value) for name, value in owned.items()} if outputs == "torch" else owned
 
     def to_host(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Wait for this context's stream and copy ``enqueue``'s outputs to new host arrays."""
+        """Wait for this context's stream and copy ``enqueue``'s outputs to new host arrays; this consumes them,
+        ending the calling thread's hold on the context (refused, ``UsageError``, while another thread holds it)."""
+        with self._exclusive():
+            return self._copy_to_host(outputs)
+
+    def _copy_to_host(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         with self.backend.activate(self.stream):
             return {name: self.backend.to_host(value) for name, value in outputs.items()}
 
@@ -538,10 +584,11 @@ class ExecutionContext:
             for (offset, _, _), out in zip(slots[index], outs):
                 self.backend.copy_bytes(trace, offset, out)
 
-        arrays = self._check_ready(inputs)
         with self._exclusive():
-            trace = self.backend.empty_bytes(max(total, 1))
-            outputs = self.to_host(self._run(arrays, keep))
+            arrays, producers = self._check_ready(inputs)
+            with self.backend.activate(self.stream):  # allocated for, and first used on, the context's stream
+                trace = self.backend.empty_bytes(max(total, 1))
+            outputs = self._copy_to_host(self._run(arrays, keep, producers))
             with self.backend.activate(self.stream):
                 host = self.backend.to_host(trace, copy=False)  # the trace buffer is this call's own
         layers = [[host[o:o + int(np.prod(s, dtype=np.int64)) * itemsize(d)].view(np_dtype(d)).reshape(s)
@@ -549,5 +596,8 @@ class ExecutionContext:
         return outputs, layers
 
     def synchronize(self) -> None:
-        with self.backend.activate(self.stream):
+        """Wait for the work enqueued on this context's stream. A hold the calling thread has (``enqueue``) goes
+        on, since the outputs it waited for are still to be read; refused (``UsageError``) while another thread
+        holds the context."""
+        with self._exclusive(keep=None), self.backend.activate(self.stream):
             self.backend.synchronize()

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,25 @@ class Backend(ABC):
 
     def new_stream(self) -> Any:
         """A stream for one execution context; ``None`` where the backend has no streams."""
+        return None
+
+    def caller_stream(self) -> int | None:
+        """The handle of the calling thread's current stream (CuPy's, on this backend's device), which by CuPy's
+        convention holds the pending work on a CuPy array the caller passes in; None where there are no streams."""
+        return None
+
+    def owned_copies(self, arrays: Mapping[str, Any], stream: Any) -> dict[str, Any]:
+        """New arrays with the values of ``arrays`` (outputs of work on ``stream``), complete when this returns and
+        belonging to the caller: on CUDA they are allocated on the caller's current stream, where it will use and
+        free them (CuPy's memory pool hands a freed block to the next allocation on the stream it was allocated
+        on), and written on ``stream`` after the caller's earlier work on that block."""
+        return {name: np.array(value, copy=True) for name, value in arrays.items()}
+
+    def wait_for(self, waiter: int, producer: int) -> None:
+        """Make the stream ``waiter`` wait, on the device, for the work enqueued so far on ``producer`` (stream
+        handles; 1 and 2 are CUDA's legacy and per-thread default streams); nothing where there are no streams.
+        The host does not block, and the wait is an ordinary stream operation, so it is never part of a CUDA
+        graph captured later on ``waiter``."""
         return None
 
     def view(self, buffer: Any, offset: int, shape: tuple[int, ...], dtype: str) -> Any:
@@ -194,6 +213,29 @@ class CudaBackend(Backend):
     def new_stream(self) -> Any:
         with self.device:
             return self.xp.cuda.Stream(non_blocking=True)
+
+    def caller_stream(self) -> int | None:
+        with self.device:
+            return int(self.xp.cuda.get_current_stream().ptr)
+
+    def owned_copies(self, arrays: Mapping[str, Any], stream: Any) -> dict[str, Any]:
+        with self.device:  # the caller's current stream on this GPU
+            owned = {name: self.xp.empty_like(value) for name, value in arrays.items()}
+            self.wait_for(int(stream.ptr), int(self.xp.cuda.get_current_stream().ptr))
+        with self.activate(stream):
+            for name, value in arrays.items():
+                self.xp.copyto(owned[name], value)
+            stream.synchronize()
+        return owned
+
+    def wait_for(self, waiter: int, producer: int) -> None:
+        if waiter == producer:
+            return
+        runtime = self.xp.cuda.runtime
+        with self.device:
+            event = self.xp.cuda.Event(block=False, disable_timing=True)  # released once the device has passed it
+            runtime.eventRecord(event.ptr, producer)
+            runtime.streamWaitEvent(waiter, event.ptr, 0)
 
     def asarray(self, host: np.ndarray) -> Any:
         with self.activate():

@@ -90,6 +90,39 @@ def test_an_interface_that_raises_is_an_input_error_with_the_fix(cpu_engine: Eng
         cpu_engine.create_execution_context().execute({"input": NeedsGrad()})
 
 
+class CudaInterfaceOnly:
+    """A CUDA array known only through ``__cuda_array_interface__`` (version 3), as Numba, RAPIDS or a C extension
+    hand one over; nothing here reads its (made-up) pointer."""
+
+    def __init__(self, desc: Any) -> None:
+        self.__cuda_array_interface__ = desc
+
+
+def test_a_cuda_array_on_a_cpu_engine_without_cupy_is_an_input_error_with_the_fix(cpu_engine: Engine,
+                                                                                  monkeypatch: Any) -> None:
+    """Issue 20: on an install without CuPy this was an untyped ModuleNotFoundError (exit 1)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # ``import cupy`` fails, as where CuPy is not installed
+    gpu_array = CudaInterfaceOnly({"shape": (8, 64), "typestr": "<f4", "data": (0x7F0000000000, False),
+                                   "version": 3, "stream": 1})
+    with pytest.raises(InputError, match=r"input 'input' is a .*CudaInterfaceOnly on a GPU \(CuPy is not "
+                                         r"installed to tell which\), but this engine runs on the cpu backend; "
+                                         r"give a host array .* or build the engine with --backend cuda"):
+        cpu_engine.create_execution_context().execute({"input": gpu_array})
+
+
+@pytest.mark.parametrize("desc, expected", [
+    ("not a dict", "is not a dictionary with a 'data' entry"),
+    ({"shape": (8, 64), "typestr": "<f4", "version": 3}, "is not a dictionary with a 'data' entry"),
+])
+def test_a_malformed_cuda_array_interface_is_an_input_error(cpu_engine: Engine, desc: Any, expected: str) -> None:
+    with pytest.raises(InputError, match=r"input 'input' is a .*CudaInterfaceOnly, which reprobuild cannot read") \
+            as error:
+        cpu_engine.create_execution_context().execute({"input": CudaInterfaceOnly(desc)})
+    assert expected in str(error.value)
+
+
 def test_a_shape_or_dtype_mismatch_through_dlpack_is_still_refused(cpu_engine: Engine) -> None:
     context = cpu_engine.create_execution_context()
     with pytest.raises(InputError, match=r"has shape \[4, 64\]"):
