@@ -50,8 +50,10 @@ from pydantic import ValidationError
 
 from reprobuild.digest import array_digest, little_endian, sha256_hex
 from reprobuild.dtypes import dtype_name, np_dtype
-from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineTensor, EngineWeight, tensor_nbytes
+from reprobuild.engine.plan import MAX_TENSORS, EngineHeader, EngineLayer, EngineTensor, EngineWeight, tensor_nbytes
 from reprobuild.errors import FormatError, ReprobuildError, TacticMismatchError
+from reprobuild.textformat import printable
+from reprobuild.validation import validation_summary
 
 if TYPE_CHECKING:
     from reprobuild.kernels.tactic import TacticRegistry
@@ -61,6 +63,10 @@ MAGIC = b"RPBENGN\x00"
 FORMAT_VERSION = 3
 ALIGNMENT = 64
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+#: The most list and map entries a header may hold, counting each list and map as one more: what bounds the
+#: memory an unpacked header takes (an empty map is one byte of msgpack but about 64 bytes in Python), to about
+#: 256 MB. A network holds about 10 per layer and 10 per tensor: 4,000,000 is some 200,000 layers and tensors.
+MAX_HEADER_ITEMS = 4_000_000
 _PREAMBLE = struct.Struct("<8sIQ")
 _DIGEST = 32
 
@@ -152,16 +158,13 @@ def deserialize_engine(data: bytes | bytearray | memoryview,
         raise FormatError("engine is truncated: the header runs past the end of the file")
     if hashlib.sha256(data[:-_DIGEST]).digest() != data[-_DIGEST:]:
         raise FormatError("engine is corrupted or truncated: its sha256 trailer does not match its contents")
-    try:
-        raw = msgpack.unpackb(data[_PREAMBLE.size:_PREAMBLE.size + header_len], raw=False, strict_map_key=True,
-                              use_list=True)
-    except Exception as exc:
-        raise FormatError(f"engine header is not valid msgpack: {exc}") from None
+    raw = _unpack_header(data[_PREAMBLE.size:_PREAMBLE.size + header_len])
     try:
         header = EngineHeader.model_validate(raw)
     except ValidationError as exc:
         raise FormatError(f"engine header does not match format version {FORMAT_VERSION}; {_REBUILD}. What does "
-                          f"not match:\n{exc}") from None
+                          f"not match (each list and map is checked up to its first bad entry):\n"
+                          f"{validation_summary(exc)}") from None
     if any(data[_PREAMBLE.size + header_len:buffer_start]):
         raise FormatError("engine header padding is not zero")
     buffer = memoryview(data)[buffer_start:-_DIGEST]
@@ -173,6 +176,32 @@ def deserialize_engine(data: bytes | bytearray | memoryview,
     check_header(header, registry)
     check_embedded_manifest(header)
     return header, _weights(header, buffer)
+
+
+class _TooManyItems(Exception):
+    """The header holds more list and map entries than ``MAX_HEADER_ITEMS``."""
+
+
+def _unpack_header(packed: bytes) -> Any:
+    """The msgpack header as Python objects, its size bounded before it is built: each array and map at most
+    ``MAX_TENSORS`` entries, and all of them together at most ``MAX_HEADER_ITEMS`` (an empty map is one byte of
+    msgpack but some 64 bytes of Python, so a 64 MiB header of them would take gigabytes)."""
+    budget = [MAX_HEADER_ITEMS]
+
+    def count(container: Any) -> Any:
+        budget[0] -= len(container) + 1
+        if budget[0] < 0:
+            raise _TooManyItems
+        return container
+
+    try:
+        return msgpack.unpackb(packed, raw=False, strict_map_key=True, use_list=True, object_hook=count,
+                               list_hook=count, max_array_len=MAX_TENSORS, max_map_len=MAX_TENSORS)
+    except _TooManyItems:
+        raise FormatError(f"engine header holds more than {MAX_HEADER_ITEMS} list and map entries (about "
+                          f"200,000 layers and tensors' worth), the most an engine may hold; {_REBUILD}") from None
+    except Exception as exc:
+        raise FormatError(f"engine header is not valid msgpack: {printable(str(exc))[:300]}") from None
 
 
 def _check_weight_table(header: EngineHeader, buffer_nbytes: int) -> None:
