@@ -9,8 +9,10 @@ Memory: before it allocates any activation or timing buffer, the build works out
 once (:class:`BuildMemory`: the weights, plus the larger of timing the most demanding layer and the golden run,
 which holds an execution context's activations and workspace, its inputs and outputs and a copy of every layer's
 outputs) and refuses, with a :class:`ResourceError`, a build over ``BuilderConfig.max_memory`` (by default the
-device's memory on cuda, the host's physical memory on cpu). It checks again with the exact memory plan once the
-tactics are chosen, before the golden run.
+device's memory on cuda; on cpu the host's physical memory or, when lower, this process's cgroup or address-space
+limit). It checks again with the exact memory plan once the tactics are chosen, before the golden run. Where less
+memory is available than the cap says, the MemoryError of the timing, the golden run or the serialization is a
+ResourceError naming that step.
 
 Weights holding NaN or infinities are built as they are, with a warning and a record in the manifest's evidence
 (``nonfinite_weights``).
@@ -23,7 +25,7 @@ import dataclasses
 import datetime
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,8 +177,9 @@ class Builder:
         self.logger.info(f"execution: {'CUDA graph' if execution.cuda_graph else 'eager launches'} "
                          f"({execution.reason})")
         digests = {k: net.constant_digest(k) for k in net.constants}
-        golden = self._golden(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph, b""), net,
-                              digests, config.seed, config.max_memory, getattr(backend, "device_id", None))
+        with _out_of_memory("running the engine on the golden inputs", cap):
+            golden = self._golden(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph, b""),
+                                  net, digests, config.seed, config.max_memory, getattr(backend, "device_id", None))
         phase("golden")
         pinned = m.Pinned(
             model=_model_record(net),
@@ -203,8 +206,9 @@ class Builder:
             golden=golden,
         )
         phase("manifest")
-        engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph,
-                                                 pinned_bytes(pinned)), net.constants, digests)
+        with _out_of_memory("writing the engine's bytes (a copy of every weight)", cap):
+            engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph,
+                                                     pinned_bytes(pinned)), net.constants, digests)
         phase("serialize")
         selector.end(pinned, sha256_hex(engine))
         totals = MemoryTotals.of(backend.name, len(engine), pinned.memory.weights_bytes, pinned.memory.context_bytes)
@@ -246,8 +250,10 @@ class Builder:
         for ctx, spec, candidates in layers:
             allowed = _allowed(selector, ctx, candidates)
             if selector.requires_timing:
-                timed += time_candidates(spec, allowed, backend, timing, layer_seed(config.seed, ctx.key),
-                                         functools.partial(cached, ctx), functools.partial(store, ctx))
+                with _out_of_memory(f"timing the tactics of layer {ctx.name!r} ({ctx.op}) on buffers of its shapes",
+                                    memory_cap(config, backend)):
+                    timed += time_candidates(spec, allowed, backend, timing, layer_seed(config.seed, ctx.key),
+                                             functools.partial(cached, ctx), functools.partial(store, ctx))
                 cache_hits += sum(1 for c in allowed if c.timing_source == "cache")
             winner = choose(allowed, selector.requires_timing, config.tie_band,
                             getattr(selector, "untimed_reason", f"first allowed by {type(selector).__name__}"))
@@ -382,6 +388,20 @@ def _size(n: int) -> str:
         if n >= scale:
             return f"{n} bytes ({n / scale:.2f} {unit})"
     return f"{n} bytes"
+
+
+@contextlib.contextmanager
+def _out_of_memory(what: str, cap: tuple[int | None, str]) -> Iterator[None]:
+    """A MemoryError while ``what`` is a ResourceError that says so: the cap, checked before, was not what the
+    machine could really give."""
+    try:
+        yield
+    except MemoryError:
+        limit = f"{cap[0]} bytes, {cap[1]}" if cap[0] is not None else cap[1]
+        raise ResourceError(f"the build ran out of memory while {what} (MemoryError), although it fits the cap "
+                            f"({limit}): less memory is available than that. Free memory, or set --max-memory "
+                            "(BuilderConfig.max_memory) to what is really available, so that a build that cannot "
+                            "fit is refused before any work") from None
 
 
 def memory_cap(config: BuilderConfig, backend: Backend) -> tuple[int | None, str]:

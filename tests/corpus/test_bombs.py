@@ -102,3 +102,88 @@ def test_an_engine_header_of_too_many_items_is_refused_before_it_is_built(tmp_pa
     assert report["code"] == 4, report
     assert "engine header holds more than 4000000 list and map entries" in report["stderr"]
     assert report["growth_mb"] < 300, report  # the budget: about 64 bytes per empty map
+
+
+# --- memory the machine does not really have ---------------------------------------------------------------------
+
+GiB = 1 << 30
+#: Run the measured command under an address-space limit of 4 GiB (``ulimit -v``).
+_ULIMIT_4G = "import resource; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY))\n"
+
+
+def _scratch_engine(path: Path, workspace: int) -> None:
+    """mlp with layer fc1 reserving ``workspace`` bytes of workspace: a consistent engine (memory plan and embedded
+    manifest rewritten) whose contexts need that much scratch memory."""
+    engine = make_engine.Engine(make_engine.build("mlp.onnx"))
+    header, manifest = engine.layer("fc1")
+    header["workspace_bytes"] = manifest["workspace_bytes"] = workspace
+    memory = engine.header["memory"]
+    memory["workspace_bytes"] = engine.manifest["memory"]["workspace_bytes"] = workspace
+    engine.manifest["memory"]["context_bytes"] = memory["workspace_offset"] + workspace + memory["library_bytes"]
+    path.write_bytes(engine.pack())
+
+
+def test_an_engine_over_the_address_space_limit_is_refused_naming_the_limit(tmp_path: Path) -> None:
+    """8 GiB of scratch was accepted under the default cap (the host's physical memory) and then failed with an
+    untyped MemoryError under ulimit -v 4 GiB (exit 1)."""
+    good, bomb = tmp_path / "good.engine", tmp_path / "bomb.engine"
+    _scratch_engine(good, 256)
+    _scratch_engine(bomb, 8 * GiB)
+    for command in ("run", "bench", "verify"):
+        report = measure(["run", str(good), "--seed", "0"], [command, str(bomb), "--seed", "0"], _ULIMIT_4G)
+        assert report["code"] == 13, report
+        assert "the cap is 4294967296 bytes (4.0 GiB), this process's address-space limit (ulimit -v, RLIMIT_AS)" \
+            in report["stderr"], report["stderr"]
+
+
+def test_memory_the_cap_allows_but_the_machine_lacks_is_a_resource_error(tmp_path: Path) -> None:
+    """--max-memory 16G lets the 8 GiB context through the cap; its allocation fails under ulimit -v 4 GiB and is
+    a ResourceError naming what was allocated, not an internal error."""
+    good, bomb = tmp_path / "good.engine", tmp_path / "bomb.engine"
+    _scratch_engine(good, 256)
+    _scratch_engine(bomb, 8 * GiB)
+    report = measure(["run", str(good), "--seed", "0"], ["run", str(bomb), "--seed", "0", "--max-memory", "16G"],
+                     _ULIMIT_4G)
+    assert report["code"] == 13, report
+    assert "could not allocate 8589941760 bytes (8.0 GiB) of context scratch memory on cpu" in report["stderr"]
+
+
+def _raise_memory_error(*args: Any, **kwargs: Any) -> Any:
+    raise MemoryError
+
+
+def test_a_memory_error_while_timing_is_a_resource_error_naming_the_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import reprobuild.builder.builder as builder_module
+    from reprobuild.builder import Builder, BuilderConfig
+    from reprobuild.errors import ResourceError
+    from reprobuild.frontend import network_from_onnx_path
+    from reprobuild.logger import Logger, Severity
+
+    network, _ = network_from_onnx_path(str(Path(REPO, "examples", "mlp.onnx")), Logger(Severity.ERROR))
+    monkeypatch.setattr(builder_module, "time_candidates", _raise_memory_error)
+    with pytest.raises(ResourceError, match=r"the build ran out of memory while timing the tactics of layer 'fc1' "
+                                            r"\(FusedGemm\) .*although it fits the cap"):
+        Builder(Logger(Severity.ERROR)).build(network, BuilderConfig(backend="cpu", warmup=0, iterations=1))
+
+
+def test_a_memory_error_in_a_running_layer_is_a_resource_error_naming_it(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    """A CPU kernel's temporary arrays are a run's only allocations; its MemoryError names the layer (and on the
+    command line is exit 13, like any MemoryError no site names)."""
+    import numpy as np
+
+    from reprobuild.cli.main import main
+    from reprobuild.engine import Runtime
+    from reprobuild.errors import ResourceError
+
+    data = make_engine.Engine(make_engine.build("mlp.onnx")).pack()
+    engine = Runtime().deserialize_engine(data)
+    context = engine.create_execution_context()
+    monkeypatch.setattr(np, "exp", _raise_memory_error)  # the softmax's temporary
+    with pytest.raises(ResourceError, match=r"engine layer 'softmax' \(op Softmax, tactic softmax\.\S+ v\d+\) ran out "
+                                            r"of memory"):
+        context.execute({"input": np.zeros((8, 64), np.float32)})
+    path = tmp_path / "mlp.engine"
+    path.write_bytes(data)
+    monkeypatch.setattr("reprobuild.cli.run.run", _raise_memory_error)
+    assert main(["run", str(path), "--seed", "0"]) == 13
