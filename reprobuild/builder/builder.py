@@ -53,6 +53,7 @@ from reprobuild.logger import ErrorRecorder, Logger, Severity
 from reprobuild.manifest import models as m
 from reprobuild.manifest.io import pinned_bytes
 from reprobuild.passes import pass_versions, run_passes
+from reprobuild.textformat import printable
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ class Builder:
                             getattr(selector, "untimed_reason", f"first allowed by {type(selector).__name__}"))
             selector.report(ctx, winner.algorithm())
             chosen.append(winner)
-            message = (f"[{ctx.index + 1}/{len(layers)}] {ctx.name} ({ctx.op}): {winner.tactic.name}"
+            message = (f"[{ctx.index + 1}/{len(layers)}] {printable(ctx.name)} ({ctx.op}): {winner.tactic.name}"
                        + (f" {(winner.median_ns or 0) / 1e6:.4f} ms of {len(allowed)} timed"
                           if selector.requires_timing else " (not timed)"))
             self.logger.log(Severity.INFO, message)

@@ -468,5 +468,5 @@ def _sources_phrase(sources: dict[str, str]) -> str:
     if not groups:
         return "pinned at build time"
     if len(groups) == 1:
-        return next(iter(groups))
-    return "; ".join(f"{', '.join(names)} {source}" for source, names in groups.items())
+        return printable(next(iter(groups)))
+    return printable("; ".join(f"{', '.join(names)} {source}" for source, names in groups.items()))

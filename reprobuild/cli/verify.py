@@ -22,7 +22,7 @@ from reprobuild.fileio import atomic_write, check_writable
 from reprobuild.kernels.backend import resolve_devices
 from reprobuild.locator import locate, locate_against
 from reprobuild.logger import Logger, Severity
-from reprobuild.textformat import table
+from reprobuild.textformat import printable, table
 from reprobuild.verify import Locator, VerifyPlan, VerifyReport, check_against, verify
 
 
@@ -222,7 +222,7 @@ def _finish(args: argparse.Namespace, report: VerifyReport, against_ok: bool) ->
     """The speed, warnings and verdict lines, the --report file, and the exit code."""
     print(f"speed      {report.total_runs} runs in {report.seconds:.2f} s: {report.runs_per_second:.1f} runs/s")
     for nonfinite in report.nonfinite:
-        print(f"warning    not finite: {nonfinite.text}")
+        print(f"warning    not finite: {printable(nonfinite.text)}")
     if report.nonfinite and not args.fail_on_nonfinite:
         print("           (NaN and infinities that repeat bit for bit still verify as deterministic; "
               "--fail-on-nonfinite fails on them)")
