@@ -22,6 +22,8 @@ from reprobuild.fileio import atomic_write, check_writable
 from reprobuild.kernels.backend import resolve_devices
 from reprobuild.locator import locate, locate_against
 from reprobuild.logger import Logger, Severity
+from reprobuild.manifest.io import pinned_from_json
+from reprobuild.manifest.tamper import check_record
 from reprobuild.textformat import printable, table
 from reprobuild.verify import Locator, VerifyPlan, VerifyReport, check_against, verify
 
@@ -51,7 +53,10 @@ def add_parser(sub: Subcommands) -> None:
     add_engine_input_options(p, default_seed=0)
     p.add_argument("--against", metavar="MANIFEST",
                    help="also compare with the golden digests recorded in this manifest or engine file (anything "
-                        "else, such as an ONNX model, is refused before any run, exit code 2)")
+                        "else, such as an ONNX model, is refused before any run, exit code 2). A manifest must be "
+                        "this engine's record: one that records another engine is refused (exit code 2), one whose "
+                        "pinned part differs from the one the engine embeds was edited and is refused naming every "
+                        "field that differs (exit code 4)")
     p.add_argument("--report", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--no-batch-invariance", action="store_true", help="skip the batch-invariance check")
     p.add_argument("--fail-on-nonfinite", action="store_true",
@@ -121,10 +126,12 @@ def run(args: argparse.Namespace) -> int:
         devices = resolve_devices(args.devices, backend)
         device = devices[0] if backend == "cuda" else None
     engine = Runtime(logger, max_memory=args.max_memory, device=device).deserialize_engine(data)
-    if side is not None and side.kind == "manifest" and side.engine is not None:
-        problem = pair_mismatch(side.engine.sha256, engine.sha256, args.engine)  # before any run
+    if side is not None and side.kind == "manifest":  # before any run
+        problem = pair_mismatch(side.engine.sha256, engine.sha256, args.engine) if side.engine else None
         if problem:
             raise UsageError(problem)
+        check_record(side.pinned, pinned_from_json(engine.manifest_json), engine.header.manifest_sha256,
+                     f"--against {args.against!r}", f"engine {args.engine!r}")
     inputs, label = engine_inputs(args, engine.inputs)
     plan = VerifyPlan(runs=args.runs, contexts=args.contexts, threads=args.threads, streams=args.streams,
                       processes=args.processes, batch_invariance=not args.no_batch_invariance,

@@ -49,6 +49,8 @@ def sections(d: ManifestDiff) -> list[Section]:
         if rows:  # names and values come from the files: escape what a terminal would act on
             out.append((title, header, [[printable(cell) for cell in row] for row in rows]))
 
+    add("EDITED: the manifest's pinned part is not the one the engine embeds", ["field", "a", "b"],
+        _fields(d.edited, ""))
     add("Model", ["field", "a", "b"], _fields(d.model, "model."))
     add("Build config", ["field", "a", "b"], _fields(d.config, "config."))
     add("Environment", ["field", "a", "b"], _fields(d.environment, "environment."))
