@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from reprobuild.builder.config import BuilderConfig, ProgressMonitor
+from reprobuild.builder.limits import check_engine_limits
 from reprobuild.builder.selection import Candidate, choose, layer_seed, layer_spec, plan_candidates, time_candidates
 from reprobuild.builder.selector import AlgorithmContext, AlgorithmSelector, BuildPlan, PlannedLayer
 from reprobuild.builder.timing_cache import TimingCache
@@ -123,6 +124,7 @@ class Builder:
                              f"{_size(device_memory[1])}")
         if not passes_done:
             net = run_passes(net, config.effective_passes)
+        check_engine_limits(net)  # before any work: a tensor no engine file can hold is refused, naming its node
         self.logger.info(f"network after passes {', '.join(config.effective_passes)}: {net.summary()}")
         nonfinite = _nonfinite_weights(net)
         if nonfinite:

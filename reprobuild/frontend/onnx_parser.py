@@ -119,6 +119,10 @@ class OnnxParser:
                                                      ("no graph", not model.HasField("graph"))) if gone)
             raise ModelError(f"not a readable ONNX model: the {len(data)} bytes decode as protobuf, but with "
                              f"{missing}; this is not an ONNX model file (or it is truncated or corrupted)")
+        if model.ir_version > onnx.IR_VERSION:  # the checker's C++ side takes a 32-bit int: 2**40 was a TypeError
+            raise ModelError(f"the model's ir_version is {model.ir_version}, newer than the newest this installation "
+                             f"reads (onnx {onnx.__version__}: IR version {onnx.IR_VERSION}); export the model with "
+                             "an older ONNX, or upgrade onnx if the model is really that new")
         check_strings(model)  # before anything reads a name: an undecodable one comes back as bytes
         external = sorted(t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
         if external:
