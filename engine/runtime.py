@@ -72,20 +72,43 @@ class PreparedLayer:
 
 
 def _eager_step(layer: PreparedLayer, ins: list[Any], outs: list[Any], workspace: Any) -> Callable[[Any], None]:
-    """A layer whose tactic returns an opaque callable, as a step of the run (it runs on the current stream). The
-    temporary arrays such a kernel allocates are the run's only allocations: a MemoryError there is a
-    ResourceError naming the layer."""
+    """A layer whose tactic returns an opaque callable, as a step of the run (it runs on the current stream).
+
+    The temporary arrays such a kernel allocates are the run's only allocations: a MemoryError there is a
+    ResourceError naming the layer. Any other exception is typed too, the last line behind the loader's checks
+    (every attribute the run reads, constant indices): an IndexError of an op that indexes with an input is that
+    input's values out of range (an InputError); anything else means the file was crafted past the loader's checks
+    or a bug in reprobuild (a FormatError naming the layer, chained to the original for --debug)."""
     kernel = layer.kernel
+    label = f"engine layer {layer.name!r} (op {layer.op}, tactic {layer.tactic.label})"
 
     def step(stream: Any) -> None:
         try:
             kernel(ins, outs, workspace)
+        except ReprobuildError:
+            raise
         except MemoryError:
-            raise ResourceError(f"engine layer {layer.name!r} (op {layer.op}, tactic {layer.tactic.label}) ran out "
-                                "of memory for its temporary arrays while it ran (MemoryError); free memory, or "
-                                "rebuild the engine for smaller inputs (reprobuild build --input-shape)") from None
+            raise ResourceError(f"{label} ran out of memory for its temporary arrays while it ran (MemoryError); "
+                                "free memory, or rebuild the engine for smaller inputs (reprobuild build "
+                                "--input-shape)") from None
+        except Exception as exc:
+            raise _run_failure(layer, label, exc) from exc
 
     return step
+
+
+def _run_failure(layer: PreparedLayer, label: str, exc: Exception) -> ReprobuildError:
+    from reprobuild.ops import OpDef, find_op
+
+    opdef = find_op(layer.op)
+    indexes = opdef is not None and type(opdef).check_constants is not OpDef.check_constants
+    if indexes and isinstance(exc, IndexError):
+        return InputError(f"{label} was given indices out of range at run time ({exc}); ONNX leaves such an index "
+                          "undefined and reprobuild refuses it: give indices within [-n, n) of the dimension they "
+                          "index")
+    return FormatError(f"{label} failed while it ran: {type(exc).__name__}: {exc}. The loader checked every "
+                       "attribute and constant input the run reads, so the engine file was crafted past those checks "
+                       "or this is a bug in reprobuild (report it with the engine and the traceback of --debug)")
 
 
 def library_workspace_bytes(tactics: Sequence[Tactic]) -> int:

@@ -1,7 +1,7 @@
 """The bad-engine corpus: every file in ``tests/corpus/engine`` is refused with the typed error its defect
-deserves, by the runtime and by the command line (``reprobuild inspect`` and ``reprobuild run``), never with
-another exception or a traceback. Also: a list of inputs instead of a mapping, and one execution context shared
-by several threads (each call is refused or returns exactly its own outputs).
+deserves, by the runtime and by every command that loads an engine (``inspect``, ``run``, ``bench``, ``verify``,
+``compare``), never with another exception or a traceback. Also: a list of inputs instead of a mapping, and one
+execution context shared by several threads (each call is refused or returns exactly its own outputs).
 
 Regenerate the corpus with ``python -m tests.corpus.make_engine``; each file's defect is described there.
 """
@@ -21,6 +21,7 @@ from reprobuild.cli.main import main
 from reprobuild.engine import Engine, Runtime
 from reprobuild.errors import FormatError, InputError, ReprobuildError, ResourceError, UsageError
 from tests.corpus import make_engine
+from tests.helpers import EXAMPLES
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine")
 
@@ -96,6 +97,21 @@ TABLE: dict[str, tuple[type[ReprobuildError], str, int]] = {
     "embedded_manifest_missing_layer": (FormatError, r"embedded manifest disagrees with its header: layers: the "
                                                      r"manifest records \['fc1', 'fc2', 'fc3'\]", 4),
     "embedded_manifest_not_json": (FormatError, r"embedded manifest.*JSON", 4),
+    # attributes and constants only the run read (each loaded, then failed with an untyped exception: exit 1)
+    "softmax_axis_negative": (FormatError, r"layer 'softmax' \(op Softmax\): .*axis -1 is not an axis of the "
+                                           r"rank-2 input", 4),
+    "maxpool_dilations_deleted": (FormatError, r"layer 'pool' \(op MaxPool\) has no attribute 'dilations', which "
+                                               r"MaxPool needs", 4),
+    "leakyrelu_alpha_deleted": (FormatError, r"layer 'leaky' \(op LeakyRelu\) has no attribute 'alpha', which "
+                                             r"LeakyRelu needs", 4),
+    "clip_max_deleted": (FormatError, r"layer 'clip' \(op Clip\) has no attribute 'max', which Clip needs", 4),
+    "cast_saturate_deleted": (FormatError, r"layer 'cast' \(op Cast\) has no attribute 'saturate', which Cast needs",
+                              4),
+    "pad_value_deleted": (FormatError, r"layer 'pad' \(op Pad\) has no attribute 'value', which Pad needs", 4),
+    "layernorm_epsilon_deleted": (FormatError, r"layer 'norm' \(op LayerNormalization\) has no attribute 'epsilon', "
+                                               r"which LayerNormalization needs", 4),
+    "gather_index_out_of_range": (FormatError, r"layer 'gather' \(op Gather\): a constant input its run indexes "
+                                               r"with is out of range: indices hold 9 .*outside \[-8, 8\)", 4),
 }
 
 #: ``reprobuild inspect`` only reads the file and allocates nothing, so an engine that merely needs more memory
@@ -130,14 +146,16 @@ def test_the_runtime_refuses_it_with_a_typed_error(name: str) -> None:
     assert re.search(pattern, str(info.value), re.DOTALL), str(info.value)
 
 
-@pytest.mark.parametrize("command", ["inspect", "run"])
+@pytest.mark.parametrize("command", ["inspect", "run", "bench", "verify", "compare"])
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_the_cli_exits_with_its_code_and_no_traceback(name: str, command: str,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     _, _, code = TABLE[name]
     if command == "inspect":
         code = INSPECT_EXIT.get(name, code)
-    args = [command, _path(name)] + (["--seed", "0"] if command == "run" else [])
+    extra = {"run": ["--seed", "0"], "verify": ["--runs", "1"], "bench": ["--iterations", "1", "--warmup", "0"],
+             "compare": [os.path.join(EXAMPLES, "mlp.onnx")]}.get(command, [])
+    args = [command, _path(name), *extra]
     assert main(args) == code
     err = capsys.readouterr().err
     assert "Traceback" not in err and "internal error" not in err, err
@@ -154,7 +172,8 @@ def mlp() -> Engine:
 
 def test_the_corpus_tool_itself_writes_valid_engines(mlp: Engine) -> None:
     cnn = Runtime().deserialize_engine(make_engine.Engine(make_engine.build("small_cnn.onnx")).pack())
-    for engine in (mlp, cnn):
+    ops = Runtime().deserialize_engine(make_engine.Engine(make_engine.build_ops()).pack())
+    for engine in (mlp, cnn, ops):
         feeds = {b.name: np.zeros(b.shape, b.dtype) for b in engine.inputs if b.value is None}
         outputs = engine.create_execution_context().execute(feeds)
         assert [b.name for b in engine.outputs] == list(outputs)
