@@ -248,3 +248,51 @@ def test_threads_sharing_one_context_are_refused_never_raced(mlp: Engine) -> Non
         sys.setswitchinterval(interval)
     assert not wrong, wrong[:5]
     assert all(n > 0 for n in done), (done, refused)
+
+
+def _gather_engine() -> Engine:
+    """y = Gather(x [5, 3], i [2]) along axis 0, with the indices a run-time input."""
+    import onnx
+    from onnx import helper
+
+    from reprobuild.builder import Builder, BuilderConfig
+    from reprobuild.frontend import network_from_onnx_bytes
+    from reprobuild.logger import Logger, Severity
+
+    graph = helper.make_graph([helper.make_node("Gather", ["x", "i"], ["y"], name="pick", axis=0)], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [5, 3]),
+                               helper.make_tensor_value_info("i", onnx.TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    quiet = Logger(Severity.ERROR)
+    network, _ = network_from_onnx_bytes(model.SerializeToString(), quiet)
+    built = Builder(quiet).build(network, BuilderConfig(backend="cpu", warmup=0, iterations=1))
+    return Runtime(quiet).deserialize_engine(built.engine)
+
+
+def test_run_time_indices_out_of_range_are_an_input_error() -> None:
+    """Indices the loader cannot see (a network input): on the CPU an index out of range was an untyped
+    IndexError; it is an InputError naming the layer."""
+    context = _gather_engine().create_execution_context()
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    assert context.execute({"x": x, "i": np.array([4, -5])})["y"].tolist() == [x[4].tolist(), x[0].tolist()]
+    with pytest.raises(InputError, match=r"engine layer 'pick' \(op Gather, tactic \S+ v\d+\) was given indices out "
+                                         r"of range at run time \(index 9 is out of bounds"):
+        context.execute({"x": x, "i": np.array([0, 9])})
+
+
+def test_any_other_failure_of_a_running_layer_is_typed_and_names_it(mlp: Engine,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last line behind the loader: whatever a CPU layer raises while it runs is a FormatError naming the layer
+    (chained to the original, which --debug shows), never an untyped exception."""
+    context = mlp.create_execution_context()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("something the loader did not foresee")
+
+    monkeypatch.setattr(np, "exp", broken)
+    with pytest.raises(FormatError, match=r"engine layer 'softmax' \(op Softmax, tactic \S+ v\d+\) failed while it "
+                                          r"ran: ValueError: something the loader did not foresee") as info:
+        context.execute({"input": np.zeros((8, 64), np.float32)})
+    assert isinstance(info.value.__cause__, ValueError)
