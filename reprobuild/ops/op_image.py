@@ -167,8 +167,14 @@ class RoiAlign(OpDef):
                           f"{list(batch.shape)} [num_rois]")
         if batch.dtype not in ("int64", "int32"):
             raise OpError(f"batch_indices has dtype {batch.dtype}; expected int64")
-        if attrs["sampling_ratio"] == 0 and len(attrs["grid_h"]) != rois.shape[0]:
-            raise OpError(f"{len(attrs['grid_h'])} per-box sample counts for {rois.shape[0]} boxes")
+        if attrs["output_height"] < 1 or attrs["output_width"] < 1 or attrs["sampling_ratio"] < 0 or \
+                attrs["mode"] not in ("avg", "max") or attrs["half_pixel"] not in (0, 1):
+            raise OpError(f"output_height ({attrs['output_height']}) and output_width ({attrs['output_width']}) "
+                          f"must be positive, sampling_ratio ({attrs['sampling_ratio']}) non-negative, mode avg or "
+                          "max and half_pixel 0 or 1")
+        if attrs["sampling_ratio"] == 0 and not len(attrs["grid_h"]) == len(attrs["grid_w"]) == rois.shape[0]:
+            raise OpError(f"{len(attrs['grid_h'])} and {len(attrs['grid_w'])} per-box sample counts for "
+                          f"{rois.shape[0]} boxes")
         return [TensorType((rois.shape[0], x.shape[1], attrs["output_height"], attrs["output_width"]), x.dtype)]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
