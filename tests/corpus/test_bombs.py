@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.corpus import make_engine
-from tests.helpers import REPO, cli_env
+from tests.helpers import CUDA_SKIP, REPO, cli_env
 
 GOLDEN = Path(REPO, "manifests", "golden", "mlp.cpu.manifest.json")
 #: The most a bomb may add to the peak resident memory of the process that refuses it.
@@ -187,3 +187,32 @@ def test_a_memory_error_in_a_running_layer_is_a_resource_error_naming_it(monkeyp
     path.write_bytes(data)
     monkeypatch.setattr("reprobuild.cli.run.run", _raise_memory_error)
     assert main(["run", str(path), "--seed", "0"]) == 13
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
+def test_device_memory_the_cap_allows_but_the_gpu_lacks_is_a_resource_error(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A cuda engine whose contexts need 1 TiB of scratch, loaded with --max-memory 2T: CuPy's OutOfMemoryError
+    (a MemoryError) is a ResourceError naming the scratch memory, exit 13."""
+    from reprobuild.builder import Builder, BuilderConfig
+    from reprobuild.frontend import network_from_onnx_path
+    from reprobuild.logger import Logger, Severity
+
+    quiet = Logger(Severity.ERROR)
+    network, _ = network_from_onnx_path(str(Path(REPO, "examples", "mlp.onnx")), quiet)
+    config = BuilderConfig(backend="cuda", warmup=0, iterations=1, runs_per_sample=1,
+                           algorithm_selector=make_engine.FirstEligible())
+    engine = make_engine.Engine(Builder(quiet).build(network, config).engine)
+    header, manifest = engine.layer("fc1")
+    header["workspace_bytes"] = manifest["workspace_bytes"] = 1 << 40
+    memory = engine.header["memory"]
+    memory["workspace_bytes"] = engine.manifest["memory"]["workspace_bytes"] = 1 << 40
+    engine.manifest["memory"]["context_bytes"] = memory["workspace_offset"] + (1 << 40) + memory["library_bytes"]
+    path = tmp_path / "huge.engine"
+    path.write_bytes(engine.pack())
+    from tests.helpers import run_cli
+
+    code, _, err = run_cli(capsys, "run", str(path), "--seed", "0", "--max-memory", "2T")
+    assert code == 13, err
+    assert "of context scratch memory on cuda" in err and "could not allocate" in err, err
