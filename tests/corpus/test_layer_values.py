@@ -1,7 +1,8 @@
 """Attribute values only a layer's run read: a campaign that re-signed engines of ONNX's node test cases with one
 attribute changed (to -1, 0, 2**40, a string, an empty list, ...) found these loading and then failing while they
-ran (ValueError, IndexError, ZeroDivisionError, OverflowError: exit 1). Each is now refused when the engine is
-loaded, by the op's type inference, naming the layer and what is wrong (FormatError, exit 4)."""
+ran (ValueError, IndexError, ZeroDivisionError, OverflowError: exit 1), or running for days (RoiAlign with a
+sampling ratio of 2**40). Each is now refused when the engine is loaded, by the op's type inference, naming the
+layer and what is wrong (FormatError, exit 4)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ CASES: list[tuple[str, str, str, Any, str]] = [
     ("test_gru_batchwise", "GRU", "activation_alpha", [], r"hold one entry each for the 2 activations"),
     ("test_lstm_batchwise", "LSTM", "activations", [], r"hold one entry each for the 3 activations"),
     ("test_rnn_seq_length", "RNN", "activation_beta", [], r"hold one entry each for the 1 activations"),
+    ("test_gru_batchwise", "GRU", "layout", -1, r"layout -1 is not one of"),
+    ("test_attention_3d", "Attention", "scale", -1.0, r"scale -1.0 is negative"),
+    ("test_top_k", "TopK", "axis", -1, r"axis -1 is not an axis of the rank-2 input"),
+    ("test_roialign_mode_max", "RoiAlign", "sampling_ratio", 2**40, r"sampling_ratio 1099511627776 takes \d+ "
+                                                                    r"samples per channel"),
+    ("test_resize_downsample_scales_cubic", "Resize", "coordinate_transformation_mode", "x",
+     r"coordinate_transformation_mode 'x' is not one reprobuild knows"),
+    ("test_resize_downsample_scales_cubic", "Resize", "scales", [], r"with 4 scales and 8 roi values"),
 ]
 
 
