@@ -409,7 +409,8 @@ def _out_of_memory(what: str, cap: tuple[int | None, str]) -> Iterator[None]:
 
 def memory_cap(config: BuilderConfig, backend: Backend) -> tuple[int | None, str]:
     """The most memory a build may need at once, and where that figure comes from: ``config.max_memory``, else the
-    device's total memory (cuda) or the host's physical memory (cpu); None where the machine does not say."""
+    runtime's default (the device's total memory on cuda; on cpu the least of the host's physical memory and this
+    process's cgroup and address-space limits); None where the machine says none of them."""
     if config.max_memory is not None:
         return config.max_memory, "the cap set by --max-memory (BuilderConfig.max_memory)"
     return default_max_memory(backend)  # the runtime's default: a build runs the engine it makes
