@@ -91,6 +91,10 @@ def test_the_cpu_default_cap_reads_this_process() -> None:
     target = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     if soft != resource.RLIM_INFINITY:
         target = min(target, soft - 1)
+    with open("/proc/self/statm") as f:
+        mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    if mapped + GiB > target:  # a process holding a CUDA context maps far more than it uses
+        pytest.skip(f"this process already maps {mapped} bytes; a limit below half the host's memory would starve it")
     resource.setrlimit(resource.RLIMIT_AS, (target, hard))
     try:
         cap = default_max_memory(get_backend("cpu"))
