@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from reprobuild.engine.memory import human_bytes
 from reprobuild.errors import ResourceError, UsageError
 from reprobuild.kernels.backend import Backend
 
@@ -71,9 +72,16 @@ def allocate_scratch(allocator: GpuAllocator, size: int, purpose: str, backend: 
     # With the owner's stream current: CuPy's pool ties the block to the stream that will use it, and a DLPack
     # export (a torch allocator's tensor) orders its producer's pending work before that stream.
     with backend.activate(stream):
-        memory = allocator.allocate(size, alignment, purpose, backend)
+        try:
+            memory = allocator.allocate(size, alignment, purpose, backend)
+        except MemoryError:  # NumPy's, or CuPy's OutOfMemoryError (a MemoryError)
+            memory = None
         if memory is None:
-            raise ResourceError(f"the GPU allocator {name} could not allocate {size} bytes of {purpose}")
+            raise ResourceError(f"the GPU allocator {name} could not allocate {size} bytes ({human_bytes(size)}) of "
+                                f"{purpose} on {backend.name}: not enough memory is available, although the cap "
+                                "allowed it (another process, a cgroup or ulimit may hold the rest); free memory, "
+                                "lower --max-memory to be refused before any work, or rebuild the engine for "
+                                "smaller inputs")
         array = to_backend(memory, backend, f"{purpose} from {name}")
     nbytes = int(array.nbytes)
     if nbytes < size:

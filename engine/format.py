@@ -28,18 +28,20 @@ crafted engine gives a :class:`FormatError` naming what is wrong, never another 
 5. the memory plan's bounds: every activation inside the arena, the workspace after it;
 6. each layer's tactic: of the engine's backend and of the family recorded (when this installation has it);
 7. each layer's op and attributes, through the op's definition (``reprobuild.ops``): the op exists and can be a
-   layer, its attributes are ones the op knows, of the kinds it declares, with every one it reads present, and
-   its output shapes and dtypes are what the op's type inference derives from its inputs;
+   layer, it holds exactly the attributes its op's layers hold (``reprobuild.ops.layer_attributes``: every
+   required one, no other), each of its declared kind, with values the op's type inference accepts (the ranges
+   the run depends on: an axis within the rank, positive strides, ...), and its output shapes and dtypes are what
+   that inference derives from its inputs;
 8. the embedded manifest: valid, and recording the same layers, tactics, tensors and memory as the header.
 
-Weights are then hashed one by one. Resolving each tactic by its identity (``code_sha256``, which the Runtime takes
-from the installed ``tactics.lock.json``), the memory plan that depends on the tactics, the memory cap and the
-preparation of each layer happen in ``Runtime.deserialize_engine`` after this.
+Weights are then hashed one by one, and (9.) the weights a layer's run indexes with are checked by its op
+(Gather's constant indices within the data's dimension, ...). Resolving each tactic by its identity (``code_sha256``,
+which the Runtime takes from the installed ``tactics.lock.json``), the memory plan that depends on the tactics, the
+memory cap and the preparation of each layer happen in ``Runtime.deserialize_engine`` after this.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import struct
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,17 +53,22 @@ from pydantic import ValidationError
 
 from reprobuild.digest import array_digest, little_endian, sha256_hex
 from reprobuild.dtypes import dtype_name, np_dtype
-from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineTensor, EngineWeight, tensor_nbytes
+from reprobuild.engine.plan import MAX_TENSORS, EngineHeader, EngineLayer, EngineTensor, EngineWeight, tensor_nbytes
 from reprobuild.errors import FormatError, ReprobuildError, TacticMismatchError
+from reprobuild.textformat import printable
+from reprobuild.validation import validation_summary
 
 if TYPE_CHECKING:
     from reprobuild.kernels.tactic import TacticRegistry
-    from reprobuild.ops import OpDef
 
 MAGIC = b"RPBENGN\x00"
 FORMAT_VERSION = 4
 ALIGNMENT = 64
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+#: The most list and map entries a header may hold, counting each list and map as one more: what bounds the
+#: memory an unpacked header takes (an empty map is one byte of msgpack but about 64 bytes in Python), to about
+#: 256 MB. A network holds about 10 per layer and 10 per tensor: 4,000,000 is some 200,000 layers and tensors.
+MAX_HEADER_ITEMS = 4_000_000
 _PREAMBLE = struct.Struct("<8sIQ")
 _DIGEST = 32
 
@@ -153,16 +160,13 @@ def deserialize_engine(data: bytes | bytearray | memoryview,
         raise FormatError("engine is truncated: the header runs past the end of the file")
     if hashlib.sha256(data[:-_DIGEST]).digest() != data[-_DIGEST:]:
         raise FormatError("engine is corrupted or truncated: its sha256 trailer does not match its contents")
-    try:
-        raw = msgpack.unpackb(data[_PREAMBLE.size:_PREAMBLE.size + header_len], raw=False, strict_map_key=True,
-                              use_list=True)
-    except Exception as exc:
-        raise FormatError(f"engine header is not valid msgpack: {exc}") from None
+    raw = _unpack_header(data[_PREAMBLE.size:_PREAMBLE.size + header_len])
     try:
         header = EngineHeader.model_validate(raw)
     except ValidationError as exc:
         raise FormatError(f"engine header does not match format version {FORMAT_VERSION}; {_REBUILD}. What does "
-                          f"not match:\n{exc}") from None
+                          f"not match (each list and map is checked up to its first bad entry):\n"
+                          f"{validation_summary(exc)}") from None
     if any(data[_PREAMBLE.size + header_len:buffer_start]):
         raise FormatError("engine header padding is not zero")
     buffer = memoryview(data)[buffer_start:-_DIGEST]
@@ -173,7 +177,35 @@ def deserialize_engine(data: bytes | bytearray | memoryview,
     _check_weight_table(header, len(buffer))
     check_header(header, registry)
     check_embedded_manifest(header)
-    return header, _weights(header, buffer)
+    weights = _weights(header, buffer)
+    check_layer_constants(header, weights)
+    return header, weights
+
+
+class _TooManyItems(Exception):
+    """The header holds more list and map entries than ``MAX_HEADER_ITEMS``."""
+
+
+def _unpack_header(packed: bytes) -> Any:
+    """The msgpack header as Python objects, its size bounded before it is built: each array and map at most
+    ``MAX_TENSORS`` entries, and all of them together at most ``MAX_HEADER_ITEMS`` (an empty map is one byte of
+    msgpack but some 64 bytes of Python, so a 64 MiB header of them would take gigabytes)."""
+    budget = [MAX_HEADER_ITEMS]
+
+    def count(container: Any) -> Any:
+        budget[0] -= len(container) + 1
+        if budget[0] < 0:
+            raise _TooManyItems
+        return container
+
+    try:
+        return msgpack.unpackb(packed, raw=False, strict_map_key=True, use_list=True, object_hook=count,
+                               list_hook=count, max_array_len=MAX_TENSORS, max_map_len=MAX_TENSORS)
+    except _TooManyItems:
+        raise FormatError(f"engine header holds more than {MAX_HEADER_ITEMS} list and map entries (about "
+                          f"200,000 layers and tensors' worth), the most an engine may hold; {_REBUILD}") from None
+    except Exception as exc:
+        raise FormatError(f"engine header is not valid msgpack: {printable(str(exc))[:300]}") from None
 
 
 def _check_weight_table(header: EngineHeader, buffer_nbytes: int) -> None:
@@ -432,7 +464,8 @@ def _value_words(value: Any) -> str:
 
 
 class _Missing(KeyError):
-    """An attribute the op's type inference read and the layer lacks."""
+    """An attribute the op's type inference read and the layer lacks (for an op whose layer attributes are not
+    declared: a plugin's)."""
 
 
 class _TrackedAttrs(Mapping[str, Any]):
@@ -465,47 +498,17 @@ class _TrackedAttrs(Mapping[str, Any]):
         return len(self._values)
 
 
-def _canonicalizes(opdef: OpDef) -> bool:
-    """Whether the op's ONNX form differs from its canonical layer (it overrides ``convert`` or
-    ``canonical_attrs``), or it is internal (made by passes): its layer attributes then need not be the ONNX
-    attributes it declares."""
-    from reprobuild.ops import OpDef
-
-    cls = type(opdef)
-    return opdef.internal or cls.convert is not OpDef.convert or cls.canonical_attrs is not OpDef.canonical_attrs
-
-
-@functools.cache
-def _vocabulary(cls: Any) -> frozenset[str] | None:
-    """Every string constant in the code of an op definition (its class and the reprobuild code it runs): the
-    attribute names the op can read. None when that code's source cannot be read (then unknown attribute names
-    are not refused; the runtime cannot resolve tactics without source either)."""
-    import ast
-
-    from reprobuild.kernels.code_digest import code_closure
-
-    try:
-        closure = code_closure([cls])
-    except Exception:  # no source to read (a frozen or source-less install): do without the vocabulary
-        return None
-    words: set[str] = set()
-    for key, text in closure.items():
-        try:
-            tree = ast.parse(text, mode="eval" if key.endswith(" (constant)") else "exec")
-        except SyntaxError:  # a constant whose repr is not Python (an object's repr): no names in it
-            continue
-        words.update(n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str))
-    return frozenset(words)
-
-
 def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
                 activations: Mapping[str, EngineTensor]) -> None:
     """A layer's op, attributes and output types, through the op's definition (step 7 of the module docstring).
 
-    Attribute names: a name the op neither declares, nor reads in its type inference, nor mentions anywhere in
-    its code is unknown; every name its type inference reads must be present. Kinds: an attribute the op declares
-    has the declared kind. Then the outputs' shapes and dtypes are what ``infer`` derives from the inputs'."""
+    Attribute names and kinds: the layer holds exactly the attributes its op's layers hold
+    (``reprobuild.ops.layer_attributes``: every required one, no unknown one), each of the declared kind. Values:
+    the op's type inference checks the ranges it and the run depend on (an axis within the rank, positive
+    strides, ...). Then the outputs' shapes and dtypes are what ``infer`` derives from the inputs'."""
     from reprobuild.ops import BuildTimeOp, TensorType, find_op
+    from reprobuild.ops.base import REQUIRED
+    from reprobuild.ops.layer_attributes import canonicalizes, layer_attributes
 
     where = f"engine layer {layer.name!r} (op {layer.op})"
     opdef = find_op(layer.op)
@@ -519,38 +522,40 @@ def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
                f"it always becomes a {opdef.lowered_to} layer")
         raise _bad(f"{where}: {layer.op!r} cannot be the op of a layer ({why})")
     attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer.attrs.items()}
-    names_allowed = _canonicalizes(opdef)
+    schema = layer_attributes(opdef)
+    kinds = schema if schema is not None else opdef.attributes
+    names_allowed = schema is None and canonicalizes(type(opdef))
     for key in sorted(attrs):
-        spec = opdef.attributes.get(key)
+        spec = kinds.get(key)
         if spec is not None and not _kind_fits(spec.kind, attrs[key], names_allowed):
             raise _bad(f"{where}: attribute {key!r} is {_value_words(attrs[key])}; {layer.op}'s {key!r} is "
                        f"{_KIND_WORDS.get(spec.kind, spec.kind)}")
+    if schema is not None:
+        unknown = sorted(set(attrs) - set(schema))
+        missing = [k for k in sorted(schema) if schema[k].default is REQUIRED and k not in attrs]
+        if missing:
+            instead = (f"; it has {unknown} instead, which {layer.op} does not know (renamed?)" if unknown else
+                       f"; its attributes are {sorted(attrs)}")
+            raise _bad(f"{where} has no attribute {missing[0]!r}, which {layer.op} needs{instead}")
+        if unknown:
+            raise _bad(f"{where} has attribute(s) {unknown}, which {layer.op} does not know; its attributes are "
+                       f"{sorted(set(attrs) - set(unknown))}")
     types = [TensorType(tuple(t.shape), t.dtype)
              for t in ((weights[n] if n in weights else activations[n]) for n in layer.inputs)]
     tracked = _TrackedAttrs(attrs)
-    missing: str | None = None
-    failure: str | None = None
     inferred: Any = None
     try:
         with np.errstate(all="ignore"):
             inferred = opdef.infer(tracked, types)
-    except _Missing as exc:
-        missing = str(exc.args[0])
+    except _Missing as exc:  # an op whose layer attributes are not declared (a plugin's) read one it lacks
+        raise _bad(f"{where} has no attribute {str(exc.args[0])!r}, which {layer.op} needs; its attributes are "
+                   f"{sorted(attrs)}") from None
     except ReprobuildError as exc:
-        failure = str(exc)
+        failure: str | None = str(exc)
     except Exception as exc:  # the attributes or shapes break the op's own arithmetic: a bad file, not a bug
         failure = f"{type(exc).__name__}: {exc}"
-    op_class: Any = type(opdef)  # a class is hashable; mypy sees OpDef's __hash__ as an instance method
-    vocabulary = _vocabulary(op_class)
-    known = set(opdef.attributes) | tracked.read
-    unknown = sorted(set(attrs) - known - (vocabulary or set())) if vocabulary is not None else []
-    if missing is not None:
-        instead = (f"; it has {unknown} instead, which {layer.op} does not know (renamed?)" if unknown else
-                   f"; its attributes are {sorted(attrs)}")
-        raise _bad(f"{where} has no attribute {missing!r}, which {layer.op} needs{instead}")
-    if unknown:
-        raise _bad(f"{where} has attribute(s) {unknown}, which {layer.op} does not know; its attributes are "
-                   f"{sorted(set(attrs) - set(unknown))}")
+    else:
+        failure = None
     shapes = ", ".join(f"{list(t.shape)} {t.dtype}" for t in types)
     if failure is not None:
         raise _bad(f"{where}: its attributes {layer.attrs} do not fit its inputs ({shapes}): {failure}")
@@ -562,6 +567,26 @@ def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
         raise _bad(f"{where} records outputs {[f'{d.name} {_describe(d)}' for d in declared]}, but from inputs "
                    f"({shapes}) and its attributes the op computes "
                    f"{[f'{list(t.shape)} {t.dtype}' for t in inferred]}")
+
+
+def check_layer_constants(header: EngineHeader, weights: Mapping[str, np.ndarray]) -> None:
+    """Each layer's weight inputs that its run indexes with are in range (``OpDef.check_constants``: Gather's
+    indices within the data's dimension, ...), before any layer runs: a FormatError naming the layer."""
+    from reprobuild.ops import TensorType, find_op
+
+    tensors: dict[str, EngineTensor] = {t.name: t for t in (*header.weights, *header.activations)}
+    for layer in header.layers:
+        constants = {i: weights[n] for i, n in enumerate(layer.inputs) if n in weights}
+        opdef = find_op(layer.op)
+        if not constants or opdef is None:
+            continue
+        attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer.attrs.items()}
+        types = [TensorType(tuple(tensors[n].shape), tensors[n].dtype) for n in layer.inputs]
+        try:
+            opdef.check_constants(attrs, types, constants)
+        except ReprobuildError as exc:
+            raise _bad(f"engine layer {layer.name!r} (op {layer.op}): a constant input its run indexes with is out "
+                       f"of range: {exc}") from None
 
 
 # --- the embedded manifest -----------------------------------------------------------------------------------------

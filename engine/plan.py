@@ -23,11 +23,12 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from reprobuild.dtypes import DTYPES, itemsize
+from reprobuild.validation import BoundedModel, FailFastDict, FailFastList
 
-EngineAttr = int | float | str | list[int] | list[float] | list[str]
+EngineAttr = int | float | str | FailFastList[int] | FailFastList[float] | FailFastList[str]
 Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
 
 #: The most dimensions an engine tensor may have (see the module docstring for why 16).
@@ -49,7 +50,7 @@ MAX_LAYER_TENSORS = 10_000
 _Bytes = Field(ge=0, le=MAX_BYTES)
 
 
-class _Strict(BaseModel):
+class _Strict(BoundedModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
@@ -58,7 +59,7 @@ class EngineTactic(_Strict):
     name: str
     version: int = Field(ge=1, le=2**31 - 1)
     code_sha256: str = Sha256
-    parameters: dict[str, int | str]
+    parameters: FailFastDict[str, int | str]
 
 
 def tensor_nbytes(shape: list[int] | tuple[int, ...], dtype: str) -> int:
@@ -68,7 +69,7 @@ def tensor_nbytes(shape: list[int] | tuple[int, ...], dtype: str) -> int:
 
 class EngineTensor(_Strict):
     name: str
-    shape: list[int]
+    shape: FailFastList[int]
     dtype: str
 
     @model_validator(mode="after")
@@ -108,9 +109,9 @@ class EnginePinnedInput(EngineTensor):
 class EngineLayer(_Strict):
     name: str
     op: str
-    attrs: dict[str, EngineAttr]
-    inputs: list[str] = Field(max_length=MAX_LAYER_TENSORS)
-    outputs: list[str] = Field(max_length=MAX_LAYER_TENSORS)
+    attrs: FailFastDict[str, EngineAttr]
+    inputs: FailFastList[str] = Field(max_length=MAX_LAYER_TENSORS)
+    outputs: FailFastList[str] = Field(max_length=MAX_LAYER_TENSORS)
     tactic: EngineTactic
     workspace_bytes: int = _Bytes
 
@@ -121,7 +122,7 @@ class EngineMemory(_Strict):
     workspace_offset: int = _Bytes
     workspace_bytes: int = _Bytes
     library_bytes: int = _Bytes
-    offsets: dict[str, int] = Field(max_length=MAX_TENSORS)
+    offsets: FailFastDict[str, int] = Field(max_length=MAX_TENSORS)
 
     @model_validator(mode="after")
     def _caps(self) -> EngineMemory:
@@ -141,12 +142,12 @@ class EngineHeader(_Strict):
     format: Literal["reprobuild-engine"]
     backend: Literal["cpu", "cuda"]
     name: str
-    inputs: list[EngineTensor] = Field(max_length=MAX_BINDINGS)
-    pinned_inputs: list[EnginePinnedInput] = Field(max_length=MAX_BINDINGS)
-    outputs: list[EngineTensor] = Field(max_length=MAX_BINDINGS)
-    activations: list[EngineTensor] = Field(max_length=MAX_TENSORS)
-    layers: list[EngineLayer] = Field(max_length=MAX_LAYERS)
-    weights: list[EngineWeight] = Field(max_length=MAX_WEIGHTS)
+    inputs: FailFastList[EngineTensor] = Field(max_length=MAX_BINDINGS)
+    pinned_inputs: FailFastList[EnginePinnedInput] = Field(max_length=MAX_BINDINGS)
+    outputs: FailFastList[EngineTensor] = Field(max_length=MAX_BINDINGS)
+    activations: FailFastList[EngineTensor] = Field(max_length=MAX_TENSORS)
+    layers: FailFastList[EngineLayer] = Field(max_length=MAX_LAYERS)
+    weights: FailFastList[EngineWeight] = Field(max_length=MAX_WEIGHTS)
     memory: EngineMemory
     buffer_nbytes: int = _Bytes
     #: Whether contexts capture their run into a CUDA graph by default (the build asked for it and every chosen
@@ -156,4 +157,4 @@ class EngineHeader(_Strict):
     manifest_sha256: str = Sha256
     #: Each run-time input's shape as the model declared it (an int per static dimension, the symbol of a dynamic
     #: one): what a run with another shape is advised to do. Empty for a network built in code.
-    declared_inputs: dict[str, list[int | str]] = Field(default_factory=dict, max_length=MAX_BINDINGS)
+    declared_inputs: FailFastDict[str, FailFastList[int | str]] = Field(default_factory=dict, max_length=MAX_BINDINGS)

@@ -12,9 +12,10 @@ context until it consumes them (``reprobuild.engine.hold``); a call from another
 the work that produces it (``reprobuild.engine.interop``).
 
 The memory cap (``Runtime(max_memory=...)``, the CLI's ``--max-memory``) defaults to the device's total memory
-(cuda) or the host's physical memory (cpu): weights plus the scratch memory of every live context may not exceed
-it, so an engine whose declared shapes need terabytes is refused with a ``ResourceError`` before anything is
-allocated.
+(cuda) or, on cpu, the least of the host's physical memory, this process's cgroup limit and its address-space
+limit (``engine.host_memory``): weights plus the scratch memory of every live context may not exceed it, so an
+engine whose declared shapes need terabytes is refused with a ``ResourceError`` before anything is allocated. An
+allocation that fails all the same (MemoryError) is a ``ResourceError`` naming what was being allocated.
 
 A CUDA layer is prepared as a launch plan (``reprobuild.kernels.launch``): the context binds every plan to its
 arena once, so a run replays a flat list of launches, and by default (when the engine allows it) captures
@@ -39,16 +40,11 @@ from reprobuild.engine.advice import shape_advice
 from reprobuild.engine.allocator import GpuAllocator, allocate_scratch, check_allocator
 from reprobuild.engine.format import deserialize_engine, engine_sha256
 from reprobuild.engine.hold import Hold
+from reprobuild.engine.host_memory import host_memory_cap
 from reprobuild.engine.interop import as_torch, check_output_form, share
-from reprobuild.engine.memory import (
-    LayerUse,
-    check_memory_cap,
-    device_memory_info,
-    physical_memory_bytes,
-    plan_memory,
-)
+from reprobuild.engine.memory import LayerUse, check_memory_cap, device_memory_info, plan_memory
 from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineTensor
-from reprobuild.errors import FormatError, InputError, ReprobuildError, UsageError
+from reprobuild.errors import FormatError, InputError, ReprobuildError, ResourceError, UsageError
 from reprobuild.kernels.backend import Backend, get_backend
 from reprobuild.kernels.cublas import WORKSPACE_BYTES
 from reprobuild.kernels.launch import LaunchPlan, capture, uses_library
@@ -78,12 +74,44 @@ class PreparedLayer:
     outputs: tuple[str, ...]
 
 
-def _eager_step(kernel: Kernel, ins: list[Any], outs: list[Any], workspace: Any) -> Callable[[Any], None]:
-    """A layer whose tactic returns an opaque callable, as a step of the run (it runs on the current stream)."""
+def _eager_step(layer: PreparedLayer, ins: list[Any], outs: list[Any], workspace: Any) -> Callable[[Any], None]:
+    """A layer whose tactic returns an opaque callable, as a step of the run (it runs on the current stream).
+
+    The temporary arrays such a kernel allocates are the run's only allocations: a MemoryError there is a
+    ResourceError naming the layer. Any other exception is typed too, the last line behind the loader's checks
+    (every attribute the run reads, constant indices): an IndexError of an op that indexes with an input is that
+    input's values out of range (an InputError); anything else means the file was crafted past the loader's checks
+    or a bug in reprobuild (a FormatError naming the layer, chained to the original for --debug)."""
+    kernel = layer.kernel
+    label = f"engine layer {layer.name!r} (op {layer.op}, tactic {layer.tactic.label})"
+
     def step(stream: Any) -> None:
-        kernel(ins, outs, workspace)
+        try:
+            kernel(ins, outs, workspace)
+        except ReprobuildError:
+            raise
+        except MemoryError:
+            raise ResourceError(f"{label} ran out of memory for its temporary arrays while it ran (MemoryError); "
+                                "free memory, or rebuild the engine for smaller inputs (reprobuild build "
+                                "--input-shape)") from None
+        except Exception as exc:
+            raise _run_failure(layer, label, exc) from exc
 
     return step
+
+
+def _run_failure(layer: PreparedLayer, label: str, exc: Exception) -> ReprobuildError:
+    from reprobuild.ops import OpDef, find_op
+
+    opdef = find_op(layer.op)
+    indexes = opdef is not None and type(opdef).check_constants is not OpDef.check_constants
+    if indexes and isinstance(exc, IndexError):
+        return InputError(f"{label} was given indices out of range at run time ({exc}); ONNX leaves such an index "
+                          "undefined and reprobuild refuses it: give indices within [-n, n) of the dimension they "
+                          "index")
+    return FormatError(f"{label} failed while it ran: {type(exc).__name__}: {exc}. The loader checked every "
+                       "attribute and constant input the run reads, so the engine file was crafted past those checks "
+                       "or this is a bug in reprobuild (report it with the engine and the traceback of --debug)")
 
 
 def library_workspace_bytes(tactics: Sequence[Tactic]) -> int:
@@ -93,11 +121,12 @@ def library_workspace_bytes(tactics: Sequence[Tactic]) -> int:
 
 def default_max_memory(backend: Backend) -> tuple[int | None, str]:
     """The memory cap when none is given, and where it comes from: the device's total memory on cuda
-    (``cudaMemGetInfo``), the host's physical memory on cpu (None where the OS does not say: no cap)."""
+    (``cudaMemGetInfo``); on cpu the least of the host's physical memory, this process's cgroup memory limit and
+    its address-space limit (``engine.host_memory``; None where the OS tells none of them: no cap)."""
     device = device_memory_info(backend)
     if device is not None:
         return device[1], f"the total memory of GPU {getattr(backend, 'gpu_name', '')}".rstrip()
-    return physical_memory_bytes(), "the host's physical memory"
+    return host_memory_cap()
 
 
 def check_max_memory(value: int | None) -> int | None:
@@ -111,7 +140,8 @@ class Runtime:
     """Deserializes engines. The logger and error recorder are inherited by engines and contexts.
 
     ``max_memory``: the most bytes an engine's weights and the scratch memory of its live execution contexts may
-    take together (None: the device's total memory on cuda, the host's physical memory on cpu).
+    take together (None: the device's total memory on cuda; on cpu the host's physical memory or, when lower, this
+    process's cgroup memory limit or address-space limit).
     ``gpu_allocator``: supplies every execution context's scratch memory (None: a default ``GpuAllocator``).
     ``device``: the GPU a cuda engine runs on (None: 0); an engine is the same file on every device. A cpu engine
     has one device, 0: loading one with any other is a UsageError, as building on it is (never silently ignored)."""
@@ -254,6 +284,10 @@ class Engine:
             return self._prepare_layer(layer, tactic, weights)
         except ReprobuildError:
             raise
+        except MemoryError:
+            raise ResourceError(f"engine layer {layer.name!r} (op {layer.op}, tactic {tactic.label}) ran out of "
+                                f"{self.backend.name} memory while it was prepared (its weights made ready for the "
+                                "tactic); free memory, or load the engine where more is available") from None
         except Exception as exc:
             raise FormatError(f"engine layer {layer.name!r} (op {layer.op}, tactic {tactic.label}) cannot be "
                               f"prepared: {type(exc).__name__}: {exc}; the engine file is inconsistent with its "
@@ -390,7 +424,7 @@ class ExecutionContext:
             if isinstance(layer.kernel, LaunchPlan):
                 self._steps.append(layer.kernel.bind(ins, outs, workspace, self._blas))
             else:
-                self._steps.append([_eager_step(layer.kernel, ins, outs, workspace)])
+                self._steps.append([_eager_step(layer, ins, outs, workspace)])
             self._outs.append(outs)
         self._graph = None  # a graph captured over the previous memory is stale
 
@@ -587,7 +621,11 @@ class ExecutionContext:
         with self._exclusive():
             arrays, producers = self._check_ready(inputs)
             with self.backend.activate(self.stream):  # allocated for, and first used on, the context's stream
-                trace = self.backend.empty_bytes(max(total, 1))
+                try:
+                    trace = self.backend.empty_bytes(max(total, 1))
+                except MemoryError:
+                    raise self._fail(ResourceError(f"cannot allocate {total} bytes for the copies of every layer's "
+                                                   "outputs (the trace of execute_traced); free memory")) from None
             outputs = self._copy_to_host(self._run(arrays, keep, producers))
             with self.backend.activate(self.stream):
                 host = self.backend.to_host(trace, copy=False)  # the trace buffer is this call's own

@@ -77,11 +77,13 @@ def _toolchain(environment: dict[str, str], backend: str) -> list[dict[str, Any]
     return out
 
 
-def _manifest_checks(manifest_path: str, engine_sha256: str, engine_label: str,
-                     pinned_sha256: str) -> tuple[Any, str]:
-    """The manifest file and its sha256, refused unless it is the one written with this engine."""
+def _manifest_checks(manifest_path: str, engine_sha256: str, engine_label: str, pinned_sha256: str,
+                     embedded: Any) -> tuple[Any, str]:
+    """The manifest file and its sha256, refused unless it is the one written with this engine: it records the
+    engine's digest (else a UsageError), and its pinned part is the one the engine embeds, ``embedded``, whose
+    digest the engine records (else a ManifestEditedError naming every field that differs)."""
     from reprobuild.manifest.io import MAX_MANIFEST_BYTES, manifest_from_json
-    from reprobuild.manifest.io import pinned_sha256 as digest_of_pinned
+    from reprobuild.manifest.tamper import check_record
 
     data = read_bounded(manifest_path, MAX_MANIFEST_BYTES, "manifest")
     manifest = manifest_from_json(data, f"manifest {manifest_path!r}")
@@ -91,16 +93,15 @@ def _manifest_checks(manifest_path: str, engine_sha256: str, engine_label: str,
     mismatch = pair_mismatch(manifest.engine.sha256, engine_sha256, engine_label)
     if mismatch:
         raise UsageError(mismatch)
-    if digest_of_pinned(manifest.pinned) != pinned_sha256:
-        raise UsageError(f"manifest {manifest_path!r} records this engine's digest, but its pinned part differs "
-                         "from the one the engine embeds (was it edited?); pass the manifest the build wrote")
+    check_record(manifest.pinned, embedded, pinned_sha256, f"manifest {manifest_path!r}", engine_label)
     return manifest, sha256_hex(data)
 
 
 def make_statement(engine_data: bytes, engine_name: str, manifest_path: str | None = None,
                    model_path: str | None = None) -> dict[str, Any]:
     """The in-toto Statement (a dict) for these engine bytes. Raises FormatError for a corrupted engine,
-    UsageError for a manifest or model that does not belong to it."""
+    UsageError for a manifest or model that does not belong to it, ManifestEditedError for a manifest that records
+    this engine but whose pinned part was edited."""
     from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine
     from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
     from reprobuild.manifest.io import pinned_from_json
@@ -109,8 +110,8 @@ def make_statement(engine_data: bytes, engine_name: str, manifest_path: str | No
     pinned = pinned_from_json(header.manifest, f"manifest embedded in {engine_name}")
     engine_sha256 = sha256_hex(engine_data)
     label = f"engine {engine_name!r}"
-    manifest, manifest_sha256 = (_manifest_checks(manifest_path, engine_sha256, label, header.manifest_sha256)
-                                 if manifest_path is not None else (None, ""))
+    manifest, manifest_sha256 = (_manifest_checks(manifest_path, engine_sha256, label, header.manifest_sha256,
+                                                  pinned) if manifest_path is not None else (None, ""))
 
     recorded_model = pinned.model.sha256
     model: dict[str, Any] = {"name": os.path.basename(model_path) if model_path else "model.onnx",

@@ -41,7 +41,13 @@ class FormatError(ReprobuildError):
     """An engine or manifest file is unreadable, corrupted, truncated or of an unsupported version."""
 
     exit_code = 4
-    summary = "file format error: an engine or manifest is corrupted, truncated or of another version"
+    summary = "file format error: an engine or manifest is corrupted, truncated, edited or of another version"
+
+
+class ManifestEditedError(FormatError):
+    """A manifest given as an engine's record (``verify --against``, ``attest --manifest``; ``diff`` says so in its
+    summary) holds a pinned part other than the one the engine embeds, whose sha256 the engine records: it was
+    edited after the build. The message names every field that differs."""
 
 
 class BackendUnavailableError(ReprobuildError):

@@ -12,6 +12,7 @@ import threading
 from typing import TextIO
 
 from reprobuild.errors import ReprobuildError
+from reprobuild.textformat import printable
 
 
 class Severity(enum.IntEnum):
@@ -34,7 +35,7 @@ class Logger:
         if severity > self.min_severity:
             return
         stream = self._stream if self._stream is not None else sys.stderr
-        line = f"[reprobuild] [{severity.name}] {message}\n"
+        line = f"[reprobuild] [{severity.name}] {printable(message, keep_newlines=True)}\n"  # names may hold escapes
         with self._lock:
             stream.write(line)
             stream.flush()

@@ -9,8 +9,10 @@ Memory: before it allocates any activation or timing buffer, the build works out
 once (:class:`BuildMemory`: the weights, plus the larger of timing the most demanding layer and the golden run,
 which holds an execution context's activations and workspace, its inputs and outputs and a copy of every layer's
 outputs) and refuses, with a :class:`ResourceError`, a build over ``BuilderConfig.max_memory`` (by default the
-device's memory on cuda, the host's physical memory on cpu). It checks again with the exact memory plan once the
-tactics are chosen, before the golden run.
+device's memory on cuda; on cpu the host's physical memory or, when lower, this process's cgroup or address-space
+limit). It checks again with the exact memory plan once the tactics are chosen, before the golden run. Where less
+memory is available than the cap says, the MemoryError of the timing, the golden run or the serialization is a
+ResourceError naming that step.
 
 Weights holding NaN or infinities are built as they are, with a warning and a record in the manifest's evidence
 (``nonfinite_weights``).
@@ -23,13 +25,14 @@ import dataclasses
 import datetime
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from reprobuild.builder.config import BuilderConfig, ProgressMonitor
+from reprobuild.builder.limits import check_engine_limits
 from reprobuild.builder.selection import Candidate, choose, layer_seed, layer_spec, plan_candidates, time_candidates
 from reprobuild.builder.selector import AlgorithmContext, AlgorithmSelector, BuildPlan, PlannedLayer
 from reprobuild.builder.timing_cache import TimingCache
@@ -51,6 +54,7 @@ from reprobuild.logger import ErrorRecorder, Logger, Severity
 from reprobuild.manifest import models as m
 from reprobuild.manifest.io import pinned_bytes
 from reprobuild.passes import pass_versions, run_passes
+from reprobuild.textformat import printable
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ class Builder:
                              f"{_size(device_memory[1])}")
         if not passes_done:
             net = run_passes(net, config.effective_passes)
+        check_engine_limits(net)  # before any work: a tensor no engine file can hold is refused, naming its node
         self.logger.info(f"network after passes {', '.join(config.effective_passes)}: {net.summary()}")
         nonfinite = _nonfinite_weights(net)
         if nonfinite:
@@ -175,8 +180,9 @@ class Builder:
         self.logger.info(f"execution: {'CUDA graph' if execution.cuda_graph else 'eager launches'} "
                          f"({execution.reason})")
         digests = {k: net.constant_digest(k) for k in net.constants}
-        golden = self._golden(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph, b""), net,
-                              digests, config.seed, config.max_memory, getattr(backend, "device_id", None))
+        with _out_of_memory("running the engine on the golden inputs", cap):
+            golden = self._golden(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph, b""),
+                                  net, digests, config.seed, config.max_memory, getattr(backend, "device_id", None))
         phase("golden")
         pinned = m.Pinned(
             model=_model_record(net),
@@ -203,8 +209,9 @@ class Builder:
             golden=golden,
         )
         phase("manifest")
-        engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph,
-                                                 pinned_bytes(pinned)), net.constants, digests)
+        with _out_of_memory("writing the engine's bytes (a copy of every weight)", cap):
+            engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph,
+                                                     pinned_bytes(pinned)), net.constants, digests)
         phase("serialize")
         selector.end(pinned, sha256_hex(engine))
         totals = MemoryTotals.of(backend.name, len(engine), pinned.memory.weights_bytes, pinned.memory.context_bytes)
@@ -246,14 +253,16 @@ class Builder:
         for ctx, spec, candidates in layers:
             allowed = _allowed(selector, ctx, candidates)
             if selector.requires_timing:
-                timed += time_candidates(spec, allowed, backend, timing, layer_seed(config.seed, ctx.key),
-                                         functools.partial(cached, ctx), functools.partial(store, ctx))
+                with _out_of_memory(f"timing the tactics of layer {ctx.name!r} ({ctx.op}) on buffers of its shapes",
+                                    memory_cap(config, backend)):
+                    timed += time_candidates(spec, allowed, backend, timing, layer_seed(config.seed, ctx.key),
+                                             functools.partial(cached, ctx), functools.partial(store, ctx))
                 cache_hits += sum(1 for c in allowed if c.timing_source == "cache")
             winner = choose(allowed, selector.requires_timing, config.tie_band,
                             getattr(selector, "untimed_reason", f"first allowed by {type(selector).__name__}"))
             selector.report(ctx, winner.algorithm())
             chosen.append(winner)
-            message = (f"[{ctx.index + 1}/{len(layers)}] {ctx.name} ({ctx.op}): {winner.tactic.name}"
+            message = (f"[{ctx.index + 1}/{len(layers)}] {printable(ctx.name)} ({ctx.op}): {winner.tactic.name}"
                        + (f" {(winner.median_ns or 0) / 1e6:.4f} ms of {len(allowed)} timed"
                           if selector.requires_timing else " (not timed)"))
             self.logger.log(Severity.INFO, message)
@@ -386,9 +395,24 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
+@contextlib.contextmanager
+def _out_of_memory(what: str, cap: tuple[int | None, str]) -> Iterator[None]:
+    """A MemoryError while ``what`` is a ResourceError that says so: the cap, checked before, was not what the
+    machine could really give."""
+    try:
+        yield
+    except MemoryError:
+        limit = f"{cap[0]} bytes, {cap[1]}" if cap[0] is not None else cap[1]
+        raise ResourceError(f"the build ran out of memory while {what} (MemoryError), although it fits the cap "
+                            f"({limit}): less memory is available than that. Free memory, or set --max-memory "
+                            "(BuilderConfig.max_memory) to what is really available, so that a build that cannot "
+                            "fit is refused before any work") from None
+
+
 def memory_cap(config: BuilderConfig, backend: Backend) -> tuple[int | None, str]:
     """The most memory a build may need at once, and where that figure comes from: ``config.max_memory``, else the
-    device's total memory (cuda) or the host's physical memory (cpu); None where the machine does not say."""
+    runtime's default (the device's total memory on cuda; on cpu the least of the host's physical memory and this
+    process's cgroup and address-space limits); None where the machine says none of them."""
     if config.max_memory is not None:
         return config.max_memory, "the cap set by --max-memory (BuilderConfig.max_memory)"
     return default_max_memory(backend)  # the runtime's default: a build runs the engine it makes

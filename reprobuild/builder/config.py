@@ -91,7 +91,8 @@ class BuilderConfig:
     cuda_graph: bool = True
     #: The most memory, in bytes, the build may need at once (weights, activations, workspace, timing buffers; see
     #: ``Builder``): a build over it is refused with a ResourceError before any activation or timing buffer is
-    #: allocated. None: the device's total memory (cuda), the host's physical memory (cpu). Not recorded: it
+    #: allocated. None: the device's total memory (cuda); on cpu the host's physical memory or, when lower, this
+    #: process's cgroup or address-space limit (``reprobuild.engine.host_memory``). Not recorded: it
     #: decides whether a build may run, never what it produces. The CLI's ``--max-memory``.
     max_memory: int | None = None
     #: The GPU a cuda build times and runs on (None: 0). Not recorded: GPUs of one model give the same engine, which

@@ -16,6 +16,7 @@ import numpy as np
 
 from reprobuild.errors import ReprobuildError, UsageError
 from reprobuild.fileio import read_bounded
+from reprobuild.textformat import printable
 
 if TYPE_CHECKING:
     from reprobuild.diffing import Side
@@ -143,25 +144,108 @@ def parse_pair(form: str) -> Callable[[str], tuple[str, str]]:
 
 MAX_ARRAY_BYTES = 64 * 1024**3
 NPY_MAGIC = b"\x93NUMPY"
+#: Room for a .npy file's magic and header: numpy writes at most a few hundred bytes, and reads at most 10,000.
+_NPY_HEADER_ROOM = 16 * 1024
 
 
-def read_npy(path: str, what: str, error: type[ReprobuildError]) -> Any:
+class _TooLarge(ReprobuildError):
+    """A .npy file larger than the array its binding holds (``read_bounded``'s ``too_big``)."""
+
+
+def read_npy(path: str, what: str, error: type[ReprobuildError], binding: Any = None) -> np.ndarray:
     """The array in a .npy file, read through ``read_bounded`` (a FIFO or ``/dev/zero`` is refused, the size is
-    capped) and never unpickled; a file that is not a plain .npy array is an ``error`` that says so (numpy's own
-    message for an object array suggests unpickling it, which reprobuild never does)."""
+    capped) and never unpickled. Its header is read and checked before anything is allocated for it: a plain
+    (not object, not structured) dtype, data of exactly the size shape and dtype give, and, for a ``binding``
+    (an engine input: ``name``, ``shape``, ``dtype``), that binding's shape and dtype; the file may be at most
+    what that array takes. The array is a read-only view over the file's bytes (a copy for a Fortran-order or
+    byte-swapped file). Any problem is an ``error`` that says what was expected (numpy's own message for an
+    object array suggests unpickling it, which reprobuild never does)."""
     import io
 
-    data = read_bounded(path, MAX_ARRAY_BYTES, what)
+    limit = MAX_ARRAY_BYTES if binding is None else _binding_nbytes(binding) + _NPY_HEADER_ROOM
+    try:
+        data = read_bounded(path, limit, what, error if binding is None else _TooLarge)
+    except _TooLarge:
+        raise error(f"{what} {path!r} is larger than an array of shape {list(binding.shape)} {binding.dtype}, "
+                    f"which the engine takes: {_expect(binding)}") from None
     if not data.startswith(NPY_MAGIC):  # else numpy takes any other file for a pickle, and says so
         raise error(f"{what} {path!r} is not a .npy file: a .npy file starts with {NPY_MAGIC!r}, this one with "
                     f"{data[:8]!r} (a text or .npz file?). Save the array with numpy.save(path, array)")
+    stream = io.BytesIO(data)
     try:
-        return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"format version {version[0]}.{version[1]}, which numpy writes only for structured "
+                             "dtypes with non-Latin-1 field names; reprobuild reads versions 1.0 and 2.0")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran_order, dtype = read_header(stream)
     except ValueError as exc:
-        why = ("it holds Python objects (an object array), which reprobuild never loads"
-               if "pickle" in str(exc) else str(exc))
+        raise error(f"{what} {path!r} has no valid .npy header ({printable(str(exc))[:300]}). Save the array with "
+                    "numpy.save(path, array)") from None
+    if binding is not None and dtype.kind == "V" and dtype.fields is None and dtype.subdtype is None:
+        dtype = _ml_dtype_saved_as_void(dtype, binding.dtype)
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind in "OSUVMm":
+        why = ("it holds Python objects (an object array), which reprobuild never loads" if dtype.hasobject else
+               f"its dtype {dtype.str} is not a number or bool type")
         raise error(f"{what} {path!r} is not a plain .npy array of numbers: {why}. Save one with "
-                    "numpy.save(path, array) from a numeric array") from None
+                    "numpy.save(path, array) from a numeric array")
+    native = dtype.newbyteorder("=") if dtype.byteorder not in ("=", "|") else dtype
+    if binding is not None:
+        _check_against_binding(binding, path, tuple(shape), native, error)
+    count = math.prod(shape)
+    offset = stream.tell()
+    if len(data) - offset != count * dtype.itemsize:
+        raise error(f"{what} {path!r} holds {len(data) - offset} bytes of data, but its header says shape "
+                    f"{list(shape)} {dtype.name}, which is {count * dtype.itemsize} bytes (truncated, or not "
+                    "written by numpy.save?)")
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    array = array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
+    if fortran_order or native is not dtype:
+        array = np.ascontiguousarray(array, dtype=native)  # its binding's size at most: checked above
+    return array
+
+
+def _ml_dtype_saved_as_void(dtype: np.dtype[Any], expected: str) -> np.dtype[Any]:
+    """numpy.save writes ml_dtypes' types (bfloat16, the float8s, ...) as raw bytes ('<V2'): read such a file as
+    the binding's type when that is one of them and has the same size; else the void dtype, which is refused."""
+    from reprobuild.dtypes import FLOATS, NARROW, np_dtype
+
+    if expected in (*NARROW, *FLOATS) and np_dtype(expected).kind == "V" and np_dtype(expected).itemsize == \
+            dtype.itemsize:
+        return np_dtype(expected)
+    return dtype
+
+
+def _binding_nbytes(binding: Any) -> int:
+    from reprobuild.dtypes import itemsize
+
+    return math.prod(binding.shape) * itemsize(binding.dtype)
+
+
+def _expect(binding: Any) -> str:
+    return (f"save exactly that array (numpy.save(path, array) of an array of shape {tuple(binding.shape)} and "
+            f"dtype {binding.dtype})")
+
+
+def _check_against_binding(binding: Any, path: str, shape: tuple[int, ...], dtype: np.dtype[Any],
+                           error: type[ReprobuildError]) -> None:
+    """A .npy header's shape and dtype against the engine input it is for, before any data is read."""
+    from reprobuild.dtypes import dtype_name
+    from reprobuild.engine.advice import shape_advice
+    from reprobuild.errors import ReprobuildError as Base
+
+    if shape != tuple(binding.shape):
+        advice = shape_advice(binding.name, getattr(binding, "declared", None), binding.shape, shape)
+        raise error(f"input {binding.name!r} from {path!r} has shape {list(shape)}; the engine was built for "
+                    f"{list(binding.shape)}. {advice}")
+    try:
+        name = dtype_name(dtype)
+    except Base:
+        name = dtype.str
+    if name != binding.dtype:
+        raise error(f"input {binding.name!r} from {path!r} has dtype {name}; the engine expects {binding.dtype} "
+                    f"(convert with array.astype(numpy.{binding.dtype}) before numpy.save)")
 
 
 def read_engine_file(path: str) -> bytes:
@@ -404,15 +488,9 @@ def engine_inputs(args: argparse.Namespace, bindings: Sequence[Any]) -> tuple[di
 
 
 def _input_from_file(binding: Any, path: str) -> np.ndarray:
-    from reprobuild.engine.advice import shape_advice
     from reprobuild.errors import InputError
 
-    array = np.asarray(read_npy(path, f"input {binding.name!r}:", InputError))
-    if tuple(array.shape) != tuple(binding.shape):
-        advice = shape_advice(binding.name, getattr(binding, "declared", None), binding.shape, array.shape)
-        raise InputError(f"input {binding.name!r} from {path!r} has shape {list(array.shape)}; the engine was built "
-                         f"for {list(binding.shape)}. {advice}")
-    return array
+    return read_npy(path, f"input {binding.name!r}:", InputError, binding)
 
 
 def _sources_phrase(sources: dict[str, str]) -> str:
@@ -424,5 +502,5 @@ def _sources_phrase(sources: dict[str, str]) -> str:
     if not groups:
         return "pinned at build time"
     if len(groups) == 1:
-        return next(iter(groups))
-    return "; ".join(f"{', '.join(names)} {source}" for source, names in groups.items())
+        return printable(next(iter(groups)))
+    return printable("; ".join(f"{', '.join(names)} {source}" for source, names in groups.items()))

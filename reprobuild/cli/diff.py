@@ -12,7 +12,9 @@ from reprobuild.diffing.render import to_json, to_markdown, to_text
 
 EPILOG = """exit codes (as diff(1)):
     0  identical pinned content (after --ignore)
-    1  different
+    1  different; always when one side is an engine and the other a manifest that records it but holds
+       another pinned part (edited after the build: the summary starts with EDITED and names the fields,
+       whatever --ignore drops)
     2  trouble: an unreadable, corrupted or invalid input, or a bad option"""
 
 

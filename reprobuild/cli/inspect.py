@@ -9,7 +9,7 @@ from reprobuild.digest import TENSOR_DIGEST_LABEL, sha256_hex
 from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine
 from reprobuild.engine.memory import MemoryTotals
 from reprobuild.manifest.io import pinned_from_json
-from reprobuild.textformat import table
+from reprobuild.textformat import printable, table
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
                     "pinned": pinned.model_dump(mode="json")})
         return 0
     mem = pinned.memory
-    print(f"engine      {args.engine}")
+    print(f"engine      {printable(args.engine)}")
     print(f"sha256      {sha256_hex(data)}")
     print(f"size        {len(data)} bytes, format version {FORMAT_VERSION}")
     print(f"backend     {pinned.config.backend}")
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     totals = MemoryTotals.of(pinned.config.backend, len(data), mem.weights_bytes, mem.context_bytes)
     print("            " + "; ".join(totals.lines()))
     print(f"golden      seed {pinned.golden.seed}, {TENSOR_DIGEST_LABEL}: "
-          + ", ".join(f"{d.name} {d.sha256[:16]}" for d in pinned.golden.outputs)
+          + ", ".join(f"{printable(d.name)} {d.sha256[:16]}" for d in pinned.golden.outputs)
           + f" ({len(pinned.golden.layers)} layer digests; reprobuild verify --against checks them)")
     print()
     bindings = [["input", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.inputs]

@@ -1,8 +1,10 @@
 """``reprobuild``: the command line. Errors print one clear message and exit with a documented code.
 
-This module imports only the standard library and reprobuild's small ``errors`` and ``fileio`` modules; the
-subcommands (NumPy, onnx, the builder, ...) are imported inside :func:`main`'s guarded region, so that a Ctrl-C
-while they load prints ``interrupted`` and exits 130 instead of a traceback.
+This module imports only the standard library and reprobuild's small ``errors``, ``fileio`` and ``textformat``
+modules; the subcommands (NumPy, onnx, the builder, ...) are imported inside :func:`main`'s guarded region, so
+that a Ctrl-C while they load prints ``interrupted`` and exits 130 instead of a traceback. Messages are printed
+with their non-printable characters escaped (a name from a file may hold terminal escapes), and a MemoryError
+that no allocation site turned into a ResourceError is one here (exit 13), never an internal error.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from types import ModuleType
 from typing import Any
 
 from reprobuild import __version__
-from reprobuild.errors import EXIT_CODES, ReprobuildError
+from reprobuild.errors import EXIT_CODES, ReprobuildError, ResourceError
 from reprobuild.fileio import Terminated, install_sigterm_cleanup, write_count, written_since
+from reprobuild.textformat import printable
 
 #: The subcommand modules (``reprobuild.cli.NAME``), in the order ``--help`` lists them.
 COMMANDS = ("build", "refit", "run", "bench", "inspect", "verify", "compare", "diff", "attest", "conformance")
@@ -143,12 +146,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReprobuildError as exc:
         if debug:
             traceback.print_exc()
-        _say(f"{command}: error: {exc}")
+        _say(f"{command}: error: {printable(str(exc), keep_newlines=True)}")  # names in it may hold escapes
         return 2 if command == "reprobuild diff" else exc.exit_code  # diff speaks diff(1): 2 means trouble
+    except MemoryError:  # an allocation no site named: still a resource limit, never an internal error
+        if debug:
+            traceback.print_exc()
+        _say(f"{command}: error: ran out of memory (MemoryError): this machine, its cgroup or ulimit -v gave "
+             "less than the work needed. Free memory, set --max-memory (where the command has it) to be refused "
+             "before any work, or use smaller inputs")
+        return 2 if command == "reprobuild diff" else ResourceError.exit_code
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        _say(f"{command}: internal error: {type(exc).__name__}: {exc}\n"
+        _say(f"{command}: internal error: {type(exc).__name__}: {printable(str(exc), keep_newlines=True)}\n"
              "This is a bug in reprobuild; please report it with the command you ran (add --debug for the "
              "traceback).")
         return 2 if command == "reprobuild diff" else 1

@@ -28,7 +28,7 @@ from reprobuild.engine import Runtime
 from reprobuild.errors import UsageError
 from reprobuild.fileio import atomic_write, check_output_directory, check_output_path, make_output_directory
 from reprobuild.logger import Logger, Severity
-from reprobuild.textformat import table
+from reprobuild.textformat import printable, table
 from reprobuild.verify import nonfinite_outputs
 
 #: ``run --random-inputs SEED``, the old spelling of ``--seed SEED``, goes in this version.
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = engine.create_execution_context().execute(inputs)
     summaries = {name: output_summary(value) for name, value in outputs.items()}
     for found in nonfinite_outputs(outputs):
-        print(f"reprobuild run: warning: not finite: {found.text}", file=sys.stderr)
+        print(f"reprobuild run: warning: not finite: {printable(found.text)}", file=sys.stderr)
     if args.output_dir:
         _save(outputs, args.output_dir, files)
     if args.json:

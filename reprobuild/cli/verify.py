@@ -23,7 +23,9 @@ from reprobuild.fileio import check_output_path, document_on_stdout, write_outpu
 from reprobuild.kernels.backend import resolve_devices
 from reprobuild.locator import locate, locate_against
 from reprobuild.logger import Logger, Severity
-from reprobuild.textformat import table
+from reprobuild.manifest.io import pinned_from_json
+from reprobuild.manifest.tamper import check_record
+from reprobuild.textformat import printable, table
 from reprobuild.verify import Locator, VerifyPlan, VerifyReport, check_against, verify
 
 
@@ -52,7 +54,10 @@ def add_parser(sub: Subcommands) -> None:
     add_engine_input_options(p, default_seed=0)
     p.add_argument("--against", metavar="MANIFEST",
                    help="also compare with the golden digests recorded in this manifest or engine file (anything "
-                        "else, such as an ONNX model, is refused before any run, exit code 2)")
+                        "else, such as an ONNX model, is refused before any run, exit code 2). A manifest must be "
+                        "this engine's record: one that records another engine is refused (exit code 2), one whose "
+                        "pinned part differs from the one the engine embeds was edited and is refused naming every "
+                        "field that differs (exit code 4)")
     p.add_argument("--report", metavar="FILE",
                    help="write the full report as JSON to FILE, or to standard output with - (the table then goes "
                         "to stderr)")
@@ -134,10 +139,12 @@ def _verify(args: argparse.Namespace) -> int:
         devices = resolve_devices(args.devices, backend)
         device = devices[0] if backend == "cuda" else None
     engine = Runtime(logger, max_memory=args.max_memory, device=device).deserialize_engine(data)
-    if side is not None and side.kind == "manifest" and side.engine is not None:
-        problem = pair_mismatch(side.engine.sha256, engine.sha256, args.engine)  # before any run
+    if side is not None and side.kind == "manifest":  # before any run
+        problem = pair_mismatch(side.engine.sha256, engine.sha256, args.engine) if side.engine else None
         if problem:
             raise UsageError(problem)
+        check_record(side.pinned, pinned_from_json(engine.manifest_json), engine.header.manifest_sha256,
+                     f"--against {args.against!r}", f"engine {args.engine!r}")
     inputs, label = engine_inputs(args, engine.inputs)
     plan = VerifyPlan(runs=args.runs, contexts=args.contexts, threads=args.threads, streams=args.streams,
                       processes=args.processes, batch_invariance=not args.no_batch_invariance,
@@ -235,7 +242,7 @@ def _finish(args: argparse.Namespace, report: VerifyReport, against_ok: bool) ->
     """The speed, warnings and verdict lines, the --report file, and the exit code."""
     print(f"speed      {report.total_runs} runs in {report.seconds:.2f} s: {report.runs_per_second:.1f} runs/s")
     for nonfinite in report.nonfinite:
-        print(f"warning    not finite: {nonfinite.text}")
+        print(f"warning    not finite: {printable(nonfinite.text)}")
     if report.nonfinite and not args.fail_on_nonfinite:
         print("           (NaN and infinities that repeat bit for bit still verify as deterministic; "
               "--fail-on-nonfinite fails on them)")

@@ -96,6 +96,11 @@ class ManifestDiff(_Model):
     evidence: list[FieldChange] = Field(default_factory=list)
     ignored: list[str] = Field(default_factory=list, description="--ignore patterns and how many differences "
                                                                  "each dropped")
+    edited: list[FieldChange] = Field(
+        default_factory=list,
+        description="when one side is an engine and the other a manifest that records it (its pair): every pinned "
+                    "field in which the manifest differs from the pinned part the engine embeds, whose sha256 the "
+                    "engine records. Such a manifest was edited after the build; --ignore never drops these")
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class Side:
     #: "engine" when read from an engine file (``engine`` is then that file's digest), else "manifest" (``engine``
     #: is the digest the manifest records for the engine written with it).
     kind: Literal["manifest", "engine"] = "manifest"
+    #: For an engine file: the sha256 of the pinned part it embeds, as the engine records it.
+    pinned_sha256: str | None = None
 
 
 def pair_mismatch(engine: Side, manifest: Side) -> str | None:
@@ -142,7 +149,7 @@ def load_side(source: Any, label: str | None = None) -> Side:
         header, _ = deserialize_engine(data)
         pinned = pinned_from_json(header.manifest, f"manifest embedded in {name}")
         engine = m.EngineRecord(sha256=sha256_hex(data), size_bytes=len(data), format_version=FORMAT_VERSION)
-        return Side(name, pinned, None, engine, "engine")
+        return Side(name, pinned, None, engine, "engine", header.manifest_sha256)
     if len(data) > MAX_MANIFEST_BYTES:
         from reprobuild.errors import FormatError
 
@@ -214,12 +221,15 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
     pa, pb = sa.pinned, sb.pinned
     sections: dict[str, list[Any]] = {
         "model": _changes(_dump(pa.model), _dump(pb.model), "model"),
-        "config": _changes(_dump(pa.config), _dump(pb.config), "config"),
+        "config": _changes(_dump(pa.config), _dump(pb.config), "config")
+        + _changes(_dump(pa.execution), _dump(pb.execution), "execution"),
         "environment": [FieldChange(path=f"environment.{k}", a=pa.environment.get(k), b=pb.environment.get(k))
                         for k in sorted(set(pa.environment) | set(pb.environment))
                         if pa.environment.get(k) != pb.environment.get(k)],
-        "bindings": _changes({"inputs": [_dump(t) for t in pa.inputs], "outputs": [_dump(t) for t in pa.outputs]},
-                             {"inputs": [_dump(t) for t in pb.inputs], "outputs": [_dump(t) for t in pb.outputs]},
+        "bindings": _changes({"inputs": [_dump(t) for t in pa.inputs], "outputs": [_dump(t) for t in pa.outputs],
+                              "pinned_inputs": [_dump(t) for t in pa.pinned_inputs]},
+                             {"inputs": [_dump(t) for t in pb.inputs], "outputs": [_dump(t) for t in pb.outputs],
+                              "pinned_inputs": [_dump(t) for t in pb.pinned_inputs]},
                              "bindings"),
         "memory": _changes(_dump(pa.memory), _dump(pb.memory), "memory"),
         "golden": _golden(pa.golden, pb.golden),
@@ -241,9 +251,7 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
     ]
     sections["layer_changes"] = [
         change for k in lb if k in la
-        for change in _changes({"workspace_bytes": la[k].workspace_bytes, "attrs": la[k].attrs, "key": la[k].key},
-                               {"workspace_bytes": lb[k].workspace_bytes, "attrs": lb[k].attrs, "key": lb[k].key},
-                               f"layers.{lb[k].name}")
+        for change in _changes(_layer_fields(la[k]), _layer_fields(lb[k]), f"layers.{lb[k].name}")
     ]
     ka, kb = {_source_name(k): k for k in pa.kernel_sources}, {_source_name(k): k for k in pb.kernel_sources}
     sections["kernel_sources"] = [KernelSourceChange(file=f, a=ka.get(f), b=kb.get(f))
@@ -259,6 +267,13 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
     _check_ignores(patterns, set(sections), _field_paths(sa) | _field_paths(sb))
     sections, ignored = _apply_ignores(sections, patterns)
     summary = _summary(sections)
+    edited = _edited(sa, sb)
+    if edited:  # after the ignores: an edited record is never hidden
+        sections["edited"] = edited
+        engine_side, manifest_side = (sa, sb) if sa.kind == "engine" else (sb, sa)
+        shown = ", ".join(c.path.removeprefix("pinned.") for c in edited[:5]) + (" ..." if len(edited) > 5 else "")
+        summary = (f"EDITED: {manifest_side.label} records {engine_side.label} but holds another pinned part than "
+                   f"the one the engine embeds ({len(edited)} field(s): {shown}); {summary}")
     if sections["engine"] and {sa.kind, sb.kind} == {"engine", "manifest"}:
         engine_side, manifest_side = (sa, sb) if sa.kind == "engine" else (sb, sa)
         if pair_mismatch(engine_side, manifest_side):  # a manifest that does not vouch for the engine: say so first
@@ -268,6 +283,35 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
                        f"{engine_side.label} is {actual}...; {summary}")
     return ManifestDiff.model_validate({"a": sa.label, "b": sb.label, "identical": not any(sections.values()),
                                         "summary": summary, "ignored": ignored, **sections})
+
+
+def _layer_fields(layer: m.LayerRecord) -> dict[str, Any]:
+    """What a layer change compares besides its tactic: workspace, attributes, structural key, precision, and the
+    shapes and dtypes of its tensors (names change with renames, which are reported as such)."""
+    return {"workspace_bytes": layer.workspace_bytes, "attrs": layer.attrs, "key": layer.key,
+            "precision": layer.precision,
+            "inputs": {str(i): [t.shape, t.dtype] for i, t in enumerate(layer.inputs)},
+            "outputs": {str(i): [t.shape, t.dtype] for i, t in enumerate(layer.outputs)}}
+
+
+def _edited(sa: Side, sb: Side) -> list[FieldChange]:
+    """For an engine and a manifest that records that engine's digest: the pinned fields in which the manifest
+    differs from the engine's embedded pinned part (``reprobuild.manifest.tamper``); [] otherwise."""
+    if {sa.kind, sb.kind} != {"engine", "manifest"}:
+        return []
+    engine_side, manifest_side = (sa, sb) if sa.kind == "engine" else (sb, sa)
+    if manifest_side.engine is None or engine_side.engine is None or pair_mismatch(engine_side, manifest_side):
+        return []
+    from reprobuild.manifest.io import pinned_sha256
+    from reprobuild.manifest.tamper import pinned_differences
+
+    if pinned_sha256(manifest_side.pinned) == engine_side.pinned_sha256:
+        return []
+    manifest_first = manifest_side is sa
+    differences = pinned_differences(manifest_side.pinned, engine_side.pinned)
+    return [FieldChange(path=f"pinned.{path}", a=mine if manifest_first else theirs,
+                        b=theirs if manifest_first else mine) for path, mine, theirs in differences] or \
+        [FieldChange(path="pinned", a="(canonical)", b="the engine's embedded copy is not in canonical form")]
 
 
 def _reweighted(la: Mapping[str, m.LayerRecord], lb: Mapping[str, m.LayerRecord]) -> dict[str, str]:

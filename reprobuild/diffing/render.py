@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from reprobuild.diffing import FieldChange, ManifestDiff, TacticSide
+from reprobuild.textformat import printable
 
 Section = tuple[str, list[str], list[list[str]]]
 
@@ -45,9 +46,11 @@ def sections(d: ManifestDiff) -> list[Section]:
     out: list[Section] = []
 
     def add(title: str, header: list[str], rows: list[list[str]]) -> None:
-        if rows:
-            out.append((title, header, rows))
+        if rows:  # names and values come from the files: escape what a terminal would act on
+            out.append((title, header, [[printable(cell) for cell in row] for row in rows]))
 
+    add("EDITED: the manifest's pinned part is not the one the engine embeds", ["field", "a", "b"],
+        _fields(d.edited, ""))
     add("Model", ["field", "a", "b"], _fields(d.model, "model."))
     add("Build config", ["field", "a", "b"], _fields(d.config, "config."))
     add("Environment", ["field", "a", "b"], _fields(d.environment, "environment."))
@@ -77,9 +80,10 @@ def sections(d: ManifestDiff) -> list[Section]:
 
 def to_text(d: ManifestDiff, color: bool = False) -> str:
     paint = (lambda code, text: f"{code}{text}{RESET}") if color else (lambda code, text: text)
-    lines = [paint(BOLD, f"reprobuild diff: {d.summary}"), f"  a  {d.a}", f"  b  {d.b}"]
+    lines = [paint(BOLD, f"reprobuild diff: {printable(d.summary)}"), f"  a  {printable(d.a)}",
+             f"  b  {printable(d.b)}"]
     if d.ignored:
-        lines.append(f"  ignored: {', '.join(d.ignored)}")
+        lines.append(f"  ignored: {printable(', '.join(d.ignored))}")
     for title, header, rows in sections(d):
         lines += ["", paint(BOLD, title)]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -99,9 +103,10 @@ def _md(cell: str) -> str:
 
 
 def to_markdown(d: ManifestDiff) -> str:
-    lines = [f"### reprobuild diff: {d.summary}", "", f"- **a**: `{d.a}`", f"- **b**: `{d.b}`"]
+    lines = [f"### reprobuild diff: {printable(d.summary)}", "", f"- **a**: `{printable(d.a)}`",
+             f"- **b**: `{printable(d.b)}`"]
     if d.ignored:
-        lines.append(f"- ignored: {', '.join(f'`{i}`' for i in d.ignored)}")
+        lines.append(f"- ignored: {', '.join(f'`{printable(i)}`' for i in d.ignored)}")
     for title, header, rows in sections(d):
         lines += ["", f"#### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]

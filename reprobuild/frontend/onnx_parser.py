@@ -46,10 +46,10 @@ from reprobuild.frontend.onnx_support import (
 )
 from reprobuild.ir import Network, NetworkDefinition, TensorInfo
 from reprobuild.logger import Logger, Severity
-from reprobuild.ops import OpError, StaticInputError, get_op
+from reprobuild.ops import OpError, StaticInputError, TensorType, get_op
 from reprobuild.ops._constant_limits import shape_problem
 from reprobuild.ops.onnx_types import dtype_of_elem_type
-from reprobuild.ops.registry import evaluate, located
+from reprobuild.ops.registry import check_constant_inputs, evaluate, located
 
 #: protobuf cannot hold more than 2 GiB; larger models need external data, which is not supported.
 MAX_MODEL_BYTES = 2 * 1024**3
@@ -121,6 +121,10 @@ class OnnxParser:
                                                      ("no graph", not model.HasField("graph"))) if gone)
             raise ModelError(f"not a readable ONNX model: the {len(data)} bytes decode as protobuf, but with "
                              f"{missing}; this is not an ONNX model file (or it is truncated or corrupted)")
+        if model.ir_version > onnx.IR_VERSION:  # the checker's C++ side takes a 32-bit int: 2**40 was a TypeError
+            raise ModelError(f"the model's ir_version is {model.ir_version}, newer than the newest this installation "
+                             f"reads (onnx {onnx.__version__}: IR version {onnx.IR_VERSION}); export the model with "
+                             "an older ONNX, or upgrade onnx if the model is really that new")
         check_strings(model)  # before anything reads a name: an undecodable one comes back as bytes
         check_no_external_data(model)  # before the checker (it stats locations) and anything that reads a tensor
         check_opset(model)
@@ -269,6 +273,8 @@ class OnnxParser:
         net = self.network
         infos = infer_infos(op, attrs, [net.tensor(t) for t in inputs], outputs, where)
         constants = [net.constant(t) for t in inputs]
+        check_constant_inputs(op, attrs, [TensorType(net.tensor(t).shape, net.tensor(t).dtype) for t in inputs],
+                              {i: c for i, c in enumerate(constants) if c is not None}, where)
         if all(c is not None for c in constants) and sum(i.nbytes for i in infos) <= MAX_FOLDED_BYTES:
             values = evaluate(op, attrs, [c for c in constants if c is not None], where)
             for info, value in zip(infos, values):

@@ -1,13 +1,16 @@
 """Reading and writing manifests: canonical JSON, atomic writes, bounded reads, versioned loading.
 
 Loading is bounded before it is parsed (:func:`load_json`, also used for the manifest an engine embeds): at most
-``MAX_MANIFEST_BYTES`` bytes, arrays and objects nested at most ``MAX_JSON_DEPTH`` deep (checked by a linear scan
-of the bytes outside strings *before* ``json.loads``, which recurses once per level), integers within
+``MAX_MANIFEST_BYTES`` bytes, arrays and objects nested at most ``MAX_JSON_DEPTH`` deep and at most
+``MAX_JSON_CONTAINERS`` of them (checked by a linear scan of the bytes outside strings *before* ``json.loads``,
+which recurses once per level), integers within
 ``[-2**63, 2**64)`` (a longer digit string is refused before it is converted) and finite floats (no ``NaN`` or
 ``Infinity`` literal, no ``1e999``). Each violation is a :class:`FormatError` naming it.
 
 Loading then checks ``schema_version``: a future version is refused with a message saying to upgrade; an older
-one is lifted one version at a time through ``MIGRATIONS`` before validation.
+one is lifted one version at a time through ``MIGRATIONS`` before validation. Validation stops at the first bad
+entry of each list and map, and the error lists the first few problems and counts the rest
+(``reprobuild.validation``): a list of a million bad entries costs one error, not a million.
 """
 
 from __future__ import annotations
@@ -26,19 +29,24 @@ from reprobuild.digest import canonical_json, sha256_hex
 from reprobuild.errors import FormatError
 from reprobuild.fileio import atomic_write, read_bounded
 from reprobuild.manifest.models import SCHEMA_VERSION, Manifest, Pinned
+from reprobuild.validation import validation_summary
 
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 #: Arrays and objects nest at most this deep; a manifest nests about 7 levels (pinned.layers[i].tactic.parameters).
 MAX_JSON_DEPTH = 64
+#: Arrays and objects a manifest may hold: what bounds the memory a parsed manifest takes (``{}`` is two bytes of
+#: JSON but about 64 bytes in Python). A manifest holds about 60 per layer, evidence included.
+MAX_JSON_CONTAINERS = 8_000_000
 #: Integers anywhere in a manifest lie in [MIN_JSON_INT, MAX_JSON_INT]: int64 and uint64 values (seeds, byte counts).
 MIN_JSON_INT = -(2**63)
 MAX_JSON_INT = 2**64 - 1
 _MAX_INT_CHARS = len(str(MIN_JSON_INT))  # 20 characters: the longest in-range integer literal ("-9223372036854775808")
 
 
-def _json_depth(text: str) -> int:
-    """How deep arrays and objects nest in ``text``, counting only brackets outside strings; linear, no recursion
-    (0 when there are too few brackets anywhere to nest deeper than ``MAX_JSON_DEPTH``).
+def _json_shape(text: str) -> tuple[int, int]:
+    """How deep arrays and objects nest in ``text``, and how many there are, counting only brackets outside strings;
+    linear, no recursion (``(0, 0)`` when there are too few brackets anywhere to nest deeper than
+    ``MAX_JSON_DEPTH``, and so too few to be too many).
 
     A quote preceded by an odd run of backslashes is escaped: turning each escaped backslash (two backslashes),
     then each backslash-quote left, into two neutral characters leaves only the quotes that open or close strings;
@@ -46,17 +54,18 @@ def _json_depth(text: str) -> int:
     may miscount after the first invalid character, but ``json.loads`` stops there, so it never nests deeper
     than counted.)"""
     if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return 0  # the fast path: too few brackets to nest too deep
+        return 0, 0  # the fast path
     plain = text.replace("\\\\", "__").replace('\\"', "__")
     outside = "".join(plain.split('"')[0::2])
     brackets = re.sub(r"[^\[\]{}]+", "", outside)
     chars = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
-    steps = np.where((chars == ord("[")) | (chars == ord("{")), 1, -1).astype(np.int8)
+    opening = (chars == ord("[")) | (chars == ord("{"))
+    steps = np.where(opening, 1, -1).astype(np.int8)
     deepest = level = 0
     for start in range(0, steps.size, 1 << 22):  # in chunks: a cumulative sum of int64 per byte would be 8x the text
         levels = np.cumsum(steps[start:start + (1 << 22)], dtype=np.int64) + level
         deepest, level = max(deepest, int(levels.max())), int(levels[-1])
-    return deepest
+    return deepest, int(np.count_nonzero(opening))
 
 
 def _parse_int(literal: str, source: str) -> int:
@@ -95,7 +104,11 @@ def load_json(data: bytes, source: str = "manifest") -> Any:
         text = data.decode(json.detect_encoding(data))
     except UnicodeDecodeError as exc:
         raise FormatError(f"{source} is not valid JSON: it is not UTF-8 text ({exc})") from None
-    depth = _json_depth(text)
+    depth, containers = _json_shape(text)
+    if containers > MAX_JSON_CONTAINERS:
+        raise FormatError(f"{source} holds {containers} arrays and objects; a manifest holds at most "
+                          f"{MAX_JSON_CONTAINERS} (about 60 per layer: {MAX_JSON_CONTAINERS // 60} layers). It is "
+                          "corrupted or not a reprobuild manifest; regenerate it")
     if depth > MAX_JSON_DEPTH:
         raise FormatError(f"{source} nests arrays and objects {depth} levels deep; a manifest nests at most "
                           f"{MAX_JSON_DEPTH} (about 7 in practice). It is corrupted or not a reprobuild manifest; "
@@ -202,6 +215,11 @@ def upgrade(document: dict[str, Any], source: str = "manifest") -> dict[str, Any
     return document
 
 
+#: How a schema error is introduced: the checks stop at the first bad entry of each list, so that a list of a
+#: million bad entries costs one error, not a million (``reprobuild.validation``).
+_SCHEMA_ERRORS = " (each list and map is checked up to its first bad entry)"
+
+
 def manifest_from_json(data: bytes, source: str = "manifest") -> Manifest:
     document = load_json(data, source)
     if not isinstance(document, dict):
@@ -210,7 +228,8 @@ def manifest_from_json(data: bytes, source: str = "manifest") -> Manifest:
     try:
         return Manifest.model_validate(document)
     except ValidationError as exc:
-        raise FormatError(f"{source} does not match the manifest schema:\n{exc}") from None
+        raise FormatError(f"{source} does not match the manifest schema{_SCHEMA_ERRORS}:\n"
+                          f"{validation_summary(exc)}") from None
 
 
 def pinned_from_json(data: bytes, source: str = "embedded manifest") -> Pinned:
@@ -221,7 +240,8 @@ def pinned_from_json(data: bytes, source: str = "embedded manifest") -> Pinned:
     try:
         return Pinned.model_validate(document)
     except ValidationError as exc:
-        raise FormatError(f"{source} does not match the manifest schema:\n{exc}") from None
+        raise FormatError(f"{source} does not match the manifest schema{_SCHEMA_ERRORS}:\n"
+                          f"{validation_summary(exc)}") from None
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from reprobuild.validation import BoundedModel, FailFastDict, FailFastList
 
 SCHEMA_VERSION = 4
 #: Seeds (of the timing inputs and of the golden vectors) are integers in [0, MAX_SEED]: what NumPy's generators take.
 MAX_SEED = 2**64 - 1
 
 JsonScalar = int | str
-AttrJson = int | str | list[int] | list[str]
+AttrJson = int | str | FailFastList[int] | FailFastList[str]
 
 
-class Strict(BaseModel):
+class Strict(BoundedModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -30,7 +32,7 @@ class _Tactic(Strict):
     family: str
     name: str
     version: int = Field(ge=1)
-    parameters: dict[str, JsonScalar] = Field(default_factory=dict)
+    parameters: FailFastDict[str, JsonScalar] = Field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -101,8 +103,8 @@ class BuildConfigRecord(Strict):
     seed: int = Field(ge=0, le=MAX_SEED, description="seed of the random inputs tactics are timed on")
     max_workspace_bytes: int = Field(ge=0)
     determinism: Literal["run_to_run", "any"]
-    tactic_sources: list[str] | None = Field(description="allowed tactic sources; null allows all")
-    passes: list[PassRecord]
+    tactic_sources: FailFastList[str] | None = Field(description="allowed tactic sources; null allows all")
+    passes: FailFastList[PassRecord]
     precision: Literal["fp32", "tf32", "fp16", "bf16"] = Field(
         description="the builder's precision flag: fp32 is strict float32; tf32 also allows TF32 tensor cores in "
                     "float32 GEMMs and convolutions; fp16 (bf16) runs the layers that can in float16 (bfloat16), "
@@ -114,7 +116,7 @@ class BuildConfigRecord(Strict):
 
 class TensorRecord(Strict):
     name: str
-    shape: list[int]
+    shape: FailFastList[int]
     dtype: str
 
 
@@ -130,12 +132,12 @@ class LayerRecord(Strict):
     op: str
     key: str = Field(description="structural key: signature (op, attrs, shapes, dtypes, weight digests) + "
                                  "occurrence; stable under renaming")
-    attrs: dict[str, AttrJson]
-    inputs: list[TensorRecord]
-    outputs: list[TensorRecord]
+    attrs: FailFastDict[str, AttrJson]
+    inputs: FailFastList[TensorRecord]
+    outputs: FailFastList[TensorRecord]
     tactic: AnyTacticRef
     workspace_bytes: int = Field(ge=0)
-    onnx_nodes: list[str] = Field(description="the ONNX nodes this layer computes (several after a fusion)")
+    onnx_nodes: FailFastList[str] = Field(description="the ONNX nodes this layer computes (several after a fusion)")
     precision: str = Field(description="the arithmetic the chosen tactic computes in: fp32, tf32 (TF32 tensor "
                                        "cores on float32 tensors), fp16, bf16, fp64, or the integer/bool dtype")
 
@@ -172,7 +174,7 @@ class LegacyKernelSourceRecord(Strict):
     file: str
     dtype: str = "float32"
     sha256: str = Field(description="of the file and the headers it includes")
-    compile_options: list[str] = Field(default_factory=list)
+    compile_options: FailFastList[str] = Field(default_factory=list)
     cubin_sha256: str | None = None
 
     @property
@@ -204,10 +206,10 @@ class GoldenRecord(Strict):
     --against`` compares with, bit for bit, in another run, process or machine."""
 
     seed: int = Field(ge=0, le=MAX_SEED)
-    inputs: list[DigestRecord] = Field(description="sha256 of each input drawn from the seed, to detect a "
+    inputs: FailFastList[DigestRecord] = Field(description="sha256 of each input drawn from the seed, to detect a "
                                                    "generator that draws differently")
-    outputs: list[DigestRecord]
-    layers: list[DigestRecord] = Field(description="per layer, in order, one digest over its outputs; what "
+    outputs: FailFastList[DigestRecord]
+    layers: FailFastList[DigestRecord] = Field(description="per layer, in order, one digest over its outputs; what "
                                                    "names the first diverging layer")
 
 
@@ -221,12 +223,12 @@ class ExecutionRecord(Strict):
 class Pinned(Strict):
     model: ModelRecord
     config: BuildConfigRecord
-    environment: dict[str, str]
-    inputs: list[TensorRecord]
-    pinned_inputs: list[PinnedInputRecord] = Field(default_factory=list)
-    outputs: list[TensorRecord]
-    layers: list[LayerRecord]
-    kernel_sources: list[KernelSourceRecord | LegacyKernelSourceRecord]
+    environment: FailFastDict[str, str]
+    inputs: FailFastList[TensorRecord]
+    pinned_inputs: FailFastList[PinnedInputRecord] = Field(default_factory=list)
+    outputs: FailFastList[TensorRecord]
+    layers: FailFastList[LayerRecord]
+    kernel_sources: FailFastList[KernelSourceRecord | LegacyKernelSourceRecord]
     memory: MemoryRecord
     execution: ExecutionRecord
     golden: GoldenRecord
@@ -239,7 +241,7 @@ class CandidateRecord(Strict):
     source: str
     determinism: str
     workspace_bytes: int = Field(ge=0)
-    samples_ns: list[int] = Field(default_factory=list)
+    samples_ns: FailFastList[int] = Field(default_factory=list)
     median_ns: int | None = None
     timing_source: Literal["measured", "cache"] | None = Field(
         default=None, description="where the samples came from; null when the candidate was not timed")
@@ -248,7 +250,7 @@ class CandidateRecord(Strict):
 class LayerEvidence(Strict):
     name: str
     key: str
-    candidates: list[CandidateRecord]
+    candidates: FailFastList[CandidateRecord]
 
 
 class NonfiniteWeightRecord(Strict):
@@ -278,9 +280,9 @@ class Evidence(Strict):
     selector: str = Field(description="the algorithm selector's class; ReplaySelector for --replay builds")
     tactics_timed: int = Field(description="tactic timings measured by this build (cache hits excluded)")
     timing_cache_hits: int = 0
-    phase_seconds: dict[str, float] = Field(default_factory=dict, description="wall time of each build phase")
-    layers: list[LayerEvidence]
-    nonfinite_weights: list[NonfiniteWeightRecord] = Field(
+    phase_seconds: FailFastDict[str, float] = Field(default_factory=dict, description="wall time of each build phase")
+    layers: FailFastList[LayerEvidence]
+    nonfinite_weights: FailFastList[NonfiniteWeightRecord] = Field(
         default_factory=list,
         description="the engine's constants that hold NaN or infinite values (the build warns of each), in name "
                     "order; empty when every weight is finite. Evidence, not pinned: the weights' bytes are already "

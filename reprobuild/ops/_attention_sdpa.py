@@ -146,6 +146,11 @@ class Attention(OpDef):
             raise OpError(f"nonpad_kv_seqlen must be int64 of shape [{g.batch}]; it is {n.dtype} {list(n.shape)}")
         if attrs["softmax_dtype"] not in FLOATS:
             raise OpError(f"softmax_dtype {attrs['softmax_dtype']} is not a float type")
+        if not float(attrs["scale"]) >= 0:  # Q and K are each multiplied by sqrt(scale)
+            raise OpError(f"scale {attrs['scale']!r} is negative; Q and K are each multiplied by its square root")
+        if attrs["qk_matmul_output_mode"] not in (0, 1, 2, 3) or attrs["is_causal"] not in (0, 1):
+            raise OpError(f"qk_matmul_output_mode {attrs['qk_matmul_output_mode']!r} is not 0, 1, 2 or 3, or "
+                          f"is_causal {attrs['is_causal']!r} is not 0 or 1")
         y = (g.batch, g.q_len, g.q_heads * g.head_v) if q.rank == 3 else (g.batch, g.q_heads, g.q_len, g.head_v)
         out = [TensorType(y, q.dtype), TensorType((g.batch, g.kv_heads, total, g.head_k), q.dtype),
                TensorType((g.batch, g.kv_heads, total, g.head_v), q.dtype), TensorType(scores, q.dtype)]

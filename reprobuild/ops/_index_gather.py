@@ -11,7 +11,7 @@ when the network is parsed if its input is a constant, and refused otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,6 +36,18 @@ INDEX_TYPES = ("int32", "int64")
 def wrap_negative(xp: Any, index: Any, n: Any) -> Any:
     """ONNX's negative indices (counting from the end) made non-negative, on the device."""
     return xp.where(index < 0, index + n, index)
+
+
+def check_index_values(indices: Any, bounds: Sequence[int], what: str = "indices") -> None:
+    """Every index in range: ``indices[..., j]`` within [-bounds[j], bounds[j]) (one bound: every index), the
+    range ONNX defines (negative ones count from the end); an OpError naming the first one outside."""
+    values = np.asarray(indices).reshape(-1, len(bounds)) if len(bounds) > 1 else np.asarray(indices).reshape(-1, 1)
+    for j, n in enumerate(bounds):
+        column = values[:, j]
+        bad = np.flatnonzero((column < -n) | (column >= n))
+        if bad.size:
+            raise OpError(f"{what} hold {int(column[bad[0]])} (at flat position {int(bad[0]) * len(bounds) + j}), "
+                          f"outside [-{n}, {n}) for a dimension of {n}; ONNX leaves such an index undefined")
 
 
 def check_indices(t: TensorType, allowed: Sequence[str] = INDEX_TYPES, which: int = 1) -> None:
@@ -74,6 +86,10 @@ class Gather(_AxisGather):
         axis = int(attrs["axis"])
         return [xp.take(data, wrap_negative(xp, indices, data.shape[axis]), axis=axis)]
 
+    def check_constants(self, attrs: Attrs, inputs: Sequence[TensorType], constants: Mapping[int, Any]) -> None:
+        if 1 in constants:
+            check_index_values(constants[1], [inputs[0].shape[int(attrs["axis"])]])
+
 
 class GatherElements(_AxisGather):
     """``output[..., i, ...] = data[..., indices[..., i, ...], ...]`` along ``axis``; the output has the indices'
@@ -98,6 +114,10 @@ class GatherElements(_AxisGather):
         window = tuple(slice(None) if a == axis else slice(0, n) for a, n in enumerate(indices.shape))
         index = wrap_negative(xp, indices, data.shape[axis])
         return [xp.take_along_axis(data[window], index, axis=axis)]
+
+    def check_constants(self, attrs: Attrs, inputs: Sequence[TensorType], constants: Mapping[int, Any]) -> None:
+        if 1 in constants:
+            check_index_values(constants[1], [inputs[0].shape[int(attrs["axis"])]])
 
 
 class GatherND(OpDef):
@@ -139,6 +159,11 @@ class GatherND(OpDef):
         index = wrap_negative(xp, indices.reshape(batch, rows, k), dims)
         key = (xp.arange(batch).reshape(batch, 1), *(index[:, :, j] for j in range(k)))
         return [flat[key].reshape((*indices.shape[:-1], *data.shape[b + k:]))]
+
+    def check_constants(self, attrs: Attrs, inputs: Sequence[TensorType], constants: Mapping[int, Any]) -> None:
+        if 1 in constants:
+            b, k = int(attrs["batch_dims"]), inputs[1].shape[-1]
+            check_index_values(constants[1], inputs[0].shape[b:b + k])
 
 
 class Compress(OpDef):

@@ -17,13 +17,13 @@ device; indices out of range are undefined behaviour in ONNX (NumPy raises Index
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from reprobuild.dtypes import ALL, NUMERIC
-from reprobuild.ops._index_gather import check_indices, wrap_negative
+from reprobuild.ops._index_gather import check_index_values, check_indices, wrap_negative
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range
 from reprobuild.ops.families import float_compute_type
 
@@ -121,6 +121,10 @@ class ScatterElements(OpDef):
             out[key] = _combine(xp, reduction, out[key], values[at])
         return [out.astype(data.dtype, copy=False)]
 
+    def check_constants(self, attrs: Attrs, inputs: Sequence[TensorType], constants: Mapping[int, Any]) -> None:
+        if 1 in constants:
+            check_index_values(constants[1], [inputs[0].shape[int(attrs["axis"])]])
+
 
 class Scatter(ScatterElements):
     """Deprecated (opset 11) alias of ScatterElements without reduction: converted to a ScatterElements layer."""
@@ -181,6 +185,10 @@ class ScatterND(OpDef):
             key = tuple(c[m] for c in coords)
             out[key] = _combine(xp, reduction, out[key], values[m])
         return [out.astype(data.dtype, copy=False)]
+
+    def check_constants(self, attrs: Attrs, inputs: Sequence[TensorType], constants: Mapping[int, Any]) -> None:
+        if 1 in constants:
+            check_index_values(constants[1], inputs[0].shape[:inputs[1].shape[-1]])
 
 
 class TensorScatter(OpDef):

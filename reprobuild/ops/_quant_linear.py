@@ -105,6 +105,9 @@ class QuantizeLinear(OpDef):
         out = str(attrs["output_dtype"])
         if out not in QUANT_TYPES or (zero is not None and zero.dtype != out):
             raise OpError(f"the output dtype {out} must be one of {', '.join(QUANT_TYPES)} and the zero point's")
+        if attrs["precision"] not in FLOATS or attrs["saturate"] not in (0, 1):
+            raise OpError(f"precision {attrs['precision']!r} is not a float type, or saturate "
+                          f"{attrs['saturate']!r} is not 0 or 1")
         _check_granularity(attrs, x, scale)
         return [TensorType(x.shape, out)]
 

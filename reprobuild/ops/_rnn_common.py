@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from reprobuild.dtypes import FLOATS
-from reprobuild.ops._rnn_act import activation, canonical_activations
+from reprobuild.ops._rnn_act import ACTIVATIONS, activation, canonical_activations
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType
 
 OUTPUT_NAMES = ("Y", "Y_h", "Y_c")
@@ -100,7 +100,22 @@ class Recurrent(OpDef):
         self.check_types(inputs)
         x, w, r = inputs[0], inputs[1], inputs[2]
         dtype, hidden, gates = x.dtype, int(attrs["hidden_size"]), self.gates
+        if attrs["direction"] not in _DIRECTIONS or attrs["layout"] not in (0, 1):
+            raise OpError(f"direction {attrs['direction']!r} or layout {attrs['layout']!r} is not one of "
+                          f"{sorted(_DIRECTIONS)} and 0 or 1")
         dirs = _DIRECTIONS[attrs["direction"]]
+        per = dirs * len(self.default_activations)
+        names = tuple(attrs["activations"])
+        if any(len(tuple(attrs[k])) != per for k in ("activations", "activation_alpha", "activation_beta")) or \
+                any(n not in ACTIVATIONS for n in names):
+            raise OpError(f"activations, activation_alpha and activation_beta hold one entry each for the {per} "
+                          f"activations of {dirs} direction(s), each one of {sorted(ACTIVATIONS)}; got "
+                          f"{list(names)}")
+        unknown = [o for o in attrs["outputs"] if o not in ("Y", "Y_h", "Y_c")] + \
+            [o for o in attrs["optional"] if o not in self.optional_inputs]
+        if unknown or len(attrs["optional"]) != len(inputs) - 3:
+            raise OpError(f"outputs {list(attrs['outputs'])} and optional inputs {list(attrs['optional'])} must "
+                          f"name this op's outputs and its {len(inputs) - 3} optional inputs")
         if x.rank != 3:
             raise OpError(f"X should have rank 3; got {list(x.shape)}")
         seq, batch = (x.shape[0], x.shape[1]) if attrs["layout"] == 0 else (x.shape[1], x.shape[0])

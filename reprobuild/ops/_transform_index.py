@@ -79,8 +79,11 @@ class OneHot(OpDef):
         indices, values = inputs
         if values.size != 2 or values.rank != 1:
             raise OpError(f"values must hold [off_value, on_value]: shape [2]; got {list(values.shape)}")
-        axis = int(attrs["axis"])
-        shape = (*indices.shape[:axis], int(attrs["depth"]), *indices.shape[axis:])
+        axis, depth = int(attrs["axis"]), int(attrs["depth"])
+        if not 0 <= axis <= indices.rank or depth < 0:
+            raise OpError(f"axis {axis} is not in [0, {indices.rank}] (a layer's axis is non-negative) or depth "
+                          f"{depth} is negative")
+        shape = (*indices.shape[:axis], depth, *indices.shape[axis:])
         return [TensorType(shape, values.dtype)]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
@@ -119,6 +122,9 @@ class ReverseSequence(OpDef):
         x, lens = inputs
         if x.rank < 2:
             raise OpError(f"needs an input of rank >= 2 (time and batch axes); got {list(x.shape)}")
+        if (attrs["batch_axis"], attrs["time_axis"]) not in ((1, 0), (0, 1)):
+            raise OpError(f"batch_axis and time_axis are ({attrs['batch_axis']}, {attrs['time_axis']}); ONNX "
+                          "allows (1, 0) or (0, 1)")
         batch = x.shape[int(attrs["batch_axis"])]
         if lens.dtype != "int64" or lens.shape != (batch,):
             raise OpError(f"sequence_lens must be int64 of shape [{batch}] (one length per batch entry); got "

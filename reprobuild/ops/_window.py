@@ -55,6 +55,9 @@ def resolve_window(node: Node, spatial: Sequence[int], kernel: Sequence[int], *,
     for name, values in (("strides", strides), ("dilations", dilations)):
         if len(values) != nd:
             raise OpError(f"{name} {list(values)} should have {nd} values, one per spatial dimension")
+    if min(strides, default=1) < 1 or min(dilations, default=1) < 1 or min(kernel, default=1) < 1:
+        raise OpError(f"strides {list(strides)}, dilations {list(dilations)} and kernel_shape {list(kernel)} must "
+                      "be positive (auto_pad divides by the strides)")
     if auto_pad == "NOTSET":
         pads = ints(node.attr("pads")) if node.has_attr("pads") else (0,) * (2 * nd)
     elif auto_pad == "VALID":

@@ -194,6 +194,12 @@ class OpDef:
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
         """The outputs, computed with the array module ``xp`` (numpy or cupy) from inputs of that module."""
 
+    def check_constants(self, attrs: Attrs, inputs: Sequence[TensorType], constants: Mapping[int, Any]) -> None:
+        """Check the values of the inputs known before the run (``constants``: input position -> host array; an
+        engine's weights, a model's constants) that the run indexes with, such as Gather's indices: an OpError
+        for one out of range. The engine loader calls it before any layer runs, the frontend as it adds a layer.
+        Default: nothing to check."""
+
     # --- helpers for subclasses --------------------------------------------------------------------------------
 
     def check_types(self, inputs: Sequence[TensorType]) -> None:

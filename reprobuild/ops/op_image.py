@@ -122,6 +122,10 @@ class AffineGrid(OpDef):
         return [grid.reshape((size[0], *spatial, len(spatial))).astype(theta.dtype)]
 
 
+#: The most sample points RoiAlign computes per channel (boxes x output bins x sampling_ratio**2).
+_MAX_SAMPLES = 1 << 32
+
+
 class RoiAlign(OpDef):
     op, versions = "RoiAlign", (10, 16, 22)
     attributes = {"coordinate_transformation_mode": Attr("string", "half_pixel", since=16),
@@ -167,8 +171,18 @@ class RoiAlign(OpDef):
                           f"{list(batch.shape)} [num_rois]")
         if batch.dtype not in ("int64", "int32"):
             raise OpError(f"batch_indices has dtype {batch.dtype}; expected int64")
-        if attrs["sampling_ratio"] == 0 and len(attrs["grid_h"]) != rois.shape[0]:
-            raise OpError(f"{len(attrs['grid_h'])} per-box sample counts for {rois.shape[0]} boxes")
+        if attrs["output_height"] < 1 or attrs["output_width"] < 1 or attrs["sampling_ratio"] < 0 or \
+                attrs["mode"] not in ("avg", "max") or attrs["half_pixel"] not in (0, 1):
+            raise OpError(f"output_height ({attrs['output_height']}) and output_width ({attrs['output_width']}) "
+                          f"must be positive, sampling_ratio ({attrs['sampling_ratio']}) non-negative, mode avg or "
+                          "max and half_pixel 0 or 1")
+        samples = rois.shape[0] * attrs["output_height"] * attrs["output_width"] * attrs["sampling_ratio"] ** 2
+        if samples > _MAX_SAMPLES:
+            raise OpError(f"sampling_ratio {attrs['sampling_ratio']} takes {samples} samples per channel, more than "
+                          f"the {_MAX_SAMPLES} reprobuild computes (a crafted value: it would run for days)")
+        if attrs["sampling_ratio"] == 0 and not len(attrs["grid_h"]) == len(attrs["grid_w"]) == rois.shape[0]:
+            raise OpError(f"{len(attrs['grid_h'])} and {len(attrs['grid_w'])} per-box sample counts for "
+                          f"{rois.shape[0]} boxes")
         return [TensorType((rois.shape[0], x.shape[1], attrs["output_height"], attrs["output_width"]), x.dtype)]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:

@@ -168,6 +168,10 @@ class LpPool(_WindowPool):
     def extra_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
         return {"p": _norm_order(attrs["p"])}
 
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        _norm_order(attrs["p"])  # an engine's layer is checked here too: p = 0 divided by zero when it ran
+        return super().infer(attrs, inputs)
+
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
         x = inputs[0]
         p = int(attrs["p"])
@@ -215,6 +219,10 @@ class GlobalLpPool(_GlobalPool):
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         return {"p": _norm_order(attrs["p"])}
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        _norm_order(attrs["p"])
+        return super().infer(attrs, inputs)
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
         x, p = inputs[0], int(attrs["p"])

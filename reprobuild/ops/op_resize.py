@@ -32,6 +32,8 @@ from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, a
 from reprobuild.ops.families import float_compute_type
 
 _MODES = ("nearest", "linear", "cubic")
+_TRANSFORMS = ("align_corners", "asymmetric", "tf_half_pixel_for_nn", "pytorch_half_pixel", "half_pixel",
+               "half_pixel_symmetric", "tf_crop_and_resize")
 _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 _COMMON_CTM = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize")
 #: coordinate_transformation_mode values each Resize version defines
@@ -121,6 +123,22 @@ def _check_axis(a: int, ctm: str, mode: str, antialias: int, scale: float, n_in:
                       "and onnxruntime at 0")
 
 
+def _check_layer(attrs: Attrs, x: TensorType) -> None:
+    """What the run reads and the output shape does not tell: the resized axes (every axis whose size changes,
+    each once), one scale per axis and two roi values, and modes the interpolation knows."""
+    axes, sizes, r = tuple(attrs["axes"]), tuple(attrs["sizes"]), x.rank
+    changed = [d for d in range(r) if sizes[d] != x.shape[d]]
+    if (len(set(axes)) != len(axes) or any(not 0 <= a < r for a in axes) or any(d not in axes for d in changed)
+            or len(attrs["scales"]) != r or len(attrs["roi"]) != 2 * r):
+        raise OpError(f"axes {list(axes)} must list every resized axis of the rank-{r} input once (at least "
+                      f"{changed}), with {r} scales and {2 * r} roi values")
+    if (attrs["mode"] not in _MODES or attrs["nearest_mode"] not in _NEAREST_MODES
+            or attrs["coordinate_transformation_mode"] not in _TRANSFORMS):
+        raise OpError(f"mode {attrs['mode']!r}, nearest_mode {attrs['nearest_mode']!r} or "
+                      f"coordinate_transformation_mode {attrs['coordinate_transformation_mode']!r} is not one "
+                      "reprobuild knows")
+
+
 class Resize(OpDef):
     op = "Resize"
     versions: ClassVar[tuple[int, ...]] = (10, 11, 13, 18, 19)
@@ -180,6 +198,7 @@ class Resize(OpDef):
         x = inputs[0]
         if len(attrs["sizes"]) != x.rank:
             raise OpError(f"the output shape {list(attrs['sizes'])} does not have the input's rank {x.rank}")
+        _check_layer(attrs, x)
         if attrs["mode"] != "nearest" and x.dtype not in FLOATS:
             raise OpError(f"{attrs['mode']} resize of {x.dtype}: onnxruntime truncates the interpolated values, "
                           "the ONNX reference rounds them to nearest even; Cast to a float type first")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reprobuild.dtypes import FLOATS
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, TensorType, axis_in_range
+from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range
 from reprobuild.ops.families import float_compute_type
 
 
@@ -31,6 +31,11 @@ class _Normalize(OpDef):
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
         self.check_types(inputs)
+        rank, axis = max(inputs[0].rank, 1), int(attrs["axis"])
+        if not 0 <= axis < rank:
+            raise OpError(f"axis {axis} is not an axis of the rank-{rank} input (a layer's axis is non-negative)")
+        if attrs["coerce_2d"] not in (0, 1):
+            raise OpError(f"coerce_2d is {attrs['coerce_2d']!r}; it is 0 or 1")
         return [TensorType(inputs[0].shape, inputs[0].dtype)]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:

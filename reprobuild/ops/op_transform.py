@@ -60,7 +60,7 @@ class Transpose(OpDef):
         return [TensorType(tuple(x.shape[p] for p in perm), x.dtype)]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        return [xp.ascontiguousarray(xp.transpose(inputs[0], tuple(attrs["perm"])))]
+        return [xp.asarray(xp.transpose(inputs[0], tuple(attrs["perm"])), order="C")]  # keeps a 0-d array 0-d
 
 
 class Squeeze(OpDef):
@@ -156,7 +156,7 @@ class Expand(OpDef):
         return [TensorType(shape, inputs[0].dtype)]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        return [xp.ascontiguousarray(xp.broadcast_to(inputs[0], tuple(attrs["shape"])))]
+        return [xp.asarray(xp.broadcast_to(inputs[0], tuple(attrs["shape"])), order="C")]  # 0-d stays 0-d
 
 
 class Tile(OpDef):
@@ -174,7 +174,7 @@ class Tile(OpDef):
         return [TensorType(tuple(n * r for n, r in zip(x.shape, repeats)), x.dtype)]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        return [xp.ascontiguousarray(xp.tile(inputs[0], tuple(attrs["repeats"])))]
+        return [xp.asarray(xp.tile(inputs[0], tuple(attrs["repeats"])), order="C")]  # 0-d stays 0-d
 
 
 class _BlockRearrange(OpDef):

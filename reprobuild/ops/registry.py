@@ -77,6 +77,15 @@ def infer_types(op: str, attrs: Mapping[str, Any], inputs: Sequence[TensorType],
         raise located(exc, where) from None
 
 
+def check_constant_inputs(op: str, attrs: Mapping[str, Any], inputs: Sequence[TensorType],
+                          constants: Mapping[int, np.ndarray], where: str) -> None:
+    """``check_constants`` of the op's definition, with errors located at ``where``."""
+    try:
+        get_op(op).check_constants(attrs, inputs, constants)
+    except OpError as exc:
+        raise located(exc, where) from None
+
+
 def evaluate(op: str, attrs: Mapping[str, Any], inputs: Sequence[np.ndarray], where: str) -> list[np.ndarray]:
     """Compute a layer on host arrays with its op's NumPy reference: how constants are folded at build time.
 

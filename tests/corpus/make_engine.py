@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -26,15 +27,18 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
 from reprobuild.builder import AlgorithmSelector, Builder, BuilderConfig
 from reprobuild.digest import array_digest, canonical_json, sha256_hex
 from reprobuild.dtypes import np_dtype
 from reprobuild.engine.format import ALIGNMENT, FORMAT_VERSION, MAGIC
 from reprobuild.engine.memory import LayerUse, plan_memory
-from reprobuild.frontend import network_from_onnx_path
+from reprobuild.frontend import network_from_onnx_bytes, network_from_onnx_path
 from reprobuild.kernels.tactic import default_registry
 from reprobuild.logger import Logger, Severity
+from reprobuild.passes import DEFAULT_PASSES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -54,6 +58,38 @@ def build(model: str) -> bytes:
     quiet = Logger(Severity.ERROR)
     network, _ = network_from_onnx_path(os.path.join(EXAMPLES, model), quiet)
     config = BuilderConfig(backend="cpu", warmup=0, iterations=1, runs_per_sample=1,
+                           algorithm_selector=FirstEligible())
+    return Builder(quiet).build(network, config).engine
+
+
+def ops_model() -> onnx.ModelProto:
+    """A chain of one layer each of LeakyRelu, Pad, Clip, LayerNormalization, Cast and Gather (with constant
+    indices), whose run reads attributes (and constants) that their type inference does not: x [4, 6] ->
+    y [4, 3] float16."""
+    nodes = [helper.make_node("LeakyRelu", ["x"], ["a"], name="leaky", alpha=0.1),
+             helper.make_node("Pad", ["a", "pads"], ["b"], name="pad", mode="constant"),
+             helper.make_node("Clip", ["b", "lo", "hi"], ["c"], name="clip"),
+             helper.make_node("LayerNormalization", ["c", "scale", "shift"], ["d"], name="norm", axis=-1),
+             helper.make_node("Cast", ["d"], ["e"], name="cast", to=onnx.TensorProto.FLOAT16),
+             helper.make_node("Gather", ["e", "index"], ["y"], name="gather", axis=1)]
+    constants = {"pads": np.array([0, 1, 0, 1], np.int64), "lo": np.array(-1.0, np.float32),
+                 "hi": np.array(1.0, np.float32), "scale": np.linspace(0.5, 1.5, 8, dtype=np.float32),
+                 "shift": np.linspace(-0.1, 0.1, 8, dtype=np.float32), "index": np.array([0, 2, 7], np.int64)}
+    graph = helper.make_graph(nodes, "ops", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 6])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [4, 3])],
+                              [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@functools.cache
+def build_ops() -> bytes:
+    """The engine of ``ops_model``, its layers left as they are (no elementwise fusion)."""
+    quiet = Logger(Severity.ERROR)
+    network, _ = network_from_onnx_bytes(ops_model().SerializeToString(), quiet)
+    passes = tuple(p for p in DEFAULT_PASSES if p != "fuse_elementwise")
+    config = BuilderConfig(backend="cpu", warmup=0, iterations=1, runs_per_sample=1, passes=passes,
                            algorithm_selector=FirstEligible())
     return Builder(quiet).build(network, config).engine
 
@@ -128,6 +164,14 @@ class Engine:
         self.manifest["memory"].update(activation_bytes=plan.activation_bytes, workspace_bytes=plan.workspace_bytes,
                                        context_bytes=plan.context_bytes,
                                        unshared_activation_bytes=plan.unshared_bytes)
+
+    def set_weight(self, name: str, value: np.ndarray) -> None:
+        """Replace a weight's bytes with ``value``'s (of its size) and recompute its sha256."""
+        w = next(w for w in self.header["weights"] if w["name"] == name)
+        raw = np.ascontiguousarray(value, dtype=np_dtype(w["dtype"])).tobytes()
+        assert len(raw) == w["nbytes"], (name, len(raw), w["nbytes"])
+        self.buffer = self.buffer[:w["offset"]] + raw + self.buffer[w["offset"] + w["nbytes"]:]
+        self.redigest_weight(name)
 
     def redigest_weight(self, name: str) -> None:
         """Recompute a weight's sha256 after its recorded shape or dtype changed (the bytes stay the same)."""
@@ -383,6 +427,61 @@ def embedded_manifest_not_json(cnn: Engine, mlp: Engine) -> bytes:
     return mlp.pack(manifest=b"{not json")
 
 
+# Attributes (and constants) that only the run read: each engine loaded, and its run failed with a ValueError,
+# KeyError or IndexError (exit 1). The loader now checks every attribute a layer holds against what its op's
+# layers hold (reprobuild.ops.layer_attributes), the ranges in the op's type inference, and constant indices.
+
+
+def softmax_axis_negative(cnn: Engine, mlp: Engine) -> bytes:
+    """-1 is the last axis in ONNX, but a layer's axis is canonical (non-negative): the run reshaped with it."""
+    for layer in mlp.layer("softmax"):
+        layer["attrs"]["axis"] = -1
+    return mlp.pack()
+
+
+def _without(engine: Engine, layer_name: str, key: str) -> bytes:
+    for layer in engine.layer(layer_name):
+        del layer["attrs"][key]
+    return engine.pack()
+
+
+def maxpool_dilations_deleted(cnn: Engine, mlp: Engine) -> bytes:
+    """Its type inference reads dilations with a default, the reference tactic's run without one (the pool is
+    pinned to that tactic, which needs no workspace)."""
+    reference = next(t for t in default_registry().candidates("MaxPool", "cpu") if t.name == "cpu_MaxPool")
+    for layer in cnn.layer("pool"):
+        layer["tactic"] = dict(reference.ref)
+    return _without(cnn, "pool", "dilations")
+
+
+def leakyrelu_alpha_deleted(cnn: Engine, mlp: Engine) -> bytes:
+    return _without(Engine(build_ops()), "leaky", "alpha")
+
+
+def clip_max_deleted(cnn: Engine, mlp: Engine) -> bytes:
+    return _without(Engine(build_ops()), "clip", "max")
+
+
+def cast_saturate_deleted(cnn: Engine, mlp: Engine) -> bytes:
+    return _without(Engine(build_ops()), "cast", "saturate")
+
+
+def pad_value_deleted(cnn: Engine, mlp: Engine) -> bytes:
+    return _without(Engine(build_ops()), "pad", "value")
+
+
+def layernorm_epsilon_deleted(cnn: Engine, mlp: Engine) -> bytes:
+    return _without(Engine(build_ops()), "norm", "epsilon")
+
+
+def gather_index_out_of_range(cnn: Engine, mlp: Engine) -> bytes:
+    """Gather's constant indices [0, 2, 7] made [0, 2, 9], for an axis of 8 (the weight's bytes and digest)."""
+    ops = Engine(build_ops())
+    name = ops.layer("gather")[0]["inputs"][1]
+    ops.set_weight(name, np.array([0, 2, 9], np.int64))
+    return ops.pack()
+
+
 DEFECTS: dict[str, Callable[[Engine, Engine], bytes]] = {
     f.__name__: f for f in (
         conv_strides_renamed, concat_axis_renamed, conv_strides_wrong_type, conv_strides_wrong_rank,
@@ -394,7 +493,9 @@ DEFECTS: dict[str, Callable[[Engine, Engine], bytes]] = {
         memory_offset_out_of_range, terabyte_activations, binding_dtype_disagrees, binding_shape_disagrees,
         declared_shape_wrong_rank, declared_shape_static_dim_disagrees, declared_shape_of_unknown_input,
         layers_out_of_order, embedded_manifest_fake_tactic, embedded_manifest_other_attrs,
-        embedded_manifest_missing_layer, embedded_manifest_not_json,
+        embedded_manifest_missing_layer, embedded_manifest_not_json, softmax_axis_negative, maxpool_dilations_deleted,
+        leakyrelu_alpha_deleted, clip_max_deleted, cast_saturate_deleted, pad_value_deleted, layernorm_epsilon_deleted,
+        gather_index_out_of_range,
     )
 }
 

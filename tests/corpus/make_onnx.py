@@ -221,6 +221,34 @@ def two_nodes_fail_conversion() -> bytes:
                          doc="two Dropout nodes with training_mode=true"))
 
 
+def ir_version_2_pow_40() -> bytes:
+    """An ir_version no ONNX has: the checker's C++ side takes a 32-bit int (a TypeError, in build and refit)."""
+    model = _relu_model("ir_version 2**40")
+    model.ir_version = 2**40
+    return _bytes(model)
+
+
+def conv_same_upper_stride_0() -> bytes:
+    """auto_pad=SAME_UPPER divides the input size by the strides: 0 was a ZeroDivisionError."""
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv_stride_0", auto_pad="SAME_UPPER", strides=[0, 0])
+    return _bytes(_model([node], [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 4, 8, 8])], [w], doc="Conv, strides 0"))
+
+
+def tile_to_zero_size_dim_2_pow_43() -> bytes:
+    """A Tile to shape [2**43, 0]: no element at all, but a dimension no engine can hold (the builder wrote an
+    invalid header: an AssertionError)."""
+    node = helper.make_node("Tile", ["x", "repeats"], ["y"], name="tile_wide")
+    return _bytes(_model([node], [_vi("x", [1, 0])], [_vi("y", [2**43, 0])], [_int64("repeats", [2**43, 1])],
+                         doc="Tile to [2**43, 0]"))
+
+
+def input_rank_20() -> bytes:
+    """Rank 20: within the frontend's 32, over the engine format's 16 (an AssertionError when serialized)."""
+    return _bytes(_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [_vi("x", [1] * 20)],
+                         [_vi("y", [1] * 20)], doc="a rank-20 input"))
+
+
 def not_onnx_random_bytes() -> bytes:
     return np.random.default_rng(10).integers(0, 256, 4096, dtype=np.uint8).tobytes()
 
@@ -253,7 +281,8 @@ CASES: dict[str, Callable[[], bytes]] = {f.__name__: f for f in (
     tile_overflows_int64, expand_100000x100000, input_65536x65536, dim_overflows_int64, bytes_overflow_int64,
     rank_33, initializer_dim_overflows_int64, initializer_data_too_short, external_data, empty_graph, no_outputs,
     opset_999, three_unsupported_nodes, three_invalid_nodes, two_nodes_fail_conversion, not_onnx_random_bytes,
-    not_onnx_text, protobuf_without_graph, empty_file, truncated,
+    not_onnx_text, protobuf_without_graph, empty_file, truncated, ir_version_2_pow_40, conv_same_upper_stride_0,
+    tile_to_zero_size_dim_2_pow_43, input_rank_20,
 )}
 
 

@@ -1,7 +1,7 @@
 """The bad-engine corpus: every file in ``tests/corpus/engine`` is refused with the typed error its defect
-deserves, by the runtime and by the command line (``reprobuild inspect`` and ``reprobuild run``), never with
-another exception or a traceback. Also: a list of inputs instead of a mapping, and one execution context shared
-by several threads (each call is refused or returns exactly its own outputs).
+deserves, by the runtime and by every command that loads an engine (``inspect``, ``run``, ``bench``, ``verify``,
+``compare``), never with another exception or a traceback. Also: a list of inputs instead of a mapping, and one
+execution context shared by several threads (each call is refused or returns exactly its own outputs).
 
 Regenerate the corpus with ``python -m tests.corpus.make_engine``; each file's defect is described there.
 """
@@ -21,6 +21,7 @@ from reprobuild.cli.main import main
 from reprobuild.engine import Engine, Runtime
 from reprobuild.errors import FormatError, InputError, ReprobuildError, ResourceError, UsageError
 from tests.corpus import make_engine
+from tests.helpers import EXAMPLES
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine")
 
@@ -96,6 +97,21 @@ TABLE: dict[str, tuple[type[ReprobuildError], str, int]] = {
     "embedded_manifest_missing_layer": (FormatError, r"embedded manifest disagrees with its header: layers: the "
                                                      r"manifest records \['fc1', 'fc2', 'fc3'\]", 4),
     "embedded_manifest_not_json": (FormatError, r"embedded manifest.*JSON", 4),
+    # attributes and constants only the run read (each loaded, then failed with an untyped exception: exit 1)
+    "softmax_axis_negative": (FormatError, r"layer 'softmax' \(op Softmax\): .*axis -1 is not an axis of the "
+                                           r"rank-2 input", 4),
+    "maxpool_dilations_deleted": (FormatError, r"layer 'pool' \(op MaxPool\) has no attribute 'dilations', which "
+                                               r"MaxPool needs", 4),
+    "leakyrelu_alpha_deleted": (FormatError, r"layer 'leaky' \(op LeakyRelu\) has no attribute 'alpha', which "
+                                             r"LeakyRelu needs", 4),
+    "clip_max_deleted": (FormatError, r"layer 'clip' \(op Clip\) has no attribute 'max', which Clip needs", 4),
+    "cast_saturate_deleted": (FormatError, r"layer 'cast' \(op Cast\) has no attribute 'saturate', which Cast needs",
+                              4),
+    "pad_value_deleted": (FormatError, r"layer 'pad' \(op Pad\) has no attribute 'value', which Pad needs", 4),
+    "layernorm_epsilon_deleted": (FormatError, r"layer 'norm' \(op LayerNormalization\) has no attribute 'epsilon', "
+                                               r"which LayerNormalization needs", 4),
+    "gather_index_out_of_range": (FormatError, r"layer 'gather' \(op Gather\): a constant input its run indexes "
+                                               r"with is out of range: indices hold 9 .*outside \[-8, 8\)", 4),
 }
 
 #: ``reprobuild inspect`` only reads the file and allocates nothing, so an engine that merely needs more memory
@@ -130,14 +146,16 @@ def test_the_runtime_refuses_it_with_a_typed_error(name: str) -> None:
     assert re.search(pattern, str(info.value), re.DOTALL), str(info.value)
 
 
-@pytest.mark.parametrize("command", ["inspect", "run"])
+@pytest.mark.parametrize("command", ["inspect", "run", "bench", "verify", "compare"])
 @pytest.mark.parametrize("name", sorted(TABLE))
 def test_the_cli_exits_with_its_code_and_no_traceback(name: str, command: str,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     _, _, code = TABLE[name]
     if command == "inspect":
         code = INSPECT_EXIT.get(name, code)
-    args = [command, _path(name)] + (["--seed", "0"] if command == "run" else [])
+    extra = {"run": ["--seed", "0"], "verify": ["--runs", "1"], "bench": ["--iterations", "1", "--warmup", "0"],
+             "compare": [os.path.join(EXAMPLES, "mlp.onnx")]}.get(command, [])
+    args = [command, _path(name), *extra]
     assert main(args) == code
     err = capsys.readouterr().err
     assert "Traceback" not in err and "internal error" not in err, err
@@ -154,7 +172,8 @@ def mlp() -> Engine:
 
 def test_the_corpus_tool_itself_writes_valid_engines(mlp: Engine) -> None:
     cnn = Runtime().deserialize_engine(make_engine.Engine(make_engine.build("small_cnn.onnx")).pack())
-    for engine in (mlp, cnn):
+    ops = Runtime().deserialize_engine(make_engine.Engine(make_engine.build_ops()).pack())
+    for engine in (mlp, cnn, ops):
         feeds = {b.name: np.zeros(b.shape, b.dtype) for b in engine.inputs if b.value is None}
         outputs = engine.create_execution_context().execute(feeds)
         assert [b.name for b in engine.outputs] == list(outputs)
@@ -229,3 +248,51 @@ def test_threads_sharing_one_context_are_refused_never_raced(mlp: Engine) -> Non
         sys.setswitchinterval(interval)
     assert not wrong, wrong[:5]
     assert all(n > 0 for n in done), (done, refused)
+
+
+def _gather_engine() -> Engine:
+    """y = Gather(x [5, 3], i [2]) along axis 0, with the indices a run-time input."""
+    import onnx
+    from onnx import helper
+
+    from reprobuild.builder import Builder, BuilderConfig
+    from reprobuild.frontend import network_from_onnx_bytes
+    from reprobuild.logger import Logger, Severity
+
+    graph = helper.make_graph([helper.make_node("Gather", ["x", "i"], ["y"], name="pick", axis=0)], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [5, 3]),
+                               helper.make_tensor_value_info("i", onnx.TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    quiet = Logger(Severity.ERROR)
+    network, _ = network_from_onnx_bytes(model.SerializeToString(), quiet)
+    built = Builder(quiet).build(network, BuilderConfig(backend="cpu", warmup=0, iterations=1))
+    return Runtime(quiet).deserialize_engine(built.engine)
+
+
+def test_run_time_indices_out_of_range_are_an_input_error() -> None:
+    """Indices the loader cannot see (a network input): on the CPU an index out of range was an untyped
+    IndexError; it is an InputError naming the layer."""
+    context = _gather_engine().create_execution_context()
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    assert context.execute({"x": x, "i": np.array([4, -5])})["y"].tolist() == [x[4].tolist(), x[0].tolist()]
+    with pytest.raises(InputError, match=r"engine layer 'pick' \(op Gather, tactic \S+ v\d+\) was given indices out "
+                                         r"of range at run time \(index 9 is out of bounds"):
+        context.execute({"x": x, "i": np.array([0, 9])})
+
+
+def test_any_other_failure_of_a_running_layer_is_typed_and_names_it(mlp: Engine,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last line behind the loader: whatever a CPU layer raises while it runs is a FormatError naming the layer
+    (chained to the original, which --debug shows), never an untyped exception."""
+    context = mlp.create_execution_context()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("something the loader did not foresee")
+
+    monkeypatch.setattr(np, "exp", broken)
+    with pytest.raises(FormatError, match=r"engine layer 'softmax' \(op Softmax, tactic \S+ v\d+\) failed while it "
+                                          r"ran: ValueError: something the loader did not foresee") as info:
+        context.execute({"input": np.zeros((8, 64), np.float32)})
+    assert isinstance(info.value.__cause__, ValueError)

@@ -96,6 +96,17 @@ TABLE: dict[str, tuple[str, type[ReprobuildError], str, int]] = {
                                                     r"but with no graph", 3),
     "empty_file": ("parse", ModelError, r"not a readable ONNX model: the file is empty", 3),
     "truncated": ("parse", ModelError, r"not a readable ONNX model \(protobuf decode failed", 3),
+    "ir_version_2_pow_40": ("parse", ModelError, r"the model's ir_version is 1099511627776, newer than the newest "
+                                                 r"this installation reads", 3),
+    "conv_same_upper_stride_0": ("parse", ModelError, r"node 'conv_stride_0' \(op Conv\): strides \[0, 0\], "
+                                                      r"dilations \[1, 1\] and kernel_shape \[3, 3\] must be positive",
+                                 3),
+    "tile_to_zero_size_dim_2_pow_43": ("build", ResourceError,
+                                       r"tensor 'y', the output of layer 'tile_wide' \(Tile, from ONNX node\(s\) "
+                                       r"\['tile_wide'\]\), has shape \[8796093022208, 0\] \(float32\): a dimension "
+                                       r"of 2\*\*40 or more", 13),
+    "input_rank_20": ("build", ResourceError, r"tensor 'x', a network input, has shape \[1, 1, .*\(float32\): it has "
+                                              r"20 dimensions; an engine tensor has at most 16", 13),
 }
 
 
@@ -258,3 +269,21 @@ def test_build_time_constants_over_the_cap_are_refused(monkeypatch: pytest.Monke
     monkeypatch.undo()
     network, _ = network_from_onnx_bytes(nonzero, _quiet())
     assert network.outputs[0].shape == (1, 200)
+
+
+def test_refit_with_an_ir_version_no_onnx_has_is_a_model_error(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`refit --model` reads the new model through the same frontend: ir_version 2**40 was a TypeError there too."""
+    import onnx
+
+    from tests.helpers import EXAMPLES
+
+    engine = tmp_path / "mlp.engine"
+    assert main(["build", f"{EXAMPLES}/mlp.onnx", "-o", str(engine), "--backend", "cpu", "-q"]) == 0
+    model = onnx.load(f"{EXAMPLES}/mlp.onnx")
+    model.ir_version = 2**40
+    onnx.save(model, tmp_path / "new.onnx")
+    capsys.readouterr()
+    code, text = _cli(["refit", str(engine), "--model", str(tmp_path / "new.onnx"), "-o", str(tmp_path / "r.engine")],
+                      capsys)
+    assert code == 3 and "ir_version is 1099511627776" in text, text

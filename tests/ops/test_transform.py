@@ -60,6 +60,16 @@ def test_expand_and_tile(backend: str, rng: np.random.Generator) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_scalar_stays_a_scalar(backend: str, rng: np.random.Generator) -> None:
+    """Expand of a 0-d tensor to shape [] made `build` fail with an AssertionError: the reference returned shape
+    [1] (numpy's ascontiguousarray makes every array at least 1-d). Tile and Transpose of a 0-d tensor too."""
+    x = np.asarray(rng.standard_normal(), dtype=np.float32)
+    check_op("Expand", {"x": x}, backend=backend, initializers={"shape": np.zeros(0, np.int64)})
+    check_op("Tile", {"x": x}, backend=backend, initializers={"repeats": np.zeros(0, np.int64)})
+    check_op("Transpose", {"x": x}, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
 def test_pad_modes(backend: str, rng: np.random.Generator, mode: str) -> None:
     x = rng.standard_normal((2, 3, 4)).astype(np.float32)

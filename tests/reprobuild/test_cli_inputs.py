@@ -152,6 +152,62 @@ def test_a_text_file_as_input_is_not_called_pickled(mlp: Path, tmp_path: Path,
     assert "pickle" not in err and "Python objects" not in err and "unsafe" not in err
 
 
+def _npy(header: str, body: bytes = b"") -> bytes:
+    """A version 1.0 .npy file with this header dict (padded as numpy pads it) and data."""
+    text = header.encode("latin1")
+    pad = 64 - (10 + len(text) + 1) % 64
+    return b"\x93NUMPY\x01\x00" + (len(text) + pad + 1).to_bytes(2, "little") + text + b" " * pad + b"\n" + body
+
+
+@pytest.mark.parametrize("header, body, message", [
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (2000000, 1000000), }", b"\0" * 2048,
+     r"has shape \[2000000, 1000000\]; the engine was built for \[2, 3\]"),
+    ("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }", b"\0" * 48,
+     r"has dtype float64; the engine expects float32 \(convert with array\.astype\(numpy\.float32\)"),
+    ("{'descr': '|O', 'fortran_order': False, 'shape': (2, 3), }", b"\0" * 48,
+     r"holds Python objects \(an object array\), which reprobuild never loads"),
+    ("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2, 3), }", b"\0" * 24,
+     r"its dtype .* is not a number or bool type"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", b"\0" * 20,
+     r"holds 20 bytes of data, but its header says shape \[2, 3\] float32, which is 24 bytes"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", b"\0" * 30,
+     r"holds 30 bytes of data, but its header says shape \[2, 3\] float32"),
+    ("{'descr': '<f4', 'shape': (2, 3), }", b"\0" * 24, r"has no valid \.npy header"),
+])
+def test_an_npy_header_is_checked_against_the_input_before_anything_is_allocated(
+        add: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], header: str, body: bytes,
+        message: str) -> None:
+    """A 2 KB file whose header claims shape (2000000, 1000000) was an untyped MemoryError (exit 1): numpy
+    allocated the array before reading its data."""
+    engine, _ = add
+    path = tmp_path / "x.npy"
+    path.write_bytes(_npy(header, body))
+    for command in ("run", "verify"):
+        code, _, err = run_cli(capsys, command, str(engine), "--seed", "0", "--input", f"x={path}")
+        assert code == 7, err
+        assert re.search(message, err), err
+
+
+def test_a_file_larger_than_its_input_is_refused_before_it_is_read(add: tuple[Path, Path], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    engine, _ = add
+    np.save(tmp_path / "x.npy", np.zeros((300, 300), np.float32))
+    code, _, err = run_cli(capsys, "run", str(engine), "--seed", "0", "--input", f"x={tmp_path / 'x.npy'}")
+    assert code == 7, err
+    assert "is larger than an array of shape [2, 3] float32, which the engine takes" in err
+
+
+def test_fortran_order_and_big_endian_npy_files_are_read_as_their_values(add: tuple[Path, Path], tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    engine, _ = add
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.save(tmp_path / "x.npy", np.asfortranarray(x))
+    np.save(tmp_path / "y.npy", x.astype(">f4"))
+    doc = _run_json(capsys, str(engine), "--input", f"x={tmp_path / 'x.npy'}", "--input", f"y={tmp_path / 'y.npy'}")
+    assert doc["inputs"]["x"]["sha256"] == sha256_hex(x.tobytes())
+    assert doc["inputs"]["y"]["sha256"] == sha256_hex(x.tobytes())
+
+
 # --- one seed meaning ------------------------------------------------------------------------------------
 
 

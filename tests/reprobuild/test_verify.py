@@ -193,25 +193,35 @@ def test_against_the_manifest_passes_in_another_process(built: Path) -> None:
         assert "(against the manifest: cross_process)" in result.stdout
 
 
+def _other_build(built: Path, edit: Any) -> Path:
+    """The engine with its embedded golden record edited (digests and trailer recomputed): another build's engine,
+    of the same layers, that recorded other digests. A manifest file edited so is refused as edited
+    (tests/reprobuild/test_tamper.py); an engine file given to --against is its own record."""
+    from tests.corpus.make_engine import Engine as EngineFile
+
+    other = EngineFile(built.read_bytes())
+    edit(other.manifest["golden"])
+    path = built.with_name("other.engine")
+    path.write_bytes(other.pack())
+    return path
+
+
 def test_against_a_different_golden_fails_and_names_the_first_layer(built: Path) -> None:
-    manifest = built.with_name("cnn.manifest.json")
-    doc = json.loads(manifest.read_text())
-    doc["pinned"]["golden"]["outputs"][0]["sha256"] = "0" * 64
-    doc["pinned"]["golden"]["layers"][3]["sha256"] = "0" * 64
-    layer = doc["pinned"]["layers"][3]
-    manifest.write_text(json.dumps(doc))
-    result = _verify_in_another_process(str(built), "--runs", "2", "--against", str(manifest))
+    def edit(golden: dict[str, Any]) -> None:
+        golden["outputs"][0]["sha256"] = "0" * 64
+        golden["layers"][3]["sha256"] = "0" * 64
+
+    other = _other_build(built, edit)
+    layer = json.loads(built.with_name("cnn.manifest.json").read_text())["pinned"]["layers"][3]
+    result = _verify_in_another_process(str(built), "--runs", "2", "--against", str(other))
     assert result.returncode == 10, result.stdout + result.stderr
     assert f"locator    layer 3 '{layer['name']}' ({layer['op']})" in result.stdout
     assert "differ from the digests the build" in result.stdout
 
 
 def test_against_refuses_inputs_drawn_differently_or_another_engine(built: Path, capsys: Any) -> None:
-    manifest = built.with_name("cnn.manifest.json")
-    doc = json.loads(manifest.read_text())
-    doc["pinned"]["golden"]["inputs"][0]["sha256"] = "1" * 64
-    manifest.write_text(json.dumps(doc))
-    assert main(["verify", str(built), "--runs", "2", "--against", str(manifest), "-q"]) == 2
+    other = _other_build(built, lambda golden: golden["inputs"][0].update(sha256="1" * 64))
+    assert main(["verify", str(built), "--runs", "2", "--against", str(other), "-q"]) == 2
     assert "draws other numbers" in capsys.readouterr().err
     other = built.with_name("mlp.engine")
     assert main(["build", f"{EXAMPLES}/mlp.onnx", "-o", str(other), "--backend", "cpu", "-q"]) == 0
