@@ -180,12 +180,30 @@ class Resize(OpDef):
         x = inputs[0]
         if len(attrs["sizes"]) != x.rank:
             raise OpError(f"the output shape {list(attrs['sizes'])} does not have the input's rank {x.rank}")
+        self._check_resize_of(x, attrs)
         if attrs["mode"] != "nearest" and x.dtype not in FLOATS:
             raise OpError(f"{attrs['mode']} resize of {x.dtype}: onnxruntime truncates the interpolated values, "
                           "the ONNX reference rounds them to nearest even; Cast to a float type first")
         if attrs["coordinate_transformation_mode"] == "tf_crop_and_resize" and x.dtype == "bool":
             raise OpError("tf_crop_and_resize of bool: the float extrapolation_value has no bool meaning")
         return [TensorType(tuple(attrs["sizes"]), x.dtype)]
+
+    @staticmethod
+    def _check_resize_of(x: TensorType, attrs: Attrs) -> None:
+        """The canonical attributes describe a resize of this input: a scale per axis, a begin and an end of the
+        roi per axis, the resized ``axes`` distinct axes of it, and every other axis kept at the input's size (a
+        layer whose recorded sizes contradict its input would compute another shape than it declares)."""
+        r = x.rank
+        if len(attrs["scales"]) != r or len(attrs["roi"]) != 2 * r:
+            raise OpError(f"scales {list(attrs['scales'])} and roi {list(attrs['roi'])} need {r} and {2 * r} values "
+                          f"for the rank-{r} input")
+        axes = list(attrs["axes"])
+        if len(set(axes)) != len(axes) or not all(0 <= a < r for a in axes):
+            raise OpError(f"axes {axes} are not distinct axes of the rank-{r} input (0 to {r - 1})")
+        for a in range(r):
+            if a not in axes and attrs["sizes"][a] != x.shape[a]:
+                raise OpError(f"axis {a} is not resized (axes {axes}), so its output size is the input's "
+                              f"{x.shape[a]}, not {attrs['sizes'][a]}")
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
         x = inputs[0]

@@ -3,11 +3,12 @@ refuse with a typed error (``tests/corpus/test_engine.py`` says which).
 
     python -m tests.corpus.make_engine [--out DIR]
 
-It builds two small valid CPU engines from the bundled examples (``small_cnn.onnx``, ``mlp.onnx``) with every
-tactic pinned (the first eligible one in the tactics' stable priority order; nothing is timed), then makes each
-bad file by unpacking the msgpack header, editing it, and writing it back with a valid sha256 trailer. Where the
-defect is not in the embedded manifest itself, the manifest is edited the same way and its own sha256 recomputed,
-so the file holds exactly one defect and reaches the check that should catch it past every integrity check.
+It builds two small valid CPU engines from the bundled examples (``small_cnn.onnx``, ``mlp.onnx``; a third from a
+one-node Resize model for the defect that needs one) with every tactic pinned (the first eligible one in the
+tactics' stable priority order; nothing is timed), then makes each bad file by unpacking the msgpack header,
+editing it, and writing it back with a valid sha256 trailer. Where the defect is not in the embedded manifest
+itself, the manifest is edited the same way and its own sha256 recomputed, so the file holds exactly one defect
+and reaches the check that should catch it past every integrity check.
 
 The output is a function of the examples, this reprobuild and the machine's environment fingerprint (which the
 embedded manifest records): the same checkout on the same machine writes the same bytes.
@@ -32,7 +33,7 @@ from reprobuild.digest import array_digest, canonical_json, sha256_hex
 from reprobuild.dtypes import np_dtype
 from reprobuild.engine.format import ALIGNMENT, FORMAT_VERSION, MAGIC
 from reprobuild.engine.memory import LayerUse, plan_memory
-from reprobuild.frontend import network_from_onnx_path
+from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.kernels.tactic import default_registry
 from reprobuild.logger import Logger, Severity
 
@@ -51,11 +52,29 @@ class FirstEligible(AlgorithmSelector):
 
 
 def build(model: str) -> bytes:
+    with open(os.path.join(EXAMPLES, model), "rb") as f:
+        return build_model(f.read())
+
+
+def build_model(model: bytes) -> bytes:
     quiet = Logger(Severity.ERROR)
-    network, _ = network_from_onnx_path(os.path.join(EXAMPLES, model), quiet)
+    network, _ = network_from_onnx_bytes(model, quiet)
     config = BuilderConfig(backend="cpu", warmup=0, iterations=1, runs_per_sample=1,
                            algorithm_selector=FirstEligible())
     return Builder(quiet).build(network, config).engine
+
+
+def resize_model() -> bytes:
+    """x [1, 2, 4, 4] -> nearest Resize with scales [1, 1, 2, 2] -> y [1, 2, 8, 8]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", mode="nearest")
+    graph = helper.make_graph([node], "resize", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])],
+                              [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
 
 
 def _canonical(value: Any) -> Any:
@@ -363,6 +382,18 @@ def layers_out_of_order(cnn: Engine, mlp: Engine) -> bytes:
     return mlp.pack()
 
 
+def resize_sizes_contradict_input(cnn: Engine, mlp: Engine) -> bytes:
+    """A Resize (nearest, scales [1, 1, 2, 2]) whose input is recorded with 3 channels, where its attributes keep
+    the channel axis (not among its resized axes) at 2: it would compute [1, 3, 8, 8] and declares [1, 2, 8, 8]
+    (an AssertionError at run time, found by the fuzz campaign, before the loader checked the kept axes)."""
+    resize = Engine(build_model(resize_model()))
+    for t in resize.tensors("x"):
+        t["shape"] = [1, 3, 4, 4]
+    resize.header["declared_inputs"] = {"x": [1, 3, 4, 4]}
+    resize.replan()
+    return resize.pack()
+
+
 def embedded_manifest_fake_tactic(cnn: Engine, mlp: Engine) -> bytes:
     """The embedded manifest names a tactic the header does not use (its digest is valid)."""
     mlp.layer("fc3")[1]["tactic"]["name"] = "cpu_fastest_ever"
@@ -393,7 +424,8 @@ DEFECTS: dict[str, Callable[[Engine, Engine], bytes]] = {
         activation_never_written, duplicate_layer_names, rank_65, dims_overflow_int64, dim_2_40, negative_dim,
         memory_offset_out_of_range, terabyte_activations, binding_dtype_disagrees, binding_shape_disagrees,
         declared_shape_wrong_rank, declared_shape_static_dim_disagrees, declared_shape_of_unknown_input,
-        layers_out_of_order, embedded_manifest_fake_tactic, embedded_manifest_other_attrs,
+        layers_out_of_order, resize_sizes_contradict_input, embedded_manifest_fake_tactic,
+        embedded_manifest_other_attrs,
         embedded_manifest_missing_layer, embedded_manifest_not_json,
     )
 }
