@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import threading
+import tokenize
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -138,9 +139,16 @@ def read_npy(path: str, what: str, error: type[ReprobuildError]) -> Any:
                     f"{data[:8]!r} (a text or .npz file?). Save the array with numpy.save(path, array)")
     try:
         return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
-    except ValueError as exc:
-        why = ("it holds Python objects (an object array), which reprobuild never loads"
-               if "pickle" in str(exc) else str(exc))
+    except (ValueError, TypeError, SyntaxError, tokenize.TokenError) as exc:
+        # numpy parses the header with ast.literal_eval, which raises TypeError for an unhashable key
+        # ({[1]: 2}), and retries a header it cannot parse through tokenize, which raises TokenError for an
+        # unclosed bracket (a header length that cuts the header short)
+        if "pickle" in str(exc):
+            why = "it holds Python objects (an object array), which reprobuild never loads"
+        elif isinstance(exc, ValueError):
+            why = str(exc)
+        else:
+            why = f"its header is malformed ({type(exc).__name__}: {exc})"
         raise error(f"{what} {path!r} is not a plain .npy array of numbers: {why}. Save one with "
                     "numpy.save(path, array) from a numeric array") from None
 
