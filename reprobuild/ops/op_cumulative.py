@@ -128,7 +128,9 @@ class TopK(OpDef):
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
         self.check_types(inputs)
         x = inputs[0]
-        axis, k = axis_in_range(int(attrs["axis"]), x.rank), int(attrs["k"])
+        axis, k = int(attrs["axis"]), int(attrs["k"])
+        if not 0 <= axis < x.rank:  # canonical (convert resolves a negative one): compute indexes with it as is
+            raise OpError(f"axis {axis} is not an axis of the rank-{x.rank} input (0 to {x.rank - 1})")
         if not 0 <= k <= x.shape[axis]:
             raise OpError(f"k={k} is outside [0, {x.shape[axis]}], the size of axis {axis} of the input "
                           f"{list(x.shape)}")
