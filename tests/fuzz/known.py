@@ -17,11 +17,11 @@ class Known:
     finding: str  #: the issue's words for it
     result: str  #: "untyped", "unbounded", "silent", "crash"
     pattern: str  #: searched in "KIND at WHERE: MESSAGE"
-    target: str | None = None  #: the only target it may come from (None: any)
+    targets: tuple[str, ...] = ()  #: the only targets it may come from (none named: any)
 
     def matches(self, failure: dict[str, Any]) -> bool:
         text = f"{failure['kind']} at {failure['where']}: {failure['message']}"
-        return (failure["result"] == self.result and self.target in (None, failure["target"])
+        return (failure["result"] == self.result and failure["target"] in (self.targets or (failure["target"],))
                 and re.search(self.pattern, text, re.DOTALL) is not None)
 
 
@@ -29,9 +29,9 @@ KNOWN: tuple[Known, ...] = (
     Known("manifest whose layers are a list of empty objects: every validation error listed", "unbounded",
           r"at message: \d+-byte message: .*validation errors? for"),
     Known("manifest or header of a million empty entries: the error list exhausts memory", "crash",
-          r"memory allocation of \d+ bytes failed", "amplify"),
+          r"memory allocation of \d+ bytes failed", ("amplify",)),
     Known("manifest or engine header of 100,000 to a million empty entries: memory grows with the entries",
-          "unbounded", r"at memory: peak resident memory grew", "amplify"),
+          "unbounded", r"at memory: peak resident memory grew", ("amplify",)),
     Known("a 2 KB .npy header claiming a huge shape: MemoryError", "untyped", r"^MemoryError at .*read_npy"),
     Known("8 GiB of scratch under the default cap (host memory): MemoryError where less is available",
           "untyped", r"^MemoryError at kernels/backend.py"),
@@ -47,6 +47,9 @@ KNOWN: tuple[Known, ...] = (
     Known("Tile to a zero-size tensor with a 2**43 dimension, Expand of a 0-d tensor to []: AssertionError",
           "untyped", r"^AssertionError at .*(tile|expand|Tile|Expand)"),
     Known("names with terminal escapes printed raw", "silent", r"raw terminal escape"),
+    Known("any other run-time failure of a loaded engine's layer (an attribute of another kind, a value its "
+          "computation cannot use, an output other than inference says): to become a typed error", "untyped",
+          r"^\w+ at (reprobuild/ops/|kernels/)", ("engine_forgery", "engine_header")),
     Known("a __cuda_array_interface__ object on a CPU engine without CuPy: ModuleNotFoundError", "untyped",
           r"^ModuleNotFoundError at engine/interop.py"),
     Known("a full disk (ENOSPC; here EFBIG from RLIMIT_FSIZE) while writing: OSError", "untyped",

@@ -166,7 +166,7 @@ def faults(rng: random.Random, ctx: Context) -> Case:
 
 
 TARGETS = (
-    Target("amplify", "engine+manifest", amplify, 0.015, 8,
+    Target("amplify", "engine+manifest", amplify, 0.005, 8,
            "small files claiming huge structures: manifests with up to 100,000 empty layers (or bindings, golden "
            "digests, evidence, kernel sources) or 100,000-deep nesting; engine headers with up to a million empty "
            "layers, weights, activations, offsets or declared inputs; a .npy header of 7 TiB; ONNX models of "

@@ -11,7 +11,7 @@ import random
 import msgpack
 
 from tests.fuzz.case import Case, Target
-from tests.fuzz.exercise import Context, run_engine
+from tests.fuzz.exercise import Context, cli, run_engine
 from tests.fuzz.forge import forge
 from tests.fuzz.mutate import mutate_bytes, mutate_document, pick, resign_engine, split_engine
 from tests.fuzz.outcome import Skip
@@ -40,7 +40,14 @@ def engine_forgery(rng: random.Random, ctx: Context) -> Case:
         data, notes = forge(rng, seed.engine)
     except (TypeError, ValueError, OverflowError, msgpack.PackException):
         raise Skip("msgpack cannot write the forged header") from None
-    return Case(lambda: run_engine(rng, data, ctx, seed), data, ".engine", [f"{seed.name}:", *notes])
+    renamed = any("renamed" in note for note in notes) and rng.random() < 0.5
+
+    def run() -> None:
+        if renamed:  # the oracle for names from a file: inspect prints them escaped
+            cli(["inspect", ctx.case_file("renamed.engine", data)])
+        run_engine(rng, data, ctx, seed)
+
+    return Case(run, data, ".engine", [f"{seed.name}:", *notes])
 
 
 TARGETS = (

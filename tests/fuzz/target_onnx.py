@@ -121,14 +121,17 @@ def _initializer(rng: random.Random, model: onnx.ModelProto) -> str:
         return "no initializer"
     i = rng.randrange(len(inits))
     array = numpy_helper.to_array(inits[i]).copy()
-    how = rng.randrange(4)
-    if how == 0 and array.dtype.kind in "iu" and array.size:
+    how = rng.randrange(5)
+    if how == 4 and array.dtype.kind in "iu" and array.ndim == 1:  # a shape, repeats, pads or axes vector
+        array = np.asarray(pick(rng, ([0, 2**43], [2**43, 0], [], [0], [-1, 2], [1] * 9, [2**31, 2**31],
+                                      [0] * array.size, [-2] * array.size)), array.dtype)
+    elif how == 0 and array.dtype.kind in "iu" and array.size:
         array.reshape(-1)[rng.randrange(array.size)] = pick(rng, (2**43, 0, -1, 2**31, 2**62, -(2**40)))
     elif how == 0 and array.dtype.kind == "f" and array.size:
         array.reshape(-1)[rng.randrange(array.size)] = pick(rng, NASTY_FLOATS)
     elif how == 1:
         array = pick(rng, (np.zeros(0, array.dtype), np.zeros((), array.dtype), array.reshape(-1)[:1]))
-    elif how == 2:
+    elif how in (2, 4):
         inits[i].dims[:] = [pick(rng, (0, 1, 2**40, -1, 3)) for _ in range(pick(rng, (0, 1, 2, 3)))]
         return f"initializer {inits[i].name}: dims {list(inits[i].dims)} (data unchanged)"
     else:
