@@ -35,6 +35,8 @@ KNOWN: tuple[Known, ...] = (
     Known("a 2 KB .npy header claiming a huge shape: MemoryError", "untyped", r"^MemoryError at .*read_npy"),
     Known("8 GiB of scratch under the default cap (host memory): MemoryError where less is available",
           "untyped", r"^MemoryError at kernels/backend.py"),
+    Known("a MemoryError elsewhere (a kernel's temporary, such as the padding of a SAME window with dilations of "
+          "2**31 in a build's golden run): to be mapped to ResourceError", "untyped", r"^MemoryError at "),
     Known("Softmax axis -1 in a loaded engine: ValueError at run time", "untyped", r"^ValueError at kernels/softmax"),
     Known("a loaded engine's layer without an attribute its computation reads: KeyError at run time", "untyped",
           r"^KeyError at reprobuild/ops/"),
