@@ -3,9 +3,10 @@ eligible tactic: nothing is timed, so a build takes milliseconds), whose golden 
 
 The mutations aim where issue 20 found untyped errors: attribute values (auto_pad with strides of 0, Tile and
 Expand shapes, axes), deleted and added attributes, input and initializer dimensions and values, opset and
-``ir_version`` (2**40), element types, op types, wiring, subgraphs, and ``Constant`` nodes whose tensor lives in
-external data (a model must never read a file beside it, let alone elsewhere: the oracle plants a file in the
-working directory and fails the case if its bytes reach the engine).
+``ir_version`` (2**40), element types, op types, wiring, subgraphs, outputs declared with symbolic dimensions (so
+that a mutated shape reaches the builder), and ``Constant`` nodes whose tensor lives in external data (a model must
+never read a file beside it, let alone elsewhere: the oracle plants a file in the working directory and fails the
+case if its bytes reach the engine).
 """
 
 from __future__ import annotations
@@ -43,16 +44,24 @@ def _small_models() -> dict[str, bytes]:
         "pool_same_lower": _finish(
             [helper.make_node("MaxPool", ["x"], ["y"], name="pool", auto_pad="SAME_LOWER", kernel_shape=[3, 3],
                               strides=[2, 2])], [_vi("x", [1, 2, 9, 9])], ["y"], [], "pool_same_lower"),
-        "tile": _finish([helper.make_node("Tile", ["x", "repeats"], ["y"], name="tile")], [_vi("x", [2, 3])], ["y"],
-                        [_const("repeats", np.array([2, 2], np.int64))], "tile"),
-        "expand": _finish([helper.make_node("Expand", ["c", "shape"], ["e"], name="expand"),
-                           helper.make_node("Add", ["x", "e"], ["y"], name="add")], [_vi("x", [2, 3])], ["y"],
-                          [_const("c", np.array(1.5, f32)), _const("shape", np.array([2, 3], np.int64))], "expand"),
+        # outputs of symbolic shape, so that an edited repeats or shape reaches the builder
+        "tile": _symbolic(_finish([helper.make_node("Tile", ["x", "repeats"], ["y"], name="tile")], [_vi("x", [2, 3])],
+                                  ["y"], [_const("repeats", np.array([2, 2], np.int64))], "tile")),
+        "expand": _symbolic(_finish([helper.make_node("Expand", ["c", "shape"], ["e"], name="expand"),
+                                     helper.make_node("Add", ["x", "e"], ["y"], name="add")], [_vi("x", [2, 3])],
+                                    ["y"], [_const("c", np.array(1.5, f32)),
+                                            _const("shape", np.array([2, 3], np.int64))], "expand")),
         "constant": _finish([helper.make_node("Constant", [], ["c"], name="const",
                                               value=numpy_helper.from_array(np.arange(16, dtype=f32), "c")),
                              helper.make_node("Add", ["x", "c"], ["y"], name="add")], [_vi("x", [16])], ["y"], [],
                             "constant"),
     }
+
+
+def _symbolic(model: bytes) -> bytes:
+    proto = onnx.load_model_from_string(model)
+    _symbolic_outputs(random.Random(0), proto)
+    return proto.SerializeToString()
 
 
 def _schema_attrs(op: str) -> dict[str, int]:
@@ -158,6 +167,15 @@ def _input_dim(rng: random.Random, model: onnx.ModelProto) -> str:
     return f"input {vi.name}: dims {[x.dim_value or x.dim_param for x in dims]}"
 
 
+def _symbolic_outputs(rng: random.Random, model: onnx.ModelProto) -> str:
+    """Every graph output declared with symbolic dimensions, so that a mutated shape is not stopped by the
+    declaration (a Tile to [0, 2**43] reaches the builder)."""
+    for vi in model.graph.output:
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
+            d.dim_param = f"{vi.name}_{i}"
+    return "outputs with symbolic dimensions"
+
+
 def _versions(rng: random.Random, model: onnx.ModelProto) -> str:
     if rng.random() < 0.5:
         model.ir_version = pick(rng, (0, 1, 3, 4, 7, 9, 10, 11, 12, 2**40, 2**63 - 1))
@@ -220,14 +238,14 @@ def mutated_model(rng: random.Random, model: bytes) -> tuple[bytes, list[str]]:
     notes = []
     for _ in range(rng.randint(1, 2)):
         edit = pick(rng, ("attr", "attr", "attr", "auto_pad", "initializer", "initializer", "input_dim", "versions",
-                          "external", "subgraph", "node"))
+                          "external", "subgraph", "node", "symbolic"))
         if edit == "attr":
             nodes = list(proto.graph.node)
             notes.append(_edit_attr(rng, pick(rng, nodes)))
         else:
             notes.append({"auto_pad": _auto_pad, "initializer": _initializer, "input_dim": _input_dim,
                           "versions": _versions, "external": _external_constant, "subgraph": _subgraph,
-                          "node": _node}[edit](rng, proto))
+                          "node": _node, "symbolic": _symbolic_outputs}[edit](rng, proto))
     return proto.SerializeToString(), notes
 
 
@@ -263,7 +281,8 @@ TARGETS = (
     Target("onnx_build", "onnx", onnx_build, 0.05, 120,
            "models (the seeds, and single-purpose Conv/MaxPool auto_pad, Tile, Expand and Constant models) with "
            "attributes changed, deleted or added, auto_pad with hostile strides, initializer values, dims and "
-           "types, input dims and element types, opset and ir_version, Constant tensors in external data (an "
-           "oracle fails a build that reads the planted file), If subgraphs, op types, domains and wiring; each "
+           "types, input dims and element types, opset and ir_version, outputs declared with symbolic dimensions, "
+           "Constant tensors in external data (an oracle fails a build that reads the planted file), If "
+           "subgraphs, op types, domains and wiring; each "
            "parsed and built on the CPU (nothing timed), the build's golden run executing the engine"),
 )
