@@ -47,7 +47,8 @@ KNOWN: tuple[Known, ...] = (
     Known("Conv or pool with auto_pad SAME_* and a stride of 0: ZeroDivisionError", "untyped",
           r"^ZeroDivisionError at reprobuild/ops/_window.py"),
     Known("Tile to a zero-size tensor with a 2**43 dimension, Expand of a 0-d tensor to []: AssertionError",
-          "untyped", r"^AssertionError at (engine/format.py:engine_header|.*(tile|expand|Tile|Expand))"),
+          "untyped", r"^AssertionError at (engine/format.py:engine_header|.*(tile|expand|Tile|Expand))",
+          ("onnx_build",)),
     Known("names with terminal escapes printed raw", "silent", r"raw terminal escape"),
     Known("any other run-time failure of a loaded engine's layer (an attribute of another kind, a value its "
           "computation cannot use, an output other than inference says): to become a typed error", "untyped",
