@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import threading
+import tokenize
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -180,7 +181,10 @@ def read_npy(path: str, what: str, error: type[ReprobuildError], binding: Any = 
         read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                        else np.lib.format.read_array_header_2_0)
         shape, fortran_order, dtype = read_header(stream)
-    except ValueError as exc:
+    except (ValueError, TypeError, SyntaxError, tokenize.TokenError) as exc:
+        # numpy parses the header with ast.literal_eval, which raises TypeError for an unhashable key
+        # ({[1]: 2}), and retries a header it cannot parse through tokenize, which raises TokenError for an
+        # unclosed bracket (a header length that cuts the header short)
         raise error(f"{what} {path!r} has no valid .npy header ({printable(str(exc))[:300]}). Save the array with "
                     "numpy.save(path, array)") from None
     if binding is not None and dtype.kind == "V" and dtype.fields is None and dtype.subdtype is None:

@@ -129,8 +129,8 @@ class TopK(OpDef):
         self.check_types(inputs)
         x = inputs[0]
         axis, k = int(attrs["axis"]), int(attrs["k"])
-        if not 0 <= axis < x.rank:
-            raise OpError(f"axis {axis} is not an axis of the rank-{x.rank} input (a layer's axis is non-negative)")
+        if not 0 <= axis < x.rank:  # canonical (convert resolves a negative one): compute indexes with it as is
+            raise OpError(f"axis {axis} is not an axis of the rank-{x.rank} input (0 to {x.rank - 1})")
         if not 0 <= k <= x.shape[axis]:
             raise OpError(f"k={k} is outside [0, {x.shape[axis]}], the size of axis {axis} of the input "
                           f"{list(x.shape)}")

@@ -124,14 +124,20 @@ def _check_axis(a: int, ctm: str, mode: str, antialias: int, scale: float, n_in:
 
 
 def _check_layer(attrs: Attrs, x: TensorType) -> None:
-    """What the run reads and the output shape does not tell: the resized axes (every axis whose size changes,
-    each once), one scale per axis and two roi values, and modes the interpolation knows."""
-    axes, sizes, r = tuple(attrs["axes"]), tuple(attrs["sizes"]), x.rank
-    changed = [d for d in range(r) if sizes[d] != x.shape[d]]
-    if (len(set(axes)) != len(axes) or any(not 0 <= a < r for a in axes) or any(d not in axes for d in changed)
-            or len(attrs["scales"]) != r or len(attrs["roi"]) != 2 * r):
-        raise OpError(f"axes {list(axes)} must list every resized axis of the rank-{r} input once (at least "
-                      f"{changed}), with {r} scales and {2 * r} roi values")
+    """What the run reads and the output shape does not tell: a scale and a roi pair per axis, the resized ``axes``
+    distinct axes of the input, every other axis kept at the input's size (a layer whose recorded sizes contradict
+    its input would compute another shape than it declares), and modes the interpolation knows."""
+    r = x.rank
+    if len(attrs["scales"]) != r or len(attrs["roi"]) != 2 * r:
+        raise OpError(f"scales {list(attrs['scales'])} and roi {list(attrs['roi'])} need {r} and {2 * r} values "
+                      f"for the rank-{r} input")
+    axes = list(attrs["axes"])
+    if len(set(axes)) != len(axes) or not all(0 <= a < r for a in axes):
+        raise OpError(f"axes {axes} are not distinct axes of the rank-{r} input (0 to {r - 1})")
+    for a in range(r):
+        if a not in axes and attrs["sizes"][a] != x.shape[a]:
+            raise OpError(f"axis {a} is not resized (axes {axes}), so its output size is the input's "
+                          f"{x.shape[a]}, not {attrs['sizes'][a]}")
     if (attrs["mode"] not in _MODES or attrs["nearest_mode"] not in _NEAREST_MODES
             or attrs["coordinate_transformation_mode"] not in _TRANSFORMS):
         raise OpError(f"mode {attrs['mode']!r}, nearest_mode {attrs['nearest_mode']!r} or "

@@ -3,11 +3,12 @@ refuse with a typed error (``tests/corpus/test_engine.py`` says which).
 
     python -m tests.corpus.make_engine [--out DIR]
 
-It builds two small valid CPU engines from the bundled examples (``small_cnn.onnx``, ``mlp.onnx``) with every
-tactic pinned (the first eligible one in the tactics' stable priority order; nothing is timed), then makes each
-bad file by unpacking the msgpack header, editing it, and writing it back with a valid sha256 trailer. Where the
-defect is not in the embedded manifest itself, the manifest is edited the same way and its own sha256 recomputed,
-so the file holds exactly one defect and reaches the check that should catch it past every integrity check.
+It builds two small valid CPU engines from the bundled examples (``small_cnn.onnx``, ``mlp.onnx``; for a defect of
+an op they lack, one from a one-node model) with every tactic pinned (the first eligible one in the tactics'
+stable priority order; nothing is timed), then makes each bad file by unpacking the msgpack header,
+editing it, and writing it back with a valid sha256 trailer. Where the defect is not in the embedded manifest
+itself, the manifest is edited the same way and its own sha256 recomputed, so the file holds exactly one defect
+and reaches the check that should catch it past every integrity check.
 
 The output is a function of the examples, this reprobuild and the machine's environment fingerprint (which the
 embedded manifest records): the same checkout on the same machine writes the same bytes.
@@ -35,7 +36,7 @@ from reprobuild.digest import array_digest, canonical_json, sha256_hex
 from reprobuild.dtypes import np_dtype
 from reprobuild.engine.format import ALIGNMENT, FORMAT_VERSION, MAGIC
 from reprobuild.engine.memory import LayerUse, plan_memory
-from reprobuild.frontend import network_from_onnx_bytes, network_from_onnx_path
+from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.kernels.tactic import default_registry
 from reprobuild.logger import Logger, Severity
 from reprobuild.passes import DEFAULT_PASSES
@@ -55,8 +56,13 @@ class FirstEligible(AlgorithmSelector):
 
 
 def build(model: str) -> bytes:
+    with open(os.path.join(EXAMPLES, model), "rb") as f:
+        return build_model(f.read())
+
+
+def build_model(model: bytes) -> bytes:
     quiet = Logger(Severity.ERROR)
-    network, _ = network_from_onnx_path(os.path.join(EXAMPLES, model), quiet)
+    network, _ = network_from_onnx_bytes(model, quiet)
     config = BuilderConfig(backend="cpu", warmup=0, iterations=1, runs_per_sample=1,
                            algorithm_selector=FirstEligible())
     return Builder(quiet).build(network, config).engine
@@ -92,6 +98,35 @@ def build_ops() -> bytes:
     config = BuilderConfig(backend="cpu", warmup=0, iterations=1, runs_per_sample=1, passes=passes,
                            algorithm_selector=FirstEligible())
     return Builder(quiet).build(network, config).engine
+
+
+def one_node_model(node: Any, x: list[int], outputs: dict[str, list[int]], constants: dict[str, np.ndarray]) -> bytes:
+    """A model of one node reading the float input "x" (and constants), for the defects of ops the examples lack."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph([node], node.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+                              [helper.make_tensor_value_info(name, TensorProto.UNDEFINED, shape)
+                               for name, shape in outputs.items()],
+                              [numpy_helper.from_array(value, name) for name, value in constants.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def resize_model() -> bytes:
+    """x [1, 2, 4, 4] -> nearest Resize with scales [1, 1, 2, 2] -> y [1, 2, 8, 8]."""
+    from onnx import helper
+
+    return one_node_model(helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", mode="nearest"),
+                          [1, 2, 4, 4], {"y": [1, 2, 8, 8]}, {"scales": np.array([1, 1, 2, 2], np.float32)})
+
+
+def topk_model() -> bytes:
+    """x [4, 6] -> TopK of 3 along axis 1 -> values, indices [4, 3]."""
+    from onnx import helper
+
+    return one_node_model(helper.make_node("TopK", ["x", "k"], ["values", "indices"], name="topk", axis=1),
+                          [4, 6], {"values": [4, 3], "indices": [4, 3]}, {"k": np.array([3], np.int64)})
 
 
 def _canonical(value: Any) -> Any:
@@ -407,6 +442,27 @@ def layers_out_of_order(cnn: Engine, mlp: Engine) -> bytes:
     return mlp.pack()
 
 
+def resize_sizes_contradict_input(cnn: Engine, mlp: Engine) -> bytes:
+    """A Resize (nearest, scales [1, 1, 2, 2]) whose input is recorded with 3 channels, where its attributes keep
+    the channel axis (not among its resized axes) at 2: it would compute [1, 3, 8, 8] and declares [1, 2, 8, 8]
+    (an AssertionError at run time, found by the fuzz campaign, before the loader checked the kept axes)."""
+    resize = Engine(build_model(resize_model()))
+    for t in resize.tensors("x"):
+        t["shape"] = [1, 3, 4, 4]
+    resize.header["declared_inputs"] = {"x": [1, 3, 4, 4]}
+    resize.replan()
+    return resize.pack()
+
+
+def topk_axis_negative(cnn: Engine, mlp: Engine) -> bytes:
+    """A TopK layer whose axis is -1 (the last axis in ONNX), where a layer's axis is canonical: its type inference
+    took it for axis 1, its computation did not (an AssertionError at run time, found by the fuzz campaign)."""
+    topk = Engine(build_model(topk_model()))
+    for layer in topk.layer("topk"):
+        layer["attrs"]["axis"] = -1
+    return topk.pack()
+
+
 def embedded_manifest_fake_tactic(cnn: Engine, mlp: Engine) -> bytes:
     """The embedded manifest names a tactic the header does not use (its digest is valid)."""
     mlp.layer("fc3")[1]["tactic"]["name"] = "cpu_fastest_ever"
@@ -492,10 +548,10 @@ DEFECTS: dict[str, Callable[[Engine, Engine], bytes]] = {
         activation_never_written, duplicate_layer_names, rank_65, dims_overflow_int64, dim_2_40, negative_dim,
         memory_offset_out_of_range, terabyte_activations, binding_dtype_disagrees, binding_shape_disagrees,
         declared_shape_wrong_rank, declared_shape_static_dim_disagrees, declared_shape_of_unknown_input,
-        layers_out_of_order, embedded_manifest_fake_tactic, embedded_manifest_other_attrs,
-        embedded_manifest_missing_layer, embedded_manifest_not_json, softmax_axis_negative, maxpool_dilations_deleted,
-        leakyrelu_alpha_deleted, clip_max_deleted, cast_saturate_deleted, pad_value_deleted, layernorm_epsilon_deleted,
-        gather_index_out_of_range,
+        layers_out_of_order, resize_sizes_contradict_input, topk_axis_negative, embedded_manifest_fake_tactic,
+        embedded_manifest_other_attrs, embedded_manifest_missing_layer, embedded_manifest_not_json,
+        softmax_axis_negative, maxpool_dilations_deleted, leakyrelu_alpha_deleted, clip_max_deleted,
+        cast_saturate_deleted, pad_value_deleted, layernorm_epsilon_deleted, gather_index_out_of_range,
     )
 }
 

@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from onnx import helper
 from reprobuild.cli.common import parse_seed
 from reprobuild.cli.main import main, make_parser
 from reprobuild.compare import check_model_bindings, load_reference_model
-from reprobuild.errors import ModelError, ReprobuildError, ResourceError, UsageError
+from reprobuild.errors import InputError, ModelError, ReprobuildError, ResourceError, UsageError
 from tests.helpers import EXAMPLES, cli_env, make_model, run_cli
 
 MLP = f"{EXAMPLES}/mlp.onnx"
@@ -331,3 +332,31 @@ def test_max_memory_caps_builds_and_engines_with_exit_13(pair: Path, tmp_path: P
     with pytest.raises(SystemExit) as exit_:
         main(["build", MLP, "--max-memory", "0"])
     assert exit_.value.code == 2 and "no memory at all" in capsys.readouterr().err
+
+
+# issue 20 (found by the fuzz campaign) -----------------------------------------------------------------------
+
+
+def _npy(header: bytes, length: int | None = None) -> bytes:
+    """A version 1.0 .npy file with this header text (padded as numpy pads it) and its length field (or a lie)."""
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + (len(header) if length is None else length).to_bytes(2, "little") + header + bytes(64)
+
+
+@pytest.mark.parametrize(("name", "data", "why"), [
+    # the length field cuts the header inside its dict: numpy's retry through tokenize raised TokenError
+    ("header_cut_short", _npy(b"{'descr': '<f4', 'fortran_order': False, 'shape': (8, 64)}", 20),
+     r"its header is malformed \(TokenError: .*EOF in multi-line statement.*\)"),
+    # a dict key that is a list: ast.literal_eval raised TypeError
+    ("unhashable_key", _npy(b"{[1]: 2}"), r"its header is malformed \(TypeError: unhashable type: 'list'\)"),
+])
+def test_a_npy_input_with_a_malformed_header_is_an_input_error(pair: Path, tmp_path: Path, name: str, data: bytes,
+                                                               why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / f"{name}.npy"
+    path.write_bytes(data)
+    error = _expect_error(["run", str(pair), "--input", f"input={path}"], InputError)
+    assert re.search(rf"input 'input': '.*{name}\.npy' is not a plain \.npy array of numbers: {why}\. Save one with "
+                     r"numpy\.save", str(error)), str(error)
+    code, _, err = run_cli(capsys, "run", str(pair), "--input", f"input={path}")
+    _quiet_failure(code, err, 7)
+    assert "is not a plain .npy array of numbers" in err

@@ -46,6 +46,12 @@ TABLE: dict[str, tuple[type[ReprobuildError], str, int]] = {
                                             r"does not know", 4),
     "wrong_rank": (FormatError, r"layer 'stem' \(op FusedConv\): .*\[2, 3, 1024\] float32.*equal rank", 4),
     "conv_weight_wrong_rank": (FormatError, r"layer 'branch_a' \(op Conv\): .*\[8, 16\] float32.*equal rank", 4),
+    "resize_sizes_contradict_input": (FormatError, r"layer 'resize' \(op Resize\): .* do not fit its inputs "
+                                                   r"\(\[1, 3, 4, 4\] float32\): axis 1 is not resized "
+                                                   r"\(axes \[2, 3\]\), so its output size is the input's 3, not 2", 4),
+    "topk_axis_negative": (FormatError, r"layer 'topk' \(op TopK\): its attributes .*'axis': -1.* do not fit its "
+                                        r"inputs \(\[4, 6\] float32\): axis -1 is not an axis of the rank-2 input "
+                                        r"\(0 to 1\)", 4),
     "layer_output_shape_disagrees": (FormatError, r"layer 'fc1' \(op FusedGemm\) records outputs "
                                                   r"\['a1 \[8, 64\] float32'\].* computes \['\[8, 128\] float32'\]", 4),
     "unknown_op": (FormatError, r"layer 'softmax' \(op Frobnicate\): 'Frobnicate' cannot be the op of a layer", 4),
