@@ -52,6 +52,19 @@ def _pinned(manifest: Any) -> Pinned:
     return manifest if isinstance(manifest, Pinned) else load_side(manifest).pinned
 
 
+def _records(manifest: Any, engine: Engine) -> bool:
+    """Whether ``manifest`` (a Manifest or a manifest file) names ``engine`` as the engine written with it."""
+    from reprobuild.manifest.models import Manifest
+
+    record = manifest.engine if isinstance(manifest, Manifest) else None
+    if isinstance(manifest, (str, os.PathLike)):
+        from reprobuild.diffing import load_side
+
+        side = load_side(manifest)
+        record = side.engine if side.kind == "manifest" else None
+    return record is not None and record.sha256 == engine.sha256
+
+
 def assert_deterministic(engine: Engine | bytes | Path, runs: int = 10, contexts: int = 2, threads: int = 1,
                          streams: int = 1, processes: int = 1, inputs: Mapping[str, np.ndarray] | None = None,
                          seed: int = 0, batch_invariance: bool = False, traced_runs: int = 3) -> VerifyReport:
@@ -83,6 +96,9 @@ def assert_matches_golden(engine: Engine | bytes | Path, manifest: Any) -> Again
 
     loaded, pinned = _engine(engine), _pinned(manifest)
     result, inputs = check_against(loaded, pinned)
+    if result.record_differences and _records(manifest, loaded):
+        raise AssertionError("the manifest records this engine, but its pinned part is not the one the engine embeds "
+                             "(edited after the build): " + "; ".join(result.record_differences))
     if not result.matched:
         found = locate_against(loaded, inputs, pinned.golden.layers)
         where = (f"first layer differing from the build: {found.layer.name!r} ({found.layer.op}) with tactic "

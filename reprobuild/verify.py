@@ -331,11 +331,15 @@ def check_against(engine: Engine, pinned: Any) -> tuple[AgainstResult, dict[str,
     from reprobuild.environment import environment_fingerprint
     from reprobuild.envpolicy import compare_environments
     from reprobuild.manifest.io import pinned_from_json
+    from reprobuild.manifest.tamper import describe, pinned_differences
 
     embedded = pinned_from_json(engine.manifest_json)
     if _identity(embedded) != _identity(pinned):
         raise UsageError("the manifest describes another engine (other layers, tactics, bindings or backend); "
                          "verify --against needs the manifest this engine was built or replayed from")
+    # Every field the given pinned part holds otherwise than the engine's own record: for this engine's manifest an
+    # edit (the command line refuses such a manifest before its runs), for another build's the ways they differ.
+    record = [line.strip() for line in describe(pinned_differences(pinned, embedded), "the manifest").splitlines()]
     golden = pinned.golden
     inputs = golden_inputs(engine.inputs, golden.seed)
     drawn = {k: array_digest(v) for k, v in inputs.items()}
@@ -361,8 +365,11 @@ def check_against(engine: Engine, pinned: Any) -> tuple[AgainstResult, dict[str,
         tier = "cross_process"
         detail = (f"identical to the build's outputs although the environment differs in {len(diffs)} field(s): "
                   "beyond cross_process")
+    if record:
+        detail += (f"; the manifest's pinned part differs from the one the engine embeds (record_differences: "
+                   f"{record[0]}{', ...' if len(record) > 1 else ''})")
     return AgainstResult(matched=matched, tier=tier, detail=detail, outputs=verdicts,
-                         environment_differences=fields), inputs
+                         environment_differences=fields, record_differences=record), inputs
 
 
 if __name__ == "__main__":

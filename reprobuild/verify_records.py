@@ -193,6 +193,9 @@ class AgainstResult(_Model):
     detail: str
     outputs: dict[str, str]  #: output -> "identical" or "differs"
     environment_differences: list[str]
+    #: The fields where the manifest's pinned part differs from the one the engine embeds (the first
+    #: ``tamper.MAX_LISTED``, then a count): for the engine's own manifest an edit, for another build's what differs.
+    record_differences: list[str] = Field(default_factory=list)
 
 
 def output_digests(outputs: Mapping[str, np.ndarray]) -> tuple[str, dict[str, str]]:

@@ -23,14 +23,16 @@ MAX_LISTED = 12
 
 def _flatten(value: Any, path: str, out: dict[str, Any]) -> None:
     """Leaf values by path: ``layers[fc1].outputs[a1].dtype``, ``environment.numpy``, ``golden.layers[fc1].sha256``
-    (list entries that have a name are addressed by it, when the names are unique; a list of scalars, such as a
-    shape, is one value)."""
+    (list entries that have a name are addressed by it, when the names are unique, and their order is the value
+    ``path(order)``; a list of scalars, such as a shape, is one value)."""
     if isinstance(value, dict) and value:
         for key in sorted(value):
             _flatten(value[key], f"{path}.{key}" if path else str(key), out)
     elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):  # a list of scalars is a value
         names = [v.get("name") if isinstance(v, dict) else None for v in value]
         named = all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+        if named:  # entries addressed by name lose their order, which means something (passes, layers)
+            out[f"{path}(order)"] = names
         for i, item in enumerate(value):
             _flatten(item, f"{path}[{names[i] if named else i}]", out)
     else:

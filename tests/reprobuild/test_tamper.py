@@ -116,3 +116,34 @@ def test_a_manifest_without_an_engine_record_is_compared_by_diff_without_the_cla
     result = json.loads(out)
     assert code == 1 and not result["edited"] and "EDITED" not in result["summary"]
     assert [c for c in result["layer_changes"] if c["path"] == "layers.fc3.precision"]
+
+
+def test_the_api_lists_what_a_pinned_part_holds_otherwise_and_the_pytest_assertion_refuses_an_edit(
+        built: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """``check_against`` (the API under ``verify --against``) reported nothing for a manifest whose edit changes
+    no output (the onnx_nodes of a layer, the order of the passes: found by the fuzz campaign), and
+    ``reprobuild.testing.assert_matches_golden`` passed it; now the result lists the fields and the assertion fails
+    for a manifest that records this engine."""
+    from reprobuild.engine import Runtime
+    from reprobuild.manifest import read_manifest
+    from reprobuild.testing import assert_matches_golden
+    from reprobuild.verify import check_against
+
+    engine_path, _ = built
+    engine = Runtime().deserialize_engine(engine_path.read_bytes())
+    edits: dict[str, Edit] = {
+        "layers[fc1].onnx_nodes": lambda p: _layer(p, "fc1").update(onnx_nodes=["x"]),
+        "config.passes(order)": lambda p: p["config"]["passes"].reverse(),
+    }
+    for field, edit in edits.items():
+        path = _edited(built, tmp_path, edit)
+        manifest = read_manifest(str(path))
+        result, _ = check_against(engine, manifest.pinned)
+        assert result.matched, field  # the outputs are the golden ones all the same
+        assert any(line.startswith(f"pinned.{field}:") for line in result.record_differences), \
+            (field, result.record_differences)
+        with pytest.raises(AssertionError, match=r"records this engine, but its pinned part is not"):
+            assert_matches_golden(engine, path)
+    untouched = read_manifest(str(engine_path.with_name("mlp.manifest.json")))
+    assert check_against(engine, untouched.pinned)[0].record_differences == []
+    assert_matches_golden(engine, engine_path.with_name("mlp.manifest.json"))
