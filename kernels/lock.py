@@ -94,7 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             problems = changed(identities, entries)
             if problems:
                 raise LockMismatchError(f"{args.lock} does not match the code:\n"
-                                        + "\n".join(f"  - {p}" for p in problems) + f"\nRun `{LOCK_COMMAND}`.")
+                                        + "\n".join(f"  - {p}" for p in problems)
+                                        + "\nA changed identity needs a version bump of its tactic (a tactic's "
+                                          f"behaviour never changes under the same version); then run "
+                                          f"`{LOCK_COMMAND}` to record new, added and removed tactics.")
             print(f"{args.lock}: {len(identities)} tactic identities match the code")
             return 0
         text = update(identities, entries, args.renormalize)
