@@ -185,7 +185,8 @@ def read_npy(path: str, what: str, error: type[ReprobuildError], binding: Any = 
         # numpy parses the header with ast.literal_eval, which raises TypeError for an unhashable key
         # ({[1]: 2}), and retries a header it cannot parse through tokenize, which raises TokenError for an
         # unclosed bracket (a header length that cuts the header short)
-        raise error(f"{what} {path!r} has no valid .npy header ({printable(str(exc))[:300]}). Save the array with "
+        why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc.args[0] if exc.args else exc}"
+        raise error(f"{what} {path!r} has no valid .npy header ({printable(why)[:300]}). Save the array with "
                     "numpy.save(path, array)") from None
     if binding is not None and dtype.kind == "V" and dtype.fields is None and dtype.subdtype is None:
         dtype = _ml_dtype_saved_as_void(dtype, binding.dtype)

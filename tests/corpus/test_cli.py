@@ -346,17 +346,17 @@ def _npy(header: bytes, length: int | None = None) -> bytes:
 @pytest.mark.parametrize(("name", "data", "why"), [
     # the length field cuts the header inside its dict: numpy's retry through tokenize raised TokenError
     ("header_cut_short", _npy(b"{'descr': '<f4', 'fortran_order': False, 'shape': (8, 64)}", 20),
-     r"its header is malformed \(TokenError: .*EOF in multi-line statement.*\)"),
+     r"TokenError: EOF in multi-line statement"),
     # a dict key that is a list: ast.literal_eval raised TypeError
-    ("unhashable_key", _npy(b"{[1]: 2}"), r"its header is malformed \(TypeError: unhashable type: 'list'\)"),
+    ("unhashable_key", _npy(b"{[1]: 2}"), r"TypeError: unhashable type: 'list'"),
 ])
 def test_a_npy_input_with_a_malformed_header_is_an_input_error(pair: Path, tmp_path: Path, name: str, data: bytes,
                                                                why: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / f"{name}.npy"
     path.write_bytes(data)
     error = _expect_error(["run", str(pair), "--input", f"input={path}"], InputError)
-    assert re.search(rf"input 'input': '.*{name}\.npy' is not a plain \.npy array of numbers: {why}\. Save one with "
+    assert re.search(rf"input 'input': '.*{name}\.npy' has no valid \.npy header \({why}\)\. Save the array with "
                      r"numpy\.save", str(error)), str(error)
     code, _, err = run_cli(capsys, "run", str(pair), "--input", f"input={path}")
     _quiet_failure(code, err, 7)
-    assert "is not a plain .npy array of numbers" in err
+    assert "has no valid .npy header" in err
