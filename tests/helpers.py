@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -152,3 +153,18 @@ def cli_env() -> dict[str, str]:
 
 def to_host(value: Any) -> np.ndarray:
     return value.get() if hasattr(value, "get") and not isinstance(value, np.ndarray) else np.asarray(value)
+
+
+def race(work: Callable[[int], None], threads: int, name: str = "racer") -> None:
+    """Run ``work(i)`` in ``threads`` threads at once (named ``name-i``), with the interpreter switching threads as
+    often as it can, so that a race, if there is one, shows."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=work, args=(i,), name=f"{name}-{i}") for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(interval)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-import threading
 import time
 
 import numpy as np
@@ -21,7 +19,7 @@ from reprobuild.cli.main import main
 from reprobuild.engine import Engine, Runtime
 from reprobuild.errors import FormatError, InputError, ReprobuildError, ResourceError, UsageError
 from tests.corpus import make_engine
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, race
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine")
 
@@ -242,16 +240,7 @@ def test_threads_sharing_one_context_are_refused_never_raced(mlp: Engine) -> Non
                 wrong.append(f"thread {i}, call {done[i]}: outputs of another thread's inputs")
             done[i] += 1
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible, so that a race, if any, shows
-    try:
-        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-    finally:
-        sys.setswitchinterval(interval)
+    race(work, threads)
     assert not wrong, wrong[:5]
     assert all(n > 0 for n in done), (done, refused)
 

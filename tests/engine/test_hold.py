@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import threading
 import time
 from collections import Counter
@@ -17,6 +16,7 @@ import pytest
 from reprobuild.engine import Engine, Runtime
 from reprobuild.errors import UsageError
 from tests.engine.test_runtime import build_example
+from tests.helpers import race
 
 #: Calls the eight threads make together in the shared-context test: a few seconds by default; the acceptance
 #: figure is REPROBUILD_SHARED_CONTEXT_CALLS=100000 (0 wrong).
@@ -192,17 +192,8 @@ def test_eight_threads_sharing_one_context_get_their_own_outputs_or_a_usage_erro
             if outcome == "refused":
                 time.sleep(backoff.uniform(0, 1e-3))  # as a client retrying later: the holder goes on meanwhile
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible, so that a race, if any, shows
     started = time.perf_counter()
-    try:
-        workers = [threading.Thread(target=work, args=(i,), name=f"shared-{i}") for i in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-    finally:
-        sys.setswitchinterval(interval)
+    race(work, threads, "shared")
     seconds = time.perf_counter() - started
     print(f"shared context: {sum(tally.values())} calls by {threads} threads in {seconds:.1f} s: {dict(tally)}")
     assert not wrong, (dict(tally), wrong)
