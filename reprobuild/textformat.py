@@ -9,8 +9,10 @@ CLI to every error message it prints.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: How many validation errors a summary lists before it only counts the rest.
 MAX_LISTED_ERRORS = 10
@@ -46,6 +48,15 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None, in
 def _clip(text: str) -> str:
     text = printable(text)
     return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."
+
+
+def first_lines(items: Sequence[T], limit: int, line: Callable[[T], str], noun: str = "") -> str:
+    """``line(item)`` for the first ``limit`` items, one per line, then ``  ... and K more [noun]`` for the rest: a
+    message of bounded length however many there are (only the lines shown are formatted)."""
+    lines = [line(item) for item in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"  ... and {len(items) - limit} more{' ' + noun if noun else ''}")
+    return "\n".join(lines)
 
 
 def error_lines(errors: Iterable[Mapping[str, Any]], count: int, limit: int = MAX_LISTED_ERRORS) -> str:

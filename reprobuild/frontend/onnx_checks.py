@@ -22,6 +22,7 @@ from reprobuild.errors import ModelError, ResourceError
 from reprobuild.frontend.onnx_support import default_opset
 from reprobuild.ops._constant_limits import shape_problem
 from reprobuild.ops.onnx_types import ELEM_TYPES
+from reprobuild.textformat import first_lines
 
 #: The most string fields that are not UTF-8 one error lists.
 _SHOWN = 20
@@ -73,11 +74,10 @@ def check_strings(model: onnx.ModelProto) -> None:
     bad = list(_bad_strings(model, ()))
     if not bad:
         return
-    lines = "\n".join(f"  - {_describe(model, path, value)}" for path, value in bad[:_SHOWN])
-    more = f"\n  ... and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+    lines = first_lines(bad, _SHOWN, lambda b: f"  - {_describe(model, *b)}")
     raise ModelError(
         f"the model has {len(bad)} string field(s) that are not valid UTF-8 (ONNX names and strings must be UTF-8):"
-        f"\n{lines}{more}\nthe file is corrupted or was written by a broken exporter: export it again, or rename "
+        f"\n{lines}\nthe file is corrupted or was written by a broken exporter: export it again, or rename "
         "those with onnx (load the model, set each field to a UTF-8 string, save it)")
 
 

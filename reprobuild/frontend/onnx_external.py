@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import onnx
 
 from reprobuild.errors import ModelError
+from reprobuild.textformat import first_lines
 
 #: The most tensors one error names.
 _SHOWN = 5
@@ -100,10 +101,9 @@ def check_no_external_data(model: onnx.ModelProto) -> None:
     external = [(where, tensor) for where, tensor in _all_tensors(model) if _is_external(tensor)]
     if not external:
         return
-    lines = "\n".join(f"  - {where}: {_location(tensor)}" for where, tensor in external[:_SHOWN])
-    more = f"\n  ... and {len(external) - _SHOWN} more" if len(external) > _SHOWN else ""
+    lines = first_lines(external, _SHOWN, lambda e: f"  - {e[0]}: {_location(e[1])}")
     raise ModelError(
         f"the model keeps {len(external)} tensor(s) in external data files, which reprobuild does not read (a "
         f"model file must be self-contained: the manifest's model digest covers the .onnx file alone, and a "
-        f"location could name any file of this machine):\n{lines}{more}\nsave the model with its tensors inside: "
+        f"location could name any file of this machine):\n{lines}\nsave the model with its tensors inside: "
         "onnx.save(onnx.load(path), path, save_as_external_data=False), possible below the 2 GiB protobuf limit")

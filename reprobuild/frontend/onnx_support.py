@@ -11,6 +11,7 @@ import onnx.defs
 
 from reprobuild.errors import ModelError, UnsupportedOpError
 from reprobuild.ops import all_ops, find_op
+from reprobuild.textformat import first_lines
 
 #: What reprobuild says of a domain other than the default one.
 DOMAINS = {
@@ -108,10 +109,8 @@ def describe_nodes(bad: Sequence[tuple[str, str, str]], note: str = "", list_ops
     ``note`` and (``list_ops``) the ops reprobuild implements."""
     ops = Counter(op for _, op, _ in bad)
     summary = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(ops.items()))
-    shown = bad[:SHOWN]
-    lines = "\n".join(f"  - node {name!r} (op {op}): {why}" for name, op, why in shown)
-    more = f"\n  ... and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
-    text = f"the model has {len(bad)} node(s) reprobuild cannot convert (ops: {summary}):\n{lines}{more}"
+    lines = first_lines(bad, SHOWN, lambda b: f"  - node {b[0]!r} (op {b[1]}): {b[2]}")
+    text = f"the model has {len(bad)} node(s) reprobuild cannot convert (ops: {summary}):\n{lines}"
     if note:
         text += f"\n{note}"
     if list_ops:

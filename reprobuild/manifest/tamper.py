@@ -15,7 +15,7 @@ from typing import Any
 from reprobuild.errors import ManifestEditedError
 from reprobuild.manifest.io import pinned_sha256
 from reprobuild.manifest.models import Pinned
-from reprobuild.textformat import printable
+from reprobuild.textformat import first_lines, printable
 
 #: How many differing fields a message lists before it counts the rest.
 MAX_LISTED = 12
@@ -61,11 +61,9 @@ def _show(value: Any) -> str:
 def describe(differences: list[tuple[str, Any, Any]], recorded: str = "the manifest",
              embedded: str = "the engine") -> str:
     """One line per differing field (the first ``MAX_LISTED``), then how many more."""
-    lines = [f"  pinned.{printable(path)}: {recorded} records {_show(a)}, {embedded} {_show(b)}"
-             for path, a, b in differences[:MAX_LISTED]]
-    if len(differences) > MAX_LISTED:
-        lines.append(f"  ... and {len(differences) - MAX_LISTED} more field(s)")
-    return "\n".join(lines)
+    return first_lines(differences, MAX_LISTED,
+                       lambda d: f"  pinned.{printable(d[0])}: {recorded} records {_show(d[1])}, {embedded} "
+                                 f"{_show(d[2])}", "field(s)")
 
 
 def check_record(recorded: Pinned, embedded: Pinned, embedded_sha256: str, manifest_label: str,
