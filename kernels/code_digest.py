@@ -31,6 +31,8 @@ from reprobuild.kernels.python_form import (
     NORMALIZER_VERSION,
     annotation_nodes,
     normalized_sha256,
+    portable,
+    portable_name,
     qualified,
     source,
     tree,
@@ -165,10 +167,16 @@ class Closure:
     ops: dict[str, str] = field(default_factory=dict)
     objects: dict[str, Any] = field(default_factory=dict)
     dynamic: list[str] = field(default_factory=list)
+    #: Qualified name -> the name identity records (python_form.portable), of each object followed.
+    names: dict[str, str] = field(default_factory=dict)
 
     def payload(self) -> dict[str, Any]:
-        return {"normalizer": NORMALIZER_VERSION, "code": dict(sorted(self.code.items())),
-                "values": dict(sorted(self.values.items())), "ops": dict(sorted(self.ops.items()))}
+        # Names without their module (python_form.portable): a list of pairs, since two modules may each hold a
+        # function of the same name.
+        return {"normalizer": NORMALIZER_VERSION,
+                "code": sorted([portable(self.objects[name]), digest] for name, digest in self.code.items()),
+                "values": sorted(([portable_name(name), form] for name, form in self.values.items()), key=repr),
+                "ops": {op: self.names.get(name, name) for op, name in sorted(self.ops.items())}}
 
 
 def _op_class(op: str) -> Any:
@@ -198,7 +206,12 @@ def closure(roots: Iterable[Any], ops_by_name: Sequence[str] = (), declared: boo
             return None
         if isinstance(obj, (type, types.FunctionType)):
             stack.append(obj)
+        out.names[qualified(obj)] = portable(obj)
         return qualified(obj)
+
+    def follow_portable(obj: Any) -> str | None:
+        name = follow(obj)
+        return None if name is None else out.names[name]
 
     for op in ops_by_name:
         out.ops[op] = follow(_op_class(op)) or qualified(_op_class(op))
@@ -225,7 +238,7 @@ def closure(roots: Iterable[Any], ops_by_name: Sequence[str] = (), declared: boo
                 follow(value)
             elif not isinstance(value, types.ModuleType) and _within(ref_name.rpartition(".")[0], packages) \
                     and ref_name.rpartition(".")[0] not in FRAMEWORK_MODULES:
-                out.values[ref_name] = value_form(value, follow)
+                out.values[ref_name] = value_form(value, follow_portable)
     if out.dynamic and not ops_by_name and declared:
         raise IdentityError(f"{', '.join(sorted(out.dynamic))} look(s) ops up by a name computed at run time; "
                             "declare the ops that code may reach (ops_by_name) so that their definitions are part of "

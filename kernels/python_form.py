@@ -26,14 +26,33 @@ import numpy as np
 from reprobuild.digest import array_digest, digest_of, sha256_hex
 
 #: Bump when the normalized form changes (every identity changes with it: regenerate the lock with
-#: ``python -m reprobuild.kernels.lock --renormalize``).
-NORMALIZER_VERSION = 1
+#: ``python -m reprobuild.kernels.lock --renormalize``). 2: names without their module (:func:`portable`).
+NORMALIZER_VERSION = 2
 #: Fields that exist in some Python versions only, or that hold no computation.
 _SKIPPED_FIELDS = frozenset({"type_comment", "type_params", "type_ignores", "kind", "ctx"})
 
 
 def qualified(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+
+
+def _ours(module: str) -> bool:
+    return module == "reprobuild" or module.startswith("reprobuild.")
+
+
+def portable(obj: Any) -> str:
+    """The name an identity records for a function or class: reprobuild's by its name within its module, so that
+    moving code between modules (a change of layout) changes no identity; anything else by module and name."""
+    module = getattr(obj, "__module__", None) or ""
+    if not _ours(module):
+        return qualified(obj)
+    return str(getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "?"))
+
+
+def portable_name(name: str) -> str:
+    """``portable`` for a dotted name ``module.attribute`` that the code uses (a value it names)."""
+    module, _, attribute = name.rpartition(".")
+    return attribute if _ours(module) else name
 
 
 @functools.cache
@@ -163,7 +182,7 @@ def value_form(value: Any, code: Callable[[Any], str | None], _seen: frozenset[i
     if isinstance(value, np.dtype):
         return ["dtype", value.name, value.str]
     if isinstance(value, enum.Enum):
-        return ["enum", qualified(type(value)), value.name, form(value.value)]
+        return ["enum", portable(type(value)), value.name, form(value.value)]
     if isinstance(value, (tuple, list)):
         return [type(value).__name__, [form(v) for v in value]]
     if isinstance(value, (set, frozenset)):
@@ -179,10 +198,10 @@ def value_form(value: Any, code: Callable[[Any], str | None], _seen: frozenset[i
     if hasattr(value, "__wrapped__") and callable(value):
         return ["wrapped", form(value.__wrapped__)]
     if isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
-        return ["code", code(value) or qualified(value)]
+        return ["code", code(value) or portable(value)]
     name = code(type(value))
     if name is None:
-        return ["object", qualified(type(value))]
+        return ["object", portable(type(value))]
     state = {f.name: getattr(value, f.name) for f in fields(value)} if is_dataclass(value) else \
         dict(getattr(value, "__dict__", {}))
     return ["object", name, form(state)]

@@ -38,17 +38,17 @@ class First(Tactic):
 '''
 
 
-def _load(tmp_path: Path, name: str, source: str) -> ModuleType:
+def _load(tmp_path: Path, name: str, source: str, module_name: str = MODULE) -> ModuleType:
     path = tmp_path / f"{name}.py"
     path.write_text(textwrap.dedent(source))
-    spec = importlib.util.spec_from_file_location(MODULE, path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[MODULE] = module
+    sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
     finally:
-        del sys.modules[MODULE]
+        del sys.modules[module_name]
     return module
 
 
@@ -92,6 +92,59 @@ def test_cosmetic_edits_change_no_digest(tmp_path: Path, edit: str) -> None:
 @pytest.mark.parametrize("edit", sorted(CHANGED))
 def test_edits_of_what_runs_change_the_digest(tmp_path: Path, edit: str) -> None:
     assert _digest(tmp_path, "edited", CHANGED[edit]) != _digest(tmp_path, "base", BASE)
+
+
+HELPERS = """
+SCALE = 2
+
+
+def helper(x):
+    return x * SCALE + 0.5
+"""
+USER = """
+from reprobuild.kernels.tactic import Tactic
+
+from {helpers} import helper
+
+
+class First(Tactic):
+    family, ops, name, backend = "probe", ("Relu",), "first", "cpu"
+
+    def prepare(self, layer, backend):
+        return lambda inputs, outputs, workspace: helper(inputs[0])
+"""
+
+
+def _digest_split(tmp_path: Path, helpers_module: str, user_module: str, helpers: str = HELPERS) -> str:
+    """The digest of a tactic whose helper lives in another module, both under the given module names."""
+    sys.modules[helpers_module] = _load(tmp_path, helpers_module.replace(".", "_"), helpers, helpers_module)
+    try:
+        user = _load(tmp_path, user_module.replace(".", "_"), USER.format(helpers=helpers_module), user_module)
+        sys.modules[user_module] = user
+        return python_sha256([user.First])
+    finally:
+        sys.modules.pop(helpers_module, None)
+        sys.modules.pop(user_module, None)
+
+
+def test_moving_code_between_modules_changes_no_digest(tmp_path: Path) -> None:
+    """Identity names reprobuild's code without its module (normalizer 2): a change of layout — the tactic's
+    module renamed, or its helper moved into another package — keeps every identity, while editing the helper
+    still changes it."""
+    base = _digest_split(tmp_path, "reprobuild.kernels._probe_helpers", "reprobuild.kernels._probe_user")
+    assert _digest_split(tmp_path, "reprobuild.core._probe_helpers", "reprobuild.kernels.family._probe_user") == base
+    assert _digest(tmp_path, "base", BASE) == _digest_as(tmp_path, "moved", BASE, "reprobuild.kernels.moved._probe")
+    edited = HELPERS.replace("0.5", "0.25")
+    assert _digest_split(tmp_path, "reprobuild.core._probe_helpers", "reprobuild.kernels._probe_user", edited) != base
+
+
+def _digest_as(tmp_path: Path, name: str, source: str, module_name: str) -> str:
+    module = _load(tmp_path, name, source, module_name)
+    sys.modules[module_name] = module
+    try:
+        return python_sha256([module.First])
+    finally:
+        sys.modules.pop(module_name, None)
 
 
 def test_the_closure_holds_the_code_and_the_values_it_names(tmp_path: Path) -> None:
