@@ -66,8 +66,8 @@ def torch_mode(precision: str) -> None:
 def build(path: str, precision: str, backend: str, determinism: str = "run_to_run") -> dict[str, Any]:
     """A timed build, then a replay of its manifest: the engine, build and replay seconds, layer count."""
     from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
+    from reprobuild.core.logger import Logger, Severity
     from reprobuild.frontend import network_from_onnx_path
-    from reprobuild.logger import Logger, Severity
 
     quiet = Logger(Severity.ERROR)
     t0 = time.perf_counter()

@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.engine import Runtime
 from reprobuild.frontend import network_from_onnx_bytes
-from reprobuild.logger import Logger, Severity
 from tests.helpers import light_model, model_inputs
 
 

@@ -108,9 +108,9 @@ def bench(name: str, backend: str, runs: int, opset: int, seed: int, workdir: st
     import torch
 
     from reprobuild.builder import Builder, BuilderConfig
+    from reprobuild.core.logger import Logger, Severity
     from reprobuild.engine import Runtime
     from reprobuild.frontend import network_from_onnx_path
-    from reprobuild.logger import Logger, Severity
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

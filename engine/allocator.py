@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from reprobuild.core.errors import ResourceError, UsageError
 from reprobuild.engine.memory import human_bytes
-from reprobuild.errors import ResourceError, UsageError
 from reprobuild.kernels.backend import Backend
 
 #: Scratch memory is aligned to this many bytes: cudaMalloc's 256 on cuda; on cpu, the 16 of NumPy's allocations

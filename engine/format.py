@@ -51,12 +51,12 @@ import msgpack
 import numpy as np
 from pydantic import ValidationError
 
-from reprobuild.digest import array_digest, little_endian, sha256_hex
-from reprobuild.dtypes import dtype_name, np_dtype
+from reprobuild.core.digest import array_digest, little_endian, sha256_hex
+from reprobuild.core.dtypes import dtype_name, np_dtype
+from reprobuild.core.errors import FormatError, ReprobuildError, TacticMismatchError
+from reprobuild.core.textformat import printable
+from reprobuild.core.validation import validation_summary
 from reprobuild.engine.plan import MAX_TENSORS, EngineHeader, EngineLayer, EngineTensor, EngineWeight, tensor_nbytes
-from reprobuild.errors import FormatError, ReprobuildError, TacticMismatchError
-from reprobuild.textformat import printable
-from reprobuild.validation import validation_summary
 
 if TYPE_CHECKING:
     from reprobuild.kernels.tactic import TacticRegistry
@@ -402,7 +402,7 @@ def _check_tactic_backends(header: EngineHeader, registry: TacticRegistry | None
     """Each layer's tactic runs on the engine's backend and belongs to the family recorded; checked before any
     tactic is resolved by its identity (a tactic this installation lacks is left to that step)."""
     if registry is None:
-        from reprobuild.kernels.tactic import default_registry
+        from reprobuild.registry import default_registry
 
         registry = default_registry()
     from reprobuild.kernels.backend import BACKENDS
@@ -513,7 +513,7 @@ def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
     where = f"engine layer {layer.name!r} (op {layer.op})"
     opdef = find_op(layer.op)
     if opdef is None and "::" in layer.op:  # a plugin's op (domain::op): say which plugin to register
-        from reprobuild.plugins import plugin_registry
+        from reprobuild.registry.plugins import plugin_registry
 
         raise plugin_registry().not_registered(layer.op)
     if opdef is None or isinstance(opdef, BuildTimeOp) or opdef.lowered_to is not None:

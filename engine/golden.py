@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.digest import array_digest, array_digests, digest_of
-from reprobuild.dtypes import is_float, np_dtype
+from reprobuild.core.digest import array_digest, array_digests, digest_of
+from reprobuild.core.dtypes import is_float, np_dtype
 
 
 def sample(rng: np.random.Generator, shape: Sequence[int], dtype: str) -> np.ndarray:

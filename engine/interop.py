@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.errors import InputError, UsageError
+from reprobuild.core.errors import InputError, UsageError
 from reprobuild.kernels.backend import Backend
 
 #: DLPack device types (``DLDeviceType`` in dlpack.h) that matter here.

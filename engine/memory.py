@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from reprobuild.errors import ResourceError
+from reprobuild.core.errors import ResourceError
 
 ALIGNMENT = 256
 

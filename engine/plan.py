@@ -25,8 +25,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from reprobuild.dtypes import DTYPES, itemsize
-from reprobuild.validation import BoundedModel, FailFastDict, FailFastList
+from reprobuild.core.dtypes import DTYPES, itemsize
+from reprobuild.core.validation import BoundedModel, FailFastDict, FailFastList
 
 EngineAttr = int | float | str | FailFastList[int] | FailFastList[float] | FailFastList[str]
 Sha256 = Field(pattern=r"^[0-9a-f]{64}$")

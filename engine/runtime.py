@@ -34,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.digest import array_digest
-from reprobuild.dtypes import dtype_name, itemsize, np_dtype
+from reprobuild.core.digest import array_digest
+from reprobuild.core.dtypes import dtype_name, itemsize, np_dtype
+from reprobuild.core.errors import FormatError, InputError, ReprobuildError, ResourceError, UsageError
+from reprobuild.core.logger import ErrorRecorder, Logger
 from reprobuild.engine.advice import shape_advice
 from reprobuild.engine.allocator import GpuAllocator, allocate_scratch, check_allocator
 from reprobuild.engine.format import deserialize_engine, engine_sha256
@@ -44,12 +46,11 @@ from reprobuild.engine.host_memory import host_memory_cap
 from reprobuild.engine.interop import as_torch, check_output_form, share
 from reprobuild.engine.memory import LayerUse, check_memory_cap, device_memory_info, plan_memory
 from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineTensor
-from reprobuild.errors import FormatError, InputError, ReprobuildError, ResourceError, UsageError
 from reprobuild.kernels.backend import Backend, get_backend
 from reprobuild.kernels.cublas import WORKSPACE_BYTES
 from reprobuild.kernels.launch import LaunchPlan, capture, uses_library
-from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, TacticRegistry, TensorSig, default_registry
-from reprobuild.logger import ErrorRecorder, Logger
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, TacticRegistry, TensorSig
+from reprobuild.registry import default_registry
 
 
 @dataclass(frozen=True)

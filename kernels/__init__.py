@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-from reprobuild.kernels.tactic import (
-    Determinism,
-    LayerSpec,
-    Tactic,
-    TacticRegistry,
-    TensorSig,
-    default_registry,
-)
+from reprobuild.kernels.tactic import Determinism, LayerSpec, Tactic, TacticRegistry, TensorSig
 
-__all__ = ["Determinism", "LayerSpec", "Tactic", "TacticRegistry", "TensorSig", "default_registry"]
+__all__ = ["Determinism", "LayerSpec", "Tactic", "TacticRegistry", "TensorSig"]

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import np_dtype
-from reprobuild.errors import BackendUnavailableError, UsageError
+from reprobuild.core.dtypes import np_dtype
+from reprobuild.core.errors import BackendUnavailableError, UsageError
 from reprobuild.kernels.cpu_fingerprint import cpu_fingerprint
 
 BACKENDS = ("cpu", "cuda")

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reprobuild.digest import digest_of
-from reprobuild.errors import BuildError
+from reprobuild.core.digest import digest_of
+from reprobuild.core.errors import BuildError
 from reprobuild.kernels.python_form import (
     NORMALIZER_VERSION,
     annotation_nodes,
@@ -41,9 +41,9 @@ from reprobuild.kernels.python_form import (
 
 #: Modules whose objects are never part of a tactic's code.
 FRAMEWORK_MODULES = frozenset({
-    "reprobuild.errors", "reprobuild.logger", "reprobuild.digest", "reprobuild.kernels.backend",
+    "reprobuild.core.errors", "reprobuild.core.logger", "reprobuild.core.digest", "reprobuild.kernels.backend",
     "reprobuild.kernels.code_digest", "reprobuild.kernels.python_form", "reprobuild.kernels.nvrtc",
-    "reprobuild.kernels.identity", "reprobuild.ops.registry", "reprobuild.plugins",
+    "reprobuild.kernels.identity", "reprobuild.ops.registry", "reprobuild.registry.plugins",
 })
 #: Framework classes, by qualified name (module.class).
 FRAMEWORK_CLASSES = frozenset({

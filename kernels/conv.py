@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import np_dtype
+from reprobuild.core.dtypes import np_dtype
 from reprobuild.kernels.backend import Backend, CudaBackend
 from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, plan
 from reprobuild.kernels.gemm import ACTIVATIONS, TiledGemmLaunch, unsupported_epilogue

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from reprobuild.errors import BuildError
+from reprobuild.core.errors import BuildError
 from reprobuild.kernels.ctokens import Directive, identifiers, is_identifier, tokenize
 
 #: Identifiers followed by a parenthesized argument that are attributes, not the declared name.

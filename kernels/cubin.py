@@ -20,8 +20,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from reprobuild.digest import digest_of, sha256_hex
-from reprobuild.errors import BuildError
+from reprobuild.core.digest import digest_of, sha256_hex
+from reprobuild.core.errors import BuildError
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _SHDR = struct.Struct("<IIQQQQIIQQ")

@@ -16,7 +16,7 @@ import ctypes
 import functools
 from typing import Any
 
-from reprobuild.errors import BackendUnavailableError, BuildError
+from reprobuild.core.errors import BackendUnavailableError, BuildError
 
 #: Bytes of workspace each handle gets: what NVIDIA recommends for Hopper (32 MiB); less makes cuBLAS pick other
 #: kernels, so the size is part of what decides the numerics and is recorded with the engine's memory.

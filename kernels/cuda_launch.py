@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.errors import BuildError
+from reprobuild.core.errors import BuildError
 from reprobuild.kernels.backend import Backend, cuda_module
 from reprobuild.kernels.launch import INT32_MAX, In, KernelLaunch, LaunchPlan
 from reprobuild.kernels.tactic import LayerSpec, positional

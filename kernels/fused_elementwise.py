@@ -20,8 +20,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from reprobuild.digest import sha256_hex
-from reprobuild.errors import BuildError
+from reprobuild.core.digest import sha256_hex
+from reprobuild.core.errors import BuildError
 from reprobuild.kernels.backend import Backend, CudaBackend
 from reprobuild.kernels.cuda_launch import BLOCK, MAX_BLOCKS, linear_grid, operand_refs, plan
 from reprobuild.kernels.elementwise import broadcast_strides

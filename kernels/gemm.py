@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import np_dtype
+from reprobuild.core.dtypes import np_dtype
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, operand_refs, plan
 from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, KernelLaunch, Out

@@ -7,7 +7,7 @@ that symbol (``csource``), with the NVRTC options and defines it is compiled wit
 ``DTYPE_DEFINES``). A tactic that generates its kernels (``generated_cuda``) is identified by its generator's
 code and by the package header code its generated text reaches. All of it is computable without a GPU.
 
-The identities of the built-in tactics are committed in ``tactics.lock.json`` (``python -m reprobuild.kernels.lock``
+The identities of the built-in tactics are committed in ``tactics.lock.json`` (``python -m reprobuild.registry.lock``
 writes it, and refuses to change the identity of an existing (family, name, version)): a Runtime takes a tactic's
 installed identity from there rather than reading source, and a build checks the identities it computes from the
 code against it (:func:`check_installed`), failing closed with the fix.
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from reprobuild.digest import digest_of
-from reprobuild.errors import TacticMismatchError
+from reprobuild.core.digest import digest_of
+from reprobuild.core.errors import TacticMismatchError
 from reprobuild.kernels.code_digest import python_sha256
 from reprobuild.kernels.csource import closure as source_closure
 from reprobuild.kernels.csource import translation_unit
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from reprobuild.kernels.tactic import Tactic
 
 LOCK_FILE = "tactics.lock.json"
-LOCK_COMMAND = "python -m reprobuild.kernels.lock"
+LOCK_COMMAND = "python -m reprobuild.registry.lock"
 GENERATED = "<generated>"
 
 Reader = Callable[[str], str]

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from reprobuild.digest import digest_of, sha256_hex
-from reprobuild.errors import BuildError, ReprobuildError
-from reprobuild.fileio import atomic_write
+from reprobuild.core.digest import digest_of, sha256_hex
+from reprobuild.core.errors import BuildError, ReprobuildError
+from reprobuild.core.fileio import atomic_write
 
 #: The NVRTC options every kernel is compiled with (the arch flag is added per device). Spelled out so that
 #: the defaults of a future NVRTC cannot change what is built without the manifest showing it.

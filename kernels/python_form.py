@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.digest import array_digest, digest_of, sha256_hex
+from reprobuild.core.digest import array_digest, digest_of, sha256_hex
 
 #: Bump when the normalized form changes (every identity changes with it: regenerate the lock with
-#: ``python -m reprobuild.kernels.lock --renormalize``). 2: names without their module (:func:`portable`).
+#: ``python -m reprobuild.registry.lock --renormalize``). 2: names without their module (:func:`portable`).
 NORMALIZER_VERSION = 2
 #: Fields that exist in some Python versions only, or that hold no computation.
 _SKIPPED_FIELDS = frozenset({"type_comment", "type_params", "type_ignores", "kind", "ctx"})

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import ALL
+from reprobuild.core.dtypes import ALL
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.tactic import CUDA_DTYPES, Determinism, Kernel, LayerSpec, Tactic, positional
 from reprobuild.ops import OpDef, all_ops

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reprobuild.dtypes import ALL, np_dtype
-from reprobuild.dtypes import itemsize as dtype_itemsize
+from reprobuild.core.dtypes import ALL, np_dtype
+from reprobuild.core.dtypes import itemsize as dtype_itemsize
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cuda_launch import i32, i64, linear, operand_refs, plan
 from reprobuild.kernels.launch import In, Out

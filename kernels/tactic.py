@@ -19,10 +19,11 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS, INTEGERS, np_dtype
-from reprobuild.errors import PluginNotRegisteredError, TacticMismatchError
+from reprobuild.core.dtypes import FLOATS, INTEGERS, np_dtype
+from reprobuild.core.errors import PluginNotRegisteredError, TacticMismatchError
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.identity import installed_code_sha256
+from reprobuild.ops.registry import plugin_not_registered
 
 #: The dtypes CuPy computes in (not bfloat16, whose CuPy support is minimal, nor the float8/float4/int4 formats).
 CUDA_DTYPES: tuple[str, ...] = ("bool", *INTEGERS, *(f for f in FLOATS if f != "bfloat16"))
@@ -228,9 +229,7 @@ class TacticRegistry:
         if tactic is None:
             known = [f"{n} v{v}" for (o, n, v) in self._index if o == op]
             if not known and "::" in op:  # a plugin op (domain::op) that this registry has no tactic of
-                from reprobuild.plugins import plugin_registry
-
-                error = plugin_registry().not_registered(op)
+                error = plugin_not_registered(op)
                 raise PluginNotRegisteredError(f"{error} (tactic {name!r} version {version} is recorded for it)")
             raise TacticMismatchError(
                 f"no tactic {name!r} version {version} for op {op}; this installation has: "
@@ -254,29 +253,6 @@ class TacticRegistry:
                 "or the engine comes from another reprobuild version. Rebuild the engine with this installation"
             )
         return tactic
-
-
-_DEFAULT: TacticRegistry | None = None
-
-
-def default_registry() -> TacticRegistry:
-    """Every built-in tactic (:func:`builtin_registry`) and the tactics of the plugins registered in this process
-    (:func:`reprobuild.plugins.register_plugin`): what a Builder or Runtime made without a registry uses."""
-    from reprobuild.plugins import plugin_registry
-
-    return plugin_registry().tactic_registry()
-
-
-def builtin_registry() -> TacticRegistry:
-    """The registry of every tactic family listed in ``_op_list.FAMILIES``, and the reference tactics of every
-    op definition."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        from reprobuild.kernels._op_list import FAMILIES
-        from reprobuild.kernels.reference import reference_tactics
-
-        _DEFAULT = TacticRegistry([*(t for family in FAMILIES for t in family.TACTICS), *reference_tactics()])
-    return _DEFAULT
 
 
 #: The precision name of a float dtype (how builders and manifests speak of it).

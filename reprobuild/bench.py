@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import np_dtype
+from reprobuild.core.dtypes import np_dtype
+from reprobuild.core.errors import UsageError
 from reprobuild.engine.memory import device_memory_info
 from reprobuild.engine.runtime import Engine
-from reprobuild.errors import UsageError
 
 MAX_ITERATIONS = 10_000_000
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.digest import array_digests, digest_of
-from reprobuild.dtypes import DTYPES, dtype_name, itemsize
-from reprobuild.errors import ModelError
+from reprobuild.core.digest import array_digests, digest_of
+from reprobuild.core.dtypes import DTYPES, dtype_name, itemsize
+from reprobuild.core.errors import ModelError
 
 AttrValue = int | float | str | tuple[int, ...] | tuple[float, ...] | tuple[str, ...]
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from reprobuild.engine import Engine
     from reprobuild.manifest.models import Pinned
-    from reprobuild.verify import AgainstResult, VerifyReport
+    from reprobuild.verify.run import AgainstResult, VerifyReport
 
 Path = str | os.PathLike[str]
 
@@ -70,8 +70,8 @@ def assert_deterministic(engine: Engine | bytes | Path, runs: int = 10, contexts
                          seed: int = 0, batch_invariance: bool = False, traced_runs: int = 3) -> VerifyReport:
     """Fail unless every tested dimension gave identical bits; returns the report (its ``tier`` among others)."""
     from reprobuild.engine.golden import golden_inputs
-    from reprobuild.locator import locate
-    from reprobuild.verify import VerifyPlan, verify
+    from reprobuild.verify.locate import locate
+    from reprobuild.verify.run import VerifyPlan, verify
 
     loaded = _engine(engine)
     feeds = dict(inputs) if inputs is not None else golden_inputs(loaded.inputs, seed)
@@ -91,8 +91,8 @@ def assert_deterministic(engine: Engine | bytes | Path, runs: int = 10, contexts
 
 def assert_matches_golden(engine: Engine | bytes | Path, manifest: Any) -> AgainstResult:
     """Fail unless the engine reproduces, bit for bit, the golden outputs the manifest recorded at build time."""
-    from reprobuild.locator import locate_against
-    from reprobuild.verify import check_against
+    from reprobuild.verify.locate import locate_against
+    from reprobuild.verify.run import check_against
 
     loaded, pinned = _engine(engine), _pinned(manifest)
     result, inputs = check_against(loaded, pinned)

@@ -14,7 +14,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from reprobuild.conformance.cases import randomize_constant_of_shape
-from reprobuild.dtypes import np_dtype
+from reprobuild.core.dtypes import np_dtype
 from reprobuild.kernels.backend import cuda_unavailable_reason, device_count
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild.errors import EXIT_CODES
-from reprobuild.manifest.schema import schema_json, schemas
+from reprobuild.core.errors import EXIT_CODES
+from reprobuild.diffing.schema import schema_json, schemas
 from tests.helpers import CUDA_SKIP, EXAMPLES, REPO, cli_env
 
 README = Path(REPO, "README.md").read_text()
@@ -124,7 +124,7 @@ def test_committed_examples_are_what_the_script_makes() -> None:
 def test_json_schemas_are_current() -> None:
     for name, model in schemas().items():
         committed = Path(REPO, "manifests", name).read_bytes()
-        assert committed == schema_json(model), f"{name} is stale; run: python -m reprobuild.manifest.schema manifests/"
+        assert committed == schema_json(model), f"{name} is stale; run: python -m reprobuild.diffing.schema manifests/"
 
 
 def test_only_the_reprobuild_namespace_is_installed(tmp_path: Path) -> None:
@@ -189,7 +189,7 @@ def test_readme_adding_an_op_example_is_a_working_definition() -> None:
     """The README's unary-op example, run as a definition, computes what the registered Exp computes."""
     import numpy as np
 
-    from reprobuild.dtypes import FLOATS
+    from reprobuild.core.dtypes import FLOATS
     from reprobuild.ops import get_op
     from reprobuild.ops.families import Unary
 

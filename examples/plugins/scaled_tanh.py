@@ -3,7 +3,7 @@ scaled tanh has alpha=1.7159, beta=2/3), with two CPU tactics that the builder t
 
 Importing this module registers nothing. Register the plugin explicitly::
 
-    from reprobuild.plugins import registered
+    from reprobuild.registry.plugins import registered
     from examples.plugins.scaled_tanh import PLUGIN
 
     with registered(PLUGIN):
@@ -24,7 +24,7 @@ import numpy as np
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
 from reprobuild.ops import Attr, Attrs, OpDef, TensorType
-from reprobuild.plugins import Plugin
+from reprobuild.registry.plugins import Plugin
 
 DOMAIN = "com.example"
 
@@ -94,5 +94,5 @@ class CpuExp(_ScaledTanhTactic):
         return run
 
 
-#: The plugin, unregistered: pass it to ``reprobuild.plugins.registered`` or ``plugin_registry().register``.
+#: The plugin, unregistered: pass it to ``reprobuild.registry.plugins.registered`` or ``plugin_registry().register``.
 PLUGIN = Plugin(ScaledTanh(), (CpuExp(), CpuTanh()))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from reprobuild.errors import UsageError
+from reprobuild.core.errors import UsageError
 from reprobuild.manifest.models import MAX_SEED
 from reprobuild.passes import DEFAULT_PASSES, PASSES, PRECISION_PASSES
 

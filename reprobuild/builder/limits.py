@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 
-from reprobuild.dtypes import itemsize
+from reprobuild.core.dtypes import itemsize
+from reprobuild.core.errors import ResourceError
 from reprobuild.engine.plan import (
     MAX_BINDINGS,
     MAX_DIM,
@@ -23,7 +24,6 @@ from reprobuild.engine.plan import (
     MAX_TENSORS,
     MAX_WEIGHTS,
 )
-from reprobuild.errors import ResourceError
 from reprobuild.ir import Network
 
 

@@ -7,7 +7,7 @@ against the engine's shape and dtype exactly) and ``refit()`` makes the new engi
 frontend and passes the engine's manifest records, and its network must be the engine's but for weight values.
 
 A refit rebuilds the engine with a selector (:class:`RefitSelector`) that forces each layer's recorded tactic and
-times nothing; it refuses, with a :class:`~reprobuild.errors.RefitError` naming the first layer that differs, a
+times nothing; it refuses, with a :class:`~reprobuild.core.errors.RefitError` naming the first layer that differs, a
 network that differs in anything but weights (ops, attributes, shapes, dtypes, wiring, layer names) or a tactic
 that the new weights make ineligible, and refuses an environment the policy does not allow, as a replay does.
 The new pinned manifest then differs from the engine's only in what weight values decide: the model record
@@ -39,20 +39,21 @@ from reprobuild.builder.replay import (
     layer_differences,
 )
 from reprobuild.builder.selector import AlgorithmCandidate, AlgorithmContext, AlgorithmSelector, BuildPlan
-from reprobuild.digest import sha256_hex
-from reprobuild.dtypes import dtype_name
+from reprobuild.core.digest import sha256_hex
+from reprobuild.core.dtypes import dtype_name
+from reprobuild.core.errors import EnvironmentMismatchError, ModelError, RefitError, UsageError
+from reprobuild.core.fileio import atomic_write_all, read_bounded
+from reprobuild.core.logger import Logger
 from reprobuild.engine.format import deserialize_engine
 from reprobuild.engine.runtime import Engine
-from reprobuild.envpolicy import POLICIES, compare_environments, difference_summary, difference_table
-from reprobuild.errors import EnvironmentMismatchError, ModelError, RefitError, UsageError
-from reprobuild.fileio import atomic_write_all, read_bounded
+from reprobuild.environment.policy import POLICIES, compare_environments, difference_summary, difference_table
 from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
 from reprobuild.ir import Layer, Network, TensorInfo, make_attrs
-from reprobuild.kernels.tactic import TacticRegistry, default_registry
-from reprobuild.logger import Logger
+from reprobuild.kernels.tactic import TacticRegistry
 from reprobuild.manifest import models as m
 from reprobuild.manifest.io import manifest_to_json, pinned_bytes, pinned_from_json
+from reprobuild.registry import default_registry
 
 __all__ = ["RefitResult", "RefitSelector", "Refitter"]
 
@@ -208,7 +209,7 @@ class Refitter:
         self._new: dict[str, np.ndarray] = {}
 
     def _check_pair(self, manifest: m.Manifest) -> None:
-        from reprobuild.attest import pair_mismatch
+        from reprobuild.manifest.pairs import pair_mismatch
 
         recorded = manifest.engine.sha256 if manifest.engine is not None else None
         mismatch = pair_mismatch(recorded, self.engine_sha256, "the engine") if recorded is not None else None

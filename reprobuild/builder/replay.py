@@ -21,10 +21,10 @@ from reprobuild.builder.selector import (
     BuildPlan,
     PlannedLayer,
 )
+from reprobuild.core.errors import EnvironmentMismatchError, ReplayMismatchError, UsageError
+from reprobuild.core.logger import Logger
 from reprobuild.engine.format import FORMAT_VERSION
-from reprobuild.envpolicy import POLICIES, compare_environments, difference_summary, difference_table, remedies
-from reprobuild.errors import EnvironmentMismatchError, ReplayMismatchError, UsageError
-from reprobuild.logger import Logger
+from reprobuild.environment.policy import POLICIES, compare_environments, difference_summary, difference_table, remedies
 from reprobuild.manifest import models as m
 
 

@@ -23,9 +23,9 @@ import numpy as np
 
 from reprobuild.builder.config import BuilderConfig
 from reprobuild.builder.selector import AlgorithmCandidate
-from reprobuild.dtypes import np_dtype
+from reprobuild.core.dtypes import np_dtype
+from reprobuild.core.errors import BuildError
 from reprobuild.engine.golden import sample
-from reprobuild.errors import BuildError
 from reprobuild.ir import Network
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.tactic import Determinism, LayerSpec, Tactic, TensorSig, precision_of

@@ -125,7 +125,7 @@ class ForcingSelector(AlgorithmSelector):
         return self.forced.get(context.name) or self.forced.get(context.op)
 
     def begin(self, plan: BuildPlan) -> None:
-        from reprobuild.errors import UsageError
+        from reprobuild.core.errors import UsageError
 
         problems = []
         names = {layer.context.name for layer in plan.layers} | {layer.context.op for layer in plan.layers}

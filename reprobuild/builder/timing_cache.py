@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reprobuild.digest import digest_of
-from reprobuild.errors import FormatError
-from reprobuild.fileio import atomic_write, read_bounded
+from reprobuild.core.digest import digest_of
+from reprobuild.core.errors import FormatError
+from reprobuild.core.fileio import atomic_write, read_bounded
 from reprobuild.manifest.io import load_json
 
 FORMAT = "reprobuild-timing-cache"

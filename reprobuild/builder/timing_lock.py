@@ -28,8 +28,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
+from reprobuild.core.logger import Logger
 from reprobuild.kernels.backend import Backend
-from reprobuild.logger import Logger
 
 #: The environment variable that names the directory of the lock files (default: the temporary directory).
 LOCK_DIR_VARIABLE = "REPROBUILD_LOCK_DIR"

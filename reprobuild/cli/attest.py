@@ -6,7 +6,7 @@ import argparse
 import os
 
 from reprobuild.cli.common import Subcommands, read_engine_file
-from reprobuild.fileio import STDOUT, check_output_path, write_output
+from reprobuild.core.fileio import STDOUT, check_output_path, write_output
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -29,7 +29,7 @@ def add_parser(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reprobuild.attest import make_statement, statement_bytes
+    from reprobuild.provenance.attest import make_statement, statement_bytes
 
     check_output_path(args.output, "--output (the statement)", stdout=True)
     statement = make_statement(read_engine_file(args.engine), os.path.basename(args.engine), args.manifest,

@@ -15,9 +15,9 @@ from reprobuild.cli.common import (
     parse_count,
     read_engine_file,
 )
+from reprobuild.core.logger import Logger, Severity
+from reprobuild.core.textformat import table
 from reprobuild.engine import Runtime
-from reprobuild.logger import Logger, Severity
-from reprobuild.textformat import table
 
 
 def _seconds(text: str) -> float:

@@ -40,13 +40,13 @@ from reprobuild.cli.devices import (
     parse_devices,
     report,
 )
-from reprobuild.digest import sha256_hex
-from reprobuild.envpolicy import POLICIES
-from reprobuild.errors import UsageError
-from reprobuild.fileio import atomic_write_all, check_output_path
+from reprobuild.core.digest import sha256_hex
+from reprobuild.core.errors import UsageError
+from reprobuild.core.fileio import atomic_write_all, check_output_path
+from reprobuild.core.logger import Logger, Severity
+from reprobuild.environment.policy import POLICIES
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.kernels.backend import cuda_unavailable_reason, resolve_devices
-from reprobuild.logger import Logger, Severity
 from reprobuild.manifest import Manifest, manifest_to_json
 
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from reprobuild.errors import ReprobuildError, UsageError
-from reprobuild.fileio import read_bounded
-from reprobuild.textformat import printable
+from reprobuild.core.errors import ReprobuildError, UsageError
+from reprobuild.core.fileio import read_bounded
+from reprobuild.core.textformat import printable
 
 if TYPE_CHECKING:
     from reprobuild.diffing import Side
@@ -214,7 +214,7 @@ def read_npy(path: str, what: str, error: type[ReprobuildError], binding: Any = 
 def _ml_dtype_saved_as_void(dtype: np.dtype[Any], expected: str) -> np.dtype[Any]:
     """numpy.save writes ml_dtypes' types (bfloat16, the float8s, ...) as raw bytes ('<V2'): read such a file as
     the binding's type when that is one of them and has the same size; else the void dtype, which is refused."""
-    from reprobuild.dtypes import FLOATS, NARROW, np_dtype
+    from reprobuild.core.dtypes import FLOATS, NARROW, np_dtype
 
     if expected in (*NARROW, *FLOATS) and np_dtype(expected).kind == "V" and np_dtype(expected).itemsize == \
             dtype.itemsize:
@@ -223,7 +223,7 @@ def _ml_dtype_saved_as_void(dtype: np.dtype[Any], expected: str) -> np.dtype[Any
 
 
 def _binding_nbytes(binding: Any) -> int:
-    from reprobuild.dtypes import itemsize
+    from reprobuild.core.dtypes import itemsize
 
     return math.prod(binding.shape) * itemsize(binding.dtype)
 
@@ -236,9 +236,9 @@ def _expect(binding: Any) -> str:
 def _check_against_binding(binding: Any, path: str, shape: tuple[int, ...], dtype: np.dtype[Any],
                            error: type[ReprobuildError]) -> None:
     """A .npy header's shape and dtype against the engine input it is for, before any data is read."""
-    from reprobuild.dtypes import dtype_name
+    from reprobuild.core.dtypes import dtype_name
+    from reprobuild.core.errors import ReprobuildError as Base
     from reprobuild.engine.advice import shape_advice
-    from reprobuild.errors import ReprobuildError as Base
 
     if shape != tuple(binding.shape):
         advice = shape_advice(binding.name, getattr(binding, "declared", None), binding.shape, shape)
@@ -445,8 +445,8 @@ def engine_inputs(args: argparse.Namespace, bindings: Sequence[Any]) -> tuple[di
     """The arrays ``add_engine_input_options`` asked for, one per binding in binding order, and a phrase saying
     where they came from. Arrays read from files must have the binding's shape (an InputError that says how to
     get an engine for another shape); their dtype is checked by the engine."""
+    from reprobuild.core.errors import InputError
     from reprobuild.engine.golden import golden_inputs
-    from reprobuild.errors import InputError
 
     by_name = {b.name: b for b in bindings}
     listing = ", ".join(f"{b.name} {list(b.shape)} {b.dtype}" for b in bindings)
@@ -493,7 +493,7 @@ def engine_inputs(args: argparse.Namespace, bindings: Sequence[Any]) -> tuple[di
 
 
 def _input_from_file(binding: Any, path: str) -> np.ndarray:
-    from reprobuild.errors import InputError
+    from reprobuild.core.errors import InputError
 
     return read_npy(path, f"input {binding.name!r}:", InputError, binding)
 

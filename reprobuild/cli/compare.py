@@ -16,20 +16,20 @@ from reprobuild.cli.common import (
     parse_tolerance,
     read_engine_file,
 )
-from reprobuild.compare import (
+from reprobuild.core.digest import sha256_hex
+from reprobuild.core.errors import ModelError, ToleranceError
+from reprobuild.core.fileio import check_output_path, document_on_stdout, read_bounded, write_output
+from reprobuild.core.logger import Logger, Severity
+from reprobuild.core.textformat import table
+from reprobuild.engine import Engine, Runtime
+from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
+from reprobuild.verify.tolerance import (
     ERROR_STATS,
     check_model_bindings,
     compare_outputs,
     load_reference_model,
     onnxruntime_outputs,
 )
-from reprobuild.digest import sha256_hex
-from reprobuild.engine import Engine, Runtime
-from reprobuild.errors import ModelError, ToleranceError
-from reprobuild.fileio import check_output_path, document_on_stdout, read_bounded, write_output
-from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
-from reprobuild.logger import Logger, Severity
-from reprobuild.textformat import table
 
 
 def add_parser(sub: Subcommands) -> None:

@@ -8,8 +8,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 from reprobuild.cli.common import ProgressBar, Subcommands
 from reprobuild.conformance.cases import Case
-from reprobuild.errors import ConformanceError, UsageError
-from reprobuild.fileio import STDOUT, check_output_path, write_output
+from reprobuild.core.errors import ConformanceError, UsageError
+from reprobuild.core.fileio import STDOUT, check_output_path, write_output
 
 EPILOG = """results:
   pass     every output has the expected shape, dtype and values (within the case's tolerance)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import TYPE_CHECKING
 
-from reprobuild.errors import UsageError
+from reprobuild.core.errors import UsageError
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
 
 if TYPE_CHECKING:

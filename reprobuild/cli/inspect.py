@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from reprobuild.cli.common import Subcommands, human_bytes, print_json, read_engine_file
-from reprobuild.digest import TENSOR_DIGEST_LABEL, sha256_hex
+from reprobuild.core.digest import TENSOR_DIGEST_LABEL, sha256_hex
+from reprobuild.core.textformat import printable, table
 from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine
 from reprobuild.engine.memory import MemoryTotals
 from reprobuild.manifest.io import pinned_from_json
-from reprobuild.textformat import printable, table
 
 
 def add_parser(sub: Subcommands) -> None:

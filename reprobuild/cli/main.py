@@ -21,9 +21,9 @@ from types import ModuleType
 from typing import Any
 
 from reprobuild import __version__
-from reprobuild.errors import EXIT_CODES, ReprobuildError, ResourceError
-from reprobuild.fileio import Terminated, install_sigterm_cleanup, write_count, written_since
-from reprobuild.textformat import printable
+from reprobuild.core.errors import EXIT_CODES, ReprobuildError, ResourceError
+from reprobuild.core.fileio import Terminated, install_sigterm_cleanup, write_count, written_since
+from reprobuild.core.textformat import printable
 
 #: The subcommand modules (``reprobuild.cli.NAME``), in the order ``--help`` lists them.
 COMMANDS = ("build", "refit", "run", "bench", "inspect", "verify", "compare", "diff", "attest", "conformance")
@@ -40,14 +40,14 @@ def _epilog() -> str:
 
 class _VersionAction(argparse.Action):
     """``--version``: reprobuild's version and its dependencies', read from package metadata when asked for
-    (``reprobuild.versions``), never by importing them."""
+    (``reprobuild.core.versions``), never by importing them."""
 
     def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        from reprobuild.versions import version_text
+        from reprobuild.core.versions import version_text
 
         print(version_text(__version__))
         parser.exit()
@@ -113,7 +113,7 @@ def _silence_stdout() -> None:
 
 def _what_was_written(mark: int) -> str:
     """After a signal: which outputs were written in full before it (a group's renames are never split by one;
-    see reprobuild.fileio), or that none was and the partial files were removed."""
+    see reprobuild.core.fileio), or that none was and the partial files were removed."""
     written = written_since(mark)
     if not written:
         return "; partial files were removed, no output was written"

@@ -7,9 +7,9 @@ import argparse
 
 from reprobuild.builder.refit import Refitter
 from reprobuild.cli.common import Subcommands, default_manifest_path, read_engine_file
-from reprobuild.envpolicy import POLICIES
-from reprobuild.fileio import check_output_path
-from reprobuild.logger import Logger, Severity
+from reprobuild.core.fileio import check_output_path
+from reprobuild.core.logger import Logger, Severity
+from reprobuild.environment.policy import POLICIES
 from reprobuild.manifest import read_manifest
 
 EPILOG = """exit codes of refit:

@@ -23,13 +23,13 @@ from reprobuild.cli.common import (
     read_engine_file,
     safe_filename,
 )
-from reprobuild.digest import TENSOR_DIGEST_LABEL, array_digest
+from reprobuild.core.digest import TENSOR_DIGEST_LABEL, array_digest
+from reprobuild.core.errors import UsageError
+from reprobuild.core.fileio import atomic_write, check_output_directory, check_output_path, make_output_directory
+from reprobuild.core.logger import Logger, Severity
+from reprobuild.core.textformat import printable, table
 from reprobuild.engine import Runtime
-from reprobuild.errors import UsageError
-from reprobuild.fileio import atomic_write, check_output_directory, check_output_path, make_output_directory
-from reprobuild.logger import Logger, Severity
-from reprobuild.textformat import printable, table
-from reprobuild.verify import nonfinite_outputs
+from reprobuild.verify.run import nonfinite_outputs
 
 #: ``run --random-inputs SEED``, the old spelling of ``--seed SEED``, goes in this version.
 RANDOM_INPUTS_REMOVED_IN = "0.2.0"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reprobuild.attest import pair_mismatch
 from reprobuild.cli.common import (
     ProgressBar,
     Subcommands,
@@ -17,16 +16,17 @@ from reprobuild.cli.common import (
     read_engine_or_manifest,
 )
 from reprobuild.cli.devices import parse_devices
+from reprobuild.core.errors import NotDeterministicError, ToleranceError, UsageError
+from reprobuild.core.fileio import check_output_path, document_on_stdout, write_output
+from reprobuild.core.logger import Logger, Severity
+from reprobuild.core.textformat import printable, table
 from reprobuild.engine import Runtime
-from reprobuild.errors import NotDeterministicError, ToleranceError, UsageError
-from reprobuild.fileio import check_output_path, document_on_stdout, write_output
 from reprobuild.kernels.backend import resolve_devices
-from reprobuild.locator import locate, locate_against
-from reprobuild.logger import Logger, Severity
 from reprobuild.manifest.io import pinned_from_json
+from reprobuild.manifest.pairs import pair_mismatch
 from reprobuild.manifest.tamper import check_record
-from reprobuild.textformat import printable, table
-from reprobuild.verify import Locator, VerifyPlan, VerifyReport, check_against, verify
+from reprobuild.verify.locate import locate, locate_against
+from reprobuild.verify.run import Locator, VerifyPlan, VerifyReport, check_against, verify
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -133,7 +133,7 @@ def _verify(args: argparse.Namespace) -> int:
     data = read_engine_file(args.engine)
     devices, device = None, args.device
     if args.devices is not None:
-        from reprobuild.fleet import engine_outline
+        from reprobuild.verify.fleet import engine_outline
 
         backend = engine_outline(data).backend  # before the engine is loaded on the first device listed
         devices = resolve_devices(args.devices, backend)
@@ -214,7 +214,7 @@ def _print_devices(report: VerifyReport) -> None:
 
 def _run_fleet(args: argparse.Namespace) -> int:
     """--ray: the engine runs only in the Ray tasks; this process draws the inputs and compares the digests."""
-    from reprobuild.fleet import FleetPlan, engine_outline, verify_on_ray
+    from reprobuild.verify.fleet import FleetPlan, engine_outline, verify_on_ray
 
     data = read_engine_file(args.engine)
     outline = engine_outline(data)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from reprobuild.conformance.runner import RESULTS, Result
-from reprobuild.textformat import table
+from reprobuild.core.textformat import table
 
 
 def _err(value: float | None) -> str:

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from reprobuild.compare import onnxruntime_session
 from reprobuild.conformance.cases import Case
-from reprobuild.dtypes import dtype_name
-from reprobuild.errors import ReprobuildError
-from reprobuild.logger import Logger, Severity
+from reprobuild.core.dtypes import dtype_name
+from reprobuild.core.errors import ReprobuildError
+from reprobuild.core.logger import Logger, Severity
+from reprobuild.verify.tolerance import onnxruntime_session
 
 RESULTS = ("pass", "fail", "refused", "error")
 

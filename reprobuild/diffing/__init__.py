@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reprobuild.digest import sha256_hex
+from reprobuild.core.digest import sha256_hex
 from reprobuild.manifest import models as m
 
 DIFF_SCHEMA_VERSION = 1
@@ -123,15 +123,15 @@ def pair_mismatch(engine: Side, manifest: Side) -> str | None:
     when they are, or when the manifest records no engine digest to check."""
     if engine.engine is None or manifest.engine is None:
         return None
-    from reprobuild.attest import pair_mismatch as message
+    from reprobuild.manifest.pairs import pair_mismatch as message
 
     return message(manifest.engine.sha256, engine.engine.sha256, engine.label)
 
 
 def load_side(source: Any, label: str | None = None) -> Side:
     """A Manifest, a manifest file, an engine file (bytes or path): what a diff compares."""
+    from reprobuild.core.fileio import read_bounded
     from reprobuild.engine.format import FORMAT_VERSION, MAGIC, deserialize_engine
-    from reprobuild.fileio import read_bounded
     from reprobuild.manifest.io import MAX_MANIFEST_BYTES, manifest_from_json, pinned_from_json
 
     if isinstance(source, m.Manifest):
@@ -141,7 +141,7 @@ def load_side(source: Any, label: str | None = None) -> Side:
     else:
         name = label or os.fspath(source)
         if os.path.isdir(source):  # before read_bounded, whose os.fdopen raises a bare IsADirectoryError for one
-            from reprobuild.errors import UsageError
+            from reprobuild.core.errors import UsageError
 
             raise UsageError(f"engine or manifest {name!r} is a directory; give a file")
         data = read_bounded(source, 64 * 1024**3, "engine or manifest")
@@ -151,7 +151,7 @@ def load_side(source: Any, label: str | None = None) -> Side:
         engine = m.EngineRecord(sha256=sha256_hex(data), size_bytes=len(data), format_version=FORMAT_VERSION)
         return Side(name, pinned, None, engine, "engine", header.manifest_sha256)
     if len(data) > MAX_MANIFEST_BYTES:
-        from reprobuild.errors import FormatError
+        from reprobuild.core.errors import FormatError
 
         raise FormatError(f"{name} is {len(data)} bytes; a manifest may be at most {MAX_MANIFEST_BYTES}")
     manifest = manifest_from_json(data, f"manifest {name!r}")
@@ -390,7 +390,7 @@ def _check_ignores(patterns: Sequence[str], sections: set[str], paths: set[str])
                        if prefix else {path.split(".")[0] for path in paths} | sections)
         shown = ", ".join(under[:25]) + (f" and {len(under) - 25} more" if len(under) > 25 else "")
         where = f"the fields under {prefix} are" if prefix else "the fields and sections are"
-        from reprobuild.errors import UsageError
+        from reprobuild.core.errors import UsageError
 
         raise UsageError(f"--ignore {pattern!r} names no field of either manifest; {where}: {shown}. A FIELD is "
                          "a dotted path as the diff prints it (environment.cuda.driver, config.timing) or a section")

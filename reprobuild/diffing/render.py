@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from reprobuild.core.textformat import printable
 from reprobuild.diffing import FieldChange, ManifestDiff, TacticSide
-from reprobuild.textformat import printable
 
 Section = tuple[str, list[str], list[list[str]]]
 

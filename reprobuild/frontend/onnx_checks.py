@@ -17,12 +17,12 @@ from typing import Any
 import onnx
 import onnx.defs
 
-from reprobuild.dtypes import np_dtype
-from reprobuild.errors import ModelError, ResourceError
+from reprobuild.core.dtypes import np_dtype
+from reprobuild.core.errors import ModelError, ResourceError
+from reprobuild.core.textformat import first_lines
 from reprobuild.frontend.onnx_support import default_opset
 from reprobuild.ops._constant_limits import shape_problem
 from reprobuild.ops.onnx_types import ELEM_TYPES
-from reprobuild.textformat import first_lines
 
 #: The most string fields that are not UTF-8 one error lists.
 _SHOWN = 20

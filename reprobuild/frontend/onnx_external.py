@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 import onnx
 
-from reprobuild.errors import ModelError
-from reprobuild.textformat import first_lines
+from reprobuild.core.errors import ModelError
+from reprobuild.core.textformat import first_lines
 
 #: The most tensors one error names.
 _SHOWN = 5

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from reprobuild.dtypes import dtype_name, itemsize
-from reprobuild.errors import ModelError, ResourceError, UnsupportedOpError
+from reprobuild.core.dtypes import dtype_name, itemsize
+from reprobuild.core.errors import ModelError, ResourceError, UnsupportedOpError
 from reprobuild.ir import TensorInfo
 from reprobuild.ops import ABSENT, OpDef, StaticInputError, TensorType, infer_types
 from reprobuild.ops._constant_limits import check_constant_value, shape_problem

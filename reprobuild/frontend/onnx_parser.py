@@ -3,8 +3,8 @@ convert every node through its op definition, and fold constants as it goes.
 
 Loading never executes code from the file (protobuf only), refuses external data (in any
 tensor: :mod:`reprobuild.frontend.onnx_external`) and oversized files, and turns
-every problem into a typed error: a :class:`~reprobuild.errors.ModelError` that names the node and the op, or a
-:class:`~reprobuild.errors.ResourceError` for a tensor that cannot be represented (more than 32 dimensions, an
+every problem into a typed error: a :class:`~reprobuild.core.errors.ModelError` that names the node and the op, or a
+:class:`~reprobuild.core.errors.ResourceError` for a tensor that cannot be represented (more than 32 dimensions, an
 element count or byte size beyond int64) or a constant made at build time over
 :data:`~reprobuild.ops._constant_limits.MAX_BUILD_CONSTANT_BYTES`. Before converting anything, the model's
 strings, opset, graph and declared shapes are checked (:mod:`reprobuild.frontend.onnx_checks`), and every node
@@ -28,10 +28,11 @@ import onnx.inliner as onnx_inliner
 import onnx.version_converter
 from onnx import numpy_helper
 
-from reprobuild.digest import sha256_hex
-from reprobuild.dtypes import itemsize
-from reprobuild.errors import DynamicShapeError, ModelError, ResourceError, UnsupportedOpError, UsageError
-from reprobuild.fileio import read_bounded
+from reprobuild.core.digest import sha256_hex
+from reprobuild.core.dtypes import itemsize
+from reprobuild.core.errors import DynamicShapeError, ModelError, ResourceError, UnsupportedOpError, UsageError
+from reprobuild.core.fileio import read_bounded
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.frontend.onnx_checks import check_declared_shapes, check_graph, check_opset, check_strings
 from reprobuild.frontend.onnx_external import check_no_external_data
 from reprobuild.frontend.onnx_node import OnnxNode, infer_infos
@@ -45,7 +46,6 @@ from reprobuild.frontend.onnx_support import (
     unsupported_error,
 )
 from reprobuild.ir import Network, NetworkDefinition, TensorInfo
-from reprobuild.logger import Logger, Severity
 from reprobuild.ops import OpError, StaticInputError, TensorType, get_op
 from reprobuild.ops._constant_limits import shape_problem
 from reprobuild.ops.onnx_types import dtype_of_elem_type
@@ -371,7 +371,7 @@ class OnnxParser:
 
     def _add_pinned(self, name: str, value: np.ndarray, dims: list[int | None], declared: list[Any], dtype: str,
                     has_shape: bool) -> None:
-        from reprobuild.dtypes import np_dtype
+        from reprobuild.core.dtypes import np_dtype
 
         arr = np.asarray(value)
         if has_shape and not dims and arr.size == 1:

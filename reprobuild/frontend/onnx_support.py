@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 import onnx
 import onnx.defs
 
-from reprobuild.errors import ModelError, UnsupportedOpError
+from reprobuild.core.errors import ModelError, UnsupportedOpError
+from reprobuild.core.textformat import first_lines
 from reprobuild.ops import all_ops, find_op
-from reprobuild.textformat import first_lines
 
 #: What reprobuild says of a domain other than the default one.
 DOMAINS = {
@@ -74,7 +74,7 @@ def _plugin_problem(node: onnx.NodeProto, domain: str, opset: int) -> tuple[str 
         what = DOMAINS.get(domain, f"the custom domain {domain!r}")
         return (f"op {node.op_type} of domain {domain!r} ({what}) is not supported; reprobuild implements the "
                 "default ONNX domain, and no registered plugin defines this op (a plugin's op is converted once "
-                "it is registered: reprobuild.plugins.register_plugin)"), (0, 0)
+                "it is registered: reprobuild.registry.plugins.register_plugin)"), (0, 0)
     version = max((v for v in opdef.versions if v <= opset), default=0)
     if version == 0:
         imported = f"imports domain {domain!r} at opset {opset}" if opset else f"does not import domain {domain!r}"

@@ -10,7 +10,7 @@ which recurses once per level), integers within
 Loading then checks ``schema_version``: a future version is refused with a message saying to upgrade; an older
 one is lifted one version at a time through ``MIGRATIONS`` before validation. Validation stops at the first bad
 entry of each list and map, and the error lists the first few problems and counts the rest
-(``reprobuild.validation``): a list of a million bad entries costs one error, not a million.
+(``reprobuild.core.validation``): a list of a million bad entries costs one error, not a million.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from reprobuild.digest import canonical_json, sha256_hex
-from reprobuild.errors import FormatError
-from reprobuild.fileio import atomic_write, read_bounded
+from reprobuild.core.digest import canonical_json, sha256_hex
+from reprobuild.core.errors import FormatError
+from reprobuild.core.fileio import atomic_write, read_bounded
+from reprobuild.core.validation import validation_summary
 from reprobuild.manifest.models import SCHEMA_VERSION, Manifest, Pinned
-from reprobuild.validation import validation_summary
 
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 #: Arrays and objects nest at most this deep; a manifest nests about 7 levels (pinned.layers[i].tactic.parameters).
@@ -216,7 +216,7 @@ def upgrade(document: dict[str, Any], source: str = "manifest") -> dict[str, Any
 
 
 #: How a schema error is introduced: the checks stop at the first bad entry of each list, so that a list of a
-#: million bad entries costs one error, not a million (``reprobuild.validation``).
+#: million bad entries costs one error, not a million (``reprobuild.core.validation``).
 _SCHEMA_ERRORS = " (each list and map is checked up to its first bad entry)"
 
 

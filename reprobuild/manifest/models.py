@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from reprobuild.validation import BoundedModel, FailFastDict, FailFastList
+from reprobuild.core.validation import BoundedModel, FailFastDict, FailFastList
 
 SCHEMA_VERSION = 4
 #: Seeds (of the timing inputs and of the golden vectors) are integers in [0, MAX_SEED]: what NumPy's generators take.

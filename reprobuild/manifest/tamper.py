@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from reprobuild.errors import ManifestEditedError
+from reprobuild.core.errors import ManifestEditedError
+from reprobuild.core.textformat import first_lines, printable
 from reprobuild.manifest.io import pinned_sha256
 from reprobuild.manifest.models import Pinned
-from reprobuild.textformat import first_lines, printable
 
 #: How many differing fields a message lists before it counts the rest.
 MAX_LISTED = 12

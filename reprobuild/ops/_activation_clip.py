@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import INTEGERS, NUMERIC
+from reprobuild.core.dtypes import INTEGERS, NUMERIC
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType
 from reprobuild.ops.families import float_compute_type
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.dtypes import FLOATS
+from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType
 from reprobuild.ops.families import float_compute_type
 

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS, np_dtype
+from reprobuild.core.dtypes import FLOATS, np_dtype
 from reprobuild.ops._attention_bias import attention_bias, softmax
 from reprobuild.ops._attention_round import cast, rounder, work_dtype
 from reprobuild.ops.base import ABSENT, Attr, Attrs, Node, OpDef, OpError, TensorType, broadcast

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from reprobuild.dtypes import NARROW, np_dtype
+from reprobuild.core.dtypes import NARROW, np_dtype
 
 FLOAT8: tuple[str, ...] = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
 E8M0 = "float8_e8m0fnu"

@@ -10,7 +10,7 @@
   (a ConstantOfShape of shape [100000, 100000]) could otherwise ask for tens of gigabytes. Weights stored in
   the model (initializers) are bounded by the model file's own limit instead.
 
-A tensor over these limits is refused with a :class:`~reprobuild.errors.ResourceError` (exit 13) that names the
+A tensor over these limits is refused with a :class:`~reprobuild.core.errors.ResourceError` (exit 13) that names the
 node, the bytes it would need and the limit.
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from reprobuild.dtypes import np_dtype
-from reprobuild.errors import ResourceError
+from reprobuild.core.dtypes import np_dtype
+from reprobuild.core.errors import ResourceError
 
 #: The most dimensions a tensor may have.
 MAX_RANK = 32

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reprobuild.dtypes import ALL
+from reprobuild.core.dtypes import ALL
 from reprobuild.ops._constant_limits import check_constant_size
 from reprobuild.ops.base import (
     ABSENT,

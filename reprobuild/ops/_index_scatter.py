@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reprobuild.dtypes import ALL, NUMERIC
+from reprobuild.core.dtypes import ALL, NUMERIC
 from reprobuild.ops._index_gather import check_index_values, check_indices, wrap_negative
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range
 from reprobuild.ops.families import float_compute_type

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.dtypes import ALL
+from reprobuild.core.dtypes import ALL
 from reprobuild.ops.base import (
     ABSENT,
     Attr,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reprobuild.dtypes import NUMERIC
+from reprobuild.core.dtypes import NUMERIC
 from reprobuild.ops.base import Attr, Attrs, Node
 from reprobuild.ops.families import Binary
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS, NUMERIC
+from reprobuild.core.dtypes import FLOATS, NUMERIC
 from reprobuild.ops.base import Attrs, OpDef, OpError, TensorType, broadcast
 
 #: An integral float exponent this large or larger is reduced modulo 2**62 (kept >= 2**62), which leaves every

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS
+from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops._norm_stats import EPSILON, check_broadcasts, check_stash_type, work_dtype
 from reprobuild.ops.base import REQUIRED, Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range
 from reprobuild.ops.families import Unary

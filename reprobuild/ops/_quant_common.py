@@ -13,7 +13,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from reprobuild.dtypes import np_dtype
+from reprobuild.core.dtypes import np_dtype
 from reprobuild.ops.base import OpError, TensorType, axis_in_range
 
 #: Integer quantized types and their saturation ranges.

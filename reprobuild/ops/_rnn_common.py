@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS
+from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops._rnn_act import ACTIVATIONS, activation, canonical_activations
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType
 

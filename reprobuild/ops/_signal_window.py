@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS, INTEGERS, np_dtype
+from reprobuild.core.dtypes import FLOATS, INTEGERS, np_dtype
 from reprobuild.ops._constant_limits import check_constant_size
 from reprobuild.ops.base import Attr, BuildTimeOp, Node, OpError, scalar
 from reprobuild.ops.onnx_types import dtype_of_elem_type

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from reprobuild.dtypes import np_dtype
+from reprobuild.core.dtypes import np_dtype
 from reprobuild.ops._constant_limits import check_constant_size
 from reprobuild.ops.base import Attr, BuildTimeOp, Node, OpError, scalar
 from reprobuild.ops.onnx_types import dtype_of_elem_type

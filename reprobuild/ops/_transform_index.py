@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import ALL, FLOATS, INTEGERS, NUMERIC, SIGNED
+from reprobuild.core.dtypes import ALL, FLOATS, INTEGERS, NUMERIC, SIGNED
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, scalar
 
 

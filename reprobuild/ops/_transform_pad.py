@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import ALL
+from reprobuild.core.dtypes import ALL
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axes_in_range, ints, scalar
 
 MODES = ("constant", "reflect", "edge", "wrap")

@@ -24,8 +24,8 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from reprobuild.dtypes import NUMERIC
-from reprobuild.errors import ModelError, UnsupportedOpError
+from reprobuild.core.dtypes import NUMERIC
+from reprobuild.core.errors import ModelError, UnsupportedOpError
 
 
 class OpError(ModelError):

@@ -15,7 +15,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from reprobuild.dtypes import FLOATS, NUMERIC
+from reprobuild.core.dtypes import FLOATS, NUMERIC
 from reprobuild.ops.base import Attrs, OpDef, OpError, TensorType, broadcast
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS, INTEGERS, NUMERIC, SIGNED
+from reprobuild.core.dtypes import FLOATS, INTEGERS, NUMERIC, SIGNED
 from reprobuild.ops._activation_clip import Clip
 from reprobuild.ops._activation_prelu import PRelu
 from reprobuild.ops._xp import erf

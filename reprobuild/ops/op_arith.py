@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reprobuild.dtypes import NUMERIC
+from reprobuild.core.dtypes import NUMERIC
 from reprobuild.ops.base import Attrs
 from reprobuild.ops.families import Binary, Variadic
 

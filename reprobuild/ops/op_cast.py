@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import ml_dtypes
 
-from reprobuild.dtypes import ALL, DTYPES, INTEGERS, is_float, np_dtype
+from reprobuild.core.dtypes import ALL, DTYPES, INTEGERS, is_float, np_dtype
 from reprobuild.ops._cast_narrow import E8M0, FLOAT8, HOST_ONLY, saturate_to_float8, to_e8m0, widen
 from reprobuild.ops._xp import is_numpy
 from reprobuild.ops.base import REQUIRED, Attr, Attrs, Node, OpDef, OpError, TensorType

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS
+from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops._window import output_spatial, padded, resolve_window, tap_view, taps
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, ints
 from reprobuild.ops.families import float_compute_type

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS, NUMERIC
+from reprobuild.core.dtypes import FLOATS, NUMERIC
 from reprobuild.ops._nn_col2im import blocks_along, col2im
 from reprobuild.ops._nn_deform import deform_columns
 from reprobuild.ops._window import output_spatial

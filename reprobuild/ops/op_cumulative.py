@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from reprobuild.dtypes import FLOATS, INTEGERS
+from reprobuild.core.dtypes import FLOATS, INTEGERS
 from reprobuild.ops.base import REQUIRED, Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range, ints
 from reprobuild.ops.families import float_compute_type
 

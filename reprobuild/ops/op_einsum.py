@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reprobuild.dtypes import NUMERIC
+from reprobuild.core.dtypes import NUMERIC
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, broadcast
 from reprobuild.ops.families import float_compute_type
 

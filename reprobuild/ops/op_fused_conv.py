@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.dtypes import FLOATS
+from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops.base import Attr, Attrs, OpDef, OpError, TensorType
 from reprobuild.ops.op_conv import Conv, conv_nd
 

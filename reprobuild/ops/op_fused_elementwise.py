@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from reprobuild.dtypes import FLOATS
+from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops.base import Attr, Attrs, OpDef, OpError, TensorType, broadcast
 from reprobuild.ops.op_activation import Clip, Elu, Gelu, HardSigmoid, HardSwish, LeakyRelu, Relu, Sigmoid, Softplus
 from reprobuild.ops.op_arith import Add, Div, Max, Min, Mul, Sub

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.dtypes import FLOATS
+from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops.base import Attrs, OpDef, OpError, TensorType
 from reprobuild.ops.op_fused_conv import EPILOGUE_ATTRIBUTES, check_activation, epilogue
 from reprobuild.ops.op_gemm import MatMul

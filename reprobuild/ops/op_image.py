@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS
+from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops._image_grid import grid_sample
 from reprobuild.ops._image_nms import non_max_suppression
 from reprobuild.ops._image_roi import adaptive_grid, roi_align

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.dtypes import INTEGERS, NARROW, NUMERIC, np_dtype
+from reprobuild.core.dtypes import INTEGERS, NARROW, NUMERIC, np_dtype
 from reprobuild.ops.base import REQUIRED, Attr, Attrs, Node, OpDef, OpError, TensorType, broadcast
 from reprobuild.ops.families import Binary, Unary
 from reprobuild.ops.onnx_types import dtype_of_elem_type

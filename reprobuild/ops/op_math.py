@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reprobuild.dtypes import FLOATS, NUMERIC, SIGNED
+from reprobuild.core.dtypes import FLOATS, NUMERIC, SIGNED
 from reprobuild.ops._math_mod import Mod
 from reprobuild.ops._math_pow import Pow
 from reprobuild.ops._xp import erf

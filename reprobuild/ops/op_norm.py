@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.dtypes import FLOATS
-from reprobuild.errors import UnsupportedOpError
+from reprobuild.core.dtypes import FLOATS
+from reprobuild.core.errors import UnsupportedOpError
 from reprobuild.ops._norm_scale import LRN, LpNormalization, RMSNormalization
 from reprobuild.ops._norm_stats import EPSILON, check_broadcasts, check_stash_type, standardize, work_dtype
 from reprobuild.ops.base import (

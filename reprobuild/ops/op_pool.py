@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS
+from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops._nn_pool import argmax_windows, empty_windows, scatter_last_wins, tap_maps
 from reprobuild.ops._window import extra_end, output_spatial, padded, resolve_window, tap_view, taps
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, ints

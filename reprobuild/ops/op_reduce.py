@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS, INTEGERS
+from reprobuild.core.dtypes import FLOATS, INTEGERS
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range, ints
 from reprobuild.ops.families import float_compute_type
 

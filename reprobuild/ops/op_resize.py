@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS, NUMERIC
+from reprobuild.core.dtypes import FLOATS, NUMERIC
 from reprobuild.ops._nn_resize import axis_plan
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axes_in_range, floats, ints
 from reprobuild.ops.families import float_compute_type

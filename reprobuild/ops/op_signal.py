@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import FLOATS
+from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops._signal_window import BlackmanWindow, HammingWindow, HannWindow, MelWeightMatrix
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, scalar
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.dtypes import FLOATS
+from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range
 from reprobuild.ops.families import float_compute_type
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import ALL
+from reprobuild.core.dtypes import ALL
 from reprobuild.ops._constant_limits import check_constant_size, check_constant_value
 from reprobuild.ops.base import (
     ABSENT,

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.dtypes import ALL
+from reprobuild.core.dtypes import ALL
 from reprobuild.ops._transform_const import EyeLike, Range
 from reprobuild.ops._transform_index import OneHot, ReverseSequence, Trilu
 from reprobuild.ops._transform_pad import CenterCropPad, Pad

@@ -1,15 +1,18 @@
-"""The op registry: every op definition listed in ``_op_list.py``, looked up by (domain, op)."""
+"""The op registry: every op definition listed in ``_op_list.py``, looked up by (domain, op), and the ops of the
+plugins registered in this process (``reprobuild.registry.plugins`` adds and removes them here, so that this layer
+never imports the one above it)."""
 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import dtype_name
-from reprobuild.errors import ModelError, UnsupportedOpError
+from reprobuild.core.dtypes import dtype_name
+from reprobuild.core.errors import ModelError, PluginNotRegisteredError, UnsupportedOpError
 from reprobuild.ops.base import OpDef, OpError, StaticInputError, TensorType
 
 
@@ -33,23 +36,54 @@ def all_ops() -> list[OpDef]:
     return list(_table().values())
 
 
+_PLUGIN_OPS: dict[str, OpDef] = {}  # by layer name, domain::op
+_PLUGIN_LOCK = threading.Lock()
+_HOW = ("register it first: reprobuild.registry.register_plugin(op_definition, tactics), or "
+        "`with reprobuild.registry.registered(plugin):`")
+
+
+def add_plugin_op(opdef: OpDef) -> None:
+    """Make a registered plugin's op definition findable (called by ``reprobuild.registry.plugins`` only)."""
+    with _PLUGIN_LOCK:
+        _PLUGIN_OPS[opdef.layer_op] = opdef
+
+
+def remove_plugin_op(name: str) -> None:
+    """Forget the plugin op of layer name ``name`` (``domain::op``), as its plugin is deregistered."""
+    with _PLUGIN_LOCK:
+        _PLUGIN_OPS.pop(name, None)
+
+
+def plugin_op_names() -> list[str]:
+    """The layer names (``domain::op``) of the registered plugins' ops, sorted."""
+    with _PLUGIN_LOCK:
+        return sorted(_PLUGIN_OPS)
+
+
+def plugin_not_registered(op: str, domain: str = "") -> PluginNotRegisteredError:
+    """The error for a plugin op that no registered plugin defines: it names the op and says how to fix it."""
+    name = f"{domain}::{op}" if domain else op
+    where = name.split("::", 1)[0]
+    return PluginNotRegisteredError(
+        f"op {name} belongs to the custom domain {where!r}, which is a plugin's, and no registered plugin "
+        f"defines it (registered: {', '.join(plugin_op_names()) or 'none'}); {_HOW}, before parsing the model, "
+        "building, or making the Runtime that loads the engine")
+
+
 def find_op(op: str, domain: str = "") -> OpDef | None:
     """The definition of ``op`` in ``domain``: a built-in one, else a registered plugin's. A plugin op is also
     found by the name layers give it, ``domain::op`` (see :attr:`OpDef.layer_op`)."""
     opdef = _table().get((domain, op))
     if opdef is None and (domain or "::" in op):
-        from reprobuild.plugins import plugin_registry
-
-        opdef = plugin_registry().find_op(op, domain)
+        with _PLUGIN_LOCK:
+            opdef = _PLUGIN_OPS.get(f"{domain}::{op}" if domain else op)
     return opdef
 
 
 def get_op(op: str, domain: str = "") -> OpDef:
     opdef = find_op(op, domain)
     if opdef is None and (domain or "::" in op):
-        from reprobuild.plugins import plugin_registry
-
-        raise plugin_registry().not_registered(op, domain)
+        raise plugin_not_registered(op, domain)
     if opdef is None:
         where = f" in domain {domain!r}" if domain else ""
         known = ", ".join(o.op for o in all_ops() if o.domain == domain)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from reprobuild.errors import UsageError
+from reprobuild.core.errors import UsageError
 from reprobuild.ir import Network
 
 

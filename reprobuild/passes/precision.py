@@ -25,7 +25,7 @@ from types import MappingProxyType
 import ml_dtypes
 import numpy as np
 
-from reprobuild.dtypes import np_dtype
+from reprobuild.core.dtypes import np_dtype
 from reprobuild.ir import Layer, Network, TensorInfo
 from reprobuild.ops import TensorType, infer_types
 from reprobuild.ops.op_fused_elementwise import STEP_OPS

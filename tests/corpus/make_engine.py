@@ -32,14 +32,14 @@ import onnx
 from onnx import helper, numpy_helper
 
 from reprobuild.builder import AlgorithmSelector, Builder, BuilderConfig
-from reprobuild.digest import array_digest, canonical_json, sha256_hex
-from reprobuild.dtypes import np_dtype
+from reprobuild.core.digest import array_digest, canonical_json, sha256_hex
+from reprobuild.core.dtypes import np_dtype
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.engine.format import ALIGNMENT, FORMAT_VERSION, MAGIC
 from reprobuild.engine.memory import LayerUse, plan_memory
 from reprobuild.frontend import network_from_onnx_bytes
-from reprobuild.kernels.tactic import default_registry
-from reprobuild.logger import Logger, Severity
 from reprobuild.passes import DEFAULT_PASSES
+from reprobuild.registry import default_registry
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -183,7 +183,7 @@ class Engine:
 
     def replan(self) -> None:
         """Recompute the memory plan (header and manifest) from the activations' shapes, as the builder does."""
-        from reprobuild.dtypes import itemsize
+        from reprobuild.core.dtypes import itemsize
 
         registry = default_registry()
         sizes = {t["name"]: int(np.prod(t["shape"], dtype=object)) * itemsize(t["dtype"])

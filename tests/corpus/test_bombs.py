@@ -155,9 +155,9 @@ def _raise_memory_error(*args: Any, **kwargs: Any) -> Any:
 def test_a_memory_error_while_timing_is_a_resource_error_naming_the_layer(monkeypatch: pytest.MonkeyPatch) -> None:
     import reprobuild.builder.builder as builder_module
     from reprobuild.builder import Builder, BuilderConfig
-    from reprobuild.errors import ResourceError
+    from reprobuild.core.errors import ResourceError
+    from reprobuild.core.logger import Logger, Severity
     from reprobuild.frontend import network_from_onnx_path
-    from reprobuild.logger import Logger, Severity
 
     network, _ = network_from_onnx_path(str(Path(REPO, "examples", "mlp.onnx")), Logger(Severity.ERROR))
     monkeypatch.setattr(builder_module, "time_candidates", _raise_memory_error)
@@ -173,8 +173,8 @@ def test_a_memory_error_in_a_running_layer_is_a_resource_error_naming_it(monkeyp
     import numpy as np
 
     from reprobuild.cli.main import main
+    from reprobuild.core.errors import ResourceError
     from reprobuild.engine import Runtime
-    from reprobuild.errors import ResourceError
 
     data = make_engine.Engine(make_engine.build("mlp.onnx")).pack()
     engine = Runtime().deserialize_engine(data)
@@ -196,8 +196,8 @@ def test_device_memory_the_cap_allows_but_the_gpu_lacks_is_a_resource_error(tmp_
     """A cuda engine whose contexts need 1 TiB of scratch, loaded with --max-memory 2T: CuPy's OutOfMemoryError
     (a MemoryError) is a ResourceError naming the scratch memory, exit 13."""
     from reprobuild.builder import Builder, BuilderConfig
+    from reprobuild.core.logger import Logger, Severity
     from reprobuild.frontend import network_from_onnx_path
-    from reprobuild.logger import Logger, Severity
 
     quiet = Logger(Severity.ERROR)
     network, _ = network_from_onnx_path(str(Path(REPO, "examples", "mlp.onnx")), quiet)

@@ -27,8 +27,8 @@ from onnx import helper
 
 from reprobuild.cli.common import parse_seed
 from reprobuild.cli.main import main, make_parser
-from reprobuild.compare import check_model_bindings, load_reference_model
-from reprobuild.errors import InputError, ModelError, ReprobuildError, ResourceError, UsageError
+from reprobuild.core.errors import InputError, ModelError, ReprobuildError, ResourceError, UsageError
+from reprobuild.verify.tolerance import check_model_bindings, load_reference_model
 from tests.helpers import EXAMPLES, cli_env, make_model, run_cli
 
 MLP = f"{EXAMPLES}/mlp.onnx"
@@ -206,7 +206,7 @@ def test_ctrl_c_during_start_up_prints_interrupted_and_exits_130(pair: Path,
 TERM_HARNESS = """
 import sys, time
 import reprobuild.cli.build as build
-import reprobuild.fileio as fileio
+import reprobuild.core.fileio as fileio
 from reprobuild.cli.main import main
 where = sys.argv[1]
 def pause():

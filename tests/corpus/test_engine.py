@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from reprobuild.cli.main import main
+from reprobuild.core.errors import FormatError, InputError, ReprobuildError, ResourceError, UsageError
 from reprobuild.engine import Engine, Runtime
-from reprobuild.errors import FormatError, InputError, ReprobuildError, ResourceError, UsageError
 from tests.corpus import make_engine
 from tests.helpers import EXAMPLES, race
 
@@ -251,8 +251,8 @@ def _gather_engine() -> Engine:
     from onnx import helper
 
     from reprobuild.builder import Builder, BuilderConfig
+    from reprobuild.core.logger import Logger, Severity
     from reprobuild.frontend import network_from_onnx_bytes
-    from reprobuild.logger import Logger, Severity
 
     graph = helper.make_graph([helper.make_node("Gather", ["x", "i"], ["y"], name="pick", axis=0)], "g",
                               [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [5, 3]),

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.errors import FormatError
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.engine import Runtime
-from reprobuild.errors import FormatError
-from reprobuild.logger import Logger, Severity
 from tests.corpus.make_engine import Engine, FirstEligible
 
 QUIET = Logger(Severity.ERROR)

@@ -19,10 +19,10 @@ from onnx import helper
 from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
 from reprobuild.builder.builder import memory_cap
 from reprobuild.builder.config import check_seed
-from reprobuild.errors import FormatError, ReplayMismatchError, ReprobuildError, ResourceError, UsageError
+from reprobuild.core.errors import FormatError, ReplayMismatchError, ReprobuildError, ResourceError, UsageError
+from reprobuild.core.logger import Logger, RecordingLogger, Severity
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.kernels.backend import get_backend
-from reprobuild.logger import Logger, RecordingLogger, Severity
 from reprobuild.manifest import manifest_from_json, manifest_to_json, read_manifest
 from reprobuild.manifest.io import MAX_JSON_DEPTH, load_json, pinned_bytes, pinned_from_json
 from tests.corpus import make_manifest

@@ -23,9 +23,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from reprobuild.builder import Builder, BuilderConfig
 from reprobuild.cli.main import main, make_parser
-from reprobuild.errors import ModelError, ReprobuildError, ResourceError, UsageError
+from reprobuild.core.errors import ModelError, ReprobuildError, ResourceError, UsageError
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.frontend import UnsupportedNodesError, network_from_onnx_bytes, network_from_onnx_path
-from reprobuild.logger import Logger, Severity
 from tests.corpus import make_onnx
 
 CORPUS = Path(make_onnx.OUT)

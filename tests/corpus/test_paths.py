@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from reprobuild.cli.main import main
-from reprobuild.errors import UsageError
-from reprobuild.fileio import check_output_path, read_bounded
+from reprobuild.core.errors import UsageError
+from reprobuild.core.fileio import check_output_path, read_bounded
 from tests.helpers import EXAMPLES
 
 MLP = f"{EXAMPLES}/mlp.onnx"

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-import reprobuild.fileio as fileio
+import reprobuild.core.fileio as fileio
 from reprobuild.cli.main import main, make_parser
-from reprobuild.errors import StorageError
-from reprobuild.fileio import atomic_write_all, write_output
+from reprobuild.core.errors import StorageError
+from reprobuild.core.fileio import atomic_write_all, write_output
 from tests.helpers import EXAMPLES, cli_env, run_cli
 
 MLP = f"{EXAMPLES}/mlp.onnx"

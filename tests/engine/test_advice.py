@@ -8,9 +8,9 @@ import pytest
 from onnx import helper
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.errors import InputError
 from reprobuild.engine import Engine, Runtime
 from reprobuild.engine.advice import shape_advice
-from reprobuild.errors import InputError
 from reprobuild.frontend import network_from_onnx_bytes
 
 

@@ -10,8 +10,8 @@ import onnx
 import pytest
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.errors import UsageError
 from reprobuild.engine import Runtime
-from reprobuild.errors import UsageError
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.kernels.launch import LaunchPlan
 from tests.helpers import CUDA_SKIP, EXAMPLES, assert_close, ort_run
@@ -122,7 +122,7 @@ def test_tf32_is_excluded_at_fp32_and_recorded_per_layer_when_allowed() -> None:
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
 def test_verify_on_a_fused_graph_captured_engine(precision: str, rng: np.random.Generator) -> None:
     """verify's threads, concurrent streams and processes on an engine of FusedConv layers run as CUDA graphs."""
-    from reprobuild.verify import VerifyPlan, verify
+    from reprobuild.verify.run import VerifyPlan, verify
 
     network, _ = network_from_onnx_path(f"{EXAMPLES}/small_cnn.onnx")
     result = Builder().build(network, BuilderConfig(backend="cuda", iterations=2, warmup=1, precision=precision))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.errors import FormatError
 from reprobuild.engine.format import FORMAT_VERSION, MAGIC, MAX_HEADER_BYTES, deserialize_engine
-from reprobuild.errors import FormatError
 from reprobuild.frontend import network_from_onnx_path
 from tests.helpers import EXAMPLES
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from reprobuild.core.errors import UsageError
 from reprobuild.engine import Engine, Runtime
-from reprobuild.errors import UsageError
 from tests.engine.test_runtime import build_example
 from tests.helpers import race
 

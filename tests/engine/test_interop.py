@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.errors import InputError, UsageError
 from reprobuild.engine import Engine, Runtime
-from reprobuild.errors import InputError, UsageError
 from reprobuild.frontend import network_from_onnx_path
 from tests.helpers import BACKENDS, CUDA_SKIP, EXAMPLES, to_host
 

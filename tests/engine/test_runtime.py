@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.errors import InputError, TacticMismatchError, UsageError
+from reprobuild.core.logger import ErrorRecorder
 from reprobuild.engine import Engine, Runtime
-from reprobuild.errors import InputError, TacticMismatchError, UsageError
 from reprobuild.frontend import network_from_onnx_path
-from reprobuild.kernels.tactic import TacticRegistry, default_registry
-from reprobuild.logger import ErrorRecorder
+from reprobuild.kernels.tactic import TacticRegistry
+from reprobuild.registry import default_registry
 from tests.helpers import BACKENDS, EXAMPLES
 
 

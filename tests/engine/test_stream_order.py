@@ -22,8 +22,8 @@ import pytest
 from onnx import helper
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.errors import InputError
 from reprobuild.engine import Engine, Runtime, interop
-from reprobuild.errors import InputError
 from reprobuild.frontend import network_from_onnx_bytes
 from tests.engine.test_runtime import build_example
 from tests.helpers import CUDA_SKIP, make_model

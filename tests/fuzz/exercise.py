@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from reprobuild.cli.main import main
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.engine.runtime import Engine, Runtime
-from reprobuild.logger import Logger, Severity
 from tests.fuzz.outcome import REPO, CliExit, CliInternalError, Silent
 from tests.fuzz.seeds import Seed
 
@@ -115,7 +115,7 @@ def random_inputs(rng: random.Random, bindings: Sequence[Any]) -> dict[str, np.n
         if total > MAX_INPUT_BYTES:
             return None
         if dtype is None:  # a dtype NumPy names otherwise (bfloat16, float8): through float32
-            from reprobuild.dtypes import np_dtype
+            from reprobuild.core.dtypes import np_dtype
 
             out[b.name] = gen.standard_normal(b.shape).astype(np.float32).astype(np_dtype(b.dtype))
         elif dtype.kind == "f":
@@ -147,12 +147,12 @@ def run_engine(rng: random.Random, data: bytes, ctx: Context, seed: Seed | None)
 
         benchmark(engine, inputs, iterations=2, warmup=0)
     elif path < 0.08:
-        from reprobuild.verify import verify
-        from reprobuild.verify_records import VerifyPlan
+        from reprobuild.verify.records import VerifyPlan
+        from reprobuild.verify.run import verify
 
         verify(engine, inputs, VerifyPlan(runs=2, contexts=1, traced_runs=1, batch_invariance=rng.random() < 0.5))
     elif path < 0.12 and seed is not None:
-        from reprobuild.compare import (
+        from reprobuild.verify.tolerance import (
             check_model_bindings,
             compare_outputs,
             load_reference_model,
@@ -163,7 +163,7 @@ def run_engine(rng: random.Random, data: bytes, ctx: Context, seed: Seed | None)
         check_model_bindings(model, [b.name for b in engine.inputs], [b.name for b in engine.outputs])
         compare_outputs(context.execute(inputs), onnxruntime_outputs(seed.model, inputs), 1e-5, 1e-5)
     elif path < 0.16:
-        from reprobuild.locator import locate
+        from reprobuild.verify.locate import locate
 
         context.execute_traced(inputs)
         locate(engine, inputs, attempts=2)

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.dtypes import np_dtype
+from reprobuild.core.dtypes import np_dtype
 from reprobuild.engine.format import weight_table
 from reprobuild.ir import attrs_to_json
-from reprobuild.kernels.tactic import default_registry
 from reprobuild.ops import find_op
+from reprobuild.registry import default_registry
 from tests.corpus.make_engine import Engine
 from tests.fuzz.mutate import NAMES, NASTY_FLOATS, NASTY_INTS, pick
 

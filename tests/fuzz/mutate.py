@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from reprobuild.digest import sha256_hex
+from reprobuild.core.digest import sha256_hex
 
 T = TypeVar("T")
 

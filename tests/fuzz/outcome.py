@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.errors import ReprobuildError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAILURES = ("untyped", "unbounded", "silent", "crash", "timeout", "harness")

@@ -21,8 +21,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.frontend import network_from_onnx_bytes
-from reprobuild.logger import Logger, Severity
 from reprobuild.manifest import manifest_to_json
 from tests.corpus.make_engine import EXAMPLES, FirstEligible
 

@@ -15,14 +15,14 @@ from typing import Any
 
 from reprobuild.builder import Builder, BuilderConfig
 from reprobuild.builder.replay import ReplaySelector
+from reprobuild.core.errors import ReprobuildError
 from reprobuild.diffing import diff
 from reprobuild.engine.runtime import Engine
-from reprobuild.errors import ReprobuildError
 from reprobuild.frontend import network_from_onnx_bytes
-from reprobuild.kernels.tactic import default_registry
 from reprobuild.manifest import manifest_from_json
 from reprobuild.manifest.io import pinned_bytes, pinned_from_json
-from reprobuild.verify import check_against
+from reprobuild.registry import default_registry
+from reprobuild.verify.run import check_against
 from tests.fuzz.case import Case, Target
 from tests.fuzz.exercise import CLI_CAP, ENGINE_CAP, QUIET, Context, cli
 from tests.fuzz.forge import SWAPS, attr_value

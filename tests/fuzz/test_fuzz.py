@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from reprobuild.errors import FormatError
+from reprobuild.core.errors import FormatError
 from tests.fuzz import targets
 from tests.fuzz.case import Case, Target
 from tests.fuzz.exercise import Context

@@ -42,7 +42,8 @@ def with_core(core: str, args: list[str], timeout: float = 300) -> subprocess.Co
 
 def fingerprint_with_core(core: str) -> dict[str, str]:
     """The CPU fingerprint a process with ``OPENBLAS_CORETYPE=core`` records."""
-    done = with_core(core, ["-c", "import json; from reprobuild.environment import environment_fingerprint; "
+    done = with_core(core, ["-c", "import json; "
+                                  "from reprobuild.environment.fingerprint import environment_fingerprint; "
                                   "from reprobuild.kernels.backend import get_backend; "
                                   "print(json.dumps(environment_fingerprint(get_backend('cpu'))))"])
     assert done.returncode == 0, done.stderr

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.digest import array_digest
+from reprobuild.core.digest import array_digest
 from reprobuild.kernels.backend import Backend, get_backend
-from reprobuild.kernels.tactic import LayerSpec, Tactic, default_registry
+from reprobuild.kernels.tactic import LayerSpec, Tactic
+from reprobuild.registry import default_registry
 
 PINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tactic_pins.json")
 SEED = 20261125
@@ -64,7 +65,7 @@ def summary(outputs: list[np.ndarray]) -> dict[str, Any]:
 def run_tactic(tactic: Tactic, spec: LayerSpec, activations: list[np.ndarray], backend: Backend) -> list[np.ndarray]:
     """One run of a prepared tactic. Float outputs start as NaN and the workspace as 0xFF bytes, so an element a
     kernel forgets to write, or a workspace byte it reads before writing, shows in the outputs."""
-    from reprobuild.dtypes import FLOATS, np_dtype
+    from reprobuild.core.dtypes import FLOATS, np_dtype
 
     with backend.activate():
         inputs = [backend.asarray(x) for x in activations]
@@ -94,7 +95,7 @@ def op_cases() -> Iterator[tuple[str, LayerSpec, list[np.ndarray]]]:
     from reprobuild.builder.selection import layer_spec
     from reprobuild.conformance.cases import node_cases
     from reprobuild.conformance.runner import parse_case
-    from reprobuild.errors import ReprobuildError
+    from reprobuild.core.errors import ReprobuildError
 
     taken: dict[str, int] = {}
     for case in node_cases():

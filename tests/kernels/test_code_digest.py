@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 from reprobuild.kernels.code_digest import IdentityError, closure, code_closure, python_sha256
-from reprobuild.kernels.tactic import default_registry
+from reprobuild.registry import default_registry
 
 MODULE = "reprobuild.kernels._digest_probe"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reprobuild.errors import BuildError
+from reprobuild.core.errors import BuildError
 from reprobuild.kernels.csource import closure, translation_unit
 from reprobuild.kernels.ctokens import Directive, tokenize
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from reprobuild.errors import BuildError
+from reprobuild.core.errors import BuildError
 from reprobuild.kernels.cubin import symbol_digests
 from tests.helpers import CUDA_SKIP
 

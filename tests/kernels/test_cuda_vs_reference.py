@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reprobuild.kernels.backend import get_backend
-from reprobuild.kernels.tactic import default_registry
+from reprobuild.registry import default_registry
 from tests.helpers import CUDA_SKIP
 from tests.kernels.pin_tactics import hand_written_cases, op_cases, run_tactic
 

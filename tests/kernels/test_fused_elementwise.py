@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from reprobuild.kernels.fused_elementwise import CudaFusedElementwise, generate_source, index_code, step_expression
-from reprobuild.kernels.tactic import LayerSpec, TensorSig, default_registry
+from reprobuild.kernels.tactic import LayerSpec, TensorSig
 from reprobuild.ops._xp import erf
 from reprobuild.ops.op_fused_elementwise import (
     BINARY,
@@ -23,6 +23,7 @@ from reprobuild.ops.op_fused_elementwise import (
     parse_program,
     step_definition,
 )
+from reprobuild.registry import default_registry
 from tests.helpers import CUDA_SKIP
 
 #: Attributes of each step op that has some (canonical, as the frontend writes them).

@@ -23,7 +23,8 @@ from reprobuild.builder.selection import layer_spec
 from reprobuild.kernels import cuda_launch
 from reprobuild.kernels.identity import compute_identity, package_text
 from reprobuild.kernels.launch import KernelLaunch, LaunchPlan
-from reprobuild.kernels.tactic import Tactic, builtin_registry
+from reprobuild.kernels.tactic import Tactic
+from reprobuild.registry import builtin_registry
 from tests.helpers import CUDA_SKIP, REPO
 from tests.kernels.cases import CASES
 
@@ -56,7 +57,7 @@ _PROBE = """
 import json, sys
 import reprobuild.kernels
 from reprobuild.kernels.identity import compute_identity
-from reprobuild.kernels.tactic import builtin_registry
+from reprobuild.registry import builtin_registry
 assert reprobuild.kernels.__file__.startswith(sys.argv[1]), reprobuild.kernels.__file__
 wanted = set(json.loads(sys.argv[2]))
 print(json.dumps({t.label: compute_identity(t).code_sha256 for t in builtin_registry().all() if t.label in wanted}))

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from reprobuild.envpolicy import compare_environments, difference_summary
+from reprobuild.environment.policy import compare_environments, difference_summary
 from reprobuild.kernels.backend import get_backend
-from reprobuild.kernels.tactic import default_registry
+from reprobuild.registry import default_registry
 from tests.helpers import BACKENDS
 from tests.kernels.pin_tactics import compute_pins, environment, load, section
 

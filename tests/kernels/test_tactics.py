@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from reprobuild.builder.selection import layer_spec
-from reprobuild.dtypes import np_dtype
+from reprobuild.core.dtypes import np_dtype
 from reprobuild.kernels.backend import get_backend
-from reprobuild.kernels.tactic import LayerSpec, default_registry
+from reprobuild.kernels.tactic import LayerSpec
+from reprobuild.registry import default_registry
 from tests.helpers import BACKENDS, assert_close, ort_run, tactic_tolerance, with_float_dtype
 from tests.kernels.cases import CASES, Case
 from tests.kernels.pin_tactics import run_tactic

@@ -90,7 +90,7 @@ def test_light_resnet50_timed_build_then_replays_are_byte_identical(backend: str
 @pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
 def test_light_resnet50_is_deterministic_across_threads_streams_and_processes(rng: np.random.Generator) -> None:
     from reprobuild.engine.golden import golden_inputs
-    from reprobuild.verify import VerifyPlan, check_against, verify
+    from reprobuild.verify.run import VerifyPlan, check_against, verify
 
     data = light_model("light_resnet50.onnx", seed=int(rng.integers(2**31))).SerializeToString()
     result = Builder().build(network_from_onnx_bytes(data)[0], BuilderConfig(backend="cuda", iterations=3))
@@ -107,8 +107,8 @@ def test_light_resnet50_is_deterministic_across_threads_streams_and_processes(rn
 def test_forced_atomic_gemm_is_caught_and_located(rng: np.random.Generator) -> None:
     from reprobuild.builder import ForcingSelector
     from reprobuild.engine.golden import golden_inputs
-    from reprobuild.locator import locate
-    from reprobuild.verify import VerifyPlan, verify
+    from reprobuild.verify.locate import locate
+    from reprobuild.verify.run import VerifyPlan, verify
 
     data = light_model("light_resnet50.onnx", seed=int(rng.integers(2**31))).SerializeToString()
     config = BuilderConfig(backend="cuda", iterations=3, determinism="any",

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.errors import ReprobuildError
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.frontend import network_from_onnx_bytes
-from reprobuild.logger import Logger, Severity
 from tests.ops.util import BACKENDS, build_and_run
 from tests.ops.util import check_op as _check_op
 from tests.ops.util import node_model as _node_model

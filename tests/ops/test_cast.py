@@ -11,10 +11,10 @@ import pytest
 from onnx import TensorProto
 from onnx.reference import ReferenceEvaluator
 
-from reprobuild.dtypes import np_dtype
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.dtypes import np_dtype
+from reprobuild.core.errors import ReprobuildError
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.frontend import network_from_onnx_bytes
-from reprobuild.logger import Logger, Severity
 from tests.ops.util import BACKENDS, check_op, node_model
 
 SPECIALS = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-7, -1e-7, 1e6, -1e6, 0.5], dtype=np.float32)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.errors import ReprobuildError
 from tests.ops.util import BACKENDS, build_and_run, check_op, node_model
 
 CONV_TRANSPOSE_FORMS: list[tuple[tuple[int, ...], tuple[int, ...], dict[str, Any]]] = [

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.errors import ReprobuildError
 from tests.ops.util import BACKENDS, build_and_run, check_op, node_model
 
 EQUATIONS: list[tuple[str, list[tuple[int, ...]]]] = [

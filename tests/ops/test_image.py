@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.errors import ReprobuildError
 from reprobuild.ops import StaticInputError
 from tests.ops.util import BACKENDS, build_and_run, check_op, node_model, ort_outputs
 

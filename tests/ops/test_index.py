@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from reprobuild.errors import ReprobuildError, UnsupportedOpError
+from reprobuild.core.errors import ReprobuildError, UnsupportedOpError
 from reprobuild.ops import StaticInputError
 from tests.ops.util import BACKENDS, build_and_run, check_op, node_model
 

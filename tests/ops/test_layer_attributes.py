@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from onnx import AttributeProto, defs, helper
 
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.engine.format import _kind_fits
-from reprobuild.logger import Logger, Severity
 from reprobuild.ops import BuildTimeOp, all_ops
 from reprobuild.ops.base import ABSENT, REQUIRED
 from reprobuild.ops.layer_attributes import CANONICAL, canonicalizes, layer_attributes

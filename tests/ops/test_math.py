@@ -9,7 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.errors import ReprobuildError
 from tests.ops.util import BACKENDS, build_and_run, check_op, node_model
 
 #: op -> (low, high) of the random inputs: each op's domain, away from poles and overflow.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.errors import ReprobuildError
 from reprobuild.ops import TensorType, get_op
 from tests.ops.util import BACKENDS, build_and_run, ort_outputs
 from tests.ops.util import check_op as _check_op

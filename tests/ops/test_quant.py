@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.errors import ReprobuildError
 from tests.ops.util import BACKENDS, build_and_run, check_op, node_model
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.errors import ReprobuildError
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.frontend import network_from_onnx_bytes
-from reprobuild.logger import Logger, Severity
 from reprobuild.ops import StaticInputError
 from tests.ops.util import BACKENDS, build_and_run, check_op, node_model, ort_outputs
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.errors import ReprobuildError
 from tests.ops.util import BACKENDS, build_and_run, node_model, ort_outputs
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}

@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from reprobuild.errors import ReprobuildError
+from reprobuild.core.errors import ReprobuildError
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.frontend import network_from_onnx_bytes
-from reprobuild.logger import Logger, Severity
 from tests.ops.util import BACKENDS, check_op, node_model
 
 

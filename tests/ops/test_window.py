@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from reprobuild.errors import UnsupportedOpError
+from reprobuild.core.errors import UnsupportedOpError
 from tests.ops.util import BACKENDS, build_and_run, check_op, node_model, ort_outputs
 
 #: (input shape, kernel, strides): ceil(size / stride) windows need a negative total padding in every case.

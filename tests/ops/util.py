@@ -19,9 +19,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.engine import Runtime
 from reprobuild.frontend import network_from_onnx_bytes
-from reprobuild.logger import Logger, Severity
 from tests.helpers import BACKENDS
 
 __all__ = ["BACKENDS", "build_and_run", "check_op", "node_model", "ort_outputs"]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild.attest import BUILD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE, check_statement, make_statement
+from reprobuild.core.errors import FormatError, UsageError
 from reprobuild.engine.format import deserialize_engine
-from reprobuild.errors import FormatError, UsageError
+from reprobuild.provenance.attest import BUILD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE, check_statement, make_statement
 from tests.helpers import EXAMPLES, cli_env, run_cli
 from tests.test_docs import section_blocks
 

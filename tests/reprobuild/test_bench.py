@@ -11,8 +11,8 @@ import pytest
 
 from reprobuild.bench import Stats, benchmark
 from reprobuild.cli.main import main
+from reprobuild.core.errors import UsageError
 from reprobuild.engine import Runtime
-from reprobuild.errors import UsageError
 from tests.helpers import BACKENDS, EXAMPLES
 
 MLP = f"{EXAMPLES}/mlp.onnx"

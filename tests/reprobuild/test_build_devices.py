@@ -13,8 +13,8 @@ import pytest
 from reprobuild.builder import Builder, BuilderConfig
 from reprobuild.cli.devices import choice_differences, device_path, parse_devices
 from reprobuild.cli.main import main
+from reprobuild.core.errors import UsageError
 from reprobuild.engine import Runtime
-from reprobuild.errors import UsageError
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.kernels.backend import get_backend
 from reprobuild.manifest import read_manifest

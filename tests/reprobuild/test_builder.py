@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from reprobuild.builder import Builder, BuilderConfig, ProgressMonitor
-from reprobuild.errors import BuildError, UsageError
+from reprobuild.core.errors import BuildError, UsageError
+from reprobuild.core.logger import RecordingLogger, Severity
 from reprobuild.frontend import network_from_onnx_path
-from reprobuild.kernels.tactic import TacticRegistry, default_registry
-from reprobuild.logger import RecordingLogger, Severity
+from reprobuild.kernels.tactic import TacticRegistry
+from reprobuild.registry import default_registry
 from tests.helpers import EXAMPLES
 
 

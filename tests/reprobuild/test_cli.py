@@ -15,8 +15,8 @@ import pytest
 from onnx import helper
 
 from reprobuild.cli.main import main
-from reprobuild.digest import array_digest
-from reprobuild.errors import EXIT_CODES
+from reprobuild.core.digest import array_digest
+from reprobuild.core.errors import EXIT_CODES
 from tests.helpers import CUDA_SKIP, EXAMPLES, make_model, ort_run, rel_error, run_cli
 
 

@@ -19,11 +19,11 @@ from onnx import helper, numpy_helper
 from reprobuild import __version__
 from reprobuild.builder import BuilderConfig
 from reprobuild.cli.main import main, make_parser
-from reprobuild.compare import onnxruntime_outputs
 from reprobuild.conformance import Case, run_case
-from reprobuild.digest import TENSOR_DIGEST_LABEL
-from reprobuild.errors import UsageError
-from reprobuild.versions import installed_any
+from reprobuild.core.digest import TENSOR_DIGEST_LABEL
+from reprobuild.core.errors import UsageError
+from reprobuild.core.versions import installed_any
+from reprobuild.verify.tolerance import onnxruntime_outputs
 from tests.helpers import EXAMPLES, make_model, run_cli
 
 MLP = f"{EXAMPLES}/mlp.onnx"

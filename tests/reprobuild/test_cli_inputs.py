@@ -23,7 +23,7 @@ from reprobuild import __version__
 from reprobuild.cli.common import engine_inputs
 from reprobuild.cli.main import COMMANDS, main, make_parser
 from reprobuild.cli.run import RANDOM_INPUTS_REMOVED_IN
-from reprobuild.digest import array_digest, sha256_hex
+from reprobuild.core.digest import array_digest, sha256_hex
 from reprobuild.engine import Runtime
 from reprobuild.engine.golden import golden_inputs
 from tests.helpers import EXAMPLES, make_model, run_cli

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from reprobuild.cli.main import main
-from reprobuild.compare import compare_output
+from reprobuild.verify.tolerance import compare_output
 from tests.helpers import EXAMPLES
 
 

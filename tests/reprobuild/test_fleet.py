@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from reprobuild.cli.main import main
+from reprobuild.core.errors import UsageError
 from reprobuild.engine.golden import golden_inputs
-from reprobuild.errors import UsageError
-from reprobuild.fleet import (
+from reprobuild.verify.fleet import (
     FleetPlan,
     engine_outline,
     fleet_report,
@@ -26,7 +26,7 @@ from reprobuild.fleet import (
     task_options,
     verify_on_ray,
 )
-from reprobuild.verify_records import DeviceResult
+from reprobuild.verify.records import DeviceResult
 from tests.helpers import CUDA_SKIP, EXAMPLES, several_gpus
 
 
@@ -118,7 +118,7 @@ def test_a_tampered_task_result_is_named_with_its_first_differing_layer(fleet_re
 
 
 def test_a_failing_task_is_a_typed_error_naming_the_task(mlp_engine: Path, ray_module: Any) -> None:
-    from reprobuild.errors import FormatError
+    from reprobuild.core.errors import FormatError
 
     data = mlp_engine.read_bytes()
     outline = engine_outline(data)

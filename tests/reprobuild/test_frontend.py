@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from reprobuild.errors import DynamicShapeError, ModelError, UnsupportedOpError, UsageError
+from reprobuild.core.errors import DynamicShapeError, ModelError, UnsupportedOpError, UsageError
 from reprobuild.frontend import network_from_onnx_bytes
 from tests.helpers import make_model
 
@@ -305,7 +305,7 @@ def test_external_data_is_refused_wherever_a_tensor_can_be(reads: list[str]) -> 
 
 def test_compare_refuses_a_reference_model_with_external_data(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from reprobuild.compare import load_reference_model
+    from reprobuild.verify.tolerance import load_reference_model
 
     (tmp_path / "secret.txt").write_bytes(SECRET)
     monkeypatch.chdir(tmp_path)  # where onnxruntime would read it from

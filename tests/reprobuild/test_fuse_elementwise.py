@@ -12,11 +12,11 @@ import pytest
 from onnx import helper
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.errors import ModelError
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.engine import Runtime
-from reprobuild.errors import ModelError
 from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.ir import Network
-from reprobuild.logger import Logger, Severity
 from reprobuild.passes import DEFAULT_PASSES, PASSES, run_passes
 from reprobuild.passes.fuse_elementwise import fuse_elementwise
 from tests.helpers import BACKENDS, make_model

@@ -17,9 +17,9 @@ import warnings
 import pytest
 
 from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
-from reprobuild.environment import environment_fingerprint
-from reprobuild.envpolicy import compare_environments, difference_summary
-from reprobuild.errors import ReplayMismatchError
+from reprobuild.core.errors import ReplayMismatchError
+from reprobuild.environment.fingerprint import environment_fingerprint
+from reprobuild.environment.policy import compare_environments, difference_summary
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.kernels.backend import get_backend
 from reprobuild.manifest import read_manifest

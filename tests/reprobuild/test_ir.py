@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reprobuild.errors import ModelError
+from reprobuild.core.errors import ModelError
 from reprobuild.ir import NetworkDefinition, TensorInfo
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from reprobuild.builder import Builder, BuilderConfig
-from reprobuild.errors import FormatError
+from reprobuild.core.errors import FormatError
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.manifest import (
     Manifest,

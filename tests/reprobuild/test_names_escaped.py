@@ -1,7 +1,7 @@
 """Names from files never reach the terminal raw: a model whose tensor and layer names hold terminal escape
 sequences (clear the screen, colour, a right-to-left override) is built, inspected, diffed, verified and run,
 and nothing printed holds an escape or a format character, only their escaped forms
-(``reprobuild.textformat.printable``)."""
+(``reprobuild.core.textformat.printable``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from reprobuild.textformat import printable, table
+from reprobuild.core.textformat import printable, table
 from tests.helpers import make_model, run_cli
 
 CLEAR = "\x1b[2J\x1b[H"

@@ -15,13 +15,13 @@ import pytest
 from reprobuild.builder import Builder, BuilderConfig
 from reprobuild.builder import selection as selection_module
 from reprobuild.builder.replay import ReplaySelector
+from reprobuild.core.errors import ResourceError, UsageError
+from reprobuild.core.logger import RecordingLogger, Severity
 from reprobuild.engine import Runtime
 from reprobuild.engine.allocator import GpuAllocator
 from reprobuild.engine.memory import MemoryTotals
-from reprobuild.errors import ResourceError, UsageError
 from reprobuild.frontend import OnnxParser, network_from_onnx_path
 from reprobuild.kernels.backend import Backend
-from reprobuild.logger import RecordingLogger, Severity
 from tests.helpers import BACKENDS, EXAMPLES, to_host
 
 MLP = f"{EXAMPLES}/mlp.onnx"

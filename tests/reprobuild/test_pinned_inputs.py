@@ -11,8 +11,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from reprobuild.builder import Builder, BuilderConfig
+from reprobuild.core.errors import InputError, UsageError
 from reprobuild.engine import Runtime
-from reprobuild.errors import InputError, UsageError
 from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.ops import StaticInputError
 from tests.helpers import run_cli

@@ -15,14 +15,15 @@ import pytest
 import examples.plugins.scaled_tanh as scaled_tanh
 from examples.plugins.make_model import scaled_tanh_model
 from reprobuild.builder import Builder, BuilderConfig, ForcingSelector, Refitter, ReplaySelector
+from reprobuild.core.errors import PluginError, PluginNotRegisteredError, ReplayMismatchError, TacticMismatchError
 from reprobuild.engine.runtime import Runtime
-from reprobuild.errors import PluginError, PluginNotRegisteredError, ReplayMismatchError, TacticMismatchError
 from reprobuild.frontend import UnsupportedNodesError, network_from_onnx_bytes
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.code_digest import code_closure
-from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, builtin_registry, default_registry
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
 from reprobuild.ops import Attrs, OpDef, TensorType
-from reprobuild.plugins import Plugin, plugin_registry, register_plugin, registered
+from reprobuild.registry import builtin_registry, default_registry
+from reprobuild.registry.plugins import Plugin, plugin_registry, register_plugin, registered
 
 OP = "com.example::ScaledTanh"
 ALPHA, BETA = 1.7159, 2 / 3

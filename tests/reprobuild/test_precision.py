@@ -15,8 +15,8 @@ import pytest
 from onnx import helper
 
 from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
+from reprobuild.core.errors import UsageError
 from reprobuild.engine import Runtime
-from reprobuild.errors import UsageError
 from reprobuild.frontend import network_from_onnx_bytes, network_from_onnx_path
 from reprobuild.ir import Network
 from reprobuild.passes.precision import reduce_precision

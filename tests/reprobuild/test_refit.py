@@ -17,11 +17,11 @@ from onnx import numpy_helper
 
 from reprobuild.builder import Builder, BuilderConfig, ForcingSelector, Refitter, ReplaySelector
 from reprobuild.builder.refit import RefitResult
+from reprobuild.core.digest import array_digest
+from reprobuild.core.errors import RefitError, UsageError
 from reprobuild.diffing import diff
-from reprobuild.digest import array_digest
 from reprobuild.engine.golden import golden_inputs
 from reprobuild.engine.runtime import Runtime
-from reprobuild.errors import RefitError, UsageError
 from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, positional
@@ -261,7 +261,7 @@ class HalfOnlyMul(Tactic):
 
 
 def test_a_tactic_the_new_weights_make_ineligible_is_refused() -> None:
-    from reprobuild.kernels.tactic import default_registry
+    from reprobuild.registry import default_registry
 
     registry = default_registry().with_tactics([HalfOnlyMul()])
     model = onnx.load(os.path.join(EXAMPLES, "small_cnn.onnx"))

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
-from reprobuild.errors import EnvironmentMismatchError, ReplayMismatchError
+from reprobuild.core.errors import EnvironmentMismatchError, ReplayMismatchError
+from reprobuild.core.logger import RecordingLogger, Severity
 from reprobuild.frontend import network_from_onnx_path
-from reprobuild.logger import RecordingLogger, Severity
 from reprobuild.manifest import Manifest, manifest_from_json, manifest_to_json
 from tests.helpers import EXAMPLES, run_cli
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from reprobuild.environment import environment_fingerprint
-from reprobuild.envpolicy import compare_environments
+from reprobuild.environment.fingerprint import environment_fingerprint
+from reprobuild.environment.policy import compare_environments
 from reprobuild.kernels.backend import get_backend
 from tests.helpers import EXAMPLES, REPO, run_cli
 from tests.kernels.blas_cores import fingerprint_with_core, other_core, with_core

@@ -11,9 +11,9 @@ import pytest
 from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
 from reprobuild.builder import replay as replay_module
 from reprobuild.builder.selector import BuildPlan, PlannedLayer
-from reprobuild.errors import ReplayMismatchError
+from reprobuild.core.errors import ReplayMismatchError
+from reprobuild.core.logger import Logger, Severity
 from reprobuild.frontend import network_from_onnx_path
-from reprobuild.logger import Logger, Severity
 from reprobuild.manifest import Manifest, manifest_from_json, manifest_to_json
 from tests.helpers import EXAMPLES
 

@@ -18,10 +18,10 @@ from reprobuild.builder import (
     TimingCache,
 )
 from reprobuild.builder.selection import Candidate, choose
-from reprobuild.errors import BuildError, FormatError, UsageError
+from reprobuild.core.errors import BuildError, FormatError, UsageError
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.kernels.backend import CpuBackend
-from reprobuild.kernels.tactic import default_registry
+from reprobuild.registry import default_registry
 from tests.helpers import EXAMPLES
 
 

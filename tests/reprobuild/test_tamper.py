@@ -127,7 +127,7 @@ def test_the_api_lists_what_a_pinned_part_holds_otherwise_and_the_pytest_asserti
     from reprobuild.engine import Runtime
     from reprobuild.manifest import read_manifest
     from reprobuild.testing import assert_matches_golden
-    from reprobuild.verify import check_against
+    from reprobuild.verify.run import check_against
 
     engine_path, _ = built
     engine = Runtime().deserialize_engine(engine_path.read_bytes())

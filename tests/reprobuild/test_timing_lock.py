@@ -19,8 +19,8 @@ import pytest
 
 from reprobuild.builder.timing_lock import LOCK_DIR_VARIABLE, cpu_set, lock_path
 from reprobuild.builder.timing_lock import timing_lock as hold
+from reprobuild.core.logger import RecordingLogger
 from reprobuild.kernels.backend import get_backend
-from reprobuild.logger import RecordingLogger
 from tests import conftest
 from tests.helpers import EXAMPLES
 
@@ -33,7 +33,7 @@ CHILD = textwrap.dedent("""
     os.sched_setaffinity(0, {cpus})
     from reprobuild.builder.timing_lock import timing_lock
     from reprobuild.kernels.backend import get_backend
-    from reprobuild.logger import Logger
+    from reprobuild.core.logger import Logger
     with timing_lock(get_backend("cpu"), Logger()) as record:
         print("acquired", record["waited"], flush=True)
 """)

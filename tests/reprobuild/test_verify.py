@@ -19,13 +19,14 @@ from reprobuild.cli.main import main
 from reprobuild.engine import Engine, Runtime
 from reprobuild.engine.golden import golden_inputs
 from reprobuild.frontend import network_from_onnx_path
-from reprobuild.kernels import tactic as tactic_module
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.elementwise import CpuElementwise
-from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, TacticRegistry, default_registry
-from reprobuild.locator import locate, ulp_distance
+from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, TacticRegistry
 from reprobuild.passes import DEFAULT_PASSES
-from reprobuild.verify import Dimension, VerifyPlan, tier_reached, verify
+from reprobuild.registry import default_registry
+from reprobuild.registry import tactics as registry_tactics
+from reprobuild.verify.locate import locate, ulp_distance
+from reprobuild.verify.run import Dimension, VerifyPlan, tier_reached, verify
 from tests.helpers import EXAMPLES, cli_env
 
 CNN = f"{EXAMPLES}/small_cnn.onnx"
@@ -64,7 +65,7 @@ class BatchMixingRelu(CpuElementwise):
 def registry(monkeypatch: pytest.MonkeyPatch) -> TacticRegistry:
     """The default registry plus the two test tactics, installed as the default for this test."""
     extended = TacticRegistry([*default_registry().all(), NoisyRelu(), BatchMixingRelu()])
-    monkeypatch.setattr(tactic_module, "_DEFAULT", extended)
+    monkeypatch.setattr(registry_tactics, "_BUILTIN", extended)
     return extended
 
 
@@ -107,7 +108,7 @@ def test_the_default_policy_excludes_nondeterministic_tactics_and_records_it(reg
 
 
 def test_forcing_a_nondeterministic_tactic_needs_allowing_it(registry: TacticRegistry) -> None:
-    from reprobuild.errors import UsageError
+    from reprobuild.core.errors import UsageError
 
     with pytest.raises(UsageError, match=r"'res1_relu' \(Relu\) cannot use cpu_noisy_relu: not run-to-run"):
         _build({"res1_relu": "cpu_noisy_relu"})

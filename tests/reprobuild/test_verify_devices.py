@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from reprobuild.cli.main import main
+from reprobuild.core.errors import UsageError
 from reprobuild.engine import Runtime
 from reprobuild.engine.golden import golden_inputs
-from reprobuild.errors import UsageError
 from reprobuild.kernels import backend as backend_module
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV, resolve_devices
-from reprobuild.verify import tier_reached, verify
-from reprobuild.verify_devices import collect_device_results, compare_devices, spawn_device_workers
-from reprobuild.verify_records import DeviceResult, Dimension, VerifyPlan
+from reprobuild.verify.devices import collect_device_results, compare_devices, spawn_device_workers
+from reprobuild.verify.records import DeviceResult, Dimension, VerifyPlan
+from reprobuild.verify.run import tier_reached, verify
 from tests.helpers import CUDA_SKIP, EXAMPLES, several_gpus
 
 H100 = {"backend": "cuda", "gpu.name": "NVIDIA H100 80GB HBM3", "gpu.compute_capability": "90",

@@ -1,5 +1,5 @@
 """Verification across devices: ``device_run`` is one device worker's share (a process per GPU for
-``verify --devices``, a Ray task per GPU for ``reprobuild.fleet``), and ``compare_devices`` judges their digests
+``verify --devices``, a Ray task per GPU for ``reprobuild.verify.fleet``), and ``compare_devices`` judges their digests
 for the cross_device tier.
 
 Devices of different GPU models are never compared bitwise: bitwise identity is promised within one model only, so
@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from reprobuild.core.errors import UsageError
 from reprobuild.engine import Engine, Runtime
-from reprobuild.errors import UsageError
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
-from reprobuild.verify_records import (
+from reprobuild.verify.records import (
     DeviceResult,
     DeviceVerdict,
     Dimension,
@@ -43,9 +43,9 @@ def device_run(engine_bytes: bytes, inputs: Mapping[str, np.ndarray], device: in
                contexts: int = 1, traced_runs: int = 1, max_memory: int | None = None) -> DeviceResult:
     """One device worker's share, in the process that calls it: ``runs`` runs on one context, one run on each of
     ``contexts`` fresh contexts, and ``traced_runs`` (at least 1) traced runs for every layer's digest, all on the
-    same inputs. ``--devices`` runs it in one process per GPU, ``reprobuild.fleet`` in one Ray task per GPU."""
+    same inputs. ``--devices`` runs it in one process per GPU, ``reprobuild.verify.fleet`` in one Ray task per GPU."""
     from reprobuild.engine.golden import layer_digests
-    from reprobuild.environment import environment_fingerprint
+    from reprobuild.environment.fingerprint import environment_fingerprint
 
     if runs < 1 or contexts < 0 or traced_runs < 1:
         raise UsageError(f"a device worker needs runs >= 1, contexts >= 0, traced_runs >= 1; got {runs}, "
@@ -180,7 +180,7 @@ def spawn_device_workers(engine_path: str, inputs_path: str, devices: Sequence[i
     for d in devices:
         spec = json.dumps({"device": d, "runs": plan.runs, "contexts": plan.contexts,
                            "traced_runs": max(1, plan.traced_runs), "max_memory": max_memory})
-        spawned.append((d, subprocess.Popen([sys.executable, "-m", "reprobuild.verify", engine_path, inputs_path,
+        spawned.append((d, subprocess.Popen([sys.executable, "-m", "reprobuild.verify.run", engine_path, inputs_path,
                                              spec, f"device{d}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             text=True, env=env)))
     return spawned

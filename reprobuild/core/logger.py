@@ -11,8 +11,8 @@ import sys
 import threading
 from typing import TextIO
 
-from reprobuild.errors import ReprobuildError
-from reprobuild.textformat import printable
+from reprobuild.core.errors import ReprobuildError
+from reprobuild.core.textformat import printable
 
 
 class Severity(enum.IntEnum):

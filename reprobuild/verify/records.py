@@ -2,7 +2,7 @@
 (``RunRecord``), a verdict per dimension (``Dimension``), what a device worker or Ray task computed
 (``DeviceResult``) and how it compares (``DeviceVerdict``), and the report (``VerifyReport``). Pydantic models,
 frozen and closed (unknown fields are refused), since worker processes and Ray tasks send them back as JSON.
-``reprobuild.verify`` runs the plan and judges it; ``reprobuild.verify_devices`` compares devices."""
+``reprobuild.verify.run`` runs the plan and judges it; ``reprobuild.verify.devices`` compares devices."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from reprobuild.digest import array_digest, digest_of
-from reprobuild.errors import UsageError
+from reprobuild.core.digest import array_digest, digest_of
+from reprobuild.core.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from reprobuild.textformat import table
+from reprobuild.core.textformat import table
 
 POLICIES = ("strict", "compatible", "ignore")
 MISSING = "<absent>"

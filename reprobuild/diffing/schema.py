@@ -1,7 +1,7 @@
 """The JSON Schemas of the manifest and of ``reprobuild diff --format json``, generated from the pydantic
 models; ``manifests/`` holds them. Regenerate with:
 
-    python -m reprobuild.manifest.schema manifests/
+    python -m reprobuild.diffing.schema manifests/
 
 A test fails when a committed schema differs from what the models generate.
 """
@@ -14,7 +14,7 @@ import sys
 
 from pydantic import BaseModel
 
-from reprobuild.fileio import atomic_write
+from reprobuild.core.fileio import atomic_write
 
 
 def schemas() -> dict[str, type[BaseModel]]:
@@ -30,7 +30,7 @@ def schema_json(model: type[BaseModel]) -> bytes:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not os.path.isdir(argv[0]):
-        print("usage: python -m reprobuild.manifest.schema DIRECTORY", file=sys.stderr)
+        print("usage: python -m reprobuild.diffing.schema DIRECTORY", file=sys.stderr)
         return 2
     for name, model in schemas().items():
         atomic_write(os.path.join(argv[0], name), schema_json(model))

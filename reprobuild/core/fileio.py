@@ -13,7 +13,7 @@ Writes. :func:`atomic_write_all` writes a group of files (an engine and its mani
 holding a lock per target (so that two processes writing the same outputs take turns from the first temp file to
 the last rename), every temp file is written and fsynced, then renamed with SIGINT and SIGTERM deferred, so that
 Ctrl-C or a kill lands before the first rename (nothing replaced) or after the last (a complete pair), never
-between (:mod:`reprobuild.fileguard`). A full disk is a :class:`StorageError`. Temp files are named
+between (:mod:`reprobuild.core.fileguard`). A full disk is a :class:`StorageError`. Temp files are named
 ``.reprobuild-*.tmp`` beside the target and removed on any exception, Ctrl-C, and (through
 :func:`install_sigterm_cleanup`, which the CLI calls) SIGTERM. :func:`written_since` tells the CLI which files
 were written in full, so that its message after a signal is true.
@@ -36,8 +36,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
-from reprobuild.errors import FormatError, ReprobuildError, StorageError, UsageError
-from reprobuild.fileguard import locked, record_written, signals_deferred, write_count, written_since
+from reprobuild.core.errors import FormatError, ReprobuildError, StorageError, UsageError
+from reprobuild.core.fileguard import locked, record_written, signals_deferred, write_count, written_since
 
 __all__ = ["STDOUT", "Terminated", "atomic_write", "atomic_write_all", "check_output_directory", "check_output_path",
            "document_on_stdout", "install_sigterm_cleanup", "make_output_directory", "read_bounded", "write_count",

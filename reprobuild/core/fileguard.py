@@ -1,4 +1,4 @@
-"""What keeps a group of renames whole (:func:`reprobuild.fileio.atomic_write_all`): a lock per target against
+"""What keeps a group of renames whole (:func:`reprobuild.core.fileio.atomic_write_all`): a lock per target against
 other writers of the same outputs, SIGINT and SIGTERM deferred across the renames, and the record of the files
 written in full, from which the CLI says truly what a signal left behind.
 
@@ -97,7 +97,7 @@ class _Deferred:
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """SIGINT and SIGTERM wait until the block ends, then act as they would have (a KeyboardInterrupt, a
-    :class:`~reprobuild.fileio.Terminated`, the default action, or nothing if ignored). Off the main thread a
+    :class:`~reprobuild.core.fileio.Terminated`, the default action, or nothing if ignored). Off the main thread a
     handler cannot be swapped, and none needs to be: a Python handler never interrupts another thread."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -10,7 +10,7 @@ import numpy as np
 from reprobuild.engine import Engine
 from reprobuild.engine.golden import layer_digest
 from reprobuild.manifest.models import DigestRecord
-from reprobuild.verify import LayerDivergence, Locator
+from reprobuild.verify.run import LayerDivergence, Locator
 
 
 def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ definition, layers name it ``domain::op`` (:attr:`OpDef.layer_op`), and its tact
 times, the manifest records by value (family, name, version, parameters, and a ``code_sha256`` computed from the
 plugin's own code: the lock lists built-in tactics only) and a replay or a Runtime resolves by value, refusing one
 whose code changed. An engine that uses a plugin op gives a
-:class:`~reprobuild.errors.PluginNotRegisteredError` where that plugin is not registered.
+:class:`~reprobuild.core.errors.PluginNotRegisteredError` where that plugin is not registered.
 
 A plugin may not take over anything of reprobuild's: its tactics need a family of their own (not a built-in
 family's), and an op name, tactic or family already registered by another plugin is refused. Every listing is
@@ -25,17 +25,15 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from reprobuild.errors import PluginError, PluginNotRegisteredError
+from reprobuild.core.errors import PluginError, PluginNotRegisteredError
 from reprobuild.kernels.backend import BACKENDS
 from reprobuild.kernels.code_digest import IdentityError, closure
-from reprobuild.kernels.tactic import Tactic, TacticRegistry, builtin_registry
+from reprobuild.kernels.tactic import Tactic, TacticRegistry
 from reprobuild.ops.base import BuildTimeOp, OpDef
+from reprobuild.ops.registry import add_plugin_op, plugin_not_registered, remove_plugin_op
+from reprobuild.registry.tactics import builtin_registry
 
 __all__ = ["Plugin", "PluginRegistry", "plugin_registry", "register_plugin", "registered"]
-
-_HOW = ("register it first: reprobuild.plugins.register_plugin(op_definition, tactics), or "
-        "`with reprobuild.plugins.registered(plugin):`")
-
 
 @dataclass(frozen=True)
 class Plugin:
@@ -72,6 +70,7 @@ class PluginRegistry:
         with self._lock:
             _check(plugin, builtin, [p for k, p in sorted(self._plugins.items())])
             self._plugins[plugin.name] = plugin
+            add_plugin_op(plugin.op)
             self._cached = None
         return plugin
 
@@ -79,6 +78,7 @@ class PluginRegistry:
         """Remove the plugin of op ``name`` (``domain::op``) and return it."""
         with self._lock:
             plugin = self._plugins.pop(name, None)
+            remove_plugin_op(name)
             self._cached = None
         if plugin is None:
             raise PluginError(f"no plugin of op {name!r} is registered; registered: {self._listing()}")
@@ -104,12 +104,7 @@ class PluginRegistry:
 
     def not_registered(self, op: str, domain: str = "") -> PluginNotRegisteredError:
         """The error for a plugin op that no registered plugin defines: it names the op and says how to fix it."""
-        name = f"{domain}::{op}" if domain else op
-        where = name.split("::", 1)[0]
-        return PluginNotRegisteredError(
-            f"op {name} belongs to the custom domain {where!r}, which is a plugin's, and no registered plugin "
-            f"defines it (registered: {self._listing()}); {_HOW}, before parsing the model, building, or making "
-            "the Runtime that loads the engine")
+        return plugin_not_registered(op, domain)
 
     def _listing(self) -> str:
         return ", ".join(p.name for p in self.plugins) or "none"

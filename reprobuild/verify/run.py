@@ -4,16 +4,16 @@ processes, every output's sha256 compared; the verdict per dimension and the det
 The plan, per process: ``contexts`` fresh contexts made one after another, one run each; then ``threads``
 threads, each with ``streams`` contexts of its own (one stream each), each thread enqueuing one run on all of
 its contexts before waiting for them, ``runs`` times. ``processes - 1`` worker processes (``python -m
-reprobuild.verify``) run the same plan on the same engine file and inputs at the same time. Total runs:
+reprobuild.verify.run``) run the same plan on the same engine file and inputs at the same time. Total runs:
 ``processes * (threads * streams * runs + contexts)``.
 
 Tiers, in order (DESIGN.md): run_to_run (same context) < cross_context (contexts, threads and streams) <
 cross_process < cross_device (devices of one GPU model: ``devices`` runs one worker process per GPU, and
-``reprobuild.fleet`` one Ray task per GPU of a cluster; ``--against`` a manifest from another machine shows it
+``reprobuild.verify.fleet`` one Ray task per GPU of a cluster; ``--against`` a manifest from another machine shows it
 too). batch_invariant (a sample's result does not depend on the batch it rides in) is reported separately.
 
-What a verification records and reports is in ``reprobuild.verify_records``; the comparison across devices in
-``reprobuild.verify_devices``. Both are re-exported here.
+What a verification records and reports is in ``reprobuild.verify.records``; the comparison across devices in
+``reprobuild.verify.devices``. Both are re-exported here.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.digest import array_digest
+from reprobuild.core.digest import array_digest
+from reprobuild.core.errors import UsageError
 from reprobuild.engine import Engine, Runtime
-from reprobuild.errors import UsageError
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
-from reprobuild.verify_devices import (
+from reprobuild.verify.devices import (
     LayerRef,
     collect_device_results,
     compare_devices,
@@ -44,7 +44,7 @@ from reprobuild.verify_devices import (
     spawn_device_workers,
     with_devices,
 )
-from reprobuild.verify_records import (
+from reprobuild.verify.records import (
     AgainstResult,
     DeviceResult,
     DeviceVerdict,
@@ -229,7 +229,7 @@ def _spawn_workers(engine_path: str, inputs_path: str, plan: VerifyPlan, max_mem
     """The plan's other processes, each on ``on_device``, this process's GPU (None: a cpu engine)."""
     spec = json.dumps({"runs": plan.runs, "contexts": plan.contexts, "threads": plan.threads,
                        "streams": plan.streams, "max_memory": max_memory, "on_device": on_device})
-    return [subprocess.Popen([sys.executable, "-m", "reprobuild.verify", engine_path, inputs_path, spec, str(p)],
+    return [subprocess.Popen([sys.executable, "-m", "reprobuild.verify.run", engine_path, inputs_path, spec, str(p)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for p in range(1, plan.processes)]
 
@@ -328,8 +328,8 @@ def _identity(pinned: Any) -> dict[str, Any]:
 def check_against(engine: Engine, pinned: Any) -> tuple[AgainstResult, dict[str, np.ndarray]]:
     """Draw the golden inputs a manifest records, run the engine, and compare with the recorded digests."""
     from reprobuild.engine.golden import golden_inputs
-    from reprobuild.environment import environment_fingerprint
-    from reprobuild.envpolicy import compare_environments
+    from reprobuild.environment.fingerprint import environment_fingerprint
+    from reprobuild.environment.policy import compare_environments
     from reprobuild.manifest.io import pinned_from_json
     from reprobuild.manifest.tamper import describe, pinned_differences
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from reprobuild.digest import canonical_json, sha256_hex
-from reprobuild.errors import ModelError, UsageError
-from reprobuild.fileio import read_bounded
-from reprobuild.versions import DEPENDENCIES, installed_any
+from reprobuild.core.digest import canonical_json, sha256_hex
+from reprobuild.core.errors import ModelError, UsageError
+from reprobuild.core.fileio import read_bounded
+from reprobuild.core.versions import DEPENDENCIES, installed_any
+from reprobuild.manifest.pairs import pair_mismatch
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -38,14 +39,6 @@ TOOLCHAIN = (
     ("onnx", "onnx", "pypi/onnx"),
     ("cupy", "cupy", "pypi/cupy"),
 )
-
-
-def pair_mismatch(recorded_sha256: str, engine_sha256: str, engine_label: str) -> str | None:
-    """The message for a manifest whose recorded engine digest is not this engine's (None when they pair)."""
-    if recorded_sha256 == engine_sha256:
-        return None
-    return (f"the manifest records engine sha256 {recorded_sha256[:16]}..., but {engine_label} is "
-            f"{engine_sha256[:16]}...: they are not a pair; rebuild, or pass the manifest written with this engine")
 
 
 def _attesting_versions() -> dict[str, str]:

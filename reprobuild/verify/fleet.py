@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from reprobuild.core.errors import ReprobuildError, UsageError
 from reprobuild.engine import Binding
-from reprobuild.errors import ReprobuildError, UsageError
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
-from reprobuild.verify import tier_reached
-from reprobuild.verify_devices import LayerRef, compare_devices, device_run, hardware_model
-from reprobuild.verify_records import DeviceResult, Dimension, FleetRecord, VerifyReport
+from reprobuild.verify.devices import LayerRef, compare_devices, device_run, hardware_model
+from reprobuild.verify.records import DeviceResult, Dimension, FleetRecord, VerifyReport
+from reprobuild.verify.run import tier_reached
 
 INSTALL_HINT = "pip install -e '.[ray]' (or pip install 'ray>=2.40')"
 

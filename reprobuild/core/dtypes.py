@@ -13,7 +13,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from reprobuild.errors import ModelError
+from reprobuild.core.errors import ModelError
 
 #: Every element type a tensor may have, in a fixed order.
 DTYPES: tuple[str, ...] = (

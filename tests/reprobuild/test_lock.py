@@ -14,10 +14,10 @@ import pytest
 from reprobuild.builder import Builder, BuilderConfig
 from reprobuild.engine import Runtime
 from reprobuild.frontend import network_from_onnx_path
-from reprobuild.kernels import identity, lock
+from reprobuild.kernels import identity
 from reprobuild.kernels.identity import Identity, LockMismatchError, parse_lock
-from reprobuild.kernels.lock import LOCK_PATH, builtin_identities, changed, lock_text, update
-from reprobuild.kernels.tactic import builtin_registry
+from reprobuild.registry import builtin_registry, lock
+from reprobuild.registry.lock import LOCK_PATH, builtin_identities, changed, lock_text, update
 from tests.helpers import EXAMPLES
 
 
@@ -36,7 +36,7 @@ def test_the_lock_holds_exactly_the_identities_the_code_gives(identities: dict[s
     problems = changed(identities, entries)
     assert not problems, ("tactics.lock.json does not match the code:\n" + "\n".join(problems) +
                           "\nA tactic whose computation changed needs a version bump; then run "
-                          "`python -m reprobuild.kernels.lock`")
+                          "`python -m reprobuild.registry.lock`")
     assert Path(LOCK_PATH).read_text() == lock_text(identities)  # canonical: sorted, nothing else in it
 
 
@@ -89,7 +89,7 @@ def test_a_build_fails_closed_when_a_tactics_code_no_longer_matches_the_lock(ent
         Builder().build(network, BuilderConfig(backend="cpu", iterations=1, warmup=0))
     message = str(err.value)
     assert "softmax.cpu_numpy v1: code_sha256 differ(s)" in message and "bump its `version`" in message
-    assert "python -m reprobuild.kernels.lock" in message and "gemm.cpu_blas" not in message
+    assert "python -m reprobuild.registry.lock" in message and "gemm.cpu_blas" not in message
 
 
 def test_a_runtime_takes_identities_from_the_lock_and_computes_none(monkeypatch: pytest.MonkeyPatch) -> None:

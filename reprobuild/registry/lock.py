@@ -1,8 +1,8 @@
 """Write or check ``kernels/tactics.lock.json``: the identity of every built-in tactic, committed.
 
-    python -m reprobuild.kernels.lock              # record new tactics (and versions); refuse changed identities
-    python -m reprobuild.kernels.lock --check      # only compare (what the test suite does)
-    python -m reprobuild.kernels.lock --renormalize   # accept changed identities: only after changing the normalizer
+    python -m reprobuild.registry.lock              # record new tactics (and versions); refuse changed identities
+    python -m reprobuild.registry.lock --check      # only compare (what the test suite does)
+    python -m reprobuild.registry.lock --renormalize   # accept changed identities: only after changing the normalizer
 
 The lock is canonical JSON (sorted keys), one entry per (family, name, version) with its parameters and
 ``code_sha256``, and the parts that digest is made of (``python_sha256``, and each kernel symbol's source closure
@@ -21,8 +21,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reprobuild.errors import ReprobuildError
-from reprobuild.fileio import atomic_write
+from reprobuild import kernels
+from reprobuild.core.errors import ReprobuildError
+from reprobuild.core.fileio import atomic_write
 from reprobuild.kernels.identity import (
     LOCK_COMMAND,
     LOCK_FILE,
@@ -33,14 +34,13 @@ from reprobuild.kernels.identity import (
     parse_lock,
 )
 from reprobuild.kernels.python_form import NORMALIZER_VERSION
+from reprobuild.registry.tactics import builtin_registry
 
-LOCK_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), LOCK_FILE)
+LOCK_PATH = os.path.join(os.path.dirname(os.path.abspath(kernels.__file__)), LOCK_FILE)
 
 
 def builtin_identities() -> dict[str, Identity]:
     """The identity of every built-in tactic, computed from the installed code, by label."""
-    from reprobuild.kernels.tactic import builtin_registry
-
     return {t.label: compute_identity(t) for t in builtin_registry().all()}
 
 

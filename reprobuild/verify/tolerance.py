@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from reprobuild.errors import BackendUnavailableError, InputError, ModelError, UsageError
+from reprobuild.core.errors import BackendUnavailableError, InputError, ModelError, UsageError
 
 ERROR_STATS = ("elemwise", "max", "mean", "median", "quantile")
 

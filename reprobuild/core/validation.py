@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ValidationError, model_validator
 from pydantic.types import FailFast
 
-from reprobuild.textformat import error_lines, printable
+from reprobuild.core.textformat import error_lines, printable
 
 T = TypeVar("T")
 K = TypeVar("K")

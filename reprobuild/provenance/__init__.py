@@ -1,0 +1,1 @@
+"""reprobuild.provenance: attestations binding a model, an engine and a manifest into one signed-off statement."""
