@@ -21,6 +21,8 @@ import numpy as np
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.core.errors import BackendUnavailableError, UsageError
 from reprobuild.kernels.cpu_fingerprint import cpu_fingerprint
+from reprobuild.kernels.cublas import WORKSPACE_BYTES, BlasHandle
+from reprobuild.kernels.nvrtc import load_module
 
 BACKENDS = ("cpu", "cuda")
 
@@ -188,8 +190,6 @@ class CudaBackend(Backend):
     def blas_handle(self, stream: Any) -> Any:
         """A cuBLAS handle bound to ``stream`` with a workspace of its own, made once per stream (for the
         builder's timing and for tests; an execution context makes its own in its scratch memory)."""
-        from reprobuild.kernels.cublas import WORKSPACE_BYTES, BlasHandle
-
         key = int(stream.ptr)
         with _LOCK:
             handle = self._blas.get(key)
@@ -280,37 +280,6 @@ class CudaBackend(Backend):
                 end.record(stream)
             stream.synchronize()
             return [round(cp.cuda.get_elapsed_time(s, e) * 1e6 / runs_per_sample) for s, e in events]
-
-    def timer(self, kernel: Callable[..., None], inputs: Any, outputs: Any, workspace: Any, warmup: int,
-              runs_per_sample: int) -> Callable[[int], list[int]]:
-        """A launch plan is bound once, warmed up, and captured as a CUDA graph of ``runs_per_sample`` runs; each
-        sample is that graph between two events. Anything else is timed as a Python call between events."""
-        from reprobuild.kernels.launch import LaunchPlan, capture, uses_library
-
-        if not isinstance(kernel, LaunchPlan):
-            return super().timer(kernel, inputs, outputs, workspace, warmup, runs_per_sample)
-        cp = self.xp
-        with self.activate():
-            stream = self.current_stream()
-            blas = self.blas_handle(stream) if uses_library(kernel) else None
-            steps = kernel.bind(inputs, outputs, workspace, blas)
-            for _ in range(max(warmup, 1)):  # at least once, so that nothing lazy happens while capturing
-                for step in steps:
-                    step(stream)
-            graph = capture(stream, steps, runs_per_sample)
-            graph.launch(stream)
-
-        def sample(n: int) -> list[int]:
-            with self.activate():
-                events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(n)]
-                for start, end in events:
-                    start.record(stream)
-                    graph.launch(stream)
-                    end.record(stream)
-                stream.synchronize()
-                return [round(cp.cuda.get_elapsed_time(s, e) * 1e6 / runs_per_sample) for s, e in events]
-
-        return sample
 
     def fingerprint(self) -> dict[str, str]:
         cp = self.xp
@@ -455,8 +424,6 @@ def resolve_backend(name: str, device: int | None = None) -> tuple[Backend, str]
 def cuda_module(backend: Backend, filename: str, dtype: str = "float32") -> Any:
     """The compiled NVRTC module of a ``.cu`` file for a CUDA backend's device (compiled once per process), built
     for tensors of ``dtype`` (see ``dtype.cuh``)."""
-    from reprobuild.kernels.nvrtc import load_module
-
     if not isinstance(backend, CudaBackend):
         raise TypeError(f"{filename} needs the cuda backend, not {backend.name}")
     with backend.device:

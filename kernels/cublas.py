@@ -17,6 +17,7 @@ import functools
 from typing import Any
 
 from reprobuild.core.errors import BackendUnavailableError, BuildError
+from reprobuild.kernels.capture import outside_capture
 
 #: Bytes of workspace each handle gets: what NVIDIA recommends for Hopper (32 MiB); less makes cuBLAS pick other
 #: kernels, so the size is part of what decides the numerics and is recorded with the engine's memory.
@@ -111,8 +112,6 @@ class BlasHandle:
         """Destroy the handle. cublasDestroy synchronizes the device, so it waits until no thread is capturing a
         CUDA graph (a capture elsewhere would be invalidated)."""
         if self.handle:
-            from reprobuild.kernels.launch import outside_capture
-
             handle, self.handle = self.handle, ctypes.c_void_p()
             destroy = library().cublasDestroy_v2
             outside_capture(lambda: destroy(handle))

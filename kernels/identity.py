@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from reprobuild.core.digest import digest_of
 from reprobuild.core.errors import TacticMismatchError
@@ -31,14 +31,39 @@ from reprobuild.kernels.csource import translation_unit
 from reprobuild.kernels.nvrtc import BASE_OPTIONS, DTYPE_DEFINES, HEADERS, read_source
 from reprobuild.kernels.python_form import NORMALIZER_VERSION
 
-if TYPE_CHECKING:
-    from reprobuild.kernels.tactic import Tactic
-
 LOCK_FILE = "tactics.lock.json"
 LOCK_COMMAND = "python -m reprobuild.registry.lock"
 GENERATED = "<generated>"
 
 Reader = Callable[[str], str]
+
+
+class Tactic(Protocol):
+    """What identity reads of a tactic (``reprobuild.kernels.tactic.Tactic``, which imports this module to check
+    itself against the lock): its name, parameters and the code and kernels it runs."""
+
+    family: str
+    name: str
+    version: int
+    dtypes: tuple[str, ...]
+    ops_by_name: tuple[str, ...]
+
+    @property
+    def cuda_kernels(self) -> Mapping[str, tuple[str, ...]]: ...
+
+    @property
+    def generated_cuda(self) -> str: ...
+
+    @property
+    def per_dtype_build(self) -> bool: ...
+
+    @property
+    def parameters(self) -> Mapping[str, int | str]: ...
+
+    @property
+    def label(self) -> str: ...
+
+    def code_objects(self) -> list[Any]: ...
 
 
 class LockMismatchError(TacticMismatchError):

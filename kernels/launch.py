@@ -14,8 +14,6 @@ which is how the builder times candidates and how tests run one tactic.
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from reprobuild.kernels.backend import Backend, CudaBackend
+from reprobuild.kernels.capture import BoundLaunch, capture
 
 #: The largest gridDim.y and gridDim.z CUDA accepts, and the largest gridDim.x (and 32-bit int).
 MAX_GRID_YZ = 65535
@@ -175,49 +174,44 @@ class BoundKernel:
         self.function(self.grid, self.block, self.args, shared_mem=self.shared_mem, stream=stream)
 
 
-BoundLaunch = Callable[[Any], None]
-
-
-#: Held while a thread captures a CUDA graph. Some calls synchronize the whole device (cuBLAS's handle destruction
-#: does), which would invalidate a capture in progress in any thread: they run through :func:`outside_capture`.
-CAPTURE_LOCK = threading.RLock()
-_THREAD = threading.local()
-_DEFERRED: list[Callable[[], None]] = []
-
-
-def outside_capture(fn: Callable[[], None]) -> None:
-    """Run ``fn`` (a device-synchronizing call) when no thread is capturing: now, after waiting for other threads'
-    captures, or, when this thread is capturing (a garbage collection inside a capture), right after its capture."""
-    if getattr(_THREAD, "capturing", False):
-        _DEFERRED.append(fn)
-        return
-    with CAPTURE_LOCK:
-        fn()
-
-
-def capture(stream: Any, steps: Sequence[BoundLaunch], repeats: int = 1) -> Any:
-    """A CUDA graph of ``steps`` run ``repeats`` times on ``stream`` (nothing runs while capturing): how a context
-    captures its run and how the builder times a candidate. A step that fails ends the capture and its own error
-    is raised (not the capture's "invalidated")."""
-    with CAPTURE_LOCK:
-        _THREAD.capturing = True
-        try:
-            stream.begin_capture()
-            try:
-                for _ in range(repeats):
-                    for step in steps:
-                        step(stream)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    stream.end_capture()
-                raise
-            return stream.end_capture()
-        finally:
-            _THREAD.capturing = False
-            while _DEFERRED:
-                _DEFERRED.pop(0)()
-
-
 def uses_library(plan: Any) -> bool:
     """Whether a prepared kernel calls cuBLAS (its context then needs a cuBLAS workspace)."""
     return isinstance(plan, LaunchPlan) and any(isinstance(x, GemmLaunch) for x in plan.launches)
+
+
+def plan_timer(backend: CudaBackend, plan: LaunchPlan, inputs: Any, outputs: Any, workspace: Any, warmup: int,
+               runs_per_sample: int) -> Callable[[int], list[int]]:
+    """A launch plan is bound once, warmed up, and captured as a CUDA graph of ``runs_per_sample`` runs; each
+    sample is that graph between two events (``CudaBackend.timer`` for a plan; here, beside the plan, since the
+    backend is below this module)."""
+    cp = backend.xp
+    with backend.activate():
+        stream = backend.current_stream()
+        blas = backend.blas_handle(stream) if uses_library(plan) else None
+        steps = plan.bind(inputs, outputs, workspace, blas)
+        for _ in range(max(warmup, 1)):  # at least once, so that nothing lazy happens while capturing
+            for step in steps:
+                step(stream)
+        graph = capture(stream, steps, runs_per_sample)
+        graph.launch(stream)
+
+    def sample(n: int) -> list[int]:
+        with backend.activate():
+            events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(n)]
+            for start, end in events:
+                start.record(stream)
+                graph.launch(stream)
+                end.record(stream)
+            stream.synchronize()
+            return [round(cp.cuda.get_elapsed_time(s, e) * 1e6 / runs_per_sample) for s, e in events]
+
+    return sample
+
+
+def timer(backend: Backend, kernel: Callable[..., None], inputs: Any, outputs: Any, workspace: Any, warmup: int,
+          runs_per_sample: int) -> Callable[[int], list[int]]:
+    """How the builder times a candidate: a launch plan on CUDA as a captured graph (:func:`plan_timer`);
+    anything else as a call between events or clock reads (``Backend.timer``)."""
+    if isinstance(backend, CudaBackend) and isinstance(kernel, LaunchPlan):
+        return plan_timer(backend, kernel, inputs, outputs, workspace, warmup, runs_per_sample)
+    return backend.timer(kernel, inputs, outputs, workspace, warmup, runs_per_sample)

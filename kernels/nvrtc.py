@@ -18,6 +18,7 @@ from typing import Any
 from reprobuild.core.digest import digest_of, sha256_hex
 from reprobuild.core.errors import BuildError, ReprobuildError
 from reprobuild.core.fileio import atomic_write
+from reprobuild.kernels.cubin import symbol_digests
 
 #: The NVRTC options every kernel is compiled with (the arch flag is added per device). Spelled out so that
 #: the defaults of a future NVRTC cannot change what is built without the manifest showing it.
@@ -67,8 +68,6 @@ class CompiledModule:
 
     def symbol_sha256(self, name: str) -> str:
         """The digest of kernel ``name``'s own sections of the cubin (``cubin.symbol_digest``)."""
-        from reprobuild.kernels.cubin import symbol_digests
-
         return symbol_digests(self.cubin, [name])[name]
 
 

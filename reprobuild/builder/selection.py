@@ -28,6 +28,7 @@ from reprobuild.core.errors import BuildError
 from reprobuild.engine.golden import sample
 from reprobuild.ir import Network
 from reprobuild.kernels.backend import Backend
+from reprobuild.kernels.launch import timer
 from reprobuild.kernels.tactic import Determinism, LayerSpec, Tactic, TensorSig, precision_of
 from reprobuild.manifest.models import TimingConfig
 
@@ -155,12 +156,12 @@ def time_candidates(spec: LayerSpec, candidates: Sequence[Candidate], backend: B
                     kernel = c.tactic.prepare(spec, backend)
                     # three single warm runs first: a candidate far slower than the best stops there (the
                     # fastest of three, so that one hiccup of the machine does not stop a contender)
-                    probe = [] if best is None else [min(backend.timer(kernel, inputs, outputs, workspace, 1, 1)(3))]
+                    probe = [] if best is None else [min(timer(backend, kernel, inputs, outputs, workspace, 1, 1)(3))]
                     if best is not None and probe and probe[0] > STOP_FACTOR * best:
                         c.samples_ns = probe
                     else:
-                        sample = backend.timer(kernel, inputs, outputs, workspace, timing.warmup,
-                                               timing.runs_per_sample)
+                        sample = timer(backend, kernel, inputs, outputs, workspace, timing.warmup,
+                                       timing.runs_per_sample)
                         c.samples_ns = sample(timing.iterations)
                 except BuildError:
                     raise

@@ -264,7 +264,7 @@ def _run_on_devices(args: argparse.Namespace, engine_path: str, manifest_path: s
     if not args.quiet:
         print(f"building on {len(devices)} device(s) in parallel: {', '.join(map(str, devices))}", file=sys.stderr)
     args.output, args.manifest = engine_path, manifest_path
-    results, wall = build_on_devices(args, devices)
+    results, wall = build_on_devices(run, args, devices)
     text, _ = report(results, wall)
     print(text)
     return 0

@@ -13,17 +13,14 @@ import argparse
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import TYPE_CHECKING
 
 from reprobuild.core.errors import UsageError
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
-
-if TYPE_CHECKING:
-    from reprobuild.manifest.models import Manifest
+from reprobuild.manifest import Manifest, read_manifest
 
 
 def parse_devices(text: str) -> tuple[int, ...] | str:
@@ -55,11 +52,14 @@ class DeviceBuild:
     seconds: float
 
 
-def _build_on(args: argparse.Namespace, device: int) -> DeviceBuild:
+#: The build command (``reprobuild.cli.build.run``), handed in by that command: a module-level function, so that
+#: the spawned workers receive it by reference and this module need not import the command that imports it.
+BuildCommand = Callable[[argparse.Namespace], int]
+
+
+def _build_on(run: BuildCommand, args: argparse.Namespace, device: int) -> DeviceBuild:
     """One device's build, in a worker process: the build command itself, quiet, on ``device``."""
     os.environ.update(MULTI_DEVICE_ENV)
-    from reprobuild.cli.build import run
-
     engine_path, manifest_path = device_path(args.output, device), device_path(args.manifest, device)
     child = argparse.Namespace(**{**vars(args), "devices": None, "device": device, "output": engine_path,
                                   "manifest": manifest_path, "quiet": True, "json": False, "verbose": 0})
@@ -69,11 +69,13 @@ def _build_on(args: argparse.Namespace, device: int) -> DeviceBuild:
     return DeviceBuild(device, engine_path, manifest_path, time.perf_counter() - started)
 
 
-def build_on_devices(args: argparse.Namespace, devices: Sequence[int]) -> tuple[list[DeviceBuild], float]:
-    """Every device's build, in parallel processes (spawned: no CUDA state is inherited); and the wall time."""
+def build_on_devices(run: BuildCommand, args: argparse.Namespace,
+                     devices: Sequence[int]) -> tuple[list[DeviceBuild], float]:
+    """Every device's build by ``run`` (the build command), in parallel processes (spawned: no CUDA state is
+    inherited); and the wall time."""
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=len(devices), mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_build_on, args, device) for device in devices]
+        futures = [pool.submit(_build_on, run, args, device) for device in devices]
         results = [f.result() for f in futures]
     return results, time.perf_counter() - started
 
@@ -93,8 +95,6 @@ def choice_differences(manifests: Sequence[Manifest]) -> list[str]:
 
 def report(results: Sequence[DeviceBuild], wall: float) -> tuple[str, bool]:
     """The text ``build --devices`` prints, and whether every device built the same engine."""
-    from reprobuild.manifest import read_manifest
-
     manifests = [read_manifest(r.manifest_path) for r in results]
     digests = [m.engine.sha256 if m.engine is not None else "?" for m in manifests]  # each build records its own
     lines = [f"device {r.device}  {r.engine_path}  sha256 {digest[:16]}  {r.seconds:.2f} s"

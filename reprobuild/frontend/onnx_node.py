@@ -8,7 +8,7 @@ right away when every input is a constant.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -16,13 +16,10 @@ from onnx import numpy_helper
 
 from reprobuild.core.dtypes import dtype_name, itemsize
 from reprobuild.core.errors import ModelError, ResourceError, UnsupportedOpError
-from reprobuild.ir import TensorInfo
+from reprobuild.ir import NetworkDefinition, TensorInfo
 from reprobuild.ops import ABSENT, OpDef, StaticInputError, TensorType, infer_types
 from reprobuild.ops._constant_limits import check_constant_value, shape_problem
 from reprobuild.ops.base import REQUIRED
-
-if TYPE_CHECKING:
-    from reprobuild.frontend.onnx_parser import OnnxParser
 
 _KIND = {
     onnx.AttributeProto.INT: "int", onnx.AttributeProto.FLOAT: "float", onnx.AttributeProto.STRING: "string",
@@ -58,6 +55,21 @@ def _decode(node_name: str, op_type: str, attr: onnx.AttributeProto) -> tuple[st
     except Exception as exc:
         raise ModelError(f"{where} cannot be read: {exc}") from None
     return kind, value
+
+
+class OnnxParser(Protocol):
+    """What a node reads of and adds to the parse it belongs to (``onnx_parser.OnnxParser``, which imports this
+    module to convert each node)."""
+
+    network: NetworkDefinition
+    used_names: set[str]
+
+    def network_inputs_behind(self, tensor: str) -> list[str]: ...
+
+    def define_constant(self, name: str, value: np.ndarray, node_name: str) -> None: ...
+
+    def add_layer(self, name: str, op: str, inputs: Sequence[str], outputs: Sequence[str],
+                  attrs: Mapping[str, Any]) -> None: ...
 
 
 class OnnxNode:

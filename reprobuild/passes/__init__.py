@@ -5,28 +5,14 @@ version) of every pass a build ran, so a replay refuses a manifest made with oth
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from reprobuild.core.errors import UsageError
 from reprobuild.ir import Network
+from reprobuild.passes._pass_list import PASS_LIST
+from reprobuild.passes.base import Pass
 
-
-@dataclass(frozen=True)
-class Pass:
-    name: str
-    version: int
-    run: Callable[[Network], Network]
-    summary: str
-
-
-def _passes() -> dict[str, Pass]:
-    from reprobuild.passes._pass_list import PASS_LIST
-
-    return {p.name: p for p in PASS_LIST}
-
-
-PASSES: dict[str, Pass] = _passes()
+PASSES: dict[str, Pass] = {p.name: p for p in PASS_LIST}
 
 #: The passes a build runs unless its config says otherwise, in this order.
 DEFAULT_PASSES: tuple[str, ...] = (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from reprobuild.passes import (
-    Pass,
     fold,
     fold_batchnorm,
     fuse_conv_epilogue,
@@ -14,6 +13,7 @@ from reprobuild.passes import (
     precision,
     simplify,
 )
+from reprobuild.passes.base import Pass
 
 PASS_LIST = (
     Pass("eliminate_dead_code", simplify.VERSION, simplify.eliminate_dead_code,
