@@ -43,9 +43,10 @@ memory cap and the preparation of each layer happen in ``Runtime.deserialize_eng
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -57,9 +58,14 @@ from reprobuild.core.errors import FormatError, ReprobuildError, TacticMismatchE
 from reprobuild.core.textformat import printable
 from reprobuild.core.validation import validation_summary
 from reprobuild.engine.plan import MAX_TENSORS, EngineHeader, EngineLayer, EngineTensor, EngineWeight, tensor_nbytes
-
-if TYPE_CHECKING:
-    from reprobuild.kernels.tactic import TacticRegistry
+from reprobuild.kernels.backend import BACKENDS
+from reprobuild.kernels.tactic import TacticRegistry
+from reprobuild.ops import BuildTimeOp, TensorType
+from reprobuild.ops.base import REQUIRED
+from reprobuild.ops.layer_attributes import canonicalizes, layer_attributes
+from reprobuild.registry.index import op_definition
+from reprobuild.registry.lazy import runtime_registry
+from reprobuild.registry.plugins import plugin_registry
 
 MAGIC = b"RPBENGN\x00"
 FORMAT_VERSION = 4
@@ -175,6 +181,9 @@ def deserialize_engine(data: bytes | bytearray | memoryview,
     if sha256_hex(header.manifest) != header.manifest_sha256:
         raise FormatError("engine's embedded manifest does not match its recorded sha256")
     _check_weight_table(header, len(buffer))
+    if registry is None:
+        registry = runtime_registry()
+    registry.load((layer.op, layer.tactic.family) for layer in header.layers)
     check_header(header, registry)
     check_embedded_manifest(header)
     weights = _weights(header, buffer)
@@ -402,10 +411,7 @@ def _check_tactic_backends(header: EngineHeader, registry: TacticRegistry | None
     """Each layer's tactic runs on the engine's backend and belongs to the family recorded; checked before any
     tactic is resolved by its identity (a tactic this installation lacks is left to that step)."""
     if registry is None:
-        from reprobuild.registry import default_registry
-
-        registry = default_registry()
-    from reprobuild.kernels.backend import BACKENDS
+        registry = runtime_registry()
 
     for layer in header.layers:
         ref = layer.tactic
@@ -506,15 +512,9 @@ def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
     (``reprobuild.ops.layer_attributes``: every required one, no unknown one), each of the declared kind. Values:
     the op's type inference checks the ranges it and the run depend on (an axis within the rank, positive
     strides, ...). Then the outputs' shapes and dtypes are what ``infer`` derives from the inputs'."""
-    from reprobuild.ops import BuildTimeOp, TensorType, find_op
-    from reprobuild.ops.base import REQUIRED
-    from reprobuild.ops.layer_attributes import canonicalizes, layer_attributes
-
     where = f"engine layer {layer.name!r} (op {layer.op})"
-    opdef = find_op(layer.op)
+    opdef = op_definition(layer.op)
     if opdef is None and "::" in layer.op:  # a plugin's op (domain::op): say which plugin to register
-        from reprobuild.registry.plugins import plugin_registry
-
         raise plugin_registry().not_registered(layer.op)
     if opdef is None or isinstance(opdef, BuildTimeOp) or opdef.lowered_to is not None:
         why = ("this reprobuild has no such op" if opdef is None else
@@ -572,13 +572,13 @@ def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
 def check_layer_constants(header: EngineHeader, weights: Mapping[str, np.ndarray]) -> None:
     """Each layer's weight inputs that its run indexes with are in range (``OpDef.check_constants``: Gather's
     indices within the data's dimension, ...), before any layer runs: a FormatError naming the layer."""
-    from reprobuild.ops import TensorType, find_op
-
     tensors: dict[str, EngineTensor] = {t.name: t for t in (*header.weights, *header.activations)}
     for layer in header.layers:
         constants = {i: weights[n] for i, n in enumerate(layer.inputs) if n in weights}
-        opdef = find_op(layer.op)
-        if not constants or opdef is None:
+        if not constants:
+            continue
+        opdef = op_definition(layer.op)
+        if opdef is None:
             continue
         attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer.attrs.items()}
         types = [TensorType(tuple(tensors[n].shape), tensors[n].dtype) for n in layer.inputs]
@@ -597,7 +597,78 @@ def check_embedded_manifest(header: EngineHeader) -> None:
     attributes (as the manifest writes them), input and output tensors, tactics by value, workspaces, bindings,
     backend and memory figures. Otherwise ``reprobuild inspect`` (which shows the manifest) could show tactics
     or shapes the engine does not use. Environment, kernel sources and golden digests are the build's record
-    and are not compared."""
+    and are not compared.
+
+    Loading compares the manifest's JSON with the header directly (``_embedded_agrees``), without the manifest
+    schema (pydantic) or the manifest package: the runtime needs neither. Only a manifest that is not what the
+    builder writes (it disagrees, or its JSON is not of the expected shape) is validated against the schema and
+    compared again (``_check_validated``), which gives the typed error naming exactly what is wrong. The parts
+    not compared are validated where the manifest is read (``inspect``, ``verify``, ``diff``: ``pinned_from_json``).
+    """
+    if not _embedded_agrees(header):
+        _check_validated(header)
+
+
+#: An embedded manifest bigger than this, or with more than this many ``[`` and ``{`` bytes (an upper bound of its
+#: arrays and objects), takes the validated path, whose JSON caps bound what it may take; far below those caps.
+_FAST_MANIFEST_BYTES = 16 * 1024 * 1024
+_FAST_MANIFEST_CONTAINERS = 400_000
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equal as JSON: tuples are lists, and ``true`` is not ``1`` (Python's ``True == 1`` would say it is)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _embedded_agrees(header: EngineHeader) -> bool:
+    """Whether the embedded manifest's JSON records exactly what the header holds (the comparison of
+    ``_check_validated``, on the raw JSON). False when it disagrees or is not JSON of the expected shape: the
+    validated path then says what is wrong."""
+    data = header.manifest
+    if len(data) > _FAST_MANIFEST_BYTES or data.count(b"[") + data.count(b"{") > _FAST_MANIFEST_CONTAINERS:
+        return False
+    try:
+        doc = json.loads(data)
+        tensors: dict[str, EngineTensor] = {t.name: t for t in (*header.weights, *header.activations)}
+
+        def record(t: EngineTensor) -> list[Any]:
+            return [t.name, list(t.shape), t.dtype]
+
+        def records(items: Any) -> list[Any]:
+            return [[t["name"], t["shape"], t["dtype"]] for t in items]
+
+        mem, recorded, layers = header.memory, doc["memory"], doc["layers"]
+        pairs: list[tuple[Any, Any]] = [
+            (doc["config"]["backend"], header.backend),
+            (doc["execution"]["cuda_graph"], header.cuda_graph),
+            (records(doc["inputs"]), [record(t) for t in header.inputs]),
+            ([[*r, t["sha256"]] for r, t in zip(records(doc.get("pinned_inputs", [])), doc.get("pinned_inputs", []))],
+             [[*record(t), t.sha256] for t in header.pinned_inputs]),
+            (records(doc["outputs"]), [record(t) for t in header.outputs]),
+            ([layer["name"] for layer in layers], [layer.name for layer in header.layers]),
+            (recorded["weights_bytes"], sum(w.nbytes for w in header.weights)),
+            (recorded["activation_bytes"], mem.activation_bytes),
+            (recorded["workspace_bytes"], mem.workspace_bytes),
+            (recorded["library_workspace_bytes"], mem.library_bytes),
+            (recorded["context_bytes"], mem.workspace_offset + mem.workspace_bytes + mem.library_bytes),
+        ]
+        for mine, theirs in zip(header.layers, layers):
+            attrs = {k: [repr(x) if isinstance(x, float) else x for x in v] if isinstance(v, list)
+                     else repr(v) if isinstance(v, float) else v for k, v in mine.attrs.items()}
+            pairs += [(theirs["op"], mine.op), (theirs["attrs"], attrs),
+                      (records(theirs["inputs"]), [record(tensors[n]) for n in mine.inputs]),
+                      (records(theirs["outputs"]), [record(tensors[n]) for n in mine.outputs]),
+                      (theirs["tactic"], mine.tactic.model_dump()),
+                      (theirs["workspace_bytes"], mine.workspace_bytes)]
+        return all(_json_equal(a, b) for a, b in pairs)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return False
+
+
+def _check_validated(header: EngineHeader) -> None:
+    """The embedded manifest validated against the manifest schema and compared with the header: a FormatError
+    naming the first problems. Imported here on purpose: only a manifest the direct comparison refused comes
+    here, and the runtime otherwise never loads the manifest schema (pydantic models) or ``reprobuild.ir``."""
     from reprobuild.ir import attrs_to_json
     from reprobuild.manifest.io import pinned_from_json
 

@@ -50,7 +50,9 @@ from reprobuild.kernels.backend import Backend, get_backend
 from reprobuild.kernels.cublas import WORKSPACE_BYTES
 from reprobuild.kernels.launch import LaunchPlan, capture, uses_library
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, TacticRegistry, TensorSig
-from reprobuild.registry import default_registry
+from reprobuild.ops import OpDef
+from reprobuild.registry.index import op_definition
+from reprobuild.registry.lazy import runtime_registry
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,7 @@ def _eager_step(layer: PreparedLayer, ins: list[Any], outs: list[Any], workspace
 
 
 def _run_failure(layer: PreparedLayer, label: str, exc: Exception) -> ReprobuildError:
-    from reprobuild.ops import OpDef, find_op
-
-    opdef = find_op(layer.op)
+    opdef = op_definition(layer.op)
     indexes = opdef is not None and type(opdef).check_constants is not OpDef.check_constants
     if indexes and isinstance(exc, IndexError):
         return InputError(f"{label} was given indices out of range at run time ({exc}); ONNX leaves such an index "
@@ -152,7 +152,8 @@ class Runtime:
                  gpu_allocator: GpuAllocator | None = None, device: int | None = None) -> None:
         self.logger = logger or Logger()
         self.error_recorder = error_recorder
-        self.registry = registry or default_registry()
+        # Without a registry: the built-in tactics and registered plugins, imported as the engines need them.
+        self.registry = registry or runtime_registry()
         self.max_memory = check_max_memory(max_memory)
         self.gpu_allocator = check_allocator(gpu_allocator)
         if device is not None and (isinstance(device, bool) or not isinstance(device, int) or device < 0):

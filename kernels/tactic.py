@@ -211,6 +211,10 @@ class TacticRegistry:
         combined._index = dict(sorted({**self._index, **extra._index}.items()))
         return combined
 
+    def load(self, uses: Iterable[tuple[str, str]]) -> None:
+        """Make ready the tactics of each (op, family) an engine's layers record, before ``get``/``resolve``: a
+        registry that holds every tactic already has nothing to do (``reprobuild.registry.lazy`` imports them)."""
+
     def ops(self) -> list[str]:
         return sorted({op for op, _, _ in self._index})
 

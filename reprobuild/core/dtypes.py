@@ -3,14 +3,17 @@
 A dtype is named by NumPy's name for it (``float32``, ``bfloat16``, ``float8_e4m3fn``, ...) everywhere: IR,
 manifest, engine file and runtime. NumPy lacks bfloat16, the float8/float4 formats and the 4- and 2-bit
 integers; ml_dtypes (a dependency of onnx) provides them as NumPy dtypes, one element per byte. Nothing here
-imports onnx: the runtime needs dtypes too.
+imports onnx: the runtime needs dtypes too. ml_dtypes itself is imported only when one of its types is first
+asked for (``_MlDtypes``): loading its C extension is most of a fresh runtime's start-up, and an engine of
+standard NumPy types never needs it.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from reprobuild.core.errors import ModelError
@@ -34,7 +37,60 @@ NARROW: tuple[str, ...] = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "f
                            "float4_e2m1fn", "int4", "uint4", "int2", "uint2")
 ALL: tuple[str, ...] = DTYPES
 
-_ML = {name: np.dtype(getattr(ml_dtypes, name)) for name in ("bfloat16", *NARROW)}
+#: The types ml_dtypes provides (NumPy has none of them).
+ML_DTYPES: tuple[str, ...] = ("bfloat16", *NARROW)
+
+
+class _MlDtypes(dict[str, "np.dtype[Any]"]):
+    """The NumPy dtypes of ``ML_DTYPES``, by name: a dict that imports ml_dtypes when a value is first read.
+
+    ``name in _ML`` needs no import. It is a dict (not a function) so that ``np_dtype``'s code, and the form a
+    tactic's identity records of this value (every item, which reading them loads), are exactly what they were
+    when the dict was filled at import: moving the import changes no tactic's ``code_sha256``."""
+
+    _lock = threading.Lock()
+
+    def _load(self) -> None:
+        if not dict.__len__(self):
+            with self._lock:
+                if not dict.__len__(self):
+                    # Lazy on purpose: ml_dtypes' C extension is slow to load and only narrow types need it.
+                    import ml_dtypes
+
+                    dict.update(self, {name: np.dtype(getattr(ml_dtypes, name)) for name in ML_DTYPES})
+
+    def __contains__(self, name: object) -> bool:
+        return name in ML_DTYPES
+
+    def __getitem__(self, name: str) -> np.dtype[Any]:
+        self._load()
+        return dict.__getitem__(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self._load()
+        return dict.get(self, name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        return len(ML_DTYPES)
+
+    def keys(self) -> Any:
+        self._load()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self._load()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._load()
+        return dict.items(self)
+
+
+_ML = _MlDtypes()
 
 
 def np_dtype(name: str) -> np.dtype[Any]:

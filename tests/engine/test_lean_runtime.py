@@ -1,0 +1,94 @@
+"""The runtime path imports only the runtime half: the README/DESIGN claim "the engine never imports the builder or
+onnx", and issue 21's lean runtime.
+
+Each bundled CPU example is built by replaying its golden manifest, then loaded and run in a fresh process that
+runs only ``Runtime().deserialize_engine`` + ``create_execution_context`` + ``execute``; its ``sys.modules`` is
+checked. Also: ``index_table.py`` (which module defines each tactic family and op, what lets the Runtime import
+only an engine's families and ops) matches the real registries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from reprobuild.cli.main import main
+from reprobuild.registry import index, index_table
+from tests.helpers import EXAMPLES, REPO
+
+CHILD = r"""
+import json, sys
+import numpy as np
+from reprobuild.engine import Runtime
+with open(sys.argv[1], "rb") as f:
+    engine = Runtime().deserialize_engine(f.read())
+loaded = sorted(sys.modules)
+context = engine.create_execution_context()
+rng = np.random.default_rng(0)
+feeds = {b.name: rng.standard_normal(b.shape).astype(b.dtype) for b in engine.inputs if b.value is None}
+context.execute(feeds)
+print(json.dumps({"loaded": loaded, "ran": sorted(sys.modules)}))
+"""
+
+#: Never imported on the runtime path: the build half, the ONNX frontend and the manifest schema.
+NEVER = ("onnx", "onnxruntime", "ml_dtypes", "reprobuild.manifest", "reprobuild.ir", "reprobuild.builder",
+         "reprobuild.frontend", "reprobuild.passes")
+
+#: The op modules loading each example imports: those of the ops its layers use (for their layer checks and their
+#: reference tactics) and the modules those import themselves (op_fused_gemm imports op_fused_conv, which imports
+#: op_conv; families and _window are shared helpers), besides reprobuild.ops itself, its base, registry and
+#: layer_attributes.
+OP_MODULES = {
+    "mlp": {"reprobuild.ops.op_fused_gemm", "reprobuild.ops.op_gemm", "reprobuild.ops.op_softmax",
+            "reprobuild.ops.op_fused_conv", "reprobuild.ops.op_conv", "reprobuild.ops.families",
+            "reprobuild.ops._window"},
+    "small_cnn": {"reprobuild.ops.op_fused_conv", "reprobuild.ops.op_conv", "reprobuild.ops.op_pool",
+                  "reprobuild.ops.op_tensor", "reprobuild.ops.op_fused_gemm", "reprobuild.ops.op_gemm",
+                  "reprobuild.ops.op_softmax", "reprobuild.ops.op_transform", "reprobuild.ops.families",
+                  "reprobuild.ops._window", "reprobuild.ops._nn_pool", "reprobuild.ops._constant_limits",
+                  "reprobuild.ops.op_arith"},
+}
+OPS_FRAMEWORK = {"reprobuild.ops", "reprobuild.ops.base", "reprobuild.ops.registry", "reprobuild.ops.layer_attributes"}
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+@pytest.fixture(scope="module", params=sorted(OP_MODULES))
+def modules(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, list[str]]]:
+    name = request.param
+    engine = str(tmp_path_factory.mktemp("lean") / f"{name}.engine")
+    golden = os.path.join(REPO, "manifests", "golden", f"{name}.cpu.manifest.json")
+    assert main(["build", os.path.join(EXAMPLES, f"{name}.onnx"), "-o", engine, "--replay", golden]) == 0
+    out = subprocess.run([sys.executable, "-c", CHILD, engine], capture_output=True, text=True, cwd=REPO, check=True)
+    return name, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_loading_imports_no_build_half_and_only_the_engines_ops(modules: tuple[str, dict[str, list[str]]]) -> None:
+    name, seen = modules
+    loaded = seen["loaded"]
+    assert [m for m in loaded if any(_within(m, p) for p in NEVER)] == []
+    ops = {m for m in loaded if _within(m, "reprobuild.ops")} - OPS_FRAMEWORK
+    assert ops <= OP_MODULES[name], sorted(ops - OP_MODULES[name])
+    assert "reprobuild.kernels._op_list" not in loaded  # the tactic families an engine does not use stay unloaded
+
+
+def test_running_imports_no_builder_onnx_or_manifest(modules: tuple[str, dict[str, list[str]]]) -> None:
+    _, seen = modules
+    assert [m for m in seen["ran"] if any(_within(m, p) for p in ("onnx", "onnxruntime", "reprobuild.builder",
+                                                                   "reprobuild.frontend", "reprobuild.manifest",
+                                                                   "reprobuild.ir"))] == []
+
+
+def test_the_index_table_matches_the_registries() -> None:
+    with open(index.TABLE_PATH, encoding="utf-8") as f:
+        assert f.read() == index.table_text(), f"run `{index.INDEX_COMMAND}`"
+    assert index_table.FAMILY_MODULES["elementwise_fused"] == "reprobuild.kernels.fused_elementwise"
+    assert index.op_definition("Conv") is not None and index.op_definition("Conv").op == "Conv"
+    assert index.family_tactics("reference") is None
