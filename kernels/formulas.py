@@ -282,7 +282,7 @@ def apply_formula(m: Math, op: str, operands: Sequence[Value], attrs: Mapping[st
         return m.apply(entry, *operands)
     if entry in HELPERS:
         return m.call(entry, *operands)
-    return entry(m, operands, attrs)  # type: ignore[call-arg]
+    return entry(m, operands, attrs)
 
 
 def c_expression(op: str, operands: Sequence[str], attrs: Mapping[str, Any]) -> str:
