@@ -32,11 +32,14 @@ from typing import Any
 import numpy as np
 
 from reprobuild.core.errors import BuildError
-from reprobuild.ops._xp import erf
+
+_ERF = np.frompyfunc(math.erf, 1, 1)
 
 
 def _erf(x: Any) -> Any:
-    return erf(np, x)
+    """erf as the CPU reference computes it: the C library's, in double precision, rounded once to x's dtype (here,
+    rather than imported from the ops, so that the runtime half which writes C imports no op module)."""
+    return np.asarray(_ERF(np.asarray(x, dtype=np.float64)), dtype=np.float64).astype(x.dtype)
 
 
 #: name -> (C template, NumPy function in float32): the one pairing of each C operation with NumPy's.
