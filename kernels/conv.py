@@ -193,9 +193,12 @@ class Epilogue:
 
 class _CudaConv(Tactic):
     """What the CUDA convolutions share: the weight as (G, Mg, K) on the device in the layer's dtype (float32 or
-    float16), the bias in float32, and the epilogue. Half layers accumulate in float32."""
+    float16), the bias in float32, and the epilogue. Half layers accumulate in float32. Every CUDA convolution's
+    version went up by one when epilogue.cuh came to be written from the formula table (``formulas.py``), whose
+    Clip gives max where min > max, as ONNX and the reference do."""
 
     family, ops, backend = "conv", ("Conv", "FusedConv"), "cuda"
+    version = 2
     dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
     per_dtype_build = True
     capturable = True
@@ -271,7 +274,7 @@ class CudaIm2colCublas(_CudaIm2col):
 
     name, priority, source = "cuda_im2col_cublas", 10, "cublas"
     cuda_kernels = MappingProxyType({"conv.cu": ("conv_epilogue", "im2col")})
-    version = 2
+    version = 3
     compute = "fp32"
 
     def unsupported(self, layer: LayerSpec) -> str | None:
@@ -293,7 +296,7 @@ class CudaIm2colCublasTf32(CudaIm2colCublas):
     """im2col + cuBLAS with TF32 tensor cores (float32 accumulation); allowed by ``--precision tf32``."""
 
     name, priority, math, compute = "cuda_im2col_cublas_tf32", 9, "tf32", "tf32"
-    version = 1
+    version = 2
     dtypes = ("float32",)
 
 
@@ -363,7 +366,7 @@ class CudaPointwiseCublas(_CudaConv):
 
     name, priority, source = "cuda_pointwise_cublas", 5, "cublas"
     cuda_kernels = MappingProxyType({"conv.cu": ("conv_epilogue",)})
-    version = 2
+    version = 3
     compute = "fp32"
 
     def unsupported(self, layer: LayerSpec) -> str | None:
@@ -390,7 +393,7 @@ class CudaPointwiseCublasTf32(CudaPointwiseCublas):
     """A 1x1 convolution by cuBLAS with TF32 tensor cores; allowed by ``--precision tf32``."""
 
     name, priority, math, compute = "cuda_pointwise_cublas_tf32", 4, "tf32", "tf32"
-    version = 1
+    version = 2
     dtypes = ("float32",)
 
 

@@ -4,17 +4,17 @@ generated CUDA kernel that reads each input once and writes the output once.
 The kernel is CUDA C text made from the layer alone (its program, its shapes, its dtype): one ``extern "C"``
 grid-stride loop over the output, each input read through broadcast strides that are simplified on the host
 (``broadcast_strides``) and written into the source as constants, so the source, and therefore the cubin, is a
-pure function of the layer. Each step computes in float with correctly rounded operations (``__fadd_rn`` and
-friends, which the compiler never contracts into an FMA), after the formula the op's NumPy reference uses, and
-float16 and bfloat16 results are rounded after every step, as the unfused layers store them; so the fused kernel
-computes what the unfused layers compute, up to the last bits of the GPU's ``expf``/``tanhf``/``erff``/``powf``.
-NaN propagates through Relu, Max, Min and Clip as in NumPy. Narrow values are converted by ``dtype.cuh`` on 16-bit
-storage: float16 by inline PTX (``cvt.f32.f16``, ``cvt.rn.f16.f32``), bfloat16 by integer arithmetic.
+pure function of the layer. Each step computes in float its op's formula from the table in ``formulas.py``
+(correctly rounded operations, which the compiler never contracts into an FMA; the formula the op's NumPy
+reference uses), and float16 and bfloat16 results are rounded after every step, as the unfused layers store
+them; so the fused kernel computes what the unfused layers compute, up to the last bits of the GPU's
+``expf``/``tanhf``/``erff``/``powf``. NaN propagates through Relu, Max, Min and Clip as in NumPy. Narrow values
+are converted by ``dtype.cuh`` on 16-bit storage: float16 by inline PTX (``cvt.f32.f16``, ``cvt.rn.f16.f32``),
+bfloat16 by integer arithmetic.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from types import MappingProxyType
 
@@ -25,6 +25,7 @@ from reprobuild.core.errors import BuildError
 from reprobuild.kernels.backend import Backend, CudaBackend
 from reprobuild.kernels.cuda_launch import BLOCK, MAX_BLOCKS, linear_grid, operand_refs, plan
 from reprobuild.kernels.elementwise import broadcast_strides
+from reprobuild.kernels.formulas import c_expression, helper_definitions
 from reprobuild.kernels.launch import KernelLaunch, Out
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
 from reprobuild.ops.base import OpError
@@ -38,70 +39,20 @@ STORAGE = MappingProxyType({"float32": "float", "float16": "unsigned short", "bf
 #: The rounding after every step of a narrow dtype (as the unfused layers store each result).
 ROUNDING = MappingProxyType({"float16": "round_half", "bfloat16": "round_bf16"})
 
-#: Helpers every generated kernel starts with: half conversions, and NumPy's NaN-propagating max/min/clip.
+#: What every generated kernel starts with: dtype.cuh's conversions, the rounding and storing of each dtype, and
+#: the formula table's helpers (NumPy's NaN-propagating max/min/clip, relu, sigmoid).
 PRELUDE = r"""#include "dtype.cuh"
 __device__ __forceinline__ float round_half(float f) { return ld(to_half(f)); }
 __device__ __forceinline__ float round_bf16(float f) { return ld(to_bf16(f)); }
 __device__ __forceinline__ void st(float* p, float v) { *p = v; }
 __device__ __forceinline__ void st(unsigned short* p, float v) { *p = to_half(v); }
 __device__ __forceinline__ void st(bf16_t* p, float v) { *p = to_bf16(v); }
-__device__ __forceinline__ float max_nan(float a, float b) { return a != a || b != b ? __fadd_rn(a, b) : fmaxf(a, b); }
-__device__ __forceinline__ float min_nan(float a, float b) { return a != a || b != b ? __fadd_rn(a, b) : fminf(a, b); }
-__device__ __forceinline__ float relu(float x) { return x != x ? x : (x > 0.f ? x : 0.f); }
-__device__ __forceinline__ float clip01(float x) { return x != x ? x : fminf(fmaxf(x, 0.f), 1.f); }
-__device__ __forceinline__ float sigmoid(float x)
-{
-    const float e = expf(-fabsf(x));
-    return x >= 0.f ? __fdiv_rn(1.f, __fadd_rn(1.f, e)) : __fdiv_rn(e, __fadd_rn(1.f, e));
-}
-"""
-
-
-def f32_literal(value: float) -> str:
-    """A float as the exact float32 the NumPy reference rounds it to (the bits, so no parsing can differ)."""
-    with np.errstate(over="ignore"):  # a bound beyond float32's range is infinite there too
-        bits = int(np.array(value, dtype=np.float32).view(np.uint32))
-    return f"__int_as_float(0x{bits:08x})"
+""" + helper_definitions()
 
 
 def step_expression(step: Step, args: Sequence[str]) -> str:
-    """The C expression of one step on float operands ``args``, after the formula of the op's NumPy reference."""
-    op, attrs = step.op, step.attributes
-    x = args[0]
-    y = args[1] if len(args) > 1 else ""
-    unary = {"Abs": f"fabsf({x})", "Ceil": f"ceilf({x})", "Erf": f"erff({x})", "Exp": f"expf({x})",
-             "Floor": f"floorf({x})", "Identity": x, "Log": f"logf({x})", "Neg": f"(-{x})",
-             "Reciprocal": f"__frcp_rn({x})", "Relu": f"relu({x})", "Sigmoid": f"sigmoid({x})",
-             "Softplus": f"__fadd_rn(relu({x}), log1pf(expf(-fabsf({x}))))", "Sqrt": f"__fsqrt_rn({x})",
-             "Tanh": f"tanhf({x})",
-             "HardSwish": f"__fmul_rn({x}, clip01(__fadd_rn(__fmul_rn({x}, {f32_literal(1 / 6)}), 0.5f)))"}
-    binary = {"Add": f"__fadd_rn({x}, {y})", "Sub": f"__fsub_rn({x}, {y})", "Mul": f"__fmul_rn({x}, {y})",
-              "Div": f"__fdiv_rn({x}, {y})", "Max": f"max_nan({x}, {y})", "Min": f"min_nan({x}, {y})",
-              "Pow": f"powf({x}, {y})"}
-    if op in unary:
-        return unary[op]
-    if op in binary:
-        return binary[op]
-    if op in ("Elu", "LeakyRelu"):
-        alpha = f32_literal(attrs["alpha"])
-        negative = f"__fmul_rn({alpha}, expm1f({x}))" if op == "Elu" else f"__fmul_rn({alpha}, {x})"
-        return f"({x} < 0.f ? {negative} : {x})"
-    if op == "HardSigmoid":
-        return f"clip01(__fadd_rn(__fmul_rn({f32_literal(attrs['alpha'])}, {x}), {f32_literal(attrs['beta'])}))"
-    if op == "Clip":
-        out = x
-        for key, fn in (("min", "max_nan"), ("max", "min_nan")):
-            if attrs[f"{key}_from"] == "value":
-                out = f"{fn}({out}, {f32_literal(float(attrs[key]))})"
-        return out
-    if op == "Gelu":
-        half_x = f"__fmul_rn(0.5f, {x})"
-        if attrs["approximate"] == "tanh":
-            cubic = f"__fmul_rn({f32_literal(0.044715)}, __fmul_rn(__fmul_rn({x}, {x}), {x}))"
-            inner = f"__fmul_rn({f32_literal(math.sqrt(2 / math.pi))}, __fadd_rn({x}, {cubic}))"
-            return f"__fmul_rn({half_x}, __fadd_rn(1.f, tanhf({inner})))"
-        return f"__fmul_rn({half_x}, __fadd_rn(1.f, erff(__fmul_rn({x}, {f32_literal(1 / math.sqrt(2))}))))"
-    raise BuildError(f"the fused elementwise generator has no formula for {op}")
+    """The C expression of one step on float operands ``args``: its op's formula in the table (``formulas``)."""
+    return c_expression(step.op, args, step.attributes)
 
 
 def layer_program(layer: LayerSpec) -> tuple[Step, ...]:
@@ -173,9 +124,11 @@ def generate_source(program: Sequence[Step], dtype: str, out_shape: tuple[int, .
 
 
 class CudaFusedElementwise(Tactic):
-    """A FusedElementwise layer, or one elementwise layer, as one generated grid-stride kernel."""
+    """A FusedElementwise layer, or one elementwise layer, as one generated grid-stride kernel. Version 2: the
+    formulas come from the table in ``formulas.py`` (the same math; its helpers and ternaries are written anew)."""
 
     family, name, backend, source = "elementwise_fused", "cuda_generated", "cuda", "nvrtc"
+    version = 2
     ops = ("FusedElementwise", *STEP_OPS)
     dtypes = ("float32", "float16", "bfloat16")
     capturable = True

@@ -5,12 +5,14 @@
 #include "dtype.cuh"
 #include "epilogue.cuh"
 
+// The tile sizes: the one place they are written (gemm.py reads them from here, for its grids and parameters).
 #define BM 64   // rows of C per block
 #define BN 64   // columns of C per block
 #define BK 8    // K slice staged in shared memory per step
 #define TM 4    // rows per thread: ty, ty + 16, ty + 32, ty + 48
 #define TN 4    // columns per thread: tx, tx + 16, tx + 32, tx + 48
 #define THREADS 256
+#define TX (BN / TN)  // threads along a row of the tile (tx = threadIdx.x % TX, ty = threadIdx.x / TX)
 
 // acc += A(m0.., k_begin..k_end) @ B(k_begin..k_end, n0..) for this thread's TM x TN outputs, where
 // A(m, k) = az[m*a_rs + k*a_cs] and B(k, n) = bz[k*b_rs + n*b_cs]; general strides give transposes for free.
@@ -23,8 +25,8 @@ __device__ __forceinline__ void tile_accumulate(
     long long a_rs, long long a_cs, long long b_rs, long long b_cs, int m0, int n0)
 {
     const int tid = threadIdx.x;
-    const int tx = tid % 16;
-    const int ty = tid / 16;
+    const int tx = tid % TX;
+    const int ty = tid / TX;
     for (int k0 = k_begin; k0 < k_end; k0 += BK) {
         // Out-of-range elements are staged as zeros: they add exact +0 products, which change no sum.
         for (int e = tid; e < BM * BK; e += THREADS) {
@@ -42,9 +44,9 @@ __device__ __forceinline__ void tile_accumulate(
         for (int kk = 0; kk < BK; ++kk) {
             float ra[TM], rb[TN];
             #pragma unroll
-            for (int i = 0; i < TM; ++i) ra[i] = as[kk][ty + 16 * i];
+            for (int i = 0; i < TM; ++i) ra[i] = as[kk][ty + TX * i];
             #pragma unroll
-            for (int j = 0; j < TN; ++j) rb[j] = bs[kk][tx + 16 * j];
+            for (int j = 0; j < TN; ++j) rb[j] = bs[kk][tx + TX * j];
             #pragma unroll
             for (int i = 0; i < TM; ++i) {
                 #pragma unroll
@@ -52,6 +54,36 @@ __device__ __forceinline__ void tile_accumulate(
             }
         }
         __syncthreads();
+    }
+}
+
+// This thread's TM x TN accumulators, zeroed.
+__device__ __forceinline__ void zero_accumulators(float (&acc)[TM][TN])
+{
+    #pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        #pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+    }
+}
+
+// store(gm, gn, acc[i][j]) for each of this thread's outputs (gm, gn) = (m0 + ty + TX*i, n0 + tx + TX*j) that
+// lies inside the m x n product: the one walk over a thread's outputs that every kernel here stores through.
+template <typename Store>
+__device__ __forceinline__ void store_outputs(const float (&acc)[TM][TN], int m, int n, int m0, int n0, Store store)
+{
+    static_assert(THREADS == TX * (BM / TM), "each thread holds TM x TN outputs of the BM x BN tile");
+    const int tx = threadIdx.x % TX;
+    const int ty = threadIdx.x / TX;
+    #pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int gm = m0 + ty + TX * i;
+        if (gm >= m) continue;
+        #pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int gn = n0 + tx + TX * j;
+            if (gn < n) store(gm, gn, acc[i][j]);
+        }
     }
 }
 
@@ -72,35 +104,21 @@ extern "C" __global__ void __launch_bounds__(THREADS) sgemm_tiled(
     __shared__ float bs[BK][BN];
 
     const long long* off = offsets + 4LL * blockIdx.z;
-    const int tx = threadIdx.x % 16;
-    const int ty = threadIdx.x / 16;
     const int m0 = blockIdx.y * BM;
     const int n0 = blockIdx.x * BN;
 
     float acc[TM][TN];
-    #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
-    }
+    zero_accumulators(acc);
     tile_accumulate(acc, as, bs, a + off[0], b + off[1], m, n, 0, k, a_rs, a_cs, b_rs, b_cs, m0, n0);
 
     float* outz = out + off[2];
     const float* cz = c + (has_c ? off[3] : 0);
-    #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int gm = m0 + ty + 16 * i;
-        if (gm >= m) continue;
-        #pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int gn = n0 + tx + 16 * j;
-            if (gn >= n) continue;
-            // Rounded exactly as the CPU tactics do: alpha * acc, then + beta * C, each product rounded once.
-            float v = __fmul_rn(alpha, acc[i][j]);
-            if (has_c) v = __fadd_rn(v, __fmul_rn(beta, cz[gm * c_rs + gn * c_cs]));
-            outz[gm * ldo + gn] = v;
-        }
-    }
+    store_outputs(acc, m, n, m0, n0, [&](int gm, int gn, float sum) {
+        // Rounded exactly as the CPU tactics do: alpha * acc, then + beta * C, each product rounded once.
+        float v = __fmul_rn(alpha, sum);
+        if (has_c) v = __fadd_rn(v, __fmul_rn(beta, cz[gm * c_rs + gn * c_cs]));
+        outz[gm * ldo + gn] = v;
+    });
 }
 
 // FusedGemm in one kernel (gemm.py cuda_tiled_epilogue): out(r, q) for the rows r of A (m, k) and B (k, n), both
@@ -114,30 +132,16 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_tiled_epilogue(
 {
     __shared__ float as[BK][BM + 4];
     __shared__ float bs[BK][BN];
-    const int tx = threadIdx.x % 16;
-    const int ty = threadIdx.x / 16;
     const int m0 = blockIdx.y * BM;
     const int n0 = blockIdx.x * BN;
     float acc[TM][TN];
-    #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
-    }
+    zero_accumulators(acc);
     tile_accumulate(acc, as, bs, a, b, m, n, 0, k, k, 1, n, 1, m0, n0);
-    #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int gm = m0 + ty + 16 * i;
-        if (gm >= m) continue;
-        #pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int gn = n0 + tx + 16 * j;
-            if (gn >= n) continue;
-            const long long idx = (long long)gm * n + gn;
-            const float v = rnd(__fadd_rn(rnd(acc[i][j]), ld(bias[gn])));
-            out[idx] = to_elem(residual_activation(v, residual, idx, act, lo, hi));
-        }
-    }
+    store_outputs(acc, m, n, m0, n0, [&](int gm, int gn, float sum) {
+        const long long idx = (long long)gm * n + gn;
+        const float v = rnd(__fadd_rn(rnd(sum), ld(bias[gn])));
+        out[idx] = to_elem(residual_activation(v, residual, idx, act, lo, hi));
+    });
 }
 
 // NOT deterministic, on purpose: K is split over gridDim.z blocks of k_per_split each, and every block adds
@@ -155,8 +159,6 @@ extern "C" __global__ void __launch_bounds__(THREADS) sgemm_splitk_atomic(
 {
     __shared__ float as[BK][BM + 4];
     __shared__ float bs[BK][BN];
-    const int tx = threadIdx.x % 16;
-    const int ty = threadIdx.x / 16;
     const int m0 = blockIdx.y * BM;
     const int n0 = blockIdx.x * BN;
     const int k_begin = blockIdx.z * k_per_split;
@@ -173,22 +175,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) sgemm_splitk_atomic(
     for (int s = 0; s < steps; ++s) {
         const int k0 = k_begin + ((first + s) % steps) * BK;
         float acc[TM][TN];
-        #pragma unroll
-        for (int i = 0; i < TM; ++i) {
-            #pragma unroll
-            for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
-        }
+        zero_accumulators(acc);
         tile_accumulate(acc, as, bs, a, b, m, n, k0, min(k_end, k0 + BK), a_rs, a_cs, b_rs, b_cs, m0, n0);
-        #pragma unroll
-        for (int i = 0; i < TM; ++i) {
-            const int gm = m0 + ty + 16 * i;
-            if (gm >= m) continue;
-            #pragma unroll
-            for (int j = 0; j < TN; ++j) {
-                const int gn = n0 + tx + 16 * j;
-                if (gn < n) atomicAdd(&out[gm * ldo + gn], acc[i][j]);
-            }
-        }
+        store_outputs(acc, m, n, m0, n0, [&](int gm, int gn, float sum) { atomicAdd(&out[gm * ldo + gn], sum); });
     }
 }
 

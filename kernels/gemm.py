@@ -16,7 +16,9 @@ import numpy as np
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, operand_refs, plan
+from reprobuild.kernels.formulas import ACTIVATION_CODES
 from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, KernelLaunch, Out
+from reprobuild.kernels.nvrtc import integer_defines
 from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, Tactic, positional
 
 
@@ -60,8 +62,8 @@ class GemmOperands:
 
 
 #: Activation codes of epilogue.cuh's ``residual_activation`` (the ``activation`` attribute of FusedConv and
-#: FusedGemm).
-ACTIVATIONS = MappingProxyType({"": 0, "Relu": 1, "Clip": 2, "Sigmoid": 3, "SiLU": 4})
+#: FusedGemm), from the formula table that writes it.
+ACTIVATIONS = ACTIVATION_CODES
 
 
 def unsupported_epilogue(layer: LayerSpec) -> str | None:
@@ -218,6 +220,10 @@ class CudaCublasGemmTf32(CudaCublasGemm):
     dtypes = ("float32",)
 
 
+#: gemm.cu's tile sizes, read from its ``#define`` lines (the one place they are written).
+TILE = MappingProxyType(integer_defines("gemm.cu"))
+
+
 class TiledGemmLaunch:
     """One launch of ``sgemm_tiled`` (gemm.cu) over a batch of products that share M, N, K and strides.
 
@@ -225,9 +231,9 @@ class TiledGemmLaunch:
     broadcast batch dimensions (offset repeated), convolution groups and images are all expressed.
     """
 
-    BM, BN, BK, THREADS = 64, 64, 8, 256
+    BM, BN, BK, THREADS = TILE["BM"], TILE["BN"], TILE["BK"], TILE["THREADS"]
     PARAMETERS = MappingProxyType({"block_m": BM, "block_n": BN, "block_k": BK, "threads": THREADS,
-                                   "thread_m": 4, "thread_n": 4})
+                                   "thread_m": TILE["TM"], "thread_n": TILE["TN"]})
 
     def __init__(self, backend: Backend, m: int, n: int, k: int, a_strides: tuple[int, int],
                  b_strides: tuple[int, int], offsets: np.ndarray, c_strides: tuple[int, int] = (0, 0),
@@ -265,6 +271,7 @@ class CudaTiledGemm(Tactic):
     """Shared-memory tiled SGEMM with the epilogue fused; batched MatMul as gridDim.z with per-product offsets."""
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_tiled", "cuda", 20
+    version = 2  # gemm.cu's one store walk (store_outputs) and its tile sizes read by TILE; the same sums
     capturable = True
     source = "nvrtc"
     cuda_kernels = MappingProxyType({"gemm.cu": ("sgemm_tiled",)})
@@ -303,6 +310,7 @@ class CudaSplitKAtomicGemm(Tactic):
     tactic for the determinism policy (excluded by default), ``reprobuild verify`` and the divergence locator."""
 
     family, ops, name, backend, priority = "gemm", ("Gemm", "MatMul"), "cuda_splitk_atomic", "cuda", 90
+    version = 2  # gemm.cu's one store walk (store_outputs) and its tile sizes read by TILE
     capturable = True
     source = "nvrtc"
     cuda_kernels = MappingProxyType({"gemm.cu": ("fill_zero", "gemm_epilogue", "sgemm_splitk_atomic")})
@@ -366,6 +374,7 @@ class CudaCublasFusedGemm(Tactic):
     float32 on tensor cores."""
 
     family, ops, name, backend, priority = "gemm", ("FusedGemm",), "cuda_cublas_epilogue", "cuda", 10
+    version = 2  # epilogue.cuh written from the formula table (Clip with min > max gives max, as ONNX)
     dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
     per_dtype_build = True
     capturable = True
@@ -403,6 +412,7 @@ class CudaTiledFusedGemm(Tactic):
     ``gemm_tiled_epilogue``). One launch instead of two: what wins where the product is small."""
 
     family, ops, name, backend, priority = "gemm", ("FusedGemm",), "cuda_tiled_epilogue", "cuda", 20
+    version = 2  # epilogue.cuh from the formula table; gemm.cu's one store walk; its tile sizes read by TILE
     dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
     per_dtype_build = True
     capturable = True

@@ -1,20 +1,14 @@
 // LayerNormalization for norm.py over the last `len` elements of each of `rows` contiguous rows. One block per
-// row: the mean, then the mean of squared deviations (two passes, as the reference), each summed by a fixed
-// tree over THREADS partial sums, so every run adds in the same order. y = (x - mean) * inv_std * scale + bias.
+// row: the mean, then the mean of squared deviations (two passes, as the reference), each summed by reduce.cuh's
+// fixed tree over THREADS partial sums, so every run adds in the same order.
+// y = (x - mean) * inv_std * scale + bias.
 
 // Written on dtype.cuh's elem_t (a float32 and a float16 build); statistics in float (stash_type 1), scale and
 // bias given as float.
 #include "dtype.cuh"
+#include "reduce.cuh"
 
 #define THREADS 256  // the block size (cuda_launch.BLOCK); a power of two for the tree
-
-__device__ __forceinline__ void tree_sum(float* partial, int tid)
-{
-    for (int half = THREADS / 2; half > 0; half /= 2) {
-        if (tid < half) partial[tid] = __fadd_rn(partial[tid], partial[tid + half]);
-        __syncthreads();
-    }
-}
 
 extern "C" __global__ void __launch_bounds__(THREADS) layernorm_rows(
     const elem_t* __restrict__ x, const float* __restrict__ scale, const float* __restrict__ bias,
@@ -27,21 +21,14 @@ extern "C" __global__ void __launch_bounds__(THREADS) layernorm_rows(
         elem_t* yr = out + r * len;
         float s = 0.f;
         for (int a = tid; a < len; a += THREADS) s = __fadd_rn(s, ld(xr[a]));
-        partial[tid] = s;
-        __syncthreads();
-        tree_sum(partial, tid);
-        const float mean = __fdiv_rn(partial[0], (float)len);
-        __syncthreads();
+        const float mean = __fdiv_rn(block_sum<THREADS>(s, partial), (float)len);
         float q = 0.f;
         for (int a = tid; a < len; a += THREADS) {
             const float d = __fsub_rn(ld(xr[a]), mean);
             q = __fadd_rn(q, __fmul_rn(d, d));
         }
-        partial[tid] = q;
-        __syncthreads();
-        tree_sum(partial, tid);
-        const float inv_std = __fdiv_rn(1.f, sqrtf(__fadd_rn(__fdiv_rn(partial[0], (float)len), epsilon)));
-        __syncthreads();
+        const float var = __fdiv_rn(block_sum<THREADS>(q, partial), (float)len);
+        const float inv_std = __fdiv_rn(1.f, sqrtf(__fadd_rn(var, epsilon)));
         for (int a = tid; a < len; a += THREADS) {
             float v = __fmul_rn(__fmul_rn(__fsub_rn(ld(xr[a]), mean), inv_std), scale[a]);
             if (bias) v = __fadd_rn(v, bias[a]);

@@ -20,9 +20,11 @@ def _normalized(layer: LayerSpec) -> tuple[int, int]:
 
 
 class CudaLayerNorm(Tactic):
-    """One block per row: mean and variance each by a fixed tree, in float32 (stash_type 1)."""
+    """One block per row: mean and variance each by a fixed tree, in float32 (stash_type 1). Version 2: the tree is
+    reduce.cuh's (the same order and sums)."""
 
     family, ops, name, backend, priority = "norm", ("LayerNormalization",), "cuda_rowwise", "cuda", 10
+    version = 2
     source, capturable = "nvrtc", True
     cuda_kernels = MappingProxyType({"norm.cu": ("layernorm_rows",)})
     dtypes = ("float32", "float16", "bfloat16")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,7 +33,7 @@ BASE_OPTIONS: tuple[str, ...] = (
 )
 
 #: The headers a package ``.cu`` file may ``#include "..."`` (NVRTC is given their text; there is no include path).
-HEADERS: tuple[str, ...] = ("dtype.cuh", "epilogue.cuh")
+HEADERS: tuple[str, ...] = ("dtype.cuh", "epilogue.cuh", "reduce.cuh")
 #: The define that compiles a file written on ``elem_t`` (``dtype.cuh``) for each element type.
 DTYPE_DEFINES: dict[str, tuple[str, ...]] = {
     "float32": (), "float16": ("REPRO_HALF=1",), "bfloat16": ("REPRO_BF16=1",)}
@@ -49,6 +50,13 @@ def read_source(filename: str) -> bytes:
         if filename not in _SOURCE_CACHE:
             _SOURCE_CACHE[filename] = resources.files("reprobuild.kernels").joinpath(filename).read_bytes()
         return _SOURCE_CACHE[filename]
+
+
+def integer_defines(filename: str) -> dict[str, int]:
+    """The ``#define NAME <integer>`` lines of a package ``.cu`` file: a tactic module takes a kernel's compile-time
+    sizes (a GEMM's tiles) from the one file that compiles with them, rather than keeping a copy."""
+    text = read_source(filename).decode("utf-8")
+    return {m[1]: int(m[2]) for m in re.finditer(r"^#define ([A-Za-z_]\w*) +([0-9]+)\b", text, re.MULTILINE)}
 
 
 def compile_options(compute_capability: str) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 
 // Written on dtype.cuh's elem_t (a float32 and a float16 build); sums and means are computed in float.
 #include "dtype.cuh"
+#include "reduce.cuh"
 
 #define THREADS 256  // block size of global_mean (cuda_launch.BLOCK); a power of two for the tree
 
@@ -44,7 +45,8 @@ extern "C" __global__ void pool_window(
 }
 
 // out[p] = mean of the contiguous plane x[p*size .. (p+1)*size). One block of THREADS threads per plane: each
-// thread sums a fixed strided slice in increasing order, then a fixed tree adds the THREADS partial sums.
+// thread sums a fixed strided slice in increasing order, then reduce.cuh's fixed tree adds the THREADS partial
+// sums.
 extern "C" __global__ void __launch_bounds__(THREADS) global_mean(
     const elem_t* __restrict__ x, elem_t* __restrict__ out, long long planes, long long size)
 {
@@ -54,13 +56,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) global_mean(
         const elem_t* xp = x + p * size;
         float s = 0.f;
         for (long long i = tid; i < size; i += THREADS) s = __fadd_rn(s, ld(xp[i]));
-        partial[tid] = s;
-        __syncthreads();
-        for (int half = THREADS / 2; half > 0; half /= 2) {
-            if (tid < half) partial[tid] = __fadd_rn(partial[tid], partial[tid + half]);
-            __syncthreads();
-        }
-        if (tid == 0) out[p] = to_elem(__fdiv_rn(partial[0], (float)size));
-        __syncthreads();  // partial[0] is read before the next plane overwrites it
+        s = block_sum<THREADS>(s, partial);
+        if (tid == 0) out[p] = to_elem(__fdiv_rn(s, (float)size));
     }
 }

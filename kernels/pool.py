@@ -116,9 +116,11 @@ class CudaWindowPool(Tactic):
 
 
 class CudaGlobalMean(Tactic):
-    """One block per (n, c): fixed per-thread slices, then a fixed tree; the sum divided by the plane size."""
+    """One block per (n, c): fixed per-thread slices, then a fixed tree; the sum divided by the plane size.
+    Version 2: the tree is reduce.cuh's (the same order and sums)."""
 
     family, ops, name, backend, priority = "pool", ("GlobalAveragePool",), "cuda_global_mean", "cuda", 10
+    version = 2
     capturable = True
     source = "nvrtc"
     cuda_kernels = MappingProxyType({"pool.cu": ("global_mean",)})

@@ -1,28 +1,12 @@
 // Softmax for softmax.py over the middle axis of a contiguous (outer, len, inner) view. One block per row
-// (o, i): the max and the sum each go through a fixed tree over THREADS partial results, so every run adds in
-// the same order. expf (not __expf) keeps full single precision.
+// (o, i): the max and the sum each go through reduce.cuh's fixed tree over THREADS partial results, so every run
+// adds in the same order. expf (not __expf) keeps full single precision.
 
 // Written on dtype.cuh's elem_t (a float32 and a float16 build); the max, the sum and the quotient in float.
 #include "dtype.cuh"
+#include "reduce.cuh"
 
 #define THREADS 256  // the block size (cuda_launch.BLOCK); a power of two for the trees
-
-// A fixed tree over partial[0..THREADS): afterwards partial[0] holds the result, seen by every thread.
-__device__ __forceinline__ void tree_max(float* partial, int tid)
-{
-    for (int half = THREADS / 2; half > 0; half /= 2) {
-        if (tid < half) partial[tid] = fmaxf(partial[tid], partial[tid + half]);
-        __syncthreads();
-    }
-}
-
-__device__ __forceinline__ void tree_sum(float* partial, int tid)
-{
-    for (int half = THREADS / 2; half > 0; half /= 2) {
-        if (tid < half) partial[tid] = __fadd_rn(partial[tid], partial[tid + half]);
-        __syncthreads();
-    }
-}
 
 // rows = outer * inner; element a of row r = (o, i) is x[(o*len + a)*inner + i].
 extern "C" __global__ void __launch_bounds__(THREADS) softmax_rows(
@@ -39,19 +23,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) softmax_rows(
         // fmaxf skips NaN, but a NaN input still reaches every output through exp(NaN - max) in the sum.
         float mx = -__int_as_float(0x7f800000);
         for (int a = tid; a < len; a += THREADS) mx = fmaxf(mx, ld(xr[a * inner]));
-        partial[tid] = mx;
-        __syncthreads();
-        tree_max(partial, tid);
-        mx = partial[0];
-        __syncthreads();  // everyone has read the max before partial is reused
+        mx = block_max<THREADS>(mx, partial);
 
         float s = 0.f;
         for (int a = tid; a < len; a += THREADS) s = __fadd_rn(s, expf(__fsub_rn(ld(xr[a * inner]), mx)));
-        partial[tid] = s;
-        __syncthreads();
-        tree_sum(partial, tid);
-        s = partial[0];
-        __syncthreads();  // everyone has read the sum before the next row reuses partial
+        s = block_sum<THREADS>(s, partial);
 
         for (int a = tid; a < len; a += THREADS) {
             yr[a * inner] = to_elem(__fdiv_rn(expf(__fsub_rn(ld(xr[a * inner]), mx)), s));

@@ -41,9 +41,11 @@ class CpuSoftmax(Tactic):
 
 
 class CudaRowwiseSoftmax(Tactic):
-    """One block per (outer, inner) row: max and sum each by a fixed tree, then exp(x - max) / sum."""
+    """One block per (outer, inner) row: max and sum each by a fixed tree, then exp(x - max) / sum. Version 2: the
+    trees are reduce.cuh's (the same order and results)."""
 
     family, ops, name, backend, priority = "softmax", ("Softmax",), "cuda_rowwise", "cuda", 10
+    version = 2
     capturable = True
     source = "nvrtc"
     cuda_kernels = MappingProxyType({"softmax.cu": ("softmax_rows",)})

@@ -100,7 +100,7 @@ def test_docstrings_and_comments_change_no_identity(tmp_path: Path, installed: d
 def test_an_ndarray_constant_changes_the_tactics_that_use_it(tmp_path: Path, installed: dict[str, str]) -> None:
     after = _identities_of_edited_copy(tmp_path, [
         ("reprobuild/kernels/conv.py", "[0.5, -0.5, 0.5]", "[0.5, -0.5, 0.25]")])  # WINOGRAD_G
-    assert _changed(installed, after) == {"conv.cuda_winograd_cublas v1", "conv.cuda_winograd_cublas_tf32 v1"}
+    assert _changed(installed, after) == {"conv.cuda_winograd_cublas v2", "conv.cuda_winograd_cublas_tf32 v2"}
 
 
 def test_an_op_reached_by_name_changes_the_tactics_that_apply_it(tmp_path: Path, installed: dict[str, str]) -> None:
@@ -155,18 +155,21 @@ def test_cuda_edits_outside_what_a_kernel_reaches_change_no_identity(edits: dict
 
 
 def test_a_cuda_edit_changes_exactly_the_tactics_whose_kernels_reach_it() -> None:
-    residual = _cuda_changes({"epilogue.cuh": ("v = act == 3 ? s : __fmul_rn(v, rnd(s));",
-                                               "v = act == 3 ? s : __fmul_rn(rnd(s), v);")})
+    residual = _cuda_changes({"epilogue.cuh": ("v = __fmul_rn(v, s0);", "v = __fmul_rn(s0, v);")})
     reaching = {t.label for t in _cuda_tactics()
                 if any("residual_activation" in package_text(f) for f in t.cuda_kernels)}
-    assert residual == reaching - {"gemm.cuda_cublas v2", "gemm.cuda_cublas_tf32 v1", "gemm.cuda_tiled v1",
-                                   "gemm.cuda_splitk_atomic v1"}  # gemm.cu kernels that apply no activation
-    assert {"conv.cuda_direct v1", "conv.cuda_implicit_gemm_mma_64x64 v1", "gemm.cuda_tiled_epilogue v1"} <= residual
+    assert residual == reaching - {"gemm.cuda_cublas v2", "gemm.cuda_cublas_tf32 v1", "gemm.cuda_tiled v2",
+                                   "gemm.cuda_splitk_atomic v2"}  # gemm.cu kernels that apply no activation
+    assert {"conv.cuda_direct v2", "conv.cuda_implicit_gemm_mma_64x64 v2", "gemm.cuda_tiled_epilogue v2"} <= residual
     mma = _cuda_changes({"conv_mma.cu": ("#define PAD 8", "#define PAD 16")})
-    assert mma == {f"conv.cuda_implicit_gemm_mma_{s} v1" for s in ("128x128", "128x64", "64x128", "64x64")}
+    assert mma == {f"conv.cuda_implicit_gemm_mma_{s} v2" for s in ("128x128", "128x64", "64x128", "64x64")}
     # a generated kernel: its prelude reaches dtype.cuh's conversions, not epilogue.cuh
     half = _cuda_changes({"dtype.cuh": ('asm("cvt.rn.f16.f32 %0, %1;"', 'asm("cvt.rz.f16.f32 %0, %1;"')})
-    assert "elementwise_fused.cuda_generated v1" in half and "elementwise_fused.cuda_generated v1" not in residual
+    assert "elementwise_fused.cuda_generated v2" in half and "elementwise_fused.cuda_generated v2" not in residual
+    # reduce.cuh's tree: exactly the kernels that reduce in one block
+    tree = _cuda_changes({"reduce.cuh": ("if (tid < half) partial[tid] = op(partial[tid], partial[tid + half]);",
+                                         "if (tid < half) partial[tid] = op(partial[tid + half], partial[tid]);")})
+    assert tree == {"norm.cuda_rowwise v2", "pool.cuda_global_mean v2", "softmax.cuda_rowwise v2"}
 
 
 def _launched(tactic: Tactic, spec: object, backend: object) -> set[str]:

@@ -49,7 +49,7 @@ def _altered(entries: dict[str, dict], label: str) -> dict[str, dict]:
 
 def test_the_lock_command_refuses_a_changed_identity_without_a_version_bump(identities: dict[str, Identity],
                                                                             entries: dict[str, dict]) -> None:
-    label = "conv.cuda_direct v1"
+    label = "conv.cuda_direct v2"
     with pytest.raises(LockMismatchError) as err:
         update(identities, _altered(entries, label))
     message = str(err.value)
