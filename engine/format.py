@@ -60,10 +60,9 @@ from reprobuild.core.validation import validation_summary
 from reprobuild.engine.plan import MAX_TENSORS, EngineHeader, EngineLayer, EngineTensor, EngineWeight, tensor_nbytes
 from reprobuild.kernels.backend import BACKENDS
 from reprobuild.kernels.tactic import TacticRegistry
-from reprobuild.ops import BuildTimeOp, TensorType
+from reprobuild.ops import BuildTimeOp, TensorType, find_op
 from reprobuild.ops.base import REQUIRED
 from reprobuild.ops.layer_attributes import canonicalizes, layer_attributes
-from reprobuild.registry.index import op_definition
 from reprobuild.registry.lazy import runtime_registry
 from reprobuild.registry.plugins import plugin_registry
 
@@ -513,7 +512,7 @@ def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
     the op's type inference checks the ranges it and the run depend on (an axis within the rank, positive
     strides, ...). Then the outputs' shapes and dtypes are what ``infer`` derives from the inputs'."""
     where = f"engine layer {layer.name!r} (op {layer.op})"
-    opdef = op_definition(layer.op)
+    opdef = find_op(layer.op)
     if opdef is None and "::" in layer.op:  # a plugin's op (domain::op): say which plugin to register
         raise plugin_registry().not_registered(layer.op)
     if opdef is None or isinstance(opdef, BuildTimeOp) or opdef.lowered_to is not None:
@@ -577,7 +576,7 @@ def check_layer_constants(header: EngineHeader, weights: Mapping[str, np.ndarray
         constants = {i: weights[n] for i, n in enumerate(layer.inputs) if n in weights}
         if not constants:
             continue
-        opdef = op_definition(layer.op)
+        opdef = find_op(layer.op)
         if opdef is None:
             continue
         attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer.attrs.items()}

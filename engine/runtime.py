@@ -50,8 +50,7 @@ from reprobuild.kernels.backend import Backend, get_backend
 from reprobuild.kernels.cublas import WORKSPACE_BYTES
 from reprobuild.kernels.launch import LaunchPlan, capture, uses_library
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, TacticRegistry, TensorSig
-from reprobuild.ops import OpDef
-from reprobuild.registry.index import op_definition
+from reprobuild.ops import OpDef, find_op
 from reprobuild.registry.lazy import runtime_registry
 
 
@@ -104,7 +103,7 @@ def _eager_step(layer: PreparedLayer, ins: list[Any], outs: list[Any], workspace
 
 
 def _run_failure(layer: PreparedLayer, label: str, exc: Exception) -> ReprobuildError:
-    opdef = op_definition(layer.op)
+    opdef = find_op(layer.op)
     indexes = opdef is not None and type(opdef).check_constants is not OpDef.check_constants
     if indexes and isinstance(exc, IndexError):
         return InputError(f"{label} was given indices out of range at run time ({exc}); ONNX leaves such an index "

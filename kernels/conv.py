@@ -85,6 +85,7 @@ def cpu_epilogue(layer: LayerSpec, out: np.ndarray, inputs: Sequence[Any]) -> No
 
 class CpuIm2colGemm(Tactic):
     family, ops, name, backend, priority = "conv", ("Conv", "FusedConv"), "cpu_im2col_gemm", "cpu", 10
+    version = 2  # 2: its epilogue's ops are imported by op_fused_conv, not looked up (same results)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_conv(layer)
@@ -119,6 +120,7 @@ class CpuTapAccumulate(Tactic):
     """Direct convolution: accumulate one (M x C) @ (C x OH*OW) product per kernel tap, taps in row-major order."""
 
     family, ops, name, backend, priority = "conv", ("Conv", "FusedConv"), "cpu_tap_accumulate", "cpu", 20
+    version = 2  # 2: its epilogue's ops are imported by op_fused_conv, not looked up (same results)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_conv(layer)

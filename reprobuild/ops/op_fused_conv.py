@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from reprobuild.core.dtypes import FLOATS
+from reprobuild.ops._activation_clip import Clip
 from reprobuild.ops.base import Attr, Attrs, OpDef, OpError, TensorType
+from reprobuild.ops.op_activation import Relu, Sigmoid
+from reprobuild.ops.op_arith import Add, Mul
 from reprobuild.ops.op_conv import Conv, conv_nd
 
 ACTIVATIONS = ("", "Clip", "Relu", "SiLU", "Sigmoid")
@@ -35,6 +38,7 @@ def check_activation(attrs: Attrs) -> None:
 
 class FusedConv(OpDef):
     op, versions, internal = "FusedConv", (1,), True
+    version = 2  # 2: the ops it builds on are imported, not looked up in the registry (same results)
     attributes = {**{k: v for k, v in Conv.attributes.items() if k != "auto_pad"}, **EPILOGUE_ATTRIBUTES}
     num_inputs = (3, 4)
     dtypes = FLOATS
@@ -54,23 +58,25 @@ class FusedConv(OpDef):
         return [epilogue(xp, attrs, y, inputs[3] if len(inputs) > 3 else None)]
 
 
+#: The op definitions of the layers an epilogue replaces (a residual Add, the activations, SiLU's Mul).
+_ADD, _CLIP, _MUL, _RELU, _SIGMOID = Add(), Clip(), Mul(), Relu(), Sigmoid()
+
+
 def epilogue(xp: Any, attrs: Attrs, y: Any, residual: Any) -> Any:
     """What follows the biased convolution ``y``: + residual, then the activation, each step computed with the
     op definition of the layer it replaced (the CPU tactics apply it too, so they give the unfused bits)."""
-    from reprobuild.ops.registry import get_op
-
     if residual is not None:
-        (y,) = get_op("Add").compute(xp, {}, y, residual)
+        (y,) = _ADD.compute(xp, {}, y, residual)
     activation = attrs.get("activation", "")
     if activation == "Relu":
-        (y,) = get_op("Relu").compute(xp, {}, y)
+        (y,) = _RELU.compute(xp, {}, y)
     elif activation == "Clip":
         bounds = {"min": attrs["activation_min"], "max": attrs["activation_max"], "min_from": "value",
                   "max_from": "value"}
-        (y,) = get_op("Clip").compute(xp, bounds, y)
+        (y,) = _CLIP.compute(xp, bounds, y)
     elif activation in ("Sigmoid", "SiLU"):
-        (s,) = get_op("Sigmoid").compute(xp, {}, y)
-        y = s if activation == "Sigmoid" else get_op("Mul").compute(xp, {}, y, s)[0]
+        (s,) = _SIGMOID.compute(xp, {}, y)
+        y = s if activation == "Sigmoid" else _MUL.compute(xp, {}, y, s)[0]
     return y
 
 

@@ -153,21 +153,24 @@ def parse_program(steps: Any, num_inputs: int) -> tuple[Step, ...]:
     return program
 
 
-def step_definition(op: str) -> OpDef:
-    """The registry's definition of a step's op, refused unless it is one of the classes a step may run (the ops
-    ``FusedElementwise.ops_by_name`` declares, so that the reference tactics' identity covers their code)."""
-    from reprobuild.ops.registry import get_op
+#: The definition of each op a step may run (``STEP_OPS``; ``parse_program`` refuses any other).
+_STEP_DEFINITIONS: dict[str, OpDef] = {
+    cls.op: cls() for cls in (Abs, Add, Ceil, Clip, Div, Elu, Erf, Exp, Floor, Gelu, HardSigmoid, HardSwish, Identity,
+                              LeakyRelu, Log, Max, Min, Mul, Neg, Pow, Reciprocal, Relu, Sigmoid, Softplus, Sqrt, Sub,
+                              Tanh)}
 
-    classes = (Abs, Add, Ceil, Clip, Div, Elu, Erf, Exp, Floor, Gelu, HardSigmoid, HardSwish, Identity, LeakyRelu,
-               Log, Max, Min, Mul, Neg, Pow, Reciprocal, Relu, Sigmoid, Softplus, Sqrt, Sub, Tanh)
-    opdef = get_op(op)
-    if type(opdef) not in classes:
+
+def step_definition(op: str) -> OpDef:
+    """The definition of a step's op, refused unless it is one of the ops a step may run."""
+    opdef = _STEP_DEFINITIONS.get(op)
+    if opdef is None:
         raise OpError(f"op {op} cannot be a step of a FusedElementwise")
     return opdef
 
 
 class FusedElementwise(OpDef):
     op, versions, internal = "FusedElementwise", (1,), True
+    version = 2  # 2: the ops it builds on are imported, not looked up in the registry (same results)
     attributes = {"steps": Attr("strings")}
     num_inputs = (1, None)
     dtypes = FLOATS

@@ -1,4 +1,5 @@
-"""The op registry: every op definition listed in ``_op_list.py``, looked up by (domain, op), and the ops of the
+"""The op registry: every op definition of the modules listed in ``_op_list.py``, looked up by (domain, op) (one op
+imports only its own module, through the generated ``_op_index.py``), and the ops of the
 plugins registered in this process (``reprobuild.registry.plugins`` adds and removes them here, so that this layer
 never imports the one above it)."""
 
@@ -13,15 +14,15 @@ import numpy as np
 
 from reprobuild.core.dtypes import dtype_name
 from reprobuild.core.errors import ModelError, PluginNotRegisteredError, UnsupportedOpError
+from reprobuild.ops._op_index import OP_INDEX
+from reprobuild.ops._op_list import op_module, op_modules
 from reprobuild.ops.base import OpDef, OpError, StaticInputError, TensorType
 
 
 @functools.cache
 def _table() -> dict[tuple[str, str], OpDef]:
-    from reprobuild.ops._op_list import OP_MODULES
-
     table: dict[tuple[str, str], OpDef] = {}
-    for module in OP_MODULES:
+    for module in op_modules():
         for opdef in module.OPS:
             key = (opdef.domain, opdef.op)
             if key in table:
@@ -34,6 +35,16 @@ def _table() -> dict[tuple[str, str], OpDef]:
 def all_ops() -> list[OpDef]:
     """Every op definition, sorted by (domain, op)."""
     return list(_table().values())
+
+
+@functools.cache
+def _indexed(op: str) -> OpDef | None:
+    """The definition of ``op`` of the default domain, importing only the module ``_op_index`` names for it (a
+    runtime loads the definitions of its engine's ops, not all of them); None where the index has no entry."""
+    name = OP_INDEX.get(op)
+    if name is None:
+        return None
+    return next((d for d in op_module(name).OPS if d.domain == "" and d.op == op), None)
 
 
 _PLUGIN_OPS: dict[str, OpDef] = {}  # by layer name, domain::op
@@ -73,7 +84,9 @@ def plugin_not_registered(op: str, domain: str = "") -> PluginNotRegisteredError
 def find_op(op: str, domain: str = "") -> OpDef | None:
     """The definition of ``op`` in ``domain``: a built-in one, else a registered plugin's. A plugin op is also
     found by the name layers give it, ``domain::op`` (see :attr:`OpDef.layer_op`)."""
-    opdef = _table().get((domain, op))
+    opdef = _indexed(op) if not domain else None
+    if opdef is None:
+        opdef = _table().get((domain, op))  # an op the index lacks: every module, then the plugins
     if opdef is None and (domain or "::" in op):
         with _PLUGIN_LOCK:
             opdef = _PLUGIN_OPS.get(f"{domain}::{op}" if domain else op)

@@ -3,7 +3,7 @@
 ``builtin_registry()`` imports every tactic family and every op module to make a reference tactic of each op. A
 Runtime resolves the (family, name, version) each layer records, so it imports only those families' modules
 (``index.family_tactics``) and, for ``reference`` tactics, only the modules of those layers' ops
-(``index.op_definition``). Any other question (candidates, every tactic, a tactic the loaded part lacks) is
+(``reprobuild.ops.find_op``). Any other question (candidates, every tactic, a tactic the loaded part lacks) is
 answered by the full registry, built on first need, so that answers and error messages are exactly the full
 registry's: a lookup that misses the loaded part (a damaged engine, another version's tactic) costs the full
 registry's import, never a different result.
@@ -18,8 +18,8 @@ from collections.abc import Iterable
 
 from reprobuild.kernels.reference import CpuReference, CudaReference
 from reprobuild.kernels.tactic import Tactic, TacticRegistry
-from reprobuild.ops import BuildTimeOp
-from reprobuild.registry.index import family_tactics, op_definition
+from reprobuild.ops import BuildTimeOp, find_op
+from reprobuild.registry.index import family_tactics
 from reprobuild.registry.plugins import plugin_registry
 from reprobuild.registry.tactics import builtin_registry
 
@@ -50,7 +50,7 @@ class LazyRegistry(TacticRegistry):
             for op, family in sorted(set(uses) - self._loaded):
                 self._loaded.add((op, family))
                 if family == "reference":
-                    opdef = op_definition(op)
+                    opdef = find_op(op)
                     if opdef is not None and not isinstance(opdef, BuildTimeOp) and opdef.lowered_to is None \
                             and opdef.domain == "":
                         found += [CpuReference(opdef), CudaReference(opdef)]
