@@ -35,6 +35,7 @@ def check_activation(attrs: Attrs) -> None:
 
 class FusedConv(OpDef):
     op, versions, internal = "FusedConv", (1,), True
+    version = 2
     attributes = {**{k: v for k, v in Conv.attributes.items() if k != "auto_pad"}, **EPILOGUE_ATTRIBUTES}
     num_inputs = (3, 4)
     dtypes = FLOATS

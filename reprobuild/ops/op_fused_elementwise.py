@@ -168,6 +168,7 @@ def step_definition(op: str) -> OpDef:
 
 class FusedElementwise(OpDef):
     op, versions, internal = "FusedElementwise", (1,), True
+    version = 2
     attributes = {"steps": Attr("strings")}
     num_inputs = (1, None)
     dtypes = FLOATS
