@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from reprobuild.core.dtypes import INTEGERS, NUMERIC
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType
 from reprobuild.ops.families import float_compute_type
 
 _FLT_MAX = float(np.finfo(np.float32).max)
@@ -29,7 +29,7 @@ _BOUNDS = ((1, "min"), (2, "max"))
 
 class Clip(OpDef):
     op, versions = "Clip", (6, 11, 12, 13)
-    attributes = {"min": Attr("float", -_FLT_MAX, until=11), "max": Attr("float", _FLT_MAX, until=11)}
+    version = 2  # 2: its attributes come from onnx_attributes.json (the same ones)
     num_inputs = (1, 3)
     dtypes = NUMERIC
 

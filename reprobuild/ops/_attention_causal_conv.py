@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reprobuild.ops._attention_round import rounder, work_dtype
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType
 
 ROLES = ("input", "weight", "bias", "past_state")
 ACTIVATIONS = {"none": "none", "silu": "silu", "swish": "silu"}
@@ -21,7 +21,7 @@ ACTIVATIONS = {"none": "none", "silu": "silu", "swish": "silu"}
 
 class CausalConvWithState(OpDef):
     op, versions = "CausalConvWithState", (27,)
-    attributes = {"activation": Attr("string", "none")}
+    version = 2
     num_inputs = (2, 4)
     num_outputs = (1, 2)
     dtypes = ("float16", "bfloat16", "float32")

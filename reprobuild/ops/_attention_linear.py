@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.ops.base import ABSENT, Attr, Attrs, Node, OpDef, OpError, TensorType
+from reprobuild.ops.base import ABSENT, Attrs, Node, OpDef, OpError, TensorType
 
 ROLES = ("query", "key", "value", "past_state", "decay", "beta")
 RULES = ("linear", "gated", "delta", "gated_delta")
@@ -27,8 +27,8 @@ TYPES = ("float16", "bfloat16", "float32")
 
 class LinearAttention(OpDef):
     op, versions = "LinearAttention", (27,)
-    attributes = {"chunk_size": Attr("int", 64), "kv_num_heads": Attr("int"), "q_num_heads": Attr("int"),
-                  "scale": Attr("float", 0.0), "update_rule": Attr("string", "gated_delta")}
+    version = 2
+    checks_required = ("kv_num_heads", "q_num_heads")  # convert asks for both at once
     num_inputs = (3, 6)
     num_outputs = (1, 2)
     dtypes = TYPES

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from reprobuild.ops._attention_round import rounder, work_dtype
-from reprobuild.ops.base import ABSENT, Attr, Attrs, Node, OpDef, OpError, TensorType
+from reprobuild.ops.base import ABSENT, Attrs, Node, OpDef, OpError, TensorType
 
 
 class RotaryEmbedding(OpDef):
     op, versions = "RotaryEmbedding", (23,)
-    attributes = {"interleaved": Attr("int", 0), "num_heads": Attr("int"), "rotary_embedding_dim": Attr("int", 0)}
+    version = 2
     num_inputs = (3, 4)
     dtypes = ("float16", "bfloat16", "float32")
     same_type = (1, 2)

@@ -33,7 +33,7 @@ import numpy as np
 from reprobuild.core.dtypes import FLOATS, np_dtype
 from reprobuild.ops._attention_bias import attention_bias, softmax
 from reprobuild.ops._attention_round import cast, rounder, work_dtype
-from reprobuild.ops.base import ABSENT, Attr, Attrs, Node, OpDef, OpError, TensorType, broadcast
+from reprobuild.ops.base import ABSENT, Attrs, Node, OpDef, OpError, TensorType, broadcast
 
 ROLES = ("Q", "K", "V", "attn_mask", "past_key", "past_value", "nonpad_kv_seqlen")
 OUTPUTS = ("Y", "present_key", "present_value", "qk_matmul_output")
@@ -44,12 +44,7 @@ _MASK_TYPES = ("bool",)
 
 class Attention(OpDef):
     op, versions = "Attention", (23, 24, 25)
-    attributes = {
-        "is_causal": Attr("int", 0), "kv_num_heads": Attr("int"), "q_num_heads": Attr("int"),
-        "qk_matmul_output_mode": Attr("int", 0), "scale": Attr("float"), "softcap": Attr("float", 0.0),
-        "softmax_precision": Attr("int"), "left_window_size": Attr("int", -1, since=25),
-        "right_window_size": Attr("int", -1, since=25),
-    }
+    version = 2
     num_inputs = (3, 7)
     num_outputs = (1, 4)
     dtypes = FLOATS

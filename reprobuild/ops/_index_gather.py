@@ -20,7 +20,6 @@ from reprobuild.core.dtypes import ALL
 from reprobuild.ops._constant_limits import check_constant_size
 from reprobuild.ops.base import (
     ABSENT,
-    Attr,
     Attrs,
     BuildTimeOp,
     Node,
@@ -57,7 +56,6 @@ def check_indices(t: TensorType, allowed: Sequence[str] = INDEX_TYPES, which: in
 
 class _AxisGather(OpDef):
     versions: ClassVar[tuple[int, ...]] = (11, 13)
-    attributes = {"axis": Attr("int", 0)}
     num_inputs = (2, 2)
     dtypes = ALL
 
@@ -71,6 +69,7 @@ class Gather(_AxisGather):
     """``output = take(data, indices, axis)``: data's axis replaced by the indices' shape."""
 
     op, versions = "Gather", (1, 11, 13)
+    version = 2
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
         self.check_types(inputs)
@@ -96,6 +95,7 @@ class GatherElements(_AxisGather):
     shape, which may be smaller than the data's in the other axes."""
 
     op = "GatherElements"
+    version = 2
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
         self.check_types(inputs)
@@ -125,7 +125,7 @@ class GatherND(OpDef):
     ``batch_dims`` axes, which data and indices share."""
 
     op, versions = "GatherND", (11, 12, 13)
-    attributes = {"batch_dims": Attr("int", 0, since=12)}
+    version = 2
     num_inputs = (2, 2)
     dtypes = ALL
 
@@ -171,7 +171,7 @@ class Compress(OpDef):
     positions along ``axis``, or of the flattened input."""
 
     op, versions = "Compress", (9, 11, 28)
-    attributes = {"axis": Attr("int")}
+    version = 2
     num_inputs = (2, 2)
     dtypes = ALL
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from reprobuild.core.dtypes import ALL, NUMERIC
 from reprobuild.ops._index_gather import check_index_values, check_indices, wrap_negative
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, axis_in_range
 from reprobuild.ops.families import float_compute_type
 
 REDUCTIONS = ("none", "add", "mul", "max", "min")
@@ -73,8 +73,8 @@ class ScatterElements(OpDef):
     """``output[..., indices[..., i, ...], ...] = updates[..., i, ...]`` along ``axis``."""
 
     op = "ScatterElements"
+    version = 2
     versions: ClassVar[tuple[int, ...]] = (11, 13, 16, 18)
-    attributes = {"axis": Attr("int", 0), "reduction": Attr("string", "none", since=16)}
     num_inputs = (3, 3)
     dtypes = ALL
     same_type = (2,)
@@ -130,7 +130,6 @@ class Scatter(ScatterElements):
     """Deprecated (opset 11) alias of ScatterElements without reduction: converted to a ScatterElements layer."""
 
     op, versions, lowered_to = "Scatter", (9, 11), "ScatterElements"
-    attributes = {"axis": Attr("int", 0)}
 
     def convert(self, node: Node) -> None:
         x = node.input(0)
@@ -144,7 +143,7 @@ class ScatterND(OpDef):
     which the matching slice of ``updates`` replaces or is folded into."""
 
     op, versions = "ScatterND", (11, 13, 16, 18)
-    attributes = {"reduction": Attr("string", "none", since=16)}
+    version = 2
     num_inputs = (3, 3)
     dtypes = ALL
     same_type = (2,)
@@ -197,7 +196,7 @@ class TensorScatter(OpDef):
     circular mode. The positions of one batch entry are distinct, so the write is one plain scatter."""
 
     op, versions = "TensorScatter", (24,)
-    attributes = {"axis": Attr("int", -2), "mode": Attr("string", "linear")}
+    version = 2
     num_inputs = (2, 3)
     dtypes = ALL
     same_type = (1,)

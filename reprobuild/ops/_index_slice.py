@@ -85,7 +85,8 @@ class Slice(OpDef):
     """Version 1 takes starts/ends/axes as attributes; 10+ as inputs, which must be known at build time."""
 
     op, versions = "Slice", (1, 10, 11, 13)
-    attributes = {"starts": Attr("ints", until=10), "ends": Attr("ints", until=10), "axes": Attr("ints", until=10)}
+    version = 2
+    checks_required = ("ends", "starts")  # convert asks for both at once
     num_inputs = (1, 5)
     dtypes = ALL
 
@@ -143,7 +144,9 @@ class Split(OpDef):
     output."""
 
     op, versions = "Split", (1, 2, 11, 13, 18)
-    attributes = {"axis": Attr("int", 0), "split": Attr("ints", until=13), "num_outputs": Attr("int", since=18)}
+    version = 2
+    # Split 1's schema gives axis no default, though its documentation says 0, as every later version's does.
+    attribute_overrides = {"axis": Attr("int", 0)}
     num_inputs = (1, 2)
     num_outputs = (1, 2**31 - 1)
     dtypes = ALL

@@ -17,13 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from reprobuild.core.dtypes import NUMERIC
-from reprobuild.ops.base import Attr, Attrs, Node
+from reprobuild.ops.base import Attrs, Node
 from reprobuild.ops.families import Binary
 
 
 class Mod(Binary):
     op, versions, dtypes = "Mod", (10, 13, 28), NUMERIC
-    attributes = {"fmod": Attr("int", 0)}
+    version = 2
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         fmod = int(attrs["fmod"])

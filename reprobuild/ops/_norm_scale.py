@@ -16,17 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from reprobuild.core.dtypes import FLOATS
-from reprobuild.ops._norm_stats import EPSILON, check_broadcasts, check_stash_type, work_dtype
-from reprobuild.ops.base import REQUIRED, Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range
+from reprobuild.ops._norm_stats import check_broadcasts, check_stash_type, work_dtype
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, axis_in_range
 from reprobuild.ops.families import Unary
 
 
 class RMSNormalization(OpDef):
     op, versions = "RMSNormalization", (23,)
-    attributes = {"axis": Attr("int", -1), "epsilon": Attr("float", EPSILON), "stash_type": Attr("int", 1)}
+    version = 2
     num_inputs = (2, 2)
     dtypes = FLOATS
     same_type = (1,)
@@ -60,7 +58,7 @@ class RMSNormalization(OpDef):
 
 class LpNormalization(Unary):
     op, versions, dtypes = "LpNormalization", (1, 22), FLOATS
-    attributes = {"axis": Attr("int", -1), "p": Attr("int", 2)}
+    version = 2
     upcast = False
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +91,7 @@ class LpNormalization(Unary):
 
 class LRN(Unary):
     op, versions, dtypes = "LRN", (1, 13), FLOATS
-    attributes = {"alpha": Attr("float", float(np.float32(1e-4))), "beta": Attr("float", 0.75),
-                  "bias": Attr("float", 1.0), "size": Attr("int", REQUIRED)}
+    version = 2
     upcast = False
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:

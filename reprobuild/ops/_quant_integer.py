@@ -21,13 +21,11 @@ from typing import Any
 from reprobuild.ops._attention_round import rounder, work_dtype
 from reprobuild.ops._quant_common import saturate_int
 from reprobuild.ops._window import output_spatial, resolve_window
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, broadcast, ints
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, broadcast, ints
 from reprobuild.ops.op_conv import conv_nd
 from reprobuild.ops.op_gemm import MatMul
 
 _Q8 = ("int8", "uint8")
-_WINDOW = {"auto_pad": Attr("string", "NOTSET"), "dilations": Attr("ints"), "group": Attr("int", 1),
-           "kernel_shape": Attr("ints"), "pads": Attr("ints"), "strides": Attr("ints")}
 
 
 def _matmul_shape(a: TensorType, b: TensorType) -> tuple[int, ...]:
@@ -149,7 +147,6 @@ class QLinearMatMul(OpDef):
 class _IntegerConv(OpDef):
     """Shared by ConvInteger and QLinearConv: the window attributes, resolved as Conv resolves them."""
 
-    attributes = _WINDOW
     x_at, w_at = 0, 1
 
     def window(self, node: Node) -> dict[str, Any]:
@@ -183,6 +180,7 @@ class _IntegerConv(OpDef):
 
 class ConvInteger(_IntegerConv):
     op, versions = "ConvInteger", (10,)
+    version = 2
     num_inputs = (2, 4)
     dtypes = _Q8
 
@@ -214,6 +212,7 @@ class ConvInteger(_IntegerConv):
 
 class QLinearConv(_IntegerConv):
     op, versions = "QLinearConv", (10,)
+    version = 2
     num_inputs = (8, 9)
     dtypes = _Q8
     w_at = 3

@@ -40,7 +40,7 @@ from reprobuild.ops._quant_common import (
     to_dtype,
     to_float8,
 )
-from reprobuild.ops.base import ABSENT, Attr, Attrs, Node, OpDef, OpError, TensorType
+from reprobuild.ops.base import ABSENT, Attrs, Node, OpDef, OpError, TensorType
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 
 _X_TYPES = ("float32", "float16", "bfloat16", "int32")
@@ -65,9 +65,7 @@ def _elem_type(node: Node, key: str) -> str | None:
 
 class QuantizeLinear(OpDef):
     op, versions = "QuantizeLinear", (10, 13, 19, 21, 23, 24, 25, 28)
-    attributes = {"axis": Attr("int", 1, since=13), "saturate": Attr("int", 1, since=19),
-                  "block_size": Attr("int", 0, since=21), "output_dtype": Attr("int", 0, since=21),
-                  "precision": Attr("int", 0, since=23)}
+    version = 2
     num_inputs = (2, 3)
     dtypes = _X_TYPES
 
@@ -135,8 +133,7 @@ class QuantizeLinear(OpDef):
 
 class DequantizeLinear(OpDef):
     op, versions = "DequantizeLinear", (10, 13, 19, 21, 23, 24, 25, 28)
-    attributes = {"axis": Attr("int", 1, since=13), "block_size": Attr("int", 0, since=21),
-                  "output_dtype": Attr("int", 0, since=23)}
+    version = 2
     num_inputs = (2, 3)
     dtypes = (*QUANT_TYPES, "int32")
     same_type = (2,)

@@ -21,21 +21,10 @@ import numpy as np
 
 from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops._rnn_act import ACTIVATIONS, activation, canonical_activations
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType
 
 OUTPUT_NAMES = ("Y", "Y_h", "Y_c")
 _DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
-
-RNN_ATTRIBUTES = {
-    "activation_alpha": Attr("floats"),
-    "activation_beta": Attr("floats"),
-    "activations": Attr("strings"),
-    "clip": Attr("float"),
-    "direction": Attr("string", "forward"),
-    "hidden_size": Attr("int"),
-    "layout": Attr("int", 0, since=14),
-}
-
 
 class Recurrent(OpDef):
     """Base of RNN, GRU and LSTM: subclasses set ``gates``, ``default_activations``, ``optional_inputs`` and

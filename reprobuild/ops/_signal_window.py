@@ -24,7 +24,7 @@ import numpy as np
 
 from reprobuild.core.dtypes import FLOATS, INTEGERS, np_dtype
 from reprobuild.ops._constant_limits import check_constant_size
-from reprobuild.ops.base import Attr, BuildTimeOp, Node, OpError, scalar
+from reprobuild.ops.base import BuildTimeOp, Node, OpError, scalar
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 
 _OUTPUT_TYPES = INTEGERS + FLOATS
@@ -57,7 +57,6 @@ def _round_to(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
 
 class _Window(BuildTimeOp):
     versions = (17,)
-    attributes = {"output_datatype": Attr("int", 1), "periodic": Attr("int", 1)}
     dtypes = ("int32", "int64")
     coefficients: ClassVar[tuple[float, float, float]]
 
@@ -108,7 +107,6 @@ def _mel_points(count: int, dft_length: int, sample_rate: int, low: float, high:
 
 class MelWeightMatrix(BuildTimeOp):
     op, versions = "MelWeightMatrix", (17,)
-    attributes = {"output_datatype": Attr("int", 1)}
     num_inputs = (5, 5)
     dtypes = ("int32", "int64")
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.ops._constant_limits import check_constant_size
-from reprobuild.ops.base import Attr, BuildTimeOp, Node, OpError, scalar
+from reprobuild.ops.base import BuildTimeOp, Node, OpError, scalar
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 
 RANGE_TYPES = ("float16", "bfloat16", "float32", "float64", "int16", "int32", "int64")
@@ -31,7 +31,6 @@ def _check_size(node: Node, count: int, dtype: str) -> None:
 
 class Range(BuildTimeOp):
     op, versions = "Range", (11, 27)
-    attributes = {"stash_type": Attr("int", 1, since=27)}
     num_inputs = (3, 3)
     dtypes = RANGE_TYPES
 
@@ -70,7 +69,6 @@ class Range(BuildTimeOp):
 
 class EyeLike(BuildTimeOp):
     op, versions = "EyeLike", (9, 22)
-    attributes = {"dtype": Attr("int"), "k": Attr("int", 0)}
 
     def convert(self, node: Node) -> None:
         x = node.input(0)

@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 
 from reprobuild.core.dtypes import ALL, FLOATS, INTEGERS, NUMERIC, SIGNED
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, scalar
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, scalar
 
 
 class Trilu(OpDef):
     op, versions = "Trilu", (14,)
-    attributes = {"upper": Attr("int", 1)}
+    version = 2
     num_inputs = (1, 2)
     dtypes = ALL
 
@@ -55,7 +55,7 @@ class Trilu(OpDef):
 
 class OneHot(OpDef):
     op, versions = "OneHot", (9, 11, 28)
-    attributes = {"axis": Attr("int", -1)}
+    version = 2
     num_inputs = (3, 3)
     dtypes = NUMERIC
 
@@ -107,7 +107,7 @@ class OneHot(OpDef):
 
 class ReverseSequence(OpDef):
     op, versions = "ReverseSequence", (10, 28)
-    attributes = {"batch_axis": Attr("int", 1), "time_axis": Attr("int", 0)}
+    version = 2
     num_inputs = (2, 2)
     dtypes = ALL
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from reprobuild.core.dtypes import ALL
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axes_in_range, ints, scalar
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, axes_in_range, ints, scalar
 
 MODES = ("constant", "reflect", "edge", "wrap")
 
@@ -56,8 +56,7 @@ def source_index(n: int, begin: int, end: int, mode: str) -> np.ndarray:
 
 class Pad(OpDef):
     op, versions = "Pad", (2, 11, 13, 18, 19, 21, 23, 24, 25)
-    attributes = {"mode": Attr("string", "constant"), "pads": Attr("ints", since=2, until=11),
-                  "value": Attr("float", 0.0, since=2, until=11)}
+    version = 2
     num_inputs = (1, 4)
     dtypes = ALL
 
@@ -140,7 +139,6 @@ class Pad(OpDef):
 
 class CenterCropPad(OpDef):
     op, versions, lowered_to = "CenterCropPad", (18,), "Pad"
-    attributes = {"axes": Attr("ints")}
     num_inputs = (2, 2)
     dtypes = ALL
 

@@ -4,7 +4,10 @@ One definition per op (or per family of ops that differ only in a formula), afte
 evaluator's ``onnx/reference/ops/op_*.py``. A definition holds
 
 - the ONNX **attributes** it understands, with defaults and the op versions that have them, and the op
-  **versions** it implements (``since_version`` of each ONNX schema it covers);
+  **versions** it implements (``since_version`` of each ONNX schema it covers). For an op that ONNX defines, the
+  attributes come from ``onnx_attributes.json``, generated from ``onnx.defs`` (``python -m
+  reprobuild.ops.onnx_schema``); a definition writes by hand only where it deliberately differs
+  (``attribute_overrides``, ``checks_required``), and reprobuild's own ops write theirs in ``attributes``;
 - ``convert``: how an ONNX node of any of those versions becomes one canonical IR layer: defaults filled in,
   axes made non-negative, inputs that decide shapes (Reshape's shape, Slice's starts, ReduceSum's axes in
   opset 13+) moved into attributes. The builder and the runtime never see ONNX defaults or version forms;
@@ -26,6 +29,8 @@ import numpy as np
 
 from reprobuild.core.dtypes import NUMERIC
 from reprobuild.core.errors import ModelError, UnsupportedOpError
+from reprobuild.ops.attr import ABSENT, REQUIRED, Attr
+from reprobuild.ops.onnx_attributes import onnx_attributes
 
 
 class OpError(ModelError):
@@ -59,27 +64,6 @@ class TensorType:
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
-
-_REQUIRED = object()
-_ABSENT = object()
-
-
-@dataclass(frozen=True)
-class Attr:
-    """An ONNX attribute: its kind, its default (``REQUIRED``, ``ABSENT`` for "no value", or a value), and the
-    op versions that have it: ``since`` <= version < ``until``."""
-
-    kind: str  # int, float, string, ints, floats, strings, tensor
-    default: Any = _ABSENT
-    since: int = 1
-    until: int | None = None
-
-    def exists_in(self, version: int) -> bool:
-        return self.since <= version and (self.until is None or version < self.until)
-
-
-REQUIRED = _REQUIRED
-ABSENT = _ABSENT
 
 AttrValue = int | float | str | tuple[int, ...] | tuple[float, ...] | tuple[str, ...]
 Attrs = Mapping[str, Any]
@@ -140,7 +124,16 @@ class OpDef:
     #: ONNX ``since_version`` of each schema this definition implements. A node whose op version (in the
     #: model's opset) is not listed is refused, naming the versions that are.
     versions: ClassVar[tuple[int, ...]]
+    #: The attributes of every version, by name. Derived for an op that ONNX defines (the generated table, see
+    #: ``onnx_attributes``, then ``checks_required`` and ``attribute_overrides``); written here by hand only for
+    #: reprobuild's own ops (internal ones, another domain's, an op ONNX does not define).
     attributes: ClassVar[Mapping[str, Attr]] = {}
+    #: Where a definition deliberately differs from ``onnx.defs``, the attribute as it is meant (each with a comment
+    #: saying why): it replaces the table's.
+    attribute_overrides: ClassVar[Mapping[str, Attr]] = {}
+    #: Attributes ONNX requires that ``convert`` checks itself, with a message of its own that says what to give:
+    #: declared without a default (``ABSENT``) so that the frontend's generic "is required" does not come first.
+    checks_required: ClassVar[tuple[str, ...]] = ()
     #: (fewest, most) inputs; None for "no limit" (variadic).
     num_inputs: ClassVar[tuple[int, int | None]] = (1, 1)
     num_outputs: ClassVar[tuple[int, int]] = (1, 1)
@@ -149,7 +142,9 @@ class OpDef:
     #: Input positions that must have input 0's dtype.
     same_type: ClassVar[tuple[int, ...]] = ()
     #: Version of the reference ``compute``: bump it whenever what ``compute`` returns changes. The reference
-    #: tactics record it, so a pinned engine never silently gets a different reference.
+    #: tactics record it, so a pinned engine never silently gets a different reference. Their identity covers the
+    #: definition's whole class, so any change to the class's code needs a bump too (the versions that came with
+    #: moving ONNX attributes into ``onnx_attributes.json`` changed no computation).
     version: ClassVar[int] = 1
     #: For an op that never becomes a layer of its own (Dropout, CastLike, Upsample, ...), the op ``convert``
     #: emits instead; such an op has no tactics.
@@ -163,6 +158,22 @@ class OpDef:
     #: The ops ``compute`` looks up in the registry by a name computed at run time (a FusedElementwise step's op):
     #: the reference tactics' identity covers their definitions too.
     ops_by_name: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Derive ``attributes`` from the ONNX table for an op that ONNX defines and whose class does not write
+        them itself."""
+        super().__init_subclass__(**kwargs)
+        op, versions = getattr(cls, "op", None), getattr(cls, "versions", None)
+        if "attributes" in cls.__dict__ or op is None or versions is None or cls.internal or cls.domain:
+            return
+        derived = onnx_attributes(op, versions, set(cls.attribute_overrides))
+        if derived is None:
+            return
+        for key in cls.checks_required:
+            spec = derived[key]
+            derived[key] = Attr(spec.kind, ABSENT if spec.default is REQUIRED else spec.default, spec.since,
+                                spec.until)
+        cls.attributes = {**derived, **cls.attribute_overrides}
 
     # --- the frontend side -------------------------------------------------------------------------------------
 

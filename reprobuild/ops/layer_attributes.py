@@ -2,13 +2,13 @@
 
 A layer's attributes are its op's canonical form (``OpDef.convert``), not the ONNX node's. For an op whose
 ``convert`` is the default (every attribute of the node's version, defaults filled in), they are derived from the
-op's declared ONNX attributes (``OpDef.attributes``, which ``tests/ops/test_layer_attributes.py`` checks against
-``onnx.defs``: names and kinds per version): an attribute every version has and that has a default, or that ONNX
-requires, is in every layer; one that only some versions have, or that has no default, may be absent. An op that
-rewrites its attributes (``convert`` or ``canonical_attrs`` overridden, or an op only graph passes make) declares
-its layer's attributes in :data:`CANONICAL`; the same test converts every case of ONNX's node test suite, the light
-models and the bundled examples, with and without the graph passes, and checks that each layer holds exactly
-what its op declares here.
+op's ONNX attributes (``OpDef.attributes``, derived from ``onnx_attributes.json``, generated from ``onnx.defs``;
+``tests/ops/test_layer_attributes.py`` checks them against ``onnx.defs``: names and kinds per version): an attribute
+every version has and that has a default, or that ONNX requires, is in every layer; one that only some versions
+have, or that has no default, may be absent. An op that rewrites its attributes (``convert`` or ``canonical_attrs``
+overridden, or an op only graph passes make) declares its layer's attributes in :data:`CANONICAL`; the same test
+converts every case of ONNX's node test suite, the light models and the bundled examples, with and without the graph
+passes, and checks that each layer holds exactly what its op declares here.
 
 Nothing here imports onnx: the runtime's loader uses it.
 """

@@ -28,7 +28,7 @@ from reprobuild.core.dtypes import FLOATS, INTEGERS, NUMERIC, SIGNED
 from reprobuild.ops._activation_clip import Clip
 from reprobuild.ops._activation_prelu import PRelu
 from reprobuild.ops._xp import erf
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType
 from reprobuild.ops.families import Unary, float_compute_type
 
 
@@ -67,7 +67,7 @@ class Celu(_Activation):
     """max(0, x) + min(0, alpha * (e^(x / alpha) - 1)); alpha = 0 divides by zero, and is refused."""
 
     op, versions = "Celu", (12, 28)
-    attributes = {"alpha": Attr("float", 1.0)}
+    version = 2
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         if float(attrs["alpha"]) == 0.0:
@@ -81,7 +81,7 @@ class Celu(_Activation):
 
 class Elu(_Activation):
     op, versions = "Elu", (6, 22)
-    attributes = {"alpha": Attr("float", 1.0)}
+    version = 2
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
         return xp.where(x < 0, attrs["alpha"] * xp.expm1(x), x)
@@ -91,7 +91,7 @@ class Gelu(Unary):
     """0.5 x (1 + erf(x / sqrt 2)), or with approximate="tanh" 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
 
     op, versions = "Gelu", (20,)
-    attributes = {"approximate": Attr("string", "none")}
+    version = 2
     forms = ("none", "tanh")
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +112,7 @@ class Gelu(Unary):
 
 class HardSigmoid(_Activation):
     op, versions = "HardSigmoid", (6, 22)
-    attributes = {"alpha": Attr("float", f32(0.2)), "beta": Attr("float", 0.5)}
+    version = 2
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
         return xp.clip(attrs["alpha"] * x + attrs["beta"], 0, 1)
@@ -127,7 +127,7 @@ class HardSwish(_Activation):
 
 class LeakyRelu(_Activation):
     op, versions = "LeakyRelu", (6, 16)
-    attributes = {"alpha": Attr("float", f32(0.01))}
+    version = 2
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
         return xp.where(x < 0, attrs["alpha"] * x, x)
@@ -142,8 +142,7 @@ class Mish(_Activation):
 
 class Selu(_Activation):
     op, versions = "Selu", (6, 22)
-    attributes = {"alpha": Attr("float", f32(1.67326319217681884765625)),
-                  "gamma": Attr("float", f32(1.05070102214813232421875))}
+    version = 2
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
         return attrs["gamma"] * xp.where(x > 0, x, attrs["alpha"] * xp.expm1(x))
@@ -172,7 +171,7 @@ class Softsign(_Activation):
 
 class Swish(_Activation):
     op, versions = "Swish", (24,)
-    attributes = {"alpha": Attr("float", 1.0)}
+    version = 2
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
         return x * sigmoid(xp, attrs["alpha"] * x)
@@ -180,7 +179,7 @@ class Swish(_Activation):
 
 class ThresholdedRelu(_Activation):
     op, versions = "ThresholdedRelu", (10, 22)
-    attributes = {"alpha": Attr("float", 1.0)}
+    version = 2
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
         return xp.where(x > attrs["alpha"], x, xp.zeros_like(x))
@@ -190,7 +189,7 @@ class Shrink(_Activation):
     """x + bias below -lambd, x - bias above lambd, 0 between; integers too (see the module docstring)."""
 
     op, versions, dtypes = "Shrink", (9,), NUMERIC
-    attributes = {"bias": Attr("float", 0.0), "lambd": Attr("float", 0.5)}
+    version = 2
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
         if inputs and inputs[0].dtype in INTEGERS:
@@ -233,7 +232,7 @@ class SwiGLU(OpDef):
     """Swish(A) * B = A * sigmoid(alpha * A) * B, for A and B of one shape."""
 
     op, versions = "SwiGLU", (28,)
-    attributes = {"alpha": Attr("float", 1.0)}
+    version = 2
     num_inputs = (2, 2)
     dtypes = FLOATS
     same_type = (1,)

@@ -15,8 +15,11 @@ from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType
 
 class BatchNormalization(OpDef):
     op, versions = "BatchNormalization", (7, 9, 14, 15)
-    attributes = {"epsilon": Attr("float", 1e-5), "momentum": Attr("float", 0.9),
-                  "spatial": Attr("int", 1, until=9), "training_mode": Attr("int", 0, since=14)}
+    version = 2
+    # The doubles 1e-5 and 0.9, not ONNX's float32 defaults widened (9.999999747378752e-06, 0.8999999761581421):
+    # convert writes the default into every layer, so changing it would change each BatchNormalization layer's
+    # signature and the weights the folding pass computes.
+    attribute_overrides = {"epsilon": Attr("float", 1e-5), "momentum": Attr("float", 0.9)}
     num_inputs = (5, 5)
     num_outputs = (1, 5)
     dtypes = FLOATS

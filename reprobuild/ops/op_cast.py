@@ -29,7 +29,7 @@ import ml_dtypes
 from reprobuild.core.dtypes import ALL, DTYPES, INTEGERS, is_float, np_dtype
 from reprobuild.ops._cast_narrow import E8M0, FLOAT8, HOST_ONLY, saturate_to_float8, to_e8m0, widen
 from reprobuild.ops._xp import is_numpy
-from reprobuild.ops.base import REQUIRED, Attr, Attrs, Node, OpDef, OpError, TensorType
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 
 ROUND_MODES = ("up", "down", "nearest")
@@ -83,9 +83,8 @@ def cast(xp: Any, x: Any, to: str, saturate: bool = True, round_mode: str = "up"
 
 class Cast(OpDef):
     op = "Cast"
+    version = 2
     versions: ClassVar[tuple[int, ...]] = (6, 9, 13, 19, 21, 23, 24, 25, 28)
-    attributes = {"to": Attr("int", REQUIRED), "saturate": Attr("int", 1, since=19),
-                  "round_mode": Attr("string", "up", since=24)}
     dtypes = ALL
 
     def convert(self, node: Node) -> None:
@@ -112,7 +111,6 @@ class CastLike(Cast):
     """Becomes a Cast to the dtype of ``target_type`` (whose values are never read)."""
 
     op, versions, lowered_to = "CastLike", (15, 19, 21, 23, 24, 25), "Cast"
-    attributes = {"saturate": Attr("int", 1, since=19), "round_mode": Attr("string", "up", since=24)}
     num_inputs = (2, 2)
 
     def convert(self, node: Node) -> None:

@@ -13,21 +13,13 @@ import numpy as np
 
 from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops._window import output_spatial, padded, resolve_window, tap_view, taps
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, ints
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, ints
 from reprobuild.ops.families import float_compute_type
-
-_WINDOW = {
-    "auto_pad": Attr("string", "NOTSET"),
-    "dilations": Attr("ints"),
-    "kernel_shape": Attr("ints"),
-    "pads": Attr("ints"),
-    "strides": Attr("ints"),
-}
 
 
 class Conv(OpDef):
     op, versions = "Conv", (1, 11, 22)
-    attributes = {**_WINDOW, "group": Attr("int", 1)}
+    version = 2
     num_inputs = (2, 3)
     dtypes = FLOATS
     same_type = (1, 2)

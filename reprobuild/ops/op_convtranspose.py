@@ -27,7 +27,7 @@ from reprobuild.core.dtypes import FLOATS, NUMERIC
 from reprobuild.ops._nn_col2im import blocks_along, col2im
 from reprobuild.ops._nn_deform import deform_columns
 from reprobuild.ops._window import output_spatial
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, ints
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, ints
 from reprobuild.ops.families import float_compute_type
 
 
@@ -40,9 +40,7 @@ def _per_dim(node: Node, key: str, nd: int, default: int) -> tuple[int, ...]:
 
 class ConvTranspose(OpDef):
     op, versions = "ConvTranspose", (1, 11, 22)
-    attributes = {"auto_pad": Attr("string", "NOTSET"), "dilations": Attr("ints"), "group": Attr("int", 1),
-                  "kernel_shape": Attr("ints"), "output_padding": Attr("ints"), "output_shape": Attr("ints"),
-                  "pads": Attr("ints"), "strides": Attr("ints")}
+    version = 2
     num_inputs = (2, 3)
     dtypes = FLOATS
     same_type = (1, 2)
@@ -167,7 +165,7 @@ class Col2Im(OpDef):
     ``strides``."""
 
     op, versions = "Col2Im", (18,)
-    attributes = {"dilations": Attr("ints"), "pads": Attr("ints"), "strides": Attr("ints")}
+    version = 2
     num_inputs = (3, 3)
     dtypes = NUMERIC
 
@@ -221,8 +219,7 @@ class DeformConv(OpDef):
     ``strides``, ``dilations``, ``group``, ``offset_group``, ``has_mask`` (whether the mask input is there)."""
 
     op, versions = "DeformConv", (19, 22)
-    attributes = {"dilations": Attr("ints"), "group": Attr("int", 1), "kernel_shape": Attr("ints"),
-                  "offset_group": Attr("int", 1), "pads": Attr("ints"), "strides": Attr("ints")}
+    version = 2
     num_inputs = (3, 5)
     dtypes = FLOATS
     same_type = (1, 2, 3, 4)

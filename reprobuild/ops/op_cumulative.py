@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from reprobuild.core.dtypes import FLOATS, INTEGERS
-from reprobuild.ops.base import REQUIRED, Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range, ints
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, axis_in_range, ints
 from reprobuild.ops.families import float_compute_type
 
 
@@ -42,7 +42,6 @@ def _single_int(node: Node, i: int, what: str) -> int:
 class _Scan(OpDef):
     """Base of CumSum and CumProd: ``scan`` is the inclusive scan along an axis, ``identity`` its start value."""
 
-    attributes = {"exclusive": Attr("int", 0), "reverse": Attr("int", 0)}
     num_inputs = (2, 2)
     dtypes = ("int32", "int64", "uint32", "uint64", *FLOATS)
     identity: ClassVar[int]
@@ -79,6 +78,7 @@ class _Scan(OpDef):
 
 class CumSum(_Scan):
     op, versions, identity = "CumSum", (11, 14), 0
+    version = 2
 
     def scan(self, xp: Any, v: Any, axis: int) -> Any:
         return xp.cumsum(v, axis=axis, dtype=v.dtype)
@@ -86,6 +86,7 @@ class CumSum(_Scan):
 
 class CumProd(_Scan):
     op, versions, identity = "CumProd", (26,), 1
+    version = 2
 
     def scan(self, xp: Any, v: Any, axis: int) -> Any:
         return xp.cumprod(v, axis=axis, dtype=v.dtype)
@@ -99,8 +100,7 @@ def _stable_argsort(xp: Any, v: Any, axis: int) -> Any:
 
 class TopK(OpDef):
     op, versions = "TopK", (1, 10, 11, 24)
-    attributes = {"k": Attr("int", REQUIRED, until=10), "axis": Attr("int", -1),
-                  "largest": Attr("int", 1, since=11), "sorted": Attr("int", 1, since=11)}
+    version = 2
     num_inputs = (1, 2)
     num_outputs = (2, 2)
     dtypes = INTEGERS + FLOATS

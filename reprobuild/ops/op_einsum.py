@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reprobuild.core.dtypes import NUMERIC
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, broadcast
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, broadcast
 from reprobuild.ops.families import float_compute_type
 
 _ELLIPSIS = "..."
@@ -99,7 +99,7 @@ def parse(equation: str, shapes: Sequence[Sequence[int]]) -> Parsed:
 
 class Einsum(OpDef):
     op, versions = "Einsum", (12, 28)
-    attributes = {"equation": Attr("string")}
+    version = 2
     num_inputs = (1, None)
     dtypes = NUMERIC
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reprobuild.core.dtypes import FLOATS
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, broadcast
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, broadcast
 from reprobuild.ops.families import float_compute_type
 
 _NUMERIC_MATMUL = (*FLOATS, "int32", "int64", "uint32", "uint64")
@@ -16,8 +16,7 @@ _NUMERIC_MATMUL = (*FLOATS, "int32", "int64", "uint32", "uint64")
 
 class Gemm(OpDef):
     op, versions = "Gemm", (7, 9, 11, 13)
-    attributes = {"alpha": Attr("float", 1.0), "beta": Attr("float", 1.0), "transA": Attr("int", 0),
-                  "transB": Attr("int", 0)}
+    version = 2
     num_inputs = (2, 3)
     dtypes = _NUMERIC_MATMUL
     same_type = (1, 2)

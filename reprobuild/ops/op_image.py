@@ -40,7 +40,10 @@ def _work(xp: Any, *arrays: Any) -> Any:
 
 class GridSample(OpDef):
     op, versions = "GridSample", (16, 20, 22)
-    attributes = {"align_corners": Attr("int", 0), "mode": Attr("string"), "padding_mode": Attr("string", "zeros")}
+    version = 2
+    # ONNX's default is "bilinear" in version 16 and "linear" from 20 (one mode renamed): convert fills in the
+    # version's name.
+    attribute_overrides = {"mode": Attr("string")}
     num_inputs = (2, 2)
     dtypes = FLOATS
 
@@ -89,7 +92,7 @@ class GridSample(OpDef):
 
 class AffineGrid(OpDef):
     op, versions = "AffineGrid", (20,)
-    attributes = {"align_corners": Attr("int", 0)}
+    version = 2
     num_inputs = (2, 2)
     dtypes = FLOATS
 
@@ -128,9 +131,7 @@ _MAX_SAMPLES = 1 << 32
 
 class RoiAlign(OpDef):
     op, versions = "RoiAlign", (10, 16, 22)
-    attributes = {"coordinate_transformation_mode": Attr("string", "half_pixel", since=16),
-                  "mode": Attr("string", "avg"), "output_height": Attr("int", 1), "output_width": Attr("int", 1),
-                  "sampling_ratio": Attr("int", 0), "spatial_scale": Attr("float", 1.0)}
+    version = 2
     num_inputs = (3, 3)
     dtypes = FLOATS
     same_type = (1,)
@@ -192,7 +193,6 @@ class RoiAlign(OpDef):
 
 class NonMaxSuppression(BuildTimeOp):
     op, versions = "NonMaxSuppression", (10, 11)
-    attributes = {"center_point_box": Attr("int", 0)}
     num_inputs = (2, 5)
     dtypes = ("float32",)
 

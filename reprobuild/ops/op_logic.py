@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reprobuild.core.dtypes import INTEGERS, NARROW, NUMERIC, np_dtype
-from reprobuild.ops.base import REQUIRED, Attr, Attrs, Node, OpDef, OpError, TensorType, broadcast
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, broadcast
 from reprobuild.ops.families import Binary, Unary
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 
@@ -99,7 +99,7 @@ class BitShift(Binary):
     """Canonical attribute ``direction``: "LEFT" or "RIGHT"."""
 
     op, versions, dtypes = "BitShift", (11, 28), INTEGERS
-    attributes = {"direction": Attr("string", REQUIRED)}
+    version = 2
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["direction"] not in ("LEFT", "RIGHT"):
@@ -178,7 +178,7 @@ class BitCast(OpDef):
     """Canonical attribute ``to``: the target dtype's name (``int32``, ``float16``, ...)."""
 
     op, versions, dtypes = "BitCast", (26,), _BITCAST_TYPES
-    attributes = {"to": Attr("int", REQUIRED)}
+    version = 2
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         to = dtype_of_elem_type(int(attrs["to"]), "the 'to' type")

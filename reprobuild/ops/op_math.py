@@ -25,7 +25,7 @@ from reprobuild.core.dtypes import FLOATS, NUMERIC, SIGNED
 from reprobuild.ops._math_mod import Mod
 from reprobuild.ops._math_pow import Pow
 from reprobuild.ops._xp import erf
-from reprobuild.ops.base import Attr, Attrs, Node
+from reprobuild.ops.base import Attrs, Node
 from reprobuild.ops.families import Unary
 
 _FLOAT8 = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
@@ -128,7 +128,7 @@ class Floor(Unary):
 
 class IsInf(Unary):
     op, versions, dtypes, out_dtype = "IsInf", (10, 20), (*FLOATS, *_FLOAT8), "bool"
-    attributes = {"detect_negative": Attr("int", 1), "detect_positive": Attr("int", 1)}
+    version = 2
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         return {key: int(int(value) != 0) for key, value in attrs.items()}

@@ -25,10 +25,8 @@ from typing import Any
 from reprobuild.core.dtypes import FLOATS
 from reprobuild.core.errors import UnsupportedOpError
 from reprobuild.ops._norm_scale import LRN, LpNormalization, RMSNormalization
-from reprobuild.ops._norm_stats import EPSILON, check_broadcasts, check_stash_type, standardize, work_dtype
+from reprobuild.ops._norm_stats import check_broadcasts, check_stash_type, standardize, work_dtype
 from reprobuild.ops.base import (
-    REQUIRED,
-    Attr,
     Attrs,
     Node,
     OpDef,
@@ -57,7 +55,7 @@ def _per_channel(inputs: Sequence[TensorType], channels: int, names: Sequence[st
 
 class LayerNormalization(OpDef):
     op, versions = "LayerNormalization", (17,)
-    attributes = {"axis": Attr("int", -1), "epsilon": Attr("float", EPSILON), "stash_type": Attr("int", 1)}
+    version = 2
     num_inputs = (2, 3)
     num_outputs = (1, 3)
     dtypes = FLOATS
@@ -104,8 +102,7 @@ class LayerNormalization(OpDef):
 
 class GroupNormalization(OpDef):
     op, versions = "GroupNormalization", (18, 21)
-    attributes = {"epsilon": Attr("float", EPSILON), "num_groups": Attr("int", REQUIRED),
-                  "stash_type": Attr("int", 1, since=21)}
+    version = 2
     num_inputs = (3, 3)
     dtypes = FLOATS
     same_type = (1, 2)
@@ -148,7 +145,7 @@ class GroupNormalization(OpDef):
 
 class InstanceNormalization(OpDef):
     op, versions = "InstanceNormalization", (6, 22)
-    attributes = {"epsilon": Attr("float", EPSILON)}
+    version = 2
     num_inputs = (3, 3)
     dtypes = FLOATS
     same_type = (1, 2)
@@ -174,7 +171,7 @@ class InstanceNormalization(OpDef):
 
 class MeanVarianceNormalization(Unary):
     op, versions, dtypes = "MeanVarianceNormalization", (9, 13), FLOATS
-    attributes = {"axes": Attr("ints", (0, 2, 3))}
+    version = 2
     upcast = False
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -21,19 +21,13 @@ import numpy as np
 from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops._nn_pool import argmax_windows, empty_windows, scatter_last_wins, tap_maps
 from reprobuild.ops._window import extra_end, output_spatial, padded, resolve_window, tap_view, taps
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, ints
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, ints
 from reprobuild.ops.families import float_compute_type
-
-_WINDOW = {
-    "auto_pad": Attr("string", "NOTSET"),
-    "kernel_shape": Attr("ints"),
-    "pads": Attr("ints"),
-    "strides": Attr("ints"),
-}
 
 
 class _WindowPool(OpDef):
     dtypes = FLOATS
+    checks_required = ("kernel_shape",)  # canonical_attrs checks the input's rank first, then asks for it
     has_dilations_since = 1
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -72,8 +66,7 @@ class _WindowPool(OpDef):
 
 class MaxPool(_WindowPool):
     op, versions = "MaxPool", (1, 8, 10, 11, 12, 22)
-    attributes = {**_WINDOW, "ceil_mode": Attr("int", 0, since=10), "dilations": Attr("ints", since=10),
-                  "storage_order": Attr("int", 0, since=8)}
+    version = 2
     num_outputs = (1, 2)
     dtypes = (*FLOATS, "int8", "uint8")
     has_dilations_since = 10
@@ -120,8 +113,7 @@ class MaxPool(_WindowPool):
 
 class AveragePool(_WindowPool):
     op, versions = "AveragePool", (7, 10, 11, 19, 22)
-    attributes = {**_WINDOW, "ceil_mode": Attr("int", 0, since=10), "count_include_pad": Attr("int", 0),
-                  "dilations": Attr("ints", since=19)}
+    version = 2
     has_dilations_since = 19
 
     def extra_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -161,8 +153,7 @@ def _norm_order(p: Any) -> int:
 
 class LpPool(_WindowPool):
     op, versions = "LpPool", (2, 11, 18, 22)
-    attributes = {**_WINDOW, "ceil_mode": Attr("int", 0, since=18), "dilations": Attr("ints", since=18),
-                  "p": Attr("int", 2)}
+    version = 2
     has_dilations_since = 18
 
     def extra_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +206,7 @@ class GlobalMaxPool(_GlobalPool):
 
 class GlobalLpPool(_GlobalPool):
     op, versions = "GlobalLpPool", (2, 22)
-    attributes = {"p": Attr("int", 2)}
+    version = 2
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         return {"p": _norm_order(attrs["p"])}
@@ -239,7 +230,7 @@ class MaxUnpool(OpDef):
     read them in ``output_shape``."""
 
     op, versions = "MaxUnpool", (9, 11, 22)
-    attributes = {"kernel_shape": Attr("ints"), "pads": Attr("ints"), "strides": Attr("ints")}
+    version = 2
     num_inputs = (2, 3)
     dtypes = FLOATS
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from reprobuild.core.dtypes import FLOATS, INTEGERS
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range, ints
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, axis_in_range, ints
 from reprobuild.ops.families import float_compute_type
 
 _SUM_TYPES = ("int32", "int64", "uint32", "uint64", *FLOATS)
@@ -72,12 +72,6 @@ class _Reduce(OpDef):
     axes_input_since: ClassVar[int] = 18
     #: Whether the op does elementwise work besides reducing (kept when there are no axes and noop is set).
     composite: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        since = cls.axes_input_since
-        cls.attributes = {"axes": Attr("ints", until=since), "keepdims": Attr("int", 1),
-                          "noop_with_empty_axes": Attr("int", 0, since=since)}
 
     def convert(self, node: Node) -> None:
         x = node.input(0)
@@ -126,6 +120,7 @@ class _Reduce(OpDef):
 
 class ReduceSum(_Reduce):
     op, versions, axes_input_since = "ReduceSum", (1, 11, 13), 13
+    version = 2
 
     def reduce(self, xp: Any, v: Any, axes: tuple[int, ...], keep: bool) -> Any:
         return _sum(xp, v, axes, keep)
@@ -133,6 +128,7 @@ class ReduceSum(_Reduce):
 
 class ReduceMean(_Reduce):
     op, versions = "ReduceMean", (1, 11, 13, 18)
+    version = 2
 
     def check_empty(self, x: TensorType, axes: tuple[int, ...]) -> None:
         if x.dtype not in FLOATS and any(x.shape[a] == 0 for a in axes):
@@ -161,6 +157,7 @@ def _integer_mean(xp: Any, v: Any, axes: tuple[int, ...], keep: bool, count: int
 
 class ReduceProd(_Reduce):
     op, versions = "ReduceProd", (1, 11, 13, 18)
+    version = 2
 
     def reduce(self, xp: Any, v: Any, axes: tuple[int, ...], keep: bool) -> Any:
         return xp.prod(v, axis=axes, keepdims=keep, dtype=v.dtype) if axes else v
@@ -188,14 +185,17 @@ class _Extreme(_Reduce):
 
 class ReduceMax(_Extreme):
     op, largest = "ReduceMax", True
+    version = 2
 
 
 class ReduceMin(_Extreme):
     op, largest = "ReduceMin", False
+    version = 2
 
 
 class ReduceL1(_Reduce):
     op, versions, composite = "ReduceL1", (1, 11, 13, 18), True
+    version = 2
 
     def reduce(self, xp: Any, v: Any, axes: tuple[int, ...], keep: bool) -> Any:
         return _sum(xp, xp.abs(v), axes, keep)
@@ -203,6 +203,7 @@ class ReduceL1(_Reduce):
 
 class ReduceL2(_Reduce):
     op, versions, composite = "ReduceL2", (1, 11, 13, 18), True
+    version = 2
 
     def reduce(self, xp: Any, v: Any, axes: tuple[int, ...], keep: bool) -> Any:
         if v.dtype.kind == "f":
@@ -219,6 +220,7 @@ class ReduceL2(_Reduce):
 
 class ReduceSumSquare(_Reduce):
     op, versions, composite = "ReduceSumSquare", (1, 11, 13, 18), True
+    version = 2
 
     def reduce(self, xp: Any, v: Any, axes: tuple[int, ...], keep: bool) -> Any:
         return _sum(xp, v * v, axes, keep)
@@ -226,6 +228,7 @@ class ReduceSumSquare(_Reduce):
 
 class ReduceLogSum(_Reduce):
     op, versions, composite, dtypes = "ReduceLogSum", (1, 11, 13, 18, 28), True, FLOATS
+    version = 2
 
     def reduce(self, xp: Any, v: Any, axes: tuple[int, ...], keep: bool) -> Any:
         return xp.log(_sum(xp, v, axes, keep))
@@ -236,6 +239,7 @@ class ReduceLogSumExp(_Reduce):
     overflows nor underflows; infinite maxima keep the plain formula (it gives the right inf or NaN)."""
 
     op, versions, composite, dtypes = "ReduceLogSumExp", (1, 11, 13, 18, 28), True, FLOATS
+    version = 2
 
     def reduce(self, xp: Any, v: Any, axes: tuple[int, ...], keep: bool) -> Any:
         if v.size == 0:
@@ -250,7 +254,6 @@ class _ArgExtreme(OpDef):
     """ArgMax / ArgMin along one axis; int64 indices."""
 
     versions = (1, 11, 12, 13)
-    attributes = {"axis": Attr("int", 0), "keepdims": Attr("int", 1), "select_last_index": Attr("int", 0, since=12)}
     dtypes = INTEGERS + FLOATS
     largest: ClassVar[bool]
 
@@ -284,10 +287,12 @@ class _ArgExtreme(OpDef):
 
 class ArgMax(_ArgExtreme):
     op, largest = "ArgMax", True
+    version = 2
 
 
 class ArgMin(_ArgExtreme):
     op, largest = "ArgMin", False
+    version = 2
 
 
 OPS = (ArgMax(), ArgMin(), ReduceL1(), ReduceL2(), ReduceLogSum(), ReduceLogSumExp(), ReduceMax(), ReduceMean(),

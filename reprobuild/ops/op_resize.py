@@ -28,7 +28,7 @@ import numpy as np
 
 from reprobuild.core.dtypes import FLOATS, NUMERIC
 from reprobuild.ops._nn_resize import axis_plan
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axes_in_range, floats, ints
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, axes_in_range, floats, ints
 from reprobuild.ops.families import float_compute_type
 
 _MODES = ("nearest", "linear", "cubic")
@@ -147,14 +147,8 @@ def _check_layer(attrs: Attrs, x: TensorType) -> None:
 
 class Resize(OpDef):
     op = "Resize"
+    version = 2
     versions: ClassVar[tuple[int, ...]] = (10, 11, 13, 18, 19)
-    attributes = {
-        "antialias": Attr("int", 0, since=18), "axes": Attr("ints", since=18),
-        "coordinate_transformation_mode": Attr("string", "half_pixel", since=11),
-        "cubic_coeff_a": Attr("float", -0.75, since=11), "exclude_outside": Attr("int", 0, since=11),
-        "extrapolation_value": Attr("float", 0.0, since=11),
-        "keep_aspect_ratio_policy": Attr("string", "stretch", since=18), "mode": Attr("string", "nearest"),
-        "nearest_mode": Attr("string", "round_prefer_floor", since=11)}
     num_inputs = (1, 4)
     dtypes = (*NUMERIC, "bool")
 
@@ -268,7 +262,6 @@ class Upsample(Resize):
 
     op, lowered_to = "Upsample", "Resize"
     versions: ClassVar[tuple[int, ...]] = (7, 9, 10)
-    attributes = {"mode": Attr("string", "nearest"), "scales": Attr("floats", since=7, until=9)}
     num_inputs = (1, 2)
 
     def convert(self, node: Node) -> None:

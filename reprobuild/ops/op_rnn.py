@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from reprobuild.ops._rnn_common import RNN_ATTRIBUTES, Recurrent, apply
+from reprobuild.ops._rnn_common import Recurrent, apply
 from reprobuild.ops.base import Attr, Attrs, Node
 
 Acts = list[list[Callable[[Any], Any]]]
@@ -27,7 +27,9 @@ class RNN(Recurrent):
     """H = f(X W^T + H R^T + Wb + Rb)."""
 
     op = "RNN"
-    attributes = RNN_ATTRIBUTES
+    version = 2
+    # ONNX's default ["Tanh", "Tanh"] fits only a bidirectional RNN: convert fills in Tanh for each direction.
+    attribute_overrides = {"activations": Attr("strings")}
     num_inputs = (3, 6)
     num_outputs = (1, 2)
     gates = 1
@@ -43,7 +45,7 @@ class GRU(Recurrent):
     linear_before_reset); H = (1 - z) * h~ + z * H."""
 
     op = "GRU"
-    attributes = {**RNN_ATTRIBUTES, "linear_before_reset": Attr("int", 0)}
+    version = 2
     num_inputs = (3, 6)
     num_outputs = (1, 2)
     gates = 3
@@ -72,7 +74,7 @@ class LSTM(Recurrent):
     """i, f = f(... + P * C), c~ = g(...), C = f * C + i * c~, o = f(... + Po * C), H = o * h(C)."""
 
     op = "LSTM"
-    attributes = {**RNN_ATTRIBUTES, "input_forget": Attr("int", 0)}
+    version = 2
     num_inputs = (3, 8)
     num_outputs = (1, 3)
     gates = 4

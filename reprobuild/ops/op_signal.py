@@ -28,7 +28,7 @@ import numpy as np
 
 from reprobuild.core.dtypes import FLOATS
 from reprobuild.ops._signal_window import BlackmanWindow, HammingWindow, HannWindow, MelWeightMatrix
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, scalar
+from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, scalar
 
 
 def _as_complex(xp: Any, x: Any) -> Any:
@@ -53,7 +53,7 @@ def _static_int(node: Node, i: int, what: str) -> int:
 
 class DFT(OpDef):
     op, versions = "DFT", (17, 20)
-    attributes = {"axis": Attr("int", 1, until=20), "inverse": Attr("int", 0), "onesided": Attr("int", 0)}
+    version = 2
     num_inputs = (1, 3)
     dtypes = FLOATS
 
@@ -115,7 +115,7 @@ class DFT(OpDef):
 
 class STFT(OpDef):
     op, versions = "STFT", (17,)
-    attributes = {"onesided": Attr("int", 1)}
+    version = 2
     num_inputs = (2, 4)
     dtypes = FLOATS
 

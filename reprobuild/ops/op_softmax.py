@@ -19,7 +19,8 @@ from reprobuild.ops.families import float_compute_type
 
 class _Normalize(OpDef):
     versions = (1, 11, 13)
-    attributes = {"axis": Attr("int", 1)}
+    # ONNX's default is 1 before version 13 and -1 from 13: canonical_attrs fills in the version's.
+    attribute_overrides = {"axis": Attr("int")}
     dtypes = FLOATS
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +63,7 @@ class _Normalize(OpDef):
 
 class Softmax(_Normalize):
     op = "Softmax"
+    version = 2
 
     def along(self, xp: Any, x: Any, axis: int) -> Any:
         e = xp.exp(x - x.max(axis=axis, keepdims=True))
@@ -70,6 +72,7 @@ class Softmax(_Normalize):
 
 class LogSoftmax(_Normalize):
     op = "LogSoftmax"
+    version = 2
 
     def along(self, xp: Any, x: Any, axis: int) -> Any:
         shifted = x - x.max(axis=axis, keepdims=True)
@@ -80,6 +83,7 @@ class Hardmax(_Normalize):
     """1 at the first maximum along the axis, 0 elsewhere."""
 
     op = "Hardmax"
+    version = 2
 
     def work_type(self, xp: Any, x: Any) -> Any:
         return float_compute_type(xp, x)

@@ -43,7 +43,6 @@ class Dropout(OpDef):
     """Inference-mode Dropout is the identity; its mask output, when used, is all true."""
 
     op, versions, lowered_to = "Dropout", (7, 10, 12, 13, 22), "Identity"
-    attributes = {"ratio": Attr("float", 0.5, until=12), "seed": Attr("int", since=12)}
     num_inputs = (1, 3)
     num_outputs = (1, 2)
     dtypes = ALL
@@ -69,10 +68,9 @@ class Dropout(OpDef):
 
 class Constant(BuildTimeOp):
     op, versions = "Constant", (1, 9, 11, 12, 13, 19, 21, 23, 24, 25)
-    attributes = {"value": Attr("tensor"), "value_float": Attr("float", since=12),
-                  "value_floats": Attr("floats", since=12), "value_int": Attr("int", since=12),
-                  "value_ints": Attr("ints", since=12), "value_string": Attr("string", since=12),
-                  "value_strings": Attr("strings", since=12), "sparse_value": Attr("sparse_tensor", since=11)}
+    # ONNX requires value before version 11 (then its only attribute) and not after, which one Attr cannot say;
+    # convert asks for exactly one value attribute in every version.
+    attribute_overrides = {"value": Attr("tensor")}
     num_inputs = (0, 0)
     dtypes = ALL
 
@@ -97,7 +95,6 @@ class Constant(BuildTimeOp):
 
 class ConstantOfShape(BuildTimeOp):
     op, versions = "ConstantOfShape", (9, 20, 21, 23, 24, 25)
-    attributes = {"value": Attr("tensor")}
     dtypes = ("int64",)
 
     def convert(self, node: Node) -> None:
@@ -115,7 +112,6 @@ class ConstantOfShape(BuildTimeOp):
 
 class Shape(BuildTimeOp):
     op, versions = "Shape", (1, 13, 15, 19, 21, 23, 24, 25)
-    attributes = {"start": Attr("int", 0, since=15), "end": Attr("int", since=15)}
     dtypes = ALL
 
     def convert(self, node: Node) -> None:
@@ -144,7 +140,7 @@ class Reshape(OpDef):
     """Canonical attribute ``shape``: the target shape with 0 and -1 resolved."""
 
     op, versions = "Reshape", (5, 13, 14, 19, 21, 23, 24, 25)
-    attributes = {"allowzero": Attr("int", 0, since=14)}
+    version = 2
     num_inputs = (2, 2)
     dtypes = ALL
 
@@ -179,7 +175,7 @@ class Reshape(OpDef):
 
 class Flatten(OpDef):
     op, versions = "Flatten", (1, 9, 11, 13, 21, 23, 24, 25)
-    attributes = {"axis": Attr("int", 1)}
+    version = 2
     dtypes = ALL
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +198,8 @@ class Flatten(OpDef):
 
 class Concat(OpDef):
     op, versions = "Concat", (4, 11, 13)
-    attributes = {"axis": Attr("int")}
+    version = 2
+    checks_required = ("axis",)  # canonical_attrs says so with a message of its own
     num_inputs = (1, None)
     dtypes = ALL
 

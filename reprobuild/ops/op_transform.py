@@ -29,7 +29,6 @@ from reprobuild.ops._transform_const import EyeLike, Range
 from reprobuild.ops._transform_index import OneHot, ReverseSequence, Trilu
 from reprobuild.ops._transform_pad import CenterCropPad, Pad
 from reprobuild.ops.base import (
-    Attr,
     Attrs,
     Node,
     OpDef,
@@ -45,7 +44,7 @@ _DATA_VERSIONS = (1, 13, 21, 23, 24, 25)  # the versions that only add dtypes
 
 class Transpose(OpDef):
     op, versions = "Transpose", _DATA_VERSIONS
-    attributes = {"perm": Attr("ints")}
+    version = 2
     dtypes = ALL
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +64,7 @@ class Transpose(OpDef):
 
 class Squeeze(OpDef):
     op, versions = "Squeeze", (1, 11, 13, 21, 23, 24, 25)
-    attributes = {"axes": Attr("ints", until=13)}
+    version = 2
     num_inputs = (1, 2)
     dtypes = ALL
 
@@ -105,7 +104,7 @@ class Unsqueeze(OpDef):
     """Canonical ``axes``: positions in the output, non-negative and sorted."""
 
     op, versions = "Unsqueeze", (1, 11, 13, 21, 23, 24, 25)
-    attributes = {"axes": Attr("ints", until=13)}
+    version = 2
     num_inputs = (1, 2)
     dtypes = ALL
 
@@ -180,14 +179,11 @@ class Tile(OpDef):
 class _BlockRearrange(OpDef):
     """DepthToSpace and SpaceToDepth: a reshape to 6-D, a transpose, a reshape back (NCHW input)."""
 
-    attributes = {"blocksize": Attr("int"), "mode": Attr("string", "DCR", since=11)}
     dtypes = ALL
     #: the version that added ``mode``
     mode_since = 11
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
-        if "blocksize" not in attrs:
-            raise node.fail("the attribute 'blocksize' is required")
         mode = str(attrs["mode"]) if node.version >= self.mode_since else "DCR"
         if mode not in ("DCR", "CRD"):
             raise node.fail(f"mode {mode!r} is not DCR or CRD")
@@ -206,6 +202,7 @@ class _BlockRearrange(OpDef):
 
 class DepthToSpace(_BlockRearrange):
     op, versions = "DepthToSpace", (1, 11, 13, 28)
+    version = 2
 
     def out_shape(self, shape: tuple[int, ...], b: int) -> tuple[int, ...]:
         n, c, h, w = shape
@@ -225,7 +222,7 @@ class DepthToSpace(_BlockRearrange):
 
 class SpaceToDepth(_BlockRearrange):
     op, versions = "SpaceToDepth", (1, 13, 28)
-    attributes = {"blocksize": Attr("int"), "mode": Attr("string", "DCR", since=28)}
+    version = 2
     mode_since = 28
 
     def out_shape(self, shape: tuple[int, ...], b: int) -> tuple[int, ...]:
