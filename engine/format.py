@@ -52,7 +52,7 @@ import msgpack
 import numpy as np
 from pydantic import ValidationError
 
-from reprobuild.core.digest import array_digest, little_endian, sha256_hex
+from reprobuild.core.digest import array_digest, attrs_to_json, little_endian, sha256_hex
 from reprobuild.core.dtypes import dtype_name, np_dtype
 from reprobuild.core.errors import FormatError, ReprobuildError, TacticMismatchError
 from reprobuild.core.textformat import printable
@@ -652,8 +652,8 @@ def _embedded_agrees(header: EngineHeader) -> bool:
             (recorded["context_bytes"], mem.workspace_offset + mem.workspace_bytes + mem.library_bytes),
         ]
         for mine, theirs in zip(header.layers, layers):
-            attrs = {k: [repr(x) if isinstance(x, float) else x for x in v] if isinstance(v, list)
-                     else repr(v) if isinstance(v, float) else v for k, v in mine.attrs.items()}
+            attrs = attrs_to_json([(k, tuple(v) if isinstance(v, list) else v)
+                                   for k, v in sorted(mine.attrs.items())])
             pairs += [(theirs["op"], mine.op), (theirs["attrs"], attrs),
                       (records(theirs["inputs"]), [record(tensors[n]) for n in mine.inputs]),
                       (records(theirs["outputs"]), [record(tensors[n]) for n in mine.outputs]),
@@ -668,7 +668,6 @@ def _check_validated(header: EngineHeader) -> None:
     """The embedded manifest validated against the manifest schema and compared with the header: a FormatError
     naming the first problems. Imported here on purpose: only a manifest the direct comparison refused comes
     here, and the runtime otherwise never loads the manifest schema (pydantic models) or ``reprobuild.ir``."""
-    from reprobuild.ir import attrs_to_json
     from reprobuild.manifest.io import pinned_from_json
 
     pinned = pinned_from_json(header.manifest, "engine's embedded manifest")
@@ -696,7 +695,7 @@ def _check_validated(header: EngineHeader) -> None:
     if not problems:
         for mine, theirs in zip(header.layers, pinned.layers):
             where = f"layer {mine.name!r}"
-            attrs = attrs_to_json([(k, tuple(v) if isinstance(v, list) else v)  # type: ignore[misc]
+            attrs = attrs_to_json([(k, tuple(v) if isinstance(v, list) else v)
                                    for k, v in sorted(mine.attrs.items())])
             compare(f"{where} op", theirs.op, mine.op)
             compare(f"{where} attributes", dict(theirs.attrs), attrs)

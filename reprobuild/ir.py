@@ -8,14 +8,14 @@ depends only on ops, attributes, shapes, dtypes, weight digests and wiring.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from reprobuild.core.digest import array_digests, digest_of
+from reprobuild.core.digest import array_digests, attrs_to_json, digest_of
 from reprobuild.core.dtypes import DTYPES, dtype_name, itemsize
 from reprobuild.core.errors import ModelError
 
@@ -74,19 +74,6 @@ def make_attrs(attrs: Mapping[str, Any]) -> tuple[tuple[str, AttrValue], ...]:
             value = int(value)
         out.append((key, value))
     return tuple(out)
-
-
-def attrs_to_json(attrs: Iterable[tuple[str, AttrValue]]) -> dict[str, Any]:
-    """Attributes as JSON values with no floats: a float is written as its shortest round-trip ``repr``."""
-
-    def conv(v: Any) -> Any:
-        if isinstance(v, float):
-            return repr(v)
-        if isinstance(v, tuple):
-            return [conv(x) for x in v]
-        return v
-
-    return {k: conv(v) for k, v in attrs}
 
 
 @dataclass(frozen=True)

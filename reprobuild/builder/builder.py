@@ -37,7 +37,7 @@ from reprobuild.builder.selection import Candidate, choose, layer_seed, layer_sp
 from reprobuild.builder.selector import AlgorithmContext, AlgorithmSelector, BuildPlan, PlannedLayer
 from reprobuild.builder.timing_cache import TimingCache
 from reprobuild.builder.timing_lock import timing_lock
-from reprobuild.core.digest import array_digest, sha256_hex
+from reprobuild.core.digest import array_digest, attrs_to_json, sha256_hex
 from reprobuild.core.dtypes import dtype_name, is_float, itemsize
 from reprobuild.core.errors import BuildError, ReprobuildError, ResourceError
 from reprobuild.core.logger import ErrorRecorder, Logger, Severity
@@ -48,7 +48,7 @@ from reprobuild.engine.golden import golden_inputs, layer_digests
 from reprobuild.engine.memory import LayerUse, MemoryPlan, MemoryTotals, device_memory_info, plan_memory
 from reprobuild.engine.runtime import Engine, Runtime, default_max_memory, library_workspace_bytes
 from reprobuild.environment.fingerprint import environment_fingerprint
-from reprobuild.ir import Network, NetworkDefinition, attrs_to_json
+from reprobuild.ir import Network, NetworkDefinition
 from reprobuild.kernels.backend import Backend, CudaBackend, cuda_module, resolve_backend
 from reprobuild.kernels.identity import check_installed, kernel_source_sha256
 from reprobuild.kernels.tactic import LayerSpec, Tactic, TacticRegistry, precision_of

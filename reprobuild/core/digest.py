@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +22,19 @@ def canonical_json(value: Any) -> bytes:
 
 def sha256_hex(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def attrs_to_json(attrs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Attributes as JSON values with no floats: a float is written as its shortest round-trip ``repr``."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, float):
+            return repr(v)
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+
+    return {k: conv(v) for k, v in attrs}
 
 
 def digest_of(value: Any) -> str:

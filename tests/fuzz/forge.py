@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from reprobuild.core.digest import attrs_to_json
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.engine.format import weight_table
-from reprobuild.ir import attrs_to_json
 from reprobuild.ops import find_op
 from reprobuild.registry import default_registry
 from tests.corpus.make_engine import Engine
