@@ -50,13 +50,12 @@ from typing import Any
 
 import msgpack
 import numpy as np
-from pydantic import ValidationError
 
 from reprobuild.core.digest import array_digest, attrs_to_json, little_endian, sha256_hex
 from reprobuild.core.dtypes import dtype_name, np_dtype
 from reprobuild.core.errors import FormatError, ReprobuildError, TacticMismatchError
+from reprobuild.core.strict import Invalid, invalid_summary
 from reprobuild.core.textformat import printable
-from reprobuild.core.validation import validation_summary
 from reprobuild.engine.plan import MAX_TENSORS, EngineHeader, EngineLayer, EngineTensor, EngineWeight, tensor_nbytes
 from reprobuild.kernels.backend import BACKENDS
 from reprobuild.kernels.tactic import TacticRegistry
@@ -116,7 +115,7 @@ def engine_header(header: Mapping[str, Any], weights: Mapping[str, np.ndarray],
     table, nbytes = weight_table(weights, digests)
     try:
         return EngineHeader.model_validate({**header, "weights": table, "buffer_nbytes": nbytes})
-    except ValidationError as exc:  # a builder bug, not a user error: fail before writing anything
+    except Invalid as exc:  # a builder bug, not a user error: fail before writing anything
         raise AssertionError(f"the builder produced an invalid engine header: {exc}") from exc
 
 
@@ -168,10 +167,10 @@ def deserialize_engine(data: bytes | bytearray | memoryview,
     raw = _unpack_header(data[_PREAMBLE.size:_PREAMBLE.size + header_len])
     try:
         header = EngineHeader.model_validate(raw)
-    except ValidationError as exc:
+    except Invalid as exc:
         raise FormatError(f"engine header does not match format version {FORMAT_VERSION}; {_REBUILD}. What does "
                           f"not match (each list and map is checked up to its first bad entry):\n"
-                          f"{validation_summary(exc)}") from None
+                          f"{invalid_summary(exc)}") from None
     if any(data[_PREAMBLE.size + header_len:buffer_start]):
         raise FormatError("engine header padding is not zero")
     buffer = memoryview(data)[buffer_start:-_DIGEST]
@@ -667,7 +666,7 @@ def _embedded_agrees(header: EngineHeader) -> bool:
 def _check_validated(header: EngineHeader) -> None:
     """The embedded manifest validated against the manifest schema and compared with the header: a FormatError
     naming the first problems. Imported here on purpose: only a manifest the direct comparison refused comes
-    here, and the runtime otherwise never loads the manifest schema (pydantic models) or ``reprobuild.ir``."""
+    here, and the runtime otherwise never loads the manifest schema (pydantic models)."""
     from reprobuild.manifest.io import pinned_from_json
 
     pinned = pinned_from_json(header.manifest, "engine's embedded manifest")

@@ -1,6 +1,7 @@
 """The engine header: what the runtime needs to run a built network, validated strictly on load.
 
-Every field is typed (pydantic, strict, no extra keys) and every number is capped, so that no later arithmetic
+Every field is typed (``reprobuild.core.strict``: pydantic's strict rules, no extra keys, without loading pydantic)
+and every number is capped, so that no later arithmetic
 on a header can overflow, divide by zero or ask for an impossible allocation. The caps, and why:
 
 - ``MAX_RANK`` (16) dimensions per tensor: twice TensorRT's limit of 8, which no real network reaches, and low
@@ -21,15 +22,14 @@ The structural checks that span several fields (names, wiring, shapes) are in ``
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
-
 from reprobuild.core.dtypes import DTYPES, itemsize
-from reprobuild.core.validation import BoundedModel, FailFastDict, FailFastList
+from reprobuild.core.strict import Record, spec
 
-EngineAttr = int | float | str | FailFastList[int] | FailFastList[float] | FailFastList[str]
-Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
+EngineAttr = int | float | str | list[int] | list[float] | list[str]
+SHA256 = r"^[0-9a-f]{64}$"
 
 #: The most dimensions an engine tensor may have (see the module docstring for why 16).
 MAX_RANK = 16
@@ -47,19 +47,15 @@ MAX_WEIGHTS = 1_000_000
 MAX_BINDINGS = 10_000
 MAX_LAYER_TENSORS = 10_000
 
-_Bytes = Field(ge=0, le=MAX_BYTES)
 
 
-class _Strict(BoundedModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class EngineTactic(_Strict):
+@dataclass(frozen=True)
+class EngineTactic(Record):
     family: str
     name: str
-    version: int = Field(ge=1, le=2**31 - 1)
-    code_sha256: str = Sha256
-    parameters: FailFastDict[str, int | str]
+    version: int = spec(ge=1, le=2**31 - 1)
+    code_sha256: str = spec(pattern=SHA256)
+    parameters: dict[str, int | str] = spec()
 
 
 def tensor_nbytes(shape: list[int] | tuple[int, ...], dtype: str) -> int:
@@ -67,13 +63,13 @@ def tensor_nbytes(shape: list[int] | tuple[int, ...], dtype: str) -> int:
     return math.prod(shape) * itemsize(dtype)
 
 
-class EngineTensor(_Strict):
+@dataclass(frozen=True)
+class EngineTensor(Record):
     name: str
-    shape: FailFastList[int]
+    shape: list[int]
     dtype: str
 
-    @model_validator(mode="after")
-    def _caps(self) -> EngineTensor:
+    def check(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"tensor {self.name!r} has unsupported dtype {self.dtype!r}; an engine tensor has one "
                              f"of: {', '.join(DTYPES)}")
@@ -91,41 +87,43 @@ class EngineTensor(_Strict):
             raise ValueError(f"tensor {self.name!r} of shape {self.shape} ({self.dtype}) would take {nbytes} bytes; "
                              f"an engine tensor takes at most {MAX_TENSOR_BYTES} (2**62 - 1), so that sizes fit "
                              "in int64")
-        return self
 
 
+@dataclass(frozen=True)
 class EngineWeight(EngineTensor):
-    offset: int = _Bytes
-    nbytes: int = _Bytes
-    sha256: str = Sha256
+    offset: int = spec(ge=0, le=MAX_BYTES)
+    nbytes: int = spec(ge=0, le=MAX_BYTES)
+    sha256: str = spec(pattern=SHA256)
 
 
+@dataclass(frozen=True)
 class EnginePinnedInput(EngineTensor):
     """A network input whose value was fixed at build time; the value is the weight of the same name."""
 
-    sha256: str = Sha256
+    sha256: str = spec(pattern=SHA256)
 
 
-class EngineLayer(_Strict):
+@dataclass(frozen=True)
+class EngineLayer(Record):
     name: str
     op: str
-    attrs: FailFastDict[str, EngineAttr]
-    inputs: FailFastList[str] = Field(max_length=MAX_LAYER_TENSORS)
-    outputs: FailFastList[str] = Field(max_length=MAX_LAYER_TENSORS)
+    attrs: dict[str, EngineAttr]
+    inputs: list[str] = spec(max_length=MAX_LAYER_TENSORS)
+    outputs: list[str] = spec(max_length=MAX_LAYER_TENSORS)
     tactic: EngineTactic
-    workspace_bytes: int = _Bytes
+    workspace_bytes: int = spec(ge=0, le=MAX_BYTES)
 
 
-class EngineMemory(_Strict):
-    alignment: int = Field(ge=1, le=MAX_ALIGNMENT)
-    activation_bytes: int = _Bytes
-    workspace_offset: int = _Bytes
-    workspace_bytes: int = _Bytes
-    library_bytes: int = _Bytes
-    offsets: FailFastDict[str, int] = Field(max_length=MAX_TENSORS)
+@dataclass(frozen=True)
+class EngineMemory(Record):
+    alignment: int = spec(ge=1, le=MAX_ALIGNMENT)
+    activation_bytes: int = spec(ge=0, le=MAX_BYTES)
+    workspace_offset: int = spec(ge=0, le=MAX_BYTES)
+    workspace_bytes: int = spec(ge=0, le=MAX_BYTES)
+    library_bytes: int = spec(ge=0, le=MAX_BYTES)
+    offsets: dict[str, int] = spec(max_length=MAX_TENSORS)
 
-    @model_validator(mode="after")
-    def _caps(self) -> EngineMemory:
+    def check(self) -> None:
         if self.alignment & (self.alignment - 1):
             raise ValueError(f"memory alignment {self.alignment} is not a power of two")
         bad = sorted(name for name, offset in self.offsets.items() if not 0 <= offset <= MAX_BYTES)
@@ -135,26 +133,26 @@ class EngineMemory(_Strict):
         if total > MAX_BYTES:
             raise ValueError(f"the memory plan needs {total} bytes per context; the most an engine may record is "
                              f"{MAX_BYTES}")
-        return self
 
 
-class EngineHeader(_Strict):
+@dataclass(frozen=True)
+class EngineHeader(Record):
     format: Literal["reprobuild-engine"]
     backend: Literal["cpu", "cuda"]
     name: str
-    inputs: FailFastList[EngineTensor] = Field(max_length=MAX_BINDINGS)
-    pinned_inputs: FailFastList[EnginePinnedInput] = Field(max_length=MAX_BINDINGS)
-    outputs: FailFastList[EngineTensor] = Field(max_length=MAX_BINDINGS)
-    activations: FailFastList[EngineTensor] = Field(max_length=MAX_TENSORS)
-    layers: FailFastList[EngineLayer] = Field(max_length=MAX_LAYERS)
-    weights: FailFastList[EngineWeight] = Field(max_length=MAX_WEIGHTS)
+    inputs: list[EngineTensor] = spec(max_length=MAX_BINDINGS)
+    pinned_inputs: list[EnginePinnedInput] = spec(max_length=MAX_BINDINGS)
+    outputs: list[EngineTensor] = spec(max_length=MAX_BINDINGS)
+    activations: list[EngineTensor] = spec(max_length=MAX_TENSORS)
+    layers: list[EngineLayer] = spec(max_length=MAX_LAYERS)
+    weights: list[EngineWeight] = spec(max_length=MAX_WEIGHTS)
     memory: EngineMemory
-    buffer_nbytes: int = _Bytes
+    buffer_nbytes: int = spec(ge=0, le=MAX_BYTES)
     #: Whether contexts capture their run into a CUDA graph by default (the build asked for it and every chosen
     #: tactic is capturable).
     cuda_graph: bool
     manifest: bytes
-    manifest_sha256: str = Sha256
+    manifest_sha256: str = spec(pattern=SHA256)
     #: Each run-time input's shape as the model declared it (an int per static dimension, the symbol of a dynamic
     #: one): what a run with another shape is advised to do. Empty for a network built in code.
-    declared_inputs: FailFastDict[str, FailFastList[int | str]] = Field(default_factory=dict, max_length=MAX_BINDINGS)
+    declared_inputs: dict[str, list[int | str]] = spec(default_factory=dict, max_length=MAX_BINDINGS)

@@ -36,8 +36,8 @@ context.execute(feeds)
 print(json.dumps({"loaded": loaded, "ran": sorted(sys.modules)}))
 """
 
-#: Never imported on the runtime path: the build half, the ONNX frontend and the manifest schema.
-NEVER = ("onnx", "onnxruntime", "ml_dtypes", "reprobuild.manifest", "reprobuild.ir", "reprobuild.builder",
+#: Never imported on the runtime path: the build half, the ONNX frontend, the manifest schema and pydantic.
+NEVER = ("onnx", "onnxruntime", "ml_dtypes", "pydantic", "reprobuild.manifest", "reprobuild.ir", "reprobuild.builder",
          "reprobuild.frontend", "reprobuild.passes")
 
 #: The op-definition modules a run of each example imports: those of the ops its layers use (the loader checks each
