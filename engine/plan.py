@@ -22,11 +22,11 @@ The structural checks that span several fields (names, wiring, shapes) are in ``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 from reprobuild.core.dtypes import DTYPES, itemsize
-from reprobuild.core.strict import Record, spec
+from reprobuild.core.strict import Bounds, Record
 
 EngineAttr = int | float | str | list[int] | list[float] | list[str]
 SHA256 = r"^[0-9a-f]{64}$"
@@ -53,9 +53,9 @@ MAX_LAYER_TENSORS = 10_000
 class EngineTactic(Record):
     family: str
     name: str
-    version: int = spec(ge=1, le=2**31 - 1)
-    code_sha256: str = spec(pattern=SHA256)
-    parameters: dict[str, int | str] = spec()
+    version: Annotated[int, Bounds(ge=1, le=2**31 - 1)]
+    code_sha256: Annotated[str, Bounds(pattern=SHA256)]
+    parameters: dict[str, int | str]
 
 
 def tensor_nbytes(shape: list[int] | tuple[int, ...], dtype: str) -> int:
@@ -91,16 +91,16 @@ class EngineTensor(Record):
 
 @dataclass(frozen=True)
 class EngineWeight(EngineTensor):
-    offset: int = spec(ge=0, le=MAX_BYTES)
-    nbytes: int = spec(ge=0, le=MAX_BYTES)
-    sha256: str = spec(pattern=SHA256)
+    offset: Annotated[int, Bounds(ge=0, le=MAX_BYTES)]
+    nbytes: Annotated[int, Bounds(ge=0, le=MAX_BYTES)]
+    sha256: Annotated[str, Bounds(pattern=SHA256)]
 
 
 @dataclass(frozen=True)
 class EnginePinnedInput(EngineTensor):
     """A network input whose value was fixed at build time; the value is the weight of the same name."""
 
-    sha256: str = spec(pattern=SHA256)
+    sha256: Annotated[str, Bounds(pattern=SHA256)]
 
 
 @dataclass(frozen=True)
@@ -108,20 +108,20 @@ class EngineLayer(Record):
     name: str
     op: str
     attrs: dict[str, EngineAttr]
-    inputs: list[str] = spec(max_length=MAX_LAYER_TENSORS)
-    outputs: list[str] = spec(max_length=MAX_LAYER_TENSORS)
+    inputs: Annotated[list[str], Bounds(max_length=MAX_LAYER_TENSORS)]
+    outputs: Annotated[list[str], Bounds(max_length=MAX_LAYER_TENSORS)]
     tactic: EngineTactic
-    workspace_bytes: int = spec(ge=0, le=MAX_BYTES)
+    workspace_bytes: Annotated[int, Bounds(ge=0, le=MAX_BYTES)]
 
 
 @dataclass(frozen=True)
 class EngineMemory(Record):
-    alignment: int = spec(ge=1, le=MAX_ALIGNMENT)
-    activation_bytes: int = spec(ge=0, le=MAX_BYTES)
-    workspace_offset: int = spec(ge=0, le=MAX_BYTES)
-    workspace_bytes: int = spec(ge=0, le=MAX_BYTES)
-    library_bytes: int = spec(ge=0, le=MAX_BYTES)
-    offsets: dict[str, int] = spec(max_length=MAX_TENSORS)
+    alignment: Annotated[int, Bounds(ge=1, le=MAX_ALIGNMENT)]
+    activation_bytes: Annotated[int, Bounds(ge=0, le=MAX_BYTES)]
+    workspace_offset: Annotated[int, Bounds(ge=0, le=MAX_BYTES)]
+    workspace_bytes: Annotated[int, Bounds(ge=0, le=MAX_BYTES)]
+    library_bytes: Annotated[int, Bounds(ge=0, le=MAX_BYTES)]
+    offsets: Annotated[dict[str, int], Bounds(max_length=MAX_TENSORS)]
 
     def check(self) -> None:
         if self.alignment & (self.alignment - 1):
@@ -140,19 +140,20 @@ class EngineHeader(Record):
     format: Literal["reprobuild-engine"]
     backend: Literal["cpu", "cuda"]
     name: str
-    inputs: list[EngineTensor] = spec(max_length=MAX_BINDINGS)
-    pinned_inputs: list[EnginePinnedInput] = spec(max_length=MAX_BINDINGS)
-    outputs: list[EngineTensor] = spec(max_length=MAX_BINDINGS)
-    activations: list[EngineTensor] = spec(max_length=MAX_TENSORS)
-    layers: list[EngineLayer] = spec(max_length=MAX_LAYERS)
-    weights: list[EngineWeight] = spec(max_length=MAX_WEIGHTS)
+    inputs: Annotated[list[EngineTensor], Bounds(max_length=MAX_BINDINGS)]
+    pinned_inputs: Annotated[list[EnginePinnedInput], Bounds(max_length=MAX_BINDINGS)]
+    outputs: Annotated[list[EngineTensor], Bounds(max_length=MAX_BINDINGS)]
+    activations: Annotated[list[EngineTensor], Bounds(max_length=MAX_TENSORS)]
+    layers: Annotated[list[EngineLayer], Bounds(max_length=MAX_LAYERS)]
+    weights: Annotated[list[EngineWeight], Bounds(max_length=MAX_WEIGHTS)]
     memory: EngineMemory
-    buffer_nbytes: int = spec(ge=0, le=MAX_BYTES)
+    buffer_nbytes: Annotated[int, Bounds(ge=0, le=MAX_BYTES)]
     #: Whether contexts capture their run into a CUDA graph by default (the build asked for it and every chosen
     #: tactic is capturable).
     cuda_graph: bool
     manifest: bytes
-    manifest_sha256: str = spec(pattern=SHA256)
+    manifest_sha256: Annotated[str, Bounds(pattern=SHA256)]
     #: Each run-time input's shape as the model declared it (an int per static dimension, the symbol of a dynamic
     #: one): what a run with another shape is advised to do. Empty for a network built in code.
-    declared_inputs: dict[str, list[int | str]] = spec(default_factory=dict, max_length=MAX_BINDINGS)
+    declared_inputs: Annotated[dict[str, list[int | str]], Bounds(max_length=MAX_BINDINGS)] = field(
+        default_factory=dict)

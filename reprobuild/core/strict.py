@@ -2,8 +2,8 @@
 
 The engine header is validated on every load, and the lean runtime loads no pydantic: its schema is a few frozen
 dataclasses (subclasses of :class:`Record`) whose fields are typed with ``int``, ``float``, ``str``, ``bool``,
-``bytes``, ``Literal``, ``list[...]``, ``dict[str, ...]``, unions of those and other records, with bounds given by
-:func:`spec` (``ge``, ``le``, ``pattern``, ``max_length``). The rules are pydantic's strict mode, which the header
+``bytes``, ``Literal``, ``list[...]``, ``dict[str, ...]``, unions of those and other records, with bounds given as
+``Annotated[..., Bounds(ge=, le=, pattern=, max_length=)]``. The rules are pydantic's strict mode, which the header
 used before:
 
 - no coercion: a ``bool`` is not an ``int``, a string is not a number, a tuple is not a list (a ``float`` field
@@ -21,11 +21,9 @@ Errors are pydantic-shaped dicts (``loc``, ``msg``), so ``textformat.error_lines
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 import types
 import typing
-from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
 from reprobuild.core.textformat import error_lines, printable
@@ -55,20 +53,17 @@ def invalid_summary(exc: Invalid) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Bounds:
+class Bounds:
+    """Bounds of a field, given as ``Annotated[type, Bounds(...)]``: a number's ``ge``/``le``, a string's
+    ``pattern`` (matched from its start), a list's or dict's ``max_length`` (checked after its entries)."""
+
     ge: int | None = None
     le: int | None = None
     pattern: str | None = None
     max_length: int | None = None
 
 
-def spec(*, ge: int | None = None, le: int | None = None, pattern: str | None = None, max_length: int | None = None,
-         default_factory: Callable[[], Any] | None = None) -> Any:
-    """A record field with bounds (and, optionally, a default made by ``default_factory``)."""
-    metadata = {"bounds": _Bounds(ge, le, pattern, max_length)}
-    if default_factory is not None:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
-    return dataclasses.field(metadata=metadata)
+_NONE = Bounds()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +99,16 @@ def _dump(value: Any) -> Any:
     return value
 
 
-@functools.cache
-def _schema(cls: type[Record]) -> tuple[tuple[dataclasses.Field[Any], Any, _Bounds], ...]:
-    hints = typing.get_type_hints(cls)
-    return tuple((f, hints[f.name], f.metadata.get("bounds", _Bounds())) for f in dataclasses.fields(cls))
+_SCHEMAS: dict[type, tuple[tuple[dataclasses.Field[Any], Any], ...]] = {}
+
+
+def _schema(cls: type) -> tuple[tuple[dataclasses.Field[Any], Any], ...]:
+    """A record's fields with their resolved type hints (read once per class)."""
+    found = _SCHEMAS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        found = _SCHEMAS[cls] = tuple((f, hints[f.name]) for f in dataclasses.fields(cls))
+    return found
 
 
 def _error(errors: Errors, loc: Loc, msg: str) -> None:
@@ -120,21 +121,21 @@ def _record(cls: type[R], data: Any, loc: Loc, errors: Errors) -> R | None:
         return None
     schema = _schema(cls)
     if len(data) > len(schema):
-        unknown = [k for k in data if k not in {f.name for f, _, _ in schema}]
+        unknown = [k for k in data if k not in {f.name for f, _ in schema}]
         shown = ", ".join(printable(repr(k))[:40] for k in unknown[:3])
         _error(errors, loc, f"Value error, {len(data)} keys where a {cls.__name__} has at most {len(schema)} "
                             f"fields: {len(unknown)} unknown, such as {shown}")
         return None
     before = len(errors)
     values: dict[str, Any] = {}
-    for f, hint, bounds in schema:
+    for f, hint in schema:
         if f.name in data:
-            values[f.name] = _value(hint, data[f.name], (*loc, f.name), errors, bounds)
+            values[f.name] = _value(hint, data[f.name], (*loc, f.name), errors)
         elif f.default_factory is not dataclasses.MISSING:
             values[f.name] = f.default_factory()
         else:
             _error(errors, (*loc, f.name), "Field required")
-    names = {f.name for f, _, _ in schema}
+    names = {f.name for f, _ in schema}
     for key in data:
         if key not in names:
             _error(errors, (*loc, key), "Extra inputs are not permitted")
@@ -149,7 +150,7 @@ def _record(cls: type[R], data: Any, loc: Loc, errors: Errors) -> R | None:
     return record
 
 
-def _scalar(hint: Any, value: Any, loc: Loc, errors: Errors, bounds: _Bounds) -> Any:
+def _scalar(hint: Any, value: Any, loc: Loc, errors: Errors, bounds: Bounds) -> Any:
     if hint is int:
         if type(value) is not int:
             return _error(errors, loc, "Input should be a valid integer")
@@ -179,11 +180,12 @@ def _scalar(hint: Any, value: Any, loc: Loc, errors: Errors, bounds: _Bounds) ->
 
 
 
-def _value(hint: Any, value: Any, loc: Loc, errors: Errors, bounds: _Bounds = _Bounds()) -> Any:
+def _value(hint: Any, value: Any, loc: Loc, errors: Errors, bounds: Bounds = _NONE) -> Any:
     """``value`` validated as ``hint``; on a mismatch, an error is added (the return value is then meaningless)."""
     origin = typing.get_origin(hint)
     if origin is typing.Annotated:
-        return _value(typing.get_args(hint)[0], value, loc, errors, bounds)
+        inner, *extras = typing.get_args(hint)
+        return _value(inner, value, loc, errors, next((b for b in extras if isinstance(b, Bounds)), _NONE))
     if origin is Literal:
         allowed = typing.get_args(hint)
         if not any(type(value) is type(a) and value == a for a in allowed):
