@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from reprobuild import ops as ops_package
 from reprobuild.core.fileio import atomic_write
+from reprobuild.kernels._op_list import family_modules
 from reprobuild.kernels.tactic import Tactic
 from reprobuild.ops import all_ops
 from reprobuild.ops._op_list import op_modules
@@ -50,9 +51,7 @@ def _header(what: str) -> list[str]:
 
 def table_text() -> str:
     """The text of ``index_table.py`` (family -> module) as the installed registries give it."""
-    from reprobuild.kernels._op_list import FAMILIES
-
-    families = {t.family: module.__name__ for module in FAMILIES for t in module.TACTICS}
+    families = {t.family: module.__name__ for module in family_modules() for t in module.TACTICS}
     lines = _header("Which kernels module defines each built-in tactic family (see ``reprobuild.registry.index``).")
     lines += ["#: tactic family -> the kernels module whose TACTICS hold it", "FAMILY_MODULES: dict[str, str] = {"]
     lines += [f"    {json.dumps(name)}: {json.dumps(families[name])}," for name in sorted(families)]

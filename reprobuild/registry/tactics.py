@@ -3,6 +3,7 @@ definition (the plugins' tactics come on top of it, in ``plugins``)."""
 
 from __future__ import annotations
 
+from reprobuild.kernels._op_list import family_modules
 from reprobuild.kernels.reference import reference_tactics
 from reprobuild.kernels.tactic import TacticRegistry
 
@@ -14,9 +15,8 @@ def builtin_registry() -> TacticRegistry:
     op definition (made once per process)."""
     global _BUILTIN
     if _BUILTIN is None:
-        # Imported here on purpose: importing a family module is the cost a Runtime avoids by resolving only the
-        # families its engine uses (``reprobuild.registry.lazy``); only a build or the lock needs all of them.
-        from reprobuild.kernels._op_list import FAMILIES
-
-        _BUILTIN = TacticRegistry([*(t for family in FAMILIES for t in family.TACTICS), *reference_tactics()])
+        # Every family module is imported only here (a build or the lock needs all of them); a Runtime resolves
+        # only the families its engine uses (``reprobuild.registry.lazy``).
+        families = family_modules()
+        _BUILTIN = TacticRegistry([*(t for family in families for t in family.TACTICS), *reference_tactics()])
     return _BUILTIN
