@@ -169,7 +169,7 @@ class CudaBackend(Backend):
     name = "cuda"
 
     def __init__(self, device_id: int = 0) -> None:
-        import cupy
+        import cupy  # lazy: optional (the cuda extras); only the CUDA backend needs it
 
         self.xp = cupy
         self.device_id = device_id
@@ -283,7 +283,7 @@ class CudaBackend(Backend):
 
     def fingerprint(self) -> dict[str, str]:
         cp = self.xp
-        from cupy_backends.cuda.libs import nvrtc
+        from cupy_backends.cuda.libs import nvrtc  # lazy: part of CuPy, optional (the cuda extras)
 
         with self.device:
             handle = cp.cuda.device.get_cublas_handle()
@@ -306,7 +306,7 @@ class CudaBackend(Backend):
 def cuda_unavailable_reason() -> str | None:
     """None when a CUDA device can be used through CuPy; otherwise why not, with the fix."""
     try:
-        import cupy
+        import cupy  # lazy: optional (the cuda extras); only the CUDA backend needs it
     except ImportError:
         return "CuPy is not installed (install the extra that matches your CUDA: pip install -e '.[cuda13]')"
     except Exception as exc:  # a broken CuPy install raises all sorts of errors at import
@@ -328,7 +328,7 @@ def device_count() -> int:
     """How many CUDA devices this process sees (0 where CUDA cannot be used)."""
     if cuda_unavailable_reason() is not None:
         return 0
-    import cupy
+    import cupy  # lazy: optional (the cuda extras); only the CUDA backend needs it
 
     return int(cupy.cuda.runtime.getDeviceCount())
 

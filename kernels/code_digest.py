@@ -38,6 +38,7 @@ from reprobuild.kernels.python_form import (
     tree,
     value_form,
 )
+from reprobuild.ops.registry import find_op
 
 #: Modules whose objects are never part of a tactic's code.
 FRAMEWORK_MODULES = frozenset({
@@ -180,8 +181,6 @@ class Closure:
 
 
 def _op_class(op: str) -> Any:
-    from reprobuild.ops.registry import find_op
-
     opdef = find_op(op)
     if opdef is None:
         raise IdentityError(f"tactic code looks up op {op!r} by name, and no op of that name is registered")

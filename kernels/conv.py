@@ -21,6 +21,7 @@ from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, l
 from reprobuild.kernels.gemm import ACTIVATIONS, TiledGemmLaunch, unsupported_epilogue
 from reprobuild.kernels.launch import INT32_MAX, MAX_GRID_YZ, GemmLaunch, In, KernelLaunch, Out, Ref, Ws
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned, workspace_view
+from reprobuild.ops.op_fused_conv import epilogue as op_epilogue
 
 
 class ConvGeometry:
@@ -76,16 +77,17 @@ def cpu_epilogue(layer: LayerSpec, out: np.ndarray, inputs: Sequence[Any]) -> No
     give the unfused layers' bits); nothing for a plain Conv."""
     if layer.op != "FusedConv":
         return
-    from reprobuild.ops.op_fused_conv import epilogue
-
-    y = epilogue(np, layer.attrs, out, inputs[1] if len(layer.inputs) > 3 else None)
+    y = op_epilogue(np, layer.attrs, out, inputs[1] if len(layer.inputs) > 3 else None)
     if y is not out:
         np.copyto(out, y)
 
 
 class CpuIm2colGemm(Tactic):
+    """im2col into the workspace, then one batched matmul over the groups. Version 2: ``cpu_epilogue`` imports the
+    op's epilogue at module level (issue 21); the same numbers."""
+
     family, ops, name, backend, priority = "conv", ("Conv", "FusedConv"), "cpu_im2col_gemm", "cpu", 10
-    version = 2  # 2: its epilogue's ops are imported by op_fused_conv, not looked up (same results)
+    version = 2  # 2: the epilogue's ops are imported, not looked up; the import lifted (same results)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_conv(layer)
@@ -117,10 +119,11 @@ class CpuIm2colGemm(Tactic):
 
 
 class CpuTapAccumulate(Tactic):
-    """Direct convolution: accumulate one (M x C) @ (C x OH*OW) product per kernel tap, taps in row-major order."""
+    """Direct convolution: accumulate one (M x C) @ (C x OH*OW) product per kernel tap, taps in row-major order.
+    Version 2: ``cpu_epilogue`` imports the op's epilogue at module level (issue 21); the same numbers."""
 
     family, ops, name, backend, priority = "conv", ("Conv", "FusedConv"), "cpu_tap_accumulate", "cpu", 20
-    version = 2  # 2: its epilogue's ops are imported by op_fused_conv, not looked up (same results)
+    version = 2  # 2: the epilogue's ops are imported, not looked up; the import lifted (same results)
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_conv(layer)

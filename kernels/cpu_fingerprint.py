@@ -15,6 +15,7 @@ their variables once, when they are loaded, so a variable set later changes noth
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import platform
 import re
@@ -129,8 +130,6 @@ def parse_sysctl(text: str) -> dict[str, str]:
 def _numpy_cpu_features() -> tuple[Any, str]:
     """NumPy's CPU feature table and its SIMD targets on this CPU: the baseline it was compiled for and the dispatch
     targets this CPU has (its vectorized exp, tanh, sin, ... give other last bits on other targets)."""
-    import importlib
-
     try:
         umath: Any = importlib.import_module("numpy._core._multiarray_umath")
     except ImportError:  # numpy < 2
@@ -190,7 +189,7 @@ def blas_runtime() -> dict[str, str]:
     ``blas.threading`` (pthreads, openmp, intel, ...) and ``blas.threads``. NumPy's own library is the one inside
     its installation (a wheel's bundled OpenBLAS); where none is (conda, a system BLAS), every BLAS loaded in the
     process is listed, joined with " + ". "unknown" where none is found (Apple Accelerate is not visible)."""
-    from threadpoolctl import ThreadpoolController
+    from threadpoolctl import ThreadpoolController  # lazy: only a fingerprint needs it; the runtime imports this module
 
     numpy_dir = os.path.realpath(os.path.dirname(np.__file__))
     here = [numpy_dir, numpy_dir + ".libs", os.path.join(numpy_dir, ".dylibs")]

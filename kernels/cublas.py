@@ -37,7 +37,7 @@ class CublasError(BuildError):
 
 def _library_path() -> str:
     """The path of the libcublas CuPy loaded (so that one copy of cuBLAS serves both)."""
-    import cupy
+    import cupy  # lazy: optional (the cuda extras); only the CUDA backend needs it
 
     cupy.cuda.device.get_cublas_handle()  # makes CuPy load its cuBLAS
     with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:

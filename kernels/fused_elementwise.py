@@ -27,6 +27,7 @@ from reprobuild.kernels.cuda_launch import BLOCK, MAX_BLOCKS, linear_grid, opera
 from reprobuild.kernels.elementwise import broadcast_strides
 from reprobuild.kernels.formulas import c_expression, helper_definitions
 from reprobuild.kernels.launch import KernelLaunch, Out
+from reprobuild.kernels.nvrtc import load_source, package_headers
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
 from reprobuild.ops.base import OpError
 from reprobuild.ops.op_fused_elementwise import STEP_OPS, Step, encode_step, parse_program
@@ -125,10 +126,11 @@ def generate_source(program: Sequence[Step], dtype: str, out_shape: tuple[int, .
 
 class CudaFusedElementwise(Tactic):
     """A FusedElementwise layer, or one elementwise layer, as one generated grid-stride kernel. Version 2: the
-    formulas come from the table in ``formulas.py`` (the same math; its helpers and ternaries are written anew)."""
+    formulas come from the table in ``formulas.py`` (the same math; its helpers and ternaries are written anew).
+    Version 3: ``prepare`` imports nvrtc's loaders at module level (issue 21); the same kernels."""
 
     family, name, backend, source = "elementwise_fused", "cuda_generated", "cuda", "nvrtc"
-    version = 2
+    version = 3
     ops = ("FusedElementwise", *STEP_OPS)
     dtypes = ("float32", "float16", "bfloat16")
     capturable = True
@@ -149,8 +151,6 @@ class CudaFusedElementwise(Tactic):
         return None
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
-        from reprobuild.kernels.nvrtc import load_source, package_headers
-
         if not isinstance(backend, CudaBackend):
             raise TypeError(f"{self.label} needs the cuda backend, not {backend.name}")
         out = layer.outputs[0]

@@ -86,7 +86,7 @@ def package_headers() -> tuple[tuple[str, str], ...]:
 
 def _compile(filename: str, source: str, options: tuple[str, ...],
              headers: tuple[tuple[str, str], ...] = ()) -> bytes:
-    from cupy_backends.cuda.libs import nvrtc
+    from cupy_backends.cuda.libs import nvrtc  # lazy: part of CuPy, optional (the cuda extras)
 
     prog = nvrtc.createProgram(source, filename, tuple(h.encode() for _, h in headers),
                                tuple(n.encode() for n, _ in headers))
@@ -114,7 +114,7 @@ def cache_directory() -> str | None:
 
 def _cached_cubin(filename: str, source: str, options: tuple[str, ...],
                   headers: tuple[tuple[str, str], ...] = ()) -> bytes:
-    from cupy_backends.cuda.libs import nvrtc
+    from cupy_backends.cuda.libs import nvrtc  # lazy: part of CuPy, optional (the cuda extras)
 
     directory = cache_directory()
     if directory is None:
@@ -162,7 +162,7 @@ def load_source(name: str, source: str, compute_capability: str, device_id: int,
         cached = _MODULE_CACHE.get(key)
     if cached is not None:
         return cached
-    from cupy.cuda import function
+    from cupy.cuda import function  # lazy: part of CuPy, optional (the cuda extras)
 
     cubin = _cached_cubin(name, source, options, headers)
     module = function.Module()

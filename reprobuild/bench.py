@@ -134,8 +134,8 @@ def _cpu_iteration(context: Any, host: Mapping[str, np.ndarray]) -> Any:
 def _cuda_iteration(context: Any, host: Mapping[str, np.ndarray]) -> Any:
     """One iteration on the context's stream with events between its parts; the device inputs and the pinned
     host outputs are allocated once."""
-    import cupy
-    import cupyx
+    import cupy  # lazy: optional (the cuda extras); only CUDA engines reach this
+    import cupyx  # lazy: as cupy
 
     backend, stream = context.backend, context.stream
     with backend.activate(stream):

@@ -18,6 +18,7 @@ import numpy as np
 from reprobuild.core.digest import array_digests, attrs_to_json, digest_of
 from reprobuild.core.dtypes import DTYPES, dtype_name, itemsize
 from reprobuild.core.errors import ModelError
+from reprobuild.ops import TensorType, infer_types
 
 AttrValue = int | float | str | tuple[int, ...] | tuple[float, ...] | tuple[str, ...]
 
@@ -309,8 +310,6 @@ class NetworkDefinition:
         """Add a layer. Outputs given by name only get their shapes and dtypes from the op's definition."""
         normalized = make_attrs(attrs or {})
         if any(isinstance(o, str) for o in outputs):
-            from reprobuild.ops import TensorType, infer_types
-
             types = infer_types(op, dict(normalized), [TensorType(self._tensors[t].shape, self._tensors[t].dtype)
                                                        for t in inputs], f"layer {name!r} ({op})")
             outputs = [o if isinstance(o, TensorInfo) else TensorInfo(o, t.shape, t.dtype)
@@ -391,8 +390,6 @@ class NetworkDefinition:
 def _check_types(layers: Sequence[Layer], tensors: Mapping[str, TensorInfo],
                  constants: Mapping[str, np.ndarray]) -> None:
     """Every layer's outputs have the shapes and dtypes its op's definition infers from its inputs."""
-    from reprobuild.ops import TensorType, infer_types
-
     def info(name: str) -> TensorType:
         if name in constants:
             arr = constants[name]

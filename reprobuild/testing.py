@@ -30,11 +30,17 @@ if TYPE_CHECKING:
     from reprobuild.manifest.models import Pinned
     from reprobuild.verify.run import AgainstResult, VerifyReport
 
+# The lazy imports: reprobuild's own modules (engine, builder, frontend, manifest, verify, diffing) are imported
+# inside the functions below, each marked "lazy: plugin", on purpose. pytest imports this module (entry point
+# ``pytest11``) in EVERY test run on a machine where reprobuild is installed, reprobuild's tests or not; at module
+# level they would load NumPy, onnx and the builder (seconds) into every such run. They load when a test first
+# uses a helper or the fixture.
+
 Path = str | os.PathLike[str]
 
 
 def _engine(engine: Engine | bytes | Path) -> Engine:
-    from reprobuild.engine import Engine, Runtime
+    from reprobuild.engine import Engine, Runtime  # lazy: plugin, see the note at the top
 
     if isinstance(engine, Engine):
         return engine
@@ -46,19 +52,19 @@ def _engine(engine: Engine | bytes | Path) -> Engine:
 
 def _pinned(manifest: Any) -> Pinned:
     """A Pinned, Manifest, manifest file or engine file (its embedded manifest)."""
-    from reprobuild.diffing import load_side
-    from reprobuild.manifest.models import Pinned
+    from reprobuild.diffing import load_side  # lazy: plugin, see the note at the top
+    from reprobuild.manifest.models import Pinned  # lazy: plugin, see the note at the top
 
     return manifest if isinstance(manifest, Pinned) else load_side(manifest).pinned
 
 
 def _records(manifest: Any, engine: Engine) -> bool:
     """Whether ``manifest`` (a Manifest or a manifest file) names ``engine`` as the engine written with it."""
-    from reprobuild.manifest.models import Manifest
+    from reprobuild.manifest.models import Manifest  # lazy: plugin, see the note at the top
 
     record = manifest.engine if isinstance(manifest, Manifest) else None
     if isinstance(manifest, (str, os.PathLike)):
-        from reprobuild.diffing import load_side
+        from reprobuild.diffing import load_side  # lazy: plugin, see the note at the top
 
         side = load_side(manifest)
         record = side.engine if side.kind == "manifest" else None
@@ -69,9 +75,9 @@ def assert_deterministic(engine: Engine | bytes | Path, runs: int = 10, contexts
                          streams: int = 1, processes: int = 1, inputs: Mapping[str, np.ndarray] | None = None,
                          seed: int = 0, batch_invariance: bool = False, traced_runs: int = 3) -> VerifyReport:
     """Fail unless every tested dimension gave identical bits; returns the report (its ``tier`` among others)."""
-    from reprobuild.engine.golden import golden_inputs
-    from reprobuild.verify.locate import locate
-    from reprobuild.verify.run import VerifyPlan, verify
+    from reprobuild.engine.golden import golden_inputs  # lazy: plugin, see the note at the top
+    from reprobuild.verify.locate import locate  # lazy: plugin, see the note at the top
+    from reprobuild.verify.run import VerifyPlan, verify  # lazy: plugin, see the note at the top
 
     loaded = _engine(engine)
     feeds = dict(inputs) if inputs is not None else golden_inputs(loaded.inputs, seed)
@@ -91,8 +97,8 @@ def assert_deterministic(engine: Engine | bytes | Path, runs: int = 10, contexts
 
 def assert_matches_golden(engine: Engine | bytes | Path, manifest: Any) -> AgainstResult:
     """Fail unless the engine reproduces, bit for bit, the golden outputs the manifest recorded at build time."""
-    from reprobuild.verify.locate import locate_against
-    from reprobuild.verify.run import check_against
+    from reprobuild.verify.locate import locate_against  # lazy: plugin, see the note at the top
+    from reprobuild.verify.run import check_against  # lazy: plugin, see the note at the top
 
     loaded, pinned = _engine(engine), _pinned(manifest)
     result, inputs = check_against(loaded, pinned)
@@ -110,8 +116,8 @@ def assert_matches_golden(engine: Engine | bytes | Path, manifest: Any) -> Again
 
 def assert_no_diff(a: Any, b: Any, ignore: Sequence[str] = ()) -> None:
     """Fail, showing ``reprobuild diff``'s explanation, unless two manifests or engines pin the same content."""
-    from reprobuild.diffing import diff
-    from reprobuild.diffing.render import to_text
+    from reprobuild.diffing import diff  # lazy: plugin, see the note at the top
+    from reprobuild.diffing.render import to_text  # lazy: plugin, see the note at the top
 
     result = diff(a, b, ignore=ignore)
     if not result.identical:
@@ -131,10 +137,10 @@ def pinned_engine(request: pytest.FixtureRequest) -> Callable[..., Engine]:
     repin = bool(request.config.getoption("--reprobuild-repin", default=False))
 
     def make(model: Path, manifest: Path, backend: str = "auto", env_policy: str = "strict") -> Engine:
-        from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
-        from reprobuild.engine import Runtime
-        from reprobuild.frontend import network_from_onnx_path
-        from reprobuild.manifest import read_manifest, write_manifest
+        from reprobuild.builder import Builder, BuilderConfig, ReplaySelector  # lazy: plugin, see the note at the top
+        from reprobuild.engine import Runtime  # lazy: plugin, see the note at the top
+        from reprobuild.frontend import network_from_onnx_path  # lazy: plugin, see the note at the top
+        from reprobuild.manifest import read_manifest, write_manifest  # lazy: plugin, see the note at the top
 
         network, _ = network_from_onnx_path(model)
         if os.path.exists(manifest) and not repin:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 
 from reprobuild.builder.builder import Builder, BuildResult
 from reprobuild.builder.config import BuilderConfig
@@ -53,6 +54,7 @@ from reprobuild.ir import Layer, Network, TensorInfo, make_attrs
 from reprobuild.kernels.tactic import TacticRegistry
 from reprobuild.manifest import models as m
 from reprobuild.manifest.io import manifest_to_json, pinned_bytes, pinned_from_json
+from reprobuild.manifest.pairs import pair_mismatch
 from reprobuild.registry import default_registry
 
 __all__ = ["RefitResult", "RefitSelector", "Refitter"]
@@ -80,8 +82,6 @@ class RefitResult(BuildResult):
 
 def _declared_inputs(model: bytes) -> str:
     """The run-time inputs an ONNX model declares, as 'name [dims] dtype' (a dynamic dimension by its symbol)."""
-    import onnx
-
     graph = onnx.load_model_from_string(model).graph
     constants = {t.name for t in graph.initializer}
     shown = []
@@ -209,8 +209,6 @@ class Refitter:
         self._new: dict[str, np.ndarray] = {}
 
     def _check_pair(self, manifest: m.Manifest) -> None:
-        from reprobuild.manifest.pairs import pair_mismatch
-
         recorded = manifest.engine.sha256 if manifest.engine is not None else None
         mismatch = pair_mismatch(recorded, self.engine_sha256, "the engine") if recorded is not None else None
         if mismatch is None and pinned_bytes(manifest.pinned) != self._header.manifest:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reprobuild.core.errors import UsageError
 from reprobuild.kernels.tactic import TensorSig
 from reprobuild.manifest import models as m
 
@@ -125,8 +126,6 @@ class ForcingSelector(AlgorithmSelector):
         return self.forced.get(context.name) or self.forced.get(context.op)
 
     def begin(self, plan: BuildPlan) -> None:
-        from reprobuild.core.errors import UsageError
-
         problems = []
         names = {layer.context.name for layer in plan.layers} | {layer.context.op for layer in plan.layers}
         problems += [f"{key!r} names no layer and no op of this network" for key in sorted(self.forced)

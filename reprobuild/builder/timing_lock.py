@@ -98,7 +98,7 @@ def timing_lock(backend: Backend, logger: Logger) -> Iterator[dict[str, float]]:
 @contextlib.contextmanager
 def _file_locks(device: str, keys: Sequence[str], logger: Logger) -> Iterator[None]:
     try:
-        import fcntl
+        import fcntl  # lazy: POSIX-only, and builds also run on Windows
     except ImportError:  # not POSIX: builds in one process are still serialized
         yield
         return

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from reprobuild.cli.common import Subcommands, read_engine_file
+from reprobuild.cli.common import read_engine_file
+from reprobuild.cli.parsing import Subcommands
 from reprobuild.core.fileio import STDOUT, check_output_path, write_output
+from reprobuild.provenance.attest import make_statement, statement_bytes
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -29,8 +31,6 @@ def add_parser(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reprobuild.provenance.attest import make_statement, statement_bytes
-
     check_output_path(args.output, "--output (the statement)", stdout=True)
     statement = make_statement(read_engine_file(args.engine), os.path.basename(args.engine), args.manifest,
                                args.model)

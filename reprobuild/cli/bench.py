@@ -7,7 +7,6 @@ import json
 
 from reprobuild.bench import BenchReport, Stats, benchmark
 from reprobuild.cli.common import (
-    Subcommands,
     add_device_option,
     add_engine_input_options,
     add_max_memory_option,
@@ -15,6 +14,7 @@ from reprobuild.cli.common import (
     parse_count,
     read_engine_file,
 )
+from reprobuild.cli.parsing import Subcommands
 from reprobuild.core.logger import Logger, Severity
 from reprobuild.core.textformat import table
 from reprobuild.engine import Runtime

@@ -18,7 +18,6 @@ from reprobuild.builder import (
 )
 from reprobuild.builder.config import DEFAULT_TIE_BAND, PRECISIONS, TACTIC_SOURCES
 from reprobuild.cli.common import (
-    Subcommands,
     add_max_memory_option,
     default_engine_path,
     default_manifest_path,
@@ -40,6 +39,7 @@ from reprobuild.cli.devices import (
     parse_devices,
     report,
 )
+from reprobuild.cli.parsing import Subcommands
 from reprobuild.core.digest import sha256_hex
 from reprobuild.core.errors import UsageError
 from reprobuild.core.fileio import atomic_write_all, check_output_path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -11,16 +12,19 @@ import sys
 import threading
 import tokenize
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from reprobuild.core.errors import ReprobuildError, UsageError
+from reprobuild.builder.config import check_seed
+from reprobuild.core.dtypes import FLOATS, NARROW, dtype_name, itemsize, np_dtype
+from reprobuild.core.errors import InputError, ReprobuildError, UsageError
 from reprobuild.core.fileio import read_bounded
 from reprobuild.core.textformat import printable
-
-if TYPE_CHECKING:
-    from reprobuild.diffing import Side
+from reprobuild.diffing import Side, load_side
+from reprobuild.engine.advice import shape_advice
+from reprobuild.engine.format import MAGIC
+from reprobuild.engine.golden import golden_inputs
 
 MAX_ENGINE_BYTES = 64 * 1024**3
 _SIZE = re.compile(r"^(\d+)\s*([kmgt]?i?b?)?$", re.IGNORECASE)
@@ -39,8 +43,6 @@ def parse_bytes(text: str) -> int:
 def parse_seed(text: str) -> int:
     """An argparse type for seeds (``--seed``, ``run --random-inputs``): an integer in [0, 2**64), as the builder's
     ``check_seed`` says; anything else ('--seed -1') is an argparse error, exit code 2."""
-    from reprobuild.builder.config import check_seed
-
     try:
         value = int(text.strip(), 10)
     except ValueError:
@@ -161,8 +163,6 @@ def read_npy(path: str, what: str, error: type[ReprobuildError], binding: Any = 
     what that array takes. The array is a read-only view over the file's bytes (a copy for a Fortran-order or
     byte-swapped file). Any problem is an ``error`` that says what was expected (numpy's own message for an
     object array suggests unpickling it, which reprobuild never does)."""
-    import io
-
     limit = MAX_ARRAY_BYTES if binding is None else _binding_nbytes(binding) + _NPY_HEADER_ROOM
     try:
         data = read_bounded(path, limit, what, error if binding is None else _TooLarge)
@@ -214,8 +214,6 @@ def read_npy(path: str, what: str, error: type[ReprobuildError], binding: Any = 
 def _ml_dtype_saved_as_void(dtype: np.dtype[Any], expected: str) -> np.dtype[Any]:
     """numpy.save writes ml_dtypes' types (bfloat16, the float8s, ...) as raw bytes ('<V2'): read such a file as
     the binding's type when that is one of them and has the same size; else the void dtype, which is refused."""
-    from reprobuild.core.dtypes import FLOATS, NARROW, np_dtype
-
     if expected in (*NARROW, *FLOATS) and np_dtype(expected).kind == "V" and np_dtype(expected).itemsize == \
             dtype.itemsize:
         return np_dtype(expected)
@@ -223,8 +221,6 @@ def _ml_dtype_saved_as_void(dtype: np.dtype[Any], expected: str) -> np.dtype[Any
 
 
 def _binding_nbytes(binding: Any) -> int:
-    from reprobuild.core.dtypes import itemsize
-
     return math.prod(binding.shape) * itemsize(binding.dtype)
 
 
@@ -236,9 +232,6 @@ def _expect(binding: Any) -> str:
 def _check_against_binding(binding: Any, path: str, shape: tuple[int, ...], dtype: np.dtype[Any],
                            error: type[ReprobuildError]) -> None:
     """A .npy header's shape and dtype against the engine input it is for, before any data is read."""
-    from reprobuild.core.dtypes import dtype_name
-    from reprobuild.core.errors import ReprobuildError as Base
-    from reprobuild.engine.advice import shape_advice
 
     if shape != tuple(binding.shape):
         advice = shape_advice(binding.name, getattr(binding, "declared", None), binding.shape, shape)
@@ -246,7 +239,7 @@ def _check_against_binding(binding: Any, path: str, shape: tuple[int, ...], dtyp
                     f"{list(binding.shape)}. {advice}")
     try:
         name = dtype_name(dtype)
-    except Base:
+    except ReprobuildError:
         name = dtype.str
     if name != binding.dtype:
         raise error(f"input {binding.name!r} from {path!r} has dtype {name}; the engine expects {binding.dtype} "
@@ -285,32 +278,6 @@ def human_bytes(n: int) -> str:
             return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"
         value /= 1024
     return f"{n} B"
-
-
-class CommandParser(argparse.ArgumentParser):
-    """A subcommand's parser: an argument it does not know is its own error, shown with its own usage. (argparse
-    hands a subcommand's unknown arguments back to the top-level parser, which reported them under the top-level
-    usage, ``reprobuild [-h] [--version] COMMAND ...``.)"""
-
-    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
-        parsed, extras = super().parse_known_args(args, namespace)
-        if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return parsed, extras
-
-
-class Subcommands:
-    """Adds the common options and the exit-code epilog to every subcommand parser."""
-
-    def __init__(self, sub: argparse._SubParsersAction, common: argparse.ArgumentParser, epilog: str) -> None:
-        self.sub, self.common, self.epilog = sub, common, epilog
-
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = self.sub.add_parser(
-            name, parents=[self.common], epilog=self.epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
-            allow_abbrev=False, **kwargs)  # no prefix matching: --input must never silently become --inputs
-        return parser
 
 
 class ProgressBar:
@@ -396,9 +363,6 @@ def read_engine_or_manifest(path: str, option: str, hint: str = "") -> Side:
     """The pinned manifest an engine file embeds, or a manifest file, for ``option``. Anything else (an ONNX model,
     a text file) is a UsageError naming what the file looks like, before any work; ``hint`` says what to run
     instead. A damaged engine or manifest is a FormatError, as everywhere."""
-    from reprobuild.diffing import load_side
-    from reprobuild.engine.format import MAGIC
-
     data = read_bounded(path, MAX_ENGINE_BYTES, f"{option} file")
     first = data.lstrip(b" \t\r\n\xef\xbb\xbf")[:1]  # whitespace and a UTF-8 byte-order mark may come first
     if not data.startswith(MAGIC) and first != b"{":
@@ -445,9 +409,6 @@ def engine_inputs(args: argparse.Namespace, bindings: Sequence[Any]) -> tuple[di
     """The arrays ``add_engine_input_options`` asked for, one per binding in binding order, and a phrase saying
     where they came from. Arrays read from files must have the binding's shape (an InputError that says how to
     get an engine for another shape); their dtype is checked by the engine."""
-    from reprobuild.core.errors import InputError
-    from reprobuild.engine.golden import golden_inputs
-
     by_name = {b.name: b for b in bindings}
     listing = ", ".join(f"{b.name} {list(b.shape)} {b.dtype}" for b in bindings)
     files: dict[str, str] = {}
@@ -493,8 +454,6 @@ def engine_inputs(args: argparse.Namespace, bindings: Sequence[Any]) -> tuple[di
 
 
 def _input_from_file(binding: Any, path: str) -> np.ndarray:
-    from reprobuild.core.errors import InputError
-
     return read_npy(path, f"input {binding.name!r}:", InputError, binding)
 
 

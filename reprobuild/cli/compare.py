@@ -7,7 +7,6 @@ import json
 import sys
 
 from reprobuild.cli.common import (
-    Subcommands,
     add_device_option,
     add_engine_input_options,
     add_max_memory_option,
@@ -16,6 +15,7 @@ from reprobuild.cli.common import (
     parse_tolerance,
     read_engine_file,
 )
+from reprobuild.cli.parsing import Subcommands
 from reprobuild.core.digest import sha256_hex
 from reprobuild.core.errors import ModelError, ToleranceError
 from reprobuild.core.fileio import check_output_path, document_on_stdout, read_bounded, write_output

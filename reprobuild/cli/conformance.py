@@ -6,8 +6,14 @@ import argparse
 import os
 from concurrent.futures import ProcessPoolExecutor
 
-from reprobuild.cli.common import ProgressBar, Subcommands
+import numpy as np
+import onnx
+
+from reprobuild.cli.common import ProgressBar
+from reprobuild.cli.parsing import Subcommands
+from reprobuild.conformance import load_suite, run_case
 from reprobuild.conformance.cases import Case
+from reprobuild.conformance.report import to_json, to_markdown, to_text
 from reprobuild.core.errors import ConformanceError, UsageError
 from reprobuild.core.fileio import STDOUT, check_output_path, write_output
 
@@ -50,8 +56,6 @@ def add_parser(sub: Subcommands) -> None:
 
 
 def _select(cases: list[Case], ops: list[str], names: list[str]) -> list[Case]:
-    import onnx
-
     out = []
     for case in cases:
         if names and not any(n in case.name for n in names):
@@ -65,13 +69,10 @@ def _select(cases: list[Case], ops: list[str], names: list[str]) -> list[Case]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reprobuild.conformance import load_suite, run_case
-    from reprobuild.conformance.report import to_json, to_markdown, to_text
-
     suites = args.suite or ["node", "light", "pytorch"]
     if "light" in suites:
         try:
-            import onnxruntime  # noqa: F401
+            import onnxruntime  # noqa: F401  # lazy: optional (the dev extra) and heavy; probed to name the extra
         except ImportError:
             raise UsageError("the light suite compares with onnxruntime, which is not installed "
                              "(pip install onnxruntime, or pip install -e '.[dev]'); or choose --suite node/pytorch"
@@ -114,16 +115,13 @@ def run(args: argparse.Namespace) -> int:
 
 def markdown_header() -> str:
     """The header of docs/conformance.md, with the versions that decide the suites' contents and references."""
-    import numpy
-    import onnx
-
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: optional (the dev extra) and heavy; only its version is read here
 
         ort = onnxruntime.__version__
     except ImportError:
         ort = "not installed"
-    return f"{HEADER}\n\nVersions: onnx {onnx.__version__}, onnxruntime {ort}, numpy {numpy.__version__}."
+    return f"{HEADER}\n\nVersions: onnx {onnx.__version__}, onnxruntime {ort}, numpy {np.__version__}."
 
 
 HEADER = """# ONNX conformance

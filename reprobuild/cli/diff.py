@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from reprobuild.cli.common import Subcommands
+from reprobuild.cli.parsing import Subcommands
 from reprobuild.diffing import diff
 from reprobuild.diffing.render import to_json, to_markdown, to_text
 

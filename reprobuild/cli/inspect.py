@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from reprobuild.cli.common import Subcommands, human_bytes, print_json, read_engine_file
+from reprobuild.cli.common import human_bytes, print_json, read_engine_file
+from reprobuild.cli.parsing import Subcommands
 from reprobuild.core.digest import TENSOR_DIGEST_LABEL, sha256_hex
 from reprobuild.core.textformat import printable, table
 from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine

@@ -1,10 +1,11 @@
 """``reprobuild``: the command line. Errors print one clear message and exit with a documented code.
 
-This module imports only the standard library and reprobuild's small ``errors``, ``fileio`` and ``textformat``
-modules; the subcommands (NumPy, onnx, the builder, ...) are imported inside :func:`main`'s guarded region, so
-that a Ctrl-C while they load prints ``interrupted`` and exits 130 instead of a traceback. Messages are printed
-with their non-printable characters escaped (a name from a file may hold terminal escapes), and a MemoryError
-that no allocation site turned into a ResourceError is one here (exit 13), never an internal error.
+This module imports only the standard library, reprobuild's small ``errors``, ``fileio``, ``textformat`` and
+``versions`` modules and the argparse pieces of ``reprobuild.cli.parsing``; the subcommands (NumPy, onnx, the
+builder, ...) are imported by :func:`_load_commands`, inside :func:`main`'s guarded region, so that a Ctrl-C
+while they load prints ``interrupted`` and exits 130 instead of a traceback. Messages are printed with their
+non-printable characters escaped (a name from a file may hold terminal escapes), and a MemoryError that no
+allocation site turned into a ResourceError is one here (exit 13), never an internal error.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from types import ModuleType
 from typing import Any
 
 from reprobuild import __version__
+from reprobuild.cli.parsing import CommandParser, Subcommands
 from reprobuild.core.errors import EXIT_CODES, ReprobuildError, ResourceError
 from reprobuild.core.fileio import Terminated, install_sigterm_cleanup, write_count, written_since
 from reprobuild.core.textformat import printable
+from reprobuild.core.versions import version_text
 
 #: The subcommand modules (``reprobuild.cli.NAME``), in the order ``--help`` lists them.
 COMMANDS = ("build", "refit", "run", "bench", "inspect", "verify", "compare", "diff", "attest", "conformance")
@@ -47,8 +50,6 @@ class _VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        from reprobuild.core.versions import version_text
-
         print(version_text(__version__))
         parser.exit()
 
@@ -75,8 +76,6 @@ def _load_commands() -> list[ModuleType]:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from reprobuild.cli.common import CommandParser, Subcommands
-
     parser = argparse.ArgumentParser(
         prog="reprobuild",
         description="Deterministic, reproducible builds of inference engines from ONNX models. Every tactic "

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from reprobuild.builder.refit import Refitter
-from reprobuild.cli.common import Subcommands, default_manifest_path, read_engine_file
+from reprobuild.cli.common import default_manifest_path, read_engine_file
+from reprobuild.cli.parsing import Subcommands
 from reprobuild.core.fileio import check_output_path
 from reprobuild.core.logger import Logger, Severity
 from reprobuild.environment.policy import POLICIES

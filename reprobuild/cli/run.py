@@ -12,7 +12,6 @@ import numpy as np
 
 from reprobuild.cli.common import (
     DeprecatedAlias,
-    Subcommands,
     add_device_option,
     add_engine_input_options,
     add_max_memory_option,
@@ -23,6 +22,7 @@ from reprobuild.cli.common import (
     read_engine_file,
     safe_filename,
 )
+from reprobuild.cli.parsing import Subcommands
 from reprobuild.core.digest import TENSOR_DIGEST_LABEL, array_digest
 from reprobuild.core.errors import UsageError
 from reprobuild.core.fileio import atomic_write, check_output_directory, check_output_path, make_output_directory

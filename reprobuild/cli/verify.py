@@ -7,7 +7,6 @@ import sys
 
 from reprobuild.cli.common import (
     ProgressBar,
-    Subcommands,
     add_device_option,
     add_engine_input_options,
     add_max_memory_option,
@@ -16,6 +15,7 @@ from reprobuild.cli.common import (
     read_engine_or_manifest,
 )
 from reprobuild.cli.devices import parse_devices
+from reprobuild.cli.parsing import Subcommands
 from reprobuild.core.errors import NotDeterministicError, ToleranceError, UsageError
 from reprobuild.core.fileio import check_output_path, document_on_stdout, write_output
 from reprobuild.core.logger import Logger, Severity
@@ -25,6 +25,7 @@ from reprobuild.kernels.backend import resolve_devices
 from reprobuild.manifest.io import pinned_from_json
 from reprobuild.manifest.pairs import pair_mismatch
 from reprobuild.manifest.tamper import check_record
+from reprobuild.verify.fleet import FleetPlan, engine_outline, verify_on_ray
 from reprobuild.verify.locate import locate, locate_against
 from reprobuild.verify.run import Locator, VerifyPlan, VerifyReport, check_against, verify
 
@@ -133,8 +134,6 @@ def _verify(args: argparse.Namespace) -> int:
     data = read_engine_file(args.engine)
     devices, device = None, args.device
     if args.devices is not None:
-        from reprobuild.verify.fleet import engine_outline
-
         backend = engine_outline(data).backend  # before the engine is loaded on the first device listed
         devices = resolve_devices(args.devices, backend)
         device = devices[0] if backend == "cuda" else None
@@ -214,8 +213,6 @@ def _print_devices(report: VerifyReport) -> None:
 
 def _run_fleet(args: argparse.Namespace) -> int:
     """--ray: the engine runs only in the Ray tasks; this process draws the inputs and compares the digests."""
-    from reprobuild.verify.fleet import FleetPlan, engine_outline, verify_on_ray
-
     data = read_engine_file(args.engine)
     outline = engine_outline(data)
     inputs, label = engine_inputs(args, outline.inputs)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnx.backend.test.case import node as node_suite
 
 SUITES = ("node", "light", "pytorch")
 DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
@@ -61,12 +62,10 @@ def _array(value: Any) -> Any:
 
 
 def node_cases() -> Iterator[Case]:
-    from onnx.backend.test.case import node
-
     with warnings.catch_warnings():  # the case definitions overflow casts on purpose
         warnings.simplefilter("ignore")
         with np.errstate(all="ignore"):
-            cases = node.collect_testcases(None)
+            cases = node_suite.collect_testcases(None)
     for case in sorted(cases, key=lambda c: c.name):
         model, data = case.model, case.data_sets
         assert model is not None and data, f"node case {case.name} has no model or data"

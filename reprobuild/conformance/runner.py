@@ -23,10 +23,14 @@ from typing import Any
 import numpy as np
 import onnx
 
+from reprobuild.builder import Builder, BuilderConfig
 from reprobuild.conformance.cases import Case
 from reprobuild.core.dtypes import dtype_name
 from reprobuild.core.errors import ReprobuildError
 from reprobuild.core.logger import Logger, Severity
+from reprobuild.engine import Runtime
+from reprobuild.frontend import network_from_onnx_bytes
+from reprobuild.ops import StaticInputError
 from reprobuild.verify.tolerance import onnxruntime_session
 
 RESULTS = ("pass", "fail", "refused", "error")
@@ -122,9 +126,6 @@ def _input_shapes(model: onnx.ModelProto, feeds: dict[str, Any]) -> dict[str, tu
 def parse_case(case: Case, pinned: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
     """The case's network, pinning (in ``pinned``, updated in place) every input that must be known at build
     time, one StaticInputError at a time."""
-    from reprobuild.frontend import network_from_onnx_bytes
-    from reprobuild.ops import StaticInputError
-
     quiet = Logger(Severity.ERROR)
     pinned = {} if pinned is None else pinned
     shapes = _input_shapes(case.proto, case.inputs)
@@ -141,9 +142,6 @@ def parse_case(case: Case, pinned: dict[str, np.ndarray] | None = None) -> tuple
 
 
 def build_and_run(case: Case, backend: str, pinned: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from reprobuild.builder import Builder, BuilderConfig
-    from reprobuild.engine import Runtime
-
     quiet = Logger(Severity.ERROR)
     network, _ = parse_case(case, pinned)
     config = BuilderConfig(backend=backend, warmup=0, iterations=1, runs_per_sample=1)

@@ -40,7 +40,7 @@ def _lock_path(target: str) -> str:
 def _acquire(path: str, mode: int, failed: Failed) -> int:
     """An exclusive ``flock`` on the lock file ``path``, created if missing. The lock is good only if ``path``
     still names the file locked (a holder that released it may have removed it meanwhile); else take it again."""
-    import fcntl
+    import fcntl  # lazy: POSIX-only, and this module also runs on Windows (where locked() never calls this)
 
     while True:
         try:
@@ -67,7 +67,7 @@ def locked(targets: Sequence[str], mode: int, failed: Failed) -> Iterator[None]:
     the exception to raise when one cannot be), taken in sorted order so that two writers of overlapping groups
     cannot deadlock. Without ``fcntl`` (not POSIX), writers in other processes are not kept apart."""
     try:
-        import fcntl  # noqa: F401
+        import fcntl  # noqa: F401  # lazy: POSIX-only; its absence (Windows) is what this probes
     except ImportError:
         yield
         return

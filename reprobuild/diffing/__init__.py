@@ -18,7 +18,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reprobuild.core.digest import sha256_hex
+from reprobuild.core.errors import FormatError, UsageError
+from reprobuild.core.fileio import read_bounded
+from reprobuild.engine.format import FORMAT_VERSION, MAGIC, deserialize_engine
 from reprobuild.manifest import models as m
+from reprobuild.manifest.io import MAX_MANIFEST_BYTES, manifest_from_json, pinned_from_json, pinned_sha256
+from reprobuild.manifest.pairs import pair_mismatch as recorded_digest_mismatch
+from reprobuild.manifest.tamper import pinned_differences
 
 DIFF_SCHEMA_VERSION = 1
 
@@ -123,17 +129,11 @@ def pair_mismatch(engine: Side, manifest: Side) -> str | None:
     when they are, or when the manifest records no engine digest to check."""
     if engine.engine is None or manifest.engine is None:
         return None
-    from reprobuild.manifest.pairs import pair_mismatch as message
-
-    return message(manifest.engine.sha256, engine.engine.sha256, engine.label)
+    return recorded_digest_mismatch(manifest.engine.sha256, engine.engine.sha256, engine.label)
 
 
 def load_side(source: Any, label: str | None = None) -> Side:
     """A Manifest, a manifest file, an engine file (bytes or path): what a diff compares."""
-    from reprobuild.core.fileio import read_bounded
-    from reprobuild.engine.format import FORMAT_VERSION, MAGIC, deserialize_engine
-    from reprobuild.manifest.io import MAX_MANIFEST_BYTES, manifest_from_json, pinned_from_json
-
     if isinstance(source, m.Manifest):
         return Side(label or "a manifest", source.pinned, source.evidence, source.engine)
     if isinstance(source, (bytes, bytearray)):
@@ -141,8 +141,6 @@ def load_side(source: Any, label: str | None = None) -> Side:
     else:
         name = label or os.fspath(source)
         if os.path.isdir(source):  # before read_bounded, whose os.fdopen raises a bare IsADirectoryError for one
-            from reprobuild.core.errors import UsageError
-
             raise UsageError(f"engine or manifest {name!r} is a directory; give a file")
         data = read_bounded(source, 64 * 1024**3, "engine or manifest")
     if data.startswith(MAGIC):
@@ -151,8 +149,6 @@ def load_side(source: Any, label: str | None = None) -> Side:
         engine = m.EngineRecord(sha256=sha256_hex(data), size_bytes=len(data), format_version=FORMAT_VERSION)
         return Side(name, pinned, None, engine, "engine", header.manifest_sha256)
     if len(data) > MAX_MANIFEST_BYTES:
-        from reprobuild.core.errors import FormatError
-
         raise FormatError(f"{name} is {len(data)} bytes; a manifest may be at most {MAX_MANIFEST_BYTES}")
     manifest = manifest_from_json(data, f"manifest {name!r}")
     return Side(name, manifest.pinned, manifest.evidence, manifest.engine)
@@ -302,9 +298,6 @@ def _edited(sa: Side, sb: Side) -> list[FieldChange]:
     engine_side, manifest_side = (sa, sb) if sa.kind == "engine" else (sb, sa)
     if manifest_side.engine is None or engine_side.engine is None or pair_mismatch(engine_side, manifest_side):
         return []
-    from reprobuild.manifest.io import pinned_sha256
-    from reprobuild.manifest.tamper import pinned_differences
-
     if pinned_sha256(manifest_side.pinned) == engine_side.pinned_sha256:
         return []
     manifest_first = manifest_side is sa
@@ -390,8 +383,6 @@ def _check_ignores(patterns: Sequence[str], sections: set[str], paths: set[str])
                        if prefix else {path.split(".")[0] for path in paths} | sections)
         shown = ", ".join(under[:25]) + (f" and {len(under) - 25} more" if len(under) > 25 else "")
         where = f"the fields under {prefix} are" if prefix else "the fields and sections are"
-        from reprobuild.core.errors import UsageError
-
         raise UsageError(f"--ignore {pattern!r} names no field of either manifest; {where}: {shown}. A FIELD is "
                          "a dotted path as the diff prints it (environment.cuda.driver, config.timing) or a section")
 

@@ -15,12 +15,11 @@ import sys
 from pydantic import BaseModel
 
 from reprobuild.core.fileio import atomic_write
+from reprobuild.diffing import ManifestDiff
+from reprobuild.manifest.models import Manifest
 
 
 def schemas() -> dict[str, type[BaseModel]]:
-    from reprobuild.diffing import ManifestDiff
-    from reprobuild.manifest.models import Manifest
-
     return {"diff.schema.json": ManifestDiff, "manifest.schema.json": Manifest}
 
 

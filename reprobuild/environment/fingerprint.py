@@ -10,12 +10,11 @@ import platform
 
 import numpy as np
 
+from reprobuild import __version__
 from reprobuild.kernels.backend import Backend
 
 
 def environment_fingerprint(backend: Backend) -> dict[str, str]:
-    from reprobuild import __version__
-
     fields = {
         "reprobuild": __version__,
         "python": platform.python_version(),

@@ -29,7 +29,7 @@ import onnx.version_converter
 from onnx import numpy_helper
 
 from reprobuild.core.digest import sha256_hex
-from reprobuild.core.dtypes import itemsize
+from reprobuild.core.dtypes import itemsize, np_dtype
 from reprobuild.core.errors import DynamicShapeError, ModelError, ResourceError, UnsupportedOpError, UsageError
 from reprobuild.core.fileio import read_bounded
 from reprobuild.core.logger import Logger, Severity
@@ -371,8 +371,6 @@ class OnnxParser:
 
     def _add_pinned(self, name: str, value: np.ndarray, dims: list[int | None], declared: list[Any], dtype: str,
                     has_shape: bool) -> None:
-        from reprobuild.core.dtypes import np_dtype
-
         arr = np.asarray(value)
         if has_shape and not dims and arr.size == 1:
             arr = arr.reshape(())  # a scalar input given as one number

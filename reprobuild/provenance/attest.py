@@ -16,13 +16,19 @@ sign-blob``, in-toto's tools); the README shows how.
 from __future__ import annotations
 
 import os
+import platform
 from typing import Any
 
+from reprobuild import __version__
 from reprobuild.core.digest import canonical_json, sha256_hex
 from reprobuild.core.errors import ModelError, UsageError
 from reprobuild.core.fileio import read_bounded
 from reprobuild.core.versions import DEPENDENCIES, installed_any
+from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine
+from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
+from reprobuild.manifest.io import MAX_MANIFEST_BYTES, manifest_from_json, pinned_from_json
 from reprobuild.manifest.pairs import pair_mismatch
+from reprobuild.manifest.tamper import check_record
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -43,10 +49,6 @@ TOOLCHAIN = (
 
 def _attesting_versions() -> dict[str, str]:
     """The toolchain where the statement is made (for components the manifest does not record)."""
-    import platform
-
-    from reprobuild import __version__
-
     found = {"reprobuild": __version__, "python": platform.python_version()}
     for name, distributions in DEPENDENCIES:
         if name in ("numpy", "onnx", "cupy") and (installed := installed_any(distributions)) is not None:
@@ -75,9 +77,6 @@ def _manifest_checks(manifest_path: str, engine_sha256: str, engine_label: str, 
     """The manifest file and its sha256, refused unless it is the one written with this engine: it records the
     engine's digest (else a UsageError), and its pinned part is the one the engine embeds, ``embedded``, whose
     digest the engine records (else a ManifestEditedError naming every field that differs)."""
-    from reprobuild.manifest.io import MAX_MANIFEST_BYTES, manifest_from_json
-    from reprobuild.manifest.tamper import check_record
-
     data = read_bounded(manifest_path, MAX_MANIFEST_BYTES, "manifest")
     manifest = manifest_from_json(data, f"manifest {manifest_path!r}")
     if manifest.engine is None:
@@ -95,10 +94,6 @@ def make_statement(engine_data: bytes, engine_name: str, manifest_path: str | No
     """The in-toto Statement (a dict) for these engine bytes. Raises FormatError for a corrupted engine,
     UsageError for a manifest or model that does not belong to it, ManifestEditedError for a manifest that records
     this engine but whose pinned part was edited."""
-    from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine
-    from reprobuild.frontend.onnx_parser import MAX_MODEL_BYTES
-    from reprobuild.manifest.io import pinned_from_json
-
     header, _ = deserialize_engine(engine_data)
     pinned = pinned_from_json(header.manifest, f"manifest embedded in {engine_name}")
     engine_sha256 = sha256_hex(engine_data)

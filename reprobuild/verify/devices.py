@@ -19,6 +19,8 @@ import numpy as np
 
 from reprobuild.core.errors import UsageError
 from reprobuild.engine import Engine, Runtime
+from reprobuild.engine.golden import layer_digests
+from reprobuild.environment.fingerprint import environment_fingerprint
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
 from reprobuild.verify.records import (
     DeviceResult,
@@ -44,9 +46,6 @@ def device_run(engine_bytes: bytes, inputs: Mapping[str, np.ndarray], device: in
     """One device worker's share, in the process that calls it: ``runs`` runs on one context, one run on each of
     ``contexts`` fresh contexts, and ``traced_runs`` (at least 1) traced runs for every layer's digest, all on the
     same inputs. ``--devices`` runs it in one process per GPU, ``reprobuild.verify.fleet`` in one Ray task per GPU."""
-    from reprobuild.engine.golden import layer_digests
-    from reprobuild.environment.fingerprint import environment_fingerprint
-
     if runs < 1 or contexts < 0 or traced_runs < 1:
         raise UsageError(f"a device worker needs runs >= 1, contexts >= 0, traced_runs >= 1; got {runs}, "
                          f"{contexts}, {traced_runs}")

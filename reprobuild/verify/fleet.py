@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 
 from reprobuild.core.errors import ReprobuildError, UsageError
 from reprobuild.engine import Binding
+from reprobuild.engine.format import deserialize_engine, engine_sha256
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
 from reprobuild.verify.devices import LayerRef, compare_devices, device_run, hardware_model
 from reprobuild.verify.records import DeviceResult, Dimension, FleetRecord, VerifyReport
@@ -41,8 +43,6 @@ class EngineOutline:
 
 def engine_outline(data: bytes) -> EngineOutline:
     """The engine file checked as the runtime checks it, without a backend: no GPU, no kernel compiled."""
-    from reprobuild.engine.format import deserialize_engine, engine_sha256
-
     header, weights = deserialize_engine(data)
     inputs = (tuple(Binding(t.name, tuple(t.shape), t.dtype) for t in header.inputs)
               + tuple(Binding(t.name, tuple(t.shape), t.dtype, weights[t.name]) for t in header.pinned_inputs))
@@ -75,7 +75,7 @@ class FleetPlan:
 
 def import_ray() -> Any:
     try:
-        import ray
+        import ray  # lazy: optional (the ray extra) and heavy; only --ray needs it
     except ImportError:
         raise UsageError(f"--ray needs Ray, which is not installed in this Python environment; install the extra: "
                          f"{INSTALL_HINT}") from None
@@ -130,8 +130,6 @@ CONNECT_TIMEOUT_S = 5.0
 def _check_reachable(address: str) -> None:
     """For ``HOST:PORT`` or ``ray://HOST:PORT``, a UsageError at once when nothing listens there, instead of Ray's
     minutes of retries; other forms (``auto``) are left to Ray."""
-    import socket
-
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -149,9 +147,7 @@ def fleet_task(engine_bytes: bytes, inputs: Mapping[str, np.ndarray], task: int,
                traced_runs: int, max_memory: int | None) -> str:
     """One Ray task: ``device_run`` on the GPU Ray gave it (device 0 of the CUDA_VISIBLE_DEVICES Ray sets) or on
     its node's CPU, named by task, node and GPU; the result as JSON, validated by the caller."""
-    import socket
-
-    import ray
+    import ray  # lazy: optional and heavy; this runs in a Ray worker, where it is installed
 
     result = device_run(engine_bytes, inputs, None, runs, contexts, traced_runs, max_memory)
     node_id, host = ray.get_runtime_context().get_node_id(), socket.gethostname()

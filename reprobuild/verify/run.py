@@ -33,7 +33,12 @@ import numpy as np
 from reprobuild.core.digest import array_digest
 from reprobuild.core.errors import UsageError
 from reprobuild.engine import Engine, Runtime
+from reprobuild.engine.golden import golden_inputs, layer_digests
+from reprobuild.environment.fingerprint import environment_fingerprint
+from reprobuild.environment.policy import compare_environments
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
+from reprobuild.manifest.io import pinned_from_json
+from reprobuild.manifest.tamper import describe, pinned_differences
 from reprobuild.verify.devices import (
     LayerRef,
     collect_device_results,
@@ -183,8 +188,6 @@ def tier_reached(dims: list[Dimension]) -> str:
 
 def layer_outputs(engine: Engine, inputs: Mapping[str, np.ndarray], traced_runs: int) -> Dimension:
     """Do repeated traced runs on one context agree on every layer's outputs, not only the engine's?"""
-    from reprobuild.engine.golden import layer_digests
-
     if traced_runs < 2:
         return Dimension(name="layer_outputs", tested=False, identical=None,
                          detail=f"--traced-runs {traced_runs}: needs 2 or more")
@@ -327,12 +330,6 @@ def _identity(pinned: Any) -> dict[str, Any]:
 
 def check_against(engine: Engine, pinned: Any) -> tuple[AgainstResult, dict[str, np.ndarray]]:
     """Draw the golden inputs a manifest records, run the engine, and compare with the recorded digests."""
-    from reprobuild.engine.golden import golden_inputs
-    from reprobuild.environment.fingerprint import environment_fingerprint
-    from reprobuild.environment.policy import compare_environments
-    from reprobuild.manifest.io import pinned_from_json
-    from reprobuild.manifest.tamper import describe, pinned_differences
-
     embedded = pinned_from_json(engine.manifest_json)
     if _identity(embedded) != _identity(pinned):
         raise UsageError("the manifest describes another engine (other layers, tactics, bindings or backend); "

@@ -12,9 +12,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import onnx
 from pydantic import BaseModel, ConfigDict
 
 from reprobuild.core.errors import BackendUnavailableError, InputError, ModelError, UsageError
+from reprobuild.frontend.onnx_external import check_no_external_data
 
 ERROR_STATS = ("elemwise", "max", "mean", "median", "quantile")
 
@@ -97,10 +99,6 @@ def load_reference_model(data: bytes, source: str = "model") -> Any:
     """The ONNX model ``compare`` runs as its reference, parsed and checked: anything that is not a readable,
     valid ONNX model (a text file, a truncated download) is a :class:`ModelError`, never an error from deep
     inside onnxruntime."""
-    import onnx
-
-    from reprobuild.frontend.onnx_external import check_no_external_data
-
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:
@@ -145,7 +143,7 @@ def onnxruntime_session(model: bytes, verbose: bool = False) -> Any:
     """An onnxruntime session on the CPU with graph optimizations off: the independent reference (compare, the
     conformance suites). It logs only errors unless ``verbose``: its warnings (a line per unused initializer, in
     colour: some 1,800 in one conformance run of the light suite) say nothing about reprobuild's results."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: optional (the dev extra) and heavy; only reference runs need it
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -158,7 +156,7 @@ def onnxruntime_outputs(model: bytes, inputs: Mapping[str, np.ndarray], verbose:
     """The model run by ``onnxruntime_session``: an independent reference. A model that onnxruntime cannot load is a
     :class:`ModelError`; inputs it refuses, an :class:`InputError`."""
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401  # lazy: optional (the dev extra); probed to name the extra
     except ImportError:
         raise BackendUnavailableError("compare needs onnxruntime as its reference: pip install onnxruntime "
                                       "(it is in the dev extra)") from None
