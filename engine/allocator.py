@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from reprobuild.core.errors import ResourceError, UsageError
+from reprobuild.engine.interop import describe, to_backend
 from reprobuild.engine.memory import human_bytes
 from reprobuild.kernels.backend import Backend
 
@@ -65,8 +66,6 @@ def allocate_scratch(allocator: GpuAllocator, size: int, purpose: str, backend: 
     what it returned); ``deallocate`` is called when ``owner`` (the context) is collected, once its stream has
     finished. Memory of the wrong size, device, dtype or alignment is a ``UsageError`` naming the allocator;
     ``None`` (out of memory) is a ``ResourceError``."""
-    from reprobuild.engine.interop import describe, to_backend
-
     name, alignment = type(allocator).__name__, ALIGNMENT[backend.name]
     stream = getattr(owner, "stream", None)
     # With the owner's stream current: CuPy's pool ties the block to the stream that will use it, and a DLPack

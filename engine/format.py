@@ -667,7 +667,7 @@ def _check_validated(header: EngineHeader) -> None:
     """The embedded manifest validated against the manifest schema and compared with the header: a FormatError
     naming the first problems. Imported here on purpose: only a manifest the direct comparison refused comes
     here, and the runtime otherwise never loads the manifest schema (pydantic models)."""
-    from reprobuild.manifest.io import pinned_from_json
+    from reprobuild.manifest.io import pinned_from_json  # lazy: pydantic, which the lean runtime never loads
 
     pinned = pinned_from_json(header.manifest, "engine's embedded manifest")
     tensors: dict[str, EngineTensor] = {t.name: t for t in (*header.weights, *header.activations)}

@@ -47,7 +47,7 @@ from reprobuild.engine.interop import as_torch, check_output_form, share
 from reprobuild.engine.memory import LayerUse, check_memory_cap, device_memory_info, plan_memory
 from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineTensor
 from reprobuild.kernels.backend import Backend, get_backend
-from reprobuild.kernels.cublas import WORKSPACE_BYTES
+from reprobuild.kernels.cublas import WORKSPACE_BYTES, BlasHandle
 from reprobuild.kernels.launch import LaunchPlan, capture, uses_library
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, TacticRegistry, TensorSig
 from reprobuild.ops import OpDef, find_op
@@ -414,8 +414,6 @@ class ExecutionContext:
         workspace = memory[memory_plan.workspace_offset:memory_plan.workspace_offset + memory_plan.workspace_bytes]
         self._blas = None
         if any(uses_library(layer.kernel) for layer in self.engine.layers):
-            from reprobuild.kernels.cublas import BlasHandle
-
             start = memory_plan.workspace_offset + memory_plan.workspace_bytes
             self._blas = BlasHandle(int(self.stream.ptr), int(memory[start:].data.ptr), memory_plan.library_bytes)
         # Bind every layer to its views once: a run is then a flat replay with no lookups.

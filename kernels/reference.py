@@ -19,7 +19,7 @@ import numpy as np
 from reprobuild.core.dtypes import ALL
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.tactic import CUDA_DTYPES, Determinism, Kernel, LayerSpec, Tactic, positional
-from reprobuild.ops import OpDef, all_ops
+from reprobuild.ops import BuildTimeOp, OpDef, all_ops
 
 
 class _Reference(Tactic):
@@ -79,8 +79,6 @@ class CudaReference(_Reference):
 
 def reference_tactics() -> list[Tactic]:
     """A CPU and a CUDA reference tactic for every op that computes (build-time ops have none)."""
-    from reprobuild.ops import BuildTimeOp
-
     out: list[Tactic] = []
     for opdef in all_ops():
         if not isinstance(opdef, BuildTimeOp) and opdef.lowered_to is None:

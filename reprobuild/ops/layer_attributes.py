@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from reprobuild.ops.base import ABSENT, REQUIRED, Attr
-
-if TYPE_CHECKING:
-    from reprobuild.ops.base import OpDef
+from reprobuild.ops.base import ABSENT, REQUIRED, Attr, OpDef
 
 
 def _layer(may_lack: Mapping[str, str] | None = None, /, **required: str) -> dict[str, Attr]:
@@ -159,8 +156,6 @@ CANONICAL: dict[str, dict[str, Attr]] = {
 def canonicalizes(cls: type[OpDef]) -> bool:
     """Whether an op's layers hold other attributes than its ONNX nodes: it overrides ``convert`` or
     ``canonical_attrs``, or it is internal (made by graph passes)."""
-    from reprobuild.ops.base import OpDef
-
     return bool(cls.internal) or cls.convert is not OpDef.convert or cls.canonical_attrs is not OpDef.canonical_attrs
 
 

@@ -21,8 +21,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import onnx
+from onnx import AttributeProto, defs, helper
+
 from reprobuild.core.fileio import atomic_write
 from reprobuild.ops.onnx_attributes import TABLE_FILE, TABLE_PATH
+from reprobuild.ops.registry import all_ops
 
 COMMAND = "python -m reprobuild.ops.onnx_schema"
 
@@ -30,8 +34,6 @@ COMMAND = "python -m reprobuild.ops.onnx_schema"
 def _default(attribute: Any) -> Any:
     """ONNX's default as the JSON value a node's attribute decodes to: bytes as text, lists as lists, a float as
     the float32 ONNX stores widened to a double (exactly, so JSON round-trips it)."""
-    from onnx import helper  # onnx is needed to generate the table, never to read it
-
     value = helper.get_attribute_value(attribute.default_value)
     if isinstance(value, bytes):
         return value.decode()
@@ -41,18 +43,11 @@ def _default(attribute: Any) -> Any:
 
 
 def _kind(attribute: Any) -> str:
-    from onnx import AttributeProto  # see _default
-
     return str(AttributeProto.AttributeType.Name(attribute.type)).lower()
 
 
 def table() -> dict[str, Any]:
     """The table, from the installed onnx and the ops reprobuild defines."""
-    import onnx  # see _default
-    from onnx import defs
-
-    from reprobuild.ops.registry import all_ops
-
     ops: dict[str, dict[str, Any]] = {}
     for opdef in sorted(all_ops(), key=lambda o: o.op):
         if opdef.internal or opdef.domain:

@@ -12,11 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import onnx
 from pydantic import BaseModel, ConfigDict
 
 from reprobuild.core.errors import BackendUnavailableError, InputError, ModelError, UsageError
-from reprobuild.frontend.onnx_external import check_no_external_data
 
 ERROR_STATS = ("elemwise", "max", "mean", "median", "quantile")
 
@@ -99,6 +97,12 @@ def load_reference_model(data: bytes, source: str = "model") -> Any:
     """The ONNX model ``compare`` runs as its reference, parsed and checked: anything that is not a readable,
     valid ONNX model (a text file, a truncated download) is a :class:`ModelError`, never an error from deep
     inside onnxruntime."""
+    # Lazy: onnx and the frontend take ~0.8 s to import, and every verify worker process imports this package
+    # (through its public face) without ever loading a model.
+    import onnx
+
+    from reprobuild.frontend.onnx_external import check_no_external_data
+
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:
