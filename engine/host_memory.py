@@ -47,7 +47,7 @@ def memory_limits(proc: str = "/proc/self") -> list[tuple[int, str]]:
 def address_space_limit() -> int | None:
     """The soft ``RLIMIT_AS`` in bytes; None when unlimited or unknown (no ``resource`` module)."""
     try:
-        import resource
+        import resource  # lazy: POSIX only
     except ImportError:  # not a Unix
         return None
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)

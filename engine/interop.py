@@ -82,7 +82,7 @@ def _interface(value: Any) -> dict[str, Any]:
 
 def _pointer_device(pointer: int) -> int | None:
     try:
-        import cupy
+        import cupy  # lazy: optional (the cuda extras)
     except ImportError:  # a CPU-only install: the array is on some GPU, and a cpu engine cannot read it anyway
         return None
     if not pointer:
@@ -173,7 +173,7 @@ def check_output_form(form: str) -> str:
 def as_torch(array: Any) -> Any:
     """A torch tensor over the same memory as a NumPy or CuPy array (DLPack; no copy)."""
     try:
-        import torch
+        import torch  # lazy: optional, only for torch tensors
     except ImportError:
         raise UsageError("outputs as torch tensors need PyTorch installed (pip install torch); or ask for "
                          "'device' arrays, which any framework can import with from_dlpack") from None

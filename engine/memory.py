@@ -177,7 +177,7 @@ def device_memory_info(backend: object) -> tuple[int, int] | None:
     """(free, total) bytes of the backend's GPU from ``cudaMemGetInfo``; None on cpu."""
     if getattr(backend, "name", None) != "cuda":
         return None
-    import cupy
+    import cupy  # lazy: optional (the cuda extras); only the CUDA backend needs it
 
     with cupy.cuda.Device(getattr(backend, "device_id", 0)):
         free, total = cupy.cuda.runtime.memGetInfo()

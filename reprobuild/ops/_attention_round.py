@@ -39,7 +39,7 @@ def rounder(xp: Any, dtype: str) -> Callable[[Any], Any]:
 def cast(xp: Any, x: Any, dtype: str) -> Any:
     """``x`` as ``dtype``; bfloat16 exists only in NumPy (ml_dtypes), so only the CPU asks for it."""
     if dtype == "bfloat16":
-        import ml_dtypes
+        import ml_dtypes  # lazy: slow to load (0.75 s), and only bfloat16 needs it
 
         return x.astype(ml_dtypes.bfloat16)
     return x.astype(getattr(xp, dtype), copy=False)

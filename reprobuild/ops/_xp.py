@@ -23,6 +23,6 @@ def erf(xp: Any, x: Any) -> Any:
     (``math.erf``, correctly rounded in double precision) element by element; CuPy uses CUDA's ``erf``."""
     if is_numpy(xp):
         return np.asarray(_ERF(np.asarray(x, dtype=np.float64)), dtype=np.float64).astype(x.dtype)
-    from cupyx.scipy import special
+    from cupyx.scipy import special  # lazy: optional (the cuda extras); only CuPy arrays come here
 
     return special.erf(x)
