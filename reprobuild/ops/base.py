@@ -30,7 +30,7 @@ import numpy as np
 from reprobuild.core.dtypes import NUMERIC
 from reprobuild.core.errors import ModelError, UnsupportedOpError
 from reprobuild.ops.attr import ABSENT, REQUIRED, Attr
-from reprobuild.ops.onnx_attributes import onnx_attributes
+from reprobuild.ops.onnx_attributes import AttributeTableError, onnx_attributes
 
 
 class OpError(ModelError):
@@ -166,7 +166,12 @@ class OpDef:
         op, versions = getattr(cls, "op", None), getattr(cls, "versions", None)
         if "attributes" in cls.__dict__ or op is None or versions is None or cls.internal or cls.domain:
             return
-        derived = onnx_attributes(op, versions, set(cls.attribute_overrides))
+        try:
+            derived = onnx_attributes(op, versions, set(cls.attribute_overrides))
+        except AttributeTableError:
+            if cls.__module__.startswith("reprobuild."):
+                raise  # a built-in op the table does not cover: regenerate the table
+            return  # a class of another package (a plugin's draft) keeps the attributes it inherits
         if derived is None:
             return
         for key in cls.checks_required:

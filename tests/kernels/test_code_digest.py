@@ -13,6 +13,7 @@ from types import ModuleType
 import pytest
 
 from reprobuild.kernels.code_digest import IdentityError, closure, code_closure, python_sha256
+from reprobuild.ops import get_op
 from reprobuild.registry import default_registry
 
 MODULE = "reprobuild.kernels._digest_probe"
@@ -206,9 +207,8 @@ def test_no_registered_tactic_runs_another_tactics_class() -> None:
 
 def test_reference_tactics_cover_their_op_definition_and_the_ops_it_looks_up() -> None:
     registry = default_registry()
-    relu = registry.get("Relu", "cpu_Relu", 1)
-    conv = registry.get("Conv", "cpu_Conv", 1)
-    fused = registry.get("FusedElementwise", "cpu_FusedElementwise", 1)
+    relu, conv, fused = (registry.get(op, f"cpu_{op}", get_op(op).version)
+                         for op in ("Relu", "Conv", "FusedElementwise"))
     assert "reprobuild.ops.op_activation.Relu" in closure(relu.code_objects()).code
     assert "reprobuild.ops.op_conv.Conv" not in closure(relu.code_objects()).code
     assert relu.code_sha256 != conv.code_sha256

@@ -129,7 +129,7 @@ def test_each_step_is_its_formula_from_the_table() -> None:
 
 
 def test_the_tactic_takes_programs_and_single_elementwise_layers_and_says_why_not_others() -> None:
-    tactic = default_registry().get("FusedElementwise", "cuda_generated", 2)
+    tactic = default_registry().get("FusedElementwise", "cuda_generated", 3)
     assert isinstance(tactic, CudaFusedElementwise)
     assert tactic in default_registry().candidates("Relu", "cuda") and tactic in default_registry().candidates(
         "Pow", "cuda")

@@ -166,7 +166,7 @@ def test_a_cuda_edit_changes_exactly_the_tactics_whose_kernels_reach_it() -> Non
     assert mma == {f"conv.cuda_implicit_gemm_mma_{s} v2" for s in ("128x128", "128x64", "64x128", "64x64")}
     # a generated kernel: its prelude reaches dtype.cuh's conversions, not epilogue.cuh
     half = _cuda_changes({"dtype.cuh": ('asm("cvt.rn.f16.f32 %0, %1;"', 'asm("cvt.rz.f16.f32 %0, %1;"')})
-    assert "elementwise_fused.cuda_generated v2" in half and "elementwise_fused.cuda_generated v2" not in residual
+    assert "elementwise_fused.cuda_generated v3" in half and "elementwise_fused.cuda_generated v3" not in residual
     # reduce.cuh's tree: exactly the kernels that reduce in one block
     tree = _cuda_changes({"reduce.cuh": ("if (tid < half) partial[tid] = op(partial[tid], partial[tid + half]);",
                                          "if (tid < half) partial[tid] = op(partial[tid + half], partial[tid]);")})

@@ -66,9 +66,9 @@ def _first_layer(doc: dict) -> dict:
     (lambda d: d["pinned"]["layers"].append(dict(_first_layer(d), key="f" * 64, name="ghost")),
      r"manifest layer 'ghost' \(FusedConv, key f{12}\) is not in this network"),
     (lambda d: _first_layer(d)["tactic"].update(name="cpu_winograd"),
-     r"layer 'stem' \(FusedConv\): recorded tactic conv.cpu_winograd v1 is not available in this installation"),
+     r"layer 'stem' \(FusedConv\): recorded tactic conv.cpu_winograd v\d+ is not available in this installation"),
     (lambda d: _first_layer(d)["tactic"].update(code_sha256="0" * 64),
-     r"layer 'stem' \(FusedConv\): recorded tactic conv.cpu_\w+ v1 has code digest 0{16}\.\.\., but this "
+     r"layer 'stem' \(FusedConv\): recorded tactic conv.cpu_\w+ v\d+ has code digest 0{16}\.\.\., but this "
      r"installation's is [0-9a-f]{16}\.\.\.: the code it runs changed"),
     (lambda d: d["pinned"]["model"].update(sha256="1" * 64), r"model digest: manifest 1{64}, this model [0-9a-f]{64}"),
     (lambda d: d["pinned"]["config"]["timing"].update(iterations=9),
@@ -100,7 +100,7 @@ def test_every_mismatch_is_listed_not_just_the_first(timed: Any) -> None:
 
 def test_a_tactic_excluded_by_the_replay_config_is_a_mismatch(timed: Any) -> None:
     manifest = _edited(timed.manifest, lambda d: d["pinned"]["config"].update(max_workspace_bytes=1000))
-    with pytest.raises(ReplayMismatchError, match=r"'stem' \(FusedConv\): recorded tactic conv\.cpu_\w+ v1 cannot be "
+    with pytest.raises(ReplayMismatchError, match=r"'stem' \(FusedConv\): recorded tactic conv\.cpu_\w+ v\d+ cannot be "
                                                   r"used here: needs \d+ workspace bytes, over the limit of 1000"):
         _replay(manifest)
 
