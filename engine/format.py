@@ -66,7 +66,9 @@ from reprobuild.registry.lazy import runtime_registry
 from reprobuild.registry.plugins import plugin_registry
 
 MAGIC = b"RPBENGN\x00"
-FORMAT_VERSION = 4
+#: 5 (issue 21): the tactics' ``code_sha256`` are normalizer-2 identities (names without their module), which a
+#: format-4 engine's cannot be compared with; such an engine is refused here, naming both versions.
+FORMAT_VERSION = 5
 ALIGNMENT = 64
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: The most list and map entries a header may hold, counting each list and map as one more: what bounds the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -11,9 +12,10 @@ import pytest
 
 from reprobuild.builder import Builder, BuilderConfig
 from reprobuild.core.errors import FormatError
+from reprobuild.engine import Runtime
 from reprobuild.engine.format import FORMAT_VERSION, MAGIC, MAX_HEADER_BYTES, deserialize_engine
 from reprobuild.frontend import network_from_onnx_path
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, REPO, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,17 @@ def test_round_trip_gives_header_and_weights(engine_bytes: bytes) -> None:
 def test_damaged_engines_are_refused(engine_bytes: bytes, damage, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(FormatError, match=message):
         deserialize_engine(damage(engine_bytes))
+
+
+def test_an_engine_of_the_previous_format_is_refused_naming_both_versions(capsys: pytest.CaptureFixture[str]) -> None:
+    """An engine written before issue 21 (format 4: normalizer-1 tactic identities, which cannot be compared with
+    this installation's) is refused by the runtime and every command, with the fix."""
+    old = Path(REPO, "tests", "fixtures", "engines", "small_cnn.format4.engine")
+    with pytest.raises(FormatError, match=rf"engine format version 4 is different from the version this runtime "
+                                          rf"reads \({FORMAT_VERSION}\); rebuild the engine"):
+        Runtime().deserialize_engine(old.read_bytes())
+    code, _, err = run_cli(capsys, "inspect", str(old))
+    assert code == 4 and "engine format version 4" in err
 
 
 def test_header_with_an_unknown_field_is_refused(engine_bytes: bytes) -> None:
