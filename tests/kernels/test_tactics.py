@@ -82,7 +82,7 @@ def test_deterministic_tactics_repeat_bitwise_and_the_atomic_one_does_not(backen
         from tests.kernels.cases import gemm
 
         spec, activations, _ = case_spec(Case("big_k", gemm((64, 8192), (8192, 64), None)), rng)
-        atomic = default_registry().get("Gemm", "cuda_splitk_atomic", 1)
+        atomic = next(t for t in default_registry().candidates("Gemm", "cuda") if t.name == "cuda_splitk_atomic")
         assert atomic.determinism is Determinism.NONE
         results = {run_tactic(atomic, spec, activations, backend)[0].tobytes() for _ in range(20)}
         assert len(results) > 1, "20 runs of the atomic split-K GEMM gave one result; it should vary"

@@ -119,4 +119,4 @@ def test_forced_atomic_gemm_is_caught_and_located(rng: np.random.Generator) -> N
     assert not report.deterministic
     found = locate(engine, inputs, attempts=30)
     assert found.layer is not None and found.layer.op == "Gemm"
-    assert found.layer.tactic == "gemm.cuda_splitk_atomic v1" and (found.layer.max_ulp or 0) > 0
+    assert found.layer.tactic.startswith("gemm.cuda_splitk_atomic v") and (found.layer.max_ulp or 0) > 0
