@@ -20,6 +20,7 @@ committed file differs); the header is committed so that kernel identities stay 
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import math
 import sys
@@ -32,14 +33,10 @@ from typing import Any
 import numpy as np
 
 from reprobuild.core.errors import BuildError
+from reprobuild.ops._xp import erf
 
-_ERF = np.frompyfunc(math.erf, 1, 1)
-
-
-def _erf(x: Any) -> Any:
-    """erf as the CPU reference computes it: the C library's, in double precision, rounded once to x's dtype (here,
-    rather than imported from the ops, so that the runtime half which writes C imports no op module)."""
-    return np.asarray(_ERF(np.asarray(x, dtype=np.float64)), dtype=np.float64).astype(x.dtype)
+#: erf as the CPU reference computes it (the C library's, in double precision, rounded once to x's dtype).
+_erf = functools.partial(erf, np)
 
 
 #: name -> (C template, NumPy function in float32): the one pairing of each C operation with NumPy's.
