@@ -593,123 +593,100 @@ def check_layer_constants(header: EngineHeader, weights: Mapping[str, np.ndarray
 
 
 def check_embedded_manifest(header: EngineHeader) -> None:
-    """The embedded (pinned) manifest is valid and records what the header holds, layer by layer: names, ops,
-    attributes (as the manifest writes them), input and output tensors, tactics by value, workspaces, bindings,
-    backend and memory figures. Otherwise ``reprobuild inspect`` (which shows the manifest) could show tactics
-    or shapes the engine does not use. Environment, kernel sources and golden digests are the build's record
-    and are not compared.
+    """The embedded (pinned) manifest records what the header holds, layer by layer: names, ops, attributes (as
+    the manifest writes them), input and output tensors, tactics by value, workspaces, bindings, backend and memory
+    figures. Otherwise ``reprobuild inspect`` (which shows the manifest) could show tactics or shapes the engine
+    does not use. Environment, kernel sources and golden digests are the build's record and are not compared.
 
-    Loading compares the manifest's JSON with the header directly (``_embedded_agrees``), without the manifest
-    schema (pydantic) or the manifest package: the runtime needs neither. Only a manifest that is not what the
-    builder writes (it disagrees, or its JSON is not of the expected shape) is validated against the schema and
-    compared again (``_check_validated``), which gives the typed error naming exactly what is wrong. The parts
-    not compared are validated where the manifest is read (``inspect``, ``verify``, ``diff``: ``pinned_from_json``).
+    The comparison reads the manifest's JSON (``_differences``), without the manifest schema (pydantic) or the
+    manifest package: the runtime needs neither. Only a manifest that does not agree (or is not JSON of the shape
+    the builder writes) is validated against the schema, which names a malformed field, and compared again; the
+    parts not compared are validated where the manifest is read (``inspect``, ``verify``, ``diff``:
+    ``pinned_from_json``).
     """
-    if not _embedded_agrees(header):
-        _check_validated(header)
-
-
-#: An embedded manifest bigger than this, or with more than this many ``[`` and ``{`` bytes (an upper bound of its
-#: arrays and objects), takes the validated path, whose JSON caps bound what it may take; far below those caps.
-_FAST_MANIFEST_BYTES = 16 * 1024 * 1024
-_FAST_MANIFEST_CONTAINERS = 400_000
-
-
-def _json_equal(a: Any, b: Any) -> bool:
-    """Equal as JSON: tuples are lists, and ``true`` is not ``1`` (Python's ``True == 1`` would say it is)."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def _embedded_agrees(header: EngineHeader) -> bool:
-    """Whether the embedded manifest's JSON records exactly what the header holds (the comparison of
-    ``_check_validated``, on the raw JSON). False when it disagrees or is not JSON of the expected shape: the
-    validated path then says what is wrong."""
-    data = header.manifest
-    if len(data) > _FAST_MANIFEST_BYTES or data.count(b"[") + data.count(b"{") > _FAST_MANIFEST_CONTAINERS:
-        return False
-    try:
-        doc = json.loads(data)
-        tensors: dict[str, EngineTensor] = {t.name: t for t in (*header.weights, *header.activations)}
-
-        def record(t: EngineTensor) -> list[Any]:
-            return [t.name, list(t.shape), t.dtype]
-
-        def records(items: Any) -> list[Any]:
-            return [[t["name"], t["shape"], t["dtype"]] for t in items]
-
-        mem, recorded, layers = header.memory, doc["memory"], doc["layers"]
-        pairs: list[tuple[Any, Any]] = [
-            (doc["config"]["backend"], header.backend),
-            (doc["execution"]["cuda_graph"], header.cuda_graph),
-            (records(doc["inputs"]), [record(t) for t in header.inputs]),
-            ([[*r, t["sha256"]] for r, t in zip(records(doc.get("pinned_inputs", [])), doc.get("pinned_inputs", []))],
-             [[*record(t), t.sha256] for t in header.pinned_inputs]),
-            (records(doc["outputs"]), [record(t) for t in header.outputs]),
-            ([layer["name"] for layer in layers], [layer.name for layer in header.layers]),
-            (recorded["weights_bytes"], sum(w.nbytes for w in header.weights)),
-            (recorded["activation_bytes"], mem.activation_bytes),
-            (recorded["workspace_bytes"], mem.workspace_bytes),
-            (recorded["library_workspace_bytes"], mem.library_bytes),
-            (recorded["context_bytes"], mem.workspace_offset + mem.workspace_bytes + mem.library_bytes),
-        ]
-        for mine, theirs in zip(header.layers, layers):
-            attrs = attrs_to_json([(k, tuple(v) if isinstance(v, list) else v)
-                                   for k, v in sorted(mine.attrs.items())])
-            pairs += [(theirs["op"], mine.op), (theirs["attrs"], attrs),
-                      (records(theirs["inputs"]), [record(tensors[n]) for n in mine.inputs]),
-                      (records(theirs["outputs"]), [record(tensors[n]) for n in mine.outputs]),
-                      (theirs["tactic"], mine.tactic.model_dump()),
-                      (theirs["workspace_bytes"], mine.workspace_bytes)]
-        return all(_json_equal(a, b) for a, b in pairs)
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
-        return False
-
-
-def _check_validated(header: EngineHeader) -> None:
-    """The embedded manifest validated against the manifest schema and compared with the header: a FormatError
-    naming the first problems. Imported here on purpose: only a manifest the direct comparison refused comes
-    here, and the runtime otherwise never loads the manifest schema (pydantic models)."""
+    document = _embedded_json(header.manifest)
+    if document is not None and _differences(header, document) == []:
+        return
+    # Not what the builder writes: the manifest schema names a malformed field first, as it always did; then the
+    # validated manifest is compared again, to name the disagreement.
     from reprobuild.manifest.io import pinned_from_json  # lazy: pydantic, which the lean runtime never loads
 
     pinned = pinned_from_json(header.manifest, "engine's embedded manifest")
-    tensors: dict[str, EngineTensor] = {t.name: t for t in (*header.weights, *header.activations)}
-
-    def record(t: Any) -> tuple[Any, ...]:
-        return (t.name, list(t.shape), t.dtype)
-
-    def named(names: Sequence[str]) -> list[tuple[Any, ...]]:
-        return [record(tensors[n]) for n in names]
-
-    problems: list[str] = []
-
-    def compare(what: str, manifest: Any, engine: Any) -> None:
-        if manifest != engine:
-            problems.append(f"{what}: the manifest records {manifest}, the header {engine}")
-
-    compare("backend", pinned.config.backend, header.backend)
-    compare("cuda_graph", pinned.execution.cuda_graph, header.cuda_graph)
-    compare("inputs", [record(t) for t in pinned.inputs], [record(t) for t in header.inputs])
-    compare("pinned inputs", [(*record(t), t.sha256) for t in pinned.pinned_inputs],
-            [(*record(t), t.sha256) for t in header.pinned_inputs])
-    compare("outputs", [record(t) for t in pinned.outputs], [record(t) for t in header.outputs])
-    compare("layers", [layer.name for layer in pinned.layers], [layer.name for layer in header.layers])
-    if not problems:
-        for mine, theirs in zip(header.layers, pinned.layers):
-            where = f"layer {mine.name!r}"
-            attrs = attrs_to_json([(k, tuple(v) if isinstance(v, list) else v)
-                                   for k, v in sorted(mine.attrs.items())])
-            compare(f"{where} op", theirs.op, mine.op)
-            compare(f"{where} attributes", dict(theirs.attrs), attrs)
-            compare(f"{where} inputs", [record(t) for t in theirs.inputs], named(mine.inputs))
-            compare(f"{where} outputs", [record(t) for t in theirs.outputs], named(mine.outputs))
-            compare(f"{where} tactic", theirs.tactic.model_dump(), mine.tactic.model_dump())
-            compare(f"{where} workspace bytes", theirs.workspace_bytes, mine.workspace_bytes)
-    mem, recorded = header.memory, pinned.memory
-    compare("weight bytes", recorded.weights_bytes, sum(w.nbytes for w in header.weights))
-    compare("activation bytes", recorded.activation_bytes, mem.activation_bytes)
-    compare("workspace bytes", recorded.workspace_bytes, mem.workspace_bytes)
-    compare("library workspace bytes", recorded.library_workspace_bytes, mem.library_bytes)
-    compare("context bytes", recorded.context_bytes, mem.workspace_offset + mem.workspace_bytes + mem.library_bytes)
+    problems = _differences(header, pinned.model_dump(mode="json"))
+    if problems is None:
+        raise _bad("engine's embedded manifest matches the manifest schema but cannot be compared with the header; "
+                   "this is a bug in reprobuild, please report it")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise _bad("engine's embedded manifest disagrees with its header: " + "; ".join(problems[:3]) + more)
+
+
+#: An embedded manifest bigger than this, or with more than this many ``[`` and ``{`` bytes (an upper bound of its
+#: arrays and objects), is read through the manifest schema, whose JSON caps bound what it may take.
+_DIRECT_MANIFEST_BYTES = 16 * 1024 * 1024
+_DIRECT_MANIFEST_CONTAINERS = 400_000
+
+
+def _embedded_json(data: bytes) -> dict[str, Any] | None:
+    """The embedded manifest's JSON object; None when it is too large to read directly or not a JSON object."""
+    if len(data) > _DIRECT_MANIFEST_BYTES or data.count(b"[") + data.count(b"{") > _DIRECT_MANIFEST_CONTAINERS:
+        return None
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _json_text(value: Any) -> str:
+    """A value as JSON (tuples are lists, and ``true`` is not ``1``, as Python's ``True == 1`` would say)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def _differences(header: EngineHeader, doc: Mapping[str, Any]) -> list[str] | None:
+    """What the manifest ``doc`` (JSON) records differently from the header, one sentence each; None when ``doc``
+    is not of the shape the builder writes (a missing key, a wrong type)."""
+    tensors: dict[str, EngineTensor] = {t.name: t for t in (*header.weights, *header.activations)}
+    problems: list[str] = []
+
+    def mine(t: EngineTensor) -> tuple[Any, ...]:
+        return (t.name, list(t.shape), t.dtype)
+
+    def theirs(items: Any) -> list[tuple[Any, ...]]:
+        return [(t["name"], t["shape"], t["dtype"]) for t in items]
+
+    def compare(what: str, manifest: Any, engine: Any) -> None:
+        if _json_text(manifest) != _json_text(engine):
+            problems.append(f"{what}: the manifest records {manifest}, the header {engine}")
+
+    try:
+        layers, recorded, mem = doc["layers"], doc["memory"], header.memory
+        compare("backend", doc["config"]["backend"], header.backend)
+        compare("cuda_graph", doc["execution"]["cuda_graph"], header.cuda_graph)
+        compare("inputs", theirs(doc["inputs"]), [mine(t) for t in header.inputs])
+        pinned = doc["pinned_inputs"]
+        compare("pinned inputs", [(*r, t["sha256"]) for r, t in zip(theirs(pinned), pinned)],
+                [(*mine(t), t.sha256) for t in header.pinned_inputs])
+        compare("outputs", theirs(doc["outputs"]), [mine(t) for t in header.outputs])
+        compare("layers", [layer["name"] for layer in layers], [layer.name for layer in header.layers])
+        if not problems:
+            for layer, recorded_layer in zip(header.layers, layers):
+                where = f"layer {layer.name!r}"
+                attrs = attrs_to_json([(k, tuple(v) if isinstance(v, list) else v)
+                                       for k, v in sorted(layer.attrs.items())])
+                compare(f"{where} op", recorded_layer["op"], layer.op)
+                compare(f"{where} attributes", dict(recorded_layer["attrs"]), attrs)
+                compare(f"{where} inputs", theirs(recorded_layer["inputs"]), [mine(tensors[n]) for n in layer.inputs])
+                compare(f"{where} outputs", theirs(recorded_layer["outputs"]),
+                        [mine(tensors[n]) for n in layer.outputs])
+                compare(f"{where} tactic", dict(recorded_layer["tactic"]), layer.tactic.model_dump())
+                compare(f"{where} workspace bytes", recorded_layer["workspace_bytes"], layer.workspace_bytes)
+        compare("weight bytes", recorded["weights_bytes"], sum(w.nbytes for w in header.weights))
+        compare("activation bytes", recorded["activation_bytes"], mem.activation_bytes)
+        compare("workspace bytes", recorded["workspace_bytes"], mem.workspace_bytes)
+        compare("library workspace bytes", recorded["library_workspace_bytes"], mem.library_bytes)
+        compare("context bytes", recorded["context_bytes"],
+                mem.workspace_offset + mem.workspace_bytes + mem.library_bytes)
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError):
+        return None
+    return problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from pathlib import Path
 
@@ -75,6 +76,30 @@ def test_an_engine_of_the_previous_format_is_refused_naming_both_versions(capsys
         Runtime().deserialize_engine(old.read_bytes())
     code, _, err = run_cli(capsys, "inspect", str(old))
     assert code == 4 and "engine format version 4" in err
+
+
+def _with_manifest(engine_bytes: bytes, edit) -> bytes:  # type: ignore[no-untyped-def]
+    header, buffer = _split(engine_bytes)
+    doc = json.loads(header["manifest"])
+    edit(doc)
+    header["manifest"] = json.dumps(doc, sort_keys=True).encode()
+    header["manifest_sha256"] = hashlib.sha256(header["manifest"]).hexdigest()
+    return _join(header, buffer)
+
+
+def test_an_embedded_manifest_of_another_shape_is_read_through_the_manifest_schema(engine_bytes: bytes) -> None:
+    """The load compares the embedded manifest's JSON with the header without the manifest schema; JSON of another
+    shape than the builder writes goes through the schema: a field with a default may be left out, a wrongly typed
+    one is refused naming it."""
+    header, _ = deserialize_engine(_with_manifest(engine_bytes, lambda doc: doc.pop("pinned_inputs")))
+    assert header.format == "reprobuild-engine"
+
+    def bad_version(doc: dict) -> None:
+        doc["layers"][0]["tactic"]["version"] = "one"
+
+    with pytest.raises(FormatError, match=r"embedded manifest does not match the manifest schema(.|\n)*"
+                                          r"layers\.0\.tactic\.(TacticRef\.)?version: Input should be a valid integer"):
+        deserialize_engine(_with_manifest(engine_bytes, bad_version))
 
 
 def test_header_with_an_unknown_field_is_refused(engine_bytes: bytes) -> None:
