@@ -59,11 +59,12 @@ from reprobuild.core.textformat import printable
 from reprobuild.engine.plan import MAX_TENSORS, EngineHeader, EngineLayer, EngineTensor, EngineWeight, tensor_nbytes
 from reprobuild.kernels.backend import BACKENDS
 from reprobuild.kernels.tactic import TacticRegistry
-from reprobuild.ops import BuildTimeOp, TensorType, find_op
+from reprobuild.layers import TensorType, find_layer
+from reprobuild.layers.registry import plugin_not_registered
+from reprobuild.ops import find_op
 from reprobuild.ops.base import REQUIRED
 from reprobuild.ops.layer_attributes import canonicalizes, layer_attributes
 from reprobuild.registry.lazy import runtime_registry
-from reprobuild.registry.plugins import plugin_registry
 
 MAGIC = b"RPBENGN\x00"
 #: 5 (issue 21): the tactics' ``code_sha256`` are normalizer-2 identities (names without their module), which a
@@ -513,14 +514,12 @@ def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
     the op's type inference checks the ranges it and the run depend on (an axis within the rank, positive
     strides, ...). Then the outputs' shapes and dtypes are what ``infer`` derives from the inputs'."""
     where = f"engine layer {layer.name!r} (op {layer.op})"
-    opdef = find_op(layer.op)
-    if opdef is None and "::" in layer.op:  # a plugin's op (domain::op): say which plugin to register
-        raise plugin_registry().not_registered(layer.op)
-    if opdef is None or isinstance(opdef, BuildTimeOp) or opdef.lowered_to is not None:
-        why = ("this reprobuild has no such op" if opdef is None else
-               "it is computed when a network is parsed" if isinstance(opdef, BuildTimeOp) else
-               f"it always becomes a {opdef.lowered_to} layer")
-        raise _bad(f"{where}: {layer.op!r} cannot be the op of a layer ({why})")
+    definition = find_layer(layer.op)
+    if definition is None and "::" in layer.op:  # a plugin's op (domain::op): say which plugin to register
+        raise plugin_not_registered(layer.op)
+    if definition is None:  # no op, or one computed when a network is parsed, or one always lowered to another
+        raise _bad(f"{where}: {layer.op!r} cannot be the op of a layer (this reprobuild has no such op)")
+    opdef = find_op(layer.op)  # TEMPORARY until the schema travels in the engine
     attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer.attrs.items()}
     schema = layer_attributes(opdef)
     kinds = schema if schema is not None else opdef.attributes
@@ -546,7 +545,7 @@ def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
     inferred: Any = None
     try:
         with np.errstate(all="ignore"):
-            inferred = opdef.infer(tracked, types)
+            inferred = definition.infer(tracked, types)
     except _Missing as exc:  # an op whose layer attributes are not declared (a plugin's) read one it lacks
         raise _bad(f"{where} has no attribute {str(exc.args[0])!r}, which {layer.op} needs; its attributes are "
                    f"{sorted(attrs)}") from None
@@ -577,13 +576,13 @@ def check_layer_constants(header: EngineHeader, weights: Mapping[str, np.ndarray
         constants = {i: weights[n] for i, n in enumerate(layer.inputs) if n in weights}
         if not constants:
             continue
-        opdef = find_op(layer.op)
-        if opdef is None:
+        definition = find_layer(layer.op)
+        if definition is None:
             continue
         attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer.attrs.items()}
         types = [TensorType(tuple(tensors[n].shape), tensors[n].dtype) for n in layer.inputs]
         try:
-            opdef.check_constants(attrs, types, constants)
+            definition.check_constants(attrs, types, constants)
         except ReprobuildError as exc:
             raise _bad(f"engine layer {layer.name!r} (op {layer.op}): a constant input its run indexes with is out "
                        f"of range: {exc}") from None

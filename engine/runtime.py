@@ -50,7 +50,7 @@ from reprobuild.kernels.backend import Backend, get_backend
 from reprobuild.kernels.cublas import WORKSPACE_BYTES, BlasHandle
 from reprobuild.kernels.launch import LaunchPlan, capture, uses_library
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, TacticRegistry, TensorSig
-from reprobuild.ops import OpDef, find_op
+from reprobuild.layers import LayerDef, find_layer
 from reprobuild.registry.lazy import runtime_registry
 
 
@@ -103,8 +103,8 @@ def _eager_step(layer: PreparedLayer, ins: list[Any], outs: list[Any], workspace
 
 
 def _run_failure(layer: PreparedLayer, label: str, exc: Exception) -> ReprobuildError:
-    opdef = find_op(layer.op)
-    indexes = opdef is not None and type(opdef).check_constants is not OpDef.check_constants
+    definition = find_layer(layer.op)
+    indexes = definition is not None and type(definition).check_constants is not LayerDef.check_constants
     if indexes and isinstance(exc, IndexError):
         return InputError(f"{label} was given indices out of range at run time ({exc}); ONNX leaves such an index "
                           "undefined and reprobuild refuses it: give indices within [-n, n) of the dimension they "

@@ -3,16 +3,15 @@
 A tactic's code is its class, the classes it derives from, and, transitively, every function and class that code
 names (a global, an attribute of an imported module, a name imported inside a function) within reprobuild (and, for
 a plugin's tactic, within the plugin's own top-level package). The values it names are part of it: module constants
-of any type, NumPy arrays by dtype, shape and bytes. So are the op definitions it looks up by name: a call of the
-op registry's ``get_op``/``find_op`` with a literal string follows that op's class; code that looks ops up by a
-name computed at run time is refused unless the tactic declares the ops it may reach (``ops_by_name``), whose
-classes are then followed. Everything is in ``python_form``'s normalized form: docstrings, comments and layout
-change nothing; a change to anything that runs changes the digest.
+of any type, NumPy arrays by dtype, shape and bytes. So are the layer definitions it looks up by name: a call of the
+registries' ``find_layer``/``get_op``/``find_op`` with a literal string follows that op's layer class; code that
+looks ops up by a name computed at run time is refused unless the tactic declares the ops it may reach
+(``ops_by_name``), whose classes are then followed. Everything is in ``python_form``'s normalized form: docstrings,
+comments and layout change nothing; a change to anything that runs changes the digest.
 
-The framework (``Tactic``, ``OpDef``, the registries, errors, logging, backends) is not part of any tactic's code:
-it decides eligibility and bookkeeping, not what a kernel computes, and the environment fingerprint records the
-backend's libraries.
-"""
+The framework (``Tactic``, ``LayerDef``, ``OpDef``, the registries, errors, logging, backends) is not part of any
+tactic's code: it decides eligibility and bookkeeping, not what a kernel computes, and the environment fingerprint
+records the backend's libraries."""
 
 from __future__ import annotations
 
@@ -38,21 +37,23 @@ from reprobuild.kernels.python_form import (
     tree,
     value_form,
 )
-from reprobuild.ops.registry import find_op
+from reprobuild.layers.registry import find_layer
 
 #: Modules whose objects are never part of a tactic's code.
 FRAMEWORK_MODULES = frozenset({
     "reprobuild.core.errors", "reprobuild.core.logger", "reprobuild.core.digest", "reprobuild.kernels.backend",
     "reprobuild.kernels.code_digest", "reprobuild.kernels.python_form", "reprobuild.kernels.nvrtc",
-    "reprobuild.kernels.identity", "reprobuild.ops.registry", "reprobuild.registry.plugins",
+    "reprobuild.kernels.identity", "reprobuild.layers.registry", "reprobuild.ops.registry",
+    "reprobuild.registry.plugins",
 })
 #: Framework classes, by qualified name (module.class).
 FRAMEWORK_CLASSES = frozenset({
     "reprobuild.kernels.tactic.Tactic", "reprobuild.kernels.tactic.LayerSpec", "reprobuild.kernels.tactic.TensorSig",
-    "reprobuild.ops.base.OpDef", "reprobuild.ops.base.BuildTimeOp",
+    "reprobuild.layers.base.LayerDef", "reprobuild.ops.base.OpDef", "reprobuild.ops.base.BuildTimeOp",
 })
-#: The op registry's lookups by name: a call of one of these follows the op it names.
-LOOKUPS = frozenset({"reprobuild.ops.registry.get_op", "reprobuild.ops.registry.find_op"})
+#: The registries' lookups by name: a call of one of these follows the layer definition of the op it names.
+LOOKUPS = frozenset({"reprobuild.layers.registry.find_layer", "reprobuild.ops.registry.get_op",
+                     "reprobuild.ops.registry.find_op"})
 
 
 class IdentityError(BuildError):
@@ -181,10 +182,12 @@ class Closure:
 
 
 def _op_class(op: str) -> Any:
-    opdef = find_op(op)
-    if opdef is None:
-        raise IdentityError(f"tactic code looks up op {op!r} by name, and no op of that name is registered")
-    return type(opdef)
+    """The class of the layer definition of ``op``: what a lookup by name computes with (an op definition adds
+    only its ONNX half, which never runs in a tactic)."""
+    layer = find_layer(op)
+    if layer is None:
+        raise IdentityError(f"tactic code looks up op {op!r} by name, and no layer of that op is registered")
+    return type(layer)
 
 
 def closure(roots: Iterable[Any], ops_by_name: Sequence[str] = (), declared: bool = True) -> Closure:

@@ -21,7 +21,7 @@ from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, l
 from reprobuild.kernels.gemm import ACTIVATIONS, TiledGemmLaunch, unsupported_epilogue
 from reprobuild.kernels.launch import INT32_MAX, MAX_GRID_YZ, GemmLaunch, In, KernelLaunch, Out, Ref, Ws
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned, workspace_view
-from reprobuild.ops.op_fused_conv import epilogue as op_epilogue
+from reprobuild.layers.op_fused_conv import epilogue as op_epilogue
 
 
 class ConvGeometry:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from reprobuild.core.errors import BuildError
-from reprobuild.ops._xp import erf
+from reprobuild.layers._xp import erf
 
 #: erf as the CPU reference computes it (the C library's, in double precision, rounded once to x's dtype).
 _erf = functools.partial(erf, np)

@@ -29,8 +29,8 @@ from reprobuild.kernels.formulas import c_expression, helper_definitions
 from reprobuild.kernels.launch import KernelLaunch, Out
 from reprobuild.kernels.nvrtc import load_source, package_headers
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
-from reprobuild.ops.base import OpError
-from reprobuild.ops.op_fused_elementwise import STEP_OPS, Step, encode_step, parse_program
+from reprobuild.layers.base import OpError
+from reprobuild.layers.op_fused_elementwise import STEP_OPS, Step, encode_step, parse_program
 
 KERNEL_NAME = "fused_elementwise"
 #: The most inputs one generated kernel takes (each is a pointer parameter; CUDA allows 4 KiB of them).

@@ -1,6 +1,6 @@
-"""Reference tactics: every op's definition (``reprobuild.ops``) run as a tactic.
+"""Reference tactics: every layer definition (``reprobuild.layers``) run as a tactic.
 
-``CpuReference`` runs an op's NumPy ``compute``; ``CudaReference`` runs the same code with CuPy on the GPU, so
+``CpuReference`` runs a layer's NumPy ``compute``; ``CudaReference`` runs the same code with CuPy on the GPU, so
 every op has at least one tactic on each backend. Each is one tactic per op (family ``reference``, named for the
 op), whose version is the op definition's ``version`` and whose digest covers that definition's code: changing
 one op's reference changes no other op's pins.
@@ -19,14 +19,14 @@ import numpy as np
 from reprobuild.core.dtypes import ALL
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.tactic import CUDA_DTYPES, Determinism, Kernel, LayerSpec, Tactic, positional
-from reprobuild.ops import BuildTimeOp, OpDef, all_ops
+from reprobuild.layers import LayerDef, all_layers
 
 
 class _Reference(Tactic):
     family = "reference"
     needs_activation = False
 
-    def __init__(self, opdef: OpDef) -> None:
+    def __init__(self, opdef: LayerDef) -> None:
         self.opdef = opdef
         self.ops = (opdef.op,)
         self.name = f"{self.backend}_{opdef.op}"
@@ -71,16 +71,16 @@ class CudaReference(_Reference):
     backend, source, priority = "cuda", "cupy", 200
     dtypes = CUDA_DTYPES
 
-    def __init__(self, opdef: OpDef) -> None:
+    def __init__(self, opdef: LayerDef) -> None:
         super().__init__(opdef)
         if not opdef.cuda_deterministic:
             self.determinism = Determinism.NONE
 
 
 def reference_tactics() -> list[Tactic]:
-    """A CPU and a CUDA reference tactic for every op that computes (build-time ops have none)."""
+    """A CPU and a CUDA reference tactic for every built-in layer (ops computed at parse time, or lowered to
+    another op, are no layers and have none)."""
     out: list[Tactic] = []
-    for opdef in all_ops():
-        if not isinstance(opdef, BuildTimeOp) and opdef.lowered_to is None:
-            out += [CpuReference(opdef), CudaReference(opdef)]
+    for layer in all_layers():
+        out += [CpuReference(layer), CudaReference(layer)]
     return out

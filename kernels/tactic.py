@@ -23,7 +23,7 @@ from reprobuild.core.dtypes import FLOATS, INTEGERS, np_dtype
 from reprobuild.core.errors import PluginNotRegisteredError, TacticMismatchError
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.identity import installed_code_sha256
-from reprobuild.ops.registry import plugin_not_registered
+from reprobuild.layers.registry import plugin_not_registered
 
 #: The dtypes CuPy computes in (not bfloat16, whose CuPy support is minimal, nor the float8/float4/int4 formats).
 CUDA_DTYPES: tuple[str, ...] = ("bool", *INTEGERS, *(f for f in FLOATS if f != "bfloat16"))

@@ -190,8 +190,8 @@ def test_readme_adding_an_op_example_is_a_working_definition() -> None:
     import numpy as np
 
     from reprobuild.core.dtypes import FLOATS
+    from reprobuild.layers.families import Unary
     from reprobuild.ops import get_op
-    from reprobuild.ops.families import Unary
 
     section = README.split("### Adding an op\n", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```python\n(.*?)```", section, re.S)

@@ -1,22 +1,15 @@
-"""Op definitions: one module per op or op family (``op_*.py``), listed in ``_op_list.py``.
+"""Op definitions: how ONNX nodes become layers. One module per op family (``op_*.py``, the same names as the
+layer modules of :mod:`reprobuild.layers`, listed once in ``reprobuild/layers/_layer_list.py``).
 
-See :mod:`reprobuild.ops.base` for what a definition holds, and :mod:`reprobuild.ops.families` for the family
-base classes that make a new elementwise op a few lines.
+See :mod:`reprobuild.ops.base` for what a definition holds; an op definition is a layer definition
+(:mod:`reprobuild.layers`) plus its ONNX half.
 """
 
 from __future__ import annotations
 
-from reprobuild.ops.base import (
-    ABSENT,
-    Attr,
-    Attrs,
-    BuildTimeOp,
-    Node,
-    OpDef,
-    OpError,
-    StaticInputError,
-    TensorType,
-)
+from reprobuild.layers.base import Attrs, OpError, TensorType
+from reprobuild.ops.attr import ABSENT, Attr
+from reprobuild.ops.base import BuildTimeOp, Node, OpDef, StaticInputError
 from reprobuild.ops.registry import all_ops, find_op, get_op, infer_types
 
 __all__ = [

@@ -1,35 +1,19 @@
-"""PRelu: x where x >= 0, slope * x elsewhere.
-
-From opset 7 the slope broadcasts to X one way (unidirectionally, numpy rules from the right), so the output
-keeps X's shape. Before opset 7 a 1-D slope of C values meant one slope per *channel* (axis 1): Caffe2's PRelu.
-The frontend upgrades models older than opset 7 with onnx.version_converter, which leaves such a slope as it is,
-so a node of an opset-7 model (where upgraded models land) whose 1-D slope fits only axis 1 keeps its old
-meaning: canonical attribute ``per_channel`` = 1. Where the slope would fit both axis 1 and the last axis (they
-have the same size) the two meanings differ and the node is refused rather than guessed.
+"""The ONNX half of :mod:`reprobuild.layers._activation_prelu` (whose docstring says what the layers compute): the ONNX
+versions each op implements, their attributes, and how a node becomes the canonical layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-from reprobuild.core.dtypes import FLOATS
-from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType
-from reprobuild.ops.families import float_compute_type
+from reprobuild.layers import _activation_prelu as layer
+from reprobuild.layers._activation_prelu import _broadcasts_to
+from reprobuild.ops.base import Node, OpDef
 
 #: The opset the frontend upgrades older models to (frontend.onnx_parser.MIN_OPSET; ops never import frontend).
 UPGRADED_OPSET = 7
 
 
-def _broadcasts_to(slope: tuple[int, ...], x: tuple[int, ...]) -> bool:
-    return len(slope) <= len(x) and all(s in (1, d) for s, d in zip(reversed(slope), reversed(x)))
-
-
-class PRelu(OpDef):
-    op, versions = "PRelu", (7, 9, 16)
-    num_inputs = (2, 2)
-    dtypes = (*FLOATS, "int32", "int64", "uint32", "uint64")
-    same_type = (1,)
+class PRelu(OpDef, layer.PRelu):
+    versions = (7, 9, 16)
 
     def convert(self, node: Node) -> None:
         x, slope = node.input(0), node.input(1)
@@ -42,23 +26,3 @@ class PRelu(OpDef):
                             "per element of the last axis (opset 7 broadcasting). Give the slope shape "
                             f"[{x.shape[1]}, 1, ...] (per channel) or [1, ..., {x.shape[-1]}], or use opset >= 9")
         node.emit({"per_channel": int(per_channel and not _broadcasts_to(slope.shape, x.shape))})
-
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        self.check_types(inputs)
-        x, slope = inputs[0].shape, inputs[1].shape
-        if attrs["per_channel"]:
-            if len(x) < 2 or slope != (x[1],):
-                raise OpError(f"per_channel=1 needs a slope of shape [C] = [{x[1] if len(x) > 1 else '?'}]; got "
-                              f"{list(slope)} for input {list(x)}")
-        elif not _broadcasts_to(slope, x):
-            raise OpError(f"slope has shape {list(slope)}, which does not broadcast to the input's shape {list(x)} "
-                          "(PRelu broadcasts the slope one way: the output keeps the input's shape)")
-        return [TensorType(x, inputs[0].dtype)]
-
-    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        x, slope = inputs
-        work = float_compute_type(xp, x)
-        xw, sw = x.astype(work, copy=False), slope.astype(work, copy=False)
-        if attrs["per_channel"]:
-            sw = sw.reshape((-1,) + (1,) * (x.ndim - 2))
-        return [xp.where(xw < 0, xw * sw, xw).astype(x.dtype, copy=False)]

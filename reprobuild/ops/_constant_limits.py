@@ -26,8 +26,12 @@ from reprobuild.core.errors import ResourceError
 
 #: The most dimensions a tensor may have.
 MAX_RANK = 32
+
+
 #: The largest element count and byte size a tensor may have (shapes and offsets are int64).
 INT64_MAX = 2**63 - 1
+
+
 #: The most bytes one constant made while the network is built may take (1 GiB): see the module's docstring.
 MAX_BUILD_CONSTANT_BYTES = 1 << 30
 

@@ -1,29 +1,17 @@
-"""Mod: the remainder of A / B, elementwise with numpy broadcasting, in one of two conventions.
-
-- ``fmod=0`` (the default): ``A - floor(A / B) * B``, Python's ``%``: the result has the sign of the divisor.
-  Mod-10 and Mod-13 allow it on integers only; Mod-28 defines it on floats as well (NumPy's ``np.mod``, with
-  its special cases: ``x mod ±inf`` is x when the signs agree and ±inf otherwise, a zero result takes B's sign).
-  Floats are accepted in every version, with Mod-28's meaning.
-- ``fmod=1``: ``A - trunc(A / B) * B``, C's ``fmod``: the result has the sign of the dividend.
-
-Integers never go through floating point (CuPy's integer ``fmod`` does, and loses int64 precision), and never
-divide by 0 or -1 (INT_MIN % -1 traps in C): x mod -1 is 0 in both conventions, and x mod 0 — which ONNX
-leaves undefined — is 0 here, as in NumPy. Floats are computed from ``fmod``, which is exact, so float16 and
-bfloat16 (computed in float32) round once.
+"""The ONNX half of :mod:`reprobuild.layers._math_mod` (whose docstring says what the layers compute): the ONNX versions
+each op implements, their attributes, and how a node becomes the canonical layer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from reprobuild.core.dtypes import NUMERIC
-from reprobuild.ops.base import Attrs, Node
-from reprobuild.ops.families import Binary
+from reprobuild.layers import _math_mod as layer
+from reprobuild.ops.base import Node, OpDef
 
 
-class Mod(Binary):
-    op, versions, dtypes = "Mod", (10, 13, 28), NUMERIC
-    version = 2
+class Mod(OpDef, layer.Mod):
+    versions = (10, 13, 28)
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         fmod = int(attrs["fmod"])
@@ -31,29 +19,3 @@ class Mod(Binary):
             raise node.fail(f"fmod is {fmod}; ONNX defines 0 (the sign of the divisor, Python's %) and 1 (the sign "
                             "of the dividend, C's fmod)")
         return {"fmod": fmod}
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        if a.dtype.kind in "iu":
-            return integer_mod(xp, a, b, truncated=bool(attrs["fmod"]))
-        return float_mod(xp, a, b, truncated=bool(attrs["fmod"]))
-
-
-def integer_mod(xp: Any, a: Any, b: Any, truncated: bool) -> Any:
-    """The floor remainder from floor division (exact in integers), turned into the truncated one if asked."""
-    zero, one = a.dtype.type(0), a.dtype.type(1)
-    trivial = (b == zero) | (b == -one) if a.dtype.kind == "i" else b == zero
-    safe = xp.where(trivial, one, b)
-    r = a - (a // safe) * safe  # |(a // safe) * safe| <= |a|: nothing overflows
-    if truncated and a.dtype.kind == "i":
-        r = xp.where((r != zero) & ((r < zero) != (a < zero)), r - safe, r)
-    return xp.where(trivial, zero, r)
-
-
-def float_mod(xp: Any, a: Any, b: Any, truncated: bool) -> Any:
-    """``fmod``, or NumPy's floor remainder built from it (npy_divmod): where the signs of the remainder and the
-    divisor differ, add the divisor; a zero remainder takes the divisor's sign."""
-    r = xp.fmod(a, b)
-    if truncated:
-        return r
-    r = xp.where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
-    return xp.where(r == 0, xp.copysign(xp.zeros_like(r), b), r)

@@ -1,33 +1,19 @@
-"""Normalizations that divide by a norm, with no mean subtracted: RMSNormalization, LpNormalization and LRN.
-
-ONNX subtleties:
-
-- RMSNormalization's scale has its own type constraint (V) in the schema, but ONNX's function body multiplies
-  the normalized X (of X's type) by it, so the two must match; the output has that type.
-- LpNormalization supports only p = 1 and p = 2 (so ONNX says); a norm of zero gives zero (ONNX 22 says so;
-  earlier versions left 0/0 undefined). The norm is computed scaled by the largest magnitude, so that squares
-  neither overflow nor underflow.
-- LRN sums squares over a window of ``size`` channels, floor((size - 1) / 2) before and ceil((size - 1) / 2)
-  after each channel, clipped at the edges.
+"""The ONNX half of :mod:`reprobuild.layers._norm_scale` (whose docstring says what the layers compute): the ONNX
+versions each op implements, their attributes, and how a node becomes the canonical layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.core.dtypes import FLOATS
-from reprobuild.ops._norm_stats import check_broadcasts, check_stash_type, work_dtype
-from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, axis_in_range
-from reprobuild.ops.families import Unary
+from reprobuild.layers import _norm_scale as layer
+from reprobuild.layers._norm_stats import check_stash_type
+from reprobuild.layers.base import OpError, axis_in_range
+from reprobuild.ops.base import Node, OpDef
 
 
-class RMSNormalization(OpDef):
-    op, versions = "RMSNormalization", (23,)
-    version = 2
-    num_inputs = (2, 2)
-    dtypes = FLOATS
-    same_type = (1,)
+class RMSNormalization(OpDef, layer.RMSNormalization):
+    versions = (23,)
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         x = node.input(0)
@@ -38,28 +24,9 @@ class RMSNormalization(OpDef):
         return {"axis": axis_in_range(int(attrs["axis"]), x.rank), "epsilon": float(attrs["epsilon"]),
                 "stash_type": int(attrs["stash_type"])}
 
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        self.check_types(inputs)
-        check_stash_type(attrs["stash_type"])
-        x, scale = inputs
-        if not 0 <= int(attrs["axis"]) < x.rank:
-            raise OpError(f"axis {attrs['axis']} is not a dimension of the input {list(x.shape)}")
-        check_broadcasts(scale, x, "scale")
-        return [x]
 
-    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        x, scale = inputs
-        work = work_dtype(xp, x, int(attrs["stash_type"]))
-        xw = x.astype(work)
-        mean_square = (xw * xw).mean(axis=tuple(range(int(attrs["axis"]), x.ndim)), keepdims=True)
-        y = xw / xp.sqrt(mean_square + float(attrs["epsilon"])) * scale.astype(work, copy=False)
-        return [y.astype(x.dtype, copy=False)]
-
-
-class LpNormalization(Unary):
-    op, versions, dtypes = "LpNormalization", (1, 22), FLOATS
-    version = 2
-    upcast = False
+class LpNormalization(OpDef, layer.LpNormalization):
+    versions = (1, 22)
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         x = node.input(0)
@@ -70,49 +37,12 @@ class LpNormalization(Unary):
             raise OpError("needs an input of rank >= 1; got a scalar")
         return {"axis": axis_in_range(int(attrs["axis"]), x.rank), "p": int(attrs["p"])}
 
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        if attrs["p"] not in (1, 2) or not 0 <= int(attrs["axis"]) < inputs[0].rank:
-            raise OpError(f"p = {attrs['p']} and axis = {attrs['axis']} on input {list(inputs[0].shape)}: p must "
-                          "be 1 or 2, and axis a non-negative dimension of the input")
-        return super().infer(attrs, inputs)
 
-    def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        xw = x.astype(work_dtype(xp, x))
-        axis = int(attrs["axis"])
-        largest = xp.abs(xw).max(axis=axis, keepdims=True)
-        safe = xp.where(largest == 0, xp.ones_like(largest), largest)
-        scaled = xw / safe
-        if attrs["p"] == 1:
-            norm = xp.abs(scaled).sum(axis=axis, keepdims=True)
-        else:
-            norm = xp.sqrt((scaled * scaled).sum(axis=axis, keepdims=True))
-        return xp.where(largest == 0, xp.zeros_like(xw), scaled / norm)
-
-
-class LRN(Unary):
-    op, versions, dtypes = "LRN", (1, 13), FLOATS
-    version = 2
-    upcast = False
+class LRN(OpDef, layer.LRN):
+    versions = (1, 13)
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         if int(attrs["size"]) < 1:
             raise node.fail(f"size = {attrs['size']}; the window must hold at least one channel")
         return {"alpha": float(attrs["alpha"]), "beta": float(attrs["beta"]), "bias": float(attrs["bias"]),
                 "size": int(attrs["size"])}
-
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        if inputs[0].rank < 2 or int(attrs["size"]) < 1:
-            raise OpError(f"needs an input of rank >= 2 (N, C, ...) and size >= 1; got shape "
-                          f"{list(inputs[0].shape)} and size {attrs['size']}")
-        return super().infer(attrs, inputs)
-
-    def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        xw = x.astype(work_dtype(xp, x))
-        size, channels = int(attrs["size"]), x.shape[1]
-        before = (size - 1) // 2
-        widths = [(0, 0), (before, size - 1 - before)] + [(0, 0)] * (x.ndim - 2)
-        squares = xp.pad(xw * xw, widths)
-        total = squares[:, 0:channels]
-        for k in range(1, size):
-            total = total + squares[:, k:k + channels]
-        return xw / (attrs["bias"] + (attrs["alpha"] / size) * total) ** attrs["beta"]

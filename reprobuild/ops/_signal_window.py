@@ -23,8 +23,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from reprobuild.core.dtypes import FLOATS, INTEGERS, np_dtype
+from reprobuild.layers.base import OpError, scalar
 from reprobuild.ops._constant_limits import check_constant_size
-from reprobuild.ops.base import BuildTimeOp, Node, OpError, scalar
+from reprobuild.ops.base import BuildTimeOp, Node
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 
 _OUTPUT_TYPES = INTEGERS + FLOATS

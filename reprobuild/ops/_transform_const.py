@@ -15,11 +15,14 @@ import math
 import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
+from reprobuild.layers.base import OpError, scalar
 from reprobuild.ops._constant_limits import check_constant_size
-from reprobuild.ops.base import BuildTimeOp, Node, OpError, scalar
+from reprobuild.ops.base import BuildTimeOp, Node
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 
 RANGE_TYPES = ("float16", "bfloat16", "float32", "float64", "int16", "int32", "int64")
+
+
 _STASH = {1: np.float32, 11: np.float64}
 
 

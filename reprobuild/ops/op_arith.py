@@ -1,87 +1,45 @@
-"""Elementwise arithmetic with numpy broadcasting: Add, Sub, Mul, Div (integer division truncates toward zero,
-as in C and onnxruntime), and the variadic Sum, Mean, Max, Min (folded left to right). Version 6 of the variadic
-ops (which an opset-6 model upgraded to opset 7 still uses) requires equal shapes, where broadcasting changes
-nothing.
+"""The ONNX half of :mod:`reprobuild.layers.op_arith` (whose docstring says what the layers compute): the ONNX versions
+each op implements, their attributes, and how a node becomes the canonical layer.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from reprobuild.core.dtypes import NUMERIC
-from reprobuild.ops.base import Attrs
-from reprobuild.ops.families import Binary, Variadic
+from reprobuild.layers import op_arith as layer
+from reprobuild.ops.base import OpDef
 
 _VERSIONS = (7, 13, 14)
 
 
-class Add(Binary):
-    op, versions = "Add", _VERSIONS
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return a + b
+class Add(OpDef, layer.Add):
+    versions = _VERSIONS
 
 
-class Sub(Binary):
-    op, versions = "Sub", _VERSIONS
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return a - b
+class Sub(OpDef, layer.Sub):
+    versions = _VERSIONS
 
 
-class Mul(Binary):
-    op, versions = "Mul", _VERSIONS
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return a * b
+class Mul(OpDef, layer.Mul):
+    versions = _VERSIONS
 
 
-class Div(Binary):
-    op, versions = "Div", _VERSIONS
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        if a.dtype.kind in "iu":
-            return truncating_divide(xp, a, b)
-        return a / b
+class Div(OpDef, layer.Div):
+    versions = _VERSIONS
 
 
-def truncating_divide(xp: Any, a: Any, b: Any) -> Any:
-    """Integer a / b rounded toward zero; division by zero gives 0 (ONNX leaves it undefined)."""
-    safe = xp.where(b == 0, xp.ones_like(b), b)
-    q = xp.abs(a) // xp.abs(safe)
-    q = xp.where((a < 0) != (safe < 0), -q, q) if a.dtype.kind == "i" else q
-    return xp.where(b == 0, xp.zeros_like(q), q).astype(a.dtype, copy=False)
+class Sum(OpDef, layer.Sum):
+    versions = (6, 8, 13)
 
 
-class Sum(Variadic):
-    op, versions, dtypes = "Sum", (6, 8, 13), NUMERIC  # 6 needs equal shapes: broadcasting them is the same
-
-    def fn(self, xp: Any, acc: Any, x: Any) -> Any:
-        return acc + x
+class Mean(OpDef, layer.Mean):
+    versions = (6, 8, 13)
 
 
-class Mean(Variadic):
-    op, versions, dtypes = "Mean", (6, 8, 13), NUMERIC
-
-    def fn(self, xp: Any, acc: Any, x: Any) -> Any:
-        return acc + x
-
-    def finish(self, xp: Any, acc: Any, count: int) -> Any:
-        return acc / acc.dtype.type(count) if acc.dtype.kind == "f" else acc // count
+class Max(OpDef, layer.Max):
+    versions = (6, 8, 12, 13)
 
 
-class Max(Variadic):
-    op, versions, dtypes = "Max", (6, 8, 12, 13), NUMERIC
-
-    def fn(self, xp: Any, acc: Any, x: Any) -> Any:
-        return xp.maximum(acc, x)
-
-
-class Min(Variadic):
-    op, versions, dtypes = "Min", (6, 8, 12, 13), NUMERIC
-
-    def fn(self, xp: Any, acc: Any, x: Any) -> Any:
-        return xp.minimum(acc, x)
+class Min(OpDef, layer.Min):
+    versions = (6, 8, 12, 13)
 
 
 OPS = (Add(), Div(), Max(), Mean(), Min(), Mul(), Sub(), Sum())

@@ -1,10 +1,5 @@
-"""Attention-family ops of opsets 23 to 27: Attention (``_attention_sdpa``), RotaryEmbedding
-(``_attention_rotary``), and the recurrent LinearAttention (``_attention_linear``) and CausalConvWithState
-(``_attention_causal_conv``).
-
-Half-precision arithmetic follows the spec's named precisions step by step (``_attention_round``). FlexAttention
-lives in the ``ai.onnx.preview`` domain and takes its score and probability modifiers as subgraphs; reprobuild
-implements the default domain without subgraphs, so the frontend refuses it by name.
+"""The ONNX half of :mod:`reprobuild.layers.op_attention` (whose docstring says what the layers compute): the ONNX
+versions each op implements, their attributes, and how a node becomes the canonical layer.
 """
 
 from __future__ import annotations

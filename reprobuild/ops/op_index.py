@@ -1,10 +1,5 @@
-"""Indexing: Slice and Split (``_index_slice``), the gathers Gather, GatherElements, GatherND, Compress and
-NonZero (``_index_gather``), and the scatters Scatter, ScatterElements, ScatterND and TensorScatter
-(``_index_scatter``).
-
-What decides an output shape (Slice's starts/ends/axes/steps, Split's sizes, Compress's condition) must be known
-when the engine is built and becomes canonical attributes; index tensors stay run-time inputs. Scatters with
-repeated indices apply their updates in index order, deterministically and without atomics.
+"""The ONNX half of :mod:`reprobuild.layers.op_index` (whose docstring says what the layers compute): the ONNX versions
+each op implements, their attributes, and how a node becomes the canonical layer.
 """
 
 from __future__ import annotations

@@ -1,37 +1,15 @@
-"""Linear algebra: Det, the determinant of each square matrix in the last two dimensions (batched over the rest).
-
-The determinant comes from an LU factorization with partial pivoting (``xp.linalg.det``: LAPACK getrf on the CPU,
-cuSOLVER getrf on the GPU), computed in float64 whatever the input's float type and rounded once, so float32
-results do not depend on which library factorized them beyond that rounding. A 0 x 0 matrix has determinant 1.
+"""The ONNX half of :mod:`reprobuild.layers.op_linalg` (whose docstring says what the layers compute): the ONNX versions
+each op implements, their attributes, and how a node becomes the canonical layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-from reprobuild.core.dtypes import FLOATS
-from reprobuild.ops.base import Attrs, OpDef, OpError, TensorType
+from reprobuild.layers import op_linalg as layer
+from reprobuild.ops.base import OpDef
 
 
-class Det(OpDef):
-    op, versions = "Det", (11, 22)
-    dtypes = FLOATS
-
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        self.check_types(inputs)
-        x = inputs[0]
-        if x.rank < 2 or x.shape[-1] != x.shape[-2]:
-            raise OpError(f"needs square matrices in the last two dimensions ([*, M, M]); got {list(x.shape)}")
-        return [TensorType(x.shape[:-2], x.dtype)]
-
-    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        x = inputs[0]
-        batch, m = x.shape[:-2], x.shape[-1]
-        if m == 0 or 0 in batch:
-            return [xp.ones(batch, dtype=x.dtype)]
-        flat = x.astype(xp.float64).reshape(-1, m, m)
-        return [xp.linalg.det(flat).reshape(batch).astype(x.dtype)]
+class Det(OpDef, layer.Det):
+    versions = (11, 22)
 
 
 OPS = (Det(),)

@@ -1,184 +1,85 @@
-"""Elementwise logic, comparisons and bits, with numpy broadcasting: And, Or, Xor, Not; Equal, Greater,
-GreaterOrEqual, Less, LessOrEqual; BitShift, BitwiseAnd, BitwiseOr, BitwiseXor, BitwiseNot; Where; BitCast.
-
-ONNX subtleties:
-
-- Comparisons return bool; a NaN compares unequal (and neither greater nor less) to everything, itself included.
-  Equal also takes bool, and since Equal-19 strings, which reprobuild does not support as tensors at all.
-- BitShift-11 takes unsigned types; BitShift-28 adds signed ones, whose right shift is arithmetic (it copies
-  the sign bit) and whose left shift drops bits past the sign bit (done on the unsigned view, as C cannot).
-  A shift by a negative amount or by the width of the type or more gives what the fill bits alone give: 0, or
-  -1 for a right shift of a negative value (BitShift-28's rule, also used for BitShift-11, which left it open).
-- Where broadcasts all three inputs together; X and Y have one dtype, the condition is bool.
-- BitCast (opset 26) reinterprets the bytes of each element as another type of the same width. Bytes that are
-  not 0 or 1 become true when cast to bool. The 4- and 2-bit types are refused: reprobuild stores them one per
-  byte, so there are no shared bytes to reinterpret.
+"""The ONNX half of :mod:`reprobuild.layers.op_logic` (whose docstring says what the layers compute): the ONNX versions
+each op implements, their attributes, and how a node becomes the canonical layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.core.dtypes import INTEGERS, NARROW, NUMERIC, np_dtype
-from reprobuild.ops.base import Attrs, Node, OpDef, OpError, TensorType, broadcast
-from reprobuild.ops.families import Binary, Unary
+from reprobuild.core.dtypes import np_dtype
+from reprobuild.layers import op_logic as layer
+from reprobuild.layers.op_logic import _BITCAST_TYPES
+from reprobuild.ops.base import Node, OpDef
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 
-_BOOL = ("bool",)
+
+class Equal(OpDef, layer.Equal):
+    versions = (7, 11, 13, 19)
 
 
-class _Compare(Binary):
-    dtypes, out_dtype = NUMERIC, "bool"
+class Greater(OpDef, layer.Greater):
+    versions = (7, 9, 13)
 
 
-class Equal(_Compare):
-    op, versions, dtypes = "Equal", (7, 11, 13, 19), (*_BOOL, *NUMERIC)
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return a == b
+class GreaterOrEqual(OpDef, layer.GreaterOrEqual):
+    versions = (12, 16)
 
 
-class Greater(_Compare):
-    op, versions = "Greater", (7, 9, 13)
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return a > b
+class Less(OpDef, layer.Less):
+    versions = (7, 9, 13)
 
 
-class GreaterOrEqual(_Compare):
-    op, versions = "GreaterOrEqual", (12, 16)
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return a >= b
+class LessOrEqual(OpDef, layer.LessOrEqual):
+    versions = (12, 16)
 
 
-class Less(_Compare):
-    op, versions = "Less", (7, 9, 13)
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return a < b
+class And(OpDef, layer.And):
+    versions = (7,)
 
 
-class LessOrEqual(_Compare):
-    op, versions = "LessOrEqual", (12, 16)
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return a <= b
+class Or(OpDef, layer.Or):
+    versions = (7,)
 
 
-class And(Binary):
-    op, versions, dtypes = "And", (7,), _BOOL
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return xp.logical_and(a, b)
+class Xor(OpDef, layer.Xor):
+    versions = (7,)
 
 
-class Or(Binary):
-    op, versions, dtypes = "Or", (7,), _BOOL
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return xp.logical_or(a, b)
+class Not(OpDef, layer.Not):
+    versions = (1,)
 
 
-class Xor(Binary):
-    op, versions, dtypes = "Xor", (7,), _BOOL
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return xp.logical_xor(a, b)
-
-
-class Not(Unary):
-    op, versions, dtypes, upcast = "Not", (1,), _BOOL, False
-
-    def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.logical_not(x)
-
-
-class BitShift(Binary):
-    """Canonical attribute ``direction``: "LEFT" or "RIGHT"."""
-
-    op, versions, dtypes = "BitShift", (11, 28), INTEGERS
-    version = 2
+class BitShift(OpDef, layer.BitShift):
+    versions = (11, 28)
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["direction"] not in ("LEFT", "RIGHT"):
             raise node.fail(f"direction is {attrs['direction']!r}; ONNX defines 'LEFT' and 'RIGHT'")
         return {"direction": str(attrs["direction"])}
 
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        if attrs.get("direction") not in ("LEFT", "RIGHT"):
-            raise OpError(f"direction is {attrs.get('direction')!r}; it must be 'LEFT' or 'RIGHT'")
-        return super().infer(attrs, inputs)
 
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        zero = a.dtype.type(0)
-        valid = (b >= zero) & (b < 8 * a.dtype.itemsize)
-        amount = xp.where(valid, b, zero)
-        if attrs["direction"] == "LEFT":
-            unsigned = np_dtype(f"uint{8 * a.dtype.itemsize}")
-            shifted = xp.left_shift(a.view(unsigned), amount.view(unsigned)).view(a.dtype)
-            return xp.where(valid, shifted, zero)
-        fill = xp.where(a < zero, a.dtype.type(-1), zero) if a.dtype.kind == "i" else zero
-        return xp.where(valid, xp.right_shift(a, amount), fill)
+class BitwiseAnd(OpDef, layer.BitwiseAnd):
+    versions = (18,)
 
 
-class BitwiseAnd(Binary):
-    op, versions, dtypes = "BitwiseAnd", (18,), INTEGERS
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return xp.bitwise_and(a, b)
+class BitwiseNot(OpDef, layer.BitwiseNot):
+    versions = (18,)
 
 
-class BitwiseNot(Unary):
-    op, versions, dtypes = "BitwiseNot", (18,), INTEGERS
-
-    def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.invert(x)
+class BitwiseOr(OpDef, layer.BitwiseOr):
+    versions = (18,)
 
 
-class BitwiseOr(Binary):
-    op, versions, dtypes = "BitwiseOr", (18,), INTEGERS
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return xp.bitwise_or(a, b)
+class BitwiseXor(OpDef, layer.BitwiseXor):
+    versions = (18,)
 
 
-class BitwiseXor(Binary):
-    op, versions, dtypes = "BitwiseXor", (18,), INTEGERS
-
-    def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return xp.bitwise_xor(a, b)
+class Where(OpDef, layer.Where):
+    versions = (9, 16)
 
 
-class Where(OpDef):
-    op, versions, dtypes = "Where", (9, 16), (*_BOOL, *NUMERIC)
-    num_inputs = (3, 3)
-
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        cond, x, y = inputs
-        if cond.dtype != "bool":
-            raise OpError(f"the condition (input 0) has dtype {cond.dtype}; Where needs bool (Cast it first)")
-        if x.dtype not in self.dtypes:
-            raise OpError(f"X (input 1) has dtype {x.dtype}; Where supports {', '.join(self.dtypes)}")
-        if y.dtype != x.dtype:
-            raise OpError(f"Y (input 2) has dtype {y.dtype} but X (input 1) has {x.dtype}; Where needs them equal")
-        return [TensorType(broadcast(cond.shape, x.shape, y.shape), x.dtype)]
-
-    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        cond, x, y = inputs
-        return [xp.where(cond, x, y).astype(x.dtype, copy=False)]
-
-
-#: Types BitCast reinterprets: every type stored in whole bytes.
-_BITCAST_TYPES = (*_BOOL, *NUMERIC, *(t for t in NARROW if t.startswith("float8")))
-
-
-class BitCast(OpDef):
-    """Canonical attribute ``to``: the target dtype's name (``int32``, ``float16``, ...)."""
-
-    op, versions, dtypes = "BitCast", (26,), _BITCAST_TYPES
-    version = 2
+class BitCast(OpDef, layer.BitCast):
+    versions = (26,)
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         to = dtype_of_elem_type(int(attrs["to"]), "the 'to' type")
@@ -192,20 +93,6 @@ class BitCast(OpDef):
             raise node.fail(f"BitCast from {x.dtype} ({8 * np_dtype(x.dtype).itemsize} bits) to {to} "
                             f"({8 * np_dtype(to).itemsize} bits): the widths must be equal")
         return {"to": to}
-
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        self.check_types(inputs)
-        to = str(attrs.get("to"))
-        if to not in _BITCAST_TYPES or np_dtype(to).itemsize != np_dtype(inputs[0].dtype).itemsize:
-            raise OpError(f"cannot reinterpret {inputs[0].dtype} as {to}: BitCast needs a whole-byte type of the "
-                          "same width")
-        return [TensorType(inputs[0].shape, to)]
-
-    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        x, to = inputs[0], str(attrs["to"])
-        if to == "bool":
-            return [x.view(np_dtype(f"uint{8 * x.dtype.itemsize}")) != 0]
-        return [x.view(np_dtype(to)).copy()]
 
 
 OPS = (And(), BitCast(), BitShift(), BitwiseAnd(), BitwiseNot(), BitwiseOr(), BitwiseXor(), Equal(), Greater(),

@@ -1,8 +1,5 @@
-"""Quantization: QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear (``_quant_linear``), and the
-integer products MatMulInteger, ConvInteger, QLinearMatMul and QLinearConv (``_quant_integer``).
-
-These are integer ops, so their results must match bit for bit: rounding is half to even, saturation explicit,
-integer products exact in int32, and every float step happens in a stated precision (``_quant_common``).
+"""The ONNX half of :mod:`reprobuild.layers.op_quant` (whose docstring says what the layers compute): the ONNX versions
+each op implements, their attributes, and how a node becomes the canonical layer.
 """
 
 from __future__ import annotations

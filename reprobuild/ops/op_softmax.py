@@ -1,27 +1,21 @@
-"""Softmax, LogSoftmax and Hardmax along one axis (opset 13+), or over the input flattened to 2-D at ``axis``
-(opset < 13, canonical attribute ``coerce_2d=1``).
-
-Half-precision inputs are computed in their own type, step by step, as ONNX defines Softmax and LogSoftmax (a
-function of ReduceMax, Sub, Exp, ReduceSum and Div, each in the input's type ``T``) and as the reference evaluator
-computes them: a float32 computation rounded once differs from that by a unit or two in the last place, and
-attention graphs written out in primitive ops carry such differences to their outputs.
+"""The ONNX half of :mod:`reprobuild.layers.op_softmax` (whose docstring says what the layers compute): the ONNX
+versions each op implements, their attributes, and how a node becomes the canonical layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.core.dtypes import FLOATS
-from reprobuild.ops.base import Attr, Attrs, Node, OpDef, OpError, TensorType, axis_in_range
-from reprobuild.ops.families import float_compute_type
+from reprobuild.layers import op_softmax as layer
+from reprobuild.layers.base import axis_in_range
+from reprobuild.ops.attr import Attr
+from reprobuild.ops.base import Node, OpDef
 
 
-class _Normalize(OpDef):
+class _Normalize(OpDef, layer._Normalize):
     versions = (1, 11, 13)
     # ONNX's default is 1 before version 13 and -1 from 13: canonical_attrs fills in the version's.
     attribute_overrides = {"axis": Attr("int")}
-    dtypes = FLOATS
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         legacy = node.version < 13  # flattens to 2-D at axis; 13+ normalizes along one axis
@@ -30,68 +24,17 @@ class _Normalize(OpDef):
         axis = int(attrs["axis"]) if node.has_attr("axis") else (1 if legacy else -1)
         return {"axis": axis_in_range(axis, max(x.rank, 1)), "coerce_2d": int(legacy)}
 
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        self.check_types(inputs)
-        rank, axis = max(inputs[0].rank, 1), int(attrs["axis"])
-        if not 0 <= axis < rank:
-            raise OpError(f"axis {axis} is not an axis of the rank-{rank} input (a layer's axis is non-negative)")
-        if attrs["coerce_2d"] not in (0, 1):
-            raise OpError(f"coerce_2d is {attrs['coerce_2d']!r}; it is 0 or 1")
-        return [TensorType(inputs[0].shape, inputs[0].dtype)]
 
-    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        x = inputs[0]
-        shape, axis = x.shape, int(attrs["axis"])
-        if attrs["coerce_2d"]:
-            outer = 1
-            for d in shape[:axis]:
-                outer *= d
-            rows = x.reshape(outer, -1)
-            return [self.along(xp, rows.astype(self.work_type(xp, x), copy=False), 1)
-                    .astype(x.dtype, copy=False).reshape(shape)]
-        if x.ndim == 0:
-            x = x.reshape(1)
-        y = self.along(xp, x.astype(self.work_type(xp, x), copy=False), axis)
-        return [y.astype(inputs[0].dtype, copy=False).reshape(shape)]
-
-    def work_type(self, xp: Any, x: Any) -> Any:
-        return x.dtype
-
-    def along(self, xp: Any, x: Any, axis: int) -> Any:
-        raise NotImplementedError
+class Softmax(_Normalize, layer.Softmax):
+    pass
 
 
-class Softmax(_Normalize):
-    op = "Softmax"
-    version = 2
-
-    def along(self, xp: Any, x: Any, axis: int) -> Any:
-        e = xp.exp(x - x.max(axis=axis, keepdims=True))
-        return e / e.sum(axis=axis, keepdims=True)
+class LogSoftmax(_Normalize, layer.LogSoftmax):
+    pass
 
 
-class LogSoftmax(_Normalize):
-    op = "LogSoftmax"
-    version = 2
-
-    def along(self, xp: Any, x: Any, axis: int) -> Any:
-        shifted = x - x.max(axis=axis, keepdims=True)
-        return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
-
-
-class Hardmax(_Normalize):
-    """1 at the first maximum along the axis, 0 elsewhere."""
-
-    op = "Hardmax"
-    version = 2
-
-    def work_type(self, xp: Any, x: Any) -> Any:
-        return float_compute_type(xp, x)
-
-    def along(self, xp: Any, x: Any, axis: int) -> Any:
-        first = xp.expand_dims(xp.argmax(x, axis=axis), axis)
-        index = xp.arange(x.shape[axis]).reshape([-1 if d == axis else 1 for d in range(x.ndim)])
-        return (index == first).astype(x.dtype)
+class Hardmax(_Normalize, layer.Hardmax):
+    pass
 
 
 OPS = (Hardmax(), LogSoftmax(), Softmax())

@@ -1,8 +1,5 @@
-"""Ops that make or relabel tensors without arithmetic: Identity, Dropout (inference), Constant,
-ConstantOfShape, Shape, Size, Reshape, Flatten, Concat.
-
-Shape and Size become constants when the network is parsed (every shape is fixed); Constant and ConstantOfShape
-are constants from the start. Identity and Dropout are removed by the ``eliminate_identities`` pass.
+"""The ONNX half of :mod:`reprobuild.layers.op_tensor` (whose docstring says what the layers compute): the ONNX versions
+each op implements, their attributes, and how a node becomes the canonical layer.
 """
 
 from __future__ import annotations
@@ -13,30 +10,15 @@ from typing import Any
 import numpy as np
 
 from reprobuild.core.dtypes import ALL
+from reprobuild.layers import op_tensor as layer
+from reprobuild.layers.base import Attrs, OpError, TensorType, axis_in_range, ints
 from reprobuild.ops._constant_limits import check_constant_size, check_constant_value
-from reprobuild.ops.base import (
-    ABSENT,
-    Attr,
-    Attrs,
-    BuildTimeOp,
-    Node,
-    OpDef,
-    OpError,
-    TensorType,
-    axis_in_range,
-    ints,
-)
+from reprobuild.ops.attr import ABSENT, Attr
+from reprobuild.ops.base import BuildTimeOp, Node, OpDef
 
 
-class Identity(OpDef):
-    op, versions = "Identity", (1, 13, 14, 16, 19, 21, 23, 24, 25)
-    dtypes = ALL
-
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        return [inputs[0]]
-
-    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        return [inputs[0].copy()]
+class Identity(OpDef, layer.Identity):
+    versions = (1, 13, 14, 16, 19, 21, 23, 24, 25)
 
 
 class Dropout(OpDef):
@@ -109,7 +91,6 @@ class ConstantOfShape(BuildTimeOp):
         node.define_constant(np.full(dims, fill[0], dtype=fill.dtype))
 
 
-
 class Shape(BuildTimeOp):
     op, versions = "Shape", (1, 13, 15, 19, 21, 23, 24, 25)
     dtypes = ALL
@@ -124,7 +105,6 @@ class Shape(BuildTimeOp):
         node.define_constant(np.array(x.shape[start:end], dtype=np.int64))
 
 
-
 class Size(BuildTimeOp):
     op, versions = "Size", (1, 13, 19, 21, 23, 24, 25)
     dtypes = ALL
@@ -135,14 +115,8 @@ class Size(BuildTimeOp):
         node.define_constant(np.array(x.size, dtype=np.int64))
 
 
-
-class Reshape(OpDef):
-    """Canonical attribute ``shape``: the target shape with 0 and -1 resolved."""
-
-    op, versions = "Reshape", (5, 13, 14, 19, 21, 23, 24, 25)
-    version = 2
-    num_inputs = (2, 2)
-    dtypes = ALL
+class Reshape(OpDef, layer.Reshape):
+    versions = (5, 13, 14, 19, 21, 23, 24, 25)
 
     def convert(self, node: Node) -> None:
         x = node.input(0)
@@ -163,20 +137,9 @@ class Reshape(OpDef):
             resolved[resolved.index(-1)] = x.size // known
         node.emit({"shape": tuple(resolved)}, inputs=[0])
 
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        target = tuple(attrs["shape"])
-        if int(np.prod(target, dtype=np.int64)) != inputs[0].size:
-            raise OpError(f"cannot reshape {list(inputs[0].shape)} to {list(target)}")
-        return [TensorType(target, inputs[0].dtype)]
 
-    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        return [inputs[0].reshape(tuple(attrs["shape"])).copy()]
-
-
-class Flatten(OpDef):
-    op, versions = "Flatten", (1, 9, 11, 13, 21, 23, 24, 25)
-    version = 2
-    dtypes = ALL
+class Flatten(OpDef, layer.Flatten):
+    versions = (1, 9, 11, 13, 21, 23, 24, 25)
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         x = node.input(0)
@@ -186,22 +149,10 @@ class Flatten(OpDef):
             raise OpError(f"axis {axis} is out of range for rank {x.rank}")
         return {"axis": axis + x.rank if axis < 0 else axis}
 
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        x, axis = inputs[0].shape, int(attrs["axis"])
-        shape = (int(np.prod(x[:axis], dtype=np.int64)), int(np.prod(x[axis:], dtype=np.int64)))
-        return [TensorType(shape, inputs[0].dtype)]
 
-    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        shape = self.infer(attrs, [TensorType(tuple(inputs[0].shape), str(inputs[0].dtype))])[0].shape
-        return [inputs[0].reshape(shape).copy()]
-
-
-class Concat(OpDef):
-    op, versions = "Concat", (4, 11, 13)
-    version = 2
+class Concat(OpDef, layer.Concat):
+    versions = (4, 11, 13)
     checks_required = ("axis",)  # canonical_attrs says so with a message of its own
-    num_inputs = (1, None)
-    dtypes = ALL
 
     def canonical_attrs(self, node: Node, attrs: dict[str, Any]) -> dict[str, Any]:
         if "axis" not in attrs:
@@ -209,22 +160,6 @@ class Concat(OpDef):
         x = node.input(0)
         assert x is not None
         return {"axis": axis_in_range(int(attrs["axis"]), x.rank)}
-
-    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
-        axis, first = int(attrs["axis"]), inputs[0].shape
-        if not 0 <= axis < len(first):  # canonical_attrs resolves a negative axis; the kernels rely on it
-            raise OpError(f"axis {axis} is not an axis of the rank-{len(first)} inputs (0 to {len(first) - 1})")
-        for i, t in enumerate(inputs):
-            if t.dtype != inputs[0].dtype:
-                raise OpError(f"input {i} has dtype {t.dtype} but input 0 has {inputs[0].dtype}")
-            s = t.shape
-            if len(s) != len(first) or any(a != b for d, (a, b) in enumerate(zip(s, first)) if d != axis):
-                raise OpError(f"inputs {[list(x.shape) for x in inputs]} differ outside the concat axis {axis}")
-        total = sum(t.shape[axis] for t in inputs)
-        return [TensorType((*first[:axis], total, *first[axis + 1:]), inputs[0].dtype)]
-
-    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        return [xp.concatenate(inputs, axis=int(attrs["axis"]))]
 
 
 OPS = (Concat(), Constant(), ConstantOfShape(), Dropout(), Flatten(), Identity(), Reshape(), Shape(), Size())

@@ -1,22 +1,22 @@
 """The op registry: every op definition of the modules listed in ``_op_list.py``, looked up by (domain, op) (one op
-imports only its own module, through the generated ``_op_index.py``), and the ops of the
-plugins registered in this process (``reprobuild.registry.plugins`` adds and removes them here, so that this layer
-never imports the one above it)."""
+imports only its own module, through the generated ``_op_index.py``), and the ops of the plugins registered in this
+process (a plugin's op is found where its layer is: ``reprobuild.layers.registry``)."""
 
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from reprobuild.core.dtypes import dtype_name
-from reprobuild.core.errors import ModelError, PluginNotRegisteredError, UnsupportedOpError
+from reprobuild.core.errors import ModelError, UnsupportedOpError
+from reprobuild.layers.base import OpError, TensorType
+from reprobuild.layers.registry import plugin_layer, plugin_not_registered
 from reprobuild.ops._op_index import OP_INDEX
 from reprobuild.ops._op_list import op_module, op_modules
-from reprobuild.ops.base import OpDef, OpError, StaticInputError, TensorType
+from reprobuild.ops.base import OpDef, StaticInputError
 
 
 @functools.cache
@@ -47,40 +47,6 @@ def _indexed(op: str) -> OpDef | None:
     return next((d for d in op_module(name).OPS if d.domain == "" and d.op == op), None)
 
 
-_PLUGIN_OPS: dict[str, OpDef] = {}  # by layer name, domain::op
-_PLUGIN_LOCK = threading.Lock()
-_HOW = ("register it first: reprobuild.registry.register_plugin(op_definition, tactics), or "
-        "`with reprobuild.registry.registered(plugin):`")
-
-
-def add_plugin_op(opdef: OpDef) -> None:
-    """Make a registered plugin's op definition findable (called by ``reprobuild.registry.plugins`` only)."""
-    with _PLUGIN_LOCK:
-        _PLUGIN_OPS[opdef.layer_op] = opdef
-
-
-def remove_plugin_op(name: str) -> None:
-    """Forget the plugin op of layer name ``name`` (``domain::op``), as its plugin is deregistered."""
-    with _PLUGIN_LOCK:
-        _PLUGIN_OPS.pop(name, None)
-
-
-def plugin_op_names() -> list[str]:
-    """The layer names (``domain::op``) of the registered plugins' ops, sorted."""
-    with _PLUGIN_LOCK:
-        return sorted(_PLUGIN_OPS)
-
-
-def plugin_not_registered(op: str, domain: str = "") -> PluginNotRegisteredError:
-    """The error for a plugin op that no registered plugin defines: it names the op and says how to fix it."""
-    name = f"{domain}::{op}" if domain else op
-    where = name.split("::", 1)[0]
-    return PluginNotRegisteredError(
-        f"op {name} belongs to the custom domain {where!r}, which is a plugin's, and no registered plugin "
-        f"defines it (registered: {', '.join(plugin_op_names()) or 'none'}); {_HOW}, before parsing the model, "
-        "building, or making the Runtime that loads the engine")
-
-
 def find_op(op: str, domain: str = "") -> OpDef | None:
     """The definition of ``op`` in ``domain``: a built-in one, else a registered plugin's. A plugin op is also
     found by the name layers give it, ``domain::op`` (see :attr:`OpDef.layer_op`)."""
@@ -88,8 +54,8 @@ def find_op(op: str, domain: str = "") -> OpDef | None:
     if opdef is None:
         opdef = _table().get((domain, op))  # an op the index lacks: every module, then the plugins
     if opdef is None and (domain or "::" in op):
-        with _PLUGIN_LOCK:
-            opdef = _PLUGIN_OPS.get(f"{domain}::{op}" if domain else op)
+        plugin = plugin_layer(f"{domain}::{op}" if domain else op)
+        opdef = plugin if isinstance(plugin, OpDef) else None
     return opdef
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reprobuild.ir import Layer, Network
+from reprobuild.layers.op_fused_elementwise import BINARY, STEP_ATTRS, STEP_OPS, Step, encode_step
 from reprobuild.ops.base import OpError, TensorType
-from reprobuild.ops.op_fused_elementwise import BINARY, STEP_ATTRS, STEP_OPS, FusedElementwise, Step, encode_step
+from reprobuild.ops.op_fused_elementwise import FusedElementwise
 
 VERSION = 1
 

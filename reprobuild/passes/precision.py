@@ -27,8 +27,8 @@ import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.ir import Layer, Network, TensorInfo
+from reprobuild.layers.op_fused_elementwise import STEP_OPS
 from reprobuild.ops import TensorType, infer_types
-from reprobuild.ops.op_fused_elementwise import STEP_OPS
 from reprobuild.passes.simplify import eliminate_dead_code
 
 VERSION = 1

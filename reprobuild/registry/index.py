@@ -1,12 +1,14 @@
-"""Where each tactic family and op definition lives, so that a Runtime imports only what an engine uses.
+"""Where each tactic family, layer and op definition lives, so that a Runtime imports only what an engine uses.
 
-The built-in registry (``tactics.builtin_registry``) imports every family module and every op module. A Runtime
+The built-in registry (``tactics.builtin_registry``) imports every family module and every layer module. A Runtime
 needs only the families an engine's layers record and, for its ``reference`` tactics and its layer checks, the
-modules of its ops. This module writes and checks two committed tables, generated from the real registries so that
-they can never silently differ from them: ``registry/index_table.py`` (tactic family -> kernels module) and
-``ops/_op_index.py`` (op -> ops module, which ``reprobuild.ops.find_op`` uses):
+layer modules of its ops. This module writes and checks three committed tables, generated from the real registries
+so that they can never silently differ from them: ``registry/index_table.py`` (tactic family -> kernels module,
+which ``registry.lazy`` uses), ``layers/_layer_index.py`` (op -> layer module, which
+``reprobuild.layers.find_layer`` uses) and ``ops/_op_index.py`` (op -> ops module, which ``reprobuild.ops.find_op``
+uses):
 
-    python -m reprobuild.registry.index            # rewrite both tables from the registries
+    python -m reprobuild.registry.index            # rewrite the tables from the registries
     python -m reprobuild.registry.index --check    # only compare (what the test suite does)
 
 The loaders import only modules named in those tables, never a name read from a file; a name a table lacks falls
@@ -16,32 +18,24 @@ back to the full registry, so a stale table costs time, never correctness.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 
+from reprobuild import layers as layers_package
 from reprobuild import ops as ops_package
 from reprobuild.core.fileio import atomic_write
 from reprobuild.kernels._op_list import family_modules
-from reprobuild.kernels.tactic import Tactic
+from reprobuild.layers import all_layers
+from reprobuild.layers._layer_list import layer_modules
 from reprobuild.ops import all_ops
 from reprobuild.ops._op_list import op_modules
-from reprobuild.registry import index_table
 
 INDEX_COMMAND = "python -m reprobuild.registry.index"
 TABLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "index_table.py")
 OP_INDEX_PATH = os.path.join(os.path.dirname(os.path.abspath(ops_package.__file__)), "_op_index.py")
-
-
-def family_tactics(family: str) -> tuple[Tactic, ...] | None:
-    """Every tactic of a built-in hand-written family, importing only its module; None for a family the table
-    lacks (``reference``, a plugin's, or an unknown one)."""
-    module = index_table.FAMILY_MODULES.get(family)
-    if module is None:
-        return None
-    return tuple(t for t in importlib.import_module(module).TACTICS if t.family == family)
+LAYER_INDEX_PATH = os.path.join(os.path.dirname(os.path.abspath(layers_package.__file__)), "_layer_index.py")
 
 
 def _header(what: str) -> list[str]:
@@ -69,9 +63,27 @@ def op_index_text() -> str:
     if twice:
         raise RuntimeError(f"ops defined by more than one module of reprobuild.ops._op_list: {twice}")
     assert sorted(defined) == sorted(o.op for o in all_ops() if o.domain == "")
-    lines = _header("Which module of ``_op_list.OP_MODULES`` defines each op of the default domain (see "
+    lines = _header("Which module of ``_layer_list.FAMILY_MODULES`` defines each op of the default domain\n(see "
                     "``reprobuild.registry.index``).")
     lines += ["#: op -> the ops module whose OPS define it", "OP_INDEX: dict[str, str] = {"]
+    lines += [f"    {json.dumps(op)}: {json.dumps(defined[op][0])}," for op in sorted(defined)]
+    return "\n".join([*lines, "}", ""])
+
+
+def layer_index_text() -> str:
+    """The text of ``layers/_layer_index.py`` (layer op -> module of ``_layer_list``) as the layer registry gives
+    it."""
+    defined: dict[str, list[str]] = {}
+    for module in layer_modules():
+        for layer in module.LAYERS:
+            defined.setdefault(layer.layer_op, []).append(module.__name__.rpartition(".")[2])
+    twice = {op: found for op, found in defined.items() if len(found) != 1}
+    if twice:
+        raise RuntimeError(f"layers defined by more than one module of reprobuild.layers._layer_list: {twice}")
+    assert sorted(defined) == sorted(d.layer_op for d in all_layers())
+    lines = _header("Which module of ``_layer_list.FAMILY_MODULES`` defines each layer op (see "
+                    "``reprobuild.registry.index``).")
+    lines += ["#: layer op -> the layer module whose LAYERS define it", "LAYER_INDEX: dict[str, str] = {"]
     lines += [f"    {json.dumps(op)}: {json.dumps(defined[op][0])}," for op in sorted(defined)]
     return "\n".join([*lines, "}", ""])
 
@@ -81,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare the tables with the registries")
     args = parser.parse_args(argv)
     stale = []
-    for path, text in ((TABLE_PATH, table_text()), (OP_INDEX_PATH, op_index_text())):
+    tables = ((TABLE_PATH, table_text()), (LAYER_INDEX_PATH, layer_index_text()), (OP_INDEX_PATH, op_index_text()))
+    for path, text in tables:
         with open(path, encoding="utf-8") as f:
             current = f.read()
         if current != text:
@@ -92,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {', '.join(stale)} do(es) not match the registries; run `{INDEX_COMMAND}` to regenerate",
               file=sys.stderr)
         return 1
-    print(f"{'checked' if args.check else 'wrote'} {TABLE_PATH} and {OP_INDEX_PATH}: they match the registries")
+    print(f"{'checked' if args.check else 'wrote'} {', '.join(path for path, _ in tables)}: they match the "
+          "registries")
     return 0
 
 

@@ -2,26 +2,36 @@
 
 ``builtin_registry()`` imports every tactic family and every op module to make a reference tactic of each op. A
 Runtime resolves the (family, name, version) each layer records, so it imports only those families' modules
-(``index.family_tactics``) and, for ``reference`` tactics, only the modules of those layers' ops
-(``reprobuild.ops.find_op``). Any other question (candidates, every tactic, a tactic the loaded part lacks) is
-answered by the full registry, built on first need, so that answers and error messages are exactly the full
-registry's: a lookup that misses the loaded part (a damaged engine, another version's tactic) costs the full
-registry's import, never a different result.
+(``family_tactics``, through the generated ``index_table``) and, for ``reference`` tactics, only the modules of
+those layers' ops (``reprobuild.layers.find_layer``). Any other question (candidates, every tactic, a tactic the
+loaded part lacks) is answered by the full registry, built on first need, so that answers and error messages are
+exactly the full registry's: a lookup that misses the loaded part (a damaged engine, another version's tactic) costs
+the full registry's import, never a different result.
 
 The plugins registered when the registry is made are part of it, as they are of ``default_registry()``.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterable
 
 from reprobuild.kernels.reference import CpuReference, CudaReference
 from reprobuild.kernels.tactic import Tactic, TacticRegistry
-from reprobuild.ops import BuildTimeOp, find_op
-from reprobuild.registry.index import family_tactics
+from reprobuild.layers import find_layer
+from reprobuild.registry import index_table
 from reprobuild.registry.plugins import plugin_registry
 from reprobuild.registry.tactics import builtin_registry
+
+
+def family_tactics(family: str) -> tuple[Tactic, ...] | None:
+    """Every tactic of a built-in hand-written family, importing only its module; None for a family the table
+    lacks (``reference``, a plugin's, or an unknown one)."""
+    module = index_table.FAMILY_MODULES.get(family)
+    if module is None:
+        return None
+    return tuple(t for t in importlib.import_module(module).TACTICS if t.family == family)
 
 
 class LazyRegistry(TacticRegistry):
@@ -50,10 +60,9 @@ class LazyRegistry(TacticRegistry):
             for op, family in sorted(set(uses) - self._loaded):
                 self._loaded.add((op, family))
                 if family == "reference":
-                    opdef = find_op(op)
-                    if opdef is not None and not isinstance(opdef, BuildTimeOp) and opdef.lowered_to is None \
-                            and opdef.domain == "":
-                        found += [CpuReference(opdef), CudaReference(opdef)]
+                    layer = find_layer(op)
+                    if layer is not None and layer.domain == "":
+                        found += [CpuReference(layer), CudaReference(layer)]
                 else:
                     found += family_tactics(family) or ()
             known = {(t.family, t.name, t.version) for t in self._index.values()}

@@ -21,17 +21,21 @@ sorted, never in registration order.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from reprobuild.core.errors import PluginError, PluginNotRegisteredError
 from reprobuild.kernels.backend import BACKENDS
 from reprobuild.kernels.code_digest import IdentityError, closure
 from reprobuild.kernels.tactic import Tactic, TacticRegistry
-from reprobuild.ops.base import BuildTimeOp, OpDef
-from reprobuild.ops.registry import add_plugin_op, plugin_not_registered, remove_plugin_op
+from reprobuild.layers.registry import add_plugin_layer, plugin_layer, plugin_not_registered, remove_plugin_layer
 from reprobuild.registry.tactics import builtin_registry
+
+if TYPE_CHECKING:  # for the annotations only: the Runtime imports this module and never reprobuild.ops
+    from reprobuild.ops.base import OpDef
 
 __all__ = ["Plugin", "PluginRegistry", "plugin_registry", "register_plugin", "registered"]
 
@@ -70,7 +74,7 @@ class PluginRegistry:
         with self._lock:
             _check(plugin, builtin, [p for k, p in sorted(self._plugins.items())])
             self._plugins[plugin.name] = plugin
-            add_plugin_op(plugin.op)
+            add_plugin_layer(plugin.op)
             self._cached = None
         return plugin
 
@@ -78,7 +82,7 @@ class PluginRegistry:
         """Remove the plugin of op ``name`` (``domain::op``) and return it."""
         with self._lock:
             plugin = self._plugins.pop(name, None)
-            remove_plugin_op(name)
+            remove_plugin_layer(name)
             self._cached = None
         if plugin is None:
             raise PluginError(f"no plugin of op {name!r} is registered; registered: {self._listing()}")
@@ -86,10 +90,8 @@ class PluginRegistry:
 
     def find_op(self, op: str, domain: str = "") -> OpDef | None:
         """The op definition of a registered plugin: by ``op`` in ``domain``, or by its layer name ``domain::op``."""
-        name = f"{domain}::{op}" if domain else op
-        with self._lock:
-            plugin = self._plugins.get(name)
-        return plugin.op if plugin is not None else None
+        found = plugin_layer(f"{domain}::{op}" if domain else op)
+        return found if _is_op_definition(found) else None  # type: ignore[return-value]
 
     def tactic_registry(self) -> TacticRegistry:
         """The built-in tactics and those of every registered plugin (the built-ins alone when there are none)."""
@@ -110,10 +112,20 @@ class PluginRegistry:
         return ", ".join(p.name for p in self.plugins) or "none"
 
 
+def _is_op_definition(op: object, computes: bool = False) -> bool:
+    """Whether ``op`` is an op definition (an ``OpDef``; with ``computes``, one that becomes a layer: not a
+    build-time, internal or lowered op). Checked without importing ``reprobuild.ops``, which a Runtime never loads:
+    an ``OpDef`` instance exists only once that module is loaded, so a process without it has none."""
+    base = sys.modules.get("reprobuild.ops.base")
+    if base is None or not isinstance(op, base.OpDef):
+        return False
+    return not computes or not (isinstance(op, base.BuildTimeOp) or op.internal or op.lowered_to is not None)
+
+
 def _check(plugin: Plugin, builtin: TacticRegistry, others: Sequence[Plugin]) -> None:
     """Everything that would make ``plugin`` ambiguous or unpinnable, as a PluginError (see the module docstring)."""
     op = plugin.op
-    if not isinstance(op, OpDef) or isinstance(op, BuildTimeOp) or op.internal or op.lowered_to is not None:
+    if not _is_op_definition(op, computes=True):
         raise PluginError(f"a plugin's op must be an instance of an OpDef subclass that computes (not a build-time, "
                           f"internal or lowered op); got {op!r}")
     if not op.domain or op.domain == "ai.onnx" or "::" in op.op or not op.op:

@@ -17,9 +17,12 @@ import sys
 import pytest
 
 from reprobuild.cli.main import main
+from reprobuild.layers import find_layer
+from reprobuild.layers._layer_index import LAYER_INDEX
 from reprobuild.ops import find_op, get_op
 from reprobuild.ops._op_index import OP_INDEX
 from reprobuild.registry import index, index_table
+from reprobuild.registry.lazy import family_tactics
 from tests.helpers import EXAMPLES, REPO
 
 CHILD = r"""
@@ -36,30 +39,30 @@ context.execute(feeds)
 print(json.dumps({"loaded": loaded, "ran": sorted(sys.modules)}))
 """
 
-#: Never imported on the runtime path: the build half, the ONNX frontend, the manifest schema and pydantic.
-NEVER = ("onnx", "onnxruntime", "ml_dtypes", "pydantic", "reprobuild.manifest", "reprobuild.ir", "reprobuild.builder",
-         "reprobuild.frontend", "reprobuild.passes")
+#: Never imported on the runtime path: the build half, the ONNX frontend, the op definitions (ONNX's half of each
+#: op), the manifest schema and pydantic.
+NEVER = ("onnx", "onnxruntime", "ml_dtypes", "pydantic", "reprobuild.ops", "reprobuild.manifest", "reprobuild.ir",
+         "reprobuild.builder", "reprobuild.frontend", "reprobuild.passes")
 
-#: The op-definition modules a run of each example imports: those of the ops its layers use (the loader checks each
-#: layer through its op's type inference, and reference tactics run the op's NumPy code) and the modules those
-#: import themselves (the fused ops build on Conv, Gemm, Add, Mul and the activations; families, _window, _nn_pool
-#: and _constant_limits are shared helpers). Every other op module stays unloaded (70 in all).
-OP_MODULES = {
+#: The layer-definition modules a run of each example imports: those of the ops its layers use (the loader checks each
+#: layer through its type inference, and reference tactics run its NumPy code) and the modules those import
+#: themselves (the fused layers build on Conv, Gemm, Add, Mul and the activations; families, _window and _nn_pool
+#: are shared helpers). Every other layer module stays unloaded.
+LAYER_MODULES = {
     "mlp": {"op_fused_gemm", "op_gemm", "op_softmax", "op_fused_conv", "op_conv", "op_arith", "op_activation",
             "_activation_clip", "_activation_prelu", "families", "_window"},
     "small_cnn": {"op_fused_conv", "op_conv", "op_pool", "op_tensor", "op_gemm", "op_softmax", "op_arith",
-                  "op_activation", "_activation_clip", "_activation_prelu", "families", "_window", "_nn_pool",
-                  "_constant_limits"},
+                  "op_activation", "_activation_clip", "_activation_prelu", "families", "_window", "_nn_pool"},
 }
-#: The op framework: the package, base classes and attribute tables, the registry and its generated index.
-OPS_FRAMEWORK = {"", "base", "attr", "_xp", "registry", "layer_attributes", "onnx_attributes", "_op_index", "_op_list"}
+#: The layer framework: the package, the base class, the registry, its list and its generated index.
+LAYERS_FRAMEWORK = {"", "base", "_xp", "registry", "_layer_index", "_layer_list"}
 
 
 def _within(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
-@pytest.fixture(scope="module", params=sorted(OP_MODULES))
+@pytest.fixture(scope="module", params=sorted(LAYER_MODULES))
 def modules(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, list[str]]]:
     name = request.param
@@ -75,8 +78,10 @@ def test_loading_imports_no_build_half_and_only_the_engines_ops(modules: tuple[s
     loaded = seen["loaded"]
     assert [m for m in loaded if any(_within(m, p) for p in NEVER)] == []
     for stage in ("loaded", "ran"):
-        ops = {m.removeprefix("reprobuild.ops").lstrip(".") for m in seen[stage] if _within(m, "reprobuild.ops")}
-        assert ops - OPS_FRAMEWORK <= OP_MODULES[name], (stage, sorted(ops - OPS_FRAMEWORK - OP_MODULES[name]))
+        layers = {m.removeprefix("reprobuild.layers").lstrip(".") for m in seen[stage]
+                  if _within(m, "reprobuild.layers")}
+        extra = layers - LAYERS_FRAMEWORK - LAYER_MODULES[name]
+        assert not extra, (stage, sorted(extra))
     # the tactic families an engine does not use stay unloaded (neither example has a normalization layer)
     assert not {"reprobuild.kernels.norm", "reprobuild.kernels.batchnorm"} & set(seen["ran"])
 
@@ -90,4 +95,7 @@ def test_the_index_tables_match_the_registries() -> None:
     assert index.main(["--check"]) == 0, f"run `{index.INDEX_COMMAND}`"
     assert index_table.FAMILY_MODULES["elementwise_fused"] == "reprobuild.kernels.fused_elementwise"
     assert OP_INDEX["Conv"] == "op_conv" and find_op("Conv") is get_op("Conv")
-    assert index.family_tactics("reference") is None
+    assert LAYER_INDEX["Conv"] == "op_conv" and type(find_layer("Conv")).__module__ == "reprobuild.layers.op_conv"
+    assert isinstance(get_op("Conv"), type(find_layer("Conv")))  # an op definition is its layer definition + ONNX
+    assert family_tactics("reference") is None
+    assert find_layer("Dropout") is None and find_layer("Shape") is None  # lowered / computed at parse: no layers

@@ -24,8 +24,8 @@ from reprobuild.kernels.formulas import (
 )
 from reprobuild.kernels.gemm import ACTIVATIONS
 from reprobuild.kernels.identity import package_text
-from reprobuild.ops import op_fused_conv
-from reprobuild.ops.op_fused_elementwise import BINARY, STEP_OPS, step_definition
+from reprobuild.layers import op_fused_conv
+from reprobuild.layers.op_fused_elementwise import BINARY, STEP_OPS, step_definition
 from tests.helpers import CUDA_SKIP
 
 #: Edge values every formula meets: signed zeros, infinities, NaN, the float32 extremes, subnormals, and the

@@ -20,15 +20,8 @@ from reprobuild.kernels.fused_elementwise import (
     step_expression,
 )
 from reprobuild.kernels.tactic import LayerSpec, TensorSig
-from reprobuild.ops.op_fused_elementwise import (
-    BINARY,
-    STEP_OPS,
-    FusedElementwise,
-    Step,
-    encode_step,
-    parse_program,
-    step_definition,
-)
+from reprobuild.layers.op_fused_elementwise import BINARY, STEP_OPS, Step, encode_step, parse_program, step_definition
+from reprobuild.ops.op_fused_elementwise import FusedElementwise
 from reprobuild.registry import default_registry
 from tests.helpers import CUDA_SKIP
 

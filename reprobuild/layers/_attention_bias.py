@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.ops._attention_round import rounder, work_dtype
-from reprobuild.ops.base import Attrs
+from reprobuild.layers._attention_round import rounder, work_dtype
+from reprobuild.layers.base import Attrs
 
 
 def attention_bias(xp: Any, attrs: Attrs, t: dict[str, Any], work: str, q_len: int, kv_len: int,

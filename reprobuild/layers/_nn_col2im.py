@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reprobuild.ops._window import taps
+from reprobuild.layers._window import taps
 
 
 def blocks_along(size: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int) -> int:

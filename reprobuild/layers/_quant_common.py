@@ -14,18 +14,28 @@ import ml_dtypes
 import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
-from reprobuild.ops.base import OpError, TensorType, axis_in_range
+from reprobuild.layers.base import OpError, TensorType, axis_in_range
 
 #: Integer quantized types and their saturation ranges.
 INT_RANGES: dict[str, tuple[int, int]] = {
     "uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535), "int16": (-32768, 32767),
     "uint4": (0, 15), "int4": (-8, 7), "uint2": (0, 3), "int2": (-2, 1),
 }
+
+
 FLOAT8 = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
+
+
 FLOAT4 = ("float4_e2m1fn",)
+
+
 QUANT_TYPES = (*INT_RANGES, *FLOAT8, *FLOAT4)
+
+
 #: Float types a scale may have; float8e8m0 (opset 24 on, a power of two; CPU only) is read as float32.
 E8M0 = "float8_e8m0fnu"
+
+
 SCALE_TYPES = ("float32", "float16", "bfloat16", E8M0)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from reprobuild.core.dtypes import FLOATS, NUMERIC
-from reprobuild.ops.base import Attrs, OpDef, OpError, TensorType, broadcast
+from reprobuild.layers.base import Attrs, LayerDef, OpError, TensorType, broadcast
 
 
 def float_compute_type(xp: Any, x: Any) -> Any:
@@ -24,7 +24,7 @@ def float_compute_type(xp: Any, x: Any) -> Any:
     return xp.float32 if str(x.dtype) in ("float16", "bfloat16") else x.dtype
 
 
-class Unary(OpDef):
+class Unary(LayerDef):
     """One input, one output of the same shape; the dtype is the input's unless ``out_dtype`` says otherwise.
 
     ``fn`` gets the input as is; ``upcast`` (the default for float ops) first widens float16 and bfloat16 to
@@ -50,7 +50,7 @@ class Unary(OpDef):
         """The formula, elementwise."""
 
 
-class Binary(OpDef):
+class Binary(LayerDef):
     """Two inputs of one dtype, broadcast (numpy rules); the output has their dtype or ``out_dtype``."""
 
     num_inputs = (2, 2)
@@ -75,7 +75,7 @@ class Binary(OpDef):
         """The formula, elementwise on broadcast operands."""
 
 
-class Variadic(OpDef):
+class Variadic(LayerDef):
     """One or more inputs of one dtype, broadcast together and folded left to right with ``fn``."""
 
     num_inputs = (1, None)

@@ -20,9 +20,15 @@ import numpy as np
 from reprobuild.core.dtypes import NARROW, np_dtype
 
 FLOAT8: tuple[str, ...] = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
+
+
 E8M0 = "float8_e8m0fnu"
+
+
 #: Types that only NumPy (with ml_dtypes) holds.
 HOST_ONLY: tuple[str, ...] = ("bfloat16", *NARROW)
+
+
 _NARROW_INTS = {"int4": np.int8, "uint4": np.uint8, "int2": np.int8, "uint2": np.uint8}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from reprobuild.ops._window import taps
+from reprobuild.layers._window import taps
 
 
 def deform_columns(xp: Any, x: Any, offset: Any, mask: Any, kernel: Sequence[int], strides: Sequence[int],
