@@ -127,6 +127,58 @@ def _resolve(expr: ast.AST, scope: dict[str, Any], module: types.ModuleType) -> 
     return name, obj
 
 
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
+           ast.GeneratorExp)
+
+
+def _bound_in(scope: ast.AST) -> set[str]:
+    """The names a function (or lambda, or comprehension) binds itself: its parameters and every name it assigns,
+    imports, or defines, minus those it declares ``global``; nested scopes' bindings are theirs, not its."""
+    bound: set[str] = set()
+    declared_global: set[str] = set()
+    if not isinstance(scope, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        args = scope.args  # type: ignore[attr-defined]
+        for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+            if a is not None:
+                bound.add(a.arg)
+    stack = list(ast.iter_child_nodes(scope))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+            stack.extend(node.decorator_list)  # evaluated here; the body is the nested scope's
+            continue
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, ast.Global):
+            declared_global.update(node.names)
+        elif isinstance(node, _SCOPES):
+            continue  # a nested scope: its own bindings (a comprehension's targets stay inside it)
+        stack.extend(ast.iter_child_nodes(node))
+    return bound - declared_global
+
+
+def _local_loads(root: ast.AST) -> set[int]:
+    """The ids of the ``Name`` loads under ``root`` that read a local variable of an enclosing function (a
+    parameter, an assigned name, a closure's variable), not the module global of that name: they name no code."""
+    out: set[int] = set()
+
+    def visit(node: ast.AST, enclosing: tuple[frozenset[str], ...]) -> None:
+        if isinstance(node, _SCOPES):  # a class body is no scope its methods see: it adds nothing here
+            enclosing = (*enclosing, frozenset(_bound_in(node)))
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and any(node.id in s for s in enclosing):
+            out.add(id(node))
+        for child in ast.iter_child_nodes(node):
+            visit(child, enclosing)
+
+    visit(root, ())
+    return out
+
+
 @functools.cache
 def references(obj: Any) -> References:
     """What ``obj``'s code names (cached: code does not change while a process runs)."""
@@ -134,7 +186,7 @@ def references(obj: Any) -> References:
     nodes = list(ast.walk(tree(obj)))
     scope = _local_imports(nodes, module)
     # Class-level annotations stay in the normalized code (a dataclass's fields), but name no code that runs.
-    skip = annotation_nodes(nodes)
+    skip = annotation_nodes(nodes) | _local_loads(nodes[0])
     names: dict[str, Any] = {}
     literal: set[str] = set()
     dynamic = 0

@@ -190,16 +190,18 @@ def test_readme_adding_an_op_example_is_a_working_definition() -> None:
     import numpy as np
 
     from reprobuild.core.dtypes import FLOATS
+    from reprobuild.layers import find_layer
     from reprobuild.layers.families import Unary
-    from reprobuild.ops import get_op
+    from reprobuild.ops import OpDef, get_op
 
     section = README.split("### Adding an op\n", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    scope: dict[str, object] = {"Unary": Unary, "FLOATS": FLOATS}
+    scope: dict[str, object] = {"Unary": Unary, "FLOATS": FLOATS, "OpDef": OpDef}
     exec(block, scope)
-    exp = scope["Exp"]()  # type: ignore[operator]
+    layer, op = scope["Exp"](), scope["ExpOp"]()  # type: ignore[operator]
     x = np.linspace(-3, 3, 13, dtype=np.float32)
-    (mine,) = exp.compute(np, {}, x)
-    (registered,) = get_op("Exp").compute(np, {}, x)
+    (mine,) = layer.compute(np, {}, x)
+    (registered,) = find_layer("Exp").compute(np, {}, x)  # type: ignore[union-attr]
     np.testing.assert_array_equal(mine, registered)
-    assert set(exp.versions) <= set(get_op("Exp").versions)
+    np.testing.assert_array_equal(op.compute(np, {}, x)[0], get_op("Exp").compute(np, {}, x)[0])
+    assert set(op.versions) <= set(get_op("Exp").versions) and op.attributes == get_op("Exp").attributes

@@ -1,9 +1,10 @@
-"""Family base classes: what ops that differ only in a formula share (shape and dtype rules, conversion).
+"""Family base classes: what layers that differ only in a formula share (shape and dtype rules, the upcast of half
+precision).
 
-A unary elementwise op is then a few lines::
+A unary elementwise layer is then a few lines (and its op, in ``reprobuild/ops``, two more)::
 
     class Exp(Unary):
-        op, versions, dtypes = "Exp", (6, 13), FLOATS
+        op, dtypes = "Exp", FLOATS
 
         def fn(self, xp, x, attrs):
             return xp.exp(x)

@@ -189,8 +189,48 @@ def test_ops_looked_up_by_name_are_followed_and_computed_names_must_be_declared(
         found = closure([module.First], ("Tanh",))
     finally:
         sys.modules.pop(MODULE, None)
-    assert found.ops == {"Sigmoid": "reprobuild.ops.op_activation.Sigmoid", "Tanh": "reprobuild.ops.op_math.Tanh"}
-    assert {"reprobuild.ops.op_activation.sigmoid", "reprobuild.ops.op_math.Tanh"} <= set(found.code)
+    # an op is followed to its layer definition, the half that computes (its ONNX half never runs in a tactic)
+    assert found.ops == {"Sigmoid": "reprobuild.layers.op_activation.Sigmoid", "Tanh": "reprobuild.layers.op_math.Tanh"}
+    assert {"reprobuild.layers.op_activation.sigmoid", "reprobuild.layers.op_math.Tanh"} <= set(found.code)
+    assert not any(name.startswith("reprobuild.ops.") for name in found.code)
+
+
+SHADOW = '''
+from reprobuild.kernels.tactic import Tactic
+
+SCALE = 2
+
+
+def scale(x):
+    return x * SCALE
+
+
+def helper(x, scale):
+    total = [scale * v for v in x]
+    def inner(y):
+        return y + scale
+    return inner(sum(total))
+
+
+class First(Tactic):
+    family, ops, name, backend = "probe", ("Relu",), "first", "cpu"
+
+    def prepare(self, layer, backend):
+        return lambda inputs, outputs, workspace: helper(inputs[0], 3)
+'''
+
+
+def test_a_local_name_is_not_the_global_of_that_name(tmp_path: Path) -> None:
+    """A parameter (or an assigned name, or a closure's variable) named like a module global reads the local, so
+    the global's code is not part of the identity: editing ``scale`` changes nothing ``helper`` runs."""
+    sys.modules[MODULE] = module = _load(tmp_path, "shadow", SHADOW)
+    try:
+        found = closure([module.First])
+    finally:
+        sys.modules.pop(MODULE, None)
+    assert f"{MODULE}.helper" in found.code and f"{MODULE}.scale" not in found.code
+    edited = SHADOW.replace("return x * SCALE", "return x * SCALE * 2")
+    assert _digest(tmp_path, "shadow", SHADOW) == _digest(tmp_path, "shadow_edited", edited)
 
 
 def test_no_registered_tactic_runs_another_tactics_class() -> None:
@@ -205,14 +245,15 @@ def test_no_registered_tactic_runs_another_tactics_class() -> None:
         assert not foreign, f"{tactic.label} runs code of other tactics: {sorted(foreign)}"
 
 
-def test_reference_tactics_cover_their_op_definition_and_the_ops_it_looks_up() -> None:
+def test_reference_tactics_cover_their_layer_definition_and_the_ops_it_looks_up() -> None:
     registry = default_registry()
     relu, conv, fused = (registry.get(op, f"cpu_{op}", get_op(op).version)
                          for op in ("Relu", "Conv", "FusedElementwise"))
-    assert "reprobuild.ops.op_activation.Relu" in closure(relu.code_objects()).code
-    assert "reprobuild.ops.op_conv.Conv" not in closure(relu.code_objects()).code
+    assert "reprobuild.layers.op_activation.Relu" in closure(relu.code_objects()).code
+    assert "reprobuild.layers.op_conv.Conv" not in closure(relu.code_objects()).code
+    assert not any(name.startswith("reprobuild.ops.") for name in closure(relu.code_objects()).code)
     assert relu.code_sha256 != conv.code_sha256
     # FusedElementwise runs each step through the registry by the step's op name: it declares the ops it may reach
     steps = closure(fused.code_objects(), fused.ops_by_name)
     assert fused.ops_by_name and set(steps.ops) == set(fused.ops_by_name)
-    assert "reprobuild.ops.op_activation.sigmoid" in steps.code
+    assert "reprobuild.layers.op_activation.sigmoid" in steps.code
