@@ -51,8 +51,9 @@ OP_MODULES = {
                   "op_activation", "_activation_clip", "_activation_prelu", "families", "_window", "_nn_pool",
                   "_constant_limits"},
 }
-#: The op framework: the package, base classes and attribute tables, the registry and its generated index.
-OPS_FRAMEWORK = {"", "base", "attr", "_xp", "registry", "layer_attributes", "onnx_attributes", "_op_index", "_op_list"}
+#: The op framework: the package, base classes and attribute tables, the registry and its generated index. Not
+#: ``layer_attributes``: an engine carries its ops' attribute schemas (format 6), which the loader checks against.
+OPS_FRAMEWORK = {"", "base", "attr", "_xp", "registry", "onnx_attributes", "_op_index", "_op_list"}
 
 
 def _within(module: str, package: str) -> bool:
