@@ -22,9 +22,11 @@ from reprobuild.engine.format import (
     check_embedded_manifest,
     deserialize_engine,
 )
+from reprobuild.engine.plan import EngineOpSchema
 from reprobuild.frontend import network_from_onnx_path
-from reprobuild.ops import get_op
-from reprobuild.ops.layer_attributes import attribute_schema
+from reprobuild.ops import BuildTimeOp, all_ops, get_op
+from reprobuild.ops.base import REQUIRED
+from reprobuild.ops.layer_attributes import attribute_schema, layer_attributes
 from tests.helpers import EXAMPLES, REPO, run_cli
 
 
@@ -179,6 +181,19 @@ def test_the_engine_carries_the_attribute_schema_of_each_op_its_layers_use(engin
     assert "attribute_schemas" not in json.loads(header.manifest)
     assert _differences(header, json.loads(header.manifest)) == []
     check_embedded_manifest(header)
+
+
+def test_every_layer_op_has_a_closed_schema_that_an_engine_header_accepts() -> None:
+    """What the builder writes for any op is a valid header entry (else a build would stop on an invalid header),
+    and it says what ``layer_attributes`` declares: closed, with the same names, kinds and required ones."""
+    layer_ops = [o for o in all_ops() if not isinstance(o, BuildTimeOp) and o.lowered_to is None]
+    assert len(layer_ops) > 100
+    for opdef in layer_ops:
+        schema = EngineOpSchema.model_validate(attribute_schema(opdef))
+        declared = layer_attributes(opdef)
+        assert declared is not None and schema.closed and not schema.names_allowed, opdef.op
+        assert {k: (a.kind, a.required) for k, a in schema.attributes.items()} == {
+            k: (a.kind, a.default is REQUIRED) for k, a in declared.items()}, opdef.op
 
 
 def test_an_open_schema_checks_kinds_and_what_type_inference_reads(engine_bytes: bytes) -> None:
