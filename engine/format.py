@@ -27,11 +27,13 @@ crafted engine gives a :class:`FormatError` naming what is wrong, never another 
    (network inputs), and never a weight or an input written by a layer;
 5. the memory plan's bounds: every activation inside the arena, the workspace after it;
 6. each layer's tactic: of the engine's backend and of the family recorded (when this installation has it);
-7. each layer's op and attributes, through the op's definition (``reprobuild.ops``): the op exists and can be a
-   layer, it holds exactly the attributes its op's layers hold (``reprobuild.ops.layer_attributes``: every
-   required one, no other), each of its declared kind, with values the op's type inference accepts (the ranges
-   the run depends on: an axis within the rank, positive strides, ...), and its output shapes and dtypes are what
-   that inference derives from its inputs;
+7. each layer's op and attributes: the op has a layer definition (``reprobuild.layers``); the layer holds exactly
+   the attributes its op's layers hold, as the engine's own ``attribute_schemas`` records them (format 6: the
+   builder writes each op's schema from its definition, ``reprobuild.ops.layer_attributes.attribute_schema``, so
+   the loader imports nothing of ``reprobuild.ops``): every required one, no other, each of its declared kind; the
+   table holds a schema for each op the layers use and no other; the values are ones the layer's type inference
+   accepts (the ranges the run depends on: an axis within the rank, positive strides, ...), and the layer's output
+   shapes and dtypes are what that inference derives from its inputs;
 8. the embedded manifest: valid, and recording the same layers, tactics, tensors and memory as the header.
 
 Weights are then hashed one by one, and (9.) the weights a layer's run indexes with are checked by its op
@@ -56,20 +58,27 @@ from reprobuild.core.dtypes import dtype_name, np_dtype
 from reprobuild.core.errors import FormatError, ReprobuildError, TacticMismatchError
 from reprobuild.core.strict import Invalid, invalid_summary
 from reprobuild.core.textformat import printable
-from reprobuild.engine.plan import MAX_TENSORS, EngineHeader, EngineLayer, EngineTensor, EngineWeight, tensor_nbytes
+from reprobuild.engine.plan import (
+    MAX_TENSORS,
+    EngineHeader,
+    EngineLayer,
+    EngineOpSchema,
+    EngineTensor,
+    EngineWeight,
+    tensor_nbytes,
+)
 from reprobuild.kernels.backend import BACKENDS
 from reprobuild.kernels.tactic import TacticRegistry
 from reprobuild.layers import TensorType, find_layer
 from reprobuild.layers.registry import plugin_not_registered
-from reprobuild.ops import find_op
-from reprobuild.ops.base import REQUIRED
-from reprobuild.ops.layer_attributes import canonicalizes, layer_attributes
 from reprobuild.registry.lazy import runtime_registry
 
 MAGIC = b"RPBENGN\x00"
 #: 5 (issue 21): the tactics' ``code_sha256`` are normalizer-2 identities (names without their module), which a
 #: format-4 engine's cannot be compared with; such an engine is refused here, naming both versions.
-FORMAT_VERSION = 5
+#: 6 (issue 21): the header carries each op's attribute schema (``attribute_schemas``), which the loader checks the
+#: layers against; a format-5 engine has none and is refused here, naming both versions.
+FORMAT_VERSION = 6
 ALIGNMENT = 64
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: The most list and map entries a header may hold, counting each list and map as one more: what bounds the
@@ -277,7 +286,11 @@ def check_header(header: EngineHeader, registry: TacticRegistry | None = None) -
     _check_memory_bounds(header, activations)
     _check_tactic_backends(header, registry)
     for layer in header.layers:
-        check_layer(layer, weights, activations)
+        check_layer(layer, weights, activations, header.attribute_schemas)
+    unused = sorted(set(header.attribute_schemas) - {layer.op for layer in header.layers})
+    if unused:
+        raise _bad(f"engine records an attribute schema for op {unused[0]!r}, which none of its layers uses; the "
+                   "builder records one for each op its layers use, and no other")
 
 
 def _unique(names: Sequence[str], what: str) -> None:
@@ -505,33 +518,35 @@ class _TrackedAttrs(Mapping[str, Any]):
         return len(self._values)
 
 
-def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor],
-                activations: Mapping[str, EngineTensor]) -> None:
+def check_layer(layer: EngineLayer, weights: Mapping[str, EngineTensor], activations: Mapping[str, EngineTensor],
+                schemas: Mapping[str, EngineOpSchema]) -> None:
     """A layer's op, attributes and output types, through the op's definition (step 7 of the module docstring).
 
-    Attribute names and kinds: the layer holds exactly the attributes its op's layers hold
-    (``reprobuild.ops.layer_attributes``: every required one, no unknown one), each of the declared kind. Values:
-    the op's type inference checks the ranges it and the run depend on (an axis within the rank, positive
-    strides, ...). Then the outputs' shapes and dtypes are what ``infer`` derives from the inputs'."""
+    Attribute names and kinds: the layer holds exactly the attributes its op's layers hold (its op's entry in
+    ``schemas``, the header's ``attribute_schemas``, which the builder writes from the op definition: every
+    required one, no unknown one), each of the declared kind. Values: the op's type inference checks the ranges it
+    and the run depend on (an axis within the rank, positive strides, ...). Then the outputs' shapes and dtypes are
+    what ``infer`` derives from the inputs'."""
     where = f"engine layer {layer.name!r} (op {layer.op})"
     definition = find_layer(layer.op)
     if definition is None and "::" in layer.op:  # a plugin's op (domain::op): say which plugin to register
         raise plugin_not_registered(layer.op)
     if definition is None:  # no op, or one computed when a network is parsed, or one always lowered to another
         raise _bad(f"{where}: {layer.op!r} cannot be the op of a layer (this reprobuild has no such op)")
-    opdef = find_op(layer.op)  # TEMPORARY until the schema travels in the engine
     attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer.attrs.items()}
-    schema = layer_attributes(opdef)
-    kinds = schema if schema is not None else opdef.attributes
-    names_allowed = schema is None and canonicalizes(type(opdef))
+    schema = schemas.get(layer.op)
+    if schema is None:
+        raise _bad(f"{where}: the engine records no attribute schema for op {layer.op!r} (its header's "
+                   "attribute_schemas), which the loader checks the layer's attributes against")
+    kinds = schema.attributes
     for key in sorted(attrs):
         spec = kinds.get(key)
-        if spec is not None and not _kind_fits(spec.kind, attrs[key], names_allowed):
+        if spec is not None and not _kind_fits(spec.kind, attrs[key], schema.names_allowed):
             raise _bad(f"{where}: attribute {key!r} is {_value_words(attrs[key])}; {layer.op}'s {key!r} is "
                        f"{_KIND_WORDS.get(spec.kind, spec.kind)}")
-    if schema is not None:
-        unknown = sorted(set(attrs) - set(schema))
-        missing = [k for k in sorted(schema) if schema[k].default is REQUIRED and k not in attrs]
+    if schema.closed:
+        unknown = sorted(set(attrs) - set(kinds))
+        missing = [k for k in sorted(kinds) if kinds[k].required and k not in attrs]
         if missing:
             instead = (f"; it has {unknown} instead, which {layer.op} does not know (renamed?)" if unknown else
                        f"; its attributes are {sorted(attrs)}")

@@ -13,7 +13,10 @@ on a header can overflow, divide by zero or ask for an impossible allocation. Th
   two of at most ``MAX_ALIGNMENT``;
 - at most ``MAX_LAYERS`` layers, ``MAX_TENSORS`` activation tensors and ``MAX_WEIGHTS`` weights, at most
   ``MAX_LAYER_TENSORS`` inputs or outputs per layer, and ``MAX_BINDINGS`` network inputs or outputs: far above
-  any real network, and low enough that checking them is quick.
+  any real network, and low enough that checking them is quick;
+- the attribute schemas (format 6): at most ``MAX_LAYERS`` (one per op the layers use), each of at most
+  ``MAX_OP_ATTRIBUTES`` attributes, names of 1 to 256 characters and no control character, each kind one of ONNX's
+  attribute types.
 
 A header over a cap is not something reprobuild writes, so it is refused as a corrupt file (``FormatError``).
 The structural checks that span several fields (names, wiring, shapes) are in ``reprobuild.engine.format``.
@@ -46,6 +49,14 @@ MAX_TENSORS = 1_000_000
 MAX_WEIGHTS = 1_000_000
 MAX_BINDINGS = 10_000
 MAX_LAYER_TENSORS = 10_000
+#: The most attributes one op's schema may declare (the most any op has is 12).
+MAX_OP_ATTRIBUTES = 256
+#: An op's or an attribute's name in a schema: 1 to 256 characters, none of them a control character.
+SCHEMA_NAME = r"^[^\x00-\x1f\x7f]{1,256}$"
+#: The kinds an op attribute may have (``reprobuild.ops.attr.Attr.kind``: ONNX's attribute types). The loader checks
+#: a layer's value of the first six kinds; a layer never holds the others (its op's type inference reads them).
+AttributeKind = Literal["int", "float", "string", "ints", "floats", "strings", "tensor", "sparse_tensor", "graph",
+                        "type_proto", "tensors", "sparse_tensors", "graphs", "type_protos"]
 
 
 
@@ -115,6 +126,38 @@ class EngineLayer(Record):
 
 
 @dataclass(frozen=True)
+class EngineAttribute(Record):
+    """One attribute in an op's schema: its kind, and whether every layer of the op holds it."""
+
+    kind: AttributeKind
+    required: bool
+
+
+@dataclass(frozen=True)
+class EngineOpSchema(Record):
+    """The attributes a layer of one op holds, as its op definition declares them (written by the builder from
+    ``reprobuild.ops.layer_attributes.attribute_schema``), so that the loader checks a layer's attributes without
+    the op definitions' attribute tables.
+
+    ``closed``: the op declares its layers' attributes, so a layer holds every required one and no other. An open
+    schema (a plugin's op that rewrites its attributes and declares none) gives only the kinds of the attributes
+    its op knows, and requires none: the op's type inference names what it reads and the layer lacks.
+    ``names_allowed``: an "int" attribute may hold a name instead (an op that canonicalizes an ONNX enum, such as
+    Cast's ``to``, into its name)."""
+
+    attributes: Annotated[dict[Annotated[str, Bounds(pattern=SCHEMA_NAME)], EngineAttribute],
+                          Bounds(max_length=MAX_OP_ATTRIBUTES)]
+    closed: bool
+    names_allowed: bool
+
+    def check(self) -> None:
+        required = sorted(name for name, a in self.attributes.items() if a.required)
+        if required and not self.closed:
+            raise ValueError(f"an open attribute schema (closed false) requires no attribute; this one requires "
+                             f"{required[:5]}")
+
+
+@dataclass(frozen=True)
 class EngineMemory(Record):
     alignment: Annotated[int, Bounds(ge=1, le=MAX_ALIGNMENT)]
     activation_bytes: Annotated[int, Bounds(ge=0, le=MAX_BYTES)]
@@ -145,6 +188,9 @@ class EngineHeader(Record):
     outputs: Annotated[list[EngineTensor], Bounds(max_length=MAX_BINDINGS)]
     activations: Annotated[list[EngineTensor], Bounds(max_length=MAX_TENSORS)]
     layers: Annotated[list[EngineLayer], Bounds(max_length=MAX_LAYERS)]
+    #: Each op the layers use -> the attributes its layers hold (format 6): what the loader checks them against.
+    attribute_schemas: Annotated[dict[Annotated[str, Bounds(pattern=SCHEMA_NAME)], EngineOpSchema],
+                                 Bounds(max_length=MAX_LAYERS)]
     weights: Annotated[list[EngineWeight], Bounds(max_length=MAX_WEIGHTS)]
     memory: EngineMemory
     buffer_nbytes: Annotated[int, Bounds(ge=0, le=MAX_BYTES)]

@@ -54,6 +54,8 @@ from reprobuild.kernels.identity import check_installed, kernel_source_sha256
 from reprobuild.kernels.tactic import LayerSpec, Tactic, TacticRegistry, precision_of
 from reprobuild.manifest import models as m
 from reprobuild.manifest.io import pinned_bytes
+from reprobuild.ops import get_op
+from reprobuild.ops.layer_attributes import attribute_schema
 from reprobuild.passes import pass_versions, run_passes
 from reprobuild.registry import default_registry
 
@@ -592,6 +594,7 @@ def _engine_header(net: Network, tactics: Sequence[Tactic], chosen: Sequence[Can
              "workspace_bytes": chosen[i].workspace_bytes}
             for i, layer in enumerate(net.layers)
         ],
+        "attribute_schemas": {op: attribute_schema(get_op(op)) for op in sorted({layer.op for layer in net.layers})},
         "memory": {"alignment": plan.alignment, "activation_bytes": plan.activation_bytes,
                    "workspace_offset": plan.workspace_offset, "workspace_bytes": plan.workspace_bytes,
                    "library_bytes": plan.library_bytes, "offsets": dict(plan.offsets)},

@@ -183,3 +183,20 @@ def layer_attributes(opdef: OpDef) -> Mapping[str, Attr] | None:
     none: then only the kinds of its declared attributes and what its type inference reads are checked)."""
     op_class: Any = type(opdef)  # a class is hashable; mypy sees OpDef's __hash__ as an instance method
     return _of(op_class)
+
+
+def attribute_schema(opdef: OpDef) -> dict[str, Any]:
+    """What an engine records of ``opdef``'s layer attributes (an entry of the header's ``attribute_schemas``,
+    ``reprobuild.engine.plan.EngineOpSchema``), which the loader checks the op's layers against without this
+    module: each attribute's kind and whether every layer holds it. ``closed`` when the op declares its layers'
+    attributes (:func:`layer_attributes`); otherwise (a plugin's op that rewrites its attributes and declares none)
+    the kinds of every attribute its ONNX nodes may have, none required, and ``names_allowed``: its canonical form
+    may turn an ONNX enum (an int) into its name. The builder and every tool that writes a header call this one
+    function."""
+    declared = layer_attributes(opdef)
+    if declared is not None:
+        return {"attributes": {k: {"kind": declared[k].kind, "required": declared[k].default is REQUIRED}
+                               for k in sorted(declared)},
+                "closed": True, "names_allowed": False}
+    return {"attributes": {k: {"kind": opdef.attributes[k].kind, "required": False} for k in sorted(opdef.attributes)},
+            "closed": False, "names_allowed": canonicalizes(type(opdef))}

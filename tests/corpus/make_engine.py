@@ -38,6 +38,8 @@ from reprobuild.core.logger import Logger, Severity
 from reprobuild.engine.format import ALIGNMENT, FORMAT_VERSION, MAGIC
 from reprobuild.engine.memory import LayerUse, plan_memory
 from reprobuild.frontend import network_from_onnx_bytes
+from reprobuild.ops import get_op
+from reprobuild.ops.layer_attributes import attribute_schema
 from reprobuild.passes import DEFAULT_PASSES
 from reprobuild.registry import default_registry
 
@@ -306,8 +308,36 @@ def layer_output_shape_disagrees(cnn: Engine, mlp: Engine) -> bytes:
 
 
 def unknown_op(cnn: Engine, mlp: Engine) -> bytes:
+    """The only Softmax layer's op renamed, with its attribute schema (so that the schemas match the layers)."""
     for layer in mlp.layer("softmax"):
         layer["op"] = "Frobnicate"
+    schemas = mlp.header["attribute_schemas"]
+    schemas["Frobnicate"] = schemas.pop("Softmax")
+    return mlp.pack()
+
+
+def schema_missing_for_op(cnn: Engine, mlp: Engine) -> bytes:
+    """No attribute schema for Softmax, which the layer 'softmax' uses: its attributes cannot be checked."""
+    del mlp.header["attribute_schemas"]["Softmax"]
+    return mlp.pack()
+
+
+def schema_for_unused_op(cnn: Engine, mlp: Engine) -> bytes:
+    """A schema for Conv, which no layer of the MLP uses."""
+    mlp.header["attribute_schemas"]["Conv"] = attribute_schema(get_op("Conv"))
+    return mlp.pack()
+
+
+def schema_kind_unknown(cnn: Engine, mlp: Engine) -> bytes:
+    """Gemm's 'transA' declared of a kind that no ONNX attribute has."""
+    mlp.header["attribute_schemas"]["Gemm"]["attributes"]["transA"]["kind"] = "complex"
+    return mlp.pack()
+
+
+def schema_open_requires(cnn: Engine, mlp: Engine) -> bytes:
+    """Softmax's schema made open (not closed) while it still requires its attributes: an open schema requires
+    none (the builder writes one only for an op that declares no layer attributes)."""
+    mlp.header["attribute_schemas"]["Softmax"]["closed"] = False
     return mlp.pack()
 
 
@@ -543,7 +573,8 @@ DEFECTS: dict[str, Callable[[Engine, Engine], bytes]] = {
         conv_strides_renamed, concat_axis_renamed, conv_strides_wrong_type, conv_strides_wrong_rank,
         conv_strides_zero, concat_axis_out_of_range, concat_axis_negative, gemm_unknown_attribute, wrong_rank,
         conv_weight_wrong_rank,
-        layer_output_shape_disagrees, unknown_op, cuda_tactic_in_cpu_engine, tactic_family_mismatch,
+        layer_output_shape_disagrees, unknown_op, schema_missing_for_op, schema_for_unused_op, schema_kind_unknown,
+        schema_open_requires, cuda_tactic_in_cpu_engine, tactic_family_mismatch,
         output_named_as_weight, activation_produced_twice, input_written_by_layer, layer_reads_undefined_tensor,
         activation_never_written, duplicate_layer_names, rank_65, dims_overflow_int64, dim_2_40, negative_dim,
         memory_offset_out_of_range, terabyte_activations, binding_dtype_disagrees, binding_shape_disagrees,

@@ -53,6 +53,16 @@ TABLE: dict[str, tuple[type[ReprobuildError], str, int]] = {
     "layer_output_shape_disagrees": (FormatError, r"layer 'fc1' \(op FusedGemm\) records outputs "
                                                   r"\['a1 \[8, 64\] float32'\].* computes \['\[8, 128\] float32'\]", 4),
     "unknown_op": (FormatError, r"layer 'softmax' \(op Frobnicate\): 'Frobnicate' cannot be the op of a layer", 4),
+    # the attribute schemas the engine carries (format 6)
+    "schema_missing_for_op": (FormatError, r"layer 'softmax' \(op Softmax\): the engine records no attribute schema "
+                                           r"for op 'Softmax'", 4),
+    "schema_for_unused_op": (FormatError, r"engine records an attribute schema for op 'Conv', which none of its "
+                                          r"layers uses", 4),
+    "schema_kind_unknown": (FormatError, r"does not match format version 6.*attribute_schemas\.Gemm\.attributes\."
+                                         r"transA\.kind: Input should be 'int' or 'float'", 4),
+    "schema_open_requires": (FormatError, r"attribute_schemas\.Softmax: Value error, an open attribute schema "
+                                          r"\(closed false\) requires no attribute; this one requires "
+                                          r"\['axis', 'coerce_2d'\]", 4),
     # tactics
     "cuda_tactic_in_cpu_engine": (FormatError, r"layer 'softmax' \(op Softmax\) uses tactic reference\.cuda_Softmax "
                                                r"v\d+, which runs on the cuda backend, but the engine is for the cpu "

@@ -14,8 +14,19 @@ import pytest
 from reprobuild.builder import Builder, BuilderConfig
 from reprobuild.core.errors import FormatError
 from reprobuild.engine import Runtime
-from reprobuild.engine.format import FORMAT_VERSION, MAGIC, MAX_HEADER_BYTES, deserialize_engine
+from reprobuild.engine.format import (
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_HEADER_BYTES,
+    _differences,
+    check_embedded_manifest,
+    deserialize_engine,
+)
+from reprobuild.engine.plan import EngineOpSchema
 from reprobuild.frontend import network_from_onnx_path
+from reprobuild.ops import BuildTimeOp, all_ops, get_op
+from reprobuild.ops.base import REQUIRED
+from reprobuild.ops.layer_attributes import attribute_schema, layer_attributes
 from tests.helpers import EXAMPLES, REPO, run_cli
 
 
@@ -67,15 +78,19 @@ def test_damaged_engines_are_refused(engine_bytes: bytes, damage, message: str) 
         deserialize_engine(damage(engine_bytes))
 
 
-def test_an_engine_of_the_previous_format_is_refused_naming_both_versions(capsys: pytest.CaptureFixture[str]) -> None:
-    """An engine written before issue 21 (format 4: normalizer-1 tactic identities, which cannot be compared with
-    this installation's) is refused by the runtime and every command, with the fix."""
-    old = Path(REPO, "tests", "fixtures", "engines", "small_cnn.format4.engine")
-    with pytest.raises(FormatError, match=rf"engine format version 4 is different from the version this runtime "
-                                          rf"reads \({FORMAT_VERSION}\); rebuild the engine"):
+@pytest.mark.parametrize("version", [4, 5])
+def test_an_engine_of_a_previous_format_is_refused_naming_both_versions(version: int,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Engines written before issue 21 (format 4: normalizer-1 tactic identities, which cannot be compared with
+    this installation's) and during it (format 5: no attribute schemas, which the loader checks layers against) are
+    refused by the runtime and every command, with the fix."""
+    old = Path(REPO, "tests", "fixtures", "engines", f"small_cnn.format{version}.engine")
+    with pytest.raises(FormatError, match=rf"engine format version {version} is different from the version this "
+                                          rf"runtime reads \({FORMAT_VERSION}\); rebuild the engine"):
         Runtime().deserialize_engine(old.read_bytes())
     code, _, err = run_cli(capsys, "inspect", str(old))
-    assert code == 4 and "engine format version 4" in err
+    assert code == 4 and f"engine format version {version} is different from the version this runtime reads " \
+                         f"({FORMAT_VERSION})" in err
 
 
 def _with_manifest(engine_bytes: bytes, edit) -> bytes:  # type: ignore[no-untyped-def]
@@ -151,3 +166,56 @@ def test_engine_embeds_the_pinned_manifest(engine_bytes: bytes) -> None:
     assert [layer.name for layer in pinned.layers] == [layer.name for layer in header.layers]
     assert pinned.config.backend == "cpu"
     assert np.dtype(header.inputs[0].dtype) == np.float32
+
+
+def test_the_engine_carries_the_attribute_schema_of_each_op_its_layers_use(engine_bytes: bytes) -> None:
+    """Format 6: one schema per op the layers use, as the op definition declares it, and no other; the embedded
+    manifest does not record them and its comparison with the header ignores them."""
+    header, _ = deserialize_engine(engine_bytes)
+    ops = sorted({layer.op for layer in header.layers})
+    assert sorted(header.attribute_schemas) == ops and "Conv" in ops
+    assert {op: s.model_dump() for op, s in header.attribute_schemas.items()} == {
+        op: attribute_schema(get_op(op)) for op in ops}
+    conv = header.attribute_schemas["Conv"]
+    assert conv.closed and not conv.names_allowed and conv.attributes["strides"].kind == "ints"
+    assert "attribute_schemas" not in json.loads(header.manifest)
+    assert _differences(header, json.loads(header.manifest)) == []
+    check_embedded_manifest(header)
+
+
+def test_every_layer_op_has_a_closed_schema_that_an_engine_header_accepts() -> None:
+    """What the builder writes for any op is a valid header entry (else a build would stop on an invalid header),
+    and it says what ``layer_attributes`` declares: closed, with the same names, kinds and required ones."""
+    layer_ops = [o for o in all_ops() if not isinstance(o, BuildTimeOp) and o.lowered_to is None]
+    assert len(layer_ops) > 100
+    for opdef in layer_ops:
+        schema = EngineOpSchema.model_validate(attribute_schema(opdef))
+        declared = layer_attributes(opdef)
+        assert declared is not None and schema.closed and not schema.names_allowed, opdef.op
+        assert {k: (a.kind, a.required) for k, a in schema.attributes.items()} == {
+            k: (a.kind, a.default is REQUIRED) for k, a in declared.items()}, opdef.op
+
+
+def test_an_open_schema_checks_kinds_and_what_type_inference_reads(engine_bytes: bytes) -> None:
+    """An open schema (what a plugin's op that rewrites its attributes and declares none gets): an unknown
+    attribute passes, a missing one is named when the op's type inference reads it, and with ``names_allowed`` an
+    "int" attribute may hold a name (then left to the type inference)."""
+    header, buffer = _split(engine_bytes)
+    schema = header["attribute_schemas"]["Concat"]
+    schema.update(closed=False, attributes={"axis": {"kind": "int", "required": False}})
+    (concat,) = [layer for layer in header["layers"] if layer["op"] == "Concat"]
+    concat["attrs"] = {"axis": concat["attrs"]["axis"], "extra": 1}
+    with pytest.raises(FormatError, match="embedded manifest disagrees with its header: layer 'concat' attributes"):
+        deserialize_engine(_join(header, buffer))  # the layer checks pass; the manifest records other attributes
+    concat["attrs"] = {"axis": "one"}
+    with pytest.raises(FormatError, match=r"layer 'concat' \(op Concat\): attribute 'axis' is str 'one'; Concat's "
+                                          r"'axis' is an integer"):
+        deserialize_engine(_join(header, buffer))
+    schema["names_allowed"] = True
+    with pytest.raises(FormatError, match=r"layer 'concat' \(op Concat\): its attributes \{'axis': 'one'\} do not fit "
+                                          r"its inputs"):
+        deserialize_engine(_join(header, buffer))
+    concat["attrs"] = {}
+    with pytest.raises(FormatError, match=r"layer 'concat' \(op Concat\) has no attribute 'axis', which Concat needs; "
+                                          r"its attributes are \[\]"):
+        deserialize_engine(_join(header, buffer))

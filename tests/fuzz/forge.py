@@ -20,7 +20,8 @@ import numpy as np
 from reprobuild.core.digest import attrs_to_json
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.engine.format import weight_table
-from reprobuild.ops import find_op
+from reprobuild.ops import find_op, get_op
+from reprobuild.ops.layer_attributes import attribute_schema
 from reprobuild.registry import default_registry
 from tests.corpus.make_engine import Engine
 from tests.fuzz.mutate import NAMES, NASTY_FLOATS, NASTY_INTS, pick
@@ -60,6 +61,11 @@ class Forgery(Engine):
         header, manifest = self.pair(i)
         manifest["attrs"] = attrs_to_json([(k, tuple(v) if isinstance(v, list) else v)
                                            for k, v in sorted(header["attrs"].items())])
+
+    def sync_schemas(self) -> None:
+        """The header's attribute schemas for the ops its layers use now, as the builder writes them."""
+        ops = sorted({layer["op"] for layer in self.header["layers"]})
+        self.header["attribute_schemas"] = {op: attribute_schema(get_op(op)) for op in ops}
 
     def sync_memory(self) -> None:
         """The manifest's memory figures from the header's memory plan."""
@@ -329,6 +335,7 @@ def op_swap(rng: random.Random, f: Forgery) -> str | None:
     header["op"] = manifest["op"] = op
     header["tactic"] = dict(candidates[0].ref)
     manifest["tactic"] = dict(candidates[0].ref)
+    f.sync_schemas()
     return f"{header['name']}: op -> {op}"
 
 
