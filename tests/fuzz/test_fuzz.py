@@ -150,7 +150,7 @@ def test_known_findings_are_specific() -> None:
     of a loaded engine's layer."""
     unrelated = {"target": "engine_forgery", "result": "untyped", "kind": "KeyError",
                  "where": "reprobuild/builder/builder.py:build", "message": "'x'"}
-    layer = {**unrelated, "where": "reprobuild/ops/op_cast.py:compute"}
+    layer = {**unrelated, "where": "reprobuild/layers/op_cast.py:compute"}
     assert known(unrelated) is None
     assert KNOWN == () or known(layer) is not None
     for entry in KNOWN:

@@ -91,7 +91,7 @@ def test_docstrings_and_comments_change_no_identity(tmp_path: Path, installed: d
         ("reprobuild/kernels/conv.py", '"""Every size a convolution kernel needs, derived once from the layer."""',
          '"""Every size a convolution kernel needs.\n\n    Derived once from the layer, reread by every tactic."""'),
         ("reprobuild/kernels/conv.py", "# reduction length of one output", "# K: what one output sums over"),
-        ("reprobuild/ops/op_activation.py", '"""1 / (1 + e^-x), written so that no exponential overflows',
+        ("reprobuild/layers/op_activation.py", '"""1 / (1 + e^-x), written so that no exponential overflows',
          '"""The logistic function 1 / (1 + e^-x), written so that no exponential overflows'),
     ])
     assert _changed(installed, after) == set()
@@ -109,7 +109,7 @@ def test_an_op_reached_by_name_changes_the_tactics_that_apply_it(tmp_path: Path,
     ops.
     The CUDA convolutions compute their epilogue in epilogue.cuh, so they are unchanged."""
     after = _identities_of_edited_copy(tmp_path, [
-        ("reprobuild/ops/op_activation.py", "e = xp.exp(-xp.abs(x))", "e = xp.exp(-xp.abs(x) * 1)")])
+        ("reprobuild/layers/op_activation.py", "e = xp.exp(-xp.abs(x))", "e = xp.exp(-xp.abs(x) * 1)")])
     assert _changed(installed, after) == {"conv.cpu_im2col_gemm v2", "conv.cpu_tap_accumulate v2"} | {
         f"reference.{b}_{op} v{v}" for b in ("cpu", "cuda") for op, v in (("FusedConv", 2), ("FusedGemm", 2),
                                                                            ("FusedElementwise", 2), ("Sigmoid", 1))}
