@@ -87,7 +87,8 @@ class CpuIm2colGemm(Tactic):
     op's epilogue at module level (issue 21); the same numbers."""
 
     family, ops, name, backend, priority = "conv", ("Conv", "FusedConv"), "cpu_im2col_gemm", "cpu", 10
-    version = 2  # 2: the epilogue's ops are imported, not looked up; the import lifted (same results)
+    # 2: the epilogue's ops are imported, not looked up; the import lifted (same results)
+    version = 3  # 3: the epilogue's ops compute through the formula table (layers/formulas.py); the same bits
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_conv(layer)
@@ -123,7 +124,8 @@ class CpuTapAccumulate(Tactic):
     Version 2: ``cpu_epilogue`` imports the op's epilogue at module level (issue 21); the same numbers."""
 
     family, ops, name, backend, priority = "conv", ("Conv", "FusedConv"), "cpu_tap_accumulate", "cpu", 20
-    version = 2  # 2: the epilogue's ops are imported, not looked up; the import lifted (same results)
+    # 2: the epilogue's ops are imported, not looked up; the import lifted (same results)
+    version = 3  # 3: the epilogue's ops compute through the formula table (layers/formulas.py); the same bits
 
     def unsupported(self, layer: LayerSpec) -> str | None:
         return unsupported_conv(layer)

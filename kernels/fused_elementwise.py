@@ -4,10 +4,11 @@ generated CUDA kernel that reads each input once and writes the output once.
 The kernel is CUDA C text made from the layer alone (its program, its shapes, its dtype): one ``extern "C"``
 grid-stride loop over the output, each input read through broadcast strides that are simplified on the host
 (``broadcast_strides``) and written into the source as constants, so the source, and therefore the cubin, is a
-pure function of the layer. Each step computes in float its op's formula from the table in ``formulas.py``
-(correctly rounded operations, which the compiler never contracts into an FMA; the formula the op's NumPy
-reference uses), and float16 and bfloat16 results are rounded after every step, as the unfused layers store
-them; so the fused kernel computes what the unfused layers compute, up to the last bits of the GPU's
+pure function of the layer. Each step computes in float its op's formula from the table in
+``reprobuild/layers/formulas.py``, written as C by ``formulas.py`` (correctly rounded operations, which the compiler
+never contracts into an FMA; the formula the op's reference computes through), and float16 and bfloat16 results are
+rounded after every step, as the unfused layers store them; so the fused kernel computes what the unfused layers
+compute, up to the last bits of the GPU's
 ``expf``/``tanhf``/``erff``/``powf``. NaN propagates through Relu, Max, Min and Clip as in NumPy. Narrow values
 are converted by ``dtype.cuh`` on 16-bit storage: float16 by inline PTX (``cvt.f32.f16``, ``cvt.rn.f16.f32``),
 bfloat16 by integer arithmetic.
@@ -127,10 +128,11 @@ def generate_source(program: Sequence[Step], dtype: str, out_shape: tuple[int, .
 class CudaFusedElementwise(Tactic):
     """A FusedElementwise layer, or one elementwise layer, as one generated grid-stride kernel. Version 2: the
     formulas come from the table in ``formulas.py`` (the same math; its helpers and ternaries are written anew).
-    Version 3: ``prepare`` imports nvrtc's loaders at module level (issue 21); the same kernels."""
+    Version 3: ``prepare`` imports nvrtc's loaders at module level (issue 21); the same kernels. Version 4: the table
+    lives in ``reprobuild/layers/formulas.py``, which the references compute through (issue 21); the same C."""
 
     family, name, backend, source = "elementwise_fused", "cuda_generated", "cuda", "nvrtc"
-    version = 3
+    version = 4
     ops = ("FusedElementwise", *STEP_OPS)
     dtypes = ("float32", "float16", "bfloat16")
     capturable = True

@@ -20,6 +20,7 @@ import numpy as np
 from reprobuild.core.dtypes import INTEGERS, NUMERIC
 from reprobuild.layers.base import Attrs, LayerDef, OpError, TensorType
 from reprobuild.layers.families import float_compute_type
+from reprobuild.layers.formulas import evaluate
 
 _SOURCES = ("none", "value", "input")
 
@@ -29,7 +30,8 @@ _BOUNDS = ((1, "min"), (2, "max"))
 
 class Clip(LayerDef):
     op = "Clip"
-    version = 2  # 2: its attributes come from onnx_attributes.json (the same ones)
+    # 2: its attributes come from onnx_attributes.json (the same ones)
+    version = 3  # 3: computes through the formula table (layers/formulas.py); the same bits
     num_inputs = (1, 3)
     dtypes = NUMERIC
 
@@ -54,13 +56,14 @@ class Clip(LayerDef):
         return [TensorType(inputs[0].shape, inputs[0].dtype)]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        """The table's Clip formula, with each bound (an attribute or an input) as a scalar of the working type."""
         x, given = inputs[0], list(inputs[1:])
         work = float_compute_type(xp, x)
-        y = x.astype(work, copy=True)
+        bounds: dict[str, Any] = {}
         for _, key in _BOUNDS:
             source = attrs[f"{key}_from"]
-            if source == "none":
-                continue
-            bound = given.pop(0).reshape(()).astype(work) if source == "input" else xp.asarray(attrs[key], work)
-            y = xp.maximum(y, bound) if key == "min" else xp.minimum(y, bound)
-        return [y.astype(x.dtype, copy=False)]
+            bounds[f"{key}_from"] = "none" if source == "none" else "value"
+            bounds[key] = None if source == "none" else \
+                given.pop(0).reshape(()).astype(work) if source == "input" else xp.asarray(attrs[key], work)
+        y = evaluate(xp, "Clip", [x.astype(work, copy=True)], bounds)
+        return [xp.asarray(y).astype(x.dtype, copy=False)]

@@ -26,6 +26,7 @@ import numpy as np
 
 from reprobuild.core.dtypes import FLOATS, NUMERIC
 from reprobuild.layers.base import Attrs, LayerDef, OpError, TensorType, broadcast
+from reprobuild.layers.formulas import evaluate
 
 #: An integral float exponent this large or larger is reduced modulo 2**62 (kept >= 2**62), which leaves every
 #: integer power modulo 2**64 unchanged: odd bases have multiplicative order dividing 2**62, even bases reach 0.
@@ -37,6 +38,7 @@ _EPS = float(np.finfo(np.float64).eps)
 
 class Pow(LayerDef):
     op, dtypes = "Pow", NUMERIC
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
     num_inputs = (2, 2)
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
@@ -58,7 +60,7 @@ def float_power(xp: Any, base: Any, exponent: Any) -> Any:
     work = xp.float64 if wide else xp.float32
     b, e = base.astype(work), exponent.astype(work)
     if not integral:
-        return xp.power(b, e)
+        return evaluate(xp, "Pow", [b, e], {})
     odd = xp.bitwise_and(exponent, exponent.dtype.type(1)) != 0
     magnitude = xp.power(xp.abs(b), e)
     return xp.where(xp.signbit(b) & odd, -magnitude, magnitude)

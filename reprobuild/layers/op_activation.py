@@ -2,7 +2,9 @@
 own modules Clip (``_activation_clip``) and PRelu (``_activation_prelu``).
 
 Float activations compute float16 and bfloat16 in float32 and round once (``Unary``'s upcast); their float
-attributes (alpha, beta, ...) are canonical with every default filled in.
+attributes (alpha, beta, ...) are canonical with every default filled in. Relu, Elu, Gelu, HardSigmoid, HardSwish,
+LeakyRelu, Sigmoid and Softplus (and Clip) compute their formula from the table in ``reprobuild.layers.formulas``,
+the one the generated kernels' C is written from; Mish, Swish and SwiGLU use its Softplus and Sigmoid.
 
 ONNX subtleties:
 
@@ -25,20 +27,9 @@ from typing import Any
 from reprobuild.core.dtypes import FLOATS, INTEGERS, NUMERIC, SIGNED
 from reprobuild.layers._activation_clip import Clip
 from reprobuild.layers._activation_prelu import PRelu
-from reprobuild.layers._xp import erf
 from reprobuild.layers.base import Attrs, LayerDef, OpError, TensorType
 from reprobuild.layers.families import Unary, float_compute_type
-
-
-def sigmoid(xp: Any, x: Any) -> Any:
-    """1 / (1 + e^-x), written so that no exponential overflows: e^x / (1 + e^x) for negative x."""
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def softplus(xp: Any, x: Any) -> Any:
-    """ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|), which neither overflows nor loses small values."""
-    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+from reprobuild.layers.formulas import evaluate
 
 
 class _Activation(Unary):
@@ -47,10 +38,11 @@ class _Activation(Unary):
 
 class Relu(Unary):
     op, dtypes = "Relu", (*FLOATS, *SIGNED)
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
     upcast = False
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.maximum(x, x.dtype.type(0))
+        return evaluate(xp, "Relu", [x], attrs)
 
 
 class Celu(_Activation):
@@ -66,17 +58,17 @@ class Celu(_Activation):
 
 class Elu(_Activation):
     op = "Elu"
-    version = 2
+    version = 3  # 3: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.where(x < 0, attrs["alpha"] * xp.expm1(x), x)
+        return evaluate(xp, "Elu", [x], attrs)
 
 
 class Gelu(Unary):
     """0.5 x (1 + erf(x / sqrt 2)), or with approximate="tanh" 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
 
     op = "Gelu"
-    version = 2
+    version = 3  # 3: computes through the formula table (layers/formulas.py); the same bits
     forms = ("none", "tanh")
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
@@ -85,39 +77,39 @@ class Gelu(Unary):
         return super().infer(attrs, inputs)
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        if attrs["approximate"] == "tanh":
-            return 0.5 * x * (1 + xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * (x * x * x))))
-        return 0.5 * x * (1 + erf(xp, x * (1 / math.sqrt(2))))
+        return evaluate(xp, "Gelu", [x], attrs)
 
 
 class HardSigmoid(_Activation):
     op = "HardSigmoid"
-    version = 2
+    version = 3  # 3: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.clip(attrs["alpha"] * x + attrs["beta"], 0, 1)
+        return evaluate(xp, "HardSigmoid", [x], attrs)
 
 
 class HardSwish(_Activation):
     op = "HardSwish"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return x * xp.clip(x * (1 / 6) + 0.5, 0, 1)
+        return evaluate(xp, "HardSwish", [x], attrs)
 
 
 class LeakyRelu(_Activation):
     op = "LeakyRelu"
-    version = 2
+    version = 3  # 3: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.where(x < 0, attrs["alpha"] * x, x)
+        return evaluate(xp, "LeakyRelu", [x], attrs)
 
 
 class Mish(_Activation):
     op = "Mish"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return x * xp.tanh(softplus(xp, x))
+        return x * xp.tanh(evaluate(xp, "Softplus", [x], {}))
 
 
 class Selu(_Activation):
@@ -130,16 +122,18 @@ class Selu(_Activation):
 
 class Sigmoid(_Activation):
     op = "Sigmoid"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return sigmoid(xp, x)
+        return evaluate(xp, "Sigmoid", [x], attrs)
 
 
 class Softplus(_Activation):
     op = "Softplus"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return softplus(xp, x)
+        return evaluate(xp, "Softplus", [x], attrs)
 
 
 class Softsign(_Activation):
@@ -151,10 +145,10 @@ class Softsign(_Activation):
 
 class Swish(_Activation):
     op = "Swish"
-    version = 2
+    version = 3  # 3: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return x * sigmoid(xp, attrs["alpha"] * x)
+        return x * evaluate(xp, "Sigmoid", [attrs["alpha"] * x], {})
 
 
 class ThresholdedRelu(_Activation):
@@ -212,7 +206,7 @@ class SwiGLU(LayerDef):
     """Swish(A) * B = A * sigmoid(alpha * A) * B, for A and B of one shape."""
 
     op = "SwiGLU"
-    version = 2
+    version = 3  # 3: computes through the formula table (layers/formulas.py); the same bits
     num_inputs = (2, 2)
     dtypes = FLOATS
     same_type = (1,)
@@ -228,7 +222,7 @@ class SwiGLU(LayerDef):
         a, b = inputs
         work = float_compute_type(xp, a)
         aw, bw = a.astype(work, copy=False), b.astype(work, copy=False)
-        return [(aw * sigmoid(xp, attrs["alpha"] * aw) * bw).astype(a.dtype, copy=False)]
+        return [(aw * evaluate(xp, "Sigmoid", [attrs["alpha"] * aw], {}) * bw).astype(a.dtype, copy=False)]
 
 
 LAYERS = (Celu(), Clip(), Elu(), Gelu(), HardSigmoid(), HardSwish(), LeakyRelu(), Mish(), PRelu(), Relu(), Selu(),

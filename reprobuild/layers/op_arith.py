@@ -2,6 +2,9 @@
 as in C and onnxruntime), and the variadic Sum, Mean, Max, Min (folded left to right). Version 6 of the variadic
 ops (which an opset-6 model upgraded to opset 7 still uses) requires equal shapes, where broadcasting changes
 nothing.
+
+Add, Sub, Mul, Div, Max and Min compute their formula from the table in ``reprobuild.layers.formulas`` (the one the
+generated kernels' C is written from), integers included; integer Div's truncating division is its own.
 """
 
 from __future__ import annotations
@@ -11,36 +14,41 @@ from typing import Any
 from reprobuild.core.dtypes import NUMERIC
 from reprobuild.layers.base import Attrs
 from reprobuild.layers.families import Binary, Variadic
+from reprobuild.layers.formulas import evaluate
 
 
 class Add(Binary):
     op = "Add"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return a + b
+        return evaluate(xp, "Add", [a, b], attrs)
 
 
 class Sub(Binary):
     op = "Sub"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return a - b
+        return evaluate(xp, "Sub", [a, b], attrs)
 
 
 class Mul(Binary):
     op = "Mul"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
-        return a * b
+        return evaluate(xp, "Mul", [a, b], attrs)
 
 
 class Div(Binary):
     op = "Div"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, a: Any, b: Any, attrs: Attrs) -> Any:
         if a.dtype.kind in "iu":
             return truncating_divide(xp, a, b)
-        return a / b
+        return evaluate(xp, "Div", [a, b], attrs)
 
 
 def truncating_divide(xp: Any, a: Any, b: Any) -> Any:
@@ -70,16 +78,18 @@ class Mean(Variadic):
 
 class Max(Variadic):
     op, dtypes = "Max", NUMERIC
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, acc: Any, x: Any) -> Any:
-        return xp.maximum(acc, x)
+        return evaluate(xp, "Max", [acc, x], {})
 
 
 class Min(Variadic):
     op, dtypes = "Min", NUMERIC
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, acc: Any, x: Any) -> Any:
-        return xp.minimum(acc, x)
+        return evaluate(xp, "Min", [acc, x], {})
 
 
 LAYERS = (Add(), Div(), Max(), Mean(), Min(), Mul(), Sub(), Sum())

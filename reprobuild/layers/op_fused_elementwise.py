@@ -182,7 +182,8 @@ def step_definition(op: str) -> LayerDef:
 
 class FusedElementwise(LayerDef):
     op = "FusedElementwise"
-    version = 2  # 2: the ops it builds on are imported, not looked up in the registry (same results)
+    # 2: the ops it builds on are imported, not looked up in the registry (same results)
+    version = 3  # 3: the ops it builds on compute through the formula table (layers/formulas.py); the same bits
     num_inputs = (1, None)
     dtypes = FLOATS
     ops_by_name = STEP_OPS

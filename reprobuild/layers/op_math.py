@@ -1,7 +1,10 @@
 """Elementwise math: one formula per op on one input (Abs, Exp, Sin, Round, Sign, IsNaN, ...), plus Pow (in
 ``_math_pow``) and Mod (in ``_math_mod``).
 
-Float formulas compute float16 and bfloat16 in float32 and round once (``Unary``'s upcast).
+Float formulas compute float16 and bfloat16 in float32 and round once (``Unary``'s upcast). Abs, Ceil, Erf, Exp,
+Floor, Log, Neg, Reciprocal, Sqrt, Tanh and Pow's float32 path compute their formula from the table in
+``reprobuild.layers.formulas`` (the one the generated kernels' C is written from); Erf-9's integer path truncates the
+table's erf of the float64 value, Pow's integer and float64 paths are their own.
 
 ONNX subtleties:
 
@@ -24,18 +27,19 @@ from typing import Any
 from reprobuild.core.dtypes import FLOATS, NUMERIC, SIGNED
 from reprobuild.layers._math_mod import Mod
 from reprobuild.layers._math_pow import Pow
-from reprobuild.layers._xp import erf
 from reprobuild.layers.base import Attrs
 from reprobuild.layers.families import Unary
+from reprobuild.layers.formulas import evaluate
 
 _FLOAT8 = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
 
 
 class Abs(Unary):
     op, dtypes = "Abs", NUMERIC
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.abs(x)
+        return evaluate(xp, "Abs", [x], attrs)
 
 
 class Acos(Unary):
@@ -82,9 +86,10 @@ class Atanh(Unary):
 
 class Ceil(Unary):
     op = "Ceil"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.ceil(x)
+        return evaluate(xp, "Ceil", [x], attrs)
 
 
 class Cos(Unary):
@@ -103,25 +108,28 @@ class Cosh(Unary):
 
 class Erf(Unary):
     op, dtypes = "Erf", NUMERIC
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        if x.dtype.kind in "iu":
-            return xp.trunc(erf(xp, x.astype(xp.float64)))
-        return erf(xp, x)
+        if x.dtype.kind in "iu":  # Erf-9 on integers: erf of the value, truncated toward zero into the type
+            return xp.trunc(evaluate(xp, "Erf", [x.astype(xp.float64)], attrs))
+        return evaluate(xp, "Erf", [x], attrs)
 
 
 class Exp(Unary):
     op = "Exp"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.exp(x)
+        return evaluate(xp, "Exp", [x], attrs)
 
 
 class Floor(Unary):
     op = "Floor"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.floor(x)
+        return evaluate(xp, "Floor", [x], attrs)
 
 
 class IsInf(Unary):
@@ -149,23 +157,26 @@ def _widened(xp: Any, x: Any) -> Any:
 
 class Log(Unary):
     op = "Log"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.log(x)
+        return evaluate(xp, "Log", [x], attrs)
 
 
 class Neg(Unary):
     op, dtypes = "Neg", (*SIGNED, *FLOATS)
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.negative(x)
+        return evaluate(xp, "Neg", [x], attrs)
 
 
 class Reciprocal(Unary):
     op = "Reciprocal"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.reciprocal(x)
+        return evaluate(xp, "Reciprocal", [x], attrs)
 
 
 class Round(Unary):
@@ -201,9 +212,10 @@ class Sinh(Unary):
 
 class Sqrt(Unary):
     op = "Sqrt"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.sqrt(x)
+        return evaluate(xp, "Sqrt", [x], attrs)
 
 
 class Tan(Unary):
@@ -215,9 +227,10 @@ class Tan(Unary):
 
 class Tanh(Unary):
     op = "Tanh"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
 
     def fn(self, xp: Any, x: Any, attrs: Attrs) -> Any:
-        return xp.tanh(x)
+        return evaluate(xp, "Tanh", [x], attrs)
 
 
 LAYERS = (Abs(), Acos(), Acosh(), Asin(), Asinh(), Atan(), Atanh(), Ceil(), Cos(), Cosh(), Erf(), Exp(), Floor(),

@@ -14,17 +14,21 @@ import numpy as np
 
 from reprobuild.core.dtypes import ALL
 from reprobuild.layers.base import Attrs, LayerDef, OpError, TensorType
+from reprobuild.layers.formulas import evaluate
 
 
 class Identity(LayerDef):
+    """A copy of the input: its formula (the operand itself) is the table's, as for the other step ops."""
+
     op = "Identity"
+    version = 2  # 2: computes through the formula table (layers/formulas.py); the same bits
     dtypes = ALL
 
     def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
         return [inputs[0]]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
-        return [inputs[0].copy()]
+        return [evaluate(xp, "Identity", inputs[:1], attrs).copy()]
 
 
 class Reshape(LayerDef):

@@ -180,8 +180,9 @@ class First(Tactic):
 
 
 def test_ops_looked_up_by_name_are_followed_and_computed_names_must_be_declared(tmp_path: Path) -> None:
-    """A literal lookup follows the op's class (Sigmoid's code, and the function ``sigmoid`` it calls); a lookup by
-    a computed name is refused until the tactic declares the ops it may reach, which are then followed."""
+    """A literal lookup follows the op's class (Sigmoid's code, and the formula table's ``sigmoid`` it computes
+    through); a lookup by a computed name is refused until the tactic declares the ops it may reach, which are then
+    followed."""
     sys.modules[MODULE] = module = _load(tmp_path, "lookup", LOOKUP)
     try:
         with pytest.raises(IdentityError, match=r"look\(s\) ops up by a name computed at run time; declare"):
@@ -191,7 +192,7 @@ def test_ops_looked_up_by_name_are_followed_and_computed_names_must_be_declared(
         sys.modules.pop(MODULE, None)
     # an op is followed to its layer definition, the half that computes (its ONNX half never runs in a tactic)
     assert found.ops == {"Sigmoid": "reprobuild.layers.op_activation.Sigmoid", "Tanh": "reprobuild.layers.op_math.Tanh"}
-    assert {"reprobuild.layers.op_activation.sigmoid", "reprobuild.layers.op_math.Tanh"} <= set(found.code)
+    assert {"reprobuild.layers.formulas.sigmoid", "reprobuild.layers.op_math.Tanh"} <= set(found.code)
     assert not any(name.startswith("reprobuild.ops.") for name in found.code)
 
 
@@ -256,4 +257,4 @@ def test_reference_tactics_cover_their_layer_definition_and_the_ops_it_looks_up(
     # FusedElementwise runs each step through the registry by the step's op name: it declares the ops it may reach
     steps = closure(fused.code_objects(), fused.ops_by_name)
     assert fused.ops_by_name and set(steps.ops) == set(fused.ops_by_name)
-    assert "reprobuild.layers.op_activation.sigmoid" in steps.code
+    assert "reprobuild.layers.formulas.sigmoid" in steps.code

@@ -1,6 +1,6 @@
 """The generated fused elementwise kernel: its source is a deterministic function of the layer, its formulas and
-index arithmetic are those of the NumPy reference (the formulas are the table's, which test_formulas.py checks against
-the references; the index arithmetic is emulated on the CPU), and on a GPU it matches the op's reference compute."""
+index arithmetic are those of the NumPy reference (the formulas are the table's, which the references compute
+through; the index arithmetic is emulated on the CPU), and on a GPU it matches the op's reference compute."""
 
 from __future__ import annotations
 
@@ -111,8 +111,8 @@ def test_the_index_arithmetic_broadcasts_as_numpy_does(out_shape: tuple[int, ...
 
 
 def test_each_step_is_its_formula_from_the_table() -> None:
-    """The generator writes each step as the formula table's C (formulas.py; test_formulas.py checks the table
-    against the references op by op), and its prelude defines the table's helpers."""
+    """The generator writes each step as the formula table's C (formulas.py, from reprobuild/layers/formulas.py,
+    which the references compute through), and its prelude defines the table's helpers."""
     for op in STEP_OPS:
         for attrs in _variants(op):
             step = _one_step(op, attrs)
@@ -122,7 +122,7 @@ def test_each_step_is_its_formula_from_the_table() -> None:
 
 
 def test_the_tactic_takes_programs_and_single_elementwise_layers_and_says_why_not_others() -> None:
-    tactic = default_registry().get("FusedElementwise", "cuda_generated", 3)
+    tactic = default_registry().get("FusedElementwise", "cuda_generated", CudaFusedElementwise.version)
     assert isinstance(tactic, CudaFusedElementwise)
     assert tactic in default_registry().candidates("Relu", "cuda") and tactic in default_registry().candidates(
         "Pow", "cuda")

@@ -91,7 +91,7 @@ def test_docstrings_and_comments_change_no_identity(tmp_path: Path, installed: d
         ("reprobuild/kernels/conv.py", '"""Every size a convolution kernel needs, derived once from the layer."""',
          '"""Every size a convolution kernel needs.\n\n    Derived once from the layer, reread by every tactic."""'),
         ("reprobuild/kernels/conv.py", "# reduction length of one output", "# K: what one output sums over"),
-        ("reprobuild/layers/op_activation.py", '"""1 / (1 + e^-x), written so that no exponential overflows',
+        ("reprobuild/layers/formulas.py", '"""1 / (1 + e^-x), written so that no exponential overflows',
          '"""The logistic function 1 / (1 + e^-x), written so that no exponential overflows'),
     ])
     assert _changed(installed, after) == set()
@@ -103,16 +103,23 @@ def test_an_ndarray_constant_changes_the_tactics_that_use_it(tmp_path: Path, ins
     assert _changed(installed, after) == {"conv.cuda_winograd_cublas v2", "conv.cuda_winograd_cublas_tf32 v2"}
 
 
+def _labels(family: str, *names: str) -> set[str]:
+    """The labels (with the installed versions) of the probed tactics of ``family`` named ``names``."""
+    return {t.label for t in _probed() if t.family == family and t.name in names}
+
+
 def test_an_op_reached_by_name_changes_the_tactics_that_apply_it(tmp_path: Path, installed: dict[str, str]) -> None:
-    """sigmoid() is what the Sigmoid op computes: the CPU convolutions apply it through FusedConv's epilogue
-    (which imports the Sigmoid definition), FusedGemm through the same epilogue, FusedElementwise through its step
-    ops.
-    The CUDA convolutions compute their epilogue in epilogue.cuh, so they are unchanged."""
+    """sigmoid() is what the Sigmoid op computes, a formula of the table (reprobuild/layers/formulas.py) that the
+    references compute through: the CPU convolutions apply it through FusedConv's epilogue (which imports the
+    Sigmoid definition), FusedGemm through the same epilogue, FusedElementwise through its step ops; Relu computes
+    through the same table, which a reference's identity covers whole; the generated kernels' C is written from it.
+    The CUDA convolutions compute their epilogue in the committed epilogue.cuh, so they are unchanged."""
     after = _identities_of_edited_copy(tmp_path, [
-        ("reprobuild/layers/op_activation.py", "e = xp.exp(-xp.abs(x))", "e = xp.exp(-xp.abs(x) * 1)")])
-    assert _changed(installed, after) == {"conv.cpu_im2col_gemm v2", "conv.cpu_tap_accumulate v2"} | {
-        f"reference.{b}_{op} v{v}" for b in ("cpu", "cuda") for op, v in (("FusedConv", 2), ("FusedGemm", 2),
-                                                                           ("FusedElementwise", 2), ("Sigmoid", 1))}
+        ("reprobuild/layers/formulas.py", 'e = m.let("e", m.exp(-m.abs(x)))', 'e = m.let("e", m.exp(-m.abs(x) * 1))')])
+    references = {f"cpu_{op}" for op in ("FusedConv", "FusedGemm", "FusedElementwise", "Sigmoid", "Relu")}
+    assert _changed(installed, after) == _labels("conv", "cpu_im2col_gemm", "cpu_tap_accumulate") | _labels(
+        "elementwise_fused", "cuda_generated") | _labels("reference", *references, *(
+            name.replace("cpu_", "cuda_") for name in references))
 
 
 def _cuda_tactics() -> list[Tactic]:
@@ -166,7 +173,8 @@ def test_a_cuda_edit_changes_exactly_the_tactics_whose_kernels_reach_it() -> Non
     assert mma == {f"conv.cuda_implicit_gemm_mma_{s} v2" for s in ("128x128", "128x64", "64x128", "64x64")}
     # a generated kernel: its prelude reaches dtype.cuh's conversions, not epilogue.cuh
     half = _cuda_changes({"dtype.cuh": ('asm("cvt.rn.f16.f32 %0, %1;"', 'asm("cvt.rz.f16.f32 %0, %1;"')})
-    assert "elementwise_fused.cuda_generated v3" in half and "elementwise_fused.cuda_generated v3" not in residual
+    (generated,) = _labels("elementwise_fused", "cuda_generated")
+    assert generated in half and generated not in residual
     # reduce.cuh's tree: exactly the kernels that reduce in one block
     tree = _cuda_changes({"reduce.cuh": ("if (tid < half) partial[tid] = op(partial[tid], partial[tid + half]);",
                                          "if (tid < half) partial[tid] = op(partial[tid + half], partial[tid]);")})

@@ -17,6 +17,7 @@ from reprobuild.diffing import ManifestDiff, diff
 from reprobuild.diffing.render import to_markdown
 from reprobuild.frontend import network_from_onnx_path
 from reprobuild.ir import NetworkDefinition, TensorInfo
+from reprobuild.kernels.conv import CpuIm2colGemm, CpuTapAccumulate
 from reprobuild.manifest import manifest_to_json, write_manifest
 from tests.corpus.make_engine import FirstEligible
 from tests.helpers import EXAMPLES, REPO, run_cli
@@ -63,7 +64,8 @@ def test_identical_builds_exit_0(base: Any, tmp_path: Path, capsys: pytest.Captu
 def test_one_forced_tactic_names_exactly_that_layer(base: Any) -> None:
     result = diff(base.manifest, _build({"res1": "cpu_tap_accumulate"}).manifest)
     assert [(t.layer, t.a.tactic.label, t.b.tactic.label) for t in result.tactic_changes] == [
-        ("res1", "conv.cpu_im2col_gemm v2", "conv.cpu_tap_accumulate v2")]
+        ("res1", f"conv.cpu_im2col_gemm v{CpuIm2colGemm.version}",
+         f"conv.cpu_tap_accumulate v{CpuTapAccumulate.version}")]
     assert result.tactic_changes[0].a.median_ns is not None  # the timing evidence of both sides
     assert result.summary.startswith("1 layer changed tactic")
     assert not (result.config or result.environment or result.layers_added or result.layers_removed
