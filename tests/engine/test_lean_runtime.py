@@ -46,13 +46,14 @@ NEVER = ("onnx", "onnxruntime", "ml_dtypes", "pydantic", "reprobuild.ops", "repr
 
 #: The layer-definition modules a run of each example imports: those of the ops its layers use (the loader checks each
 #: layer through its type inference, and reference tactics run its NumPy code) and the modules those import
-#: themselves (the fused layers build on Conv, Gemm, Add, Mul and the activations; families, _window and _nn_pool
-#: are shared helpers). Every other layer module stays unloaded.
+#: themselves (the fused layers build on Conv, Gemm, Add, Mul and the activations; families, formulas (the
+#: elementwise formula table), _window and _nn_pool are shared helpers). Every other layer module stays unloaded.
 LAYER_MODULES = {
     "mlp": {"op_fused_gemm", "op_gemm", "op_softmax", "op_fused_conv", "op_conv", "op_arith", "op_activation",
-            "_activation_clip", "_activation_prelu", "families", "_window"},
+            "_activation_clip", "_activation_prelu", "families", "formulas", "_window"},
     "small_cnn": {"op_fused_conv", "op_conv", "op_pool", "op_tensor", "op_gemm", "op_softmax", "op_arith",
-                  "op_activation", "_activation_clip", "_activation_prelu", "families", "_window", "_nn_pool"},
+                  "op_activation", "_activation_clip", "_activation_prelu", "families", "formulas", "_window",
+                  "_nn_pool"},
 }
 #: The layer framework: the package, the base class, the registry, its list and its generated index.
 LAYERS_FRAMEWORK = {"", "base", "_xp", "registry", "_layer_index", "_layer_list"}
