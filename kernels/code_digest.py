@@ -9,6 +9,9 @@ looks ops up by a name computed at run time is refused unless the tactic declare
 (``ops_by_name``), whose classes are then followed. Everything is in ``python_form``'s normalized form: docstrings,
 comments and layout change nothing; a change to anything that runs changes the digest.
 
+A table that code reaches entry by entry (the formula table, through ``evaluate``/``apply_formula``: ``KEYED``) is
+part of an identity by the entries reached with literal keys; a key computed at run time takes the whole table.
+
 The framework (``Tactic``, ``LayerDef``, ``OpDef``, the registries, errors, logging, backends) is not part of any
 tactic's code: it decides eligibility and bookkeeping, not what a kernel computes, and the environment fingerprint
 records the backend's libraries."""
@@ -51,6 +54,16 @@ FRAMEWORK_CLASSES = frozenset({
     "reprobuild.kernels.tactic.Tactic", "reprobuild.kernels.tactic.LayerSpec", "reprobuild.kernels.tactic.TensorSig",
     "reprobuild.layers.base.LayerDef", "reprobuild.ops.base.OpDef", "reprobuild.ops.base.BuildTimeOp",
 })
+#: Tables that code reaches entry by entry: an accessor (qualified name) -> (the table's qualified name, the position
+#: of the key among its arguments). A call of an accessor with a literal key makes that entry (and what it names)
+#: part of the identity, not the whole table, so that a new entry changes no existing identity; a call with a key
+#: computed at run time (the fused kernels' generator) takes the whole table. The accessors' own code (which indexes
+#: the table with the key it is given) does not count as reaching the whole table.
+KEYED: dict[str, tuple[str, int]] = {
+    "reprobuild.layers.formulas.apply_formula": ("reprobuild.layers.formulas.FORMULAS", 1),
+    "reprobuild.layers.formulas.evaluate": ("reprobuild.layers.formulas.FORMULAS", 1),
+}
+_KEYED_TABLES = frozenset(table for table, _ in KEYED.values())
 #: The registries' lookups by name: a call of one of these follows the layer definition of the op it names.
 LOOKUPS = frozenset({"reprobuild.layers.registry.find_layer", "reprobuild.ops.registry.get_op",
                      "reprobuild.ops.registry.find_op"})
@@ -104,6 +117,9 @@ class References:
     names: tuple[tuple[str, Any], ...]
     literal_ops: tuple[str, ...]
     dynamic_lookups: int
+    #: (table, key) of each call of a KEYED accessor with a literal key; the tables it calls one with a computed key
+    keyed: tuple[tuple[str, str], ...] = ()
+    whole_tables: tuple[str, ...] = ()
 
 
 def _resolve(expr: ast.AST, scope: dict[str, Any], module: types.ModuleType) -> tuple[str, Any] | None:
@@ -190,6 +206,9 @@ def references(obj: Any) -> References:
     names: dict[str, Any] = {}
     literal: set[str] = set()
     dynamic = 0
+    keyed: set[tuple[str, str]] = set()
+    whole: set[str] = set()
+    accessor = qualified(obj) in KEYED  # passes on the key it is given: its callers' keys count
     for n in nodes:
         if id(n) in skip:
             continue
@@ -201,14 +220,23 @@ def references(obj: Any) -> References:
                     literal.add(first.value)
                 else:
                     dynamic += 1
+            if target is not None and qualified(target[1]) in KEYED and not accessor:
+                table, position = KEYED[qualified(target[1])]
+                key = n.args[position] if len(n.args) > position else None
+                if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                    keyed.add((table, key.value))
+                else:
+                    whole.add(table)
         if isinstance(n, (ast.Attribute, ast.Name)) and isinstance(getattr(n, "ctx", None), ast.Load):
             found = _resolve(n, scope, module)
             if found is not None:
                 names.setdefault(*found)
                 skip.update(id(inner) for inner in ast.walk(n) if inner is not n)
+    if accessor:  # the table its code indexes is reached entry by entry, through the keys its callers give
+        names = {k: v for k, v in names.items() if k not in _KEYED_TABLES}
     bases = obj.__mro__[1:] if isinstance(obj, type) else ()
     return References(tuple(sorted(names.items(), key=lambda kv: kv[0])) + tuple((qualified(b), b) for b in bases),
-                      tuple(sorted(literal)), dynamic)
+                      tuple(sorted(literal)), dynamic, tuple(sorted(keyed)), tuple(sorted(whole)))
 
 
 @dataclass
@@ -231,6 +259,12 @@ class Closure:
                 "code": sorted([portable(self.objects[name]), digest] for name, digest in self.code.items()),
                 "values": sorted(([portable_name(name), form] for name, form in self.values.items()), key=repr),
                 "ops": {op: self.names.get(name, name) for op, name in sorted(self.ops.items())}}
+
+
+def _table(name: str) -> Any:
+    """A KEYED table by its qualified name."""
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _op_class(op: str) -> Any:
@@ -286,6 +320,13 @@ def closure(roots: Iterable[Any], ops_by_name: Sequence[str] = (), declared: boo
             out.dynamic.append(name)
         for op in refs.literal_ops:
             out.ops[op] = follow(_op_class(op)) or qualified(_op_class(op))
+        for table, key in refs.keyed:
+            entries = _table(table)
+            if key not in entries:
+                raise IdentityError(f"{name} reaches entry {key!r} of {table}, which has no such entry")
+            out.values[f"{table}[{key!r}]"] = value_form(entries[key], follow_portable)
+        for table in refs.whole_tables:
+            out.values[table] = value_form(_table(table), follow_portable)
         for ref_name, value in refs.names:
             if isinstance(value, (type, types.FunctionType, staticmethod, classmethod)) or \
                     hasattr(value, "__wrapped__"):

@@ -29,7 +29,8 @@ from reprobuild.core.digest import array_digest, digest_of, sha256_hex
 #: ``python -m reprobuild.registry.lock --renormalize``). 2: names without their module (:func:`portable`). 3: the ops
 #: a tactic reaches (a reference tactic's op, an op looked up by name, the epilogue's layers) are their layer
 #: definitions (``reprobuild.layers``), the half that computes, without the ONNX conversion that never runs in one;
-#: and a name a function binds itself (a parameter, an assigned name) no longer follows the module global it shadows.
+#: a name a function binds itself (a parameter, an assigned name) no longer follows the module global it shadows; and
+#: a table reached entry by entry (the formula table, ``code_digest.KEYED``) counts the entries reached, not all.
 NORMALIZER_VERSION = 3
 #: Fields that exist in some Python versions only, or that hold no computation.
 _SKIPPED_FIELDS = frozenset({"type_comment", "type_params", "type_ignores", "kind", "ctx"})

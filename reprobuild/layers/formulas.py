@@ -140,7 +140,7 @@ class XpMath(Math):
         return Value(self, getattr(self.xp, form)(*operands) if isinstance(form, str) else form(self.xp, *operands))
 
     def call(self, helper: Helper, *args: Any) -> Value:
-        form = ARRAY_HELPERS.get(helper)
+        form = getattr(helper, "array_form", None)
         if form is None:
             return helper(self, *(self.value(a) for a in args))
         return Value(self, form(self.xp, *(self.value(a).v for a in args)))
@@ -148,39 +148,13 @@ class XpMath(Math):
 
 # --- helpers: small functions the formulas call by name (defined once in each C text that uses them) -------------
 
-
-def relu(m: Math, x: Value) -> Value:
-    """max(x, 0) as NumPy's maximum computes it: NaN stays NaN."""
-    return m.where(m.isnan(x), x, m.where(x > 0, x, 0))
-
-
-def clip01(m: Math, x: Value) -> Value:
-    """x limited to [0, 1], NaN passed through (as np.clip)."""
-    return m.where(m.isnan(x), x, m.fmin(m.fmax(x, 0), 1))
+#: Some helpers are one array function, which evaluates them instead of their body (``array_form``): the body is
+#: that function written in C, NaN handling included, but for which zero of a +0/-0 pair and which NaN of two comes
+#: out, where NumPy's choice depends on the dtype and the CPU's vector loop. Paired like a primitive, so the
+#: references keep NumPy's bits. The pairing is an attribute of the helper (not a table of them), so that a
+#: formula's identity covers the helpers it calls and no other.
 
 
-def max_nan(m: Math, a: Value, b: Value) -> Value:
-    """NumPy's maximum: a NaN in either operand is the result (fmaxf alone would drop it)."""
-    return m.where(m.isnan(a) | m.isnan(b), a + b, m.fmax(a, b))
-
-
-def min_nan(m: Math, a: Value, b: Value) -> Value:
-    """NumPy's minimum: a NaN in either operand is the result."""
-    return m.where(m.isnan(a) | m.isnan(b), a + b, m.fmin(a, b))
-
-
-def sigmoid(m: Math, x: Value) -> Value:
-    """1 / (1 + e^-x), written so that no exponential overflows: e^x / (1 + e^x) for negative x."""
-    e = m.let("e", m.exp(-m.abs(x)))
-    return m.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-HELPERS: tuple[Helper, ...] = (relu, clip01, max_nan, min_nan, sigmoid)
-
-#: The helpers that are one array function, which evaluates them instead of their body: the body is that function
-#: written in C, NaN handling included, but for which zero of a +0/-0 pair and which NaN of two comes out, where
-#: NumPy's choice depends on the dtype and the CPU's vector loop. Paired like a primitive, so the references keep
-#: NumPy's bits.
 def _maximum0(xp: Any, x: Any) -> Any:
     return xp.maximum(x, 0)
 
@@ -197,8 +171,48 @@ def _minimum(xp: Any, a: Any, b: Any) -> Any:
     return xp.minimum(a, b)
 
 
-ARRAY_HELPERS: Mapping[Helper, Callable[..., Any]] = MappingProxyType({
-    relu: _maximum0, clip01: _clip01, max_nan: _maximum, min_nan: _minimum})
+def array_form(form: Callable[..., Any]) -> Callable[[Helper], Helper]:
+    """Pair a helper with the array function that evaluates it (``XpMath.call``)."""
+
+    def pair(helper: Helper) -> Helper:
+        helper.array_form = form  # type: ignore[attr-defined]
+        return helper
+
+    return pair
+
+
+@array_form(_maximum0)
+def relu(m: Math, x: Value) -> Value:
+    """max(x, 0) as NumPy's maximum computes it: NaN stays NaN."""
+    return m.where(m.isnan(x), x, m.where(x > 0, x, 0))
+
+
+@array_form(_clip01)
+def clip01(m: Math, x: Value) -> Value:
+    """x limited to [0, 1], NaN passed through (as np.clip)."""
+    return m.where(m.isnan(x), x, m.fmin(m.fmax(x, 0), 1))
+
+
+@array_form(_maximum)
+def max_nan(m: Math, a: Value, b: Value) -> Value:
+    """NumPy's maximum: a NaN in either operand is the result (fmaxf alone would drop it)."""
+    return m.where(m.isnan(a) | m.isnan(b), a + b, m.fmax(a, b))
+
+
+@array_form(_minimum)
+def min_nan(m: Math, a: Value, b: Value) -> Value:
+    """NumPy's minimum: a NaN in either operand is the result."""
+    return m.where(m.isnan(a) | m.isnan(b), a + b, m.fmin(a, b))
+
+
+def sigmoid(m: Math, x: Value) -> Value:
+    """1 / (1 + e^-x), written so that no exponential overflows: e^x / (1 + e^x) for negative x."""
+    e = m.let("e", m.exp(-m.abs(x)))
+    return m.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+#: Every helper, in the order the C texts define them.
+HELPERS: tuple[Helper, ...] = (relu, clip01, max_nan, min_nan, sigmoid)
 
 
 # --- the table: op -> formula -------------------------------------------------------------------------------------
@@ -209,6 +223,22 @@ Formula = Callable[[Math, Sequence[Value], Mapping[str, Any]], Value]
 
 def _identity(m: Math, x: Sequence[Value], attrs: Mapping[str, Any]) -> Value:
     return x[0]
+
+
+def _relu(m: Math, x: Sequence[Value], attrs: Mapping[str, Any]) -> Value:
+    return m.call(relu, x[0])
+
+
+def _sigmoid(m: Math, x: Sequence[Value], attrs: Mapping[str, Any]) -> Value:
+    return m.call(sigmoid, x[0])
+
+
+def _max(m: Math, x: Sequence[Value], attrs: Mapping[str, Any]) -> Value:
+    return m.call(max_nan, x[0], x[1])
+
+
+def _min(m: Math, x: Sequence[Value], attrs: Mapping[str, Any]) -> Value:
+    return m.call(min_nan, x[0], x[1])
 
 
 def _softplus(m: Math, x: Sequence[Value], attrs: Mapping[str, Any]) -> Value:
@@ -250,13 +280,15 @@ def _gelu(m: Math, x: Sequence[Value], attrs: Mapping[str, Any]) -> Value:
 
 
 #: The formula of every elementwise op that a layer computes through the table and a generated kernel or an
-#: epilogue writes as C: a primitive's name (applied to the operands), a helper (called on them), or a formula
-#: written out.
-FORMULAS: Mapping[str, str | Helper | Formula] = MappingProxyType({
+#: epilogue writes as C: a primitive's name (applied to the operands) or a formula written out (which may call a
+#: helper). Code reaches an entry by its key (``evaluate``/``apply_formula`` with a literal op), and a tactic's
+#: identity covers the entries it reaches, not the whole table (``kernels/code_digest.KEYED``): a new entry changes
+#: no existing identity.
+FORMULAS: Mapping[str, str | Formula] = MappingProxyType({
     "Abs": "abs", "Add": "add", "Ceil": "ceil", "Clip": _clip, "Div": "div", "Elu": _elu, "Erf": "erf",
     "Exp": "exp", "Floor": "floor", "Gelu": _gelu, "HardSigmoid": _hard_sigmoid, "HardSwish": _hard_swish,
-    "Identity": _identity, "LeakyRelu": _leaky_relu, "Log": "log", "Max": max_nan, "Min": min_nan, "Mul": "mul",
-    "Neg": "neg", "Pow": "pow", "Reciprocal": "rcp", "Relu": relu, "Sigmoid": sigmoid, "Softplus": _softplus,
+    "Identity": _identity, "LeakyRelu": _leaky_relu, "Log": "log", "Max": _max, "Min": _min, "Mul": "mul",
+    "Neg": "neg", "Pow": "pow", "Reciprocal": "rcp", "Relu": _relu, "Sigmoid": _sigmoid, "Softplus": _softplus,
     "Sqrt": "sqrt", "Sub": "sub", "Tanh": "tanh",
 })
 
@@ -269,8 +301,6 @@ def apply_formula(m: Math, op: str, operands: Sequence[Value], attrs: Mapping[st
                          f"{', '.join(sorted(FORMULAS))}")
     if isinstance(entry, str):
         return m.apply(entry, *operands)
-    if entry in HELPERS:
-        return m.call(entry, *operands)
     return entry(m, operands, attrs)
 
 

@@ -111,15 +111,25 @@ def _labels(family: str, *names: str) -> set[str]:
 def test_an_op_reached_by_name_changes_the_tactics_that_apply_it(tmp_path: Path, installed: dict[str, str]) -> None:
     """sigmoid() is what the Sigmoid op computes, a formula of the table (reprobuild/layers/formulas.py) that the
     references compute through: the CPU convolutions apply it through FusedConv's epilogue (which imports the
-    Sigmoid definition), FusedGemm through the same epilogue, FusedElementwise through its step ops; Relu computes
-    through the same table, which a reference's identity covers whole; the generated kernels' C is written from it.
-    The CUDA convolutions compute their epilogue in the committed epilogue.cuh, so they are unchanged."""
+    Sigmoid definition), FusedGemm through the same epilogue, FusedElementwise through its step ops; the generated
+    kernels' C is written from the whole table. Relu computes through the same table but reaches only its own entry,
+    so it is unchanged; so are the CUDA convolutions, which compute their epilogue in the committed epilogue.cuh."""
     after = _identities_of_edited_copy(tmp_path, [
         ("reprobuild/layers/formulas.py", 'e = m.let("e", m.exp(-m.abs(x)))', 'e = m.let("e", m.exp(-m.abs(x) * 1))')])
-    references = {f"cpu_{op}" for op in ("FusedConv", "FusedGemm", "FusedElementwise", "Sigmoid", "Relu")}
+    references = {f"cpu_{op}" for op in ("FusedConv", "FusedGemm", "FusedElementwise", "Sigmoid")}
     assert _changed(installed, after) == _labels("conv", "cpu_im2col_gemm", "cpu_tap_accumulate") | _labels(
         "elementwise_fused", "cuda_generated") | _labels("reference", *references, *(
             name.replace("cpu_", "cuda_") for name in references))
+
+
+def test_a_new_formula_changes_only_the_tactics_that_take_the_whole_table(tmp_path: Path,
+                                                                          installed: dict[str, str]) -> None:
+    """The layers reach the formula table entry by entry (``code_digest.KEYED``): a new entry changes no layer's
+    reference, only the generated kernels, whose C may be any op's formula."""
+    after = _identities_of_edited_copy(tmp_path, [
+        ("reprobuild/layers/formulas.py", '"Sqrt": "sqrt", "Sub": "sub", "Tanh": "tanh",',
+         '"Sqrt": "sqrt", "Sub": "sub", "Tanh": "tanh", "Softsign": _identity,')])
+    assert _changed(installed, after) == _labels("elementwise_fused", "cuda_generated")
 
 
 def _cuda_tactics() -> list[Tactic]:
