@@ -4,7 +4,7 @@ listing.
 Each name is a module of both halves: ``reprobuild.layers.<name>`` (what its layers are; its ``LAYERS`` tuple) and
 ``reprobuild.ops.<name>`` (how ONNX nodes become them; its ``OPS`` tuple). Add a name here when you add an op
 family. The registries import them all only when asked for every definition; a lookup of one op imports only the
-module that defines it (``_layer_index.py`` and ``reprobuild/ops/_op_index.py``, generated from this list by
+module that defines it (``_family_index.py``, one table for both halves, generated from this list by
 ``python -m reprobuild.registry.index``).
 """
 

@@ -1,5 +1,5 @@
 """The layer registry: every layer definition of the modules listed in ``_layer_list.py``, looked up by op (one op
-imports only its own module, through the generated ``_layer_index.py``), and the layers of the plugins registered in
+imports only its own module, through the generated ``_family_index.py``), and the layers of the plugins registered in
 this process (``reprobuild.registry.plugins`` adds and removes them here, so that this layer never imports the ones
 above it). A plugin's op definition is its layer definition too: one object, found here by its layer name
 ``domain::op``, and by ``reprobuild.ops.find_op`` as an op."""
@@ -10,7 +10,7 @@ import functools
 import threading
 
 from reprobuild.core.errors import PluginNotRegisteredError
-from reprobuild.layers._layer_index import LAYER_INDEX
+from reprobuild.layers._family_index import FAMILY_INDEX
 from reprobuild.layers._layer_list import layer_module, layer_modules
 from reprobuild.layers.base import LayerDef
 
@@ -34,9 +34,9 @@ def all_layers() -> list[LayerDef]:
 
 @functools.cache
 def _indexed(op: str) -> LayerDef | None:
-    """The layer definition of ``op``, importing only the module ``_layer_index`` names for it (a runtime loads the
+    """The layer definition of ``op``, importing only the module ``FAMILY_INDEX`` names for it (a runtime loads the
     definitions of its engine's layers, not all of them); None where the index has no entry."""
-    name = LAYER_INDEX.get(op)
+    name = FAMILY_INDEX.get(op)
     if name is None:
         return None
     return next((d for d in layer_module(name).LAYERS if d.layer_op == op), None)

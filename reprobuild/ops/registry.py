@@ -1,6 +1,6 @@
 """The op registry: every op definition of the modules listed in ``_op_list.py``, looked up by (domain, op) (one op
-imports only its own module, through the generated ``_op_index.py``), and the ops of the plugins registered in this
-process (a plugin's op is found where its layer is: ``reprobuild.layers.registry``)."""
+imports only its own module, through the generated ``reprobuild/layers/_family_index.py``), and the ops of the
+plugins registered in this process (a plugin's op is found where its layer is: ``reprobuild.layers.registry``)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 
 from reprobuild.core.dtypes import dtype_name
 from reprobuild.core.errors import ModelError, UnsupportedOpError
+from reprobuild.layers._family_index import FAMILY_INDEX
 from reprobuild.layers.base import OpError, TensorType
 from reprobuild.layers.registry import plugin_layer, plugin_not_registered
-from reprobuild.ops._op_index import OP_INDEX
 from reprobuild.ops._op_list import op_module, op_modules
 from reprobuild.ops.base import OpDef, StaticInputError
 
@@ -39,9 +39,9 @@ def all_ops() -> list[OpDef]:
 
 @functools.cache
 def _indexed(op: str) -> OpDef | None:
-    """The definition of ``op`` of the default domain, importing only the module ``_op_index`` names for it (a
+    """The definition of ``op`` of the default domain, importing only the module ``FAMILY_INDEX`` names for it (a
     runtime loads the definitions of its engine's ops, not all of them); None where the index has no entry."""
-    name = OP_INDEX.get(op)
+    name = FAMILY_INDEX.get(op)
     if name is None:
         return None
     return next((d for d in op_module(name).OPS if d.domain == "" and d.op == op), None)

@@ -2,11 +2,11 @@
 
 The built-in registry (``tactics.builtin_registry``) imports every family module and every layer module. A Runtime
 needs only the families an engine's layers record and, for its ``reference`` tactics and its layer checks, the
-layer modules of its ops. This module writes and checks three committed tables, generated from the real registries
+layer modules of its ops. This module writes and checks two committed tables, generated from the real registries
 so that they can never silently differ from them: ``registry/index_table.py`` (tactic family -> kernels module,
-which ``registry.lazy`` uses), ``layers/_layer_index.py`` (op -> layer module, which
-``reprobuild.layers.find_layer`` uses) and ``ops/_op_index.py`` (op -> ops module, which ``reprobuild.ops.find_op``
-uses):
+which ``registry.lazy`` uses) and ``layers/_family_index.py`` (op -> the family module that defines it, a module
+name of both halves: ``reprobuild.layers.find_layer`` and ``reprobuild.ops.find_op`` use it; the command checks that
+every op's layer and op definitions are in modules of that one name):
 
     python -m reprobuild.registry.index            # rewrite the tables from the registries
     python -m reprobuild.registry.index --check    # only compare (what the test suite does)
@@ -24,7 +24,6 @@ import sys
 from collections.abc import Sequence
 
 from reprobuild import layers as layers_package
-from reprobuild import ops as ops_package
 from reprobuild.core.fileio import atomic_write
 from reprobuild.kernels._op_list import family_modules
 from reprobuild.layers import all_layers
@@ -34,8 +33,7 @@ from reprobuild.ops._op_list import op_modules
 
 INDEX_COMMAND = "python -m reprobuild.registry.index"
 TABLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "index_table.py")
-OP_INDEX_PATH = os.path.join(os.path.dirname(os.path.abspath(ops_package.__file__)), "_op_index.py")
-LAYER_INDEX_PATH = os.path.join(os.path.dirname(os.path.abspath(layers_package.__file__)), "_layer_index.py")
+FAMILY_INDEX_PATH = os.path.join(os.path.dirname(os.path.abspath(layers_package.__file__)), "_family_index.py")
 
 
 def _header(what: str) -> list[str]:
@@ -52,39 +50,25 @@ def table_text() -> str:
     return "\n".join([*lines, "}", ""])
 
 
-def op_index_text() -> str:
-    """The text of ``ops/_op_index.py`` (op -> module of ``_op_list``) as the op registry gives it."""
-    defined: dict[str, list[str]] = {}
-    for module in op_modules():
-        for opdef in module.OPS:
-            if opdef.domain == "":
-                defined.setdefault(opdef.op, []).append(module.__name__.rpartition(".")[2])
-    twice = {op: found for op, found in defined.items() if len(found) != 1}
-    if twice:
-        raise RuntimeError(f"ops defined by more than one module of reprobuild.ops._op_list: {twice}")
-    assert sorted(defined) == sorted(o.op for o in all_ops() if o.domain == "")
-    lines = _header("Which module of ``_layer_list.FAMILY_MODULES`` defines each op of the default domain\n(see "
-                    "``reprobuild.registry.index``).")
-    lines += ["#: op -> the ops module whose OPS define it", "OP_INDEX: dict[str, str] = {"]
-    lines += [f"    {json.dumps(op)}: {json.dumps(defined[op][0])}," for op in sorted(defined)]
-    return "\n".join([*lines, "}", ""])
-
-
-def layer_index_text() -> str:
-    """The text of ``layers/_layer_index.py`` (layer op -> module of ``_layer_list``) as the layer registry gives
-    it."""
-    defined: dict[str, list[str]] = {}
-    for module in layer_modules():
-        for layer in module.LAYERS:
-            defined.setdefault(layer.layer_op, []).append(module.__name__.rpartition(".")[2])
-    twice = {op: found for op, found in defined.items() if len(found) != 1}
-    if twice:
-        raise RuntimeError(f"layers defined by more than one module of reprobuild.layers._layer_list: {twice}")
-    assert sorted(defined) == sorted(d.layer_op for d in all_layers())
-    lines = _header("Which module of ``_layer_list.FAMILY_MODULES`` defines each layer op (see "
-                    "``reprobuild.registry.index``).")
-    lines += ["#: layer op -> the layer module whose LAYERS define it", "LAYER_INDEX: dict[str, str] = {"]
-    lines += [f"    {json.dumps(op)}: {json.dumps(defined[op][0])}," for op in sorted(defined)]
+def family_index_text() -> str:
+    """The text of ``layers/_family_index.py`` (op -> module of ``_layer_list``) as the op and layer registries give
+    it; a RuntimeError where an op's two halves are in modules of different names, or an op is defined twice."""
+    defined: dict[str, set[str]] = {}
+    for kind, modules in (("OPS", op_modules()), ("LAYERS", layer_modules())):
+        for module in modules:
+            for definition in getattr(module, kind):
+                if definition.domain == "":
+                    defined.setdefault(definition.op, set()).add(module.__name__.rpartition(".")[2])
+    split = {op: sorted(found) for op, found in defined.items() if len(found) != 1}
+    if split:
+        raise RuntimeError(f"ops defined in more than one family module (or their layer and op definitions in "
+                           f"modules of different names): {split}")
+    assert {d.op for d in all_layers() if d.domain == ""} <= set(defined) == {o.op for o in all_ops() if o.domain == ""}
+    lines = _header("Which module of ``_layer_list.FAMILY_MODULES`` defines each op of the default domain, in both\n"
+                    "``reprobuild.layers`` and ``reprobuild.ops`` (see ``reprobuild.registry.index``).")
+    lines += ["#: op -> the family module whose LAYERS (reprobuild.layers) and OPS (reprobuild.ops) define it",
+              "FAMILY_INDEX: dict[str, str] = {"]
+    lines += [f"    {json.dumps(op)}: {json.dumps(next(iter(defined[op])))}," for op in sorted(defined)]
     return "\n".join([*lines, "}", ""])
 
 
@@ -93,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare the tables with the registries")
     args = parser.parse_args(argv)
     stale = []
-    tables = ((TABLE_PATH, table_text()), (LAYER_INDEX_PATH, layer_index_text()), (OP_INDEX_PATH, op_index_text()))
+    tables = ((TABLE_PATH, table_text()), (FAMILY_INDEX_PATH, family_index_text()))
     for path, text in tables:
         with open(path, encoding="utf-8") as f:
             current = f.read()

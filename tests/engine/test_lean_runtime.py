@@ -18,9 +18,8 @@ import pytest
 
 from reprobuild.cli.main import main
 from reprobuild.layers import find_layer
-from reprobuild.layers._layer_index import LAYER_INDEX
+from reprobuild.layers._family_index import FAMILY_INDEX
 from reprobuild.ops import find_op, get_op
-from reprobuild.ops._op_index import OP_INDEX
 from reprobuild.registry import index, index_table
 from reprobuild.registry.lazy import family_tactics
 from tests.helpers import EXAMPLES, REPO
@@ -56,7 +55,7 @@ LAYER_MODULES = {
                   "_nn_pool"},
 }
 #: The layer framework: the package, the base class, the registry, its list and its generated index.
-LAYERS_FRAMEWORK = {"", "base", "_xp", "registry", "_layer_index", "_layer_list"}
+LAYERS_FRAMEWORK = {"", "base", "_xp", "registry", "_family_index", "_layer_list"}
 
 
 def _within(module: str, package: str) -> bool:
@@ -95,8 +94,9 @@ def test_running_imports_no_builder_onnx_or_manifest(modules: tuple[str, dict[st
 def test_the_index_tables_match_the_registries() -> None:
     assert index.main(["--check"]) == 0, f"run `{index.INDEX_COMMAND}`"
     assert index_table.FAMILY_MODULES["elementwise_fused"] == "reprobuild.kernels.fused_elementwise"
-    assert OP_INDEX["Conv"] == "op_conv" and find_op("Conv") is get_op("Conv")
-    assert LAYER_INDEX["Conv"] == "op_conv" and type(find_layer("Conv")).__module__ == "reprobuild.layers.op_conv"
+    assert FAMILY_INDEX["Conv"] == "op_conv" and find_op("Conv") is get_op("Conv")
+    assert type(find_layer("Conv")).__module__ == "reprobuild.layers.op_conv"
+    assert type(get_op("Conv")).__module__ == "reprobuild.ops.op_conv"
     assert isinstance(get_op("Conv"), type(find_layer("Conv")))  # an op definition is its layer definition + ONNX
     assert family_tactics("reference") is None
     assert find_layer("Dropout") is None and find_layer("Shape") is None  # lowered / computed at parse: no layers
