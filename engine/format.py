@@ -30,7 +30,8 @@ crafted engine gives a :class:`FormatError` naming what is wrong, never another 
 7. each layer's op and attributes: the op has a layer definition (``reprobuild.layers``); the layer holds exactly
    the attributes its op's layers hold, as the engine's own ``attribute_schemas`` records them (format 6: the
    builder writes each op's schema from its definition, ``reprobuild.ops.layer_attributes.attribute_schema``, so
-   the loader imports nothing of ``reprobuild.ops``): every required one, no other, each of its declared kind; the
+   the loader imports nothing of ``reprobuild.ops``; the schema of a built-in op must be this reprobuild's,
+   ``reprobuild/layers/_attribute_schemas.py``): every required one, no other, each of its declared kind; the
    table holds a schema for each op the layers use and no other; the values are ones the layer's type inference
    accepts (the ranges the run depends on: an axis within the rank, positive strides, ...), and the layer's output
    shapes and dtypes are what that inference derives from its inputs;
@@ -70,6 +71,7 @@ from reprobuild.engine.plan import (
 from reprobuild.kernels.backend import BACKENDS
 from reprobuild.kernels.tactic import TacticRegistry
 from reprobuild.layers import TensorType, find_layer
+from reprobuild.layers._attribute_schemas import ATTRIBUTE_SCHEMAS
 from reprobuild.layers.registry import plugin_not_registered
 from reprobuild.registry.lazy import runtime_registry
 
@@ -285,12 +287,38 @@ def check_header(header: EngineHeader, registry: TacticRegistry | None = None) -
     _check_bindings(header, weights, activations, producers)
     _check_memory_bounds(header, activations)
     _check_tactic_backends(header, registry)
+    _check_schemas_are_installed_ones(header.attribute_schemas)
     for layer in header.layers:
         check_layer(layer, weights, activations, header.attribute_schemas)
     unused = sorted(set(header.attribute_schemas) - {layer.op for layer in header.layers})
     if unused:
         raise _bad(f"engine records an attribute schema for op {unused[0]!r}, which none of its layers uses; the "
                    "builder records one for each op its layers use, and no other")
+
+
+def _schema_form(schema: EngineOpSchema) -> dict[str, Any]:
+    return {"attributes": {k: {"kind": a.kind, "required": a.required} for k, a in sorted(schema.attributes.items())},
+            "closed": schema.closed, "names_allowed": schema.names_allowed}
+
+
+def _check_schemas_are_installed_ones(schemas: Mapping[str, EngineOpSchema]) -> None:
+    """The engine's schema of each built-in op is this reprobuild's (``layers/_attribute_schemas.py``, generated from
+    the op definitions): an engine cannot loosen the checks of its own layers. A plugin's op (not built in) is checked
+    against the engine's schema alone."""
+    for op in sorted(schemas):
+        installed = ATTRIBUTE_SCHEMAS.get(op)
+        if installed is None:
+            continue
+        recorded = _schema_form(schemas[op])
+        if recorded != installed:
+            names = sorted(set(recorded["attributes"]) | set(installed["attributes"]))
+            what = next((f"attribute {k!r}: the engine has {recorded['attributes'].get(k)}, this reprobuild "
+                         f"{installed['attributes'].get(k)}" for k in names
+                         if recorded["attributes"].get(k) != installed["attributes"].get(k)),
+                        f"closed/names_allowed: the engine has {recorded['closed']}/{recorded['names_allowed']}, this "
+                        f"reprobuild {installed['closed']}/{installed['names_allowed']}")
+            raise _bad(f"engine records an attribute schema for op {op!r} that is not this reprobuild's ({what}); an "
+                       "engine's schemas are its builder's, and a layer is checked against this reprobuild's")
 
 
 def _unique(names: Sequence[str], what: str) -> None:

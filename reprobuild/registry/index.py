@@ -2,9 +2,11 @@
 
 The built-in registry (``tactics.builtin_registry``) imports every family module and every layer module. A Runtime
 needs only the families an engine's layers record and, for its ``reference`` tactics and its layer checks, the
-layer modules of its ops. This module writes and checks two committed tables, generated from the real registries
+layer modules of its ops. This module writes and checks three committed tables, generated from the real registries
 so that they can never silently differ from them: ``registry/index_table.py`` (tactic family -> kernels module,
-which ``registry.lazy`` uses) and ``layers/_family_index.py`` (op -> the family module that defines it, a module
+which ``registry.lazy`` uses), ``layers/_attribute_schemas.py`` (each built-in layer op's attribute schema, as
+an engine records it: the loader refuses an engine whose schema of a built-in op differs) and
+``layers/_family_index.py`` (op -> the family module that defines it, a module
 name of both halves: ``reprobuild.layers.find_layer`` and ``reprobuild.ops.find_op`` use it; the command checks that
 every op's layer and op definitions are in modules of that one name):
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pprint
 import sys
 from collections.abc import Sequence
 
@@ -28,11 +31,13 @@ from reprobuild.core.fileio import atomic_write
 from reprobuild.kernels._op_list import family_modules
 from reprobuild.layers import all_layers
 from reprobuild.layers._layer_list import layer_modules
-from reprobuild.ops import all_ops
+from reprobuild.ops import all_ops, get_op
 from reprobuild.ops._op_list import op_modules
+from reprobuild.ops.layer_attributes import attribute_schema
 
 INDEX_COMMAND = "python -m reprobuild.registry.index"
 TABLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "index_table.py")
+SCHEMAS_PATH = os.path.join(os.path.dirname(os.path.abspath(layers_package.__file__)), "_attribute_schemas.py")
 FAMILY_INDEX_PATH = os.path.join(os.path.dirname(os.path.abspath(layers_package.__file__)), "_family_index.py")
 
 
@@ -72,12 +77,28 @@ def family_index_text() -> str:
     return "\n".join([*lines, "}", ""])
 
 
+def schemas_text() -> str:
+    """The text of ``layers/_attribute_schemas.py``: ``attribute_schema`` of every built-in layer op's definition."""
+    schemas = {d.op: attribute_schema(get_op(d.op)) for d in all_layers() if d.domain == ""}
+    lines = _header("The attribute schema of each built-in layer op, as an engine records it (``attribute_schemas``,\n"
+                    "from ``reprobuild.ops.layer_attributes.attribute_schema``): the loader refuses an engine whose\n"
+                    "schema of one of these ops differs (see ``reprobuild.registry.index``).")
+    lines += ["from typing import Any", "",
+              "#: layer op -> its schema (attribute -> kind, whether every layer holds it; closed; names_allowed)",
+              "ATTRIBUTE_SCHEMAS: dict[str, dict[str, Any]] = {"]
+    for op in sorted(schemas):
+        head = f"    {op!r}: "
+        text = pprint.pformat(schemas[op], width=119 - len(head), sort_dicts=True)
+        lines.append(head + text.replace("\n", "\n" + " " * len(head)) + ",")
+    return "\n".join([*lines, "}", ""])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=INDEX_COMMAND, description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="compare the tables with the registries")
     args = parser.parse_args(argv)
     stale = []
-    tables = ((TABLE_PATH, table_text()), (FAMILY_INDEX_PATH, family_index_text()))
+    tables = ((TABLE_PATH, table_text()), (FAMILY_INDEX_PATH, family_index_text()), (SCHEMAS_PATH, schemas_text()))
     for path, text in tables:
         with open(path, encoding="utf-8") as f:
             current = f.read()

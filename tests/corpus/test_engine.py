@@ -63,6 +63,9 @@ TABLE: dict[str, tuple[type[ReprobuildError], str, int]] = {
     "schema_open_requires": (FormatError, r"attribute_schemas\.Softmax: Value error, an open attribute schema "
                                           r"\(closed false\) requires no attribute; this one requires "
                                           r"\['axis', 'coerce_2d'\]", 4),
+    "schema_loosened": (FormatError, r"engine records an attribute schema for op 'Softmax' that is not this "
+                                     r"reprobuild's \(attribute 'axis': the engine has \{'kind': 'int', 'required': "
+                                     r"False\}", 4),
     # tactics
     "cuda_tactic_in_cpu_engine": (FormatError, r"layer 'softmax' \(op Softmax\) uses tactic reference\.cuda_Softmax "
                                                r"v\d+, which runs on the cuda backend, but the engine is for the cpu "

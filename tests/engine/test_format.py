@@ -24,6 +24,7 @@ from reprobuild.engine.format import (
 )
 from reprobuild.engine.plan import EngineOpSchema
 from reprobuild.frontend import network_from_onnx_path
+from reprobuild.layers._attribute_schemas import ATTRIBUTE_SCHEMAS
 from reprobuild.ops import BuildTimeOp, all_ops, get_op
 from reprobuild.ops.base import REQUIRED
 from reprobuild.ops.layer_attributes import attribute_schema, layer_attributes
@@ -196,10 +197,27 @@ def test_every_layer_op_has_a_closed_schema_that_an_engine_header_accepts() -> N
             k: (a.kind, a.default is REQUIRED) for k, a in declared.items()}, opdef.op
 
 
-def test_an_open_schema_checks_kinds_and_what_type_inference_reads(engine_bytes: bytes) -> None:
+def test_a_schema_of_a_built_in_op_is_this_reprobuilds(engine_bytes: bytes) -> None:
+    """An engine cannot loosen the checks of its own layers: its schema of a built-in op must be the installed one
+    (``layers/_attribute_schemas.py``), whatever the layers hold."""
+    header, buffer = _split(engine_bytes)
+    header["attribute_schemas"]["Concat"]["attributes"]["axis"]["required"] = False
+    with pytest.raises(FormatError, match=r"attribute schema for op 'Concat' that is not this reprobuild's \(attribute "
+                                          r"'axis': the engine has \{'kind': 'int', 'required': False\}, this "
+                                          r"reprobuild \{'kind': 'int', 'required': True\}\)"):
+        deserialize_engine(_join(header, buffer))
+    header["attribute_schemas"]["Concat"].update(closed=False, attributes={"axis": {"kind": "int", "required": False}})
+    with pytest.raises(FormatError, match="attribute schema for op 'Concat' that is not this reprobuild's"):
+        deserialize_engine(_join(header, buffer))
+
+
+def test_an_open_schema_checks_kinds_and_what_type_inference_reads(engine_bytes: bytes,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """An open schema (what a plugin's op that rewrites its attributes and declares none gets): an unknown
     attribute passes, a missing one is named when the op's type inference reads it, and with ``names_allowed`` an
-    "int" attribute may hold a name (then left to the type inference)."""
+    "int" attribute may hold a name (then left to the type inference). Concat stands in for a plugin's op: this
+    reprobuild's schema of it is taken out of the installed table."""
+    monkeypatch.delitem(ATTRIBUTE_SCHEMAS, "Concat")
     header, buffer = _split(engine_bytes)
     schema = header["attribute_schemas"]["Concat"]
     schema.update(closed=False, attributes={"axis": {"kind": "int", "required": False}})

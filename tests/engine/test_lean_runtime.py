@@ -54,8 +54,8 @@ LAYER_MODULES = {
                   "op_activation", "_activation_clip", "_activation_prelu", "families", "formulas", "_window",
                   "_nn_pool"},
 }
-#: The layer framework: the package, the base class, the registry, its list and its generated index.
-LAYERS_FRAMEWORK = {"", "base", "_xp", "registry", "_family_index", "_layer_list"}
+#: The layer framework: the package, the base class, the registry, its list, its generated index and schemas.
+LAYERS_FRAMEWORK = {"", "base", "_xp", "registry", "_family_index", "_layer_list", "_attribute_schemas"}
 
 
 def _within(module: str, package: str) -> bool:
