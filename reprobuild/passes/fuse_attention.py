@@ -7,7 +7,12 @@ The forms the exporters write (each found from its Softmax, walking back to the 
 - GPT-2 (eager): MatMul(Q, K^T) -> Div -> Where(causal mask, scores, finfo.min) [-> Add(mask)] -> Softmax -> MatMul;
 - torch's SDPA as the ONNX exporters decompose it: MatMul(Mul(Q, sqrt(s)), Mul(K^T, sqrt(s))) [-> Add(mask)] ->
   Softmax -> MatMul, or the scale on the scores;
-- swin: MatMul(Mul(Q, scale), K^T) -> Add(relative position bias) [-> Add(window mask)] -> Softmax -> MatMul.
+- swin: MatMul(Mul(Q, scale), K^T) -> Add(relative position bias) [-> Reshape -> Add(window mask) -> Reshape back]
+  -> Softmax -> MatMul (torchvision adds the shifted windows' mask to the scores viewed as [B/nW, nW, H, N, N]).
+
+A constant mask added between a Reshape and the Reshape back to the scores' shape is the same elementwise sum as
+that mask, broadcast and reshaped to the scores' shape, added to the scores: the pass makes that constant (keeping
+size 1 along each axis where it does not vary) and the step an ordinary additive mask.
 
 Any number of additive masks and Where steps (with a single-value constant fill) may follow the scaled product,
 in any order; the scale is a single-value constant (Mul either way round, or Div), or absent. K's Transpose is
@@ -27,10 +32,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from reprobuild.ir import Layer, Network, make_attrs
 from reprobuild.layers.base import OpError, TensorType
 from reprobuild.layers.op_fused_attention import FusedAttention, swap_last
-from reprobuild.passes.pattern import Claims, GraphIndex, replace_all
+from reprobuild.passes.pattern import Claims, GraphIndex, fresh_name, replace_all
 
 VERSION = 1
 
@@ -47,6 +54,7 @@ class _Form:
     steps: list[str] = field(default_factory=list)  # mask steps, in the order they run
     step_inputs: list[str] = field(default_factory=list)
     fills: list[float] = field(default_factory=list)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
     q: str = ""
     k: str = ""
     k_transposed: int = 1
@@ -167,12 +175,54 @@ def _scores(index: GraphIndex, tensor: str, dtype: str, depth: int = 0) -> _Form
                 form.step_inputs.append(cond)
                 form.fills.append(fill)
                 return form
+    if depth < MAX_MASK_STEPS and layer.op == "Reshape":
+        return _reshaped_mask(index, layer, tensor, dtype, depth)
     form = _Form()
     return form if _product(index, tensor, dtype, form) else None
 
 
-def _attention(network: Network, index: GraphIndex, softmax: Layer) -> tuple[list[Layer], Layer] | None:
-    """The layers of the attention whose Softmax is ``softmax``, and the FusedAttention replacing them."""
+def _reshaped_mask(index: GraphIndex, back: Layer, tensor: str, dtype: str, depth: int) -> _Form | None:
+    """``tensor`` is Reshape(Add(Reshape(scores), constant)) with the scores' shape: the form below, with the
+    constant broadcast to the viewed shape and reshaped to the scores' as one more additive mask."""
+    viewed = back.inputs[0]
+    add = index.producer(viewed)
+    if add is None or add.op != "Add" or len(add.inputs) != 2 or not index.single_use(viewed):
+        return None
+    for side in (0, 1):
+        view, mask = add.inputs[side], add.inputs[1 - side]
+        value, there = index.const(mask), index.producer(view)
+        if value is None or str(value.dtype) != dtype or there is None or there.op != "Reshape":
+            continue
+        below, shape = there.inputs[0], tuple(index.tensor(tensor).shape)
+        if not index.single_use(view) or not index.single_use(below) or index.tensor(below).shape != shape:
+            continue
+        if tuple(index.tensor(viewed).shape) != tuple(index.tensor(view).shape):
+            continue  # the mask broadcasts the view larger
+        form = _scores(index, below, dtype, depth + 1)
+        if form is None:
+            continue
+        name = fresh_name(index, f"{add.name}:mask")
+        form.constants[name] = _narrowest(np.broadcast_to(value, index.tensor(view).shape).reshape(shape))
+        form.layers += [there, add, back]
+        form.steps.append("add")
+        form.step_inputs.append(name)
+        return form
+    return None
+
+
+def _narrowest(value: np.ndarray) -> np.ndarray:
+    """``value`` with size 1 along each axis where it does not vary (it broadcasts back to the same values)."""
+    for axis in range(value.ndim):
+        first = value.take([0], axis=axis)
+        if value.shape[axis] > 1 and np.array_equal(value, np.broadcast_to(first, value.shape), equal_nan=True):
+            value = first
+    return np.ascontiguousarray(value)
+
+
+def _attention(network: Network, index: GraphIndex,
+               softmax: Layer) -> tuple[list[Layer], Layer, dict[str, np.ndarray]] | None:
+    """The layers of the attention whose Softmax is ``softmax``, the FusedAttention replacing them, and the
+    constants it adds."""
     scores, (probabilities,) = softmax.inputs[0], softmax.outputs
     info = index.tensor(scores)
     if info.dtype not in _FLOATS or len(info.shape) < 2 or softmax.attr("axis") != len(info.shape) - 1:
@@ -191,7 +241,8 @@ def _attention(network: Network, index: GraphIndex, softmax: Layer) -> tuple[lis
     inputs = (form.q, form.k, out_mm.inputs[1], *adds, *conditions)
     attrs = {"fill": form.fills[0] if form.fills else 0.0, "k_transposed": form.k_transposed,
              "masks": tuple(form.steps), "scale": form.scale, "scale_on": form.scale_on, "scale_op": form.scale_op}
-    types = [TensorType(tuple(index.tensor(t).shape), index.tensor(t).dtype) for t in inputs]
+    types = [TensorType(tuple(form.constants[t].shape), str(form.constants[t].dtype)) if t in form.constants
+             else TensorType(tuple(index.tensor(t).shape), index.tensor(t).dtype) for t in inputs]
     try:
         (out,) = FusedAttention().infer(attrs, types)
     except OpError:
@@ -203,7 +254,8 @@ def _attention(network: Network, index: GraphIndex, softmax: Layer) -> tuple[lis
     old = sorted({id(layer): layer for layer in [*form.layers, softmax, out_mm]}.values(),
                  key=lambda layer: position[id(layer)])
     origin = tuple(dict.fromkeys(n for layer in old for n in layer.origin))
-    return old, Layer(out_mm.name, "FusedAttention", inputs, out_mm.outputs, make_attrs(attrs), origin)
+    fused = Layer(out_mm.name, "FusedAttention", inputs, out_mm.outputs, make_attrs(attrs), origin)
+    return old, fused, form.constants
 
 
 def fuse_attention(network: Network) -> Network:

@@ -48,6 +48,7 @@ FORMS = {
     "sdpa_scores": Form("mul_scores", "reshape", ()),
     "swin": Form("q", "swap", ("bias",)),
     "swin_shifted": Form("q", "swap", ("bias", "window")),
+    "swin_windows_viewed": Form("q", "swap", ("bias", "window_view")),
     "unscaled": Form("none", "swap", ("bias",)),
 }
 
@@ -62,6 +63,7 @@ EXPECTED = {
     "sdpa_scores": ("scores", "Mul", 1, ()),
     "swin": ("q", "Mul", 0, ("add",)),
     "swin_shifted": ("q", "Mul", 0, ("add", "add")),
+    "swin_windows_viewed": ("q", "Mul", 0, ("add", "add")),
     "unscaled": ("none", "", 0, ("add",)),
 }
 
@@ -134,6 +136,12 @@ def attention_model(rng: np.random.Generator, form: Form, softmax_axis: int = -1
         elif mask == "bias":  # swin's relative position bias, one [S, S] table per head
             inits["bias"] = rng.standard_normal((H, S, S)).astype(np.float32)
             nodes.append(helper.make_node("Add", ["bias", tail], [out], name=f"att_mask{i}"))
+        elif mask == "window_view":  # torchvision: scores viewed [B/nW, nW, H, N, N] + mask [1, nW, 1, N, N]
+            inits["windows"], inits["heads4"] = np.array([1, B, H, S, S], np.int64), np.array([B, H, S, S], np.int64)
+            inits["window"] = np.where(rng.random((1, B, 1, S, S)) < 0.3, -100.0, 0.0).astype(np.float32)
+            nodes += [helper.make_node("Reshape", [tail, "windows"], ["viewed"], name=f"att_view{i}"),
+                      helper.make_node("Add", ["viewed", "window"], ["viewed_masked"], name=f"att_mask{i}"),
+                      helper.make_node("Reshape", ["viewed_masked", "heads4"], [out], name=f"att_unview{i}")]
         else:  # swin's shifted-window mask: 0 or -100 per window pair
             inits["window"] = np.where(rng.random((B, 1, S, S)) < 0.3, -100.0, 0.0).astype(np.float32)
             nodes.append(helper.make_node("Add", [tail, "window"], [out], name=f"att_mask{i}"))
@@ -214,7 +222,7 @@ def test_the_reference_tactic_runs_it_through_the_engine_and_the_manifest_names_
 
 
 @pytest.mark.parametrize(("precision", "dtype", "tolerance"), [("fp16", "float16", 2e-2), ("bf16", "bfloat16", 1e-1)])
-@pytest.mark.parametrize("name", ["bert", "gpt2", "sdpa", "swin_shifted"])
+@pytest.mark.parametrize("name", ["bert", "gpt2", "sdpa", "swin_windows_viewed"])
 def test_narrow_precision_runs_the_fused_layer_narrow(rng: np.random.Generator, name: str, precision: str,
                                                      dtype: str, tolerance: float) -> None:
     model = attention_model(rng, FORMS[name])
@@ -242,6 +250,16 @@ def test_an_intermediate_read_elsewhere_keeps_the_chain_unfused(rng: np.random.G
         assert extra in layer.inputs
     else:
         assert "FusedAttention" not in ops and "Softmax" in ops
+
+
+def test_a_mask_added_to_a_view_of_the_scores_becomes_one_mask_of_their_shape(rng: np.random.Generator) -> None:
+    model = attention_model(rng, FORMS["swin_windows_viewed"])
+    network = fused_network(model)[1]
+    (layer,) = [layer for layer in network.layers if layer.op == "FusedAttention"]
+    mask = network.constants[layer.inputs[4]]
+    window = onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "window"))
+    assert mask.shape == (B, 1, S, S)  # constant along the heads: kept at size 1
+    assert np.array_equal(mask, window.reshape(B, 1, S, S))
 
 
 def test_a_softmax_not_along_the_last_axis_is_not_attention(rng: np.random.Generator) -> None:
