@@ -20,7 +20,7 @@ from reprobuild.ir import Network
 from reprobuild.layers.base import OpError, TensorType
 from reprobuild.layers.op_fused_attention import FusedAttention
 from reprobuild.passes import DEFAULT_PASSES, run_passes
-from tests.helpers import make_model
+from tests.helpers import BACKENDS, make_model
 from tests.ops.util import build_and_run, ort_outputs
 
 B, S, H, D = 2, 6, 2, 8
@@ -201,6 +201,20 @@ def test_on_the_cpu_the_fused_layer_gives_the_unfused_bits(rng: np.random.Genera
         plain = build_and_run(model, inputs, "cpu", passes=UNFUSED)["y"]
         assert fused.tobytes() == plain.tobytes()
         np.testing.assert_allclose(fused, ort_outputs(model, inputs)["y"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_the_fused_layer_matches_onnxruntime_and_the_unfused_graph_on_each_backend(
+        rng: np.random.Generator, backend: str, name: str) -> None:
+    """On CUDA the reference runs the same steps with CuPy: within float32 tolerance of the unfused graph and of
+    onnxruntime (bitwise equality is the CPU's promise)."""
+    model = attention_model(rng, FORMS[name])
+    inputs = feeds(rng, model)
+    fused = build_and_run(model, inputs, backend)["y"]
+    np.testing.assert_allclose(fused, build_and_run(model, inputs, backend, passes=UNFUSED)["y"], rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(fused, ort_outputs(model, inputs)["y"], rtol=1e-4, atol=1e-5)
 
 
 def _build(model: onnx.ModelProto, config: BuilderConfig) -> BuildResult:
