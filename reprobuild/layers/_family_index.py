@@ -66,6 +66,7 @@ FAMILY_INDEX: dict[str, str] = {
     "EyeLike": "op_transform",
     "Flatten": "op_tensor",
     "Floor": "op_math",
+    "FusedAttention": "op_fused_attention",
     "FusedConv": "op_fused_conv",
     "FusedElementwise": "op_fused_elementwise",
     "FusedGemm": "op_fused_gemm",

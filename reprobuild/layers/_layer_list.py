@@ -23,6 +23,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "op_convtranspose",
     "op_cumulative",
     "op_einsum",
+    "op_fused_attention",
     "op_fused_conv",
     "op_fused_elementwise",
     "op_fused_gemm",

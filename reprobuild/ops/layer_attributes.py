@@ -66,6 +66,8 @@ CANONICAL: dict[str, dict[str, Attr]] = {
     "Flatten": _layer(axis="int"),
     "FusedConv": _layer(activation="string", activation_max="float", activation_min="float", dilations="ints",
                         group="int", pads="ints", strides="ints"),
+    "FusedAttention": _layer(fill="float", k_transposed="int", masks="strings", scale="float", scale_on="string",
+                             scale_op="string"),
     "FusedElementwise": _layer(steps="strings"),
     "FusedGemm": _layer(activation="string", activation_max="float", activation_min="float"),
     "GRU": _layer(activation_alpha="floats", activation_beta="floats", activations="strings", clip="float",

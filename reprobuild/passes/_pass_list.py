@@ -5,6 +5,7 @@ from __future__ import annotations
 from reprobuild.passes import (
     fold,
     fold_batchnorm,
+    fuse_attention,
     fuse_conv_epilogue,
     fuse_elementwise,
     fuse_gelu,
@@ -24,6 +25,8 @@ PASS_LIST = (
          "fold an inference BatchNormalization into the constant weights of the Conv or Gemm before it"),
     Pass("fold_constants", fold.VERSION, fold.fold_constants,
          "compute layers whose inputs are all constants with their op's reference"),
+    Pass("fuse_attention", fuse_attention.VERSION, fuse_attention.fuse_attention,
+         "recognise scaled-dot-product attention (MatMul, scale, masks, Softmax, MatMul) as one FusedAttention layer"),
     Pass("fuse_conv_epilogue", fuse_conv_epilogue.VERSION, fuse_conv_epilogue.fuse_conv_epilogue,
          "fuse a residual Add and an activation (Relu, Clip, Sigmoid, SiLU) into the Conv before them"),
     Pass("fuse_gemm_epilogue", fuse_gemm_epilogue.VERSION, fuse_gemm_epilogue.fuse_gemm_epilogue,

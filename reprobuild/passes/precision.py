@@ -37,11 +37,14 @@ VERSION = 1
 SUFFIX: Mapping[str, str] = MappingProxyType({"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"})
 
 _ALL = None
+#: Every input but the bool ones (a FusedAttention's Where conditions), however many the layer has.
+_NOT_BOOL = "not bool"
 #: The ops that run in a narrow type, and the positions of their inputs of the output's type (None: every input).
 #: Other inputs (Gather's indices, ...) keep their dtype.
-HALF_INPUTS: Mapping[str, tuple[int, ...] | None] = MappingProxyType({
+HALF_INPUTS: Mapping[str, tuple[int, ...] | str | None] = MappingProxyType({
     **{op: _ALL for op in STEP_OPS},
-    "Concat": _ALL, "Conv": _ALL, "Flatten": (0,), "FusedConv": _ALL, "FusedElementwise": _ALL, "FusedGemm": _ALL,
+    "Concat": _ALL, "Conv": _ALL, "Flatten": (0,), "FusedAttention": _NOT_BOOL, "FusedConv": _ALL,
+    "FusedElementwise": _ALL, "FusedGemm": _ALL,
     "Gather": (0,), "Gemm": _ALL, "GlobalAveragePool": (0,), "GlobalMaxPool": (0,), "AveragePool": (0,),
     "LayerNormalization": _ALL, "MatMul": _ALL, "MaxPool": (0,), "Reshape": (0,), "Slice": (0,),
     "Softmax": (0,), "Squeeze": (0,), "Transpose": (0,), "Unsqueeze": (0,),
@@ -118,6 +121,8 @@ class _Converter:
     def typed_positions(self, layer: Layer) -> tuple[int, ...]:
         positions = HALF_INPUTS[layer.op]
         count = len(layer.inputs)
+        if isinstance(positions, str):  # _NOT_BOOL
+            return tuple(i for i, t in enumerate(layer.inputs) if self.network.tensors[t].dtype != "bool")
         return tuple(range(count)) if positions is None else tuple(i for i in positions if i < count)
 
     def convert(self, layer: Layer) -> None:
