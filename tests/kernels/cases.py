@@ -123,6 +123,28 @@ def fused_chain(shape: tuple[int, ...]) -> Callable:
     return make
 
 
+#: What makes MatMul -> scale -> mask -> Softmax -> MatMul one FusedAttention.
+FUSE_ATTENTION = ("fuse_attention",)
+
+
+def attention(b: int, h: int, s: int, d: int) -> Callable:
+    """BERT's eager attention: MatMul(Q, Transpose(K)) / sqrt(d) + mask -> Softmax -> MatMul(V), one FusedAttention
+    once FUSE_ATTENTION ran (the mask a constant [B, 1, 1, S] of 0 and -10000, as BERT's extended mask)."""
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        mask = np.where(rng.random((b, 1, 1, s)) < 0.25, np.float32(-10000.0), np.float32(0.0)).astype(np.float32)
+        inits = {"scale": np.array(np.sqrt(d), dtype=np.float32), "mask": mask}
+        nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+                 helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+                 helper.make_node("Div", ["scores", "scale"], ["scaled"]),
+                 helper.make_node("Add", ["scaled", "mask"], ["masked"]),
+                 helper.make_node("Softmax", ["masked"], ["p"], axis=-1),
+                 helper.make_node("MatMul", ["p", "v"], ["y"])]
+        shape = (b, h, s, d)
+        feeds = {name: _normal(rng, *shape) for name in ("q", "k", "v")}
+        return make_model(nodes, {name: shape for name in feeds}, ["y"], inits), feeds
+    return make
+
+
 def gemm(a: tuple[int, int], b: tuple[int, int], c: tuple[int, ...] | None, b_const: bool = True,
          **attrs: object) -> Callable:
     def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -219,6 +241,7 @@ CASES = [
     Case("fused_gemm_transB_residual_sigmoid", linear((8, 64), 10, "Sigmoid", residual=True, gemm_trans_b=True),
          FUSE_GEMM),
     Case("fused_gemm_relu", linear((9, 33), 40, "Relu", bias_shape=(1, 40), gemm_trans_b=False), FUSE_GEMM),
+    Case("fused_attention_bert", attention(2, 3, 7, 8), FUSE_ATTENTION),
     Case("gemm_plain", gemm((33, 65), (65, 17), None)),
     Case("gemm_transB_bias", gemm((8, 64), (10, 64), (10,), transB=1)),
     Case("gemm_transA_alpha_beta", gemm((20, 9), (20, 13), (9, 13), transA=1, alpha=0.5, beta=2.0)),
