@@ -165,6 +165,8 @@ ATTRIBUTE_SCHEMAS: dict[str, dict[str, Any]] = {
     'Flatten': {'attributes': {'axis': {'kind': 'int', 'required': True}}, 'closed': True, 'names_allowed': False},
     'Floor': {'attributes': {}, 'closed': True, 'names_allowed': False},
     'FusedAttention': {'attributes': {'fill': {'kind': 'float', 'required': True},
+                                      'guard': {'kind': 'string', 'required': True},
+                                      'guard_fill': {'kind': 'float', 'required': True},
                                       'k_transposed': {'kind': 'int', 'required': True},
                                       'masks': {'kind': 'strings', 'required': True},
                                       'scale': {'kind': 'float', 'required': True},

@@ -4,7 +4,7 @@ y = Softmax(masks(scale(Q @ K)), last axis) @ V, in exactly the form the exporte
 attributes pin:
 
 - inputs ``Q`` [..., Sq, D], ``K``, ``V`` [..., Sk, Dv], then one input per mask step: the additive masks in the
-  order their steps run, then the Where conditions (bool) in theirs;
+  order their steps run, then the Where conditions (bool) in theirs; then the guard's condition (bool), if any;
 - ``k_transposed``: 1 when ``K`` is [..., D, Sk], as the product takes it; 0 when it is [..., Sk, D] and the layer
   swaps its last two axes (the Transpose the pass absorbed);
 - ``scale_on``: ``"scores"`` (the product is scaled), ``"q"`` (Q is, before the product), ``"qk"`` (Q and K each,
@@ -12,12 +12,16 @@ attributes pin:
 - ``scale_op``: ``"Mul"`` or ``"Div"`` (``""`` with ``scale_on="none"``), and ``scale``, the constant;
 - ``masks``: the steps between the scaled product and the Softmax, in order: ``"add"`` (scores + mask),
   ``"where"`` (Where(cond, scores, fill)) or ``"where_not"`` (Where(cond, fill, scores)); ``fill`` is the Where's
-  constant (0.0 when there is no Where).
+  constant (0.0 when there is no Where);
+- ``guard``: a Where on the probabilities, between the Softmax and the second product: ``"none"``, ``"where_not"``
+  (Where(cond, guard_fill, probabilities): ONNX's own Attention function zeroes the rows whose mask is -inf
+  everywhere, whose Softmax is NaN) or ``"where"`` (Where(cond, probabilities, guard_fill)); ``guard_fill`` is its
+  constant (0.0 when there is no guard).
 
 The reference computes each step with the layer definition of the layer it replaced (Transpose, Mul or Div, MatMul,
-Add, Where, Softmax, MatMul), each result materialized as the unfused engine stores it, so on the CPU the fused layer
-gives the bits of the unfused graph. Multiplication and addition are commutative in IEEE arithmetic, so the operand
-order the exporter chose needs no attribute; a Transpose and an elementwise scale commute bit for bit too.
+Add, Where, Softmax, Where, MatMul), each result materialized as the unfused engine stores it, so on the CPU the fused
+layer gives the bits of the unfused graph. Multiplication and addition are commutative in IEEE arithmetic, so the
+operand order the exporter chose needs no attribute; a Transpose and an elementwise scale commute bit for bit too.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from reprobuild.layers.op_transform import Transpose
 SCALE_ON = ("none", "q", "qk", "scores")
 SCALE_OPS = ("Div", "Mul")
 MASK_STEPS = ("add", "where", "where_not")
+GUARDS = ("none", "where", "where_not")
 
 #: The layer definitions of the layers the fused layer replaces.
 _ADD, _DIV, _MATMUL, _MUL, _SOFTMAX, _TRANSPOSE, _WHERE = Add(), Div(), MatMul(), Mul(), Softmax(), Transpose(), Where()
@@ -56,14 +61,19 @@ def check_form(attrs: Attrs, num_inputs: int) -> None:
     unknown = [m for m in attrs["masks"] if m not in MASK_STEPS]
     if unknown:
         raise OpError(f"mask steps {unknown} are not among {', '.join(map(repr, MASK_STEPS))}")
-    if num_inputs != 3 + len(attrs["masks"]):
-        raise OpError(f"{num_inputs} inputs for {len(attrs['masks'])} mask steps {list(attrs['masks'])}: "
-                      "FusedAttention takes Q, K, V and one input per mask step")
+    if attrs["guard"] not in GUARDS:
+        raise OpError(f"guard {attrs['guard']!r} is not one of {', '.join(map(repr, GUARDS))}")
+    guarded = attrs["guard"] != "none"
+    if num_inputs != 3 + len(attrs["masks"]) + guarded:
+        raise OpError(f"{num_inputs} inputs for {len(attrs['masks'])} mask steps {list(attrs['masks'])}"
+                      f"{' and a guard' if guarded else ''}: FusedAttention takes Q, K, V and one input per mask "
+                      "step, then the guard's condition when it has a guard")
 
 
 def mask_steps(attrs: Attrs, masks: Sequence[Any]) -> Iterator[tuple[str, Any]]:
     """(step, its input) in the order the steps run: the additive masks come first among the inputs, then the
-    Where conditions, each group in step order."""
+    Where conditions, each group in step order (``masks`` are the inputs after Q, K and V; a guard's condition,
+    the last of them, is not a mask step)."""
     steps = list(attrs["masks"])
     adds = iter(masks[:steps.count("add")])
     conditions = iter(masks[steps.count("add"):])
@@ -87,6 +97,7 @@ def _step(what: str, layer: LayerDef, attrs: Attrs, inputs: Sequence[TensorType]
 
 class FusedAttention(LayerDef):
     op = "FusedAttention"
+    version = 2  # 2: the guard step after the Softmax
     num_inputs = (3, None)
     dtypes = FLOATS
     same_type = (1, 2)
@@ -101,7 +112,7 @@ class FusedAttention(LayerDef):
         if not attrs["k_transposed"]:
             k = _step("K transposed to [..., D, Sk]", _TRANSPOSE, {"perm": swap_last(k.rank)}, [k])
         scores = _step("Q @ K (the scores)", _MATMUL, {}, [q, k])
-        for i, (step, mask) in enumerate(mask_steps(attrs, inputs[3:])):
+        for i, (step, mask) in enumerate(mask_steps(attrs, inputs[3:3 + len(attrs["masks"])])):
             if step == "add":
                 if mask.dtype != scores.dtype:
                     raise OpError(f"mask step {i} (add) has dtype {mask.dtype}; the scores are {scores.dtype}")
@@ -112,6 +123,12 @@ class FusedAttention(LayerDef):
                 raise OpError(f"mask step {i} ({step}) has shape {list(mask.shape)}, which broadcasts the scores "
                               f"{list(scores.shape)} to {list(out.shape)}; a mask must keep the scores' shape")
         probabilities = _step("the Softmax", _SOFTMAX, {"axis": scores.rank - 1, "coerce_2d": 0}, [scores])
+        if attrs["guard"] != "none":
+            guarded = _step(f"the guard ({attrs['guard']})", _WHERE, {}, [inputs[-1], probabilities, probabilities])
+            if guarded.shape != probabilities.shape:
+                raise OpError(f"the guard's condition has shape {list(inputs[-1].shape)}, which broadcasts the "
+                              f"probabilities {list(probabilities.shape)} to {list(guarded.shape)}; it must keep "
+                              "their shape")
         return [_step("probabilities @ V", _MATMUL, {}, [probabilities, v])]
 
     def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
@@ -129,7 +146,7 @@ class FusedAttention(LayerDef):
         if scale_on == "scores":
             (scores,) = scale.compute(xp, {}, scores, factor)
         fill = constant(xp, attrs["fill"], scores.dtype)
-        for step, mask in mask_steps(attrs, inputs[3:]):
+        for step, mask in mask_steps(attrs, inputs[3:3 + len(attrs["masks"])]):
             if step == "add":
                 (scores,) = _ADD.compute(xp, {}, scores, mask)
             elif step == "where":
@@ -137,6 +154,10 @@ class FusedAttention(LayerDef):
             else:
                 (scores,) = _WHERE.compute(xp, {}, mask, fill, scores)
         (probabilities,) = _SOFTMAX.compute(xp, {"axis": scores.ndim - 1, "coerce_2d": 0}, scores)
+        if attrs["guard"] != "none":
+            guard_fill = constant(xp, attrs["guard_fill"], probabilities.dtype)
+            operands = (probabilities, guard_fill) if attrs["guard"] == "where" else (guard_fill, probabilities)
+            (probabilities,) = _WHERE.compute(xp, {}, inputs[-1], *operands)
         return _MATMUL.compute(xp, {}, probabilities, v)
 
 

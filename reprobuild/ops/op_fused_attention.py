@@ -13,6 +13,8 @@ class FusedAttention(OpDef, layer.FusedAttention):
     versions, internal = (1,), True
     attributes = {
         "fill": Attr("float", 0.0),
+        "guard": Attr("string", "none"),
+        "guard_fill": Attr("float", 0.0),
         "k_transposed": Attr("int", 1),
         "masks": Attr("strings", ()),
         "scale": Attr("float", 1.0),

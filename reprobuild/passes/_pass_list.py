@@ -20,7 +20,8 @@ PASS_LIST = (
     Pass("eliminate_dead_code", simplify.VERSION, simplify.eliminate_dead_code,
          "remove layers whose outputs reach no network output, and constants nothing reads"),
     Pass("eliminate_identities", simplify.VERSION, simplify.eliminate_identities,
-         "remove Identity layers (inference-mode Dropout becomes Identity when parsed)"),
+         "remove layers that give their input back unchanged (Identity, same-type Cast, same-shape Expand, views "
+         "back to their shape)"),
     Pass("fold_batchnorm", fold_batchnorm.VERSION, fold_batchnorm.fold_batchnorm,
          "fold an inference BatchNormalization into the constant weights of the Conv or Gemm before it"),
     Pass("fold_constants", fold.VERSION, fold.fold_constants,

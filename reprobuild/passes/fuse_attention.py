@@ -10,6 +10,16 @@ The forms the exporters write (each found from its Softmax, walking back to the 
 - swin: MatMul(Mul(Q, scale), K^T) -> Add(relative position bias) [-> Reshape -> Add(window mask) -> Reshape back]
   -> Softmax -> MatMul (torchvision adds the shifted windows' mask to the scores viewed as [B/nW, nW, H, N, N]).
 
+- ONNX's own Attention function, as ``onnx`` expands it (its ``*_expanded`` node tests): MatMul(Mul(Q, sqrt(s)),
+  Mul(Transpose(K), sqrt(s))) -> Add(bias) -> Softmax -> Where(row fully masked, 0, .) -> MatMul(., V), once
+  ``eliminate_identities`` has removed its float->same-float Casts and the Unsqueeze -> Expand -> Reshape that
+  repeats K's and V's heads when there is nothing to repeat. A head repetition that repeats (grouped-query
+  attention) and a past/present Concat stay layers of their own before the fused layer; softcap (a Tanh between
+  the product and the Softmax) and a qk_matmul_output (an intermediate that is a network output) stay unfused.
+
+A Where on the probabilities, between the Softmax and the second product, whose other operand is a single-value
+constant, is the layer's guard (its condition, computed before, is an input).
+
 A constant mask added between a Reshape and the Reshape back to the scores' shape is the same elementwise sum as
 that mask, broadcast and reshaped to the scores' shape, added to the scores: the pass makes that constant (keeping
 size 1 along each axis where it does not vary) and the step an ordinary additive mask.
@@ -219,6 +229,20 @@ def _narrowest(value: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(value)
 
 
+def _guard(index: GraphIndex, layer: Layer, probabilities: str, dtype: str) -> tuple[str, str, float] | None:
+    """(step, condition, fill) when ``layer`` is a Where that keeps ``probabilities`` or puts a single-value
+    constant in their place: Where(cond, fill, p) is "where_not" (ONNX's Attention zeroes the fully masked rows so),
+    Where(cond, p, fill) is "where"."""
+    if layer.op != "Where" or len(layer.inputs) != 3 or index.tensor(layer.inputs[0]).dtype != "bool":
+        return None
+    cond, x, y = layer.inputs
+    for kept, other, step in ((x, y, "where"), (y, x, "where_not")):
+        fill = _scalar(index, other, dtype)
+        if kept == probabilities and fill is not None:
+            return step, cond, fill
+    return None
+
+
 def _attention(network: Network, index: GraphIndex,
                softmax: Layer) -> tuple[list[Layer], Layer, dict[str, np.ndarray]] | None:
     """The layers of the attention whose Softmax is ``softmax``, the FusedAttention replacing them, and the
@@ -227,19 +251,25 @@ def _attention(network: Network, index: GraphIndex,
     info = index.tensor(scores)
     if info.dtype not in _FLOATS or len(info.shape) < 2 or softmax.attr("axis") != len(info.shape) - 1:
         return None
-    readers = index.reader_layers(probabilities)
-    if not index.single_use(probabilities) or not index.single_use(scores) or len(readers) != 1:
+    if not index.single_use(probabilities) or not index.single_use(scores):
+        return None
+    (reader,) = index.reader_layers(probabilities)
+    guard = _guard(index, reader, probabilities, info.dtype)
+    weights = probabilities if guard is None else reader.outputs[0]
+    readers = index.reader_layers(weights)
+    if not index.single_use(weights) or len(readers) != 1:
         return None
     (out_mm,) = readers
-    if out_mm.op != "MatMul" or out_mm.inputs[0] != probabilities or out_mm.inputs[1] == probabilities:
+    if out_mm.op != "MatMul" or out_mm.inputs[0] != weights or out_mm.inputs[1] == weights:
         return None
     form = _scores(index, scores, info.dtype)
     if form is None or len(set(form.fills)) > 1:
         return None
     adds = [t for s, t in zip(form.steps, form.step_inputs) if s == "add"]
     conditions = [t for s, t in zip(form.steps, form.step_inputs) if s != "add"]
-    inputs = (form.q, form.k, out_mm.inputs[1], *adds, *conditions)
-    attrs = {"fill": form.fills[0] if form.fills else 0.0, "k_transposed": form.k_transposed,
+    inputs = (form.q, form.k, out_mm.inputs[1], *adds, *conditions, *([guard[1]] if guard else []))
+    attrs = {"fill": form.fills[0] if form.fills else 0.0, "guard": guard[0] if guard else "none",
+             "guard_fill": guard[2] if guard else 0.0, "k_transposed": form.k_transposed,
              "masks": tuple(form.steps), "scale": form.scale, "scale_on": form.scale_on, "scale_op": form.scale_op}
     types = [TensorType(tuple(form.constants[t].shape), str(form.constants[t].dtype)) if t in form.constants
              else TensorType(tuple(index.tensor(t).shape), index.tensor(t).dtype) for t in inputs]
@@ -251,7 +281,8 @@ def _attention(network: Network, index: GraphIndex,
     if (out.shape, out.dtype) != (tuple(result.shape), result.dtype):
         return None
     position = {id(layer): i for i, layer in enumerate(network.layers)}
-    old = sorted({id(layer): layer for layer in [*form.layers, softmax, out_mm]}.values(),
+    guards = [reader] if guard else []
+    old = sorted({id(layer): layer for layer in [*form.layers, softmax, *guards, out_mm]}.values(),
                  key=lambda layer: position[id(layer)])
     origin = tuple(dict.fromkeys(n for layer in old for n in layer.origin))
     fused = Layer(out_mm.name, "FusedAttention", inputs, out_mm.outputs, make_attrs(attrs), origin)

@@ -301,7 +301,8 @@ def test_onnx_attention_stays_one_attention_layer(rng: np.random.Generator) -> N
     np.testing.assert_allclose(got, ort_outputs(model, inputs)["Y"], rtol=1e-5, atol=1e-5)
 
 
-ATTRS = {"fill": 0.0, "k_transposed": 1, "masks": ("add",), "scale": 0.5, "scale_on": "scores", "scale_op": "Mul"}
+ATTRS = {"fill": 0.0, "guard": "none", "guard_fill": 0.0, "k_transposed": 1, "masks": ("add",), "scale": 0.5,
+         "scale_on": "scores", "scale_op": "Mul"}
 
 
 @pytest.mark.parametrize(("change", "shapes", "message"), [
