@@ -46,11 +46,17 @@ FAMILY_MODULES: tuple[str, ...] = (
 )
 
 
-def layer_module(name: str) -> ModuleType:
-    """The layer module ``name`` (one of ``FAMILY_MODULES``: never a name read from a file)."""
+def family_module(package: str, name: str) -> ModuleType:
+    """The module ``name`` (one of ``FAMILY_MODULES``: never a name read from a file) of ``package``
+    (``reprobuild.layers`` or ``reprobuild.ops``)."""
     if name not in FAMILY_MODULES:
         raise KeyError(f"{name!r} is not an op family module of reprobuild.layers._layer_list")
-    return importlib.import_module(f"reprobuild.layers.{name}")
+    return importlib.import_module(f"{package}.{name}")
+
+
+def layer_module(name: str) -> ModuleType:
+    """The layer module ``name``."""
+    return family_module("reprobuild.layers", name)
 
 
 def layer_modules() -> list[ModuleType]:

@@ -47,7 +47,7 @@ import numpy as np
 from reprobuild.ir import Layer, Network, make_attrs
 from reprobuild.layers.base import OpError, TensorType
 from reprobuild.layers.op_fused_attention import FusedAttention, swap_last
-from reprobuild.passes.pattern import Claims, GraphIndex, fresh_name, replace_all
+from reprobuild.passes.pattern import GraphIndex, fresh_name, fuse_rounds
 
 VERSION = 1
 
@@ -292,13 +292,4 @@ def _attention(network: Network, index: GraphIndex,
 def fuse_attention(network: Network) -> Network:
     """Every attention chain fused, in layer order; a chain that shares a layer with an earlier one is looked at
     again on the rewritten network."""
-    while True:
-        index, claims = GraphIndex(network), Claims()
-        for layer in network.layers:
-            if layer.op == "Softmax":
-                found = _attention(network, index, layer)
-                if found is not None:
-                    claims.add(*found)
-        if not claims.replacements:
-            return network
-        network = replace_all(network, claims.replacements)
+    return fuse_rounds(network, {"Softmax": _attention})

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from reprobuild.ir import Layer, Network
-from reprobuild.passes.pattern import Claims, GraphIndex, fresh_name, replace_all
+from reprobuild.passes.pattern import GraphIndex, fresh_name, fuse_rounds
 
 VERSION = 2
 
@@ -109,14 +109,4 @@ def _fuse_one(network: Network, index: GraphIndex, conv: Layer) -> tuple[list[La
 def fuse_conv_epilogue(network: Network) -> Network:
     """Every convolution's epilogue fused, in layer order; a chain that shares a layer with an earlier one (two
     convolutions summed by one Add) is looked at again on the rewritten network."""
-    while True:
-        index, claims = GraphIndex(network), Claims()
-        for conv in network.layers:
-            if conv.op != "Conv":
-                continue
-            found = _fuse_one(network, index, conv)
-            if found is not None:
-                claims.add(*found)
-        if not claims.replacements:
-            return network
-        network = replace_all(network, claims.replacements)
+    return fuse_rounds(network, {"Conv": _fuse_one})

@@ -21,7 +21,7 @@ import numpy as np
 
 from reprobuild.ir import Layer, Network
 from reprobuild.passes.fuse_conv_epilogue import epilogue_after, only_reader
-from reprobuild.passes.pattern import Claims, GraphIndex, fresh_name, replace_all
+from reprobuild.passes.pattern import GraphIndex, fresh_name, fuse_rounds
 
 VERSION = 1
 
@@ -108,17 +108,4 @@ def _fuse_gemm(network: Network, index: GraphIndex, gemm: Layer) -> tuple[list[L
 def fuse_gemm_epilogue(network: Network) -> Network:
     """Every matrix product's epilogue fused, in layer order; a chain that shares a layer with an earlier one is
     looked at again on the rewritten network."""
-    while True:
-        index, claims = GraphIndex(network), Claims()
-        for layer in network.layers:
-            if layer.op == "MatMul":
-                found = _fuse_matmul(network, index, layer)
-            elif layer.op == "Gemm":
-                found = _fuse_gemm(network, index, layer)
-            else:
-                continue
-            if found is not None:
-                claims.add(*found)
-        if not claims.replacements:
-            return network
-        network = replace_all(network, claims.replacements)
+    return fuse_rounds(network, {"MatMul": _fuse_matmul, "Gemm": _fuse_gemm})

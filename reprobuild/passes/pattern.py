@@ -13,7 +13,7 @@ layers (and not be a network output), so that replacing them loses nothing::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,6 +230,27 @@ class Claims:
 
     def overlaps(self, old: Sequence[Layer]) -> bool:
         return any(id(layer) in self.taken for layer in old)
+
+
+#: A fusion from one root layer: (network, index, root) -> (the layers it replaces, the new layer, new constants) or
+#: None where the root starts no fusable chain.
+Fusion = Callable[[Network, GraphIndex, Layer], "tuple[Sequence[Layer], Layer, Mapping[str, np.ndarray]] | None"]
+
+
+def fuse_rounds(network: Network, fusions: Mapping[str, Fusion]) -> Network:
+    """Apply the fusion of each root layer's op (``fusions``: op -> fusion), in layer order, every non-overlapping
+    result of a round at once; a chain that shares a layer with an earlier one is looked at again on the rewritten
+    network, until a round finds nothing."""
+    while True:
+        index, claims = GraphIndex(network), Claims()
+        for layer in network.layers:
+            fusion = fusions.get(layer.op)
+            found = fusion(network, index, layer) if fusion is not None else None
+            if found is not None:
+                claims.add(*found)
+        if not claims.replacements:
+            return network
+        network = replace_all(network, claims.replacements)
 
 
 def rewrite(network: Network, pattern: Op, build: Any) -> Network:
