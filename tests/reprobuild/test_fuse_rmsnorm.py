@@ -213,3 +213,52 @@ def test_an_eps_that_is_not_a_scalar_is_left_alone(rng: np.random.Generator) -> 
 def test_a_square_by_another_exponent_is_left_alone(rng: np.random.Generator) -> None:
     nodes = [n for n in rms_nodes() if n.name != "two"]
     _negative(nodes, {"w": _weight(rng), "two": np.float32(2.0002)})
+
+
+def llama_block(rng: np.random.Generator) -> onnx.ModelProto:
+    """One Llama decoder block as the exporters write it (float32, so the upcasts are same-type Casts):
+    x + Attention(RMSNorm(x)), then + down(SiLU(gate(.)) * up(.)) of RMSNorm of that; a causal mask."""
+    b, s, heads, d = SHAPE[0], SHAPE[1], 2, SHAPE[2] // 2
+    e, f = SHAPE[2], 32
+    inits = {f"w{n}": (rng.standard_normal((e, e)) * e ** -0.5).astype(np.float32) for n in "qkvo"}
+    inits.update({"wg": (rng.standard_normal((e, f)) * e ** -0.5).astype(np.float32),
+                  "wu": (rng.standard_normal((e, f)) * e ** -0.5).astype(np.float32),
+                  "wd": (rng.standard_normal((f, e)) * f ** -0.5).astype(np.float32),
+                  "ln1": _weight(rng), "ln2": _weight(rng), "heads": np.array([b, s, heads, d], np.int64),
+                  "merged": np.array([b, s, e], np.int64), "divisor": np.array(d ** 0.5, np.float32),
+                  "causal": np.tril(np.ones((s, s), bool))[None, None],
+                  "fill": np.array(np.finfo(np.float32).min, np.float32)})
+    nodes = rms_nodes("x", "xn", "ln1", cast=True, p="ln1_")
+    nodes += [helper.make_node("MatMul", ["xn", f"w{n}"], [f"{n}_flat"], name=f"proj_{n}") for n in "qkv"]
+    nodes += [helper.make_node("Reshape", [f"{n}_flat", "heads"], [f"{n}_bshd"], name=f"split_{n}") for n in "qkv"]
+    nodes += [helper.make_node("Transpose", [f"{n}_bshd"], [n], perm=[0, 2, 1, 3], name=f"heads_{n}") for n in "qkv"]
+    nodes += [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2], name="att_kt"),
+              helper.make_node("MatMul", ["q", "kt"], ["scores"], name="att_qk"),
+              helper.make_node("Div", ["scores", "divisor"], ["scaled"], name="att_scale"),
+              helper.make_node("Where", ["causal", "scaled", "fill"], ["masked"], name="att_mask"),
+              helper.make_node("Softmax", ["masked"], ["probs"], axis=-1, name="att_softmax"),
+              helper.make_node("MatMul", ["probs", "v"], ["context"], name="att_pv"),
+              helper.make_node("Transpose", ["context"], ["context_bshd"], perm=[0, 2, 1, 3], name="merge_t"),
+              helper.make_node("Reshape", ["context_bshd", "merged"], ["attn"], name="merge"),
+              helper.make_node("MatMul", ["attn", "wo"], ["o"], name="proj_o"),
+              helper.make_node("Add", ["x", "o"], ["h1"], name="residual1")]
+    nodes += rms_nodes("h1", "hn", "ln2", cast=True, weight_first=False, p="ln2_")
+    nodes += [helper.make_node("MatMul", ["hn", "wg"], ["gate"], name="mlp_gate"),
+              helper.make_node("MatMul", ["hn", "wu"], ["up"], name="mlp_up"),
+              helper.make_node("Sigmoid", ["gate"], ["sig"], name="silu_sigmoid"),
+              helper.make_node("Mul", ["gate", "sig"], ["silu"], name="silu"),
+              helper.make_node("Mul", ["silu", "up"], ["swiglu"], name="swiglu"),
+              helper.make_node("MatMul", ["swiglu", "wd"], ["down"], name="mlp_down"),
+              helper.make_node("Add", ["h1", "down"], ["y"], name="residual2")]
+    return _model(nodes, inits)
+
+
+def test_a_llama_block_fuses_its_norms_and_attention_and_matches_onnxruntime(rng: np.random.Generator) -> None:
+    model = llama_block(rng)
+    ops = [layer.op for layer in _fused(model).layers]
+    assert ops.count("RMSNormalization") == 2 and ops.count("FusedAttention") == 1
+    assert not {"ReduceMean", "Sqrt", "Reciprocal", "Softmax", "Pow"} & set(ops)
+    x = rng.standard_normal(SHAPE).astype(np.float32)
+    got = build_and_run(model, {"x": x})["y"]
+    np.testing.assert_allclose(got, ort_outputs(model, {"x": x})["y"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, build_and_run(model, {"x": x}, passes=UNFUSED)["y"], rtol=1e-5, atol=1e-6)
