@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.ir import Network
 from reprobuild.passes import DEFAULT_PASSES, run_passes
-from tests.helpers import make_model
+from tests.helpers import BACKENDS, make_model
 from tests.ops.util import build_and_run, ort_outputs
 
 SHAPE = (2, 5, 16)
@@ -253,12 +253,15 @@ def llama_block(rng: np.random.Generator) -> onnx.ModelProto:
     return _model(nodes, inits)
 
 
-def test_a_llama_block_fuses_its_norms_and_attention_and_matches_onnxruntime(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_llama_block_fuses_its_norms_and_attention_and_matches_onnxruntime(
+        backend: str, rng: np.random.Generator) -> None:
     model = llama_block(rng)
     ops = [layer.op for layer in _fused(model).layers]
     assert ops.count("RMSNormalization") == 2 and ops.count("FusedAttention") == 1
     assert not {"ReduceMean", "Sqrt", "Reciprocal", "Softmax", "Pow"} & set(ops)
     x = rng.standard_normal(SHAPE).astype(np.float32)
-    got = build_and_run(model, {"x": x})["y"]
+    got = build_and_run(model, {"x": x}, backend)["y"]
     np.testing.assert_allclose(got, ort_outputs(model, {"x": x})["y"], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got, build_and_run(model, {"x": x}, passes=UNFUSED)["y"], rtol=1e-5, atol=1e-6)
+    unfused = build_and_run(model, {"x": x}, backend, passes=UNFUSED)["y"]
+    np.testing.assert_allclose(got, unfused, rtol=1e-5, atol=1e-6)
