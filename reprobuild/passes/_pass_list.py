@@ -11,6 +11,7 @@ from reprobuild.passes import (
     fuse_gelu,
     fuse_gemm_epilogue,
     fuse_layernorm,
+    fuse_rmsnorm,
     precision,
     simplify,
 )
@@ -37,6 +38,9 @@ PASS_LIST = (
          "recognise x * 0.5 * (1 + erf(x / sqrt(2))) and its tanh approximation as one Gelu layer"),
     Pass("fuse_layer_normalization", fuse_layernorm.VERSION, fuse_layernorm.fuse_layer_normalization,
          "recognise the ReduceMean/Sub/Pow/Sqrt/Div pattern of layer normalization as one layer"),
+    Pass("fuse_rms_normalization", fuse_rmsnorm.VERSION, fuse_rmsnorm.fuse_rms_normalization,
+         "recognise root-mean-square normalization (Pow/ReduceMean/Add/Sqrt/Reciprocal or Div, times a weight: "
+         "Llama's and T5's RMSNorm) as one RMSNormalization layer"),
     Pass("reduce_precision_fp16", precision.VERSION, precision.reduce_precision_fp16,
          "run float32 layers in float16, casting at the network's inputs and outputs (--precision fp16 adds it)"),
     Pass("reduce_precision_bf16", precision.VERSION, precision.reduce_precision_bf16,
