@@ -1,6 +1,6 @@
 """FusedAttention: scaled-dot-product attention as one layer, made by the ``fuse_attention`` pass, never by ONNX.
 
-y = Softmax(masks(scale(Q @ K)), last axis) @ V, in exactly the form the exporter wrote it, which the canonical
+y = Softmax(masks(softcap(scale(Q @ K))), last axis) @ V, in exactly the form the exporter wrote it, which the canonical
 attributes pin:
 
 - inputs ``Q`` [..., Sq, D], ``K``, ``V`` [..., Sk, Dv], then one input per mask step: the additive masks in the
@@ -10,7 +10,13 @@ attributes pin:
 - ``scale_on``: ``"scores"`` (the product is scaled), ``"q"`` (Q is, before the product), ``"qk"`` (Q and K each,
   by the same constant: torch's SDPA decomposition multiplies each by sqrt(scale)) or ``"none"``;
 - ``scale_op``: ``"Mul"`` or ``"Div"`` (``""`` with ``scale_on="none"``), and ``scale``, the constant;
-- ``masks``: the steps between the scaled product and the Softmax, in order: ``"add"`` (scores + mask),
+- ``softcap``: c in c * tanh(scores / c), between the scaled product and the masks, as ONNX's Attention function
+  (its ``softcap`` attribute) and Gemma-2 write it; 0.0 when there is none. ``softcap_op`` is how the scores reach
+  the Tanh: ``"Div"`` (scores / softcap_in) or ``"Mul"`` (scores * softcap_in, softcap_in being 1/c as the exporter
+  rounded it); ``""`` with no softcap. The Tanh's result is then multiplied by ``softcap``. Both constants are kept
+  as written, so the reference multiplies and divides by exactly the exporter's values. A softcap anywhere else
+  (after a mask) is not this layer's form;
+- ``masks``: the steps between the (soft-capped) scaled product and the Softmax, in order: ``"add"`` (scores + mask),
   ``"where"`` (Where(cond, scores, fill)) or ``"where_not"`` (Where(cond, fill, scores)); ``fill`` is the Where's
   constant (0.0 when there is no Where);
 - ``guard``: a Where on the probabilities, between the Softmax and the second product: ``"none"``, ``"where_not"``
@@ -19,9 +25,10 @@ attributes pin:
   constant (0.0 when there is no guard).
 
 The reference computes each step with the layer definition of the layer it replaced (Transpose, Mul or Div, MatMul,
-Add, Where, Softmax, Where, MatMul), each result materialized as the unfused engine stores it, so on the CPU the fused
-layer gives the bits of the unfused graph. Multiplication and addition are commutative in IEEE arithmetic, so the
-operand order the exporter chose needs no attribute; a Transpose and an elementwise scale commute bit for bit too.
+Div or Mul, Tanh, Mul, Add, Where, Softmax, Where, MatMul), each result materialized as the unfused engine stores
+it, so on the CPU the fused layer gives the bits of the unfused graph. Multiplication and addition are commutative
+in IEEE arithmetic, so the operand order the exporter chose needs no attribute; a Transpose and an elementwise scale
+commute bit for bit too.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from reprobuild.layers.base import Attrs, LayerDef, OpError, TensorType
 from reprobuild.layers.op_arith import Add, Div, Mul
 from reprobuild.layers.op_gemm import MatMul
 from reprobuild.layers.op_logic import Where
+from reprobuild.layers.op_math import Tanh
 from reprobuild.layers.op_softmax import Softmax
 from reprobuild.layers.op_transform import Transpose
 
@@ -46,6 +54,7 @@ GUARDS = ("none", "where", "where_not")
 
 #: The layer definitions of the layers the fused layer replaces.
 _ADD, _DIV, _MATMUL, _MUL, _SOFTMAX, _TRANSPOSE, _WHERE = Add(), Div(), MatMul(), Mul(), Softmax(), Transpose(), Where()
+_TANH = Tanh()
 
 
 def check_form(attrs: Attrs, num_inputs: int) -> None:
@@ -56,6 +65,10 @@ def check_form(attrs: Attrs, num_inputs: int) -> None:
     if attrs["scale_op"] not in want_op:
         raise OpError(f"scale_op {attrs['scale_op']!r} with scale_on {attrs['scale_on']!r}: it must be one of "
                       f"{', '.join(map(repr, want_op))}")
+    want_op = ("",) if attrs["softcap"] == 0.0 else SCALE_OPS
+    if attrs["softcap_op"] not in want_op:
+        raise OpError(f"softcap_op {attrs['softcap_op']!r} with softcap {attrs['softcap']!r}: it must be one of "
+                      f"{', '.join(map(repr, want_op))} (softcap 0.0 means no softcap step)")
     if attrs["k_transposed"] not in (0, 1):
         raise OpError(f"k_transposed is {attrs['k_transposed']!r}; it is 0 or 1")
     unknown = [m for m in attrs["masks"] if m not in MASK_STEPS]
@@ -97,7 +110,7 @@ def _step(what: str, layer: LayerDef, attrs: Attrs, inputs: Sequence[TensorType]
 
 class FusedAttention(LayerDef):
     op = "FusedAttention"
-    version = 2  # 2: the guard step after the Softmax
+    version = 3  # 2: the guard step after the Softmax; 3: the softcap step before the masks
     num_inputs = (3, None)
     dtypes = FLOATS
     same_type = (1, 2)
@@ -145,6 +158,11 @@ class FusedAttention(LayerDef):
         (scores,) = _MATMUL.compute(xp, {}, q, k)
         if scale_on == "scores":
             (scores,) = scale.compute(xp, {}, scores, factor)
+        if attrs["softcap_op"]:
+            squash = _DIV if attrs["softcap_op"] == "Div" else _MUL
+            (scores,) = squash.compute(xp, {}, scores, constant(xp, attrs["softcap_in"], scores.dtype))
+            (scores,) = _TANH.compute(xp, {}, scores)
+            (scores,) = _MUL.compute(xp, {}, scores, constant(xp, attrs["softcap"], scores.dtype))
         fill = constant(xp, attrs["fill"], scores.dtype)
         for step, mask in mask_steps(attrs, inputs[3:3 + len(attrs["masks"])]):
             if step == "add":

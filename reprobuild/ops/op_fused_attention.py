@@ -20,6 +20,9 @@ class FusedAttention(OpDef, layer.FusedAttention):
         "scale": Attr("float", 1.0),
         "scale_on": Attr("string", "none"),
         "scale_op": Attr("string", ""),
+        "softcap": Attr("float", 0.0),
+        "softcap_in": Attr("float", 0.0),
+        "softcap_op": Attr("string", ""),
     }
 
 

@@ -13,9 +13,14 @@ The forms the exporters write (each found from its Softmax, walking back to the 
 - ONNX's own Attention function, as ``onnx`` expands it (its ``*_expanded`` node tests): MatMul(Mul(Q, sqrt(s)),
   Mul(Transpose(K), sqrt(s))) -> Add(bias) -> Softmax -> Where(row fully masked, 0, .) -> MatMul(., V), once
   ``eliminate_identities`` has removed its float->same-float Casts and the Unsqueeze -> Expand -> Reshape that
-  repeats K's and V's heads when there is nothing to repeat. A head repetition that repeats (grouped-query
-  attention) and a past/present Concat stay layers of their own before the fused layer; softcap (a Tanh between
-  the product and the Softmax) and a qk_matmul_output (an intermediate that is a network output) stay unfused.
+  repeats K's and V's heads when there is nothing to repeat; with ``softcap``, Div(scores, c) -> Tanh -> Mul(., c)
+  between the scaled product and the bias. A head repetition that repeats (grouped-query attention) and a
+  past/present Concat stay layers of their own before the fused layer; a qk_matmul_output (an intermediate that is
+  a network output) stays unfused.
+
+A softcap, c * tanh(scores / c) written Div(scores, c) -> Tanh -> Mul(., c) (or Mul by 1/c before the Tanh; the
+Mul either way round), directly after the scaled product and before every mask step (as ONNX's Attention function
+and Gemma-2 place it), is the layer's softcap step; one after a mask step leaves the chain unfused.
 
 A Where on the probabilities, between the Softmax and the second product, whose other operand is a single-value
 constant, is the layer's guard (its condition, computed before, is an input).
@@ -24,14 +29,14 @@ A constant mask added between a Reshape and the Reshape back to the scores' shap
 that mask, broadcast and reshaped to the scores' shape, added to the scores: the pass makes that constant (keeping
 size 1 along each axis where it does not vary) and the step an ordinary additive mask.
 
-Any number of additive masks and Where steps (with a single-value constant fill) may follow the scaled product,
-in any order; the scale is a single-value constant (Mul either way round, or Div), or absent. K's Transpose is
-absorbed when it swaps the last two axes (K is then given [..., Sk, D]); any other producer of K stays a layer of
-its own and the product's operand is K as given. A chain is left unfused when one of its intermediate tensors
-(the product, the scaled scores, a masked step, the probabilities, the scaled Q or K, the transposed K) is read by
-another layer or is a network output, when the Softmax is not along the last axis, or when the shapes do not fit
-FusedAttention's type inference (a mask that broadcasts the scores larger, ...). ONNX's own ``Attention`` (opset
-23) is already one layer and is left as it is.
+Any number of additive masks and Where steps (with a single-value constant fill) may follow the scaled product, in
+any order; the scale is a single-value constant (Mul either way round, or Div), or absent. K's Transpose is absorbed
+when it swaps the last two axes (K is then given [..., Sk, D]); any other producer of K stays a layer of its own and
+the product's operand is K as given. A chain is left unfused when one of its intermediate tensors (the product, the
+scaled scores, the softcap's three results, a masked step, the probabilities, the scaled Q or K, the transposed K)
+is read by another layer or is a network output, when the Softmax is not along the last axis, or when the shapes do
+not fit FusedAttention's type inference (a mask that broadcasts the scores larger, ...). ONNX's own ``Attention``
+(opset 23) is already one layer and is left as it is.
 
 The FusedAttention's attributes pin the matched form exactly, and its reference computes each step with the layer
 definition of the layer it replaced, so on the CPU the fused layer gives the unfused bits. Its origin lists the ONNX
@@ -71,6 +76,9 @@ class _Form:
     scale_on: str = "none"
     scale_op: str = ""
     scale: float = 1.0
+    softcap: float = 0.0
+    softcap_in: float = 0.0
+    softcap_op: str = ""
 
 
 def _scalar(index: GraphIndex, tensor: str, dtype: str) -> float | None:
@@ -188,7 +196,29 @@ def _scores(index: GraphIndex, tensor: str, dtype: str, depth: int = 0) -> _Form
     if depth < MAX_MASK_STEPS and layer.op == "Reshape":
         return _reshaped_mask(index, layer, tensor, dtype, depth)
     form = _Form()
+    capped = _softcap(index, tensor, dtype)
+    if capped is not None and _product(index, capped[0], dtype, form):
+        form.layers += capped[1]
+        form.softcap_op, form.softcap_in, form.softcap = capped[2], capped[3], capped[4]
+        return form
+    form = _Form()
     return form if _product(index, tensor, dtype, form) else None
+
+
+def _softcap(index: GraphIndex, tensor: str, dtype: str) -> tuple[str, list[Layer], str, float, float] | None:
+    """(the scores below, the three layers, "Div" or "Mul", the constant before the Tanh, c) when ``tensor`` (read
+    once) is Mul(Tanh(Div(scores, c_in) or Mul(scores, c_in)), c) with single-value constants, c not 0 (0.0 is the
+    attribute's "no softcap") and each intermediate read once."""
+    outer = _scaled(index, tensor, dtype)
+    if outer is None or outer[2] != "Mul" or outer[3] == 0.0:
+        return None
+    tanh = index.producer(outer[1])
+    if tanh is None or tanh.op != "Tanh" or not index.single_use(outer[1]):
+        return None
+    inner = _scaled(index, tanh.inputs[0], dtype)
+    if inner is None:
+        return None
+    return inner[1], [inner[0], tanh, outer[0]], inner[2], inner[3], outer[3]
 
 
 def _reshaped_mask(index: GraphIndex, back: Layer, tensor: str, dtype: str, depth: int) -> _Form | None:
@@ -270,7 +300,8 @@ def _attention(network: Network, index: GraphIndex,
     inputs = (form.q, form.k, out_mm.inputs[1], *adds, *conditions, *([guard[1]] if guard else []))
     attrs = {"fill": form.fills[0] if form.fills else 0.0, "guard": guard[0] if guard else "none",
              "guard_fill": guard[2] if guard else 0.0, "k_transposed": form.k_transposed,
-             "masks": tuple(form.steps), "scale": form.scale, "scale_on": form.scale_on, "scale_op": form.scale_op}
+             "masks": tuple(form.steps), "scale": form.scale, "scale_on": form.scale_on, "scale_op": form.scale_op,
+             "softcap": form.softcap, "softcap_in": form.softcap_in, "softcap_op": form.softcap_op}
     types = [TensorType(tuple(form.constants[t].shape), str(form.constants[t].dtype)) if t in form.constants
              else TensorType(tuple(index.tensor(t).shape), index.tensor(t).dtype) for t in inputs]
     try:

@@ -1,7 +1,7 @@
-"""The attention fusion: MatMul -> scale -> masks -> Softmax -> MatMul, in the forms HF BERT, GPT-2, torch's SDPA
-decomposition and swin export, becomes one FusedAttention layer that computes what the unfused graph computes, bit
-for bit on the CPU and within float32 tolerance against onnxruntime, keeps every ONNX node it computes, and is
-left alone where an intermediate is needed elsewhere or the shapes do not fit."""
+"""The attention fusion: MatMul -> scale -> softcap -> masks -> Softmax -> MatMul, in the forms HF BERT, GPT-2,
+torch's SDPA decomposition, swin and Gemma-2 (softcap) export, becomes one FusedAttention layer that computes what
+the unfused graph computes, bit for bit on the CPU and within float32 tolerance against onnxruntime, keeps every ONNX
+node it computes, and is left alone where an intermediate is needed elsewhere or the shapes do not fit."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class Form:
     scale: str  # div_scores, mul_scores, q, qk, none
     key: str  # swap: Transpose(0,1,3,2) of the heads; merged: one Transpose(0,2,3,1); reshape: SDPA's 3-D route
     masks: tuple[str, ...]  # bert (additive, from an input), where, where_not (causal), bias, window (constants)
+    softcap: str = ""  # div: c * tanh(scores / c), as Gemma-2 writes it; mul: c * tanh(scores * (1 / c))
 
 
 FORMS = {
@@ -50,7 +51,11 @@ FORMS = {
     "swin_shifted": Form("q", "swap", ("bias", "window")),
     "swin_windows_viewed": Form("q", "swap", ("bias", "window_view")),
     "unscaled": Form("none", "swap", ("bias",)),
+    "gemma2_softcap": Form("mul_scores", "swap", ("bert",), softcap="div"),
+    "softcap_mul_where": Form("div_scores", "merged", ("where",), softcap="mul"),
 }
+#: The softcap's c, small enough that the Tanh saturates some scores.
+SOFTCAP = 0.75
 
 #: What each form becomes: (scale_on, scale_op, k_transposed, masks).
 EXPECTED = {
@@ -65,6 +70,8 @@ EXPECTED = {
     "swin_shifted": ("q", "Mul", 0, ("add", "add")),
     "swin_windows_viewed": ("q", "Mul", 0, ("add", "add")),
     "unscaled": ("none", "", 0, ("add",)),
+    "gemma2_softcap": ("scores", "Mul", 0, ("add",)),
+    "softcap_mul_where": ("scores", "Div", 1, ("where",)),
 }
 
 
@@ -116,6 +123,13 @@ def attention_model(rng: np.random.Generator, form: Form, softmax_axis: int = -1
         inits["factor"] = np.array(scale, np.float32)
         nodes.append(helper.make_node("Mul", ["factor", tail], ["scaled"], name="att_scale"))
         tail = "scaled"
+    if form.softcap:
+        inits["softcap"] = np.array(SOFTCAP, np.float32)
+        inits["softcap_in"] = np.array(SOFTCAP if form.softcap == "div" else 1 / SOFTCAP, np.float32)
+        nodes += [helper.make_node(form.softcap.capitalize(), [tail, "softcap_in"], ["squashed"], name="att_cap_in"),
+                  helper.make_node("Tanh", ["squashed"], ["tanh"], name="att_cap_tanh"),
+                  helper.make_node("Mul", ["softcap", "tanh"], ["capped"], name="att_cap_out")]
+        tail = "capped"
     inputs: dict[str, tuple[int, ...]] = {"x": (B, S, E)}
     for i, mask in enumerate(form.masks):
         out = f"masked{i}"
@@ -188,6 +202,10 @@ def test_each_form_becomes_one_fused_attention_with_every_onnx_node(rng: np.rand
     if FORMS[name].scale != "none":
         want = D ** 0.5 if attrs["scale_op"] == "Div" else D ** -0.5 if attrs["scale_on"] != "qk" else D ** -0.25
         assert attrs["scale"] == float(np.float32(want))
+    cap = FORMS[name].softcap
+    cap_in = float(np.float32(SOFTCAP if cap == "div" else 1 / SOFTCAP))
+    want_cap = (cap.capitalize(), cap_in, float(np.float32(SOFTCAP)))
+    assert (attrs["softcap_op"], attrs["softcap_in"], attrs["softcap"]) == (want_cap if cap else ("", 0.0, 0.0))
     assert attrs["fill"] == (MIN32 if "where" in FORMS[name].masks or "where_not" in FORMS[name].masks else 0.0)
     assert run_passes(network, DEFAULT_PASSES).layers == fused.layers  # deterministic
 
@@ -253,9 +271,11 @@ def _ops(model: onnx.ModelProto) -> list[str]:
     return [layer.op for layer in fused_network(model)[1].layers]
 
 
-@pytest.mark.parametrize("extra", ["scores", "scaled", "masked0", "probs", "kt", "q_scaled"])
+@pytest.mark.parametrize("extra", ["scores", "scaled", "masked0", "probs", "kt", "q_scaled", "squashed", "tanh",
+                                   "capped"])
 def test_an_intermediate_read_elsewhere_keeps_the_chain_unfused(rng: np.random.Generator, extra: str) -> None:
-    form = Form("q", "swap", ("bias",)) if extra == "q_scaled" else FORMS["bert"]
+    form = (Form("q", "swap", ("bias",)) if extra == "q_scaled" else FORMS["gemma2_softcap"]
+            if extra in ("squashed", "tanh", "capped") else FORMS["bert"])
     ops = _ops(attention_model(rng, form, extra_outputs=(extra,)))
     if extra in ("kt", "q_scaled"):  # only the operand's producer stays outside: the rest still fuses
         assert "FusedAttention" in ops and ops.count("Transpose" if extra == "kt" else "Mul") >= 1
@@ -302,7 +322,7 @@ def test_onnx_attention_stays_one_attention_layer(rng: np.random.Generator) -> N
 
 
 ATTRS = {"fill": 0.0, "guard": "none", "guard_fill": 0.0, "k_transposed": 1, "masks": ("add",), "scale": 0.5,
-         "scale_on": "scores", "scale_op": "Mul"}
+         "scale_on": "scores", "scale_op": "Mul", "softcap": 0.0, "softcap_in": 0.0, "softcap_op": ""}
 
 
 @pytest.mark.parametrize(("change", "shapes", "message"), [
@@ -313,6 +333,8 @@ ATTRS = {"fill": 0.0, "guard": "none", "guard_fill": 0.0, "k_transposed": 1, "ma
     ({"scale_on": "none"}, [(2, 4, 8), (2, 8, 4), (2, 4, 8), (2, 4, 4)], "scale_op 'Mul' with scale_on 'none'"),
     ({"k_transposed": 0}, [(2, 4, 8), (2, 8, 4), (2, 4, 8), (2, 4, 4)], "Q @ K (the scores): inner dimensions"),
     ({}, [(2, 4, 8), (2, 8, 5), (2, 4, 8), (2, 4, 5)], "probabilities @ V: inner dimensions differ"),
+    ({"softcap_op": "Div"}, [(2, 4, 8), (2, 8, 4), (2, 4, 8), (2, 4, 4)], "softcap_op 'Div' with softcap 0.0"),
+    ({"softcap": 2.0}, [(2, 4, 8), (2, 8, 4), (2, 4, 8), (2, 4, 4)], "softcap_op '' with softcap 2.0"),
 ])
 def test_type_inference_says_which_step_does_not_fit(change: dict, shapes: list[tuple[int, ...]],
                                                      message: str) -> None:
@@ -328,6 +350,19 @@ def test_the_reference_computes_the_unfused_steps_bit_for_bit(rng: np.random.Gen
     (got,) = FusedAttention().compute(np, attrs, q, k, v, cond)
     s = np.matmul(q * np.float32(0.5), np.ascontiguousarray(k.transpose(0, 2, 1)))
     s = np.where(cond, s, np.float32(MIN32))
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    want = np.matmul(e / e.sum(axis=-1, keepdims=True), v)
+    assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
+
+
+def test_the_reference_computes_the_softcap_bit_for_bit(rng: np.random.Generator) -> None:
+    """Scale, then c * tanh(scores * c_in), then the mask, each step rounded as the unfused layers store it."""
+    q, k, v, mask = (rng.standard_normal(shape).astype(np.float32) for shape in ((2, 5, 4), (2, 4, 5), (2, 5, 4),
+                                                                                 (2, 5, 5)))
+    attrs = {**ATTRS, "softcap": 1.5, "softcap_in": float(np.float32(1 / 1.5)), "softcap_op": "Mul"}
+    (got,) = FusedAttention().compute(np, attrs, q, k, v, mask)
+    s = np.matmul(q, k) * np.float32(0.5)
+    s = np.tanh(s * np.float32(1 / 1.5)) * np.float32(1.5) + mask
     e = np.exp(s - s.max(axis=-1, keepdims=True))
     want = np.matmul(e / e.sum(axis=-1, keepdims=True), v)
     assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
