@@ -11,7 +11,7 @@ import importlib
 from types import ModuleType
 
 FAMILIES: tuple[str, ...] = (
-    "batchnorm", "conv", "elementwise", "fused_elementwise", "gemm", "norm", "pool", "shape", "softmax",
+    "attention", "batchnorm", "conv", "elementwise", "fused_elementwise", "gemm", "norm", "pool", "shape", "softmax",
 )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 #: tactic family -> the kernels module whose TACTICS hold it
 FAMILY_MODULES: dict[str, str] = {
+    "attention": "reprobuild.kernels.attention",
     "batchnorm": "reprobuild.kernels.batchnorm",
     "conv": "reprobuild.kernels.conv",
     "elementwise": "reprobuild.kernels.elementwise",

@@ -336,6 +336,9 @@ CASES = [
     Case("fp16_conv_dilated_no_bias", half(conv((1, 20, 13, 11), (33, 20, 3, 3), bias=False, dilations=[2, 2],
                                                 pads=[2, 1, 2, 0]))),
     Case("fp16_conv_wide_k", half(conv((2, 96, 6, 6), (130, 96, 3, 3), pads=[1, 1, 1, 1]))),
+    Case("fp16_fused_attention_bert_d64", half(attention(2, 3, 77, 64)), FUSE_ATTENTION),
+    Case("fp16_fused_attention_bert_d32", half(attention(1, 2, 130, 32)), FUSE_ATTENTION),
+    Case("fp16_fused_attention_bert_d128", half(attention(1, 2, 45, 128)), FUSE_ATTENTION),
     Case("fp16_fused_conv_residual_sigmoid", half(fused_conv((2, 40, 9, 9), (72, 40, 1, 1), "Sigmoid",
                                                              residual=True)), FUSE),
     # bfloat16 layers (--precision bf16): the same ops, float32 accumulation
@@ -350,6 +353,7 @@ CASES = [
                                                       pads=[1, 1, 1, 1])), FUSE),
     Case("bf16_fused_linear_relu", bf16(linear((3, 5, 64), 130, "Relu", bias_shape=(1, 1, 130))), FUSE_GEMM),
     Case("bf16_fused_linear_residual_silu", bf16(linear((2, 33, 48), 40, "SiLU", residual=True)), FUSE_GEMM),
+    Case("bf16_fused_attention_bert_d64", bf16(attention(2, 2, 70, 64)), FUSE_ATTENTION),
     Case("bf16_gemm_transB_bias", bf16(gemm((8, 64), (10, 64), (10,), transB=1))),
     Case("bf16_matmul_batched_const", bf16(matmul((3, 5, 9), (9, 4), True))),
     Case("bf16_matmul_2d_act", bf16(matmul((16, 64), (64, 70), False))),

@@ -1,0 +1,209 @@
+"""Attention tactics: FusedAttention (the ``fuse_attention`` pass's layer) as one flash-attention kernel on CUDA
+(``attention.cu``).
+
+One tactic per head dimension (32, 64, 128), float16 and bfloat16: tensor cores (mma.sync m16n8k16, float32
+accumulation), the online softmax in float32, the keys walked in a fixed order with no split over them, so the
+bits are the same on every run and a sequence's bits do not depend on its batch mates. The kernel applies the
+layer's form itself: the scale (wherever the exporter put it, as one float32 factor on the scores), the softcap,
+and each mask step in the layer's order (additive masks and Where conditions, broadcast through strides, constant
+or run-time). Forms outside it (a guard after the Softmax, more than three mask steps, attention of rank above 4)
+keep the reference tactic, and ``unsupported`` says why.
+
+Its numerics differ from the unfused graph's in the last bits, as any fused attention's do: the scores stay in
+float32 between the steps (the unfused layers round each step to the element type), and the probabilities are
+rounded once, to the element type, for the second product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+import numpy as np
+
+from reprobuild.core.dtypes import np_dtype
+from reprobuild.kernels.backend import Backend, CudaBackend
+from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, operand_refs, plan
+from reprobuild.kernels.launch import MAX_GRID_YZ, Out
+from reprobuild.kernels.nvrtc import integer_defines
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
+
+#: attention.cu's compile-time sizes: query rows per block, the most mask steps, keys per tile by head dim.
+_SIZES = integer_defines("attention.cu")
+BLOCK_M, MAX_MASKS = _SIZES["BM"], _SIZES["MAX_MASKS"]
+#: attention.cu's mask step kinds.
+MASK_KINDS = {"add": 1, "where": 2, "where_not": 3}
+#: attention.cu's softcap modes: how the scores reach the Tanh.
+CAP_MODES = {"": 0, "Div": 1, "Mul": 2}
+
+
+def _leading(shape: Sequence[int], rank: int) -> tuple[int, ...]:
+    """``shape``'s dims before its last two, left-padded with 1 to ``rank - 2`` dims."""
+    lead = tuple(shape[:-2])
+    return (1,) * (rank - 2 - len(lead)) + lead
+
+
+def _strides(shape: Sequence[int]) -> list[int]:
+    """Contiguous element strides of ``shape``."""
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= int(n)
+    return out[::-1]
+
+
+def broadcast_strides(shape: Sequence[int], target: Sequence[int]) -> tuple[int, ...]:
+    """Element strides that read a contiguous array of ``shape`` as if broadcast to ``target`` (NumPy's rules:
+    aligned on the right, 0 along a dimension of size 1 that the target widens)."""
+    pad = (1,) * (len(target) - len(shape)) + tuple(shape)
+    return tuple(0 if n == 1 and t != 1 else s for n, t, s in zip(pad, target, _strides(pad)))
+
+
+@dataclass(frozen=True)
+class AttentionGeometry:
+    """The layer as the kernel sees it: two leading dims (L0, L1), Sq, Sk, the head dim, each operand's strides
+    over the leading dims, and the mask steps as (kind, input position, (s0, s1, s_q, s_k))."""
+
+    lead: tuple[int, int]
+    sq: int
+    sk: int
+    d: int
+    dv: int
+    strides: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+    masks: tuple[tuple[int, int, tuple[int, int, int, int]], ...]
+
+    @classmethod
+    def of(cls, layer: LayerSpec) -> AttentionGeometry:
+        q, k, v = (tuple(t.shape) for t in layer.inputs[:3])
+        kt = int(layer.attr("k_transposed"))
+        out = tuple(layer.outputs[0].shape)
+        rank = len(out)
+        lead = _leading(out, rank)
+        sq, sk, d, dv = q[-2], (k[-1] if kt else k[-2]), q[-1], v[-1]
+        operand = []
+        for shape in (q, k, v):
+            s = broadcast_strides(shape[:-2], lead) if rank > 2 else ()
+            inner = int(np.prod(shape[-2:], dtype=np.int64))
+            operand.append(tuple(x * inner for x in s))
+        scores = (*lead, sq, sk)
+        steps = list(layer.attr("masks"))
+        adds = [3 + i for i in range(steps.count("add"))]
+        conditions = [3 + len(adds) + i for i in range(len(steps) - len(adds))]
+        masks = []
+        for step in steps:
+            position = adds.pop(0) if step == "add" else conditions.pop(0)
+            masks.append((MASK_KINDS[step], position, broadcast_strides(layer.inputs[position].shape, scores)))
+        pad2 = (1, 1, *lead)[-2:]
+        return cls(
+            lead=(int(pad2[0]), int(pad2[1])), sq=int(sq), sk=int(sk), d=int(d), dv=int(dv),
+            strides=tuple(_two(s) for s in operand),  # type: ignore[arg-type]
+            masks=tuple((kind, pos, _four(s)) for kind, pos, s in masks))
+
+
+def _two(strides: Sequence[int]) -> tuple[int, int]:
+    padded = (0, 0, *strides)[-2:]
+    return int(padded[0]), int(padded[1])
+
+
+def _four(strides: Sequence[int]) -> tuple[int, int, int, int]:
+    padded = (0, 0, 0, 0, *strides)[-4:]
+    return int(padded[0]), int(padded[1]), int(padded[2]), int(padded[3])
+
+
+def scale_factor(layer: LayerSpec) -> float:
+    """The one float32 factor the kernel multiplies the scores by, however the exporter applied the scale (on the
+    scores, on Q, or on Q and K each; by Mul or by Div)."""
+    on, op, scale = layer.attr("scale_on"), layer.attr("scale_op"), float(layer.attr("scale"))
+    if on == "none":
+        return 1.0
+    factor = scale if op == "Mul" else 1.0 / scale
+    return factor * factor if on == "qk" else factor
+
+
+class _CudaFlashAttention(Tactic):
+    """FusedAttention as flash attention (attention.cu) for one head dimension ``HEAD_DIM``."""
+
+    family, ops, backend, source = "attention", ("FusedAttention",), "cuda", "nvrtc"
+    #: float16/bfloat16 Q, K, V and additive masks; bool Where conditions.
+    dtypes = ("float16", "bfloat16", "bool")
+    capturable = True
+    per_dtype_build = True
+    min_compute_capability = 80
+    needs_activation = False  # checked per operand in ``unsupported``
+    HEAD_DIM: ClassVar[int] = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.parameters = MappingProxyType({"head_dim": cls.HEAD_DIM, "block_m": BLOCK_M,
+                                           "block_n": _SIZES[f"BN_D{cls.HEAD_DIM}"], "warps": 4,
+                                           "instruction": "mma.sync.m16n8k16"})
+        cls.cuda_kernels = MappingProxyType({"attention.cu": (f"flash_fwd_d{cls.HEAD_DIM}",)})
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        dtype = layer.inputs[0].dtype
+        if dtype not in ("float16", "bfloat16"):
+            return f"Q is {dtype}; the flash kernel runs float16 and bfloat16 (tensor cores)"
+        if any(i in layer.constants for i in range(3)):
+            return "Q, K or V is a constant; the flash kernel reads all three as run-time activations"
+        if layer.attr("guard") != "none":
+            return (f"a guard after the Softmax ({layer.attr('guard')}); the flash kernel never materializes the "
+                    "probabilities, so it cannot replace some of them")
+        steps = list(layer.attr("masks"))
+        if len(steps) > MAX_MASKS:
+            return f"{len(steps)} mask steps; the flash kernel applies at most {MAX_MASKS}"
+        rank = len(layer.outputs[0].shape)
+        if rank > 4 or any(len(t.shape) > rank for t in layer.inputs):
+            return f"attention of rank {rank}; the flash kernel takes at most two leading dims ([B, H, S, D])"
+        g = AttentionGeometry.of(layer)
+        if g.d != self.HEAD_DIM or g.dv != self.HEAD_DIM:
+            return (f"head dims {g.d} (Q, K) and {g.dv} (V); this tactic runs {self.HEAD_DIM} for both "
+                    "(the cuda_flash_d32/d64/d128 tactics cover those head dims)")
+        if g.lead[0] > MAX_GRID_YZ or g.lead[1] > MAX_GRID_YZ:
+            return f"leading dims {list(g.lead)}; a grid dimension holds at most {MAX_GRID_YZ}"
+        if max(g.sq, g.sk) * g.d >= 2**31:
+            return "a sequence of more than 2^31 elements; the kernel indexes rows with 32-bit ints"
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        if not isinstance(backend, CudaBackend):
+            raise TypeError(f"{self.label} needs the cuda backend, not {backend.name}")
+        g = AttentionGeometry.of(layer)
+        consts = {i: backend.asarray(v) for i, v in layer.constants.items()}
+        refs = operand_refs(layer, consts)
+        table = np.zeros((MAX_MASKS, 5), dtype=np.int64)
+        pointers: list[Any] = [np.uint64(0)] * MAX_MASKS
+        for i, (kind, position, strides) in enumerate(g.masks):
+            table[i] = (kind, *strides)
+            pointers[i] = refs[position]
+        table_d = backend.asarray(table)
+        cap_mode = CAP_MODES[layer.attr("softcap_op")]
+        dtype = self.kernel_dtype(layer)
+        # The Where fill as the unfused graph holds it: the float32 constant rounded once to the element type.
+        with np.errstate(over="ignore"):
+            fill = float(np.float64(layer.attr("fill")).astype(np_dtype(dtype)))
+        (qs, ks, vs) = g.strides
+        grid = (cdiv(g.sq, BLOCK_M), g.lead[1], g.lead[0])
+        launch = kernel_launch(backend, "attention.cu", f"flash_fwd_d{self.HEAD_DIM}", grid, (128, 1, 1), (
+            refs[0], refs[1], refs[2], Out(0), i32(g.sq), i32(g.sk), i32(int(layer.attr("k_transposed"))),
+            i64(qs[0]), i64(qs[1]), i64(ks[0]), i64(ks[1]), i64(vs[0]), i64(vs[1]),
+            f32(scale_factor(layer)), i32(cap_mode),
+            f32(layer.attr("softcap_in") if cap_mode else 1.0), f32(layer.attr("softcap") if cap_mode else 1.0),
+            i32(len(g.masks)), table_d, *pointers, f32(fill)), dtype=dtype)
+        return plan(backend, launch, holds=(table_d, *consts.values()))
+
+
+class CudaFlashAttentionD32(_CudaFlashAttention):
+    name, priority, HEAD_DIM = "cuda_flash_d32", 5, 32
+
+
+class CudaFlashAttentionD64(_CudaFlashAttention):
+    name, priority, HEAD_DIM = "cuda_flash_d64", 5, 64
+
+
+class CudaFlashAttentionD128(_CudaFlashAttention):
+    name, priority, HEAD_DIM = "cuda_flash_d128", 5, 128
+
+
+TACTICS: tuple[Tactic, ...] = (CudaFlashAttentionD32(), CudaFlashAttentionD64(), CudaFlashAttentionD128())
