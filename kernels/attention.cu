@@ -17,7 +17,73 @@
 // Up to three mask steps: mtab holds, per step, (kind, s0, s1, s_q, s_k): kind 1 adds mask m_i (elem_t), 2 keeps
 // the score where condition m_i (bool bytes) holds and puts fill elsewhere, 3 the opposite. A row whose scores are
 // all -inf gives 0/0 = NaN, as the unfused Softmax does.
+//
+// attention_softmax_rows, for attention.py's cuda_cublas tactics (every element type): the middle of attention
+// between two cuBLAS products. One block per row of the scores S (the first product's output, elem_t, in the
+// workspace): the scale, the softcap and the mask steps in float32 (stored back, rounded as the unfused layers
+// store each step), the max and the sum by reduce.cuh's fixed trees, P = exp(S - max) / sum rounded once, then the
+// guard (mtab's fourth row: Where(cond, P, fill) with kind 2, Where(cond, fill, P) with 3) over P, in place.
 #include "dtype.cuh"
+#include "reduce.cuh"
+
+#define MAX_MASKS 3
+#define THREADS 256  // the block size of attention_softmax_rows (cuda_launch.BLOCK); a power of two for the trees
+
+// One score after the scale, the softcap and the mask steps (float32), for row (b0, b1, qrow) and key.
+__device__ __forceinline__ float transform_score(float x, float scale, int cap_mode, float cap_in, float cap,
+                                                 int nmask, const long long* mtab, const void* const* mptr,
+                                                 long long b0, long long b1, long long qrow, long long key,
+                                                 float fill)
+{
+    x *= scale;
+    if (cap_mode == 1) x = cap * tanhf(x / cap_in);
+    else if (cap_mode == 2) x = cap * tanhf(x * cap_in);
+    for (int i = 0; i < nmask; ++i) {
+        const long long* m = mtab + 5 * i;
+        const long long off = b0 * m[1] + b1 * m[2] + qrow * m[3] + key * m[4];
+        if (m[0] == 1) {
+            x += ld(reinterpret_cast<const elem_t*>(mptr[i])[off]);
+        } else {
+            const bool c = reinterpret_cast<const unsigned char*>(mptr[i])[off] != 0;
+            x = (c == (m[0] == 2)) ? x : fill;
+        }
+    }
+    return x;
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) attention_softmax_rows(
+    elem_t* __restrict__ s, long long rows, int sq, int sk, int l1, float scale, int cap_mode, float cap_in,
+    float cap, int nmask, const long long* __restrict__ mtab, const void* m0, const void* m1, const void* m2,
+    float fill, const unsigned char* __restrict__ gcond, float gfill)
+{
+    __shared__ float partial[THREADS];
+    const void* const mptr[MAX_MASKS] = {m0, m1, m2};
+    const int tid = threadIdx.x;
+    const long long* gt = mtab + 5 * MAX_MASKS;  // the guard's (kind, s0, s1, s_q, s_k)
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long qrow = r % sq, bh = r / sq, b1 = bh % l1, b0 = bh / l1;
+        elem_t* sr = s + r * sk;
+        float mx = -__int_as_float(0x7f800000);
+        for (int a = tid; a < sk; a += THREADS) {
+            const float x = rnd(transform_score(ld(sr[a]), scale, cap_mode, cap_in, cap, nmask, mtab, mptr, b0,
+                                                b1, qrow, a, fill));
+            sr[a] = to_elem(x);
+            mx = fmaxf(mx, x);
+        }
+        mx = block_max<THREADS>(mx, partial);
+        float sum = 0.f;
+        for (int a = tid; a < sk; a += THREADS) sum = __fadd_rn(sum, expf(__fsub_rn(ld(sr[a]), mx)));
+        sum = block_sum<THREADS>(sum, partial);
+        for (int a = tid; a < sk; a += THREADS) {
+            float p = rnd(__fdiv_rn(expf(__fsub_rn(ld(sr[a]), mx)), sum));
+            if (gt[0] != 0) {
+                const bool c = gcond[b0 * gt[1] + b1 * gt[2] + qrow * gt[3] + (long long)a * gt[4]] != 0;
+                p = (c == (gt[0] == 2)) ? p : gfill;
+            }
+            sr[a] = to_elem(p);
+        }
+    }
+}
 
 #if defined(REPRO_HALF) || defined(REPRO_BF16)
 
@@ -31,7 +97,6 @@
 
 #define BM 64             // query rows of a block: 4 warps of 16
 #define PAD 8             // elements of padding per shared row: fragment loads free of bank conflicts
-#define MAX_MASKS 3
 #define BN_D32 64         // keys per tile, by head dim (shared memory: 2 buffers of K and V stay under 48 KiB)
 #define BN_D64 64
 #define BN_D128 32

@@ -1,5 +1,6 @@
-"""Attention tactics: FusedAttention (the ``fuse_attention`` pass's layer) as one flash-attention kernel on CUDA
-(``attention.cu``).
+"""Attention tactics: FusedAttention (the ``fuse_attention`` pass's layer) on CUDA (``attention.cu``), as one
+flash-attention kernel (float16, bfloat16) or as two cuBLAS products around one softmax kernel (every float type,
+every form).
 
 One tactic per head dimension (32, 64, 128), float16 and bfloat16: tensor cores (mma.sync m16n8k16, float32
 accumulation), the online softmax in float32, the keys walked in a fixed order with no split over them, so the
@@ -9,9 +10,14 @@ and each mask step in the layer's order (additive masks and Where conditions, br
 or run-time). Forms outside it (a guard after the Softmax, more than three mask steps, attention of rank above 4)
 keep the reference tactic, and ``unsupported`` says why.
 
-Its numerics differ from the unfused graph's in the last bits, as any fused attention's do: the scores stay in
-float32 between the steps (the unfused layers round each step to the element type), and the probabilities are
-rounded once, to the element type, for the second product.
+The cuBLAS tactic computes the scores into the workspace with one strided-batched GEMM, transforms and normalizes
+each row in place with one block per row (reduce.cuh's fixed trees; each step rounded to the element type as the
+unfused layers store it), and multiplies by V with a second GEMM: the unfused graph's steps in three launches,
+for float32 layers and for the forms the flash kernel leaves (a guard, any head dim, uneven broadcasting aside).
+
+The flash kernel's numerics differ from the unfused graph's in the last bits, as any fused attention's do: the
+scores stay in float32 between the steps (the unfused layers round each step to the element type), and the
+probabilities are rounded once, to the element type, for the second product.
 """
 
 from __future__ import annotations
@@ -25,14 +31,18 @@ import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.kernels.backend import Backend, CudaBackend
-from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, operand_refs, plan
-from reprobuild.kernels.launch import MAX_GRID_YZ, Out
+from reprobuild.kernels.cuda_launch import BLOCK, cdiv, f32, i32, i64, kernel_launch, operand_refs, per_row, plan
+from reprobuild.kernels.gemm import batch_offsets, uniform_stride
+from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, Out, Ws
 from reprobuild.kernels.nvrtc import integer_defines
-from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned
 
 #: attention.cu's compile-time sizes: query rows per block, the most mask steps, keys per tile by head dim.
 _SIZES = integer_defines("attention.cu")
 BLOCK_M, MAX_MASKS = _SIZES["BM"], _SIZES["MAX_MASKS"]
+if _SIZES["THREADS"] != BLOCK:
+    raise ImportError(f"attention.cu's THREADS ({_SIZES['THREADS']}) must be cuda_launch.BLOCK ({BLOCK}): "
+                      "attention_softmax_rows's trees are sized by it and launched with BLOCK threads")
 #: attention.cu's mask step kinds.
 MASK_KINDS = {"add": 1, "where": 2, "where_not": 3}
 #: attention.cu's softcap modes: how the scores reach the Tanh.
@@ -172,17 +182,10 @@ class _CudaFlashAttention(Tactic):
         g = AttentionGeometry.of(layer)
         consts = {i: backend.asarray(v) for i, v in layer.constants.items()}
         refs = operand_refs(layer, consts)
-        table = np.zeros((MAX_MASKS, 5), dtype=np.int64)
-        pointers: list[Any] = [np.uint64(0)] * MAX_MASKS
-        for i, (kind, position, strides) in enumerate(g.masks):
-            table[i] = (kind, *strides)
-            pointers[i] = refs[position]
-        table_d = backend.asarray(table)
+        table_d, pointers = mask_table(backend, g, layer, refs)
         cap_mode = CAP_MODES[layer.attr("softcap_op")]
         dtype = self.kernel_dtype(layer)
-        # The Where fill as the unfused graph holds it: the float32 constant rounded once to the element type.
-        with np.errstate(over="ignore"):
-            fill = float(np.float64(layer.attr("fill")).astype(np_dtype(dtype)))
+        fill = element_fill(layer, "fill", dtype)
         (qs, ks, vs) = g.strides
         grid = (cdiv(g.sq, BLOCK_M), g.lead[1], g.lead[0])
         launch = kernel_launch(backend, "attention.cu", f"flash_fwd_d{self.HEAD_DIM}", grid, (128, 1, 1), (
@@ -192,6 +195,97 @@ class _CudaFlashAttention(Tactic):
             f32(layer.attr("softcap_in") if cap_mode else 1.0), f32(layer.attr("softcap") if cap_mode else 1.0),
             i32(len(g.masks)), table_d, *pointers, f32(fill)), dtype=dtype)
         return plan(backend, launch, holds=(table_d, *consts.values()))
+
+
+def mask_table(backend: Backend, g: AttentionGeometry, layer: LayerSpec,
+               refs: Sequence[Any]) -> tuple[Any, list[Any]]:
+    """attention.cu's mask table on the device (a row (kind, s0, s1, s_q, s_k) per mask step, then the guard's) and
+    the mask operands' pointers in step order (0 for the steps the layer lacks)."""
+    table = np.zeros((MAX_MASKS + 1, 5), dtype=np.int64)
+    pointers: list[Any] = [np.uint64(0)] * MAX_MASKS
+    for i, (kind, position, strides) in enumerate(g.masks):
+        table[i] = (kind, *strides)
+        pointers[i] = refs[position]
+    guard = layer.attr("guard")
+    if guard != "none":
+        scores = (*layer.outputs[0].shape[:-2], g.sq, g.sk)
+        table[MAX_MASKS] = (MASK_KINDS[guard], *_four(broadcast_strides(layer.inputs[-1].shape, scores)))
+    return backend.asarray(table), pointers
+
+
+def element_fill(layer: LayerSpec, key: str, dtype: str) -> float:
+    """A Where's fill as the unfused graph holds it: the float32 constant rounded once to the element type."""
+    with np.errstate(over="ignore"):
+        return float(np.float64(layer.attr(key)).astype(np_dtype(dtype)))
+
+
+class CudaCublasAttention(Tactic):
+    """FusedAttention as S = Q K^T (cuBLAS, into the workspace), one softmax kernel over S's rows that applies the
+    layer's form, and P V (cuBLAS): every float type and form whose Q, K and V batch evenly. Float32 layers
+    multiply in strict float32; float16 and bfloat16 on tensor cores with float32 accumulation."""
+
+    family, ops, name, backend, source = "attention", ("FusedAttention",), "cuda_cublas", "cuda", "cublas"
+    dtypes = ("float32", "float16", "bfloat16", "bool")
+    priority = 10
+    capturable = True
+    per_dtype_build = True
+    needs_activation = False  # checked per operand in ``unsupported``
+    cuda_kernels = MappingProxyType({"attention.cu": ("attention_softmax_rows",)})
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        dtype = layer.inputs[0].dtype
+        if dtype == "bool":
+            return "Q is bool; attention runs float types"
+        if any(i in layer.constants for i in range(3)):
+            return "Q, K or V is a constant; this tactic reads all three as run-time activations"
+        if len(layer.attr("masks")) > MAX_MASKS:
+            return f"{len(layer.attr('masks'))} mask steps; the softmax kernel applies at most {MAX_MASKS}"
+        rank = len(layer.outputs[0].shape)
+        if rank > 4 or any(len(t.shape) > rank for t in layer.inputs):
+            return f"attention of rank {rank}; this tactic takes at most two leading dims ([B, H, S, D])"
+        if None in self._batch_strides(layer):
+            return "Q, K and V broadcast their batch dims unevenly; not two strided-batched GEMMs"
+        return None
+
+    @staticmethod
+    def _batch_strides(layer: LayerSpec) -> tuple[int | None, ...]:
+        batch = tuple(layer.outputs[0].shape[:-2])
+        return tuple(uniform_stride(batch_offsets(batch, t.shape[:-2], t.shape[-2] * t.shape[-1]))
+                     for t in layer.inputs[:3])
+
+    def workspace_bytes(self, layer: LayerSpec) -> int:
+        g = AttentionGeometry.of(layer)
+        return aligned(g.lead[0] * g.lead[1] * g.sq * g.sk * np_dtype(layer.inputs[0].dtype).itemsize)
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        if not isinstance(backend, CudaBackend):
+            raise TypeError(f"{self.label} needs the cuda backend, not {backend.name}")
+        g = AttentionGeometry.of(layer)
+        dtype = self.kernel_dtype(layer)
+        consts = {i: backend.asarray(v) for i, v in layer.constants.items()}
+        refs = operand_refs(layer, consts)
+        table_d, pointers = mask_table(backend, g, layer, refs)
+        count, (sq_, sk_, sv_) = g.lead[0] * g.lead[1], self._batch_strides(layer)
+        assert sq_ is not None and sk_ is not None and sv_ is not None
+        kt = int(layer.attr("k_transposed"))
+        # Row-major S (Sq, Sk) = Q (Sq, D) @ K^T: in cuBLAS's column-major terms S^T = op(K) Q^T (CublasProduct).
+        scores = GemmLaunch(transa=not kt, transb=False, m=g.sk, n=g.sq, k=g.d, a=refs[1],
+                            lda=g.d if not kt else g.sk, stride_a=sk_, b=refs[0], ldb=g.d, stride_b=sq_,
+                            c=Ws(), ldc=g.sk, stride_c=g.sq * g.sk, batch=count, dtype=dtype, compute="fp32")
+        cap_mode = CAP_MODES[layer.attr("softcap_op")]
+        guard = layer.attr("guard") != "none"
+        rows = count * g.sq
+        softmax = per_row(backend, "attention.cu", "attention_softmax_rows", rows, (
+            Ws(), i64(rows), i32(g.sq), i32(g.sk), i32(g.lead[1]), f32(scale_factor(layer)), i32(cap_mode),
+            f32(layer.attr("softcap_in") if cap_mode else 1.0), f32(layer.attr("softcap") if cap_mode else 1.0),
+            i32(len(g.masks)), table_d, *pointers, f32(element_fill(layer, "fill", dtype)),
+            refs[-1] if guard else np.uint64(0), f32(element_fill(layer, "guard_fill", dtype) if guard else 0.0)),
+            dtype=dtype)
+        # out (Sq, Dv) = P (Sq, Sk) @ V (Sk, Dv): out^T = V^T P^T.
+        product = GemmLaunch(transa=False, transb=False, m=g.dv, n=g.sq, k=g.sk, a=refs[2], lda=g.dv,
+                             stride_a=sv_, b=Ws(), ldb=g.sk, stride_b=g.sq * g.sk, c=Out(0), ldc=g.dv,
+                             stride_c=g.sq * g.dv, batch=count, dtype=dtype, compute="fp32")
+        return plan(backend, scores, softmax, product, holds=(table_d, *consts.values()))
 
 
 class CudaFlashAttentionD32(_CudaFlashAttention):
@@ -206,4 +300,5 @@ class CudaFlashAttentionD128(_CudaFlashAttention):
     name, priority, HEAD_DIM = "cuda_flash_d128", 5, 128
 
 
-TACTICS: tuple[Tactic, ...] = (CudaFlashAttentionD32(), CudaFlashAttentionD64(), CudaFlashAttentionD128())
+TACTICS: tuple[Tactic, ...] = (
+    CudaCublasAttention(), CudaFlashAttentionD32(), CudaFlashAttentionD64(), CudaFlashAttentionD128())

@@ -13,6 +13,7 @@ from reprobuild.core.dtypes import np_dtype
 from reprobuild.kernels.attention import (
     TACTICS,
     AttentionGeometry,
+    CudaCublasAttention,
     CudaFlashAttentionD64,
     broadcast_strides,
     scale_factor,
@@ -61,6 +62,9 @@ def reference(layer: LayerSpec, values: list[np.ndarray]) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         e = np.exp(s - s.max(axis=-1, keepdims=True))
         p = e / e.sum(axis=-1, keepdims=True)
+    if a["guard"] != "none":
+        cond, g = values[-1], float(a["guard_fill"])
+        p = np.where(cond, p, g) if a["guard"] == "where" else np.where(cond, g, p)
     return p @ v.astype(np.float64)
 
 
@@ -113,18 +117,36 @@ def test_unsupported_forms_say_why(layer: LayerSpec, reason: str) -> None:
     assert got is not None and reason in got, got
 
 
-def test_one_tactic_per_head_dim() -> None:
-    assert sorted(t.parameters["head_dim"] for t in TACTICS) == [32, 64, 128]
-    assert all(t.capturable and t.min_compute_capability == 80 for t in TACTICS)
+def test_one_flash_tactic_per_head_dim() -> None:
+    flash = [t for t in TACTICS if t.name.startswith("cuda_flash")]
+    assert sorted(t.parameters["head_dim"] for t in flash) == [32, 64, 128]
+    assert all(t.capturable and t.min_compute_capability == 80 for t in flash)
+
+
+def test_the_cublas_tactic_takes_what_the_flash_kernel_leaves() -> None:
+    cublas = CudaCublasAttention()
+    guarded = spec((1, 2, 8, 80), (1, 2, 8, 80), (1, 2, 8, 80), [((1, 2, 8, 8), "bool")], dtype="float32",
+                   guard="where_not")
+    assert cublas.capturable and cublas.ineligibility(guarded) is None
+    assert cublas.workspace_bytes(guarded) == 512  # 2 heads x 8 x 8 float32 scores
+    uneven = spec((2, 3, 8, 64), (2, 1, 8, 64), (1, 3, 8, 64), [])
+    reason = cublas.ineligibility(uneven)
+    assert reason is not None and "unevenly" in reason
 
 
 # ---- on the GPU ----------------------------------------------------------------------------------------------
 
-TOLERANCE = {"float16": (1e-2, 3e-3), "bfloat16": (4e-2, 2e-2)}
+#: (rtol, atol) against float64, by tactic kind and dtype: the flash kernel keeps the scores in float32; the
+#: cuBLAS tactic rounds them to the element type at each step, as the unfused layers do.
+TOLERANCE = {("flash", "float16"): (1e-2, 3e-3), ("flash", "bfloat16"): (4e-2, 2e-2),
+             ("cublas", "float32"): (1e-4, 1e-5), ("cublas", "float16"): (3e-2, 1e-2),
+             ("cublas", "bfloat16"): (1e-1, 5e-2)}
 
 
-def _tactic(head_dim: int) -> Any:
-    return next(t for t in TACTICS if t.parameters["head_dim"] == head_dim)
+def _tactic(kind: str, head_dim: int) -> Any:
+    if kind == "cublas":
+        return CudaCublasAttention()
+    return next(t for t in TACTICS if t.parameters.get("head_dim") == head_dim)
 
 
 def _values(layer: LayerSpec, rng: np.random.Generator) -> list[np.ndarray]:
@@ -140,11 +162,11 @@ def _values(layer: LayerSpec, rng: np.random.Generator) -> list[np.ndarray]:
     return out
 
 
-def _run(layer: LayerSpec, values: list[np.ndarray]) -> np.ndarray:
+def _run(layer: LayerSpec, values: list[np.ndarray], kind: str = "flash") -> np.ndarray:
     from reprobuild.kernels.backend import get_backend
     from tests.kernels.pin_tactics import run_tactic
 
-    tactic = _tactic(layer.inputs[0].shape[-1])
+    tactic = _tactic(kind, layer.inputs[0].shape[-1])
     assert tactic.ineligibility(layer) is None, tactic.ineligibility(layer)
     activations = [x for i, x in enumerate(values) if i not in layer.constants]
     (out,) = run_tactic(tactic, layer, activations, get_backend("cuda"))
@@ -173,22 +195,27 @@ def _forms(d: int, dtype: str) -> list[tuple[str, LayerSpec]]:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("d", [32, 64, 128])
-def test_flash_attention_against_float64(d: int, dtype: str) -> None:
-    rng = np.random.default_rng([d, len(dtype)])
-    rtol, atol = TOLERANCE[dtype]
+@pytest.mark.parametrize(("kind", "dtype", "d"), [
+    *[("flash", dtype, d) for dtype in ("float16", "bfloat16") for d in (32, 64, 128)],
+    ("cublas", "float32", 64), ("cublas", "float32", 80), ("cublas", "float16", 64), ("cublas", "bfloat16", 32)])
+def test_attention_tactics_against_float64(kind: str, dtype: str, d: int) -> None:
+    rng = np.random.default_rng([d, len(dtype), len(kind)])
+    rtol, atol = TOLERANCE[kind, dtype]
+    forms = _forms(d, dtype)
+    if kind == "cublas":  # the form only this tactic runs: ONNX Attention's guard after the Softmax
+        forms.append(("guarded", spec((2, 3, 20, d), (2, 3, 20, d), (2, 3, 20, d),
+                                      [((2, 1, 20, 20), "bool"), ((2, 1, 20, 20), "bool")], dtype,
+                                      masks=("where",), fill=-1e4, guard="where_not", guard_fill=0.0)))
     problems = []
-    for name, layer in _forms(d, dtype):
+    for name, layer in forms:
         values = _values(layer, rng)
-        got, want = _run(layer, values).astype(np.float64), reference(layer, values)
+        got, want = _run(layer, values, kind).astype(np.float64), reference(layer, values)
         assert got.shape == want.shape
         ok = np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
         if not ok.all():
             problems.append(f"{name}: {int((~ok).sum())} of {got.size} outside, max abs "
                             f"{float(np.nanmax(np.abs(got - want))):.3g}")
-        again = _run(layer, values)
-        if again.tobytes() != _run(layer, values).tobytes():
+        if _run(layer, values, kind).tobytes() != _run(layer, values, kind).tobytes():
             problems.append(f"{name}: two runs differ")
     assert not problems, problems
 
