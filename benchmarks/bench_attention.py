@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 out = cp.empty((b, h, s, d), dtype=ins[0].dtype)
                 with backend.activate():
                     kernel = tactic.prepare(spec, backend)
-                    sample = timer(backend, kernel, ins, [out], backend.empty_bytes(1), args.warmup,
-                                   args.per_sample)
+                    workspace = backend.empty_bytes(max(tactic.workspace_bytes(spec), 1))
+                    sample = timer(backend, kernel, ins, [out], workspace, args.warmup, args.per_sample)
                     times = sample(args.runs)
                 diff = (torch.from_dlpack(out).float() - want).abs().max().item()
                 rows.append((f"reprobuild {tactic.name}", statistics.median(times) / 1e6, diff))

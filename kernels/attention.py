@@ -32,7 +32,6 @@ import numpy as np
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.kernels.backend import Backend, CudaBackend
 from reprobuild.kernels.cuda_launch import BLOCK, cdiv, f32, i32, i64, kernel_launch, operand_refs, per_row, plan
-from reprobuild.kernels.gemm import batch_offsets, uniform_stride
 from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, Out, Ws
 from reprobuild.kernels.nvrtc import integer_defines
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned
@@ -213,6 +212,24 @@ def mask_table(backend: Backend, g: AttentionGeometry, layer: LayerSpec,
     return backend.asarray(table), pointers
 
 
+#: The most GEMM pairs the cuBLAS tactic launches for Q, K and V that broadcast unevenly over the leading dims.
+MAX_GEMM_GROUPS = 64
+
+
+def gemm_groups(g: AttentionGeometry) -> list[tuple[tuple[int, int, int, int], int, tuple[int, int, int]]]:
+    """The strided batches that cover the (L0, L1) products: (first element offsets of Q, K, V and the batch
+    index of S and out, products in the batch, Q/K/V element strides between products). One batch of L0 * L1
+    when every operand steps evenly over both leading dims (including not at all); else one batch of L1 per b0
+    (K and V shared across heads but not across the batch, say)."""
+    (l0, l1), strides = g.lead, g.strides
+    even = all(l0 == 1 or l1 == 1 or s0 == l1 * s1 for s0, s1 in strides)
+    if even:
+        step = tuple(s1 if l1 > 1 else s0 for s0, s1 in strides)
+        return [((0, 0, 0, 0), l0 * l1, (step[0], step[1], step[2]))]
+    return [((b0 * strides[0][0], b0 * strides[1][0], b0 * strides[2][0], b0 * l1), l1,
+             (strides[0][1], strides[1][1], strides[2][1])) for b0 in range(l0)]
+
+
 def element_fill(layer: LayerSpec, key: str, dtype: str) -> float:
     """A Where's fill as the unfused graph holds it: the float32 constant rounded once to the element type."""
     with np.errstate(over="ignore"):
@@ -225,6 +242,7 @@ class CudaCublasAttention(Tactic):
     multiply in strict float32; float16 and bfloat16 on tensor cores with float32 accumulation."""
 
     family, ops, name, backend, source = "attention", ("FusedAttention",), "cuda_cublas", "cuda", "cublas"
+    version = 2  # 2: Q, K, V that broadcast unevenly over the leading dims run as one GEMM pair per batch element
     dtypes = ("float32", "float16", "bfloat16", "bool")
     priority = 10
     capturable = True
@@ -243,15 +261,11 @@ class CudaCublasAttention(Tactic):
         rank = len(layer.outputs[0].shape)
         if rank > 4 or any(len(t.shape) > rank for t in layer.inputs):
             return f"attention of rank {rank}; this tactic takes at most two leading dims ([B, H, S, D])"
-        if None in self._batch_strides(layer):
-            return "Q, K and V broadcast their batch dims unevenly; not two strided-batched GEMMs"
+        g = AttentionGeometry.of(layer)
+        if len(gemm_groups(g)) > MAX_GEMM_GROUPS:
+            return (f"Q, K and V broadcast over {g.lead[0]} x {g.lead[1]} leading dims unevenly, which takes "
+                    f"{g.lead[0]} pairs of GEMMs; this tactic launches at most {MAX_GEMM_GROUPS}")
         return None
-
-    @staticmethod
-    def _batch_strides(layer: LayerSpec) -> tuple[int | None, ...]:
-        batch = tuple(layer.outputs[0].shape[:-2])
-        return tuple(uniform_stride(batch_offsets(batch, t.shape[:-2], t.shape[-2] * t.shape[-1]))
-                     for t in layer.inputs[:3])
 
     def workspace_bytes(self, layer: LayerSpec) -> int:
         g = AttentionGeometry.of(layer)
@@ -265,27 +279,33 @@ class CudaCublasAttention(Tactic):
         consts = {i: backend.asarray(v) for i, v in layer.constants.items()}
         refs = operand_refs(layer, consts)
         table_d, pointers = mask_table(backend, g, layer, refs)
-        count, (sq_, sk_, sv_) = g.lead[0] * g.lead[1], self._batch_strides(layer)
-        assert sq_ is not None and sk_ is not None and sv_ is not None
         kt = int(layer.attr("k_transposed"))
-        # Row-major S (Sq, Sk) = Q (Sq, D) @ K^T: in cuBLAS's column-major terms S^T = op(K) Q^T (CublasProduct).
-        scores = GemmLaunch(transa=not kt, transb=False, m=g.sk, n=g.sq, k=g.d, a=refs[1],
-                            lda=g.d if not kt else g.sk, stride_a=sk_, b=refs[0], ldb=g.d, stride_b=sq_,
-                            c=Ws(), ldc=g.sk, stride_c=g.sq * g.sk, batch=count, dtype=dtype, compute="fp32")
+        item = np_dtype(dtype).itemsize
         cap_mode = CAP_MODES[layer.attr("softcap_op")]
         guard = layer.attr("guard") != "none"
-        rows = count * g.sq
+        rows = g.lead[0] * g.lead[1] * g.sq
         softmax = per_row(backend, "attention.cu", "attention_softmax_rows", rows, (
             Ws(), i64(rows), i32(g.sq), i32(g.sk), i32(g.lead[1]), f32(scale_factor(layer)), i32(cap_mode),
             f32(layer.attr("softcap_in") if cap_mode else 1.0), f32(layer.attr("softcap") if cap_mode else 1.0),
             i32(len(g.masks)), table_d, *pointers, f32(element_fill(layer, "fill", dtype)),
             refs[-1] if guard else np.uint64(0), f32(element_fill(layer, "guard_fill", dtype) if guard else 0.0)),
             dtype=dtype)
-        # out (Sq, Dv) = P (Sq, Sk) @ V (Sk, Dv): out^T = V^T P^T.
-        product = GemmLaunch(transa=False, transb=False, m=g.dv, n=g.sq, k=g.sk, a=refs[2], lda=g.dv,
-                             stride_a=sv_, b=Ws(), ldb=g.sk, stride_b=g.sq * g.sk, c=Out(0), ldc=g.dv,
-                             stride_c=g.sq * g.dv, batch=count, dtype=dtype, compute="fp32")
-        return plan(backend, scores, softmax, product, holds=(table_d, *consts.values()))
+        scores: list[GemmLaunch] = []
+        products: list[GemmLaunch] = []
+        for first, count, step in gemm_groups(g):
+            (q0, k0, v0), (qs, ks, vs) = ((first[i] * item for i in range(3)), step)
+            s0, o0 = first[3] * g.sq * g.sk * item, first[3] * g.sq * g.dv * item
+            # Row-major S (Sq, Sk) = Q (Sq, D) @ K^T; in cuBLAS's column-major terms S^T = op(K) Q^T.
+            scores.append(GemmLaunch(
+                transa=not kt, transb=False, m=g.sk, n=g.sq, k=g.d, a=refs[1].at(k0), lda=g.d if not kt else g.sk,
+                stride_a=ks, b=refs[0].at(q0), ldb=g.d, stride_b=qs, c=Ws(s0), ldc=g.sk, stride_c=g.sq * g.sk,
+                batch=count, dtype=dtype, compute="fp32"))
+            # out (Sq, Dv) = P (Sq, Sk) @ V (Sk, Dv): out^T = V^T P^T.
+            products.append(GemmLaunch(
+                transa=False, transb=False, m=g.dv, n=g.sq, k=g.sk, a=refs[2].at(v0), lda=g.dv, stride_a=vs,
+                b=Ws(s0), ldb=g.sk, stride_b=g.sq * g.sk, c=Out(0, o0), ldc=g.dv, stride_c=g.sq * g.dv,
+                batch=count, dtype=dtype, compute="fp32"))
+        return plan(backend, *scores, softmax, *products, holds=(table_d, *consts.values()))
 
 
 class CudaFlashAttentionD32(_CudaFlashAttention):

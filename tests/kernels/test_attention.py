@@ -16,6 +16,7 @@ from reprobuild.kernels.attention import (
     CudaCublasAttention,
     CudaFlashAttentionD64,
     broadcast_strides,
+    gemm_groups,
     scale_factor,
 )
 from reprobuild.kernels.tactic import LayerSpec, TensorSig
@@ -129,9 +130,13 @@ def test_the_cublas_tactic_takes_what_the_flash_kernel_leaves() -> None:
                    guard="where_not")
     assert cublas.capturable and cublas.ineligibility(guarded) is None
     assert cublas.workspace_bytes(guarded) == 512  # 2 heads x 8 x 8 float32 scores
-    uneven = spec((2, 3, 8, 64), (2, 1, 8, 64), (1, 3, 8, 64), [])
-    reason = cublas.ineligibility(uneven)
-    assert reason is not None and "unevenly" in reason
+    # K and V shared across heads but not across the batch: one strided batch of heads per batch element
+    shared = AttentionGeometry.of(spec((2, 3, 8, 64), (2, 1, 8, 64), (2, 1, 8, 64), []))
+    assert gemm_groups(shared) == [((0, 0, 0, 0), 3, (512, 0, 0)), ((1536, 512, 512, 3), 3, (512, 0, 0))]
+    assert gemm_groups(AttentionGeometry.of(spec((2, 3, 8, 64), (2, 3, 8, 64), (1, 1, 8, 64), []))) == [
+        ((0, 0, 0, 0), 6, (512, 512, 0))]
+    reason = cublas.ineligibility(spec((100, 3, 8, 64), (100, 1, 8, 64), (100, 1, 8, 64), []))
+    assert reason is not None and "at most 64" in reason
 
 
 # ---- on the GPU ----------------------------------------------------------------------------------------------

@@ -188,7 +188,8 @@ def test_a_cuda_edit_changes_exactly_the_tactics_whose_kernels_reach_it() -> Non
     # reduce.cuh's tree: exactly the kernels that reduce in one block
     tree = _cuda_changes({"reduce.cuh": ("if (tid < half) partial[tid] = op(partial[tid], partial[tid + half]);",
                                          "if (tid < half) partial[tid] = op(partial[tid + half], partial[tid]);")})
-    assert tree == {"norm.cuda_rowwise v2", "pool.cuda_global_mean v2", "softmax.cuda_rowwise v2"}
+    assert tree == {"attention.cuda_cublas v2", "norm.cuda_rowwise v2", "pool.cuda_global_mean v2",
+                    "softmax.cuda_rowwise v2"}
 
 
 def _launched(tactic: Tactic, spec: object, backend: object) -> set[str]:
@@ -216,12 +217,13 @@ def _check_declarations(backend: object) -> None:
 def test_cuda_tactics_declare_every_kernel_they_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     """On the CPU: each CUDA tactic prepared on every case it can run, with the kernels stubbed (nothing is
     compiled) and NumPy arrays for device memory; each launch must be of a kernel the tactic declares."""
-    from reprobuild.kernels import conv
+    from reprobuild.kernels import attention, conv
     from reprobuild.kernels.backend import get_backend
 
     backend = get_backend("cpu")
     monkeypatch.setattr(cuda_launch, "kernel", lambda backend, filename, name, dtype="float32": (filename, name))
-    monkeypatch.setattr(conv, "CudaBackend", type(backend))  # the tensor-core tactics only check the backend's type
+    for module in (attention, conv):  # the tensor-core and attention tactics only check the backend's type
+        monkeypatch.setattr(module, "CudaBackend", type(backend))
     _check_declarations(backend)
 
 
