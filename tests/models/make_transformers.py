@@ -13,7 +13,10 @@ static shapes. torchvision is not used: beside torch 2.13.0 it does not import, 
 
 Each export writes its exporter, opset and config to ``tests/data/transformers/README.md`` (regenerated with the
 models). The attention implementation is eager for every model (the form each model's own Python writes), and
-transformers' default SDPA for ``bert_sdpa`` (what a user exporting BertModel as it comes gets).
+transformers' default SDPA for ``*_sdpa`` (what a user exporting the model as it comes gets; the dynamo exporter
+decomposes torch's scaled_dot_product_attention into MatMul/Mul/Add/Softmax and a Where(IsNaN) guard). The
+TorchScript exporter (``dynamo=False``) also exports BERT and GPT-2 with these versions; the dynamo one is used for
+all, as the exporter torch now defaults to.
 """
 
 from __future__ import annotations
@@ -43,24 +46,26 @@ class Export:
     model: str  # the transformers class
     config: str  # its config class
     settings: dict[str, Any]
-    inputs: str  # "text" (input_ids, attention_mask), "text_causal" (input_ids, attention_mask), "image"
+    inputs: str  # "text" (input_ids, attention_mask) or "image" (pixel_values)
     attention: str  # "eager" or "sdpa"
     dynamo: bool  # torch.onnx.export(dynamo=...)
     blocks: int  # attention blocks in the model
 
 
+_GPT2 = {"vocab_size": 1000, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64, "n_inner": 128,
+         "use_cache": False, "bos_token_id": 0, "eos_token_id": 0}
+_LLAMA = {"vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 64, "use_cache": False,
+          "hidden_act": "silu", "rms_norm_eps": 1e-6}
 _BERT = {"vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 128, "max_position_embeddings": 64, "type_vocab_size": 2}
 EXPORTS = (
     Export("bert", "BertModel", "BertConfig", _BERT, "text", "eager", True, 2),
     Export("bert_sdpa", "BertModel", "BertConfig", _BERT, "text", "sdpa", True, 2),
-    Export("gpt2", "GPT2Model", "GPT2Config",
-           {"vocab_size": 1000, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64, "n_inner": 128,
-            "use_cache": False, "bos_token_id": 0, "eos_token_id": 0}, "text", "eager", True, 2),
-    Export("llama", "LlamaModel", "LlamaConfig",
-           {"vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 64, "use_cache": False,
-            "hidden_act": "silu", "rms_norm_eps": 1e-6}, "text", "eager", True, 2),
+    Export("gpt2", "GPT2Model", "GPT2Config", _GPT2, "text", "eager", True, 2),
+    Export("gpt2_sdpa", "GPT2Model", "GPT2Config", _GPT2, "text", "sdpa", True, 2),
+    Export("llama", "LlamaModel", "LlamaConfig", _LLAMA, "text", "eager", True, 2),
+    Export("llama_sdpa", "LlamaModel", "LlamaConfig", _LLAMA, "text", "sdpa", True, 2),
     Export("swin", "SwinModel", "SwinConfig",
            {"image_size": 32, "patch_size": 4, "num_channels": 3, "embed_dim": 32, "depths": [2, 2],
             "num_heads": [2, 4], "window_size": 4, "mlp_ratio": 2.0}, "image", "eager", True, 4),
@@ -123,10 +128,23 @@ def export(spec: Export) -> str:
     with torch.no_grad():
         torch.onnx.export(wrapper, args, path, input_names=names, output_names=["last_hidden_state"],
                           opset_version=OPSET, dynamo=spec.dynamo, external_data=False)
-    loaded = onnx.load(path)
+    loaded = strip(onnx.load(path))
     onnx.checker.check_model(loaded, full_check=True)
     onnx.save(loaded, path)  # one file, no external data
     return path
+
+
+def strip(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without the exporter's per-node metadata and doc strings: stack traces naming this machine's paths
+    and line numbers (the files would change with every edit of this script), a third of their size."""
+    graph = model.graph
+    for item in (*graph.node, *graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        del item.metadata_props[:]
+        item.doc_string = ""
+    del graph.metadata_props[:]
+    del model.metadata_props[:]
+    graph.doc_string = model.doc_string = ""
+    return model
 
 
 def readme(sizes: dict[str, int]) -> str:
@@ -135,8 +153,11 @@ def readme(sizes: dict[str, int]) -> str:
     lines = ["# Small transformer exports (test models)", "",
              "Made by `python tests/models/make_transformers.py` (read its docstring); do not edit by hand. Random",
              f"weights from seed {SEED}, static shapes, batch {BATCH}, sequence {SEQ} (text) or a 32x32 image.",
-             f"torch {torch.__version__}, transformers {transformers.__version__}, onnx {onnx.__version__}, "
-             f"opset {OPSET}.", "",
+             f"torch {torch.__version__}, transformers {transformers.__version__}, onnxscript "
+             f"{importlib.import_module('onnxscript').__version__}, onnx {onnx.__version__}, opset {OPSET}; the "
+             "exporter's per-node metadata (stack traces) stripped.",
+             "Text models take `input_ids` [2, 16] (int64, < 1000) and `attention_mask` [2, 16] (int64 0/1); vision "
+             "models `pixel_values` [2, 3, 32, 32]. One output, `last_hidden_state`.", "",
              "| file | model | attention | exporter | attention blocks | bytes | config |",
              "|---|---|---|---|---|---|---|"]
     for spec in EXPORTS:

@@ -1,8 +1,8 @@
-"""Real transformer exports (``tests/data/transformers``: BERT eager and SDPA, GPT-2, Llama, Swin, ViT, as torch's
-exporter writes them) through the whole pipeline: every attention block becomes one FusedAttention layer, the
-engine matches onnxruntime within float32 tolerance on fresh inputs, and on the CPU the fused engine gives the bits of
-the engine built without ``fuse_attention``. The models are made by ``tests/models/make_transformers.py``; this file
-needs neither torch nor transformers.
+"""Real transformer exports (``tests/data/transformers``: BERT, GPT-2 and Llama each with eager and SDPA attention,
+Swin and ViT, as torch's dynamo exporter writes them) through the whole pipeline: every attention block becomes one
+FusedAttention layer, the engine matches onnxruntime within float32 tolerance on fresh inputs, and on the CPU the
+fused engine gives the bits of the engine built without ``fuse_attention``. The models are made by
+``tests/models/make_transformers.py``; this file needs neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import onnx
@@ -24,7 +25,7 @@ from tests.helpers import CUDA_SKIP, REPO, assert_close, ort_run, tactic_toleran
 
 DATA = os.path.join(REPO, "tests", "data", "transformers")
 #: Each export and its number of attention blocks (layers; swin: 2 stages of 2 blocks).
-BLOCKS = {"bert": 2, "bert_sdpa": 2, "gpt2": 2, "llama": 2, "swin": 4, "vit": 2}
+BLOCKS = {"bert": 2, "bert_sdpa": 2, "gpt2": 2, "gpt2_sdpa": 2, "llama": 2, "llama_sdpa": 2, "swin": 4, "vit": 2}
 #: The text models' vocabulary (make_transformers.py's configs).
 VOCAB = 1000
 #: Layers that fusion must leave no trace of, per model: RMSNorm, LayerNorm and Gelu fused too.
@@ -55,7 +56,7 @@ def model_feeds(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, n
     return feeds
 
 
-def build(model: onnx.ModelProto, backend: str = "cpu", **changes: object) -> BuildResult:
+def build(model: onnx.ModelProto, backend: str = "cpu", **changes: Any) -> BuildResult:
     network, _ = network_from_onnx_bytes(model.SerializeToString(), QUIET)
     config = dataclasses.replace(BuilderConfig(backend=backend, warmup=0, iterations=1, runs_per_sample=1),
                                  **changes)
