@@ -3,8 +3,10 @@
 Run by hand, never in CI (it needs torch and transformers, which the project does not depend on)::
 
     python -m pip install torch==2.13.0 transformers==5.25.0 onnxscript==0.7.2
-    python tests/models/make_transformers.py        # by path: with -m, the repository's kernels/ would
-                                                    # shadow the `kernels` package transformers imports
+    python -m pip uninstall -y kernels              # transformers' optional hub-kernels package: its top-level
+                                                    # name clashes with the repository's kernels/ (and
+                                                    # tests/test_docs.py refuses a top-level `kernels` module)
+    python tests/models/make_transformers.py
 
 Versions used for the committed files: torch 2.13.0 (CPU build), transformers 5.25.0, onnxscript 0.7.2, onnx 1.23.2.
 Every model is built from a config (nothing is downloaded), its weights drawn from a fixed seed, and exported with
