@@ -115,7 +115,8 @@ def test_float16_builds_stay_near_onnxruntime_float32(name: str, rng: np.random.
     feeds = model_feeds(model, rng)
     got = run(result, feeds)
     assert got.dtype == np.float32
-    assert_close(got, ort_run(model, feeds)[0], rtol=5e-2, atol=5e-2, rel=1e-2, what=f"{name} fp16 on cpu")
+    # float16 activations stored after every layer (measured: relative error ~1e-3, max abs error ~5e-3)
+    assert_close(got, ort_run(model, feeds)[0], **tactic_tolerance(None, "float16"), what=f"{name} fp16 on cpu")
 
 
 @pytest.mark.gpu
