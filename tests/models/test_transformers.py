@@ -21,7 +21,7 @@ from reprobuild.core.logger import Logger, Severity
 from reprobuild.engine import Runtime
 from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.passes import DEFAULT_PASSES
-from tests.helpers import CUDA_SKIP, REPO, assert_close, ort_run, tactic_tolerance
+from tests.helpers import BACKENDS, CUDA_SKIP, REPO, assert_close, ort_run, tactic_tolerance
 
 DATA = os.path.join(REPO, "tests", "data", "transformers")
 #: Each export and its number of attention blocks (layers; swin: 2 stages of 2 blocks).
@@ -107,16 +107,17 @@ def test_the_padding_mask_changes_what_the_text_models_compute(rng: np.random.Ge
     assert_close(more, ort_run(model, padded)[0], rtol=1e-4, atol=2e-5, rel=2e-6, what="bert_sdpa padded")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["bert", "gpt2"])
-def test_float16_builds_stay_near_onnxruntime_float32(name: str, rng: np.random.Generator) -> None:
+def test_float16_builds_stay_near_onnxruntime_float32(name: str, backend: str, rng: np.random.Generator) -> None:
     model = load(name)
-    result = build(model, precision="fp16")
+    result = build(model, backend, precision="fp16")
     assert Counter(layer.op for layer in result.manifest.pinned.layers)["FusedAttention"] == BLOCKS[name]
     feeds = model_feeds(model, rng)
     got = run(result, feeds)
     assert got.dtype == np.float32
     # float16 activations stored after every layer (measured: relative error ~1e-3, max abs error ~5e-3)
-    assert_close(got, ort_run(model, feeds)[0], **tactic_tolerance(None, "float16"), what=f"{name} fp16 on cpu")
+    assert_close(got, ort_run(model, feeds)[0], **tactic_tolerance(None, "float16"), what=f"{name} fp16 on {backend}")
 
 
 @pytest.mark.gpu
