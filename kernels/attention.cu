@@ -22,7 +22,8 @@
 // between two cuBLAS products. One block per row of the scores S (the first product's output, elem_t, in the
 // workspace): the scale, the softcap and the mask steps in float32 (stored back, rounded as the unfused layers
 // store each step), the max and the sum by reduce.cuh's fixed trees, P = exp(S - max) / sum rounded once, then the
-// guard (mtab's fourth row: Where(cond, P, fill) with kind 2, Where(cond, fill, P) with 3) over P, in place.
+// guard (mtab's fourth row: Where(cond, P, fill) with kind 2, Where(cond, fill, P) with 3, Where(IsNaN(P), fill,
+// P) with 4) over P, in place.
 #include "dtype.cuh"
 #include "reduce.cuh"
 
@@ -76,7 +77,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) attention_softmax_rows(
         sum = block_sum<THREADS>(sum, partial);
         for (int a = tid; a < sk; a += THREADS) {
             float p = rnd(__fdiv_rn(expf(__fsub_rn(ld(sr[a]), mx)), sum));
-            if (gt[0] != 0) {
+            if (gt[0] == 4) {  // the "nan" guard: Where(IsNaN(P), fill, P)
+                p = p != p ? gfill : p;
+            } else if (gt[0] != 0) {
                 const bool c = gcond[b0 * gt[1] + b1 * gt[2] + qrow * gt[3] + (long long)a * gt[4]] != 0;
                 p = (c == (gt[0] == 2)) ? p : gfill;
             }
@@ -166,7 +169,8 @@ __device__ __forceinline__ void flash_fwd(
     unsigned short* __restrict__ out, int sq, int sk, int kt,
     long long qs0, long long qs1, long long ks0, long long ks1, long long vs0, long long vs1,
     float scale, int cap_mode, float cap_in, float cap,
-    int nmask, const long long* __restrict__ mtab, const void* m0, const void* m1, const void* m2, float fill)
+    int nmask, const long long* __restrict__ mtab, const void* m0, const void* m1, const void* m2, float fill,
+    int zero_empty)
 {
     constexpr int LDS = D + PAD, KD = D / 16, NT = BN / 8, DT = D / 8;
     static_assert(D % 16 == 0 && BN % 16 == 0 && DT % 2 == 0, "tile shape");
@@ -309,11 +313,18 @@ __device__ __forceinline__ void flash_fwd(
         }
     }
 
-    // The row sums over the quad (fixed pattern), then out = O / l, rounded once.
+    // The row sums over the quad (fixed pattern), then out = O / l, rounded once. With zero_empty (the "nan"
+    // guard: torch's SDPA zeroes NaN probabilities), a row whose probabilities are all NaN (l is 0: masked
+    // everywhere; or NaN: a NaN or +inf score) gives zeros.
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 1);
         lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 2);
+        if (zero_empty && !(lrow[h] > 0.0f)) {
+            lrow[h] = 1.0f;
+#pragma unroll
+            for (int d = 0; d < DT; ++d) o[d][2 * h] = o[d][2 * h + 1] = 0.0f;
+        }
     }
     unsigned short* ob = out + ((long long)b0 * l1 + b1) * sq * D;
 #pragma unroll
@@ -332,10 +343,10 @@ __device__ __forceinline__ void flash_fwd(
         const unsigned short* __restrict__ v, unsigned short* __restrict__ out, int sq, int sk, int kt,        \
         long long qs0, long long qs1, long long ks0, long long ks1, long long vs0, long long vs1,              \
         float scale, int cap_mode, float cap_in, float cap, int nmask, const long long* __restrict__ mtab,     \
-        const void* m0, const void* m1, const void* m2, float fill)                                            \
+        const void* m0, const void* m1, const void* m2, float fill, int zero_empty)                            \
     {                                                                                                          \
         flash_fwd<D, BN>(q, k, v, out, sq, sk, kt, qs0, qs1, ks0, ks1, vs0, vs1, scale, cap_mode, cap_in, cap,  \
-                         nmask, mtab, m0, m1, m2, fill);                                                        \
+                         nmask, mtab, m0, m1, m2, fill, zero_empty);                                            \
     }
 
 FLASH_FWD(32, BN_D32)

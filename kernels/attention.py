@@ -35,6 +35,7 @@ from reprobuild.kernels.cuda_launch import BLOCK, cdiv, f32, i32, i64, kernel_la
 from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, Out, Ws
 from reprobuild.kernels.nvrtc import integer_defines
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned
+from reprobuild.layers.op_fused_attention import INPUT_GUARDS
 
 #: attention.cu's compile-time sizes: query rows per block, the most mask steps, keys per tile by head dim.
 _SIZES = integer_defines("attention.cu")
@@ -42,8 +43,9 @@ BLOCK_M, MAX_MASKS = _SIZES["BM"], _SIZES["MAX_MASKS"]
 if _SIZES["THREADS"] != BLOCK:
     raise ImportError(f"attention.cu's THREADS ({_SIZES['THREADS']}) must be cuda_launch.BLOCK ({BLOCK}): "
                       "attention_softmax_rows's trees are sized by it and launched with BLOCK threads")
-#: attention.cu's mask step kinds.
+#: attention.cu's mask step kinds, and its guard kinds (the same Where forms, and "nan": Where(IsNaN(P), fill, P)).
 MASK_KINDS = {"add": 1, "where": 2, "where_not": 3}
+GUARD_KINDS = {"where": 2, "where_not": 3, "nan": 4}
 #: attention.cu's softcap modes: how the scores reach the Tanh.
 CAP_MODES = {"": 0, "Div": 1, "Mul": 2}
 
@@ -143,6 +145,8 @@ class _CudaFlashAttention(Tactic):
     needs_activation = False  # checked per operand in ``unsupported``
     HEAD_DIM: ClassVar[int] = 0
 
+    version = 2  # 2: the "nan" guard (FusedAttention v4)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.parameters = MappingProxyType({"head_dim": cls.HEAD_DIM, "block_m": BLOCK_M,
@@ -156,9 +160,10 @@ class _CudaFlashAttention(Tactic):
             return f"Q is {dtype}; the flash kernel runs float16 and bfloat16 (tensor cores)"
         if any(i in layer.constants for i in range(3)):
             return "Q, K or V is a constant; the flash kernel reads all three as run-time activations"
-        if layer.attr("guard") != "none":
-            return (f"a guard after the Softmax ({layer.attr('guard')}); the flash kernel never materializes the "
-                    "probabilities, so it cannot replace some of them")
+        guard, guard_fill = layer.attr("guard"), float(layer.attr("guard_fill"))
+        if guard in INPUT_GUARDS or (guard == "nan" and guard_fill != 0.0):
+            return (f"a {guard!r} guard after the Softmax (fill {guard_fill}); the flash kernel never materializes "
+                    "the probabilities, so it runs only the guard that zeroes a row whose probabilities are all NaN")
         steps = list(layer.attr("masks"))
         if len(steps) > MAX_MASKS:
             return f"{len(steps)} mask steps; the flash kernel applies at most {MAX_MASKS}"
@@ -192,7 +197,7 @@ class _CudaFlashAttention(Tactic):
             i64(qs[0]), i64(qs[1]), i64(ks[0]), i64(ks[1]), i64(vs[0]), i64(vs[1]),
             f32(scale_factor(layer)), i32(cap_mode),
             f32(layer.attr("softcap_in") if cap_mode else 1.0), f32(layer.attr("softcap") if cap_mode else 1.0),
-            i32(len(g.masks)), table_d, *pointers, f32(fill)), dtype=dtype)
+            i32(len(g.masks)), table_d, *pointers, f32(fill), i32(layer.attr("guard") == "nan")), dtype=dtype)
         return plan(backend, launch, holds=(table_d, *consts.values()))
 
 
@@ -206,9 +211,11 @@ def mask_table(backend: Backend, g: AttentionGeometry, layer: LayerSpec,
         table[i] = (kind, *strides)
         pointers[i] = refs[position]
     guard = layer.attr("guard")
-    if guard != "none":
+    if guard in INPUT_GUARDS:
         scores = (*layer.outputs[0].shape[:-2], g.sq, g.sk)
-        table[MAX_MASKS] = (MASK_KINDS[guard], *_four(broadcast_strides(layer.inputs[-1].shape, scores)))
+        table[MAX_MASKS] = (GUARD_KINDS[guard], *_four(broadcast_strides(layer.inputs[-1].shape, scores)))
+    elif guard != "none":
+        table[MAX_MASKS, 0] = GUARD_KINDS[guard]
     return backend.asarray(table), pointers
 
 
@@ -242,7 +249,8 @@ class CudaCublasAttention(Tactic):
     multiply in strict float32; float16 and bfloat16 on tensor cores with float32 accumulation."""
 
     family, ops, name, backend, source = "attention", ("FusedAttention",), "cuda_cublas", "cuda", "cublas"
-    version = 2  # 2: Q, K, V that broadcast unevenly over the leading dims run as one GEMM pair per batch element
+    version = 3  # 2: Q, K, V that broadcast unevenly over the leading dims run as one GEMM pair per batch element;
+    # 3: the "nan" guard (FusedAttention v4)
     dtypes = ("float32", "float16", "bfloat16", "bool")
     priority = 10
     capturable = True
@@ -282,13 +290,14 @@ class CudaCublasAttention(Tactic):
         kt = int(layer.attr("k_transposed"))
         item = np_dtype(dtype).itemsize
         cap_mode = CAP_MODES[layer.attr("softcap_op")]
-        guard = layer.attr("guard") != "none"
+        guard = layer.attr("guard")
         rows = g.lead[0] * g.lead[1] * g.sq
         softmax = per_row(backend, "attention.cu", "attention_softmax_rows", rows, (
             Ws(), i64(rows), i32(g.sq), i32(g.sk), i32(g.lead[1]), f32(scale_factor(layer)), i32(cap_mode),
             f32(layer.attr("softcap_in") if cap_mode else 1.0), f32(layer.attr("softcap") if cap_mode else 1.0),
             i32(len(g.masks)), table_d, *pointers, f32(element_fill(layer, "fill", dtype)),
-            refs[-1] if guard else np.uint64(0), f32(element_fill(layer, "guard_fill", dtype) if guard else 0.0)),
+            refs[-1] if guard in INPUT_GUARDS else np.uint64(0),
+            f32(element_fill(layer, "guard_fill", dtype) if guard != "none" else 0.0)),
             dtype=dtype)
         scores: list[GemmLaunch] = []
         products: list[GemmLaunch] = []

@@ -21,11 +21,13 @@ attributes pin:
   constant (0.0 when there is no Where);
 - ``guard``: a Where on the probabilities, between the Softmax and the second product: ``"none"``, ``"where_not"``
   (Where(cond, guard_fill, probabilities): ONNX's own Attention function zeroes the rows whose mask is -inf
-  everywhere, whose Softmax is NaN) or ``"where"`` (Where(cond, probabilities, guard_fill)); ``guard_fill`` is its
-  constant (0.0 when there is no guard).
+  everywhere, whose Softmax is NaN), ``"where"`` (Where(cond, probabilities, guard_fill)) or ``"nan"``
+  (Where(IsNaN(probabilities), guard_fill, probabilities): torch's SDPA as the dynamo exporter decomposes it zeroes
+  the NaN probabilities so; the condition is computed from the probabilities, so it is no input); ``guard_fill`` is
+  its constant (0.0 when there is no guard).
 
 The reference computes each step with the layer definition of the layer it replaced (Transpose, Mul or Div, MatMul,
-Div or Mul, Tanh, Mul, Add, Where, Softmax, Where, MatMul), each result materialized as the unfused engine stores
+Div or Mul, Tanh, Mul, Add, Where, Softmax, IsNaN, Where, MatMul), each result materialized as the unfused engine stores
 it, so on the CPU the fused layer gives the bits of the unfused graph. Multiplication and addition are commutative
 in IEEE arithmetic, so the operand order the exporter chose needs no attribute; a Transpose and an elementwise scale
 commute bit for bit too.
@@ -43,18 +45,20 @@ from reprobuild.layers.base import Attrs, LayerDef, OpError, TensorType
 from reprobuild.layers.op_arith import Add, Div, Mul
 from reprobuild.layers.op_gemm import MatMul
 from reprobuild.layers.op_logic import Where
-from reprobuild.layers.op_math import Tanh
+from reprobuild.layers.op_math import IsNaN, Tanh
 from reprobuild.layers.op_softmax import Softmax
 from reprobuild.layers.op_transform import Transpose
 
 SCALE_ON = ("none", "q", "qk", "scores")
 SCALE_OPS = ("Div", "Mul")
 MASK_STEPS = ("add", "where", "where_not")
-GUARDS = ("none", "where", "where_not")
+GUARDS = ("nan", "none", "where", "where_not")
+#: The guards whose condition is an input (the last one); "nan" computes its own from the probabilities.
+INPUT_GUARDS = ("where", "where_not")
 
 #: The layer definitions of the layers the fused layer replaces.
 _ADD, _DIV, _MATMUL, _MUL, _SOFTMAX, _TRANSPOSE, _WHERE = Add(), Div(), MatMul(), Mul(), Softmax(), Transpose(), Where()
-_TANH = Tanh()
+_ISNAN, _TANH = IsNaN(), Tanh()
 
 
 def check_form(attrs: Attrs, num_inputs: int) -> None:
@@ -76,11 +80,12 @@ def check_form(attrs: Attrs, num_inputs: int) -> None:
         raise OpError(f"mask steps {unknown} are not among {', '.join(map(repr, MASK_STEPS))}")
     if attrs["guard"] not in GUARDS:
         raise OpError(f"guard {attrs['guard']!r} is not one of {', '.join(map(repr, GUARDS))}")
-    guarded = attrs["guard"] != "none"
+    guarded = attrs["guard"] in INPUT_GUARDS
     if num_inputs != 3 + len(attrs["masks"]) + guarded:
         raise OpError(f"{num_inputs} inputs for {len(attrs['masks'])} mask steps {list(attrs['masks'])}"
-                      f"{' and a guard' if guarded else ''}: FusedAttention takes Q, K, V and one input per mask "
-                      "step, then the guard's condition when it has a guard")
+                      f"{' and a ' + repr(attrs['guard']) + ' guard' if guarded else ''}: FusedAttention takes Q, K, "
+                      "V and one input per mask step, then the guard's condition when its guard is "
+                      f"{' or '.join(map(repr, INPUT_GUARDS))}")
 
 
 def mask_steps(attrs: Attrs, masks: Sequence[Any]) -> Iterator[tuple[str, Any]]:
@@ -110,7 +115,7 @@ def _step(what: str, layer: LayerDef, attrs: Attrs, inputs: Sequence[TensorType]
 
 class FusedAttention(LayerDef):
     op = "FusedAttention"
-    version = 3  # 2: the guard step after the Softmax; 3: the softcap step before the masks
+    version = 4  # 2: the guard step after the Softmax; 3: the softcap step before the masks; 4: the "nan" guard
     num_inputs = (3, None)
     dtypes = FLOATS
     same_type = (1, 2)
@@ -136,7 +141,7 @@ class FusedAttention(LayerDef):
                 raise OpError(f"mask step {i} ({step}) has shape {list(mask.shape)}, which broadcasts the scores "
                               f"{list(scores.shape)} to {list(out.shape)}; a mask must keep the scores' shape")
         probabilities = _step("the Softmax", _SOFTMAX, {"axis": scores.rank - 1, "coerce_2d": 0}, [scores])
-        if attrs["guard"] != "none":
+        if attrs["guard"] in INPUT_GUARDS:
             guarded = _step(f"the guard ({attrs['guard']})", _WHERE, {}, [inputs[-1], probabilities, probabilities])
             if guarded.shape != probabilities.shape:
                 raise OpError(f"the guard's condition has shape {list(inputs[-1].shape)}, which broadcasts the "
@@ -175,7 +180,11 @@ class FusedAttention(LayerDef):
         if attrs["guard"] != "none":
             guard_fill = constant(xp, attrs["guard_fill"], probabilities.dtype)
             operands = (probabilities, guard_fill) if attrs["guard"] == "where" else (guard_fill, probabilities)
-            (probabilities,) = _WHERE.compute(xp, {}, inputs[-1], *operands)
+            if attrs["guard"] == "nan":
+                (condition,) = _ISNAN.compute(xp, {}, probabilities)
+            else:
+                condition = inputs[-1]
+            (probabilities,) = _WHERE.compute(xp, {}, condition, *operands)
         return _MATMUL.compute(xp, {}, probabilities, v)
 
 

@@ -23,7 +23,9 @@ Mul either way round), directly after the scaled product and before every mask s
 and Gemma-2 place it), is the layer's softcap step; one after a mask step leaves the chain unfused.
 
 A Where on the probabilities, between the Softmax and the second product, whose other operand is a single-value
-constant, is the layer's guard (its condition, computed before, is an input).
+constant, is the layer's guard (its condition, computed before, is an input). Where(IsNaN(probabilities), c,
+probabilities), the probabilities read by just those two layers, is the ``"nan"`` guard: torch's SDPA as the dynamo
+exporter decomposes it (HF BERT's default attention) zeroes the NaN probabilities of a fully masked row so.
 
 A constant mask added between a Reshape and the Reshape back to the scores' shape is the same elementwise sum as
 that mask, broadcast and reshaped to the scores' shape, added to the scores: the pass makes that constant (keeping
@@ -54,7 +56,7 @@ from reprobuild.layers.base import OpError, TensorType
 from reprobuild.layers.op_fused_attention import FusedAttention, swap_last
 from reprobuild.passes.pattern import GraphIndex, fresh_name, fuse_rounds
 
-VERSION = 1
+VERSION = 2  # 2: the "nan" guard (torch's SDPA decomposition: Where(IsNaN(p), 0, p))
 
 _FLOATS = ("bfloat16", "float16", "float32", "float64")
 #: The most mask steps looked for between the scaled product and the Softmax.
@@ -273,6 +275,22 @@ def _guard(index: GraphIndex, layer: Layer, probabilities: str, dtype: str) -> t
     return None
 
 
+def _nan_guard(index: GraphIndex, probabilities: str, dtype: str) -> tuple[list[Layer], float] | None:
+    """([the IsNaN, the Where], fill) when ``probabilities`` are read by exactly Where(IsNaN(probabilities), fill,
+    probabilities), fill a single-value constant, the IsNaN's result read by that Where only."""
+    readers = index.reader_layers(probabilities)
+    if len(readers) != 2 or index.is_output(probabilities) or index.readers(probabilities) != 2:
+        return None
+    isnan, where = readers
+    if isnan.op != "IsNaN" or where.op != "Where" or len(where.inputs) != 3:
+        return None
+    cond, fill, kept = where.inputs
+    value = _scalar(index, fill, dtype)
+    if cond != isnan.outputs[0] or kept != probabilities or value is None or not index.single_use(cond):
+        return None
+    return [isnan, where], value
+
+
 def _attention(network: Network, index: GraphIndex,
                softmax: Layer) -> tuple[list[Layer], Layer, dict[str, np.ndarray]] | None:
     """The layers of the attention whose Softmax is ``softmax``, the FusedAttention replacing them, and the
@@ -281,11 +299,19 @@ def _attention(network: Network, index: GraphIndex,
     info = index.tensor(scores)
     if info.dtype not in _FLOATS or len(info.shape) < 2 or softmax.attr("axis") != len(info.shape) - 1:
         return None
-    if not index.single_use(probabilities) or not index.single_use(scores):
+    if not index.single_use(scores):
         return None
-    (reader,) = index.reader_layers(probabilities)
-    guard = _guard(index, reader, probabilities, info.dtype)
-    weights = probabilities if guard is None else reader.outputs[0]
+    nan_guard = _nan_guard(index, probabilities, info.dtype)
+    guard: tuple[str, str, float] | None
+    if nan_guard is not None:
+        guards, guard = nan_guard[0], ("nan", "", nan_guard[1])
+    elif index.single_use(probabilities):
+        (reader,) = index.reader_layers(probabilities)
+        guard = _guard(index, reader, probabilities, info.dtype)
+        guards = [reader] if guard else []
+    else:
+        return None
+    weights = guards[-1].outputs[0] if guards else probabilities
     readers = index.reader_layers(weights)
     if not index.single_use(weights) or len(readers) != 1:
         return None
@@ -297,7 +323,7 @@ def _attention(network: Network, index: GraphIndex,
         return None
     adds = [t for s, t in zip(form.steps, form.step_inputs) if s == "add"]
     conditions = [t for s, t in zip(form.steps, form.step_inputs) if s != "add"]
-    inputs = (form.q, form.k, out_mm.inputs[1], *adds, *conditions, *([guard[1]] if guard else []))
+    inputs = (form.q, form.k, out_mm.inputs[1], *adds, *conditions, *([guard[1]] if guard and guard[1] else []))
     attrs = {"fill": form.fills[0] if form.fills else 0.0, "guard": guard[0] if guard else "none",
              "guard_fill": guard[2] if guard else 0.0, "k_transposed": form.k_transposed,
              "masks": tuple(form.steps), "scale": form.scale, "scale_on": form.scale_on, "scale_op": form.scale_op,
@@ -312,7 +338,6 @@ def _attention(network: Network, index: GraphIndex,
     if (out.shape, out.dtype) != (tuple(result.shape), result.dtype):
         return None
     position = {id(layer): i for i, layer in enumerate(network.layers)}
-    guards = [reader] if guard else []
     old = sorted({id(layer): layer for layer in [*form.layers, softmax, *guards, out_mm]}.values(),
                  key=lambda layer: position[id(layer)])
     origin = tuple(dict.fromkeys(n for layer in old for n in layer.origin))

@@ -63,7 +63,9 @@ def reference(layer: LayerSpec, values: list[np.ndarray]) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         e = np.exp(s - s.max(axis=-1, keepdims=True))
         p = e / e.sum(axis=-1, keepdims=True)
-    if a["guard"] != "none":
+    if a["guard"] == "nan":
+        p = np.where(np.isnan(p), float(a["guard_fill"]), p)
+    elif a["guard"] != "none":
         cond, g = values[-1], float(a["guard_fill"])
         p = np.where(cond, p, g) if a["guard"] == "where" else np.where(cond, g, p)
     return p @ v.astype(np.float64)
@@ -107,6 +109,7 @@ def test_scale_factor_of_each_form() -> None:
     (spec((1, 2, 8, 32), (1, 2, 8, 32), (1, 2, 8, 32), []), "head dims 32"),
     (spec((1, 2, 8, 64), (1, 2, 8, 64), (1, 2, 8, 32), []), "32 (V)"),
     (spec((1, 2, 8, 64), (1, 2, 8, 64), (1, 2, 8, 64), [((1, 2, 8, 8), "bool")], guard="where_not"), "guard"),
+    (spec((1, 2, 8, 64), (1, 2, 8, 64), (1, 2, 8, 64), [], guard="nan", guard_fill=1.0), "fill 1.0"),
     (spec((1, 2, 8, 64), (1, 2, 8, 64), (1, 2, 8, 64), [((1, 1, 8, 8), "float16")] * 4,
           masks=("add",) * 4), "4 mask steps"),
     (spec((1, 1, 2, 8, 64), (1, 1, 2, 8, 64), (1, 1, 2, 8, 64), []), "rank 5"),
@@ -193,6 +196,9 @@ def _forms(d: int, dtype: str) -> list[tuple[str, LayerSpec]]:
                                  masks=("where_not",), scale_on="qk", scale_op="Mul", scale=d ** -0.25,
                                  fill=-1e4, softcap=5.0, softcap_in=5.0, softcap_op="Div")),
         ("rank3_cross", spec((6, 33, d), (6, 130, d), (6, 130, d), [], dtype, scale_on="none", scale_op="")),
+        ("sdpa_nan_guard", spec((b, h, 30, d), (b, h, d, 30), (b, h, 30, d), [((b, 1, 30, 30), "bool")], dtype,
+                                masks=("where",), k_transposed=1, scale_on="qk", scale_op="Mul", scale=d ** -0.25,
+                                fill=float("-inf"), guard="nan")),
         ("shared_kv_heads", spec((b, h, 65, d), (b, 1, 65, d), (b, 1, 65, d), [], dtype, scale_op="Mul",
                                  scale=d ** -0.5)),
     ]
@@ -214,6 +220,9 @@ def test_attention_tactics_against_float64(kind: str, dtype: str, d: int) -> Non
     problems = []
     for name, layer in forms:
         values = _values(layer, rng)
+        if name == "sdpa_nan_guard":  # rows masked everywhere: NaN probabilities, zeroed by the guard
+            values[3][0, 0, 3, :] = False
+            values[3][1, 0, 29, :] = False
         got, want = _run(layer, values, kind).astype(np.float64), reference(layer, values)
         assert got.shape == want.shape
         ok = np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)

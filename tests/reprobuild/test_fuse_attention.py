@@ -37,6 +37,7 @@ class Form:
     key: str  # swap: Transpose(0,1,3,2) of the heads; merged: one Transpose(0,2,3,1); reshape: SDPA's 3-D route
     masks: tuple[str, ...]  # bert (additive, from an input), where, where_not (causal), bias, window (constants)
     softcap: str = ""  # div: c * tanh(scores / c), as Gemma-2 writes it; mul: c * tanh(scores * (1 / c))
+    guard: str = ""  # nan: Where(IsNaN(p), 0, p) after the Softmax, as torch's SDPA decomposition (dynamo) writes it
 
 
 FORMS = {
@@ -47,6 +48,7 @@ FORMS = {
     "gpt2_where_not": Form("div_scores", "merged", ("where_not",)),
     "sdpa": Form("qk", "reshape", ("bert",)),
     "sdpa_scores": Form("mul_scores", "reshape", ()),
+    "sdpa_nan_guard": Form("qk", "reshape", ("bert",), guard="nan"),
     "swin": Form("q", "swap", ("bias",)),
     "swin_shifted": Form("q", "swap", ("bias", "window")),
     "swin_windows_viewed": Form("q", "swap", ("bias", "window_view")),
@@ -66,6 +68,7 @@ EXPECTED = {
     "gpt2_where_not": ("scores", "Div", 1, ("where_not",)),
     "sdpa": ("qk", "Mul", 1, ("add",)),
     "sdpa_scores": ("scores", "Mul", 1, ()),
+    "sdpa_nan_guard": ("qk", "Mul", 1, ("add",)),
     "swin": ("q", "Mul", 0, ("add",)),
     "swin_shifted": ("q", "Mul", 0, ("add", "add")),
     "swin_windows_viewed": ("q", "Mul", 0, ("add", "add")),
@@ -160,8 +163,14 @@ def attention_model(rng: np.random.Generator, form: Form, softmax_axis: int = -1
             inits["window"] = np.where(rng.random((B, 1, S, S)) < 0.3, -100.0, 0.0).astype(np.float32)
             nodes.append(helper.make_node("Add", [tail, "window"], [out], name=f"att_mask{i}"))
         tail = out
-    nodes += [helper.make_node("Softmax", [tail], ["probs"], axis=softmax_axis, name="att_softmax"),
-              helper.make_node("MatMul", ["probs", "v"], ["context"], name="att_pv"),
+    nodes.append(helper.make_node("Softmax", [tail], ["probs"], axis=softmax_axis, name="att_softmax"))
+    weights = "probs"
+    if form.guard == "nan":
+        inits["zero"] = np.array(0.0, np.float32)
+        nodes += [helper.make_node("IsNaN", ["probs"], ["nan"], name="att_isnan"),
+                  helper.make_node("Where", ["nan", "zero", "probs"], ["guarded"], name="att_guard")]
+        weights = "guarded"
+    nodes += [helper.make_node("MatMul", [weights, "v"], ["context"], name="att_pv"),
               helper.make_node("Transpose", ["context"], ["context_bshd"], perm=[0, 2, 1, 3], name="merge_t"),
               helper.make_node("Reshape", ["context_bshd", "merged"], ["y"], name="merge")]
     return make_model(nodes, inputs, ["y", *extra_outputs], inits, 17)
@@ -206,6 +215,7 @@ def test_each_form_becomes_one_fused_attention_with_every_onnx_node(rng: np.rand
     cap_in = float(np.float32(SOFTCAP if cap == "div" else 1 / SOFTCAP))
     want_cap = (cap.capitalize(), cap_in, float(np.float32(SOFTCAP)))
     assert (attrs["softcap_op"], attrs["softcap_in"], attrs["softcap"]) == (want_cap if cap else ("", 0.0, 0.0))
+    assert (attrs["guard"], attrs["guard_fill"]) == ("nan" if FORMS[name].guard else "none", 0.0)
     assert attrs["fill"] == (MIN32 if "where" in FORMS[name].masks or "where_not" in FORMS[name].masks else 0.0)
     assert run_passes(network, DEFAULT_PASSES).layers == fused.layers  # deterministic
 
@@ -247,7 +257,7 @@ def test_the_reference_tactic_runs_it_through_the_engine_and_the_manifest_names_
     (layer,) = [layer for layer in result.manifest.pinned.layers if layer.op == "FusedAttention"]
     assert layer.tactic.name == "cpu_FusedAttention"
     assert layer.onnx_nodes == [n.name for n in model.graph.node if n.name.startswith("att_")]
-    assert ("fuse_attention", 1) in [(p.name, p.version) for p in result.manifest.pinned.config.passes]
+    assert ("fuse_attention", 2) in [(p.name, p.version) for p in result.manifest.pinned.config.passes]
     inputs = feeds(rng, model)
     got = Runtime(Logger(Severity.ERROR)).deserialize_engine(result.engine).create_execution_context().execute(inputs)
     np.testing.assert_allclose(got["y"], ort_outputs(model, inputs)["y"], rtol=1e-5, atol=1e-5)
@@ -335,6 +345,8 @@ ATTRS = {"fill": 0.0, "guard": "none", "guard_fill": 0.0, "k_transposed": 1, "ma
     ({}, [(2, 4, 8), (2, 8, 5), (2, 4, 8), (2, 4, 5)], "probabilities @ V: inner dimensions differ"),
     ({"softcap_op": "Div"}, [(2, 4, 8), (2, 8, 4), (2, 4, 8), (2, 4, 4)], "softcap_op 'Div' with softcap 0.0"),
     ({"softcap": 2.0}, [(2, 4, 8), (2, 8, 4), (2, 4, 8), (2, 4, 4)], "softcap_op '' with softcap 2.0"),
+    ({"guard": "nan"}, [(2, 4, 8), (2, 8, 4), (2, 4, 8), (2, 4, 4), (2, 4, 4)], "FusedAttention takes Q, K, V and"),
+    ({"guard": "where"}, [(2, 4, 8), (2, 8, 4), (2, 4, 8), (2, 4, 4)], "and a 'where' guard: FusedAttention takes"),
 ])
 def test_type_inference_says_which_step_does_not_fit(change: dict, shapes: list[tuple[int, ...]],
                                                      message: str) -> None:
@@ -366,3 +378,26 @@ def test_the_reference_computes_the_softcap_bit_for_bit(rng: np.random.Generator
     e = np.exp(s - s.max(axis=-1, keepdims=True))
     want = np.matmul(e / e.sum(axis=-1, keepdims=True), v)
     assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
+
+
+def test_the_nan_guard_zeroes_the_rows_a_full_mask_makes_nan_bit_for_bit(rng: np.random.Generator) -> None:
+    """torch's SDPA decomposition: Where(IsNaN(p), 0, p). A row masked with -inf everywhere has NaN probabilities,
+    which the guard makes 0; every other value is the unguarded result, bit for bit."""
+    q, k, v = (rng.standard_normal(shape).astype(np.float32) for shape in ((2, 5, 4), (2, 4, 5), (2, 5, 4)))
+    mask = np.where(rng.random((2, 5, 5)) < 0.3, -np.inf, 0.0).astype(np.float32)
+    mask[1, 2, :] = -np.inf
+    attrs = {**ATTRS, "guard": "nan"}
+    (got,) = FusedAttention().compute(np, attrs, q, k, v, mask)
+    s = np.matmul(q, k) * np.float32(0.5) + mask
+    with np.errstate(invalid="ignore"):
+        e = np.exp(s - s.max(axis=-1, keepdims=True))
+        p = e / e.sum(axis=-1, keepdims=True)
+    want = np.matmul(np.where(np.isnan(p), np.float32(0.0), p), v)
+    assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
+    assert np.all(got[1, 2] == 0.0) and np.all(np.isfinite(got))
+
+
+@pytest.mark.parametrize("extra", ["probs", "nan", "guarded"])
+def test_a_nan_guard_whose_operands_are_read_elsewhere_stays_unfused(rng: np.random.Generator, extra: str) -> None:
+    ops = _ops(attention_model(rng, FORMS["sdpa_nan_guard"], extra_outputs=(extra,)))
+    assert "FusedAttention" not in ops and "Softmax" in ops and "IsNaN" in ops
