@@ -131,3 +131,23 @@ def test_on_cuda_every_export_fuses_and_matches_onnxruntime(name: str, rng: np.r
         feeds = model_feeds(model, rng)
         assert_close(run(result, feeds), ort_run(model, feeds)[0], **tactic_tolerance(None),
                      what=f"{name} on cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_on_cuda_every_export_runs_as_one_cuda_graph_with_the_eager_bits(
+        name: str, precision: str, rng: np.random.Generator) -> None:
+    """Issue 22's bar: every layer of every model of the set is a launch plan, so the engine runs as one CUDA graph
+    (the manifest says so, or names the layers that are not); the graph's outputs are the eager run's bits."""
+    model = load(name)
+    result = build(model, "cuda", precision=precision)
+    execution = result.manifest.pinned.execution
+    assert execution.cuda_graph, f"{name} {precision}: {execution.reason}"
+    engine = Runtime(QUIET).deserialize_engine(result.engine)
+    graph, eager = (engine.create_execution_context(cuda_graph=g) for g in (True, False))
+    feeds = model_feeds(model, rng)
+    for _ in range(2):  # the second graph run replays the captured graph
+        got, want = graph.execute(feeds), eager.execute(feeds)
+        assert all(got[k].tobytes() == want[k].tobytes() for k in want), f"{name} {precision}: graph != eager"
