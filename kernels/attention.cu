@@ -12,7 +12,8 @@
 // and no split over the keys: the bits are the same on every run, and a sequence's bits do not depend on its
 // batch mates or on the grid (each block reads only its own rows).
 //
-// Operands (elements): Q [L0, L1, Sq, D], K [L0, L1, Sk, D] (or [L0, L1, D, Sk] with kt = 1), V [L0, L1, Sk, D],
+// Operands (elements): Q [L0, L1, Sq, D], K [L0, L1, Sk, D] (or [L0, L1, D, Sk] with kt = 1 or 2: 2 when Sk is a
+// multiple of 8, so that its tiles copy as 16-byte rows and stay [dim][key] in shared memory), V [L0, L1, Sk, D],
 // out [L0, L1, Sq, D] contiguous; q/k/v strides (s0, s1) over the two leading dims, 0 where a dim broadcasts.
 // Up to three mask steps: mtab holds, per step, (kind, s0, s1, s_q, s_k): kind 1 adds mask m_i (elem_t), 2 keeps
 // the score where condition m_i (bool bytes) holds and puts fill elsewhere, 3 the opposite. A row whose scores are
@@ -140,21 +141,36 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool vali
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 
-// The rows [n0, n0 + BN) of K (as [key][dim], transposing a kt = 1 operand) and of V into shared memory; rows at
-// or beyond sk are zeros (P is 0 there, and 0 * NaN garbage would not be).
+// The shared elements of one tile of K (either layout) or of V.
+template <int D, int BN>
+struct Tile {
+    static constexpr int LDS = D + PAD;    // a [key][dim] row
+    static constexpr int LDT = BN + PAD;   // a [dim][key] row (K with kt = 2)
+    static constexpr int SIZE = BN * LDS > D * LDT ? BN * LDS : D * LDT;
+};
+
+// The keys [n0, n0 + BN) of K and V into shared memory: V as [key][dim]; K as [key][dim] (kt = 0; kt = 1
+// transposes a [D, Sk] operand element by element) or, with kt = 2, as the [dim][key] rows of a [D, Sk] operand.
+// Keys at or beyond sk are zeros (P is 0 there, and 0 * NaN garbage would not be).
 template <int D, int BN>
 __device__ __forceinline__ void load_tile(unsigned short* ks, unsigned short* vs, const unsigned short* k,
                                           const unsigned short* v, int n0, int sk, int kt)
 {
-    constexpr int LDS = D + PAD, CHUNKS = BN * D / 8;
+    constexpr int LDS = Tile<D, BN>::LDS, LDT = Tile<D, BN>::LDT, CHUNKS = BN * D / 8;
     for (int c = threadIdx.x; c < CHUNKS; c += 128) {
         const int row = c / (D / 8), col = (c % (D / 8)) * 8;
         const bool valid = n0 + row < sk;
         const long long src = valid ? (long long)(n0 + row) * D + col : 0;
         cp_async16(vs + row * LDS + col, v + src, valid);
-        if (!kt) cp_async16(ks + row * LDS + col, k + src, valid);
+        if (kt == 0) cp_async16(ks + row * LDS + col, k + src, valid);
     }
-    if (kt) {  // K is [D, Sk]: element (key, dim) at dim * sk + key; consecutive threads read consecutive keys
+    if (kt == 2) {  // K is [D, Sk] with Sk % 8 == 0: each dim's BN keys as 16-byte chunks, kept [dim][key]
+        for (int c = threadIdx.x; c < CHUNKS; c += 128) {
+            const int dim = c / (BN / 8), col = (c % (BN / 8)) * 8;
+            const bool valid = n0 + col < sk;
+            cp_async16(ks + dim * LDT + col, k + (valid ? (long long)dim * sk + n0 + col : 0), valid);
+        }
+    } else if (kt == 1) {  // K is [D, Sk]: element (key, dim) at dim * sk + key; consecutive threads, consecutive keys
         for (int e = threadIdx.x; e < BN * D; e += 128) {
             const int dim = e / BN, row = e % BN;
             ks[row * LDS + dim] = n0 + row < sk ? k[(long long)dim * sk + n0 + row] : (unsigned short)0;
@@ -172,9 +188,9 @@ __device__ __forceinline__ void flash_fwd(
     int nmask, const long long* __restrict__ mtab, const void* m0, const void* m1, const void* m2, float fill,
     int zero_empty)
 {
-    constexpr int LDS = D + PAD, KD = D / 16, NT = BN / 8, DT = D / 8;
-    static_assert(D % 16 == 0 && BN % 16 == 0 && DT % 2 == 0, "tile shape");
-    __shared__ __align__(16) unsigned short smem[2][2][BN * LDS];  // [buffer][K, V][row * LDS + dim]
+    constexpr int LDS = Tile<D, BN>::LDS, LDT = Tile<D, BN>::LDT, KD = D / 16, NT = BN / 8, DT = D / 8;
+    static_assert(D % 16 == 0 && BN % 16 == 0 && DT % 2 == 0 && NT % 2 == 0, "tile shape");
+    __shared__ __align__(16) unsigned short smem[2][2][Tile<D, BN>::SIZE];  // [buffer][K, V][tile]
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
     const int b0 = blockIdx.z, b1 = blockIdx.y, l1 = gridDim.y;
@@ -225,17 +241,32 @@ __device__ __forceinline__ void flash_fwd(
         const unsigned short* vs = smem[tile & 1][1];
         const int n0 = tile * BN;
 
-        // Scores: s[nt] is rows (r0, r1) x keys n0 + nt * 8 + 2 * t4 + (0, 1).
+        // Scores: s[nt] is rows (r0, r1) x keys n0 + nt * 8 + 2 * t4 + (0, 1), summed over the dims in order.
         float s[NT][4];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        for (int nt = 0; nt < NT; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        if (kt == 2) {  // K's tile is [dim][key]: two n8 tiles' B operands per ldmatrix.trans, as V's
 #pragma unroll
             for (int kk = 0; kk < KD; ++kk) {
-                const unsigned short* kr = ks + (nt * 8 + g) * LDS + kk * 16 + 2 * t4;
-                const unsigned b[2] = {*reinterpret_cast<const unsigned*>(kr),
-                                       *reinterpret_cast<const unsigned*>(kr + 8)};
-                mma_16816(s[nt], qa[kk], b);
+#pragma unroll
+                for (int nt = 0; nt < NT; nt += 2) {
+                    unsigned b[4];
+                    const int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, col = nt * 8 + (lane >> 4) * 8;
+                    ldsm_x4_trans(b, ks + row * LDT + col);
+                    mma_16816(s[nt], qa[kk], b);
+                    mma_16816(s[nt + 1], qa[kk], b + 2);
+                }
+            }
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < KD; ++kk) {
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+                    const unsigned short* kr = ks + (nt * 8 + g) * LDS + kk * 16 + 2 * t4;
+                    const unsigned b[2] = {*reinterpret_cast<const unsigned*>(kr),
+                                           *reinterpret_cast<const unsigned*>(kr + 8)};
+                    mma_16816(s[nt], qa[kk], b);
+                }
             }
         }
 

@@ -123,6 +123,14 @@ def _four(strides: Sequence[int]) -> tuple[int, int, int, int]:
     return int(padded[0]), int(padded[1]), int(padded[2]), int(padded[3])
 
 
+def k_layout(layer: LayerSpec, g: AttentionGeometry) -> int:
+    """attention.cu's ``kt``: 0 for K as [Sk, D]; for K as [D, Sk], 2 when Sk is a multiple of 8 (its tiles copy as
+    16-byte rows), else 1 (element by element)."""
+    if not layer.attr("k_transposed"):
+        return 0
+    return 2 if g.sk % 8 == 0 else 1
+
+
 def scale_factor(layer: LayerSpec) -> float:
     """The one float32 factor the kernel multiplies the scores by, however the exporter applied the scale (on the
     scores, on Q, or on Q and K each; by Mul or by Div)."""
@@ -145,7 +153,8 @@ class _CudaFlashAttention(Tactic):
     needs_activation = False  # checked per operand in ``unsupported``
     HEAD_DIM: ClassVar[int] = 0
 
-    version = 2  # 2: the "nan" guard (FusedAttention v4)
+    version = 3  # 2: the "nan" guard (FusedAttention v4); 3: a transposed K whose Sk is a multiple of 8 is copied
+    # in 16-byte rows (cp.async) and read with ldmatrix.trans (the same products, in the same order)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -193,7 +202,7 @@ class _CudaFlashAttention(Tactic):
         (qs, ks, vs) = g.strides
         grid = (cdiv(g.sq, BLOCK_M), g.lead[1], g.lead[0])
         launch = kernel_launch(backend, "attention.cu", f"flash_fwd_d{self.HEAD_DIM}", grid, (128, 1, 1), (
-            refs[0], refs[1], refs[2], Out(0), i32(g.sq), i32(g.sk), i32(int(layer.attr("k_transposed"))),
+            refs[0], refs[1], refs[2], Out(0), i32(g.sq), i32(g.sk), i32(k_layout(layer, g)),
             i64(qs[0]), i64(qs[1]), i64(ks[0]), i64(ks[1]), i64(vs[0]), i64(vs[1]),
             f32(scale_factor(layer)), i32(cap_mode),
             f32(layer.attr("softcap_in") if cap_mode else 1.0), f32(layer.attr("softcap") if cap_mode else 1.0),

@@ -17,6 +17,7 @@ from reprobuild.kernels.attention import (
     CudaFlashAttentionD64,
     broadcast_strides,
     gemm_groups,
+    k_layout,
     scale_factor,
 )
 from reprobuild.kernels.tactic import LayerSpec, TensorSig
@@ -95,6 +96,14 @@ def test_geometry_of_rank_3_and_transposed_k() -> None:
     g = AttentionGeometry.of(layer)
     assert (g.lead, g.sq, g.sk, g.d) == ((1, 6), 33, 130, 32)
     assert g.strides == ((0, 33 * 32), (0, 32 * 130), (0, 130 * 32))
+
+
+def test_a_transposed_k_is_copied_in_rows_when_its_keys_fill_16_bytes() -> None:
+    for sk, want in ((136, 2), (130, 1)):
+        layer = spec((1, 2, 8, 64), (1, 2, 64, sk), (1, 2, sk, 64), [], k_transposed=1)
+        assert k_layout(layer, AttentionGeometry.of(layer)) == want
+    plain = spec((1, 2, 8, 64), (1, 2, 136, 64), (1, 2, 136, 64), [])
+    assert k_layout(plain, AttentionGeometry.of(plain)) == 0
 
 
 def test_scale_factor_of_each_form() -> None:
@@ -186,8 +195,8 @@ def _forms(d: int, dtype: str) -> list[tuple[str, LayerSpec]]:
     return [
         ("bert", spec((b, h, 77, d), (b, h, 77, d), (b, h, 77, d), [((b, 1, 1, 77), dtype)], dtype,
                       masks=("add",), scale=float(np.sqrt(d)))),
-        ("gpt2_causal_kt", spec((b, h, 70, d), (b, h, d, 70), (b, h, 70, d),
-                                [((b, 1, 1, 70), dtype), ((1, 1, 70, 70), "bool")], dtype,
+        ("gpt2_causal_kt", spec((b, h, 72, d), (b, h, d, 136), (b, h, 136, d),
+                                [((b, 1, 1, 136), dtype), ((1, 1, 72, 136), "bool")], dtype,
                                 masks=("where", "add"), k_transposed=1, fill=-3.4028234663852886e38)),
         ("swin_q_scaled", spec((4, h, 49, d), (4, h, 49, d), (4, h, 49, d),
                                [((1, h, 49, 49), dtype), ((4, 1, 49, 49), dtype)], dtype,
