@@ -94,6 +94,8 @@ def export(model: Any, example: Any, path: str, opset: int, dynamo_only: bool = 
                               input_names=names, output_names=["output"])
             used = "dynamo"
     onnx.save(onnx.load(path), path, save_as_external_data=False)
+    if os.path.exists(path + ".data"):  # the dynamo exporter's side file, now inside the model: gigabytes for BERT
+        os.remove(path + ".data")
     return used
 
 
