@@ -72,22 +72,30 @@ def make_model(name: str, seed: int, batch: int = 1) -> tuple[Any, Any]:
     return model.eval(), example
 
 
-def export(model: Any, example: Any, path: str, opset: int) -> str:
-    """The TorchScript exporter where this torch still has it, else the dynamo one; returns which was used. The
-    weights end up inside the model file (the dynamo exporter writes them to a side file)."""
+def export(model: Any, example: Any, path: str, opset: int, dynamo_only: bool = False) -> str:
+    """The TorchScript exporter where this torch still has it (unless ``dynamo_only``), else the dynamo one; returns
+    which was used. ``example`` is one tensor (the input "input") or a dict of named inputs, which the model takes
+    positionally in the dict's order. The weights end up inside the model file (the dynamo exporter writes them to
+    a side file)."""
     import onnx
     import torch
 
+    inputs = example if isinstance(example, dict) else {"input": example}
+    args, names = tuple(inputs.values()), list(inputs)
     with torch.no_grad():
         try:
-            torch.onnx.export(model, (example,), path, opset_version=opset, dynamo=False,
-                              input_names=["input"], output_names=["output"])
+            if dynamo_only:
+                raise RuntimeError("the dynamo exporter asked for")
+            torch.onnx.export(model, args, path, opset_version=opset, dynamo=False,
+                              input_names=names, output_names=["output"])
             used = "torchscript"
-        except Exception:  # removed or failing: the dynamo exporter
-            torch.onnx.export(model, (example,), path, opset_version=opset, dynamo=True,
-                              input_names=["input"], output_names=["output"])
+        except Exception:  # removed or failing (or not asked for): the dynamo exporter
+            torch.onnx.export(model, args, path, opset_version=opset, dynamo=True,
+                              input_names=names, output_names=["output"])
             used = "dynamo"
     onnx.save(onnx.load(path), path, save_as_external_data=False)
+    if os.path.exists(path + ".data"):  # the dynamo exporter's side file, now inside the model: gigabytes for BERT
+        os.remove(path + ".data")
     return used
 
 
