@@ -11,7 +11,8 @@ import importlib
 from types import ModuleType
 
 FAMILIES: tuple[str, ...] = (
-    "batchnorm", "conv", "elementwise", "fused_elementwise", "gemm", "norm", "pool", "shape", "softmax",
+    "batchnorm", "conv", "elementwise", "fused_elementwise", "gemm", "index", "logic", "norm", "pool", "reduction",
+    "shape", "softmax",
 )
 
 

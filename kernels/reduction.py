@@ -1,0 +1,77 @@
+"""Reduction tactics: ReduceSum, ReduceMean, ReduceMax and ReduceMin over any set of axes that is one contiguous
+group once the dimensions of size 1 are dropped (the last axis of a transformer's activations, a global pool's
+spatial axes, every axis). CUDA tactics compile ``reduction.cu``.
+
+The input is viewed as (outer, len, inner), ``len`` being the product of the reduced dimensions: with ``inner``
+1, one block reduces each row by ``reduce.cuh``'s fixed tree; otherwise one thread reduces each column in order,
+summing in double. Both orders are fixed by the shapes alone, never by the grid a device gets, so results repeat
+bit for bit. Reductions over axes that are not contiguous (axes 0 and 2 of a rank-3 tensor) would need a
+transpose first and are left to the reference tactic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import MappingProxyType
+
+import numpy as np
+
+from reprobuild.kernels.backend import Backend
+from reprobuild.kernels.cuda_launch import i32, i64, linear, per_row, plan
+from reprobuild.kernels.launch import In, Out
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic
+
+#: The op code of each reduction; OP_* in reduction.cu.
+OPS = MappingProxyType({"ReduceSum": 0, "ReduceMean": 1, "ReduceMax": 2, "ReduceMin": 3})
+
+
+def reduction_view(shape: Sequence[int], axes: Sequence[int]) -> tuple[int, int, int] | None:
+    """(outer, len, inner) of reducing ``axes`` of a contiguous ``shape``: the reduced dimensions, size-1 ones
+    aside, must be neighbours; None when they are not."""
+    dims = [(n, d in axes) for d, n in enumerate(shape) if n != 1]
+    reduced = [k for k, (_, r) in enumerate(dims) if r]
+    if not reduced:
+        return int(np.prod(shape, dtype=np.int64)), 1, 1
+    first, last = reduced[0], reduced[-1]
+    if last - first + 1 != len(reduced):
+        return None
+
+    def size(part: Sequence[tuple[int, bool]]) -> int:
+        return int(np.prod([n for n, _ in part], dtype=np.int64))
+
+    return size(dims[:first]), size(dims[first:last + 1]), size(dims[last + 1:])
+
+
+class CudaReduce(Tactic):
+    """ReduceSum, ReduceMean, ReduceMax and ReduceMin of float32, float16 or bfloat16 over one contiguous group of
+    axes, in float (see the module docstring)."""
+
+    family, name, backend, priority = "reduce", "cuda_reduce", "cuda", 10
+    ops = tuple(OPS)
+    source, capturable = "nvrtc", True
+    cuda_kernels = MappingProxyType({"reduction.cu": ("reduce_cols", "reduce_rows")})
+    dtypes = ("float32", "float16", "bfloat16")
+    per_dtype_build = True
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        shape, axes = layer.inputs[0].shape, tuple(layer.attr("axes"))
+        if reduction_view(shape, axes) is None:
+            return (f"reduces axes {list(axes)} of {list(shape)}, which are not one contiguous group (after "
+                    "dropping dimensions of size 1); the kernel reduces the middle of an (outer, len, inner) view")
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        view = reduction_view(layer.inputs[0].shape, tuple(layer.attr("axes")))
+        assert view is not None, "unsupported() refuses layers without a contiguous view"
+        outer, length, inner = view
+        op, dtype = i32(OPS[layer.op]), self.kernel_dtype(layer)
+        if outer * inner == 0:
+            return plan(backend)
+        if inner == 1:
+            return plan(backend, per_row(backend, "reduction.cu", "reduce_rows", outer, (
+                In(0), Out(0), i64(outer), i64(length), op), dtype=dtype))
+        return plan(backend, linear(backend, "reduction.cu", "reduce_cols", outer * inner, (
+            In(0), Out(0), i64(outer), i64(length), i64(inner), op), dtype=dtype))
+
+
+TACTICS: tuple[Tactic, ...] = (CudaReduce(),)
