@@ -1,13 +1,15 @@
 """Logic tactics: comparisons (Equal, Greater, GreaterOrEqual, Less, LessOrEqual), bool logic (And, Or, Xor, Not),
-IsNaN and IsInf, Where, and the Casts between bool, int32, int64 and the float types, as one generated CUDA
-kernel per layer, with numpy broadcasting and bool inputs and outputs.
+IsNaN and IsInf, Where, Trilu, and the Casts between bool, int32, int64 and the float types, as one generated
+CUDA kernel per layer, with numpy broadcasting and bool inputs and outputs.
 
 The kernel is CUDA C text made from the layer alone (its op, attributes, shapes and dtypes), like the fused
 elementwise one (``fused_elementwise.py``, whose broadcast indexing it shares): one ``extern "C"`` grid-stride loop
 over the output. Nothing is rounded: a comparison is exact in the inputs' own type (float16 and bfloat16 widen
 exactly to float; integers compare as integers, never through float), a NaN compares unequal to everything as in
-NumPy, Where copies the chosen element's bits, and a Cast converts once, to nearest even, as NumPy's ``astype``
-does; so every output equals the reference's bit for bit. bool is stored one byte an element, 0 or 1 (what CuPy
+NumPy, Where and Trilu copy the chosen element's bits, and a Cast rounds once, to nearest even, as NumPy's and
+ml_dtypes' ``astype`` do (an integer reaches float16 through float32, exact below 2**24 where float16 has long
+overflowed; bfloat16 through double and float32 rounded to odd, which rounds to nearest even once); so every
+output equals the reference's bit for bit. bool is stored one byte an element, 0 or 1 (what CuPy
 and NumPy hold); a nonzero byte reads as true.
 """
 
@@ -49,6 +51,13 @@ __device__ __forceinline__ long long float_to_int(double v)
     const double t = trunc(v);
     return (t >= -9223372036854775808.0 && t < 9223372036854775808.0) ? (long long)t : 0;
 }
+// d as float rounded to odd (toward zero, the last bit set where that was inexact): rounding it on to bfloat16
+// (8 significant bits of float's 24) is then the single rounding of d to nearest even.
+__device__ __forceinline__ float float_odd(double d)
+{
+    const float f = __double2float_rz(d);
+    return (double)f == d ? f : __uint_as_float(__float_as_uint(f) | 1u);
+}
 """
 
 
@@ -68,7 +77,7 @@ def store(dtype: str, value: str, source: str) -> str:
     if dtype == "float16":
         return f"to_half((float)({value}))"
     if dtype == "bfloat16":
-        return f"to_bf16((float)({value}))"
+        return f"to_bf16((float)({value}))" if source in FLOAT_TYPES else f"to_bf16(float_odd((double)({value})))"
     if source in FLOAT_TYPES and dtype not in FLOAT_TYPES:
         return f"({STORAGE[dtype]})float_to_int({value})"
     return f"({STORAGE[dtype]})({value})"
@@ -78,9 +87,6 @@ def cast_problem(source: str, target: str) -> str | None:
     """Why this kernel cannot cast ``source`` to ``target`` exactly as the reference does; None when it can."""
     if source not in CAST_TYPES or target not in CAST_TYPES:
         return f"casts {source} to {target}; this tactic casts between {', '.join(CAST_TYPES)}"
-    if source in ("int32", "int64") and target in ("float16", "bfloat16"):
-        return (f"casts {source} to {target}: NumPy rounds once, and the kernel would round twice (through "
-                "float32); the reference tactic casts it")
     return None
 
 
@@ -114,6 +120,12 @@ def generate_source(layer: LayerSpec) -> str:
     params.append(f"{STORAGE[out.dtype]}* out")
     if layer.op == "Where":  # the chosen element's bits, whatever the dtype
         body = [f"out[i] = in0[{offsets[0]}] ? in1[{offsets[1]}] : in2[{offsets[2]}];"]
+    elif layer.op == "Trilu":  # keep the element where column - row is on the kept side of diagonal k
+        rows, cols = out.shape[-2:]
+        side = ">=" if int(layer.attr("upper")) else "<="
+        body = [f"const long long col = (long long)(i % {cols}u), row = (long long)((i / {cols}u) % {rows}u);",
+                f"const {STORAGE[out.dtype]} zero{{}};",
+                f"out[i] = col - row {side} {int(layer.attr('k'))}LL ? in0[i] : zero;"]
     else:
         loads = [f"const auto a{k} = {load(d, f'in{k}[{off}]')};" for k, (d, off) in enumerate(zip(dtypes, offsets))]
         value = expression(layer, [f"a{k}" for k in range(len(dtypes))])
@@ -130,12 +142,12 @@ def generate_source(layer: LayerSpec) -> str:
 
 
 class CudaLogic(Tactic):
-    """Comparisons, bool logic, IsNaN/IsInf, Where and Cast as one generated grid-stride kernel per layer, with
-    broadcasting; exact (see the module docstring)."""
+    """Comparisons, bool logic, IsNaN/IsInf, Where, Trilu and Cast as one generated grid-stride kernel per layer,
+    with broadcasting; exact (see the module docstring)."""
 
     family, name, backend, source = "logic", "cuda_logic_generated", "cuda", "nvrtc"
     ops = ("And", "Cast", "Equal", "Greater", "GreaterOrEqual", "IsInf", "IsNaN", "Less", "LessOrEqual", "Not",
-           "Or", "Where", "Xor")
+           "Or", "Trilu", "Where", "Xor")
     dtypes = tuple(STORAGE)
     capturable = True
     needs_activation = False

@@ -80,3 +80,57 @@ extern "C" __global__ void reduce_cols(
         out[i] = to_elem(result);
     }
 }
+
+// CumSum along the middle axis of the (outer, len, inner) view: one thread per column (o, w), adding in order from
+// the first element (the last with `reverse`), as NumPy's cumsum does, so float32 results equal the reference's
+// bit for bit; float16 and bfloat16 accumulate in float and round each output once. `exclusive` writes the sum
+// before each element. Each element is read before its output is written.
+extern "C" __global__ void cumsum_cols(
+    const elem_t* x, elem_t* out, long long outer, long long len, long long inner, int exclusive, int reverse)
+{
+    const long long total = outer * inner;
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        const long long o = i / inner, w = i - o * inner, base = o * len * inner + w;
+        float acc = 0.f;
+        for (long long a = 0; a < len; ++a) {
+            const long long at = base + (reverse ? len - 1 - a : a) * inner;
+            const float v = ld(x[at]);
+            if (exclusive) out[at] = to_elem(acc);
+            acc = __fadd_rn(acc, v);
+            if (!exclusive) out[at] = to_elem(acc);
+        }
+    }
+}
+
+// The same for int32 and int64 (any build): sums wrap, as onnxruntime's and NumPy's do (added as unsigned, where
+// C++ defines the wrap).
+template <typename T, typename U>
+__device__ __forceinline__ void cumsum_int(
+    const T* x, T* out, long long outer, long long len, long long inner, int exclusive, int reverse)
+{
+    const long long total = outer * inner;
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        const long long o = i / inner, w = i - o * inner, base = o * len * inner + w;
+        U acc = 0;
+        for (long long a = 0; a < len; ++a) {
+            const long long at = base + (reverse ? len - 1 - a : a) * inner;
+            const U v = (U)x[at];
+            if (exclusive) out[at] = (T)acc;
+            acc += v;
+            if (!exclusive) out[at] = (T)acc;
+        }
+    }
+}
+
+extern "C" __global__ void cumsum_cols_i32(
+    const int* x, int* out, long long outer, long long len, long long inner, int exclusive, int reverse)
+{
+    cumsum_int<int, unsigned int>(x, out, outer, len, inner, exclusive, reverse);
+}
+extern "C" __global__ void cumsum_cols_i64(
+    const long long* x, long long* out, long long outer, long long len, long long inner, int exclusive, int reverse)
+{
+    cumsum_int<long long, unsigned long long>(x, out, outer, len, inner, exclusive, reverse);
+}

@@ -1,6 +1,6 @@
 """Reduction tactics: ReduceSum, ReduceMean, ReduceMax and ReduceMin over any set of axes that is one contiguous
 group once the dimensions of size 1 are dropped (the last axis of a transformer's activations, a global pool's
-spatial axes, every axis). CUDA tactics compile ``reduction.cu``.
+spatial axes, every axis), and CumSum along one axis. CUDA tactics compile ``reduction.cu``.
 
 The input is viewed as (outer, len, inner), ``len`` being the product of the reduced dimensions: with ``inner``
 1, one block reduces each row by ``reduce.cuh``'s fixed tree; otherwise one thread reduces each column in order,
@@ -74,4 +74,36 @@ class CudaReduce(Tactic):
             In(0), Out(0), i64(outer), i64(length), i64(inner), op), dtype=dtype))
 
 
-TACTICS: tuple[Tactic, ...] = (CudaReduce(),)
+#: The integer dtypes CumSum scans (with their own kernels, in any build of the file) and the kernel of each.
+INT_SCANS = MappingProxyType({"int32": "cumsum_cols_i32", "int64": "cumsum_cols_i64"})
+FLOAT_SCANS = ("float32", "float16", "bfloat16")
+
+
+class CudaCumSum(Tactic):
+    """CumSum along one axis (exclusive, reverse), one thread per column adding in order: float32 results equal
+    NumPy's bit for bit; float16 and bfloat16 accumulate in float and round once; int32 and int64 wrap."""
+
+    family, ops, name, backend, priority = "reduce", ("CumSum",), "cuda_cumsum", "cuda", 10
+    source, capturable = "nvrtc", True
+    cuda_kernels = MappingProxyType({"reduction.cu": ("cumsum_cols", "cumsum_cols_i32", "cumsum_cols_i64")})
+    dtypes = (*FLOAT_SCANS, *INT_SCANS)
+    per_dtype_build = True
+
+    def kernel_dtype(self, layer: LayerSpec) -> str:
+        """The float build for the float types; the integer kernels are the same in every build (float32's)."""
+        dtype = layer.inputs[0].dtype
+        return dtype if dtype in FLOAT_SCANS else "float32"
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        shape, axis = layer.inputs[0].shape, int(layer.attr("axis"))
+        outer, length = int(np.prod(shape[:axis], dtype=np.int64)), shape[axis]
+        inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+        if outer * inner * length == 0:
+            return plan(backend)
+        fn = INT_SCANS.get(layer.inputs[0].dtype, "cumsum_cols")
+        return plan(backend, linear(backend, "reduction.cu", fn, outer * inner, (
+            In(0), Out(0), i64(outer), i64(length), i64(inner), i32(int(layer.attr("exclusive"))),
+            i32(int(layer.attr("reverse")))), dtype=self.kernel_dtype(layer)))
+
+
+TACTICS: tuple[Tactic, ...] = (CudaCumSum(), CudaReduce())

@@ -434,6 +434,11 @@ CASES = [
     Case("reduce_sum_middle", typed("ReduceSum", {"x": ((2, 9, 5), "float32")}, {"ax": np.array([1], _I64)},
                                     keepdims=0)),
     Case("reduce_max_spatial", typed("ReduceMax", {"x": ((2, 3, 4, 5), "float32")}, {"ax": np.array([2, 3], _I64)})),
+    Case("cumsum_int64_exclusive", typed("CumSum", {"x": ((2, 9), "int64")}, {"ax": np.array(1, _I64)},
+                                         exclusive=1)),
+    Case("cumsum_reverse_axis0", typed("CumSum", {"x": ((6, 3, 4), "float32")}, {"ax": np.array(0, _I64)},
+                                       reverse=1)),
+    Case("trilu_upper_k1", typed("Trilu", {"x": ((2, 5, 7), "float32")}, {"k": np.array(1, _I64)})),
     Case("rms_normalization", typed("RMSNormalization", {"x": ((2, 7, 32), "float32")}, {
         "s": np.linspace(0.5, 1.5, 32, dtype=np.float32)}, opset=23, axis=-1, epsilon=1e-5)),
 ]

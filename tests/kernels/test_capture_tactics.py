@@ -34,7 +34,7 @@ from reprobuild.kernels.index import (
 from reprobuild.kernels.launch import LaunchPlan
 from reprobuild.kernels.logic import CudaLogic, generate_source
 from reprobuild.kernels.norm import CudaRmsNorm
-from reprobuild.kernels.reduction import CudaReduce, reduction_view
+from reprobuild.kernels.reduction import CudaCumSum, CudaReduce, reduction_view
 from reprobuild.kernels.tactic import LayerSpec, Tactic, TensorSig
 from reprobuild.registry import default_registry
 from tests.helpers import CUDA_SKIP
@@ -182,8 +182,8 @@ def test_unsupported_cases_say_why() -> None:
     assert "cuda_gather_const" in (CudaGather().unsupported(const_idx) or "")
     scattered = spec("ReduceSum", [((2, 3, 4), "float32")], [((3,), "float32")], axes=(0, 2), keepdims=0)
     assert "contiguous" in (CudaReduce().unsupported(scattered) or "")
-    narrow = spec("Cast", [((4,), "int64")], [((4,), "float16")], to="float16")
-    assert "round twice" in (CudaLogic().unsupported(narrow) or "")
+    wide = spec("Cast", [((4,), "float64")], [((4,), "float16")], to="float16")
+    assert "casts float64 to float16" in (CudaLogic().unsupported(wide) or "")
     f64 = spec("RMSNormalization", [((2, 8), "float32"), ((8,), "float32")], [((2, 8), "float32")],
                {1: np.ones(8, np.float32)}, axis=1, epsilon=1e-5, stash_type=11)
     assert "stash_type" in (CudaRmsNorm().unsupported(f64) or "")
@@ -212,7 +212,8 @@ def test_every_new_tactic_is_registered_capturable() -> None:
                 "And": "cuda_logic_generated", "Or": "cuda_logic_generated", "Xor": "cuda_logic_generated",
                 "IsNaN": "cuda_logic_generated", "IsInf": "cuda_logic_generated", "Cast": "cuda_logic_generated",
                 "ReduceMean": "cuda_reduce", "ReduceSum": "cuda_reduce", "ReduceMax": "cuda_reduce",
-                "ReduceMin": "cuda_reduce", "RMSNormalization": "cuda_rms_rowwise"}
+                "ReduceMin": "cuda_reduce", "RMSNormalization": "cuda_rms_rowwise", "CumSum": "cuda_cumsum",
+                "Trilu": "cuda_logic_generated"}
     for op, name in expected.items():
         found = [t for t in registry.candidates(op, "cuda") if t.name == name]
         assert found and found[0].capturable, f"{op} has no capturable {name}"
@@ -235,6 +236,10 @@ LOGIC_CASES = [
     spec("Cast", [((3, 4), "bool")], [((3, 4), "float16")], to="float16"),
     spec("Cast", [((3, 4), "int64")], [((3, 4), "float32")], to="float32"),
     spec("Cast", [((3, 4), "float16")], [((3, 4), "bfloat16")], to="bfloat16"),
+    spec("Cast", [((3, 4), "int64")], [((3, 4), "bfloat16")], to="bfloat16"),
+    spec("Cast", [((3, 4), "int32")], [((3, 4), "float16")], to="float16"),
+    spec("Trilu", [((2, 5, 7), "bfloat16")], [((2, 5, 7), "bfloat16")], upper=1, k=1),
+    spec("Trilu", [((5, 7), "bool")], [((5, 7), "bool")], upper=0, k=-2),
 ]
 
 
@@ -327,6 +332,13 @@ def test_gpu_comparisons_logic_and_casts() -> None:
         (spec("Cast", [((4, 64), "float16")], [((4, 64), "int64")], to="int64", saturate=1, round_mode="up"), [x]),
         (spec("Cast", [((4, 64), "float32")], [((4, 64), "bfloat16")], to="bfloat16", saturate=1,
               round_mode="up"), [random(rng, (4, 64), "float32")]),
+        (spec("Cast", [((4, 64), "int64")], [((4, 64), "bfloat16")], to="bfloat16", saturate=1, round_mode="up"),
+         [rng.integers(-2**62, 2**62, (4, 64))]),
+        (spec("Cast", [((4, 64), "int64")], [((4, 64), "float16")], to="float16", saturate=1, round_mode="up"),
+         [rng.integers(-70000, 70000, (4, 64))]),
+        (spec("Trilu", [((3, 64, 64), "float16")], [((3, 64, 64), "float16")], upper=1, k=0),
+         [random(rng, (3, 64, 64), "float16")]),
+        (spec("Trilu", [((64, 48), "int64")], [((64, 48), "int64")], upper=0, k=3), [random(rng, (64, 48), "int64")]),
     ]:
         check_on_gpu(CudaLogic(), layer, acts)
 
@@ -366,3 +378,17 @@ def test_gpu_embedding_gather(index_dtype: str) -> None:
     check_on_gpu(CudaGather(), layer, [ids])
     odd = spec("Gather", [((4, 5, 3), "bool"), ((2,), index_dtype)], [((4, 2, 3), "bool")], axis=1)
     check_on_gpu(CudaGather(), odd, [random(rng, (4, 5, 3), "bool"), np.array([4, -5], dtype=index_dtype)])
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int64", "int32"])
+def test_gpu_cumsum(dtype: str) -> None:
+    rng = np.random.default_rng(6)
+    for shape, axis, exclusive, reverse in [((2, 128), 1, 0, 0), ((2, 128), 1, 1, 0), ((5, 7, 3), 0, 0, 1),
+                                            ((4, 33, 6), 1, 1, 1)]:
+        layer = spec("CumSum", [(shape, dtype)], [(shape, dtype)], axis=axis, exclusive=exclusive, reverse=reverse)
+        x = random(rng, shape, dtype)
+        check_on_gpu(CudaCumSum(), layer, [x])
+        if dtype == "float32":  # the same order of additions as NumPy's: the same bits
+            np.testing.assert_array_equal(run_tactic(CudaCumSum(), layer, [x], get_backend("cuda"))[0],
+                                          reference(layer, [x])[0])
