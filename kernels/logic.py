@@ -1,6 +1,7 @@
 """Logic tactics: comparisons (Equal, Greater, GreaterOrEqual, Less, LessOrEqual), bool logic (And, Or, Xor, Not),
-IsNaN and IsInf, Where, Trilu, and the Casts between bool, int32, int64 and the float types, as one generated
-CUDA kernel per layer, with numpy broadcasting and bool inputs and outputs.
+IsNaN and IsInf, Where, Trilu, the Casts between bool, int32, int64 and the float types, and int32/int64
+arithmetic (Add, Sub, Mul, Div, Max, Min: position ids, mask arithmetic), as one generated CUDA kernel per layer,
+with numpy broadcasting and bool inputs and outputs.
 
 The kernel is CUDA C text made from the layer alone (its op, attributes, shapes and dtypes), like the fused
 elementwise one (``fused_elementwise.py``, whose broadcast indexing it shares): one ``extern "C"`` grid-stride loop
@@ -9,8 +10,9 @@ exactly to float; integers compare as integers, never through float), a NaN comp
 NumPy, Where and Trilu copy the chosen element's bits, and a Cast rounds once, to nearest even, as NumPy's and
 ml_dtypes' ``astype`` do (an integer reaches float16 through float32, exact below 2**24 where float16 has long
 overflowed; bfloat16 through double and float32 rounded to odd, which rounds to nearest even once); so every
-output equals the reference's bit for bit. bool is stored one byte an element, 0 or 1 (what CuPy
-and NumPy hold); a nonzero byte reads as true.
+output equals the reference's bit for bit. Integer Add, Sub and Mul wrap (computed unsigned, where C++ defines
+the wrap), and Div truncates toward zero with a zero divisor giving 0, step for step as ``op_arith`` computes
+it. bool is stored one byte an element, 0 or 1 (what CuPy and NumPy hold); a nonzero byte reads as true.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ FLOAT_TYPES = ("bfloat16", "float16", "float32", "float64")
 #: The C operator of each comparison and binary logic op (on values, bools read as 0 or 1).
 BINARY = MappingProxyType({"And": "&&", "Equal": "==", "Greater": ">", "GreaterOrEqual": ">=", "Less": "<",
                            "LessOrEqual": "<=", "Or": "||", "Xor": "!="})
+#: The integer arithmetic ops, and the unsigned type each integer dtype wraps through.
+ARITHMETIC = ("Add", "Div", "Max", "Min", "Mul", "Sub")
+WRAP = MappingProxyType({"int32": "unsigned int", "int64": "unsigned long long"})
 #: The dtypes the Cast of this tactic converts between (the others are refused with a reason).
 CAST_TYPES = ("bool", "int32", "int64", "float16", "bfloat16", "float32")
 
@@ -57,6 +62,17 @@ __device__ __forceinline__ float float_odd(double d)
 {
     const float f = __double2float_rz(d);
     return (double)f == d ? f : __uint_as_float(__float_as_uint(f) | 1u);
+}
+// Integer a / b as op_arith.truncating_divide computes it: |a| // |b| (NumPy's floor division, on magnitudes that
+// wrap for the most negative value), negated where the signs differ; a zero divisor gives 0.
+template <typename T, typename U>
+__device__ __forceinline__ T int_div(T a, T b)
+{
+    if (b == 0) return 0;
+    const T aa = a < 0 ? (T)((U)0 - (U)a) : a, bb = b < 0 ? (T)((U)0 - (U)b) : b;
+    T q = aa / bb;
+    if (aa % bb != 0 && (aa < 0) != (bb < 0)) q -= 1;
+    return (a < 0) != (b < 0) ? (T)((U)0 - (U)q) : q;
 }
 """
 
@@ -93,6 +109,15 @@ def cast_problem(source: str, target: str) -> str | None:
 def expression(layer: LayerSpec, args: Sequence[str]) -> str:
     """The C value of the layer's op on the loaded operands ``args``."""
     op = layer.op
+    if op in ARITHMETIC:
+        dtype = layer.inputs[0].dtype
+        t, u = STORAGE[dtype], WRAP[dtype]
+        if op == "Div":
+            return f"int_div<{t}, {u}>({args[0]}, {args[1]})"
+        if op in ("Max", "Min"):
+            return f"({args[0]} {'>' if op == 'Max' else '<'} {args[1]} ? {args[0]} : {args[1]})"
+        symbol = {"Add": "+", "Sub": "-", "Mul": "*"}[op]
+        return f"({t})(({u}){args[0]} {symbol} ({u}){args[1]})"
     if op in BINARY:
         return f"({args[0]} {BINARY[op]} {args[1]})"
     if op == "Not":
@@ -142,12 +167,12 @@ def generate_source(layer: LayerSpec) -> str:
 
 
 class CudaLogic(Tactic):
-    """Comparisons, bool logic, IsNaN/IsInf, Where, Trilu and Cast as one generated grid-stride kernel per layer,
-    with broadcasting; exact (see the module docstring)."""
+    """Comparisons, bool logic, IsNaN/IsInf, Where, Trilu, Cast and integer arithmetic as one generated grid-stride
+    kernel per layer, with broadcasting; exact (see the module docstring)."""
 
     family, name, backend, source = "logic", "cuda_logic_generated", "cuda", "nvrtc"
-    ops = ("And", "Cast", "Equal", "Greater", "GreaterOrEqual", "IsInf", "IsNaN", "Less", "LessOrEqual", "Not",
-           "Or", "Trilu", "Where", "Xor")
+    ops = ("Add", "And", "Cast", "Div", "Equal", "Greater", "GreaterOrEqual", "IsInf", "IsNaN", "Less",
+           "LessOrEqual", "Max", "Min", "Mul", "Not", "Or", "Sub", "Trilu", "Where", "Xor")
     dtypes = tuple(STORAGE)
     capturable = True
     needs_activation = False
@@ -157,6 +182,12 @@ class CudaLogic(Tactic):
     def unsupported(self, layer: LayerSpec) -> str | None:
         if layer.op == "Cast":
             return cast_problem(layer.inputs[0].dtype, layer.outputs[0].dtype)
+        if layer.op in ARITHMETIC:
+            if layer.inputs[0].dtype not in WRAP:
+                return (f"{layer.inputs[0].dtype} arithmetic; this tactic runs int32 and int64 (float arithmetic is "
+                        "the fused elementwise tactic's)")
+            if len(layer.inputs) != 2:
+                return f"{len(layer.inputs)} inputs; the kernel takes two"
         return None
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:

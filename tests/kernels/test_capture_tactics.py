@@ -182,6 +182,8 @@ def test_unsupported_cases_say_why() -> None:
     assert "cuda_gather_const" in (CudaGather().unsupported(const_idx) or "")
     scattered = spec("ReduceSum", [((2, 3, 4), "float32")], [((3,), "float32")], axes=(0, 2), keepdims=0)
     assert "contiguous" in (CudaReduce().unsupported(scattered) or "")
+    float_add = spec("Add", [((4,), "float32"), ((4,), "float32")], [((4,), "float32")])
+    assert "fused elementwise" in (CudaLogic().unsupported(float_add) or "")
     wide = spec("Cast", [((4,), "float64")], [((4,), "float16")], to="float16")
     assert "casts float64 to float16" in (CudaLogic().unsupported(wide) or "")
     f64 = spec("RMSNormalization", [((2, 8), "float32"), ((8,), "float32")], [((2, 8), "float32")],
@@ -240,6 +242,9 @@ LOGIC_CASES = [
     spec("Cast", [((3, 4), "int32")], [((3, 4), "float16")], to="float16"),
     spec("Trilu", [((2, 5, 7), "bfloat16")], [((2, 5, 7), "bfloat16")], upper=1, k=1),
     spec("Trilu", [((5, 7), "bool")], [((5, 7), "bool")], upper=0, k=-2),
+    spec("Div", [((3, 4), "int32"), ((4,), "int32")], [((3, 4), "int32")]),
+    spec("Sub", [((3, 4), "int64"), ((), "int64")], [((3, 4), "int64")]),
+    spec("Max", [((3, 4), "int64"), ((3, 1), "int64")], [((3, 4), "int64")]),
 ]
 
 
@@ -392,3 +397,17 @@ def test_gpu_cumsum(dtype: str) -> None:
         if dtype == "float32":  # the same order of additions as NumPy's: the same bits
             np.testing.assert_array_equal(run_tactic(CudaCumSum(), layer, [x], get_backend("cuda"))[0],
                                           reference(layer, [x])[0])
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["int64", "int32"])
+def test_gpu_integer_arithmetic(dtype: str) -> None:
+    info = np.iinfo(np_dtype(dtype))
+    rng = np.random.default_rng(8)
+    a = rng.integers(info.min, info.max, (6, 40), dtype=np_dtype(dtype), endpoint=True)
+    b = rng.integers(-9, 9, (40,), dtype=np_dtype(dtype))
+    a[0, :4] = [info.min, info.min, info.max, -7]
+    b[:4] = [-1, 3, 0, 2]  # the most negative value by -1 and by 3, a zero divisor
+    for op in ("Add", "Sub", "Mul", "Div", "Max", "Min"):
+        layer = spec(op, [((6, 40), dtype), ((40,), dtype)], [((6, 40), dtype)])
+        check_on_gpu(CudaLogic(), layer, [a, b])
