@@ -93,3 +93,38 @@ extern "C" __global__ void gather_rt_u32_i64(const unsigned int* src, const long
 {
     gather_rt(src, idx, dst, n_idx, axis_len, inner, total);
 }
+
+// Rows gathered by offsets known at build time (GatherND with constant indices): dst, contiguous, is n_rows rows
+// of `inner` elements; row j copies the `inner` elements of src from element offset off[j].
+template <typename T>
+__device__ __forceinline__ void gather_rows(
+    const T* __restrict__ src, const long long* __restrict__ off, T* __restrict__ dst, long long inner,
+    long long total)
+{
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        const long long j = i / inner, w = i - j * inner;
+        dst[i] = src[off[j] + w];
+    }
+}
+
+extern "C" __global__ void gather_rows_u8(const unsigned char* src, const long long* off, unsigned char* dst,
+                                          long long inner, long long total)
+{
+    gather_rows(src, off, dst, inner, total);
+}
+extern "C" __global__ void gather_rows_u16(const unsigned short* src, const long long* off, unsigned short* dst,
+                                           long long inner, long long total)
+{
+    gather_rows(src, off, dst, inner, total);
+}
+extern "C" __global__ void gather_rows_u32(const unsigned int* src, const long long* off, unsigned int* dst,
+                                           long long inner, long long total)
+{
+    gather_rows(src, off, dst, inner, total);
+}
+extern "C" __global__ void gather_rows_u64(const unsigned long long* src, const long long* off,
+                                           unsigned long long* dst, long long inner, long long total)
+{
+    gather_rows(src, off, dst, inner, total);
+}

@@ -1,5 +1,6 @@
-"""Index tactics: Slice, Split, Expand, Tile and constant-mode Pad as one strided-gather kernel, and Gather with
-indices that arrive at run time (an embedding lookup). CUDA tactics compile ``index.cu``.
+"""Index tactics: Slice, Split, Expand, Tile and constant-mode Pad as one strided-gather kernel, Gather with
+indices that arrive at run time (an embedding lookup), and GatherND with constant indices (rows copied from
+offsets computed when the engine is built). CUDA tactics compile ``index.cu``.
 
 Every op here only moves elements, so each is described on the host as one map from output coordinates to a
 source offset (:class:`Axis`, one per output dimension: "coordinate q reads ``(q mod mod) * coef``, and only
@@ -23,7 +24,7 @@ from reprobuild.core.dtypes import itemsize as dtype_itemsize
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cuda_launch import i32, i64, linear, operand_refs, plan
-from reprobuild.kernels.launch import KernelLaunch, Out
+from reprobuild.kernels.launch import In, KernelLaunch, Out
 from reprobuild.kernels.tactic import CUDA_STORAGE_DTYPES, Kernel, LayerSpec, Tactic
 
 #: The most dimensions the strided gather indexes after simplification; MAX_RANK in index.cu.
@@ -237,4 +238,47 @@ class CudaGather(Tactic):
             holds=tuple(consts.values()))
 
 
-TACTICS: tuple[Tactic, ...] = (CudaGather(), CudaStridedGather())
+def gather_nd_offsets(data_shape: Sequence[int], indices: np.ndarray, batch_dims: int) -> tuple[np.ndarray, int]:
+    """The element offset in ``data`` of each slice a GatherND with these constant ``indices`` copies (negative
+    indices counted from the end), and the slice's length."""
+    b, k = batch_dims, indices.shape[-1]
+    batch = int(np.prod(data_shape[:b], dtype=np.int64))
+    rows = int(np.prod(indices.shape[b:-1], dtype=np.int64))
+    dims = np.array(data_shape[b:b + k], dtype=np.int64)
+    strides = np.array(contiguous_strides(data_shape)[b:b + k], dtype=np.int64)
+    index = indices.astype(np.int64).reshape(batch, rows, k)
+    index = np.where(index < 0, index + dims, index)
+    batch_stride = int(np.prod(data_shape[b:], dtype=np.int64))
+    offsets = (index * strides).sum(axis=-1) + np.arange(batch, dtype=np.int64)[:, None] * batch_stride
+    return offsets.reshape(-1), int(np.prod(data_shape[b + k:], dtype=np.int64))
+
+
+class CudaGatherNDConstant(Tactic):
+    """GatherND with indices known at build time (the text models' mask: a reshape written as a GatherND): the
+    offset of every slice is computed on the host, and one kernel copies the rows; any dtype."""
+
+    family, name, backend, priority = "index", "cuda_gather_nd_const", "cuda", 10
+    ops = ("GatherND",)
+    source, dtypes, capturable = "nvrtc", CUDA_STORAGE_DTYPES, True
+    cuda_kernels = MappingProxyType({"index.cu": ("gather_rows_u16", "gather_rows_u32", "gather_rows_u64",
+                                                  "gather_rows_u8")})
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        if 1 not in layer.constants:
+            return "only constant indices (the offsets are computed when the engine is built)"
+        if dtype_itemsize(layer.outputs[0].dtype) not in WORDS:
+            return f"elements of {dtype_itemsize(layer.outputs[0].dtype)} bytes; the kernel moves 1, 2, 4 or 8"
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        offsets, inner = gather_nd_offsets(layer.inputs[0].shape, layer.constants[1], int(layer.attr("batch_dims")))
+        total = offsets.size * inner
+        if total == 0:
+            return plan(backend)
+        offsets_device = backend.asarray(np.ascontiguousarray(offsets))
+        word = WORDS[dtype_itemsize(layer.outputs[0].dtype)]
+        return plan(backend, linear(backend, "index.cu", f"gather_rows_{word}", total, (
+            In(0), offsets_device, Out(0), i64(inner), i64(total))), holds=(offsets_device,))
+
+
+TACTICS: tuple[Tactic, ...] = (CudaGather(), CudaGatherNDConstant(), CudaStridedGather())

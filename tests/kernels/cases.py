@@ -418,6 +418,8 @@ CASES = [
         "table": np.linspace(-1, 1, 400, dtype=np.float32).reshape(50, 8)}, order=("table", "ids"), axis=0)),
     Case("gather_runtime_axis1", typed("Gather", {"x": ((3, 6, 4), "float32"), "i": ((2,), "int32")}, high=6,
                                            axis=1)),
+    Case("gather_nd_const_mask_rows", typed("GatherND", {"x": ((2, 16), "float32")}, {"i": np.stack(np.meshgrid(
+        np.arange(2), np.arange(16), indexing="ij"), -1).reshape(2, 1, 1, 16, 2)})),
     Case("where_attention_mask", typed("Where", {"m": ((2, 1, 1, 5), "bool"), "x": ((2, 3, 5, 5), "float32")},
                                        {"other": np.array(-1e4, np.float32)})),
     Case("less_int64_broadcast", typed("Less", {"a": ((3, 4), "int64"), "b": ((4,), "int64")})),

@@ -24,9 +24,11 @@ from reprobuild.kernels.backend import get_backend
 from reprobuild.kernels.index import (
     Axis,
     CudaGather,
+    CudaGatherNDConstant,
     CudaStridedGather,
     expand_map,
     fill_bits,
+    gather_nd_offsets,
     layer_maps,
     simplify,
     slice_map,
@@ -169,6 +171,29 @@ def test_the_strided_gather_map_computes_every_node_suite_case() -> None:
     assert checked >= 20, f"only {checked} node-suite cases ran"
 
 
+def emulate_gather_nd(layer: LayerSpec, x: np.ndarray) -> np.ndarray:
+    """What the gather_rows kernel writes for a GatherND layer (index.cu's loop, in NumPy)."""
+    offsets, inner = gather_nd_offsets(layer.inputs[0].shape, layer.constants[1], int(layer.attr("batch_dims")))
+    flat = np.ascontiguousarray(x).reshape(-1)
+    return flat[(offsets[:, None] + np.arange(inner)).reshape(-1)].reshape(layer.outputs[0].shape)
+
+
+def test_gather_nd_offsets_compute_the_reference() -> None:
+    rng = np.random.default_rng(9)
+    mask_rows = np.stack(np.meshgrid(np.arange(2), np.arange(16), indexing="ij"), -1).reshape(2, 1, 1, 16, 2)
+    for data_shape, indices, b, out_shape in [
+        ((2, 16), mask_rows, 0, (2, 1, 1, 16)),  # the text models' mask: a reshape written as a GatherND
+        ((3, 4, 5), np.array([[0, -1], [2, 3]]), 0, (2, 5)),
+        ((2, 3, 4), np.array([[[1], [-3]], [[2], [0]]]), 1, (2, 2, 4)),
+        ((2, 3, 4, 5), np.array([[[1, 2, -1]], [[0, 0, 0]]]), 1, (2, 1)),
+    ]:
+        layer = spec("GatherND", [(data_shape, "bool"), (indices.shape, "int64")], [(out_shape, "bool")],
+                     {1: indices}, batch_dims=b)
+        assert CudaGatherNDConstant().ineligibility(layer) is None
+        x = random(rng, data_shape, "bool")
+        np.testing.assert_array_equal(emulate_gather_nd(layer, x), reference(layer, [x])[0])
+
+
 # --- what each tactic refuses, and why (CPU) -------------------------------------------------------------------
 
 def test_unsupported_cases_say_why() -> None:
@@ -180,6 +205,8 @@ def test_unsupported_cases_say_why() -> None:
     const_idx = spec("Gather", [((5, 4), "float32"), ((2,), "int64")], [((2, 4), "float32")],
                      {1: np.array([0, 1])}, axis=0)
     assert "cuda_gather_const" in (CudaGather().unsupported(const_idx) or "")
+    runtime_nd = spec("GatherND", [((5, 4), "float32"), ((2, 1), "int64")], [((2, 4), "float32")], batch_dims=0)
+    assert "constant indices" in (CudaGatherNDConstant().unsupported(runtime_nd) or "")
     scattered = spec("ReduceSum", [((2, 3, 4), "float32")], [((3,), "float32")], axes=(0, 2), keepdims=0)
     assert "contiguous" in (CudaReduce().unsupported(scattered) or "")
     float_add = spec("Add", [((4,), "float32"), ((4,), "float32")], [((4,), "float32")])
@@ -208,6 +235,7 @@ def test_every_new_tactic_is_registered_capturable() -> None:
     registry = default_registry()
     expected = {"Expand": "cuda_strided_gather", "Pad": "cuda_strided_gather", "Slice": "cuda_strided_gather",
                 "Split": "cuda_strided_gather", "Tile": "cuda_strided_gather", "Gather": "cuda_gather",
+                "GatherND": "cuda_gather_nd_const",
                 "Where": "cuda_logic_generated", "Equal": "cuda_logic_generated", "Less": "cuda_logic_generated",
                 "LessOrEqual": "cuda_logic_generated", "Greater": "cuda_logic_generated",
                 "GreaterOrEqual": "cuda_logic_generated", "Not": "cuda_logic_generated",
@@ -411,3 +439,16 @@ def test_gpu_integer_arithmetic(dtype: str) -> None:
     for op in ("Add", "Sub", "Mul", "Div", "Max", "Min"):
         layer = spec(op, [((6, 40), dtype), ((40,), dtype)], [((6, 40), dtype)])
         check_on_gpu(CudaLogic(), layer, [a, b])
+
+
+@gpu
+def test_gpu_gather_nd_of_the_text_mask() -> None:
+    rows = np.stack(np.meshgrid(np.arange(2), np.arange(16), indexing="ij"), -1).reshape(2, 1, 1, 16, 2)
+    rng = np.random.default_rng(10)
+    for dtype in ("bool", "float16", "float32", "int64"):
+        layer = spec("GatherND", [((2, 16), dtype), ((2, 1, 1, 16, 2), "int64")], [((2, 1, 1, 16), dtype)],
+                     {1: rows}, batch_dims=0)
+        check_on_gpu(CudaGatherNDConstant(), layer, [random(rng, (2, 16), dtype)])
+    layer = spec("GatherND", [((2, 3, 4), "float32"), ((2, 2, 1), "int64")], [((2, 2, 4), "float32")],
+                 {1: np.array([[[1], [-3]], [[2], [0]]])}, batch_dims=1)
+    check_on_gpu(CudaGatherNDConstant(), layer, [random(rng, (2, 3, 4), "float32")])
