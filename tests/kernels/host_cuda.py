@@ -7,8 +7,9 @@ barrier, ``__shared__`` memory static, and the CUDA intrinsics the kernels use (
 IEEE operations (``-ffp-contract=off``: no fused multiply-add, as NVRTC's ``__f*_rn``). ``dtype.cuh`` is replaced
 by a host version: float16 through GCC's ``_Float16`` (round to nearest even, as ``cvt.rn.f16.f32``); bfloat16
 by the same integer code. A launch runs every thread of a small grid, one block at a time, each block's threads
-as OS threads (so the block reductions and their barriers run for real), whatever grid the tactic asked for: the
-kernels are grid-stride loops, correct for any grid.
+as OS threads, whatever grid the tactic asked for: the grid-stride kernels are correct for any grid (a few
+threads of 4 a block exercise the striding), and the block reductions get their full block of 256 threads, so
+reduce.cuh's tree and its barriers run for real.
 
 What this does not check: the PTX conversions themselves, the device's ``expf``/``sqrtf``, memory-model effects
 and timing; the ``gpu`` tests do that on a GPU host.
@@ -104,8 +105,10 @@ inline float rnd(float f) { return ld(to_elem(f)); }
 """
 
 DEFINES = {"float32": (), "float16": ("-DREPRO_HALF=1",), "bfloat16": ("-DREPRO_BF16=1",)}
-#: The small grid every launch is run with: blocks of THREADS, GRID of them.
-GRID, THREADS = 3, 256
+#: The small grid every launch is run with: GRID blocks of STRIDE_THREADS threads, or of the launch's own block size
+#: for the kernels that reduce within a block (their trees need every thread).
+GRID, STRIDE_THREADS = 3, 4
+BLOCK_KERNELS = ("reduce_rows", "rmsnorm_rows")
 
 
 class HostFunction:
@@ -218,4 +221,5 @@ def run_plan(plan: LaunchPlan, inputs: Sequence[np.ndarray], outputs: Sequence[n
     for launch in plan.launches:
         assert isinstance(launch, KernelLaunch), f"{launch} is not a kernel launch"
         args = [_c_arg(a, inputs, outputs) for a in launch.args]
-        launch.function.launch(args, min(launch.block[0], THREADS))
+        block_wide = launch.kernel.split(":")[-1].split("[")[0] in BLOCK_KERNELS
+        launch.function.launch(args, launch.block[0] if block_wide else STRIDE_THREADS)
