@@ -39,10 +39,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) layernorm_rows(
 
 // RMSNormalization over the last `len` elements of each of `rows` contiguous rows, one block per row: the mean of
 // squares summed by reduce.cuh's fixed tree (the same order as layernorm_rows' sums), then
-// y = x / sqrt(mean_square + epsilon) * scale, the reference's formula, in float (stash_type 1). scale is given as
-// float, broadcast to the row's length.
-extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_rows(
-    const elem_t* __restrict__ x, const float* __restrict__ scale, elem_t* __restrict__ out, long long rows, int len,
+// y = x / sqrt(mean_square + epsilon) * scale, the reference's formula, in float (stash_type 1). The scale has one
+// value per normalized element: float (a constant, uploaded widened) or elem_t (a run-time input of x's type).
+template <typename Scale>
+__device__ __forceinline__ void rmsnorm_impl(
+    const elem_t* __restrict__ x, const Scale* __restrict__ scale, elem_t* __restrict__ out, long long rows, int len,
     float epsilon)
 {
     __shared__ float partial[THREADS];
@@ -57,6 +58,20 @@ extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_rows(
         }
         const float mean_square = __fdiv_rn(block_sum<THREADS>(q, partial), (float)len);
         const float rms = sqrtf(__fadd_rn(mean_square, epsilon));
-        for (int a = tid; a < len; a += THREADS) yr[a] = to_elem(__fmul_rn(__fdiv_rn(ld(xr[a]), rms), scale[a]));
+        for (int a = tid; a < len; a += THREADS) yr[a] = to_elem(__fmul_rn(__fdiv_rn(ld(xr[a]), rms), ld(scale[a])));
     }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_rows(
+    const elem_t* __restrict__ x, const float* __restrict__ scale, elem_t* __restrict__ out, long long rows, int len,
+    float epsilon)
+{
+    rmsnorm_impl(x, scale, out, rows, len, epsilon);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_rows_input_scale(
+    const elem_t* __restrict__ x, const elem_t* __restrict__ scale, elem_t* __restrict__ out, long long rows, int len,
+    float epsilon)
+{
+    rmsnorm_impl(x, scale, out, rows, len, epsilon);
 }

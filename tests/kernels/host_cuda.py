@@ -108,7 +108,7 @@ DEFINES = {"float32": (), "float16": ("-DREPRO_HALF=1",), "bfloat16": ("-DREPRO_
 #: The small grid every launch is run with: GRID blocks of STRIDE_THREADS threads, or of the launch's own block size
 #: for the kernels that reduce within a block (their trees need every thread).
 GRID, STRIDE_THREADS = 3, 4
-BLOCK_KERNELS = ("reduce_rows", "rmsnorm_rows")
+BLOCK_KERNELS = ("reduce_rows", "rmsnorm_rows", "rmsnorm_rows_input_scale")
 
 
 class HostFunction:

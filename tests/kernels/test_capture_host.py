@@ -203,3 +203,6 @@ def test_rms_normalization_runs(dtype: str, host: HostBackend) -> None:
         layer = spec("RMSNormalization", [(shape, dtype), (scale_shape, dtype)], [(shape, dtype)], {1: scale},
                      axis=axis, epsilon=1e-5, stash_type=1)
         close(CudaRmsNorm(), layer, [random(rng, shape, dtype)], host)
+        runtime = spec("RMSNormalization", [(shape, dtype), (shape[axis:], dtype)], [(shape, dtype)], axis=axis,
+                       epsilon=1e-5, stash_type=1)
+        close(CudaRmsNorm(), runtime, [random(rng, shape, dtype), random(rng, shape[axis:], dtype)], host)

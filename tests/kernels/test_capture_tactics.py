@@ -216,9 +216,12 @@ def test_unsupported_cases_say_why() -> None:
     f64 = spec("RMSNormalization", [((2, 8), "float32"), ((8,), "float32")], [((2, 8), "float32")],
                {1: np.ones(8, np.float32)}, axis=1, epsilon=1e-5, stash_type=11)
     assert "stash_type" in (CudaRmsNorm().unsupported(f64) or "")
-    runtime_scale = spec("RMSNormalization", [((2, 8), "float32"), ((8,), "float32")], [((2, 8), "float32")],
+    runtime_scale = spec("RMSNormalization", [((2, 8), "float32"), ((1, 8), "float32")], [((2, 8), "float32")],
                          axis=1, epsilon=1e-5, stash_type=1)
-    assert "constant" in (CudaRmsNorm().unsupported(runtime_scale) or "")
+    assert CudaRmsNorm().unsupported(runtime_scale) is None
+    per_row_scale = spec("RMSNormalization", [((2, 8), "float32"), ((2, 8), "float32")], [((2, 8), "float32")],
+                         axis=1, epsilon=1e-5, stash_type=1)
+    assert "normalized shape [8]" in (CudaRmsNorm().unsupported(per_row_scale) or "")
 
 
 def test_reduction_views() -> None:
@@ -398,6 +401,9 @@ def test_gpu_rms_normalization(dtype: str) -> None:
     layer = spec("RMSNormalization", [((2, 16, 4096), dtype), ((1, 4096), dtype)], [((2, 16, 4096), dtype)],
                  {1: scale}, axis=2, epsilon=1e-6, stash_type=1)
     check_on_gpu(CudaRmsNorm(), layer, [random(rng, (2, 16, 4096), dtype)])
+    runtime = spec("RMSNormalization", [((2, 16, 4096), dtype), ((4096,), dtype)], [((2, 16, 4096), dtype)],
+                   axis=2, epsilon=1e-6, stash_type=1)
+    check_on_gpu(CudaRmsNorm(), runtime, [random(rng, (2, 16, 4096), dtype), random(rng, (4096,), dtype)])
 
 
 @gpu
