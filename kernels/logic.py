@@ -10,7 +10,8 @@ exactly to float; integers compare as integers, never through float), a NaN comp
 NumPy, Where and Trilu copy the chosen element's bits, and a Cast rounds once, to nearest even, as NumPy's and
 ml_dtypes' ``astype`` do (an integer reaches float16 through float32, exact below 2**24 where float16 has long
 overflowed; bfloat16 through double and float32 rounded to odd, which rounds to nearest even once); so every
-output equals the reference's bit for bit. Integer Add, Sub and Mul wrap (computed unsigned, where C++ defines
+output equals the reference's bit for bit (but for the payload of a NaN cast to float16, which the GPU makes
+canonical). Integer Add, Sub and Mul wrap (computed unsigned, where C++ defines
 the wrap), and Div truncates toward zero with a zero divisor giving 0, step for step as ``op_arith`` computes
 it. bool is stored one byte an element, 0 or 1 (what CuPy and NumPy hold); a nonzero byte reads as true.
 """
