@@ -134,3 +134,49 @@ extern "C" __global__ void cumsum_cols_i64(
 {
     cumsum_int<long long, unsigned long long>(x, out, outer, len, inner, exclusive, reverse);
 }
+
+// ReduceSum, ReduceMax and ReduceMin of int32, int64 and bool (any build): one thread per output element reading
+// its len elements in order (integer results do not depend on the order: sums wrap, as NumPy's do, added as
+// unsigned where C++ defines the wrap). An empty reduction gives the identity: 0, the lowest or the highest value
+// (for bool, Max is "any": false, and Min "all": true).
+template <typename T, typename U>
+__device__ __forceinline__ void reduce_exact(
+    const T* x, T* out, long long outer, long long len, long long inner, int op, T lowest, T highest)
+{
+    const long long total = outer * inner;
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        const long long o = i / inner, w = i - o * inner;
+        const T* xc = x + o * len * inner + w;
+        if (op == OP_SUM) {
+            U acc = 0;
+            for (long long a = 0; a < len; ++a) acc += (U)xc[a * inner];
+            out[i] = (T)acc;
+        } else {
+            T acc = op == OP_MAX ? lowest : highest;
+            for (long long a = 0; a < len; ++a) {
+                const T v = xc[a * inner];
+                acc = op == OP_MAX ? (v > acc ? v : acc) : (v < acc ? v : acc);
+            }
+            out[i] = acc;
+        }
+    }
+}
+
+extern "C" __global__ void reduce_exact_i32(
+    const int* x, int* out, long long outer, long long len, long long inner, int op)
+{
+    reduce_exact<int, unsigned int>(x, out, outer, len, inner, op, (int)0x80000000, 0x7fffffff);
+}
+extern "C" __global__ void reduce_exact_i64(
+    const long long* x, long long* out, long long outer, long long len, long long inner, int op)
+{
+    reduce_exact<long long, unsigned long long>(x, out, outer, len, inner, op, (long long)0x8000000000000000ull,
+                                                0x7fffffffffffffffll);
+}
+// bool is one byte, 0 or 1: Max is any, Min is all.
+extern "C" __global__ void reduce_exact_bool(
+    const unsigned char* x, unsigned char* out, long long outer, long long len, long long inner, int op)
+{
+    reduce_exact<unsigned char, unsigned char>(x, out, outer, len, inner, op, 0, 1);
+}

@@ -2,11 +2,12 @@
 group once the dimensions of size 1 are dropped (the last axis of a transformer's activations, a global pool's
 spatial axes, every axis), and CumSum along one axis. CUDA tactics compile ``reduction.cu``.
 
-The input is viewed as (outer, len, inner), ``len`` being the product of the reduced dimensions: with ``inner``
-1, one block reduces each row by ``reduce.cuh``'s fixed tree; otherwise one thread reduces each column in order,
-summing in double. Both orders are fixed by the shapes alone, never by the grid a device gets, so results repeat
-bit for bit. Reductions over axes that are not contiguous (axes 0 and 2 of a rank-3 tensor) would need a
-transpose first and are left to the reference tactic.
+The input is viewed as (outer, len, inner), ``len`` being the product of the reduced dimensions: for the float
+types, with ``inner`` 1, one block reduces each row by ``reduce.cuh``'s fixed tree; otherwise one thread reduces
+each column in order, summing in double. int32, int64 and bool (Sum, Max, Min; not the integer Mean, whose
+rounding the reference tactic keeps) are reduced one thread per output, exactly. The float orders are fixed by the
+shapes alone, never by the grid a device gets, so results repeat bit for bit. Reductions over axes that are not
+contiguous (axes 0 and 2 of a rank-3 tensor) would need a transpose first and are left to the reference tactic.
 """
 
 from __future__ import annotations
@@ -42,18 +43,32 @@ def reduction_view(shape: Sequence[int], axes: Sequence[int]) -> tuple[int, int,
     return size(dims[:first]), size(dims[first:last + 1]), size(dims[last + 1:])
 
 
+#: The exact reductions' kernel of each non-float dtype (any build of the file: the float32 one).
+EXACT = MappingProxyType({"bool": "reduce_exact_bool", "int32": "reduce_exact_i32", "int64": "reduce_exact_i64"})
+FLOAT_REDUCTIONS = ("float32", "float16", "bfloat16")
+
+
 class CudaReduce(Tactic):
     """ReduceSum, ReduceMean, ReduceMax and ReduceMin of float32, float16 or bfloat16 over one contiguous group of
-    axes, in float (see the module docstring)."""
+    axes, in float, and ReduceSum/Max/Min of int32, int64 and bool, exactly (see the module docstring)."""
 
     family, name, backend, priority = "reduce", "cuda_reduce", "cuda", 10
     ops = tuple(OPS)
     source, capturable = "nvrtc", True
-    cuda_kernels = MappingProxyType({"reduction.cu": ("reduce_cols", "reduce_rows")})
-    dtypes = ("float32", "float16", "bfloat16")
+    cuda_kernels = MappingProxyType({"reduction.cu": (
+        "reduce_cols", "reduce_exact_bool", "reduce_exact_i32", "reduce_exact_i64", "reduce_rows")})
+    dtypes = (*FLOAT_REDUCTIONS, *EXACT)
     per_dtype_build = True
 
+    def kernel_dtype(self, layer: LayerSpec) -> str:
+        """The float build for the float types; the exact kernels are the same in every build (float32's)."""
+        dtype = layer.inputs[0].dtype
+        return dtype if dtype in FLOAT_REDUCTIONS else "float32"
+
     def unsupported(self, layer: LayerSpec) -> str | None:
+        if layer.op == "ReduceMean" and layer.inputs[0].dtype in EXACT:
+            return (f"the mean of {layer.inputs[0].dtype} values, rounded toward zero as the reference computes "
+                    "it exactly; this tactic averages floats only")
         shape, axes = layer.inputs[0].shape, tuple(layer.attr("axes"))
         if reduction_view(shape, axes) is None:
             return (f"reduces axes {list(axes)} of {list(shape)}, which are not one contiguous group (after "
@@ -67,6 +82,9 @@ class CudaReduce(Tactic):
         op, dtype = i32(OPS[layer.op]), self.kernel_dtype(layer)
         if outer * inner == 0:
             return plan(backend)
+        if layer.inputs[0].dtype in EXACT:
+            return plan(backend, linear(backend, "reduction.cu", EXACT[layer.inputs[0].dtype], outer * inner, (
+                In(0), Out(0), i64(outer), i64(length), i64(inner), op), dtype=dtype))
         if inner == 1:
             return plan(backend, per_row(backend, "reduction.cu", "reduce_rows", outer, (
                 In(0), Out(0), i64(outer), i64(length), op), dtype=dtype))

@@ -435,6 +435,7 @@ CASES = [
                                              {"ax": np.array([-1], _I64)}))),
     Case("reduce_sum_middle", typed("ReduceSum", {"x": ((2, 9, 5), "float32")}, {"ax": np.array([1], _I64)},
                                     keepdims=0)),
+    Case("reduce_sum_int64_last", typed("ReduceSum", {"x": ((3, 4, 9), "int64")}, {"ax": np.array([2], _I64)})),
     Case("reduce_max_spatial", typed("ReduceMax", {"x": ((2, 3, 4, 5), "float32")}, {"ax": np.array([2, 3], _I64)})),
     Case("sub_int64_broadcast", typed("Sub", {"a": ((2, 9), "int64"), "b": ((1,), "int64")})),
     Case("cumsum_int64_exclusive", typed("CumSum", {"x": ((2, 9), "int64")}, {"ax": np.array(1, _I64)},

@@ -57,7 +57,8 @@ def run_host(tactic: Tactic, layer: LayerSpec, activations: list[np.ndarray], ba
 def exact(tactic: Tactic, layer: LayerSpec, activations: list[np.ndarray], backend: HostBackend) -> None:
     for got, want in zip(run_host(tactic, layer, activations, backend), reference(layer, activations)):
         assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8), err_msg=f"{layer.op} {layer.attrs}")
+        np.testing.assert_array_equal(got.reshape(-1).view(np.uint8), want.reshape(-1).view(np.uint8),
+                                      err_msg=f"{layer.op} {layer.attrs}")
 
 
 def close(tactic: Tactic, layer: LayerSpec, activations: list[np.ndarray], backend: HostBackend) -> None:
@@ -180,6 +181,22 @@ def test_reductions_run(dtype: str, host: HostBackend) -> None:
         if x.size > 5:
             x.reshape(-1)[5] = np.nan
         close(CudaReduce(), layer, [x], host)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "bool"])
+def test_exact_reductions_run(dtype: str, host: HostBackend) -> None:
+    rng = np.random.default_rng(18)
+    ops = ("ReduceMax", "ReduceMin") if dtype == "bool" else ("ReduceSum", "ReduceMax", "ReduceMin")
+    for op in ops:
+        for shape, axes, keep in [((4, 3, 70), (2,), 1), ((2, 30, 5), (1,), 0), ((6, 10), (0, 1), 0),
+                                  ((3, 0, 4), (1,), 1)]:
+            out = tuple(1 if d in axes else n for d, n in enumerate(shape) if keep or d not in axes)
+            layer = spec(op, [(shape, dtype)], [(out, dtype)], axes=axes, keepdims=keep)
+            x = random(rng, shape, dtype)
+            if dtype != "bool" and x.size:
+                info = np.iinfo(np_dtype(dtype))
+                x.reshape(-1)[:3] = [info.max, info.max, info.min]  # sums wrap
+            exact(CudaReduce(), layer, [x], host)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "int64", "int32"])

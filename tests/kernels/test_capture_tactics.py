@@ -207,6 +207,8 @@ def test_unsupported_cases_say_why() -> None:
     assert "cuda_gather_const" in (CudaGather().unsupported(const_idx) or "")
     runtime_nd = spec("GatherND", [((5, 4), "float32"), ((2, 1), "int64")], [((2, 4), "float32")], batch_dims=0)
     assert "constant indices" in (CudaGatherNDConstant().unsupported(runtime_nd) or "")
+    int_mean = spec("ReduceMean", [((2, 3), "int64")], [((2,), "int64")], axes=(1,), keepdims=0)
+    assert "rounded toward zero" in (CudaReduce().unsupported(int_mean) or "")
     scattered = spec("ReduceSum", [((2, 3, 4), "float32")], [((3,), "float32")], axes=(0, 2), keepdims=0)
     assert "contiguous" in (CudaReduce().unsupported(scattered) or "")
     float_add = spec("Add", [((4,), "float32"), ((4,), "float32")], [((4,), "float32")])
@@ -458,3 +460,15 @@ def test_gpu_gather_nd_of_the_text_mask() -> None:
     layer = spec("GatherND", [((2, 3, 4), "float32"), ((2, 2, 1), "int64")], [((2, 2, 4), "float32")],
                  {1: np.array([[[1], [-3]], [[2], [0]]])}, batch_dims=1)
     check_on_gpu(CudaGatherNDConstant(), layer, [random(rng, (2, 3, 4), "float32")])
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["int64", "int32", "bool"])
+def test_gpu_exact_reductions(dtype: str) -> None:
+    rng = np.random.default_rng(19)
+    ops = ("ReduceMax", "ReduceMin") if dtype == "bool" else ("ReduceSum", "ReduceMax", "ReduceMin")
+    for op in ops:
+        for shape, axes, keep in [((4, 3, 700), (2,), 1), ((2, 30, 5), (1,), 0), ((6, 1000), (0, 1), 0)]:
+            out = tuple(1 if d in axes else n for d, n in enumerate(shape) if keep or d not in axes)
+            layer = spec(op, [(shape, dtype)], [(out, dtype)], axes=axes, keepdims=keep)
+            check_on_gpu(CudaReduce(), layer, [random(rng, shape, dtype)])
