@@ -1,5 +1,5 @@
 """LayerNormalization (one output, float32 or float16, scale and bias constants over the normalized dimensions) and
-RMSNormalization (a constant scale over them). CUDA tactics compile ``norm.cu``; the CPU runs the op's reference."""
+RMSNormalization (a scale over them). CUDA tactics compile ``norm.cu``; the CPU runs the op's reference."""
 
 from __future__ import annotations
 
