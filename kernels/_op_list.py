@@ -11,7 +11,8 @@ import importlib
 from types import ModuleType
 
 FAMILIES: tuple[str, ...] = (
-    "attention", "batchnorm", "conv", "elementwise", "fused_elementwise", "gemm", "norm", "pool", "shape", "softmax",
+    "attention", "batchnorm", "conv", "elementwise", "fused_elementwise", "gemm", "index", "logic", "norm", "pool",
+    "reduction", "shape", "softmax",
 )
 
 

@@ -36,3 +36,42 @@ extern "C" __global__ void __launch_bounds__(THREADS) layernorm_rows(
         }
     }
 }
+
+// RMSNormalization over the last `len` elements of each of `rows` contiguous rows, one block per row: the mean of
+// squares summed by reduce.cuh's fixed tree (the same order as layernorm_rows' sums), then
+// y = x / sqrt(mean_square + epsilon) * scale, the reference's formula, in float (stash_type 1). The scale has one
+// value per normalized element: float (a constant, uploaded widened) or elem_t (a run-time input of x's type).
+template <typename Scale>
+__device__ __forceinline__ void rmsnorm_impl(
+    const elem_t* __restrict__ x, const Scale* __restrict__ scale, elem_t* __restrict__ out, long long rows, int len,
+    float epsilon)
+{
+    __shared__ float partial[THREADS];
+    const int tid = threadIdx.x;
+    for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+        const elem_t* xr = x + r * len;
+        elem_t* yr = out + r * len;
+        float q = 0.f;
+        for (int a = tid; a < len; a += THREADS) {
+            const float v = ld(xr[a]);
+            q = __fadd_rn(q, __fmul_rn(v, v));
+        }
+        const float mean_square = __fdiv_rn(block_sum<THREADS>(q, partial), (float)len);
+        const float rms = sqrtf(__fadd_rn(mean_square, epsilon));
+        for (int a = tid; a < len; a += THREADS) yr[a] = to_elem(__fmul_rn(__fdiv_rn(ld(xr[a]), rms), ld(scale[a])));
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_rows(
+    const elem_t* __restrict__ x, const float* __restrict__ scale, elem_t* __restrict__ out, long long rows, int len,
+    float epsilon)
+{
+    rmsnorm_impl(x, scale, out, rows, len, epsilon);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_rows_input_scale(
+    const elem_t* __restrict__ x, const elem_t* __restrict__ scale, elem_t* __restrict__ out, long long rows, int len,
+    float epsilon)
+{
+    rmsnorm_impl(x, scale, out, rows, len, epsilon);
+}

@@ -13,8 +13,11 @@ FAMILY_MODULES: dict[str, str] = {
     "elementwise": "reprobuild.kernels.elementwise",
     "elementwise_fused": "reprobuild.kernels.fused_elementwise",
     "gemm": "reprobuild.kernels.gemm",
+    "index": "reprobuild.kernels.index",
+    "logic": "reprobuild.kernels.logic",
     "norm": "reprobuild.kernels.norm",
     "pool": "reprobuild.kernels.pool",
+    "reduce": "reprobuild.kernels.reduction",
     "shape": "reprobuild.kernels.shape",
     "softmax": "reprobuild.kernels.softmax",
 }

@@ -214,6 +214,39 @@ def concat(shapes: list[tuple[int, ...]], axis: int, const: tuple[int, ...] = ()
     return make
 
 
+def _values(rng: np.random.Generator, shape: tuple[int, ...], dtype: str, high: int) -> np.ndarray:
+    if dtype == "bool":
+        return rng.random(shape) < 0.5
+    if dtype.startswith("int"):
+        return rng.integers(-high, high, shape).astype(dtype)
+    return _normal(rng, *shape).astype(dtype)
+
+
+def typed(op: str, inputs: dict[str, tuple[tuple[int, ...], str]], inits: dict | None = None, opset: int = 18,
+          order: tuple[str, ...] = (), outputs: int = 1, high: int = 20, **attrs: object) -> Callable:
+    """One node on graph inputs of their own dtypes (bool and integer ones too) and initializers, taken in the
+    ``order`` given, else as ``inputs`` then ``inits`` list them; ``outputs`` outputs (y, or y0, y1, ...);
+    integers drawn from [-high, high)."""
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        feeds = {n: _values(rng, shape, dtype, high) for n, (shape, dtype) in inputs.items()}
+        names = ["y"] if outputs == 1 else [f"y{k}" for k in range(outputs)]
+        node = helper.make_node(op, list(order or (*inputs, *(inits or {}))), names, **attrs)
+        graph = helper.make_graph(
+            [node], "test",
+            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(d)), list(shape))
+             for n, (shape, d) in inputs.items()],
+            [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in names],
+            [onnx.numpy_helper.from_array(np.asarray(v), n) for n, v in (inits or {}).items()])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = 10
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        del model.graph.output[:]
+        model.graph.output.extend(o for o in inferred.graph.output)
+        return model, feeds
+    return make
+
+
+_I64 = np.int64
 CASES = [
     Case("conv_3x3_pad1", conv((2, 3, 9, 9), (4, 3, 3, 3), pads=[1, 1, 1, 1])),
     Case("conv_stride2_nobias", conv((1, 5, 11, 10), (6, 5, 3, 3), bias=False, strides=[2, 2])),
@@ -372,4 +405,48 @@ CASES = [
     Case("bf16_add_broadcast", bf16(elementwise("Add", [(2, 3, 4), (4,)]))),
     Case("cast_float_to_bf16", unary("Cast", (3, 5, 7), to=onnx.TensorProto.BFLOAT16)),
     Case("cast_bf16_to_float", bf16(unary("Cast", (3, 5, 7), to=onnx.TensorProto.FLOAT))),
+    # transformer data movement, logic and reductions (issue 22: capturable NVRTC tactics)
+    Case("slice_negative_steps", typed("Slice", {"x": ((2, 6, 5), "float32")}, {
+        "st": np.array([5, 4], _I64), "en": np.array([-100, 0], _I64), "ax": np.array([1, 2], _I64),
+        "sp": np.array([-2, -3], _I64)})),
+    Case("slice_last_axis_half", half(unary("Slice", (2, 7, 16), opset=18, inits={
+        "st": np.array([8], _I64), "en": np.array([16], _I64), "ax": np.array([-1], _I64)},
+        extra_inputs=("st", "en", "ax")))),
+    Case("split_three", typed("Split", {"x": ((2, 10, 3), "float32")}, {"sp": np.array([3, 2, 5], _I64)}, outputs=3,
+                                    axis=1)),
+    Case("expand_bool_mask", typed("Expand", {"x": ((2, 1, 1, 5), "bool")}, {"s": np.array([2, 3, 5, 5], _I64)})),
+    Case("tile_int64", typed("Tile", {"x": ((2, 3, 1), "int64")}, {"r": np.array([2, 1, 5], _I64)})),
+    Case("pad_constant", typed("Pad", {"x": ((2, 3, 4), "float32")}, {
+        "p": np.array([0, 1, 0, 0, 1, 2], _I64), "v": np.array(0.5, np.float32)}, mode="constant")),
+    Case("gather_embedding", typed("Gather", {"ids": ((2, 5), "int64")}, {
+        "table": np.linspace(-1, 1, 400, dtype=np.float32).reshape(50, 8)}, order=("table", "ids"), axis=0)),
+    Case("gather_runtime_axis1", typed("Gather", {"x": ((3, 6, 4), "float32"), "i": ((2,), "int32")}, high=6,
+                                           axis=1)),
+    Case("gather_nd_const_mask_rows", typed("GatherND", {"x": ((2, 16), "float32")}, {"i": np.stack(np.meshgrid(
+        np.arange(2), np.arange(16), indexing="ij"), -1).reshape(2, 1, 1, 16, 2)})),
+    Case("where_attention_mask", typed("Where", {"m": ((2, 1, 1, 5), "bool"), "x": ((2, 3, 5, 5), "float32")},
+                                       {"other": np.array(-1e4, np.float32)})),
+    Case("less_int64_broadcast", typed("Less", {"a": ((3, 4), "int64"), "b": ((4,), "int64")})),
+    Case("greater_or_equal_half", typed("GreaterOrEqual", {"a": ((3, 4), "float16"), "b": ((3, 1), "float16")})),
+    Case("equal_bool", typed("Equal", {"a": ((3, 4), "bool"), "b": ((4,), "bool")})),
+    Case("and_bool", typed("And", {"a": ((3, 4), "bool"), "b": ((3, 1), "bool")})),
+    Case("not_bool", typed("Not", {"a": ((3, 4), "bool")})),
+    Case("isinf_positive", typed("IsInf", {"a": ((3, 4), "float32")}, detect_negative=0)),
+    Case("isnan", typed("IsNaN", {"a": ((3, 4), "float32")})),
+    Case("cast_bool_to_float", typed("Cast", {"a": ((3, 4), "bool")}, to=onnx.TensorProto.FLOAT)),
+    Case("cast_int64_to_float", typed("Cast", {"a": ((3, 4), "int64")}, to=onnx.TensorProto.FLOAT)),
+    Case("reduce_mean_last_half", half(typed("ReduceMean", {"x": ((2, 7, 32), "float32")},
+                                             {"ax": np.array([-1], _I64)}))),
+    Case("reduce_sum_middle", typed("ReduceSum", {"x": ((2, 9, 5), "float32")}, {"ax": np.array([1], _I64)},
+                                    keepdims=0)),
+    Case("reduce_sum_int64_last", typed("ReduceSum", {"x": ((3, 4, 9), "int64")}, {"ax": np.array([2], _I64)})),
+    Case("reduce_max_spatial", typed("ReduceMax", {"x": ((2, 3, 4, 5), "float32")}, {"ax": np.array([2, 3], _I64)})),
+    Case("sub_int64_broadcast", typed("Sub", {"a": ((2, 9), "int64"), "b": ((1,), "int64")})),
+    Case("cumsum_int64_exclusive", typed("CumSum", {"x": ((2, 9), "int64")}, {"ax": np.array(1, _I64)},
+                                         exclusive=1)),
+    Case("cumsum_reverse_axis0", typed("CumSum", {"x": ((6, 3, 4), "float32")}, {"ax": np.array(0, _I64)},
+                                       reverse=1)),
+    Case("trilu_upper_k1", typed("Trilu", {"x": ((2, 5, 7), "float32")}, {"k": np.array(1, _I64)})),
+    Case("rms_normalization", typed("RMSNormalization", {"x": ((2, 7, 32), "float32")}, {
+        "s": np.linspace(0.5, 1.5, 32, dtype=np.float32)}, opset=23, axis=-1, epsilon=1e-5)),
 ]
