@@ -73,9 +73,7 @@ def test_a_signal_between_the_renames_waits_for_the_pair(signum: int, code: int,
         real_replace(src, dst)
         renamed.append(os.fspath(dst))
         if len(renamed) == 1:  # the engine is in place, the manifest not yet
-            # to this (the main) thread: os.kill(os.getpid()) lets the kernel hand a process-directed signal to
-            # any thread (a BLAS or runtime worker), and the handler then runs whenever the main thread next checks
-            signal.pthread_kill(threading.main_thread().ident, signum)
+            os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(os, "replace", replace_then_signal)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -1,5 +1,5 @@
 """Every CUDA kernel source compiles with NVRTC, on any machine: NVRTC is a library (the ``nvidia-cuda-nvrtc``
-wheel of the dev extra), it needs no GPU. Each package ``.cu`` file for each element type, and the generated
+wheel), it needs no GPU. Each package ``.cu`` file for each element type, and the generated
 kernels of every case the generated tactics take, with exactly the options and headers ``kernels/nvrtc.py`` uses,
 for an H100 (sm_90) and an A100 (sm_80). A GPU host then still has to run them (the ``gpu`` tests); this catches
 what NVRTC refuses (a missing declaration, a header it does not have) before a device is needed."""
@@ -16,8 +16,8 @@ import pytest
 from tests.helpers import REPO
 from tests.kernels.nvrtc_compile import library_path
 
-pytestmark = pytest.mark.skipif(library_path() is None, reason="NVRTC is not installed (pip install -e '.[dev]' on "
-                                                               "Linux x86-64 brings the nvidia-cuda-nvrtc wheel)")
+pytestmark = pytest.mark.skipif(library_path() is None, reason="NVRTC is not installed (on Linux x86-64: "
+                                                               "pip install 'nvidia-cuda-nvrtc>=13,<14')")
 
 
 def compiled(what: str, arch: str = "90") -> dict[str, Any]:
