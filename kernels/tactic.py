@@ -9,6 +9,7 @@ identity. The built-in tactics' identities are committed in ``tactics.lock.json`
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
 from abc import ABC, abstractmethod
@@ -117,6 +118,11 @@ class Tactic(ABC):
     #: The oldest GPU architecture the tactic's kernels run on (80: Ampere's mma.sync and bfloat16 conversions);
     #: 0 for any.
     min_compute_capability: ClassVar[int] = 0
+    #: Whether the parameters are chosen per layer at build time rather than fixed by the class: a vendor library's
+    #: algorithm (cuBLASLt's algo id, tile, stages, ...), recorded by value. :meth:`variants` lists a layer's
+    #: candidates, each timed as a tactic of its own; an engine or a replay binds the recorded values with
+    #: :meth:`with_parameters`, so exactly that algorithm runs again.
+    per_layer_parameters: ClassVar[bool] = False
 
     @property
     def source_files(self) -> tuple[str, ...]:
@@ -179,6 +185,41 @@ class Tactic(ABC):
     def workspace_bytes(self, layer: LayerSpec) -> int:
         """Scratch memory one run needs, beyond the inputs and outputs."""
         return 0
+
+    def variants(self, layer: LayerSpec, backend: Backend) -> list[Tactic]:
+        """The candidates this tactic offers for ``layer`` on ``backend``, each with its parameters bound
+        (:meth:`with_parameters`), in a stable order; just itself when its parameters are fixed. The builder asks
+        only for an eligible layer, on the device it times on."""
+        return [self]
+
+    def parameter_problem(self, parameters: Mapping[str, Any]) -> str | None:
+        """None when ``parameters`` (recorded in an engine or a manifest) are values this tactic runs with, else a
+        sentence saying why not. A tactic whose parameters are fixed accepts exactly its own; one that chooses
+        them per layer checks their names and types (:meth:`layer_parameter_problem`)."""
+        if not self.per_layer_parameters:
+            if dict(parameters) != dict(self.parameters):
+                return f"recorded with parameters {dict(parameters)}; the tactic has {dict(self.parameters)}"
+            return None
+        return self.layer_parameter_problem(parameters)
+
+    def layer_parameter_problem(self, parameters: Mapping[str, Any]) -> str | None:
+        """For a tactic with :attr:`per_layer_parameters`: None when ``parameters`` name exactly the values it
+        records, with their types, else why not (that they suit a given layer and device is checked by
+        :meth:`prepare`)."""
+        return "this tactic does not choose its parameters per layer"
+
+    def with_parameters(self, parameters: Mapping[str, Any]) -> Tactic:
+        """This tactic bound to recorded ``parameters``: a copy for one that chooses them per layer (same name,
+        version and code identity), itself for one whose parameters are fixed; refused with a
+        :class:`TacticMismatchError` saying why when they are not values it runs with."""
+        problem = self.parameter_problem(parameters)
+        if problem is not None:
+            raise TacticMismatchError(f"tactic {self.label}: {problem}")
+        if not self.per_layer_parameters:
+            return self
+        bound = copy.copy(self)
+        bound.parameters = MappingProxyType(dict(sorted(parameters.items())))  # type: ignore[misc]
+        return bound
 
     @abstractmethod
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
@@ -256,7 +297,7 @@ class TacticRegistry:
                 f"installation's is {tactic.code_sha256[:16]}...: the code it runs changed without a version bump, "
                 "or the engine comes from another reprobuild version. Rebuild the engine with this installation"
             )
-        return tactic
+        return tactic.with_parameters(ref.get("parameters") or {})
 
 
 #: The precision name of a float dtype (how builders and manifests speak of it).
