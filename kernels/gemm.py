@@ -14,10 +14,13 @@ from typing import Any
 import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
+from reprobuild.core.errors import BuildError
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, operand_refs, plan
 from reprobuild.kernels.formulas import ACTIVATION_CODES
-from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, KernelLaunch, Out
+from reprobuild.kernels import cublaslt
+from reprobuild.kernels.cublas import WORKSPACE_BYTES
+from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, KernelLaunch, LtLaunchPlan, LtMatmulLaunch, Out, Ws
 from reprobuild.kernels.nvrtc import integer_defines
 from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, Tactic, positional
 
@@ -441,6 +444,125 @@ class CudaTiledFusedGemm(Tactic):
         return plan(backend, launch, holds=tuple(consts.values()))
 
 
+class _CublasLtAlgorithms(Tactic):
+    """What the cuBLASLt tactics share: one variant per algorithm cuBLASLt's heuristic offers for the layer
+    (``cublaslt.heuristic``, in the library's order, at most ``cublaslt.CANDIDATES``), each timed as a tactic of
+    its own and recorded by value (``cublaslt.FIELDS``); the workspace is the layer's, sized by the algorithm. A
+    split-K algorithm is left out of run-to-run deterministic builds (its partial sums may be reduced in another
+    order), which is stricter than needed for the schemes that reduce in a fixed order, and simple to audit."""
+
+    family, backend = "gemm", "cuda"
+    dtypes: tuple[str, ...] = ("float32", "float16", "bfloat16")
+    per_dtype_build = True
+    capturable = True
+    source = "cublaslt"
+    per_layer_parameters = True
+    compute = "fp32"
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return cublaslt.unavailable_reason()
+
+    def layer_parameter_problem(self, parameters: Any) -> str | None:
+        return cublaslt.parameter_problem(parameters)
+
+    def with_parameters(self, parameters: Any) -> Tactic:
+        bound = super().with_parameters(parameters)
+        if int(bound.parameters.get("split_k", 1)) > 1:
+            bound.determinism = Determinism.NONE
+        return bound
+
+    def workspace_bytes(self, layer: LayerSpec) -> int:
+        return int(self.parameters.get("workspace", 0))
+
+    def matmul(self, layer: LayerSpec, consts: dict[int, Any]) -> tuple[GemmLaunch, str, Any]:
+        """The layer's product as cuBLAS's column-major GEMM, the epilogue cuBLASLt fuses into it and its bias."""
+        raise NotImplementedError
+
+    def variants(self, layer: LayerSpec, backend: Backend) -> list[Tactic]:
+        gemm, epilogue, _ = self.matmul(layer, dict(layer.constants))
+        probe = LtMatmulLaunch.of(gemm, {}, Ws(0), epilogue)
+        return [self.with_parameters(p) for p in cublaslt.heuristic(probe, WORKSPACE_BYTES)]
+
+    def launch(self, layer: LayerSpec, gemm: GemmLaunch, epilogue: str, bias: Any) -> LtMatmulLaunch:
+        if not self.parameters:
+            raise BuildError(f"tactic {self.label} runs one recorded cuBLASLt algorithm; prepare one of its "
+                             "variants (Tactic.variants) or bind recorded parameters (Tactic.with_parameters)")
+        if self.parameters["epilogue"] != epilogue:
+            raise BuildError(f"tactic {self.label} was recorded with epilogue {self.parameters['epilogue']} on "
+                             f"layer {layer.name!r}, which needs {epilogue}")
+        return LtMatmulLaunch.of(gemm, self.parameters, Ws(0), epilogue, bias)
+
+
+class CudaCublasLtGemm(_CublasLtAlgorithms):
+    """Gemm and MatMul as one cuBLASLt matmul (strided-batched, the geometry of ``cuda_cublas``) with a recorded
+    algorithm, then ``gemm.cu``'s epilogue kernel for alpha and beta * C where the layer has them."""
+
+    ops, name, priority = ("Gemm", "MatMul"), "cuda_cublaslt", 8
+    cuda_kernels = MappingProxyType({"gemm.cu": ("gemm_epilogue",)})
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        reason = unsupported_gemm(layer) or cublaslt.unavailable_reason()
+        if reason is not None:
+            return reason
+        return CublasProduct(layer, GemmOperands(layer), dict(layer.constants)).unsupported()
+
+    def matmul(self, layer: LayerSpec, consts: dict[int, Any]) -> tuple[GemmLaunch, str, Any]:
+        g = GemmOperands(layer)
+        args = operand_refs(layer, consts)
+        gemm = CublasProduct(layer, g, consts).launch(g, args[0], args[1], Out(0), layer.outputs[0].dtype,
+                                                      self.compute)
+        return gemm, "DEFAULT", None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        g, dtype = GemmOperands(layer), layer.outputs[0].dtype
+        consts = {i: backend.asarray(v.astype(np_dtype(dtype), copy=False)) for i, v in g.host_constants(layer).items()}
+        gemm, epilogue, bias = self.matmul(layer, consts)
+        args = operand_refs(layer, consts)
+        return LtLaunchPlan(backend, (self.launch(layer, gemm, epilogue, bias),
+                                      *epilogue_launch(backend, g, layer, args[2] if g.has_c else None)),
+                            tuple(consts.values()))
+
+
+class CudaCublasLtFusedGemm(_CublasLtAlgorithms):
+    """FusedGemm as one cuBLASLt matmul with a recorded algorithm. The bias, and a Relu, are fused into the
+    matmul (cuBLASLt's ``BIAS`` / ``RELU_BIAS`` epilogues: added to the float32 accumulator before the one
+    rounding to the output type); a residual or another activation runs after it in ``gemm_bias_epilogue``, as
+    ``cuda_cublas_epilogue`` does."""
+
+    ops, name, priority = ("FusedGemm",), "cuda_cublaslt_epilogue", 8
+    cuda_kernels = MappingProxyType({"gemm.cu": ("gemm_bias_epilogue",)})
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return FusedProduct.unsupported(layer) or cublaslt.unavailable_reason()
+
+    @staticmethod
+    def fused(layer: LayerSpec) -> str | None:
+        """The cuBLASLt epilogue that computes the whole of the layer's epilogue, or None when a kernel must."""
+        if len(layer.inputs) > 3:
+            return None
+        return {"": "BIAS", "Relu": "RELU_BIAS"}.get(str(layer.attr("activation", "")))
+
+    def matmul(self, layer: LayerSpec, consts: dict[int, Any]) -> tuple[GemmLaunch, str, Any]:
+        f, args = FusedProduct(layer), operand_refs(layer, consts)
+        gemm = GemmLaunch(transa=False, transb=False, m=f.n, n=f.rows, k=f.k, a=consts.get(1), lda=f.n,
+                          stride_a=0, b=args[0], ldb=f.k, stride_b=0, c=Out(0), ldc=f.n, stride_c=f.rows * f.n,
+                          batch=1, dtype=layer.outputs[0].dtype, compute=self.compute)
+        epilogue = self.fused(layer)
+        return gemm, epilogue or "DEFAULT", consts.get(2) if epilogue else None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        f, dtype = FusedProduct(layer), layer.outputs[0].dtype
+        consts = f.constants(layer, backend)
+        gemm, epilogue, bias = self.matmul(layer, consts)
+        launches: list[Any] = [self.launch(layer, gemm, epilogue, bias)]
+        if epilogue == "DEFAULT":
+            args, total = operand_refs(layer, consts), f.rows * f.n
+            launches.append(linear(backend, "gemm.cu", "gemm_bias_epilogue", total, (
+                Out(0), consts[2], args[3] if f.has_residual else None, i64(f.n), i64(total), *f.epilogue_args),
+                dtype=dtype))
+        return LtLaunchPlan(backend, tuple(launches), tuple(consts.values()))
+
+
 TACTICS: tuple[Tactic, ...] = (CpuBlasGemm(), CpuBlockedGemm(), CudaCublasFusedGemm(), CudaCublasFusedGemmTf32(),
-                               CudaCublasGemm(), CudaCublasGemmTf32(), CudaSplitKAtomicGemm(), CudaTiledFusedGemm(),
-                               CudaTiledGemm())
+                               CudaCublasGemm(), CudaCublasGemmTf32(), CudaCublasLtFusedGemm(), CudaCublasLtGemm(),
+                               CudaSplitKAtomicGemm(), CudaTiledFusedGemm(), CudaTiledGemm())

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from reprobuild.kernels import cublaslt
 from reprobuild.kernels.backend import Backend, CudaBackend
 from reprobuild.kernels.capture import BoundLaunch, capture
 
@@ -104,6 +105,53 @@ class GemmLaunch:
         return f"cublas:gemm_strided_batched[{self.dtype},{self.compute}]"
 
 
+@dataclass(frozen=True)
+class LtMatmulLaunch:
+    """One ``cublasLtMatmul`` (``cublaslt.py``), in the column-major terms of :class:`GemmLaunch` (C = alpha *
+    op(A) @ op(B) + beta * C, then the ``epilogue``: ``DEFAULT``, ``BIAS`` adds ``bias`` (a vector of m) to every
+    column, ``RELU_BIAS`` then clamps at zero), run with exactly the algorithm ``algo`` records (``cublaslt.FIELDS``
+    as sorted (name, value) pairs) and the ``workspace`` it was recorded with, carved from the layer's own."""
+
+    transa: bool
+    transb: bool
+    m: int
+    n: int
+    k: int
+    a: Any
+    lda: int
+    stride_a: int
+    b: Any
+    ldb: int
+    stride_b: int
+    c: Any
+    ldc: int
+    stride_c: int
+    algo: tuple[tuple[str, Any], ...]
+    workspace: Any
+    batch: int = 1
+    alpha: float = 1.0
+    beta: float = 0.0
+    dtype: str = "float32"
+    compute: str = "fp32"
+    epilogue: str = "DEFAULT"
+    bias: Any = None
+
+    @classmethod
+    def of(cls, g: GemmLaunch, algo: Any, workspace: Any, epilogue: str = "DEFAULT",
+           bias: Any = None) -> LtMatmulLaunch:
+        """The matmul ``g`` describes, through cuBLASLt with the algorithm ``algo`` (a mapping of its fields)."""
+        return cls(transa=g.transa, transb=g.transb, m=g.m, n=g.n, k=g.k, a=g.a, lda=g.lda, stride_a=g.stride_a,
+                   b=g.b, ldb=g.ldb, stride_b=g.stride_b, c=g.c, ldc=g.ldc, stride_c=g.stride_c,
+                   algo=tuple(sorted(dict(algo).items())), workspace=workspace, batch=g.batch, alpha=g.alpha,
+                   beta=g.beta, dtype=g.dtype, compute=g.compute, epilogue=epilogue, bias=bias)
+
+    @property
+    def kernel(self) -> str:
+        algo = dict(self.algo)
+        return (f"cublaslt:matmul[{self.dtype},{self.compute},{self.epilogue}] algo={algo.get('algo_id')} "
+                f"tile={algo.get('tile')} stages={algo.get('stages')} split_k={algo.get('split_k')}")
+
+
 Launch = KernelLaunch | GemmLaunch
 
 
@@ -159,6 +207,26 @@ class LaunchPlan:
         blas = self.backend.blas_handle(stream) if any(isinstance(x, GemmLaunch) for x in self.launches) else None
         for launch in self.bind(inputs, outputs, workspace, blas):
             launch(stream)
+
+
+class LtLaunchPlan(LaunchPlan):
+    """A launch plan with cuBLASLt matmuls (:class:`LtMatmulLaunch`) among its launches: the cuBLASLt tactics'.
+    A subclass, so that :class:`LaunchPlan`'s code, which every other CUDA tactic's identity covers, is unchanged."""
+
+    def bind(self, inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any, blas: Any) -> list[BoundLaunch]:
+        bound: list[BoundLaunch] = []
+        for launch in self.launches:
+            if not isinstance(launch, LtMatmulLaunch):
+                bound += LaunchPlan(self.backend, (launch,)).bind(inputs, outputs, workspace, blas)
+                continue
+            # the operands' addresses, resolved by the very code that resolves a kernel's arguments
+            operands = (launch.a, launch.b, launch.c, launch.workspace, launch.bias)
+            carrier = KernelLaunch(None, "cublaslt:operands", (1, 1, 1), (1, 1, 1), operands)
+            (resolved,) = LaunchPlan(self.backend, (carrier,)).bind(inputs, outputs, workspace, None)
+            a, b, c, ws, bias = (0 if x is None else int(x) if isinstance(x, np.integer) else int(x.data.ptr)
+                                 for x in resolved.args)  # type: ignore[attr-defined]
+            bound.append(cublaslt.bind_matmul(launch, a, b, c, ws, bias))
+        return bound
 
 
 class BoundKernel:
