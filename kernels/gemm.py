@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
-from reprobuild.core.errors import BuildError
+from reprobuild.core.errors import BackendUnavailableError, BuildError
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, operand_refs, plan
 from reprobuild.kernels.formulas import ACTIVATION_CODES
@@ -487,6 +487,10 @@ class _CublasLtAlgorithms(Tactic):
         if not self.parameters:
             raise BuildError(f"tactic {self.label} runs one recorded cuBLASLt algorithm; prepare one of its "
                              "variants (Tactic.variants) or bind recorded parameters (Tactic.with_parameters)")
+        reason = cublaslt.unavailable_reason()
+        if reason is not None:  # an engine or manifest recorded this source; this machine cannot run it
+            raise BackendUnavailableError(f"layer {layer.name!r} records tactic {self.label} (tactic source "
+                                          f"cublaslt, {cublaslt.label(self.parameters)}), and {reason}")
         if self.parameters["epilogue"] != epilogue:
             raise BuildError(f"tactic {self.label} was recorded with epilogue {self.parameters['epilogue']} on "
                              f"layer {layer.name!r}, which needs {epilogue}")

@@ -17,7 +17,7 @@ import pytest
 from onnx import helper
 
 from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
-from reprobuild.core.errors import BuildError, TacticMismatchError
+from reprobuild.core.errors import BackendUnavailableError, BuildError, TacticMismatchError
 from reprobuild.engine import Runtime
 from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.kernels import cublaslt
@@ -71,7 +71,9 @@ def test_binding_checks_the_record_and_a_split_k_algorithm_is_not_run_to_run() -
         tactic.with_parameters({k: v for k, v in RECORD.items() if k != "algo_id"})
 
 
-def test_an_unbound_cublaslt_tactic_or_the_wrong_epilogue_is_refused_when_prepared() -> None:
+def test_an_unbound_cublaslt_tactic_or_the_wrong_epilogue_is_refused_when_prepared(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cublaslt, "unavailable_reason", lambda: None)  # prepared, never bound: no library needed
     rng = np.random.default_rng(0)
     from reprobuild.kernels.backend import get_backend
 
@@ -96,6 +98,11 @@ def test_without_nvmath_the_source_says_what_to_install() -> None:
     reason = str(CudaCublasLtGemm().ineligibility(spec))
     assert reason.startswith("the cublaslt tactic source needs nvmath-python (pip install nvmath-python")
     assert cublaslt.version() == "unavailable (nvmath-python not installed)"
+    from reprobuild.kernels.backend import get_backend
+
+    with pytest.raises(BackendUnavailableError, match=r"layer 'mm' records tactic gemm.cuda_cublaslt v1 \(tactic "
+                       r"source cublaslt, algo 6 tile TILE_128x128 .*needs nvmath-python"):
+        CudaCublasLtGemm().with_parameters(RECORD).prepare(spec, get_backend("cpu"))
 
 
 # --- GPU: every variant, bitwise ------------------------------------------------------------------------------
