@@ -145,6 +145,15 @@ def _model_differences(recorded: m.ModelRecord, current: m.ModelRecord) -> list[
     return problems
 
 
+def recorded_parameters(recorded: m.AnyTacticRef, tactic: AlgorithmCandidate) -> dict[str, int | str] | None:
+    """The parameters a manifest records for ``tactic`` (one that chooses them per layer), when the layer records
+    that tactic (family, name and version), else None: what a replay or a refit pins, so that exactly the recorded
+    variant runs again, whether or not this machine's ``variants`` lists it."""
+    if (recorded.family, recorded.name, recorded.version) != (tactic.family, tactic.name, tactic.version):
+        return None
+    return dict(recorded.parameters)
+
+
 class ReplaySelector(AlgorithmSelector):
     """Forces the tactics a manifest records. Nothing is timed; any mismatch is an error, never a fallback."""
 
@@ -259,6 +268,11 @@ class ReplaySelector(AlgorithmSelector):
                         f"installation's is {c.code_sha256[:16]}...: the code it runs changed")
             return f"recorded tactic {want.label} has parameters {want.parameters}, this one {dict(c.parameters)}"
         return f"recorded tactic {want.label} is not available in this installation for this backend"
+
+    def pinned_parameters(self, context: AlgorithmContext,
+                          tactic: AlgorithmCandidate) -> Mapping[str, int | str] | None:
+        record = self._recorded.get(context.key)
+        return recorded_parameters(record.tactic, tactic) if record is not None else None
 
     def select(self, context: AlgorithmContext,
                candidates: Sequence[AlgorithmCandidate]) -> Sequence[AlgorithmCandidate]:
