@@ -14,6 +14,7 @@ import json
 import os
 import struct
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -31,9 +32,13 @@ from reprobuild.builder import (
     ForcingSelector,
     Refitter,
     ReplaySelector,
+    TimingCache,
 )
+from reprobuild.cli import inspect as inspect_command
 from reprobuild.core.errors import BuildError, FormatError, ReplayMismatchError, TacticMismatchError
 from reprobuild.core.logger import RecordingLogger, Severity
+from reprobuild.diffing import diff
+from reprobuild.diffing.render import to_text
 from reprobuild.engine import Runtime
 from reprobuild.engine.format import FORMAT_VERSION, MAGIC
 from reprobuild.frontend import network_from_onnx_bytes
@@ -43,7 +48,7 @@ from reprobuild.kernels.identity import compute_identity, identity_parameters
 from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, Tactic, TacticRegistry, workspace_view
 from reprobuild.manifest import Manifest, manifest_from_json, manifest_to_json
 from reprobuild.registry import default_registry
-from tests.helpers import make_model
+from tests.helpers import make_model, run_cli
 
 M, K, N = 8, 64, 16
 LABEL = "test_variants.cpu_blocked v1"
@@ -249,6 +254,21 @@ def test_a_tactic_that_offers_one_variant_twice_fails_the_build(registry: Tactic
         _build(registry)
 
 
+def test_the_timing_cache_keeps_each_variant_apart(registry: TacticRegistry, tmp_path: Path) -> None:
+    path = tmp_path / "timing.cache"
+    cache = TimingCache.load(path)
+    first = _build(registry, iterations=2, timing_cache=cache)
+    cache.save(path)
+    again = _build(registry, iterations=2, timing_cache=TimingCache.load(path))
+    assert again.tactics_timed == 0 and again.manifest.evidence is not None
+    ours = [c for c in again.manifest.evidence.layers[0].candidates if c.tactic.name == "cpu_blocked"]
+    assert [c.timing_source for c in ours] == ["cache"] * 4 + [None]  # each variant its own entry
+    assert first.manifest.evidence is not None
+    assert [c.samples_ns for c in ours] == [c.samples_ns for c in first.manifest.evidence.layers[0].candidates
+                                            if c.tactic.name == "cpu_blocked"]
+    assert again.manifest.pinned.layers[0].tactic == first.manifest.pinned.layers[0].tactic
+
+
 # --- replay and refit ----------------------------------------------------------------------------------------------
 
 
@@ -377,3 +397,26 @@ def test_every_variant_has_the_identity_of_the_tactic() -> None:
     assert compute_identity(variant) == compute_identity(tactic)
     assert variant.code_sha256 == tactic.code_sha256
     assert tactic.parameters == {} and tactic.determinism is Determinism.RUN_TO_RUN  # the original is untouched
+
+
+# --- diff and inspect ------------------------------------------------------------------------------------------------
+
+
+def test_a_diff_of_two_variants_is_a_tactic_change_that_shows_their_values(registry: TacticRegistry) -> None:
+    a = _build(registry, PickVariant(block=4, order="ascending"))
+    b = _build(registry, PickVariant(block=16, order="ascending"))
+    changes = diff(a.manifest, b.manifest).tactic_changes
+    assert [(c.layer, dict(c.a.tactic.parameters), dict(c.b.tactic.parameters)) for c in changes] == [
+        ("mm", {"block": 4, "order": "ascending"}, {"block": 16, "order": "ascending"})]
+    text = to_text(diff(a.manifest, b.manifest))
+    assert "block=4, order=ascending" in text and "block=16, order=ascending" in text
+
+
+def test_inspect_names_the_variant_of_a_layer(registry: TacticRegistry, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    built = _build(registry, PickVariant(block=4, order="ascending"))
+    (tmp_path / "mm.engine").write_bytes(built.engine)
+    monkeypatch.setattr(inspect_command, "runtime_registry", lambda: registry)
+    code, out, _ = run_cli(capsys, "inspect", str(tmp_path / "mm.engine"))
+    assert code == 0 and f"{LABEL} [block=4 order=ascending]" in out
