@@ -160,7 +160,7 @@ class ForcingSelector(AlgorithmSelector):
                 continue
             excluded = [reason for c, reason in layer.excluded if c.name == want]
             why = excluded[0] if excluded else f"no tactic of that name for {layer.context.op}; eligible: " + \
-                ", ".join(c.name for c in layer.eligible)
+                ", ".join(dict.fromkeys(c.name for c in layer.eligible))  # (a tactic's variants share a name)
             problems.append(f"layer {layer.context.name!r} ({layer.context.op}) cannot use {want}: {why}")
         if problems:
             raise UsageError("cannot force the tactics asked for:\n" + "\n".join(f"  - {p}" for p in problems))

@@ -43,12 +43,13 @@ from reprobuild.engine import Runtime
 from reprobuild.engine.format import FORMAT_VERSION, MAGIC
 from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.ir import Network
+from reprobuild.kernels import identity
 from reprobuild.kernels.backend import Backend
-from reprobuild.kernels.identity import compute_identity, identity_parameters
+from reprobuild.kernels.identity import check_installed, compute_identity, identity_parameters
 from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, Tactic, TacticRegistry, workspace_view
 from reprobuild.manifest import Manifest, manifest_from_json, manifest_to_json
 from reprobuild.registry import default_registry
-from tests.helpers import make_model, run_cli
+from tests.helpers import CUDA_SKIP, make_model, run_cli
 
 M, K, N = 8, 64, 16
 LABEL = "test_variants.cpu_blocked v1"
@@ -420,3 +421,67 @@ def test_inspect_names_the_variant_of_a_layer(registry: TacticRegistry, tmp_path
     monkeypatch.setattr(inspect_command, "runtime_registry", lambda: registry)
     code, out, _ = run_cli(capsys, "inspect", str(tmp_path / "mm.engine"))
     assert code == 0 and f"{LABEL} [block=4 order=ascending]" in out
+
+
+def test_a_builtin_per_layer_tactic_takes_its_identity_from_the_lock_whatever_a_layer_binds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock records the class's parameters; a variant bound to a layer's values is still that entry (checked
+    against the code without a parameter mismatch, and its digest read from the lock, not computed)."""
+    entry = compute_identity(BlockedMatMul()).entry()
+    assert entry["parameters"] == {}
+    monkeypatch.setattr(identity, "_is_builtin", lambda tactic: True)
+    monkeypatch.setattr(identity, "locked", lambda: {LABEL: entry})
+    tactic = BlockedMatMul()
+    check_installed([tactic, *(tactic.with_parameters({"block": b, "order": "ascending"}) for b in (1, 4))])
+
+    def refuse(*args: Any) -> None:
+        raise AssertionError("the identity was computed rather than read from the lock")
+
+    monkeypatch.setattr(identity, "compute_identity", refuse)
+    assert BlockedMatMul().with_parameters({"block": 16, "order": "random"}).code_sha256 == entry["code_sha256"]
+
+
+# --- on a GPU: the built-in tactics that choose their parameters per layer (cuBLASLt's algorithms) ----------------
+
+
+def _cuda_per_layer_tactics() -> list[Tactic]:
+    return [t for t in default_registry().candidates("MatMul", "cuda") if t.per_layer_parameters]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
+def test_a_gpu_variant_is_recorded_replayed_exactly_even_unoffered_and_computes_the_matmul(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tactics = _cuda_per_layer_tactics()
+    if not tactics:
+        pytest.skip("no built-in cuda MatMul tactic chooses its parameters per layer")
+    for tactic in tactics:
+        tf32 = tactic.math == "tf32"  # allowed only at --precision tf32
+        config = BuilderConfig(backend="cuda", iterations=3, warmup=1, precision="tf32" if tf32 else "fp32")
+        config.algorithm_selector = ForcingSelector({"MatMul": tactic.name})
+        built = Builder().build(_network(), config)
+        layer = built.manifest.pinned.layers[0]
+        assert layer.tactic.name == tactic.name and tactic.parameter_problem(layer.tactic.parameters) is None
+        assert built.manifest.evidence is not None
+        offered = [c for c in built.manifest.evidence.layers[0].candidates if c.tactic.name == tactic.name]
+        assert len({json.dumps(dict(c.tactic.parameters), sort_keys=True) for c in offered}) == len(offered)
+        recorded = dict(layer.tactic.parameters)
+        real = type(tactic).variants
+
+        def without_recorded(self: Tactic, spec: LayerSpec, backend: Backend, real: Any = real,
+                             recorded: dict[str, Any] = recorded) -> list[Tactic]:
+            return [v for v in real(self, spec, backend) if dict(v.parameters) != recorded]
+
+        with monkeypatch.context() as patch:
+            patch.setattr(type(tactic), "variants", without_recorded)
+            replay = BuilderConfig.from_record(built.manifest.pinned.config)
+            replay.algorithm_selector = ReplaySelector(built.manifest)
+            assert Builder().build(_network(), replay).engine == built.engine
+        engine = Runtime().deserialize_engine(built.engine)
+        assert dict(engine.layers[0].tactic.parameters) == recorded
+        x = np.random.default_rng(3).standard_normal((M, K)).astype(np.float32)
+        w = np.random.default_rng(0).standard_normal((K, N)).astype(np.float64)
+        out = engine.create_execution_context().execute({"x": x})["y"]
+        tolerance = 2e-2 if tf32 else 1e-4
+        np.testing.assert_allclose(np.asarray(out, np.float64), x.astype(np.float64) @ w, rtol=tolerance,
+                                   atol=tolerance, err_msg=f"{tactic.label} {recorded}")
