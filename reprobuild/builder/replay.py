@@ -7,6 +7,10 @@ ONNX nodes, inputs and outputs with their shapes and dtypes, attributes, precisi
 workspace), and the layer order; then the environment under the chosen policy. After the build, ``end`` checks
 that every recorded decision was honoured and that the rest of the pinned manifest (memory plan, execution,
 kernel sources, golden vectors) is what this build produced, before comparing engine digests.
+
+A tactic that chooses its parameters per layer (a vendor library's algorithm) is replayed with exactly the values
+the manifest records (``pinned_parameters``): the builder adds that variant as a candidate even where this
+machine's ``variants`` no longer lists it, and values the tactic cannot run with fail the replay, naming them.
 """
 
 from __future__ import annotations
@@ -149,6 +153,8 @@ def recorded_parameters(recorded: m.AnyTacticRef, tactic: AlgorithmCandidate) ->
     """The parameters a manifest records for ``tactic`` (one that chooses them per layer), when the layer records
     that tactic (family, name and version), else None: what a replay or a refit pins, so that exactly the recorded
     variant runs again, whether or not this machine's ``variants`` lists it."""
+    if not isinstance(recorded, m.TacticRef):  # a schema-3 record, refused by name (``_tactic_problem``)
+        return None
     if (recorded.family, recorded.name, recorded.version) != (tactic.family, tactic.name, tactic.version):
         return None
     return dict(recorded.parameters)

@@ -83,6 +83,6 @@ def _tactic(registry: TacticRegistry, layer: m.LayerRecord) -> str:
     ref = layer.tactic
     try:
         per_layer = registry.get(layer.op, ref.name, ref.version).per_layer_parameters
-    except ReprobuildError:  # not installed here: the engine loaded, so only a schema-3 record can miss
+    except ReprobuildError:  # a tactic this installation lacks (inspect shows such an engine without running it)
         per_layer = False
     return variant_label(ref.label, ref.parameters) if per_layer else ref.label
