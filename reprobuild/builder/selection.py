@@ -173,7 +173,8 @@ def variant_candidates(tactic: Tactic, spec: LayerSpec, config: BuilderConfig, b
                        compute_capability: str | None = None,
                        pinned: Mapping[str, Any] | None = None) -> list[Candidate]:
     """One candidate per variant a per-layer tactic offers for the layer (asked inside ``backend.activate()``, in
-    its own order), each excluded or not on its own; and, when a selector pins values the variants lack, that
+    its own order; a variant offered again with the same values is the first one, since the values are all a
+    replay binds), each excluded or not on its own; and, when a selector pins values the variants lack, that
     variant too (bound by ``with_parameters``; excluded with the tactic's reason if it refuses them). A tactic
     that cannot run the layer, or offers nothing, is one excluded candidate."""
     precision = precision_of(tactic, spec)
@@ -195,10 +196,8 @@ def variant_candidates(tactic: Tactic, spec: LayerSpec, config: BuilderConfig, b
         if (variant.family, variant.name, variant.version) != (tactic.family, tactic.name, tactic.version):
             raise BuildError(f"tactic {tactic.label} offered {variant.label} among its variants for layer "
                              f"{spec.name!r}; a variant is the tactic itself, bound to its parameters")
-        if dict(variant.parameters) in seen:
-            raise BuildError(f"tactic {tactic.label} offered {variant_label(variant.label, variant.parameters)} "
-                             f"twice among its variants for layer {spec.name!r}; each variant has parameters of its "
-                             "own")
+        if dict(variant.parameters) in seen:  # one variant, whatever else tells them apart: what a replay binds
+            continue
         seen.append(dict(variant.parameters))
         candidates.append(_candidate(variant, spec, config, compute_capability))
     if pinned is not None and dict(pinned) not in seen:
