@@ -474,9 +474,9 @@ def _check_tactic_backends(header: EngineHeader, registry: TacticRegistry | None
         if tactic.family != ref.family:
             raise _bad(f"{where} records tactic {ref.name} v{ref.version} in family {ref.family!r}; that tactic "
                        f"belongs to family {tactic.family!r}")
-        if exact and dict(tactic.parameters) != ref.parameters:
-            raise _bad(f"{where} records tactic {label} with parameters {ref.parameters}; the tactic has "
-                       f"{dict(tactic.parameters)}")
+        problem = tactic.parameter_problem(ref.parameters) if exact else None
+        if problem is not None:  # fixed parameters other than the tactic's, or values it cannot run with
+            raise _bad(f"{where} cannot run tactic {label} with the parameters it records: {problem}")
 
 
 # --- a layer's op and attributes, through the op's definition ------------------------------------------------------

@@ -48,6 +48,7 @@ from reprobuild.engine.memory import LayerUse, check_memory_cap, device_memory_i
 from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineTensor
 from reprobuild.kernels.backend import Backend, get_backend
 from reprobuild.kernels.cublas import WORKSPACE_BYTES, BlasHandle
+from reprobuild.kernels.identity import shown_label
 from reprobuild.kernels.launch import LaunchPlan, capture, uses_library
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, TacticRegistry, TensorSig
 from reprobuild.layers import LayerDef, find_layer
@@ -85,7 +86,7 @@ def _eager_step(layer: PreparedLayer, ins: list[Any], outs: list[Any], workspace
     input's values out of range (an InputError); anything else means the file was crafted past the loader's checks
     or a bug in reprobuild (a FormatError naming the layer, chained to the original for --debug)."""
     kernel = layer.kernel
-    label = f"engine layer {layer.name!r} (op {layer.op}, tactic {layer.tactic.label})"
+    label = f"engine layer {layer.name!r} (op {layer.op}, tactic {shown_label(layer.tactic)})"
 
     def step(stream: Any) -> None:
         try:
@@ -286,11 +287,11 @@ class Engine:
         except ReprobuildError:
             raise
         except MemoryError:
-            raise ResourceError(f"engine layer {layer.name!r} (op {layer.op}, tactic {tactic.label}) ran out of "
+            raise ResourceError(f"engine layer {layer.name!r} (op {layer.op}, tactic {shown_label(tactic)}) ran out of "
                                 f"{self.backend.name} memory while it was prepared (its weights made ready for the "
                                 "tactic); free memory, or load the engine where more is available") from None
         except Exception as exc:
-            raise FormatError(f"engine layer {layer.name!r} (op {layer.op}, tactic {tactic.label}) cannot be "
+            raise FormatError(f"engine layer {layer.name!r} (op {layer.op}, tactic {shown_label(tactic)}) cannot be "
                               f"prepared: {type(exc).__name__}: {exc}; the engine file is inconsistent with its "
                               "tactic (damaged, edited, or made by another reprobuild); rebuild it with "
                               "`reprobuild build`") from exc
@@ -311,10 +312,10 @@ class Engine:
         reason = tactic.ineligibility(spec) or tactic.device_ineligibility(
             getattr(self.backend, "compute_capability", None))
         if reason is not None:
-            raise FormatError(f"engine layer {layer.name!r}: tactic {tactic.label} cannot run it ({reason})")
+            raise FormatError(f"engine layer {layer.name!r}: tactic {shown_label(tactic)} cannot run it ({reason})")
         if tactic.workspace_bytes(spec) > layer.workspace_bytes:
             raise FormatError(f"engine layer {layer.name!r} reserves {layer.workspace_bytes} workspace bytes but "
-                              f"{tactic.label} needs {tactic.workspace_bytes(spec)}")
+                              f"{shown_label(tactic)} needs {tactic.workspace_bytes(spec)}")
         return PreparedLayer(layer.name, layer.op, tactic, tactic.prepare(spec, self.backend),
                              tuple(t for t in layer.inputs if t not in weights), tuple(layer.outputs))
 

@@ -66,6 +66,40 @@ class Tactic(Protocol):
     def code_objects(self) -> list[Any]: ...
 
 
+def identity_parameters(tactic: Tactic) -> Mapping[str, int | str]:
+    """The parameters a tactic's identity (and its lock entry) records: its own, or for one that chooses them per
+    layer (``per_layer_parameters``: a vendor library's algorithm, bound by ``with_parameters``) its class's, so
+    that every variant of it has the one identity of its code, whichever values a layer binds."""
+    if getattr(tactic, "per_layer_parameters", False):
+        own: Mapping[str, int | str] = getattr(type(tactic), "parameters", {})  # the class's, not a copy's
+        return dict(own)
+    return dict(tactic.parameters)
+
+
+def _cache_key(tactic: Tactic) -> Any:
+    """What a computed identity is cached under: the tactic object, or for a per-layer tactic its class and label
+    (its variants are copies that differ only in their bound values, which its code digest does not cover)."""
+    if getattr(tactic, "per_layer_parameters", False):
+        return (type(tactic), tactic.label)
+    return id(tactic)
+
+
+def variant_label(label: str, parameters: Mapping[str, Any]) -> str:
+    """A tactic's label with the values a variant is bound to (``gemm.cublaslt v1 [algo=6 tile=128x128]``), so
+    that logs and reasons tell the variants of one tactic apart; just the label when it has none."""
+    if not parameters:
+        return label
+    return f"{label} [{' '.join(f'{k}={v}' for k, v in sorted(parameters.items()))}]"
+
+
+def shown_label(tactic: Tactic) -> str:
+    """How logs and reports name a tactic: its label, with its bound values for one that chooses them per layer
+    (a fixed-parameter tactic's label is unchanged: manifests, timing caches and golden files name it so)."""
+    if getattr(tactic, "per_layer_parameters", False):
+        return variant_label(tactic.label, tactic.parameters)
+    return tactic.label
+
+
 class LockMismatchError(TacticMismatchError):
     """A built-in tactic's code differs from its identity in ``tactics.lock.json``, or the lock lacks it."""
 
@@ -135,22 +169,23 @@ def compute_identity(tactic: Tactic, read: Reader | None = None) -> Identity:
         cuda = {"kernels": kernels, "options": list(BASE_OPTIONS),
                 "defines": {d: list(DTYPE_DEFINES[d]) for d in kernel_dtypes(tactic)} if tactic.cuda_kernels else {}}
     code = digest_of({"normalizer": NORMALIZER_VERSION, "python": python, "cuda": cuda})
-    return Identity(tactic.family, tactic.name, tactic.version, dict(tactic.parameters), code, python, kernels)
+    return Identity(tactic.family, tactic.name, tactic.version, identity_parameters(tactic), code, python, kernels)
 
 
-_COMPUTED: dict[int, tuple[Tactic, Identity]] = {}
+_COMPUTED: dict[Any, tuple[Tactic, Identity]] = {}
 _LOCK = threading.Lock()
 
 
 def computed_identity(tactic: Tactic) -> Identity:
     """:func:`compute_identity` of the installed code, once per tactic and process."""
+    key = _cache_key(tactic)
     with _LOCK:
-        hit = _COMPUTED.get(id(tactic))
-    if hit is not None and hit[0] is tactic:
+        hit = _COMPUTED.get(key)
+    if hit is not None and (hit[0] is tactic or not isinstance(key, int)):
         return hit[1]
     identity = compute_identity(tactic)
     with _LOCK:
-        _COMPUTED[id(tactic)] = (tactic, identity)
+        _COMPUTED[key] = (tactic, identity)
     return identity
 
 
@@ -180,7 +215,7 @@ def installed_code_sha256(tactic: Tactic) -> str:
     """The identity digest this installation has for ``tactic``: the lock's for a built-in tactic it lists (no
     source is read), else computed from the code (a plugin's tactic; one the lock does not list yet)."""
     entry = locked().get(tactic.label) if _is_builtin(tactic) else None
-    if entry is not None and entry["parameters"] == dict(tactic.parameters):
+    if entry is not None and entry["parameters"] == identity_parameters(tactic):
         return str(entry["code_sha256"])
     return computed_identity(tactic).code_sha256
 
@@ -204,7 +239,7 @@ def check_installed(tactics: Iterable[Tactic]) -> None:
     """Fail closed when a built-in tactic's code no longer matches its identity in the lock: a build would record
     an identity the installed code does not have. Computed once per tactic and process."""
     problems = []
-    for tactic in sorted({id(t): t for t in tactics if _is_builtin(t)}.values(), key=lambda t: t.label):
+    for tactic in sorted({_cache_key(t): t for t in tactics if _is_builtin(t)}.values(), key=lambda t: t.label):
         problem = lock_problem(computed_identity(tactic), locked().get(tactic.label))
         if problem is not None:
             problems.append(problem)

@@ -25,7 +25,7 @@ import dataclasses
 import datetime
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,7 @@ from reprobuild.engine.runtime import Engine, Runtime, default_max_memory, libra
 from reprobuild.environment.fingerprint import environment_fingerprint
 from reprobuild.ir import Network, NetworkDefinition
 from reprobuild.kernels.backend import Backend, CudaBackend, cuda_module, resolve_backend
-from reprobuild.kernels.identity import check_installed, kernel_source_sha256
+from reprobuild.kernels.identity import check_installed, kernel_source_sha256, shown_label
 from reprobuild.kernels.tactic import LayerSpec, Tactic, TacticRegistry, precision_of
 from reprobuild.manifest import models as m
 from reprobuild.manifest.io import pinned_bytes
@@ -137,7 +137,7 @@ class Builder:
         timing = config_record.timing
 
         phase("setup")
-        layers = self._plan(net, config, backend.name, getattr(backend, "compute_capability", None))
+        layers = self._plan(net, config, backend, selector)
         cap = memory_cap(config, backend)
         _check_memory(BuildMemory.estimate(net, layers, selector.requires_timing), cap,
                       "at least: as if every layer got its leanest tactic")
@@ -163,7 +163,7 @@ class Builder:
         def store(ctx: AlgorithmContext, c: Candidate, samples: list[int]) -> None:
             if cache is not None:
                 key = TimingCache.key(ctx.signature, c.tactic.ref, environment, timing.model_dump())
-                cache.put(key, c.tactic.label, samples)
+                cache.put(key, shown_label(c.tactic), samples)
 
         phase("plan")
         with (timing_lock(backend, self.logger) if selector.requires_timing
@@ -265,7 +265,7 @@ class Builder:
                             getattr(selector, "untimed_reason", f"first allowed by {type(selector).__name__}"))
             selector.report(ctx, winner.algorithm())
             chosen.append(winner)
-            message = (f"[{ctx.index + 1}/{len(layers)}] {printable(ctx.name)} ({ctx.op}): {winner.tactic.name}"
+            message = (f"[{ctx.index + 1}/{len(layers)}] {printable(ctx.name)} ({ctx.op}): {winner.shown}"
                        + (f" {(winner.median_ns or 0) / 1e6:.4f} ms of {len(allowed)} timed"
                           if selector.requires_timing else " (not timed)"))
             self.logger.log(Severity.INFO, message)
@@ -291,17 +291,24 @@ class Builder:
                     for layer, digest in zip(engine.layers, layer_digests(layers))],
         )
 
-    def _plan(self, net: Network, config: BuilderConfig, backend: str,
-              compute_capability: str | None = None) -> list[tuple[AlgorithmContext, LayerSpec, list[Candidate]]]:
-        """Every layer's context and candidates, eligible or excluded with a reason, before anything is timed."""
+    def _plan(self, net: Network, config: BuilderConfig, backend: Backend,
+              selector: AlgorithmSelector) -> list[tuple[AlgorithmContext, LayerSpec, list[Candidate]]]:
+        """Every layer's context and candidates, eligible or excluded with a reason, before anything is timed: a
+        tactic that chooses its parameters per layer gives one candidate per variant it offers on ``backend``,
+        and one for the values ``selector`` pins for it (a replay's), offered or not."""
         keys, signatures = net.layer_keys(), net.layer_signature_digests()
+        compute_capability = getattr(backend, "compute_capability", None)
         planned = []
         for i, layer in enumerate(net.layers):
             spec = layer_spec(net, i)
             ctx = AlgorithmContext(index=i, name=layer.name, op=layer.op, key=keys[i], signature=signatures[i],
                                    inputs=spec.inputs, outputs=spec.outputs, attrs=spec.attrs)
-            planned.append((ctx, spec, plan_candidates(spec, self.registry.candidates(layer.op, backend), config,
-                                                       backend, compute_capability)))
+
+            def pinned(tactic: Tactic, ctx: AlgorithmContext = ctx) -> Mapping[str, Any] | None:
+                return selector.pinned_parameters(ctx, Candidate(tactic).algorithm())
+
+            planned.append((ctx, spec, plan_candidates(spec, self.registry.candidates(layer.op, backend.name),
+                                                       config, backend, compute_capability, pinned)))
         # Every tactic the manifest will record, by the identity the lock gives it, must still be that code.
         check_installed(c.tactic for _, _, candidates in planned for c in candidates)
         return planned
@@ -311,18 +318,19 @@ def _allowed(selector: AlgorithmSelector, ctx: AlgorithmContext, candidates: lis
     """Ask the selector which eligible candidates this layer may use; the others become excluded."""
     eligible = [c for c in candidates if c.status == "eligible"]
     if not eligible:
-        listing = "; ".join(f"{c.tactic.name}: {c.reason}" for c in candidates) or "no tactic implements this op"
+        listing = "; ".join(f"{c.shown}: {c.reason}" for c in candidates) or "no tactic implements this op"
         raise BuildError(f"layer {ctx.name!r} ({ctx.op}) has no eligible tactic: {listing}")
-    by_label = {c.tactic.label: c for c in eligible}
+    # keyed by label and parameters: the variants of a tactic that chooses its parameters per layer share a label
+    by_key = {c.algorithm().key: c for c in eligible}
     picked = list(selector.select(ctx, [c.algorithm() for c in eligible]))
-    unknown = [a.label for a in picked if a.label not in by_label]
-    if unknown or len({a.label for a in picked}) != len(picked):
+    unknown = [a.shown for a in picked if a.key not in by_key]
+    if unknown or len({a.key for a in picked}) != len(picked):
         raise BuildError(f"{type(selector).__name__}.select returned {unknown or 'duplicate'} candidates for layer "
                          f"{ctx.name!r}; it must return a subset of the candidates it was given")
     if not picked:
         raise BuildError(f"{type(selector).__name__} allowed none of the candidates for layer {ctx.name!r} "
-                         f"({ctx.op}): {', '.join(by_label)}")
-    allowed = [by_label[a.label] for a in picked]
+                         f"({ctx.op}): {', '.join(c.algorithm().shown for c in eligible)}")
+    allowed = [by_key[a.key] for a in picked]
     for c in eligible:
         if c not in allowed:
             c.status, c.reason = "excluded", f"not allowed by the algorithm selector ({type(selector).__name__})"
@@ -542,7 +550,8 @@ def _execution(config: BuilderConfig, backend: Backend, net: Network, tactics: S
         return m.ExecutionRecord(cuda_graph=False, reason=f"the {backend.name} backend has no CUDA graphs")
     if not config.cuda_graph:
         return m.ExecutionRecord(cuda_graph=False, reason="the build config turned CUDA graphs off")
-    eager = [f"{layer.name} ({tactic.label})" for layer, tactic in zip(net.layers, tactics) if not tactic.capturable]
+    eager = [f"{layer.name} ({shown_label(tactic)})" for layer, tactic in zip(net.layers, tactics)
+             if not tactic.capturable]
     if eager:
         more = f" and {len(eager) - 5} more" if len(eager) > 5 else ""
         return m.ExecutionRecord(cuda_graph=False, reason=f"layers {', '.join(eager[:5])}{more} use tactics that "

@@ -38,6 +38,7 @@ from reprobuild.builder.replay import (
     _tensor_differences,
     config_differences,
     layer_differences,
+    recorded_parameters,
 )
 from reprobuild.builder.selector import AlgorithmCandidate, AlgorithmContext, AlgorithmSelector, BuildPlan
 from reprobuild.core.digest import sha256_hex
@@ -150,6 +151,12 @@ class RefitSelector(AlgorithmSelector):
         if diffs:
             self.logger.warning(f"refitting with {len(diffs)} environment difference(s) allowed by env policy "
                                 f"{self.env_policy}:\n{difference_table(diffs, self.env_policy)}")
+
+    def pinned_parameters(self, context: AlgorithmContext,
+                          tactic: AlgorithmCandidate) -> Mapping[str, int | str] | None:
+        if context.index >= len(self.pinned.layers):  # another network: begin refuses it, naming the difference
+            return None
+        return recorded_parameters(self.pinned.layers[context.index].tactic, tactic)
 
     def select(self, context: AlgorithmContext,
                candidates: Sequence[AlgorithmCandidate]) -> Sequence[AlgorithmCandidate]:

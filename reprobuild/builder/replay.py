@@ -7,6 +7,10 @@ ONNX nodes, inputs and outputs with their shapes and dtypes, attributes, precisi
 workspace), and the layer order; then the environment under the chosen policy. After the build, ``end`` checks
 that every recorded decision was honoured and that the rest of the pinned manifest (memory plan, execution,
 kernel sources, golden vectors) is what this build produced, before comparing engine digests.
+
+A tactic that chooses its parameters per layer (a vendor library's algorithm) is replayed with exactly the values
+the manifest records (``pinned_parameters``): the builder adds that variant as a candidate even where this
+machine's ``variants`` no longer lists it, and values the tactic cannot run with fail the replay, naming them.
 """
 
 from __future__ import annotations
@@ -145,6 +149,17 @@ def _model_differences(recorded: m.ModelRecord, current: m.ModelRecord) -> list[
     return problems
 
 
+def recorded_parameters(recorded: m.AnyTacticRef, tactic: AlgorithmCandidate) -> dict[str, int | str] | None:
+    """The parameters a manifest records for ``tactic`` (one that chooses them per layer), when the layer records
+    that tactic (family, name and version), else None: what a replay or a refit pins, so that exactly the recorded
+    variant runs again, whether or not this machine's ``variants`` lists it."""
+    if not isinstance(recorded, m.TacticRef):  # a schema-3 record, refused by name (``_tactic_problem``)
+        return None
+    if (recorded.family, recorded.name, recorded.version) != (tactic.family, tactic.name, tactic.version):
+        return None
+    return dict(recorded.parameters)
+
+
 class ReplaySelector(AlgorithmSelector):
     """Forces the tactics a manifest records. Nothing is timed; any mismatch is an error, never a fallback."""
 
@@ -259,6 +274,11 @@ class ReplaySelector(AlgorithmSelector):
                         f"installation's is {c.code_sha256[:16]}...: the code it runs changed")
             return f"recorded tactic {want.label} has parameters {want.parameters}, this one {dict(c.parameters)}"
         return f"recorded tactic {want.label} is not available in this installation for this backend"
+
+    def pinned_parameters(self, context: AlgorithmContext,
+                          tactic: AlgorithmCandidate) -> Mapping[str, int | str] | None:
+        record = self._recorded.get(context.key)
+        return recorded_parameters(record.tactic, tactic) if record is not None else None
 
     def select(self, context: AlgorithmContext,
                candidates: Sequence[AlgorithmCandidate]) -> Sequence[AlgorithmCandidate]:

@@ -9,14 +9,23 @@ it cannot win, and timing a slow kernel in full would dominate the build.
 Noise-robust choice: every candidate whose median is within the tie band of the fastest (``tie_band``, a
 fraction) is a near-tie, and among near-ties the selector's preference order decides (by default the tactics'
 stable priority), so timing noise does not flip choices between builds.
+
+A tactic that chooses its parameters per layer (``per_layer_parameters``: a vendor library's algorithms) is not one
+candidate but one per variant it offers for the layer (``Tactic.variants``, asked on the device it is timed on, in
+the tactic's own order), each excluded or not on its own (a split-K variant may be nondeterministic while its
+siblings are not, and each needs its own workspace) and timed as a tactic of its own. A selector that pins a
+variant (a replay: ``AlgorithmSelector.pinned_parameters``) gets it as a candidate even when ``variants`` no longer
+lists it, bound by ``with_parameters``; values the tactic cannot run with make that candidate excluded, saying why.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -24,10 +33,11 @@ import numpy as np
 from reprobuild.builder.config import BuilderConfig
 from reprobuild.builder.selector import AlgorithmCandidate
 from reprobuild.core.dtypes import np_dtype
-from reprobuild.core.errors import BuildError
+from reprobuild.core.errors import BuildError, TacticMismatchError
 from reprobuild.engine.golden import sample
 from reprobuild.ir import Network
 from reprobuild.kernels.backend import Backend
+from reprobuild.kernels.identity import shown_label, variant_label
 from reprobuild.kernels.launch import timer
 from reprobuild.kernels.tactic import Determinism, LayerSpec, Tactic, TensorSig, precision_of
 from reprobuild.manifest.models import TimingConfig
@@ -50,8 +60,15 @@ class Candidate:
             family=t.family, name=t.name, version=t.version, code_sha256=t.code_sha256,
             parameters=dict(t.parameters), workspace_bytes=self.workspace_bytes, determinism=t.determinism.value,
             source=t.source, priority=t.priority, median_ns=self.median_ns, samples_ns=tuple(self.samples_ns),
-            precision=self.precision,
+            precision=self.precision, per_layer_parameters=t.per_layer_parameters,
         )
+
+    @property
+    def shown(self) -> str:
+        """The tactic's name, with the bound parameters of a variant (``cublaslt [algo=6 tile=128x128]``): what
+        logs and reasons call it (a fixed-parameter tactic is named as before)."""
+        t = self.tactic
+        return variant_label(t.name, t.parameters) if t.per_layer_parameters else t.name
 
 
 def layer_spec(network: Network, index: int) -> LayerSpec:
@@ -78,21 +95,31 @@ def random_inputs(spec: LayerSpec, seed: int) -> list[np.ndarray]:
     return [sample(rng, spec.inputs[i].shape, spec.inputs[i].dtype) for i in spec.activation_inputs]
 
 
-def exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig,
-              compute_capability: str | None = None) -> tuple[str | None, int]:
-    """Why the tactic may not be considered for this layer (None if it may), and the workspace it needs, on a GPU
-    of ``compute_capability`` (``"90"``; None on the CPU)."""
+def layer_exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig,
+                    compute_capability: str | None = None) -> str | None:
+    """Why the tactic may not run this layer at all (None if it may), whichever parameters it is bound to: what it
+    supports, the device, the enabled tactic sources and the precision."""
     reason = tactic.ineligibility(spec)
     if reason is not None:
-        return reason, 0
+        return reason
     reason = tactic.device_ineligibility(compute_capability)
     if reason is not None:
-        return reason, 0
+        return reason
     if config.tactic_sources is not None and tactic.source not in config.tactic_sources:
-        return f"tactic source {tactic.source} is not enabled (enabled: {', '.join(config.tactic_sources)})", 0
+        return f"tactic source {tactic.source} is not enabled (enabled: {', '.join(config.tactic_sources)})"
     if tactic.math == "tf32" and config.precision == "fp32":
         return ("uses TF32 tensor cores (10-bit mantissa inputs), and the build's precision is fp32, strict; "
-                "build with --precision tf32 to allow it"), 0
+                "build with --precision tf32 to allow it")
+    return None
+
+
+def exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig,
+              compute_capability: str | None = None) -> tuple[str | None, int]:
+    """Why the tactic (a variant: bound to its parameters) may not be considered for this layer (None if it may),
+    and the workspace it needs, on a GPU of ``compute_capability`` (``"90"``; None on the CPU)."""
+    reason = layer_exclusion(tactic, spec, config, compute_capability)
+    if reason is not None:
+        return reason, 0
     if config.determinism == "run_to_run" and tactic.determinism is Determinism.NONE:
         return "not run-to-run deterministic, and the build requires run_to_run determinism", 0
     workspace = tactic.workspace_bytes(spec)
@@ -101,22 +128,88 @@ def exclusion(tactic: Tactic, spec: LayerSpec, config: BuilderConfig,
     return None, workspace
 
 
-def plan_candidates(spec: LayerSpec, tactics: Sequence[Tactic], config: BuilderConfig,
-                    backend: str, compute_capability: str | None = None) -> list[Candidate]:
+#: For a tactic that chooses its parameters per layer: the values a selector pins for it on this layer, or None.
+Pinned = Callable[[Tactic], Mapping[str, Any] | None]
+
+
+def plan_candidates(spec: LayerSpec, tactics: Sequence[Tactic], config: BuilderConfig, backend: Backend,
+                    compute_capability: str | None = None, pinned: Pinned | None = None) -> list[Candidate]:
+    """The layer's candidates, in the tactics' order, each eligible or excluded with its reason: one per tactic,
+    or one per variant of a tactic that chooses its parameters per layer (:func:`variant_candidates`)."""
     candidates = []
     for tactic in tactics:
-        reason, workspace = exclusion(tactic, spec, config, compute_capability)
-        candidates.append(Candidate(tactic, "excluded" if reason else "eligible", reason or "", workspace,
-                                    precision=precision_of(tactic, spec)))
-    if config.cuda_graph and backend == "cuda":
+        if tactic.per_layer_parameters:
+            candidates += variant_candidates(tactic, spec, config, backend, compute_capability,
+                                             pinned(tactic) if pinned is not None else None)
+        else:
+            candidates.append(_candidate(tactic, spec, config, compute_capability))
+    if config.cuda_graph and backend.name == "cuda":
         # One opaque layer would make the whole engine run eagerly: prefer any tactic that can be captured.
         capturable = [c for c in candidates if c.status == "eligible" and c.tactic.capturable]
         for c in candidates:
             if capturable and c.status == "eligible" and not c.tactic.capturable:
                 c.status = "excluded"
                 c.reason = (f"cannot be captured in a CUDA graph (an opaque callable, not a launch plan), and "
-                            f"{capturable[0].tactic.name} can run this layer; build with cuda_graph off to "
+                            f"{capturable[0].shown} can run this layer; build with cuda_graph off to "
                             "consider it")
+    return candidates
+
+
+def _candidate(tactic: Tactic, spec: LayerSpec, config: BuilderConfig, compute_capability: str | None) -> Candidate:
+    reason, workspace = exclusion(tactic, spec, config, compute_capability)
+    return Candidate(tactic, "excluded" if reason else "eligible", reason or "", workspace,
+                     precision=precision_of(tactic, spec))
+
+
+def _named(tactic: Tactic, parameters: Mapping[str, Any]) -> Tactic:
+    """``tactic`` carrying ``parameters`` it was not bound to (they may be values it refuses), for an excluded
+    candidate only, never prepared: the evidence, and a replay's error, then name exactly the variant recorded."""
+    named = copy.copy(tactic)
+    named.parameters = MappingProxyType(dict(sorted(parameters.items())))  # type: ignore[misc]
+    return named
+
+
+def variant_candidates(tactic: Tactic, spec: LayerSpec, config: BuilderConfig, backend: Backend,
+                       compute_capability: str | None = None,
+                       pinned: Mapping[str, Any] | None = None) -> list[Candidate]:
+    """One candidate per variant a per-layer tactic offers for the layer (asked inside ``backend.activate()``, in
+    its own order; a variant offered again with the same values is the first one, since the values are all a
+    replay binds), each excluded or not on its own; and, when a selector pins values the variants lack, that
+    variant too (bound by ``with_parameters``; excluded with the tactic's reason if it refuses them). A tactic
+    that cannot run the layer, or offers nothing, is one excluded candidate."""
+    precision = precision_of(tactic, spec)
+    reason = layer_exclusion(tactic, spec, config, compute_capability)
+    if reason is not None:
+        return [Candidate(tactic if pinned is None else _named(tactic, pinned), "excluded", reason,
+                          precision=precision)]
+    try:
+        with backend.activate():
+            variants = list(tactic.variants(spec, backend))
+    except BuildError:
+        raise
+    except Exception as exc:
+        raise BuildError(f"tactic {tactic.label} failed to list its variants for layer {spec.name!r} ({spec.op}): "
+                         f"{type(exc).__name__}: {exc}") from exc
+    candidates: list[Candidate] = []
+    seen: list[dict[str, Any]] = []
+    for variant in variants:
+        if (variant.family, variant.name, variant.version) != (tactic.family, tactic.name, tactic.version):
+            raise BuildError(f"tactic {tactic.label} offered {variant.label} among its variants for layer "
+                             f"{spec.name!r}; a variant is the tactic itself, bound to its parameters")
+        if dict(variant.parameters) in seen:  # one variant, whatever else tells them apart: what a replay binds
+            continue
+        seen.append(dict(variant.parameters))
+        candidates.append(_candidate(variant, spec, config, compute_capability))
+    if pinned is not None and dict(pinned) not in seen:
+        try:
+            bound = tactic.with_parameters(pinned)
+        except TacticMismatchError as exc:
+            candidates.append(Candidate(_named(tactic, pinned), "excluded", str(exc), precision=precision))
+        else:
+            candidates.append(_candidate(bound, spec, config, compute_capability))
+    if not candidates:
+        return [Candidate(tactic, "excluded", "offers no variant for this layer (its variants() listed none)",
+                          precision=precision)]
     return candidates
 
 
@@ -166,7 +259,7 @@ def time_candidates(spec: LayerSpec, candidates: Sequence[Candidate], backend: B
                 except BuildError:
                     raise
                 except Exception as exc:
-                    raise BuildError(f"tactic {c.tactic.label} failed on layer {spec.name!r} ({spec.op}): "
+                    raise BuildError(f"tactic {shown_label(c.tactic)} failed on layer {spec.name!r} ({spec.op}): "
                                      f"{type(exc).__name__}: {exc}") from exc
                 c.timing_source = "measured"
                 median = int(statistics.median_low(c.samples_ns))
@@ -188,7 +281,7 @@ def choose(allowed: Sequence[Candidate], timed: bool, tie_band: float, untimed_r
         chosen = allowed[0]
         chosen.status, chosen.reason = "chosen", untimed_reason
         for c in allowed[1:]:
-            c.status, c.reason = "lost", f"allowed, but after {chosen.tactic.name} in the selector's preference order"
+            c.status, c.reason = "lost", f"allowed, but after {chosen.shown} in the selector's preference order"
         return chosen
     fastest = min(allowed, key=lambda c: (c.median_ns or 0))
     limit = (fastest.median_ns or 0) * (1.0 + tie_band)
@@ -202,12 +295,12 @@ def choose(allowed: Sequence[Candidate], timed: bool, tie_band: float, untimed_r
             chosen.reason += f"; {len(near) - 1} other(s) within the {band} come later in preference order"
     else:
         chosen.reason = (f"median {_ms(chosen.median_ns)}, within the {band} of the fastest "
-                         f"({fastest.tactic.name}, {_ms(fastest.median_ns)}), and first in preference order")
+                         f"({fastest.shown}, {_ms(fastest.median_ns)}), and first in preference order")
     for c in allowed:
         if c is chosen:
             continue
         c.status = "lost"
         ratio = (c.median_ns or 0) / max(fastest.median_ns or 1, 1)
-        c.reason = (f"median {_ms(c.median_ns)}, within the {band} but after {chosen.tactic.name} in preference "
+        c.reason = (f"median {_ms(c.median_ns)}, within the {band} but after {chosen.shown} in preference "
                     "order" if c in near else f"median {_ms(c.median_ns)}, {ratio:.2f}x the fastest")
     return chosen

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reprobuild.core.errors import UsageError
+from reprobuild.kernels.identity import variant_label
 from reprobuild.kernels.tactic import TensorSig
 from reprobuild.manifest import models as m
 
@@ -50,10 +51,24 @@ class AlgorithmCandidate:
     samples_ns: tuple[int, ...] = field(default=(), repr=False)
     #: The arithmetic this tactic would compute the layer in (the layer's recorded ``precision``); None if unknown.
     precision: str | None = None
+    #: Whether the tactic chooses its parameters per layer (``Tactic.per_layer_parameters``): then each of its
+    #: variants (a vendor library's algorithms) is a candidate of its own, with its bound ``parameters``.
+    per_layer_parameters: bool = False
 
     @property
     def label(self) -> str:
         return f"{self.family}.{self.name} v{self.version}"
+
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, int | str], ...]]:
+        """What tells the candidates of a layer apart: the label, and the parameters (the variants of a tactic
+        that chooses them per layer share its label)."""
+        return self.label, tuple(sorted(self.parameters.items()))
+
+    @property
+    def shown(self) -> str:
+        """The label, with the bound parameters of a variant (``gemm.cublaslt v1 [algo=6 tile=128x128]``)."""
+        return variant_label(self.label, self.parameters) if self.per_layer_parameters else self.label
 
     def matches(self, ref: m.TacticRef | m.LegacyTacticRef) -> bool:
         """Whether this is the tactic a manifest records, by value (code digest and parameters included); never a
@@ -102,6 +117,15 @@ class AlgorithmSelector:
         """The candidates this layer may use, most preferred first (a subset of ``candidates``)."""
         return candidates
 
+    def pinned_parameters(self, context: AlgorithmContext,
+                          tactic: AlgorithmCandidate) -> Mapping[str, int | str] | None:
+        """The parameters this selector pins for ``tactic`` (one that chooses them per layer, given with its
+        class's values) on this layer, or None (the default): the builder then adds that variant as a candidate
+        even when the tactic's ``variants`` does not list it here (a newer library's heuristics), so that a replay
+        forces exactly the recorded algorithm; values the tactic cannot run with make that candidate excluded,
+        with the reason. Asked while the layers are planned, before ``begin``."""
+        return None
+
     def report(self, context: AlgorithmContext, chosen: AlgorithmCandidate) -> None:
         """Called with each layer's decision, in layer order."""
         return None
@@ -136,7 +160,7 @@ class ForcingSelector(AlgorithmSelector):
                 continue
             excluded = [reason for c, reason in layer.excluded if c.name == want]
             why = excluded[0] if excluded else f"no tactic of that name for {layer.context.op}; eligible: " + \
-                ", ".join(c.name for c in layer.eligible)
+                ", ".join(dict.fromkeys(c.name for c in layer.eligible))  # (a tactic's variants share a name)
             problems.append(f"layer {layer.context.name!r} ({layer.context.op}) cannot use {want}: {why}")
         if problems:
             raise UsageError("cannot force the tactics asked for:\n" + "\n".join(f"  - {p}" for p in problems))

@@ -7,10 +7,15 @@ import argparse
 from reprobuild.cli.common import human_bytes, print_json, read_engine_file
 from reprobuild.cli.parsing import Subcommands
 from reprobuild.core.digest import TENSOR_DIGEST_LABEL, sha256_hex
+from reprobuild.core.errors import ReprobuildError
 from reprobuild.core.textformat import printable, table
 from reprobuild.engine.format import FORMAT_VERSION, deserialize_engine
 from reprobuild.engine.memory import MemoryTotals
+from reprobuild.kernels.identity import variant_label
+from reprobuild.kernels.tactic import TacticRegistry
+from reprobuild.manifest import models as m
 from reprobuild.manifest.io import pinned_from_json
+from reprobuild.registry.lazy import runtime_registry
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -28,7 +33,8 @@ def add_parser(sub: Subcommands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     data = read_engine_file(args.engine)
-    header, _ = deserialize_engine(data)
+    registry = runtime_registry()
+    header, _ = deserialize_engine(data, registry)
     pinned = pinned_from_json(header.manifest)
     if args.json:
         print_json({"engine": {"path": args.engine, "sha256": sha256_hex(data), "size_bytes": len(data),
@@ -59,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     bindings += [["output", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.outputs]
     print(table(bindings, ["binding", "name", "shape", "dtype"]))
     print()
-    rows = [[str(i), layer.name, layer.op, layer.tactic.label, layer.tactic.digest[:12],
+    rows = [[str(i), layer.name, layer.op, _tactic(registry, layer), layer.tactic.digest[:12],
              "x".join(map(str, layer.outputs[0].shape)) if layer.outputs else "", str(layer.workspace_bytes)]
             for i, layer in enumerate(pinned.layers)]
     print(table(rows, ["#", "layer", "op", "tactic", "code", "output", "workspace"]))
@@ -69,3 +75,14 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(table([[k, v] for k, v in pinned.environment.items()], ["environment", "value"]))
     return 0
+
+
+def _tactic(registry: TacticRegistry, layer: m.LayerRecord) -> str:
+    """The layer's tactic, with the values its variant is bound to where the tactic chooses them per layer (a
+    vendor library's algorithm): the label alone would not tell two such layers' algorithms apart."""
+    ref = layer.tactic
+    try:
+        per_layer = registry.get(layer.op, ref.name, ref.version).per_layer_parameters
+    except ReprobuildError:  # a tactic this installation lacks (inspect shows such an engine without running it)
+        per_layer = False
+    return variant_label(ref.label, ref.parameters) if per_layer else ref.label

@@ -22,6 +22,7 @@ from reprobuild.engine import Engine, Runtime
 from reprobuild.engine.golden import layer_digests
 from reprobuild.environment.fingerprint import environment_fingerprint
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
+from reprobuild.kernels.identity import shown_label
 from reprobuild.verify.records import (
     DeviceResult,
     DeviceVerdict,
@@ -38,7 +39,7 @@ LayerRef = tuple[str, str, str]
 
 
 def engine_layer_refs(engine: Engine) -> list[LayerRef]:
-    return [(layer.name, layer.op, layer.tactic.label) for layer in engine.layers]
+    return [(layer.name, layer.op, shown_label(layer.tactic)) for layer in engine.layers]
 
 
 def device_run(engine_bytes: bytes, inputs: Mapping[str, np.ndarray], device: int | None, runs: int = 3,

@@ -9,6 +9,7 @@ import numpy as np
 
 from reprobuild.engine import Engine
 from reprobuild.engine.golden import layer_digest
+from reprobuild.kernels.identity import shown_label
 from reprobuild.manifest.models import DigestRecord
 from reprobuild.verify.run import LayerDivergence, Locator
 
@@ -26,7 +27,7 @@ def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def divergence(index: int, engine: Engine, first: Sequence[np.ndarray],
                second: Sequence[np.ndarray] | None) -> LayerDivergence:
     layer = engine.layers[index]
-    found = LayerDivergence(index=index, name=layer.name, op=layer.op, tactic=layer.tactic.label)
+    found = LayerDivergence(index=index, name=layer.name, op=layer.op, tactic=shown_label(layer.tactic))
     if second is None:
         return found
     a, b = next((x, y) for x, y in zip(first, second) if x.tobytes() != y.tobytes())

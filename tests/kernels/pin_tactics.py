@@ -25,6 +25,7 @@ import numpy as np
 
 from reprobuild.core.digest import array_digest
 from reprobuild.kernels.backend import Backend, get_backend
+from reprobuild.kernels.identity import shown_label
 from reprobuild.kernels.tactic import LayerSpec, Tactic
 from reprobuild.registry import default_registry
 
@@ -79,6 +80,16 @@ def run_tactic(tactic: Tactic, spec: LayerSpec, activations: list[np.ndarray], b
         return [backend.to_host(o) for o in outputs]
 
 
+def tactic_variants(tactic: Tactic, spec: LayerSpec, backend: Backend) -> list[Tactic]:
+    """What to run of a tactic on a layer it can run: the tactic, or for one that chooses its parameters per layer
+    (a vendor library's algorithms) every variant it offers for the layer, bound to its values, as a build times
+    them (an unbound one has no values to run with)."""
+    if not tactic.per_layer_parameters:
+        return [tactic]
+    with backend.activate():
+        return list(tactic.variants(spec, backend))
+
+
 def hand_written_cases() -> Iterator[tuple[str, LayerSpec, list[np.ndarray]]]:
     from reprobuild.builder.selection import layer_spec
     from tests.kernels.cases import CASES
@@ -125,8 +136,9 @@ def compute_pins(backend: Backend) -> dict[str, dict[str, Any]]:
             for tactic in registry.candidates(spec.op, backend.name):
                 if tactic.ineligibility(spec) is not None:
                     continue
-                outputs = run_tactic(tactic, spec, activations, backend)
-                pins.setdefault(f"{tactic.label} [{spec.op}]", {})[case_id] = summary(outputs)
+                for variant in tactic_variants(tactic, spec, backend):  # (a variant's key names its values)
+                    outputs = run_tactic(variant, spec, activations, backend)
+                    pins.setdefault(f"{shown_label(variant)} [{spec.op}]", {})[case_id] = summary(outputs)
     return dict(sorted(pins.items()))
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from reprobuild.kernels.backend import get_backend
+from reprobuild.kernels.identity import shown_label
 from reprobuild.registry import default_registry
 from tests.helpers import CUDA_SKIP
-from tests.kernels.pin_tactics import hand_written_cases, op_cases, run_tactic
+from tests.kernels.pin_tactics import hand_written_cases, op_cases, run_tactic, tactic_variants
 
 #: (rtol, atol) by dtype: the GPU's libm and summation trees differ from NumPy's in the last bits.
 TOLERANCE = {"float16": (1e-2, 1e-3), "bfloat16": (2e-2, 1e-2), "float32": (1e-4, 1e-5), "float64": (1e-10, 1e-12)}
@@ -46,18 +47,26 @@ def test_every_cuda_tactic_agrees_with_the_numpy_reference() -> None:
                 continue
             want = run_tactic(reference, spec, activations, cpu)
             for tactic in registry.candidates(spec.op, "cuda"):
-                if tactic.ineligibility(spec) is not None or tactic.determinism.value != "run_to_run":
+                if tactic.ineligibility(spec) is not None:
                     continue
-                try:
-                    got = run_tactic(tactic, spec, activations, cuda)
-                except Exception as exc:  # collect every failure, then report them all
-                    problems.append(f"{tactic.label} on {case_id}: {type(exc).__name__}: {exc}")
+                try:  # every variant of a tactic that chooses its parameters per layer
+                    variants = tactic_variants(tactic, spec, cuda)
+                except Exception as exc:
+                    problems.append(f"{tactic.label} on {case_id}: variants: {type(exc).__name__}: {exc}")
                     continue
-                for i, (g, w) in enumerate(zip(got, want)):
-                    problem = _agree(g, w, tactic.math)
-                    if problem:
-                        problems.append(f"{tactic.label} on {case_id}, output {i}: {problem}")
-                checked += 1
-                ops.add(spec.op)
+                for variant in variants:
+                    if variant.determinism.value != "run_to_run":
+                        continue
+                    try:
+                        got = run_tactic(variant, spec, activations, cuda)
+                    except Exception as exc:  # collect every failure, then report them all
+                        problems.append(f"{shown_label(variant)} on {case_id}: {type(exc).__name__}: {exc}")
+                        continue
+                    for i, (g, w) in enumerate(zip(got, want)):
+                        problem = _agree(g, w, variant.math)
+                        if problem:
+                            problems.append(f"{shown_label(variant)} on {case_id}, output {i}: {problem}")
+                    checked += 1
+                    ops.add(spec.op)
     print(f"checked {checked} (tactic, case) pairs over {len(ops)} ops")
     assert not problems, "\n".join(problems)

@@ -12,11 +12,12 @@ import pytest
 from reprobuild.builder.selection import layer_spec
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.kernels.backend import get_backend
+from reprobuild.kernels.identity import shown_label
 from reprobuild.kernels.tactic import LayerSpec
 from reprobuild.registry import default_registry
 from tests.helpers import BACKENDS, assert_close, ort_run, tactic_tolerance, with_float_dtype
 from tests.kernels.cases import CASES, Case
-from tests.kernels.pin_tactics import run_tactic
+from tests.kernels.pin_tactics import run_tactic, tactic_variants
 
 
 def case_spec(case: Case, rng: np.random.Generator) -> tuple[LayerSpec, list[np.ndarray], list[np.ndarray]]:
@@ -42,10 +43,11 @@ def test_every_tactic_matches_onnxruntime(case: Case, backend_name: str, rng: np
     for tactic in default_registry().candidates(spec.op, backend.name):
         if tactic.ineligibility(spec) is not None:
             continue
-        outputs = run_tactic(tactic, spec, activations, backend)
-        for out, ref in zip(outputs, reference):
-            assert_close(out, ref, what=f"{case.id} with {tactic.label} on {backend.name}",
-                         **tactic_tolerance(tactic.math, str(out.dtype)))
+        for variant in tactic_variants(tactic, spec, backend):
+            outputs = run_tactic(variant, spec, activations, backend)
+            for out, ref in zip(outputs, reference):
+                assert_close(out, ref, what=f"{case.id} with {shown_label(variant)} on {backend.name}",
+                             **tactic_tolerance(tactic.math, str(out.dtype)))
         ran.append(tactic.name)
     assert ran, f"no {backend.name} tactic could run {case.id}"
 
@@ -74,10 +76,14 @@ def test_deterministic_tactics_repeat_bitwise_and_the_atomic_one_does_not(backen
     for case in CASES:
         spec, activations, _ = case_spec(case, rng)
         for tactic in default_registry().candidates(spec.op, backend.name):
-            if tactic.ineligibility(spec) is None and tactic.determinism is Determinism.RUN_TO_RUN:
-                first = run_tactic(tactic, spec, activations, backend)
-                again = run_tactic(tactic, spec, activations, backend)
-                assert all(a.tobytes() == b.tobytes() for a, b in zip(first, again)), f"{tactic.label} on {case.id}"
+            if tactic.ineligibility(spec) is not None:
+                continue
+            for variant in tactic_variants(tactic, spec, backend):  # (each variant declares its own)
+                if variant.determinism is Determinism.RUN_TO_RUN:
+                    first = run_tactic(variant, spec, activations, backend)
+                    again = run_tactic(variant, spec, activations, backend)
+                    assert all(a.tobytes() == b.tobytes() for a, b in zip(first, again)), \
+                        f"{shown_label(variant)} on {case.id}"
     if backend.name == "cuda":
         from tests.kernels.cases import gemm
 
