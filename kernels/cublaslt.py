@@ -106,6 +106,13 @@ def handle() -> int:
         return _HANDLES[device]
 
 
+def _algo_offset(dtype: np.dtype) -> int:
+    """The byte offset of the ``algo`` field in cuBLASLt's heuristic-result struct."""
+    fields = dtype.fields
+    assert fields is not None, "cublasLtMatmulHeuristicResult_t is a struct"
+    return int(fields["algo"][1])
+
+
 def _set(setter: Any, dtype_of: Any, obj: int, attr: Any, value: int) -> None:
     buf = np.array([value], dtype=dtype_of(attr))
     setter(obj, attr, buf.ctypes.data, buf.nbytes)
@@ -235,7 +242,7 @@ def heuristic(g: Any, max_workspace: int, limit: int = CANDIDATES) -> list[dict[
     finally:
         lt.matmul_preference_destroy(pref)
         problem.close()
-    offset = results.dtype.fields["algo"][1]
+    offset = _algo_offset(results.dtype)
     found = []
     for i in range(int(count[0])):
         if int(results[i]["state"]) != 0:
@@ -252,7 +259,7 @@ def algorithm(g: Any, problem: Problem) -> np.ndarray:
     lt = bindings()
     params = dict(g.algo)
     buffer = np.zeros(1, dtype=lt.matmul_heuristic_result_dtype)
-    ptr = buffer.ctypes.data + buffer.dtype.fields["algo"][1]
+    ptr = buffer.ctypes.data + _algo_offset(buffer.dtype)
     dt = _DATA_TYPES[g.dtype]
     try:
         lt.matmul_algo_init(handle(), _COMPUTE_TYPES[g.compute], _SCALE_FP32, dt, dt, dt, dt,
@@ -294,7 +301,7 @@ def bind_matmul(g: Any, a: int, b: int, c: int, workspace: int, bias: int) -> An
     lt = bindings()
     problem = Problem(g, bias)
     algo = algorithm(g, problem)
-    algo_ptr = algo.ctypes.data + algo.dtype.fields["algo"][1]
+    algo_ptr = algo.ctypes.data + _algo_offset(algo.dtype)
     scalars = np.array([g.alpha, g.beta], dtype=np.float32)
     alpha, beta = scalars.ctypes.data, scalars.ctypes.data + 4
     h, size = handle(), int(dict(g.algo)["workspace"])

@@ -15,11 +15,11 @@ import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.core.errors import BackendUnavailableError, BuildError
+from reprobuild.kernels import cublaslt
 from reprobuild.kernels.backend import Backend
+from reprobuild.kernels.cublas import WORKSPACE_BYTES
 from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, operand_refs, plan
 from reprobuild.kernels.formulas import ACTIVATION_CODES
-from reprobuild.kernels import cublaslt
-from reprobuild.kernels.cublas import WORKSPACE_BYTES
 from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, KernelLaunch, LtLaunchPlan, LtMatmulLaunch, Out, Ws
 from reprobuild.kernels.nvrtc import integer_defines
 from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, Tactic, positional
@@ -522,9 +522,9 @@ class CudaCublasLtGemm(_CublasLtAlgorithms):
         consts = {i: backend.asarray(v.astype(np_dtype(dtype), copy=False)) for i, v in g.host_constants(layer).items()}
         gemm, epilogue, bias = self.matmul(layer, consts)
         args = operand_refs(layer, consts)
-        return LtLaunchPlan(backend, (self.launch(layer, gemm, epilogue, bias),
-                                      *epilogue_launch(backend, g, layer, args[2] if g.has_c else None)),
-                            tuple(consts.values()))
+        launches: list[Any] = [self.launch(layer, gemm, epilogue, bias),
+                               *epilogue_launch(backend, g, layer, args[2] if g.has_c else None)]
+        return LtLaunchPlan(backend, tuple(launches), tuple(consts.values()))
 
 
 class CudaCublasLtFusedGemm(_CublasLtAlgorithms):

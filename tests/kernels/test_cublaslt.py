@@ -67,7 +67,7 @@ def test_binding_checks_the_record_and_a_split_k_algorithm_is_not_run_to_run() -
     split = tactic.with_parameters({**RECORD, "split_k": 4, "reduction": "COMPUTE_TYPE"})
     assert split.determinism is Determinism.NONE and tactic.determinism is Determinism.RUN_TO_RUN
     assert split.code_sha256 == tactic.code_sha256 and split.label == tactic.label
-    with pytest.raises(TacticMismatchError, match="gemm.cuda_cublaslt v1: .*lack algo_id"):
+    with pytest.raises(TacticMismatchError, match=r"gemm.cuda_cublaslt v1: .*lack algo_id"):
         tactic.with_parameters({k: v for k, v in RECORD.items() if k != "algo_id"})
 
 
