@@ -20,7 +20,6 @@ algorithm, so nothing is allocated while running or capturing a CUDA graph.
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,20 +89,19 @@ def version() -> str:
     return str(bindings().get_version())
 
 
-_HANDLES: dict[int, int] = {}
-_LOCK = threading.Lock()
-
-
 def handle() -> int:
     """The process's cuBLASLt handle for the current device (made once; a call takes its stream and workspace
     as arguments, so one handle serves every stream and context)."""
     import cupy  # lazy: optional (the cuda extras)
 
-    device = int(cupy.cuda.runtime.getDevice())
-    with _LOCK:
-        if device not in _HANDLES:
-            _HANDLES[device] = int(bindings().create())
-        return _HANDLES[device]
+    return _device_handle(int(cupy.cuda.runtime.getDevice()))
+
+
+@functools.cache
+def _device_handle(device: int) -> int:
+    # A cache, not a module-level dict: a tactic's identity covers the values its code reaches, and a dict filled
+    # at run time would change it.
+    return int(bindings().create())
 
 
 def _algo_offset(dtype: np.dtype) -> int:
@@ -219,7 +217,7 @@ def parameter_problem(parameters: Mapping[str, Any]) -> str | None:
         elif isinstance(value, bool) or not (isinstance(value, int) or (enum and isinstance(value, str))):
             kind = "an integer or a member name" if enum else "an integer"
             return f"{name} is {value!r}; it must be {kind}"
-        elif isinstance(value, int) and value < 0:
+        elif isinstance(value, int) and value < 0 and name != "split_k":  # split_k -1: the algorithm does not say
             return f"{name} is {value}; it must not be negative"
     return None
 
@@ -264,10 +262,18 @@ def algorithm(g: Any, problem: Problem) -> np.ndarray:
     try:
         lt.matmul_algo_init(handle(), _COMPUTE_TYPES[g.compute], _SCALE_FP32, dt, dt, dt, dt,
                             int(params["algo_id"]), ptr)
-        attrs = lt.MatmulAlgoConfigAttribute
+        attrs, initial = lt.MatmulAlgoConfigAttribute, _config(lt, ptr)
         for name, (member, enum) in CONFIG.items():
-            _set(lt.matmul_algo_config_set_attribute, lt.get_matmul_algo_config_attribute_dtype, ptr,
-                 getattr(attrs, member), _enum_value(lt, enum, params[name]))
+            if _enum_value(lt, enum, params[name]) != _enum_value(lt, enum, initial[name]):  # what init left alone
+                _set(lt.matmul_algo_config_set_attribute, lt.get_matmul_algo_config_attribute_dtype, ptr,
+                     getattr(attrs, member), _enum_value(lt, enum, params[name]))
+        rebuilt = _config(lt, ptr)
+        differs = [n for n in ("algo_id", *CONFIG) if _enum_value(lt, CONFIG.get(n, ("", ""))[1], rebuilt[n])
+                   != _enum_value(lt, CONFIG.get(n, ("", ""))[1], params[n])]
+        if differs:
+            raise CublasLtError(f"the recorded cuBLASLt algorithm {label(params)} reads back with other "
+                                f"{', '.join(differs)} ({', '.join(f'{n}={rebuilt[n]}' for n in differs)}) in this "
+                                f"library (cuBLASLt {version()}): it is not the algorithm that was recorded")
         check = np.zeros(1, dtype=lt.matmul_heuristic_result_dtype)
         lt.matmul_algo_check(handle(), problem.desc, problem.a, problem.b, problem.c, problem.c, ptr,
                              check.ctypes.data)

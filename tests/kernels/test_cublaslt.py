@@ -55,6 +55,7 @@ def test_a_recorded_algorithm_must_name_every_field_with_its_kind() -> None:
     assert "besides" in str(cublaslt.parameter_problem({**RECORD, "kernel": "x"}))
     assert "split_k is '2'" in str(cublaslt.parameter_problem({**RECORD, "split_k": "2"}))
     assert "must not be negative" in str(cublaslt.parameter_problem({**RECORD, "workspace": -1}))
+    assert cublaslt.parameter_problem({**RECORD, "split_k": -1}) is None  # what algorithms without split-K read
     assert "epilogue is 'GELU'" in str(cublaslt.parameter_problem({**RECORD, "epilogue": "GELU"}))
     assert "an integer" in str(cublaslt.parameter_problem({**RECORD, "swizzle": True}))
 
