@@ -1,6 +1,6 @@
 """Attention tactics: FusedAttention (the ``fuse_attention`` pass's layer) on CUDA (``attention.cu``), as one
-flash-attention kernel (float16, bfloat16) or as two cuBLAS products around one softmax kernel (every float type,
-every form).
+flash-attention kernel (float16, bfloat16), as two cuBLAS products around one softmax kernel (every float type,
+every form), or as cuDNN's fused SDPA (float16, bfloat16; the forms it computes exactly).
 
 One tactic per head dimension (32, 64, 128), float16 and bfloat16: tensor cores (mma.sync m16n8k16, float32
 accumulation), the online softmax in float32, the keys walked in a fixed order with no split over them, so the
@@ -14,6 +14,11 @@ The cuBLAS tactic computes the scores into the workspace with one strided-batche
 each row in place with one block per row (reduce.cuh's fixed trees; each step rounded to the element type as the
 unfused layers store it), and multiplies by V with a second GEMM: the unfused graph's steps in three launches,
 for float32 layers and for the forms the flash kernel leaves (a guard, any head dim, uneven broadcasting aside).
+
+The cuDNN tactic (``cuda_cudnn_sdpa``, the ``cudnn`` tactic source, ``cudnn_sdpa.py``) runs the forms cuDNN's fused
+SDPA computes exactly (rank-4 Q, K, V with K and V heads dividing Q's, head dims multiples of 8 up to 128, one
+additive mask as cuDNN's bias or an exact top-left causal mask, no softcap, no guard) with an engine configuration
+chosen per layer among the heuristics' and recorded by value.
 
 The flash kernel's numerics differ from the unfused graph's in the last bits, as any fused attention's do: the
 scores stay in float32 between the steps (the unfused layers round each step to the element type), and the

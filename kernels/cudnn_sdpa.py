@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reprobuild.core.errors import BackendUnavailableError, BuildError
+from reprobuild.kernels.capture import CAPTURE_LOCK
 
 #: cudnn.data_type members of the element types cuDNN's SDPA runs here.
 DATA_TYPES = {"float16": "HALF", "bfloat16": "BFLOAT16"}
@@ -227,19 +228,26 @@ def label(params: Mapping[str, Any]) -> str:
 def plans(p: SdpaProblem, limit: int = CANDIDATES) -> list[dict[str, int | str]]:
     """The backend plans cuDNN's heuristics (modes A, then FALLBACK) offer for ``p``, in their order, without those
     flagged nondeterministic, each built once and described by the parameters a variant records (:data:`FIELDS`);
-    at most ``limit``. A plan that does not build here is left out."""
+    at most ``limit``. A plan that does not build here is left out; a problem cuDNN has no engine for has none."""
     cudnn = frontend()
+    cudnn_handle, lock = handle()
+    with CAPTURE_LOCK, lock:  # building may synchronize or load modules: never while another thread captures
+        try:
+            g = graph(p, cudnn_handle)
+            g.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+            g.deselect_numeric_notes([cudnn.numerical_note.NONDETERMINISTIC])
+        except (CudnnNotSupportedError, cudnn.cudnnGraphNotSupportedError):
+            return []  # cuDNN has no engine for this problem here: no variants; the other tactics remain
+        except CudnnError:
+            raise
+        except Exception as exc:
+            raise CudnnError(f"cuDNN's heuristics for {p.describe()} failed: {type(exc).__name__}: {exc}") from exc
+        return _built(g, limit)
+
+
+def _built(g: Any, limit: int) -> list[dict[str, int | str]]:
+    """The first ``limit`` backend plans of the planned graph ``g`` that build, by value."""
     library, front = versions()
-    try:
-        g = graph(p, handle()[0])
-        g.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
-        g.deselect_numeric_notes([cudnn.numerical_note.NONDETERMINISTIC])
-    except (CudnnNotSupportedError, cudnn.cudnnGraphNotSupportedError):
-        return []  # cuDNN has no engine for this problem here: no variants; the other tactics remain
-    except CudnnError:
-        raise
-    except Exception as exc:
-        raise CudnnError(f"cuDNN's heuristics for {p.describe()} failed: {type(exc).__name__}: {exc}") from exc
     found: list[dict[str, int | str]] = []
     for index, config in enumerate(g.plans):
         if len(found) >= limit:
@@ -261,10 +269,10 @@ def plans(p: SdpaProblem, limit: int = CANDIDATES) -> list[dict[str, int | str]]
 class Executable:
     """A recorded plan rebuilt for one problem on the current device: the graph, the plan's index in it, and the
     handle it runs on. Refused with a :class:`CudnnError` naming the plan when this library cannot rebuild exactly
-    it."""
+    it: another cuDNN or frontend version, a plan whose name comes back different, one deselected as
+    nondeterministic, or one that needs more workspace than was recorded."""
 
     def __init__(self, p: SdpaProblem, params: Mapping[str, Any]) -> None:
-        cudnn = frontend()
         self.problem, self.params = p, dict(params)
         library, front = versions()
         if (library, front) != (params["cudnn_version"], params["frontend_version"]):
@@ -274,25 +282,35 @@ class Executable:
                              "recorded versions are installed, or rebuild without --replay to choose among this "
                              "library's plans")
         self.handle, self.lock = handle()
-        g = graph(p, self.handle)
-        try:
-            g.deselect_numeric_notes([cudnn.numerical_note.NONDETERMINISTIC])
-            g.create_execution_plan(int(params["engine_id"]), decode_knobs(str(params["knobs"])))
-            self.index = g.get_execution_plan_count() - 1
-            name = str(g.get_plan_name_at_index(self.index))
-            if name != params["plan"]:
-                raise CudnnError(f"engine {params['engine_id']} with knobs {params['knobs'] or 'none'} is plan "
-                                 f"{name} here, not the recorded {params['plan']}")
-            g.build_plan_at_index(self.index)
-            needed = int(g.get_workspace_size_plan_at_index(self.index))
-        except Exception as exc:
-            raise CudnnError(f"the recorded cuDNN {label(params)} cannot be rebuilt for {p.describe()} here: "
-                             f"{type(exc).__name__}: {exc}. Rebuild without --replay to choose among this "
-                             "library's plans") from exc
+        with CAPTURE_LOCK, self.lock:  # building may synchronize or load modules: never while another captures
+            try:
+                self.graph, needed = self._rebuild()
+            except CudnnError:
+                raise
+            except Exception as exc:
+                raise CudnnError(f"the recorded cuDNN {label(params)} cannot be rebuilt for {p.describe()} here: "
+                                 f"{type(exc).__name__}: {exc}. Rebuild without --replay to choose among this "
+                                 "library's plans") from exc
         if needed > int(params["workspace"]):
             raise CudnnError(f"the recorded cuDNN {label(params)} needs {needed} workspace bytes here, more than the "
                              f"{params['workspace']} it was recorded with")
-        self.graph = g
+
+    def _rebuild(self) -> tuple[Any, int]:
+        """The graph with the recorded plan appended (``create_execution_plan``), checked by name and built, and
+        the workspace it needs."""
+        cudnn, params = frontend(), self.params
+        g = graph(self.problem, self.handle)
+        g.deselect_numeric_notes([cudnn.numerical_note.NONDETERMINISTIC])
+        g.create_execution_plan(int(params["engine_id"]), decode_knobs(str(params["knobs"])))
+        index = g.get_execution_plan_count() - 1
+        name = str(g.get_plan_name_at_index(index))
+        if name != params["plan"]:
+            raise CudnnError(f"the recorded cuDNN {label(params)} cannot be rebuilt exactly here: engine "
+                             f"{params['engine_id']} with knobs {params['knobs'] or 'none'} is plan {name} with this "
+                             f"library, not the recorded {params['plan']}. Rebuild without --replay to choose among "
+                             "this library's plans")
+        g.build_plan_at_index(index)  # selects it: ``execute`` runs it
+        return g, int(g.get_workspace_size_plan_at_index(index))
 
     def bind(self, q: int, k: int, v: int, o: int, bias: int, workspace: int) -> Callable[[Any], None]:
         """A call that enqueues the plan on the stream it is given with these device addresses."""

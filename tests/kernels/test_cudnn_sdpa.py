@@ -277,7 +277,8 @@ def test_on_cuda_a_record_this_library_cannot_rebuild_exactly_fails_closed_namin
     record = dict(first.parameters)
     renamed = CudaCudnnSdpa().with_parameters({**record, "plan": "eng999_k1=1"})
     here = re.escape(str(record["plan"]))
-    with pytest.raises(cudnn_sdpa.CudnnError, match=rf"cuDNN plan eng999_k1=1 .*is plan {here} here"):
+    with pytest.raises(cudnn_sdpa.CudnnError,
+                       match=rf"cuDNN plan eng999_k1=1 .*cannot be rebuilt exactly here: .* is plan {here} with this"):
         renamed.prepare(layer, backend)
     other = CudaCudnnSdpa().with_parameters({**record, "cudnn_version": record["cudnn_version"] + 1})
     with pytest.raises(cudnn_sdpa.CudnnError, match=r"was chosen with cuDNN .*; this machine has cuDNN"):
