@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reprobuild.core.errors import BackendUnavailableError, BuildError
-from reprobuild.kernels.capture import CAPTURE_LOCK
+from reprobuild.kernels.capture import CAPTURE_LOCK, outside_capture
 
 #: cudnn.data_type members of the element types cuDNN's SDPA runs here.
 DATA_TYPES = {"float16": "HALF", "bfloat16": "BFLOAT16"}
@@ -242,7 +242,9 @@ def plans(p: SdpaProblem, limit: int = CANDIDATES) -> list[dict[str, int | str]]
             raise
         except Exception as exc:
             raise CudnnError(f"cuDNN's heuristics for {p.describe()} failed: {type(exc).__name__}: {exc}") from exc
-        return _built(g, limit)
+        found = _built(g, limit)
+        del g  # its plans are released here, under the locks, not wherever the collector gets to them
+    return found
 
 
 def _built(g: Any, limit: int) -> list[dict[str, int | str]]:
@@ -295,6 +297,14 @@ class Executable:
             raise CudnnError(f"the recorded cuDNN {label(params)} needs {needed} workspace bytes here, more than the "
                              f"{params['workspace']} it was recorded with")
 
+    def __del__(self) -> None:
+        # Releasing the graph destroys its plans, which may synchronize: outside any capture (see capture.py).
+        holder = [self.__dict__.pop("graph", None)]
+        try:  # noqa: SIM105  (at interpreter shutdown the capture module may be gone)
+            outside_capture(holder.clear)
+        except Exception:
+            pass
+
     def _rebuild(self) -> tuple[Any, int]:
         """The graph with the recorded plan appended (``create_execution_plan``), checked by name and built, and
         the workspace it needs."""
@@ -317,11 +327,11 @@ class Executable:
         pack = {UID_Q: q, UID_K: k, UID_V: v, UID_O: o}
         if self.problem.bias is not None:
             pack[UID_BIAS] = bias
-        set_stream, g, h, lock = frontend().set_stream, self.graph, self.handle, self.lock
+        set_stream, h, lock = frontend().set_stream, self.handle, self.lock
 
-        def call(stream: Any) -> None:
+        def call(stream: Any, executable: Executable = self) -> None:  # the graph lives as long as its Executable
             with lock:
                 set_stream(h, int(stream.ptr))
-                g.execute(pack, workspace, handle=h)
+                executable.graph.execute(pack, workspace, handle=h)
 
         return call
