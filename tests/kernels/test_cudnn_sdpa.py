@@ -290,3 +290,61 @@ def test_on_cuda_a_record_this_library_cannot_rebuild_exactly_fails_closed_namin
         small = CudaCudnnSdpa().with_parameters({**record, "workspace": record["workspace"] - 1})
         with pytest.raises(cudnn_sdpa.CudnnError, match="workspace bytes here, more than"):
             small.prepare(layer, backend)
+
+
+def _attention_model(rng: np.random.Generator) -> Any:
+    """Swin-like attention as an exporter writes it: Q @ K^T (K's Transpose absorbed), the scale, a relative position
+    bias per head, the Softmax and the product with V; fused into one FusedAttention that cuDNN takes."""
+    from onnx import helper
+
+    from tests.helpers import make_model
+
+    b, h, s, d = 2, 4, 128, 64
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+             helper.make_node("Mul", ["scores", "scale"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "bias"], ["masked"]),
+             helper.make_node("Softmax", ["masked"], ["p"], axis=-1), helper.make_node("MatMul", ["p", "v"], ["y"])]
+    inits = {"scale": np.array(d ** -0.5, np.float32), "bias": rng.standard_normal((1, h, s, s)).astype(np.float32)}
+    return make_model(nodes, {n: (b, h, s, d) for n in "qkv"}, ["y"], inits)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(CUDNN_SKIP is not None, reason=f"no cuDNN: {CUDNN_SKIP}")
+def test_on_cuda_a_cudnn_pinned_build_replays_to_the_same_engine_bytes() -> None:
+    from reprobuild.builder import Builder, BuilderConfig, ReplaySelector
+    from reprobuild.engine import Runtime
+    from reprobuild.frontend import network_from_onnx_bytes
+
+    model = _attention_model(np.random.default_rng(4)).SerializeToString()
+    config = BuilderConfig(backend="cuda", precision="fp16", tactic_sources=("cudnn", "cupy"))
+    built = Builder().build(network_from_onnx_bytes(model)[0], config)
+    (attention,) = [layer for layer in built.manifest.pinned.layers if layer.op == "FusedAttention"]
+    assert attention.tactic.name == "cuda_cudnn_sdpa", attention.tactic
+    assert cudnn_sdpa.parameter_problem(attention.tactic.parameters) is None, attention.tactic.parameters
+    replay = BuilderConfig.from_record(built.manifest.pinned.config)
+    replay.algorithm_selector = ReplaySelector(built.manifest)
+    again = Builder().build(network_from_onnx_bytes(model)[0], replay)
+    assert again.engine == built.engine
+    rng = np.random.default_rng(5)
+    feeds = {n: rng.standard_normal((2, 4, 128, 64)).astype(np.float32) for n in "qkv"}
+    first = Runtime().deserialize_engine(built.engine).create_execution_context().execute(feeds)
+    second = Runtime().deserialize_engine(again.engine).create_execution_context().execute(feeds)
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+
+
+def test_an_exported_attention_fuses_into_a_form_cudnn_takes() -> None:
+    from reprobuild.builder import BuilderConfig
+    from reprobuild.builder.selection import layer_spec
+    from reprobuild.frontend import network_from_onnx_bytes
+    from reprobuild.passes import run_passes
+
+    model = _attention_model(np.random.default_rng(4)).SerializeToString()
+    passes = BuilderConfig(backend="cuda", precision="fp16").effective_passes
+    network = run_passes(network_from_onnx_bytes(model)[0], passes)
+    (index,) = [i for i, layer in enumerate(network.layers) if layer.op == "FusedAttention"]
+    layer = layer_spec(network, index)
+    assert cudnn_unsupported(layer) is None
+    assert cudnn_problem(layer) == cudnn_sdpa.SdpaProblem(dtype="float16", batch=2, heads=4, k_heads=4, v_heads=4,
+                                                          sq=128, sk=128, d=64, dv=64, scale=0.125,
+                                                          bias=(1, 4, 128, 128))
