@@ -1,6 +1,6 @@
 """Attention tactics: FusedAttention (the ``fuse_attention`` pass's layer) on CUDA (``attention.cu``), as one
-flash-attention kernel (float16, bfloat16) or as two cuBLAS products around one softmax kernel (every float type,
-every form).
+flash-attention kernel (float16, bfloat16), as two cuBLAS products around one softmax kernel (every float type,
+every form), or as cuDNN's fused SDPA (float16, bfloat16; the forms it computes exactly).
 
 One tactic per head dimension (32, 64, 128), float16 and bfloat16: tensor cores (mma.sync m16n8k16, float32
 accumulation), the online softmax in float32, the keys walked in a fixed order with no split over them, so the
@@ -14,6 +14,11 @@ The cuBLAS tactic computes the scores into the workspace with one strided-batche
 each row in place with one block per row (reduce.cuh's fixed trees; each step rounded to the element type as the
 unfused layers store it), and multiplies by V with a second GEMM: the unfused graph's steps in three launches,
 for float32 layers and for the forms the flash kernel leaves (a guard, any head dim, uneven broadcasting aside).
+
+The cuDNN tactic (``cuda_cudnn_sdpa``, the ``cudnn`` tactic source, ``cudnn_sdpa.py``) runs the forms cuDNN's fused
+SDPA computes exactly (rank-4 Q, K, V with K and V heads dividing Q's, head dims multiples of 8 up to 128, one
+additive mask as cuDNN's bias or an exact top-left causal mask, no softcap, no guard) with an engine configuration
+chosen per layer among the heuristics' and recorded by value.
 
 The flash kernel's numerics differ from the unfused graph's in the last bits, as any fused attention's do: the
 scores stay in float32 between the steps (the unfused layers round each step to the element type), and the
@@ -30,9 +35,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
+from reprobuild.core.errors import BackendUnavailableError, BuildError
+from reprobuild.kernels import cudnn_sdpa
 from reprobuild.kernels.backend import Backend, CudaBackend
 from reprobuild.kernels.cuda_launch import BLOCK, cdiv, f32, i32, i64, kernel_launch, operand_refs, per_row, plan
-from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, Out, Ws
+from reprobuild.kernels.launch import MAX_GRID_YZ, CudnnLaunchPlan, CudnnSdpaLaunch, GemmLaunch, Out, Ws
 from reprobuild.kernels.nvrtc import integer_defines
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned
 from reprobuild.layers.op_fused_attention import INPUT_GUARDS
@@ -326,6 +333,123 @@ class CudaCublasAttention(Tactic):
         return plan(backend, *scores, softmax, *products, holds=(table_d, *consts.values()))
 
 
+def causal_mask(layer: LayerSpec) -> bool:
+    """Whether the layer's one mask step is exactly the top-left causal mask (query i sees keys 0..i), so that
+    cuDNN's causal mask computes it bit for bit: a constant additive mask of 0 on and below the diagonal and -inf
+    above it, or a constant Where condition that keeps exactly those scores and fills the others with -inf. The
+    same on every leading index (the condition's leading dims are 1); no row is then fully masked."""
+    steps = list(layer.attr("masks"))
+    if len(steps) != 1 or 3 not in layer.constants:
+        return False
+    sq, sk = int(layer.inputs[0].shape[-2]), int(layer.inputs[1].shape[-2])
+    value = layer.constants[3]
+    if value.ndim < 2 or tuple(value.shape[-2:]) != (sq, sk) or any(n != 1 for n in value.shape[:-2]):
+        return False
+    plane, keep = value.reshape(sq, sk), np.tril(np.ones((sq, sk), dtype=bool))
+    if steps[0] == "add":
+        return bool(np.array_equal(plane == 0, keep) and np.isneginf(plane[~keep]).all())
+    if not np.isneginf(float(layer.attr("fill"))):
+        return False
+    return bool(np.array_equal(plane.astype(bool), keep if steps[0] == "where" else ~keep))
+
+
+def cudnn_unsupported(layer: LayerSpec) -> str | None:
+    """Why cuDNN's SDPA cannot compute the layer's form exactly, or None (:func:`cudnn_problem` then describes it)."""
+    dtype = layer.inputs[0].dtype
+    if dtype not in cudnn_sdpa.DATA_TYPES:
+        return f"Q is {dtype}; cuDNN's SDPA runs float16 and bfloat16 here"
+    if any(i in layer.constants for i in range(3)):
+        return "Q, K or V is a constant; cuDNN's SDPA reads all three as run-time activations"
+    if layer.attr("guard") != "none":
+        return (f"a {layer.attr('guard')!r} guard after the Softmax; cuDNN does not document what its SDPA gives for "
+                "a row whose scores are all masked, so it runs no guarded form")
+    if float(layer.attr("softcap")) != 0.0:
+        return "a softcap before the masks; cuDNN's SDPA has no softcap step"
+    if layer.attr("k_transposed"):
+        return "K as [..., D, Sk]; cuDNN's SDPA takes K as [B, H, Sk, D] with the head dim contiguous"
+    shapes = [tuple(t.shape) for t in (*layer.inputs[:3], layer.outputs[0])]
+    if any(len(s) != 4 for s in shapes):
+        return f"Q, K, V and the output have ranks {[len(s) for s in shapes]}; cuDNN's SDPA takes [B, H, S, D] each"
+    (b, h, sq, d), (kb, kh, sk, _), (vb, vh, _, dv) = shapes[:3]
+    if kb != b or vb != b or h % kh or h % vh:
+        return (f"K and V of batch {kb}, {vb} and heads {kh}, {vh} for Q of batch {b} and heads {h}; cuDNN's SDPA "
+                "takes K and V of Q's batch, their heads dividing Q's (grouped-query attention)")
+    if d % 8 or dv % 8 or max(d, dv) > 128:
+        return f"head dims {d} (Q, K) and {dv} (V); cuDNN's SDPA is offered for multiples of 8 up to 128"
+    steps = list(layer.attr("masks"))
+    if not steps or causal_mask(layer):
+        return None
+    if steps != ["add"]:
+        return (f"mask steps {steps}; cuDNN's SDPA takes one additive mask (its bias), or a Where only when it is "
+                "exactly the top-left causal mask with fill -inf (a constant condition)")
+    mask = (1, 1, 1, 1, *layer.inputs[3].shape)[-4:]
+    if len(layer.inputs[3].shape) > 4 or tuple(mask[2:]) != (sq, sk):
+        return (f"an additive mask of shape {list(layer.inputs[3].shape)}; cuDNN's bias is [1|B, 1|H, Sq, Sk], "
+                "broadcast over the batch and the heads only")
+    return None
+
+
+def cudnn_problem(layer: LayerSpec) -> cudnn_sdpa.SdpaProblem:
+    """The layer (one :func:`cudnn_unsupported` accepts) as cuDNN's SDPA takes it."""
+    (b, h, sq, d), (_, kh, sk, _), (_, vh, _, dv) = (tuple(int(n) for n in t.shape) for t in layer.inputs[:3])
+    causal = causal_mask(layer)
+    bias = None
+    if layer.attr("masks") and not causal:
+        bias = tuple(int(n) for n in (1, 1, 1, 1, *layer.inputs[3].shape)[-4:])
+    return cudnn_sdpa.SdpaProblem(dtype=layer.inputs[0].dtype, batch=b, heads=h, k_heads=kh, v_heads=vh, sq=sq,
+                                  sk=sk, d=d, dv=dv, scale=float(np.float32(scale_factor(layer))),
+                                  bias=bias, causal=causal)  # type: ignore[arg-type]
+
+
+class CudaCudnnSdpa(Tactic):
+    """FusedAttention as cuDNN's fused SDPA (``cudnn_sdpa.py``), one variant per engine configuration cuDNN's
+    heuristics offer for the layer (at most ``cudnn_sdpa.CANDIDATES``, none flagged nondeterministic), each timed as
+    a tactic of its own and recorded by value (``cudnn_sdpa.FIELDS``); the workspace is the layer's, sized by the
+    recorded plan. The scale is cuDNN's attn_scale, one float32 factor on the float32 scores (as the flash kernel
+    applies it); an additive mask is cuDNN's bias, and a causal mask its top-left diagonal band."""
+
+    family, ops, name, backend, source = "attention", ("FusedAttention",), "cuda_cudnn_sdpa", "cuda", "cudnn"
+    #: float16/bfloat16 Q, K, V and additive masks; bool for a causal Where's condition.
+    dtypes = ("float16", "bfloat16", "bool")
+    priority = 7
+    capturable = True
+    per_layer_parameters = True
+    min_compute_capability = 80
+    needs_activation = False  # checked per operand in ``unsupported``
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        return cudnn_unsupported(layer) or cudnn_sdpa.unavailable_reason()
+
+    def layer_parameter_problem(self, parameters: Any) -> str | None:
+        return cudnn_sdpa.parameter_problem(parameters)
+
+    def workspace_bytes(self, layer: LayerSpec) -> int:
+        return int(self.parameters.get("workspace", 0))
+
+    def variants(self, layer: LayerSpec, backend: Backend) -> list[Tactic]:
+        with backend.activate():
+            return [self.with_parameters(p) for p in cudnn_sdpa.plans(cudnn_problem(layer))]
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        if not self.parameters:
+            raise BuildError(f"tactic {self.label} runs one recorded cuDNN plan; prepare one of its variants "
+                             "(Tactic.variants) or bind recorded parameters (Tactic.with_parameters)")
+        reason = cudnn_sdpa.unavailable_reason()
+        if reason is not None:  # an engine or manifest recorded this source; this machine cannot run it
+            raise BackendUnavailableError(f"layer {layer.name!r} records tactic {self.label} (tactic source cudnn, "
+                                          f"{cudnn_sdpa.label(self.parameters)}), and {reason}")
+        if not isinstance(backend, CudaBackend):
+            raise TypeError(f"{self.label} needs the cuda backend, not {backend.name}")
+        problem = cudnn_problem(layer)
+        consts = {i: backend.asarray(v) for i, v in layer.constants.items()}
+        refs = operand_refs(layer, consts)
+        with backend.activate():
+            executable = cudnn_sdpa.Executable(problem, self.parameters)
+        launches: tuple[Any, ...] = (CudnnSdpaLaunch(executable, refs[0], refs[1], refs[2], Out(0), Ws(0),
+                                                     refs[3] if problem.bias is not None else None),)
+        return CudnnLaunchPlan(backend, launches, tuple(consts.values()))
+
+
 class CudaFlashAttentionD32(_CudaFlashAttention):
     name, priority, HEAD_DIM = "cuda_flash_d32", 5, 32
 
@@ -339,4 +463,4 @@ class CudaFlashAttentionD128(_CudaFlashAttention):
 
 
 TACTICS: tuple[Tactic, ...] = (
-    CudaCublasAttention(), CudaFlashAttentionD32(), CudaFlashAttentionD64(), CudaFlashAttentionD128())
+    CudaCublasAttention(), CudaCudnnSdpa(), CudaFlashAttentionD32(), CudaFlashAttentionD64(), CudaFlashAttentionD128())

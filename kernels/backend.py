@@ -20,7 +20,7 @@ import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.core.errors import BackendUnavailableError, UsageError
-from reprobuild.kernels import cublaslt
+from reprobuild.kernels import cublaslt, cudnn_sdpa
 from reprobuild.kernels.cpu_fingerprint import cpu_fingerprint
 from reprobuild.kernels.cublas import WORKSPACE_BYTES, BlasHandle
 from reprobuild.kernels.nvrtc import load_module
@@ -300,6 +300,7 @@ class CudaBackend(Backend):
             "nvrtc": f"{major}.{minor}",
             "cublas": str(cublas_version),
             "cublaslt": cublaslt.version(),
+            "cudnn": cudnn_sdpa.version(),
             "cupy": cp.__version__,
             **_env(CUDA_NUMERIC_ENV),
         }

@@ -229,6 +229,49 @@ class LtLaunchPlan(LaunchPlan):
         return bound
 
 
+@dataclass(frozen=True)
+class CudnnSdpaLaunch:
+    """One cuDNN SDPA forward (``cudnn_sdpa.py``): ``o`` = softmax(scale * ``q`` ``k``^T (+ ``bias``) (causal))
+    ``v`` over contiguous [B, H, S, D] operands, as ``executable`` (a ``cudnn_sdpa.Executable``: the recorded engine
+    configuration, rebuilt once when the layer was prepared) runs it, on ``workspace`` carved from the layer's own."""
+
+    executable: Any
+    q: Any
+    k: Any
+    v: Any
+    o: Any
+    workspace: Any
+    bias: Any = None
+
+    @property
+    def kernel(self) -> str:
+        return f"cudnn:sdpa[{self.executable.problem.dtype}] {self.executable.params['plan']}"
+
+
+class CudnnLaunchPlan(LaunchPlan):
+    """A launch plan with cuDNN SDPA calls (:class:`CudnnSdpaLaunch`) among its launches: the cudnn tactics'. A
+    subclass, so that :class:`LaunchPlan`'s code, which every other CUDA tactic's identity covers, is unchanged."""
+
+    def describe(self) -> list[str]:
+        return [f"{x.kernel} {x.executable.problem.describe()}" if isinstance(x, CudnnSdpaLaunch)
+                else LaunchPlan(self.backend, (x,)).describe()[0] for x in self.launches]
+
+    def bind(self, inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any, blas: Any) -> list[BoundLaunch]:
+        bound: list[BoundLaunch] = []
+        for launch in self.launches:
+            if not isinstance(launch, CudnnSdpaLaunch):
+                bound += LaunchPlan(self.backend, (launch,)).bind(inputs, outputs, workspace, blas)
+                continue
+            # the operands' addresses, resolved by the very code that resolves a kernel's arguments
+            operands = (launch.q, launch.k, launch.v, launch.o, launch.bias, launch.workspace)
+            carrier = KernelLaunch(None, "cudnn:operands", (1, 1, 1), (1, 1, 1), operands)
+            (resolved,) = LaunchPlan(self.backend, (carrier,)).bind(inputs, outputs, workspace, None)
+            q, k, v, o, bias, ws = (0 if x is None else int(x) if isinstance(x, np.integer) else int(x.data.ptr)
+                                    for x in resolved.args)  # type: ignore[attr-defined]
+            bound.append(launch.executable.bind(q, k, v, o, bias, ws))
+        return bound
+
+
 class BoundKernel:
     """A kernel launch with every argument resolved: calling it enqueues the kernel on ``stream``."""
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from reprobuild.builder.timing_cache import TimingCache
     from reprobuild.manifest.models import BuildConfigRecord
 
-TACTIC_SOURCES = ("builtin", "cublas", "cublaslt", "cupy", "numpy", "nvrtc")
+TACTIC_SOURCES = ("builtin", "cublas", "cublaslt", "cudnn", "cupy", "numpy", "nvrtc")
 #: The precision flags, as TensorRT's builder flags (fp32 strict is the default).
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
