@@ -96,19 +96,18 @@ def version() -> str:
     return f"{library} (frontend {front})"
 
 
-_HANDLES: dict[int, tuple[Any, threading.Lock]] = {}
-_LOCK = threading.Lock()
-
-
 def handle() -> tuple[Any, threading.Lock]:
     """The process's cuDNN handle for the current device (made once) and the lock that serializes its use."""
     import cupy  # lazy: optional (the cuda extras)
 
-    device = int(cupy.cuda.runtime.getDevice())
-    with _LOCK:
-        if device not in _HANDLES:
-            _HANDLES[device] = (frontend().create_handle(), threading.Lock())
-        return _HANDLES[device]
+    return _device_handle(int(cupy.cuda.runtime.getDevice()))
+
+
+@functools.cache
+def _device_handle(device: int) -> tuple[Any, threading.Lock]:
+    # A cache, not a module-level dict: a tactic's identity covers the values its code reaches, and a dict filled at
+    # run time would change it. (Two threads racing here may each make a handle; each comes with its own lock.)
+    return frontend().create_handle(), threading.Lock()
 
 
 @dataclass(frozen=True)
