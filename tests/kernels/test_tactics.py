@@ -58,9 +58,12 @@ def test_every_tactic_is_exercised_by_some_case(backend_name: str) -> None:
     tactics are checked op by op in tests/ops.)"""
     rng = np.random.default_rng(0)
     specs = [case_spec(case, rng)[0] for case in CASES]
+    from reprobuild.kernels import cublaslt, cudnn_sdpa
+
+    missing = {"cublaslt": cublaslt.unavailable_reason(), "cudnn": cudnn_sdpa.unavailable_reason()}
     for tactic in default_registry().all():
-        if tactic.backend != backend_name or tactic.family == "reference":
-            continue
+        if tactic.backend != backend_name or tactic.family == "reference" or missing.get(tactic.source):
+            continue  # (a vendor source whose bindings are not installed here: the GPU host's run covers it)
         covered = [s.name for s in specs if s.op in tactic.ops and tactic.ineligibility(s) is None]
         assert covered, f"{tactic.label} is eligible for none of the test cases; add a case for it"
 
