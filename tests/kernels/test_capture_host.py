@@ -36,22 +36,44 @@ def host(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HostBackend
         yield backend
 
 
+#: Bytes of a known pattern on each side of every buffer a host run gives a plan: a kernel that writes past its
+#: output (or into its inputs) fails the run, as it would corrupt a neighbour's memory on the GPU.
+GUARD, PATTERN = 256, 0xA5
+
+
+def _guarded(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """A buffer of ``shape`` inside a larger one whose GUARD bytes on each side hold PATTERN: (raw, view)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.full(GUARD + nbytes + GUARD, PATTERN, dtype=np.uint8)
+    return raw, raw[GUARD:GUARD + nbytes].view(dtype).reshape(shape)
+
+
 def run_host(tactic: Tactic, layer: LayerSpec, activations: list[np.ndarray], backend: HostBackend) -> list[np.ndarray]:
     """The tactic's plan for ``layer`` run on the host; outputs start as NaN (or 0x5A bytes), so an element no
-    thread writes shows."""
+    thread writes shows; every buffer is guarded (GUARD), and the inputs must keep their values."""
     assert tactic.ineligibility(layer) is None, tactic.ineligibility(layer)
     plan = tactic.prepare(layer, backend)
     assert isinstance(plan, LaunchPlan)
-    inputs = [np.ascontiguousarray(a) for a in activations]
-    outputs = []
+    raws, inputs, outputs = [], [], []
+    for a in activations:
+        raw, view = _guarded(a.shape, a.dtype)
+        view[...] = a
+        raws.append(raw)
+        inputs.append(view)
     for sig in layer.outputs:
-        out = np.empty(sig.shape, dtype=np_dtype(sig.dtype))
+        raw, out = _guarded(sig.shape, np_dtype(sig.dtype))
         out.reshape(-1).view(np.uint8)[:] = 0x5A
         if sig.dtype in FLOATS:
             out[...] = np.nan
+        raws.append(raw)
         outputs.append(out)
     run_plan(plan, inputs, outputs)
-    return outputs
+    for i, raw in enumerate(raws):
+        assert (raw[:GUARD] == PATTERN).all() and (raw[-GUARD:] == PATTERN).all(), \
+            f"{tactic.label} wrote outside buffer {i} on {layer.op} {layer.inputs}"
+    for i, (got, want) in enumerate(zip(inputs, activations)):
+        assert got.tobytes() == np.ascontiguousarray(want).tobytes(), f"{tactic.label} changed input {i}"
+    return [np.array(o) for o in outputs]
 
 
 def exact(tactic: Tactic, layer: LayerSpec, activations: list[np.ndarray], backend: HostBackend) -> None:
