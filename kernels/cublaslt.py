@@ -66,7 +66,7 @@ def unavailable_reason() -> str | None:
     try:
         from nvmath.bindings import cublasLt  # noqa: F401  (lazy: optional, the cuda extras)
     except Exception as exc:  # ImportError, or a binding that cannot find its library
-        return (f"the cublaslt tactic source needs nvmath-python (pip install nvmath-python, or the cuda12/cuda13 "
+        return (f"the cublaslt tactic source needs nvmath-python (pip install nvmath-python, or the cublaslt "
                 f"extra), which does not load here: {type(exc).__name__}: {exc}")
     return None
 

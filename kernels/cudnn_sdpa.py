@@ -67,7 +67,7 @@ def unavailable_reason() -> str | None:
         cudnn.backend_version()
     except Exception as exc:  # ImportError, or a frontend that cannot load libcudnn
         return (f"the cudnn tactic source needs the cuDNN frontend (pip install nvidia-cudnn-frontend, or the "
-                f"cuda12/cuda13 extra) and cuDNN 9, which do not load here: {type(exc).__name__}: {exc}")
+                f"cudnn extra) and cuDNN 9, which do not load here: {type(exc).__name__}: {exc}")
     return None
 
 
