@@ -8,7 +8,11 @@ the whole activation, and at small batches each is one more launch. Fused:
   values along the last axis (shape (N,), (1, N), (1, 1, N), ...) whose Add keeps the product's shape;
 - Gemm(A, B, C) with transA 0, alpha 1, beta 1, B and C constant, C of shape (N,) or (1, N), in float32 or
   float64 (where Gemm's single rounding equals MatMul then Add), when a residual Add or an activation follows
-  (B is transposed on the host if transB is set).
+  (B is transposed on the host if transB is set);
+- the same Gemm between two views, as GPT-2's ``Conv1D`` exports it (version 2): A a Reshape of X (..., K) to
+  (rows, K) and the Gemm's one reader a Reshape of its (rows, N) back to (..., N): the FusedGemm reads X itself
+  (it takes A as (..., M, K) rows) and writes the (..., N) tensor, so the residual Add after the second view fuses
+  too, and the views go (the first stays where something else reads it).
 
 The residual must have exactly the product's shape and dtype and not be a constant; every intermediate tensor
 must be read by the fused layers alone and not be a network output. Activations are FusedConv's (Relu, Clip
@@ -23,7 +27,7 @@ from reprobuild.ir import Layer, Network
 from reprobuild.passes.fuse_conv_epilogue import epilogue_after, only_reader
 from reprobuild.passes.pattern import GraphIndex, fresh_name, fuse_rounds
 
-VERSION = 1
+VERSION = 2  # 2: a Gemm between a row-merging Reshape and its inverse fuses, reading and writing around them
 
 _FLOATS = ("bfloat16", "float16", "float32", "float64")
 
@@ -81,6 +85,26 @@ def _fuse_matmul(network: Network, index: GraphIndex, mm: Layer) -> tuple[list[L
     return fused, _layer(mm.name, fused, a, b, bias, residual, extra, tail), constants
 
 
+def _merged_rows(index: GraphIndex, a: str, rows: int) -> Layer | None:
+    """The Reshape writing ``a`` (rows, K) from a tensor (..., K) of as many rows, or None."""
+    view = index.producer(a)
+    if view is None or view.op != "Reshape" or len(view.inputs) != 1 or index.is_output(a):
+        return None
+    src, dst = index.tensor(view.inputs[0]).shape, index.tensor(a).shape
+    if len(src) < 2 or len(dst) != 2 or src[-1] != dst[1] or int(np.prod(src[:-1], dtype=np.int64)) != rows:
+        return None
+    return view
+
+
+def _split_rows(network: Network, index: GraphIndex, out: str, lead: tuple[int, ...]) -> Layer | None:
+    """The Reshape that is the one reader of ``out`` (rows, N) and gives it back the leading dims ``lead``."""
+    view = only_reader(network, index, out)
+    if view is None or view.op != "Reshape" or len(view.inputs) != 1:
+        return None
+    n = index.tensor(out).shape[1]
+    return view if tuple(index.tensor(view.outputs[0]).shape) == (*lead, n) else None
+
+
 def _fuse_gemm(network: Network, index: GraphIndex, gemm: Layer) -> tuple[list[Layer], Layer, dict] | None:
     if len(gemm.inputs) != 3 or gemm.attr("transA", 0) or gemm.attr("alpha", 1.0) != 1.0:
         return None
@@ -90,18 +114,25 @@ def _fuse_gemm(network: Network, index: GraphIndex, gemm: Layer) -> tuple[list[L
     weight, bias = index.const(b), index.const(c)
     if weight is None or bias is None or index.const(a) is not None:
         return None
-    n = index.tensor(gemm.outputs[0]).shape[1]
+    rows, n = index.tensor(gemm.outputs[0]).shape
     if bias.shape not in ((n,), (1, n)):
         return None
-    rest, residual, extra, tail = epilogue_after(network, index, gemm.outputs[0])
-    if not rest:
+    views: list[Layer] = []
+    tail = gemm.outputs[0]
+    merge = _merged_rows(index, a, rows)
+    split = _split_rows(network, index, tail, tuple(index.tensor(merge.inputs[0]).shape[:-1])) if merge else None
+    if merge is not None and split is not None:  # X (..., K) -> (rows, K) -> Gemm -> (rows, N) -> (..., N)
+        a, tail = merge.inputs[0], split.outputs[0]
+        views = [split] + ([merge] if index.single_use(merge.outputs[0]) else [])
+    rest, residual, extra, tail = epilogue_after(network, index, tail)
+    if not rest and not views:
         return None  # a Gemm with nothing after it already runs its bias in one launch
     constants: dict[str, np.ndarray] = {}
     if gemm.attr("transB", 0):
         b = fresh_name(index, gemm.name + ":B")
         constants[b] = np.ascontiguousarray(weight.T)
     bias_name = _bias_constant(index, c, gemm.name, bias, constants)
-    fused = [gemm, *rest]
+    fused = [*views[1:], gemm, views[0], *rest] if views else [gemm, *rest]
     return fused, _layer(gemm.name, fused, a, b, bias_name, residual, extra, tail), constants
 
 
