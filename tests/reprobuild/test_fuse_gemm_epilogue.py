@@ -129,3 +129,45 @@ def test_the_manifest_maps_the_fused_layer_to_its_onnx_nodes(rng: np.random.Gene
     (layer,) = manifest.pinned.layers
     assert (layer.op, layer.onnx_nodes) == ("FusedGemm", ["matmul", "bias", "add", "act"])
     assert "fuse_gemm_epilogue" in [p.name for p in manifest.pinned.config.passes]
+
+
+def _conv1d(rng: np.random.Generator, residual: bool, shared_view: bool = False) -> onnx.ModelProto:
+    """GPT-2's Conv1D as the dynamo exporter writes it: x (2, 5, K) viewed as (10, K), Gemm with the bias, the
+    result viewed back as (2, 5, N), then (optionally) the residual Add."""
+    inits = {"w": (rng.standard_normal((K, N)) * K ** -0.5).astype(np.float32),
+             "b": rng.standard_normal(N).astype(np.float32),
+             "rows": np.array([10, K], np.int64), "back": np.array([2, 5, N], np.int64)}
+    nodes = [helper.make_node("Reshape", ["x", "rows"], ["x2"], name="view_in"),
+             helper.make_node("Gemm", ["x2", "w", "b"], ["g"], name="addmm"),
+             helper.make_node("Reshape", ["g", "back"], ["c"], name="view_out")]
+    outputs = ["y"]
+    if residual:
+        nodes.append(helper.make_node("Add", ["c", "r"], ["y"], name="residual"))
+    else:
+        nodes.append(helper.make_node("Identity", ["c"], ["y"], name="act"))
+    if shared_view:  # something else reads the (10, K) view: it stays, for that reader
+        nodes.append(helper.make_node("Relu", ["x2"], ["z"], name="other"))
+        outputs.append("z")
+    return make_model(nodes, {"x": (2, 5, K), **({"r": (2, 5, N)} if residual else {})}, outputs, inits, 17)
+
+
+@pytest.mark.parametrize(("residual", "shared_view"), [(True, False), (False, False), (True, True)])
+def test_a_gemm_between_views_fuses_around_them_bit_for_bit(rng: np.random.Generator, residual: bool,
+                                                            shared_view: bool) -> None:
+    model = _conv1d(rng, residual, shared_view)
+    network, _ = network_from_onnx_bytes(model.SerializeToString())
+    fused = run_passes(network, DEFAULT_PASSES)
+    gemm = next(layer for layer in fused.layers if layer.op == "FusedGemm")
+    assert gemm.inputs[0] == "x" and fused.tensors[gemm.outputs[0]].shape == (2, 5, N)
+    assert len(gemm.inputs) == (4 if residual else 3)
+    assert sorted(layer.op for layer in fused.layers) == (["FusedGemm", "Relu", "Reshape"] if shared_view
+                                                          else ["FusedGemm"])
+    # every ONNX node it computes (the Identity was absorbed into the view before it by eliminate_identities)
+    assert list(gemm.origin) == [*([] if shared_view else ["view_in"]), "addmm", "view_out",
+                                 "residual" if residual else "act"]
+    feeds = _feeds(rng, model)
+    unfused = [p for p in DEFAULT_PASSES if p != "fuse_gemm_epilogue"]
+    assert build_and_run(model, feeds, "cpu")["y"].tobytes() == \
+        build_and_run(model, feeds, "cpu", passes=unfused)["y"].tobytes()
+    np.testing.assert_allclose(build_and_run(model, feeds, "cpu")["y"], ort_outputs(model, feeds)["y"], rtol=1e-4,
+                               atol=1e-4)
