@@ -9,6 +9,9 @@
   turns infinities into the largest finite value, float8e8m0 rounds its smallest value. ``saturate`` and
   ``round_mode`` change no bit for the listed ones (tests/reprobuild/test_simplify.py checks every bit pattern);
 - an ``Expand`` to its input's own shape (a copy);
+- a ``Pad`` of zero width on every side and a ``Slice`` of every element in order (steps of 1, the output of the
+  input's shape): copies too. torchvision's swin pads each window to a multiple of the window size, and at sizes
+  that are multiples already the export keeps a Pad of zeros (version 3);
 - a view (Reshape, Flatten, Squeeze, Unsqueeze) whose output has the shape of a tensor it was viewed from through
   views, same-shape Expands and identities only: row-major reshapes compose, so the chain gives back that tensor
   (ONNX's expanded Attention repeats K's heads with Unsqueeze -> Expand -> Reshape, which is the identity when
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 from reprobuild.ir import Layer, Network
 
-VERSION = 2
+VERSION = 3  # 3: zero-width Pads and whole-tensor Slices are identities
 
 #: The dtypes whose same-type Cast returns every bit pattern unchanged, whatever ``saturate`` and ``round_mode``.
 IDENTITY_CASTS = frozenset({
@@ -43,7 +46,8 @@ def _absorb(producer: Layer, identity: Layer) -> Layer:
 
 
 def _copies_its_input(network: Network, layer: Layer) -> bool:
-    """The layer's one output is its one input, unchanged (an Identity, a same-type Cast, a same-shape Expand)."""
+    """The layer's one output is its one input, unchanged (an Identity, a same-type Cast, a same-shape Expand, a
+    zero-width Pad, a whole-tensor Slice)."""
     if len(layer.inputs) != 1 or len(layer.outputs) != 1:
         return False
     src, dst = network.tensors[layer.inputs[0]], network.tensors[layer.outputs[0]]
@@ -51,7 +55,13 @@ def _copies_its_input(network: Network, layer: Layer) -> bool:
         return True
     if layer.op == "Cast":
         return str(layer.attr("to")) == src.dtype and src.dtype in IDENTITY_CASTS
-    return layer.op == "Expand" and tuple(src.shape) == tuple(dst.shape)
+    if tuple(src.shape) != tuple(dst.shape):
+        return False
+    if layer.op == "Pad":
+        return not any(int(p) for p in layer.attr("pads", (1,)))
+    if layer.op == "Slice":
+        return all(int(step) == 1 for step in layer.attr("steps", (0,)))
+    return layer.op == "Expand"
 
 
 def _identity_source(network: Network, producers: dict[str, Layer], layer: Layer) -> str | None:

@@ -105,3 +105,23 @@ def test_a_bfloat16_same_type_cast_stays_because_it_quiets_signalling_nans() -> 
     signalling = np.array([0x7F81], np.uint16).view(np.dtype(np_dtype("bfloat16")))
     with np.errstate(invalid="ignore"):
         assert cast(np, signalling, "bfloat16").view(np.uint16)[0] != 0x7F81
+
+
+def test_a_zero_width_pad_and_a_whole_tensor_slice_are_removed_and_real_ones_stay(rng: np.random.Generator) -> None:
+    """swin's window padding at sizes already multiples of the window: a Pad of zeros, a copy (version 3)."""
+    inits = {"zeros": np.zeros(8, np.int64), "one": np.array([0, 0, 1, 0, 0, 0, 1, 0], np.int64),
+             "starts": np.array([0, 0], np.int64), "ends": np.array([2, 3], np.int64),
+             "from1": np.array([1], np.int64), "axis1": np.array([1], np.int64), "big": np.array([99], np.int64)}
+    nodes = [helper.make_node("Pad", ["x", "zeros"], ["p"], mode="constant", name="pad_zero"),
+             helper.make_node("Slice", ["p", "starts", "ends"], ["s"], name="slice_all"),
+             helper.make_node("Relu", ["s"], ["r"], name="relu"),
+             helper.make_node("Pad", ["r", "one"], ["q"], mode="constant", name="pad_one"),
+             helper.make_node("Slice", ["q", "from1", "big", "axis1"], ["y"], name="slice_tail")]
+    model = make_model(nodes, {"x": SHAPE}, ["y"], inits, opset=18)
+    network = run_passes(_parsed(model), ["fold_constants", "eliminate_identities", "eliminate_dead_code"])
+    assert [(layer.op, layer.name) for layer in network.layers] == [("Relu", "relu"), ("Pad", "pad_one"),
+                                                                    ("Slice", "slice_tail")]
+    assert network.layers[0].inputs == ("x",)
+    x = rng.standard_normal(SHAPE).astype(np.float32)
+    want = np.pad(np.maximum(x, 0), [(0, 0), (0, 0), (1, 1), (0, 0)])[:, 1:]  # ONNX pads: every begin, then ends
+    assert build_and_run(model, {"x": x})["y"].tobytes() == want.tobytes()
