@@ -12,6 +12,7 @@ from reprobuild.passes import (
     fuse_gemm_epilogue,
     fuse_layernorm,
     fuse_rmsnorm,
+    fuse_roll,
     precision,
     simplify,
 )
@@ -41,6 +42,9 @@ PASS_LIST = (
     Pass("fuse_rms_normalization", fuse_rmsnorm.VERSION, fuse_rmsnorm.fuse_rms_normalization,
          "recognise root-mean-square normalization (Pow/ReduceMean/Add/Sqrt/Reciprocal or Div, times a weight: "
          "Llama's and T5's RMSNorm) as one RMSNormalization layer"),
+    Pass("fuse_roll", fuse_roll.VERSION, fuse_roll.fuse_roll,
+         "recognise a cyclic shift (torch.roll: Concat of two Slices of one tensor) as one Gather with constant "
+         "indices"),
     Pass("reduce_precision_fp16", precision.VERSION, precision.reduce_precision_fp16,
          "run float32 layers in float16, casting at the network's inputs and outputs (--precision fp16 adds it)"),
     Pass("reduce_precision_bf16", precision.VERSION, precision.reduce_precision_bf16,
