@@ -16,8 +16,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in PASS_LIST}
 
 #: The passes a build runs unless its config says otherwise, in this order.
 DEFAULT_PASSES: tuple[str, ...] = (
-    "fold_constants", "eliminate_identities", "fuse_roll", "fuse_gelu", "fuse_layer_normalization", "fuse_rms_normalization",
-    "fuse_attention",
+    "fold_constants", "eliminate_identities", "fuse_roll", "fuse_gelu", "fuse_layer_normalization",
+    "fuse_rms_normalization", "fuse_attention",
     "fold_batchnorm", "fuse_conv_epilogue", "fuse_gemm_epilogue", "fuse_elementwise", "eliminate_dead_code",
 )
 
