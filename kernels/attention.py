@@ -35,13 +35,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
-from reprobuild.core.errors import BackendUnavailableError, BuildError
 from reprobuild.kernels import cudnn_sdpa
 from reprobuild.kernels.backend import Backend, CudaBackend
 from reprobuild.kernels.cuda_launch import BLOCK, cdiv, f32, i32, i64, kernel_launch, operand_refs, per_row, plan
 from reprobuild.kernels.launch import MAX_GRID_YZ, CudnnLaunchPlan, CudnnSdpaLaunch, GemmLaunch, Out, Ws
 from reprobuild.kernels.nvrtc import integer_defines
-from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned
+from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned, require_recorded
 from reprobuild.layers.op_fused_attention import INPUT_GUARDS
 
 #: attention.cu's compile-time sizes: query rows per block, the most mask steps, keys per tile by head dim.
@@ -431,13 +430,7 @@ class CudaCudnnSdpa(Tactic):
             return [self.with_parameters(p) for p in cudnn_sdpa.plans(cudnn_problem(layer))]
 
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
-        if not self.parameters:
-            raise BuildError(f"tactic {self.label} runs one recorded cuDNN plan; prepare one of its variants "
-                             "(Tactic.variants) or bind recorded parameters (Tactic.with_parameters)")
-        reason = cudnn_sdpa.unavailable_reason()
-        if reason is not None:  # an engine or manifest recorded this source; this machine cannot run it
-            raise BackendUnavailableError(f"layer {layer.name!r} records tactic {self.label} (tactic source cudnn, "
-                                          f"{cudnn_sdpa.label(self.parameters)}), and {reason}")
+        require_recorded(self, layer, "cuDNN plan", cudnn_sdpa.unavailable_reason(), cudnn_sdpa.label(self.parameters))
         if not isinstance(backend, CudaBackend):
             raise TypeError(f"{self.label} needs the cuda backend, not {backend.name}")
         problem = cudnn_problem(layer)

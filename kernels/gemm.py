@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from reprobuild.core.dtypes import np_dtype
-from reprobuild.core.errors import BackendUnavailableError, BuildError
+from reprobuild.core.errors import BuildError
 from reprobuild.kernels import cublaslt
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cublas import WORKSPACE_BYTES
@@ -22,7 +22,7 @@ from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, l
 from reprobuild.kernels.formulas import ACTIVATION_CODES
 from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, KernelLaunch, LtLaunchPlan, LtMatmulLaunch, Out, Ws
 from reprobuild.kernels.nvrtc import integer_defines
-from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, Tactic, positional
+from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, Tactic, positional, require_recorded
 
 
 class GemmOperands:
@@ -484,13 +484,8 @@ class _CublasLtAlgorithms(Tactic):
         return [self.with_parameters(p) for p in cublaslt.heuristic(probe, WORKSPACE_BYTES)]
 
     def launch(self, layer: LayerSpec, gemm: GemmLaunch, epilogue: str, bias: Any) -> LtMatmulLaunch:
-        if not self.parameters:
-            raise BuildError(f"tactic {self.label} runs one recorded cuBLASLt algorithm; prepare one of its "
-                             "variants (Tactic.variants) or bind recorded parameters (Tactic.with_parameters)")
-        reason = cublaslt.unavailable_reason()
-        if reason is not None:  # an engine or manifest recorded this source; this machine cannot run it
-            raise BackendUnavailableError(f"layer {layer.name!r} records tactic {self.label} (tactic source "
-                                          f"cublaslt, {cublaslt.label(self.parameters)}), and {reason}")
+        require_recorded(self, layer, "cuBLASLt algorithm", cublaslt.unavailable_reason(),
+                         cublaslt.label(self.parameters))
         if self.parameters["epilogue"] != epilogue:
             raise BuildError(f"tactic {self.label} was recorded with epilogue {self.parameters['epilogue']} on "
                              f"layer {layer.name!r}, which needs {epilogue}")

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from reprobuild.core.dtypes import FLOATS, INTEGERS, np_dtype
-from reprobuild.core.errors import PluginNotRegisteredError, TacticMismatchError
+from reprobuild.core.errors import BackendUnavailableError, BuildError, PluginNotRegisteredError, TacticMismatchError
 from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.identity import installed_code_sha256
 from reprobuild.layers.registry import plugin_not_registered
@@ -311,6 +311,18 @@ def precision_of(tactic: Tactic, layer: LayerSpec) -> str:
     if tactic.math is not None and dtype == "float32":
         return tactic.math
     return PRECISION_OF_DTYPE.get(dtype, dtype)
+
+
+def require_recorded(tactic: Tactic, layer: LayerSpec, what: str, unavailable: str | None, detail: str) -> None:
+    """Before a per-layer tactic (a vendor library's algorithm) prepares ``layer``: refuse when it is not bound to
+    recorded values (``what`` it runs: "cuBLASLt algorithm", ...) or when its library does not load here
+    (``unavailable``, why not; ``detail``, the recorded values in a few words), naming the layer and the source."""
+    if not tactic.parameters:
+        raise BuildError(f"tactic {tactic.label} runs one recorded {what}; prepare one of its variants "
+                         "(Tactic.variants) or bind recorded parameters (Tactic.with_parameters)")
+    if unavailable is not None:  # an engine or manifest recorded this source; this machine cannot run it
+        raise BackendUnavailableError(f"layer {layer.name!r} records tactic {tactic.label} (tactic source "
+                                      f"{tactic.source}, {detail}), and {unavailable}")
 
 
 def positional(layer: LayerSpec, constants: Mapping[int, Any], activations: Sequence[Any]) -> list[Any]:
