@@ -47,7 +47,7 @@ FRAMEWORK_MODULES = frozenset({
     "reprobuild.core.errors", "reprobuild.core.logger", "reprobuild.core.digest", "reprobuild.kernels.backend",
     "reprobuild.kernels.code_digest", "reprobuild.kernels.python_form", "reprobuild.kernels.nvrtc",
     "reprobuild.kernels.identity", "reprobuild.layers.registry", "reprobuild.ops.registry",
-    "reprobuild.registry.plugins",
+    "reprobuild.registry.plugins", "reprobuild.kernels.capture",
 })
 #: Framework classes, by qualified name (module.class).
 FRAMEWORK_CLASSES = frozenset({

@@ -250,3 +250,51 @@ def test_cuda_tactics_declare_every_kernel_they_launch_on_the_gpu() -> None:
     from reprobuild.kernels.backend import get_backend
 
     _check_declarations(get_backend("cuda"))
+
+
+_MUTATORS = frozenset({"append", "update", "setdefault", "pop", "clear", "add", "extend", "insert", "remove", "popitem",
+                       "discard"})
+
+
+def _mutated_module_containers(module: Any) -> list[str]:
+    """The module-level dicts, lists and sets of ``module`` that its functions change (a store into one, or a
+    mutating method call), as "name (line)"."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(module))
+    containers = set()
+    for node in tree.body:
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
+            else []
+        if isinstance(value, (ast.Dict, ast.List, ast.Set)) or (
+                isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id in ("dict", "list",
+                                                                                                       "set")):
+            containers |= {t.id for t in targets if isinstance(t, ast.Name)}
+    found = []
+    for n in ast.walk(tree):
+        store = isinstance(n, ast.Subscript) and isinstance(n.ctx, (ast.Store, ast.Del))
+        call = isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _MUTATORS
+        target = n.value if store else n.func.value if call else None  # type: ignore[attr-defined]
+        if isinstance(target, ast.Name) and target.id in containers:
+            found.append(f"{target.id} (line {n.lineno})")
+    return found
+
+
+def test_no_value_a_tactic_identity_covers_changes_while_the_process_runs() -> None:
+    """A tactic's identity covers the module-level values its code reaches; one that fills at run time (a cache of
+    library handles) changes the identity after the first run, and the next build fails its lock check (cuBLASLt's
+    handle dict did, on the H100). Such state belongs in a functools cache, or in a framework module."""
+    import importlib
+
+    from reprobuild.kernels.code_digest import closure
+
+    modules = set()
+    for tactic in builtin_registry().all():
+        modules |= {name.rpartition(".")[0] for name in closure([type(tactic)], tactic.ops_by_name).values}
+    problems = []
+    for name in sorted(m for m in modules if m.startswith("reprobuild.")):
+        module = importlib.import_module(name)
+        problems += [f"{name}: {what}" for what in _mutated_module_containers(module)]
+    assert not problems, problems
