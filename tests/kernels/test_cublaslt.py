@@ -204,3 +204,25 @@ def test_on_cuda_a_cublaslt_pinned_build_replays_to_the_same_engine_bytes() -> N
     first = engine.create_execution_context().execute({"x": x})
     second = Runtime().deserialize_engine(again.engine).create_execution_context().execute({"x": x})
     assert all(np.array_equal(first[k], second[k]) for k in first)
+
+
+def test_the_sources_are_named_and_a_replay_without_the_library_fails_closed_naming_it() -> None:
+    """--tactic-sources takes cublaslt and cudnn; a replay whose recorded cuBLASLt variant this machine cannot
+    run (no nvmath-python: the candidate is excluded with that reason) is refused with the source and the package."""
+    from reprobuild.builder.replay import ReplaySelector
+    from reprobuild.builder.selector import AlgorithmCandidate
+    from reprobuild.cli.build import parse_tactic_sources
+    from reprobuild.manifest import models as m
+
+    assert parse_tactic_sources("cublaslt,cudnn,nvrtc") == ("cublaslt", "cudnn", "nvrtc")
+    BuilderConfig(backend="cpu", tactic_sources=("cublaslt", "cudnn", "numpy"))  # known: no UsageError
+    bound = CudaCublasLtGemm().with_parameters(RECORD)
+    record = m.LayerRecord(name="mm", op="MatMul", key="k" * 64, attrs={}, inputs=[], outputs=[],
+                           tactic=m.TacticRef(**bound.ref), workspace_bytes=0, onnx_nodes=["mm"], precision="fp16")
+    candidate = AlgorithmCandidate(family=bound.family, name=bound.name, version=bound.version,
+                                   code_sha256=bound.code_sha256, parameters=dict(bound.parameters), workspace_bytes=0,
+                                   determinism=bound.determinism.value, source=bound.source, priority=bound.priority)
+    why = ("the cublaslt tactic source needs nvmath-python (pip install nvmath-python, or the cublaslt extra), "
+           "which does not load here: ModuleNotFoundError: No module named 'nvmath'")
+    problem = ReplaySelector._tactic_problem(record, [], [(candidate, why)])
+    assert problem == f"recorded tactic gemm.cuda_cublaslt v1 cannot be used here: {why}"
