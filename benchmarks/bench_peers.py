@@ -38,7 +38,9 @@ captured CUDA graph when every layer is a launch plan. "any det" is reprobuild b
 tactics allowed (``determinism="any"``), timed alongside, for the cost of the deterministic default; with
 ``--control``, "control" is a second context of the same deterministic engine, timed alongside: the spread
 between it and "reprobuild" is what ordering and cache warmth alone do to a figure. A peer that fails (capture,
-compile) reads "failed: <reason>" in its cell; a build that fails, "not built: <reason>" in its row. With
+compile) reads "failed: <reason>" in its cell; a build that fails, "not built: <reason>" in its row. On CUDA each
+row runs in a process of its own (``--isolate``): a row whose process crashes reads "not built: crashed (exit N):
+<its last error line>", and the other rows are measured as usual. With
 ``--backend cpu`` (a smoke test) only fp32 runs, against PyTorch CPU eager, without the graph and compile peers.
 Targets: issue 9's for the CNNs (against eager+graph), issue 22's for the transformers (fp32 at most 0.9x, fp16 and
 bf16 at most 1.0x the best of eager and eager+graph, at every batch size).
@@ -51,6 +53,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -447,7 +450,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--from-json", nargs="+", metavar="FILE",
                         help="write the report from the JSON of earlier runs (several GPU calls), running nothing")
     parser.add_argument("--commit", help="with --from-json: the reprobuild commit the runs measured")
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                        help="run each row (model, batch, precision) in a process of its own, so that a crash (a "
+                        "device-side assert leaves the CUDA context unusable) costs that row only; its cell then "
+                        "says how it ended (default: on with --backend cuda)")
+    parser.add_argument("--child-row", nargs=2, metavar=("ONNX", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_row:  # one row, in a process of its own (see --isolate)
+        onnx_path, out = args.child_row
+        write(out, json.dumps(bench_one(args.models, int(args.batches), args.precisions, args, onnx_path)))
+        return 0
     if args.from_json:
         runs = []
         for name in args.from_json:
@@ -463,6 +475,7 @@ def main(argv: list[str]) -> int:
         print(f"--backend cpu: fp32 only, skipping {', '.join(p for p in precisions if p != 'fp32')}",
               file=sys.stderr)
         precisions = ["fp32"]
+    isolate = args.backend == "cuda" if args.isolate is None else args.isolate
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or tmp
@@ -476,7 +489,8 @@ def main(argv: list[str]) -> int:
                 for precision in precisions:
                     row = {"model": name, "batch": batch, "precision": precision, **about}
                     if "error" not in about:
-                        row.update(bench_one(name, batch, precision, args, path))
+                        row.update(isolated_row(name, batch, precision, args, path, tmp) if isolate
+                                   else bench_one(name, batch, precision, args, path))
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     if args.json:  # after every row: a run cut short by a time limit keeps what it measured
@@ -490,6 +504,28 @@ def main(argv: list[str]) -> int:
     if args.json:
         write(args.json, json.dumps({"environment": env, "argv": argv, "rows": rows}, indent=1))
     return 0 if all(r.get("match") for r in rows if "error" not in r) else 1
+
+
+def isolated_row(name: str, batch: int, precision: str, args: argparse.Namespace, path: str,
+                 tmp: str) -> dict[str, Any]:
+    """:func:`bench_one` in a child process (``--isolate``): its row, or how the child ended when it wrote none."""
+    out = os.path.join(tmp, f"{name}_b{batch}_{precision}.row.json")
+    command = [sys.executable, os.path.abspath(__file__), "--backend", args.backend, "--models", name,
+               "--batches", str(batch), "--precisions", precision, "--seq", str(args.seq), "--runs", str(args.runs),
+               "--warmup", str(args.warmup), "--compile-precisions", args.compile_precisions, "--seed",
+               str(args.seed), *([] if args.graph_peer else ["--no-graph-peer"]),
+               *([] if args.any_det else ["--no-any-det"]), *(["--control"] if args.control else []),
+               "--child-row", path, out]
+    child = subprocess.run(command, capture_output=True, text=True, check=False)
+    sys.stderr.write(child.stderr[-4000:])
+    if child.returncode == 0 and os.path.exists(out):
+        with open(out, encoding="utf-8") as f:
+            return dict(json.load(f))
+    lines = [line.strip() for line in child.stderr.splitlines() if line.strip()]
+    # the exception lines of the traceback (``module.SomeError: message``), the last one being what ended it
+    errors = [line for line in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", line)] or lines or \
+        ["no output"]
+    return {"error": f"crashed (exit {child.returncode}): {errors[-1][:160]}"}
 
 
 def write(path: str, text: str) -> None:

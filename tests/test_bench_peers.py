@@ -55,3 +55,33 @@ def test_report_from_json(tmp_path: Path) -> None:
             in report)
     assert "- resnet50 batch 1 fp32: 0.80x eager+graph, target <= 0.9x: met" in report
     assert "- gpt2 batch 8 fp32: not built (export failed: RuntimeError: aten::diff): target not met" in report
+
+
+def test_an_isolated_row_is_the_childs_row_or_says_how_the_child_ended(tmp_path: Path, monkeypatch) -> None:
+    """--isolate: each row in a process of its own; a crash (a device-side assert poisons the CUDA context) costs
+    that row only, and its cell names the last error line."""
+    import argparse
+    import subprocess
+
+    args = argparse.Namespace(backend="cuda", seq=128, runs=5, warmup=1, compile_precisions="", seed=0,
+                              graph_peer=True, any_det=False, control=False)
+    calls = []
+
+    def child(command: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        calls.append(command)
+        out = command[-1]
+        if "bert_base" in command:  # the child dies on a device assert, writing no row
+            return subprocess.CompletedProcess(command, -6, "", "Traceback ...\ntorch.AcceleratorError: CUDA error: "
+                                               "device-side assert triggered\nSearch for `cudaErrorAssert'\n")
+        Path(out).write_text(json.dumps({"reprobuild_ms": 1.5, "match": True}))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(bench_peers.subprocess, "run", child)
+    good = bench_peers.isolated_row("vit_b_16", 1, "fp16", args, str(tmp_path / "m.onnx"), str(tmp_path))
+    assert good == {"reprobuild_ms": 1.5, "match": True}
+    command = calls[-1]
+    assert command[command.index("--child-row") + 1:] == [str(tmp_path / "m.onnx"),
+                                                          str(tmp_path / "vit_b_16_b1_fp16.row.json")]
+    assert "--no-any-det" in command and "--no-graph-peer" not in command
+    bad = bench_peers.isolated_row("bert_base", 1, "fp16", args, str(tmp_path / "b.onnx"), str(tmp_path))
+    assert bad == {"error": "crashed (exit -6): torch.AcceleratorError: CUDA error: device-side assert triggered"}
