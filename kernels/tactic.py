@@ -215,11 +215,15 @@ class Tactic(ABC):
         problem = self.parameter_problem(parameters)
         if problem is not None:
             raise TacticMismatchError(f"tactic {self.label}: {problem}")
-        if not self.per_layer_parameters:
-            return self
-        bound = copy.copy(self)
-        bound.parameters = MappingProxyType(dict(sorted(parameters.items())))  # type: ignore[misc]
-        return bound
+        return self.carrying(parameters) if self.per_layer_parameters else self
+
+    def carrying(self, parameters: Mapping[str, Any]) -> Tactic:
+        """A copy of this tactic holding ``parameters``, unchecked (same name, version and code identity): what
+        :meth:`with_parameters` returns once they pass, and what names recorded values that do not (a replay's
+        excluded candidate, never prepared)."""
+        named = copy.copy(self)
+        named.parameters = MappingProxyType(dict(sorted(parameters.items())))  # type: ignore[misc]
+        return named
 
     @abstractmethod
     def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:

@@ -20,12 +20,10 @@ lists it, bound by ``with_parameters``; values the tactic cannot run with make t
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -161,14 +159,6 @@ def _candidate(tactic: Tactic, spec: LayerSpec, config: BuilderConfig, compute_c
                      precision=precision_of(tactic, spec))
 
 
-def _named(tactic: Tactic, parameters: Mapping[str, Any]) -> Tactic:
-    """``tactic`` carrying ``parameters`` it was not bound to (they may be values it refuses), for an excluded
-    candidate only, never prepared: the evidence, and a replay's error, then name exactly the variant recorded."""
-    named = copy.copy(tactic)
-    named.parameters = MappingProxyType(dict(sorted(parameters.items())))  # type: ignore[misc]
-    return named
-
-
 def variant_candidates(tactic: Tactic, spec: LayerSpec, config: BuilderConfig, backend: Backend,
                        compute_capability: str | None = None,
                        pinned: Mapping[str, Any] | None = None) -> list[Candidate]:
@@ -180,7 +170,7 @@ def variant_candidates(tactic: Tactic, spec: LayerSpec, config: BuilderConfig, b
     precision = precision_of(tactic, spec)
     reason = layer_exclusion(tactic, spec, config, compute_capability)
     if reason is not None:
-        return [Candidate(tactic if pinned is None else _named(tactic, pinned), "excluded", reason,
+        return [Candidate(tactic if pinned is None else tactic.carrying(pinned), "excluded", reason,
                           precision=precision)]
     try:
         with backend.activate():
@@ -204,7 +194,7 @@ def variant_candidates(tactic: Tactic, spec: LayerSpec, config: BuilderConfig, b
         try:
             bound = tactic.with_parameters(pinned)
         except TacticMismatchError as exc:
-            candidates.append(Candidate(_named(tactic, pinned), "excluded", str(exc), precision=precision))
+            candidates.append(Candidate(tactic.carrying(pinned), "excluded", str(exc), precision=precision))
         else:
             candidates.append(_candidate(bound, spec, config, compute_capability))
     if not candidates:
