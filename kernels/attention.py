@@ -38,7 +38,7 @@ from reprobuild.core.dtypes import np_dtype
 from reprobuild.kernels import cudnn_sdpa
 from reprobuild.kernels.backend import Backend, CudaBackend
 from reprobuild.kernels.cuda_launch import BLOCK, cdiv, f32, i32, i64, kernel_launch, operand_refs, per_row, plan
-from reprobuild.kernels.launch import MAX_GRID_YZ, CudnnLaunchPlan, CudnnSdpaLaunch, GemmLaunch, Out, Ws
+from reprobuild.kernels.launch import MAX_GRID_YZ, CudnnSdpaLaunch, GemmLaunch, LibraryLaunchPlan, Out, Ws
 from reprobuild.kernels.nvrtc import integer_defines
 from reprobuild.kernels.tactic import Kernel, LayerSpec, Tactic, aligned, require_recorded
 from reprobuild.layers.op_fused_attention import INPUT_GUARDS
@@ -440,7 +440,7 @@ class CudaCudnnSdpa(Tactic):
             executable = cudnn_sdpa.Executable(problem, self.parameters)
         launches: tuple[Any, ...] = (CudnnSdpaLaunch(executable, refs[0], refs[1], refs[2], Out(0), Ws(0),
                                                      refs[3] if problem.bias is not None else None),)
-        return CudnnLaunchPlan(backend, launches, tuple(consts.values()))
+        return LibraryLaunchPlan(backend, launches, tuple(consts.values()))
 
 
 class CudaFlashAttentionD32(_CudaFlashAttention):

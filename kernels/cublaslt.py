@@ -121,10 +121,10 @@ class Problem:
     cuBLAS): the operation (compute type, transposes, epilogue, bias pointer) and the layouts of A, B and C=D
     with their batch count and strides. Destroyed with :meth:`close` (or when collected)."""
 
-    def __init__(self, g: Any, bias_ptr: int = 0) -> None:
-        lt = bindings()
-        if g.dtype not in _DATA_TYPES or g.compute not in _COMPUTE_TYPES or g.epilogue not in EPILOGUES:
-            raise CublasLtError(f"no cuBLASLt matmul for dtype {g.dtype}, compute {g.compute}, epilogue {g.epilogue}")
+    def __init__(self, x: Any, bias_ptr: int = 0) -> None:
+        lt, g = bindings(), x.gemm
+        if g.dtype not in _DATA_TYPES or g.compute not in _COMPUTE_TYPES or x.epilogue not in EPILOGUES:
+            raise CublasLtError(f"no cuBLASLt matmul for dtype {g.dtype}, compute {g.compute}, epilogue {x.epilogue}")
         self._lt = lt
         self.layouts: list[int] = []
         self.desc = lt.matmul_desc_create(_COMPUTE_TYPES[g.compute], _SCALE_FP32)
@@ -133,8 +133,8 @@ class Problem:
                                      self.desc)
         set_desc(d.TRANSA, 1 if g.transa else 0)
         set_desc(d.TRANSB, 1 if g.transb else 0)
-        if g.epilogue != "DEFAULT":
-            set_desc(d.EPILOGUE, int(getattr(lt.Epilogue, g.epilogue)))
+        if x.epilogue != "DEFAULT":
+            set_desc(d.EPILOGUE, int(getattr(lt.Epilogue, x.epilogue)))
             if bias_ptr:
                 set_desc(d.BIAS_POINTER, bias_ptr)
         dt = _DATA_TYPES[g.dtype]
@@ -222,11 +222,11 @@ def parameter_problem(parameters: Mapping[str, Any]) -> str | None:
     return None
 
 
-def heuristic(g: Any, max_workspace: int, limit: int = CANDIDATES) -> list[dict[str, int | str]]:
-    """The library's candidate algorithms for the matmul ``g``, in its own order, each as the parameters a
-    variant records (:data:`FIELDS`); those whose state is not success are left out."""
+def heuristic(x: Any, max_workspace: int, limit: int = CANDIDATES) -> list[dict[str, int | str]]:
+    """The library's candidate algorithms for the matmul ``x`` (an ``LtMatmulLaunch``), in its own order, each as
+    the parameters a variant records (:data:`FIELDS`); those whose state is not success are left out."""
     lt = bindings()
-    problem = Problem(g)
+    problem = Problem(x)
     pref = lt.matmul_preference_create()
     try:
         _set(lt.matmul_preference_set_attribute, lt.get_matmul_preference_attribute_dtype, pref,
@@ -236,7 +236,7 @@ def heuristic(g: Any, max_workspace: int, limit: int = CANDIDATES) -> list[dict[
         lt.matmul_algo_get_heuristic(handle(), problem.desc, problem.a, problem.b, problem.c, problem.c, pref, limit,
                                      results.ctypes.data, count.ctypes.data)
     except Exception as exc:
-        raise CublasLtError(f"cublasLtMatmulAlgoGetHeuristic for {describe(g)} failed: {exc}") from exc
+        raise CublasLtError(f"cublasLtMatmulAlgoGetHeuristic for {describe(x)} failed: {exc}") from exc
     finally:
         lt.matmul_preference_destroy(pref)
         problem.close()
@@ -246,16 +246,16 @@ def heuristic(g: Any, max_workspace: int, limit: int = CANDIDATES) -> list[dict[
         if int(results[i]["state"]) != 0:
             continue
         config = _config(lt, results.ctypes.data + i * results.dtype.itemsize + offset)
-        found.append({**config, "workspace": int(results[i]["workspace_size"]), "epilogue": g.epilogue})
+        found.append({**config, "workspace": int(results[i]["workspace_size"]), "epilogue": x.epilogue})
     return found
 
 
-def algorithm(g: Any, problem: Problem) -> np.ndarray:
-    """The recorded algorithm of ``g`` rebuilt by value (``cublasLtMatmulAlgoInit`` with its id, then each
+def algorithm(x: Any, problem: Problem) -> np.ndarray:
+    """The recorded algorithm of ``x`` rebuilt by value (``cublasLtMatmulAlgoInit`` with its id, then each
     configuration attribute) and checked against the problem: a ``cublasLtMatmulAlgo_t`` in a NumPy buffer. A
     library that cannot run it, or needs more workspace than was recorded, is a :class:`CublasLtError` naming it."""
     lt = bindings()
-    params = dict(g.algo)
+    params, g = dict(x.algo), x.gemm
     buffer = np.zeros(1, dtype=lt.matmul_heuristic_result_dtype)
     ptr = buffer.ctypes.data + _algo_offset(buffer.dtype)
     dt = _DATA_TYPES[g.dtype]
@@ -280,7 +280,7 @@ def algorithm(g: Any, problem: Problem) -> np.ndarray:
     except CublasLtError:
         raise
     except Exception as exc:
-        raise CublasLtError(f"the recorded cuBLASLt algorithm {label(params)} cannot run {describe(g)} with this "
+        raise CublasLtError(f"the recorded cuBLASLt algorithm {label(params)} cannot run {describe(x)} with this "
                             f"library (cuBLASLt {version()}): {exc}. Rebuild without --replay to choose "
                             "among this library's algorithms") from exc
     needed = int(check[0]["workspace_size"])
@@ -296,21 +296,22 @@ def label(params: Mapping[str, Any]) -> str:
             f"split_k {params.get('split_k')}")
 
 
-def describe(g: Any) -> str:
+def describe(x: Any) -> str:
+    g = x.gemm
     return (f"m={g.m} n={g.n} k={g.k} batch={g.batch} {g.dtype} compute {g.compute} "
-            f"trans {'T' if g.transa else 'N'}{'T' if g.transb else 'N'} epilogue {g.epilogue}")
+            f"trans {'T' if g.transa else 'N'}{'T' if g.transb else 'N'} epilogue {x.epilogue}")
 
 
-def bind_matmul(g: Any, a: int, b: int, c: int, workspace: int, bias: int) -> Any:
-    """A call that enqueues the matmul ``g`` (a :class:`~reprobuild.kernels.launch.LtMatmulLaunch`) with these
+def bind_matmul(x: Any, a: int, b: int, c: int, workspace: int, bias: int) -> Any:
+    """A call that enqueues the matmul ``x`` (a :class:`~reprobuild.kernels.launch.LtMatmulLaunch`) with these
     device addresses on the stream it is given; the descriptors and the rebuilt algorithm live with it."""
     lt = bindings()
-    problem = Problem(g, bias)
-    algo = algorithm(g, problem)
+    problem = Problem(x, bias)
+    algo = algorithm(x, problem)
     algo_ptr = algo.ctypes.data + _algo_offset(algo.dtype)
-    scalars = np.array([g.alpha, g.beta], dtype=np.float32)
+    scalars = np.array([x.gemm.alpha, x.gemm.beta], dtype=np.float32)
     alpha, beta = scalars.ctypes.data, scalars.ctypes.data + 4
-    h, size = handle(), int(dict(g.algo)["workspace"])
+    h, size = handle(), int(dict(x.algo)["workspace"])
     matmul = lt.matmul
 
     def call(stream: Any, _keep: Any = (problem, algo, scalars)) -> None:

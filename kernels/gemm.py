@@ -20,7 +20,7 @@ from reprobuild.kernels.backend import Backend
 from reprobuild.kernels.cublas import WORKSPACE_BYTES
 from reprobuild.kernels.cuda_launch import cdiv, f32, i32, i64, kernel_launch, linear, operand_refs, plan
 from reprobuild.kernels.formulas import ACTIVATION_CODES
-from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, KernelLaunch, LtLaunchPlan, LtMatmulLaunch, Out, Ws
+from reprobuild.kernels.launch import MAX_GRID_YZ, GemmLaunch, KernelLaunch, LibraryLaunchPlan, LtMatmulLaunch, Out, Ws
 from reprobuild.kernels.nvrtc import integer_defines
 from reprobuild.kernels.tactic import Determinism, Kernel, LayerSpec, Tactic, positional, require_recorded
 
@@ -519,7 +519,7 @@ class CudaCublasLtGemm(_CublasLtAlgorithms):
         args = operand_refs(layer, consts)
         launches: list[Any] = [self.launch(layer, gemm, epilogue, bias),
                                *epilogue_launch(backend, g, layer, args[2] if g.has_c else None)]
-        return LtLaunchPlan(backend, tuple(launches), tuple(consts.values()))
+        return LibraryLaunchPlan(backend, tuple(launches), tuple(consts.values()))
 
 
 class CudaCublasLtFusedGemm(_CublasLtAlgorithms):
@@ -559,7 +559,7 @@ class CudaCublasLtFusedGemm(_CublasLtAlgorithms):
             launches.append(linear(backend, "gemm.cu", "gemm_bias_epilogue", total, (
                 Out(0), consts[2], args[3] if f.has_residual else None, i64(f.n), i64(total), *f.epilogue_args),
                 dtype=dtype))
-        return LtLaunchPlan(backend, tuple(launches), tuple(consts.values()))
+        return LibraryLaunchPlan(backend, tuple(launches), tuple(consts.values()))
 
 
 TACTICS: tuple[Tactic, ...] = (CpuBlasGemm(), CpuBlockedGemm(), CudaCublasFusedGemm(), CudaCublasFusedGemmTf32(),

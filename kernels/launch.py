@@ -107,32 +107,14 @@ class GemmLaunch:
 
 @dataclass(frozen=True)
 class LtMatmulLaunch:
-    """One ``cublasLtMatmul`` (``cublaslt.py``), in the column-major terms of :class:`GemmLaunch` (C = alpha *
-    op(A) @ op(B) + beta * C, then the ``epilogue``: ``DEFAULT``, ``BIAS`` adds ``bias`` (a vector of m) to every
-    column, ``RELU_BIAS`` then clamps at zero), run with exactly the algorithm ``algo`` records (``cublaslt.FIELDS``
+    """One ``cublasLtMatmul`` (``cublaslt.py``): the product ``gemm`` describes (its column-major terms: C = alpha
+    * op(A) @ op(B) + beta * C), then the ``epilogue``: ``DEFAULT``, ``BIAS`` adds ``bias`` (a vector of m) to every
+    column, ``RELU_BIAS`` then clamps at zero; run with exactly the algorithm ``algo`` records (``cublaslt.FIELDS``
     as sorted (name, value) pairs) and the ``workspace`` it was recorded with, carved from the layer's own."""
 
-    transa: bool
-    transb: bool
-    m: int
-    n: int
-    k: int
-    a: Any
-    lda: int
-    stride_a: int
-    b: Any
-    ldb: int
-    stride_b: int
-    c: Any
-    ldc: int
-    stride_c: int
+    gemm: GemmLaunch
     algo: tuple[tuple[str, Any], ...]
     workspace: Any
-    batch: int = 1
-    alpha: float = 1.0
-    beta: float = 0.0
-    dtype: str = "float32"
-    compute: str = "fp32"
     epilogue: str = "DEFAULT"
     bias: Any = None
 
@@ -140,16 +122,59 @@ class LtMatmulLaunch:
     def of(cls, g: GemmLaunch, algo: Any, workspace: Any, epilogue: str = "DEFAULT",
            bias: Any = None) -> LtMatmulLaunch:
         """The matmul ``g`` describes, through cuBLASLt with the algorithm ``algo`` (a mapping of its fields)."""
-        return cls(transa=g.transa, transb=g.transb, m=g.m, n=g.n, k=g.k, a=g.a, lda=g.lda, stride_a=g.stride_a,
-                   b=g.b, ldb=g.ldb, stride_b=g.stride_b, c=g.c, ldc=g.ldc, stride_c=g.stride_c,
-                   algo=tuple(sorted(dict(algo).items())), workspace=workspace, batch=g.batch, alpha=g.alpha,
-                   beta=g.beta, dtype=g.dtype, compute=g.compute, epilogue=epilogue, bias=bias)
+        return cls(g, tuple(sorted(dict(algo).items())), workspace, epilogue, bias)
 
     @property
     def kernel(self) -> str:
-        algo = dict(self.algo)
-        return (f"cublaslt:matmul[{self.dtype},{self.compute},{self.epilogue}] algo={algo.get('algo_id')} "
+        algo, g = dict(self.algo), self.gemm
+        return (f"cublaslt:matmul[{g.dtype},{g.compute},{self.epilogue}] algo={algo.get('algo_id')} "
                 f"tile={algo.get('tile')} stages={algo.get('stages')} split_k={algo.get('split_k')}")
+
+    def line(self) -> str:
+        g = self.gemm
+        return f"{self.kernel} m={g.m} n={g.n} k={g.k} batch={g.batch}"
+
+    @property
+    def operands(self) -> tuple[Any, ...]:
+        g = self.gemm
+        return g.a, g.b, g.c, self.workspace, self.bias
+
+    def bind_at(self, a: int, b: int, c: int, workspace: int, bias: int) -> BoundLaunch:
+        return cublaslt.bind_matmul(self, a, b, c, workspace, bias)
+
+
+@dataclass(frozen=True)
+class CudnnSdpaLaunch:
+    """One cuDNN SDPA forward (``cudnn_sdpa.py``): ``o`` = softmax(scale * ``q`` ``k``^T (+ ``bias``) (causal))
+    ``v`` over contiguous [B, H, S, D] operands, as ``executable`` (a ``cudnn_sdpa.Executable``: the recorded engine
+    configuration, rebuilt once when the layer was prepared) runs it, on ``workspace`` carved from the layer's own."""
+
+    executable: Any
+    q: Any
+    k: Any
+    v: Any
+    o: Any
+    workspace: Any
+    bias: Any = None
+
+    @property
+    def kernel(self) -> str:
+        return f"cudnn:sdpa[{self.executable.problem.dtype}] {self.executable.params['plan']}"
+
+    def line(self) -> str:
+        return f"{self.kernel} {self.executable.problem.describe()}"
+
+    @property
+    def operands(self) -> tuple[Any, ...]:
+        return self.q, self.k, self.v, self.o, self.bias, self.workspace
+
+    def bind_at(self, q: int, k: int, v: int, o: int, bias: int, workspace: int) -> BoundLaunch:
+        return self.executable.bind(q, k, v, o, bias, workspace)
+
+
+#: A vendor library's call in a :class:`LibraryLaunchPlan`: its ``operands`` (refs or held device arrays, None
+#: for an absent one) are resolved to addresses, in that order, for its ``bind_at``.
+LibraryLaunch = LtMatmulLaunch | CudnnSdpaLaunch
 
 
 Launch = KernelLaunch | GemmLaunch
@@ -209,66 +234,27 @@ class LaunchPlan:
             launch(stream)
 
 
-class LtLaunchPlan(LaunchPlan):
-    """A launch plan with cuBLASLt matmuls (:class:`LtMatmulLaunch`) among its launches: the cuBLASLt tactics'.
-    A subclass, so that :class:`LaunchPlan`'s code, which every other CUDA tactic's identity covers, is unchanged."""
-
-    def bind(self, inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any, blas: Any) -> list[BoundLaunch]:
-        bound: list[BoundLaunch] = []
-        for launch in self.launches:
-            if not isinstance(launch, LtMatmulLaunch):
-                bound += LaunchPlan(self.backend, (launch,)).bind(inputs, outputs, workspace, blas)
-                continue
-            # the operands' addresses, resolved by the very code that resolves a kernel's arguments
-            operands = (launch.a, launch.b, launch.c, launch.workspace, launch.bias)
-            carrier = KernelLaunch(None, "cublaslt:operands", (1, 1, 1), (1, 1, 1), operands)
-            (resolved,) = LaunchPlan(self.backend, (carrier,)).bind(inputs, outputs, workspace, None)
-            a, b, c, ws, bias = (0 if x is None else int(x) if isinstance(x, np.integer) else int(x.data.ptr)
-                                 for x in resolved.args)  # type: ignore[attr-defined]
-            bound.append(cublaslt.bind_matmul(launch, a, b, c, ws, bias))
-        return bound
-
-
-@dataclass(frozen=True)
-class CudnnSdpaLaunch:
-    """One cuDNN SDPA forward (``cudnn_sdpa.py``): ``o`` = softmax(scale * ``q`` ``k``^T (+ ``bias``) (causal))
-    ``v`` over contiguous [B, H, S, D] operands, as ``executable`` (a ``cudnn_sdpa.Executable``: the recorded engine
-    configuration, rebuilt once when the layer was prepared) runs it, on ``workspace`` carved from the layer's own."""
-
-    executable: Any
-    q: Any
-    k: Any
-    v: Any
-    o: Any
-    workspace: Any
-    bias: Any = None
-
-    @property
-    def kernel(self) -> str:
-        return f"cudnn:sdpa[{self.executable.problem.dtype}] {self.executable.params['plan']}"
-
-
-class CudnnLaunchPlan(LaunchPlan):
-    """A launch plan with cuDNN SDPA calls (:class:`CudnnSdpaLaunch`) among its launches: the cudnn tactics'. A
-    subclass, so that :class:`LaunchPlan`'s code, which every other CUDA tactic's identity covers, is unchanged."""
+class LibraryLaunchPlan(LaunchPlan):
+    """A launch plan with vendor library calls among its launches (:data:`LibraryLaunch`: cuBLASLt matmuls, cuDNN
+    SDPA): the vendor tactics'. A subclass, so that :class:`LaunchPlan`'s code, which every other CUDA tactic's
+    identity covers, is unchanged; each call's operands are resolved by the very code that resolves a kernel's
+    arguments."""
 
     def describe(self) -> list[str]:
-        return [f"{x.kernel} {x.executable.problem.describe()}" if isinstance(x, CudnnSdpaLaunch)
-                else LaunchPlan(self.backend, (x,)).describe()[0] for x in self.launches]
+        return [x.line() if isinstance(x, LibraryLaunch) else LaunchPlan(self.backend, (x,)).describe()[0]
+                for x in self.launches]
 
     def bind(self, inputs: Sequence[Any], outputs: Sequence[Any], workspace: Any, blas: Any) -> list[BoundLaunch]:
         bound: list[BoundLaunch] = []
         for launch in self.launches:
-            if not isinstance(launch, CudnnSdpaLaunch):
+            if not isinstance(launch, LibraryLaunch):
                 bound += LaunchPlan(self.backend, (launch,)).bind(inputs, outputs, workspace, blas)
                 continue
-            # the operands' addresses, resolved by the very code that resolves a kernel's arguments
-            operands = (launch.q, launch.k, launch.v, launch.o, launch.bias, launch.workspace)
-            carrier = KernelLaunch(None, "cudnn:operands", (1, 1, 1), (1, 1, 1), operands)
+            carrier = KernelLaunch(None, "library:operands", (1, 1, 1), (1, 1, 1), launch.operands)
             (resolved,) = LaunchPlan(self.backend, (carrier,)).bind(inputs, outputs, workspace, None)
-            q, k, v, o, bias, ws = (0 if x is None else int(x) if isinstance(x, np.integer) else int(x.data.ptr)
-                                    for x in resolved.args)  # type: ignore[attr-defined]
-            bound.append(launch.executable.bind(q, k, v, o, bias, ws))
+            addresses = (0 if x is None else int(x) if isinstance(x, np.integer) else int(x.data.ptr)
+                         for x in resolved.args)
+            bound.append(launch.bind_at(*addresses))
         return bound
 
 

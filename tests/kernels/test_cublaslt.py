@@ -226,3 +226,29 @@ def test_the_sources_are_named_and_a_replay_without_the_library_fails_closed_nam
            "which does not load here: ModuleNotFoundError: No module named 'nvmath'")
     problem = ReplaySelector._tactic_problem(record, [], [(candidate, why)])
     assert problem == f"recorded tactic gemm.cuda_cublaslt v1 cannot be used here: {why}"
+
+
+def test_a_cublaslt_launch_binds_each_operand_to_its_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan resolves A, B, C, the workspace and the bias (a weight the plan holds) and hands the addresses to
+    cublaslt.bind_matmul in that order; its launches are described by the product's shape."""
+    from types import SimpleNamespace
+
+    from reprobuild.kernels import launch
+    from reprobuild.kernels.backend import get_backend
+    from reprobuild.kernels.launch import GemmLaunch, In, LibraryLaunchPlan, LtMatmulLaunch, Out, Ws
+
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(launch.cublaslt, "bind_matmul", lambda x, *ptrs: calls.append((x, *ptrs)) or (lambda s: None))
+
+    def buffer(ptr: int, nbytes: int) -> Any:
+        return SimpleNamespace(data=SimpleNamespace(ptr=ptr), nbytes=nbytes)
+
+    bias = buffer(9000, 64)
+    gemm = GemmLaunch(transa=False, transb=False, m=16, n=8, k=4, a=bias, lda=16, stride_a=0, b=In(0), ldb=4,
+                      stride_b=0, c=Out(0), ldc=16, stride_c=128, dtype="float16")
+    lt = LtMatmulLaunch.of(gemm, {**RECORD, "epilogue": "BIAS"}, Ws(0), "BIAS", bias)
+    plan = LibraryLaunchPlan(get_backend("cpu"), (lt,), (bias,))
+    (step,) = plan.bind([buffer(1000, 256)], [buffer(2000, 256)], buffer(3000, 256), None)
+    assert calls == [(lt, 9000, 1000, 2000, 3000, 9000)] and callable(step)
+    assert plan.describe() == [f"{lt.kernel} m=16 n=8 k=4 batch=1"]
+    assert lt.kernel == "cublaslt:matmul[float16,fp32,BIAS] algo=6 tile=TILE_128x128 stages=STAGES_64x3 split_k=1"

@@ -23,7 +23,7 @@ from reprobuild.core.dtypes import np_dtype
 from reprobuild.core.errors import BackendUnavailableError, BuildError, TacticMismatchError
 from reprobuild.kernels import cudnn_sdpa
 from reprobuild.kernels.attention import CudaCudnnSdpa, causal_mask, cudnn_problem, cudnn_unsupported
-from reprobuild.kernels.launch import CudnnLaunchPlan, CudnnSdpaLaunch, In, Out, Ws
+from reprobuild.kernels.launch import CudnnSdpaLaunch, In, LibraryLaunchPlan, Out, Ws
 from reprobuild.kernels.tactic import Determinism, LayerSpec
 from tests.helpers import CUDA_SKIP
 from tests.kernels.test_attention import reference, spec
@@ -164,7 +164,7 @@ def test_a_launch_binds_each_operand_to_its_address() -> None:
     problem = cudnn_problem(spec(Q, Q, Q, [((2, 1, 16, 16), "float16")], masks=("add",)))
     executable = SimpleNamespace(problem=problem, params=RECORD, bind=bind)
     bias = _buffer(9000, 1024)  # a constant mask: the plan holds its device array
-    plan = CudnnLaunchPlan(get_backend("cpu"), (CudnnSdpaLaunch(executable, In(0), In(1), In(2), Out(0), Ws(0),
+    plan = LibraryLaunchPlan(get_backend("cpu"), (CudnnSdpaLaunch(executable, In(0), In(1), In(2), Out(0), Ws(0),
                                                                 bias),), (bias,))
     inputs = [_buffer(1000, 16384), _buffer(2000, 16384), _buffer(3000, 16384)]
     (step,) = plan.bind(inputs, [_buffer(4000, 16384)], _buffer(5000, 256), None)
