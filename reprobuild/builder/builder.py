@@ -320,16 +320,17 @@ def _allowed(selector: AlgorithmSelector, ctx: AlgorithmContext, candidates: lis
     if not eligible:
         listing = "; ".join(f"{c.shown}: {c.reason}" for c in candidates) or "no tactic implements this op"
         raise BuildError(f"layer {ctx.name!r} ({ctx.op}) has no eligible tactic: {listing}")
+    offered = [c.algorithm() for c in eligible]
     # keyed by label and parameters: the variants of a tactic that chooses its parameters per layer share a label
-    by_key = {c.algorithm().key: c for c in eligible}
-    picked = list(selector.select(ctx, [c.algorithm() for c in eligible]))
+    by_key = {a.key: c for a, c in zip(offered, eligible)}
+    picked = list(selector.select(ctx, offered))
     unknown = [a.shown for a in picked if a.key not in by_key]
     if unknown or len({a.key for a in picked}) != len(picked):
         raise BuildError(f"{type(selector).__name__}.select returned {unknown or 'duplicate'} candidates for layer "
                          f"{ctx.name!r}; it must return a subset of the candidates it was given")
     if not picked:
         raise BuildError(f"{type(selector).__name__} allowed none of the candidates for layer {ctx.name!r} "
-                         f"({ctx.op}): {', '.join(c.algorithm().shown for c in eligible)}")
+                         f"({ctx.op}): {', '.join(a.shown for a in offered)}")
     allowed = [by_key[a.key] for a in picked]
     for c in eligible:
         if c not in allowed:
