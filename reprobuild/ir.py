@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from reprobuild.core import symbolic
 from reprobuild.core.digest import array_digests, attrs_to_json, digest_of
 from reprobuild.core.dtypes import DTYPES, dtype_name, itemsize
 from reprobuild.core.errors import ModelError
@@ -33,7 +34,7 @@ class TensorInfo:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return symbolic.prod(self.shape)  # type: ignore[return-value]  # a SymInt for a dynamic shape
 
     @property
     def nbytes(self) -> int:
@@ -148,7 +149,16 @@ class Network:
             if name not in consts:
                 raise ModelError(f"pinned input {name!r} has no value among the constants")
         infos = {k: tensors[k] for k in sorted(used_tensors) if k in tensors}
-        for cname, arr in consts.items():
+        for cname, arr in list(consts.items()):
+            if symbolic.is_symbolic_array(arr):
+                users = sorted(layer.name for layer in layers if cname in layer.inputs)
+                if not users:  # shape arithmetic the layers' attributes already hold
+                    del consts[cname]
+                    continue
+                raise symbolic.SymbolicShapeError(
+                    f"layer(s) {', '.join(repr(u) for u in users)} read {cname!r}, sizes of a dynamic axis "
+                    f"({', '.join(map(str, arr.reshape(-1).tolist()))}), as data; an engine for a range of shapes "
+                    "computes only shapes from them")
             infos[cname] = TensorInfo(cname, tuple(arr.shape), dtype_name(arr.dtype))
         for info in inputs:
             infos[info.name] = info
@@ -172,6 +182,52 @@ class Network:
             consts.setdefault(name, self.constants[name])
         return Network.create(self.name, self.inputs, [t.name for t in self.outputs], layers,
                               self.tensors if tensors is None else tensors, consts, self.source,
+                              self.pinned_inputs)
+
+    # --- dynamic shapes ----------------------------------------------------------------------------------------
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The dynamic dimensions this network's shapes and attributes depend on (sorted); () for fixed shapes."""
+        cached = self._cache.get("symbols")
+        if cached is None:
+            found: set[str] = set()
+            for info in self.tensors.values():
+                for d in info.shape:
+                    if isinstance(d, symbolic.SymInt):
+                        found.update(d.symbols)
+            for layer in self.layers:
+                for _, value in layer.attrs:
+                    for v in (value if isinstance(value, tuple) else (value,)):
+                        if isinstance(v, symbolic.SymInt):
+                            found.update(v.symbols)
+            cached = self._cache["symbols"] = tuple(sorted(found))
+        return cached
+
+    def specialize(self, sizes: Mapping[str, int]) -> Network:
+        """This network at one size of each dynamic dimension: every shape and attribute evaluated, and every layer
+        checked again through its op's type inference with the concrete shapes (a model whose layers compute
+        differently at some size than their symbolic shapes say fails here, never silently). A network of fixed
+        shapes comes back unchanged."""
+        symbols = self.symbols
+        if not symbols:
+            return self
+        missing = [s for s in symbols if s not in sizes]
+        if missing:
+            raise symbolic.SymbolicShapeError(f"no size given for the dynamic dimension(s) {', '.join(missing)}")
+        values = {s: int(sizes[s]) for s in symbols}
+        bad = sorted(f"{s}={v}" for s, v in values.items() if v < 0)
+        if bad:
+            raise symbolic.SymbolicShapeError(f"sizes must be non-negative: {', '.join(bad)}")
+
+        def info(t: TensorInfo) -> TensorInfo:
+            return TensorInfo(t.name, tuple(symbolic.substitute(t.shape, values)), t.dtype)
+
+        layers = [Layer(layer.name, layer.op, layer.inputs, layer.outputs,
+                        tuple((k, symbolic.substitute(v, values)) for k, v in layer.attrs), layer.origin)
+                  for layer in self.layers]
+        return Network.create(self.name, [info(t) for t in self.inputs], [t.name for t in self.outputs], layers,
+                              {k: info(t) for k, t in self.tensors.items()}, self.constants, self.source,
                               self.pinned_inputs)
 
     # --- structure ---------------------------------------------------------------------------------------------
@@ -283,7 +339,7 @@ class NetworkDefinition:
 
     def add_input(self, name: str, shape: Sequence[int], dtype: str = "float32") -> TensorInfo:
         self._check_new(name)
-        info = TensorInfo(name, tuple(int(d) for d in shape), dtype)
+        info = TensorInfo(name, tuple(d if isinstance(d, symbolic.SymInt) else int(d) for d in shape), dtype)
         self._inputs.append(info)
         self._tensors[name] = info
         return info
@@ -292,7 +348,8 @@ class NetworkDefinition:
         self._check_new(name)
         arr = np.asarray(value)
         self._constants[name] = arr
-        info = TensorInfo(name, tuple(arr.shape), dtype_name(arr.dtype))
+        # An object array holds sizes computed from a dynamic axis (symbolic.int_array): int64 to the graph.
+        info = TensorInfo(name, tuple(arr.shape), "int64" if symbolic.is_symbolic_array(arr) else dtype_name(arr.dtype))
         self._tensors[name] = info
         return info
 

@@ -33,6 +33,7 @@ from reprobuild.core.dtypes import itemsize, np_dtype
 from reprobuild.core.errors import DynamicShapeError, ModelError, ResourceError, UnsupportedOpError, UsageError
 from reprobuild.core.fileio import read_bounded
 from reprobuild.core.logger import Logger, Severity
+from reprobuild.core.symbolic import SYMBOL, is_symbolic, symbol, symbol_ranges
 from reprobuild.frontend.onnx_checks import check_declared_shapes, check_graph, check_opset, check_strings
 from reprobuild.frontend.onnx_external import check_no_external_data
 from reprobuild.frontend.onnx_node import OnnxNode, infer_infos
@@ -91,17 +92,27 @@ class OnnxParser:
         self.folded = 0
         self.model_info: ModelInfo | None = None
         self._declared: dict[str, tuple[int | str, ...]] = {}
+        self._dynamic: dict[str, tuple[int, int]] = {}
+        self._used_symbols: set[str] = set()
 
     def parse_from_file(self, path: str | os.PathLike[str], input_shapes: Mapping[str, Sequence[int]] | None = None,
-                        input_values: Mapping[str, np.ndarray] | None = None) -> ModelInfo:
-        return self.parse(read_bounded(path, MAX_MODEL_BYTES, "model", ModelError), input_shapes, input_values)
+                        input_values: Mapping[str, np.ndarray] | None = None,
+                        dynamic: Mapping[str, tuple[int, int]] | None = None) -> ModelInfo:
+        return self.parse(read_bounded(path, MAX_MODEL_BYTES, "model", ModelError), input_shapes, input_values,
+                          dynamic)
 
     def parse(self, data: bytes, input_shapes: Mapping[str, Sequence[int]] | None = None,
-              input_values: Mapping[str, np.ndarray] | None = None) -> ModelInfo:
+              input_values: Mapping[str, np.ndarray] | None = None,
+              dynamic: Mapping[str, tuple[int, int]] | None = None) -> ModelInfo:
+        """``dynamic``: the range (lowest, highest) of each dynamic dimension to keep symbolic, by its symbol (the
+        model's dim_param, or ``input:axis`` for an unnamed one); the network's shapes and attributes then hold
+        SymInts (:mod:`reprobuild.core.symbolic`) valid over the whole range, and ``Network.specialize`` gives
+        it at one size. A dynamic dimension ``input_shapes`` fixes is not symbolic."""
         if len(data) > MAX_MODEL_BYTES:
             raise ModelError(f"model is {len(data)} bytes; the limit is {MAX_MODEL_BYTES}")
-        with ThreadPoolExecutor(max_workers=1) as pool:  # hashing releases the GIL: overlap it with parsing
-            digest = pool.submit(sha256_hex, data)
+        self._dynamic = _checked_ranges(dynamic or {})
+        with ThreadPoolExecutor(max_workers=1) as pool, symbol_ranges(self._dynamic):
+            digest = pool.submit(sha256_hex, data)  # hashing releases the GIL: overlap it with parsing
             info = self._parse(data, dict(input_shapes or {}), dict(input_values or {}))
             self.model_info = dataclasses.replace(info, sha256=digest.result())
         self.network.source = dataclasses.asdict(self.model_info)
@@ -192,6 +203,11 @@ class OnnxParser:
         try:
             self._add_constants(graph)
             self._add_inputs(graph, input_shapes, input_values)
+            unused = sorted(set(self._dynamic) - self._used_symbols)
+            if unused:
+                raise UsageError(f"dynamic dimension(s) {', '.join(map(repr, unused))} given a range, but no network "
+                                 "input has them; the model's dynamic dimensions are: "
+                                 f"{', '.join(sorted(self._used_symbols)) or 'none'}")
         except (ModelError, UsageError):
             if unsupported:  # the unsupported nodes first, as before anything else is read
                 raise unsupported_error(unsupported) from None
@@ -275,7 +291,11 @@ class OnnxParser:
         constants = [net.constant(t) for t in inputs]
         check_constant_inputs(op, attrs, [TensorType(net.tensor(t).shape, net.tensor(t).dtype) for t in inputs],
                               {i: c for i, c in enumerate(constants) if c is not None}, where)
-        if all(c is not None for c in constants) and sum(i.nbytes for i in infos) <= MAX_FOLDED_BYTES:
+        # Outputs whose shape depends on a dynamic axis (a Range of the sequence length, a Slice of a position
+        # buffer to it) are computed at run time; shape arithmetic on sizes (object arrays of SymInts) folds.
+        foldable = (all(c is not None for c in constants) and not any(is_symbolic(i.shape) for i in infos)
+                    and sum(i.nbytes for i in infos) <= MAX_FOLDED_BYTES)
+        if foldable:
             values = evaluate(op, attrs, [c for c in constants if c is not None], where)
             for info, value in zip(infos, values):
                 net.add_constant(info.name, value)
@@ -346,7 +366,7 @@ class OnnxParser:
                 self._add_pinned(vi.name, values[vi.name], dims, declared, dtype, ttype.HasField("shape"))
                 continue
             if vi.name in overrides:
-                shape = [int(s) for s in overrides[vi.name]]
+                shape: list[Any] = [int(s) for s in overrides[vi.name]]
                 if len(shape) != len(dims) or any(d is not None and d != s for d, s in zip(dims, shape)):
                     raise UsageError(f"--input-shape {vi.name}={'x'.join(map(str, shape))} does not fit the model's "
                                      f"declared shape {declared}")
@@ -356,10 +376,13 @@ class OnnxParser:
                 if not ttype.HasField("shape"):
                     raise DynamicShapeError(f"network input {vi.name!r} declares no shape (not even its rank); "
                                             f"give one with --input-shape {vi.name}=DxD...")
-                if any(d is None for d in dims):
+                symbols = [None if d is not None else (lab if lab != "?" else f"{vi.name}:{axis}")
+                           for axis, (d, lab) in enumerate(zip(dims, labels))]
+                if any(s is not None and s not in self._dynamic for s in symbols):  # a dynamic axis with no range
                     raise DynamicShapeError(_dynamic_dims_message(vi.name, dims, labels, declared))
-                shape = [int(d) for d in dims if d is not None]
-            problem = shape_problem(shape, itemsize(dtype))
+                shape = [int(d) if d is not None else symbol(str(s)) for d, s in zip(dims, symbols)]
+                self._used_symbols.update(s for s in symbols if s is not None)
+            problem = shape_problem(shape, itemsize(dtype))  # a dynamic size at the top of its range
             if problem is not None:
                 raise ResourceError(f"network input {vi.name!r} of shape {shape} ({dtype}) cannot be built: {problem}; "
                                     "give it a smaller shape")
@@ -393,6 +416,18 @@ class OnnxParser:
                      or any(d is not None and d != s for d, s in zip(declared, info.shape))):
             raise ModelError(f"network output {vi.name!r} is declared with shape {declared}, but the graph "
                              f"computes {list(info.shape)}")
+
+
+def _checked_ranges(ranges: Mapping[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    out = {}
+    for name in sorted(ranges):
+        lo, hi = (int(v) for v in ranges[name])
+        if not SYMBOL.match(name):
+            raise UsageError(f"{name!r} is not a dimension symbol (letters, digits, '_', '.', ':')")
+        if not 1 <= lo <= hi:
+            raise UsageError(f"dynamic dimension {name!r}: the range [{lo}, {hi}] must have 1 <= lowest <= highest")
+        out[name] = (lo, hi)
+    return out
 
 
 def _dynamic_dims_message(name: str, dims: Sequence[int | None], labels: Sequence[str],
@@ -429,17 +464,19 @@ def _layer_names(graph: onnx.GraphProto) -> list[str]:
 
 def network_from_onnx_bytes(data: bytes, logger: Logger | None = None,
                             input_shapes: Mapping[str, Sequence[int]] | None = None,
-                            input_values: Mapping[str, np.ndarray] | None = None) -> tuple[Network, ModelInfo]:
+                            input_values: Mapping[str, np.ndarray] | None = None,
+                            dynamic: Mapping[str, tuple[int, int]] | None = None) -> tuple[Network, ModelInfo]:
+    """The network of an ONNX model; ``dynamic`` keeps those dynamic dimensions symbolic (``OnnxParser.parse``)."""
     network = NetworkDefinition()
-    info = OnnxParser(network, logger).parse(data, input_shapes, input_values)
+    info = OnnxParser(network, logger).parse(data, input_shapes, input_values, dynamic)
     network.name = info.graph_name or "network"
-    return network.finalize(), info
+    with symbol_ranges(_checked_ranges(dynamic or {})):
+        return network.finalize(), info
 
 
 def network_from_onnx_path(path: str | os.PathLike[str], logger: Logger | None = None,
                            input_shapes: Mapping[str, Sequence[int]] | None = None,
-                           input_values: Mapping[str, np.ndarray] | None = None) -> tuple[Network, ModelInfo]:
-    network = NetworkDefinition()
-    info = OnnxParser(network, logger).parse_from_file(path, input_shapes, input_values)
-    network.name = info.graph_name or "network"
-    return network.finalize(), info
+                           input_values: Mapping[str, np.ndarray] | None = None,
+                           dynamic: Mapping[str, tuple[int, int]] | None = None) -> tuple[Network, ModelInfo]:
+    return network_from_onnx_bytes(read_bounded(path, MAX_MODEL_BYTES, "model", ModelError), logger, input_shapes,
+                                   input_values, dynamic)

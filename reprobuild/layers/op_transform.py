@@ -2,7 +2,8 @@
 
 This module holds the reshaping ones (Transpose, Squeeze, Unsqueeze, Expand, Tile, DepthToSpace,
 SpaceToDepth); ``_transform_pad`` has Pad and CenterCropPad, ``_transform_index`` Trilu, OneHot and
-ReverseSequence, ``_transform_const`` Range and EyeLike (constants). ``OPS`` lists them all.
+ReverseSequence, ``_transform_const`` Range and EyeLike (constants; a Range whose length depends on a dynamic axis
+is the layer :class:`Range` here). ``OPS`` lists them all.
 
 Every input that decides an output shape (Squeeze/Unsqueeze axes from version 13, Expand's shape, Tile's
 repeats, Pad's pads and axes, ...) must be known when the engine is built and becomes an attribute: axes
@@ -100,6 +101,31 @@ class Expand(LayerDef):
         return [xp.asarray(xp.broadcast_to(inputs[0], tuple(attrs["shape"])), order="C")]  # 0-d stays 0-d
 
 
+class Range(LayerDef):
+    """An integer Range whose length depends on a dynamic axis (``arange(sequence)``: position ids, masks). A Range
+    of known length is folded into a constant when the network is parsed and never becomes a layer. Canonical
+    attributes: ``start``, ``limit``, ``delta`` (ints, any of them a size of a dynamic axis; ``delta`` nonzero)
+    and ``dtype``."""
+
+    op = "Range"
+    num_inputs = (0, 0)
+    dtypes = ("int16", "int32", "int64")
+
+    def infer(self, attrs: Attrs, inputs: Sequence[TensorType]) -> list[TensorType]:
+        start, limit, delta, dtype = attrs["start"], attrs["limit"], attrs["delta"], str(attrs["dtype"])
+        if dtype not in self.dtypes:
+            raise OpError(f"dtype {dtype}: a Range layer computes {', '.join(self.dtypes)}")
+        if delta == 0:
+            raise OpError("delta must be nonzero")
+        count = -((start - limit) // delta)  # ceil((limit - start) / delta), exactly
+        return [TensorType((count if count > 0 else 0,), dtype)]
+
+    def compute(self, xp: Any, attrs: Attrs, *inputs: Any) -> Sequence[Any]:
+        (count,) = self.infer(attrs, [])[0].shape
+        steps = xp.arange(int(count), dtype=xp.int64) * int(attrs["delta"])
+        return [(steps + int(attrs["start"])).astype(str(attrs["dtype"]))]
+
+
 class Tile(LayerDef):
     op = "Tile"
     num_inputs = (2, 2)
@@ -172,5 +198,5 @@ class SpaceToDepth(_BlockRearrange):
         return [xp.ascontiguousarray(y).reshape(n, c * b * b, h // b, w // b)]
 
 
-LAYERS = (DepthToSpace(), Expand(), OneHot(), Pad(), ReverseSequence(), SpaceToDepth(), Squeeze(), Tile(), Transpose(),
-          Trilu(), Unsqueeze())
+LAYERS = (DepthToSpace(), Expand(), OneHot(), Pad(), Range(), ReverseSequence(), SpaceToDepth(), Squeeze(), Tile(),
+          Transpose(), Trilu(), Unsqueeze())

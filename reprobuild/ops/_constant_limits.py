@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from reprobuild.core import symbolic
 from reprobuild.core.dtypes import np_dtype
 from reprobuild.core.errors import ResourceError
 
@@ -53,7 +54,7 @@ def shape_problem(shape: Sequence[int], itemsize: int) -> str | None:
     count (zero dimensions left out, so that strides fit too) or byte size beyond int64."""
     if len(shape) > MAX_RANK:
         return f"it has {len(shape)} dimensions; reprobuild supports at most {MAX_RANK}"
-    count = math.prod(max(int(d), 1) for d in shape)
+    count = math.prod(max(symbolic.upper(d), 1) for d in shape)  # a dynamic size at its largest
     if count > INT64_MAX:
         return f"it would hold {count} elements, more than an int64 can count ({INT64_MAX})"
     if count * itemsize > INT64_MAX:

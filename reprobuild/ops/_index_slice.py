@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from reprobuild.core import symbolic
+from reprobuild.core.symbolic import SymInt
 from reprobuild.layers import _index_slice as layer
 from reprobuild.layers._index_slice import _ceil_div
 from reprobuild.layers.base import OpError, axes_in_range, axis_in_range, ints
@@ -15,6 +17,11 @@ from reprobuild.ops.base import Node, OpDef
 
 #: Ends that onnxruntime reads as "to the beginning" when the step is negative (ONNX: clamped to the last index).
 _INT_MAX = (2**31 - 1, 2**63 - 1)
+
+
+def _size(value: Any) -> Any:
+    """A start or end: an int, or a size of a dynamic axis (a SymInt, clamped below over the profile's range)."""
+    return value if isinstance(value, SymInt) else int(value)
 
 
 def _tight(dim: int, start: int, end: int, step: int) -> tuple[int, int, int]:
@@ -52,7 +59,7 @@ def slice_attrs(shape: Sequence[int], starts: Sequence[int], ends: Sequence[int]
             raise OpError(f"axis {axis} is sliced backwards (step {step}) to end={end}. ONNX clamps that end to "
                           "the last index, which makes the slice empty, but onnxruntime reads it as 'to the "
                           "beginning'; to slice backwards to the beginning, use end=INT64_MIN (or -dim - 1)")
-        out[axis] = _tight(shape[axis], int(start), int(end), int(step))
+        out[axis] = _tight(shape[axis], _size(start), _size(end), int(step))
     return {"starts": tuple(s for s, _, _ in out), "ends": tuple(e for _, e, _ in out),
             "steps": tuple(k for _, _, k in out)}
 
@@ -81,7 +88,8 @@ class Slice(OpDef, layer.Slice):
                 t = node.input(i)
                 if t is not None and t.dtype not in ("int32", "int64"):
                     raise node.fail(f"input {i} ({what}) has dtype {t.dtype}; it must be int32 or int64")
-            starts, ends = ints(node.static(1, "the slice starts")), ints(node.static(2, "the slice ends"))
+            starts, ends = (symbolic.sizes(node.static(i, what))
+                            for i, what in ((1, "the slice starts"), (2, "the slice ends")))
             axes = ints(node.static(3, "the sliced axes")) if node.input(3) is not None else None
             steps = ints(node.static(4, "the slice steps")) if node.input(4) is not None else None
             attrs = slice_attrs(x.shape, starts, ends, axes, steps)

@@ -14,10 +14,13 @@ import math
 
 import numpy as np
 
+from reprobuild.core import symbolic
 from reprobuild.core.dtypes import np_dtype
+from reprobuild.core.symbolic import SymInt
+from reprobuild.layers import op_transform as layer
 from reprobuild.layers.base import OpError, scalar
 from reprobuild.ops._constant_limits import check_constant_size
-from reprobuild.ops.base import BuildTimeOp, Node
+from reprobuild.ops.base import BuildTimeOp, Node, OpDef
 from reprobuild.ops.onnx_types import dtype_of_elem_type
 
 RANGE_TYPES = ("float16", "bfloat16", "float32", "float64", "int16", "int32", "int64")
@@ -32,10 +35,19 @@ def _check_size(node: Node, count: int, dtype: str) -> None:
     check_constant_size(node, (count,), dtype)
 
 
-class Range(BuildTimeOp):
-    op, versions = "Range", (11, 27)
+def _one(node: Node, value: np.ndarray) -> int | SymInt:
+    items = symbolic.sizes(value)
+    if len(items) != 1:
+        raise node.fail(f"start, limit and delta must be scalars; got {len(items)} values")
+    return items[0]
+
+
+class Range(OpDef, layer.Range):
+    """Folded into a constant, except an integer Range whose start, limit or delta is a size of a dynamic axis,
+    which becomes the :class:`reprobuild.layers.op_transform.Range` layer."""
+
+    versions = (11, 27)
     num_inputs = (3, 3)
-    dtypes = RANGE_TYPES
 
     def convert(self, node: Node) -> None:
         types = [node.input(i) for i in range(3)]
@@ -43,7 +55,16 @@ class Range(BuildTimeOp):
         if dtype not in RANGE_TYPES or any(t is None or t.dtype != dtype for t in types):
             raise node.fail(f"start, limit and delta must share one of the types {', '.join(RANGE_TYPES)}; got "
                             f"{', '.join(t.dtype if t else 'none' for t in types)}")
-        start, limit, delta = (scalar(node.static(i, what)) for i, what in enumerate(("start", "limit", "delta")))
+        values = [node.static(i, what) for i, what in enumerate(("start", "limit", "delta"))]
+        if any(symbolic.is_symbolic(v) for v in values):  # arange(sequence): a layer, computed at run time
+            first, last, step = (_one(node, v) for v in values)
+            if step == 0:
+                raise node.fail("delta must be non-zero")
+            count = -((first - last) // step)
+            _check_size(node, symbolic.upper(count), dtype)
+            node.emit({"start": first, "limit": last, "delta": step, "dtype": dtype}, inputs=[])
+            return
+        start, limit, delta = (scalar(v) for v in values)
         if not all(math.isfinite(v) for v in (start, limit, delta)) or delta == 0:
             raise node.fail(f"start, limit and delta must be finite and delta non-zero; got {start}, {limit}, "
                             f"{delta}")

@@ -122,6 +122,7 @@ CANONICAL: dict[str, dict[str, Attr]] = {
     "ReduceProd": _layer(axes="ints", keepdims="int"),
     "ReduceSum": _layer(axes="ints", keepdims="int"),
     "ReduceSumSquare": _layer(axes="ints", keepdims="int"),
+    "Range": _layer(delta="int", dtype="string", limit="int", start="int"),
     "Reshape": _layer(shape="ints"),
     "Resize": _layer(antialias="int", axes="ints", coordinate_transformation_mode="string", cubic_coeff_a="float",
                      exclude_outside="int", extrapolation_value="float", mode="string", nearest_mode="string",

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from reprobuild.core import symbolic
 from reprobuild.core.dtypes import ALL
 from reprobuild.layers import op_tensor as layer
 from reprobuild.layers.base import Attrs, OpError, TensorType, axis_in_range, ints
@@ -102,7 +103,7 @@ class Shape(BuildTimeOp):
         start = int(node.attr("start")) if node.version >= 15 else 0
         end = int(node.attr("end")) if node.version >= 15 and node.has_attr("end") else rank
         start, end = (min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end))
-        node.define_constant(np.array(x.shape[start:end], dtype=np.int64))
+        node.define_constant(symbolic.int_array(x.shape[start:end]))
 
 
 class Size(BuildTimeOp):
@@ -112,7 +113,7 @@ class Size(BuildTimeOp):
     def convert(self, node: Node) -> None:
         x = node.input(0)
         assert x is not None
-        node.define_constant(np.array(x.size, dtype=np.int64))
+        node.define_constant(symbolic.int_array([symbolic.prod(x.shape)]).reshape(()))
 
 
 class Reshape(OpDef, layer.Reshape):
@@ -121,7 +122,7 @@ class Reshape(OpDef, layer.Reshape):
     def convert(self, node: Node) -> None:
         x = node.input(0)
         assert x is not None
-        dims = list(ints(node.static(1, "the target shape")))
+        dims = list(symbolic.sizes(node.static(1, "the target shape")))
         allowzero = node.version >= 14 and int(node.attr("allowzero"))
         if allowzero and 0 in dims and -1 in dims:
             raise node.fail(f"target shape {dims} has both 0 and -1 with allowzero=1")
@@ -131,10 +132,10 @@ class Reshape(OpDef, layer.Reshape):
         if resolved.count(-1) > 1 or any(d < -1 for d in resolved):
             raise node.fail(f"target shape {dims} is invalid (more than one -1, or a negative dimension)")
         if -1 in resolved:
-            known = int(np.prod([d for d in resolved if d != -1], dtype=np.int64))
-            if known == 0 or x.size % known:
+            known, size = symbolic.prod([d for d in resolved if d != -1]), symbolic.prod(x.shape)
+            if known == 0 or size % known:
                 raise node.fail(f"cannot reshape {list(x.shape)} to {dims}")
-            resolved[resolved.index(-1)] = x.size // known
+            resolved[resolved.index(-1)] = size // known
         node.emit({"shape": tuple(resolved)}, inputs=[0])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reprobuild.core import symbolic
 from reprobuild.layers import op_transform as layer
 from reprobuild.layers.base import axes_in_range, broadcast, ints
 from reprobuild.ops._transform_const import EyeLike, Range
@@ -72,10 +73,11 @@ class Expand(OpDef, layer.Expand):
     def convert(self, node: Node) -> None:
         x = node.input(0)
         assert x is not None
-        shape = ints(node.static(1, "the shape"))
+        shape = symbolic.sizes(node.static(1, "the shape"))
         if any(d < 0 for d in shape):
             raise node.fail(f"shape {list(shape)} has a negative dimension")
-        node.emit({"shape": broadcast(x.shape, shape)}, inputs=[0])
+        node.emit({"shape": symbolic.broadcast(x.shape, shape) if symbolic.is_symbolic((x.shape, shape))
+                   else broadcast(x.shape, shape)}, inputs=[0])
 
 
 class Tile(OpDef, layer.Tile):

@@ -17,6 +17,7 @@ from reprobuild.layers.base import OpError, TensorType
 from reprobuild.layers.registry import plugin_layer, plugin_not_registered
 from reprobuild.ops._op_list import op_module, op_modules
 from reprobuild.ops.base import OpDef, StaticInputError
+from reprobuild.ops.symbolic_infer import has_symbols, infer_symbolic
 
 
 @functools.cache
@@ -85,6 +86,8 @@ def infer_types(op: str, attrs: Mapping[str, Any], inputs: Sequence[TensorType],
     """``infer`` of the op's definition, with errors located at ``where``."""
     opdef = get_op(op)
     try:
+        if has_symbols(attrs, inputs):  # a network with dynamic axes, while it is built
+            return infer_symbolic(opdef, attrs, inputs)
         return opdef.infer(attrs, inputs)
     except OpError as exc:
         raise located(exc, where) from None
@@ -99,12 +102,17 @@ def check_constant_inputs(op: str, attrs: Mapping[str, Any], inputs: Sequence[Te
         raise located(exc, where) from None
 
 
+def _dtype(a: np.ndarray) -> str:
+    """An array's dtype name; an object array holds sizes computed from a dynamic axis, int64 to the graph."""
+    return "int64" if a.dtype == object else dtype_name(a.dtype)
+
+
 def evaluate(op: str, attrs: Mapping[str, Any], inputs: Sequence[np.ndarray], where: str) -> list[np.ndarray]:
     """Compute a layer on host arrays with its op's NumPy reference: how constants are folded at build time.
 
     The results must have the types ``infer`` gives; anything else is a bug in the definition and says so."""
     opdef = get_op(op)
-    types = [TensorType(tuple(a.shape), dtype_name(a.dtype)) for a in inputs]
+    types = [TensorType(tuple(a.shape), _dtype(a)) for a in inputs]
     try:
         expected = opdef.infer(attrs, types)
         with np.errstate(all="ignore"):  # ONNX semantics: overflow gives inf, 0/0 gives nan, quietly
@@ -117,7 +125,7 @@ def evaluate(op: str, attrs: Mapping[str, Any], inputs: Sequence[np.ndarray], wh
     out = []
     for i, (value, want) in enumerate(zip(results, expected)):
         value = np.asarray(value)
-        got = TensorType(tuple(value.shape), dtype_name(value.dtype))
+        got = TensorType(tuple(value.shape), _dtype(value))
         if got != want:
             raise AssertionError(f"{where}: the reference of {op} returned output {i} as {got}, but its type "
                                  f"inference says {want}: a bug in reprobuild.ops")

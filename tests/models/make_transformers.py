@@ -34,6 +34,9 @@ import onnx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(os.path.dirname(HERE), "data", "transformers")
+#: The dynamic-axis exports: a folder of their own, since every model in OUT has static shapes (the GPU tests build
+#: each file there as it is).
+OUT_DYNAMIC = os.path.join(os.path.dirname(HERE), "data", "dynamic")
 SEED = 22
 BATCH = 2
 SEQ = 16
@@ -52,6 +55,9 @@ class Export:
     attention: str  # "eager" or "sdpa"
     dynamo: bool  # torch.onnx.export(dynamo=...)
     blocks: int  # attention blocks in the model
+    #: Text models only: export input_ids and attention_mask with dynamic axes "batch" (1 to 64) and "sequence"
+    #: (2 to 64), for the dynamic-shape tests (the others are exported with static shapes).
+    dynamic: bool = False
 
 
 _GPT2 = {"vocab_size": 1000, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64, "n_inner": 128,
@@ -64,6 +70,7 @@ _BERT = {"vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2, "num_att
 EXPORTS = (
     Export("bert", "BertModel", "BertConfig", _BERT, "text", "eager", True, 2),
     Export("bert_sdpa", "BertModel", "BertConfig", _BERT, "text", "sdpa", True, 2),
+    Export("bert_dynamic", "BertModel", "BertConfig", _BERT, "text", "eager", True, 2, dynamic=True),
     Export("gpt2", "GPT2Model", "GPT2Config", _GPT2, "text", "eager", True, 2),
     Export("gpt2_sdpa", "GPT2Model", "GPT2Config", _GPT2, "text", "sdpa", True, 2),
     Export("llama", "LlamaModel", "LlamaConfig", _LLAMA, "text", "eager", True, 2),
@@ -126,14 +133,22 @@ def export(spec: Export) -> str:
         mask = torch.ones(BATCH, SEQ, dtype=torch.int64)
         mask[1, SEQ - 4:] = 0  # a padded row, so the exporter cannot treat the mask as all ones
         args, names = (ids, mask), ["input_ids", "attention_mask"]
-    path = os.path.join(OUT, f"{spec.name}.onnx")
+    path = path_of(spec)
     with torch.no_grad():
+        dynamic: dict[str, Any] = {}
+        if spec.dynamic:
+            axes = {0: torch.export.Dim("batch", min=1, max=64), 1: torch.export.Dim("sequence", min=2, max=64)}
+            dynamic = {"dynamic_shapes": ((axes, axes),)}  # forward(*args): one positional group
         torch.onnx.export(wrapper, args, path, input_names=names, output_names=["last_hidden_state"],
-                          opset_version=OPSET, dynamo=spec.dynamo, external_data=False)
+                          opset_version=OPSET, dynamo=spec.dynamo, external_data=False, **dynamic)
     loaded = strip(onnx.load(path))
     onnx.checker.check_model(loaded, full_check=True)
     onnx.save(loaded, path)  # one file, no external data
     return path
+
+
+def path_of(spec: Export) -> str:
+    return os.path.join(OUT_DYNAMIC if spec.dynamic else OUT, f"{spec.name}.onnx")
 
 
 def strip(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -154,7 +169,8 @@ def readme(sizes: dict[str, int]) -> str:
 
     lines = ["# Small transformer exports (test models)", "",
              "Made by `python tests/models/make_transformers.py` (read its docstring); do not edit by hand. Random",
-             f"weights from seed {SEED}, static shapes, batch {BATCH}, sequence {SEQ} (text) or a 32x32 image.",
+             f"weights from seed {SEED}, static shapes, batch {BATCH}, sequence {SEQ} (text) or a 32x32 image;",
+             "`../dynamic/bert_dynamic.onnx` with dynamic axes `batch` (1 to 64) and `sequence` (2 to 64) instead.",
              f"torch {torch.__version__}, transformers {transformers.__version__}, onnxscript "
              f"{importlib.import_module('onnxscript').__version__}, onnx {onnx.__version__}, opset {OPSET}; the "
              "exporter's per-node metadata (stack traces) stripped.",
@@ -163,7 +179,7 @@ def readme(sizes: dict[str, int]) -> str:
              "| file | model | attention | exporter | attention blocks | bytes | config |",
              "|---|---|---|---|---|---|---|"]
     for spec in EXPORTS:
-        lines.append(f"| {spec.name}.onnx | {spec.model} | {spec.attention} | "
+        lines.append(f"| {os.path.relpath(path_of(spec), OUT)} | {spec.model} | {spec.attention} | "
                      f"{'dynamo' if spec.dynamo else 'TorchScript'} | {spec.blocks} | {sizes[spec.name]} | "
                      f"`{json.dumps(spec.settings, sort_keys=True)}` |")
     return "\n".join(lines) + "\n"
@@ -171,13 +187,13 @@ def readme(sizes: dict[str, int]) -> str:
 
 def main(argv: list[str]) -> int:
     os.makedirs(OUT, exist_ok=True)
+    os.makedirs(OUT_DYNAMIC, exist_ok=True)
     wanted = set(argv) or {spec.name for spec in EXPORTS}
     for spec in EXPORTS:
         if spec.name in wanted:
             path = export(spec)
             print(f"{path}: {os.path.getsize(path)} bytes")
-    sizes = {spec.name: os.path.getsize(os.path.join(OUT, f"{spec.name}.onnx")) for spec in EXPORTS
-             if os.path.exists(os.path.join(OUT, f"{spec.name}.onnx"))}
+    sizes = {spec.name: os.path.getsize(path_of(spec)) for spec in EXPORTS if os.path.exists(path_of(spec))}
     if len(sizes) == len(EXPORTS):
         with open(os.path.join(OUT, "README.md"), "w", encoding="utf-8") as f:
             f.write(readme(sizes))
