@@ -59,6 +59,7 @@ from reprobuild.core.dtypes import dtype_name, np_dtype
 from reprobuild.core.errors import FormatError, ReprobuildError, TacticMismatchError
 from reprobuild.core.strict import Invalid, invalid_summary
 from reprobuild.core.textformat import printable
+from reprobuild.engine.dynamic import check_dynamic
 from reprobuild.engine.plan import (
     MAX_TENSORS,
     EngineHeader,
@@ -290,6 +291,7 @@ def check_header(header: EngineHeader, registry: TacticRegistry | None = None) -
     _check_schemas_are_installed_ones(header.attribute_schemas)
     for layer in header.layers:
         check_layer(layer, weights, activations, header.attribute_schemas)
+    check_dynamic(header)
     unused = sorted(set(header.attribute_schemas) - {layer.op for layer in header.layers})
     if unused:
         raise _bad(f"engine records an attribute schema for op {unused[0]!r}, which none of its layers uses; the "

@@ -178,6 +178,48 @@ class EngineMemory(Record):
                              f"{MAX_BYTES}")
 
 
+#: The most dynamic dimensions and optimization profiles one engine may have.
+MAX_SYMBOLS = 64
+MAX_PROFILES = 64
+#: A dynamic dimension's symbol, and a size written as an expression of symbols (``reprobuild.core.symbolic``).
+SYMBOL_NAME = r"^[A-Za-z_][A-Za-z0-9_.:]{0,127}$"
+MAX_EXPRESSION = 1024
+SymbolicSize = int | Annotated[str, Bounds(pattern=r"^[^\x00-\x1f\x7f]{1,1024}$")]
+
+
+@dataclass(frozen=True)
+class EngineProfile(Record):
+    """One optimization profile: the [min, opt, max] shape of each run-time input with dynamic dimensions, and
+    the tactic of each layer (in the order of the header's layers) chosen for it: timed at opt, checked at min and
+    max."""
+
+    inputs: Annotated[dict[str, Annotated[list[list[int]], Bounds(max_length=3)]], Bounds(max_length=MAX_BINDINGS)]
+    tactics: Annotated[list[EngineTactic], Bounds(max_length=MAX_LAYERS)]
+
+
+@dataclass(frozen=True)
+class EngineDynamic(Record):
+    """What makes an engine dynamic (built with optimization profiles). The header's tensors, attributes and
+    tactics are the engine at profile 0's opt shapes, validated as any engine's; this says what they are at every
+    size: each dynamic dimension's symbol and range, the shape of every activation and the attributes of every
+    layer that depend on them (as expressions, ``reprobuild.core.symbolic.parse``), and each profile."""
+
+    symbols: Annotated[dict[Annotated[str, Bounds(pattern=SYMBOL_NAME)], Annotated[list[int], Bounds(max_length=2)]],
+                       Bounds(max_length=MAX_SYMBOLS)]
+    shapes: Annotated[dict[str, Annotated[list[SymbolicSize], Bounds(max_length=MAX_RANK)]],
+                      Bounds(max_length=MAX_TENSORS)]
+    attrs: Annotated[dict[str, dict[str, SymbolicSize | list[SymbolicSize]]], Bounds(max_length=MAX_LAYERS)]
+    profiles: Annotated[list[EngineProfile], Bounds(max_length=MAX_PROFILES)]
+
+    def check(self) -> None:
+        if not self.symbols or not self.profiles:
+            raise ValueError("a dynamic engine has at least one dynamic dimension and one optimization profile")
+        for name, bounds in self.symbols.items():
+            if len(bounds) != 2 or not 1 <= bounds[0] <= bounds[1] <= MAX_DIM:
+                raise ValueError(f"dynamic dimension {name!r} has the range {bounds}; a range is [lowest, highest] "
+                                 f"with 1 <= lowest <= highest <= {MAX_DIM}")
+
+
 @dataclass(frozen=True)
 class EngineHeader(Record):
     format: Literal["reprobuild-engine"]
@@ -203,3 +245,5 @@ class EngineHeader(Record):
     #: one): what a run with another shape is advised to do. Empty for a network built in code.
     declared_inputs: Annotated[dict[str, list[int | str]], Bounds(max_length=MAX_BINDINGS)] = field(
         default_factory=dict)
+    #: An engine built with optimization profiles: one EngineDynamic (absent from the file for a fixed-shape one).
+    dynamic: Annotated[list[EngineDynamic], Bounds(max_length=1)] = field(default_factory=list)

@@ -38,14 +38,15 @@ from reprobuild.core.digest import array_digest
 from reprobuild.core.dtypes import dtype_name, itemsize, np_dtype
 from reprobuild.core.errors import FormatError, InputError, ReprobuildError, ResourceError, UsageError
 from reprobuild.core.logger import ErrorRecorder, Logger
+from reprobuild.engine import dynamic
 from reprobuild.engine.advice import shape_advice
 from reprobuild.engine.allocator import GpuAllocator, allocate_scratch, check_allocator
-from reprobuild.engine.format import deserialize_engine, engine_sha256
+from reprobuild.engine.format import check_header, deserialize_engine, engine_sha256
 from reprobuild.engine.hold import Hold
 from reprobuild.engine.host_memory import host_memory_cap
 from reprobuild.engine.interop import as_torch, check_output_form, share
 from reprobuild.engine.memory import LayerUse, check_memory_cap, device_memory_info, plan_memory
-from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineTensor
+from reprobuild.engine.plan import EngineHeader, EngineLayer, EngineMemory, EngineTensor
 from reprobuild.kernels.backend import Backend, get_backend
 from reprobuild.kernels.cublas import WORKSPACE_BYTES, BlasHandle
 from reprobuild.kernels.identity import shown_label
@@ -171,6 +172,23 @@ class Runtime:
             raise
 
 
+def _layer_spec(layer: EngineLayer, tensor: Callable[[str], EngineTensor], weights: Mapping[str, np.ndarray]
+                ) -> LayerSpec:
+    """What a tactic sees of a layer: its attributes, its tensors' shapes and dtypes, its constant inputs."""
+    def sig(name: str) -> TensorSig:
+        if name in weights:
+            return TensorSig(tuple(weights[name].shape), str(weights[name].dtype))
+        t = tensor(name)
+        return TensorSig(tuple(t.shape), t.dtype)
+
+    attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer.attrs.items()}
+    return LayerSpec(
+        name=layer.name, op=layer.op, attrs=attrs,
+        inputs=tuple(sig(t) for t in layer.inputs), outputs=tuple(sig(t) for t in layer.outputs),
+        constants={i: weights[t] for i, t in enumerate(layer.inputs) if t in weights},
+    )
+
+
 def _binding(t: EngineTensor) -> Binding:
     return Binding(t.name, tuple(t.shape), t.dtype)
 
@@ -209,6 +227,82 @@ class Engine:
         self.backend.synchronize()
         self.logger.info(f"engine {sha256[:12]}: {len(self.layers)} layers on {self.backend.name}, "
                          f"{self.weights_bytes} weight bytes, {self.device_memory_size} bytes per context")
+        self._runtime, self._weights = runtime, weights
+        #: Engines of this dynamic engine at other shapes, (profile, sizes) -> Engine, made on first use.
+        self._shaped: dict[tuple[int, tuple[tuple[str, int], ...]], Engine] = {}
+        self._shaped_lock = threading.Lock()
+
+    # --- dynamic shapes (optimization profiles) --------------------------------------------------------------
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Whether the engine was built with optimization profiles (a range of input shapes)."""
+        return bool(self.header.dynamic)
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        return len(self.header.dynamic[0].profiles) if self.header.dynamic else 0
+
+    def get_tensor_profile_shape(self, name: str, profile: int) -> tuple[tuple[int, ...], ...]:
+        """(min, opt, max) shape of a dynamic input in an optimization profile, as TensorRT's
+        ``ICudaEngine.get_tensor_profile_shape``."""
+        if not self.header.dynamic:
+            raise UsageError("this engine has fixed shapes and no optimization profiles")
+        profiles = self.header.dynamic[0].profiles
+        if not 0 <= profile < len(profiles):
+            raise UsageError(f"optimization profile {profile} does not exist; the engine has {len(profiles)}")
+        if name not in profiles[profile].inputs:
+            raise UsageError(f"{name!r} is not an input with dynamic dimensions; those are "
+                             f"{sorted(profiles[profile].inputs)}")
+        low, opt, high = profiles[profile].inputs[name]
+        return tuple(low), tuple(opt), tuple(high)
+
+    def symbolic_shape(self, name: str) -> tuple[Any, ...]:
+        """A tensor's shape with each dynamic dimension as its expression (a SymInt): the declared form."""
+        if self.header.dynamic:
+            shapes = dynamic.symbolic_shapes(self.header)
+            if name in shapes:
+                return tuple(shapes[name])
+        return tuple(self.activation(name).shape)
+
+    #: How many shapes' engines a dynamic engine keeps prepared (least recently made dropped first; which one is
+    #: dropped changes no result, only whether a shape is prepared again).
+    max_shapes = 16
+
+    def at_shape(self, profile: int, sizes: Mapping[str, int]) -> Engine:
+        """This dynamic engine at one size of each dynamic dimension, with profile ``profile``'s tactics: its
+        shapes and attributes evaluated, checked as a file's are (``format.check_header``), tactics resolved and
+        prepared, a memory plan of its own. Made once per (profile, sizes) and kept (``max_shapes``)."""
+        key = (profile, tuple(sorted((k, int(v)) for k, v in sizes.items())))
+        with self._shaped_lock:
+            found = self._shaped.get(key)
+            if found is not None:
+                return found
+        header = dynamic.specialize_header(self.header, profile, sizes, self._workspace_of, self._plan_of)
+        registry = self._runtime.registry
+        registry.load((layer.op, layer.tactic.family) for layer in header.layers)
+        check_header(header, registry)
+        made = Engine(header, self._weights, self.sha256, self._runtime, self._serialized)
+        with self._shaped_lock:
+            found = self._shaped.setdefault(key, made)
+            while len(self._shaped) > self.max_shapes:
+                self._shaped.pop(next(iter(self._shaped)))
+        return found
+
+    def _workspace_of(self, layer: EngineLayer, tensors: Mapping[str, EngineTensor]) -> tuple[int, bool]:
+        tactic = self._runtime.registry.resolve(layer.op, layer.tactic.model_dump())
+        spec = _layer_spec(layer, lambda name: tensors[name], self._weights)
+        return tactic.workspace_bytes(spec), bool(getattr(tactic, "aliases_input", False))
+
+    def _plan_of(self, sizes: Mapping[str, int], layers: Sequence[EngineLayer], aliases: Sequence[bool]) -> Any:
+        tactics = [self._runtime.registry.resolve(layer.op, layer.tactic.model_dump()) for layer in layers]
+        uses = [LayerUse(tuple(layer.inputs), tuple(layer.outputs), alias, layer.workspace_bytes)
+                for layer, alias in zip(layers, aliases)]
+        plan = plan_memory(dict(sizes), uses, [t.name for t in self.header.inputs], [b.name for b in self.outputs],
+                           self.header.memory.alignment, library_workspace_bytes(tactics))
+        return EngineMemory(alignment=self.header.memory.alignment, activation_bytes=plan.activation_bytes,
+                            workspace_offset=plan.workspace_offset, workspace_bytes=plan.workspace_bytes,
+                            library_bytes=plan.library_bytes, offsets=dict(plan.offsets))
 
     @property
     def name(self) -> str:
@@ -297,18 +391,7 @@ class Engine:
                               "`reprobuild build`") from exc
 
     def _prepare_layer(self, layer: EngineLayer, tactic: Tactic, weights: Mapping[str, np.ndarray]) -> PreparedLayer:
-        def sig(name: str) -> TensorSig:
-            if name in weights:
-                return TensorSig(tuple(weights[name].shape), str(weights[name].dtype))
-            t = self._tensors[name]
-            return TensorSig(tuple(t.shape), t.dtype)
-
-        attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer.attrs.items()}
-        spec = LayerSpec(
-            name=layer.name, op=layer.op, attrs=attrs,
-            inputs=tuple(sig(t) for t in layer.inputs), outputs=tuple(sig(t) for t in layer.outputs),
-            constants={i: weights[t] for i, t in enumerate(layer.inputs) if t in weights},
-        )
+        spec = _layer_spec(layer, self._tensors.__getitem__, weights)
         reason = tactic.ineligibility(spec) or tactic.device_ineligibility(
             getattr(self.backend, "compute_capability", None))
         if reason is not None:
@@ -335,6 +418,8 @@ class Engine:
 
         The weights and the scratch memory of every live context, this one included, must fit the memory cap
         (``Runtime(max_memory=...)``); otherwise a ResourceError, before anything is allocated."""
+        if self.header.dynamic:
+            return DynamicExecutionContext(self, cuda_graph)  # type: ignore[return-value]
         graph = self._graph_choice(cuda_graph)
         with self._contexts_lock:
             self._check_memory_cap(len(self._contexts) + 1)
@@ -639,3 +724,127 @@ class ExecutionContext:
         holds the context."""
         with self._exclusive(keep=None), self.backend.activate(self.stream):
             self.backend.synchronize()
+
+
+class DynamicExecutionContext:
+    """Runs a dynamic engine (one built with optimization profiles), as TensorRT's ``IExecutionContext`` does:
+    select a profile (``set_optimization_profile``), set each dynamic input's shape (``set_input_shape``; or let a
+    run take the shapes of the inputs it is given), run. Each shape runs on the engine at that shape
+    (``Engine.at_shape``: its shapes, attributes, the profile's tactics and a memory plan), through an execution
+    context of its own, made on the shape's first run and kept (``max_shapes`` of them; which one is dropped first
+    changes no result). Every shape's outputs are computed exactly as a fixed-shape engine of that shape, with the
+    profile's tactics, computes them. One thread at a time, as every context."""
+
+    def __init__(self, engine: Engine, cuda_graph: bool | None = None, max_shapes: int = 8) -> None:
+        if isinstance(max_shapes, bool) or not isinstance(max_shapes, int) or max_shapes < 1:
+            raise UsageError(f"max_shapes must be a positive int; got {max_shapes!r}")
+        self.engine = engine
+        self.cuda_graph = cuda_graph
+        self.max_shapes = max_shapes
+        self.profile = 0
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._contexts: dict[tuple[int, tuple[tuple[str, int], ...]], ExecutionContext] = {}
+        self._current: ExecutionContext | None = None
+        self._hold = Hold()
+
+    def _exclusive(self, keep: bool | None = False) -> contextlib.AbstractContextManager[None]:
+        def refuse(why: str) -> ReprobuildError:
+            error = UsageError(f"this execution context is not free: {why}. A context is for one thread at a time; "
+                               "create one context per thread (Engine.create_execution_context)")
+            if self.engine.error_recorder is not None:
+                self.engine.error_recorder.report(error)
+            return error
+
+        return self._hold.take(refuse, keep)
+
+    def set_optimization_profile(self, index: int) -> None:
+        """Run with profile ``index``'s ranges and tactics (TensorRT's ``set_optimization_profile_async``); the
+        input shapes set before are kept and checked against it at the next run."""
+        with self._exclusive():
+            count = self.engine.num_optimization_profiles
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+                raise UsageError(f"optimization profile {index!r} does not exist; the engine has {count} "
+                                 f"(0 to {count - 1})")
+            self.profile = index
+
+    def set_input_shape(self, name: str, shape: Sequence[int]) -> None:
+        """The shape of a dynamic input for the runs that follow; a ProfileShapeError (an InputError, exit code 7)
+        for one outside the current profile, naming the input, the axis and the range."""
+        with self._exclusive():
+            dims = self.engine.header.dynamic[0].profiles[self.profile].inputs
+            if name not in dims:
+                raise InputError(f"{name!r} is not an input with dynamic dimensions; those are {sorted(dims)}")
+            shape = tuple(int(d) for d in shape)
+            dynamic.resolve_sizes(self.engine.header, self.profile, {name: shape})  # the inputs agree at the run
+            self._shapes[name] = shape
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape at the input shapes set so far (an output's is inferred from them): -1 for a
+        dimension that depends on an input shape not set yet."""
+        expr = self.engine.symbolic_shape(name)
+        sizes = self._sizes_set()
+        return tuple(d if isinstance(d, int) else (d.evaluate(sizes) if set(d.symbols) <= set(sizes) else -1)
+                     for d in expr)
+
+    def _sizes_set(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for name, shape in self._shapes.items():
+            for dim, size in zip(self.engine.symbolic_shape(name), shape):
+                if not isinstance(dim, int):
+                    sizes[dim.symbols[0]] = size
+        return sizes
+
+    def _context_for(self, inputs: Mapping[str, Any]) -> ExecutionContext:
+        dims = self.engine.header.dynamic[0].profiles[self.profile].inputs
+        shapes = {}
+        for name in dims:
+            if name in inputs and hasattr(inputs[name], "shape"):
+                given = tuple(int(d) for d in inputs[name].shape)
+                if name in self._shapes and given != self._shapes[name]:
+                    raise InputError(f"input {name!r} has shape {list(given)}, but set_input_shape set "
+                                     f"{list(self._shapes[name])}; set the shape of the run's inputs")
+                shapes[name] = given
+            elif name in self._shapes:
+                shapes[name] = self._shapes[name]
+            else:
+                raise InputError(f"input {name!r} is missing, and no shape was set for it (set_input_shape)")
+        sizes = dynamic.resolve_sizes(self.engine.header, self.profile, shapes)
+        key = (self.profile, tuple(sorted(sizes.items())))
+        context = self._contexts.get(key)
+        if context is None:
+            context = self.engine.at_shape(self.profile, sizes).create_execution_context(self.cuda_graph)
+            self._contexts[key] = context
+            while len(self._contexts) > self.max_shapes:
+                self._contexts.pop(next(iter(self._contexts)))
+        self._current = context
+        return context
+
+    def execute(self, inputs: Mapping[str, Any], outputs: str = "numpy") -> dict[str, Any]:
+        """``ExecutionContext.execute`` at the shapes of ``inputs`` (or those set)."""
+        with self._exclusive():
+            context = self._context_for(inputs)
+        return context.execute(inputs, outputs)
+
+    def execute_traced(self, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[list[np.ndarray]]]:
+        with self._exclusive():
+            context = self._context_for(inputs)
+        return context.execute_traced(inputs)
+
+    def enqueue(self, inputs: Mapping[str, Any],
+                after_layer: Callable[[int, Sequence[Any]], None] | None = None) -> dict[str, Any]:
+        with self._exclusive():
+            context = self._context_for(inputs)
+        return context.enqueue(inputs, after_layer)
+
+    def to_host(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if self._current is None:
+            raise UsageError("nothing was enqueued on this context")
+        return self._current.to_host(outputs)
+
+    def synchronize(self) -> None:
+        if self._current is not None:
+            self._current.synchronize()
+
+    def release(self) -> None:
+        if self._current is not None:
+            self._current.release()

@@ -18,7 +18,7 @@ import numpy as np
 from reprobuild.core import symbolic
 from reprobuild.core.digest import array_digests, attrs_to_json, digest_of
 from reprobuild.core.dtypes import DTYPES, dtype_name, itemsize
-from reprobuild.core.errors import ModelError
+from reprobuild.core.errors import ModelError, UsageError
 from reprobuild.ops import TensorType, infer_types
 
 AttrValue = int | float | str | tuple[int, ...] | tuple[float, ...] | tuple[str, ...]
@@ -344,12 +344,14 @@ class NetworkDefinition:
         self._tensors[name] = info
         return info
 
-    def add_constant(self, name: str, value: np.ndarray) -> TensorInfo:
+    def add_constant(self, name: str, value: np.ndarray, dtype: str | None = None) -> TensorInfo:
+        """A constant. An object array holds sizes computed from a dynamic axis (``symbolic.int_array``), of the
+        integer ``dtype`` given (default int64)."""
         self._check_new(name)
         arr = np.asarray(value)
         self._constants[name] = arr
-        # An object array holds sizes computed from a dynamic axis (symbolic.int_array): int64 to the graph.
-        info = TensorInfo(name, tuple(arr.shape), "int64" if symbolic.is_symbolic_array(arr) else dtype_name(arr.dtype))
+        info = TensorInfo(name, tuple(arr.shape), (dtype or "int64") if symbolic.is_symbolic_array(arr)
+                          else dtype_name(arr.dtype))
         self._tensors[name] = info
         return info
 
@@ -486,3 +488,95 @@ def topological_order(
                 f"{missing}, which nothing produces before it"
             )
     return ordered
+
+
+class OptimizationProfile:
+    """A range of shapes for the inputs with dynamic dimensions (TensorRT's ``IOptimizationProfile``): per input a
+    (min, opt, max) shape. The builder checks each tactic at min and max and times it at opt; the runtime runs any
+    shape between min and max, axis by axis."""
+
+    def __init__(self) -> None:
+        self._shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
+
+    def set_shape(self, input: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> None:
+        shapes = tuple(tuple(int(d) for d in s) for s in (min, opt, max))
+        low, mid, high = shapes
+        if not len(low) == len(mid) == len(high):
+            raise UsageError(f"profile shapes of {input!r} have ranks {len(low)}, {len(mid)} and {len(high)}; "
+                             "min, opt and max have the input's rank")
+        for axis, (a, b, c) in enumerate(zip(low, mid, high)):
+            if not 0 <= a <= b <= c:
+                raise UsageError(f"profile shape of {input!r} axis {axis}: min {a}, opt {b}, max {c}; each axis needs "
+                                 "0 <= min <= opt <= max")
+        self._shapes[input] = shapes  # type: ignore[assignment]
+
+    def get_shape(self, input: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        if input not in self._shapes:
+            raise UsageError(f"the profile gives no shape for {input!r}; it has {sorted(self._shapes)}")
+        return self._shapes[input]
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(sorted(self._shapes))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={'x'.join(map(str, a))}:{'x'.join(map(str, b))}:{'x'.join(map(str, c))}"
+                          for k, (a, b, c) in sorted(self._shapes.items()))
+        return f"OptimizationProfile({inner})"
+
+
+def profile_sizes(profiles: Sequence[OptimizationProfile], inputs: Mapping[str, Sequence[Any]]
+                  ) -> list[tuple[dict[str, int], dict[str, int], dict[str, int]]]:
+    """Per profile, the (min, opt, max) size of each dynamic dimension, from the shapes it gives the inputs whose
+    declared shape (``inputs``: an int per static dimension, a symbol name or a SymInt per dynamic one) has them.
+    Every dynamic input needs a shape in every profile, static axes must be the model's, and the dimensions a
+    model names alike must be given alike."""
+    out = []
+    dynamic_inputs = sorted(n for n, dims in inputs.items() if any(not isinstance(d, int) for d in dims))
+    for index, profile in enumerate(profiles):
+        unknown = sorted(set(profile.inputs) - set(inputs))
+        if unknown:
+            raise UsageError(f"profile {index} gives a shape for {unknown}, which the network does not take; its "
+                             f"inputs are {sorted(inputs)}")
+        missing = [n for n in dynamic_inputs if n not in profile.inputs]
+        if missing:
+            raise UsageError(f"profile {index} gives no shape for {missing}, which have dynamic dimensions; give "
+                             "each one min, opt and max shapes (--profile NAME=MIN:OPT:MAX)")
+        sizes: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
+        source: dict[str, str] = {}
+        for name in profile.inputs:
+            dims = inputs[name]
+            for which, shape in enumerate(profile.get_shape(name)):
+                if len(shape) != len(dims):
+                    raise UsageError(f"profile {index}: {name!r} has rank {len(dims)} ({list(map(str, dims))}); the "
+                                     f"profile gives {'x'.join(map(str, shape))}")
+                for axis, (dim, size) in enumerate(zip(dims, shape)):
+                    if isinstance(dim, int):
+                        if size != dim:
+                            raise UsageError(f"profile {index}: {name!r} axis {axis} is static ({dim}) in the model; "
+                                             f"the profile gives {size}")
+                        continue
+                    sym = dim if isinstance(dim, str) else dim.symbols[0]
+                    if sizes[which].setdefault(sym, size) != size:
+                        raise UsageError(f"profile {index}: {name!r} axis {axis} and {source[sym]} are both the "
+                                         f"dimension {sym!r}, but the profile gives them {size} and "
+                                         f"{sizes[which][sym]}")
+                    source.setdefault(sym, f"{name!r} axis {axis}")
+        for sym in sizes[0]:
+            if sizes[0][sym] < 1:
+                raise UsageError(f"profile {index}: dimension {sym!r} has min {sizes[0][sym]}; a dynamic dimension's "
+                                 "min is at least 1")
+        out.append(sizes)
+    return out
+
+
+def profile_ranges(profiles: Sequence[OptimizationProfile], inputs: Mapping[str, Sequence[Any]]
+                   ) -> dict[str, tuple[int, int]]:
+    """Each dynamic dimension's range over every profile (their hull): what the network is parsed and its passes
+    run for."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for low, _, high in profile_sizes(profiles, inputs):
+        for sym in low:
+            lo, hi = ranges.get(sym, (low[sym], high[sym]))
+            ranges[sym] = (min(lo, low[sym]), max(hi, high[sym]))
+    return dict(sorted(ranges.items()))

@@ -37,10 +37,12 @@ from reprobuild.builder.selection import Candidate, choose, layer_seed, layer_sp
 from reprobuild.builder.selector import AlgorithmContext, AlgorithmSelector, BuildPlan, PlannedLayer
 from reprobuild.builder.timing_cache import TimingCache
 from reprobuild.builder.timing_lock import timing_lock
+from reprobuild.core import symbolic
 from reprobuild.core.digest import array_digest, attrs_to_json, sha256_hex
 from reprobuild.core.dtypes import dtype_name, is_float, itemsize
 from reprobuild.core.errors import BuildError, ReprobuildError, ResourceError
 from reprobuild.core.logger import ErrorRecorder, Logger, Severity
+from reprobuild.core.symbolic import symbol_ranges
 from reprobuild.core.textformat import printable
 from reprobuild.engine.allocator import GpuAllocator, check_allocator
 from reprobuild.engine.format import FORMAT_VERSION, engine_header, serialize_engine
@@ -48,7 +50,7 @@ from reprobuild.engine.golden import golden_inputs, layer_digests
 from reprobuild.engine.memory import LayerUse, MemoryPlan, MemoryTotals, device_memory_info, plan_memory
 from reprobuild.engine.runtime import Engine, Runtime, default_max_memory, library_workspace_bytes
 from reprobuild.environment.fingerprint import environment_fingerprint
-from reprobuild.ir import Network, NetworkDefinition
+from reprobuild.ir import Network, NetworkDefinition, OptimizationProfile, profile_ranges, profile_sizes
 from reprobuild.kernels.backend import Backend, CudaBackend, cuda_module, resolve_backend
 from reprobuild.kernels.identity import check_installed, kernel_source_sha256, shown_label
 from reprobuild.kernels.tactic import LayerSpec, Tactic, TacticRegistry, precision_of
@@ -102,8 +104,13 @@ class Builder:
             raise
 
     def _build(self, network: Network | NetworkDefinition, config: BuilderConfig,
-               passes_done: bool = False) -> BuildResult:
-        """The build; ``passes_done``: ``network`` is already what ``config``'s passes made (a refit's)."""
+               passes_done: bool = False, dynamic: Callable[[Sequence[Tactic]], dict[str, Any]] | None = None
+               ) -> BuildResult:
+        """The build; ``passes_done``: ``network`` is already what ``config``'s passes made (a refit's).
+        ``dynamic``: for profile 0 of a dynamic build, the engine's dynamic section from the chosen tactics."""
+        net0 = network.finalize() if isinstance(network, NetworkDefinition) else network
+        if net0.symbols:
+            return self._build_dynamic(net0, config)
         started = time.perf_counter()
         started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         phases: dict[str, float] = {}
@@ -118,7 +125,7 @@ class Builder:
         config.validate()
         monitor = config.progress_monitor or ProgressMonitor()
         selector = config.algorithm_selector or AlgorithmSelector()
-        net = network.finalize() if isinstance(network, NetworkDefinition) else network
+        net = net0
         backend, backend_reason = resolve_backend(config.backend, config.device)
         self.logger.info(f"backend {backend.name} ({backend_reason})")
         device_memory = device_memory_info(backend)
@@ -187,7 +194,11 @@ class Builder:
             golden = self._golden(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph, b""),
                                   net, digests, config.seed, config.max_memory, getattr(backend, "device_id", None))
         phase("golden")
+        section = dynamic(tactics) if dynamic is not None else None
         pinned = m.Pinned(
+            dynamic=m.DynamicRecord(symbols=section["symbols"], shapes=section["shapes"],
+                                    profiles=[m.ProfileRecord(**p) for p in section["profiles"]])
+            if section is not None else None,
             model=_model_record(net),
             config=config_record,
             environment=environment,
@@ -213,8 +224,10 @@ class Builder:
         )
         phase("manifest")
         with _out_of_memory("writing the engine's bytes (a copy of every weight)", cap):
-            engine = serialize_engine(_engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph,
-                                                     pinned_bytes(pinned)), net.constants, digests)
+            header = _engine_header(net, tactics, chosen, plan, backend, execution.cuda_graph, pinned_bytes(pinned))
+            if section is not None:
+                header["dynamic"] = [section]
+            engine = serialize_engine(header, net.constants, digests)
         phase("serialize")
         selector.end(pinned, sha256_hex(engine))
         totals = MemoryTotals.of(backend.name, len(engine), pinned.memory.weights_bytes, pinned.memory.context_bytes)
@@ -243,6 +256,49 @@ class Builder:
                          f"layers, {timed} tactic timings, {cache_hits} from the timing cache, "
                          f"{time.perf_counter() - started:.2f} s")
         return BuildResult(engine=engine, manifest=manifest, network=net)
+
+    def _build_dynamic(self, net: Network, config: BuilderConfig) -> BuildResult:
+        """A network with dynamic dimensions, built for ``config.profiles``: the passes run once on the symbolic
+        network; each profile's tactics are timed at its opt shapes among those eligible at its min and max shapes
+        too (``_ProfileSelector``); the engine is profile 0's opt engine with the dynamic section (symbolic
+        shapes and attributes, every profile's tactics), which the runtime specializes per run shape."""
+        if not config.profiles:
+            raise BuildError(f"the network has dynamic dimensions ({', '.join(net.symbols)}); give at least one "
+                             "optimization profile (BuilderConfig.add_optimization_profile, or --profile "
+                             "NAME=MIN:OPT:MAX), or fix every dimension (--input-shape)")
+        declared = {t.name: t.shape for t in net.inputs}
+        sizes = profile_sizes(config.profiles, declared)
+        parsed = dict((net.source or {}).get("symbol_ranges") or {})
+        hull = profile_ranges(config.profiles, declared)
+        for sym, (lo, hi) in hull.items():
+            if sym in parsed and not parsed[sym][0] <= lo <= hi <= parsed[sym][1]:
+                raise BuildError(f"the profiles give {sym!r} the range [{lo}, {hi}], but the network was parsed for "
+                                 f"[{parsed[sym][0]}, {parsed[sym][1]}]; parse it with the same profiles")
+        ranges = {sym: tuple(parsed.get(sym, hull[sym])) for sym in net.symbols}
+        with symbol_ranges(ranges):
+            net = run_passes(net, config.effective_passes)
+        check_engine_limits(net.specialize({sym: hi for sym, (_, hi) in ranges.items()}))
+        self.logger.info(f"dynamic network after passes: {len(net.layers)} layers over {dict(ranges)}; "
+                         f"{len(sizes)} optimization profile(s)")
+        dynamic_inputs = [t.name for t in net.inputs if any(not isinstance(d, int) for d in t.shape)]
+        chosen: dict[int, list[dict[str, Any]]] = {}
+        results: dict[int, BuildResult] = {}
+        for index in [*range(1, len(sizes)), 0]:  # profile 0 last: its engine carries every profile's tactics
+            low, opt, high = sizes[index]
+            self.logger.info(f"profile {index}: min {low}, opt {opt}, max {high}")
+            inner = config.algorithm_selector or AlgorithmSelector()
+            selector = _ProfileSelector(inner, self.registry, index, net.specialize(low), net.specialize(high))
+            profile_config = dataclasses.replace(config, algorithm_selector=selector, profiles=[])
+
+            def section(tactics: Sequence[Tactic], index: int = index) -> dict[str, Any]:
+                chosen[index] = [dict(t.ref) for t in tactics]
+                return _dynamic_section(net, ranges, config.profiles, dynamic_inputs, chosen)
+
+            results[index] = self._build(net.specialize(opt), profile_config, passes_done=True,
+                                         dynamic=section if index == 0 else None)
+            if index:
+                chosen[index] = [dict(layer.tactic.model_dump()) for layer in results[index].manifest.pinned.layers]
+        return dataclasses.replace(results[0], network=net)
 
     def _select(self, layers: list[tuple[AlgorithmContext, LayerSpec, list[Candidate]]],
                 selector: AlgorithmSelector, backend: Backend, config: BuilderConfig, timing: m.TimingConfig,
@@ -312,6 +368,67 @@ class Builder:
         # Every tactic the manifest will record, by the identity the lock gives it, must still be that code.
         check_installed(c.tactic for _, _, candidates in planned for c in candidates)
         return planned
+
+
+def _dynamic_section(net: Network, ranges: Mapping[str, tuple[int, int]], profiles: Sequence[OptimizationProfile],
+                     dynamic_inputs: Sequence[str], chosen: Mapping[int, Sequence[Mapping[str, Any]]]
+                     ) -> dict[str, Any]:
+    """The engine's (and the manifest's) dynamic section: ranges, symbolic shapes and attributes, profiles."""
+    shapes = {name: symbolic.to_text(list(net.tensors[name].shape)) for name in _activations(net)
+              if symbolic.is_symbolic(net.tensors[name].shape)}
+    attrs = {layer.name: {k: symbolic.to_text(list(v) if isinstance(v, tuple) else v)
+                          for k, v in layer.attrs if symbolic.is_symbolic(v)}
+             for layer in net.layers if symbolic.is_symbolic(dict(layer.attrs))}
+    return {
+        "symbols": {sym: [int(lo), int(hi)] for sym, (lo, hi) in sorted(ranges.items())},
+        "shapes": dict(sorted(shapes.items())),
+        "attrs": dict(sorted(attrs.items())),
+        "profiles": [{"inputs": {name: [list(s) for s in p.get_shape(name)] for name in sorted(dynamic_inputs)},
+                      "tactics": [dict(t) for t in chosen[i]]} for i, p in enumerate(profiles)],
+    }
+
+
+class _ProfileSelector(AlgorithmSelector):
+    """The selector of one profile's build at its opt shapes: offers the wrapped selector only the candidates that
+    are eligible at the profile's min and max shapes too, so the chosen tactic runs every shape in between."""
+
+    def __init__(self, inner: AlgorithmSelector, registry: TacticRegistry, index: int, low: Network,
+                 high: Network) -> None:
+        self.inner, self.registry, self.index, self.low, self.high = inner, registry, index, low, high
+
+    @property
+    def requires_timing(self) -> bool:  # type: ignore[override]
+        return self.inner.requires_timing
+
+    def begin(self, plan: BuildPlan) -> None:
+        self.inner.begin(plan)
+
+    def select(self, context: AlgorithmContext, candidates: Sequence[Any]) -> Sequence[Any]:
+        fits: list[tuple[Any, str | None]] = []
+        refused: list[tuple[Any, str | None]] = []
+        for candidate in candidates:
+            tactic = self.registry.resolve(context.op, {"family": candidate.family, "name": candidate.name,
+                                                        "version": candidate.version,
+                                                        "code_sha256": candidate.code_sha256,
+                                                        "parameters": dict(candidate.parameters)})
+            why = next((f"at the profile's {which} shapes: {reason}" for which, network in
+                        (("min", self.low), ("max", self.high))
+                        if (reason := tactic.ineligibility(layer_spec(network, context.index))) is not None), None)
+            (refused if why else fits).append((candidate, why))
+        if not fits:
+            listing = "; ".join(f"{c.label}: {why}" for c, why in refused)
+            raise BuildError(f"layer {context.name!r} ({context.op}): no tactic runs every shape of optimization "
+                             f"profile {self.index}: {listing}; narrow the profile")
+        return self.inner.select(context, [c for c, _ in fits])
+
+    def pinned_parameters(self, context: AlgorithmContext, candidate: Any) -> Any:
+        return self.inner.pinned_parameters(context, candidate)
+
+    def report(self, context: AlgorithmContext, chosen: Any) -> None:
+        self.inner.report(context, chosen)
+
+    def end(self, pinned: m.Pinned, engine_sha256: str) -> None:
+        self.inner.end(pinned, engine_sha256)
 
 
 def _allowed(selector: AlgorithmSelector, ctx: AlgorithmContext, candidates: list[Candidate]) -> list[Candidate]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from reprobuild.core.errors import UsageError
+from reprobuild.ir import OptimizationProfile
 from reprobuild.manifest.models import MAX_SEED
 from reprobuild.passes import DEFAULT_PASSES, PASSES, PRECISION_PASSES
 
@@ -101,6 +102,16 @@ class BuilderConfig:
     progress_monitor: ProgressMonitor | None = field(default=None, repr=False)
     algorithm_selector: AlgorithmSelector | None = field(default=None, repr=False)
     timing_cache: TimingCache | None = field(default=None, repr=False)
+    #: Optimization profiles, for a network with dynamic dimensions (at least one then; none for fixed shapes).
+    profiles: list[OptimizationProfile] = field(default_factory=list)
+
+    def add_optimization_profile(self, profile: OptimizationProfile) -> int:
+        """Add a profile (TensorRT's ``IBuilderConfig.add_optimization_profile``); returns its index."""
+        if not isinstance(profile, OptimizationProfile):
+            raise UsageError(f"an optimization profile is a reprobuild.ir.OptimizationProfile; got "
+                             f"{type(profile).__name__}")
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
 
     @classmethod
     def from_record(cls, record: BuildConfigRecord) -> BuilderConfig:

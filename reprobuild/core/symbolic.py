@@ -42,6 +42,20 @@ class SymbolicShapeError(ModelError):
     decided for every size in the profiles' ranges."""
 
 
+_IDENTICAL_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("identical_only", default=False)
+
+
+@contextlib.contextmanager
+def identical_only() -> Iterator[None]:
+    """While the block runs, ``a == b`` of sizes the ranges cannot decide is False rather than an error: equal
+    means equal at every size (what a graph pass asks before it rewrites: "is this the same shape?")."""
+    token = _IDENTICAL_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _IDENTICAL_ONLY.reset(token)
+
+
 @contextlib.contextmanager
 def symbol_ranges(ranges: Mapping[str, tuple[int, int]]) -> Iterator[None]:
     """The range of each symbol while the block runs (a build: the hull of the profiles)."""
@@ -312,6 +326,8 @@ class SymInt:
             return False
         if lo == hi == 0:
             return True
+        if _IDENTICAL_ONLY.get():
+            return False
         raise self._undecided(other, "==")
 
     def __ne__(self, other: Any) -> Any:
@@ -484,3 +500,50 @@ def broadcast(*shapes: Any) -> tuple[Any, ...]:
                                          f"their dynamic dimensions ({d} against {size})")
         out.append(size)
     return tuple(out)
+
+
+_FACTOR = re.compile(r"(?:(\d{1,18})|([A-Za-z_][A-Za-z0-9_.:]*)(?:\^([1-8]))?)\Z")
+
+
+def parse(text: str) -> IntLike:
+    """A size written as ``str(SymInt)`` ("3*batch*sequence + 2*batch - 1"), which must be that canonical form
+    exactly: an engine file holds its symbolic sizes so, and a crafted one cannot smuggle in another spelling."""
+    if not isinstance(text, str) or not 0 < len(text) <= 1024:
+        raise SymbolicShapeError("a symbolic size is a non-empty string of at most 1024 characters")
+    total: IntLike = 0
+    for raw in text.replace(" - ", " + -").split(" + "):
+        negative = raw.startswith("-")
+        term: IntLike = -1 if negative else 1
+        factors = raw[1:] if negative else raw
+        if not factors:
+            raise SymbolicShapeError(f"{text!r} is not a symbolic size (an empty term)")
+        for factor in factors.split("*"):
+            match = _FACTOR.match(factor)
+            if match is None:
+                raise SymbolicShapeError(f"{text!r} is not a symbolic size ({factor!r} is neither an integer nor a "
+                                         "symbol with an optional power ^1..^8)")
+            number, name, power = match.groups()
+            term = term * (int(number) if number is not None else symbol(name) ** int(power or 1))
+        total = total + term
+    if not isinstance(total, SymInt) or str(total) != text:
+        raise SymbolicShapeError(f"{text!r} is not a symbolic size in canonical form"
+                                 + (f" (that is {total})" if isinstance(total, SymInt) else " (it is a constant)"))
+    return total
+
+
+def to_text(value: Any) -> Any:
+    """Sizes (a size, or a list or tuple of them) with each SymInt as its canonical text, for a file."""
+    if isinstance(value, SymInt):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [to_text(v) for v in value]
+    return value
+
+
+def from_text(value: Any) -> Any:
+    """The inverse of :func:`to_text`: each string parsed (:func:`parse`)."""
+    if isinstance(value, str):
+        return parse(value)
+    if isinstance(value, list):
+        return [from_text(v) for v in value]
+    return value

@@ -46,7 +46,7 @@ from reprobuild.frontend.onnx_support import (
     support_problems,
     unsupported_error,
 )
-from reprobuild.ir import Network, NetworkDefinition, TensorInfo
+from reprobuild.ir import Network, NetworkDefinition, OptimizationProfile, TensorInfo, profile_ranges
 from reprobuild.ops import OpError, StaticInputError, TensorType, get_op
 from reprobuild.ops._constant_limits import shape_problem
 from reprobuild.ops.onnx_types import dtype_of_elem_type
@@ -80,6 +80,8 @@ class ModelInfo:
     #: when unnamed) for a dynamic one. Not part of the manifest; the engine keeps it so that a run with another
     #: shape can say whether a rebuild with --input-shape helps (a dynamic dimension) or not (a static one).
     declared_inputs: Mapping[str, tuple[int | str, ...]] = field(default_factory=dict)
+    #: The range of each dynamic dimension kept symbolic (parsed for optimization profiles); empty otherwise.
+    symbol_ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class OnnxParser:
@@ -93,25 +95,30 @@ class OnnxParser:
         self.model_info: ModelInfo | None = None
         self._declared: dict[str, tuple[int | str, ...]] = {}
         self._dynamic: dict[str, tuple[int, int]] = {}
+        self._profiles: list[OptimizationProfile] = []
         self._used_symbols: set[str] = set()
 
     def parse_from_file(self, path: str | os.PathLike[str], input_shapes: Mapping[str, Sequence[int]] | None = None,
                         input_values: Mapping[str, np.ndarray] | None = None,
-                        dynamic: Mapping[str, tuple[int, int]] | None = None) -> ModelInfo:
+                        dynamic: Mapping[str, tuple[int, int]] | None = None,
+                        profiles: Sequence[OptimizationProfile] = ()) -> ModelInfo:
         return self.parse(read_bounded(path, MAX_MODEL_BYTES, "model", ModelError), input_shapes, input_values,
-                          dynamic)
+                          dynamic, profiles)
 
     def parse(self, data: bytes, input_shapes: Mapping[str, Sequence[int]] | None = None,
               input_values: Mapping[str, np.ndarray] | None = None,
-              dynamic: Mapping[str, tuple[int, int]] | None = None) -> ModelInfo:
+              dynamic: Mapping[str, tuple[int, int]] | None = None,
+              profiles: Sequence[OptimizationProfile] = ()) -> ModelInfo:
         """``dynamic``: the range (lowest, highest) of each dynamic dimension to keep symbolic, by its symbol (the
         model's dim_param, or ``input:axis`` for an unnamed one); the network's shapes and attributes then hold
         SymInts (:mod:`reprobuild.core.symbolic`) valid over the whole range, and ``Network.specialize`` gives
-        it at one size. A dynamic dimension ``input_shapes`` fixes is not symbolic."""
+        it at one size. ``profiles``: optimization profiles, whose hull gives those ranges (``dynamic`` then
+        adds to them). A dynamic dimension ``input_shapes`` fixes is not symbolic."""
         if len(data) > MAX_MODEL_BYTES:
             raise ModelError(f"model is {len(data)} bytes; the limit is {MAX_MODEL_BYTES}")
         self._dynamic = _checked_ranges(dynamic or {})
-        with ThreadPoolExecutor(max_workers=1) as pool, symbol_ranges(self._dynamic):
+        self._profiles = list(profiles)
+        with ThreadPoolExecutor(max_workers=1) as pool:
             digest = pool.submit(sha256_hex, data)  # hashing releases the GIL: overlap it with parsing
             info = self._parse(data, dict(input_shapes or {}), dict(input_values or {}))
             self.model_info = dataclasses.replace(info, sha256=digest.result())
@@ -197,9 +204,17 @@ class OnnxParser:
         graph = model.graph
         opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
         names = _layer_names(graph)
-        plan, unsupported = support_problems(graph, names, opsets)
         self.used_names = {t for n in graph.node for t in n.input if t} | {o.name for o in graph.output}
         self._graph_outputs = {o.name for o in graph.output}
+        if self._profiles:
+            self._dynamic = {**_checked_ranges(profile_ranges(self._profiles, _declared_dims(graph))), **self._dynamic}
+        with symbol_ranges(self._dynamic):  # every size decision below holds over these ranges
+            return self._parse_graph(data, model, graph, opsets, names, upgraded_from, input_shapes, input_values)
+
+    def _parse_graph(self, data: bytes, model: onnx.ModelProto, graph: onnx.GraphProto, opsets: Mapping[str, int],
+                     names: Sequence[str], upgraded_from: int | None, input_shapes: dict[str, Sequence[int]],
+                     input_values: dict[str, np.ndarray]) -> ModelInfo:
+        plan, unsupported = support_problems(graph, names, opsets)
         try:
             self._add_constants(graph)
             self._add_inputs(graph, input_shapes, input_values)
@@ -227,6 +242,7 @@ class OnnxParser:
             sha256="", size_bytes=len(data), ir_version=int(model.ir_version), opset=int(opsets.get("", 0)),
             producer=f"{model.producer_name} {model.producer_version}".strip(), graph_name=graph.name,
             upgraded_from_opset=upgraded_from, declared_inputs=dict(self._declared),
+            symbol_ranges={k: self._dynamic[k] for k in sorted(self._used_symbols)},
         )
 
     def _convert_nodes(self, graph: onnx.GraphProto, names: Sequence[str], plan: Sequence[tuple[int, int]],
@@ -296,9 +312,10 @@ class OnnxParser:
         foldable = (all(c is not None for c in constants) and not any(is_symbolic(i.shape) for i in infos)
                     and sum(i.nbytes for i in infos) <= MAX_FOLDED_BYTES)
         if foldable:
-            values = evaluate(op, attrs, [c for c in constants if c is not None], where)
+            values = evaluate(op, attrs, [c for c in constants if c is not None], where,
+                              [net.tensor(t).dtype for t in inputs])
             for info, value in zip(infos, values):
-                net.add_constant(info.name, value)
+                net.add_constant(info.name, value, info.dtype)
             self.logger.verbose(f"folded {name} ({op}) into constant(s) {list(outputs)}")
             self.folded += 1
             return
@@ -418,6 +435,19 @@ class OnnxParser:
                              f"computes {list(info.shape)}")
 
 
+def _declared_dims(graph: onnx.GraphProto) -> dict[str, list[int | str]]:
+    """Each run-time input's declared dimensions: an int, or the symbol the parser gives a dynamic one."""
+    initialized = {t.name for t in graph.initializer}
+    out: dict[str, list[int | str]] = {}
+    for vi in graph.input:
+        if vi.name in initialized or not vi.type.HasField("tensor_type"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        out[vi.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 and not d.dim_param
+                        else (d.dim_param or f"{vi.name}:{axis}") for axis, d in enumerate(dims)]
+    return out
+
+
 def _checked_ranges(ranges: Mapping[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
     out = {}
     for name in sorted(ranges):
@@ -465,18 +495,21 @@ def _layer_names(graph: onnx.GraphProto) -> list[str]:
 def network_from_onnx_bytes(data: bytes, logger: Logger | None = None,
                             input_shapes: Mapping[str, Sequence[int]] | None = None,
                             input_values: Mapping[str, np.ndarray] | None = None,
-                            dynamic: Mapping[str, tuple[int, int]] | None = None) -> tuple[Network, ModelInfo]:
-    """The network of an ONNX model; ``dynamic`` keeps those dynamic dimensions symbolic (``OnnxParser.parse``)."""
+                            dynamic: Mapping[str, tuple[int, int]] | None = None,
+                            profiles: Sequence[OptimizationProfile] = ()) -> tuple[Network, ModelInfo]:
+    """The network of an ONNX model; ``dynamic`` or ``profiles`` keep dynamic dimensions symbolic
+    (``OnnxParser.parse``)."""
     network = NetworkDefinition()
-    info = OnnxParser(network, logger).parse(data, input_shapes, input_values, dynamic)
+    info = OnnxParser(network, logger).parse(data, input_shapes, input_values, dynamic, profiles)
     network.name = info.graph_name or "network"
-    with symbol_ranges(_checked_ranges(dynamic or {})):
+    with symbol_ranges(info.symbol_ranges):
         return network.finalize(), info
 
 
 def network_from_onnx_path(path: str | os.PathLike[str], logger: Logger | None = None,
                            input_shapes: Mapping[str, Sequence[int]] | None = None,
                            input_values: Mapping[str, np.ndarray] | None = None,
-                           dynamic: Mapping[str, tuple[int, int]] | None = None) -> tuple[Network, ModelInfo]:
+                           dynamic: Mapping[str, tuple[int, int]] | None = None,
+                           profiles: Sequence[OptimizationProfile] = ()) -> tuple[Network, ModelInfo]:
     return network_from_onnx_bytes(read_bounded(path, MAX_MODEL_BYTES, "model", ModelError), logger, input_shapes,
-                                   input_values, dynamic)
+                                   input_values, dynamic, profiles)

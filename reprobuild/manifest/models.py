@@ -220,6 +220,25 @@ class ExecutionRecord(Strict):
     reason: str = Field(description="why (or why not)")
 
 
+class ProfileRecord(Strict):
+    """One optimization profile of a dynamic engine: each dynamic input's [min, opt, max] shape, and each layer's
+    tactic (in the order of ``layers``), timed at opt and checked at min and max."""
+
+    inputs: FailFastDict[str, FailFastList[FailFastList[int]]]
+    tactics: FailFastList[TacticRef]
+
+
+class DynamicRecord(Strict):
+    """What a dynamic engine (built with optimization profiles) is over its whole range. The rest of the pinned
+    record is the engine at profile 0's opt shapes; here are each dynamic dimension's range, the shape of every
+    tensor that depends on one (canonical expressions such as ``batch*sequence``), and each profile."""
+
+    symbols: FailFastDict[str, FailFastList[int]] = Field(description="each dynamic dimension's [lowest, highest]")
+    shapes: FailFastDict[str, FailFastList[int | str]] = Field(
+        description="tensor -> its shape over the range, a dynamic size as its expression")
+    profiles: FailFastList[ProfileRecord]
+
+
 class Pinned(Strict):
     model: ModelRecord
     config: BuildConfigRecord
@@ -232,6 +251,8 @@ class Pinned(Strict):
     memory: MemoryRecord
     execution: ExecutionRecord
     golden: GoldenRecord
+    #: A dynamic engine's profiles and shapes over its range; absent (not written) for an engine of fixed shapes.
+    dynamic: DynamicRecord | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class CandidateRecord(Strict):

@@ -111,3 +111,9 @@ def _monomials(names: Sequence[str]) -> list[SymInt]:
         out = [m * symbolic.symbol(s) ** k for m in out for k in range(_MAX_POWER + 1)]
     monos = [m for m in out if isinstance(m, SymInt)]
     return sorted(monos, key=lambda m: (sum(p for t in m.to_json() for _, p in t[1]), str(m)))
+
+
+def infer(opdef: LayerDef, attrs: Mapping[str, Any], inputs: Sequence[TensorType]) -> list[TensorType]:
+    """``opdef.infer``, or :func:`infer_symbolic` when a shape or an attribute holds a SymInt (what a pass calls to
+    check a rewrite it is about to make)."""
+    return infer_symbolic(opdef, attrs, inputs) if has_symbols(attrs, inputs) else opdef.infer(attrs, inputs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from reprobuild.core import symbolic
 from reprobuild.core.errors import UsageError
 from reprobuild.ir import Network
 from reprobuild.passes._pass_list import PASS_LIST
@@ -37,6 +38,18 @@ def get_pass(name: str) -> Pass:
 
 
 def run_passes(network: Network, names: Sequence[str]) -> Network:
-    for name in names:
-        network = get_pass(name).run(network)
+    """The passes in order. On a network with dynamic dimensions, two sizes are equal only when they are equal at
+    every size of the symbols (``symbolic.identical_only``): a pass rewrites only what holds over the whole range;
+    a comparison it needs that the range cannot decide fails naming the pass."""
+    if not network.symbols:
+        for name in names:
+            network = get_pass(name).run(network)
+        return network
+    with symbolic.identical_only():
+        for name in names:
+            try:
+                network = get_pass(name).run(network)
+            except symbolic.SymbolicShapeError as exc:
+                raise symbolic.SymbolicShapeError(
+                    f"pass {name!r} on a network with dynamic dimensions: {exc}") from None
     return network

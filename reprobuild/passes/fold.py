@@ -8,6 +8,7 @@ would be larger than MAX_FOLDED_BYTES (computed at run time instead of stored in
 
 from __future__ import annotations
 
+from reprobuild.core import symbolic
 from reprobuild.ir import Layer, Network
 from reprobuild.ops.registry import evaluate
 
@@ -20,6 +21,9 @@ def fold_constants(network: Network) -> Network:
     outputs = {t.name for t in network.outputs}
     kept: list[Layer] = []
     for layer in network.layers:
+        if any(symbolic.is_symbolic(network.tensors[t].shape) for t in layer.outputs):
+            kept.append(layer)  # its size depends on a dynamic axis: computed at run time
+            continue
         size = sum(network.tensors[t].nbytes for t in layer.outputs)
         if (all(t in constants for t in layer.inputs) and not outputs.intersection(layer.outputs)
                 and size <= MAX_FOLDED_BYTES):

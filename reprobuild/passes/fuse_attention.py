@@ -51,9 +51,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from reprobuild.core.symbolic import SymbolicShapeError
 from reprobuild.ir import Layer, Network, make_attrs
 from reprobuild.layers.base import OpError, TensorType
 from reprobuild.layers.op_fused_attention import FusedAttention, swap_last
+from reprobuild.ops import symbolic_infer
 from reprobuild.passes.pattern import GraphIndex, fresh_name, fuse_rounds
 
 VERSION = 2  # 2: the "nan" guard (torch's SDPA decomposition: Where(IsNaN(p), 0, p))
@@ -331,9 +333,9 @@ def _attention(network: Network, index: GraphIndex,
     types = [TensorType(tuple(form.constants[t].shape), str(form.constants[t].dtype)) if t in form.constants
              else TensorType(tuple(index.tensor(t).shape), index.tensor(t).dtype) for t in inputs]
     try:
-        (out,) = FusedAttention().infer(attrs, types)
-    except OpError:
-        return None  # shapes or dtypes that do not fit: the layers stay as they are
+        (out,) = symbolic_infer.infer(FusedAttention(), attrs, types)
+    except (OpError, SymbolicShapeError):
+        return None  # shapes or dtypes that do not fit (for every size of a dynamic axis): the layers stay
     result = index.tensor(out_mm.outputs[0])
     if (out.shape, out.dtype) != (tuple(result.shape), result.dtype):
         return None

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from reprobuild.core.symbolic import SymbolicShapeError
 from reprobuild.ir import Layer, Network
 from reprobuild.layers.op_fused_elementwise import BINARY, STEP_ATTRS, STEP_OPS, Step, encode_step
+from reprobuild.ops import symbolic_infer
 from reprobuild.ops.base import OpError, TensorType
 from reprobuild.ops.op_fused_elementwise import FusedElementwise
 
@@ -93,8 +95,8 @@ def fused_layer(network: Network, members: Sequence[Layer]) -> Layer | None:
     types = [TensorType(network.tensors[t].shape, network.tensors[t].dtype) for t in inputs]
     try:
         attrs = (("steps", tuple(encode_step(step) for step in program)),)
-        (out,) = FusedElementwise().infer(dict(attrs), types)
-    except OpError:
+        (out,) = symbolic_infer.infer(FusedElementwise(), dict(attrs), types)
+    except (OpError, SymbolicShapeError):
         return None
     if out.shape != network.tensors[sink.outputs[0]].shape:
         return None

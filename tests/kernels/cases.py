@@ -19,13 +19,17 @@ class Case:
     make: Callable[[np.random.Generator], tuple[onnx.ModelProto, dict[str, np.ndarray]]]
     #: Graph passes that turn the model into the single layer under test (a fused layer); none by default.
     passes: tuple[str, ...] = ()
+    #: A model with dynamic dimensions: (symbol, size) pairs. It is parsed with each symbol in [1, 2 * size] (a
+    #: layer only such a network has, such as a Range of a dynamic length) and specialized at the sizes.
+    dynamic: tuple[tuple[str, int], ...] = ()
 
     def network(self, model: onnx.ModelProto) -> Network:
         from reprobuild.frontend import network_from_onnx_bytes
         from reprobuild.passes import run_passes
 
-        network, _ = network_from_onnx_bytes(model.SerializeToString())
-        return run_passes(network, self.passes)
+        ranges = {name: (1, 2 * size) for name, size in self.dynamic}
+        network, _ = network_from_onnx_bytes(model.SerializeToString(), dynamic=ranges or None)
+        return run_passes(network, self.passes).specialize(dict(self.dynamic))
 
 
 def half(make: Callable, dtype: str = "float16") -> Callable:
@@ -246,8 +250,32 @@ def typed(op: str, inputs: dict[str, tuple[tuple[int, ...], str]], inits: dict |
     return make
 
 
+def dynamic_range(length: int, start: int, delta: int, dtype: str = "int64") -> Callable:
+    """Range(start, N * delta + start, delta) over a length N read from a dynamic input's shape: the Range layer
+    (a Range of a static length is folded into a constant). Build the case with ``dynamic=(("N", length),)``."""
+    def make(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        code = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+        inits = {"zero": np.array([0], np.int64), "start": np.array(start, dtype),
+                 "delta": np.array(delta, dtype)}
+        nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+                 helper.make_node("Gather", ["shape", "zero"], ["n1"], axis=0),
+                 helper.make_node("Squeeze", ["n1", "zero"], ["n"]),
+                 helper.make_node("Cast", ["n"], ["n_t"], to=code),
+                 helper.make_node("Mul", ["n_t", "delta"], ["span"]),
+                 helper.make_node("Add", ["span", "start"], ["limit"]),
+                 helper.make_node("Range", ["start", "limit", "delta"], ["y"])]
+        graph = helper.make_graph(nodes, "test", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N"])],
+                                  [helper.make_tensor_value_info("y", code, ["N"])],
+                                  [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        return model, {"x": rng.standard_normal(length).astype(np.float32)}
+    return make
+
+
 _I64 = np.int64
 CASES = [
+    Case("range_dynamic_length", dynamic_range(7, 3, 2), dynamic=(("N", 7),)),
+    Case("range_dynamic_descending_int32", dynamic_range(5, 4, -3, "int32"), dynamic=(("N", 5),)),
     Case("conv_3x3_pad1", conv((2, 3, 9, 9), (4, 3, 3, 3), pads=[1, 1, 1, 1])),
     Case("conv_stride2_nobias", conv((1, 5, 11, 10), (6, 5, 3, 3), bias=False, strides=[2, 2])),
     Case("conv_dilated_asym_pads", conv((1, 4, 10, 12), (3, 4, 3, 2), dilations=[2, 3], pads=[2, 1, 0, 3])),

@@ -1,0 +1,214 @@
+"""Dynamic engines: optimization profiles in the builder, one engine for a range of shapes, the runtime's profile
+and shape API. A BERT export with dynamic batch and sequence and a CNN with a dynamic batch are each built once and
+run at several shapes against onnxruntime; a shape outside the profile is a typed error; the engine file's dynamic
+section is validated on load."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import msgpack
+import numpy as np
+import onnx
+import pytest
+
+from reprobuild.builder import Builder, BuilderConfig, BuildResult
+from reprobuild.core.errors import BuildError, FormatError, InputError, UsageError
+from reprobuild.core.logger import Logger, Severity
+from reprobuild.engine import Runtime
+from reprobuild.engine.dynamic import ProfileShapeError
+from reprobuild.frontend import network_from_onnx_bytes
+from reprobuild.ir import OptimizationProfile
+from tests.helpers import BACKENDS, REPO, assert_close, ort_run
+from tests.reprobuild.test_dynamic_shapes import _dynamic_cnn, _text_feeds
+
+QUIET = Logger(Severity.ERROR)
+BERT = os.path.join(REPO, "tests", "data", "dynamic", "bert_dynamic.onnx")
+
+
+def _bert() -> onnx.ModelProto:
+    return onnx.load(BERT)
+
+
+def text_profile(low: tuple[int, int], opt: tuple[int, int], high: tuple[int, int]) -> OptimizationProfile:
+    profile = OptimizationProfile()
+    for name in ("input_ids", "attention_mask"):
+        profile.set_shape(name, low, opt, high)
+    return profile
+
+
+def build(model: onnx.ModelProto, profiles: list[OptimizationProfile], backend: str = "cpu") -> BuildResult:
+    network, _ = network_from_onnx_bytes(model.SerializeToString(), QUIET, profiles=profiles)
+    config = BuilderConfig(backend=backend)
+    for profile in profiles:
+        config.add_optimization_profile(profile)
+    return Builder(QUIET).build(network, config)
+
+
+@pytest.fixture(scope="module")
+def bert_engine() -> BuildResult:
+    return build(_bert(), [text_profile((1, 2), (2, 16), (8, 32)), text_profile((1, 33), (4, 48), (16, 64))])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bert_one_engine_runs_every_shape_of_two_profiles_against_onnxruntime(backend):
+    result = build(_bert(), [text_profile((1, 2), (2, 16), (8, 32)), text_profile((1, 33), (4, 48), (16, 64))],
+                   backend)
+    engine = Runtime(QUIET).deserialize_engine(result.engine)
+    assert engine.is_dynamic and engine.num_optimization_profiles == 2
+    assert engine.get_tensor_profile_shape("input_ids", 1) == ((1, 33), (4, 48), (16, 64))
+    assert engine.symbolic_shape("last_hidden_state")[2] == 64
+    context = engine.create_execution_context()
+    model, rng = _bert(), np.random.default_rng(31)
+    for profile, batch, seq in ((0, 1, 16), (0, 3, 7), (0, 8, 32), (1, 2, 64), (1, 5, 33), (0, 1, 2)):
+        context.set_optimization_profile(profile)
+        feeds = _text_feeds(rng, batch, seq)
+        for name, value in feeds.items():
+            context.set_input_shape(name, value.shape)
+        assert context.get_tensor_shape("last_hidden_state") == (batch, seq, 64)
+        (out,) = context.execute(feeds).values()
+        (ref,) = ort_run(model, feeds)
+        assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_shape_is_computed_as_a_fixed_shape_engine_of_it_computes(bert_engine):
+    """Bitwise: the dynamic engine at (3, 7) and an engine built for exactly (3, 7) with the same tactics."""
+    engine = Runtime(QUIET).deserialize_engine(bert_engine.engine)
+    feeds = _text_feeds(np.random.default_rng(37), 3, 7)
+    (dynamic_out,) = engine.create_execution_context().execute(feeds).values()
+    at_shape = engine.at_shape(0, {"batch": 3, "sequence": 7})
+    (static_out,) = at_shape.create_execution_context().execute(feeds).values()
+    assert dynamic_out.tobytes() == static_out.tobytes()
+    assert not at_shape.is_dynamic and at_shape.inputs[0].shape == (3, 7)
+    assert engine.at_shape(0, {"batch": 3, "sequence": 7}) is at_shape  # prepared once, kept
+
+
+def test_runs_are_bitwise_repeatable_and_do_not_depend_on_the_order_of_shapes(bert_engine):
+    engine = Runtime(QUIET).deserialize_engine(bert_engine.engine)
+    rng = np.random.default_rng(41)
+    cases = [_text_feeds(rng, b, s) for b, s in ((2, 9), (1, 20), (4, 3))]
+    first = [next(iter(engine.create_execution_context().execute(f).values())).tobytes() for f in cases]
+    context = engine.create_execution_context()
+    again = [next(iter(context.execute(f).values())).tobytes() for f in reversed(cases)]
+    assert again == list(reversed(first))
+
+
+def test_the_manifest_and_the_engine_record_every_profile(bert_engine):
+    dynamic = bert_engine.manifest.pinned.dynamic
+    assert dynamic is not None
+    assert dynamic.symbols == {"batch": [1, 16], "sequence": [2, 64]}
+    assert [p.inputs["input_ids"] for p in dynamic.profiles] == [[[1, 2], [2, 16], [8, 32]],
+                                                                 [[1, 33], [4, 48], [16, 64]]]
+    layers = bert_engine.manifest.pinned.layers
+    assert all(len(p.tactics) == len(layers) for p in dynamic.profiles)
+    assert [t.model_dump() for t in dynamic.profiles[0].tactics] == [layer.tactic.model_dump() for layer in layers]
+    assert dynamic.shapes["input_ids"] == ["batch", "sequence"]
+    assert dynamic.shapes["last_hidden_state"] == ["batch", "sequence", 64]
+    # The pinned record of a fixed-shape engine has no dynamic key at all (its bytes are as before).
+    static = Builder(QUIET).build(network_from_onnx_bytes(
+        _bert().SerializeToString(), QUIET, input_shapes={"input_ids": (2, 5), "attention_mask": (2, 5)})[0],
+        BuilderConfig(backend="cpu"))
+    assert static.manifest.pinned.dynamic is None
+    assert b'"dynamic"' not in static.engine[:4096] and "dynamic" not in static.manifest.pinned.model_dump(mode="json")
+
+
+def test_a_shape_outside_the_profile_is_a_typed_error_naming_the_input_axis_and_range(bert_engine):
+    context = Runtime(QUIET).deserialize_engine(bert_engine.engine).create_execution_context()
+    with pytest.raises(ProfileShapeError, match=r"'input_ids' axis 1 \(sequence\) is 40, outside optimization "
+                                                r"profile 0's range \[2, 32\]"):
+        context.set_input_shape("input_ids", (1, 40))
+    assert issubclass(ProfileShapeError, InputError) and ProfileShapeError.exit_code == 7
+    with pytest.raises(ProfileShapeError, match=r"axis 0 \(batch\) is 9, outside"):
+        context.execute(_text_feeds(np.random.default_rng(1), 9, 4))
+    context.set_optimization_profile(1)
+    with pytest.raises(ProfileShapeError, match=r"axis 1 \(sequence\) is 4, outside optimization profile 1"):
+        context.execute(_text_feeds(np.random.default_rng(1), 2, 4))
+    ids = np.zeros((2, 40), np.int64)
+    with pytest.raises(ProfileShapeError, match=r"'input_ids' axis 0 \(batch\) is 2, but .*'attention_mask' axis 0"):
+        context.execute({"attention_mask": np.ones((3, 40), np.int64), "input_ids": ids})
+    with pytest.raises(UsageError, match="profile 2 does not exist"):
+        context.set_optimization_profile(2)
+
+
+def test_building_a_dynamic_network_without_a_profile_or_outside_its_parse_range_is_refused():
+    profile = text_profile((1, 2), (2, 16), (8, 32))
+    network, _ = network_from_onnx_bytes(_bert().SerializeToString(), QUIET, profiles=[profile])
+    with pytest.raises(BuildError, match="give at least one optimization profile"):
+        Builder(QUIET).build(network, BuilderConfig(backend="cpu"))
+    config = BuilderConfig(backend="cpu")
+    config.add_optimization_profile(text_profile((1, 2), (2, 16), (8, 64)))
+    with pytest.raises(BuildError, match=r"'sequence' the range \[2, 64\], but the network was parsed for \[2, 32\]"):
+        Builder(QUIET).build(network, config)
+
+
+def test_profile_shapes_are_checked():
+    profile = OptimizationProfile()
+    with pytest.raises(UsageError, match="0 <= min <= opt <= max"):
+        profile.set_shape("input_ids", (1, 8), (1, 4), (1, 16))
+    with pytest.raises(UsageError, match="ranks"):
+        profile.set_shape("input_ids", (1, 8), (1, 8, 1), (1, 16))
+    data = _bert().SerializeToString()
+    half = OptimizationProfile()
+    half.set_shape("input_ids", (1, 2), (2, 8), (4, 16))
+    with pytest.raises(UsageError, match=r"gives no shape for \['attention_mask'\]"):
+        network_from_onnx_bytes(data, QUIET, profiles=[half])
+    clash = text_profile((1, 2), (2, 8), (4, 16))
+    clash.set_shape("attention_mask", (1, 2), (3, 8), (4, 16))
+    with pytest.raises(UsageError, match="both the dimension 'batch'"):
+        network_from_onnx_bytes(data, QUIET, profiles=[clash])
+
+
+def test_cnn_with_a_dynamic_batch_in_one_engine():
+    model = _dynamic_cnn()
+    profile = OptimizationProfile()
+    profile.set_shape("x", (1, 3, 8, 8), (8, 3, 8, 8), (64, 3, 8, 8))
+    result = build(model, [profile])
+    context = Runtime(QUIET).deserialize_engine(result.engine).create_execution_context()
+    rng = np.random.default_rng(43)
+    for batch in (1, 3, 8, 64):
+        feeds = {"x": rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)}
+        (out,) = context.execute(feeds).values()
+        (ref,) = ort_run(model, feeds)
+        assert out.shape == (batch, 10)
+        assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ProfileShapeError, match=r"'x' axis 2 is 9; that axis is static, 8"):
+        context.execute({"x": np.zeros((1, 3, 9, 8), np.float32)})
+
+
+def _rewrite_header(engine: bytes, change) -> bytes:
+    """The engine with its header edited and the trailer recomputed (a crafted file that passes the checksum)."""
+    import hashlib
+    import struct
+
+    from reprobuild.engine import format as fmt
+
+    magic, version, length = struct.unpack_from("<8sIQ", engine)
+    header = msgpack.unpackb(engine[20:20 + length], raw=False)
+    change(header)
+    packed = msgpack.packb(fmt._canonical(header), use_bin_type=True)
+    start = fmt._align(20 + length)
+    body = engine[start:-32]
+    out = struct.pack("<8sIQ", magic, version, len(packed)) + packed
+    out += b"\0" * (fmt._align(len(out)) - len(out)) + body
+    return out + hashlib.sha256(out).digest()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h["dynamic"][0]["shapes"].update({"input_ids": ["batch", "sequence*batch"]}), "canonical form"),
+    (lambda h: h["dynamic"][0]["shapes"].update({"input_ids": ["batch", "tokens"]}), "does not declare"),
+    (lambda h: h["dynamic"][0]["profiles"][0]["inputs"]["input_ids"].__setitem__(0, [1, 1]), "not ordered"),
+    (lambda h: h["dynamic"][0]["profiles"][1]["tactics"].pop(), "tactics for"),
+    (lambda h: h["dynamic"][0]["symbols"].update({"batch": [0, 16]}), "range"),
+    (lambda h: h["dynamic"][0]["shapes"].update({"last_hidden_state": ["batch", "sequence", 65]}),
+     "at profile 0's opt"),
+])
+def test_a_crafted_dynamic_section_is_a_format_error(bert_engine, edit, message):
+    data = _rewrite_header(bert_engine.engine, edit)
+    with pytest.raises(FormatError, match=message):
+        Runtime(QUIET).deserialize_engine(data)
+
+
+def test_the_untouched_engine_survives_the_rewrite_helper(bert_engine):
+    assert _rewrite_header(bert_engine.engine, lambda h: None) == bert_engine.engine
+    assert dataclasses.is_dataclass(Runtime(QUIET).deserialize_engine(bert_engine.engine).header)
