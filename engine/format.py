@@ -143,6 +143,8 @@ def serialize_engine(header: Mapping[str, Any], weights: Mapping[str, np.ndarray
     """
     validated = engine_header(header, weights, digests)
     full = validated.model_dump()
+    if not full["dynamic"]:
+        del full["dynamic"]  # a fixed-shape engine's header is as it was before dynamic engines
     chunks: list[Any] = []
     for entry in full["weights"]:
         arr = little_endian(weights[entry["name"]])

@@ -172,6 +172,16 @@ class Runtime:
             raise
 
 
+def engine_for_inputs(engine: Engine, inputs: Mapping[str, Any], profile: int = 0) -> Engine:
+    """``engine`` itself, or a dynamic engine at the shapes of ``inputs`` with ``profile``'s tactics."""
+    if not engine.is_dynamic:
+        return engine
+    dims = engine.header.dynamic[0].profiles[profile].inputs if 0 <= profile < engine.num_optimization_profiles \
+        else {}
+    shapes = {name: tuple(np.shape(inputs[name])) for name in dims if name in inputs}
+    return engine.at_shape(profile, dynamic.resolve_sizes(engine.header, profile, shapes))
+
+
 def _layer_spec(layer: EngineLayer, tensor: Callable[[str], EngineTensor], weights: Mapping[str, np.ndarray]
                 ) -> LayerSpec:
     """What a tactic sees of a layer: its attributes, its tensors' shapes and dtypes, its constant inputs."""
@@ -227,7 +237,13 @@ class Engine:
         self.backend.synchronize()
         self.logger.info(f"engine {sha256[:12]}: {len(self.layers)} layers on {self.backend.name}, "
                          f"{self.weights_bytes} weight bytes, {self.device_memory_size} bytes per context")
-        self._runtime, self._weights = runtime, weights
+        # What ``at_shape`` makes a shape's engine with (not the Runtime: an engine outlives the runtime it was
+        # deserialized with, as TensorRT's does).
+        self._registry, self._weights = runtime.registry, weights
+        self._settings = (runtime.logger, runtime.error_recorder, runtime.max_memory, runtime.gpu_allocator,
+                          runtime.device)
+        #: For an engine that is a dynamic engine at one shape (``at_shape``): (profile, sizes); else None.
+        self.profile_sizes: tuple[int, dict[str, int]] | None = None
         #: Engines of this dynamic engine at other shapes, (profile, sizes) -> Engine, made on first use.
         self._shaped: dict[tuple[int, tuple[tuple[str, int], ...]], Engine] = {}
         self._shaped_lock = threading.Lock()
@@ -279,10 +295,13 @@ class Engine:
             if found is not None:
                 return found
         header = dynamic.specialize_header(self.header, profile, sizes, self._workspace_of, self._plan_of)
-        registry = self._runtime.registry
+        registry = self._registry
         registry.load((layer.op, layer.tactic.family) for layer in header.layers)
         check_header(header, registry)
-        made = Engine(header, self._weights, self.sha256, self._runtime, self._serialized)
+        logger, recorder, max_memory, allocator, device = self._settings
+        runtime = Runtime(logger, recorder, registry, max_memory, allocator, device)
+        made = Engine(header, self._weights, self.sha256, runtime, self._serialized)
+        made.profile_sizes = (profile, dict(sizes))
         with self._shaped_lock:
             found = self._shaped.setdefault(key, made)
             while len(self._shaped) > self.max_shapes:
@@ -290,12 +309,12 @@ class Engine:
         return found
 
     def _workspace_of(self, layer: EngineLayer, tensors: Mapping[str, EngineTensor]) -> tuple[int, bool]:
-        tactic = self._runtime.registry.resolve(layer.op, layer.tactic.model_dump())
+        tactic = self._registry.resolve(layer.op, layer.tactic.model_dump())
         spec = _layer_spec(layer, lambda name: tensors[name], self._weights)
         return tactic.workspace_bytes(spec), bool(getattr(tactic, "aliases_input", False))
 
     def _plan_of(self, sizes: Mapping[str, int], layers: Sequence[EngineLayer], aliases: Sequence[bool]) -> Any:
-        tactics = [self._runtime.registry.resolve(layer.op, layer.tactic.model_dump()) for layer in layers]
+        tactics = [self._registry.resolve(layer.op, layer.tactic.model_dump()) for layer in layers]
         uses = [LayerUse(tuple(layer.inputs), tuple(layer.outputs), alias, layer.workspace_bytes)
                 for layer, alias in zip(layers, aliases)]
         plan = plan_memory(dict(sizes), uses, [t.name for t in self.header.inputs], [b.name for b in self.outputs],
@@ -739,13 +758,45 @@ class DynamicExecutionContext:
         if isinstance(max_shapes, bool) or not isinstance(max_shapes, int) or max_shapes < 1:
             raise UsageError(f"max_shapes must be a positive int; got {max_shapes!r}")
         self.engine = engine
+        self.backend = engine.backend
         self.cuda_graph = cuda_graph
         self.max_shapes = max_shapes
         self.profile = 0
+        #: One stream and one scratch buffer for every shape: a shape's run uses the buffer's first bytes (its
+        #: own memory plan), so runs of different shapes are ordered on the stream and never overlap.
+        self.stream = engine.backend.new_stream()
+        self._memory: Any = None
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._contexts: dict[tuple[int, tuple[tuple[str, int], ...]], ExecutionContext] = {}
         self._current: ExecutionContext | None = None
         self._hold = Hold()
+
+    @property
+    def device_memory_size(self) -> int:
+        """Bytes of the scratch buffer the context holds now (0 before its first run): the most any shape run so
+        far needs, and at least what the profile's max shapes need."""
+        return 0 if self._memory is None else int(self._memory.size)
+
+    def _scratch(self, need: int) -> Any:
+        """The context's scratch buffer, at least ``need`` bytes: made on the first run with the size the
+        profile's max shapes need (a shape's memory plan can need more than a larger one's: then it grows)."""
+        if self._memory is not None and self._memory.size >= need:
+            return self._memory
+        engine = self.engine
+        dims = engine.header.dynamic[0].profiles[self.profile].inputs
+        top = dynamic.resolve_sizes(engine.header, self.profile, {n: tuple(t[2]) for n, t in dims.items()})
+        at_max = dynamic.specialize_header(engine.header, self.profile, top, engine._workspace_of, engine._plan_of)
+        size = max(need, at_max.memory.workspace_offset + at_max.memory.workspace_bytes + at_max.memory.library_bytes,
+                   1)
+        check_memory_cap(self.backend.name, engine.weights_bytes, size, 1, engine.max_memory, engine._cap_source)
+        if self._memory is not None:
+            with self.backend.activate(self.stream):
+                self.backend.synchronize()  # the runs in flight are done with the old buffer
+        self._memory = allocate_scratch(engine.gpu_allocator, size, "dynamic context scratch memory", self.backend,
+                                        self)
+        for context in self._contexts.values():  # rebind every kept shape (its CUDA graph is captured again)
+            context.device_memory = self._memory[:max(context.engine.device_memory_size, 1)]
+        return self._memory
 
     def _exclusive(self, keep: bool | None = False) -> contextlib.AbstractContextManager[None]:
         def refuse(why: str) -> ReprobuildError:
@@ -812,7 +863,11 @@ class DynamicExecutionContext:
         key = (self.profile, tuple(sorted(sizes.items())))
         context = self._contexts.get(key)
         if context is None:
-            context = self.engine.at_shape(self.profile, sizes).create_execution_context(self.cuda_graph)
+            shaped = self.engine.at_shape(self.profile, sizes)
+            memory = self._scratch(shaped.device_memory_size)
+            context = shaped.create_execution_context_without_device_memory(self.cuda_graph)
+            context.stream = self.stream  # one stream for every shape: their runs never overlap on the buffer
+            context.device_memory = memory[:max(shaped.device_memory_size, 1)]
             self._contexts[key] = context
             while len(self._contexts) > self.max_shapes:
                 self._contexts.pop(next(iter(self._contexts)))

@@ -71,15 +71,40 @@ def _records(manifest: Any, engine: Engine) -> bool:
     return record is not None and record.sha256 == engine.sha256
 
 
+def _at_shape(engine: Engine, input_shapes: Mapping[str, Sequence[int]] | None, profile: int,
+              inputs: Mapping[str, Any] | None) -> Engine:
+    """A dynamic engine at ``input_shapes`` (else the shapes of ``inputs``, else the profile's opt shapes) with
+    ``profile``'s tactics; a fixed-shape engine as it is (shapes given for one are refused)."""
+    from reprobuild.core.errors import UsageError  # lazy: plugin, see the note at the top
+    from reprobuild.engine.dynamic import resolve_sizes  # lazy: plugin, see the note at the top
+
+    if not engine.is_dynamic:
+        if input_shapes or profile:
+            raise UsageError("input_shapes and profile are for an engine built with optimization profiles; this one "
+                             "has fixed shapes")
+        return engine
+    dims = engine.header.dynamic[0].profiles[profile].inputs if 0 <= profile < engine.num_optimization_profiles \
+        else {}
+    if not dims:
+        raise UsageError(f"optimization profile {profile} does not exist; the engine has "
+                         f"{engine.num_optimization_profiles}")
+    shapes = {name: tuple((input_shapes or {}).get(name) or (tuple(inputs[name].shape) if inputs and name in inputs
+                                                               else dims[name][1])) for name in dims}
+    return engine.at_shape(profile, resolve_sizes(engine.header, profile, shapes))
+
+
 def assert_deterministic(engine: Engine | bytes | Path, runs: int = 10, contexts: int = 2, threads: int = 1,
                          streams: int = 1, processes: int = 1, inputs: Mapping[str, np.ndarray] | None = None,
-                         seed: int = 0, batch_invariance: bool = False, traced_runs: int = 3) -> VerifyReport:
-    """Fail unless every tested dimension gave identical bits; returns the report (its ``tier`` among others)."""
+                         seed: int = 0, batch_invariance: bool = False, traced_runs: int = 3,
+                         input_shapes: Mapping[str, Sequence[int]] | None = None, profile: int = 0) -> VerifyReport:
+    """Fail unless every tested dimension gave identical bits; returns the report (its ``tier`` among others).
+    A dynamic engine runs at ``input_shapes`` (else the shapes of ``inputs``, else the profile's opt shapes)
+    with optimization profile ``profile``."""
     from reprobuild.engine.golden import golden_inputs  # lazy: plugin, see the note at the top
     from reprobuild.verify.locate import locate  # lazy: plugin, see the note at the top
     from reprobuild.verify.run import VerifyPlan, verify  # lazy: plugin, see the note at the top
 
-    loaded = _engine(engine)
+    loaded = _at_shape(_engine(engine), input_shapes, profile, inputs)
     feeds = dict(inputs) if inputs is not None else golden_inputs(loaded.inputs, seed)
     plan = VerifyPlan(runs=runs, contexts=contexts, threads=threads, streams=streams, processes=processes,
                       batch_invariance=batch_invariance, traced_runs=traced_runs)
@@ -132,24 +157,46 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture
 def pinned_engine(request: pytest.FixtureRequest) -> Callable[..., Engine]:
-    """``pinned_engine(model, manifest, backend="auto", env_policy="strict") -> Engine``: replay the pin, or
-    make it when it does not exist yet (or with ``--reprobuild-repin``)."""
+    """``pinned_engine(model, manifest, backend="auto", env_policy="strict", input_shapes=None, profiles=()) ->
+    Engine``: replay the pin, or make it when it does not exist yet (or with ``--reprobuild-repin``).
+    ``input_shapes`` fixes a model's dynamic dimensions; ``profiles`` (each an OptimizationProfile or
+    ``{input: (min, opt, max)}``) builds a dynamic engine instead (a replay takes the manifest's)."""
     repin = bool(request.config.getoption("--reprobuild-repin", default=False))
 
-    def make(model: Path, manifest: Path, backend: str = "auto", env_policy: str = "strict") -> Engine:
+    def make(model: Path, manifest: Path, backend: str = "auto", env_policy: str = "strict",
+             input_shapes: Mapping[str, Sequence[int]] | None = None,
+             profiles: Sequence[Any] = ()) -> Engine:
         from reprobuild.builder import Builder, BuilderConfig, ReplaySelector  # lazy: plugin, see the note at the top
+        from reprobuild.builder.replay import profiles_from_manifest  # lazy: plugin, see the note at the top
         from reprobuild.engine import Runtime  # lazy: plugin, see the note at the top
         from reprobuild.frontend import network_from_onnx_path  # lazy: plugin, see the note at the top
+        from reprobuild.ir import OptimizationProfile  # lazy: plugin, see the note at the top
         from reprobuild.manifest import read_manifest, write_manifest  # lazy: plugin, see the note at the top
 
-        network, _ = network_from_onnx_path(model)
-        if os.path.exists(manifest) and not repin:
-            pinned = read_manifest(manifest)
+        wanted = []
+        for given in profiles:  # OptimizationProfile, or {input: (min, opt, max)}
+            if isinstance(given, OptimizationProfile):
+                wanted.append(given)
+                continue
+            profile = OptimizationProfile()
+            for name, (low, opt, high) in dict(given).items():
+                profile.set_shape(name, low, opt, high)
+            wanted.append(profile)
+        replaying = os.path.exists(manifest) and not repin
+        pinned = read_manifest(manifest) if replaying else None
+        chosen = profiles_from_manifest(pinned) if pinned is not None else wanted
+        network, _ = network_from_onnx_path(model, input_shapes=input_shapes, profiles=chosen)
+        if pinned is not None:
             config = BuilderConfig.from_record(pinned.pinned.config)
             config.algorithm_selector = ReplaySelector(pinned, env_policy)
+            for profile in chosen:
+                config.add_optimization_profile(profile)
             result = Builder().build(network, config)
         else:
-            result = Builder().build(network, BuilderConfig(backend=backend))
+            config = BuilderConfig(backend=backend)
+            for profile in chosen:
+                config.add_optimization_profile(profile)
+            result = Builder().build(network, config)
             write_manifest(manifest, result.manifest)
             warnings.warn(f"pinned a new manifest at {os.fspath(manifest)}: commit it, and later runs replay it",
                           stacklevel=2)

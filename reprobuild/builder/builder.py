@@ -110,7 +110,7 @@ class Builder:
         ``dynamic``: for profile 0 of a dynamic build, the engine's dynamic section from the chosen tactics."""
         net0 = network.finalize() if isinstance(network, NetworkDefinition) else network
         if net0.symbols:
-            return self._build_dynamic(net0, config)
+            return self._build_dynamic(net0, config, passes_done)
         started = time.perf_counter()
         started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         phases: dict[str, float] = {}
@@ -257,7 +257,7 @@ class Builder:
                          f"{time.perf_counter() - started:.2f} s")
         return BuildResult(engine=engine, manifest=manifest, network=net)
 
-    def _build_dynamic(self, net: Network, config: BuilderConfig) -> BuildResult:
+    def _build_dynamic(self, net: Network, config: BuilderConfig, passes_done: bool = False) -> BuildResult:
         """A network with dynamic dimensions, built for ``config.profiles``: the passes run once on the symbolic
         network; each profile's tactics are timed at its opt shapes among those eligible at its min and max shapes
         too (``_ProfileSelector``); the engine is profile 0's opt engine with the dynamic section (symbolic
@@ -275,8 +275,9 @@ class Builder:
                 raise BuildError(f"the profiles give {sym!r} the range [{lo}, {hi}], but the network was parsed for "
                                  f"[{parsed[sym][0]}, {parsed[sym][1]}]; parse it with the same profiles")
         ranges = {sym: tuple(parsed.get(sym, hull[sym])) for sym in net.symbols}
-        with symbol_ranges(ranges):
-            net = run_passes(net, config.effective_passes)
+        if not passes_done:
+            with symbol_ranges(ranges):
+                net = run_passes(net, config.effective_passes)
         check_engine_limits(net.specialize({sym: hi for sym, (_, hi) in ranges.items()}))
         self.logger.info(f"dynamic network after passes: {len(net.layers)} layers over {dict(ranges)}; "
                          f"{len(sizes)} optimization profile(s)")
@@ -286,7 +287,7 @@ class Builder:
         for index in [*range(1, len(sizes)), 0]:  # profile 0 last: its engine carries every profile's tactics
             low, opt, high = sizes[index]
             self.logger.info(f"profile {index}: min {low}, opt {opt}, max {high}")
-            inner = config.algorithm_selector or AlgorithmSelector()
+            inner = (config.algorithm_selector or AlgorithmSelector()).for_profile(index)
             selector = _ProfileSelector(inner, self.registry, index, net.specialize(low), net.specialize(high))
             profile_config = dataclasses.replace(config, algorithm_selector=selector, profiles=[])
 
@@ -429,6 +430,10 @@ class _ProfileSelector(AlgorithmSelector):
 
     def end(self, pinned: m.Pinned, engine_sha256: str) -> None:
         self.inner.end(pinned, engine_sha256)
+
+    @property
+    def untimed_reason(self) -> str:
+        return str(getattr(self.inner, "untimed_reason", f"first allowed by {type(self.inner).__name__}"))
 
 
 def _allowed(selector: AlgorithmSelector, ctx: AlgorithmContext, candidates: list[Candidate]) -> list[Candidate]:

@@ -32,12 +32,14 @@ import onnx
 from reprobuild.builder.builder import Builder, BuildResult
 from reprobuild.builder.config import BuilderConfig
 from reprobuild.builder.replay import (
+    ProfileReplaySelector,
     ReplaySelector,
     _deep_flatten,
     _shown,
     _tensor_differences,
     config_differences,
     layer_differences,
+    profiles_from_manifest,
     recorded_parameters,
 )
 from reprobuild.builder.selector import AlgorithmCandidate, AlgorithmContext, AlgorithmSelector, BuildPlan
@@ -46,6 +48,8 @@ from reprobuild.core.dtypes import dtype_name
 from reprobuild.core.errors import EnvironmentMismatchError, ModelError, RefitError, UsageError
 from reprobuild.core.fileio import atomic_write_all, read_bounded
 from reprobuild.core.logger import Logger
+from reprobuild.core.symbolic import symbol_ranges
+from reprobuild.engine.dynamic import symbolic_attrs, symbolic_shapes
 from reprobuild.engine.format import deserialize_engine
 from reprobuild.engine.runtime import Engine
 from reprobuild.environment.policy import POLICIES, compare_environments, difference_summary, difference_table
@@ -115,6 +119,15 @@ class RefitSelector(AlgorithmSelector):
                                "nothing")
         self._honoured: dict[int, bool] = {}
         self._environment_differs = False
+
+    def for_profile(self, index: int) -> AlgorithmSelector:
+        """A dynamic engine's other profiles keep their recorded tactics too, layer by layer."""
+        if index == 0:
+            return self
+        dynamic = self.pinned.dynamic
+        if dynamic is None or index >= len(dynamic.profiles):
+            raise RefitError(f"the refit builds optimization profile {index}, which the engine does not have")
+        return ProfileReplaySelector(index, dynamic.profiles[index].tactics, self.logger)
 
     def begin(self, plan: BuildPlan) -> None:
         recorded = self.pinned
@@ -277,11 +290,13 @@ class Refitter:
         if self._new:
             raise UsageError(f"refit_from_model takes every weight from the model, but {len(self._new)} weight(s) "
                              "were set with set_named_weights; use a new Refitter, or refit() with the weights set")
-        shapes = {t.name: t.shape for t in self.pinned.inputs}
+        profiles = profiles_from_manifest(m.Manifest(pinned=self.pinned))
+        shapes = {t.name: t.shape for t in self.pinned.inputs if not profiles or t.name not in
+                  self.pinned.dynamic.profiles[0].inputs}  # type: ignore[union-attr]
         values = {p.name: self._weights[p.name] for p in self._header.pinned_inputs}
         data = model if isinstance(model, bytes) else read_bounded(model, MAX_MODEL_BYTES, "model", ModelError)
         try:
-            network, _ = network_from_onnx_bytes(data, self.logger, shapes, values)
+            network, _ = network_from_onnx_bytes(data, self.logger, shapes, values, profiles=profiles)
         except UsageError:  # the engine's input shapes or pinned values do not fit the model's inputs
             # The parser's message speaks of --input-shape and --input-value, options a refit's user never gave:
             # say what differs in the refit's own terms instead.
@@ -294,19 +309,29 @@ class Refitter:
     # --- the rebuild ---------------------------------------------------------------------------------------------
 
     def _network(self, weights: Mapping[str, np.ndarray]) -> Network:
-        """The engine's network (after passes) with ``weights`` as its constants; no model file behind it."""
+        """The engine's network (after passes) with ``weights`` as its constants; no model file behind it. A dynamic
+        engine's is the symbolic network its dynamic section describes."""
         header = self._header
-        tensors = {t.name: TensorInfo(t.name, tuple(t.shape), t.dtype) for t in (*header.activations, *header.weights)}
-        layers = [Layer(layer.name, layer.op, tuple(layer.inputs), tuple(layer.outputs), make_attrs(layer.attrs),
-                        tuple(record.onnx_nodes))
+        shapes = symbolic_shapes(header) if header.dynamic else {}
+        attrs = symbolic_attrs(header) if header.dynamic else {}
+        tensors = {t.name: TensorInfo(t.name, tuple(shapes.get(t.name, t.shape)), t.dtype)
+                   for t in (*header.activations, *header.weights)}
+        layers = [Layer(layer.name, layer.op, tuple(layer.inputs), tuple(layer.outputs),
+                        make_attrs({**layer.attrs, **attrs.get(layer.name, {})}), tuple(record.onnx_nodes))
                   for layer, record in zip(header.layers, self.pinned.layers)]
+        ranges = {k: (lo, hi) for k, (lo, hi) in header.dynamic[0].symbols.items()} if header.dynamic else {}
         source = {**self.pinned.model.model_dump(exclude={"structural_hash"}), "sha256": None, "size_bytes": None,
-                  "declared_inputs": {k: tuple(v) for k, v in header.declared_inputs.items()}}
-        return Network.create(header.name, [tensors[t.name] for t in header.inputs], [t.name for t in header.outputs],
-                              layers, tensors, weights, source, [p.name for p in header.pinned_inputs])
+                  "declared_inputs": {k: tuple(v) for k, v in header.declared_inputs.items()},
+                  "symbol_ranges": ranges}
+        with symbol_ranges(ranges):
+            return Network.create(header.name, [tensors[t.name] for t in header.inputs],
+                                  [t.name for t in header.outputs], layers, tensors, weights, source,
+                                  [p.name for p in header.pinned_inputs])
 
     def _build(self, network: Network, passes_done: bool) -> RefitResult:
         config = BuilderConfig.from_record(self.pinned.config)
+        for profile in profiles_from_manifest(m.Manifest(pinned=self.pinned)):
+            config.add_optimization_profile(profile)
         config.algorithm_selector = RefitSelector(self.pinned, self.engine_sha256, self.env_policy, self.logger)
         built: BuildResult = Builder(self.logger, registry=self.registry)._build(network, config, passes_done)
         manifest = built.manifest

@@ -29,6 +29,7 @@ from reprobuild.core.errors import EnvironmentMismatchError, ReplayMismatchError
 from reprobuild.core.logger import Logger
 from reprobuild.engine.format import FORMAT_VERSION
 from reprobuild.environment.policy import POLICIES, compare_environments, difference_summary, difference_table, remedies
+from reprobuild.ir import OptimizationProfile
 from reprobuild.manifest import models as m
 
 
@@ -280,6 +281,17 @@ class ReplaySelector(AlgorithmSelector):
         record = self._recorded.get(context.key)
         return recorded_parameters(record.tactic, tactic) if record is not None else None
 
+    def for_profile(self, index: int) -> AlgorithmSelector:
+        """Profile 0 is the manifest's own layers (this selector, with every check); another profile's build gets
+        exactly the tactics the manifest records for it, layer by layer (``ProfileReplaySelector``)."""
+        if index == 0:
+            return self
+        dynamic = self.manifest.pinned.dynamic
+        if dynamic is None or index >= len(dynamic.profiles):
+            raise ReplayMismatchError(f"this build has optimization profile {index}, which the manifest does not "
+                                      "record; replay with the manifest's profiles")
+        return ProfileReplaySelector(index, dynamic.profiles[index].tactics, self.logger)
+
     def select(self, context: AlgorithmContext,
                candidates: Sequence[AlgorithmCandidate]) -> Sequence[AlgorithmCandidate]:
         want = self._recorded[context.key].tactic
@@ -322,3 +334,58 @@ class ReplaySelector(AlgorithmSelector):
             self.digest_verdict = ("differs from the manifest's engine digest, as expected: the environment "
                                    f"differs (allowed by --env-policy {self.env_policy})")
         self.logger.info(f"engine digest {engine_sha256[:16]}...: {self.digest_verdict}")
+
+
+class ProfileReplaySelector(AlgorithmSelector):
+    """Forces, layer by layer (in order), the tactics a manifest records for one optimization profile of a
+    dynamic engine; anything else fails the replay, naming the layer, the profile and the recorded tactic."""
+
+    requires_timing = False
+    untimed_reason = "forced by the replayed manifest's profile"
+
+    def __init__(self, index: int, tactics: Sequence[m.TacticRef], logger: Logger | None = None) -> None:
+        self.index, self.tactics, self.logger = index, list(tactics), logger or Logger()
+        self._honoured: dict[int, bool] = {}
+
+    def begin(self, plan: BuildPlan) -> None:
+        if len(plan.layers) != len(self.tactics):
+            raise ReplayMismatchError(f"profile {self.index}: this network has {len(plan.layers)} layers, the "
+                                      f"manifest records tactics for {len(self.tactics)}")
+
+    def pinned_parameters(self, context: AlgorithmContext,
+                          tactic: AlgorithmCandidate) -> Mapping[str, int | str] | None:
+        return recorded_parameters(self.tactics[context.index], tactic) if context.index < len(self.tactics) else None
+
+    def select(self, context: AlgorithmContext,
+               candidates: Sequence[AlgorithmCandidate]) -> Sequence[AlgorithmCandidate]:
+        want = self.tactics[context.index]
+        picked = [c for c in candidates if c.matches(want)]
+        if not picked:
+            raise ReplayMismatchError(f"profile {self.index}: layer {context.name!r} ({context.op}) records tactic "
+                                      f"{want.label}, which cannot run it here at every shape of the profile (or is "
+                                      f"not installed); offered: {', '.join(c.label for c in candidates) or 'none'}")
+        return picked
+
+    def report(self, context: AlgorithmContext, chosen: AlgorithmCandidate) -> None:
+        self._honoured[context.index] = chosen.matches(self.tactics[context.index])
+
+    def end(self, pinned: m.Pinned, engine_sha256: str) -> None:
+        missed = [i for i in range(len(self.tactics)) if not self._honoured.get(i, False)]
+        if missed:
+            raise ReplayMismatchError(f"profile {self.index}: {len(missed)} recorded decisions were not honoured "
+                                      f"(layers {missed[:10]})")
+
+
+def profiles_from_manifest(manifest: m.Manifest) -> list[OptimizationProfile]:
+    """The optimization profiles a dynamic engine's manifest records (none for fixed shapes): what a replay
+    parses and builds the model with."""
+    dynamic = manifest.pinned.dynamic
+    if dynamic is None:
+        return []
+    out = []
+    for record in dynamic.profiles:
+        profile = OptimizationProfile()
+        for name, (low, opt, high) in record.inputs.items():
+            profile.set_shape(name, low, opt, high)
+        out.append(profile)
+    return out

@@ -134,6 +134,12 @@ class AlgorithmSelector:
         """Called with the pinned manifest and the engine's digest once the engine is built; raise to refuse it."""
         return None
 
+    def for_profile(self, index: int) -> AlgorithmSelector:
+        """The selector of optimization profile ``index``'s build, in a dynamic build (each profile is built at
+        its opt shapes; profile 0's last, and its engine is the one written): this one (the default) for every
+        profile. A replay gives each profile the tactics the manifest records for it."""
+        return self
+
 
 TimingSelector = AlgorithmSelector
 

@@ -10,6 +10,7 @@ from reprobuild.cli.common import (
     add_device_option,
     add_engine_input_options,
     add_max_memory_option,
+    engine_at_shape,
     engine_inputs,
     parse_count,
     read_engine_file,
@@ -89,7 +90,7 @@ def render(report: BenchReport, engine_path: str) -> str:
 def run(args: argparse.Namespace) -> int:
     logger = Logger(Severity.INFO if args.verbose else Severity.WARNING)
     runtime = Runtime(logger, max_memory=args.max_memory, device=args.device)
-    engine = runtime.deserialize_engine(read_engine_file(args.engine))
+    engine = engine_at_shape(args, runtime.deserialize_engine(read_engine_file(args.engine)))
     inputs, source = engine_inputs(args, engine.inputs)
     report = benchmark(engine, inputs, iterations=args.iterations, duration=args.duration,
                        warmup=args.warmup, cuda_graph=args.graph)

@@ -17,7 +17,9 @@ from reprobuild.builder import (
     TimingCache,
 )
 from reprobuild.builder.config import DEFAULT_TIE_BAND, PRECISIONS, TACTIC_SOURCES
+from reprobuild.builder.replay import profiles_from_manifest
 from reprobuild.cli.common import (
+    PROFILE_SET,
     add_max_memory_option,
     default_engine_path,
     default_manifest_path,
@@ -25,10 +27,12 @@ from reprobuild.cli.common import (
     parse_count,
     parse_fraction,
     parse_pair,
+    parse_profile_option,
     parse_seed,
     parse_shape_option,
     parse_value_option,
     print_json,
+    profiles_from_options,
     read_engine_or_manifest,
     stderr_is_tty,
 )
@@ -88,6 +92,16 @@ def add_parser(sub: Subcommands) -> None:
                             "say whether the devices chose the same tactics")
     p.add_argument("--input-shape", action="append", type=parse_shape_option, default=[], metavar="NAME=DxD...",
                    help="fix the shape of a network input with dynamic dimensions, e.g. data=1x3x224x224")
+    p.add_argument("--profile", dest="profiles", action="append", type=parse_profile_option, default=[],
+                   metavar="NAME=MIN:OPT:MAX",
+                   help="an optimization profile for a model with dynamic dimensions, one input at a time, e.g. "
+                        "--profile input_ids=1x16:8x128:32x512 --profile attention_mask=1x16:8x128:32x512: the "
+                        "engine runs every shape from MIN to MAX, axis by axis, with tactics timed at OPT and "
+                        "checked at MIN and MAX; every input with a dynamic dimension needs one. Repeat after "
+                        "--profile-set for another profile (a context selects one). Dynamic dimensions the model "
+                        "names alike (batch) must be given alike")
+    p.add_argument("--profile-set", dest="profiles", action="append_const", const=PROFILE_SET,
+                   help="start the next optimization profile: the --profile options after it belong to it")
     p.add_argument("--input-value", action="append", type=parse_value_option, default=[], metavar="NAME=V,V,...",
                    help="pin the value of a network input that decides shapes (a Reshape's target shape, a Slice's "
                         "starts, ...; TensorRT's shape-input values), as numbers (shape=1,3,224) or a .npy file; "
@@ -285,7 +299,13 @@ def run(args: argparse.Namespace) -> int:
     if args.replay and args.force_tactic:
         raise UsageError("--force-tactic and --replay cannot be combined: a replay forces the manifest's tactics")
     replayed = _replayed(args.replay) if args.replay else None
-    network, _ = network_from_onnx_path(args.model, logger, dict(args.input_shape), dict(args.input_value))
+    profiles = profiles_from_options(args.profiles)
+    if replayed is not None and profiles:
+        raise UsageError("--profile and --replay cannot be combined: a replay builds the manifest's profiles")
+    if replayed is not None:
+        profiles = profiles_from_manifest(replayed)
+    network, _ = network_from_onnx_path(args.model, logger, dict(args.input_shape), dict(args.input_value),
+                                        profiles=profiles)
     if replayed is not None:
         config = BuilderConfig.from_record(replayed.pinned.config)
         config.algorithm_selector = ReplaySelector(replayed, args.env_policy, logger)
@@ -295,6 +315,8 @@ def run(args: argparse.Namespace) -> int:
             config.algorithm_selector = ForcingSelector(dict(args.force_tactic))
     for key, value in _explicit_options(args).items():
         setattr(config, key, value)
+    for profile in profiles:
+        config.add_optimization_profile(profile)
     cache = TimingCache.load(args.timing_cache) if args.timing_cache else None
     config.timing_cache = cache
     config.progress_monitor = None if args.quiet else CliProgress(args.verbose > 0)
@@ -317,6 +339,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"sha256    {result.engine_sha256}")
     print(f"manifest  {manifest_path}")
     print(f"backend   {pinned.config.backend} ({evidence.backend_reason if evidence else ''})")
+    if pinned.dynamic is not None:
+        for index, record in enumerate(pinned.dynamic.profiles):
+            shapes = ", ".join(f"{name} {':'.join('x'.join(map(str, s)) for s in triple)}"
+                               for name, triple in record.inputs.items())
+            print(f"profile   {index}: {shapes}")
     if verdict is not None:
         print(f"verified  {verdict}")
     if evidence is not None:

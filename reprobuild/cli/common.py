@@ -114,6 +114,61 @@ def parse_shape_option(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
+def parse_sizes_option(text: str) -> tuple[str, tuple[int, ...]]:
+    """'batch=1,3,8,32' -> ('batch', (1, 3, 8, 32)): a dynamic dimension and sizes to run it at."""
+    name, sep, sizes = text.rpartition("=")
+    try:
+        values = tuple(int(v) for v in sizes.split(","))
+    except ValueError:
+        values = ()
+    if not sep or not name or not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not DIM=S1,S2,... with positive sizes; for example "
+                                         "batch=1,3,8,32")
+    return name, values
+
+
+def parse_profile_option(text: str) -> tuple[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """'input_ids=1x16:8x128:32x512' -> ('input_ids', ((1, 16), (8, 128), (32, 512))): min, opt and max."""
+    name, sep, shapes = text.rpartition("=")
+    parts = shapes.split(":")
+    try:
+        triple = tuple(tuple(int(d) for d in part.lower().split("x")) for part in parts)
+    except ValueError:
+        triple = ()
+    if not sep or not name or len(triple) != 3 or not all(triple):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=MIN:OPT:MAX with each shape DxDx...; for example "
+                                         "input_ids=1x16:8x128:32x512")
+    return name, triple
+
+
+#: What ``--profile-set`` appends between two profiles' ``--profile`` options.
+PROFILE_SET = ("", ((), (), ()))
+
+
+def profiles_from_options(options: Sequence[Any]) -> list[Any]:
+    """``--profile`` options in order, a new optimization profile after each ``--profile-set``."""
+    from reprobuild.ir import OptimizationProfile
+
+    groups: list[list[Any]] = [[]]
+    for item in options:
+        if item == PROFILE_SET:
+            groups.append([])
+        else:
+            groups[-1].append(item)
+    if options and not all(groups):
+        raise UsageError("--profile-set separates two profiles: each profile needs at least one --profile "
+                         "NAME=MIN:OPT:MAX (before the first --profile-set, between two, and after the last)")
+    profiles = []
+    for index, group in enumerate(groups if options else []):
+        profile = OptimizationProfile()
+        for name, (low, opt, high) in group:
+            if name in profile.inputs:
+                raise UsageError(f"--profile {name}=... is given twice in profile {index}")
+            profile.set_shape(name, low, opt, high)
+        profiles.append(profile)
+    return profiles
+
+
 def parse_value_option(text: str) -> tuple[str, Any]:
     """'shape=1,3,224' -> ('shape', array([1, 3, 224])); 'k=5' -> a one-element array; 'x=values.npy' -> the
     array in that file (never unpickled). The model's declared dtype is applied later, exactly or not at all."""
@@ -401,8 +456,53 @@ def add_engine_input_options(parser: argparse.ArgumentParser, *,
                        help="draw every input not given with --input or --inputs from SEED: standard normal floats, "
                             "zeros for integers; the same values in run, verify, compare and bench, and as the "
                             f"golden record of build --seed SEED (default: {default})")
+    group.add_argument("--input-shape", action="append", type=parse_shape_option, default=[], metavar="NAME=DxD...",
+                       help="a dynamic engine's input shape for this run (repeat per input; the profile's opt "
+                            "shape, or the --input file's shape, when not given); refused for a fixed-shape engine")
+    group.add_argument("--profile-index", type=int, default=0, metavar="N",
+                       help="the optimization profile a dynamic engine runs with (default: 0)")
     parser.set_defaults(input_default_seed=default_seed)
     return group
+
+
+def engine_at_shape(args: argparse.Namespace, engine: Any) -> Any:
+    """The engine a command runs: a dynamic engine at the shapes ``--input-shape`` (else an ``--input`` file's
+    shape, else the profile's opt shape) gives each dynamic input, with ``--profile-index``'s tactics
+    (``Engine.at_shape``: exactly what a context of the dynamic engine runs at those shapes); a fixed-shape engine
+    as it is. A shape outside the profile is a ProfileShapeError (exit code 7)."""
+    shapes = dict(getattr(args, "input_shape", []) or [])
+    profile = getattr(args, "profile_index", 0)
+    if not engine.is_dynamic:
+        if shapes or profile:
+            raise UsageError("--input-shape and --profile-index are for an engine built with optimization profiles "
+                             f"(--profile); this engine has fixed shapes: "
+                             f"{', '.join(f'{b.name} {list(b.shape)}' for b in engine.inputs)}")
+        return engine
+    from reprobuild.engine.dynamic import resolve_sizes
+
+    count = engine.num_optimization_profiles
+    if not 0 <= profile < count:
+        raise UsageError(f"--profile-index {profile}: the engine has {count} optimization profile(s), 0 to "
+                         f"{count - 1}")
+    dims = engine.header.dynamic[0].profiles[profile].inputs
+    unknown = sorted(set(shapes) - set(dims))
+    if unknown:
+        raise UsageError(f"--input-shape names {unknown}, which are not inputs with dynamic dimensions; those are "
+                         f"{sorted(dims)}")
+    files = dict(getattr(args, "input", []) or [])
+    for name in sorted(dims):
+        if name in shapes:
+            continue
+        if name in files:
+            shapes[name] = tuple(_npy_shape(files[name]))
+        else:
+            shapes[name] = tuple(dims[name][1])
+    return engine.at_shape(profile, resolve_sizes(engine.header, profile, shapes))
+
+
+def _npy_shape(path: str) -> tuple[int, ...]:
+    """The shape a .npy file's header declares (the data is read, and checked, later)."""
+    return tuple(read_npy(path, f"--input {path}:", UsageError).shape)
 
 
 def engine_inputs(args: argparse.Namespace, bindings: Sequence[Any]) -> tuple[dict[str, np.ndarray], str]:

@@ -10,6 +10,7 @@ from reprobuild.cli.common import (
     add_device_option,
     add_engine_input_options,
     add_max_memory_option,
+    engine_at_shape,
     engine_inputs,
     parse_fraction,
     parse_tolerance,
@@ -91,7 +92,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.report:
         check_output_path(args.report, "--report", stdout=True)
     runtime = Runtime(Logger(Severity.WARNING), max_memory=args.max_memory, device=args.device)
-    engine = runtime.deserialize_engine(read_engine_file(args.engine))
+    engine = engine_at_shape(args, runtime.deserialize_engine(read_engine_file(args.engine)))
     model_bytes = read_bounded(args.model, MAX_MODEL_BYTES, "model", ModelError)
     model = load_reference_model(model_bytes, f"model {args.model!r}")
     check_model_bindings(model, [b.name for b in engine.inputs], [b.name for b in engine.outputs],

@@ -60,15 +60,36 @@ def run(args: argparse.Namespace) -> int:
           + ", ".join(f"{printable(d.name)} {d.sha256[:16]}" for d in pinned.golden.outputs)
           + f" ({len(pinned.golden.layers)} layer digests; reprobuild verify --against checks them)")
     print()
-    bindings = [["input", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.inputs]
+    dynamic = pinned.dynamic
+
+    def shape(name: str, fixed: list[int]) -> str:
+        dims = dynamic.shapes.get(name, fixed) if dynamic is not None else fixed
+        return " x ".join(map(str, dims)) if any(isinstance(d, str) for d in dims) else "x".join(map(str, dims))
+
+    bindings = [["input", t.name, shape(t.name, t.shape), t.dtype] for t in pinned.inputs]
     bindings += [["input (pinned)", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.pinned_inputs]
-    bindings += [["output", t.name, "x".join(map(str, t.shape)), t.dtype] for t in pinned.outputs]
+    bindings += [["output", t.name, shape(t.name, t.shape), t.dtype] for t in pinned.outputs]
     print(table(bindings, ["binding", "name", "shape", "dtype"]))
     print()
+    others: list[list[str]] = [[] for _ in pinned.layers]
+    if dynamic is not None:
+        print("dynamic     " + ", ".join(f"{k} in [{lo}, {hi}]" for k, (lo, hi) in dynamic.symbols.items())
+              + f"; {len(dynamic.profiles)} optimization profile(s); the layers below are profile 0's at its opt "
+              "shapes")
+        print(table([[str(i), name, *("x".join(map(str, s)) for s in triple)]
+                     for i, p in enumerate(dynamic.profiles) for name, triple in p.inputs.items()],
+                    ["profile", "input", "min", "opt", "max"]))
+        print()
+        for index, profile in enumerate(dynamic.profiles[1:], start=1):
+            for i, tactic in enumerate(profile.tactics):
+                if tactic != pinned.layers[i].tactic:
+                    others[i].append(f"{index}: {tactic.label}")
     rows = [[str(i), layer.name, layer.op, _tactic(registry, layer), layer.tactic.digest[:12],
              "x".join(map(str, layer.outputs[0].shape)) if layer.outputs else "", str(layer.workspace_bytes)]
+            + ([", ".join(others[i]) or "same"] if dynamic is not None and len(dynamic.profiles) > 1 else [])
             for i, layer in enumerate(pinned.layers)]
-    print(table(rows, ["#", "layer", "op", "tactic", "code", "output", "workspace"]))
+    print(table(rows, ["#", "layer", "op", "tactic", "code", "output", "workspace"]
+                + (["other profiles"] if dynamic is not None and len(dynamic.profiles) > 1 else [])))
     print()
     print(table([[k.label, k.digest[:16], k.cubin_sha256[:16] if k.cubin_sha256 else "-", " ".join(k.compile_options)]
                  for k in pinned.kernel_sources], ["kernel source", "sha256", "cubin", "compile options"]))

@@ -15,6 +15,7 @@ from reprobuild.cli.common import (
     add_device_option,
     add_engine_input_options,
     add_max_memory_option,
+    engine_at_shape,
     engine_inputs,
     json_float,
     parse_seed,
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output_dir:
         check_output_directory(args.output_dir, "--output-dir")
     runtime = Runtime(logger, max_memory=args.max_memory, device=args.device)
-    engine = runtime.deserialize_engine(read_engine_file(args.engine))
+    engine = engine_at_shape(args, runtime.deserialize_engine(read_engine_file(args.engine)))
     inputs, label = engine_inputs(args, engine.inputs)
     files = _output_files([b.name for b in engine.outputs], args.output_dir) if args.output_dir else {}
     outputs = engine.create_execution_context().execute(inputs)

@@ -10,7 +10,9 @@ from reprobuild.cli.common import (
     add_device_option,
     add_engine_input_options,
     add_max_memory_option,
+    engine_at_shape,
     engine_inputs,
+    parse_sizes_option,
     read_engine_file,
     read_engine_or_manifest,
 )
@@ -28,6 +30,7 @@ from reprobuild.manifest.tamper import check_record
 from reprobuild.verify.fleet import FleetPlan, engine_outline, verify_on_ray
 from reprobuild.verify.locate import locate, locate_against
 from reprobuild.verify.run import Locator, VerifyPlan, VerifyReport, check_against, verify
+from reprobuild.verify.shapes import shape_invariance
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -63,6 +66,12 @@ def add_parser(sub: Subcommands) -> None:
                    help="write the full report as JSON to FILE, or to standard output with - (the table then goes "
                         "to stderr)")
     p.add_argument("--no-batch-invariance", action="store_true", help="skip the batch-invariance check")
+    p.add_argument("--shapes", action="append", type=parse_sizes_option, default=[], metavar="DIM=S1,S2,...",
+                   help="a dynamic engine: run one sample alone and inside every batch size listed, at every "
+                        "position, and compare its bits (the first --shapes names the batch dimension, e.g. "
+                        "--shapes batch=1,3,8,32; more, such as --shapes sequence=16,32, repeat the check at each "
+                        "of their sizes); with the profile of --profile-index. A difference fails verify (exit "
+                        "code 10)")
     p.add_argument("--fail-on-nonfinite", action="store_true",
                    help="fail (exit code 11) when an output holds NaN or infinite values; by default verify warns "
                         "and judges only whether the bits repeat")
@@ -137,7 +146,7 @@ def _verify(args: argparse.Namespace) -> int:
         backend = engine_outline(data).backend  # before the engine is loaded on the first device listed
         devices = resolve_devices(args.devices, backend)
         device = devices[0] if backend == "cuda" else None
-    engine = Runtime(logger, max_memory=args.max_memory, device=device).deserialize_engine(data)
+    engine = engine_at_shape(args, Runtime(logger, max_memory=args.max_memory, device=device).deserialize_engine(data))
     if side is not None and side.kind == "manifest":  # before any run
         problem = pair_mismatch(side.engine.sha256, engine.sha256, args.engine) if side.engine else None
         if problem:
@@ -173,8 +182,18 @@ def _verify(args: argparse.Namespace) -> int:
         if not result.matched:
             found = locate_against(engine, golden, pinned.golden.layers)
             report = report.model_copy(update={"locator": found})
+    shapes_ok = True
+    if args.shapes:
+        profile = engine.profile_sizes[0] if engine.profile_sizes is not None else args.profile_index
+        base = Runtime(logger, max_memory=args.max_memory, device=device).deserialize_engine(data)
+        for check in shape_invariance(base, profile, args.shapes, seed):
+            shapes_ok = shapes_ok and check.identical
+            where = ", ".join(f"{k}={v}" for k, v in sorted(check.sizes.items()))
+            rows.append([f"shapes {args.shapes[0][0]}={check.batch}" + (f" ({where})" if where else ""),
+                         "identical" if check.identical else "DIFFERENT", check.detail])
     print(table(rows, ["dimension", "verdict", "detail"]))
     _print_devices(report)
+    against_ok = against_ok and shapes_ok
     if not report.deterministic and report.locator is None and _locally_reproducible(report):
         report = report.model_copy(update={"locator": locate(engine, inputs)})
     if report.locator is not None:

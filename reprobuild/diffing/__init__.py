@@ -90,6 +90,8 @@ class ManifestDiff(_Model):
     config: list[FieldChange] = Field(default_factory=list)
     environment: list[FieldChange] = Field(default_factory=list)
     bindings: list[FieldChange] = Field(default_factory=list)
+    profiles: list[FieldChange] = Field(default_factory=list, description="a dynamic engine's ranges, symbolic "
+                                        "shapes and optimization profiles (their shapes, each layer's tactic)")
     layers_added: list[LayerRef] = Field(default_factory=list)
     layers_removed: list[LayerRef] = Field(default_factory=list)
     layers_renamed: list[Rename] = Field(default_factory=list)
@@ -227,6 +229,7 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
                              {"inputs": [_dump(t) for t in pb.inputs], "outputs": [_dump(t) for t in pb.outputs],
                               "pinned_inputs": [_dump(t) for t in pb.pinned_inputs]},
                              "bindings"),
+        "profiles": _changes(_profiles(pa), _profiles(pb), "profiles"),
         "memory": _changes(_dump(pa.memory), _dump(pb.memory), "memory"),
         "golden": _golden(pa.golden, pb.golden),
         "engine": _changes(_dump(sa.engine), _dump(sb.engine), "engine") if sa.engine and sb.engine else [],
@@ -279,6 +282,19 @@ def diff(a: Any, b: Any, ignore: Iterable[str] = (), include_evidence: bool = Fa
                        f"{engine_side.label} is {actual}...; {summary}")
     return ManifestDiff.model_validate({"a": sa.label, "b": sb.label, "identical": not any(sections.values()),
                                         "summary": summary, "ignored": ignored, **sections})
+
+
+def _profiles(p: m.Pinned) -> dict[str, Any]:
+    """A dynamic engine's section as the diff names it: ranges, shapes, and per profile its input shapes and each
+    layer's tactic by layer name (a fixed-shape engine has none)."""
+    if p.dynamic is None:
+        return {}
+    names = [layer.name for layer in p.layers]
+    return {"symbols": {k: f"[{lo}, {hi}]" for k, (lo, hi) in p.dynamic.symbols.items()},
+            "shapes": {k: " x ".join(map(str, v)) for k, v in p.dynamic.shapes.items()},
+            **{str(i): {"inputs": {k: ":".join("x".join(map(str, s)) for s in v) for k, v in record.inputs.items()},
+                        "tactics": {name: t.label for name, t in zip(names, record.tactics)}}
+               for i, record in enumerate(p.dynamic.profiles)}}
 
 
 def _layer_fields(layer: m.LayerRecord) -> dict[str, Any]:
@@ -358,6 +374,7 @@ def _field_paths(side: Side) -> set[str]:
     bindings = {"inputs": [_dump(t) for t in p.inputs], "outputs": [_dump(t) for t in p.outputs]}
     evidence = {k: v for k, v in (_dump(side.evidence) or {}).items() if k != "layers"}
     paths = {f"environment.{k}" for k in p.environment} | {"golden.seed", "golden.layers"}
+    paths.update(_flatten(_profiles(p), "profiles"))
     for section, value in (("model", _dump(p.model)), ("config", _dump(p.config)), ("memory", _dump(p.memory)),
                            ("engine", _dump(side.engine)), ("bindings", bindings), ("evidence", evidence)):
         paths.update(_flatten(value, section))
@@ -428,6 +445,8 @@ def _summary(s: dict[str, list[Any]]) -> str:
         parts.append(f"{len(s['kernel_sources'])} kernel source(s) changed")
     if s["bindings"]:
         parts.append("bindings differ")
+    if s["profiles"]:
+        parts.append("optimization profiles differ")
     reweighted = sum(1 for c in s["layer_changes"] if c.path.endswith(".key"))
     if reweighted:
         parts.append(f"{reweighted} layer{'s' if reweighted != 1 else ''} with new weights")

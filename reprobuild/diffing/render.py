@@ -55,6 +55,7 @@ def sections(d: ManifestDiff) -> list[Section]:
     add("Build config", ["field", "a", "b"], _fields(d.config, "config."))
     add("Environment", ["field", "a", "b"], _fields(d.environment, "environment."))
     add("Bindings", ["field", "a", "b"], _fields(d.bindings, "bindings."))
+    add("Optimization profiles (dynamic shapes)", ["field", "a", "b"], _fields(d.profiles, "profiles."))
     add("Layers added (in b only)", ["layer", "op", "tactic", "key"],
         [[r.name, r.op, r.tactic, _short(r.key)] for r in d.layers_added])
     add("Layers removed (in a only)", ["layer", "op", "tactic", "key"],

@@ -468,9 +468,12 @@ def _dynamic_dims_message(name: str, dims: Sequence[int | None], labels: Sequenc
     which = ", ".join(f"{labels[i]!r} at axis {i}" for i in axes)
     example = "x".join(str(d) if d is not None else "1" for d in dims)
     plural = "s" if len(axes) > 1 else ""
+    top = "x".join(str(d) if d is not None else "8" for d in dims)
     return (f"network input {name!r} has {len(axes)} dynamic dimension{plural} ({which}; declared {declared}); "
-            f"engines have fixed shapes, so give each a size with --input-shape, for example --input-shape "
-            f"{name}={example} (1 for {', '.join(repr(labels[i]) for i in axes)}: use the size you will run with)")
+            f"give each a size with --input-shape, for example --input-shape {name}={example} (1 for "
+            f"{', '.join(repr(labels[i]) for i in axes)}: use the size you will run with), or build one engine for "
+            f"a range of sizes with an optimization profile, for example --profile {name}={example}:{top}:{top} "
+            "(min:opt:max)")
 
 
 def _reason(exc: ModelError, name: str, op: str) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 from reprobuild.core.errors import UsageError
 from reprobuild.engine import Engine, Runtime
 from reprobuild.engine.golden import layer_digests
+from reprobuild.engine.runtime import engine_for_inputs
 from reprobuild.environment.fingerprint import environment_fingerprint
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
 from reprobuild.kernels.identity import shown_label
@@ -43,14 +44,16 @@ def engine_layer_refs(engine: Engine) -> list[LayerRef]:
 
 
 def device_run(engine_bytes: bytes, inputs: Mapping[str, np.ndarray], device: int | None, runs: int = 3,
-               contexts: int = 1, traced_runs: int = 1, max_memory: int | None = None) -> DeviceResult:
+               contexts: int = 1, traced_runs: int = 1, max_memory: int | None = None,
+               profile: int = 0) -> DeviceResult:
     """One device worker's share, in the process that calls it: ``runs`` runs on one context, one run on each of
     ``contexts`` fresh contexts, and ``traced_runs`` (at least 1) traced runs for every layer's digest, all on the
     same inputs. ``--devices`` runs it in one process per GPU, ``reprobuild.verify.fleet`` in one Ray task per GPU."""
     if runs < 1 or contexts < 0 or traced_runs < 1:
         raise UsageError(f"a device worker needs runs >= 1, contexts >= 0, traced_runs >= 1; got {runs}, "
                          f"{contexts}, {traced_runs}")
-    engine = Runtime(max_memory=max_memory, device=device).deserialize_engine(engine_bytes)
+    engine = engine_for_inputs(Runtime(max_memory=max_memory, device=device).deserialize_engine(engine_bytes),
+                               inputs, profile)  # a dynamic engine at the inputs' shapes
     feeds = {k: np.array(v) for k, v in inputs.items()}  # writable copies: Ray hands out read-only arrays
     context = engine.create_execution_context()
     results = context.execute(feeds)
@@ -173,13 +176,13 @@ def compare_devices(results: Sequence[DeviceResult], layers: Sequence[LayerRef])
 
 
 def spawn_device_workers(engine_path: str, inputs_path: str, devices: Sequence[int], plan: VerifyPlan,
-                          max_memory: int | None = None) -> list[tuple[int, subprocess.Popen[str]]]:
+                          max_memory: int | None = None, profile: int = 0) -> list[tuple[int, subprocess.Popen[str]]]:
     """One ``device_run`` worker process per device, all at once, with ``MULTI_DEVICE_ENV`` set."""
     env = {**os.environ, **MULTI_DEVICE_ENV}
     spawned = []
     for d in devices:
         spec = json.dumps({"device": d, "runs": plan.runs, "contexts": plan.contexts,
-                           "traced_runs": max(1, plan.traced_runs), "max_memory": max_memory})
+                           "traced_runs": max(1, plan.traced_runs), "max_memory": max_memory, "profile": profile})
         spawned.append((d, subprocess.Popen([sys.executable, "-m", "reprobuild.verify.run", engine_path, inputs_path,
                                              spec, f"device{d}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             text=True, env=env)))

@@ -34,6 +34,7 @@ from reprobuild.core.digest import array_digest
 from reprobuild.core.errors import UsageError
 from reprobuild.engine import Engine, Runtime
 from reprobuild.engine.golden import golden_inputs, layer_digests
+from reprobuild.engine.runtime import engine_for_inputs
 from reprobuild.environment.fingerprint import environment_fingerprint
 from reprobuild.environment.policy import compare_environments
 from reprobuild.kernels.backend import MULTI_DEVICE_ENV
@@ -228,10 +229,12 @@ def batch_invariance(engine: Engine, inputs: Mapping[str, np.ndarray],
 
 
 def _spawn_workers(engine_path: str, inputs_path: str, plan: VerifyPlan, max_memory: int | None = None,
-                   on_device: int | None = None) -> list[subprocess.Popen[str]]:
-    """The plan's other processes, each on ``on_device``, this process's GPU (None: a cpu engine)."""
+                   on_device: int | None = None, profile: int = 0) -> list[subprocess.Popen[str]]:
+    """The plan's other processes, each on ``on_device``, this process's GPU (None: a cpu engine); a dynamic
+    engine runs at the inputs' shapes with ``profile``'s tactics, as in this process."""
     spec = json.dumps({"runs": plan.runs, "contexts": plan.contexts, "threads": plan.threads,
-                       "streams": plan.streams, "max_memory": max_memory, "on_device": on_device})
+                       "streams": plan.streams, "max_memory": max_memory, "on_device": on_device,
+                       "profile": profile})
     return [subprocess.Popen([sys.executable, "-m", "reprobuild.verify.run", engine_path, inputs_path, spec, str(p)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for p in range(1, plan.processes)]
@@ -253,14 +256,16 @@ def _worker_main(argv: list[str]) -> int:
     engine_path, inputs_path, spec, process = argv
     settings = json.loads(spec)
     max_memory, on_device = settings.pop("max_memory", None), settings.pop("on_device", None)
+    profile = settings.pop("profile", 0)
     with open(engine_path, "rb") as f:
         data = f.read()
     with np.load(inputs_path, allow_pickle=False) as npz:
         inputs = {k: npz[k] for k in npz.files}
     if "device" in settings:
-        print(device_run(data, inputs, max_memory=max_memory, **settings).model_dump_json())
+        print(device_run(data, inputs, max_memory=max_memory, profile=profile, **settings).model_dump_json())
         return 0
-    engine = Runtime(max_memory=max_memory, device=on_device).deserialize_engine(data)
+    engine = engine_for_inputs(Runtime(max_memory=max_memory, device=on_device).deserialize_engine(data), inputs,
+                               profile)
     plan = VerifyPlan(**settings, processes=1, batch_invariance=False)
     for record in run_plan(engine, inputs, plan, process=int(process)):
         print(record.model_dump_json())
@@ -286,9 +291,10 @@ def verify(engine: Engine, inputs: Mapping[str, np.ndarray], plan: VerifyPlan, i
             save_npz: Any = np.savez  # numpy's stub types **kwds as if they were allow_pickle
             save_npz(inputs_path, **{k: np.asarray(v) for k, v in inputs.items()})
             on_device = getattr(engine.backend, "device_id", None)  # the processes run where this one does
-            workers = (_spawn_workers(engine_path, inputs_path, plan, max_memory, on_device) if plan.processes > 1
-                       else [])
-            device_workers = spawn_device_workers(engine_path, inputs_path, devices or (), plan, max_memory)
+            profile = engine.profile_sizes[0] if engine.profile_sizes is not None else 0
+            workers = (_spawn_workers(engine_path, inputs_path, plan, max_memory, on_device, profile)
+                       if plan.processes > 1 else [])
+            device_workers = spawn_device_workers(engine_path, inputs_path, devices or (), plan, max_memory, profile)
         try:
             records = run_plan(engine, inputs, plan, 0, progress)
             records += _collect(workers)

@@ -20,7 +20,7 @@ from reprobuild.engine import Runtime
 from reprobuild.engine.dynamic import ProfileShapeError
 from reprobuild.frontend import network_from_onnx_bytes
 from reprobuild.ir import OptimizationProfile
-from tests.helpers import BACKENDS, REPO, assert_close, ort_run
+from tests.helpers import BACKENDS, CUDA_SKIP, REPO, assert_close, ort_run, tactic_tolerance
 from tests.reprobuild.test_dynamic_shapes import _dynamic_cnn, _text_feeds
 
 QUIET = Logger(Severity.ERROR)
@@ -212,3 +212,117 @@ def test_a_crafted_dynamic_section_is_a_format_error(bert_engine, edit, message)
 def test_the_untouched_engine_survives_the_rewrite_helper(bert_engine):
     assert _rewrite_header(bert_engine.engine, lambda h: None) == bert_engine.engine
     assert dataclasses.is_dataclass(Runtime(QUIET).deserialize_engine(bert_engine.engine).header)
+
+
+def test_replaying_the_manifest_gives_the_same_engine_bytes(bert_engine):
+    from reprobuild.builder.replay import ReplaySelector, profiles_from_manifest
+
+    profiles = profiles_from_manifest(bert_engine.manifest)
+    assert [p.get_shape("input_ids") for p in profiles] == [((1, 2), (2, 16), (8, 32)), ((1, 33), (4, 48), (16, 64))]
+    network, _ = network_from_onnx_bytes(_bert().SerializeToString(), QUIET, profiles=profiles)
+    config = BuilderConfig(backend="cpu", algorithm_selector=ReplaySelector(bert_engine.manifest, logger=QUIET))
+    for profile in profiles:
+        config.add_optimization_profile(profile)
+    replayed = Builder(QUIET).build(network, config)
+    assert replayed.engine == bert_engine.engine
+    assert replayed.manifest.pinned == bert_engine.manifest.pinned
+
+
+def test_a_replay_that_cannot_honour_a_profiles_tactic_fails_closed(bert_engine):
+    from reprobuild.builder.replay import ReplaySelector, profiles_from_manifest
+    from reprobuild.core.errors import ReplayMismatchError
+    from reprobuild.manifest import models as m
+
+    manifest = bert_engine.manifest
+    dynamic = manifest.pinned.dynamic
+    tactics = list(dynamic.profiles[1].tactics)
+    tactics[0] = m.TacticRef(**{**tactics[0].model_dump(), "name": "cpu_no_such_tactic"})
+    edited = manifest.model_copy(update={"pinned": manifest.pinned.model_copy(update={"dynamic": dynamic.model_copy(
+        update={"profiles": [dynamic.profiles[0], dynamic.profiles[1].model_copy(update={"tactics": tactics})]})})})
+    profiles = profiles_from_manifest(edited)
+    network, _ = network_from_onnx_bytes(_bert().SerializeToString(), QUIET, profiles=profiles)
+    config = BuilderConfig(backend="cpu", algorithm_selector=ReplaySelector(edited, logger=QUIET))
+    for profile in profiles:
+        config.add_optimization_profile(profile)
+    with pytest.raises(ReplayMismatchError, match=r"profile 1: layer .* records tactic .*cpu_no_such_tactic"):
+        Builder(QUIET).build(network, config)
+
+
+def test_refit_keeps_the_profiles_and_their_tactics(bert_engine):
+    from reprobuild.builder.refit import Refitter
+
+    same = Refitter(bert_engine.engine, QUIET).refit_from_model(_bert().SerializeToString())
+    assert same.engine == bert_engine.engine  # the same weights: the same engine, every profile kept
+    refitter = Refitter(bert_engine.engine, QUIET)
+    for name in refitter.get_all_weights():
+        refitter.set_named_weights(name, refitter.get_named_weights(name))
+    kept = refitter.refit()  # from the engine's own symbolic network (no model file: the model record differs)
+    assert kept.manifest.pinned.dynamic == bert_engine.manifest.pinned.dynamic
+    assert kept.manifest.pinned.layers == bert_engine.manifest.pinned.layers
+    feeds = _text_feeds(np.random.default_rng(53), 5, 40)
+    outs = []
+    for engine in (kept.engine, bert_engine.engine):
+        context = Runtime(QUIET).deserialize_engine(engine).create_execution_context()
+        context.set_optimization_profile(1)
+        outs.append(next(iter(context.execute(feeds).values())).tobytes())
+    assert outs[0] == outs[1]
+    model = _bert()
+    for init in model.graph.initializer:  # new weights, same graph
+        if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 2:
+            values = onnx.numpy_helper.to_array(init)
+            init.CopyFrom(onnx.numpy_helper.from_array((values * 0.5).astype(np.float32), init.name))
+    refitted = Refitter(bert_engine.engine, QUIET).refit_from_model(model.SerializeToString())
+    assert refitted.manifest.pinned.dynamic is not None
+    assert [p.tactics for p in refitted.manifest.pinned.dynamic.profiles] == \
+        [p.tactics for p in bert_engine.manifest.pinned.dynamic.profiles]
+    context = Runtime(QUIET).deserialize_engine(refitted.engine).create_execution_context()
+    context.set_optimization_profile(1)
+    feeds = _text_feeds(np.random.default_rng(47), 3, 40)
+    (out,) = context.execute(feeds).values()
+    (ref,) = ort_run(model, feeds)
+    assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_one_scratch_buffer_sized_for_the_profiles_max_serves_every_shape(bert_engine):
+    engine = Runtime(QUIET).deserialize_engine(bert_engine.engine)
+    context = engine.create_execution_context()
+    assert context.device_memory_size == 0  # allocated on the first run
+    rng = np.random.default_rng(59)
+    context.execute(_text_feeds(rng, 1, 4))
+    at_max = engine.at_shape(0, {"batch": 8, "sequence": 32}).device_memory_size
+    assert context.device_memory_size == at_max
+    for batch, seq in ((8, 32), (2, 20), (5, 3)):
+        context.execute(_text_feeds(rng, batch, seq))
+    assert context.device_memory_size == at_max  # no shape of the profile needed more
+    buffers = {id(c.device_memory.base) for c in context._contexts.values()}
+    assert len(context._contexts) == 4 and len(buffers) == 1  # every shape's context on the one buffer
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(CUDA_SKIP is not None, reason=f"no CUDA: {CUDA_SKIP}")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_on_cuda_each_shape_runs_as_its_own_cuda_graph_with_the_bits_of_a_fixed_engine(precision):
+    """One graph per shape, captured on the shape's first run and replayed after; every shape's bits are those of
+    the engine at that shape run eagerly, and a sample's bits do not depend on its batch (verify --shapes)."""
+    from reprobuild.verify.shapes import shape_invariance
+
+    network, _ = network_from_onnx_bytes(_bert().SerializeToString(), QUIET,
+                                         profiles=[text_profile((1, 2), (4, 16), (8, 32))])
+    config = BuilderConfig(backend="cuda", precision=precision)
+    config.add_optimization_profile(text_profile((1, 2), (4, 16), (8, 32)))
+    result = Builder(QUIET).build(network, config)
+    engine = Runtime(QUIET).deserialize_engine(result.engine)
+    context = engine.create_execution_context()
+    rng = np.random.default_rng(61)
+    cases = [_text_feeds(rng, b, s) for b, s in ((1, 16), (3, 7), (8, 32), (2, 2))]
+    for feeds in cases * 2:  # the second pass replays each shape's captured graph
+        (graph_out,) = context.execute(feeds).values()
+        shaped = context._current.engine
+        assert context._current.cuda_graph and context._current._graph is not None
+        (eager_out,) = shaped.create_execution_context(cuda_graph=False).execute(feeds).values()
+        assert graph_out.tobytes() == eager_out.tobytes()
+        (ref,) = ort_run(_bert(), feeds)
+        assert_close(graph_out, ref, **tactic_tolerance(None, "float16" if precision == "fp16" else "float32"))
+    assert len(context._contexts) == 4
+    checks = shape_invariance(engine, 0, [("batch", (1, 3, 8)), ("sequence", (7, 32))], seed=3)
+    assert all(c.identical for c in checks), [c.detail for c in checks if not c.identical]
