@@ -133,15 +133,29 @@ def check_dynamic(header: EngineHeader) -> None:
                            f"{symbolic.substitute(value, at_opt)}, but the layer holds {layers[name].attrs[key]}")
 
 
-def resolve_sizes(header: EngineHeader, index: int, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+class DynamicView:
+    """A dynamic engine's section parsed once (its expressions, each profile's sizes): what a run resolves its
+    sizes with, in microseconds."""
+
+    def __init__(self, header: EngineHeader) -> None:
+        self.header = header
+        self.shapes = symbolic_shapes(header)
+        self.attrs = symbolic_attrs(header)
+        dyn = header.dynamic[0]
+        self.bounds = [profile_sizes(dyn, i, self.shapes) for i in range(len(dyn.profiles))]
+
+
+def resolve_sizes(header: EngineHeader, index: int, shapes: Mapping[str, Sequence[int]],
+                  view: DynamicView | None = None) -> dict[str, int]:
     """The size of every symbol from the shapes of dynamic inputs, each inside profile ``index``'s range, and the
-    same wherever the model names it."""
+    same wherever the model names it. ``view``: the section already parsed (else it is parsed here)."""
     dyn = header.dynamic[0]
     if not 0 <= index < len(dyn.profiles):
         raise ProfileShapeError(f"optimization profile {index} does not exist; the engine has "
                                 f"{len(dyn.profiles)} (0 to {len(dyn.profiles) - 1})")
-    declared = symbolic_shapes(header)
-    low, _, high = profile_sizes(dyn, index, declared)
+    view = view or DynamicView(header)
+    declared = view.shapes
+    low, _, high = view.bounds[index]
     sizes: dict[str, int] = {}
     seen: dict[str, str] = {}
     for name in sorted(shapes):  # a run gives every dynamic input; set_input_shape checks one at a time
@@ -179,7 +193,7 @@ def _shown(dims: Sequence[Any]) -> str:
 def specialize_header(header: EngineHeader, index: int, sizes: Mapping[str, int],
                       workspace: Callable[[EngineLayer, Mapping[str, EngineTensor]], tuple[int, bool]],
                       plan: Callable[[Mapping[str, int], Sequence[EngineLayer], Sequence[bool]], EngineMemory],
-                      ) -> EngineHeader:
+                      view: DynamicView | None = None) -> EngineHeader:
     """The engine at ``sizes`` with profile ``index``'s tactics. ``workspace(layer, tensors)`` gives a layer's
     workspace bytes and whether it aliases its input (from its tactic, resolved by the runtime), ``plan`` the
     memory plan from the tensors' byte sizes."""
@@ -188,8 +202,8 @@ def specialize_header(header: EngineHeader, index: int, sizes: Mapping[str, int]
     from reprobuild.core.dtypes import itemsize
 
     dyn = header.dynamic[0]
-    shapes = symbolic_shapes(header)
-    attrs = symbolic_attrs(header)
+    view = view or DynamicView(header)
+    shapes, attrs = view.shapes, view.attrs
     profile = dyn.profiles[index]
 
     def tensor(t: EngineTensor) -> EngineTensor:

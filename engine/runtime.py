@@ -179,7 +179,7 @@ def engine_for_inputs(engine: Engine, inputs: Mapping[str, Any], profile: int = 
     dims = engine.header.dynamic[0].profiles[profile].inputs if 0 <= profile < engine.num_optimization_profiles \
         else {}
     shapes = {name: tuple(np.shape(inputs[name])) for name in dims if name in inputs}
-    return engine.at_shape(profile, dynamic.resolve_sizes(engine.header, profile, shapes))
+    return engine.at_shape(profile, dynamic.resolve_sizes(engine.header, profile, shapes, engine.dynamic_view))
 
 
 def _layer_spec(layer: EngineLayer, tensor: Callable[[str], EngineTensor], weights: Mapping[str, np.ndarray]
@@ -244,6 +244,8 @@ class Engine:
                           runtime.device)
         #: For an engine that is a dynamic engine at one shape (``at_shape``): (profile, sizes); else None.
         self.profile_sizes: tuple[int, dict[str, int]] | None = None
+        #: A dynamic engine's section, parsed once.
+        self.dynamic_view = dynamic.DynamicView(header) if header.dynamic else None
         #: Engines of this dynamic engine at other shapes, (profile, sizes) -> Engine, made on first use.
         self._shaped: dict[tuple[int, tuple[tuple[str, int], ...]], Engine] = {}
         self._shaped_lock = threading.Lock()
@@ -275,10 +277,8 @@ class Engine:
 
     def symbolic_shape(self, name: str) -> tuple[Any, ...]:
         """A tensor's shape with each dynamic dimension as its expression (a SymInt): the declared form."""
-        if self.header.dynamic:
-            shapes = dynamic.symbolic_shapes(self.header)
-            if name in shapes:
-                return tuple(shapes[name])
+        if self.dynamic_view is not None and name in self.dynamic_view.shapes:
+            return tuple(self.dynamic_view.shapes[name])
         return tuple(self.activation(name).shape)
 
     #: How many shapes' engines a dynamic engine keeps prepared (least recently made dropped first; which one is
@@ -294,7 +294,8 @@ class Engine:
             found = self._shaped.get(key)
             if found is not None:
                 return found
-        header = dynamic.specialize_header(self.header, profile, sizes, self._workspace_of, self._plan_of)
+        header = dynamic.specialize_header(self.header, profile, sizes, self._workspace_of, self._plan_of,
+                                           self.dynamic_view)
         registry = self._registry
         registry.load((layer.op, layer.tactic.family) for layer in header.layers)
         check_header(header, registry)
@@ -784,8 +785,10 @@ class DynamicExecutionContext:
             return self._memory
         engine = self.engine
         dims = engine.header.dynamic[0].profiles[self.profile].inputs
-        top = dynamic.resolve_sizes(engine.header, self.profile, {n: tuple(t[2]) for n, t in dims.items()})
-        at_max = dynamic.specialize_header(engine.header, self.profile, top, engine._workspace_of, engine._plan_of)
+        top = dynamic.resolve_sizes(engine.header, self.profile, {n: tuple(t[2]) for n, t in dims.items()},
+                                    engine.dynamic_view)
+        at_max = dynamic.specialize_header(engine.header, self.profile, top, engine._workspace_of, engine._plan_of,
+                                           engine.dynamic_view)
         size = max(need, at_max.memory.workspace_offset + at_max.memory.workspace_bytes + at_max.memory.library_bytes,
                    1)
         check_memory_cap(self.backend.name, engine.weights_bytes, size, 1, engine.max_memory, engine._cap_source)
@@ -826,7 +829,8 @@ class DynamicExecutionContext:
             if name not in dims:
                 raise InputError(f"{name!r} is not an input with dynamic dimensions; those are {sorted(dims)}")
             shape = tuple(int(d) for d in shape)
-            dynamic.resolve_sizes(self.engine.header, self.profile, {name: shape})  # the inputs agree at the run
+            dynamic.resolve_sizes(self.engine.header, self.profile, {name: shape},  # the inputs agree at the run
+                                  self.engine.dynamic_view)
             self._shapes[name] = shape
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
@@ -859,7 +863,7 @@ class DynamicExecutionContext:
                 shapes[name] = self._shapes[name]
             else:
                 raise InputError(f"input {name!r} is missing, and no shape was set for it (set_input_shape)")
-        sizes = dynamic.resolve_sizes(self.engine.header, self.profile, shapes)
+        sizes = dynamic.resolve_sizes(self.engine.header, self.profile, shapes, self.engine.dynamic_view)
         key = (self.profile, tuple(sorted(sizes.items())))
         context = self._contexts.get(key)
         if context is None:

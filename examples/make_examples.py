@@ -48,9 +48,10 @@ def make_mlp() -> onnx.ModelProto:
     return _finish(graph)
 
 
-def make_small_cnn() -> onnx.ModelProto:
+def make_small_cnn(batch: int | str = 2) -> onnx.ModelProto:
     """A small image classifier: Conv/BatchNorm/Relu/MaxPool, a residual block with Add, a grouped conv,
-    a branch Concat, Mul by a constant, AveragePool, GlobalAveragePool, Flatten, Dropout, Gemm, Softmax."""
+    a branch Concat, Mul by a constant, AveragePool, GlobalAveragePool, Flatten, Dropout, Gemm, Softmax.
+    ``batch``: the batch size, or the name of a dynamic batch dimension."""
     rng = np.random.default_rng(7)
     inits = [
         _init(rng, "stem.w", (16, 3, 3, 3)), _init(rng, "stem.b", (16,), 0.1),
@@ -88,10 +89,15 @@ def make_small_cnn() -> onnx.ModelProto:
         helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "small_cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [2, 3, 32, 32])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [2, 10])], inits,
+        nodes, "small_cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, 32, 32])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 10])], inits,
     )
     return _finish(graph)
+
+
+def make_small_cnn_dynamic() -> onnx.ModelProto:
+    """small_cnn with a dynamic batch dimension, "batch": the dynamic-shapes example (``--profile``)."""
+    return make_small_cnn("batch")
 
 
 def _finish(graph: onnx.GraphProto) -> onnx.ModelProto:
@@ -102,7 +108,7 @@ def _finish(graph: onnx.GraphProto) -> onnx.ModelProto:
     return model
 
 
-EXAMPLES = {"mlp.onnx": make_mlp, "small_cnn.onnx": make_small_cnn}
+EXAMPLES = {"mlp.onnx": make_mlp, "small_cnn.onnx": make_small_cnn, "small_cnn_dynamic.onnx": make_small_cnn_dynamic}
 
 
 def main() -> None:

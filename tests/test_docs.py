@@ -161,6 +161,17 @@ def test_readme_verify_commands_run_as_written(tmp_path: Path) -> None:
     assert (cwd / "verify.json").exists()
 
 
+def test_readme_dynamic_shapes_commands_run_as_written(tmp_path: Path) -> None:
+    cwd = _workdir(tmp_path)
+    (block,) = section_blocks("Dynamic shapes", "bash")
+    outputs = run_commands(cwd, block)
+    assert "profile   1: image 33x3x32x32:48x3x32x32:64x3x32x32" in outputs[0]
+    assert "batch x 3 x 32 x 32" in outputs[1] and "pass" in outputs[3]
+    assert "shapes batch=8" in outputs[4] and "DIFFERENT" not in outputs[4]
+    assert "identical to the engine digest the manifest records" in outputs[5]
+    assert (cwd / "replayed.engine").read_bytes() == (cwd / "small_cnn_dynamic.engine").read_bytes()
+
+
 def test_readme_pytest_plugin_example_pins_then_replays(tmp_path: Path) -> None:
     (example,) = section_blocks("Determinism tests in your own suite", "python")
     cwd = _workdir(tmp_path)

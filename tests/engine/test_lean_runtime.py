@@ -100,3 +100,31 @@ def test_the_index_tables_match_the_registries() -> None:
     assert isinstance(get_op("Conv"), type(find_layer("Conv")))  # an op definition is its layer definition + ONNX
     assert family_tactics("reference") is None
     assert find_layer("Dropout") is None and find_layer("Shape") is None  # lowered / computed at parse: no layers
+
+
+DYNAMIC_CHILD = r"""
+import json, sys
+import numpy as np
+from reprobuild.engine import Runtime
+with open(sys.argv[1], "rb") as f:
+    engine = Runtime().deserialize_engine(f.read())
+context = engine.create_execution_context()
+rng = np.random.default_rng(0)
+for batch in (1, 5):
+    context.set_input_shape("image", (batch, 3, 32, 32))
+    out = context.execute({"image": rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)})
+    assert out["probs"].shape == (batch, 10)
+print(json.dumps({"ran": sorted(sys.modules)}))
+"""
+
+
+def test_a_dynamic_engine_runs_every_shape_on_the_runtime_half_alone(tmp_path) -> None:
+    """Specializing a dynamic engine at a run's shape (symbolic sizes, the per-shape engine) needs nothing of the
+    build half either."""
+    engine = str(tmp_path / "dynamic.engine")
+    assert main(["build", os.path.join(EXAMPLES, "small_cnn_dynamic.onnx"), "-o", engine, "--backend", "cpu",
+                 "--quiet", "--profile", "image=1x3x32x32:4x3x32x32:8x3x32x32"]) == 0
+    out = subprocess.run([sys.executable, "-c", DYNAMIC_CHILD, engine], capture_output=True, text=True, cwd=REPO,
+                         check=True)
+    ran = json.loads(out.stdout.strip().splitlines()[-1])["ran"]
+    assert [m for m in ran if any(_within(m, p) for p in NEVER)] == []
