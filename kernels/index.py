@@ -281,4 +281,112 @@ class CudaGatherNDConstant(Tactic):
             In(0), offsets_device, Out(0), i64(inner), i64(total))), holds=(offsets_device,))
 
 
-TACTICS: tuple[Tactic, ...] = (CudaGather(), CudaGatherNDConstant(), CudaStridedGather())
+#: The Range dtypes, and the kernel of each.
+RANGE_KERNELS = MappingProxyType({"int16": "range_i16", "int32": "range_i32", "int64": "range_i64"})
+
+
+class CudaRange(Tactic):
+    """A Range whose length is a dynamic dimension (arange(sequence) in a dynamic engine): one fill kernel, exact
+    in 64-bit arithmetic (as the reference computes it), stored in int16, int32 or int64."""
+
+    family, name, backend, priority = "index", "cuda_range", "cuda", 10
+    ops = ("Range",)
+    source, dtypes, capturable = "nvrtc", ("int16", "int32", "int64"), True
+    cuda_kernels = MappingProxyType({"index.cu": ("range_i16", "range_i32", "range_i64")})
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        dtype = layer.outputs[0].dtype
+        return None if dtype in RANGE_KERNELS else f"dtype {dtype}; the kernel fills {', '.join(RANGE_KERNELS)}"
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        (total,) = layer.outputs[0].shape
+        if total == 0:
+            return plan(backend)
+        return plan(backend, linear(backend, "index.cu", RANGE_KERNELS[layer.outputs[0].dtype], total, (
+            Out(0), i64(int(layer.attr("start"))), i64(int(layer.attr("delta"))), i64(total))))
+
+
+class CudaGatherElements(Tactic):
+    """GatherElements, indices constant or read at run time (a dynamic engine's position ids): one thread per
+    output element reads the data at its coordinates with the axis's one replaced by the index there; any dtype,
+    moved as words of its size; int32 or int64 indices, negative ones from the end. An index outside the axis has
+    nothing to read: its element is zero (the reference tactic refuses it instead)."""
+
+    family, name, backend, priority = "index", "cuda_gather_elements", "cuda", 10
+    ops = ("GatherElements",)
+    source, dtypes, capturable = "nvrtc", CUDA_STORAGE_DTYPES, True
+    needs_activation = False  # the data may be a constant (BERT's position table)
+    cuda_kernels = MappingProxyType({"index.cu": tuple(
+        f"gather_elements_{w}_{i}" for w in ("u16", "u32", "u64", "u8") for i in ("i32", "i64"))})
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        if dtype_itemsize(layer.outputs[0].dtype) not in WORDS:
+            return f"elements of {dtype_itemsize(layer.outputs[0].dtype)} bytes; the kernel moves 1, 2, 4 or 8"
+        if layer.inputs[1].dtype not in INDEX_TYPES:
+            return f"indices of dtype {layer.inputs[1].dtype}; the kernel reads {' or '.join(INDEX_TYPES)}"
+        if len(layer.inputs[1].shape) > MAX_RANK:
+            return f"rank {len(layer.inputs[1].shape)}; the kernel indexes at most {MAX_RANK} dimensions"
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        data_shape, index_shape = layer.inputs[0].shape, layer.inputs[1].shape
+        rank, axis_index = len(index_shape), int(layer.attr("axis"))
+        total = int(np.prod(index_shape, dtype=np.int64))
+        consts = {i: backend.asarray(np.ascontiguousarray(v)) for i, v in layer.constants.items()}
+        if total == 0:
+            return plan(backend, holds=tuple(consts.values()))
+        meta = np.zeros(2 * MAX_RANK, dtype=np.int64)
+        meta[:rank] = index_shape
+        meta[MAX_RANK:MAX_RANK + rank] = contiguous_strides(data_shape)
+        meta_device = backend.asarray(meta)
+        data, indices = operand_refs(layer, consts)
+        fn = f"gather_elements_{WORDS[dtype_itemsize(layer.outputs[0].dtype)]}_{INDEX_TYPES[layer.inputs[1].dtype]}"
+        return plan(backend, linear(backend, "index.cu", fn, total, (
+            data, indices, Out(0), meta_device, i32(rank), i32(axis_index), i64(data_shape[axis_index]),
+            i64(total))), holds=(*consts.values(), meta_device))
+
+
+class CudaGatherND(Tactic):
+    """GatherND with indices read at run time (a dynamic engine's mask): one thread per output element finds its
+    row's index tuple, its offset in the data and copies; any dtype, moved as words of its size. A tuple with an
+    entry outside its axis has nothing to read: its row is zeros (the reference tactic refuses it instead)."""
+
+    family, name, backend, priority = "index", "cuda_gather_nd", "cuda", 10
+    ops = ("GatherND",)
+    source, dtypes, capturable = "nvrtc", CUDA_STORAGE_DTYPES, True
+    needs_activation = False  # the data may be a constant
+    cuda_kernels = MappingProxyType({"index.cu": ("gather_nd_rt_u16", "gather_nd_rt_u32", "gather_nd_rt_u64",
+                                                  "gather_nd_rt_u8")})
+
+    def unsupported(self, layer: LayerSpec) -> str | None:
+        if 1 in layer.constants:
+            return "constant indices; cuda_gather_nd_const computes their offsets when the engine is built"
+        if dtype_itemsize(layer.outputs[0].dtype) not in WORDS:
+            return f"elements of {dtype_itemsize(layer.outputs[0].dtype)} bytes; the kernel moves 1, 2, 4 or 8"
+        if layer.inputs[1].dtype != "int64":
+            return f"indices of dtype {layer.inputs[1].dtype}; the kernel reads int64"
+        return None
+
+    def prepare(self, layer: LayerSpec, backend: Backend) -> Kernel:
+        data_shape, index_shape = layer.inputs[0].shape, layer.inputs[1].shape
+        b, k = int(layer.attr("batch_dims")), int(index_shape[-1])
+        batch = int(np.prod(data_shape[:b], dtype=np.int64))
+        rows = int(np.prod(index_shape[:-1], dtype=np.int64))
+        inner = int(np.prod(data_shape[b + k:], dtype=np.int64))
+        total = rows * inner
+        if total == 0:
+            return plan(backend)
+        strides = contiguous_strides(data_shape)
+        meta = np.array([*data_shape[b:b + k], *strides[b:b + k]], dtype=np.int64)
+        meta_device = backend.asarray(meta)
+        consts = {i: backend.asarray(np.ascontiguousarray(v)) for i, v in layer.constants.items()}
+        data, indices = operand_refs(layer, consts)
+        fn = f"gather_nd_rt_{WORDS[dtype_itemsize(layer.outputs[0].dtype)]}"
+        batch_stride = int(np.prod(data_shape[b:], dtype=np.int64))
+        return plan(backend, linear(backend, "index.cu", fn, total, (
+            data, indices, Out(0), meta_device, i32(k), i64(rows // max(batch, 1)), i64(batch_stride), i64(inner),
+            i64(total))), holds=(*consts.values(), meta_device))
+
+
+TACTICS: tuple[Tactic, ...] = (CudaGather(), CudaGatherElements(), CudaGatherND(), CudaGatherNDConstant(),
+                               CudaRange(), CudaStridedGather())

@@ -268,6 +268,7 @@ def dynamic_range(length: int, start: int, delta: int, dtype: str = "int64") -> 
                                   [helper.make_tensor_value_info("y", code, ["N"])],
                                   [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        model.ir_version = 10  # what the GPU host's onnxruntime reads too
         return model, {"x": rng.standard_normal(length).astype(np.float32)}
     return make
 
@@ -450,6 +451,15 @@ CASES = [
         "table": np.linspace(-1, 1, 400, dtype=np.float32).reshape(50, 8)}, order=("table", "ids"), axis=0)),
     Case("gather_runtime_axis1", typed("Gather", {"x": ((3, 6, 4), "float32"), "i": ((2,), "int32")}, high=6,
                                            axis=1)),
+    Case("gather_elements_runtime_axis1", typed("GatherElements", {"x": ((3, 6, 4), "float32"),
+                                                                   "i": ((3, 5, 4), "int64")}, high=6, axis=1)),
+    Case("gather_elements_window_int32_half", typed("GatherElements", {"x": ((4, 5), "float16"),
+                                                                       "i": ((6, 3), "int32")}, high=4, axis=0)),
+    Case("gather_elements_constant_table", typed("GatherElements", {"i": ((1, 7), "int64")}, {
+        "table": np.arange(12, dtype=np.int64).reshape(1, 12)}, order=("table", "i"), high=12, axis=1)),
+    Case("gather_nd_runtime", typed("GatherND", {"x": ((2, 3, 4), "float32"), "i": ((2, 5, 2), "int64")}, high=2)),
+    Case("gather_nd_runtime_batch_dims", typed("GatherND", {"x": ((2, 3, 4), "int64"), "i": ((2, 4, 1), "int64")},
+                                               high=3, batch_dims=1)),
     Case("gather_nd_const_mask_rows", typed("GatherND", {"x": ((2, 16), "float32")}, {"i": np.stack(np.meshgrid(
         np.arange(2), np.arange(16), indexing="ij"), -1).reshape(2, 1, 1, 16, 2)})),
     Case("where_attention_mask", typed("Where", {"m": ((2, 1, 1, 5), "bool"), "x": ((2, 3, 5, 5), "float32")},
