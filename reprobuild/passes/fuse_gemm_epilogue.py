@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reprobuild.core import symbolic
 from reprobuild.ir import Layer, Network
 from reprobuild.passes.fuse_conv_epilogue import epilogue_after, only_reader
 from reprobuild.passes.pattern import GraphIndex, fresh_name, fuse_rounds
@@ -91,7 +92,7 @@ def _merged_rows(index: GraphIndex, a: str, rows: int) -> Layer | None:
     if view is None or view.op != "Reshape" or len(view.inputs) != 1 or index.is_output(a):
         return None
     src, dst = index.tensor(view.inputs[0]).shape, index.tensor(a).shape
-    if len(src) < 2 or len(dst) != 2 or src[-1] != dst[1] or int(np.prod(src[:-1], dtype=np.int64)) != rows:
+    if len(src) < 2 or len(dst) != 2 or src[-1] != dst[1] or symbolic.prod(src[:-1]) != rows:
         return None
     return view
 

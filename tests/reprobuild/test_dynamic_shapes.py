@@ -215,3 +215,46 @@ def test_a_size_computed_from_a_dynamic_axis_by_other_arithmetic_is_refused_at_i
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(ModelError, match=r"(?s)Conv.*cannot follow symbolically"):
         network_from_onnx_bytes(model.SerializeToString(), QUIET, dynamic={"H": (8, 64)})
+
+
+def _conv1d_model(seed: int = 11) -> onnx.ModelProto:
+    """GPT-2's Conv1D as the dynamo exporter writes it with dynamic batch and sequence: x [B, S, 8] viewed as
+    [B*S, 8] (Shape, Gather, Mul, Concat), Gemm with a bias, viewed back as [B, S, 12], plus a residual-free Relu."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 12)).astype(np.float32) * 0.3, "w"),
+             numpy_helper.from_array(rng.standard_normal(12).astype(np.float32) * 0.1, "b"),
+             numpy_helper.from_array(np.array([0], np.int64), "i0"),
+             numpy_helper.from_array(np.array([1], np.int64), "i1"),
+             numpy_helper.from_array(np.array([8], np.int64), "d8"),
+             numpy_helper.from_array(np.array([12], np.int64), "d12")]
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "i0"], ["bsz"], axis=0),
+             helper.make_node("Gather", ["shape", "i1"], ["seq"], axis=0),
+             helper.make_node("Mul", ["bsz", "seq"], ["rows"]),
+             helper.make_node("Concat", ["rows", "d8"], ["flat_shape"], axis=0),
+             helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "w", "b"], ["mm"]),
+             helper.make_node("Concat", ["bsz", "seq", "d12"], ["out_shape"], axis=0),
+             helper.make_node("Reshape", ["mm", "out_shape"], ["view"]),
+             helper.make_node("Relu", ["view"], ["y"])]
+    graph = helper.make_graph(nodes, "conv1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "S", 12])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_gpt2_conv1d_views_fuse_with_dynamic_batch_and_sequence():
+    """The Reshape -> Gemm -> Reshape the GPT-2 exports write around each Conv1D fuses into one FusedGemm over
+    symbolic views (fuse_gemm_epilogue compares batch*sequence with the rows symbolically)."""
+    from reprobuild.passes import DEFAULT_PASSES, run_passes
+
+    model = _conv1d_model()
+    ranges = {"B": (1, 8), "S": (2, 32)}
+    network, _ = network_from_onnx_bytes(model.SerializeToString(), QUIET, dynamic=ranges)
+    with symbol_ranges(ranges):
+        fused = run_passes(network, DEFAULT_PASSES)
+    assert [layer.op for layer in fused.layers].count("FusedGemm") == 1
+    rng = np.random.default_rng(13)
+    for batch, seq in ((1, 2), (3, 7), (8, 32)):
+        feeds = {"x": rng.standard_normal((batch, seq, 8)).astype(np.float32)}
+        (out,) = _run(fused.specialize({"B": batch, "S": seq}), feeds)
+        assert_close(out, ort_run(model, feeds)[0], rtol=1e-4, atol=1e-5)
