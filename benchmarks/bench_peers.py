@@ -131,7 +131,14 @@ def capture(model: Any, xs: list[Any]) -> Callable[[], Any]:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         model(*static_xs)
-    return graph.replay
+
+    def replay(inputs: list[Any] = static_xs) -> None:
+        # The graph reads static_xs' memory: this default argument keeps them alive. Returning graph.replay alone
+        # let them be freed and PyTorch's allocator reuse their memory, so replays read whatever came there (BERT's
+        # token ids: a device-side assert in the embedding gather, the "BERT crash" of issue 22's third session).
+        graph.replay()
+
+    return replay
 
 
 def torch_peers(model: Any, xs: list[Any], compile_model: bool,
