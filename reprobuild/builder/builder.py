@@ -195,8 +195,9 @@ class Builder:
                                   net, digests, config.seed, config.max_memory, getattr(backend, "device_id", None))
         phase("golden")
         section = dynamic(tactics) if dynamic is not None else None
+        timing_shapes: list[Any] = section.pop("timing") if section is not None else ["opt"]
         pinned = m.Pinned(
-            dynamic=m.DynamicRecord(symbols=section["symbols"], shapes=section["shapes"],
+            dynamic=m.DynamicRecord(symbols=section["symbols"], shapes=section["shapes"], timing=timing_shapes,
                                     profiles=[m.ProfileRecord(**p) for p in section["profiles"]])
             if section is not None else None,
             model=_model_record(net),
@@ -262,6 +263,7 @@ class Builder:
         network; each profile's tactics are timed at its opt shapes among those eligible at its min and max shapes
         too (``_ProfileSelector``); the engine is profile 0's opt engine with the dynamic section (symbolic
         shapes and attributes, every profile's tactics), which the runtime specializes per run shape."""
+        config.validate()
         if not config.profiles:
             raise BuildError(f"the network has dynamic dimensions ({', '.join(net.symbols)}); give at least one "
                              "optimization profile (BuilderConfig.add_optimization_profile, or --profile "
@@ -288,12 +290,13 @@ class Builder:
             low, opt, high = sizes[index]
             self.logger.info(f"profile {index}: min {low}, opt {opt}, max {high}")
             inner = (config.algorithm_selector or AlgorithmSelector()).for_profile(index)
-            selector = _ProfileSelector(inner, self.registry, index, net.specialize(low), net.specialize(high))
+            selector = _ProfileSelector(inner, self.registry, index, net.specialize(low), net.specialize(high),
+                                        tuple(w for w in ("min", "max") if w in config.profile_timing))
             profile_config = dataclasses.replace(config, algorithm_selector=selector, profiles=[])
 
             def section(tactics: Sequence[Tactic], index: int = index) -> dict[str, Any]:
                 chosen[index] = [dict(t.ref) for t in tactics]
-                return _dynamic_section(net, ranges, config.profiles, dynamic_inputs, chosen)
+                return _dynamic_section(net, ranges, config.profiles, dynamic_inputs, chosen, config.profile_timing)
 
             results[index] = self._build(net.specialize(opt), profile_config, passes_done=True,
                                          dynamic=section if index == 0 else None)
@@ -317,6 +320,8 @@ class Builder:
                                     memory_cap(config, backend)):
                     timed += time_candidates(spec, allowed, backend, timing, layer_seed(config.seed, ctx.key),
                                              functools.partial(cached, ctx), functools.partial(store, ctx))
+                    timed += _time_at_other_shapes(selector, ctx, allowed, backend, timing,
+                                                   layer_seed(config.seed, ctx.key))
                 cache_hits += sum(1 for c in allowed if c.timing_source == "cache")
             winner = choose(allowed, selector.requires_timing, config.tie_band,
                             getattr(selector, "untimed_reason", f"first allowed by {type(selector).__name__}"))
@@ -372,8 +377,8 @@ class Builder:
 
 
 def _dynamic_section(net: Network, ranges: Mapping[str, tuple[int, int]], profiles: Sequence[OptimizationProfile],
-                     dynamic_inputs: Sequence[str], chosen: Mapping[int, Sequence[Mapping[str, Any]]]
-                     ) -> dict[str, Any]:
+                     dynamic_inputs: Sequence[str], chosen: Mapping[int, Sequence[Mapping[str, Any]]],
+                     timing: Sequence[str] = ("opt",)) -> dict[str, Any]:
     """The engine's (and the manifest's) dynamic section: ranges, symbolic shapes and attributes, profiles."""
     shapes = {name: symbolic.to_text(list(net.tensors[name].shape)) for name in _activations(net)
               if symbolic.is_symbolic(net.tensors[name].shape)}
@@ -381,6 +386,7 @@ def _dynamic_section(net: Network, ranges: Mapping[str, tuple[int, int]], profil
                           for k, v in layer.attrs if symbolic.is_symbolic(v)}
              for layer in net.layers if symbolic.is_symbolic(dict(layer.attrs))}
     return {
+        "timing": [w for w in ("min", "opt", "max") if w in timing],
         "symbols": {sym: [int(lo), int(hi)] for sym, (lo, hi) in sorted(ranges.items())},
         "shapes": dict(sorted(shapes.items())),
         "attrs": dict(sorted(attrs.items())),
@@ -389,13 +395,35 @@ def _dynamic_section(net: Network, ranges: Mapping[str, tuple[int, int]], profil
     }
 
 
+def _time_at_other_shapes(selector: AlgorithmSelector, ctx: AlgorithmContext, allowed: Sequence[Candidate],
+                          backend: Backend, timing: m.TimingConfig, seed: int) -> int:
+    """A dynamic build's candidates timed at the profile's min and/or max shapes too (``profile_timing``): each
+    candidate's median becomes the sum of its medians (its samples stay those of opt, which the timing cache keys
+    by); returns how many timings were measured. Nothing for a fixed-shape build."""
+    specs = selector.timing_specs(ctx) if isinstance(selector, _ProfileSelector) else []
+    measured = 0
+    for _, other in specs:
+        copies = [dataclasses.replace(c, samples_ns=[], median_ns=None, timing_source=None,
+                                      workspace_bytes=c.tactic.workspace_bytes(other)) for c in allowed]
+        measured += time_candidates(other, copies, backend, timing, seed, lambda c: None, lambda c, s: None)
+        for c, copy in zip(allowed, copies):
+            c.median_ns = (c.median_ns or 0) + (copy.median_ns or 0)
+    return measured
+
+
 class _ProfileSelector(AlgorithmSelector):
     """The selector of one profile's build at its opt shapes: offers the wrapped selector only the candidates that
     are eligible at the profile's min and max shapes too, so the chosen tactic runs every shape in between."""
 
     def __init__(self, inner: AlgorithmSelector, registry: TacticRegistry, index: int, low: Network,
-                 high: Network) -> None:
+                 high: Network, also_timed: Sequence[str] = ()) -> None:
         self.inner, self.registry, self.index, self.low, self.high = inner, registry, index, low, high
+        self.also_timed = tuple(also_timed)
+
+    def timing_specs(self, context: AlgorithmContext) -> list[tuple[str, LayerSpec]]:
+        """The layer at the profile's other shapes its candidates are also timed at (``profile_timing``)."""
+        return [(which, layer_spec(self.low if which == "min" else self.high, context.index))
+                for which in self.also_timed]
 
     @property
     def requires_timing(self) -> bool:  # type: ignore[override]

@@ -104,6 +104,9 @@ class BuilderConfig:
     timing_cache: TimingCache | None = field(default=None, repr=False)
     #: Optimization profiles, for a network with dynamic dimensions (at least one then; none for fixed shapes).
     profiles: list[OptimizationProfile] = field(default_factory=list)
+    #: The shapes of each profile a candidate tactic is timed at ("opt", and "min" and/or "max" too): it is chosen
+    #: by the sum of its medians there. Every candidate also runs at min and max (eligibility), timed or not.
+    profile_timing: tuple[str, ...] = ("opt",)
 
     def add_optimization_profile(self, profile: OptimizationProfile) -> int:
         """Add a profile (TensorRT's ``IBuilderConfig.add_optimization_profile``); returns its index."""
@@ -140,6 +143,9 @@ class BuilderConfig:
                 runs if self.runs_per_sample is None else self.runs_per_sample)
 
     def validate(self) -> None:
+        if "opt" not in self.profile_timing or set(self.profile_timing) - {"min", "opt", "max"} or \
+                len(set(self.profile_timing)) != len(self.profile_timing):
+            raise UsageError(f"profile_timing is opt and any of min and max, each once; got {self.profile_timing!r}")
         if self.backend not in ("auto", "cpu", "cuda"):
             raise UsageError(f"backend must be auto, cpu or cuda; got {self.backend!r}")
         if self.warmup is not None and self.warmup < 0:

@@ -102,6 +102,10 @@ def add_parser(sub: Subcommands) -> None:
                         "names alike (batch) must be given alike")
     p.add_argument("--profile-set", dest="profiles", action="append_const", const=PROFILE_SET,
                    help="start the next optimization profile: the --profile options after it belong to it")
+    p.add_argument("--profile-timing", type=parse_profile_timing, metavar="opt[,min][,max]",
+                   help="the shapes of each profile the candidate tactics are timed at, their medians summed "
+                        "(default: opt; every candidate runs at min and max anyway); e.g. opt,max favours the "
+                        "largest shapes")
     p.add_argument("--input-value", action="append", type=parse_value_option, default=[], metavar="NAME=V,V,...",
                    help="pin the value of a network input that decides shapes (a Reshape's target shape, a Slice's "
                         "starts, ...; TensorRT's shape-input values), as numbers (shape=1,3,224) or a .npy file; "
@@ -153,6 +157,13 @@ def add_parser(sub: Subcommands) -> None:
                         "sha256, each layer's chosen tactic and timing, the timing totals, build seconds and the "
                         "warnings (progress and the log stay on stderr)")
     p.set_defaults(run=run)
+
+
+def parse_profile_timing(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(","))
+    if "opt" not in values or set(values) - {"min", "opt", "max"} or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give opt and any of min and max, each once (opt,max)")
+    return tuple(w for w in ("min", "opt", "max") if w in values)
 
 
 def parse_tactic_sources(text: str) -> tuple[str, ...]:
@@ -211,7 +222,7 @@ def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_workspace_bytes": args.workspace, "tie_band": args.tie_band, "tactic_sources": args.tactic_sources,
         "determinism": {True: "any", False: "run_to_run", None: None}[args.allow_nondeterministic],
         "precision": args.precision, "cuda_graph": args.cuda_graph, "max_memory": args.max_memory,
-        "device": args.device,
+        "device": args.device, "profile_timing": args.profile_timing,
     }
     return {k: v for k, v in given.items() if v is not None}
 

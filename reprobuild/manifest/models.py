@@ -236,6 +236,10 @@ class DynamicRecord(Strict):
     symbols: FailFastDict[str, FailFastList[int]] = Field(description="each dynamic dimension's [lowest, highest]")
     shapes: FailFastDict[str, FailFastList[int | str]] = Field(
         description="tensor -> its shape over the range, a dynamic size as its expression")
+    timing: FailFastList[Literal["min", "opt", "max"]] = Field(
+        default_factory=lambda: ["opt"],  # type: ignore[arg-type]
+        description="the shapes of each profile the candidates were timed at (their "
+                                                     "medians summed); every candidate runs at min and max")
     profiles: FailFastList[ProfileRecord]
 
 

@@ -326,3 +326,32 @@ def test_on_cuda_each_shape_runs_as_its_own_cuda_graph_with_the_bits_of_a_fixed_
     assert len(context._contexts) == 4
     checks = shape_invariance(engine, 0, [("batch", (1, 3, 8)), ("sequence", (7, 32))], seed=3)
     assert all(c.identical for c in checks), [c.detail for c in checks if not c.identical]
+
+
+def test_profile_timing_times_every_candidate_at_the_shapes_asked_for(monkeypatch):
+    """--profile-timing opt,max: each candidate is timed at the profile's opt and max shapes, chosen by the sum."""
+    from reprobuild.builder import builder as builder_module
+
+    timed_at: list[tuple[int, ...]] = []
+    real = builder_module.time_candidates
+
+    def spy(spec, candidates, *args, **kwargs):
+        timed_at.append(tuple(spec.outputs[0].shape))
+        return real(spec, candidates, *args, **kwargs)
+
+    monkeypatch.setattr(builder_module, "time_candidates", spy)
+    model = _dynamic_cnn()
+    profile = OptimizationProfile()
+    profile.set_shape("x", (1, 3, 8, 8), (4, 3, 8, 8), (16, 3, 8, 8))
+    network, _ = network_from_onnx_bytes(model.SerializeToString(), QUIET, profiles=[profile])
+    config = BuilderConfig(backend="cpu", profile_timing=("opt", "max"))
+    config.add_optimization_profile(profile)
+    result = Builder(QUIET).build(network, config)
+    first_dims = {shape[0] for shape in timed_at}
+    assert first_dims == {4, 16}  # every layer at opt (batch 4) and at max (batch 16), never at min
+    assert len(timed_at) == 2 * len(result.manifest.pinned.layers)
+    assert result.manifest.pinned.dynamic.timing == ["opt", "max"]
+    bad = BuilderConfig(backend="cpu", profile_timing=("max",))
+    bad.add_optimization_profile(profile)
+    with pytest.raises(UsageError, match="profile_timing"):
+        Builder(QUIET).build(network, bad)
