@@ -878,32 +878,36 @@ class DynamicExecutionContext:
         self._current = context
         return context
 
+    # Every shape's context binds the one scratch buffer, so the whole call holds this context (another thread is
+    # refused, never raced), with the same hold rules as ExecutionContext: enqueue keeps it until to_host, release
+    # or the thread's next run.
+
     def execute(self, inputs: Mapping[str, Any], outputs: str = "numpy") -> dict[str, Any]:
         """``ExecutionContext.execute`` at the shapes of ``inputs`` (or those set)."""
         with self._exclusive():
-            context = self._context_for(inputs)
-        return context.execute(inputs, outputs)
+            return self._context_for(inputs).execute(inputs, outputs)
 
     def execute_traced(self, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[list[np.ndarray]]]:
         with self._exclusive():
-            context = self._context_for(inputs)
-        return context.execute_traced(inputs)
+            return self._context_for(inputs).execute_traced(inputs)
 
     def enqueue(self, inputs: Mapping[str, Any],
                 after_layer: Callable[[int, Sequence[Any]], None] | None = None) -> dict[str, Any]:
-        with self._exclusive():
-            context = self._context_for(inputs)
-        return context.enqueue(inputs, after_layer)
+        with self._exclusive(keep=True):
+            return self._context_for(inputs).enqueue(inputs, after_layer)
 
     def to_host(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        if self._current is None:
-            raise UsageError("nothing was enqueued on this context")
-        return self._current.to_host(outputs)
+        with self._exclusive():
+            if self._current is None:
+                raise UsageError("nothing was enqueued on this context")
+            return self._current.to_host(outputs)
 
     def synchronize(self) -> None:
-        if self._current is not None:
-            self._current.synchronize()
+        with self._exclusive(keep=None):
+            if self._current is not None:
+                self._current.synchronize()
 
     def release(self) -> None:
-        if self._current is not None:
-            self._current.release()
+        with self._exclusive():
+            if self._current is not None:
+                self._current.release()

@@ -23,6 +23,8 @@ from reprobuild.layers.base import LayerDef, TensorType
 
 #: Probe sets: each symbol takes this many sizes inside its range.
 _PROBE_SETS = 4
+#: The largest probe size (when the range allows a smaller one): products of a few stay far below 2**63.
+_PROBE_CAP = 1 << 15
 #: Most symbols one layer may meet, and the highest power of a product read back.
 _MAX_SYMBOLS, _MAX_POWER = 6, 3
 
@@ -36,6 +38,7 @@ def _probes(names: Sequence[str]) -> list[dict[str, int]]:
         values = {}
         for j, s in enumerate(names):
             lo, hi = symbolic.symbol(s).bounds()
+            hi = min(hi, max(lo, _PROBE_CAP))  # inside the range, and small enough that products fit int64
             span = hi - lo
             pick = (hi - j, lo + span // 2 + j, lo + span // 3 + 2 * j, lo + 1 + 3 * j)[k]
             values[s] = min(max(pick, lo), hi)

@@ -5,6 +5,7 @@ version) of every pass a build ran, so a replay refuses a manifest made with oth
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from reprobuild.core import symbolic
@@ -45,7 +46,8 @@ def run_passes(network: Network, names: Sequence[str]) -> Network:
         for name in names:
             network = get_pass(name).run(network)
         return network
-    with symbolic.identical_only():
+    ranges = dict((network.source or {}).get("symbol_ranges") or {})  # what the parser kept the symbols over
+    with symbolic.identical_only(), symbolic.symbol_ranges(ranges) if ranges else contextlib.nullcontext():
         for name in names:
             try:
                 network = get_pass(name).run(network)

@@ -355,3 +355,28 @@ def test_profile_timing_times_every_candidate_at_the_shapes_asked_for(monkeypatc
     bad.add_optimization_profile(profile)
     with pytest.raises(UsageError, match="profile_timing"):
         Builder(QUIET).build(network, bad)
+
+
+def test_a_dynamic_context_is_for_one_thread_at_a_time(bert_engine):
+    """Every shape's context shares the one scratch buffer: another thread is refused while one holds the context
+    (enqueue holds it until to_host), never raced."""
+    import threading
+
+    context = Runtime(QUIET).deserialize_engine(bert_engine.engine).create_execution_context()
+    feeds = _text_feeds(np.random.default_rng(67), 2, 9)
+    outputs = context.enqueue(feeds)
+    refused: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            context.execute(_text_feeds(np.random.default_rng(71), 3, 4))
+        except UsageError as exc:
+            refused.append(exc)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert refused and "not free" in str(refused[0])
+    (host,) = context.to_host(outputs).values()  # ends this thread's hold
+    (again,) = context.execute(feeds).values()
+    assert host.tobytes() == again.tobytes()
