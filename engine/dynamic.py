@@ -14,10 +14,12 @@ prepares it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from reprobuild.core import symbolic
+from reprobuild.core.dtypes import itemsize
 from reprobuild.core.errors import FormatError, InputError
 from reprobuild.core.symbolic import SymbolicShapeError
 from reprobuild.engine.plan import EngineDynamic, EngineHeader, EngineLayer, EngineMemory, EngineTactic, EngineTensor
@@ -197,10 +199,6 @@ def specialize_header(header: EngineHeader, index: int, sizes: Mapping[str, int]
     """The engine at ``sizes`` with profile ``index``'s tactics. ``workspace(layer, tensors)`` gives a layer's
     workspace bytes and whether it aliases its input (from its tactic, resolved by the runtime), ``plan`` the
     memory plan from the tensors' byte sizes."""
-    import dataclasses
-
-    from reprobuild.core.dtypes import itemsize
-
     dyn = header.dynamic[0]
     view = view or DynamicView(header)
     shapes, attrs = view.shapes, view.attrs

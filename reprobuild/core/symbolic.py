@@ -303,7 +303,7 @@ class SymInt:
 
     # --- comparison (decided over the ranges, or refused) --------------------------------------------------------
 
-    def _sign(self, other: Any, what: str) -> tuple[int, int]:
+    def _sign(self, other: Any) -> tuple[int, int]:
         o = SymInt._terms_of(other)
         if o is None:
             raise TypeError(f"cannot compare a SymInt with {type(other).__name__}")
@@ -321,7 +321,7 @@ class SymInt:
             return True
         if SymInt._terms_of(other) is None:
             return NotImplemented
-        lo, hi = self._sign(other, "==")
+        lo, hi = self._sign(other)
         if lo > 0 or hi < 0:
             return False
         if lo == hi == 0:
@@ -335,7 +335,7 @@ class SymInt:
         return eq if eq is NotImplemented else not eq
 
     def __lt__(self, other: Any) -> bool:
-        lo, hi = self._sign(other, "<")
+        lo, hi = self._sign(other)
         if hi < 0:
             return True
         if lo >= 0:
@@ -343,7 +343,7 @@ class SymInt:
         raise self._undecided(other, "<")
 
     def __le__(self, other: Any) -> bool:
-        lo, hi = self._sign(other, "<=")
+        lo, hi = self._sign(other)
         if hi <= 0:
             return True
         if lo > 0:
@@ -351,7 +351,7 @@ class SymInt:
         raise self._undecided(other, "<=")
 
     def __gt__(self, other: Any) -> bool:
-        lo, hi = self._sign(other, ">")
+        lo, hi = self._sign(other)
         if lo > 0:
             return True
         if hi <= 0:
@@ -359,7 +359,7 @@ class SymInt:
         raise self._undecided(other, ">")
 
     def __ge__(self, other: Any) -> bool:
-        lo, hi = self._sign(other, ">=")
+        lo, hi = self._sign(other)
         if lo >= 0:
             return True
         if hi < 0:
