@@ -99,6 +99,7 @@ def check_dynamic(header: EngineHeader) -> None:
         for dim in shapes[name]:
             if isinstance(dim, symbolic.SymInt) and (len(dim.symbols) != 1 or dim != symbolic.symbol(dim.symbols[0])):
                 raise _bad(f"input {name!r} has the dimension {dim}; an input's dynamic dimension is one symbol")
+    bounds = []  # each profile's [min, opt, max] sizes, once its shapes are checked
     for index, profile in enumerate(dyn.profiles):
         if sorted(profile.inputs) != dynamic_inputs:
             raise _bad(f"profile {index} gives shapes for {sorted(profile.inputs)}; the dynamic inputs are "
@@ -120,10 +121,10 @@ def check_dynamic(header: EngineHeader) -> None:
                 if not lo <= low <= opt <= high <= hi:
                     raise _bad(f"profile {index}: input {name!r} axis {axis} ({dim}) has min/opt/max {low}/{opt}/"
                                f"{high}, which is not ordered inside the range [{lo}, {hi}] the engine was built for")
-        profile_sizes(dyn, index, shapes)
+        bounds.append(profile_sizes(dyn, index, shapes))
     if [t.model_dump() for t in dyn.profiles[0].tactics] != [layer.tactic.model_dump() for layer in header.layers]:
         raise _bad("profile 0's tactics are not the header's layers' tactics")
-    at_opt = profile_sizes(dyn, 0, shapes)[1]
+    at_opt = bounds[0][1]
     for name, shape in shapes.items():
         if symbolic.substitute(shape, at_opt) != list(activations[name].shape):
             raise _bad(f"the shape of {name!r} at profile 0's opt sizes is {symbolic.substitute(shape, at_opt)}, but "
@@ -147,14 +148,29 @@ class DynamicView:
         self.bounds = [profile_sizes(dyn, i, self.shapes) for i in range(len(dyn.profiles))]
 
 
+def _check_profile(header: EngineHeader, index: int) -> None:
+    count = len(header.dynamic[0].profiles)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+        raise ProfileShapeError(f"optimization profile {index!r} does not exist; the engine has {count} "
+                                f"(0 to {count - 1})")
+
+
+def profile_input_shapes(header: EngineHeader, index: int, given: Mapping[str, Sequence[int]],
+                         default: int = 1) -> dict[str, tuple[int, ...]]:
+    """The shape of each dynamic input of profile ``index``: the one ``given`` (names of other inputs are not
+    looked at), else the profile's min (``default`` 0), opt (1) or max (2) shape."""
+    _check_profile(header, index)
+    profile = header.dynamic[0].profiles[index]
+    return {name: tuple(given[name]) if name in given else tuple(triple[default])
+            for name, triple in profile.inputs.items()}
+
+
 def resolve_sizes(header: EngineHeader, index: int, shapes: Mapping[str, Sequence[int]],
                   view: DynamicView | None = None) -> dict[str, int]:
     """The size of every symbol from the shapes of dynamic inputs, each inside profile ``index``'s range, and the
     same wherever the model names it. ``view``: the section already parsed (else it is parsed here)."""
     dyn = header.dynamic[0]
-    if not 0 <= index < len(dyn.profiles):
-        raise ProfileShapeError(f"optimization profile {index} does not exist; the engine has "
-                                f"{len(dyn.profiles)} (0 to {len(dyn.profiles) - 1})")
+    _check_profile(header, index)
     view = view or DynamicView(header)
     declared = view.shapes
     low, _, high = view.bounds[index]

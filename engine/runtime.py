@@ -176,10 +176,7 @@ def engine_for_inputs(engine: Engine, inputs: Mapping[str, Any], profile: int = 
     """``engine`` itself, or a dynamic engine at the shapes of ``inputs`` with ``profile``'s tactics."""
     if not engine.is_dynamic:
         return engine
-    dims = engine.header.dynamic[0].profiles[profile].inputs if 0 <= profile < engine.num_optimization_profiles \
-        else {}
-    shapes = {name: tuple(np.shape(inputs[name])) for name in dims if name in inputs}
-    return engine.at_shape(profile, dynamic.resolve_sizes(engine.header, profile, shapes, engine.dynamic_view))
+    return engine.at_input_shapes(profile, {name: np.shape(value) for name, value in inputs.items()})
 
 
 def _layer_spec(layer: EngineLayer, tensor: Callable[[str], EngineTensor], weights: Mapping[str, np.ndarray]
@@ -197,6 +194,19 @@ def _layer_spec(layer: EngineLayer, tensor: Callable[[str], EngineTensor], weigh
         inputs=tuple(sig(t) for t in layer.inputs), outputs=tuple(sig(t) for t in layer.outputs),
         constants={i: weights[t] for i, t in enumerate(layer.inputs) if t in weights},
     )
+
+
+def _take(hold: Hold, recorder: ErrorRecorder | None, keep: bool | None) -> contextlib.AbstractContextManager[None]:
+    """A context's hold for the calling thread (``Hold.take``): another thread's call is refused with a UsageError,
+    reported to ``recorder``."""
+    def refuse(why: str) -> ReprobuildError:
+        error = UsageError(f"this execution context is not free: {why}. A context is for one thread at a time; "
+                           "create one context per thread (Engine.create_execution_context)")
+        if recorder is not None:
+            recorder.report(error)
+        return error
+
+    return hold.take(refuse, keep)
 
 
 def _binding(t: EngineTensor) -> Binding:
@@ -308,6 +318,12 @@ class Engine:
             while len(self._shaped) > self.max_shapes:
                 self._shaped.pop(next(iter(self._shaped)))
         return found
+
+    def at_input_shapes(self, profile: int, shapes: Mapping[str, Sequence[int]]) -> Engine:
+        """``at_shape`` at the sizes these input shapes give (a dynamic input not given: profile ``profile``'s opt
+        shape; other inputs' names are not looked at); a ProfileShapeError for a shape outside the profile."""
+        given = dynamic.profile_input_shapes(self.header, profile, shapes)
+        return self.at_shape(profile, dynamic.resolve_sizes(self.header, profile, given, self.dynamic_view))
 
     def _workspace_of(self, layer: EngineLayer, tensors: Mapping[str, EngineTensor]) -> tuple[int, bool]:
         tactic = self._registry.resolve(layer.op, layer.tactic.model_dump())
@@ -541,12 +557,7 @@ class ExecutionContext:
     def _exclusive(self, keep: bool | None = False) -> contextlib.AbstractContextManager[None]:
         """This context for the calling thread for the block (``Hold.take``); a UsageError if another thread has
         it. ``keep``: the thread goes on holding it after the block (``enqueue``); None: as before the block."""
-        def refuse(why: str) -> ReprobuildError:
-            return self._fail(UsageError(f"this execution context is not free: {why}. A context is for one thread "
-                                         "at a time; create one context per thread "
-                                         "(Engine.create_execution_context)"))
-
-        return self._hold.take(refuse, keep)
+        return _take(self._hold, self.error_recorder, keep)
 
     def release(self) -> None:
         """End this thread's hold on the context without copying the outputs (``to_host`` ends it with a copy):
@@ -784,8 +795,8 @@ class DynamicExecutionContext:
         if self._memory is not None and self._memory.size >= need:
             return self._memory
         engine = self.engine
-        dims = engine.header.dynamic[0].profiles[self.profile].inputs
-        top = dynamic.resolve_sizes(engine.header, self.profile, {n: tuple(t[2]) for n, t in dims.items()},
+        top = dynamic.resolve_sizes(engine.header, self.profile,
+                                    dynamic.profile_input_shapes(engine.header, self.profile, {}, default=2),
                                     engine.dynamic_view)
         at_max = dynamic.specialize_header(engine.header, self.profile, top, engine._workspace_of, engine._plan_of,
                                            engine.dynamic_view)
@@ -802,14 +813,7 @@ class DynamicExecutionContext:
         return self._memory
 
     def _exclusive(self, keep: bool | None = False) -> contextlib.AbstractContextManager[None]:
-        def refuse(why: str) -> ReprobuildError:
-            error = UsageError(f"this execution context is not free: {why}. A context is for one thread at a time; "
-                               "create one context per thread (Engine.create_execution_context)")
-            if self.engine.error_recorder is not None:
-                self.engine.error_recorder.report(error)
-            return error
-
-        return self._hold.take(refuse, keep)
+        return _take(self._hold, self.engine.error_recorder, keep)
 
     def set_optimization_profile(self, index: int) -> None:
         """Run with profile ``index``'s ranges and tactics (TensorRT's ``set_optimization_profile_async``); the

@@ -76,21 +76,17 @@ def _at_shape(engine: Engine, input_shapes: Mapping[str, Sequence[int]] | None, 
     """A dynamic engine at ``input_shapes`` (else the shapes of ``inputs``, else the profile's opt shapes) with
     ``profile``'s tactics; a fixed-shape engine as it is (shapes given for one are refused)."""
     from reprobuild.core.errors import UsageError  # lazy: plugin, see the note at the top
-    from reprobuild.engine.dynamic import resolve_sizes  # lazy: plugin, see the note at the top
 
     if not engine.is_dynamic:
         if input_shapes or profile:
             raise UsageError("input_shapes and profile are for an engine built with optimization profiles; this one "
                              "has fixed shapes")
         return engine
-    dims = engine.header.dynamic[0].profiles[profile].inputs if 0 <= profile < engine.num_optimization_profiles \
-        else {}
-    if not dims:
+    if not 0 <= profile < engine.num_optimization_profiles:
         raise UsageError(f"optimization profile {profile} does not exist; the engine has "
                          f"{engine.num_optimization_profiles}")
-    shapes = {name: tuple((input_shapes or {}).get(name) or (tuple(inputs[name].shape) if inputs and name in inputs
-                                                               else dims[name][1])) for name in dims}
-    return engine.at_shape(profile, resolve_sizes(engine.header, profile, shapes))
+    shapes = {name: tuple(value.shape) for name, value in (inputs or {}).items()}
+    return engine.at_input_shapes(profile, {**shapes, **(input_shapes or {})})
 
 
 def assert_deterministic(engine: Engine | bytes | Path, runs: int = 10, contexts: int = 2, threads: int = 1,

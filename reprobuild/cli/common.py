@@ -478,8 +478,6 @@ def engine_at_shape(args: argparse.Namespace, engine: Any) -> Any:
                              f"(--profile); this engine has fixed shapes: "
                              f"{', '.join(f'{b.name} {list(b.shape)}' for b in engine.inputs)}")
         return engine
-    from reprobuild.engine.dynamic import resolve_sizes
-
     count = engine.num_optimization_profiles
     if not 0 <= profile < count:
         raise UsageError(f"--profile-index {profile}: the engine has {count} optimization profile(s), 0 to "
@@ -490,14 +488,9 @@ def engine_at_shape(args: argparse.Namespace, engine: Any) -> Any:
         raise UsageError(f"--input-shape names {unknown}, which are not inputs with dynamic dimensions; those are "
                          f"{sorted(dims)}")
     files = dict(getattr(args, "input", []) or [])
-    for name in sorted(dims):
-        if name in shapes:
-            continue
-        if name in files:
-            shapes[name] = tuple(_npy_shape(files[name]))
-        else:
-            shapes[name] = tuple(dims[name][1])
-    return engine.at_shape(profile, resolve_sizes(engine.header, profile, shapes))
+    for name in sorted(set(dims) & set(files) - set(shapes)):
+        shapes[name] = tuple(_npy_shape(files[name]))
+    return engine.at_input_shapes(profile, shapes)
 
 
 def _npy_shape(path: str) -> tuple[int, ...]:

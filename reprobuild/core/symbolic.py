@@ -149,33 +149,10 @@ class SymInt:
             total += term
         return total
 
-    def to_json(self) -> list[list[Any]]:
-        """Canonical form: [[coefficient, [[symbol, power], ...]], ...] sorted by monomial."""
-        return [[c, [[s, p] for s, p in m]] for m, c in self._key]
-
-    @classmethod
-    def from_json(cls, data: Any) -> IntLike:
-        if not isinstance(data, list) or not data:
-            raise SymbolicShapeError("a symbolic size is a non-empty list of [coefficient, [[symbol, power], ...]]")
-        terms: dict[Monomial, int] = {}
-        for item in data:
-            if (not isinstance(item, list) or len(item) != 2 or type(item[0]) is not int
-                    or not isinstance(item[1], list)):
-                raise SymbolicShapeError(f"bad term {item!r} in a symbolic size")
-            mono = []
-            for pair in item[1]:
-                if (not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str)
-                        or not SYMBOL.match(pair[0]) or type(pair[1]) is not int or not 0 < pair[1] <= 8):
-                    raise SymbolicShapeError(f"bad factor {pair!r} in a symbolic size")
-                mono.append((pair[0], pair[1]))
-            key = tuple(sorted(mono))
-            if len({s for s, _ in key}) != len(key) or key in terms:
-                raise SymbolicShapeError(f"repeated symbol or term in a symbolic size: {data!r}")
-            terms[key] = item[0]
-        value = _make(terms)
-        if [[c, [[s, p] for s, p in m]] for m, c in sorted(terms.items())] != data:
-            raise SymbolicShapeError(f"a symbolic size is not in canonical form: {data!r}")
-        return value
+    @property
+    def degree(self) -> int:
+        """The highest total power of a term (``batch*sequence^2``: 3)."""
+        return max(sum(p for _, p in mono) for mono in self._terms)
 
     def __repr__(self) -> str:
         return str(self)

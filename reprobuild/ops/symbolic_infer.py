@@ -113,7 +113,7 @@ def _monomials(names: Sequence[str]) -> list[SymInt]:
     for s in names:
         out = [m * symbolic.symbol(s) ** k for m in out for k in range(_MAX_POWER + 1)]
     monos = [m for m in out if isinstance(m, SymInt)]
-    return sorted(monos, key=lambda m: (sum(p for t in m.to_json() for _, p in t[1]), str(m)))
+    return sorted(monos, key=lambda m: (m.degree, str(m)))
 
 
 def infer(opdef: LayerDef, attrs: Mapping[str, Any], inputs: Sequence[TensorType]) -> list[TensorType]:
